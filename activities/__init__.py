@@ -1,0 +1,11 @@
+"""Activities: everything that touches the outside world (Docker, the subject's network API, Claude).
+
+One module per concern; `ALL` is what the worker registers.
+"""
+
+from activities.diagnosis import diagnose, gather_evidence
+from activities.faults import inject_fault, restore_fault
+from activities.load import run_load_window
+from activities.probes import detect_violation, preflight, wait_healthy
+
+ALL = [preflight, run_load_window, inject_fault, detect_violation, gather_evidence, diagnose, restore_fault, wait_healthy]

@@ -1,0 +1,113 @@
+"""Everything that talks to Docker, through python-on-whales.
+
+python-on-whales shells out to the docker CLI and blocks, so activities call these helpers through
+`asyncio.to_thread`: a blocked event loop would make the worker miss heartbeats and queries.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from python_on_whales import Container, DockerClient, DockerException
+from temporalio.exceptions import ApplicationError
+
+from contracts import ContainerState, ErrorType
+from runtime.state import state_dir
+from subjects import SubjectInstance
+
+
+def docker_unavailable(exc: Exception) -> ApplicationError:
+    first_line = (str(exc).strip().splitlines() or ["no answer"])[-1][:300]
+    return ApplicationError(
+        f"Docker is not reachable: {first_line}", type=ErrorType.DOCKER_UNAVAILABLE, non_retryable=True
+    )
+
+
+def compose_client(instance: SubjectInstance) -> DockerClient:
+    env_file = state_dir() / "compose" / f"{instance.project}.env"
+    env_file.parent.mkdir(parents=True, exist_ok=True)
+    env = instance.subject.compose_env(instance.port_base)
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in sorted(env.items())))
+    return DockerClient(
+        compose_files=[instance.subject.compose_file],
+        compose_project_name=instance.project,
+        compose_env_files=[env_file],
+    )
+
+
+def ensure_docker(client: DockerClient) -> None:
+    try:
+        client.system.info()
+    except (DockerException, OSError) as exc:
+        raise docker_unavailable(exc) from exc
+
+
+def validate_compose(client: DockerClient, instance: SubjectInstance) -> None:
+    try:
+        client.compose.config(return_json=True)
+    except DockerException as exc:
+        detail = (exc.stderr or str(exc)).strip().splitlines()
+        raise ApplicationError(
+            f"compose file of subject {instance.subject.name!r} is broken: {detail[-1] if detail else exc}",
+            type=ErrorType.BAD_INPUT,
+            non_retryable=True,
+        ) from exc
+
+
+def ensure_image(client: DockerClient, instance: SubjectInstance) -> bool:
+    """Build the subject's image locally when it is missing. Returns True when it built one."""
+    spec = instance.subject.image()
+    if spec.dockerfile is None or client.image.exists(spec.ref):
+        return False
+    with tempfile.TemporaryDirectory(prefix="chaos-image-") as ctx:
+        shutil.copy(spec.dockerfile, Path(ctx) / "Dockerfile")
+        for f in spec.context_files:
+            shutil.copy(f, Path(ctx) / f.name)
+        client.legacy_build(ctx, tags=[spec.ref])
+    return True
+
+
+def bring_up(client: DockerClient) -> None:
+    # `up -d` is idempotent: running members are left alone, missing or stopped ones are (re)started.
+    client.compose.up(detach=True, quiet=True)
+
+
+def service_container(client: DockerClient, instance: SubjectInstance, service: str) -> Container:
+    found = client.compose.ps(services=[service], all=True)
+    if not found:
+        raise ApplicationError(
+            f"no container for service {service!r} in project {instance.project!r}",
+            type=ErrorType.BAD_INPUT,
+            non_retryable=True,
+        )
+    return found[0]
+
+
+def all_running(client: DockerClient, instance: SubjectInstance) -> bool:
+    running = {c.name for c in client.compose.ps() if c.state.running}
+    return len(running) >= len(instance.subject.services)
+
+
+def container_states(client: DockerClient, instance: SubjectInstance) -> list[ContainerState]:
+    by_service = {c.config.labels.get("com.docker.compose.service"): c for c in client.compose.ps(all=True)}
+    states = []
+    for service in instance.subject.services:
+        c = by_service.get(service)
+        if c is None:
+            states.append(ContainerState(service=service, container="", running=False, status="missing"))
+            continue
+        s = c.state
+        states.append(
+            ContainerState(
+                service=service,
+                container=c.name,
+                running=bool(s.running),
+                status=s.status or "unknown",
+                exit_code=s.exit_code,
+                oom_killed=bool(s.oom_killed),
+                restart_count=c.restart_count or 0,
+            )
+        )
+    return states

@@ -1,0 +1,108 @@
+"""Faults come in pairs: an inject and the restore that undoes exactly it.
+
+Adding a fault kind = one `FaultPair` in `FAULTS` (and its name in `contracts.FaultKind`). Both halves are
+idempotent, because Temporal may run an activity more than once: killing a dead container and starting a running
+one are both success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+from python_on_whales import Container, DockerException
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.docker import compose_client, docker_unavailable, ensure_docker, service_container
+from contracts import ErrorType, FaultRequest, InjectResult, RestoreResult
+from subjects import SubjectInstance, UnknownSubject, resolve
+
+
+@dataclass(frozen=True)
+class FaultPair:
+    # is_in_effect tells whether the fault is (still) visible on the container, which makes both halves
+    # idempotent and lets a reaper decide what is still broken.
+    inject: Callable[[Container], None]
+    restore: Callable[[Container], None]
+    is_in_effect: Callable[[Container], bool]
+
+
+FAULTS: dict[str, FaultPair] = {
+    "kill": FaultPair(
+        inject=lambda c: c.kill("SIGKILL"),
+        restore=lambda c: c.start(),
+        is_in_effect=lambda c: not c.state.running,
+    ),
+}
+
+
+def _target_container(req: FaultRequest) -> tuple[SubjectInstance, Container, FaultPair]:
+    try:
+        instance = resolve(req.subject)
+    except UnknownSubject as exc:
+        raise ApplicationError(str(exc), type=ErrorType.BAD_INPUT, non_retryable=True) from exc
+    if req.target not in instance.subject.targets:
+        raise ApplicationError(
+            f"{req.target!r} is not a target of subject {instance.subject.name!r}",
+            type=ErrorType.BAD_INPUT,
+            non_retryable=True,
+        )
+    if req.fault not in FAULTS:
+        raise ApplicationError(f"unknown fault {req.fault!r}", type=ErrorType.BAD_INPUT, non_retryable=True)
+    client = compose_client(instance)
+    ensure_docker(client)
+    return instance, service_container(client, instance, req.target), FAULTS[req.fault]
+
+
+def _inject(req: FaultRequest) -> InjectResult:
+    _, container, pair = _target_container(req)
+    container.reload()
+    if pair.is_in_effect(container):
+        # A retry after the kill already happened (worker died before reporting): do not hit it again, and keep
+        # the first attempt's timestamp as the best record of when it went down.
+        finished = container.state.finished_at
+        return InjectResult(
+            target=req.target,
+            container=container.name,
+            injected_at=finished or datetime.now(timezone.utc),
+            already_down=True,
+        )
+    try:
+        pair.inject(container)
+    except DockerException as exc:
+        container.reload()
+        if not pair.is_in_effect(container):
+            raise
+    return InjectResult(target=req.target, container=container.name, injected_at=datetime.now(timezone.utc))
+
+
+def _restore(req: FaultRequest) -> RestoreResult:
+    started_at = datetime.now(timezone.utc)
+    _, container, pair = _target_container(req)
+    container.reload()
+    if not pair.is_in_effect(container):
+        return RestoreResult(target=req.target, started_at=started_at, already_up=True)
+    pair.restore(container)
+    return RestoreResult(target=req.target, started_at=started_at)
+
+
+async def _off_loop(fn, req):
+    try:
+        return await asyncio.to_thread(fn, req)
+    except DockerException as exc:
+        if "Cannot connect to the Docker daemon" in str(exc):
+            raise docker_unavailable(exc) from exc
+        raise
+
+
+@activity.defn
+async def inject_fault(req: FaultRequest) -> InjectResult:
+    return await _off_loop(_inject, req)
+
+
+@activity.defn
+async def restore_fault(req: FaultRequest) -> RestoreResult:
+    return await _off_loop(_restore, req)

@@ -1,0 +1,145 @@
+"""The steady-state hypothesis: evaluating a subject's invariants, once or in a loop.
+
+Checks run inside one long activity per stage (not one activity per check) so the polling interval can be short
+without flooding the event history; the activity heartbeats each check so a dead worker is noticed fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timezone
+
+import httpx
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.docker import (
+    all_running,
+    bring_up,
+    compose_client,
+    ensure_docker,
+    ensure_image,
+    validate_compose,
+)
+from contracts import (
+    CheckResult,
+    DetectRequest,
+    DetectResult,
+    ErrorType,
+    PreflightRequest,
+    PreflightResult,
+    SubjectRef,
+    WaitHealthyRequest,
+)
+from subjects import SubjectInstance, UnknownSubject, resolve
+
+TIMELINE_CAP = 40  # checks kept for the evidence bundle; older ones are dropped
+
+
+def resolve_or_bad_input(ref: SubjectRef) -> SubjectInstance:
+    try:
+        return resolve(ref)
+    except UnknownSubject as exc:
+        raise ApplicationError(str(exc), type=ErrorType.BAD_INPUT, non_retryable=True) from exc
+
+
+def http_client() -> httpx.AsyncClient:
+    # Local traffic only; never pick up a proxy from the environment.
+    return httpx.AsyncClient(trust_env=False, limits=httpx.Limits(max_connections=64))
+
+
+async def wait_until_healthy(
+    instance: SubjectInstance, timeout_s: float, check_timeout_s: float, interval_s: float = 0.25
+) -> CheckResult | None:
+    """Poll until every invariant holds; None on timeout. Heartbeats each check."""
+    deadline = time.monotonic() + timeout_s
+    last: CheckResult | None = None
+    async with http_client() as http:
+        while True:
+            last = await instance.subject.check(http, instance.endpoints, check_timeout_s)
+            activity.heartbeat(last.violations)
+            if last.ok:
+                return last
+            if time.monotonic() >= deadline:
+                activity.logger.warning("subject still unhealthy: %s", "; ".join(last.violations))
+                return None
+            await asyncio.sleep(interval_s)
+
+
+@activity.defn
+async def preflight(req: PreflightRequest) -> PreflightResult:
+    """Validate the input, bring the subject up if needed and wait for its steady state. Kills nothing."""
+    instance = resolve_or_bad_input(req.subject)
+    subject = instance.subject
+    if req.target is not None and req.target not in subject.targets:
+        raise ApplicationError(
+            f"{req.target!r} is not a target of subject {subject.name!r} (targets: {', '.join(subject.targets)})",
+            type=ErrorType.BAD_INPUT,
+            non_retryable=True,
+        )
+    client = compose_client(instance)
+    await asyncio.to_thread(ensure_docker, client)
+    await asyncio.to_thread(validate_compose, client, instance)
+    started = False
+    if not await asyncio.to_thread(all_running, client, instance):
+        activity.heartbeat("bringing the subject up")
+        await asyncio.to_thread(ensure_image, client, instance)
+        await asyncio.to_thread(bring_up, client)
+        started = True
+    baseline = await wait_until_healthy(instance, req.timeout_s, req.check_timeout_s)
+    if baseline is None:
+        raise ApplicationError(
+            f"subject {subject.name!r} (project {instance.project}) did not become healthy within {req.timeout_s:g}s",
+            type=ErrorType.SUBJECT_UNHEALTHY,
+            non_retryable=True,
+        )
+    return PreflightResult(
+        subject=subject.name,
+        project=instance.project,
+        services=list(subject.services),
+        targets=list(subject.targets),
+        started_subject=started,
+        baseline=baseline,
+    )
+
+
+@activity.defn
+async def detect_violation(req: DetectRequest) -> DetectResult:
+    """Check every `interval_s` until an invariant is violated or `timeout_s` passes."""
+    instance = resolve_or_bad_input(req.subject)
+    deadline = time.monotonic() + req.timeout_s
+    timeline: list[CheckResult] = []
+    checks = 0
+    async with http_client() as http:
+        while True:
+            tick = time.monotonic()
+            result = await instance.subject.check(http, instance.endpoints, req.check_timeout_s)
+            checks += 1
+            timeline = (timeline + [result])[-TIMELINE_CAP:]
+            activity.heartbeat(checks)
+            if not result.ok:
+                # The violation is observed when the check that saw it completes, not when it started.
+                return DetectResult(
+                    detected=True,
+                    detected_at=datetime.now(timezone.utc),
+                    first_violation=result,
+                    checks=checks,
+                    timeline=timeline,
+                )
+            if time.monotonic() >= deadline:
+                return DetectResult(detected=False, checks=checks, timeline=timeline)
+            await asyncio.sleep(max(0.0, req.interval_s - (time.monotonic() - tick)))
+
+
+@activity.defn
+async def wait_healthy(req: WaitHealthyRequest) -> CheckResult:
+    """After restore: wait until every invariant holds again. Fails (retryably) if it does not in time."""
+    instance = resolve_or_bad_input(req.subject)
+    result = await wait_until_healthy(instance, req.timeout_s, req.check_timeout_s, req.interval_s)
+    if result is None:
+        raise ApplicationError(
+            f"subject {instance.subject.name!r} not healthy {req.timeout_s:g}s after restore",
+            type=ErrorType.SUBJECT_UNHEALTHY,
+        )
+    return result

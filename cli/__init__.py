@@ -1,0 +1,1 @@
+"""The starter's command line (typer + Rich)."""

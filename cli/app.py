@@ -1,0 +1,231 @@
+"""The `starter.py` command line: start chaos runs and follow them.
+
+Exit codes: 0 pass, 1 verdict fail (or the run failed), 2 bad input, 3 infrastructure unreachable (Docker or
+Temporal), 130 interrupted. Every error is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from datetime import datetime, timedelta, timezone
+from typing import NoReturn, Optional
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
+
+from cli.render import progress_view, report_view
+from contracts import TASK_QUEUE, Attr, ChaosInput, ChaosReport, ErrorType, Progress, SubjectRef
+from runtime.connect import connect_config, ui_base_url
+from runtime.devserver import ServerUnreachable, connect_or_start
+from runtime.worker import SearchAttributesMissing, build_worker, ensure_search_attributes
+from subjects import UnknownSubject, get_subject, resolve
+from workflows.chaos import ChaosDemoWorkflow
+
+EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INFRA, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_FOR_ERROR = {
+    ErrorType.BAD_INPUT: EXIT_BAD_INPUT,
+    ErrorType.DOCKER_UNAVAILABLE: EXIT_INFRA,
+    ErrorType.SUBJECT_UNHEALTHY: EXIT_INFRA,
+}
+# A poller seen this recently counts as a live worker (idle workers re-poll at least once a minute).
+WORKER_SEEN_WITHIN = timedelta(seconds=75)
+
+app = typer.Typer(
+    help="Durable chaos runs on Temporal: kill a node of a real cluster, watch it get detected and diagnosed, "
+    "and be certain it comes back.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """Durable chaos runs on Temporal. Server: TEMPORAL_ADDRESS / profile, else the embedded dev server."""
+
+
+def fail(code: int, message: str) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def run_url(client: Client, workflow_id: str, run_id: str) -> str:
+    base = ui_base_url(connect_config()["target_host"])
+    return f"{base}/namespaces/{client.namespace}/workflows/{workflow_id}/{run_id}/history"
+
+
+def exit_code_for_failure(err: BaseException) -> tuple[int, str]:
+    """Walk the failure chain to the ApplicationError that says what went wrong."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, ApplicationError) and cause.type in EXIT_FOR_ERROR:
+            return EXIT_FOR_ERROR[cause.type], cause.message
+        if isinstance(cause, CancelledError):
+            return EXIT_INTERRUPTED, "the run was cancelled (the fault, if injected, was restored)"
+        cause = cause.__cause__
+    return EXIT_FAIL, f"the run failed: {err.__cause__ or err}"
+
+
+async def has_live_worker(client: Client, task_queue: str) -> bool:
+    resp = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    now = datetime.now(timezone.utc)
+    return any(now - p.last_access_time.ToDatetime(timezone.utc) < WORKER_SEEN_WITHIN for p in resp.pollers)
+
+
+async def _connect(say) -> Client:
+    try:
+        client = await connect_or_start(say=say)
+        await ensure_search_attributes(client)
+        return client
+    except ServerUnreachable as err:
+        fail(EXIT_INFRA, str(err))
+    except SearchAttributesMissing as err:
+        fail(EXIT_INFRA, str(err))
+
+
+async def _follow(handle: WorkflowHandle, live: Live, url: str) -> ChaosReport:
+    """Redraw the progress query until the run closes. The first Ctrl-C cancels the run (restore still runs)."""
+    result = asyncio.ensure_future(handle.result())
+    cancelled = False
+
+    def on_interrupt() -> None:
+        nonlocal cancelled
+        if not cancelled:
+            cancelled = True
+            err_console.print("[yellow]Ctrl-C: cancelling the run; the fault is restored before it ends "
+                              "(Ctrl-C again to stop watching)[/]")
+            asyncio.ensure_future(handle.cancel())
+        else:
+            result.cancel()
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    try:
+        while not result.done():
+            with contextlib.suppress(Exception):  # a query can race the run's end or a worker restart
+                progress = await handle.query(ChaosDemoWorkflow.progress, result_type=Progress)
+                live.update(progress_view(progress, url))
+            await asyncio.wait([result], timeout=0.25)
+        return result.result()
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+async def _chaos(inp: ChaosInput, as_json: bool, detach: bool) -> int:
+    out = err_console if as_json else Console()
+    client = await _connect(lambda msg: err_console.print(f"[dim]{msg}[/]"))
+    instance = resolve(inp.subject)
+    own_worker = not await has_live_worker(client, TASK_QUEUE)
+    try:
+        handle = await client.start_workflow(
+            ChaosDemoWorkflow.run,
+            inp,
+            # The workflow id is the subject instance: Temporal itself refuses a second run on a busy subject.
+            id=instance.project,
+            task_queue=TASK_QUEUE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            search_attributes=TypedSearchAttributes([
+                SearchAttributePair(Attr.SUBJECT, inp.subject.name),
+                SearchAttributePair(Attr.FAULT, inp.fault),
+            ]),
+            static_summary=f"{inp.fault} {inp.target or 'a random member'} on {inp.subject.name} "
+                           f"(project {instance.project})",
+        )
+    except WorkflowAlreadyStartedError:
+        fail(EXIT_BAD_INPUT, f"subject {inp.subject.name} (project {instance.project}) is busy: run "
+                             f"{instance.project} is still in progress; wait for it or cancel it")
+    url = run_url(client, handle.id, handle.result_run_id or "")
+    err_console.print(f"run {handle.id} started: {url}", highlight=False, soft_wrap=True)
+    if detach:
+        if own_worker:
+            err_console.print("[yellow]no worker is polling; start one with `python worker.py` to run it[/]")
+        if as_json:
+            print(json.dumps({"workflow_id": handle.id, "run_id": handle.result_run_id, "url": url}))
+        return EXIT_PASS
+
+    worker = build_worker(client) if own_worker else contextlib.nullcontext()
+    if own_worker:
+        err_console.print("[dim]no worker polling the task queue: running one in this process for this run[/]")
+    try:
+        async with worker:
+            with Live(progress_view(Progress(subject=inp.subject.name), url), console=out, transient=as_json,
+                      refresh_per_second=8) as live:
+                report = await _follow(handle, live, url)
+    except WorkflowFailureError as err:
+        code, message = exit_code_for_failure(err)
+        fail(code, message)
+    except asyncio.CancelledError:
+        fail(EXIT_INTERRUPTED, f"stopped watching; run {handle.id} goes on (see {url})")
+    if as_json:
+        print(report.model_dump_json(indent=2))
+    else:
+        out.print(report_view(report, url))
+    return EXIT_PASS if report.verdict == "pass" else EXIT_FAIL
+
+
+def _positive(name: str, value: float) -> None:
+    if value <= 0:
+        fail(EXIT_BAD_INPUT, f"{name} must be positive (got {value:g})")
+
+
+@app.command()
+def chaos(
+    subject: str = typer.Option("etcd", help="Subject to break (a folder under subjects/)."),
+    target: Optional[str] = typer.Option(None, help="Service to kill; a random member when omitted."),
+    detect_timeout: float = typer.Option(30.0, help="Seconds to wait for detection before warning and going on."),
+    detect_interval: float = typer.Option(0.5, help="Seconds between invariant checks while detecting."),
+    countdown: int = typer.Option(3, help="Seconds of countdown before the fault (a durable timer)."),
+    project: Optional[str] = typer.Option(None, help="Compose project of the subject copy (default chaos-<subject>)."),
+    port_base: Optional[int] = typer.Option(None, help="First host port of the subject copy (e.g. 23790)."),
+    as_json: bool = typer.Option(False, "--json", help="Print only the report as JSON on stdout."),
+    detach: bool = typer.Option(False, "--detach", help="Start the run and return; follow it in the web UI."),
+) -> None:
+    """Run one chaos experiment: preflight, load, countdown, kill, detect, diagnose, restore.
+
+    Exit codes: 0 pass, 1 fail, 2 bad input, 3 Docker or Temporal unreachable.
+    """
+    try:
+        definition = get_subject(subject)
+    except UnknownSubject as err:
+        fail(EXIT_BAD_INPUT, str(err))
+    if target is not None and target not in definition.targets:
+        fail(EXIT_BAD_INPUT, f"{target!r} is not a target of {subject} (targets: {', '.join(definition.targets)})")
+    _positive("--detect-timeout", detect_timeout)
+    _positive("--detect-interval", detect_interval)
+    if countdown < 0:
+        fail(EXIT_BAD_INPUT, f"--countdown cannot be negative (got {countdown})")
+    if port_base is not None and not 1024 <= port_base <= 65000:
+        fail(EXIT_BAD_INPUT, f"--port-base must be between 1024 and 65000 (got {port_base})")
+    inp = ChaosInput(
+        subject=SubjectRef(name=subject, project=project, port_base=port_base),
+        target=target,
+        detect_timeout_s=detect_timeout,
+        detect_interval_s=detect_interval,
+        countdown_s=countdown,
+    )
+    raise typer.Exit(asyncio.run(_chaos(inp, as_json, detach)))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)

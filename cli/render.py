@@ -1,0 +1,90 @@
+"""Rich renderings of a run: the live progress view and the final report."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from contracts import ChaosReport, Diagnosis, FaultState, Progress, Stage
+
+STAGES = [Stage.PREFLIGHT, Stage.COUNTDOWN, Stage.INJECT, Stage.DETECT, Stage.DIAGNOSE, Stage.RESTORE, Stage.VERIFY]
+
+
+def _fmt_s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f} s"
+
+
+def progress_view(p: Progress, url: str) -> Panel:
+    now = datetime.now(timezone.utc)
+    stages = Text()
+    for stage in STAGES:
+        style = "bold reverse" if stage == p.stage else "dim"
+        stages.append(f" {stage.value} ", style=style)
+        stages.append(" ")
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    elapsed = (now - p.started_at).total_seconds() if p.started_at else 0.0
+    grid.add_row("stage", f"{p.stage.value}: {p.message}")
+    grid.add_row("elapsed", f"{elapsed:.1f} s")
+    grid.add_row("target", p.target or "(not chosen yet)")
+    state_style = {FaultState.INJECTED: "bold red", FaultState.RESTORED: "green"}.get(p.fault_state, "")
+    grid.add_row("fault", Text(p.fault_state.value, style=state_style))
+    if p.countdown_left:
+        grid.add_row("countdown", Text(str(p.countdown_left), style="bold yellow"))
+    if p.last_window:
+        w = p.last_window
+        hot = p.fault_state == FaultState.INJECTED
+        grid.add_row("load", Text(f"{w.ops_per_s:g} ops/s, {w.errors} errors, p95 {w.p95_ms or 0:g} ms",
+                                  style="red" if hot else "green"))
+    if p.stage == Stage.DETECT and p.detect_deadline:
+        grid.add_row("detect", f"{max(0.0, (p.detect_deadline - now).total_seconds()):.1f} s left before timeout")
+    grid.add_row("time to detect", _fmt_s(p.time_to_detect_s))
+    grid.add_row("time to restore", _fmt_s(p.time_to_restore_s))
+    return Panel(Group(stages, grid), title=f"chaos run on {p.subject}", subtitle=url)
+
+
+def diagnosis_panel(d: Diagnosis) -> Panel:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    source = d.source + (f" (fallback: {d.fallback_reason})" if d.fallback_reason else "")
+    grid.add_row("source", source)
+    grid.add_row("summary", d.summary)
+    grid.add_row("root cause", d.root_cause)
+    grid.add_row("affected", ", ".join(d.affected_nodes) or "-")
+    grid.add_row("evidence", "\n".join(f"- {e}" for e in d.evidence) or "-")
+    grid.add_row("actions", "\n".join(f"- {a}" for a in d.suggested_actions) or "-")
+    grid.add_row("confidence", f"{d.confidence:.0%}")
+    if d.correct is not None:
+        grid.add_row("correct", Text("✓ names the killed node" if d.correct else "✗ wrong node",
+                                     style="green" if d.correct else "red"))
+    return Panel(grid, title="diagnosis")
+
+
+def report_view(r: ChaosReport, url: str) -> Group:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("run", f"{r.workflow_id} / {r.run_id}")
+    grid.add_row("subject", f"{r.subject} (project {r.project})")
+    grid.add_row("fault", f"{r.fault} {r.target}")
+    grid.add_row("fault state", r.fault_state.value)
+    grid.add_row("time to detect", _fmt_s(r.time_to_detect_s))
+    grid.add_row("time to restore", _fmt_s(r.time_to_restore_s))
+    load = r.load
+    if load.windows:
+        grid.add_row("load", f"baseline {load.baseline_ops_s or 0:g} ops/s, worst during fault "
+                             f"{load.worst_fault_ops_s if load.worst_fault_ops_s is not None else '-'} ops/s, "
+                             f"{load.errors} errors in {len(load.windows)} windows")
+    grid.add_row("reasons", "\n".join(f"- {x}" for x in r.reasons))
+    grid.add_row("history", url)
+    passed = r.verdict == "pass"
+    verdict = Panel(grid, title=Text(f"verdict: {r.verdict.upper()}", style="bold green" if passed else "bold red"),
+                    border_style="green" if passed else "red")
+    parts = [diagnosis_panel(r.diagnosis)] if r.diagnosis else []
+    return Group(*parts, verdict)

@@ -1,0 +1,284 @@
+"""Data contracts shared by the workflow, the activities and the CLI.
+
+Every value that crosses a Temporal boundary (workflow input, activity input/output, query result, report) is a
+pydantic model defined here, serialised by `temporalio.contrib.pydantic.pydantic_data_converter`. Keeping them in
+one module means the workflow sandbox, the worker and the starter can never disagree about a field.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from temporalio.common import SearchAttributeKey
+
+TASK_QUEUE = "chaos-runs"
+WORKFLOW_NAME = "ChaosDemoWorkflow"
+
+
+class Stage(str, Enum):
+    PREFLIGHT = "preflight"
+    COUNTDOWN = "countdown"
+    INJECT = "inject"
+    DETECT = "detect"
+    DIAGNOSE = "diagnose"
+    RESTORE = "restore"
+    VERIFY = "verify"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class FaultState(str, Enum):
+    NONE = "none"
+    INJECTED = "injected"
+    RESTORED = "restored"
+
+
+FaultKind = Literal["kill"]
+
+
+# Search attributes make runs findable in the Temporal UI ("every failed run on etcd"). The worker registers them
+# on whatever server it connects to; the embedded dev server is started with them.
+class Attr:
+    SUBJECT = SearchAttributeKey.for_keyword("ChaosSubject")
+    FAULT = SearchAttributeKey.for_keyword("ChaosFault")
+    TARGET = SearchAttributeKey.for_keyword("ChaosTarget")
+    STAGE = SearchAttributeKey.for_keyword("ChaosStage")
+    FAULT_STATE = SearchAttributeKey.for_keyword("ChaosFaultState")
+    VERDICT = SearchAttributeKey.for_keyword("ChaosVerdict")
+    DETECT_SECONDS = SearchAttributeKey.for_float("ChaosDetectSeconds")
+    RESTORE_SECONDS = SearchAttributeKey.for_float("ChaosRestoreSeconds")
+    DIAGNOSIS_CORRECT = SearchAttributeKey.for_bool("ChaosDiagnosisCorrect")
+
+    ALL = (SUBJECT, FAULT, TARGET, STAGE, FAULT_STATE, VERDICT, DETECT_SECONDS, RESTORE_SECONDS, DIAGNOSIS_CORRECT)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inputs
+
+
+class SubjectRef(BaseModel):
+    """One running copy of a subject: which definition, which compose project, which host ports."""
+
+    name: str = "etcd"
+    project: str | None = Field(default=None, description="compose project name; the subject's default if unset")
+    port_base: int | None = Field(default=None, description="first host port; the subject's default if unset")
+
+
+class ChaosInput(BaseModel):
+    subject: SubjectRef = SubjectRef()
+    fault: FaultKind = "kill"
+    target: str | None = Field(default=None, description="service to hit; chosen at random in the workflow if unset")
+    countdown_s: int = Field(default=3, ge=0)
+    detect_interval_s: float = Field(default=0.5, gt=0)
+    detect_timeout_s: float = Field(default=30.0, gt=0)
+    check_timeout_s: float = Field(default=0.5, gt=0)
+    load_window_s: float = Field(default=1.0, gt=0)
+    load_concurrency: int = Field(default=4, ge=1)
+    preflight_timeout_s: float = Field(default=90.0, gt=0)
+    restore_timeout_s: float = Field(default=90.0, gt=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Probes
+
+
+class MemberHealth(BaseModel):
+    service: str
+    healthy: bool
+    detail: str = ""
+
+
+class CheckResult(BaseModel):
+    """One evaluation of every invariant of a subject."""
+
+    at: datetime
+    ok: bool
+    members: list[MemberHealth]
+    leader: str | None = None
+    write_ok: bool = False
+    violations: list[str] = []
+
+
+class PreflightRequest(BaseModel):
+    subject: SubjectRef
+    target: str | None
+    timeout_s: float
+    check_timeout_s: float
+
+
+class PreflightResult(BaseModel):
+    subject: str
+    project: str
+    services: list[str]
+    targets: list[str]
+    started_subject: bool
+    baseline: CheckResult
+
+
+class WaitHealthyRequest(BaseModel):
+    subject: SubjectRef
+    timeout_s: float
+    check_timeout_s: float
+    interval_s: float = 0.25
+
+
+class DetectRequest(BaseModel):
+    subject: SubjectRef
+    interval_s: float
+    timeout_s: float
+    check_timeout_s: float
+
+
+class DetectResult(BaseModel):
+    detected: bool
+    detected_at: datetime | None = None
+    first_violation: CheckResult | None = None
+    checks: int = 0
+    timeline: list[CheckResult] = Field(default=[], description="recent checks, oldest first (capped)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Faults
+
+
+class FaultRequest(BaseModel):
+    subject: SubjectRef
+    fault: FaultKind
+    target: str
+
+
+class InjectResult(BaseModel):
+    target: str
+    container: str
+    injected_at: datetime
+    already_down: bool = False
+
+
+class RestoreResult(BaseModel):
+    target: str
+    started_at: datetime
+    already_up: bool = False
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Load
+
+
+class LoadRequest(BaseModel):
+    subject: SubjectRef
+    window_s: float
+    concurrency: int
+    check_timeout_s: float
+
+
+class LoadWindow(BaseModel):
+    start: datetime
+    end: datetime
+    ops: int
+    errors: int
+    ops_per_s: float
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+
+
+class LoadSummary(BaseModel):
+    windows: list[LoadWindow] = []
+    baseline_ops_s: float | None = None
+    worst_fault_ops_s: float | None = None
+    errors: int = 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Diagnosis
+
+
+class ContainerState(BaseModel):
+    service: str
+    container: str
+    running: bool
+    status: str
+    exit_code: int | None = None
+    oom_killed: bool = False
+    restart_count: int = 0
+
+
+class EvidenceRequest(BaseModel):
+    subject: SubjectRef
+    detect: DetectResult
+
+
+class Evidence(BaseModel):
+    subject: str
+    services: list[str]
+    containers: list[ContainerState]
+    timeline: list[CheckResult]
+    health_now: CheckResult
+
+
+class Diagnosis(BaseModel):
+    source: Literal["claude", "rules"]
+    fallback_reason: str | None = None
+    affected_nodes: list[str] = []
+    summary: str
+    root_cause: str
+    evidence: list[str] = []
+    suggested_actions: list[str] = []
+    confidence: float = Field(ge=0, le=1)
+    correct: bool | None = None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Progress and report
+
+
+class Progress(BaseModel):
+    """What the `progress` query returns: enough for the CLI to draw the live view."""
+
+    stage: Stage = Stage.PREFLIGHT
+    subject: str = ""
+    target: str | None = None
+    fault_state: FaultState = FaultState.NONE
+    started_at: datetime | None = None
+    countdown_left: int | None = None
+    injected_at: datetime | None = None
+    detect_deadline: datetime | None = None
+    time_to_detect_s: float | None = None
+    time_to_restore_s: float | None = None
+    last_window: LoadWindow | None = None
+    windows: int = 0
+    diagnosis: Diagnosis | None = None
+    message: str = ""
+
+
+class ChaosReport(BaseModel):
+    workflow_id: str
+    run_id: str
+    subject: str
+    project: str
+    fault: FaultKind
+    target: str | None
+    verdict: Literal["pass", "fail"]
+    reasons: list[str]
+    started_at: datetime
+    finished_at: datetime
+    injected_at: datetime | None = None
+    detected_at: datetime | None = None
+    restored_at: datetime | None = None
+    time_to_detect_s: float | None = None
+    time_to_restore_s: float | None = None
+    fault_state: FaultState
+    diagnosis: Diagnosis | None = None
+    load: LoadSummary = LoadSummary()
+    final_check: CheckResult | None = None
+
+
+class ErrorType:
+    """`ApplicationError.type` values the CLI maps to exit codes. All are non-retryable: retrying cannot fix them."""
+
+    BAD_INPUT = "BadInput"  # unknown subject/target/fault, broken compose file -> exit 2
+    DOCKER_UNAVAILABLE = "DockerUnavailable"  # -> exit 3
+    SUBJECT_UNHEALTHY = "SubjectUnhealthy"  # steady state never reached before the fault -> exit 3

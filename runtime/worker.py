@@ -1,0 +1,61 @@
+"""The worker: which workflows and activities run on the task queue, and how fast a crash is recovered."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.service import RPCError
+from temporalio.worker import Worker
+
+import activities
+from contracts import TASK_QUEUE, Attr
+from workflows.chaos import ChaosDemoWorkflow
+
+WORKFLOWS = [ChaosDemoWorkflow]
+
+
+class SearchAttributesMissing(RuntimeError):
+    pass
+
+
+async def ensure_search_attributes(client: Client) -> list[str]:
+    """Register the Chaos* search attributes the workflow upserts. Idempotent; returns the names it added."""
+    have = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=client.namespace)
+    )
+    missing = {k.name: k.indexed_value_type for k in Attr.ALL if k.name not in have.custom_attributes}
+    if not missing:
+        return []
+    try:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
+        )
+    except RPCError as err:
+        wanted = " ".join(
+            f"--name {name} --type {IndexedValueType.Name(kind).removeprefix('INDEXED_VALUE_TYPE_').title()}"
+            for name, kind in missing.items()
+        )
+        raise SearchAttributesMissing(
+            f"cannot register search attributes ({err.status.name if err.status else err}: {err.message}); "
+            f"ask an admin to run: temporal operator search-attribute create {wanted}"
+        ) from err
+    return sorted(missing)
+
+
+def build_worker(client: Client, task_queue: str = TASK_QUEUE) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=activities.ALL,
+        # After a worker dies, its workflows wait on its sticky queue this long before any worker may take them.
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=1),
+        # Heartbeats must reach the server well inside the activities' 5 s heartbeat timeout.
+        max_heartbeat_throttle_interval=timedelta(seconds=2),
+        default_heartbeat_throttle_interval=timedelta(seconds=2),
+        graceful_shutdown_timeout=timedelta(seconds=5),
+    )
+

@@ -1,0 +1,33 @@
+"""Run a worker: connect (envconfig; the embedded dev server by default), register everything, run until Ctrl-C."""
+
+import asyncio
+import signal
+import sys
+
+from runtime.devserver import ServerUnreachable, connect_or_start
+from runtime.worker import SearchAttributesMissing, build_worker, ensure_search_attributes
+
+
+async def main() -> int:
+    try:
+        client = await connect_or_start()
+        added = await ensure_search_attributes(client)
+    except (ServerUnreachable, SearchAttributesMissing) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    if added:
+        print(f"registered search attributes: {', '.join(added)}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with build_worker(client) as worker:
+        print(f"worker polling task queue {worker.task_queue!r} on {client.service_client.config.target_host}"
+              f" (namespace {client.namespace}); Ctrl-C to stop", flush=True)
+        await stop.wait()
+        print("shutting down: in-flight activities get 5 s to finish, the rest resume on another worker")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

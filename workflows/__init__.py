@@ -1,0 +1,1 @@
+"""Workflow classes only. Deterministic code: see each module's docstring."""
