@@ -17,7 +17,7 @@ from typing import NoReturn, Optional
 import typer
 from rich.console import Console
 from rich.live import Live
-from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.enums.v1 import PendingWorkflowTaskState, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
@@ -38,8 +38,10 @@ EXIT_FOR_ERROR = {
     ErrorType.DOCKER_UNAVAILABLE: EXIT_INFRA,
     ErrorType.SUBJECT_UNHEALTHY: EXIT_INFRA,
 }
-# A poller seen this recently counts as a live worker (idle workers re-poll at least once a minute).
+# A poller seen this recently may be a live worker (idle workers re-poll at least once a minute)...
 WORKER_SEEN_WITHIN = timedelta(seconds=75)
+# ...but a worker that died recently is listed too, so it must also take the run's first task within this time.
+WORKER_PICKUP_WITHIN = 3.0
 
 app = typer.Typer(
     help="Durable chaos runs on Temporal: kill a node of a real cluster, watch it get detected and diagnosed, "
@@ -90,6 +92,20 @@ async def has_live_worker(client: Client, task_queue: str) -> bool:
     return any(now - p.last_access_time.ToDatetime(timezone.utc) < WORKER_SEEN_WITHIN for p in resp.pollers)
 
 
+async def picked_up(handle: WorkflowHandle, within: float) -> bool:
+    """True once a worker has started the run's first workflow task."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        raw = (await handle.describe()).raw_description
+        if raw.workflow_execution_info.history_length > 2 or raw.pending_workflow_task.state == (
+            PendingWorkflowTaskState.PENDING_WORKFLOW_TASK_STATE_STARTED
+        ):
+            return True
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.2)
+
+
 async def _connect(say) -> Client:
     try:
         client = await connect_or_start(say=say)
@@ -133,7 +149,7 @@ async def _chaos(inp: ChaosInput, as_json: bool, detach: bool) -> int:
     out = err_console if as_json else Console()
     client = await _connect(lambda msg: err_console.print(f"[dim]{msg}[/]"))
     instance = resolve(inp.subject)
-    own_worker = not await has_live_worker(client, TASK_QUEUE)
+    maybe_worker = await has_live_worker(client, TASK_QUEUE)
     try:
         handle = await client.start_workflow(
             ChaosDemoWorkflow.run,
@@ -155,12 +171,13 @@ async def _chaos(inp: ChaosInput, as_json: bool, detach: bool) -> int:
     url = run_url(client, handle.id, handle.result_run_id or "")
     err_console.print(f"run {handle.id} started: {url}", highlight=False, soft_wrap=True)
     if detach:
-        if own_worker:
+        if not maybe_worker:
             err_console.print("[yellow]no worker is polling; start one with `python worker.py` to run it[/]")
         if as_json:
             print(json.dumps({"workflow_id": handle.id, "run_id": handle.result_run_id, "url": url}))
         return EXIT_PASS
 
+    own_worker = not (maybe_worker and await picked_up(handle, WORKER_PICKUP_WITHIN))
     worker = build_worker(client) if own_worker else contextlib.nullcontext()
     if own_worker:
         err_console.print("[dim]no worker polling the task queue: running one in this process for this run[/]")

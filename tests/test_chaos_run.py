@@ -1,0 +1,57 @@
+"""A full chaos run against a real 3-member etcd cluster in Docker and a real Temporal dev server.
+
+What happened is checked against Docker's own record (its event log), not against the report.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from contracts import ChaosInput, FaultState
+from tests.conftest import running_worker
+from workflows.chaos import ChaosDemoWorkflow
+
+PORT_RANGE = (24000, 24490)
+
+
+async def test_full_chaos_run_kills_detects_and_restores_exactly_one_member(client, task_queue, etcd):
+    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    async with running_worker(client, task_queue):
+        report = await client.execute_workflow(
+            ChaosDemoWorkflow.run,
+            ChaosInput(subject=etcd.ref, countdown_s=2),
+            id=f"t-run-{uuid.uuid4().hex[:8]}",
+            task_queue=task_queue,
+        )
+    assert report.verdict == "pass", report.reasons
+    assert report.target in etcd.instance.subject.services
+    # Docker saw exactly one container die, and it is the one the report names.
+    assert etcd.died_since(since) == [report.target]
+    assert report.fault_state == FaultState.RESTORED
+    assert all(etcd.running().values()), etcd.running()
+    final = await etcd.check()
+    assert final.ok, final.violations
+    # Plausible timings: detection well inside the interval + a check; restore within etcd's rejoin time.
+    assert 0 <= report.time_to_detect_s < 3, report.time_to_detect_s
+    assert 0 < report.time_to_restore_s < 30, report.time_to_restore_s
+    assert report.injected_at < report.detected_at < report.restored_at
+    # Load ran throughout: a baseline before the kill and a dip while a member was down.
+    assert report.load.baseline_ops_s and report.load.baseline_ops_s > 0
+    assert report.load.worst_fault_ops_s is not None
+    assert report.diagnosis is not None and report.diagnosis.correct, report.diagnosis
+
+
+async def test_given_target_is_the_one_killed(client, task_queue, etcd):
+    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    async with running_worker(client, task_queue):
+        report = await client.execute_workflow(
+            ChaosDemoWorkflow.run,
+            ChaosInput(subject=etcd.ref, target="etcd2", countdown_s=0),
+            id=f"t-run-{uuid.uuid4().hex[:8]}",
+            task_queue=task_queue,
+        )
+    assert report.verdict == "pass", report.reasons
+    assert report.target == "etcd2"
+    assert etcd.died_since(since) == ["etcd2"]
+    assert all(etcd.running().values())

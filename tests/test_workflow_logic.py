@@ -1,0 +1,202 @@
+"""Workflow logic against a real Temporal dev server, with test activities standing in for Docker and etcd.
+
+The fake cluster below records every inject and restore, so each test asserts what a user cares about: which
+node was hit, how often, and that it came back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from temporalio import activity
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Replayer, Worker
+
+from contracts import (
+    ChaosInput,
+    CheckResult,
+    DetectRequest,
+    DetectResult,
+    Diagnosis,
+    ErrorType,
+    Evidence,
+    EvidenceRequest,
+    FaultRequest,
+    FaultState,
+    InjectResult,
+    LoadRequest,
+    LoadWindow,
+    MemberHealth,
+    PreflightRequest,
+    PreflightResult,
+    RestoreResult,
+    SubjectRef,
+    WaitHealthyRequest,
+)
+from workflows.chaos import ChaosDemoWorkflow
+
+SERVICES = ["n1", "n2", "n3"]
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class FakeCluster:
+    """Stands in for Docker + the subject. Knobs make a chosen stage misbehave."""
+
+    def __init__(self):
+        self.down: set[str] = set()
+        self.injects: list[str] = []
+        self.restores: list[str] = []
+        self.inject_failures_left = 0
+        self.preflight_error: str | None = None
+        self.detect_error = False
+        self.detect_forever = False
+
+    def check(self) -> CheckResult:
+        members = [MemberHealth(service=s, healthy=s not in self.down) for s in SERVICES]
+        bad = [f"{m.service}: down" for m in members if not m.healthy]
+        return CheckResult(at=now(), ok=not bad, members=members, leader="n1", write_ok=True, violations=bad)
+
+    def activities(self):
+        cluster = self
+
+        @activity.defn(name="preflight")
+        async def preflight(req: PreflightRequest) -> PreflightResult:
+            if cluster.preflight_error:
+                raise ApplicationError(cluster.preflight_error, type=ErrorType.BAD_INPUT, non_retryable=True)
+            return PreflightResult(subject="fake", project="fake", services=SERVICES, targets=SERVICES,
+                                   started_subject=False, baseline=cluster.check())
+
+        @activity.defn(name="run_load_window")
+        async def run_load_window(req: LoadRequest) -> LoadWindow:
+            start = now()
+            await asyncio.sleep(0.05)
+            ops = 10 if not cluster.down else 3
+            return LoadWindow(start=start, end=now(), ops=ops, errors=0, ops_per_s=ops / 0.05)
+
+        @activity.defn(name="inject_fault")
+        async def inject_fault(req: FaultRequest) -> InjectResult:
+            cluster.injects.append(req.target)
+            if cluster.inject_failures_left > 0:
+                cluster.inject_failures_left -= 1
+                raise RuntimeError("docker hiccup")  # retryable
+            cluster.down.add(req.target)
+            return InjectResult(target=req.target, container=f"c-{req.target}", injected_at=now())
+
+        @activity.defn(name="detect_violation")
+        async def detect_violation(req: DetectRequest) -> DetectResult:
+            if cluster.detect_error:
+                raise ApplicationError("probe exploded", non_retryable=True)
+            while cluster.detect_forever:
+                await asyncio.sleep(0.1)
+                activity.heartbeat()
+            result = cluster.check()
+            return DetectResult(detected=not result.ok, detected_at=now(), first_violation=result, checks=1,
+                                timeline=[result])
+
+        @activity.defn(name="gather_evidence")
+        async def gather_evidence(req: EvidenceRequest) -> Evidence:
+            return Evidence(subject="fake", services=SERVICES, containers=[], timeline=req.detect.timeline,
+                            health_now=cluster.check())
+
+        @activity.defn(name="diagnose")
+        async def diagnose(ev: Evidence) -> Diagnosis:
+            sick = [m.service for m in ev.health_now.members if not m.healthy]
+            return Diagnosis(source="rules", affected_nodes=sick, summary="x", root_cause="y", confidence=0.5)
+
+        @activity.defn(name="restore_fault")
+        async def restore_fault(req: FaultRequest) -> RestoreResult:
+            cluster.restores.append(req.target)
+            cluster.down.discard(req.target)
+            return RestoreResult(target=req.target, started_at=now())
+
+        @activity.defn(name="wait_healthy")
+        async def wait_healthy(req: WaitHealthyRequest) -> CheckResult:
+            return cluster.check()
+
+        return [preflight, run_load_window, inject_fault, detect_violation, gather_evidence, diagnose,
+                restore_fault, wait_healthy]
+
+
+def fast_input(**kw) -> ChaosInput:
+    return ChaosInput(subject=SubjectRef(name="etcd", project="fake"), countdown_s=1, load_window_s=0.05, **kw)
+
+
+async def run_chaos(client, cluster: FakeCluster, inp: ChaosInput, *, cancel_when=None):
+    queue = f"unit-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=queue, workflows=[ChaosDemoWorkflow], activities=cluster.activities()):
+        handle = await client.start_workflow(ChaosDemoWorkflow.run, inp, id=f"unit-{uuid.uuid4().hex[:8]}",
+                                             task_queue=queue)
+        if cancel_when is not None:
+            while not cancel_when(cluster):
+                await asyncio.sleep(0.05)
+            await handle.cancel()
+        try:
+            return await handle.result(), handle
+        except WorkflowFailureError as err:
+            return err, handle
+
+
+async def test_restore_runs_after_success(client):
+    cluster = FakeCluster()
+    report, _ = await run_chaos(client, cluster, fast_input(target="n2"))
+    assert report.verdict == "pass", report.reasons
+    assert cluster.injects == ["n2"] and cluster.restores == ["n2"]
+    assert report.fault_state == FaultState.RESTORED
+    assert report.diagnosis.correct is True
+    assert report.time_to_detect_s is not None and report.time_to_detect_s >= 0
+
+
+async def test_restore_runs_after_a_failing_stage(client):
+    cluster = FakeCluster()
+    cluster.detect_error = True
+    report, _ = await run_chaos(client, cluster, fast_input(target="n3"))
+    assert report.verdict == "fail"
+    assert any("stage detect failed" in r for r in report.reasons), report.reasons
+    assert cluster.restores == ["n3"] and not cluster.down
+    assert report.fault_state == FaultState.RESTORED
+
+
+async def test_cancel_during_detection_restores(client):
+    cluster = FakeCluster()
+    cluster.detect_forever = True
+    err, handle = await run_chaos(client, cluster, fast_input(target="n1"), cancel_when=lambda c: c.down)
+    assert isinstance(err, WorkflowFailureError)
+    assert cluster.restores == ["n1"] and not cluster.down
+    desc = await handle.describe()
+    assert desc.status.name == "CANCELED"
+
+
+async def test_random_target_is_never_rechosen_on_retry_or_replay(client):
+    cluster = FakeCluster()
+    cluster.inject_failures_left = 2  # two failed attempts, then success
+    report, handle = await run_chaos(client, cluster, fast_input())
+    assert report.verdict == "pass", report.reasons
+    assert len(cluster.injects) == 3 and len(set(cluster.injects)) == 1, cluster.injects
+    assert cluster.restores == [report.target] == [cluster.injects[0]]
+    # Replaying the recorded history makes exactly the same decisions (no non-determinism error).
+    history = await handle.fetch_history()
+    await Replayer(workflows=[ChaosDemoWorkflow], data_converter=client.data_converter).replay_workflow(history)
+
+
+@pytest.mark.parametrize("bad", ["unknown target", "unknown subject"])
+async def test_bad_input_kills_nothing(client, bad):
+    cluster = FakeCluster()
+    cluster.preflight_error = bad
+    err, _ = await run_chaos(client, cluster, fast_input())
+    assert isinstance(err, WorkflowFailureError)
+    assert err.cause.cause.type == ErrorType.BAD_INPUT
+    assert cluster.injects == [] and cluster.restores == []
+
+
+async def test_target_outside_the_subject_is_refused_before_injection(client):
+    cluster = FakeCluster()
+    err, _ = await run_chaos(client, cluster, fast_input(target="n9"))
+    assert isinstance(err, WorkflowFailureError)
+    assert cluster.injects == []
