@@ -25,8 +25,8 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
 
 from cli.render import progress_view, report_view
-from contracts import TASK_QUEUE, Attr, ChaosInput, ChaosReport, ErrorType, Progress, SubjectRef
-from runtime.connect import connect_config, ui_base_url
+from contracts import Attr, ChaosInput, ChaosReport, ErrorType, Progress, SubjectRef
+from runtime.connect import connect_config, task_queue, ui_base_url
 from runtime.devserver import ServerUnreachable, connect_or_start
 from runtime.worker import SearchAttributesMissing, build_worker, ensure_search_attributes
 from subjects import UnknownSubject, get_subject, resolve
@@ -80,11 +80,11 @@ def exit_code_for_failure(err: BaseException) -> tuple[int, str]:
     return EXIT_FAIL, f"the run failed: {err.__cause__ or err}"
 
 
-async def has_live_worker(client: Client, task_queue: str) -> bool:
+async def has_live_worker(client: Client, queue: str) -> bool:
     resp = await client.workflow_service.describe_task_queue(
         DescribeTaskQueueRequest(
             namespace=client.namespace,
-            task_queue=TaskQueue(name=task_queue),
+            task_queue=TaskQueue(name=queue),
             task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
         )
     )
@@ -149,14 +149,14 @@ async def _chaos(inp: ChaosInput, as_json: bool, detach: bool) -> int:
     out = err_console if as_json else Console()
     client = await _connect(lambda msg: err_console.print(f"[dim]{msg}[/]"))
     instance = resolve(inp.subject)
-    maybe_worker = await has_live_worker(client, TASK_QUEUE)
+    maybe_worker = await has_live_worker(client, task_queue())
     try:
         handle = await client.start_workflow(
             ChaosDemoWorkflow.run,
             inp,
             # The workflow id is the subject instance: Temporal itself refuses a second run on a busy subject.
             id=instance.project,
-            task_queue=TASK_QUEUE,
+            task_queue=task_queue(),
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             search_attributes=TypedSearchAttributes([
                 SearchAttributePair(Attr.SUBJECT, inp.subject.name),

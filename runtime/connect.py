@@ -14,6 +14,8 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 
+from contracts import TASK_QUEUE
+
 DEFAULT_ADDRESS = "127.0.0.1:7233"
 
 
@@ -21,6 +23,11 @@ def connect_config() -> dict[str, Any]:
     config = dict(ClientConfig.load_client_connect_config())
     config.setdefault("target_host", DEFAULT_ADDRESS)
     return config
+
+
+def task_queue() -> str:
+    """The task queue runs go to; CHAOS_TASK_QUEUE separates fleets (or tests) sharing one namespace."""
+    return os.environ.get("CHAOS_TASK_QUEUE") or TASK_QUEUE
 
 
 def uses_default_server() -> bool:

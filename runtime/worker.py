@@ -11,7 +11,8 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 import activities
-from contracts import TASK_QUEUE, Attr
+from contracts import Attr
+from runtime.connect import task_queue as default_task_queue
 from workflows.chaos import ChaosDemoWorkflow
 
 WORKFLOWS = [ChaosDemoWorkflow]
@@ -45,10 +46,10 @@ async def ensure_search_attributes(client: Client) -> list[str]:
     return sorted(missing)
 
 
-def build_worker(client: Client, task_queue: str = TASK_QUEUE) -> Worker:
+def build_worker(client: Client, task_queue: str | None = None) -> Worker:
     return Worker(
         client,
-        task_queue=task_queue,
+        task_queue=task_queue or default_task_queue(),
         workflows=WORKFLOWS,
         activities=activities.ALL,
         # After a worker dies, its workflows wait on its sticky queue this long before any worker may take them.
