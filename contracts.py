@@ -12,10 +12,13 @@ from enum import Enum
 from typing import Literal
 
 from pydantic import BaseModel, Field
-from temporalio.common import SearchAttributeKey
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 TASK_QUEUE = "chaos-runs"
 WORKFLOW_NAME = "ChaosDemoWorkflow"
+SCHEDULED_WORKFLOW_NAME = "ScheduledChaosWorkflow"
+# The live view draws this many of the latest load windows; the full list is in the report.
+RECENT_WINDOWS = 30
 
 
 class Stage(str, Enum):
@@ -79,6 +82,16 @@ class ChaosInput(BaseModel):
     load_concurrency: int = Field(default=4, ge=1)
     preflight_timeout_s: float = Field(default=90.0, gt=0)
     restore_timeout_s: float = Field(default=90.0, gt=0)
+
+    def summary(self) -> str:
+        """One line for the Temporal UI's summary column, e.g. "kill etcd1 on etcd"."""
+        where = self.subject.name + (f" (project {self.subject.project})" if self.subject.project else "")
+        return f"{self.fault} {self.target or 'a random member'} on {where}"
+
+    def start_attributes(self) -> TypedSearchAttributes:
+        """What a run is findable by from its first moment; the workflow upserts the rest as it moves."""
+        return TypedSearchAttributes([SearchAttributePair(Attr.SUBJECT, self.subject.name),
+                                      SearchAttributePair(Attr.FAULT, self.fault)])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -248,8 +261,10 @@ class Progress(BaseModel):
     detect_deadline: datetime | None = None
     time_to_detect_s: float | None = None
     time_to_restore_s: float | None = None
+    restore_started_at: datetime | None = None
     last_window: LoadWindow | None = None
     windows: int = 0
+    recent_windows: list[LoadWindow] = Field(default=[], description=f"the latest {RECENT_WINDOWS}, oldest first")
     diagnosis: Diagnosis | None = None
     message: str = ""
 
@@ -274,6 +289,16 @@ class ChaosReport(BaseModel):
     diagnosis: Diagnosis | None = None
     load: LoadSummary = LoadSummary()
     final_check: CheckResult | None = None
+
+
+class ScheduledRunResult(BaseModel):
+    """What one firing of a schedule did: started a chaos run, or skipped it because the subject was busy."""
+
+    workflow_id: str
+    started: bool
+    run_id: str | None = None
+    verdict: Literal["pass", "fail"] | None = None
+    skipped_reason: str | None = None
 
 
 class ErrorType:

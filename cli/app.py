@@ -1,7 +1,7 @@
 """The `starter.py` command line: start chaos runs and follow them.
 
-Exit codes: 0 pass, 1 verdict fail (or the run failed), 2 bad input, 3 infrastructure unreachable (Docker or
-Temporal), 130 interrupted. Every error is one line on stderr.
+Exit codes (cli/common.py): 0 pass, 1 verdict fail (or the run failed), 2 bad input, 3 infrastructure unreachable
+(Docker or Temporal), 130 interrupted. Every error is one line on stderr.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 import signal
 import sys
 from datetime import datetime, timedelta, timezone
-from typing import NoReturn, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -21,23 +21,30 @@ from temporalio.api.enums.v1 import PendingWorkflowTaskState, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
-from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from cli import runs, schedules
+from cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAIL,
+    EXIT_INTERRUPTED,
+    EXIT_PASS,
+    chaos_input,
+    connect_client,
+    err_console,
+    exit_code_for_failure,
+    fail,
+    run_url,
+    say,
+)
 from cli.render import progress_view, report_view
-from contracts import Attr, ChaosInput, ChaosReport, ErrorType, Progress, SubjectRef
-from runtime.connect import connect_config, task_queue, ui_base_url
-from runtime.devserver import ServerUnreachable, connect_or_start
-from runtime.worker import SearchAttributesMissing, build_worker, ensure_search_attributes
-from subjects import UnknownSubject, get_subject, resolve
+from contracts import ChaosInput, ChaosReport, Progress
+from runtime.connect import task_queue
+from runtime.worker import build_worker
+from subjects import resolve
 from workflows.chaos import ChaosDemoWorkflow
 
-EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INFRA, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-EXIT_FOR_ERROR = {
-    ErrorType.BAD_INPUT: EXIT_BAD_INPUT,
-    ErrorType.DOCKER_UNAVAILABLE: EXIT_INFRA,
-    ErrorType.SUBJECT_UNHEALTHY: EXIT_INFRA,
-}
 # A poller seen this recently may be a live worker (idle workers re-poll at least once a minute)...
 WORKER_SEEN_WITHIN = timedelta(seconds=75)
 # ...but a worker that died recently is listed too, so it must also take the run's first task within this time.
@@ -50,34 +57,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err_console = Console(stderr=True)
 
 
 @app.callback()
 def _root() -> None:
     """Durable chaos runs on Temporal. Server: TEMPORAL_ADDRESS / profile, else the embedded dev server."""
-
-
-def fail(code: int, message: str) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def run_url(client: Client, workflow_id: str, run_id: str) -> str:
-    base = ui_base_url(connect_config()["target_host"])
-    return f"{base}/namespaces/{client.namespace}/workflows/{workflow_id}/{run_id}/history"
-
-
-def exit_code_for_failure(err: BaseException) -> tuple[int, str]:
-    """Walk the failure chain to the ApplicationError that says what went wrong."""
-    cause: BaseException | None = err
-    while cause is not None:
-        if isinstance(cause, ApplicationError) and cause.type in EXIT_FOR_ERROR:
-            return EXIT_FOR_ERROR[cause.type], cause.message
-        if isinstance(cause, CancelledError):
-            return EXIT_INTERRUPTED, "the run was cancelled (the fault, if injected, was restored)"
-        cause = cause.__cause__
-    return EXIT_FAIL, f"the run failed: {err.__cause__ or err}"
 
 
 async def has_live_worker(client: Client, queue: str) -> bool:
@@ -104,17 +88,6 @@ async def picked_up(handle: WorkflowHandle, within: float) -> bool:
         if asyncio.get_running_loop().time() > deadline:
             return False
         await asyncio.sleep(0.2)
-
-
-async def _connect(say) -> Client:
-    try:
-        client = await connect_or_start(say=say)
-        await ensure_search_attributes(client)
-        return client
-    except ServerUnreachable as err:
-        fail(EXIT_INFRA, str(err))
-    except SearchAttributesMissing as err:
-        fail(EXIT_INFRA, str(err))
 
 
 async def _follow(handle: WorkflowHandle, live: Live, url: str) -> ChaosReport:
@@ -147,7 +120,7 @@ async def _follow(handle: WorkflowHandle, live: Live, url: str) -> ChaosReport:
 
 async def _chaos(inp: ChaosInput, as_json: bool, detach: bool) -> int:
     out = err_console if as_json else Console()
-    client = await _connect(lambda msg: err_console.print(f"[dim]{msg}[/]"))
+    client = await connect_client(say)
     instance = resolve(inp.subject)
     maybe_worker = await has_live_worker(client, task_queue())
     try:
@@ -158,12 +131,8 @@ async def _chaos(inp: ChaosInput, as_json: bool, detach: bool) -> int:
             id=instance.project,
             task_queue=task_queue(),
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            search_attributes=TypedSearchAttributes([
-                SearchAttributePair(Attr.SUBJECT, inp.subject.name),
-                SearchAttributePair(Attr.FAULT, inp.fault),
-            ]),
-            static_summary=f"{inp.fault} {inp.target or 'a random member'} on {inp.subject.name} "
-                           f"(project {instance.project})",
+            search_attributes=inp.start_attributes(),
+            static_summary=inp.summary(),
         )
     except WorkflowAlreadyStartedError:
         fail(EXIT_BAD_INPUT, f"subject {inp.subject.name} (project {instance.project}) is busy: run "
@@ -198,11 +167,6 @@ async def _chaos(inp: ChaosInput, as_json: bool, detach: bool) -> int:
     return EXIT_PASS if report.verdict == "pass" else EXIT_FAIL
 
 
-def _positive(name: str, value: float) -> None:
-    if value <= 0:
-        fail(EXIT_BAD_INPUT, f"{name} must be positive (got {value:g})")
-
-
 @app.command()
 def chaos(
     subject: str = typer.Option("etcd", help="Subject to break (a folder under subjects/)."),
@@ -219,26 +183,15 @@ def chaos(
 
     Exit codes: 0 pass, 1 fail, 2 bad input, 3 Docker or Temporal unreachable.
     """
-    try:
-        definition = get_subject(subject)
-    except UnknownSubject as err:
-        fail(EXIT_BAD_INPUT, str(err))
-    if target is not None and target not in definition.targets:
-        fail(EXIT_BAD_INPUT, f"{target!r} is not a target of {subject} (targets: {', '.join(definition.targets)})")
-    _positive("--detect-timeout", detect_timeout)
-    _positive("--detect-interval", detect_interval)
-    if countdown < 0:
-        fail(EXIT_BAD_INPUT, f"--countdown cannot be negative (got {countdown})")
-    if port_base is not None and not 1024 <= port_base <= 65000:
-        fail(EXIT_BAD_INPUT, f"--port-base must be between 1024 and 65000 (got {port_base})")
-    inp = ChaosInput(
-        subject=SubjectRef(name=subject, project=project, port_base=port_base),
-        target=target,
-        detect_timeout_s=detect_timeout,
-        detect_interval_s=detect_interval,
-        countdown_s=countdown,
-    )
+    inp = chaos_input(subject, target, detect_timeout, detect_interval, countdown, project, port_base)
     raise typer.Exit(asyncio.run(_chaos(inp, as_json, detach)))
+
+
+# Operations: finding runs, reading their reports, nightly schedules (each in its own module).
+app.command("list")(runs.list_runs)
+app.command("status")(runs.status)
+app.command("report")(runs.report)
+app.add_typer(schedules.app, name="schedule")
 
 
 def main() -> None:

@@ -9,13 +9,33 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from contracts import ChaosReport, Diagnosis, FaultState, Progress, Stage
+from contracts import ChaosReport, Diagnosis, FaultState, LoadWindow, Progress, Stage
 
 STAGES = [Stage.PREFLIGHT, Stage.COUNTDOWN, Stage.INJECT, Stage.DETECT, Stage.DIAGNOSE, Stage.RESTORE, Stage.VERIFY]
 
 
 def _fmt_s(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f} s"
+
+
+BARS = "▁▂▃▄▅▆▇█"
+
+
+def during_fault(w: LoadWindow, p: Progress) -> bool:
+    """A window overlapping the time between the kill and the start of its restore."""
+    return (p.injected_at is not None and w.end > p.injected_at
+            and (p.restore_started_at is None or w.start < p.restore_started_at))
+
+
+def load_strip(p: Progress) -> Text:
+    """One bar per recent load window, height = ops/s: red while the fault is on, green otherwise."""
+    top = max((w.ops_per_s for w in p.recent_windows), default=0.0) or 1.0
+    strip = Text()
+    for w in p.recent_windows:
+        bar = BARS[min(len(BARS) - 1, int(w.ops_per_s / top * (len(BARS) - 1) + 0.5))]
+        strip.append(bar, style="bold red" if during_fault(w, p) else "green")
+    strip.append(f"  (max {top:g} ops/s)", style="dim")
+    return strip
 
 
 def progress_view(p: Progress, url: str) -> Panel:
@@ -38,9 +58,9 @@ def progress_view(p: Progress, url: str) -> Panel:
         grid.add_row("countdown", Text(str(p.countdown_left), style="bold yellow"))
     if p.last_window:
         w = p.last_window
-        hot = p.fault_state == FaultState.INJECTED
         grid.add_row("load", Text(f"{w.ops_per_s:g} ops/s, {w.errors} errors, p95 {w.p95_ms or 0:g} ms",
-                                  style="red" if hot else "green"))
+                                  style="red" if during_fault(w, p) else "green"))
+        grid.add_row("ops/s per window", load_strip(p))
     if p.stage == Stage.DETECT and p.detect_deadline:
         grid.add_row("detect", f"{max(0.0, (p.detect_deadline - now).total_seconds()):.1f} s left before timeout")
     grid.add_row("time to detect", _fmt_s(p.time_to_detect_s))

@@ -14,8 +14,9 @@ import activities
 from contracts import Attr
 from runtime.connect import task_queue as default_task_queue
 from workflows.chaos import ChaosDemoWorkflow
+from workflows.scheduled import ScheduledChaosWorkflow
 
-WORKFLOWS = [ChaosDemoWorkflow]
+WORKFLOWS = [ChaosDemoWorkflow, ScheduledChaosWorkflow]
 
 
 class SearchAttributesMissing(RuntimeError):

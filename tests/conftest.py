@@ -63,6 +63,31 @@ async def temporal_env():
         await env.shutdown()
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest_asyncio.fixture(scope="session")
+async def temporal_ui_env():
+    """Like `temporal_env`, with the web UI served (on `env.ui_port`) for tests that open it in a browser."""
+    ui_port = free_port()
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        data_converter=pydantic_data_converter,
+        search_attributes=list(Attr.ALL),
+        dev_server_log_level="error",
+        ui=True,
+        ui_port=ui_port,
+    )
+    env.ui_port = ui_port
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
 @pytest.fixture
 def client(temporal_env) -> Client:
     return temporal_env.client

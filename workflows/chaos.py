@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.load import run_load_window
     from activities.probes import detect_violation, preflight, wait_healthy
     from contracts import (
+        RECENT_WINDOWS,
         WORKFLOW_NAME,
         Attr,
         ChaosInput,
@@ -91,6 +92,10 @@ class ChaosDemoWorkflow:
         if p.last_window:
             w = p.last_window
             lines.append(f"**Load:** {w.ops_per_s:g} ops/s, {w.errors} errors (window {p.windows})")
+        if p.stage == Stage.DETECT and p.injected_at and p.detect_deadline:
+            # workflow.now() is the replay-safe clock; the details refresh with every load window.
+            lines.append(f"**Detection clock:** {(workflow.now() - p.injected_at).total_seconds():.1f} s since "
+                         f"the {p.target} fault, gives up at {p.detect_deadline:%H:%M:%S} UTC")
         if p.time_to_detect_s is not None:
             lines.append(f"**Time to detect:** {p.time_to_detect_s:.3f} s")
         if p.time_to_restore_s is not None:
@@ -117,6 +122,7 @@ class ChaosDemoWorkflow:
             self._windows.append(window)
             self._progress.last_window = window
             self._progress.windows = len(self._windows)
+            self._progress.recent_windows = self._windows[-RECENT_WINDOWS:]
             self._details()
 
     # -- the run --------------------------------------------------------------------------------------------------
@@ -228,6 +234,7 @@ class ChaosDemoWorkflow:
             restore_fault, fault, start_to_close_timeout=timedelta(seconds=60), retry_policy=RESTORE_RETRY,
             summary=f"restore {fault.target}",
         )
+        p.restore_started_at = restore.started_at
         self._fault_state(FaultState.RESTORED)
         self._stage(Stage.VERIFY, "waiting until every invariant holds again")
         try:

@@ -1,0 +1,192 @@
+"""Finding runs and reading them: `starter.py list`, `status ID`, `report ID`.
+
+Everything comes from Temporal itself: the list from visibility (the Chaos* search attributes), a closed run's
+report from its workflow result, a running run's state from its `progress` query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
+
+from cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAIL,
+    EXIT_PASS,
+    connect_client,
+    exit_code_for_failure,
+    fail,
+    run_url,
+)
+from cli.render import progress_view, report_view
+from cli.reports import FORMATS, render
+from contracts import WORKFLOW_NAME, Attr, ChaosReport, Progress
+from subjects import UnknownSubject, get_subject
+from workflows.chaos import ChaosDemoWorkflow
+
+VERDICTS = ("pass", "fail")
+
+
+def runs_query(subject: str | None, verdict: str | None) -> str:
+    """The visibility query behind `list`; the same text works in the web UI and `temporal workflow list`."""
+    clauses = [f'WorkflowType="{WORKFLOW_NAME}"']
+    if subject:
+        clauses.append(f'{Attr.SUBJECT.name}="{subject}"')
+    if verdict:
+        clauses.append(f'{Attr.VERDICT.name}="{verdict}"')
+    return " AND ".join(clauses)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+async def _list(subject: str | None, verdict: str | None, limit: int, as_json: bool) -> None:
+    client = await connect_client()
+    rows = []
+    async for wf in client.list_workflows(runs_query(subject, verdict), limit=limit):
+        attrs = wf.typed_search_attributes
+        rows.append({
+            "workflow_id": wf.id, "run_id": wf.run_id, "started_at": wf.start_time.isoformat(),
+            "status": wf.status.name if wf.status else None,
+            "subject": attrs.get(Attr.SUBJECT), "fault": attrs.get(Attr.FAULT), "target": attrs.get(Attr.TARGET),
+            "stage": attrs.get(Attr.STAGE), "verdict": attrs.get(Attr.VERDICT),
+            "time_to_detect_s": attrs.get(Attr.DETECT_SECONDS), "time_to_restore_s": attrs.get(Attr.RESTORE_SECONDS),
+            "diagnosis_correct": attrs.get(Attr.DIAGNOSIS_CORRECT),
+        })
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"chaos runs ({runs_query(subject, verdict)})", title_justify="left")
+    for column in ("started (UTC)", "workflow id", "status", "subject", "target", "stage", "verdict", "TTD s",
+                   "TTR s", "diagnosis"):
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        verdict_text = Text(row["verdict"] or "-", style={"pass": "green", "fail": "bold red"}.get(row["verdict"], ""))
+        correct = {True: Text("correct", style="green"), False: Text("wrong", style="red")}.get(
+            row["diagnosis_correct"], Text("-"))
+        table.add_row(row["started_at"][:19].replace("T", " "), row["workflow_id"], row["status"] or "-",
+                      row["subject"] or "-", row["target"] or "-", row["stage"] or "-", verdict_text,
+                      _seconds(row["time_to_detect_s"]), _seconds(row["time_to_restore_s"]), correct)
+    Console().print(table)
+    if not rows:
+        Console(stderr=True).print("no runs match")
+
+
+def list_runs(
+    subject: Optional[str] = typer.Option(None, help="Only runs on this subject."),
+    verdict: Optional[str] = typer.Option(None, help="Only runs with this verdict: pass or fail."),
+    limit: int = typer.Option(20, help="At most this many runs, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
+) -> None:
+    """Recent chaos runs (manual and scheduled) with target, verdict, time to detect/restore and diagnosis."""
+    if subject is not None:
+        try:
+            get_subject(subject)
+        except UnknownSubject as err:
+            fail(EXIT_BAD_INPUT, str(err))
+    if verdict is not None and verdict not in VERDICTS:
+        fail(EXIT_BAD_INPUT, f"--verdict must be pass or fail (got {verdict!r})")
+    if limit < 1:
+        fail(EXIT_BAD_INPUT, f"--limit must be at least 1 (got {limit})")
+    asyncio.run(_list(subject, verdict, limit, as_json))
+
+
+# -- one run ------------------------------------------------------------------------------------------------------
+
+
+async def _lookup(client: Client, workflow_id: str, run_id: str | None) -> tuple[WorkflowHandle, WorkflowExecutionStatus]:
+    """The run (latest of the id unless run_id is given), checked to be a chaos run."""
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    try:
+        desc = await handle.describe()
+    except RPCError as err:
+        if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+            fail(EXIT_BAD_INPUT, f"no run {workflow_id}{f' / {run_id}' if run_id else ''} in namespace "
+                                 f"{client.namespace}")
+        raise
+    if desc.workflow_type != WORKFLOW_NAME:
+        fail(EXIT_BAD_INPUT, f"{workflow_id} is a {desc.workflow_type}, not a chaos run")
+    # Pin the run: "latest" must not move between the describe and the result.
+    return client.get_workflow_handle(workflow_id, run_id=desc.run_id), desc.status
+
+
+async def _final_report(handle: WorkflowHandle) -> ChaosReport:
+    """The workflow result of a closed run; a run that ended without one exits with the reason."""
+    try:
+        return await handle.result(result_type=ChaosReport, follow_runs=False)
+    except WorkflowFailureError as err:
+        code, message = exit_code_for_failure(err)
+        fail(code if code != EXIT_PASS else EXIT_FAIL, f"run {handle.id} has no report: {message}")
+
+
+async def _progress(handle: WorkflowHandle) -> Progress:
+    return await handle.query(ChaosDemoWorkflow.progress, result_type=Progress)
+
+
+async def _status(workflow_id: str, run_id: str | None) -> int:
+    client = await connect_client()
+    handle, status = await _lookup(client, workflow_id, run_id)
+    url = run_url(client, handle.id, handle.run_id or "")
+    console = Console()
+    if status == WorkflowExecutionStatus.RUNNING:
+        console.print(progress_view(await _progress(handle), url))
+        return EXIT_PASS
+    report = await _final_report(handle)
+    console.print(report_view(report, url))
+    return EXIT_PASS if report.verdict == "pass" else EXIT_FAIL
+
+
+def status(
+    workflow_id: str = typer.Argument(..., help="Workflow id of the run (e.g. chaos-etcd); its latest run."),
+    run_id: Optional[str] = typer.Option(None, help="A specific run of that workflow id."),
+) -> None:
+    """Where a run is now (live stage, load, detection clock) or, once closed, its verdict.
+
+    Exit codes: 0 running or passed, 1 failed, 2 unknown run.
+    """
+    raise typer.Exit(asyncio.run(_status(workflow_id, run_id)))
+
+
+async def _report(workflow_id: str, run_id: str | None, fmt: str, output: Path | None) -> int:
+    client = await connect_client()
+    handle, status = await _lookup(client, workflow_id, run_id)
+    if status == WorkflowExecutionStatus.RUNNING:
+        # No report yet: JSON gets the live progress; a document or a CI gate needs the finished run.
+        if fmt != "json":
+            fail(EXIT_BAD_INPUT, f"run {handle.id} is still running; a {fmt} report needs a finished run "
+                                 f"(`status {handle.id}` shows where it is, `report --format json` its progress)")
+        text, code = (await _progress(handle)).model_dump_json(indent=2) + "\n", EXIT_PASS
+    else:
+        report = await _final_report(handle)
+        text, code = render(report, fmt), EXIT_PASS if report.verdict == "pass" else EXIT_FAIL
+    if output is None:
+        print(text, end="")
+    else:
+        output.write_text(text)
+        Console(stderr=True).print(f"wrote {output}", highlight=False)
+    return code
+
+
+def report(
+    workflow_id: str = typer.Argument(..., help="Workflow id of the run (e.g. chaos-etcd); its latest run."),
+    run_id: Optional[str] = typer.Option(None, help="A specific run of that workflow id."),
+    fmt: str = typer.Option("json", "--format", help=f"One of: {', '.join(FORMATS)}."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+) -> None:
+    """A run's report as JSON, Markdown, a self-contained HTML page with the load timeline, or JUnit XML.
+
+    Exit codes follow the verdict (0 pass, 1 fail), so `report ID --format junit -o chaos.xml` can gate a pipeline.
+    """
+    if fmt not in FORMATS:
+        fail(EXIT_BAD_INPUT, f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
+    raise typer.Exit(asyncio.run(_report(workflow_id, run_id, fmt, output)))

@@ -1,0 +1,205 @@
+"""`starter.py schedule ...`: nightly chaos runs as Temporal Schedules.
+
+Each firing starts a `ScheduledChaosWorkflow`, which starts the chaos run under the subject copy's fixed workflow
+id - the same lock a manual run takes - so a schedule never breaks a subject someone else is already breaking. The
+schedule's own overlap policy is SKIP as well. Scheduled runs carry the same Chaos* search attributes as manual
+ones: `list`, the web UI and `temporal workflow list --query` find them alike. A worker (`python worker.py`) must
+be running for a schedule's runs to happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Optional, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleHandle,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleState,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from cli.common import EXIT_BAD_INPUT, chaos_input, connect_client, fail
+from contracts import SCHEDULED_WORKFLOW_NAME, ChaosInput, FaultKind
+from runtime.connect import task_queue
+from subjects import resolve
+from workflows.scheduled import ScheduledChaosWorkflow
+
+app = typer.Typer(help="Nightly (or any cron) chaos runs as Temporal Schedules.", no_args_is_help=True)
+console = Console()
+
+# A night missed while the server was down is skipped, not run at lunchtime the next day.
+CATCHUP_WINDOW = timedelta(hours=1)
+
+
+def _check_timezone(name: str) -> None:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        fail(EXIT_BAD_INPUT, f"unknown --timezone {name!r} (an IANA name such as UTC or Europe/Berlin)")
+
+
+async def _handle(client: Client, schedule_id: str) -> ScheduleHandle:
+    """A handle on one of our schedules; exit 2 with one line when there is none by that id."""
+    handle = client.get_schedule_handle(schedule_id)
+    try:
+        await handle.describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            fail(EXIT_BAD_INPUT, f"no schedule {schedule_id!r} (see `starter.py schedule list`)")
+        raise
+    return handle
+
+
+async def _create(schedule_id: str, inp: ChaosInput, cron: str, timezone: str, paused: bool) -> None:
+    client = await connect_client()
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            ScheduledChaosWorkflow.run,
+            inp,
+            id=schedule_id,  # Temporal appends the fire time: "<schedule id>-2026-01-01T03:00:00Z"
+            task_queue=task_queue(),
+            typed_search_attributes=inp.start_attributes(),
+            static_summary=f"scheduled: {inp.summary()}",
+        ),
+        spec=ScheduleSpec(cron_expressions=[cron], time_zone_name=timezone),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=CATCHUP_WINDOW),
+        state=ScheduleState(paused=paused, note=f"created by starter.py: {inp.summary()}"),
+    )
+    try:
+        await client.create_schedule(schedule_id, schedule, search_attributes=inp.start_attributes())
+    except ScheduleAlreadyRunningError:
+        fail(EXIT_BAD_INPUT, f"schedule {schedule_id!r} already exists (delete it first, or pick another --id)")
+    except RPCError as err:
+        if err.status == RPCStatusCode.INVALID_ARGUMENT:
+            fail(EXIT_BAD_INPUT, f"the server refused the schedule: {err.message}")
+        raise
+    console.print(f"schedule [bold]{schedule_id}[/]: {inp.summary()} at '{cron}' ({timezone})"
+                  f"{', paused' if paused else ''}; runs need a worker (python worker.py) on task queue "
+                  f"{task_queue()!r}", highlight=False)
+
+
+@app.command()
+def create(
+    schedule_id: Optional[str] = typer.Option(None, "--id", help="Schedule id (default nightly-<project>)."),
+    cron: str = typer.Option("0 3 * * *", help="When to run, as a cron expression."),
+    timezone: str = typer.Option("UTC", help="IANA time zone the cron expression is read in."),
+    subject: str = typer.Option("etcd", help="Subject to break (a folder under subjects/)."),
+    fault: str = typer.Option("kill", help=f"Fault to inject: {', '.join(get_args(FaultKind))}."),
+    target: Optional[str] = typer.Option(None, help="Service to hit; a random member each run when omitted."),
+    project: Optional[str] = typer.Option(None, help="Compose project of the subject copy (default chaos-<subject>)."),
+    port_base: Optional[int] = typer.Option(None, help="First host port of the subject copy."),
+    countdown: int = typer.Option(3, help="Seconds of countdown before the fault."),
+    detect_timeout: float = typer.Option(30.0, help="Seconds to wait for detection."),
+    detect_interval: float = typer.Option(0.5, help="Seconds between invariant checks while detecting."),
+    paused: bool = typer.Option(False, "--paused", help="Create it paused."),
+) -> None:
+    """Run chaos on a schedule (default every night at 03:00 UTC). A run is skipped while the subject is busy."""
+    if fault not in get_args(FaultKind):
+        fail(EXIT_BAD_INPUT, f"unknown --fault {fault!r} (known: {', '.join(get_args(FaultKind))})")
+    _check_timezone(timezone)
+    inp = chaos_input(subject, target, detect_timeout, detect_interval, countdown, project, port_base)
+    inp.fault = fault
+    asyncio.run(_create(schedule_id or f"nightly-{resolve(inp.subject).project}", inp, cron, timezone, paused))
+
+
+async def _list() -> None:
+    client = await connect_client()
+    table = Table(title="chaos schedules", title_justify="left")
+    for column in ("id", "cron", "time zone", "state", "next run", "last runs"):
+        table.add_column(column)
+    async for entry in await client.list_schedules():
+        action = entry.schedule.action if entry.schedule else None
+        if action is None or getattr(action, "workflow", None) != SCHEDULED_WORKFLOW_NAME:
+            continue  # someone else's schedule in this namespace
+        spec, info = entry.schedule.spec, entry.info
+        table.add_row(entry.id, ", ".join(spec.cron_expressions) or "-", spec.time_zone_name or "UTC",
+                      "paused" if entry.schedule.state.paused else "active",
+                      f"{info.next_action_times[0]:%Y-%m-%d %H:%M} UTC" if info.next_action_times else "-",
+                      str(len(info.recent_actions)))
+    console.print(table)
+
+
+@app.command("list")
+def list_schedules() -> None:
+    """The chaos schedules on this server."""
+    asyncio.run(_list())
+
+
+async def _describe(schedule_id: str) -> None:
+    client = await connect_client()
+    desc = await (await _handle(client, schedule_id)).describe()
+    spec, state, info = desc.schedule.spec, desc.schedule.state, desc.info
+    action = desc.schedule.action
+    inp = await client.data_converter.decode(action.args, [ChaosInput]) if isinstance(
+        action, ScheduleActionStartWorkflow) and action.args else None
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("schedule", schedule_id)
+    grid.add_row("runs", inp[0].summary() if inp else "-")
+    grid.add_row("when", f"{', '.join(spec.cron_expressions)} ({spec.time_zone_name or 'UTC'})")
+    grid.add_row("overlap", desc.schedule.policy.overlap.name)
+    grid.add_row("state", ("paused" if state.paused else "active") + (f" - {state.note}" if state.note else ""))
+    grid.add_row("next runs", ", ".join(f"{t:%Y-%m-%d %H:%M} UTC" for t in info.next_action_times[:3]) or "-")
+    grid.add_row("fired", f"{info.num_actions} times ({info.num_actions_skipped_overlap} skipped: overlap)")
+    grid.add_row("recent", "\n".join(f"{a.started_at:%Y-%m-%d %H:%M:%S} {a.action.workflow_id}"
+                                     for a in info.recent_actions[-5:]) or "-")
+    console.print(grid)
+
+
+@app.command()
+def describe(schedule_id: str = typer.Argument(..., help="Schedule id.")) -> None:
+    """A schedule: what it runs, when, its state and its recent runs."""
+    asyncio.run(_describe(schedule_id))
+
+
+async def _act(schedule_id: str, what: str, note: str | None = None) -> None:
+    client = await connect_client()
+    handle = await _handle(client, schedule_id)
+    if what == "trigger":
+        await handle.trigger()  # the schedule's overlap policy (SKIP) applies to a manual trigger too
+    elif what == "pause":
+        await handle.pause(note=note)
+    elif what == "unpause":
+        await handle.unpause(note=note)
+    else:
+        await handle.delete()
+    console.print(f"schedule {schedule_id}: {what}{'d' if what.endswith('e') else 'ed'}", highlight=False)
+
+
+@app.command()
+def trigger(schedule_id: str = typer.Argument(..., help="Schedule id.")) -> None:
+    """Fire a schedule now (skipped if its subject is busy)."""
+    asyncio.run(_act(schedule_id, "trigger"))
+
+
+@app.command()
+def pause(schedule_id: str = typer.Argument(..., help="Schedule id."),
+          note: Optional[str] = typer.Option(None, help="Why (shown in describe and the web UI).")) -> None:
+    """Stop a schedule from firing until unpaused."""
+    asyncio.run(_act(schedule_id, "pause", note))
+
+
+@app.command()
+def unpause(schedule_id: str = typer.Argument(..., help="Schedule id."),
+            note: Optional[str] = typer.Option(None, help="Why (shown in describe and the web UI).")) -> None:
+    """Let a paused schedule fire again."""
+    asyncio.run(_act(schedule_id, "unpause", note))
+
+
+@app.command()
+def delete(schedule_id: str = typer.Argument(..., help="Schedule id.")) -> None:
+    """Delete a schedule (runs it already started go on)."""
+    asyncio.run(_act(schedule_id, "delete"))

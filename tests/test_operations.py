@@ -1,0 +1,330 @@
+"""After a real run: find it the way users do (the `temporal` CLI, `starter.py list`, the web UI in a real browser)
+and read its reports (JSON, Markdown, HTML with the timeline plot, JUnit XML).
+
+One real chaos run on a real etcd copy, started with `starter.py chaos` against a dev server that serves the web UI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import sys
+import uuid
+import xml.etree.ElementTree as ET
+from datetime import datetime, timedelta, timezone
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import async_playwright
+from temporalio.common import SearchAttributeKey
+from temporalio.testing import WorkflowEnvironment
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from contracts import Attr
+from runtime.devserver import temporal_binary
+from tests.conftest import running_worker
+from tests.test_workflow_logic import FakeCluster, fast_input
+from workflows.chaos import ChaosDemoWorkflow
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts"
+PORT_RANGE = (26000, 26490)
+CHROMIUM = "/usr/bin/chromium"
+# Without the background-networking flags Chromium keeps trying to call home.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def run(cmd: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
+
+
+def starter(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
+    return run([sys.executable, str(ROOT / "starter.py"), *args], env, timeout)
+
+
+@pytest.fixture(scope="module")
+def address(temporal_ui_env) -> str:
+    return temporal_ui_env.client.service_client.config.target_host
+
+
+@pytest.fixture(scope="module")
+def cli_env(temporal_ui_env, address, tmp_path_factory) -> dict[str, str]:
+    return dict(os.environ, TEMPORAL_ADDRESS=address, TEMPORAL_UI_PORT=str(temporal_ui_env.ui_port),
+                CHAOS_STATE_DIR=str(tmp_path_factory.mktemp("state")), CHAOS_TASK_QUEUE=f"t-{uuid.uuid4().hex[:8]}",
+                COLUMNS="200")
+
+
+@pytest_asyncio.fixture(scope="module")
+async def finished_run(cli_env, etcd) -> dict:
+    """One real run that kills etcd1, through the CLI (which runs its own worker), and its JSON report."""
+    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    proc = await asyncio.to_thread(starter, "chaos", "--json", "--countdown", "1", "--target", "etcd1",
+                                   "--project", etcd.instance.project, "--port-base", str(etcd.instance.port_base),
+                                   env=cli_env)
+    assert proc.returncode == 0, proc.stderr
+    assert etcd.died_since(since) == ["etcd1"]
+    return json.loads(proc.stdout)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def failed_run(temporal_ui_env) -> str:
+    """A run whose detection stage breaks (test activities): verdict fail. Returns its workflow id."""
+    cluster = FakeCluster()
+    cluster.detect_error = True
+    client, queue = temporal_ui_env.client, f"unit-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=queue, workflows=[ChaosDemoWorkflow], activities=cluster.activities()):
+        report = await client.execute_workflow(ChaosDemoWorkflow.run, fast_input(target="n2"),
+                                               id=f"t-fail-{uuid.uuid4().hex[:8]}", task_queue=queue)
+    assert report.verdict == "fail"
+    return report.workflow_id
+
+
+async def _wait_listed(cmd: list[str], env: dict[str, str], workflow_id: str) -> list[dict]:
+    """Visibility is eventually consistent: retry the listing for a few seconds."""
+    for _ in range(40):
+        proc = await asyncio.to_thread(run, cmd, env)
+        assert proc.returncode == 0, proc.stderr
+        rows = json.loads(proc.stdout or "[]")
+        if any(r.get("workflowId", r.get("workflow_id")) == workflow_id
+               or r.get("execution", {}).get("workflowId") == workflow_id for r in rows):
+            return rows
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{workflow_id} never listed by {cmd}")
+
+
+# -- the real `temporal` CLI finds the run by its search attributes ------------------------------------------------
+
+
+async def test_temporal_cli_finds_the_run_by_subject_and_verdict(finished_run, address, cli_env):
+    wid = finished_run["workflow_id"]
+    query = 'ChaosSubject="etcd" AND ChaosVerdict="pass"'
+    await _wait_listed([temporal_binary(), "workflow", "list", "--address", address, "--query", query,
+                        "--output", "json"], cli_env, wid)
+    # ...and not by the opposite verdict.
+    proc = await asyncio.to_thread(run, [temporal_binary(), "workflow", "list", "--address", address, "--query",
+                                         'ChaosSubject="etcd" AND ChaosVerdict="fail"', "--output", "json"], cli_env)
+    assert wid not in proc.stdout
+
+    proc = await asyncio.to_thread(run, [temporal_binary(), "workflow", "describe", "--address", address,
+                                         "--workflow-id", wid, "--output", "json"], cli_env)
+    assert proc.returncode == 0, proc.stderr
+    indexed = json.loads(proc.stdout)["workflowExecutionInfo"]["searchAttributes"]["indexedFields"]
+    decoded = {name: json.loads(base64.b64decode(p["data"])) for name, p in indexed.items()}
+    assert decoded["ChaosSubject"] == "etcd"
+    assert decoded["ChaosFault"] == "kill"
+    assert decoded["ChaosTarget"] == "etcd1" == finished_run["target"]
+    assert decoded["ChaosStage"] == "done"
+    assert decoded["ChaosFaultState"] == "restored"
+    assert decoded["ChaosVerdict"] == "pass"
+    assert decoded["ChaosDetectSeconds"] == pytest.approx(finished_run["time_to_detect_s"])
+    assert decoded["ChaosRestoreSeconds"] == pytest.approx(finished_run["time_to_restore_s"])
+    assert decoded["ChaosDiagnosisCorrect"] is finished_run["diagnosis"]["correct"] is True
+
+
+async def test_history_reads_like_a_story(finished_run, temporal_ui_env):
+    """Every activity carries a summary: the kill, the restore, the load windows are named in the history."""
+    handle = temporal_ui_env.client.get_workflow_handle(finished_run["workflow_id"], run_id=finished_run["run_id"])
+    desc = await handle.describe()
+    assert await desc.static_summary() == "kill etcd1 on etcd (project " + finished_run["project"] + ")"
+    summaries = []
+    async for event in handle.fetch_history_events():
+        if event.HasField("activity_task_scheduled_event_attributes") and event.user_metadata.HasField("summary"):
+            summaries.append(json.loads(event.user_metadata.summary.data))
+    assert summaries[0] == "preflight etcd"
+    assert "kill etcd1" in summaries and "restore etcd1" in summaries and "verify healthy" in summaries
+    assert any(s.startswith("load window ") for s in summaries)
+
+
+# -- the web UI in a real browser -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def isolated_chromium(tmp_path) -> str:
+    """Debian's Chromium in a network namespace of its own, holding only a loopback that is down.
+
+    Docker adding and removing interfaces on this machine (other tests, other projects) makes Chromium abort page
+    loads with ERR_NETWORK_CHANGED; in its own namespace it sees no such change. Its requests are relayed by
+    Playwright (`_relay`), which also makes sure nothing but 127.0.0.1 is ever contacted.
+    """
+    wrapper = tmp_path / "chromium-isolated"
+    wrapper.write_text(f'#!/bin/sh\nexec unshare --net -- {CHROMIUM} "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+async def _relay(route) -> None:
+    # The web UI also asks newsfeed.temporal.io for news: only the local server is reachable here.
+    if urlsplit(route.request.url).hostname != "127.0.0.1":
+        await route.abort()
+        return
+    await route.fulfill(response=await route.fetch())
+
+
+async def test_web_ui_shows_summary_and_current_details(finished_run, temporal_ui_env, cli_env, isolated_chromium):
+    wid, rid = finished_run["workflow_id"], finished_run["run_id"]
+    url = f"http://127.0.0.1:{temporal_ui_env.ui_port}/namespaces/default/workflows/{wid}/{rid}/history"
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / f"ui-{wid}.png"
+    # The UI reads current details with a query, which a worker answers (as `python worker.py` would).
+    async with running_worker(temporal_ui_env.client, cli_env["CHAOS_TASK_QUEUE"]), async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=isolated_chromium, args=CHROMIUM_ARGS)
+        page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+        await page.route("**/*", _relay)
+        try:
+            await page.goto(url)
+            # The "User Metadata" tab renders the static summary and the current details (markdown) in frames.
+            await page.get_by_text("User Metadata", exact=True).first.click(timeout=30_000)
+            summary = page.frame_locator("#user-metadata-summary")
+            await summary.get_by_text("kill etcd1 on etcd").wait_for(timeout=15_000)
+            details = page.frame_locator("#user-metadata-current-details")
+            for text in ("Stage: done - verdict: pass", "Target: etcd1", "Fault state: restored",
+                         f"Time to restore: {finished_run['time_to_restore_s']:.3f} s"):
+                await details.get_by_text(text).wait_for(timeout=15_000)
+        finally:  # the screenshot is the artifact a human checks, pass or fail
+            await page.screenshot(path=str(shot), full_page=True)
+            await page.unroute_all(behavior="ignoreErrors")
+            await browser.close()
+    print(f"screenshot: {shot}")
+
+
+# -- starter.py list / status / report -------------------------------------------------------------------------------
+
+
+async def test_starter_list_shows_the_run_with_its_numbers(finished_run, cli_env):
+    rows = await _wait_listed([sys.executable, "starter.py", "list", "--subject", "etcd", "--verdict", "pass",
+                               "--json"], cli_env, finished_run["workflow_id"])
+    row = next(r for r in rows if r["run_id"] == finished_run["run_id"])
+    assert row["target"] == "etcd1" and row["verdict"] == "pass" and row["diagnosis_correct"] is True
+    assert row["time_to_detect_s"] == pytest.approx(finished_run["time_to_detect_s"])
+    table = await asyncio.to_thread(starter, "list", env=cli_env)
+    assert table.returncode == 0, table.stderr
+    line = next(x for x in table.stdout.splitlines() if finished_run["workflow_id"] in x)
+    assert "etcd1" in line and "pass" in line and "correct" in line
+    assert f"{finished_run['time_to_restore_s']:.3f}" in line
+
+
+async def test_status_of_a_finished_run_shows_the_verdict(finished_run, cli_env):
+    proc = await asyncio.to_thread(starter, "status", finished_run["workflow_id"], env=cli_env)
+    assert proc.returncode == 0, proc.stderr
+    assert "verdict: PASS" in proc.stdout and "etcd1" in proc.stdout
+
+
+async def test_report_json_is_the_workflow_result(finished_run, cli_env):
+    proc = await asyncio.to_thread(starter, "report", finished_run["workflow_id"], "--run-id",
+                                   finished_run["run_id"], env=cli_env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == finished_run
+
+
+class _Html(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+async def test_html_report_is_self_contained_with_the_timeline_plot(finished_run, cli_env, tmp_path):
+    out = tmp_path / "report.html"
+    proc = await asyncio.to_thread(starter, "report", finished_run["workflow_id"], "--format", "html", "-o", str(out),
+                                   env=cli_env)
+    assert proc.returncode == 0, proc.stderr
+    page = _Html()
+    page.feed(out.read_text())
+    tags = page.tags
+    # Self-contained: no external script, stylesheet or image.
+    assert not [t for t, a in tags if t in ("script", "link", "img", "iframe")]
+    svg = [a for t, a in tags if t == "svg"]
+    assert len(svg) == 1 and svg[0]["id"] == "timeline"
+    line = next(a for t, a in tags if t == "polyline" and a.get("class") == "throughput")
+    assert len(line["points"].split()) == len(finished_run["load"]["windows"]) > 3
+    markers = {a["class"].split()[1]: float(a["x1"]) for t, a in tags if t == "line" and "marker" in a.get("class", "")}
+    assert markers.keys() == {"inject", "detect", "restore"}
+    assert markers["inject"] <= markers["detect"] < markers["restore"]
+    text = " ".join(page.text)
+    assert "PASS" in text and finished_run["diagnosis"]["summary"] in text
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "report.html").write_text(out.read_text())
+
+
+def _junit_case(xml_text: str) -> tuple[ET.Element, ET.Element]:
+    """Structural JUnit validation: testsuites > testsuite > testcase with the attributes CI tools read."""
+    root = ET.fromstring(xml_text)
+    assert root.tag == "testsuites"
+    (suite,) = root.findall("testsuite")
+    for attr in ("name", "tests", "failures", "errors", "time", "timestamp"):
+        assert attr in suite.attrib, attr
+    (case,) = suite.findall("testcase")
+    assert {"classname", "name", "time"} <= case.attrib.keys()
+    float(case.get("time"))
+    assert int(suite.get("tests")) == 1
+    return suite, case
+
+
+async def test_junit_of_a_passing_run_has_no_failure(finished_run, cli_env):
+    proc = await asyncio.to_thread(starter, "report", finished_run["workflow_id"], "--format", "junit", env=cli_env)
+    assert proc.returncode == 0, proc.stderr
+    suite, case = _junit_case(proc.stdout)
+    assert suite.get("failures") == "0" and case.find("failure") is None
+    props = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert props["target"] == "etcd1"
+
+
+async def test_junit_of_a_failed_run_carries_the_reasons_and_exits_1(failed_run, cli_env):
+    proc = await asyncio.to_thread(starter, "report", failed_run, "--format", "junit", env=cli_env)
+    assert proc.returncode == 1, proc.stderr
+    suite, case = _junit_case(proc.stdout)
+    assert suite.get("failures") == "1"
+    failure = case.find("failure")
+    assert failure is not None and "stage detect failed" in failure.get("message")
+
+
+async def test_markdown_report(failed_run, cli_env):
+    proc = await asyncio.to_thread(starter, "report", failed_run, "--format", "md", env=cli_env)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout.startswith("# Chaos run: kill n2 on etcd - FAIL")
+    assert "- stage detect failed" in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["report", "no-such-run"], "no run no-such-run"),
+    (["report", "x", "--format", "pdf"], "--format must be one of json, md, html, junit"),
+    (["status", "no-such-run"], "no run no-such-run"),
+    (["list", "--verdict", "meh"], "--verdict must be pass or fail"),
+    (["list", "--subject", "nope"], "unknown subject 'nope'"),
+])
+async def test_bad_input_exits_2_with_one_line(cli_env, args, message):
+    proc = await asyncio.to_thread(starter, *args, env=cli_env)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+async def test_worker_on_a_server_that_refuses_our_search_attributes_says_so(tmp_path):
+    """A server with no Bool slot left (3 is the SQL visibility limit) refuses ChaosDiagnosisCorrect."""
+    taken = [SearchAttributeKey.for_bool(f"Other{i}") for i in range(3)]
+    env = await WorkflowEnvironment.start_local(dev_server_existing_path=temporal_binary(),
+                                                data_converter=pydantic_data_converter, search_attributes=taken,
+                                                dev_server_log_level="error")
+    try:
+        proc = await asyncio.to_thread(run, [sys.executable, "worker.py"], dict(
+            os.environ, TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
+            CHAOS_STATE_DIR=str(tmp_path)), 60)
+    finally:
+        await env.shutdown()
+    assert proc.returncode == 3, proc.stderr
+    assert "cannot register search attributes" in proc.stderr
+    assert f"--name {Attr.DIAGNOSIS_CORRECT.name} --type Bool" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

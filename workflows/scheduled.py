@@ -1,0 +1,48 @@
+"""ScheduledChaosWorkflow: what a schedule starts - one chaos run that honours the per-subject lock.
+
+A Temporal Schedule appends a timestamp to the workflow id of every action, so it cannot start `ChaosDemoWorkflow`
+under the fixed per-subject id that makes a manual and a scheduled run exclude each other. This small parent does
+it instead: it starts the chaos run as a child under the subject copy's id and, when that id is already running
+(someone else is breaking this subject right now), records "skipped: subject busy" and kills nothing.
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from contracts import SCHEDULED_WORKFLOW_NAME, ChaosInput, ChaosReport, ErrorType, ScheduledRunResult
+    from subjects import UnknownSubject, resolve
+    from workflows.chaos import ChaosDemoWorkflow
+
+
+@workflow.defn(name=SCHEDULED_WORKFLOW_NAME)
+class ScheduledChaosWorkflow:
+    @workflow.run
+    async def run(self, inp: ChaosInput) -> ScheduledRunResult:
+        # resolve() only reads the subject definition (names and defaults), no I/O: safe in workflow code.
+        try:
+            run_id = resolve(inp.subject).project
+        except UnknownSubject as err:  # a schedule edited by hand; `schedule create` checks this up front
+            raise ApplicationError(str(err), type=ErrorType.BAD_INPUT, non_retryable=True) from err
+        try:
+            child = await workflow.start_child_workflow(
+                ChaosDemoWorkflow.run,
+                inp,
+                id=run_id,
+                # The chaos run is its own experiment: closing or terminating this parent must not cut it short
+                # (its restore has to run to the end).
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                search_attributes=inp.start_attributes(),
+                static_summary=f"{inp.summary()} (scheduled by {workflow.info().workflow_id})",
+            )
+        except WorkflowAlreadyStartedError:
+            reason = f"skipped: subject busy (run {run_id} is in progress)"
+            workflow.set_current_details(f"**{reason}**")
+            return ScheduledRunResult(workflow_id=run_id, started=False, skipped_reason=reason)
+        workflow.set_current_details(f"started chaos run **{run_id}** ({child.first_execution_run_id})")
+        report: ChaosReport = await child
+        return ScheduledRunResult(workflow_id=run_id, started=True, run_id=child.first_execution_run_id,
+                                  verdict=report.verdict)
