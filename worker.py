@@ -4,6 +4,7 @@ import asyncio
 import signal
 import sys
 
+from runtime.connect import exit_process
 from runtime.devserver import ServerUnreachable, connect_or_start
 from runtime.worker import SearchAttributesMissing, build_worker, ensure_search_attributes
 
@@ -30,4 +31,4 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    exit_process(asyncio.run(main()))

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import signal
-import sys
 from datetime import datetime, timedelta, timezone
 from typing import Optional
 
@@ -40,7 +39,7 @@ from cli.common import (
 )
 from cli.render import progress_view, report_view
 from contracts import ChaosInput, ChaosReport, Progress
-from runtime.connect import task_queue
+from runtime.connect import exit_process, task_queue
 from runtime.worker import build_worker
 from subjects import resolve
 from workflows.chaos import ChaosDemoWorkflow
@@ -196,6 +195,8 @@ app.add_typer(schedules.app, name="schedule")
 
 def main() -> None:
     try:
-        app()
+        app()  # always ends in SystemExit carrying the exit code
     except KeyboardInterrupt:
-        sys.exit(EXIT_INTERRUPTED)
+        exit_process(EXIT_INTERRUPTED)
+    except SystemExit as done:
+        exit_process(done.code if isinstance(done.code, int) else EXIT_FAIL if done.code else EXIT_PASS)

@@ -117,13 +117,13 @@ async def _lookup(client: Client, workflow_id: str, run_id: str | None) -> tuple
     if desc.workflow_type != WORKFLOW_NAME:
         fail(EXIT_BAD_INPUT, f"{workflow_id} is a {desc.workflow_type}, not a chaos run")
     # Pin the run: "latest" must not move between the describe and the result.
-    return client.get_workflow_handle(workflow_id, run_id=desc.run_id), desc.status
+    return client.get_workflow_handle_for(ChaosDemoWorkflow.run, workflow_id, run_id=desc.run_id), desc.status
 
 
 async def _final_report(handle: WorkflowHandle) -> ChaosReport:
     """The workflow result of a closed run; a run that ended without one exits with the reason."""
     try:
-        return await handle.result(result_type=ChaosReport, follow_runs=False)
+        return await handle.result(follow_runs=False)
     except WorkflowFailureError as err:
         code, message = exit_code_for_failure(err)
         fail(code if code != EXIT_PASS else EXIT_FAIL, f"run {handle.id} has no report: {message}")

@@ -7,6 +7,7 @@ all work as in the `temporal` CLI. With none of them set we talk to 127.0.0.1:72
 from __future__ import annotations
 
 import os
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -49,3 +50,12 @@ async def connect(timeout_s: float = 5.0) -> Client:
     return await Client.connect(
         **connect_config(), data_converter=pydantic_data_converter, connect_timeout=timedelta(seconds=timeout_s)
     )
+
+
+def exit_process(code: int) -> None:
+    """Exit without interpreter finalization. The SDK's Rust threads can outlive the event loop and abort a
+    finalizing interpreter (temporalio/sdk-python#300: "PyGILState_Release ... finalizing", exit 134 instead of
+    our code), which would break every exit code a script or CI pipeline gates on."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
