@@ -73,7 +73,7 @@ def to_markdown(r: ChaosReport) -> str:
 
 # -- HTML with an inline SVG timeline ----------------------------------------------------------------------------
 
-PLOT_W, PLOT_H, PAD_L, PAD_R, PAD_T, PAD_B = 900, 300, 60, 60, 30, 40
+PLOT_W, PLOT_H, PAD_L, PAD_R, PAD_T, PAD_B = 900, 300, 50, 20, 30, 40
 MARKERS = (("inject", "injected_at", "#d62728"), ("detect", "detected_at", "#ff7f0e"),
            ("restore", "restored_at", "#2ca02c"))
 
@@ -113,13 +113,14 @@ def timeline_svg(r: ChaosReport) -> str:
     for value in _ticks(span, 6):  # bottom axis: seconds since start
         px = PAD_L + inner_w * value / span
         parts.append(f'<text x="{px:.1f}" y="{PLOT_H - PAD_B + 16}" text-anchor="middle">{value:.0f}s</text>')
-    parts.append(f'<text x="{PAD_L - 6}" y="{PAD_T - 12}" text-anchor="end" fill="#1f77b4">ops/s</text>'
-                 f'<text x="{PLOT_W - PAD_R + 6}" y="{PAD_T - 12}" fill="#d62728">errors (max {top_err})</text>')
+    parts.append(f'<text x="{PAD_L}" y="{PAD_T - 12}" fill="#1f77b4">line: ops/s</text>'
+                 f'<text x="{PLOT_W - PAD_R}" y="{PAD_T - 12}" text-anchor="end" fill="#d62728">'
+                 f"bars: errors per window (full height = {top_err})</text>")
     for w in windows:
         if w.errors:
             parts.append(f'<rect class="errors" x="{x(w.start):.1f}" y="{y(w.errors, top_err):.1f}" '
                          f'width="{max(x(w.end) - x(w.start) - 1, 1):.1f}" '
-                         f'height="{PAD_T + inner_h - y(w.errors, top_err):.1f}" fill="#d62728" fill-opacity="0.6">'
+                         f'height="{PAD_T + inner_h - y(w.errors, top_err):.1f}" fill="#d62728" fill-opacity="0.3">'
                          f"<title>{w.errors} errors</title></rect>")
     points = " ".join(f"{x(w.end):.1f},{y(w.ops_per_s, top_ops):.1f}" for w in windows)
     parts.append(f'<polyline class="throughput" points="{points}" fill="none" stroke="#1f77b4" stroke-width="2"/>')

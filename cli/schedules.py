@@ -78,7 +78,9 @@ async def _create(schedule_id: str, inp: ChaosInput, cron: str, timezone: str, p
         state=ScheduleState(paused=paused, note=f"created by starter.py: {inp.summary()}"),
     )
     try:
-        await client.create_schedule(schedule_id, schedule, search_attributes=inp.start_attributes())
+        # The server keeps the spec as calendars; the memo keeps the cron line as the user wrote it, for display.
+        await client.create_schedule(schedule_id, schedule, search_attributes=inp.start_attributes(),
+                                     memo={"cron": cron})
     except ScheduleAlreadyRunningError:
         fail(EXIT_BAD_INPUT, f"schedule {schedule_id!r} already exists (delete it first, or pick another --id)")
     except RPCError as err:
@@ -111,7 +113,9 @@ def create(
     _check_timezone(timezone)
     inp = chaos_input(subject, target, detect_timeout, detect_interval, countdown, project, port_base)
     inp.fault = fault
-    asyncio.run(_create(schedule_id or f"nightly-{resolve(inp.subject).project}", inp, cron, timezone, paused))
+    # Named here, not in the workflow: the project is the workflow id that locks the subject copy.
+    inp.subject.project = resolve(inp.subject).project
+    asyncio.run(_create(schedule_id or f"nightly-{inp.subject.project}", inp, cron, timezone, paused))
 
 
 async def _list() -> None:
@@ -124,7 +128,7 @@ async def _list() -> None:
         if action is None or getattr(action, "workflow", None) != SCHEDULED_WORKFLOW_NAME:
             continue  # someone else's schedule in this namespace
         spec, info = entry.schedule.spec, entry.info
-        table.add_row(entry.id, ", ".join(spec.cron_expressions) or "-", spec.time_zone_name or "UTC",
+        table.add_row(entry.id, (await entry.memo_value("cron", "-")), spec.time_zone_name or "UTC",
                       "paused" if entry.schedule.state.paused else "active",
                       f"{info.next_action_times[0]:%Y-%m-%d %H:%M} UTC" if info.next_action_times else "-",
                       str(len(info.recent_actions)))
@@ -149,7 +153,7 @@ async def _describe(schedule_id: str) -> None:
     grid.add_column()
     grid.add_row("schedule", schedule_id)
     grid.add_row("runs", inp[0].summary() if inp else "-")
-    grid.add_row("when", f"{', '.join(spec.cron_expressions)} ({spec.time_zone_name or 'UTC'})")
+    grid.add_row("when", f"{await desc.memo_value('cron', '-')} ({spec.time_zone_name or 'UTC'})")
     grid.add_row("overlap", desc.schedule.policy.overlap.name)
     grid.add_row("state", ("paused" if state.paused else "active") + (f" - {state.note}" if state.note else ""))
     grid.add_row("next runs", ", ".join(f"{t:%Y-%m-%d %H:%M} UTC" for t in info.next_action_times[:3]) or "-")

@@ -27,7 +27,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
-from contracts import Attr
+from cli.render import load_strip
+from contracts import Attr, Progress
 from runtime.devserver import temporal_binary
 from tests.conftest import running_worker
 from tests.test_workflow_logic import FakeCluster, fast_input
@@ -193,6 +194,23 @@ async def test_web_ui_shows_summary_and_current_details(finished_run, temporal_u
             await page.unroute_all(behavior="ignoreErrors")
             await browser.close()
     print(f"screenshot: {shot}")
+
+
+async def test_live_view_strip_is_red_during_the_fault_and_green_after_restore(finished_run, temporal_ui_env,
+                                                                               cli_env):
+    """The `progress` query carries the recent real load windows; the live view colours each by fault phase."""
+    async with running_worker(temporal_ui_env.client, cli_env["CHAOS_TASK_QUEUE"]):
+        handle = temporal_ui_env.client.get_workflow_handle(finished_run["workflow_id"])
+        progress = await handle.query(ChaosDemoWorkflow.progress, result_type=Progress)
+    windows = progress.recent_windows
+    assert [w.model_dump(mode="json") for w in windows] == finished_run["load"]["windows"][-len(windows):]
+    strip = load_strip(progress)
+    colours = [span.style for span in strip.spans][:len(windows)]
+    kill, back = progress.injected_at, progress.restore_started_at
+    assert kill is not None and back is not None
+    expected = ["bold red" if w.end > kill and w.start < back else "green" for w in windows]
+    assert colours == expected
+    assert expected[0] == "green" and "bold red" in expected  # a healthy baseline, then the fault
 
 
 # -- starter.py list / status / report -------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from contracts import SCHEDULED_WORKFLOW_NAME, ChaosInput, ChaosReport, ErrorType, ScheduledRunResult
-    from subjects import UnknownSubject, resolve
     from workflows.chaos import ChaosDemoWorkflow
 
 
@@ -22,11 +21,10 @@ with workflow.unsafe.imports_passed_through():
 class ScheduledChaosWorkflow:
     @workflow.run
     async def run(self, inp: ChaosInput) -> ScheduledRunResult:
-        # resolve() only reads the subject definition (names and defaults), no I/O: safe in workflow code.
-        try:
-            run_id = resolve(inp.subject).project
-        except UnknownSubject as err:  # a schedule edited by hand; `schedule create` checks this up front
-            raise ApplicationError(str(err), type=ErrorType.BAD_INPUT, non_retryable=True) from err
+        run_id = inp.subject.project
+        if not run_id:  # `schedule create` always names it; a schedule made by other means may not
+            raise ApplicationError("a scheduled run needs subject.project (the lock's workflow id)",
+                                   type=ErrorType.BAD_INPUT, non_retryable=True)
         try:
             child = await workflow.start_child_workflow(
                 ChaosDemoWorkflow.run,

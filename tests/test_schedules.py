@@ -1,0 +1,135 @@
+"""Nightly runs: `starter.py schedule ...` against a real dev server, a real worker and a real etcd copy.
+
+A schedule's run takes the same per-subject lock as a manual run: fired while the subject is busy, it is skipped and
+kills nothing (checked in Docker's event log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from contracts import SCHEDULED_WORKFLOW_NAME, ChaosInput, ScheduledRunResult
+from tests.conftest import running_worker
+from workflows.chaos import ChaosDemoWorkflow
+
+ROOT = Path(__file__).resolve().parent.parent
+PORT_RANGE = (26500, 26990)
+
+
+def starter(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "starter.py"), *args], capture_output=True, text=True,
+                          env=env, timeout=timeout, cwd=ROOT)
+
+
+@pytest.fixture
+def cli_env(client, task_queue, tmp_path) -> dict[str, str]:
+    return dict(os.environ, TEMPORAL_ADDRESS=client.service_client.config.target_host, CHAOS_TASK_QUEUE=task_queue,
+                CHAOS_STATE_DIR=str(tmp_path), COLUMNS="200")
+
+
+@pytest.fixture
+def schedule_id(cli_env):
+    sid = f"t-nightly-{uuid.uuid4().hex[:8]}"
+    yield sid
+    starter("schedule", "delete", sid, env=cli_env)  # already gone when the test deleted it: exit 2, harmless
+
+
+async def _fired(client, schedule_id: str, timeout: float = 60) -> ScheduledRunResult:
+    """Wait for the schedule's one firing (found by the built-in TemporalScheduledById attribute) to finish."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        async for wf in client.list_workflows(f'TemporalScheduledById="{schedule_id}"'):
+            assert wf.workflow_type == SCHEDULED_WORKFLOW_NAME
+            handle = client.get_workflow_handle(wf.id, run_id=wf.run_id, result_type=ScheduledRunResult)
+            return await asyncio.wait_for(handle.result(), deadline - asyncio.get_running_loop().time())
+        assert asyncio.get_running_loop().time() < deadline, f"schedule {schedule_id} never fired"
+        await asyncio.sleep(0.5)
+
+
+def subject_args(etcd) -> list[str]:
+    return ["--project", etcd.instance.project, "--port-base", str(etcd.instance.port_base)]
+
+
+async def test_schedule_create_trigger_run_delete(client, task_queue, cli_env, etcd, schedule_id):
+    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    created = await asyncio.to_thread(starter, "schedule", "create", "--id", schedule_id, "--timezone",
+                                      "Europe/Berlin", "--countdown", "0", *subject_args(etcd), env=cli_env)
+    assert created.returncode == 0, created.stderr
+    described = await asyncio.to_thread(starter, "schedule", "describe", schedule_id, env=cli_env)
+    assert described.returncode == 0, described.stderr
+    assert "0 3 * * * (Europe/Berlin)" in described.stdout and "SKIP" in described.stdout
+    assert f"on etcd (project {etcd.instance.project})" in described.stdout
+    listed = await asyncio.to_thread(starter, "schedule", "list", env=cli_env)
+    assert schedule_id in listed.stdout and "active" in listed.stdout
+
+    async with running_worker(client, task_queue):
+        triggered = await asyncio.to_thread(starter, "schedule", "trigger", schedule_id, env=cli_env)
+        assert triggered.returncode == 0, triggered.stderr
+        fired = await _fired(client, schedule_id, timeout=120)
+    assert fired.started and fired.verdict == "pass", fired
+    # The run took the subject's lock (its fixed workflow id) and is findable like a manual run.
+    assert fired.workflow_id == etcd.instance.project
+    report = await client.get_workflow_handle_for(ChaosDemoWorkflow.run, fired.workflow_id,
+                                                  run_id=fired.run_id).result()
+    assert etcd.died_since(since) == [report.target]
+    found = [wf.id async for wf in client.list_workflows(
+        f'ChaosSubject="etcd" AND ChaosVerdict="pass" AND WorkflowId="{fired.workflow_id}"')]
+    assert found, "the scheduled run is not findable by its search attributes"
+    assert all(etcd.running().values())
+
+    deleted = await asyncio.to_thread(starter, "schedule", "delete", schedule_id, env=cli_env)
+    assert deleted.returncode == 0, deleted.stderr
+    gone = await asyncio.to_thread(starter, "schedule", "describe", schedule_id, env=cli_env)
+    assert gone.returncode == 2 and f"no schedule {schedule_id!r}" in gone.stderr
+
+
+async def test_schedule_firing_while_a_manual_run_holds_the_subject_is_skipped(client, task_queue, cli_env, etcd,
+                                                                               schedule_id):
+    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    # A manual run holds the lock: same workflow id as `starter.py chaos` uses, on a queue no worker serves, so it
+    # stays open and never touches the subject.
+    holder = await client.start_workflow(ChaosDemoWorkflow.run, ChaosInput(subject=etcd.ref),
+                                         id=etcd.instance.project, task_queue=f"idle-{uuid.uuid4().hex[:8]}")
+    try:
+        created = await asyncio.to_thread(starter, "schedule", "create", "--id", schedule_id, "--paused",
+                                          "--countdown", "0", *subject_args(etcd), env=cli_env)
+        assert created.returncode == 0, created.stderr
+        for command in ("unpause", "pause"):
+            done = await asyncio.to_thread(starter, "schedule", command, schedule_id, env=cli_env)
+            assert done.returncode == 0, done.stderr
+        async with running_worker(client, task_queue):
+            await asyncio.to_thread(starter, "schedule", "trigger", schedule_id, env=cli_env)
+            fired = await _fired(client, schedule_id)
+        assert not fired.started and "subject busy" in fired.skipped_reason, fired
+        assert (await holder.describe()).status.name == "RUNNING"  # the manual run was left alone
+    finally:
+        await holder.terminate("test cleanup")
+    assert etcd.died_since(since) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--timezone", "Mars/Olympus"], "unknown --timezone 'Mars/Olympus'"),
+    (["--cron", "not a cron"], "the server refused the schedule"),
+    (["--target", "etcd9"], "'etcd9' is not a target of etcd"),
+    (["--fault", "melt"], "unknown --fault 'melt'"),
+    (["--subject", "nope"], "unknown subject 'nope'"),
+])
+async def test_bad_schedule_input_exits_2_with_one_line(cli_env, schedule_id, args, message):
+    proc = await asyncio.to_thread(starter, "schedule", "create", "--id", schedule_id, *args, env=cli_env)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.parametrize("command", ["describe", "trigger", "pause", "unpause", "delete"])
+async def test_unknown_schedule_exits_2(cli_env, command):
+    proc = await asyncio.to_thread(starter, "schedule", command, "t-no-such-schedule", env=cli_env)
+    assert proc.returncode == 2, proc.stderr
+    assert "no schedule 't-no-such-schedule'" in proc.stderr
