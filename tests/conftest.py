@@ -10,9 +10,12 @@ import asyncio
 import os
 import random
 import socket
+import subprocess
+import sys
 import uuid
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -27,6 +30,19 @@ from contracts import Attr, CheckResult, SubjectRef
 from runtime.devserver import temporal_binary
 from runtime.worker import build_worker
 from subjects import SubjectInstance, resolve
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_command(cmd: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
+    """A command as a user runs it, from the checkout's root."""
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
+
+
+def starter(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
+    """`python starter.py ARGS` in a subprocess."""
+    return run_command([sys.executable, str(ROOT / "starter.py"), *args], env, timeout)
 
 
 def _ports_free(base: int, count: int) -> bool:

@@ -10,13 +10,11 @@ import asyncio
 import base64
 import json
 import os
-import subprocess
 import sys
 import uuid
 import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -30,25 +28,16 @@ from temporalio.worker import Worker
 from cli.render import load_strip
 from contracts import Attr, Progress
 from runtime.devserver import temporal_binary
-from tests.conftest import running_worker
+from tests.conftest import ROOT, run_command, running_worker, starter
 from tests.test_workflow_logic import FakeCluster, fast_input
 from workflows.chaos import ChaosDemoWorkflow
 
-ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
 PORT_RANGE = (26000, 26490)
 CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking flags Chromium keeps trying to call home.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def run(cmd: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
-
-
-def starter(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
-    return run([sys.executable, str(ROOT / "starter.py"), *args], env, timeout)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +80,7 @@ async def failed_run(temporal_ui_env) -> str:
 async def _wait_listed(cmd: list[str], env: dict[str, str], workflow_id: str) -> list[dict]:
     """Visibility is eventually consistent: retry the listing for a few seconds."""
     for _ in range(40):
-        proc = await asyncio.to_thread(run, cmd, env)
+        proc = await asyncio.to_thread(run_command, cmd, env)
         assert proc.returncode == 0, proc.stderr
         rows = json.loads(proc.stdout or "[]")
         if any(r.get("workflowId", r.get("workflow_id")) == workflow_id
@@ -110,11 +99,11 @@ async def test_temporal_cli_finds_the_run_by_subject_and_verdict(finished_run, a
     await _wait_listed([temporal_binary(), "workflow", "list", "--address", address, "--query", query,
                         "--output", "json"], cli_env, wid)
     # ...and not by the opposite verdict.
-    proc = await asyncio.to_thread(run, [temporal_binary(), "workflow", "list", "--address", address, "--query",
+    proc = await asyncio.to_thread(run_command, [temporal_binary(), "workflow", "list", "--address", address, "--query",
                                          'ChaosSubject="etcd" AND ChaosVerdict="fail"', "--output", "json"], cli_env)
     assert wid not in proc.stdout
 
-    proc = await asyncio.to_thread(run, [temporal_binary(), "workflow", "describe", "--address", address,
+    proc = await asyncio.to_thread(run_command, [temporal_binary(), "workflow", "describe", "--address", address,
                                          "--workflow-id", wid, "--output", "json"], cli_env)
     assert proc.returncode == 0, proc.stderr
     indexed = json.loads(proc.stdout)["workflowExecutionInfo"]["searchAttributes"]["indexedFields"]
@@ -337,7 +326,7 @@ async def test_worker_on_a_server_that_refuses_our_search_attributes_says_so(tmp
                                                 data_converter=pydantic_data_converter, search_attributes=taken,
                                                 dev_server_log_level="error")
     try:
-        proc = await asyncio.to_thread(run, [sys.executable, "worker.py"], dict(
+        proc = await asyncio.to_thread(run_command, [sys.executable, "worker.py"], dict(
             os.environ, TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
             CHAOS_STATE_DIR=str(tmp_path)), 60)
     finally:

@@ -8,25 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
 from contracts import SCHEDULED_WORKFLOW_NAME, ChaosInput, ScheduledRunResult
-from tests.conftest import running_worker
+from tests.conftest import running_worker, starter
 from workflows.chaos import ChaosDemoWorkflow
 
-ROOT = Path(__file__).resolve().parent.parent
 PORT_RANGE = (26500, 26990)
-
-
-def starter(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "starter.py"), *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=ROOT)
 
 
 @pytest.fixture
