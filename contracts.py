@@ -79,6 +79,8 @@ class ChaosInput(BaseModel):
     load_concurrency: int = Field(default=4, ge=1)
     preflight_timeout_s: float = Field(default=90.0, gt=0)
     restore_timeout_s: float = Field(default=90.0, gt=0)
+    max_fault_s: float = Field(default=120.0, gt=0, description="restore starts at the latest this long after inject")
+    interactive: bool = Field(default=False, description="pause before each stage until the `advance` update")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -252,6 +254,9 @@ class Progress(BaseModel):
     windows: int = 0
     diagnosis: Diagnosis | None = None
     message: str = ""
+    waiting_for: Stage | None = Field(default=None, description="interactive: the stage held until `advance`")
+    fault_deadline: datetime | None = None
+    cut_short: str | None = Field(default=None, description="why the experiment was cut short (abort, deadline)")
 
 
 class ChaosReport(BaseModel):
@@ -282,3 +287,33 @@ class ErrorType:
     BAD_INPUT = "BadInput"  # unknown subject/target/fault, broken compose file -> exit 2
     DOCKER_UNAVAILABLE = "DockerUnavailable"  # -> exit 3
     SUBJECT_UNHEALTHY = "SubjectUnhealthy"  # steady state never reached before the fault -> exit 3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reaper: restores faults of runs that closed without running their compensation (terminate, timeouts).
+
+
+class ReapRequest(BaseModel):
+    task_queue: str = Field(description="only runs of this task queue (one reaper per fleet)")
+    lookback_hours: float = Field(default=24.0, gt=0)
+
+
+class OrphanedFault(BaseModel):
+    workflow_id: str
+    run_id: str
+    status: str
+    fault: FaultRequest
+    busy: bool = Field(default=False, description="a newer run holds the subject: its own restore owns the node")
+
+
+class ReapAction(BaseModel):
+    workflow_id: str
+    run_id: str
+    target: str
+    action: Literal["restored", "already healthy", "skipped: subject busy"]
+    healthy_after: bool | None = None
+
+
+class ReapReport(BaseModel):
+    found: int
+    actions: list[ReapAction]

@@ -6,11 +6,9 @@ what runs when Claude is unavailable.
 
 from __future__ import annotations
 
-import asyncio
-
 from temporalio import activity
 
-from activities.docker import compose_client, container_states
+from activities.docker import compose_client, container_states, off_loop
 from activities.probes import http_client, resolve_or_bad_input
 from contracts import ContainerState, Diagnosis, Evidence, EvidenceRequest
 
@@ -20,7 +18,7 @@ SIGNALS = {137: "SIGKILL", 143: "SIGTERM"}
 @activity.defn
 async def gather_evidence(req: EvidenceRequest) -> Evidence:
     instance = resolve_or_bad_input(req.subject)
-    containers = await asyncio.to_thread(container_states, compose_client(instance), instance)
+    containers = await off_loop(container_states, compose_client(instance), instance)
     async with http_client() as http:
         health_now = await instance.subject.check(http, instance.endpoints, 1.0)
     return Evidence(

@@ -6,16 +6,47 @@ python-on-whales shells out to the docker CLI and blocks, so activities call the
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from python_on_whales import Container, DockerClient, DockerException
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from contracts import ContainerState, ErrorType
 from runtime.state import state_dir
 from subjects import SubjectInstance
+
+
+T = TypeVar("T")
+
+
+async def off_loop(fn: Callable[..., T], *args) -> T:
+    """Run a blocking Docker call in a thread, heartbeating every second while it runs.
+
+    The heartbeats let activities use short heartbeat timeouts (a dead worker is noticed in seconds) without a slow
+    `compose up` looking dead. If the activity is cancelled meanwhile, we still wait for the call to finish before
+    reporting: a kill that lands *after* the workflow moved on to restore would leave the node down.
+    """
+    call = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        while True:
+            done, _ = await asyncio.wait([call], timeout=1.0)
+            if done:
+                break
+            activity.heartbeat()
+    except asyncio.CancelledError:
+        await asyncio.shield(call)
+        raise
+    try:
+        return call.result()
+    except DockerException as exc:
+        if "Cannot connect to the Docker daemon" in str(exc):
+            raise docker_unavailable(exc) from exc
+        raise
 
 
 def docker_unavailable(exc: Exception) -> ApplicationError:
