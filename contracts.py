@@ -310,7 +310,7 @@ class ReapAction(BaseModel):
     workflow_id: str
     run_id: str
     target: str
-    action: Literal["restored", "already healthy", "skipped: subject busy"]
+    action: Literal["restored", "already healthy", "skipped: subject busy", "subject gone"]
     healthy_after: bool | None = None
 
 

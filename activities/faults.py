@@ -56,7 +56,7 @@ def _target_container(req: FaultRequest) -> tuple[SubjectInstance, Container, Fa
     return instance, service_container(client, instance, req.target), FAULTS[req.fault]
 
 
-def _inject(req: FaultRequest) -> InjectResult:
+def inject_now(req: FaultRequest) -> InjectResult:
     _, container, pair = _target_container(req)
     container.reload()
     if pair.is_in_effect(container):
@@ -78,7 +78,7 @@ def _inject(req: FaultRequest) -> InjectResult:
     return InjectResult(target=req.target, container=container.name, injected_at=datetime.now(timezone.utc))
 
 
-def _restore(req: FaultRequest) -> RestoreResult:
+def restore_now(req: FaultRequest) -> RestoreResult:
     started_at = datetime.now(timezone.utc)
     _, container, pair = _target_container(req)
     container.reload()
@@ -90,9 +90,9 @@ def _restore(req: FaultRequest) -> RestoreResult:
 
 @activity.defn
 async def inject_fault(req: FaultRequest) -> InjectResult:
-    return await off_loop(_inject, req)
+    return await off_loop(inject_now, req)
 
 
 @activity.defn
 async def restore_fault(req: FaultRequest) -> RestoreResult:
-    return await off_loop(_restore, req)
+    return await off_loop(restore_now, req)
