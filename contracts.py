@@ -7,7 +7,7 @@ one module means the workflow sandbox, the worker and the starter can never disa
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Literal
 
@@ -16,6 +16,9 @@ from temporalio.common import SearchAttributeKey
 
 TASK_QUEUE = "chaos-runs"
 WORKFLOW_NAME = "ChaosDemoWorkflow"
+# Workflow tasks here are tiny; if a worker dies holding one, the server hands it to another worker after this
+# long (Temporal's default is 10 s, which would dominate resume time after a crash).
+WORKFLOW_TASK_TIMEOUT = timedelta(seconds=3)
 
 
 class Stage(str, Enum):

@@ -34,7 +34,7 @@ from cli.common import (
 )
 from cli.follow import follow
 from cli.render import progress_view, report_view
-from contracts import Attr, ChaosInput, Progress, SubjectRef
+from contracts import WORKFLOW_TASK_TIMEOUT, Attr, ChaosInput, Progress, SubjectRef
 from runtime.connect import task_queue
 from subjects import UnknownSubject, get_subject, resolve
 from workflows.chaos import ChaosDemoWorkflow
@@ -66,6 +66,7 @@ async def _chaos(inp: ChaosInput, as_json: bool, detach: bool) -> int:
             id=instance.project,
             task_queue=task_queue(),
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            task_timeout=WORKFLOW_TASK_TIMEOUT,
             search_attributes=TypedSearchAttributes([
                 SearchAttributePair(Attr.SUBJECT, inp.subject.name),
                 SearchAttributePair(Attr.FAULT, inp.fault),
