@@ -100,6 +100,7 @@ async def _chaos(inp: ChaosInput, as_json: bool, detach: bool) -> int:
     if as_json:
         print(report.model_dump_json(indent=2))
     else:
+        out.print()
         out.print(report_view(report, url))
     return EXIT_PASS if report.verdict == "pass" else EXIT_FAIL
 

@@ -82,7 +82,7 @@ def report_view(r: ChaosReport, url: str) -> Group:
                              f"{load.worst_fault_ops_s if load.worst_fault_ops_s is not None else '-'} ops/s, "
                              f"{load.errors} errors in {len(load.windows)} windows")
     grid.add_row("reasons", "\n".join(f"- {x}" for x in r.reasons))
-    grid.add_row("history", url)
+    grid.add_row("history", Text(url, overflow="fold"))
     passed = r.verdict == "pass"
     verdict = Panel(grid, title=Text(f"verdict: {r.verdict.upper()}", style="bold green" if passed else "bold red"),
                     border_style="green" if passed else "red")
