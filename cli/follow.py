@@ -38,7 +38,31 @@ async def follow(handle: WorkflowHandle, live: Live, url: str, interactive: bool
     loop = asyncio.get_running_loop()
     result = asyncio.ensure_future(handle.result())
     lines = _stdin_lines(loop) if interactive else None
-    state = {"interrupted": False, "choosing": False, "prompted": None}
+    state = {"interrupted": False, "choosing": False, "prompted": None, "released": set()}
+
+    async def _answer(lines: asyncio.Queue[str], progress: Progress | None) -> None:
+        """One Enter releases one stage, and only a stage the user has been shown: presses typed ahead of a
+        prompt are dropped, so a double Enter can never skip past the kill unseen."""
+        if state["choosing"]:
+            while not lines.empty():
+                line = lines.get_nowait()
+                if line.startswith("c"):
+                    state["choosing"] = False
+                    cancel_run()
+                elif line.startswith("d"):
+                    result.cancel()
+            return
+        waiting = progress.waiting_for if progress else None
+        if waiting is not None and state["prompted"] != waiting:
+            state["prompted"] = waiting
+            while not lines.empty():
+                lines.get_nowait()
+            live.console.print(f"[bold cyan]press Enter to start {waiting.value}[/]")
+        elif waiting is not None and waiting not in state["released"] and not lines.empty():
+            lines.get_nowait()
+            state["released"].add(waiting)
+            with contextlib.suppress(Exception):  # another terminal may have advanced it first
+                await handle.execute_update(ChaosDemoWorkflow.advance)
 
     def cancel_run() -> None:
         err_console.print("[yellow]cancelling the run: the fault is restored before it ends "
@@ -64,20 +88,8 @@ async def follow(handle: WorkflowHandle, live: Live, url: str, interactive: bool
             with contextlib.suppress(Exception):  # a query can race the run's end or a worker restart
                 progress = await handle.query(ChaosDemoWorkflow.progress, result_type=Progress)
                 live.update(progress_view(progress, url))
-            if interactive and progress and progress.waiting_for and state["prompted"] != progress.waiting_for:
-                state["prompted"] = progress.waiting_for
-                live.console.print(f"[bold cyan]press Enter to start {progress.waiting_for.value}[/]")
-            while lines is not None and not lines.empty():
-                line = lines.get_nowait()
-                if state["choosing"]:
-                    if line.startswith("c"):
-                        state["choosing"] = False
-                        cancel_run()
-                    elif line.startswith("d"):
-                        result.cancel()
-                elif progress and progress.waiting_for:
-                    with contextlib.suppress(Exception):  # another terminal may have advanced it first
-                        await handle.execute_update(ChaosDemoWorkflow.advance)
+            if lines is not None:
+                await _answer(lines, progress)
             await asyncio.wait([result], timeout=0.25)
         return result.result()
     finally:
