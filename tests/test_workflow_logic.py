@@ -21,6 +21,7 @@ from contracts import (
     CheckResult,
     DetectRequest,
     DetectResult,
+    DiagnoseRequest,
     Diagnosis,
     ErrorType,
     Evidence,
@@ -106,9 +107,10 @@ class FakeCluster:
                             health_now=cluster.check())
 
         @activity.defn(name="diagnose")
-        async def diagnose(ev: Evidence) -> Diagnosis:
-            sick = [m.service for m in ev.health_now.members if not m.healthy]
-            return Diagnosis(source="rules", affected_nodes=sick, summary="x", root_cause="y", confidence=0.5)
+        async def diagnose(req: DiagnoseRequest) -> Diagnosis:
+            sick = [m.service for m in req.evidence.health_now.members if not m.healthy]
+            return Diagnosis(source="rules", affected_nodes=sick, summary="x", root_cause="y", evidence=[],
+                             suggested_actions=[], confidence=0.5)
 
         @activity.defn(name="restore_fault")
         async def restore_fault(req: FaultRequest) -> RestoreResult:
