@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -121,8 +122,12 @@ def all_running(client: DockerClient, instance: SubjectInstance) -> bool:
     return len(running) >= len(instance.subject.services)
 
 
+def _by_service(client: DockerClient) -> dict[str | None, Container]:
+    return {c.config.labels.get("com.docker.compose.service"): c for c in client.compose.ps(all=True)}
+
+
 def container_states(client: DockerClient, instance: SubjectInstance) -> list[ContainerState]:
-    by_service = {c.config.labels.get("com.docker.compose.service"): c for c in client.compose.ps(all=True)}
+    by_service = _by_service(client)
     states = []
     for service in instance.subject.services:
         c = by_service.get(service)
@@ -142,3 +147,17 @@ def container_states(client: DockerClient, instance: SubjectInstance) -> list[Co
             )
         )
     return states
+
+
+LOG_TAIL_LINES = 2000  # a chatty member must not make `docker logs` return megabytes
+
+
+def service_logs(client: DockerClient, instance: SubjectInstance, since: datetime) -> dict[str, str]:
+    """stdout+stderr of every member since `since`, each line prefixed with the daemon's timestamp (dead
+    containers included: their last words matter most)."""
+    by_service = _by_service(client)
+    return {
+        service: client.container.logs(by_service[service], since=since, tail=LOG_TAIL_LINES, timestamps=True)
+        if service in by_service else ""
+        for service in instance.subject.services
+    }

@@ -21,6 +21,7 @@ from contracts import (
     CheckResult,
     DetectRequest,
     DetectResult,
+    DiagnoseRequest,
     Diagnosis,
     ErrorType,
     Evidence,
@@ -111,12 +112,13 @@ class FakeCluster:
                             health_now=cluster.check())
 
         @activity.defn(name="diagnose")
-        async def diagnose(ev: Evidence) -> Diagnosis:
+        async def diagnose(req: DiagnoseRequest) -> Diagnosis:
             while cluster.diagnose_forever:
                 await asyncio.sleep(0.1)
                 activity.heartbeat()
-            sick = [m.service for m in ev.health_now.members if not m.healthy]
-            return Diagnosis(source="rules", affected_nodes=sick, summary="x", root_cause="y", confidence=0.5)
+            sick = [m.service for m in req.evidence.health_now.members if not m.healthy]
+            return Diagnosis(source="rules", affected_nodes=sick, summary="x", root_cause="y", evidence=[],
+                             suggested_actions=[], confidence=0.5)
 
         @activity.defn(name="restore_fault")
         async def restore_fault(req: FaultRequest) -> RestoreResult:
