@@ -1,22 +1,24 @@
-"""What every `starter.py` command shares: exit codes, one-line errors, the connection, input checks, run URLs.
-
-Exit codes: 0 pass, 1 verdict fail (or the run failed), 2 bad input, 3 infrastructure unreachable (Docker or
-Temporal), 130 interrupted. Every error is one line on stderr.
-"""
+"""What every starter command shares: exit codes, one-line errors, connecting, a worker when none polls."""
 
 from __future__ import annotations
 
-from typing import NoReturn
+import asyncio
+import contextlib
+from datetime import datetime, timedelta, timezone
+from typing import AsyncIterator, NoReturn
 
 import typer
 from rich.console import Console
-from temporalio.client import Client
+from temporalio.api.enums.v1 import PendingWorkflowTaskState, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from contracts import ChaosInput, ErrorType, SubjectRef
-from runtime.connect import connect_config, ui_base_url
+from runtime.connect import connect_config, task_queue, ui_base_url
 from runtime.devserver import ServerUnreachable, connect_or_start
-from runtime.worker import SearchAttributesMissing, ensure_search_attributes
+from runtime.worker import SearchAttributesMissing, build_worker, ensure_reaper_schedule, ensure_search_attributes
 from subjects import UnknownSubject, get_subject
 
 EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INFRA, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -25,6 +27,10 @@ EXIT_FOR_ERROR = {
     ErrorType.DOCKER_UNAVAILABLE: EXIT_INFRA,
     ErrorType.SUBJECT_UNHEALTHY: EXIT_INFRA,
 }
+# A poller seen this recently may be a live worker (idle workers re-poll at least once a minute)...
+WORKER_SEEN_WITHIN = timedelta(seconds=75)
+# ...but a worker that died recently is listed too, so it must also take the run's first task within this time.
+WORKER_PICKUP_WITHIN = 3.0
 
 err_console = Console(stderr=True)
 
@@ -32,10 +38,6 @@ err_console = Console(stderr=True)
 def fail(code: int, message: str) -> NoReturn:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
-
-
-def say(message: str) -> None:
-    err_console.print(f"[dim]{message}[/]")
 
 
 def run_url(client: Client, workflow_id: str, run_id: str) -> str:
@@ -55,16 +57,53 @@ def exit_code_for_failure(err: BaseException) -> tuple[int, str]:
     return EXIT_FAIL, f"the run failed: {err.__cause__ or err}"
 
 
-async def connect_client(say=say) -> Client:
-    """Connect (starting the embedded dev server if none is configured) and make sure our search attributes exist."""
+async def connect_client() -> Client:
+    """Connect (starting the embedded dev server if that is the default), register what runs need, or exit 3."""
     try:
-        client = await connect_or_start(say=say)
+        client = await connect_or_start(say=lambda msg: err_console.print(f"[dim]{msg}[/]"))
         await ensure_search_attributes(client)
+        await ensure_reaper_schedule(client)
         return client
-    except ServerUnreachable as err:
+    except (ServerUnreachable, SearchAttributesMissing) as err:
         fail(EXIT_INFRA, str(err))
-    except SearchAttributesMissing as err:
-        fail(EXIT_INFRA, str(err))
+
+
+async def has_live_worker(client: Client, queue: str) -> bool:
+    resp = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    now = datetime.now(timezone.utc)
+    return any(now - p.last_access_time.ToDatetime(timezone.utc) < WORKER_SEEN_WITHIN for p in resp.pollers)
+
+
+async def picked_up(handle: WorkflowHandle, within: float) -> bool:
+    """True once a worker has started the run's first workflow task."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        raw = (await handle.describe()).raw_description
+        if raw.workflow_execution_info.history_length > 2 or raw.pending_workflow_task.state == (
+            PendingWorkflowTaskState.PENDING_WORKFLOW_TASK_STATE_STARTED
+        ):
+            return True
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.2)
+
+
+@contextlib.asynccontextmanager
+async def worker_if_needed(client: Client, handle: WorkflowHandle, maybe_worker: bool) -> AsyncIterator[bool]:
+    """Run a worker in this process for the run unless a live one picks it up. Yields whether we run one."""
+    own = not (maybe_worker and await picked_up(handle, WORKER_PICKUP_WITHIN))
+    if not own:
+        yield False
+        return
+    err_console.print("[dim]no worker polling the task queue: running one in this process for this run[/]")
+    async with build_worker(client, task_queue=task_queue()):
+        yield True
 
 
 def _positive(name: str, value: float) -> None:
@@ -73,8 +112,9 @@ def _positive(name: str, value: float) -> None:
 
 
 def chaos_input(subject: str, target: str | None, detect_timeout: float, detect_interval: float, countdown: int,
-                project: str | None, port_base: int | None) -> ChaosInput:
-    """Check a run's options the way a user typed them (exit 2 with one line when wrong) and build its input."""
+                project: str | None, port_base: int | None, max_fault_seconds: float,
+                interactive: bool = False) -> ChaosInput:
+    """Check a run's options as the user typed them (`chaos`, `schedule create`): exit 2 with one line when wrong."""
     try:
         definition = get_subject(subject)
     except UnknownSubject as err:
@@ -83,6 +123,7 @@ def chaos_input(subject: str, target: str | None, detect_timeout: float, detect_
         fail(EXIT_BAD_INPUT, f"{target!r} is not a target of {subject} (targets: {', '.join(definition.targets)})")
     _positive("--detect-timeout", detect_timeout)
     _positive("--detect-interval", detect_interval)
+    _positive("--max-fault-seconds", max_fault_seconds)
     if countdown < 0:
         fail(EXIT_BAD_INPUT, f"--countdown cannot be negative (got {countdown})")
     if port_base is not None and not 1024 <= port_base <= 65000:
@@ -93,4 +134,6 @@ def chaos_input(subject: str, target: str | None, detect_timeout: float, detect_
         detect_timeout_s=detect_timeout,
         detect_interval_s=detect_interval,
         countdown_s=countdown,
+        max_fault_s=max_fault_seconds,
+        interactive=interactive,
     )

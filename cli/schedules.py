@@ -31,7 +31,7 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from cli.common import EXIT_BAD_INPUT, chaos_input, connect_client, fail
-from contracts import SCHEDULED_WORKFLOW_NAME, ChaosInput, FaultKind
+from contracts import SCHEDULED_WORKFLOW_NAME, WORKFLOW_TASK_TIMEOUT, ChaosInput, FaultKind
 from runtime.connect import task_queue
 from subjects import resolve
 from workflows.scheduled import ScheduledChaosWorkflow
@@ -70,6 +70,7 @@ async def _create(schedule_id: str, inp: ChaosInput, cron: str, timezone: str, p
             inp,
             id=schedule_id,  # Temporal appends the fire time: "<schedule id>-2026-01-01T03:00:00Z"
             task_queue=task_queue(),
+            task_timeout=WORKFLOW_TASK_TIMEOUT,
             typed_search_attributes=inp.start_attributes(),
             static_summary=f"scheduled: {inp.summary()}",
         ),
@@ -105,13 +106,15 @@ def create(
     countdown: int = typer.Option(3, help="Seconds of countdown before the fault."),
     detect_timeout: float = typer.Option(30.0, help="Seconds to wait for detection."),
     detect_interval: float = typer.Option(0.5, help="Seconds between invariant checks while detecting."),
+    max_fault_seconds: float = typer.Option(120.0, help="Restore starts at the latest this long after the fault."),
     paused: bool = typer.Option(False, "--paused", help="Create it paused."),
 ) -> None:
     """Run chaos on a schedule (default every night at 03:00 UTC). A run is skipped while the subject is busy."""
     if fault not in get_args(FaultKind):
         fail(EXIT_BAD_INPUT, f"unknown --fault {fault!r} (known: {', '.join(get_args(FaultKind))})")
     _check_timezone(timezone)
-    inp = chaos_input(subject, target, detect_timeout, detect_interval, countdown, project, port_base)
+    inp = chaos_input(subject, target, detect_timeout, detect_interval, countdown, project, port_base,
+                      max_fault_seconds)
     inp.fault = fault
     # Named here, not in the workflow: the project is the workflow id that locks the subject copy.
     inp.subject.project = resolve(inp.subject).project

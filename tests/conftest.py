@@ -136,13 +136,17 @@ class EtcdCopy:
     def down(self) -> None:
         self.docker.compose.down(volumes=True, remove_orphans=True, quiet=True, timeout=1)
 
-    def died_since(self, since: datetime) -> list[str]:
-        """Services whose containers died since `since`, from Docker's event log (one entry per death)."""
+    def deaths_since(self, since: datetime) -> list[tuple[str, datetime]]:
+        """(service, time) of every container death since `since`, from Docker's own event log."""
         events = self.docker.system.events(
             since=since, until=datetime.now(timezone.utc),
             filters={"label": f"com.docker.compose.project={self.instance.project}", "event": "die"},
         )
-        return [e.actor.attributes["com.docker.compose.service"] for e in events]
+        return [(e.actor.attributes["com.docker.compose.service"],
+                 datetime.fromtimestamp(e.time_nano / 1e9, timezone.utc)) for e in events]
+
+    def died_since(self, since: datetime) -> list[str]:
+        return [service for service, _ in self.deaths_since(since)]
 
     def running(self) -> dict[str, bool]:
         states = {c.config.labels["com.docker.compose.service"]: c.state.running for c in self.docker.compose.ps(all=True)}
@@ -179,4 +183,8 @@ async def etcd(request):
 def pytest_configure(config):
     # The SDK picks up TEMPORAL_* from the environment; tests must talk to their own dev server only.
     for var in ("TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_PROFILE", "TEMPORAL_API_KEY"):
+        os.environ.pop(var, None)
+    # No test may reach the real Claude or spend a real key: diagnosis tests point the SDK at a local fake.
+    for var in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "ANTHROPIC_PROFILE",
+                "ANTHROPIC_CUSTOM_HEADERS", "CHAOS_CLAUDE_MODEL"):
         os.environ.pop(var, None)

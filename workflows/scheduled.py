@@ -13,7 +13,14 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from contracts import SCHEDULED_WORKFLOW_NAME, ChaosInput, ChaosReport, ErrorType, ScheduledRunResult
+    from contracts import (
+        SCHEDULED_WORKFLOW_NAME,
+        WORKFLOW_TASK_TIMEOUT,
+        ChaosInput,
+        ChaosReport,
+        ErrorType,
+        ScheduledRunResult,
+    )
     from workflows.chaos import ChaosDemoWorkflow
 
 
@@ -33,6 +40,7 @@ class ScheduledChaosWorkflow:
                 # The chaos run is its own experiment: closing or terminating this parent must not cut it short
                 # (its restore has to run to the end).
                 parent_close_policy=ParentClosePolicy.ABANDON,
+                task_timeout=WORKFLOW_TASK_TIMEOUT,  # as a manual run: resumes fast after a worker crash
                 search_attributes=inp.start_attributes(),
                 static_summary=f"{inp.summary()} (scheduled by {workflow.info().workflow_id})",
             )
