@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.conftest import starter
+from tests.conftest import ROOT, starter
 
 PORT_RANGE = (24500, 24990)
 
