@@ -57,7 +57,7 @@ async def wait_until_healthy(
     last: CheckResult | None = None
     async with http_client() as http:
         while True:
-            last = await instance.subject.check(http, instance.endpoints, check_timeout_s)
+            last = await instance.subject.check(http, instance.endpoints, check_timeout_s, fail_fast=True)
             activity.heartbeat(last.violations)
             if last.ok:
                 return last
@@ -114,7 +114,7 @@ async def detect_violation(req: DetectRequest) -> DetectResult:
     async with http_client() as http:
         while True:
             tick = time.monotonic()
-            result = await instance.subject.check(http, instance.endpoints, req.check_timeout_s)
+            result = await instance.subject.check(http, instance.endpoints, req.check_timeout_s, fail_fast=True)
             checks += 1
             timeline = (timeline + [result])[-TIMELINE_CAP:]
             activity.heartbeat(checks)
