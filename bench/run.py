@@ -89,6 +89,7 @@ def render(results: dict) -> list[Table]:
         _dist(t, "  killed a follower", r["ttd_s"]["follower"])
         _dist(t, "  kill → detect activity running", r["parts"]["ttd_dispatch_s"], "", "Temporal task latency")
         _dist(t, "  running → failing check done", r["parts"]["ttd_polling_s"], "", "poll phase + one check")
+        _dist(t, "  checks until detected (count)", r["parts"]["detect_checks"], "", "1 = the first check saw it")
         _dist(t, "TTR", r["ttr_s"]["all"], "p50≤3", "restore start → all invariants hold")
         _dist(t, "  killed the leader", r["ttr_s"]["leader"])
         _dist(t, "  killed a follower", r["ttr_s"]["follower"])
@@ -105,6 +106,8 @@ def render(results: dict) -> list[Table]:
         t.add_section()
         t.add_row("total", _fmt(r["workflow_total_s"]), _fmt(r["plain_total_s"]),
                   f"{100 * r['overhead_ratio']:+.1f}% (aim ≤5%)")
+        t.add_row("time between stages (history)", _fmt(r["between_stages_s"]), "",
+                  f"{100 * r['between_stages_ratio']:.1f}% of the workflow's total")
         for key, s in r["per_stage"].items():
             t.add_row(f"  per stage: {key.removesuffix('_s').replace('_', ' ')} p50/p95", "", "",
                       f"{_fmt(s['p50'])} / {_fmt(s['p95'])}")
@@ -113,13 +116,14 @@ def render(results: dict) -> list[Table]:
         t = Table(title="Worker death and parallel subjects", title_justify="left")
         for col in ("figure", "value", "aim", "notes"):
             t.add_column(col, justify="right" if col == "value" else "left")
-        if r is not None:
-            t.add_row("SIGKILL → next activity starts (s)", _fmt(r["kill_to_next_activity_s"]), "≤ heartbeat 5 s + 2",
-                      f"{r['next_activity']} attempt {r['next_activity_attempt']}; in flight at kill: "
-                      f"{', '.join(r['in_flight_at_kill']) or 'nothing'}")
-            t.add_row("SIGKILL → run complete (s)", _fmt(r["kill_to_completion_s"]), "",
-                      f"verdict {r['verdict']}; new worker polling after {r['new_worker_polling_s']}s; "
-                      f"workflow task timeouts {r['workflow_task_timeouts']}")
+        for k in r or []:
+            t.add_row(f"SIGKILL {k['kill_point']} → next activity starts (s)", _fmt(k["kill_to_next_activity_s"]),
+                      "≤ heartbeat 5 s + 2", f"{k['next_activity']} attempt {k['next_activity_attempt']}; in flight "
+                      f"at kill: {', '.join(k['in_flight_at_kill']) or 'nothing'}; workflow task timeouts "
+                      f"{k['workflow_task_timeouts']}")
+            t.add_row("  SIGKILL → run complete (s)", _fmt(k["kill_to_completion_s"]), "",
+                      f"verdict {k['verdict']}; new worker polling after {k['new_worker_polling_s']}s; timed out: "
+                      + (", ".join(f"{x['activity']} at {x['after_kill_s']}s" for x in k["timed_out"]) or "none"))
         if (p := results.get("parallel")) is not None:
             t.add_row(f"{p['subjects']} subjects at once, wall (s)", _fmt(p["wall_s"]), "all pass",
                       "all passed" if p["all_passed"] else f"{len(p['failures'])} FAILED: {p['failures'][:2]}")
@@ -183,7 +187,7 @@ async def main(args: argparse.Namespace) -> int:
             results["overhead"] = await scenarios.overhead(lab, args.overhead_pairs)
         if not args.skip_resume:
             console.print("[bold]resume[/]: SIGKILL a worker mid-run")
-            results["resume"] = await scenarios.resume(lab)
+            results["resume"] = [await scenarios.resume(lab, point) for point in scenarios.KILL_POINTS]
         if not args.skip_parallel:
             console.print(f"[bold]parallel[/]: {args.parallel} subjects at once, one worker")
             results["parallel"] = await scenarios.parallel(lab, args.parallel)

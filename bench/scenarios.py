@@ -23,7 +23,7 @@ from temporalio.client import Client
 
 from bench.measure import STAGES, History, decode, read_history, sample_process, summary
 from bench.plain import run_plain
-from contracts import ChaosInput, ChaosReport, PreflightResult
+from contracts import ChaosInput, ChaosReport, DetectResult, PreflightResult
 from runtime.copies import SubjectCopy
 from runtime.worker import build_worker
 from workflows.chaos import ChaosDemoWorkflow
@@ -106,6 +106,8 @@ async def _run_record(lab: Lab, report: ChaosReport, history: History) -> dict:
         "ttd_s": report.time_to_detect_s, "ttr_s": report.time_to_restore_s,
     }
     # Where TTD goes: getting the detect activity running after the kill, then polling until a check fails.
+    if detect and detect.result:
+        rec["detect_checks"] = (await decode(lab.client, detect, DetectResult)).checks
     if detect and detect.started and report.injected_at and report.detected_at:
         rec["ttd_dispatch_s"] = round((detect.started - report.injected_at).total_seconds(), 3)
         rec["ttd_polling_s"] = round((report.detected_at - detect.started).total_seconds(), 3)
@@ -137,7 +139,7 @@ async def ttd_ttr(lab: Lab, runs: int) -> dict:
             "follower": summary([r[key] for r in records if r[key] is not None and not r["killed_leader"]]),
         }
 
-    parts = ("ttd_dispatch_s", "ttd_polling_s", "ttr_docker_start_s", "ttr_rejoin_s")
+    parts = ("ttd_dispatch_s", "ttd_polling_s", "detect_checks", "ttr_docker_start_s", "ttr_rejoin_s")
     return {
         "ttd_s": split("ttd_s"), "ttr_s": split("ttr_s"),
         "parts": {k: summary([r[k] for r in records if k in r]) for k in parts},
@@ -150,14 +152,17 @@ async def overhead(lab: Lab, pairs: int) -> dict:
     copy = lab.copies[0]
     wf_runs, plain_runs = [], []
     gaps: dict[str, list[float]] = {}
+    task_totals: list[float] = []  # per workflow run: time spent between stages in Temporal round trips
     async with build_worker(lab.client, task_queue=lab.task_queue):
         for i in range(pairs):
             _, follower = await _leader_and_follower(copy)
             report, history = await _chaos_run(lab, copy, follower, f"{lab.run_id}-overhead-{i}")
             wf = history.stage_seconds()
             wf_runs.append(wf)
-            for key, values in history.orchestration_gaps().items():
+            run_gaps = history.orchestration_gaps()
+            for key, values in run_gaps.items():
                 gaps.setdefault(key, []).extend(values)
+            task_totals.append(sum(run_gaps["workflow_task_s"]) + sum(run_gaps["activity_dispatch_s"]))
             _, follower = await _leader_and_follower(copy)
             plain = await run_plain(lab.chaos_input(copy, follower))
             plain_runs.append(plain)
@@ -181,50 +186,68 @@ async def overhead(lab: Lab, pairs: int) -> dict:
         "overhead_ratio": round(wf_total / plain_total - 1, 4) if plain_total else None,
         "fixed_stages_diff_s": round(fixed_diff, 3),
         "per_stage": {key: summary(values) for key, values in gaps.items()},
+        # The same cost read directly from the history, free of the two variants' run-to-run noise.
+        "between_stages_s": summary(task_totals)["p50"],
+        "between_stages_ratio": round(summary(task_totals)["p50"] / wf_total, 4) if wf_total else None,
         "workflow_runs": wf_runs, "plain_runs": plain_runs,
     }
 
 
-async def resume(lab: Lab) -> dict:
-    """SIGKILL the worker right after the kill is recorded in the history; a new worker must finish the run."""
+def _after_inject(h: History) -> bool:
+    """The kill is recorded: the workflow task that reacts to it is usually on its way to (or on) the worker."""
+    inject = h.first("inject_fault")
+    return bool(inject and inject.closed)
+
+
+def _during_detect(h: History) -> bool:
+    """Detection is running and no workflow task is open: the worker holds only activities."""
+    detect = h.first("detect_violation")
+    return bool(detect and (detect.closed or not h.workflow_task_open))
+
+
+# Where the worker dies decides what the run waits for: a workflow task it had started is handed on after the
+# workflow task timeout, an activity it was running after its heartbeat timeout.
+KILL_POINTS = {"after inject recorded": _after_inject, "during detection": _during_detect}
+
+
+async def resume(lab: Lab, point: str) -> dict:
+    """SIGKILL the worker at a point of the run; a new worker started at once must finish it."""
     copy = lab.copies[0]
     _, follower = await _leader_and_follower(copy)
-    first = lab.start_worker("resume-worker-1")
-    await lab.wait_polling(first, "resume-worker-1")
+    tag = point.replace(" ", "-")
+    first = lab.start_worker(f"resume-{tag}-1")
+    await lab.wait_polling(first, f"resume-{tag}-1")
     handle = await lab.client.start_workflow(ChaosDemoWorkflow.run, lab.chaos_input(copy, follower),
-                                             id=f"{lab.run_id}-resume", task_queue=lab.task_queue)
-    while True:
-        history = await read_history(handle)
-        inject = history.first("inject_fault")
-        if inject and inject.closed:
-            break
-        await asyncio.sleep(0.02)
+                                             id=f"{lab.run_id}-resume-{tag}", task_queue=lab.task_queue)
+    while not KILL_POINTS[point](history := await read_history(handle)):
+        await asyncio.sleep(0.01)
     first.send_signal(signal.SIGKILL)
     killed_at = datetime.now(timezone.utc)
     in_flight = [a.name for a in history.activities if a.closed is None]
     if history.workflow_task_open:
         in_flight.append("workflow task")
-    lab.say(f"  worker SIGKILLed with {', '.join(in_flight) or 'nothing'} in flight; starting a new worker")
-    second = lab.start_worker("resume-worker-2")
-    await lab.wait_polling(second, "resume-worker-2")
+    lab.say(f"  {point}: worker SIGKILLed with {', '.join(in_flight) or 'nothing'} in flight; starting a new one")
+    second = lab.start_worker(f"resume-{tag}-2")
+    await lab.wait_polling(second, f"resume-{tag}-2")
     worker_ready_s = (datetime.now(timezone.utc) - killed_at).total_seconds()
     report = await handle.result()
     history = await read_history(handle)
     lab.stop_workers()
     later = [a for a in history.activities if a.started and a.started > killed_at]
     nxt = min(later, key=lambda a: a.started, default=None)
-    # Which stage the dead worker held, and how long the run waited on it.
     retried = [{"activity": a.name, "attempt": a.attempt, "started_after_kill_s":
                 round((a.started - killed_at).total_seconds(), 3)} for a in later if a.attempt > 1]
+    # Activities the dead worker never finished: they end by timing out (a load window has no heartbeat).
+    timed_out = [{"activity": a.name, "after_kill_s": round((a.closed - killed_at).total_seconds(), 3)}
+                 for a in history.activities if a.outcome == "timed out"]
     return {
-        "in_flight_at_kill": in_flight,
+        "kill_point": point, "in_flight_at_kill": in_flight,
         "new_worker_polling_s": round(worker_ready_s, 3),
         "next_activity": nxt.name if nxt else None,
         "next_activity_attempt": nxt.attempt if nxt else None,
         "kill_to_next_activity_s": round((nxt.started - killed_at).total_seconds(), 3) if nxt else None,
         "kill_to_completion_s": round((history.closed - killed_at).total_seconds(), 3),
-        "retried": retried,
-        # A workflow task the dead worker had started is only handed on after its start-to-close timeout.
+        "retried": retried, "timed_out": timed_out,
         "workflow_task_timeouts": history.workflow_task_timeouts,
         "verdict": report.verdict, "ttd_s": report.time_to_detect_s, "ttr_s": report.time_to_restore_s,
     }
@@ -245,6 +268,8 @@ async def parallel(lab: Lab, k: int) -> dict:
     after = sample_process(proc.pid)
     lab.stop_workers()
     reports = [r for r in results if isinstance(r, ChaosReport)]
+    records = [await _run_record(lab, r, await read_history(h)) for h, r in zip(handles, results)
+               if isinstance(r, ChaosReport)]
     failures = [f"{type(r).__name__}: {r}" for r in results if not isinstance(r, ChaosReport)]
     failures += [f"{r.workflow_id}: {'; '.join(r.reasons)}" for r in reports if r.verdict != "pass"]
     cpu = after.cpu_s - before.cpu_s
@@ -257,4 +282,5 @@ async def parallel(lab: Lab, k: int) -> dict:
         "all_passed": not failures and len(reports) == k, "failures": failures,
         "ttd_s": summary([r.time_to_detect_s for r in reports if r.time_to_detect_s is not None]),
         "ttr_s": summary([r.time_to_restore_s for r in reports if r.time_to_restore_s is not None]),
+        "runs": records,
     }
