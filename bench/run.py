@@ -17,7 +17,7 @@ import os
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from rich.console import Console
@@ -34,7 +34,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PORTS = (27000, 28990)
 console = Console(stderr=True)
 # The product's defaults, so a plain `python -m bench.run` measures what users get.
-DEFAULTS = {name: ChaosInput.model_fields[name].default for name in ("detect_interval_s", "check_timeout_s")}
+DEFAULTS = {name: ChaosInput.model_fields[name].default
+            for name in ("detect_interval_s", "check_timeout_s", "load_concurrency")}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,6 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seconds between detection checks")
     p.add_argument("--check-timeout", type=float, default=DEFAULTS["check_timeout_s"],
                    help="seconds each probe request may take")
+    p.add_argument("--load-concurrency", type=int, default=DEFAULTS["load_concurrency"],
+                   help="closed-loop load clients per subject")
+    p.add_argument("--workflow-task-timeout", type=float, default=None, metavar="SECONDS",
+                   help="workflow task timeout of the runs; unset = the server's default (10 s), as the starter")
     p.add_argument("--overhead-pairs", type=int, default=3, help="workflow/plain-script pairs for the overhead")
     p.add_argument("--parallel", type=int, default=10, metavar="K", help="etcd copies chaos-tested at once")
     p.add_argument("--skip-ttd", action="store_true", help="skip the TTD/TTR runs")
@@ -53,11 +58,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-parallel", action="store_true", help="skip the parallel-subjects run")
     p.add_argument("--out", type=Path, default=None, help="JSON file to write (default bench/results/<ts>.json)")
     args = p.parse_args(argv)
-    for name in ("runs", "overhead_pairs", "parallel"):
+    for name in ("runs", "overhead_pairs", "parallel", "load_concurrency"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
-    for name in ("detect_interval", "check_timeout"):
-        if getattr(args, name) <= 0:
+    for name in ("detect_interval", "check_timeout", "workflow_task_timeout"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
     return args
 
@@ -160,7 +165,9 @@ async def main(args: argparse.Namespace) -> int:
     results: dict = {
         "started_at": started.isoformat(timespec="seconds"), "run_id": run_id,
         "params": {"runs": args.runs, "detect_interval_s": args.detect_interval,
-                   "check_timeout_s": args.check_timeout, "overhead_pairs": args.overhead_pairs,
+                   "check_timeout_s": args.check_timeout, "workflow_task_timeout_s": args.workflow_task_timeout,
+                   "load_concurrency": args.load_concurrency,
+                   "overhead_pairs": args.overhead_pairs,
                    "parallel": args.parallel},
         "machine": {"cpus": os.cpu_count(), "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3]},
     }
@@ -178,7 +185,9 @@ async def main(args: argparse.Namespace) -> int:
         lab = scenarios.Lab(
             client=env.client, address=env.client.service_client.config.target_host, task_queue=run_id,
             run_id=run_id, copies=copies, logs=logs, say=console.print,
-            detect_interval_s=args.detect_interval, check_timeout_s=args.check_timeout)
+            detect_interval_s=args.detect_interval, check_timeout_s=args.check_timeout,
+            load_concurrency=args.load_concurrency,
+            workflow_task_timeout=timedelta(seconds=args.workflow_task_timeout) if args.workflow_task_timeout else None)
         if not args.skip_ttd:
             console.print(f"[bold]TTD/TTR[/]: {args.runs} runs")
             results["ttd_ttr"] = await scenarios.ttd_ttr(lab, args.runs)

@@ -15,11 +15,11 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 from bench.measure import STAGES, History, decode, read_history, sample_process, summary
 from bench.plain import run_plain
@@ -42,11 +42,19 @@ class Lab:
     say: Callable[[str], None]
     detect_interval_s: float
     check_timeout_s: float
+    load_concurrency: int
+    workflow_task_timeout: timedelta | None  # None: the server's default (10 s), as the starter uses
     workers: list[subprocess.Popen] = field(default_factory=list)
 
     def chaos_input(self, copy: SubjectCopy, target: str | None) -> ChaosInput:
         return ChaosInput(subject=copy.ref, target=target, countdown_s=0, detect_interval_s=self.detect_interval_s,
-                          check_timeout_s=self.check_timeout_s)
+                          check_timeout_s=self.check_timeout_s, load_concurrency=self.load_concurrency)
+
+    async def start(self, copy: SubjectCopy, target: str | None, name: str) -> WorkflowHandle:
+        """Start a chaos run as the starter does (no countdown: nothing to wait for in a benchmark)."""
+        return await self.client.start_workflow(
+            ChaosDemoWorkflow.run, self.chaos_input(copy, target), id=f"{self.run_id}-{name}",
+            task_queue=self.task_queue, task_timeout=self.workflow_task_timeout)
 
     def start_worker(self, name: str) -> subprocess.Popen:
         """`python worker.py` as a user runs it, on the benchmark's server and queue."""
@@ -87,9 +95,8 @@ async def _leader_and_follower(copy: SubjectCopy) -> tuple[str, str]:
     return check.leader, follower
 
 
-async def _chaos_run(lab: Lab, copy: SubjectCopy, target: str | None, wf_id: str) -> tuple[ChaosReport, History]:
-    handle = await lab.client.start_workflow(ChaosDemoWorkflow.run, lab.chaos_input(copy, target), id=wf_id,
-                                             task_queue=lab.task_queue)
+async def _chaos_run(lab: Lab, copy: SubjectCopy, target: str | None, name: str) -> tuple[ChaosReport, History]:
+    handle = await lab.start(copy, target, name)
     report = await handle.result()
     return report, await read_history(handle)
 
@@ -126,7 +133,7 @@ async def ttd_ttr(lab: Lab, runs: int) -> dict:
             leader, follower = await _leader_and_follower(copy)
             # Alternate so both halves of the split get runs; the leader is re-read before each run.
             target = leader if i % 2 == 0 else follower
-            report, history = await _chaos_run(lab, copy, target, f"{lab.run_id}-ttd-{i}")
+            report, history = await _chaos_run(lab, copy, target, f"ttd-{i}")
             rec = await _run_record(lab, report, history)
             records.append(rec)
             lab.say(f"  run {i + 1}/{runs}: kill {rec['target']} ({'leader' if rec['killed_leader'] else 'follower'})"
@@ -156,7 +163,7 @@ async def overhead(lab: Lab, pairs: int) -> dict:
     async with build_worker(lab.client, task_queue=lab.task_queue):
         for i in range(pairs):
             _, follower = await _leader_and_follower(copy)
-            report, history = await _chaos_run(lab, copy, follower, f"{lab.run_id}-overhead-{i}")
+            report, history = await _chaos_run(lab, copy, follower, f"overhead-{i}")
             wf = history.stage_seconds()
             wf_runs.append(wf)
             run_gaps = history.orchestration_gaps()
@@ -217,8 +224,7 @@ async def resume(lab: Lab, point: str) -> dict:
     tag = point.replace(" ", "-")
     first = lab.start_worker(f"resume-{tag}-1")
     await lab.wait_polling(first, f"resume-{tag}-1")
-    handle = await lab.client.start_workflow(ChaosDemoWorkflow.run, lab.chaos_input(copy, follower),
-                                             id=f"{lab.run_id}-resume-{tag}", task_queue=lab.task_queue)
+    handle = await lab.start(copy, follower, f"resume-{tag}")
     while not KILL_POINTS[point](history := await read_history(handle)):
         await asyncio.sleep(0.01)
     first.send_signal(signal.SIGKILL)
@@ -260,9 +266,7 @@ async def parallel(lab: Lab, k: int) -> dict:
     await lab.wait_polling(proc, "parallel-worker")
     before = sample_process(proc.pid)
     t0 = time.monotonic()
-    handles = [await lab.client.start_workflow(ChaosDemoWorkflow.run, lab.chaos_input(c, None),
-                                               id=f"{lab.run_id}-parallel-{i}", task_queue=lab.task_queue)
-               for i, c in enumerate(copies)]
+    handles = [await lab.start(c, None, f"parallel-{i}") for i, c in enumerate(copies)]
     results = await asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
     wall = time.monotonic() - t0
     after = sample_process(proc.pid)

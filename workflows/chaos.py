@@ -106,7 +106,7 @@ class ChaosDemoWorkflow:
                     run_load_window,
                     LoadRequest(subject=inp.subject, window_s=inp.load_window_s, concurrency=inp.load_concurrency,
                                 check_timeout_s=inp.check_timeout_s),
-                    start_to_close_timeout=timedelta(seconds=inp.load_window_s + 10),
+                    start_to_close_timeout=timedelta(seconds=inp.load_window_s + 10), heartbeat_timeout=HEARTBEAT,
                     # A lost window is a gap in the chart, not a reason to retry into the next one.
                     retry_policy=RetryPolicy(maximum_attempts=1),
                     summary=f"load window {len(self._windows) + 1}",
