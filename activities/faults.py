@@ -91,8 +91,15 @@ def _restore(req: FaultRequest) -> RestoreResult:
 
 
 async def _off_loop(fn, req):
+    """Run a blocking Docker call on a thread and heartbeat meanwhile: `docker start` takes seconds on a busy host,
+    and the heartbeat timeout is what lets another worker retry soon after this one dies (not the 60 s
+    start-to-close timeout)."""
+    call = asyncio.ensure_future(asyncio.to_thread(fn, req))
     try:
-        return await asyncio.to_thread(fn, req)
+        while not call.done():
+            activity.heartbeat()
+            await asyncio.wait({call}, timeout=1.0)
+        return call.result()
     except DockerException as exc:
         if "Cannot connect to the Docker daemon" in str(exc):
             raise docker_unavailable(exc) from exc

@@ -166,7 +166,8 @@ class ChaosDemoWorkflow:
             workflow.upsert_search_attributes([Attr.TARGET.value_set(target)])
             self._fault_state(FaultState.INJECTED)
             injected = await workflow.execute_activity(
-                inject_fault, fault, start_to_close_timeout=timedelta(seconds=30), retry_policy=STAGE_RETRY,
+                inject_fault, fault, start_to_close_timeout=timedelta(seconds=30), heartbeat_timeout=HEARTBEAT,
+                retry_policy=STAGE_RETRY,
                 summary=f"{inp.fault} {target}",
             )
             p.injected_at = injected.injected_at
@@ -225,7 +226,8 @@ class ChaosDemoWorkflow:
         p = self._progress
         self._stage(Stage.RESTORE, f"undoing {fault.fault} on {fault.target}")
         restore = await workflow.execute_activity(
-            restore_fault, fault, start_to_close_timeout=timedelta(seconds=60), retry_policy=RESTORE_RETRY,
+            restore_fault, fault, start_to_close_timeout=timedelta(seconds=60), heartbeat_timeout=HEARTBEAT,
+            retry_policy=RESTORE_RETRY,
             summary=f"restore {fault.target}",
         )
         self._fault_state(FaultState.RESTORED)
