@@ -7,7 +7,7 @@ one module means the workflow sandbox, the worker and the starter can never disa
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Literal
 
@@ -16,6 +16,9 @@ from temporalio.common import SearchAttributeKey
 
 TASK_QUEUE = "chaos-runs"
 WORKFLOW_NAME = "ChaosDemoWorkflow"
+# Workflow tasks here are tiny; if a worker dies holding one, the server hands it to another worker after this
+# long (Temporal's default is 10 s, which would dominate resume time after a crash).
+WORKFLOW_TASK_TIMEOUT = timedelta(seconds=3)
 
 
 class Stage(str, Enum):
@@ -79,6 +82,9 @@ class ChaosInput(BaseModel):
     load_concurrency: int = Field(default=4, ge=1)
     preflight_timeout_s: float = Field(default=90.0, gt=0)
     restore_timeout_s: float = Field(default=90.0, gt=0)
+    max_fault_s: float = Field(default=120.0, gt=0, description="restore starts at the latest this long after inject")
+    interactive: bool = Field(default=False, description="pause before each stage until the `advance` update")
+    diagnosis_deadline_s: float = Field(default=60.0, gt=0, description="Claude's whole budget, retries included")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -209,6 +215,32 @@ class ContainerState(BaseModel):
 class EvidenceRequest(BaseModel):
     subject: SubjectRef
     detect: DetectResult
+    injected_at: datetime | None = Field(default=None, description="logs are read from shortly before this")
+    load_windows: list[LoadWindow] = Field(default=[], description="recent load windows, for the load impact")
+
+
+class MemberLogs(BaseModel):
+    """A redacted excerpt of one member's logs: error lines with their context first, then the most recent."""
+
+    service: str
+    text: str
+    lines_total: int
+    lines_kept: int
+    truncated: bool
+
+
+class LoadImpact(BaseModel):
+    """What the fault did to client traffic, from the load windows that ended before/after the injection."""
+
+    baseline_ops_s: float | None = None
+    fault_ops_s: float | None = Field(default=None, description="mean over the windows since the fault")
+    drop_pct: float | None = None
+    fault_ops: int = 0
+    fault_errors: int = 0
+    error_rate: float | None = Field(default=None, description="errors / (ops + errors) since the fault")
+    baseline_p95_ms: float | None = None
+    fault_p95_ms: float | None = Field(default=None, description="worst p95 since the fault")
+    windows_since_fault: int = 0
 
 
 class Evidence(BaseModel):
@@ -217,18 +249,41 @@ class Evidence(BaseModel):
     containers: list[ContainerState]
     timeline: list[CheckResult]
     health_now: CheckResult
+    injected_at: datetime | None = None
+    logs: list[MemberLogs] = []
+    load_impact: LoadImpact | None = None
 
 
-class Diagnosis(BaseModel):
-    source: Literal["claude", "rules"]
-    fallback_reason: str | None = None
-    affected_nodes: list[str] = []
-    summary: str
+class DiagnoseRequest(BaseModel):
+    evidence: Evidence
+    deadline_s: float = Field(default=60.0, gt=0, description="overall budget for Claude, SDK retries included")
+
+
+class DiagnosisFindings(BaseModel):
+    """The structured answer asked of Claude (its `output_format`), and the core of every diagnosis."""
+
+    summary: str = Field(description="one or two sentences an on-call engineer reads first")
     root_cause: str
-    evidence: list[str] = []
-    suggested_actions: list[str] = []
+    affected_nodes: list[str] = Field(description="service names of the members at fault, and only those")
+    evidence: list[str] = Field(description="the observations the diagnosis rests on")
+    suggested_actions: list[str]
     confidence: float = Field(ge=0, le=1)
-    correct: bool | None = None
+
+
+# Why Claude was not used (Diagnosis.fallback_reason). The values are stable: reports and dashboards key on them.
+FallbackReason = Literal[
+    "no_api_key", "rate_limited", "overloaded", "server_error", "auth_failed", "bad_request", "timeout",
+    "unreachable", "invalid_output", "claude_error",
+]
+
+
+class Diagnosis(DiagnosisFindings):
+    source: Literal["claude", "rules"]
+    fallback_reason: FallbackReason | None = None
+    fallback_detail: str | None = None
+    model: str | None = Field(default=None, description="the Claude model that answered")
+    unknown_nodes: list[str] = Field(default=[], description="names Claude gave that are not services (dropped)")
+    correct: bool | None = Field(default=None, description="graded by the workflow against the node it hit")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -252,6 +307,9 @@ class Progress(BaseModel):
     windows: int = 0
     diagnosis: Diagnosis | None = None
     message: str = ""
+    waiting_for: Stage | None = Field(default=None, description="interactive: the stage held until `advance`")
+    fault_deadline: datetime | None = None
+    cut_short: str | None = Field(default=None, description="why the experiment was cut short (abort, deadline)")
 
 
 class ChaosReport(BaseModel):
@@ -282,3 +340,33 @@ class ErrorType:
     BAD_INPUT = "BadInput"  # unknown subject/target/fault, broken compose file -> exit 2
     DOCKER_UNAVAILABLE = "DockerUnavailable"  # -> exit 3
     SUBJECT_UNHEALTHY = "SubjectUnhealthy"  # steady state never reached before the fault -> exit 3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reaper: restores faults of runs that closed without running their compensation (terminate, timeouts).
+
+
+class ReapRequest(BaseModel):
+    task_queue: str = Field(description="only runs of this task queue (one reaper per fleet)")
+    lookback_hours: float = Field(default=24.0, gt=0)
+
+
+class OrphanedFault(BaseModel):
+    workflow_id: str
+    run_id: str
+    status: str
+    fault: FaultRequest
+    busy: bool = Field(default=False, description="a newer run holds the subject: its own restore owns the node")
+
+
+class ReapAction(BaseModel):
+    workflow_id: str
+    run_id: str
+    target: str
+    action: Literal["restored", "already healthy", "skipped: subject busy", "subject gone"]
+    healthy_after: bool | None = None
+
+
+class ReapReport(BaseModel):
+    found: int
+    actions: list[ReapAction]

@@ -5,7 +5,7 @@ import signal
 import sys
 
 from runtime.devserver import ServerUnreachable, connect_or_start
-from runtime.worker import SearchAttributesMissing, build_worker, ensure_search_attributes
+from runtime.worker import SearchAttributesMissing, build_worker, ensure_reaper_schedule, ensure_search_attributes
 
 
 async def main() -> int:
@@ -17,6 +17,8 @@ async def main() -> int:
         return 3
     if added:
         print(f"registered search attributes: {', '.join(added)}")
+    # The safety net for terminated runs; installing it is idempotent, so every worker start does it.
+    print(f"reaper schedule: {await ensure_reaper_schedule(client)}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

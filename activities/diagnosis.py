@@ -1,34 +1,87 @@
-"""Diagnosis: gather the evidence bundle, then explain the fault from it.
+"""Diagnosis: gather the evidence bundle, then explain the fault from it - Claude first, the rules engine after.
 
 The rules engine is a first-class diagnoser: it must name the right member from the evidence alone, because it is
-what runs when Claude is unavailable.
+what runs when Claude is unavailable (no key, rate limits, outages, a slow or malformed answer). Falling back is
+never an error: the activity always returns a diagnosis, within its deadline, so it can never hold up the restore.
 """
 
 from __future__ import annotations
 
 import asyncio
+import statistics
+from datetime import datetime, timedelta, timezone
 
 from temporalio import activity
 
-from activities.docker import compose_client, container_states
+from activities.claude import ClaudeAnswer, ClaudeUnavailable, ask_claude
+from activities.docker import compose_client, container_states, off_loop, service_logs
+from activities.logs import excerpt
 from activities.probes import http_client, resolve_or_bad_input
-from contracts import ContainerState, Diagnosis, Evidence, EvidenceRequest
+from contracts import (
+    ContainerState,
+    DiagnoseRequest,
+    Diagnosis,
+    Evidence,
+    EvidenceRequest,
+    LoadImpact,
+    LoadWindow,
+)
 
 SIGNALS = {137: "SIGKILL", 143: "SIGTERM"}
+LOG_LOOKBACK = timedelta(seconds=10)  # logs from shortly before the injection: the steady state, then the fault
+HEARTBEAT_EVERY_S = 1.0
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(statistics.fmean(values), 1) if values else None
+
+
+def load_impact(windows: list[LoadWindow], injected_at: datetime | None) -> LoadImpact | None:
+    if injected_at is None or not windows:
+        return None
+    before = [w for w in windows if w.end <= injected_at]
+    since = [w for w in windows if w.end > injected_at]  # every window that saw the fault, even in part
+    baseline, during = _mean([w.ops_per_s for w in before]), _mean([w.ops_per_s for w in since])
+    ops, errors = sum(w.ops for w in since), sum(w.errors for w in since)
+    p95s = [w.p95_ms for w in since if w.p95_ms is not None]
+    return LoadImpact(
+        baseline_ops_s=baseline,
+        fault_ops_s=during,
+        drop_pct=round(100 * (baseline - during) / baseline, 1) if baseline and during is not None else None,
+        fault_ops=ops,
+        fault_errors=errors,
+        error_rate=round(errors / (ops + errors), 4) if ops + errors else None,
+        baseline_p95_ms=_mean([w.p95_ms for w in before if w.p95_ms is not None]),
+        fault_p95_ms=max(p95s) if p95s else None,
+        windows_since_fault=len(since),
+    )
 
 
 @activity.defn
 async def gather_evidence(req: EvidenceRequest) -> Evidence:
+    """Container states, the check timeline, health now, redacted member logs and the load impact."""
     instance = resolve_or_bad_input(req.subject)
-    containers = await asyncio.to_thread(container_states, compose_client(instance), instance)
-    async with http_client() as http:
-        health_now = await instance.subject.check(http, instance.endpoints, 1.0)
+    client = compose_client(instance)
+    since = (req.injected_at or datetime.now(timezone.utc)) - LOG_LOOKBACK
+
+    async def health_now():
+        async with http_client() as http:
+            return await instance.subject.check(http, instance.endpoints, 1.0)
+
+    containers, raw_logs, health = await asyncio.gather(
+        off_loop(container_states, client, instance),
+        off_loop(service_logs, client, instance, since),
+        health_now(),
+    )
     return Evidence(
         subject=instance.subject.name,
         services=list(instance.subject.services),
         containers=containers,
         timeline=req.detect.timeline,
-        health_now=health_now,
+        health_now=health,
+        injected_at=req.injected_at,
+        logs=[excerpt(service, raw, req.injected_at) for service, raw in raw_logs.items()],
+        load_impact=load_impact(req.load_windows, req.injected_at),
     )
 
 
@@ -77,6 +130,10 @@ def rules_diagnosis(ev: Evidence) -> Diagnosis:
             suggested_actions=["Inspect the member logs around the first violation."],
             confidence=0.2,
         )
+    impact = ev.load_impact
+    if impact and impact.drop_pct is not None:
+        findings.append(f"client throughput {impact.baseline_ops_s:g} -> {impact.fault_ops_s:g} ops/s "
+                        f"({impact.drop_pct:+g}% drop), error rate {100 * (impact.error_rate or 0):.1f}%")
     quorum_text = (
         f"the cluster keeps quorum with {len(survivors)}/{len(ev.services)} members"
         if quorum
@@ -96,6 +153,49 @@ def rules_diagnosis(ev: Evidence) -> Diagnosis:
     )
 
 
+def _known_nodes(names: list[str], ev: Evidence) -> tuple[list[str], list[str]]:
+    """Split Claude's names into services of the subject (container names map to theirs) and unknown ones."""
+    aliases = {s.lower(): s for s in ev.services} | {c.container.lower(): c.service for c in ev.containers if c.container}
+    known: list[str] = []
+    unknown: list[str] = []
+    for name in names:
+        service = aliases.get(name.strip().lower())
+        if service is None:
+            unknown.append(name)
+        elif service not in known:
+            known.append(service)
+    return known, unknown
+
+
+def claude_diagnosis(answer: ClaudeAnswer, ev: Evidence) -> Diagnosis:
+    known, unknown = _known_nodes(answer.findings.affected_nodes, ev)
+    if unknown:
+        activity.logger.warning("Claude named unknown nodes %s; dropped", unknown)
+    return Diagnosis(**answer.findings.model_dump(exclude={"affected_nodes"}), affected_nodes=known,
+                     unknown_nodes=unknown, source="claude", model=answer.model)
+
+
+async def _heartbeat_until_cancelled() -> None:
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(HEARTBEAT_EVERY_S)
+
+
 @activity.defn
-async def diagnose(evidence: Evidence) -> Diagnosis:
-    return rules_diagnosis(evidence)
+async def diagnose(req: DiagnoseRequest) -> Diagnosis:
+    """Claude's diagnosis when it answers well within `deadline_s`, else the rules engine's, saying why."""
+    ev = req.evidence
+    # The call can legitimately take many seconds; heartbeats let a dead worker be told apart from a slow Claude.
+    heartbeat = asyncio.create_task(_heartbeat_until_cancelled())
+    try:
+        answer = await ask_claude(ev, req.deadline_s)
+    except ClaudeUnavailable as why:
+        activity.logger.warning("diagnosing with rules: %s", why)
+        return rules_diagnosis(ev).model_copy(update={"fallback_reason": why.reason, "fallback_detail": why.detail})
+    except Exception as err:  # an SDK surprise must cost us Claude's opinion, never the diagnosis
+        activity.logger.exception("Claude call failed unexpectedly")
+        return rules_diagnosis(ev).model_copy(update={"fallback_reason": "claude_error",
+                                                       "fallback_detail": type(err).__name__})
+    finally:
+        heartbeat.cancel()
+    return claude_diagnosis(answer, ev)

@@ -6,16 +6,48 @@ python-on-whales shells out to the docker CLI and blocks, so activities call the
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
+from datetime import datetime
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from python_on_whales import Container, DockerClient, DockerException
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from contracts import ContainerState, ErrorType
 from runtime.state import state_dir
 from subjects import SubjectInstance
+
+
+T = TypeVar("T")
+
+
+async def off_loop(fn: Callable[..., T], *args) -> T:
+    """Run a blocking Docker call in a thread, heartbeating every second while it runs.
+
+    The heartbeats let activities use short heartbeat timeouts (a dead worker is noticed in seconds) without a slow
+    `compose up` looking dead. If the activity is cancelled meanwhile, we still wait for the call to finish before
+    reporting: a kill that lands *after* the workflow moved on to restore would leave the node down.
+    """
+    call = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        while True:
+            done, _ = await asyncio.wait([call], timeout=1.0)
+            if done:
+                break
+            activity.heartbeat()
+    except asyncio.CancelledError:
+        await asyncio.shield(call)
+        raise
+    try:
+        return call.result()
+    except DockerException as exc:
+        if "Cannot connect to the Docker daemon" in str(exc):
+            raise docker_unavailable(exc) from exc
+        raise
 
 
 def docker_unavailable(exc: Exception) -> ApplicationError:
@@ -93,8 +125,12 @@ def all_running(client: DockerClient, instance: SubjectInstance) -> bool:
     return len(running) >= len(instance.subject.services)
 
 
+def _by_service(client: DockerClient) -> dict[str | None, Container]:
+    return {c.config.labels.get("com.docker.compose.service"): c for c in client.compose.ps(all=True)}
+
+
 def container_states(client: DockerClient, instance: SubjectInstance) -> list[ContainerState]:
-    by_service = {c.config.labels.get("com.docker.compose.service"): c for c in client.compose.ps(all=True)}
+    by_service = _by_service(client)
     states = []
     for service in instance.subject.services:
         c = by_service.get(service)
@@ -114,3 +150,17 @@ def container_states(client: DockerClient, instance: SubjectInstance) -> list[Co
             )
         )
     return states
+
+
+LOG_TAIL_LINES = 2000  # a chatty member must not make `docker logs` return megabytes
+
+
+def service_logs(client: DockerClient, instance: SubjectInstance, since: datetime) -> dict[str, str]:
+    """stdout+stderr of every member since `since`, each line prefixed with the daemon's timestamp (dead
+    containers included: their last words matter most)."""
+    by_service = _by_service(client)
+    return {
+        service: client.container.logs(by_service[service], since=since, tail=LOG_TAIL_LINES, timestamps=True)
+        if service in by_service else ""
+        for service in instance.subject.services
+    }

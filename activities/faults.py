@@ -7,7 +7,6 @@ one are both success.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
@@ -16,7 +15,7 @@ from python_on_whales import Container, DockerException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.docker import compose_client, docker_unavailable, service_container
+from activities.docker import compose_client, off_loop, service_container
 from contracts import ErrorType, FaultRequest, InjectResult, RestoreResult
 from subjects import SubjectInstance, UnknownSubject, resolve
 
@@ -53,12 +52,12 @@ def _target_container(req: FaultRequest) -> tuple[SubjectInstance, Container, Fa
     if req.fault not in FAULTS:
         raise ApplicationError(f"unknown fault {req.fault!r}", type=ErrorType.BAD_INPUT, non_retryable=True)
     # No separate `docker info` first: it would add ~0.2 s to every restore, and an unreachable daemon already
-    # fails the lookup below with the error `_off_loop` turns into DockerUnavailable.
+    # fails the lookup below with the error `off_loop` turns into DockerUnavailable.
     client = compose_client(instance)
     return instance, service_container(client, instance, req.target), FAULTS[req.fault]
 
 
-def _inject(req: FaultRequest) -> InjectResult:
+def inject_now(req: FaultRequest) -> InjectResult:
     _, container, pair = _target_container(req)
     container.reload()
     if pair.is_in_effect(container):
@@ -80,7 +79,7 @@ def _inject(req: FaultRequest) -> InjectResult:
     return InjectResult(target=req.target, container=container.name, injected_at=datetime.now(timezone.utc))
 
 
-def _restore(req: FaultRequest) -> RestoreResult:
+def restore_now(req: FaultRequest) -> RestoreResult:
     started_at = datetime.now(timezone.utc)
     _, container, pair = _target_container(req)
     container.reload()
@@ -90,27 +89,11 @@ def _restore(req: FaultRequest) -> RestoreResult:
     return RestoreResult(target=req.target, started_at=started_at)
 
 
-async def _off_loop(fn, req):
-    """Run a blocking Docker call on a thread and heartbeat meanwhile: `docker start` takes seconds on a busy host,
-    and the heartbeat timeout is what lets another worker retry soon after this one dies (not the 60 s
-    start-to-close timeout)."""
-    call = asyncio.ensure_future(asyncio.to_thread(fn, req))
-    try:
-        while not call.done():
-            activity.heartbeat()
-            await asyncio.wait({call}, timeout=1.0)
-        return call.result()
-    except DockerException as exc:
-        if "Cannot connect to the Docker daemon" in str(exc):
-            raise docker_unavailable(exc) from exc
-        raise
-
-
 @activity.defn
 async def inject_fault(req: FaultRequest) -> InjectResult:
-    return await _off_loop(_inject, req)
+    return await off_loop(inject_now, req)
 
 
 @activity.defn
 async def restore_fault(req: FaultRequest) -> RestoreResult:
-    return await _off_loop(_restore, req)
+    return await off_loop(restore_now, req)

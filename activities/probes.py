@@ -22,6 +22,7 @@ from activities.docker import (
     compose_client,
     ensure_docker,
     ensure_image,
+    off_loop,
     validate_compose,
 )
 from contracts import (
@@ -88,13 +89,12 @@ async def preflight(req: PreflightRequest) -> PreflightResult:
             non_retryable=True,
         )
     client = compose_client(instance)
-    await asyncio.to_thread(ensure_docker, client)
-    await asyncio.to_thread(validate_compose, client, instance)
+    await off_loop(ensure_docker, client)
+    await off_loop(validate_compose, client, instance)
     started = False
-    if not await asyncio.to_thread(all_running, client, instance):
-        activity.heartbeat("bringing the subject up")
-        await asyncio.to_thread(ensure_image, client, instance)
-        await asyncio.to_thread(bring_up, client)
+    if not await off_loop(all_running, client, instance):
+        await off_loop(ensure_image, client, instance)
+        await off_loop(bring_up, client)
         started = True
     baseline = await wait_until_healthy(instance, req.timeout_s, req.check_timeout_s)
     if baseline is None:

@@ -20,12 +20,14 @@ from activities.probes import detect_violation, preflight, wait_healthy
 from contracts import (
     ChaosInput,
     DetectRequest,
+    DiagnoseRequest,
     EvidenceRequest,
     FaultRequest,
     LoadRequest,
     PreflightRequest,
     WaitHealthyRequest,
 )
+from workflows.chaos import EVIDENCE_LOAD_WINDOWS
 
 
 async def run_plain(inp: ChaosInput) -> dict[str, float]:
@@ -44,33 +46,35 @@ async def run_plain(inp: ChaosInput) -> dict[str, float]:
                                           check_timeout_s=inp.check_timeout_s))
     mark("preflight")
     stop_load = False
+    windows = []
 
     async def load_loop() -> None:
         while not stop_load:
             try:
-                await ActivityEnvironment().run(run_load_window, LoadRequest(
+                windows.append(await ActivityEnvironment().run(run_load_window, LoadRequest(
                     subject=inp.subject, window_s=inp.load_window_s, concurrency=inp.load_concurrency,
-                    check_timeout_s=inp.check_timeout_s))
+                    check_timeout_s=inp.check_timeout_s)))
             except Exception:  # same as the workflow: a lost window is a gap, retry after a second
                 await asyncio.sleep(1)
 
     load = asyncio.create_task(load_loop())
     fault = FaultRequest(subject=inp.subject, fault=inp.fault, target=inp.target)
-    injected = False
+    injected = None
     try:
-        await run(inject_fault, fault)
-        injected = True
+        injected = await run(inject_fault, fault)
         mark("inject_fault")
         detection = await run(detect_violation, DetectRequest(
             subject=inp.subject, interval_s=inp.detect_interval_s, timeout_s=inp.detect_timeout_s,
             check_timeout_s=inp.check_timeout_s))
         mark("detect_violation")
-        evidence = await run(gather_evidence, EvidenceRequest(subject=inp.subject, detect=detection))
+        evidence = await run(gather_evidence, EvidenceRequest(
+            subject=inp.subject, detect=detection, injected_at=injected.injected_at,
+            load_windows=windows[-EVIDENCE_LOAD_WINDOWS:]))
         mark("gather_evidence")
-        await run(diagnose, evidence)
+        await run(diagnose, DiagnoseRequest(evidence=evidence, deadline_s=inp.diagnosis_deadline_s))
         mark("diagnose")
     finally:
-        if injected:
+        if injected is not None:
             await run(restore_fault, fault)
             mark("restore_fault")
             await run(wait_healthy, WaitHealthyRequest(subject=inp.subject, timeout_s=inp.restore_timeout_s,

@@ -7,41 +7,37 @@ Temporal), 130 interrupted. Every error is one line on stderr.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import signal
 import sys
-from datetime import datetime, timedelta, timezone
-from typing import NoReturn, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.live import Live
-from temporalio.api.enums.v1 import PendingWorkflowTaskState, TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import WorkflowFailureError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
-from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from cli import control
+from cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAIL,
+    EXIT_INTERRUPTED,
+    EXIT_PASS,
+    connect_client,
+    err_console,
+    exit_code_for_failure,
+    fail,
+    has_live_worker,
+    run_url,
+    worker_if_needed,
+)
+from cli.follow import follow
 from cli.render import progress_view, report_view
-from contracts import Attr, ChaosInput, ChaosReport, ErrorType, Progress, SubjectRef
-from runtime.connect import connect_config, task_queue, ui_base_url
-from runtime.devserver import ServerUnreachable, connect_or_start
-from runtime.worker import SearchAttributesMissing, build_worker, ensure_search_attributes
+from contracts import WORKFLOW_TASK_TIMEOUT, Attr, ChaosInput, Progress, SubjectRef
+from runtime.connect import task_queue
 from subjects import UnknownSubject, get_subject, resolve
 from workflows.chaos import ChaosDemoWorkflow
-
-EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INFRA, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-EXIT_FOR_ERROR = {
-    ErrorType.BAD_INPUT: EXIT_BAD_INPUT,
-    ErrorType.DOCKER_UNAVAILABLE: EXIT_INFRA,
-    ErrorType.SUBJECT_UNHEALTHY: EXIT_INFRA,
-}
-# A poller seen this recently may be a live worker (idle workers re-poll at least once a minute)...
-WORKER_SEEN_WITHIN = timedelta(seconds=75)
-# ...but a worker that died recently is listed too, so it must also take the run's first task within this time.
-WORKER_PICKUP_WITHIN = 3.0
 
 app = typer.Typer(
     help="Durable chaos runs on Temporal: kill a node of a real cluster, watch it get detected and diagnosed, "
@@ -50,7 +46,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err_console = Console(stderr=True)
 
 
 @app.callback()
@@ -58,96 +53,9 @@ def _root() -> None:
     """Durable chaos runs on Temporal. Server: TEMPORAL_ADDRESS / profile, else the embedded dev server."""
 
 
-def fail(code: int, message: str) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def run_url(client: Client, workflow_id: str, run_id: str) -> str:
-    base = ui_base_url(connect_config()["target_host"])
-    return f"{base}/namespaces/{client.namespace}/workflows/{workflow_id}/{run_id}/history"
-
-
-def exit_code_for_failure(err: BaseException) -> tuple[int, str]:
-    """Walk the failure chain to the ApplicationError that says what went wrong."""
-    cause: BaseException | None = err
-    while cause is not None:
-        if isinstance(cause, ApplicationError) and cause.type in EXIT_FOR_ERROR:
-            return EXIT_FOR_ERROR[cause.type], cause.message
-        if isinstance(cause, CancelledError):
-            return EXIT_INTERRUPTED, "the run was cancelled (the fault, if injected, was restored)"
-        cause = cause.__cause__
-    return EXIT_FAIL, f"the run failed: {err.__cause__ or err}"
-
-
-async def has_live_worker(client: Client, queue: str) -> bool:
-    resp = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=client.namespace,
-            task_queue=TaskQueue(name=queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-        )
-    )
-    now = datetime.now(timezone.utc)
-    return any(now - p.last_access_time.ToDatetime(timezone.utc) < WORKER_SEEN_WITHIN for p in resp.pollers)
-
-
-async def picked_up(handle: WorkflowHandle, within: float) -> bool:
-    """True once a worker has started the run's first workflow task."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        raw = (await handle.describe()).raw_description
-        if raw.workflow_execution_info.history_length > 2 or raw.pending_workflow_task.state == (
-            PendingWorkflowTaskState.PENDING_WORKFLOW_TASK_STATE_STARTED
-        ):
-            return True
-        if asyncio.get_running_loop().time() > deadline:
-            return False
-        await asyncio.sleep(0.2)
-
-
-async def _connect(say) -> Client:
-    try:
-        client = await connect_or_start(say=say)
-        await ensure_search_attributes(client)
-        return client
-    except ServerUnreachable as err:
-        fail(EXIT_INFRA, str(err))
-    except SearchAttributesMissing as err:
-        fail(EXIT_INFRA, str(err))
-
-
-async def _follow(handle: WorkflowHandle, live: Live, url: str) -> ChaosReport:
-    """Redraw the progress query until the run closes. The first Ctrl-C cancels the run (restore still runs)."""
-    result = asyncio.ensure_future(handle.result())
-    cancelled = False
-
-    def on_interrupt() -> None:
-        nonlocal cancelled
-        if not cancelled:
-            cancelled = True
-            err_console.print("[yellow]Ctrl-C: cancelling the run; the fault is restored before it ends "
-                              "(Ctrl-C again to stop watching)[/]")
-            asyncio.ensure_future(handle.cancel())
-        else:
-            result.cancel()
-
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGINT, on_interrupt)
-    try:
-        while not result.done():
-            with contextlib.suppress(Exception):  # a query can race the run's end or a worker restart
-                progress = await handle.query(ChaosDemoWorkflow.progress, result_type=Progress)
-                live.update(progress_view(progress, url))
-            await asyncio.wait([result], timeout=0.25)
-        return result.result()
-    finally:
-        loop.remove_signal_handler(signal.SIGINT)
-
-
 async def _chaos(inp: ChaosInput, as_json: bool, detach: bool) -> int:
     out = err_console if as_json else Console()
-    client = await _connect(lambda msg: err_console.print(f"[dim]{msg}[/]"))
+    client = await connect_client()
     instance = resolve(inp.subject)
     maybe_worker = await has_live_worker(client, task_queue())
     try:
@@ -158,12 +66,14 @@ async def _chaos(inp: ChaosInput, as_json: bool, detach: bool) -> int:
             id=instance.project,
             task_queue=task_queue(),
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            task_timeout=WORKFLOW_TASK_TIMEOUT,
             search_attributes=TypedSearchAttributes([
                 SearchAttributePair(Attr.SUBJECT, inp.subject.name),
                 SearchAttributePair(Attr.FAULT, inp.fault),
             ]),
-            static_summary=f"{inp.fault} {inp.target or 'a random member'} on {inp.subject.name} "
-                           f"(project {instance.project})",
+            static_summary=f"{inp.fault} {inp.target or 'a random member'} on {inp.subject.name}"
+                           + ("" if instance.project == instance.subject.default_project
+                              else f" (project {instance.project})"),
         )
     except WorkflowAlreadyStartedError:
         fail(EXIT_BAD_INPUT, f"subject {inp.subject.name} (project {instance.project}) is busy: run "
@@ -177,15 +87,11 @@ async def _chaos(inp: ChaosInput, as_json: bool, detach: bool) -> int:
             print(json.dumps({"workflow_id": handle.id, "run_id": handle.result_run_id, "url": url}))
         return EXIT_PASS
 
-    own_worker = not (maybe_worker and await picked_up(handle, WORKER_PICKUP_WITHIN))
-    worker = build_worker(client) if own_worker else contextlib.nullcontext()
-    if own_worker:
-        err_console.print("[dim]no worker polling the task queue: running one in this process for this run[/]")
     try:
-        async with worker:
+        async with worker_if_needed(client, handle, maybe_worker):
             with Live(progress_view(Progress(subject=inp.subject.name), url), console=out, transient=as_json,
                       refresh_per_second=8) as live:
-                report = await _follow(handle, live, url)
+                report = await follow(handle, live, url, interactive=inp.interactive)
     except WorkflowFailureError as err:
         code, message = exit_code_for_failure(err)
         fail(code, message)
@@ -194,6 +100,7 @@ async def _chaos(inp: ChaosInput, as_json: bool, detach: bool) -> int:
     if as_json:
         print(report.model_dump_json(indent=2))
     else:
+        out.print()
         out.print(report_view(report, url))
     return EXIT_PASS if report.verdict == "pass" else EXIT_FAIL
 
@@ -214,6 +121,9 @@ def chaos(
     port_base: Optional[int] = typer.Option(None, help="First host port of the subject copy (e.g. 23790)."),
     as_json: bool = typer.Option(False, "--json", help="Print only the report as JSON on stdout."),
     detach: bool = typer.Option(False, "--detach", help="Start the run and return; follow it in the web UI."),
+    interactive: bool = typer.Option(False, "--interactive",
+                                     help="Pause before each stage until you press Enter (an `advance` update)."),
+    max_fault_seconds: float = typer.Option(120.0, help="Restore starts at the latest this long after the kill."),
 ) -> None:
     """Run one chaos experiment: preflight, load, countdown, kill, detect, diagnose, restore.
 
@@ -227,6 +137,9 @@ def chaos(
         fail(EXIT_BAD_INPUT, f"{target!r} is not a target of {subject} (targets: {', '.join(definition.targets)})")
     _positive("--detect-timeout", detect_timeout)
     _positive("--detect-interval", detect_interval)
+    _positive("--max-fault-seconds", max_fault_seconds)
+    if interactive and (as_json or detach):
+        fail(EXIT_BAD_INPUT, "--interactive needs a terminal to follow the run: drop --json/--detach")
     if countdown < 0:
         fail(EXIT_BAD_INPUT, f"--countdown cannot be negative (got {countdown})")
     if port_base is not None and not 1024 <= port_base <= 65000:
@@ -237,8 +150,15 @@ def chaos(
         detect_timeout_s=detect_timeout,
         detect_interval_s=detect_interval,
         countdown_s=countdown,
+        max_fault_s=max_fault_seconds,
+        interactive=interactive,
     )
     raise typer.Exit(asyncio.run(_chaos(inp, as_json, detach)))
+
+
+app.command()(control.cancel)
+app.command()(control.abort)
+app.command()(control.reap)
 
 
 def main() -> None:

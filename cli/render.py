@@ -44,26 +44,45 @@ def progress_view(p: Progress, url: str) -> Panel:
     if p.stage == Stage.DETECT and p.detect_deadline:
         grid.add_row("detect", f"{max(0.0, (p.detect_deadline - now).total_seconds()):.1f} s left before timeout")
     grid.add_row("time to detect", _fmt_s(p.time_to_detect_s))
+    if p.diagnosis:
+        grid.add_row("diagnosis", Text.assemble(f"{', '.join(p.diagnosis.affected_nodes) or 'nobody'} "
+                                                f"({_diagnosis_source(p.diagnosis)}) ", _grade(p.diagnosis)))
     grid.add_row("time to restore", _fmt_s(p.time_to_restore_s))
     return Panel(Group(stages, grid), title=f"chaos run on {p.subject}", subtitle=url)
+
+
+def _diagnosis_source(d: Diagnosis) -> str:
+    if d.source == "claude":
+        return f"Claude ({d.model})" if d.model else "Claude"
+    if d.fallback_reason:
+        return f"rules engine (fallback: {d.fallback_reason}" + (f" - {d.fallback_detail})" if d.fallback_detail else ")")
+    return "rules engine"
+
+
+def _grade(d: Diagnosis) -> Text:
+    if d.correct:
+        return Text("✓ names the node that was hit, and only it", style="bold green")
+    return Text("✗ does not match the node that was hit", style="bold red")
 
 
 def diagnosis_panel(d: Diagnosis) -> Panel:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    source = d.source + (f" (fallback: {d.fallback_reason})" if d.fallback_reason else "")
-    grid.add_row("source", source)
+    grid.add_row("source", _diagnosis_source(d))
     grid.add_row("summary", d.summary)
     grid.add_row("root cause", d.root_cause)
     grid.add_row("affected", ", ".join(d.affected_nodes) or "-")
+    if d.unknown_nodes:
+        grid.add_row("dropped", Text(f"not members of the subject: {', '.join(d.unknown_nodes)}", style="yellow"))
     grid.add_row("evidence", "\n".join(f"- {e}" for e in d.evidence) or "-")
     grid.add_row("actions", "\n".join(f"- {a}" for a in d.suggested_actions) or "-")
     grid.add_row("confidence", f"{d.confidence:.0%}")
     if d.correct is not None:
-        grid.add_row("correct", Text("✓ names the killed node" if d.correct else "✗ wrong node",
-                                     style="green" if d.correct else "red"))
-    return Panel(grid, title="diagnosis")
+        grid.add_row("correct", _grade(d))
+    border = "default" if d.correct is None else ("green" if d.correct else "red")
+    return Panel(grid, title=f"diagnosis by {'Claude' if d.source == 'claude' else 'the rules engine'}",
+                 border_style=border)
 
 
 def report_view(r: ChaosReport, url: str) -> Group:
@@ -82,7 +101,7 @@ def report_view(r: ChaosReport, url: str) -> Group:
                              f"{load.worst_fault_ops_s if load.worst_fault_ops_s is not None else '-'} ops/s, "
                              f"{load.errors} errors in {len(load.windows)} windows")
     grid.add_row("reasons", "\n".join(f"- {x}" for x in r.reasons))
-    grid.add_row("history", url)
+    grid.add_row("history", Text(url, overflow="fold"))
     passed = r.verdict == "pass"
     verdict = Panel(grid, title=Text(f"verdict: {r.verdict.upper()}", style="bold green" if passed else "bold red"),
                     border_style="green" if passed else "red")

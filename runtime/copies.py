@@ -53,13 +53,17 @@ class SubjectCopy:
     def down(self) -> None:
         self.docker.compose.down(volumes=True, remove_orphans=True, quiet=True, timeout=1)
 
-    def died_since(self, since: datetime) -> list[str]:
-        """Services whose containers died since `since`, from Docker's event log (one entry per death)."""
+    def deaths_since(self, since: datetime) -> list[tuple[str, datetime]]:
+        """(service, time) of every container death since `since`, from Docker's own event log."""
         events = self.docker.system.events(
             since=since, until=datetime.now(timezone.utc),
             filters={"label": f"com.docker.compose.project={self.instance.project}", "event": "die"},
         )
-        return [e.actor.attributes["com.docker.compose.service"] for e in events]
+        return [(e.actor.attributes["com.docker.compose.service"],
+                 datetime.fromtimestamp(e.time_nano / 1e9, timezone.utc)) for e in events]
+
+    def died_since(self, since: datetime) -> list[str]:
+        return [service for service, _ in self.deaths_since(since)]
 
     def running(self) -> dict[str, bool]:
         states = {c.config.labels["com.docker.compose.service"]: c.state.running for c in self.docker.compose.ps(all=True)}

@@ -74,3 +74,7 @@ def pytest_configure(config):
     # The SDK picks up TEMPORAL_* from the environment; tests must talk to their own dev server only.
     for var in ("TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_PROFILE", "TEMPORAL_API_KEY"):
         os.environ.pop(var, None)
+    # No test may reach the real Claude or spend a real key: diagnosis tests point the SDK at a local fake.
+    for var in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "ANTHROPIC_PROFILE",
+                "ANTHROPIC_CUSTOM_HEADERS", "CHAOS_CLAUDE_MODEL"):
+        os.environ.pop(var, None)

@@ -105,3 +105,29 @@ async def test_second_run_on_a_busy_subject_is_refused(cli_env, client, etcd):
     finally:
         await client.get_workflow_handle(started["workflow_id"]).terminate("test cleanup")
     assert etcd.died_since(since) == []
+
+
+async def test_interactive_run_is_paced_by_enter_presses(cli_env, etcd):
+    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "starter.py"), "chaos", "--interactive", "--countdown", "0",
+                             "--target", "etcd3", *subject_args(etcd)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env, cwd=ROOT)
+    try:
+        # Nothing is killed until Enter is pressed: the run holds before the countdown and before the kill.
+        await asyncio.sleep(8)
+        assert proc.poll() is None
+        assert etcd.died_since(since) == []
+        for _ in range(240):
+            if proc.poll() is not None:
+                break
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+            await asyncio.sleep(0.25)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "press Enter to start inject" in out + err
+    assert "verdict: PASS" in out
+    assert etcd.died_since(since) == ["etcd3"]

@@ -21,6 +21,7 @@ from contracts import (
     CheckResult,
     DetectRequest,
     DetectResult,
+    DiagnoseRequest,
     Diagnosis,
     ErrorType,
     Evidence,
@@ -57,6 +58,10 @@ class FakeCluster:
         self.preflight_error: str | None = None
         self.detect_error = False
         self.detect_forever = False
+        self.diagnose_forever = False
+        self.restore_delay = 0.0
+        self.inject_times: list[datetime] = []
+        self.restore_times: list[datetime] = []
 
     def check(self) -> CheckResult:
         members = [MemberHealth(service=s, healthy=s not in self.down) for s in SERVICES]
@@ -83,6 +88,7 @@ class FakeCluster:
         @activity.defn(name="inject_fault")
         async def inject_fault(req: FaultRequest) -> InjectResult:
             cluster.injects.append(req.target)
+            cluster.inject_times.append(now())
             if cluster.inject_failures_left > 0:
                 cluster.inject_failures_left -= 1
                 raise RuntimeError("docker hiccup")  # retryable
@@ -106,13 +112,19 @@ class FakeCluster:
                             health_now=cluster.check())
 
         @activity.defn(name="diagnose")
-        async def diagnose(ev: Evidence) -> Diagnosis:
-            sick = [m.service for m in ev.health_now.members if not m.healthy]
-            return Diagnosis(source="rules", affected_nodes=sick, summary="x", root_cause="y", confidence=0.5)
+        async def diagnose(req: DiagnoseRequest) -> Diagnosis:
+            while cluster.diagnose_forever:
+                await asyncio.sleep(0.1)
+                activity.heartbeat()
+            sick = [m.service for m in req.evidence.health_now.members if not m.healthy]
+            return Diagnosis(source="rules", affected_nodes=sick, summary="x", root_cause="y", evidence=[],
+                             suggested_actions=[], confidence=0.5)
 
         @activity.defn(name="restore_fault")
         async def restore_fault(req: FaultRequest) -> RestoreResult:
             cluster.restores.append(req.target)
+            cluster.restore_times.append(now())
+            await asyncio.sleep(cluster.restore_delay)
             cluster.down.discard(req.target)
             return RestoreResult(target=req.target, started_at=now())
 
@@ -128,15 +140,24 @@ def fast_input(**kw) -> ChaosInput:
     return ChaosInput(subject=SubjectRef(name="etcd", project="fake"), countdown_s=1, load_window_s=0.05, **kw)
 
 
-async def run_chaos(client, cluster: FakeCluster, inp: ChaosInput, *, cancel_when=None):
+async def until(predicate, timeout: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition never became true"
+        await asyncio.sleep(0.05)
+
+
+async def run_chaos(client, cluster: FakeCluster, inp: ChaosInput, *, cancel_when=None, during=None):
+    """Run one workflow against the fake cluster. `during(handle)` drives it (updates, cancel) while it runs."""
     queue = f"unit-{uuid.uuid4().hex[:8]}"
     async with Worker(client, task_queue=queue, workflows=[ChaosDemoWorkflow], activities=cluster.activities()):
         handle = await client.start_workflow(ChaosDemoWorkflow.run, inp, id=f"unit-{uuid.uuid4().hex[:8]}",
                                              task_queue=queue)
         if cancel_when is not None:
-            while not cancel_when(cluster):
-                await asyncio.sleep(0.05)
+            await until(lambda: cancel_when(cluster))
             await handle.cancel()
+        if during is not None:
+            await during(handle)
         try:
             return await handle.result(), handle
         except WorkflowFailureError as err:
@@ -200,3 +221,94 @@ async def test_target_outside_the_subject_is_refused_before_injection(client):
     err, _ = await run_chaos(client, cluster, fast_input(target="n9"))
     assert isinstance(err, WorkflowFailureError)
     assert cluster.injects == []
+
+
+async def test_cancel_during_countdown_kills_nothing(client):
+    cluster = FakeCluster()
+    inp = fast_input(target="n1")
+    inp.countdown_s = 30
+    err, handle = await run_chaos(client, cluster, inp, during=_cancel_when_counting_down)
+    assert isinstance(err, WorkflowFailureError)
+    assert cluster.injects == [] and cluster.restores == []
+
+
+async def _cancel_when_counting_down(handle):
+    while (await handle.query(ChaosDemoWorkflow.progress)).stage.value != "countdown":
+        await asyncio.sleep(0.05)
+    await handle.cancel()
+
+
+async def test_cancel_while_restoring_still_finishes_the_restore(client):
+    cluster = FakeCluster()
+    cluster.restore_delay = 1.0
+    err, handle = await run_chaos(client, cluster, fast_input(target="n2"), cancel_when=lambda c: c.restores)
+    assert isinstance(err, WorkflowFailureError)
+    assert cluster.restores and not cluster.down, "the restore in flight was abandoned"
+    assert (await handle.describe()).status.name == "CANCELED"
+
+
+async def test_abort_restores_at_once_and_finishes_with_a_report(client):
+    cluster = FakeCluster()
+    cluster.detect_forever = True
+
+    async def abort_when_down(handle):
+        await until(lambda: cluster.down)
+        progress = await handle.execute_update(ChaosDemoWorkflow.abort, "operator says stop")
+        # The update returns only once the node is back.
+        assert progress.fault_state == FaultState.RESTORED
+        assert not cluster.down
+
+    report, _ = await run_chaos(client, cluster, fast_input(target="n3"), during=abort_when_down)
+    assert report.verdict == "fail"
+    assert any("aborted during detect: operator says stop" in r for r in report.reasons), report.reasons
+    assert cluster.restores == ["n3"]
+
+
+@pytest.mark.parametrize("stuck", ["detect", "diagnose"])
+async def test_a_stage_that_never_ends_is_cut_at_the_fault_deadline(client, stuck):
+    cluster = FakeCluster()
+    setattr(cluster, f"{stuck}_forever", True)
+    report, _ = await run_chaos(client, cluster, fast_input(target="n1", max_fault_s=3))
+    assert report.fault_state == FaultState.RESTORED and not cluster.down
+    assert any(f"fault deadline (3s) reached during {stuck}" in r for r in report.reasons), report.reasons
+    # Restore started at the deadline: not before it, and not much after (worker + server latency only).
+    held = (cluster.restore_times[0] - cluster.inject_times[0]).total_seconds()
+    assert 2.5 <= held <= 6, held
+
+
+async def test_interactive_run_waits_for_advance_before_each_stage(client):
+    cluster = FakeCluster()
+    released = []
+
+    async def press_enter(handle):
+        while True:
+            progress = await handle.query(ChaosDemoWorkflow.progress)
+            if progress.stage.value == "done":
+                return
+            if progress.waiting_for is not None:
+                # Nothing moves while the run is held.
+                before = (len(cluster.injects), len(cluster.restores))
+                await asyncio.sleep(0.3)
+                assert (len(cluster.injects), len(cluster.restores)) == before
+                released.append(await handle.execute_update(ChaosDemoWorkflow.advance))
+            await asyncio.sleep(0.05)
+
+    report, _ = await run_chaos(client, cluster, fast_input(target="n2", interactive=True), during=press_enter)
+    assert report.verdict == "pass", report.reasons
+    assert [s.value for s in released] == ["countdown", "inject", "detect", "diagnose"]
+
+
+async def test_advance_is_refused_when_the_run_is_not_waiting(client):
+    from temporalio.client import WorkflowUpdateFailedError
+
+    cluster = FakeCluster()
+    cluster.detect_forever = True
+
+    async def advance_too_early(handle):
+        await until(lambda: cluster.down)
+        with pytest.raises(WorkflowUpdateFailedError):
+            await handle.execute_update(ChaosDemoWorkflow.advance)
+        await handle.execute_update(ChaosDemoWorkflow.abort, "done testing")
+
+    report, _ = await run_chaos(client, cluster, fast_input(target="n1"), during=advance_too_early)
+    assert cluster.restores == ["n1"]

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.workflow import ActivityCancellationType
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
@@ -27,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         CheckResult,
         DetectRequest,
         DetectResult,
+        DiagnoseRequest,
         Diagnosis,
         EvidenceRequest,
         FaultRequest,
@@ -47,6 +49,8 @@ HEARTBEAT = timedelta(seconds=5)
 # Restore is the one thing that must eventually happen: retry it for as long as it takes, backing off to 10 s.
 RESTORE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=0.5), backoff_coefficient=2,
                             maximum_interval=timedelta(seconds=10), maximum_attempts=0)
+# The evidence gets the load windows around the fault, not the whole run's (they are in the history already).
+EVIDENCE_LOAD_WINDOWS = 30
 STAGE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=0.5), maximum_interval=timedelta(seconds=5),
                           maximum_attempts=5)
 
@@ -56,8 +60,8 @@ def _seconds(a: datetime | None, b: datetime | None) -> float | None:
 
 
 def grade(diagnosis: Diagnosis, target: str) -> bool:
-    """Correct = the killed target is named and no member that was not hit is blamed."""
-    return diagnosis.affected_nodes == [target]
+    """Correct = the target is named and no healthy member is blamed: the run hit the target and nothing else."""
+    return set(diagnosis.affected_nodes) == {target}
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -66,6 +70,15 @@ class ChaosDemoWorkflow:
         self._progress = Progress()
         self._windows: list[LoadWindow] = []
         self._stop_load = False
+        self._interactive = False
+        self._go = False  # interactive: `advance` released the held stage
+        self._abort: str | None = None
+        self._settled = False  # restore done (or nothing to restore): what `abort` waits for
+        self._max_fault_s = 0.0
+        self._injected: InjectResult | None = None
+        self._detection: DetectResult | None = None
+        self._diagnosis: Diagnosis | None = None
+        self._reasons: list[str] = []
 
     @workflow.query
     def progress(self) -> Progress:
@@ -119,6 +132,37 @@ class ChaosDemoWorkflow:
             self._progress.windows = len(self._windows)
             self._details()
 
+    # -- updates: interactive pacing and abort ------------------------------------------------------------------
+
+    @workflow.update
+    async def advance(self) -> Stage:
+        """Interactive pacing: release the stage the run is holding. Durable, so any terminal (or the UI) can."""
+        stage = self._progress.waiting_for
+        self._go = True
+        return stage
+
+    @advance.validator
+    def _validate_advance(self) -> None:
+        if self._progress.waiting_for is None:
+            raise ValueError(f"the run is not waiting (stage: {self._progress.stage.value})")
+
+    @workflow.update
+    async def abort(self, reason: str) -> Progress:
+        """Restore now and finish with a report. Returns once the fault (if any) is undone."""
+        if self._abort is None:
+            self._abort = reason or "aborted"
+        await workflow.wait_condition(lambda: self._settled)
+        return self._progress
+
+    async def _gate(self, stage: Stage) -> None:
+        if not self._interactive:
+            return
+        self._progress.waiting_for = stage
+        self._stage(self._progress.stage, f"waiting for `advance` to start {stage.value}")
+        await workflow.wait_condition(lambda: self._go)
+        self._go = False
+        self._progress.waiting_for = None
+
     # -- the run --------------------------------------------------------------------------------------------------
 
     @workflow.run
@@ -126,15 +170,16 @@ class ChaosDemoWorkflow:
         started_at = workflow.now()
         p = self._progress
         p.subject, p.started_at = inp.subject.name, started_at
+        self._interactive = inp.interactive
 
         self._stage(Stage.PREFLIGHT, "bringing the subject up and waiting for its steady state")
         pre = await workflow.execute_activity(
             preflight,
             PreflightRequest(subject=inp.subject, target=inp.target, timeout_s=inp.preflight_timeout_s,
                              check_timeout_s=inp.check_timeout_s),
-            # Room for an image build and `compose up` on top of the health wait.
+            # Room for an image build and `compose up` on top of the health wait; heartbeats every second meanwhile.
             start_to_close_timeout=timedelta(seconds=inp.preflight_timeout_s + 180),
-            heartbeat_timeout=timedelta(seconds=60),
+            heartbeat_timeout=HEARTBEAT,
             retry_policy=RetryPolicy(maximum_attempts=3),
             summary=f"preflight {inp.subject.name}",
         )
@@ -146,13 +191,91 @@ class ChaosDemoWorkflow:
         fault = FaultRequest(subject=inp.subject, fault=inp.fault, target=target)
 
         load = asyncio.create_task(self._load_loop(inp))
-        injected: InjectResult | None = None
-        detection: DetectResult | None = None
-        diagnosis: Diagnosis | None = None
-        restore: RestoreResult | None = None
-        final: CheckResult | None = None
-        reasons: list[str] = []
+        experiment = asyncio.create_task(self._experiment(inp, fault))
         try:
+            cut = await self._supervise(experiment)
+            if cut is not None:
+                p.cut_short = cut
+                self._reasons.append(cut)
+        finally:
+            # The compensation. It runs on success, on a failed stage, on abort, at the fault deadline and on
+            # cancellation alike (a cancel lands here as CancelledError from `_supervise`).
+            restore, final = await self._shielded(self._compensate(inp, fault, experiment, load))
+
+        report = self._report(inp, pre.project, target, started_at, workflow.now(), restore, final)
+        # Let an `abort` caller get its answer before the run closes.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return report
+
+    async def _compensate(self, inp: ChaosInput, fault: FaultRequest, experiment: asyncio.Task,
+                          load: asyncio.Task) -> tuple[RestoreResult | None, CheckResult | None]:
+        await self._cancel(experiment)
+        restore = final = None
+        if self._progress.fault_state == FaultState.INJECTED:
+            restore, final = await self._restore(inp, fault)
+        self._settled = True
+        self._stop_load = True
+        await load
+        return restore, final
+
+    @staticmethod
+    async def _shielded(coro):
+        """Run `coro` to completion even if the run is cancelled meanwhile; then let the cancellation through.
+
+        Without this, a cancel that arrives while restore is in flight would cancel the restore itself.
+        """
+        task = asyncio.create_task(coro)
+        cancelled = False
+        while True:
+            try:
+                result = await asyncio.shield(task)
+                break
+            except asyncio.CancelledError:
+                if task.done():
+                    raise
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError()
+        return result
+
+    async def _supervise(self, experiment: asyncio.Task) -> str | None:
+        """Wait for the experiment; cut it short on abort or at the fault deadline. Returns why it was cut."""
+        while True:
+            deadline = self._progress.fault_deadline
+            timeout = None if deadline is None else max(0.0, (deadline - workflow.now()).total_seconds())
+            try:
+                # Also wake when the deadline gets armed (at inject) so the timeout starts counting then.
+                await workflow.wait_condition(
+                    lambda: experiment.done() or self._abort is not None
+                    or self._progress.fault_deadline != deadline,
+                    timeout=timeout,
+                    timeout_summary="fault deadline",
+                )
+            except asyncio.TimeoutError:
+                return (f"fault deadline ({self._max_fault_s:g}s) reached during {self._progress.stage.value}: "
+                        f"stage cancelled, restoring now")
+            if experiment.done():
+                return None
+            if self._abort is not None:
+                return f"aborted during {self._progress.stage.value}: {self._abort}"
+
+    async def _cancel(self, task: asyncio.Task) -> None:
+        if not task.done():
+            task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, ActivityError):
+            pass
+        except Exception as err:  # a bug must not stop the compensation: record it and go on to restore
+            self._reasons.append(f"internal error during {self._progress.stage.value}: {err!r}")
+
+    async def _experiment(self, inp: ChaosInput, fault: FaultRequest) -> None:
+        """countdown -> inject -> detect -> diagnose. Results land on self; restore is not in here but in run()."""
+        p = self._progress
+        target = fault.target
+        self._max_fault_s = inp.max_fault_s
+        try:
+            await self._gate(Stage.COUNTDOWN)
             self._stage(Stage.COUNTDOWN, f"{inp.fault} {target} in {inp.countdown_s}")
             for left in range(inp.countdown_s, 0, -1):
                 p.countdown_left = left
@@ -160,18 +283,22 @@ class ChaosDemoWorkflow:
                 await workflow.sleep(1, summary=f"countdown {left}")
             p.countdown_left = None
 
+            await self._gate(Stage.INJECT)
             self._stage(Stage.INJECT, f"{inp.fault} {target}")
             # Recorded *before* the activity runs: if anything dies from here on, restore (or the reaper) knows
-            # which node may be down.
+            # which node may be down. The deadline is armed from here too.
             workflow.upsert_search_attributes([Attr.TARGET.value_set(target)])
             self._fault_state(FaultState.INJECTED)
-            injected = await workflow.execute_activity(
+            p.fault_deadline = workflow.now() + timedelta(seconds=inp.max_fault_s)
+            self._injected = await workflow.execute_activity(
                 inject_fault, fault, start_to_close_timeout=timedelta(seconds=30), heartbeat_timeout=HEARTBEAT,
-                retry_policy=STAGE_RETRY,
-                summary=f"{inp.fault} {target}",
+                retry_policy=STAGE_RETRY, summary=f"{inp.fault} {target}",
+                # If the run is cut short mid-kill, wait for the kill to finish before restoring.
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
-            p.injected_at = injected.injected_at
+            p.injected_at = self._injected.injected_at
 
+            await self._gate(Stage.DETECT)
             self._stage(Stage.DETECT, f"checking invariants every {inp.detect_interval_s:g}s")
             p.detect_deadline = workflow.now() + timedelta(seconds=inp.detect_timeout_s)
             detection = await workflow.execute_activity(
@@ -182,53 +309,52 @@ class ChaosDemoWorkflow:
                 heartbeat_timeout=HEARTBEAT, retry_policy=STAGE_RETRY,
                 summary=f"detect: poll every {inp.detect_interval_s:g}s for {inp.detect_timeout_s:g}s",
             )
+            self._detection = detection
             if detection.detected:
-                p.time_to_detect_s = _seconds(injected.injected_at, detection.detected_at)
+                p.time_to_detect_s = _seconds(self._injected.injected_at, detection.detected_at)
                 workflow.upsert_search_attributes([Attr.DETECT_SECONDS.value_set(p.time_to_detect_s)])
             else:
                 workflow.logger.warning("fault on %s not detected within %ss", target, inp.detect_timeout_s)
 
+            await self._gate(Stage.DIAGNOSE)
             self._stage(Stage.DIAGNOSE, "gathering evidence")
             try:
                 evidence = await workflow.execute_activity(
-                    gather_evidence, EvidenceRequest(subject=inp.subject, detect=detection),
-                    start_to_close_timeout=timedelta(seconds=60), retry_policy=STAGE_RETRY,
-                    summary="gather evidence",
+                    gather_evidence,
+                    EvidenceRequest(subject=inp.subject, detect=detection, injected_at=self._injected.injected_at,
+                                    load_windows=self._windows[-EVIDENCE_LOAD_WINDOWS:]),
+                    start_to_close_timeout=timedelta(seconds=30), schedule_to_close_timeout=timedelta(seconds=60),
+                    heartbeat_timeout=HEARTBEAT,
+                    retry_policy=STAGE_RETRY, summary="gather evidence",
                 )
+                self._stage(Stage.DIAGNOSE, "diagnosing (Claude, rules engine as fallback)")
+                # The activity falls back to the rules engine by itself within deadline_s, so it fails only if the
+                # worker dies; schedule_to_close bounds the stage, retry included, however that goes.
                 diagnosis = await workflow.execute_activity(
-                    diagnose, evidence, start_to_close_timeout=timedelta(seconds=90), heartbeat_timeout=HEARTBEAT,
-                    retry_policy=STAGE_RETRY, summary="diagnose",
+                    diagnose, DiagnoseRequest(evidence=evidence, deadline_s=inp.diagnosis_deadline_s),
+                    start_to_close_timeout=timedelta(seconds=inp.diagnosis_deadline_s + 10),
+                    schedule_to_close_timeout=timedelta(seconds=inp.diagnosis_deadline_s + 20),
+                    heartbeat_timeout=HEARTBEAT, retry_policy=RetryPolicy(maximum_attempts=2), summary="diagnose",
                 )
                 diagnosis.correct = grade(diagnosis, target)
-                p.diagnosis = diagnosis
+                self._diagnosis = p.diagnosis = diagnosis
                 workflow.upsert_search_attributes([Attr.DIAGNOSIS_CORRECT.value_set(diagnosis.correct)])
             except ActivityError as err:
                 if is_cancelled_exception(err):
                     raise
                 # A diagnosis is worth having, never worth keeping a node down for.
-                reasons.append(f"diagnosis failed: {err.cause or err}")
+                self._reasons.append(f"diagnosis failed: {err.cause or err}")
         except ActivityError as err:
             if is_cancelled_exception(err):
                 raise
-            reasons.append(f"stage {p.stage.value} failed: {err.cause or err}")
-        finally:
-            # The compensation. It runs on success, on a failed stage and on cancellation alike.
-            if p.fault_state == FaultState.INJECTED:
-                restore, final = await self._restore(inp, fault)
-            self._stop_load = True
-            await load
-
-        finished_at = workflow.now()
-        return self._report(inp, pre.project, target, started_at, finished_at, injected, detection, diagnosis, restore, final,
-                            reasons)
+            self._reasons.append(f"stage {p.stage.value} failed: {err.cause or err}")
 
     async def _restore(self, inp: ChaosInput, fault: FaultRequest) -> tuple[RestoreResult, CheckResult | None]:
         p = self._progress
         self._stage(Stage.RESTORE, f"undoing {fault.fault} on {fault.target}")
         restore = await workflow.execute_activity(
             restore_fault, fault, start_to_close_timeout=timedelta(seconds=60), heartbeat_timeout=HEARTBEAT,
-            retry_policy=RESTORE_RETRY,
-            summary=f"restore {fault.target}",
+            retry_policy=RESTORE_RETRY, summary=f"restore {fault.target}",
         )
         self._fault_state(FaultState.RESTORED)
         self._stage(Stage.VERIFY, "waiting until every invariant holds again")
@@ -247,9 +373,9 @@ class ChaosDemoWorkflow:
         return restore, final
 
     def _report(self, inp: ChaosInput, project: str, target: str, started_at: datetime, finished_at: datetime,
-                injected: InjectResult | None, detection: DetectResult | None, diagnosis: Diagnosis | None,
-                restore: RestoreResult | None, final: CheckResult | None, reasons: list[str]) -> ChaosReport:
+                restore: RestoreResult | None, final: CheckResult | None) -> ChaosReport:
         p = self._progress
+        injected, detection, diagnosis, reasons = self._injected, self._detection, self._diagnosis, self._reasons
         detected = bool(detection and detection.detected)
         if injected is None:
             reasons.append("the fault was never injected")
@@ -265,7 +391,8 @@ class ChaosDemoWorkflow:
         else:
             reasons.append(f"every invariant holds again after {p.time_to_restore_s:.3f}s")
         if diagnosis is not None:
-            reasons.append(f"diagnosis ({diagnosis.source}) named {', '.join(diagnosis.affected_nodes) or 'nobody'}: "
+            source = diagnosis.source + (f", fallback: {diagnosis.fallback_reason}" if diagnosis.fallback_reason else "")
+            reasons.append(f"diagnosis ({source}) named {', '.join(diagnosis.affected_nodes) or 'nobody'}: "
                            f"{'correct' if diagnosis.correct else 'incorrect'}")
         passed = detected and p.fault_state == FaultState.RESTORED and final is not None and final.ok
         verdict = "pass" if passed else "fail"

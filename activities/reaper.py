@@ -1,0 +1,60 @@
+"""The reaper's eyes and hands: find closed runs that left a fault injected, and undo it.
+
+A run that is *terminated* (or times out) runs no workflow code, so its `finally` never restores. Its last
+search attributes still say `ChaosFaultState="injected"`, which is what we look for.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from temporalio import activity
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.exceptions import ApplicationError
+
+from activities.docker import off_loop
+from activities.faults import restore_now
+from contracts import WORKFLOW_NAME, Attr, ChaosInput, ErrorType, FaultRequest, OrphanedFault, ReapAction, ReapRequest
+
+
+@activity.defn
+async def find_orphaned_faults(req: ReapRequest) -> list[OrphanedFault]:
+    client = activity.client()
+    since = (datetime.now(timezone.utc) - timedelta(hours=req.lookback_hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    query = (
+        f'WorkflowType="{WORKFLOW_NAME}" AND ChaosFaultState="injected" AND ExecutionStatus!="Running" '
+        f'AND TaskQueue="{req.task_queue}" AND CloseTime>"{since}"'
+    )
+    found: list[OrphanedFault] = []
+    async for run in client.list_workflows(query):
+        handle = client.get_workflow_handle(run.id, run_id=run.run_id)
+        history = await handle.fetch_history()
+        started = history.events[0].workflow_execution_started_event_attributes
+        (inp,) = await client.data_converter.decode(started.input.payloads, [ChaosInput])
+        target = run.typed_search_attributes.get(Attr.TARGET)
+        if not target:
+            continue
+        # The workflow id is the subject's lock: if a newer run holds it, that run owns the node now.
+        latest = await client.get_workflow_handle(run.id).describe()
+        busy = latest.run_id != run.run_id and latest.status == WorkflowExecutionStatus.RUNNING
+        found.append(OrphanedFault(
+            workflow_id=run.id, run_id=run.run_id, status=run.status.name if run.status else "UNKNOWN",
+            fault=FaultRequest(subject=inp.subject, fault=inp.fault, target=target), busy=busy,
+        ))
+        activity.heartbeat(len(found))
+    return found
+
+
+@activity.defn
+async def reap_fault(orphan: OrphanedFault) -> ReapAction:
+    def action(what: str) -> ReapAction:
+        return ReapAction(workflow_id=orphan.workflow_id, run_id=orphan.run_id, target=orphan.fault.target,
+                          action=what)
+
+    try:
+        result = await off_loop(restore_now, orphan.fault)
+    except ApplicationError as err:
+        if err.type == ErrorType.BAD_INPUT:  # the subject copy was torn down since: nothing left to restore
+            return action("subject gone")
+        raise
+    return action("already healthy" if result.already_up else "restored")

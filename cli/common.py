@@ -1,0 +1,105 @@
+"""What every starter command shares: exit codes, one-line errors, connecting, a worker when none polls."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime, timedelta, timezone
+from typing import AsyncIterator, NoReturn
+
+import typer
+from rich.console import Console
+from temporalio.api.enums.v1 import PendingWorkflowTaskState, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import ApplicationError, CancelledError
+
+from contracts import ErrorType
+from runtime.connect import connect_config, task_queue, ui_base_url
+from runtime.devserver import ServerUnreachable, connect_or_start
+from runtime.worker import SearchAttributesMissing, build_worker, ensure_reaper_schedule, ensure_search_attributes
+
+EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INFRA, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_FOR_ERROR = {
+    ErrorType.BAD_INPUT: EXIT_BAD_INPUT,
+    ErrorType.DOCKER_UNAVAILABLE: EXIT_INFRA,
+    ErrorType.SUBJECT_UNHEALTHY: EXIT_INFRA,
+}
+# A poller seen this recently may be a live worker (idle workers re-poll at least once a minute)...
+WORKER_SEEN_WITHIN = timedelta(seconds=75)
+# ...but a worker that died recently is listed too, so it must also take the run's first task within this time.
+WORKER_PICKUP_WITHIN = 3.0
+
+err_console = Console(stderr=True)
+
+
+def fail(code: int, message: str) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def run_url(client: Client, workflow_id: str, run_id: str) -> str:
+    base = ui_base_url(connect_config()["target_host"])
+    return f"{base}/namespaces/{client.namespace}/workflows/{workflow_id}/{run_id}/history"
+
+
+def exit_code_for_failure(err: BaseException) -> tuple[int, str]:
+    """Walk the failure chain to the ApplicationError that says what went wrong."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, ApplicationError) and cause.type in EXIT_FOR_ERROR:
+            return EXIT_FOR_ERROR[cause.type], cause.message
+        if isinstance(cause, CancelledError):
+            return EXIT_INTERRUPTED, "the run was cancelled (the fault, if injected, was restored)"
+        cause = cause.__cause__
+    return EXIT_FAIL, f"the run failed: {err.__cause__ or err}"
+
+
+async def connect_client() -> Client:
+    """Connect (starting the embedded dev server if that is the default), register what runs need, or exit 3."""
+    try:
+        client = await connect_or_start(say=lambda msg: err_console.print(f"[dim]{msg}[/]"))
+        await ensure_search_attributes(client)
+        await ensure_reaper_schedule(client)
+        return client
+    except (ServerUnreachable, SearchAttributesMissing) as err:
+        fail(EXIT_INFRA, str(err))
+
+
+async def has_live_worker(client: Client, queue: str) -> bool:
+    resp = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    now = datetime.now(timezone.utc)
+    return any(now - p.last_access_time.ToDatetime(timezone.utc) < WORKER_SEEN_WITHIN for p in resp.pollers)
+
+
+async def picked_up(handle: WorkflowHandle, within: float) -> bool:
+    """True once a worker has started the run's first workflow task."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        raw = (await handle.describe()).raw_description
+        if raw.workflow_execution_info.history_length > 2 or raw.pending_workflow_task.state == (
+            PendingWorkflowTaskState.PENDING_WORKFLOW_TASK_STATE_STARTED
+        ):
+            return True
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.2)
+
+
+@contextlib.asynccontextmanager
+async def worker_if_needed(client: Client, handle: WorkflowHandle, maybe_worker: bool) -> AsyncIterator[bool]:
+    """Run a worker in this process for the run unless a live one picks it up. Yields whether we run one."""
+    own = not (maybe_worker and await picked_up(handle, WORKER_PICKUP_WITHIN))
+    if not own:
+        yield False
+        return
+    err_console.print("[dim]no worker polling the task queue: running one in this process for this run[/]")
+    async with build_worker(client, task_queue=task_queue()):
+        yield True

@@ -1,0 +1,106 @@
+"""Commands that steer runs already started: cancel, abort, reap."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Optional
+
+import typer
+from rich.table import Table
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
+
+from cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_PASS,
+    connect_client,
+    err_console,
+    fail,
+    has_live_worker,
+    worker_if_needed,
+)
+from contracts import ReapRequest
+from runtime.connect import task_queue
+from workflows.chaos import ChaosDemoWorkflow
+from workflows.reaper import FaultReaperWorkflow
+
+RUN_ID = typer.Argument(..., help="Workflow id of the run (the subject copy's project, e.g. chaos-etcd).")
+
+
+async def _open_run(client: Client, workflow_id: str) -> WorkflowHandle:
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        desc = await handle.describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            fail(EXIT_BAD_INPUT, f"no run with id {workflow_id!r}")
+        raise
+    if desc.status is None or desc.status.name != "RUNNING":
+        fail(EXIT_BAD_INPUT, f"run {workflow_id} is not running ({desc.status.name if desc.status else '?'})")
+    return client.get_workflow_handle(workflow_id, run_id=desc.run_id)
+
+
+async def _cancel(workflow_id: str) -> int:
+    client = await connect_client()
+    handle = await _open_run(client, workflow_id)
+    await handle.cancel()
+    err_console.print(f"cancel requested for {workflow_id}: it restores the fault (if injected) and ends")
+    async with worker_if_needed(client, handle, await has_live_worker(client, task_queue())):
+        try:
+            await handle.result()
+        except Exception:  # a cancelled run ends in a (cancellation) failure: that is the expected outcome
+            pass
+    desc = await handle.describe()
+    err_console.print(f"run {workflow_id} ended: {desc.status.name if desc.status else '?'}")
+    return EXIT_INTERRUPTED if desc.status and desc.status.name == "CANCELED" else EXIT_PASS
+
+
+def cancel(workflow_id: str = RUN_ID) -> None:
+    """Cancel a run: its restore still runs, then it ends as cancelled (exit 130)."""
+    raise typer.Exit(asyncio.run(_cancel(workflow_id)))
+
+
+async def _abort(workflow_id: str, reason: str) -> int:
+    client = await connect_client()
+    handle = await _open_run(client, workflow_id)
+    async with worker_if_needed(client, handle, await has_live_worker(client, task_queue())):
+        progress = await handle.execute_update(ChaosDemoWorkflow.abort, reason)
+        err_console.print(f"aborted {workflow_id}: fault state {progress.fault_state.value}")
+        report = await handle.result()
+    print(report.model_dump_json(indent=2))
+    return EXIT_PASS
+
+
+def abort(
+    workflow_id: str = RUN_ID,
+    reason: str = typer.Option("aborted by operator", help="Recorded in the report."),
+) -> None:
+    """Restore now and finish the run with a report (printed as JSON)."""
+    raise typer.Exit(asyncio.run(_abort(workflow_id, reason)))
+
+
+async def _reap(lookback_hours: float) -> int:
+    client = await connect_client()
+    queue = task_queue()
+    handle = await client.start_workflow(
+        FaultReaperWorkflow.run, ReapRequest(task_queue=queue, lookback_hours=lookback_hours),
+        id=f"chaos-fault-reaper-now-{uuid.uuid4().hex[:8]}", task_queue=queue,
+        static_summary="reap now (starter.py reap)",
+    )
+    async with worker_if_needed(client, handle, await has_live_worker(client, queue)):
+        report = await handle.result()
+    table = Table(title=f"reaper: {report.found} closed run(s) with a fault still recorded as injected")
+    for col in ("run", "target", "action", "healthy after"):
+        table.add_column(col)
+    for a in report.actions:
+        table.add_row(f"{a.workflow_id}/{a.run_id}", a.target, a.action,
+                      "-" if a.healthy_after is None else str(a.healthy_after))
+    err_console.print(table)
+    return EXIT_PASS
+
+
+def reap(lookback_hours: float = typer.Option(24.0, help="Look at runs closed within this many hours.")) -> None:
+    """Restore faults left behind by runs that closed without restoring (e.g. terminated) — now, not on schedule."""
+    raise typer.Exit(asyncio.run(_reap(lookback_hours)))

@@ -1,0 +1,71 @@
+"""Record event histories of real runs for the replay tests: `python -m tests.histories.record`.
+
+Re-record after an *intended* change to workflow code; an unintended one is exactly what the replay tests catch.
+Runs against a private dev server and a private etcd copy, both torn down at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from contracts import Attr, ChaosInput, SubjectRef
+from runtime.devserver import temporal_binary
+from runtime.worker import build_worker
+from runtime.copies import SubjectCopy, free_port_base
+from workflows.chaos import ChaosDemoWorkflow
+
+HERE = Path(__file__).parent
+
+
+async def hold_then(handle, action) -> None:
+    """Walk an interactive run to its detect gate (fault injected), then apply `action`."""
+    while True:
+        progress = await handle.query(ChaosDemoWorkflow.progress)
+        if progress.waiting_for is not None:
+            if progress.waiting_for.value == "detect":
+                return await action(handle)
+            await handle.execute_update(ChaosDemoWorkflow.advance)
+        await asyncio.sleep(0.05)
+
+
+async def main() -> None:
+    copy = SubjectCopy(SubjectRef(name="etcd", project=f"rec-{uuid.uuid4().hex[:6]}", port_base=free_port_base()))
+    await asyncio.to_thread(copy.up)
+    env = await WorkflowEnvironment.start_local(dev_server_existing_path=temporal_binary(),
+                                                data_converter=pydantic_data_converter, search_attributes=list(Attr.ALL))
+    queue = "record"
+    scenarios = {
+        "pass": (ChaosInput(subject=copy.ref, countdown_s=1), None),
+        "abort_at_detect": (ChaosInput(subject=copy.ref, countdown_s=1, interactive=True),
+                            lambda h: h.execute_update(ChaosDemoWorkflow.abort, "recorded abort")),
+        "deadline_at_detect": (ChaosInput(subject=copy.ref, countdown_s=1, interactive=True, max_fault_s=2), None),
+        "cancel_at_detect": (ChaosInput(subject=copy.ref, countdown_s=1, interactive=True), lambda h: h.cancel()),
+    }
+    try:
+        await copy.wait_healthy()
+        async with build_worker(env.client, task_queue=queue):
+            for name, (inp, action) in scenarios.items():
+                handle = await env.client.start_workflow(ChaosDemoWorkflow.run, inp, id=f"record-{name}",
+                                                         task_queue=queue)
+                if inp.interactive:
+                    await hold_then(handle, action or (lambda h: asyncio.sleep(0)))
+                try:
+                    await handle.result()
+                except Exception:  # a cancelled run ends in a failure; its history is what we want
+                    pass
+                history = await handle.fetch_history()
+                (HERE / f"{name}.json").write_text(history.to_json())
+                print(f"recorded {name}: {len(history.events)} events")
+                await copy.wait_healthy()
+    finally:
+        await env.shutdown()
+        await asyncio.to_thread(copy.down)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

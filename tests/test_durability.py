@@ -1,0 +1,249 @@
+"""The reason the product exists: the killed node comes back whatever happens to the process running the run.
+
+Real Docker + etcd + Temporal dev server; the worker runs as a separate process (`python worker.py`) and is
+SIGKILLed at chosen points. What happened to the containers is read from Docker's own event log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from temporalio.api.enums.v1 import EventType, PendingActivityState
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from contracts import WORKFLOW_TASK_TIMEOUT, Attr, ChaosInput, FaultState, ReapReport
+from runtime.devserver import dev_server_command
+from runtime.copies import free_port_base
+from tests.workers import ROOT, WorkerProcess
+from workflows.chaos import ChaosDemoWorkflow
+from workflows.reaper import REAPER_WORKFLOW
+
+PORT_RANGE = (24000, 24990)
+ARTIFACTS = ROOT / "artifacts"
+STARTED = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+
+
+def record(row: dict) -> None:
+    """Keep each scenario's figures (for the durability table in the notes); printed with -s too."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    with open(ARTIFACTS / "durability.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(row)
+
+
+async def pending(handle: WorkflowHandle) -> dict[str, int]:
+    """activity type -> state, for the activities in flight right now."""
+    desc = await handle.describe()
+    return {a.activity_type.name: a.state for a in desc.raw_description.pending_activities}
+
+
+async def kill_point_reached(handle: WorkflowHandle, point: str) -> bool:
+    if point == "after_inject":
+        desc = await handle.describe()
+        injected = desc.typed_search_attributes.get(Attr.FAULT_STATE) == FaultState.INJECTED.value
+        return injected and "inject_fault" not in {a.activity_type.name for a in
+                                                    desc.raw_description.pending_activities}
+    running = await pending(handle)
+    wanted = {"during_detect": ["detect_violation"], "during_diagnose": ["gather_evidence", "diagnose"],
+              "during_restore": ["restore_fault", "wait_healthy"]}[point]
+    return any(running.get(name) == STARTED for name in wanted)
+
+
+async def resume_seconds(handle: WorkflowHandle, killed_at: float, new_pid: int) -> float:
+    """Seconds from the SIGKILL to the first task (workflow or activity) the replacement worker started."""
+    history = await handle.fetch_history()
+    for event in history.events:
+        attrs = (event.workflow_task_started_event_attributes
+                 if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED
+                 else event.activity_task_started_event_attributes
+                 if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED else None)
+        if attrs is not None and attrs.identity.startswith(f"{new_pid}@"):
+            return round(event.event_time.ToDatetime(timezone.utc).timestamp() - killed_at, 3)
+    raise AssertionError("the replacement worker never started a task")
+
+
+def chaos_input(etcd, **kw) -> ChaosInput:
+    # A leader kill with a generous check timeout keeps detection busy for about an election, so the
+    # "during detection" kill point is hit while the activity really runs.
+    return ChaosInput(subject=etcd.ref, countdown_s=1, check_timeout_s=2.0, **kw)
+
+
+async def current_leader(etcd) -> str:
+    return (await etcd.wait_healthy()).leader
+
+
+@pytest.mark.parametrize("point", ["after_inject", "during_detect", "during_diagnose", "during_restore"])
+async def test_worker_sigkill_at_any_point_still_restores(client, task_queue, etcd, tmp_path, point):
+    leader = await current_leader(etcd)
+    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    first = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
+    second = None
+    try:
+        handle = await client.start_workflow(ChaosDemoWorkflow.run, chaos_input(etcd, target=leader),
+                                             id=etcd.instance.project, task_queue=task_queue,
+                                             task_timeout=WORKFLOW_TASK_TIMEOUT)
+        deadline = time.monotonic() + 60
+        while not await kill_point_reached(handle, point):
+            assert time.monotonic() < deadline, f"kill point {point} never reached"
+            await asyncio.sleep(0.005)
+        killed_at = first.sigkill()
+        second = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path)
+        report = await asyncio.wait_for(handle.result(), 180)
+        resumed = await resume_seconds(handle, killed_at, second.proc.pid)
+    finally:
+        first.stop()
+        if second:
+            second.stop()
+
+    deaths = etcd.deaths_since(since)
+    assert [svc for svc, _ in deaths] == [leader], deaths  # exactly one container was ever killed
+    assert report.verdict == "pass", report.reasons
+    assert report.fault_state == FaultState.RESTORED
+    assert all(etcd.running().values()) and (await etcd.check()).ok
+    # TTD is measured from the real injection: the report's injection time is when Docker saw the container die.
+    assert abs((report.injected_at - deaths[0][1]).total_seconds()) < 1.0, (report.injected_at, deaths)
+    assert report.time_to_detect_s is not None and report.time_to_detect_s >= 0
+    record({"scenario": f"worker SIGKILL {point}", "restored": True, "containers_killed": len(deaths),
+            "resume_s": resumed, "ttd_s": report.time_to_detect_s, "ttr_s": report.time_to_restore_s})
+
+
+async def test_cancel_right_after_injection_restores_via_the_cli(client, task_queue, etcd, tmp_path):
+    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
+    try:
+        inp = chaos_input(etcd, target="etcd3", detect_timeout_s=60, interactive=True)
+        handle = await client.start_workflow(ChaosDemoWorkflow.run, inp, id=etcd.instance.project,
+                                             task_queue=task_queue)
+        # Walk the run to the detect gate: the fault is injected and the run is holding.
+        while True:
+            progress = await handle.query(ChaosDemoWorkflow.progress)
+            if progress.waiting_for is not None and progress.waiting_for.value == "detect":
+                break
+            if progress.waiting_for is not None:
+                await handle.execute_update(ChaosDemoWorkflow.advance)
+            await asyncio.sleep(0.05)
+        assert etcd.running()["etcd3"] is False
+        proc = await asyncio.to_thread(
+            subprocess.run, ["python", str(ROOT / "starter.py"), "cancel", etcd.instance.project],
+            capture_output=True, text=True, cwd=ROOT, timeout=120,
+            env={**__import__("os").environ, "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+                 "CHAOS_TASK_QUEUE": task_queue, "CHAOS_STATE_DIR": str(tmp_path)},
+        )
+    finally:
+        worker.stop()
+    assert proc.returncode == 130, proc.stderr
+    assert "CANCELED" in proc.stderr
+    desc = await handle.describe()
+    assert desc.typed_search_attributes.get(Attr.FAULT_STATE) == FaultState.RESTORED.value
+    assert etcd.died_since(since) == ["etcd3"]
+    assert all(etcd.running().values()) and (await etcd.wait_healthy()).ok
+
+
+async def test_terminate_after_injection_is_reaped_within_the_period(client, task_queue, etcd, tmp_path):
+    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    every = 5.0
+    worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path,
+                           reaper_every_s=every).wait_ready()
+    try:
+        handle = await client.start_workflow(
+            ChaosDemoWorkflow.run, chaos_input(etcd, target="etcd1", interactive=True),
+            id=etcd.instance.project, task_queue=task_queue)
+        while not await kill_point_reached(handle, "after_inject"):
+            progress = await handle.query(ChaosDemoWorkflow.progress)
+            if progress.waiting_for is not None and progress.waiting_for.value != "detect":
+                await handle.execute_update(ChaosDemoWorkflow.advance)
+            await asyncio.sleep(0.05)
+        # Terminate runs no workflow code at all: no finally, no restore.
+        await handle.terminate("simulating an operator's terminate")
+        terminated_at = time.monotonic()
+        assert etcd.running()["etcd1"] is False
+        deadline = terminated_at + every + 30
+        while not etcd.running()["etcd1"]:
+            assert time.monotonic() < deadline, "the reaper never restored etcd1"
+            await asyncio.sleep(0.25)
+        reaped_after = round(time.monotonic() - terminated_at, 1)
+        assert (await etcd.wait_healthy()).ok
+        # The reaper recorded what it did.
+        runs = [r async for r in client.list_workflows(f'WorkflowType="{REAPER_WORKFLOW}" AND TaskQueue="{task_queue}"')]
+        reports = []
+        for r in runs:
+            with_result = client.get_workflow_handle(r.id, run_id=r.run_id, result_type=ReapReport)
+            if (await with_result.describe()).status.name == "COMPLETED":
+                reports.append(await with_result.result())
+        actions = [a for rep in reports for a in rep.actions if a.run_id == handle.result_run_id]
+        assert any(a.action == "restored" and a.target == "etcd1" for a in actions), reports
+    finally:
+        worker.stop()
+        schedule = client.get_schedule_handle(f"chaos-fault-reaper-{task_queue}")
+        await schedule.delete()
+    assert etcd.died_since(since) == ["etcd1"]
+    record({"scenario": "terminate after inject", "restored": True, "containers_killed": 1,
+            "reaped_after_s": reaped_after})
+
+
+async def test_dev_server_restart_mid_run_still_restores(etcd, tmp_path):
+    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    port = free_port_base(2, 29000, 29900) + 1
+    db = tmp_path / "temporal.db"
+    command = dev_server_command(port=port, ui_port=port + 1, db_file=db) + ["--headless"]
+
+    def start_server() -> subprocess.Popen:
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    async def connect() -> Client:
+        for _ in range(100):
+            try:
+                return await Client.connect(f"127.0.0.1:{port}", data_converter=pydantic_data_converter)
+            except RuntimeError:
+                await asyncio.sleep(0.2)
+        raise AssertionError("dev server did not come up")
+
+    server = start_server()
+    queue = f"t-{uuid.uuid4().hex[:8]}"
+    worker = None
+    try:
+        client = await connect()
+        worker = WorkerProcess(f"127.0.0.1:{port}", queue, tmp_path).wait_ready()
+        handle = await client.start_workflow(ChaosDemoWorkflow.run, chaos_input(etcd, target="etcd2",
+                                                                                 interactive=True),
+                                             id=etcd.instance.project, task_queue=queue)
+        while not await kill_point_reached(handle, "after_inject"):
+            progress = await handle.query(ChaosDemoWorkflow.progress)
+            if progress.waiting_for is not None and progress.waiting_for.value != "detect":
+                await handle.execute_update(ChaosDemoWorkflow.advance)
+            await asyncio.sleep(0.05)
+        # The server dies with the fault injected and the run holding at the detect gate.
+        server.kill()
+        server.wait(10)
+        await asyncio.sleep(1)
+        server = start_server()
+        client = await connect()
+        handle = client.get_workflow_handle_for(ChaosDemoWorkflow.run, etcd.instance.project,
+                                                run_id=handle.result_run_id)
+        await handle.execute_update(ChaosDemoWorkflow.advance)
+        while True:
+            progress = await handle.query(ChaosDemoWorkflow.progress)
+            if progress.waiting_for is not None:
+                await handle.execute_update(ChaosDemoWorkflow.advance)
+            if progress.stage.value == "done":
+                break
+            await asyncio.sleep(0.1)
+        report = await asyncio.wait_for(handle.result(), 120)
+    finally:
+        if worker:
+            worker.stop()
+        server.terminate()
+        server.wait(10)
+    assert report.verdict == "pass", report.reasons
+    assert report.fault_state == FaultState.RESTORED
+    assert etcd.died_since(since) == ["etcd2"]
+    assert all(etcd.running().values())
+    record({"scenario": "dev server restart after inject", "restored": True, "containers_killed": 1})

@@ -1,0 +1,28 @@
+"""Determinism: histories recorded from real runs (tests/histories/*.json) replay on today's workflow code.
+
+A change that would make a running workflow take a different path on replay (after a worker crash) fails here.
+Re-record with `python -m tests.histories.record` only after an intended change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from runtime.worker import WORKFLOWS
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+
+
+def test_recorded_histories_exist():
+    assert {p.stem for p in HISTORIES} >= {"pass", "abort_at_detect", "deadline_at_detect", "cancel_at_detect"}
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
+async def test_recorded_history_replays(path):
+    history = WorkflowHistory.from_json(f"replay-{path.stem}", path.read_text())
+    await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(history)
