@@ -114,7 +114,7 @@ def service_container(client: DockerClient, instance: SubjectInstance, service: 
     if not found:
         raise ApplicationError(
             f"no container for service {service!r} in project {instance.project!r}",
-            type=ErrorType.BAD_INPUT,
+            type=ErrorType.CONTAINER_GONE,
             non_retryable=True,
         )
     return found[0]

@@ -72,7 +72,7 @@ def inject_now(req: FaultRequest) -> InjectResult:
         )
     try:
         pair.inject(container)
-    except DockerException as exc:
+    except DockerException:
         container.reload()
         if not pair.is_in_effect(container):
             raise
@@ -81,7 +81,12 @@ def inject_now(req: FaultRequest) -> InjectResult:
 
 def restore_now(req: FaultRequest) -> RestoreResult:
     started_at = datetime.now(timezone.utc)
-    _, container, pair = _target_container(req)
+    try:
+        _, container, pair = _target_container(req)
+    except ApplicationError as err:
+        if err.type == ErrorType.CONTAINER_GONE:
+            return RestoreResult(target=req.target, started_at=started_at, container_gone=True)
+        raise
     container.reload()
     if not pair.is_in_effect(container):
         return RestoreResult(target=req.target, started_at=started_at, already_up=True)
@@ -96,4 +101,11 @@ async def inject_fault(req: FaultRequest) -> InjectResult:
 
 @activity.defn
 async def restore_fault(req: FaultRequest) -> RestoreResult:
-    return await off_loop(restore_now, req)
+    try:
+        return await off_loop(restore_now, req)
+    except ApplicationError as err:
+        if err.type == ErrorType.DOCKER_UNAVAILABLE:
+            # Everywhere else Docker being down ends the stage; here it is worth waiting for: the workflow keeps
+            # retrying (with backoff) until Docker is back and the node is restored.
+            raise ApplicationError(err.message, type=err.type) from err
+        raise

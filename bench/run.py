@@ -26,7 +26,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from bench import scenarios
-from contracts import Attr, ChaosInput, SubjectRef
+from contracts import WORKFLOW_TASK_TIMEOUT, Attr, ChaosInput, SubjectRef
 from runtime.copies import SubjectCopy, free_port_base
 from runtime.devserver import temporal_binary
 
@@ -48,8 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seconds each probe request may take")
     p.add_argument("--load-concurrency", type=int, default=DEFAULTS["load_concurrency"],
                    help="closed-loop load clients per subject")
-    p.add_argument("--workflow-task-timeout", type=float, default=None, metavar="SECONDS",
-                   help="workflow task timeout of the runs; unset = the server's default (10 s), as the starter")
+    p.add_argument("--workflow-task-timeout", type=float, default=WORKFLOW_TASK_TIMEOUT.total_seconds(),
+                   metavar="SECONDS", help="workflow task timeout of the runs (the starter's value by default)")
     p.add_argument("--overhead-pairs", type=int, default=3, help="workflow/plain-script pairs for the overhead")
     p.add_argument("--parallel", type=int, default=10, metavar="K", help="etcd copies chaos-tested at once")
     p.add_argument("--skip-ttd", action="store_true", help="skip the TTD/TTR runs")
@@ -189,7 +189,7 @@ async def main(args: argparse.Namespace) -> int:
             run_id=run_id, copies=copies, logs=logs, say=console.print,
             detect_interval_s=args.detect_interval, check_timeout_s=args.check_timeout,
             load_concurrency=args.load_concurrency,
-            workflow_task_timeout=timedelta(seconds=args.workflow_task_timeout) if args.workflow_task_timeout else None)
+            workflow_task_timeout=timedelta(seconds=args.workflow_task_timeout))
         if not args.skip_ttd:
             console.print(f"[bold]TTD/TTR[/]: {args.runs} runs")
             results["ttd_ttr"] = await scenarios.ttd_ttr(lab, args.runs)

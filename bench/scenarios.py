@@ -43,7 +43,7 @@ class Lab:
     detect_interval_s: float
     check_timeout_s: float
     load_concurrency: int
-    workflow_task_timeout: timedelta | None  # None: the server's default (10 s), as the starter uses
+    workflow_task_timeout: timedelta
     workers: list[subprocess.Popen] = field(default_factory=list)
 
     def chaos_input(self, copy: SubjectCopy, target: str | None) -> ChaosInput:

@@ -357,6 +357,10 @@ class ChaosDemoWorkflow:
             retry_policy=RESTORE_RETRY, summary=f"restore {fault.target}",
         )
         self._fault_state(FaultState.RESTORED)
+        if restore.container_gone:
+            self._reasons.append(f"{fault.target}'s container no longer exists (subject torn down?): nothing to "
+                                 "restore or verify")
+            return restore, None
         self._stage(Stage.VERIFY, "waiting until every invariant holds again")
         try:
             final = await workflow.execute_activity(
