@@ -181,6 +181,7 @@ class RestoreResult(BaseModel):
     target: str
     started_at: datetime
     already_up: bool = False
+    container_gone: bool = Field(default=False, description="the subject was torn down: nothing left to restore")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -366,6 +367,7 @@ class ErrorType:
     BAD_INPUT = "BadInput"  # unknown subject/target/fault, broken compose file -> exit 2
     DOCKER_UNAVAILABLE = "DockerUnavailable"  # -> exit 3
     SUBJECT_UNHEALTHY = "SubjectUnhealthy"  # steady state never reached before the fault -> exit 3
+    CONTAINER_GONE = "ContainerGone"  # the target's container no longer exists (subject torn down meanwhile)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -41,6 +41,8 @@ async def run_load_window(req: LoadRequest) -> LoadWindow:
         nonlocal errors, seq
         endpoint = slot % len(endpoints)
         while time.monotonic() < end_at:
+            # Throttled by the SDK; lets a window on a dead worker time out in seconds, not at window + 10 s.
+            activity.heartbeat()
             seq += 1
             began = time.monotonic()
             try:

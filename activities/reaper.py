@@ -10,11 +10,10 @@ from datetime import datetime, timedelta, timezone
 
 from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus
-from temporalio.exceptions import ApplicationError
 
 from activities.docker import off_loop
 from activities.faults import restore_now
-from contracts import WORKFLOW_NAME, Attr, ChaosInput, ErrorType, FaultRequest, OrphanedFault, ReapAction, ReapRequest
+from contracts import WORKFLOW_NAME, Attr, ChaosInput, FaultRequest, OrphanedFault, ReapAction, ReapRequest
 
 
 @activity.defn
@@ -51,10 +50,7 @@ async def reap_fault(orphan: OrphanedFault) -> ReapAction:
         return ReapAction(workflow_id=orphan.workflow_id, run_id=orphan.run_id, target=orphan.fault.target,
                           action=what)
 
-    try:
-        result = await off_loop(restore_now, orphan.fault)
-    except ApplicationError as err:
-        if err.type == ErrorType.BAD_INPUT:  # the subject copy was torn down since: nothing left to restore
-            return action("subject gone")
-        raise
+    result = await off_loop(restore_now, orphan.fault)
+    if result.container_gone:  # the subject copy was torn down since: nothing left to restore
+        return action("subject gone")
     return action("already healthy" if result.already_up else "restored")

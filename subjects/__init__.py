@@ -56,8 +56,15 @@ class Subject(abc.ABC):
         """The image the compose file runs, and how to build it locally when it is missing."""
 
     @abc.abstractmethod
-    async def check(self, http: httpx.AsyncClient, endpoints: dict[str, str], timeout: float) -> CheckResult:
-        """Evaluate every invariant once. Must never raise for a sick subject: sickness is a result."""
+    async def check(
+        self, http: httpx.AsyncClient, endpoints: dict[str, str], timeout: float, fail_fast: bool = False
+    ) -> CheckResult:
+        """Evaluate every invariant once. Must never raise for a sick subject: sickness is a result.
+
+        With `fail_fast`, return as soon as one violation is certain instead of waiting for every answer: a
+        polling loop only needs to know *that* the steady state is broken, and a survivor of a killed leader can
+        hang until the timeout while the dead member answers at once. The result then lists only the members
+        that answered and the violations seen so far."""
 
     @abc.abstractmethod
     async def load_op(self, http: httpx.AsyncClient, endpoint: str, seq: int, timeout: float) -> None:

@@ -8,29 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import socket
 import subprocess
 import sys
 import uuid
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from python_on_whales import DockerClient
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.docker import compose_client, ensure_image
-from activities.probes import http_client
-from contracts import Attr, CheckResult, SubjectRef
+from contracts import Attr, SubjectRef
+from runtime.copies import SubjectCopy, free_port_base
 from runtime.devserver import temporal_binary
 from runtime.worker import build_worker
-from subjects import SubjectInstance, resolve
-
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,25 +37,6 @@ def run_command(cmd: list[str], env: dict[str, str], timeout: float = 180) -> su
 def starter(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
     """`python starter.py ARGS` in a subprocess."""
     return run_command([sys.executable, str(ROOT / "starter.py"), *args], env, timeout)
-
-
-def _ports_free(base: int, count: int) -> bool:
-    for port in range(base + 1, base + count + 1):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
-def free_port_base(count: int = 3, low: int = 24000, high: int = 24990) -> int:
-    """A port base whose next `count` ports are free. Test modules pick from their own range to avoid clashes."""
-    for _ in range(200):
-        base = random.randrange(low, high, 10)
-        if _ports_free(base, count):
-            return base
-    raise RuntimeError("no free port range for a subject copy")
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -121,56 +96,12 @@ async def running_worker(client: Client, task_queue: str):
         yield worker
 
 
-class EtcdCopy:
-    """One copy of the etcd subject for a test, with helpers that read Docker's own record of what happened."""
-
-    def __init__(self, ref: SubjectRef):
-        self.ref = ref
-        self.instance: SubjectInstance = resolve(ref)
-        self.docker: DockerClient = compose_client(self.instance)
-
-    def up(self) -> None:
-        ensure_image(self.docker, self.instance)
-        self.docker.compose.up(detach=True, quiet=True)
-
-    def down(self) -> None:
-        self.docker.compose.down(volumes=True, remove_orphans=True, quiet=True, timeout=1)
-
-    def deaths_since(self, since: datetime) -> list[tuple[str, datetime]]:
-        """(service, time) of every container death since `since`, from Docker's own event log."""
-        events = self.docker.system.events(
-            since=since, until=datetime.now(timezone.utc),
-            filters={"label": f"com.docker.compose.project={self.instance.project}", "event": "die"},
-        )
-        return [(e.actor.attributes["com.docker.compose.service"],
-                 datetime.fromtimestamp(e.time_nano / 1e9, timezone.utc)) for e in events]
-
-    def died_since(self, since: datetime) -> list[str]:
-        return [service for service, _ in self.deaths_since(since)]
-
-    def running(self) -> dict[str, bool]:
-        states = {c.config.labels["com.docker.compose.service"]: c.state.running for c in self.docker.compose.ps(all=True)}
-        return {svc: states.get(svc, False) for svc in self.instance.subject.services}
-
-    async def check(self) -> CheckResult:
-        async with http_client() as http:
-            return await self.instance.subject.check(http, self.instance.endpoints, 1.0)
-
-    async def wait_healthy(self, timeout: float = 60) -> CheckResult:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            result = await self.check()
-            if result.ok or asyncio.get_running_loop().time() > deadline:
-                return result
-            await asyncio.sleep(0.3)
-
-
 @pytest_asyncio.fixture(scope="module")
 async def etcd(request):
     """A healthy 3-member etcd cluster, private to the test module, torn down by its project name."""
     port_range = getattr(request.module, "PORT_RANGE", (24000, 24990))
     ref = SubjectRef(name="etcd", project=f"t-{uuid.uuid4().hex[:8]}", port_base=free_port_base(3, *port_range))
-    copy = EtcdCopy(ref)
+    copy = SubjectCopy(ref)
     await asyncio.to_thread(copy.up)
     try:
         result = await copy.wait_healthy()

@@ -69,11 +69,11 @@ def history_text(history) -> str:
     return "\n".join(texts)
 
 
-async def chaos_run(client, task_queue, etcd, **kw):
+async def chaos_run(client, task_queue, etcd, countdown_s=0, **kw):
     since = datetime.now(timezone.utc) - timedelta(seconds=1)
     async with running_worker(client, task_queue):
         handle = await client.start_workflow(
-            ChaosDemoWorkflow.run, ChaosInput(subject=etcd.ref, target=TARGET, countdown_s=0, **kw),
+            ChaosDemoWorkflow.run, ChaosInput(subject=etcd.ref, target=TARGET, countdown_s=countdown_s, **kw),
             id=f"t-diag-{uuid.uuid4().hex[:8]}", task_queue=task_queue,
         )
         report = await handle.result()
@@ -126,7 +126,9 @@ async def test_claude_answer_or_clean_fallback(client, task_queue, etcd, claude,
 
 async def test_claude_receives_the_evidence_bundle(client, task_queue, etcd, claude):
     fake = claude(CORRECT)
-    report, _ = await chaos_run(client, task_queue, etcd)
+    # A countdown lets load windows finish before the kill: without one, detection (tens of ms) and evidence can
+    # come before the first window ends, and there is no load impact to report.
+    report, _ = await chaos_run(client, task_queue, etcd, countdown_s=2)
     assert report.diagnosis.source == "claude" and report.diagnosis.correct
     prompt = fake.received[-1].json["messages"][0]["content"]
     assert f"- {TARGET} (container" in prompt and "exit code 137" in prompt  # container states

@@ -12,16 +12,15 @@ import subprocess
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from temporalio.api.enums.v1 import EventType, PendingActivityState
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from contracts import WORKFLOW_TASK_TIMEOUT, Attr, ChaosInput, FaultState, ReapReport
 from runtime.devserver import dev_server_command
-from tests.conftest import free_port_base
+from runtime.copies import free_port_base
 from tests.workers import ROOT, WorkerProcess
 from workflows.chaos import ChaosDemoWorkflow
 from workflows.reaper import REAPER_WORKFLOW
@@ -147,6 +146,17 @@ async def test_cancel_right_after_injection_restores_via_the_cli(client, task_qu
     assert all(etcd.running().values()) and (await etcd.wait_healthy()).ok
 
 
+async def reaped(client: Client, task_queue: str, run_id: str):
+    """The action a completed reaper run recorded for `run_id`, if any yet."""
+    query = f'WorkflowType="{REAPER_WORKFLOW}" AND TaskQueue="{task_queue}" AND ExecutionStatus="Completed"'
+    async for r in client.list_workflows(query):
+        report = await client.get_workflow_handle(r.id, run_id=r.run_id, result_type=ReapReport).result()
+        for action in report.actions:
+            if action.run_id == run_id:
+                return action
+    return None
+
+
 async def test_terminate_after_injection_is_reaped_within_the_period(client, task_queue, etcd, tmp_path):
     since = datetime.now(timezone.utc) - timedelta(seconds=1)
     every = 5.0
@@ -164,22 +174,14 @@ async def test_terminate_after_injection_is_reaped_within_the_period(client, tas
         # Terminate runs no workflow code at all: no finally, no restore.
         await handle.terminate("simulating an operator's terminate")
         terminated_at = time.monotonic()
-        assert etcd.running()["etcd1"] is False
+        # The reaper's own record: a finished reaper run that restored etcd1 for the terminated run.
         deadline = terminated_at + every + 30
-        while not etcd.running()["etcd1"]:
+        while (action := await reaped(client, task_queue, handle.result_run_id)) is None:
             assert time.monotonic() < deadline, "the reaper never restored etcd1"
             await asyncio.sleep(0.25)
         reaped_after = round(time.monotonic() - terminated_at, 1)
-        assert (await etcd.wait_healthy()).ok
-        # The reaper recorded what it did.
-        runs = [r async for r in client.list_workflows(f'WorkflowType="{REAPER_WORKFLOW}" AND TaskQueue="{task_queue}"')]
-        reports = []
-        for r in runs:
-            with_result = client.get_workflow_handle(r.id, run_id=r.run_id, result_type=ReapReport)
-            if (await with_result.describe()).status.name == "COMPLETED":
-                reports.append(await with_result.result())
-        actions = [a for rep in reports for a in rep.actions if a.run_id == handle.result_run_id]
-        assert any(a.action == "restored" and a.target == "etcd1" for a in actions), reports
+        assert action.action == "restored" and action.target == "etcd1" and action.healthy_after, action
+        assert etcd.running()["etcd1"] and (await etcd.wait_healthy()).ok
     finally:
         worker.stop()
         schedule = client.get_schedule_handle(f"chaos-fault-reaper-{task_queue}")

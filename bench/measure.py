@@ -1,0 +1,159 @@
+"""What the benchmark reads: a run's event history (stage timings), percentiles, and a process's CPU and memory.
+
+Stage timings come from the server's own timestamps in the event history, so the workflow side of the overhead
+comparison is measured by Temporal, not by the benchmark's guess of when a stage ran.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle
+
+# Activities that are stages of a run, in run order; load windows run alongside and are not stages.
+STAGES = ("preflight", "inject_fault", "detect_violation", "gather_evidence", "diagnose", "restore_fault",
+          "wait_healthy")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _time(event) -> datetime:
+    return event.event_time.ToDatetime(tzinfo=timezone.utc)
+
+
+@dataclass
+class Attempt:
+    """One activity as the history tells it; `started` is the start of its last attempt."""
+
+    name: str
+    scheduled: datetime
+    started: datetime | None = None
+    attempt: int = 1
+    closed: datetime | None = None
+    outcome: str = "pending"
+    result: Any = None  # the raw payloads of a completed activity
+
+
+@dataclass
+class History:
+    started: datetime
+    closed: datetime | None = None
+    activities: list[Attempt] = field(default_factory=list)
+    workflow_task_open: bool = False  # scheduled or started, not yet completed
+    workflow_task_timeouts: int = 0
+
+    def first(self, name: str) -> Attempt | None:
+        return next((a for a in self.activities if a.name == name), None)
+
+    def stage_seconds(self) -> dict[str, float]:
+        """Seconds from the end of the previous stage (or the start of the run) to the end of each stage, and the
+        tail from the last stage to the run's close (stopping the load, building the report)."""
+        out, prev = {}, self.started
+        for name in STAGES:
+            a = self.first(name)
+            if a is None or a.closed is None:
+                continue
+            out[name] = (a.closed - prev).total_seconds()
+            prev = a.closed
+        if self.closed is not None:
+            out["finish"] = (self.closed - prev).total_seconds()
+        return out
+
+    def orchestration_gaps(self) -> dict[str, list[float]]:
+        """Where orchestration spends time between stages: from one stage's end to the next one's scheduling (a
+        workflow task round trip) and from scheduling to a worker starting it (activity dispatch)."""
+        gaps: dict[str, list[float]] = {"workflow_task_s": [], "activity_dispatch_s": []}
+        prev = self.started
+        for name in STAGES:
+            a = self.first(name)
+            if a is None or a.closed is None or a.started is None:
+                continue
+            gaps["workflow_task_s"].append((a.scheduled - prev).total_seconds())
+            gaps["activity_dispatch_s"].append((a.started - a.scheduled).total_seconds())
+            prev = a.closed
+        return gaps
+
+
+async def read_history(handle: WorkflowHandle) -> History:
+    history: History | None = None
+    by_id: dict[int, Attempt] = {}
+    async for e in handle.fetch_history_events():
+        t = e.event_type
+        if t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+            history = History(started=_time(e))
+        elif t in (EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED):
+            history.closed = _time(e)
+        elif t == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
+            history.workflow_task_open = True
+        elif t in (EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED):
+            history.workflow_task_open = False
+        elif t == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
+            history.workflow_task_open = False
+            history.workflow_task_timeouts += 1
+        elif t == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            a = Attempt(name=e.activity_task_scheduled_event_attributes.activity_type.name, scheduled=_time(e))
+            by_id[e.event_id] = a
+            history.activities.append(a)
+        elif t == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            attrs = e.activity_task_started_event_attributes
+            a = by_id[attrs.scheduled_event_id]
+            # Written when the attempt ends, but stamped with the time the attempt started.
+            a.started, a.attempt = _time(e), attrs.attempt
+        elif t == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            attrs = e.activity_task_completed_event_attributes
+            a = by_id[attrs.scheduled_event_id]
+            a.closed, a.outcome, a.result = _time(e), "completed", attrs.result.payloads
+        elif t in (EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED, EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT):
+            attrs = (e.activity_task_failed_event_attributes if t == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED
+                     else e.activity_task_timed_out_event_attributes)
+            a = by_id[attrs.scheduled_event_id]
+            a.closed, a.outcome = _time(e), "failed" if t == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED else "timed out"
+    return history
+
+
+async def decode(client: Client, attempt: Attempt, kind: type):
+    [value] = await client.data_converter.decode(attempt.result, [kind])
+    return value
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        return None
+    s = sorted(values)
+    pos = (len(s) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def summary(values: list[float]) -> dict[str, float | int | None]:
+    r = lambda v: None if v is None else round(v, 3)  # noqa: E731
+    return {"n": len(values), "min": r(min(values, default=None)), "p50": r(percentile(values, 50)),
+            "p95": r(percentile(values, 95)), "max": r(max(values, default=None))}
+
+
+@dataclass(frozen=True)
+class ProcSample:
+    cpu_s: float  # the process itself
+    children_cpu_s: float  # reaped children: the docker CLI calls python-on-whales makes
+    rss_mb: float
+    peak_rss_mb: float
+
+
+def sample_process(pid: int) -> ProcSample:
+    with open(f"/proc/{pid}/stat") as f:
+        # Fields after the command name (which may contain spaces) start at field 3.
+        fields = f.read().rsplit(")", 1)[1].split()
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    mem = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                mem[key] = int(value.split()[0]) / 1024
+    return ProcSample(cpu_s=(utime + stime) / CLOCK_TICKS, children_cpu_s=(cutime + cstime) / CLOCK_TICKS,
+                      rss_mb=round(mem["VmRSS"], 1), peak_rss_mb=round(mem["VmHWM"], 1))

@@ -1,0 +1,86 @@
+"""The same run without Temporal: the workflow's stages as a plain asyncio script calling the same activity
+functions directly, so the difference to a workflow run is what orchestration costs.
+
+`ActivityEnvironment` gives the real activity functions the activity context they heartbeat into, with no server.
+Stages run in the workflow's order with the load alongside, the restore in `finally`, and the load stopped the
+same way (the window in flight finishes) - only the orchestration differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from temporalio.testing import ActivityEnvironment
+
+from activities.diagnosis import diagnose, gather_evidence
+from activities.faults import inject_fault, restore_fault
+from activities.load import run_load_window
+from activities.probes import detect_violation, preflight, wait_healthy
+from contracts import (
+    ChaosInput,
+    DetectRequest,
+    DiagnoseRequest,
+    EvidenceRequest,
+    FaultRequest,
+    LoadRequest,
+    PreflightRequest,
+    WaitHealthyRequest,
+)
+from workflows.chaos import EVIDENCE_LOAD_WINDOWS
+
+
+async def run_plain(inp: ChaosInput) -> dict[str, float]:
+    """Run the stages directly; returns seconds per stage, keyed like `History.stage_seconds()`."""
+    run = ActivityEnvironment().run
+    marks: dict[str, float] = {}
+    last = time.monotonic()
+
+    def mark(stage: str) -> None:
+        nonlocal last
+        now = time.monotonic()
+        marks[stage] = now - last
+        last = now
+
+    await run(preflight, PreflightRequest(subject=inp.subject, target=inp.target, timeout_s=inp.preflight_timeout_s,
+                                          check_timeout_s=inp.check_timeout_s))
+    mark("preflight")
+    stop_load = False
+    windows = []
+
+    async def load_loop() -> None:
+        while not stop_load:
+            try:
+                windows.append(await ActivityEnvironment().run(run_load_window, LoadRequest(
+                    subject=inp.subject, window_s=inp.load_window_s, concurrency=inp.load_concurrency,
+                    check_timeout_s=inp.check_timeout_s)))
+            except Exception:  # same as the workflow: a lost window is a gap, retry after a second
+                await asyncio.sleep(1)
+
+    load = asyncio.create_task(load_loop())
+    fault = FaultRequest(subject=inp.subject, fault=inp.fault, target=inp.target)
+    injected = None
+    try:
+        injected = await run(inject_fault, fault)
+        mark("inject_fault")
+        detection = await run(detect_violation, DetectRequest(
+            subject=inp.subject, interval_s=inp.detect_interval_s, timeout_s=inp.detect_timeout_s,
+            check_timeout_s=inp.check_timeout_s))
+        mark("detect_violation")
+        evidence = await run(gather_evidence, EvidenceRequest(
+            subject=inp.subject, detect=detection, injected_at=injected.injected_at,
+            load_windows=windows[-EVIDENCE_LOAD_WINDOWS:]))
+        mark("gather_evidence")
+        await run(diagnose, DiagnoseRequest(evidence=evidence, deadline_s=inp.diagnosis_deadline_s))
+        mark("diagnose")
+    finally:
+        if injected is not None:
+            await run(restore_fault, fault)
+            mark("restore_fault")
+            await run(wait_healthy, WaitHealthyRequest(subject=inp.subject, timeout_s=inp.restore_timeout_s,
+                                                       check_timeout_s=inp.check_timeout_s))
+            mark("wait_healthy")
+        stop_load = True
+        await load
+        mark("finish")
+    return marks

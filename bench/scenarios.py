@@ -1,0 +1,291 @@
+"""The four measurements. Each takes the benchmark's `Lab` (server, queue, subject copies) and returns plain data.
+
+- ttd_ttr:   N chaos runs on one copy, alternating leader and follower targets.
+- overhead:  the same run as a workflow and as a plain asyncio script, back to back.
+- resume:    SIGKILL a worker process at a point of the run (KILL_POINTS), start another, time the recovery.
+- parallel:  K copies chaos-tested at once by one worker process; its CPU and memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable
+
+from temporalio.client import Client, WorkflowHandle
+
+from bench.measure import STAGES, History, decode, read_history, sample_process, summary
+from bench.plain import run_plain
+from contracts import ChaosInput, ChaosReport, DetectResult, PreflightResult
+from runtime.copies import SubjectCopy
+from runtime.worker import build_worker
+from workflows.chaos import ChaosDemoWorkflow
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Lab:
+    client: Client
+    address: str
+    task_queue: str
+    run_id: str  # the benchmark's id: workflow ids and compose projects carry it
+    copies: list[SubjectCopy]
+    logs: Path
+    say: Callable[[str], None]
+    detect_interval_s: float
+    check_timeout_s: float
+    load_concurrency: int
+    workflow_task_timeout: timedelta
+    workers: list[subprocess.Popen] = field(default_factory=list)
+
+    def chaos_input(self, copy: SubjectCopy, target: str | None) -> ChaosInput:
+        return ChaosInput(subject=copy.ref, target=target, countdown_s=0, detect_interval_s=self.detect_interval_s,
+                          check_timeout_s=self.check_timeout_s, load_concurrency=self.load_concurrency)
+
+    async def start(self, copy: SubjectCopy, target: str | None, name: str) -> WorkflowHandle:
+        """Start a chaos run as the starter does (no countdown: nothing to wait for in a benchmark)."""
+        return await self.client.start_workflow(
+            ChaosDemoWorkflow.run, self.chaos_input(copy, target), id=f"{self.run_id}-{name}",
+            task_queue=self.task_queue, task_timeout=self.workflow_task_timeout)
+
+    def start_worker(self, name: str) -> subprocess.Popen:
+        """`python worker.py` as a user runs it, on the benchmark's server and queue."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")}
+        env.update(TEMPORAL_ADDRESS=self.address, CHAOS_TASK_QUEUE=self.task_queue, PYTHONUNBUFFERED="1")
+        with open(self.logs / f"{name}.log", "wb") as log:
+            proc = subprocess.Popen([sys.executable, "worker.py"], cwd=REPO, env=env, stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.workers.append(proc)
+        return proc
+
+    async def wait_polling(self, proc: subprocess.Popen, name: str, timeout_s: float = 60) -> None:
+        log = self.logs / f"{name}.log"
+        deadline = time.monotonic() + timeout_s
+        while "worker polling" not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker {name} did not start: {log.read_text(errors='replace')[-500:]}")
+            await asyncio.sleep(0.05)
+
+    def stop_workers(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.workers:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.workers.clear()
+
+
+async def _leader_and_follower(copy: SubjectCopy) -> tuple[str, str]:
+    check = await copy.wait_healthy()
+    if not check.ok or check.leader is None:
+        raise RuntimeError(f"{copy.instance.project} is not healthy: {check.violations}")
+    follower = next(s for s in copy.instance.subject.targets if s != check.leader)
+    return check.leader, follower
+
+
+async def _chaos_run(lab: Lab, copy: SubjectCopy, target: str | None, name: str) -> tuple[ChaosReport, History]:
+    handle = await lab.start(copy, target, name)
+    report = await handle.result()
+    return report, await read_history(handle)
+
+
+async def _run_record(lab: Lab, report: ChaosReport, history: History) -> dict:
+    """One run's figures. The leader before the kill is the preflight baseline's, recorded in the history."""
+    pre = history.first("preflight")
+    leader_before = (await decode(lab.client, pre, PreflightResult)).baseline.leader if pre and pre.result else None
+    detect = history.first("detect_violation")
+    restore = history.first("restore_fault")
+    rec = {
+        "workflow_id": report.workflow_id, "target": report.target, "leader_before": leader_before,
+        "killed_leader": report.target == leader_before, "verdict": report.verdict,
+        "ttd_s": report.time_to_detect_s, "ttr_s": report.time_to_restore_s,
+    }
+    # Where TTD goes: getting the detect activity running after the kill, then polling until a check fails.
+    if detect and detect.result:
+        rec["detect_checks"] = (await decode(lab.client, detect, DetectResult)).checks
+    if detect and detect.started and report.injected_at and report.detected_at:
+        rec["ttd_dispatch_s"] = round((detect.started - report.injected_at).total_seconds(), 3)
+        rec["ttd_polling_s"] = round((report.detected_at - detect.started).total_seconds(), 3)
+    # Where TTR goes: `docker start` (the restore activity), then the member rejoining until every check passes.
+    if restore and restore.started and restore.closed and report.restored_at:
+        rec["ttr_docker_start_s"] = round((restore.closed - restore.started).total_seconds(), 3)
+        rec["ttr_rejoin_s"] = round((report.restored_at - restore.closed).total_seconds(), 3)
+    return rec
+
+
+async def ttd_ttr(lab: Lab, runs: int) -> dict:
+    copy = lab.copies[0]
+    records = []
+    async with build_worker(lab.client, task_queue=lab.task_queue):
+        for i in range(runs):
+            leader, follower = await _leader_and_follower(copy)
+            # Alternate so both halves of the split get runs; the leader is re-read before each run.
+            target = leader if i % 2 == 0 else follower
+            report, history = await _chaos_run(lab, copy, target, f"ttd-{i}")
+            rec = await _run_record(lab, report, history)
+            records.append(rec)
+            lab.say(f"  run {i + 1}/{runs}: kill {rec['target']} ({'leader' if rec['killed_leader'] else 'follower'})"
+                    f" TTD {rec['ttd_s']}s TTR {rec['ttr_s']}s {rec['verdict']}")
+
+    def split(key: str) -> dict:
+        return {
+            "all": summary([r[key] for r in records if r[key] is not None]),
+            "leader": summary([r[key] for r in records if r[key] is not None and r["killed_leader"]]),
+            "follower": summary([r[key] for r in records if r[key] is not None and not r["killed_leader"]]),
+        }
+
+    parts = ("ttd_dispatch_s", "ttd_polling_s", "detect_checks", "ttr_docker_start_s", "ttr_rejoin_s")
+    return {
+        "ttd_s": split("ttd_s"), "ttr_s": split("ttr_s"),
+        "parts": {k: summary([r[k] for r in records if k in r]) for k in parts},
+        "all_passed": all(r["verdict"] == "pass" for r in records), "runs": records,
+    }
+
+
+async def overhead(lab: Lab, pairs: int) -> dict:
+    """Workflow vs plain script on the same copy and the same follower target, alternating, `pairs` times."""
+    copy = lab.copies[0]
+    wf_runs, plain_runs = [], []
+    gaps: dict[str, list[float]] = {}
+    task_totals: list[float] = []  # per workflow run: time spent between stages in Temporal round trips
+    async with build_worker(lab.client, task_queue=lab.task_queue):
+        for i in range(pairs):
+            _, follower = await _leader_and_follower(copy)
+            report, history = await _chaos_run(lab, copy, follower, f"overhead-{i}")
+            wf = history.stage_seconds()
+            wf_runs.append(wf)
+            run_gaps = history.orchestration_gaps()
+            for key, values in run_gaps.items():
+                gaps.setdefault(key, []).extend(values)
+            task_totals.append(sum(run_gaps["workflow_task_s"]) + sum(run_gaps["activity_dispatch_s"]))
+            _, follower = await _leader_and_follower(copy)
+            plain = await run_plain(lab.chaos_input(copy, follower))
+            plain_runs.append(plain)
+            lab.say(f"  pair {i + 1}/{pairs}: workflow {sum(wf.values()):.3f}s ({report.verdict}), "
+                    f"plain {sum(plain.values()):.3f}s")
+    stages = [*STAGES, "finish"]
+    rows = []
+    for stage in stages:
+        w = summary([r[stage] for r in wf_runs if stage in r])["p50"]
+        p = summary([r[stage] for r in plain_runs if stage in r])["p50"]
+        rows.append({"stage": stage, "workflow_s": w, "plain_s": p,
+                     "diff_s": None if w is None or p is None else round(w - p, 3)})
+    wf_total = summary([sum(r.values()) for r in wf_runs])["p50"]
+    plain_total = summary([sum(r.values()) for r in plain_runs])["p50"]
+    # Detection and rejoin vary from run to run by up to a poll interval and an election; the stages the
+    # orchestration alone adds to are the fixed-cost ones, so report their difference separately too.
+    fixed = ("preflight", "inject_fault", "gather_evidence", "diagnose", "restore_fault")
+    fixed_diff = sum(r["diff_s"] for r in rows if r["stage"] in fixed and r["diff_s"] is not None)
+    return {
+        "pairs": pairs, "stages": rows, "workflow_total_s": wf_total, "plain_total_s": plain_total,
+        "overhead_ratio": round(wf_total / plain_total - 1, 4) if plain_total else None,
+        "fixed_stages_diff_s": round(fixed_diff, 3),
+        "per_stage": {key: summary(values) for key, values in gaps.items()},
+        # The same cost read directly from the history, free of the two variants' run-to-run noise.
+        "between_stages_s": summary(task_totals)["p50"],
+        "between_stages_ratio": round(summary(task_totals)["p50"] / wf_total, 4) if wf_total else None,
+        "workflow_runs": wf_runs, "plain_runs": plain_runs,
+    }
+
+
+def _after_inject(h: History) -> bool:
+    """The kill is recorded: the workflow task that reacts to it is usually on its way to (or on) the worker."""
+    inject = h.first("inject_fault")
+    return bool(inject and inject.closed)
+
+
+def _during_restore(h: History) -> bool:
+    """The restore (`docker start`, the longest stage activity) is running on the worker."""
+    restore = h.first("restore_fault")
+    return bool(restore and not restore.closed)
+
+
+# Where the worker dies decides what the run waits for: a workflow task it had started is handed on after the
+# workflow task timeout, an activity it was running after its heartbeat timeout. (Detection is too short now to
+# be hit reliably.)
+KILL_POINTS = {"after inject recorded": _after_inject, "during restore": _during_restore}
+
+
+async def resume(lab: Lab, point: str) -> dict:
+    """SIGKILL the worker at a point of the run; a new worker started at once must finish it."""
+    copy = lab.copies[0]
+    _, follower = await _leader_and_follower(copy)
+    tag = point.replace(" ", "-")
+    first = lab.start_worker(f"resume-{tag}-1")
+    await lab.wait_polling(first, f"resume-{tag}-1")
+    handle = await lab.start(copy, follower, f"resume-{tag}")
+    while not KILL_POINTS[point](history := await read_history(handle)):
+        await asyncio.sleep(0.01)
+    first.send_signal(signal.SIGKILL)
+    killed_at = datetime.now(timezone.utc)
+    in_flight = [a.name for a in history.activities if a.closed is None]
+    if history.workflow_task_open:
+        in_flight.append("workflow task")
+    lab.say(f"  {point}: worker SIGKILLed with {', '.join(in_flight) or 'nothing'} in flight; starting a new one")
+    second = lab.start_worker(f"resume-{tag}-2")
+    await lab.wait_polling(second, f"resume-{tag}-2")
+    worker_ready_s = (datetime.now(timezone.utc) - killed_at).total_seconds()
+    report = await handle.result()
+    history = await read_history(handle)
+    lab.stop_workers()
+    later = [a for a in history.activities if a.started and a.started > killed_at]
+    nxt = min(later, key=lambda a: a.started, default=None)
+    retried = [{"activity": a.name, "attempt": a.attempt, "started_after_kill_s":
+                round((a.started - killed_at).total_seconds(), 3)} for a in later if a.attempt > 1]
+    # Activities the dead worker never finished: they end by timing out (a load window has no heartbeat).
+    timed_out = [{"activity": a.name, "after_kill_s": round((a.closed - killed_at).total_seconds(), 3)}
+                 for a in history.activities if a.outcome == "timed out"]
+    return {
+        "kill_point": point, "in_flight_at_kill": in_flight,
+        "new_worker_polling_s": round(worker_ready_s, 3),
+        "next_activity": nxt.name if nxt else None,
+        "next_activity_attempt": nxt.attempt if nxt else None,
+        "kill_to_next_activity_s": round((nxt.started - killed_at).total_seconds(), 3) if nxt else None,
+        "kill_to_completion_s": round((history.closed - killed_at).total_seconds(), 3),
+        "retried": retried, "timed_out": timed_out,
+        "workflow_task_timeouts": history.workflow_task_timeouts,
+        "verdict": report.verdict, "ttd_s": report.time_to_detect_s, "ttr_s": report.time_to_restore_s,
+    }
+
+
+async def parallel(lab: Lab, k: int) -> dict:
+    """K copies, one worker process, K runs at once with random targets."""
+    copies = lab.copies[:k]
+    proc = lab.start_worker("parallel-worker")
+    await lab.wait_polling(proc, "parallel-worker")
+    before = sample_process(proc.pid)
+    t0 = time.monotonic()
+    handles = [await lab.start(c, None, f"parallel-{i}") for i, c in enumerate(copies)]
+    results = await asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
+    wall = time.monotonic() - t0
+    after = sample_process(proc.pid)
+    lab.stop_workers()
+    reports = [r for r in results if isinstance(r, ChaosReport)]
+    records = [await _run_record(lab, r, await read_history(h)) for h, r in zip(handles, results)
+               if isinstance(r, ChaosReport)]
+    failures = [f"{type(r).__name__}: {r}" for r in results if not isinstance(r, ChaosReport)]
+    failures += [f"{r.workflow_id}: {'; '.join(r.reasons)}" for r in reports if r.verdict != "pass"]
+    cpu = after.cpu_s - before.cpu_s
+    children = after.children_cpu_s - before.children_cpu_s
+    return {
+        "subjects": k, "wall_s": round(wall, 3),
+        "worker_cpu_s": round(cpu, 2), "worker_cpu_pct": round(100 * cpu / wall, 1),
+        "docker_cli_cpu_s": round(children, 2),
+        "worker_rss_mb": after.rss_mb, "worker_peak_rss_mb": after.peak_rss_mb,
+        "all_passed": not failures and len(reports) == k, "failures": failures,
+        "ttd_s": summary([r.time_to_detect_s for r in reports if r.time_to_detect_s is not None]),
+        "ttr_s": summary([r.time_to_restore_s for r in reports if r.time_to_restore_s is not None]),
+        "runs": records,
+    }

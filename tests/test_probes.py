@@ -1,0 +1,60 @@
+"""Detection checks against a real etcd member: a fail-fast check reports a dead member at once, even while
+another member hangs (as the survivors of a killed leader do during re-election)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+from activities.probes import http_client
+
+PORT_RANGE = (28000, 28990)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once the socket is closed: connections are refused
+
+
+async def _hanging_member():
+    """Accepts connections and never answers."""
+    async def hold(reader, writer):
+        await reader.read()  # until the client gives up
+
+    return await asyncio.start_server(hold, "127.0.0.1", 0)
+
+
+async def test_fail_fast_check_reports_a_dead_member_without_waiting_for_a_hanging_one(etcd):
+    subject, real = etcd.instance.subject, etcd.instance.endpoints
+    server = await _hanging_member()
+    hanging = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    endpoints = {"etcd1": hanging, "etcd2": real["etcd2"], "etcd3": f"http://127.0.0.1:{_closed_port()}"}
+    timeout = 5.0
+    try:
+        async with http_client() as http:
+            began = time.monotonic()
+            fast = await subject.check(http, endpoints, timeout, fail_fast=True)
+            fast_s = time.monotonic() - began
+            began = time.monotonic()
+            full = await subject.check(http, endpoints, timeout)
+            full_s = time.monotonic() - began
+    finally:
+        server.close()
+    assert not fast.ok
+    assert fast.violations == ["etcd3: unreachable (connection refused)"], fast.violations
+    assert fast_s < timeout / 2, fast_s
+    # The full check waits for every member and reports all of them.
+    assert not full.ok
+    assert full_s >= timeout * 0.9, full_s
+    assert {m.service: m.healthy for m in full.members} == {"etcd1": False, "etcd2": True, "etcd3": False}
+    assert "etcd1: no answer (timeout)" in full.violations
+
+
+async def test_fail_fast_check_of_a_healthy_cluster_is_the_full_check(etcd):
+    async with http_client() as http:
+        result = await etcd.instance.subject.check(http, etcd.instance.endpoints, 1.0, fail_fast=True)
+    assert result.ok, result.violations
+    assert [m.service for m in result.members] == ["etcd1", "etcd2", "etcd3"]
+    assert result.leader in etcd.instance.subject.services and result.write_ok
