@@ -21,7 +21,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from contracts import Attr, SubjectRef
+from contracts import Attr, Progress, SubjectRef
 from runtime.copies import SubjectCopy, free_port_base
 from runtime.devserver import temporal_binary
 from runtime.worker import build_worker
@@ -109,6 +109,17 @@ async def etcd(request):
         yield copy
     finally:
         await asyncio.to_thread(copy.down)
+
+
+async def walk_to_gate(handle, stage: str = "detect") -> None:
+    """Press `advance` through an interactive run until it holds before `stage` (at detect: fault injected)."""
+    while True:
+        progress = await handle.query("progress", result_type=Progress)
+        if progress.waiting_for is not None:
+            if progress.waiting_for.value == stage:
+                return
+            await handle.execute_update("advance")
+        await asyncio.sleep(0.05)
 
 
 def pytest_configure(config):

@@ -9,22 +9,18 @@ import asyncio
 import base64
 import json
 import os
-import subprocess
-import sys
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import httpx
 import pytest
 
 from contracts import Attr, ChaosInput, FaultState
 from tests import fake_anthropic as fa
-from tests.conftest import running_worker
+from tests.conftest import running_worker, starter
 from workflows.chaos import ChaosDemoWorkflow
 
 PORT_RANGE = (25000, 25990)
-ROOT = Path(__file__).resolve().parent.parent
 TARGET = "etcd2"
 
 
@@ -194,15 +190,13 @@ async def test_log_injection_and_secrets_never_steer_the_run_nor_reach_claude(cl
 async def test_starter_shows_the_graded_diagnosis(client, etcd, tmp_path, keyed, api_key):
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
     env.update(TEMPORAL_ADDRESS=client.service_client.config.target_host, CHAOS_STATE_DIR=str(tmp_path))
-    args = [sys.executable, str(ROOT / "starter.py"), "chaos", "--countdown", "0", "--target", TARGET,
+    args = ["chaos", "--countdown", "0", "--target", TARGET,
             "--project", etcd.instance.project, "--port-base", str(etcd.instance.port_base)]
     with fa.FakeAnthropic(CORRECT) as fake:
         if keyed:
             env.update(ANTHROPIC_BASE_URL=fake.url, ANTHROPIC_API_KEY=api_key)
-        rich = await asyncio.to_thread(subprocess.run, args, capture_output=True, text=True, env=env, timeout=180,
-                                       cwd=ROOT)
-        as_json = await asyncio.to_thread(subprocess.run, [*args, "--json"], capture_output=True, text=True,
-                                          env=env, timeout=180, cwd=ROOT)
+        rich = await asyncio.to_thread(starter, *args, env=env)
+        as_json = await asyncio.to_thread(starter, *args, "--json", env=env)
     assert rich.returncode == 0, rich.stderr
     title = "diagnosis by Claude" if keyed else "diagnosis by the rules engine"
     assert title in rich.stdout and "✓ names the node that was hit" in rich.stdout, rich.stdout

@@ -7,6 +7,7 @@ SIGKILLed at chosen points. What happened to the containers is read from Docker'
 from __future__ import annotations
 
 import asyncio
+import os
 import json
 import subprocess
 import time
@@ -21,7 +22,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from contracts import WORKFLOW_TASK_TIMEOUT, Attr, ChaosInput, FaultState, ReapReport
 from runtime.devserver import dev_server_command
 from runtime.copies import free_port_base
-from tests.workers import ROOT, WorkerProcess
+from tests.conftest import ROOT, starter, walk_to_gate
+from tests.workers import WorkerProcess
 from workflows.chaos import ChaosDemoWorkflow
 from workflows.reaper import REAPER_WORKFLOW
 
@@ -121,19 +123,11 @@ async def test_cancel_right_after_injection_restores_via_the_cli(client, task_qu
         inp = chaos_input(etcd, target="etcd3", detect_timeout_s=60, interactive=True)
         handle = await client.start_workflow(ChaosDemoWorkflow.run, inp, id=etcd.instance.project,
                                              task_queue=task_queue)
-        # Walk the run to the detect gate: the fault is injected and the run is holding.
-        while True:
-            progress = await handle.query(ChaosDemoWorkflow.progress)
-            if progress.waiting_for is not None and progress.waiting_for.value == "detect":
-                break
-            if progress.waiting_for is not None:
-                await handle.execute_update(ChaosDemoWorkflow.advance)
-            await asyncio.sleep(0.05)
+        await walk_to_gate(handle, "detect")  # the fault is injected and the run is holding
         assert etcd.running()["etcd3"] is False
         proc = await asyncio.to_thread(
-            subprocess.run, ["python", str(ROOT / "starter.py"), "cancel", etcd.instance.project],
-            capture_output=True, text=True, cwd=ROOT, timeout=120,
-            env={**__import__("os").environ, "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+            starter, "cancel", etcd.instance.project, timeout=120,
+            env={**os.environ, "TEMPORAL_ADDRESS": client.service_client.config.target_host,
                  "CHAOS_TASK_QUEUE": task_queue, "CHAOS_STATE_DIR": str(tmp_path)},
         )
     finally:
@@ -166,11 +160,7 @@ async def test_terminate_after_injection_is_reaped_within_the_period(client, tas
         handle = await client.start_workflow(
             ChaosDemoWorkflow.run, chaos_input(etcd, target="etcd1", interactive=True),
             id=etcd.instance.project, task_queue=task_queue)
-        while not await kill_point_reached(handle, "after_inject"):
-            progress = await handle.query(ChaosDemoWorkflow.progress)
-            if progress.waiting_for is not None and progress.waiting_for.value != "detect":
-                await handle.execute_update(ChaosDemoWorkflow.advance)
-            await asyncio.sleep(0.05)
+        await walk_to_gate(handle, "detect")  # the fault is injected and the run is holding
         # Terminate runs no workflow code at all: no finally, no restore.
         await handle.terminate("simulating an operator's terminate")
         terminated_at = time.monotonic()
@@ -217,11 +207,7 @@ async def test_dev_server_restart_mid_run_still_restores(etcd, tmp_path):
         handle = await client.start_workflow(ChaosDemoWorkflow.run, chaos_input(etcd, target="etcd2",
                                                                                  interactive=True),
                                              id=etcd.instance.project, task_queue=queue)
-        while not await kill_point_reached(handle, "after_inject"):
-            progress = await handle.query(ChaosDemoWorkflow.progress)
-            if progress.waiting_for is not None and progress.waiting_for.value != "detect":
-                await handle.execute_update(ChaosDemoWorkflow.advance)
-            await asyncio.sleep(0.05)
+        await walk_to_gate(handle, "detect")  # the fault is injected and the run is holding
         # The server dies with the fault injected and the run holding at the detect gate.
         server.kill()
         server.wait(10)

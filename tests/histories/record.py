@@ -17,20 +17,10 @@ from contracts import Attr, ChaosInput, SubjectRef
 from runtime.devserver import temporal_binary
 from runtime.worker import build_worker
 from runtime.copies import SubjectCopy, free_port_base
+from tests.conftest import walk_to_gate
 from workflows.chaos import ChaosDemoWorkflow
 
 HERE = Path(__file__).parent
-
-
-async def hold_then(handle, action) -> None:
-    """Walk an interactive run to its detect gate (fault injected), then apply `action`."""
-    while True:
-        progress = await handle.query(ChaosDemoWorkflow.progress)
-        if progress.waiting_for is not None:
-            if progress.waiting_for.value == "detect":
-                return await action(handle)
-            await handle.execute_update(ChaosDemoWorkflow.advance)
-        await asyncio.sleep(0.05)
 
 
 async def main() -> None:
@@ -53,7 +43,9 @@ async def main() -> None:
                 handle = await env.client.start_workflow(ChaosDemoWorkflow.run, inp, id=f"record-{name}",
                                                          task_queue=queue)
                 if inp.interactive:
-                    await hold_then(handle, action or (lambda h: asyncio.sleep(0)))
+                    await walk_to_gate(handle, "detect")
+                    if action is not None:
+                        await action(handle)
                 try:
                     await handle.result()
                 except Exception:  # a cancelled run ends in a failure; its history is what we want
