@@ -38,7 +38,7 @@ async def _open_run(client: Client, workflow_id: str) -> WorkflowHandle:
         raise
     if desc.status is None or desc.status.name != "RUNNING":
         fail(EXIT_BAD_INPUT, f"run {workflow_id} is not running ({desc.status.name if desc.status else '?'})")
-    return client.get_workflow_handle(workflow_id, run_id=desc.run_id)
+    return client.get_workflow_handle_for(ChaosDemoWorkflow.run, workflow_id, run_id=desc.run_id)
 
 
 async def _cancel(workflow_id: str) -> int:
