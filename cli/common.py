@@ -12,14 +12,16 @@ from rich.console import Console
 from temporalio.api.enums.v1 import PendingWorkflowTaskState, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.service import RPCError, RPCStatusCode
 
-from contracts import ChaosInput, ErrorType, SubjectRef
+from contracts import WORKFLOW_NAME, ChaosInput, ErrorType, SubjectRef
 from runtime.connect import connect_config, task_queue, ui_base_url
 from runtime.devserver import ServerUnreachable, connect_or_start
 from runtime.worker import SearchAttributesMissing, build_worker, ensure_reaper_schedule, ensure_search_attributes
 from subjects import UnknownSubject, get_subject
+from workflows.chaos import ChaosDemoWorkflow
 
 EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INFRA, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_FOR_ERROR = {
@@ -137,3 +139,19 @@ def chaos_input(subject: str, target: str | None, detect_timeout: float, detect_
         max_fault_s=max_fault_seconds,
         interactive=interactive,
     )
+
+
+async def lookup_run(client: Client, workflow_id: str, run_id: str | None) -> tuple[WorkflowHandle, WorkflowExecutionStatus]:
+    """The run (latest of the id unless run_id is given), checked to be a chaos run."""
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    try:
+        desc = await handle.describe()
+    except RPCError as err:
+        if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+            fail(EXIT_BAD_INPUT, f"no run {workflow_id}{f' / {run_id}' if run_id else ''} in namespace "
+                                 f"{client.namespace}")
+        raise
+    if desc.workflow_type != WORKFLOW_NAME:
+        fail(EXIT_BAD_INPUT, f"{workflow_id} is a {desc.workflow_type}, not a chaos run")
+    # Pin the run: "latest" must not move between the describe and the result.
+    return client.get_workflow_handle_for(ChaosDemoWorkflow.run, workflow_id, run_id=desc.run_id), desc.status

@@ -7,8 +7,7 @@ import uuid
 
 import typer
 from rich.table import Table
-from temporalio.client import Client, WorkflowHandle
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 
 from cli.common import (
     EXIT_BAD_INPUT,
@@ -18,6 +17,7 @@ from cli.common import (
     err_console,
     fail,
     has_live_worker,
+    lookup_run,
     worker_if_needed,
 )
 from contracts import ReapRequest
@@ -29,16 +29,10 @@ RUN_ID = typer.Argument(..., help="Workflow id of the run (the subject copy's pr
 
 
 async def _open_run(client: Client, workflow_id: str) -> WorkflowHandle:
-    handle = client.get_workflow_handle(workflow_id)
-    try:
-        desc = await handle.describe()
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            fail(EXIT_BAD_INPUT, f"no run with id {workflow_id!r}")
-        raise
-    if desc.status is None or desc.status.name != "RUNNING":
-        fail(EXIT_BAD_INPUT, f"run {workflow_id} is not running ({desc.status.name if desc.status else '?'})")
-    return client.get_workflow_handle_for(ChaosDemoWorkflow.run, workflow_id, run_id=desc.run_id)
+    handle, status = await lookup_run(client, workflow_id, None)
+    if status != WorkflowExecutionStatus.RUNNING:
+        fail(EXIT_BAD_INPUT, f"run {workflow_id} is not running ({status.name if status else '?'})")
+    return handle
 
 
 async def _cancel(workflow_id: str) -> int:

@@ -15,8 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 
 from cli.common import (
     EXIT_BAD_INPUT,
@@ -25,6 +24,7 @@ from cli.common import (
     connect_client,
     exit_code_for_failure,
     fail,
+    lookup_run,
     run_url,
 )
 from cli.render import progress_view, report_view
@@ -104,22 +104,6 @@ def list_runs(
 # -- one run ------------------------------------------------------------------------------------------------------
 
 
-async def _lookup(client: Client, workflow_id: str, run_id: str | None) -> tuple[WorkflowHandle, WorkflowExecutionStatus]:
-    """The run (latest of the id unless run_id is given), checked to be a chaos run."""
-    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
-    try:
-        desc = await handle.describe()
-    except RPCError as err:
-        if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
-            fail(EXIT_BAD_INPUT, f"no run {workflow_id}{f' / {run_id}' if run_id else ''} in namespace "
-                                 f"{client.namespace}")
-        raise
-    if desc.workflow_type != WORKFLOW_NAME:
-        fail(EXIT_BAD_INPUT, f"{workflow_id} is a {desc.workflow_type}, not a chaos run")
-    # Pin the run: "latest" must not move between the describe and the result.
-    return client.get_workflow_handle_for(ChaosDemoWorkflow.run, workflow_id, run_id=desc.run_id), desc.status
-
-
 async def _final_report(handle: WorkflowHandle) -> ChaosReport:
     """The workflow result of a closed run; a run that ended without one exits with the reason."""
     try:
@@ -135,7 +119,7 @@ async def _progress(handle: WorkflowHandle) -> Progress:
 
 async def _status(workflow_id: str, run_id: str | None) -> int:
     client = await connect_client()
-    handle, status = await _lookup(client, workflow_id, run_id)
+    handle, status = await lookup_run(client, workflow_id, run_id)
     url = run_url(client, handle.id, handle.run_id or "")
     console = Console()
     if status == WorkflowExecutionStatus.RUNNING:
@@ -159,7 +143,7 @@ def status(
 
 async def _report(workflow_id: str, run_id: str | None, fmt: str, output: Path | None) -> int:
     client = await connect_client()
-    handle, status = await _lookup(client, workflow_id, run_id)
+    handle, status = await lookup_run(client, workflow_id, run_id)
     if status == WorkflowExecutionStatus.RUNNING:
         # No report yet: JSON gets the live progress; a document or a CI gate needs the finished run.
         if fmt != "json":

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         DetectResult,
         DiagnoseRequest,
         Diagnosis,
+        ErrorType,
         EvidenceRequest,
         FaultRequest,
         FaultState,
@@ -75,7 +76,6 @@ class ChaosDemoWorkflow:
         self._go = False  # interactive: `advance` released the held stage
         self._abort: str | None = None
         self._settled = False  # restore done (or nothing to restore): what `abort` waits for
-        self._max_fault_s = 0.0
         self._injected: InjectResult | None = None
         self._detection: DetectResult | None = None
         self._diagnosis: Diagnosis | None = None
@@ -190,7 +190,7 @@ class ChaosDemoWorkflow:
             summary=f"preflight {inp.subject.name}",
         )
         if inp.target is not None and inp.target not in pre.targets:  # preflight checks this too; never trust input
-            raise ApplicationError(f"{inp.target!r} is not a target", type="BadInput", non_retryable=True)
+            raise ApplicationError(f"{inp.target!r} is not a target", type=ErrorType.BAD_INPUT, non_retryable=True)
         # Chosen once, in workflow code: a replay or a retried activity can never pick a second node.
         target = inp.target or pre.targets[workflow.random().randrange(len(pre.targets))]
         p.target = target
@@ -199,7 +199,7 @@ class ChaosDemoWorkflow:
         load = asyncio.create_task(self._load_loop(inp))
         experiment = asyncio.create_task(self._experiment(inp, fault))
         try:
-            cut = await self._supervise(experiment)
+            cut = await self._supervise(experiment, inp.max_fault_s)
             if cut is not None:
                 p.cut_short = cut
                 self._reasons.append(cut)
@@ -244,7 +244,7 @@ class ChaosDemoWorkflow:
             raise asyncio.CancelledError()
         return result
 
-    async def _supervise(self, experiment: asyncio.Task) -> str | None:
+    async def _supervise(self, experiment: asyncio.Task, max_fault_s: float) -> str | None:
         """Wait for the experiment; cut it short on abort or at the fault deadline. Returns why it was cut."""
         while True:
             deadline = self._progress.fault_deadline
@@ -258,7 +258,7 @@ class ChaosDemoWorkflow:
                     timeout_summary="fault deadline",
                 )
             except asyncio.TimeoutError:
-                return (f"fault deadline ({self._max_fault_s:g}s) reached during {self._progress.stage.value}: "
+                return (f"fault deadline ({max_fault_s:g}s) reached during {self._progress.stage.value}: "
                         f"stage cancelled, restoring now")
             if experiment.done():
                 return None
@@ -279,7 +279,6 @@ class ChaosDemoWorkflow:
         """countdown -> inject -> detect -> diagnose. Results land on self; restore is not in here but in run()."""
         p = self._progress
         target = fault.target
-        self._max_fault_s = inp.max_fault_s
         try:
             await self._gate(Stage.COUNTDOWN)
             self._stage(Stage.COUNTDOWN, f"{inp.fault} {target} in {inp.countdown_s}")
