@@ -16,8 +16,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.docker import compose_client, off_loop, service_container
+from activities.probes import resolve_or_bad_input
 from contracts import ErrorType, FaultRequest, InjectResult, RestoreResult
-from subjects import SubjectInstance, UnknownSubject, resolve
+from subjects import SubjectInstance
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,7 @@ FAULTS: dict[str, FaultPair] = {
 
 
 def _target_container(req: FaultRequest) -> tuple[SubjectInstance, Container, FaultPair]:
-    try:
-        instance = resolve(req.subject)
-    except UnknownSubject as exc:
-        raise ApplicationError(str(exc), type=ErrorType.BAD_INPUT, non_retryable=True) from exc
+    instance = resolve_or_bad_input(req.subject)
     if req.target not in instance.subject.targets:
         raise ApplicationError(
             f"{req.target!r} is not a target of subject {instance.subject.name!r}",
