@@ -257,7 +257,8 @@ async def test_html_report_is_self_contained_with_the_timeline_plot(finished_run
     svg = [a for t, a in tags if t == "svg"]
     assert len(svg) == 1 and svg[0]["id"] == "timeline"
     line = next(a for t, a in tags if t == "polyline" and a.get("class") == "throughput")
-    assert len(line["points"].split()) == len(finished_run["load"]["windows"]) > 3
+    # At least the baseline window and the one the kill fell into; how many more depends on how fast etcd rejoins.
+    assert len(line["points"].split()) == len(finished_run["load"]["windows"]) >= 2
     markers = {a["class"].split()[1]: float(a["x1"]) for t, a in tags if t == "line" and "marker" in a.get("class", "")}
     assert markers.keys() == {"inject", "detect", "restore"}
     assert markers["inject"] <= markers["detect"] < markers["restore"]

@@ -81,9 +81,9 @@ class FakeCluster:
         @activity.defn(name="run_load_window")
         async def run_load_window(req: LoadRequest) -> LoadWindow:
             start = now()
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(req.window_s)
             ops = 10 if not cluster.down else 3
-            return LoadWindow(start=start, end=now(), ops=ops, errors=0, ops_per_s=ops / 0.05)
+            return LoadWindow(start=start, end=now(), ops=ops, errors=0, ops_per_s=ops / req.window_s)
 
         @activity.defn(name="inject_fault")
         async def inject_fault(req: FaultRequest) -> InjectResult:
@@ -221,6 +221,17 @@ async def test_target_outside_the_subject_is_refused_before_injection(client):
     err, _ = await run_chaos(client, cluster, fast_input(target="n9"))
     assert isinstance(err, WorkflowFailureError)
     assert cluster.injects == []
+
+
+async def test_no_kill_before_a_load_baseline_even_without_countdown(client):
+    cluster = FakeCluster()
+    inp = fast_input(target="n2")
+    inp.countdown_s, inp.load_window_s = 0, 1.0
+    report, _ = await run_chaos(client, cluster, inp)
+    assert report.verdict == "pass", report.reasons
+    first = report.load.windows[0]
+    assert first.end <= cluster.inject_times[0]
+    assert report.load.baseline_ops_s == first.ops_per_s
 
 
 async def test_cancel_during_countdown_kills_nothing(client):

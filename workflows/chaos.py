@@ -71,6 +71,7 @@ class ChaosDemoWorkflow:
     def __init__(self) -> None:
         self._progress = Progress()
         self._windows: list[LoadWindow] = []
+        self._load_rounds = 0  # load windows finished, lost ones included
         self._stop_load = False
         self._interactive = False
         self._go = False  # interactive: `advance` released the held stage
@@ -130,8 +131,10 @@ class ChaosDemoWorkflow:
                     summary=f"load window {len(self._windows) + 1}",
                 )
             except ActivityError:
+                self._load_rounds += 1
                 await workflow.sleep(1)
                 continue
+            self._load_rounds += 1
             self._windows.append(window)
             self._progress.last_window = window
             self._progress.windows = len(self._windows)
@@ -287,6 +290,12 @@ class ChaosDemoWorkflow:
                 self._stage(Stage.COUNTDOWN, f"{inp.fault} {target} in {left}")
                 await workflow.sleep(1, summary=f"countdown {left}")
             p.countdown_left = None
+            # A countdown shorter than a load window would kill before any baseline was measured. Wait for the first
+            # window to end (a lost one counts too: a missing baseline must not hold the run). Patched so runs that
+            # were in flight when this shipped replay the path they took.
+            if workflow.patched("baseline-before-inject") and self._load_rounds == 0:
+                self._stage(Stage.COUNTDOWN, "measuring a load baseline")
+                await workflow.wait_condition(lambda: self._load_rounds > 0)
 
             await self._gate(Stage.INJECT)
             self._stage(Stage.INJECT, f"{inp.fault} {target}")

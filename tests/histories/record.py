@@ -1,6 +1,8 @@
 """Record event histories of real runs for the replay tests: `python -m tests.histories.record`.
 
 Re-record after an *intended* change to workflow code; an unintended one is exactly what the replay tests catch.
+Before re-recording, move the current files to a `vN/` folder: runs started by the previous release must still
+replay (that is what `workflow.patched` is for), and those histories prove it.
 Runs against a private dev server and a private etcd copy, both torn down at the end.
 """
 
@@ -14,6 +16,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from contracts import Attr, ChaosInput, SubjectRef
+from workflows.scheduled import ScheduledChaosWorkflow
 from runtime.devserver import temporal_binary
 from runtime.worker import build_worker
 from runtime.copies import SubjectCopy, free_port_base
@@ -54,6 +57,13 @@ async def main() -> None:
                 (HERE / f"{name}.json").write_text(history.to_json())
                 print(f"recorded {name}: {len(history.events)} events")
                 await copy.wait_healthy()
+            # What a schedule starts: the parent that takes the subject's lock id for its child chaos run.
+            handle = await env.client.start_workflow(ScheduledChaosWorkflow.run, ChaosInput(subject=copy.ref,
+                                                     countdown_s=1), id="record-scheduled", task_queue=queue)
+            await handle.result()
+            history = await handle.fetch_history()
+            (HERE / "scheduled.json").write_text(history.to_json())
+            print(f"recorded scheduled: {len(history.events)} events")
     finally:
         await env.shutdown()
         await asyncio.to_thread(copy.down)
