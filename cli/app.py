@@ -126,6 +126,7 @@ def chaos(
     raise typer.Exit(asyncio.run(_chaos(inp, as_json, detach)))
 
 
+app.command()(control.advance)
 app.command()(control.cancel)
 app.command()(control.abort)
 app.command()(control.reap)

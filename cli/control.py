@@ -1,4 +1,4 @@
-"""Commands that steer runs already started: cancel, abort, reap."""
+"""Commands that steer runs already started: advance, cancel, abort, reap."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import uuid
 
 import typer
 from rich.table import Table
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 
 from cli.common import (
     EXIT_BAD_INPUT,
@@ -33,6 +33,23 @@ async def _open_run(client: Client, workflow_id: str) -> WorkflowHandle:
     if status != WorkflowExecutionStatus.RUNNING:
         fail(EXIT_BAD_INPUT, f"run {workflow_id} is not running ({status.name if status else '?'})")
     return handle
+
+
+async def _advance(workflow_id: str) -> int:
+    client = await connect_client()
+    handle = await _open_run(client, workflow_id)
+    async with worker_if_needed(client, handle, await has_live_worker(client, task_queue())):
+        try:
+            stage = await handle.execute_update(ChaosDemoWorkflow.advance)
+        except WorkflowUpdateFailedError as err:  # the validator's refusal: nothing was held
+            fail(EXIT_BAD_INPUT, f"run {workflow_id} cannot advance: {err.cause.message if err.cause else err}")
+    err_console.print(f"{workflow_id}: released {stage.value}")
+    return EXIT_PASS
+
+
+def advance(workflow_id: str = RUN_ID) -> None:
+    """Release the stage an interactive run is holding (what Enter does in its own terminal), from anywhere."""
+    raise typer.Exit(asyncio.run(_advance(workflow_id)))
 
 
 async def _cancel(workflow_id: str) -> int:

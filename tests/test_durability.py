@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from temporalio.api.enums.v1 import EventType, PendingActivityState
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from contracts import WORKFLOW_TASK_TIMEOUT, Attr, ChaosInput, FaultState, ReapReport
@@ -246,17 +246,54 @@ async def test_abort_via_the_cli_restores_at_once_and_prints_the_report(client, 
         handle = await client.start_workflow(
             ChaosDemoWorkflow.run, chaos_input(etcd, target="etcd2", interactive=True),
             id=etcd.instance.project, task_queue=task_queue)
+        await walk_to_gate(handle, "inject")
+        # Another terminal releases the kill, as Enter would in the run's own.
+        released = await asyncio.to_thread(starter, "advance", etcd.instance.project, env=env)
+        assert released.returncode == 0 and "released inject" in released.stderr, released.stderr
         await walk_to_gate(handle, "detect")  # the fault is injected and the run is holding
+        # While it runs, `status` and `report` show where it is; a document report needs the finished run.
+        status = await asyncio.to_thread(starter, "status", etcd.instance.project, env=env)
+        live = await asyncio.to_thread(starter, "report", etcd.instance.project, env=env)
+        html = await asyncio.to_thread(starter, "report", etcd.instance.project, "--format", "html", env=env)
         proc = await asyncio.to_thread(starter, "abort", etcd.instance.project, "--reason", "game day over",
                                        env=env, timeout=120)
     finally:
         worker.stop()
+    assert status.returncode == 0, status.stderr
+    assert "etcd2" in status.stdout and "injected" in status.stdout and "advance" in status.stdout, status.stdout
+    assert live.returncode == 0, live.stderr
+    progress = json.loads(live.stdout)
+    assert (progress["target"], progress["fault_state"], progress["waiting_for"]) == ("etcd2", "injected", "detect")
+    assert html.returncode == 2 and "still running" in html.stderr and len(html.stderr.strip().splitlines()) == 1
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["fault_state"] == "restored" and report["target"] == "etcd2"
     assert any("aborted during" in r and "game day over" in r for r in report["reasons"]), report["reasons"]
     assert etcd.died_since(since) == ["etcd2"]
     assert all(etcd.running().values()) and (await etcd.wait_healthy()).ok
+
+
+async def test_advance_refuses_a_run_that_is_not_holding_and_kills_nothing(client, task_queue, etcd, tmp_path):
+    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
+    env = {**os.environ, "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+           "CHAOS_TASK_QUEUE": task_queue, "CHAOS_STATE_DIR": str(tmp_path)}
+    try:
+        handle = await client.start_workflow(  # not interactive, counting down from a minute: nothing is held
+            ChaosDemoWorkflow.run, ChaosInput(subject=etcd.ref, target="etcd1", countdown_s=60),
+            id=etcd.instance.project, task_queue=task_queue)
+        while (await handle.query(ChaosDemoWorkflow.progress)).stage.value != "countdown":
+            await asyncio.sleep(0.1)
+        proc = await asyncio.to_thread(starter, "advance", etcd.instance.project, env=env)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):  # cancelled in the countdown: ends without a kill
+            await handle.result()
+    finally:
+        worker.stop()
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: run {etcd.instance.project} cannot advance: "
+                                                "the run is not waiting (stage: countdown)"], proc.stderr
+    assert etcd.died_since(since) == []
 
 
 async def test_reap_now_restores_what_a_terminated_run_left(client, task_queue, etcd, tmp_path):
