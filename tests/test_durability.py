@@ -77,6 +77,12 @@ def chaos_input(etcd, **kw) -> ChaosInput:
     return ChaosInput(subject=etcd.ref, countdown_s=1, check_timeout_s=2.0, **kw)
 
 
+def cli_env(client: Client, task_queue: str, tmp_path, **extra: str) -> dict[str, str]:
+    """`starter.py` talking to this test's server and task queue, with its state in the test's directory."""
+    return {**os.environ, "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+            "CHAOS_TASK_QUEUE": task_queue, "CHAOS_STATE_DIR": str(tmp_path), **extra}
+
+
 async def current_leader(etcd) -> str:
     return (await etcd.wait_healthy()).leader
 
@@ -127,8 +133,7 @@ async def test_cancel_right_after_injection_restores_via_the_cli(client, task_qu
         assert etcd.running()["etcd3"] is False
         proc = await asyncio.to_thread(
             starter, "cancel", etcd.instance.project, timeout=120,
-            env={**os.environ, "TEMPORAL_ADDRESS": client.service_client.config.target_host,
-                 "CHAOS_TASK_QUEUE": task_queue, "CHAOS_STATE_DIR": str(tmp_path)},
+            env=cli_env(client, task_queue, tmp_path),
         )
     finally:
         worker.stop()
@@ -240,8 +245,7 @@ async def test_dev_server_restart_mid_run_still_restores(etcd, tmp_path):
 async def test_abort_via_the_cli_restores_at_once_and_prints_the_report(client, task_queue, etcd, tmp_path):
     since = datetime.now(timezone.utc) - timedelta(seconds=1)
     worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
-    env = {**os.environ, "TEMPORAL_ADDRESS": client.service_client.config.target_host,
-           "CHAOS_TASK_QUEUE": task_queue, "CHAOS_STATE_DIR": str(tmp_path)}
+    env = cli_env(client, task_queue, tmp_path)
     try:
         handle = await client.start_workflow(
             ChaosDemoWorkflow.run, chaos_input(etcd, target="etcd2", interactive=True),
@@ -276,8 +280,7 @@ async def test_abort_via_the_cli_restores_at_once_and_prints_the_report(client, 
 async def test_advance_refuses_a_run_that_is_not_holding_and_kills_nothing(client, task_queue, etcd, tmp_path):
     since = datetime.now(timezone.utc) - timedelta(seconds=1)
     worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
-    env = {**os.environ, "TEMPORAL_ADDRESS": client.service_client.config.target_host,
-           "CHAOS_TASK_QUEUE": task_queue, "CHAOS_STATE_DIR": str(tmp_path)}
+    env = cli_env(client, task_queue, tmp_path)
     try:
         handle = await client.start_workflow(  # not interactive, counting down from a minute: nothing is held
             ChaosDemoWorkflow.run, ChaosInput(subject=etcd.ref, target="etcd1", countdown_s=60),
@@ -298,8 +301,7 @@ async def test_advance_refuses_a_run_that_is_not_holding_and_kills_nothing(clien
 
 async def test_reap_now_restores_what_a_terminated_run_left(client, task_queue, etcd, tmp_path):
     since = datetime.now(timezone.utc) - timedelta(seconds=1)
-    env = {**os.environ, "TEMPORAL_ADDRESS": client.service_client.config.target_host,
-           "CHAOS_TASK_QUEUE": task_queue, "CHAOS_STATE_DIR": str(tmp_path), "CHAOS_REAPER_EVERY_S": "3600"}
+    env = cli_env(client, task_queue, tmp_path, CHAOS_REAPER_EVERY_S="3600")
     worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path,
                            reaper_every_s=3600).wait_ready()
     try:
