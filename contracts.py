@@ -319,9 +319,12 @@ class Progress(BaseModel):
     time_to_detect_s: float | None = None
     time_to_restore_s: float | None = None
     restore_started_at: datetime | None = None
-    last_window: LoadWindow | None = None
     windows: int = 0
     recent_windows: list[LoadWindow] = Field(default=[], description=f"the latest {RECENT_WINDOWS}, oldest first")
+
+    @property
+    def last_window(self) -> LoadWindow | None:
+        return self.recent_windows[-1] if self.recent_windows else None
     diagnosis: Diagnosis | None = None
     message: str = ""
     waiting_for: Stage | None = Field(default=None, description="interactive: the stage held until `advance`")

@@ -136,7 +136,6 @@ class ChaosDemoWorkflow:
                 continue
             self._load_rounds += 1
             self._windows.append(window)
-            self._progress.last_window = window
             self._progress.windows = len(self._windows)
             self._progress.recent_windows = self._windows[-RECENT_WINDOWS:]
             self._details()
