@@ -8,6 +8,7 @@ never an error: the activity always returns a diagnosis, within its deadline, so
 from __future__ import annotations
 
 import asyncio
+import logging
 import statistics
 from datetime import datetime, timedelta, timezone
 
@@ -190,7 +191,9 @@ async def diagnose(req: DiagnoseRequest) -> Diagnosis:
     try:
         answer = await ask_claude(ev, req.deadline_s)
     except ClaudeUnavailable as why:
-        activity.logger.warning("diagnosing with rules: %s", why)
+        # No key is a setup choice the report and live view already state; only a failing Claude is a warning.
+        level = logging.INFO if why.reason == "no_api_key" else logging.WARNING
+        activity.logger.log(level, "diagnosing with rules: %s", why)
         return rules_diagnosis(ev).model_copy(update={"fallback_reason": why.reason, "fallback_detail": why.detail})
     except Exception as err:  # an SDK surprise must cost us Claude's opinion, never the diagnosis
         activity.logger.exception("Claude call failed unexpectedly")

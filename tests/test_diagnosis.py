@@ -201,6 +201,8 @@ async def test_starter_shows_the_graded_diagnosis(client, etcd, tmp_path, keyed,
     title = "diagnosis by Claude" if keyed else "diagnosis by the rules engine"
     assert title in rich.stdout and "✓ names the node that was hit" in rich.stdout, rich.stdout
     assert ("fake-claude" if keyed else "fallback: no_api_key") in rich.stdout
+    # Running without a key is a choice the view states; the terminal gets no warning dump about it.
+    assert "diagnosing with rules" not in rich.stderr, rich.stderr
     assert as_json.returncode == 0, as_json.stderr
     d = json.loads(as_json.stdout)["diagnosis"]
     assert d["source"] == ("claude" if keyed else "rules") and d["correct"] is True
