@@ -11,13 +11,11 @@ import json
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.live import Live
-from temporalio.client import WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from cli import control, runs, schedules
+from cli.follow import follow_to_end
 from cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAIL,
@@ -26,14 +24,10 @@ from cli.common import (
     chaos_input,
     connect_client,
     err_console,
-    exit_code_for_failure,
     fail,
     has_live_worker,
     run_url,
-    worker_if_needed,
 )
-from cli.follow import follow
-from cli.render import progress_view, report_view
 from contracts import WORKFLOW_TASK_TIMEOUT, ChaosInput, Progress
 from runtime.connect import exit_process, task_queue
 from subjects import resolve
@@ -54,7 +48,6 @@ def _root() -> None:
 
 
 async def _chaos(inp: ChaosInput, as_json: bool, detach: bool) -> int:
-    out = err_console if as_json else Console()
     client = await connect_client()
     instance = resolve(inp.subject)
     maybe_worker = await has_live_worker(client, task_queue())
@@ -77,27 +70,14 @@ async def _chaos(inp: ChaosInput, as_json: bool, detach: bool) -> int:
     err_console.print(f"run {handle.id} started: {url}", highlight=False, soft_wrap=True)
     if detach:
         if not maybe_worker:
-            err_console.print("[yellow]no worker is polling; start one with `python worker.py` to run it[/]")
+            err_console.print(f"[yellow]no worker is polling: start one with `python worker.py`, or "
+                              f"`python starter.py watch {handle.id}` runs one while it watches[/]")
         if as_json:
             print(json.dumps({"workflow_id": handle.id, "run_id": handle.result_run_id, "url": url}))
         return EXIT_PASS
 
-    try:
-        async with worker_if_needed(client, handle, maybe_worker):
-            with Live(progress_view(Progress(subject=inp.subject.name), url), console=out, transient=as_json,
-                      refresh_per_second=8) as live:
-                report = await follow(handle, live, url, interactive=inp.interactive)
-    except WorkflowFailureError as err:
-        code, message = exit_code_for_failure(err)
-        fail(code, message)
-    except asyncio.CancelledError:
-        fail(EXIT_INTERRUPTED, f"stopped watching; run {handle.id} goes on (see {url})")
-    if as_json:
-        print(report.model_dump_json(indent=2))
-    else:
-        out.print()
-        out.print(report_view(report, url))
-    return EXIT_PASS if report.verdict == "pass" else EXIT_FAIL
+    return await follow_to_end(client, handle, url, Progress(subject=inp.subject.name), maybe_worker=maybe_worker,
+                               as_json=as_json, interactive=inp.interactive)
 
 
 @app.command()
@@ -110,7 +90,8 @@ def chaos(
     project: Optional[str] = typer.Option(None, help="Compose project of the subject copy (default chaos-<subject>)."),
     port_base: Optional[int] = typer.Option(None, help="First host port of the subject copy (e.g. 23790)."),
     as_json: bool = typer.Option(False, "--json", help="Print only the report as JSON on stdout."),
-    detach: bool = typer.Option(False, "--detach", help="Start the run and return; follow it in the web UI."),
+    detach: bool = typer.Option(False, "--detach",
+                                help="Start the run and return; follow it with `watch ID` or in the web UI."),
     interactive: bool = typer.Option(False, "--interactive",
                                      help="Pause before each stage until you press Enter (an `advance` update)."),
     max_fault_seconds: float = typer.Option(120.0, help="Restore starts at the latest this long after the kill."),
@@ -133,6 +114,7 @@ app.command()(control.reap)
 # Operations: finding runs, reading their reports, nightly schedules (each in its own module).
 app.command("list")(runs.list_runs)
 app.command()(runs.status)
+app.command()(runs.watch)
 app.command()(runs.report)
 app.add_typer(schedules.app, name="schedule")
 

@@ -8,11 +8,13 @@ import signal
 import sys
 import threading
 
+from rich.console import Console
 from rich.live import Live
-from temporalio.client import WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
-from cli.common import err_console
-from cli.render import progress_view
+from cli.common import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_PASS, err_console, exit_code_for_failure, fail, \
+    worker_if_needed
+from cli.render import progress_view, report_view
 from contracts import ChaosReport, Progress
 from workflows.chaos import ChaosDemoWorkflow
 
@@ -29,11 +31,38 @@ def _stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[str]:
     return queue
 
 
-async def follow(handle: WorkflowHandle, live: Live, url: str, interactive: bool = False) -> ChaosReport:
+async def follow_to_end(client: Client, handle: WorkflowHandle, url: str, first: Progress, *, maybe_worker: bool,
+                        as_json: bool, interactive: bool = False, ctrl_c_cancels: bool = True) -> int:
+    """Show the run live until it closes (running a worker here if none picks it up), then its report.
+
+    Returns the exit code: the verdict's, or the failure's. With `as_json` the live view goes to stderr and
+    vanishes; stdout gets only the report.
+    """
+    out = err_console if as_json else Console()
+    try:
+        async with worker_if_needed(client, handle, maybe_worker):
+            with Live(progress_view(first, url), console=out, transient=as_json, refresh_per_second=8) as live:
+                report = await follow(handle, live, url, interactive=interactive, ctrl_c_cancels=ctrl_c_cancels)
+    except WorkflowFailureError as err:
+        code, message = exit_code_for_failure(err)
+        fail(code, message)
+    except asyncio.CancelledError:
+        fail(EXIT_INTERRUPTED, f"stopped watching; run {handle.id} goes on (see {url})")
+    if as_json:
+        print(report.model_dump_json(indent=2))
+    else:
+        out.print()
+        out.print(report_view(report, url))
+    return EXIT_PASS if report.verdict == "pass" else EXIT_FAIL
+
+
+async def follow(handle: WorkflowHandle, live: Live, url: str, interactive: bool = False,
+                 ctrl_c_cancels: bool = True) -> ChaosReport:
     """Redraw until the run closes.
 
     Ctrl-C cancels the run (its restore still runs) — in interactive mode it first asks: cancel or detach.
-    A second Ctrl-C stops watching; the run goes on. Raises asyncio.CancelledError when we stop watching.
+    A second Ctrl-C stops watching; the run goes on. Without `ctrl_c_cancels` (a watcher that only looks on),
+    the first Ctrl-C stops watching. Raises asyncio.CancelledError when we stop watching.
     """
     loop = asyncio.get_running_loop()
     result = asyncio.ensure_future(handle.result())
@@ -70,7 +99,7 @@ async def follow(handle: WorkflowHandle, live: Live, url: str, interactive: bool
         asyncio.ensure_future(handle.cancel())
 
     def on_interrupt() -> None:
-        if state["interrupted"]:
+        if state["interrupted"] or not ctrl_c_cancels:
             result.cancel()
             return
         state["interrupted"] = True

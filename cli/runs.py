@@ -1,4 +1,4 @@
-"""Finding runs and reading them: `starter.py list`, `status ID`, `report ID`.
+"""Finding runs and reading them: `starter.py list`, `status ID`, `watch ID`, `report ID`.
 
 Everything comes from Temporal itself: the list from visibility (the Chaos* search attributes), a closed run's
 report from its workflow result, a running run's state from its `progress` query.
@@ -22,14 +22,18 @@ from cli.common import (
     EXIT_FAIL,
     EXIT_PASS,
     connect_client,
+    err_console,
     exit_code_for_failure,
     fail,
+    has_live_worker,
     lookup_run,
     run_url,
 )
+from cli.follow import follow_to_end
 from cli.render import progress_view, report_view
 from cli.reports import FORMATS, render
 from contracts import WORKFLOW_NAME, Attr, ChaosReport, Progress
+from runtime.connect import task_queue
 from subjects import UnknownSubject, get_subject
 from workflows.chaos import ChaosDemoWorkflow
 
@@ -139,6 +143,34 @@ def status(
     Exit codes: 0 running or passed, 1 failed, 2 unknown run.
     """
     raise typer.Exit(asyncio.run(_status(workflow_id, run_id)))
+
+
+async def _watch(workflow_id: str, as_json: bool) -> int:
+    client = await connect_client()
+    handle, status = await lookup_run(client, workflow_id, None)
+    if status != WorkflowExecutionStatus.RUNNING:
+        fail(EXIT_BAD_INPUT, f"run {workflow_id} is not running ({status.name if status else '?'}); "
+                             f"`status {workflow_id}` shows how it ended")
+    url = run_url(client, handle.id, handle.run_id or "")
+    subject = (await handle.describe()).typed_search_attributes.get(Attr.SUBJECT) or ""
+    err_console.print(f"watching run {handle.id} (Ctrl-C stops watching, the run goes on): {url}", highlight=False,
+                      soft_wrap=True)
+    # Only looking on: Ctrl-C stops watching and leaves the run alone (`cancel ID` is how to stop it).
+    return await follow_to_end(client, handle, url, Progress(subject=subject),
+                               maybe_worker=await has_live_worker(client, task_queue()), as_json=as_json,
+                               ctrl_c_cancels=False)
+
+
+def watch(
+    workflow_id: str = typer.Argument(..., help="Workflow id of a running run (e.g. chaos-etcd)."),
+    as_json: bool = typer.Option(False, "--json", help="Print only the final report as JSON on stdout."),
+) -> None:
+    """Follow a running run live (e.g. one started with --detach or by a schedule) until its report.
+
+    Runs a worker in this process if none picks the run up. Ctrl-C stops watching; the run goes on.
+    Exit codes: 0 pass, 1 fail, 2 not running or unknown, 130 stopped watching.
+    """
+    raise typer.Exit(asyncio.run(_watch(workflow_id, as_json)))
 
 
 async def _report(workflow_id: str, run_id: str | None, fmt: str, output: Path | None) -> int:

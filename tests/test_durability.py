@@ -7,9 +7,12 @@ SIGKILLed at chosen points. What happened to the containers is read from Docker'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import json
 import subprocess
+import sys
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -297,6 +300,48 @@ async def test_advance_refuses_a_run_that_is_not_holding_and_kills_nothing(clien
     assert proc.stderr.strip().splitlines() == [f"error: run {etcd.instance.project} cannot advance: "
                                                 "the run is not waiting (stage: countdown)"], proc.stderr
     assert etcd.died_since(since) == []
+
+
+async def test_watch_attaches_to_a_running_run_and_ctrl_c_only_stops_watching(client, task_queue, etcd, tmp_path):
+    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    env = cli_env(client, task_queue, tmp_path)
+    worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
+
+    async def watcher(*args: str) -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(sys.executable, str(ROOT / "starter.py"), "watch",
+                                                    etcd.instance.project, *args, cwd=ROOT, env=env,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        line = await asyncio.wait_for(proc.stderr.readline(), 60)
+        assert line.startswith(b"watching run"), line
+        return proc
+
+    try:
+        handle = await client.start_workflow(
+            ChaosDemoWorkflow.run, chaos_input(etcd, target="etcd1", interactive=True),
+            id=etcd.instance.project, task_queue=task_queue)
+        await walk_to_gate(handle, "countdown")
+        # A watcher that only looks on: Ctrl-C ends the watching, not the run.
+        first = await watcher()
+        await asyncio.sleep(2)
+        first.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(first.communicate(), 30)
+        assert first.returncode == 130 and b"stopped watching" in err, err
+        progress = await handle.query(ChaosDemoWorkflow.progress)
+        assert (await handle.describe()).status.name == "RUNNING" and progress.waiting_for.value == "countdown"
+        # A second one follows it to the end and prints the report.
+        second = await watcher("--json")
+        while (await handle.describe()).status.name == "RUNNING":
+            with contextlib.suppress(Exception):  # the run may move past the gate between query and update
+                if (await handle.query(ChaosDemoWorkflow.progress)).waiting_for is not None:
+                    await handle.execute_update(ChaosDemoWorkflow.advance)
+            await asyncio.sleep(0.1)
+        out, err = await asyncio.wait_for(second.communicate(), 60)
+    finally:
+        worker.stop()
+    assert second.returncode == 0, err
+    report = json.loads(out)
+    assert (report["workflow_id"], report["target"], report["verdict"]) == (etcd.instance.project, "etcd1", "pass")
+    assert etcd.died_since(since) == ["etcd1"]
 
 
 async def test_reap_now_restores_what_a_terminated_run_left(client, task_queue, etcd, tmp_path):

@@ -311,6 +311,8 @@ async def test_markdown_report(failed_run, cli_env):
     (["report", "no-such-run"], "no run no-such-run"),
     (["report", "x", "--format", "pdf"], "--format must be one of json, md, html, junit"),
     (["status", "no-such-run"], "no run no-such-run"),
+    (["watch", "no-such-run"], "no run no-such-run"),
+    (["advance", "no-such-run"], "no run no-such-run"),
     (["list", "--verdict", "meh"], "--verdict must be pass or fail"),
     (["list", "--subject", "nope"], "unknown subject 'nope'"),
 ])
@@ -318,6 +320,13 @@ async def test_bad_input_exits_2_with_one_line(cli_env, args, message):
     proc = await asyncio.to_thread(starter, *args, env=cli_env)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+async def test_watch_of_a_closed_run_points_to_status(failed_run, cli_env):
+    proc = await asyncio.to_thread(starter, "watch", failed_run, env=cli_env)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (f"error: run {failed_run} is not running (COMPLETED); "
+                                   f"`status {failed_run}` shows how it ended")
 
 
 async def test_worker_on_a_server_that_refuses_our_search_attributes_says_so(tmp_path):
