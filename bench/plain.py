@@ -47,6 +47,7 @@ async def run_plain(inp: ChaosInput) -> dict[str, float]:
     mark("preflight")
     stop_load = False
     windows = []
+    first_window_over = asyncio.Event()
 
     async def load_loop() -> None:
         while not stop_load:
@@ -55,12 +56,15 @@ async def run_plain(inp: ChaosInput) -> dict[str, float]:
                     subject=inp.subject, window_s=inp.load_window_s, concurrency=inp.load_concurrency,
                     check_timeout_s=inp.check_timeout_s)))
             except Exception:  # same as the workflow: a lost window is a gap, retry after a second
+                first_window_over.set()
                 await asyncio.sleep(1)
+            first_window_over.set()
 
     load = asyncio.create_task(load_loop())
     fault = FaultRequest(subject=inp.subject, fault=inp.fault, target=inp.target)
     injected = None
     try:
+        await first_window_over.wait()  # as the workflow: no kill before a baseline window has ended
         injected = await run(inject_fault, fault)
         mark("inject_fault")
         detection = await run(detect_violation, DetectRequest(
