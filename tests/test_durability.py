@@ -311,8 +311,10 @@ async def test_watch_attaches_to_a_running_run_and_ctrl_c_only_stops_watching(cl
         proc = await asyncio.create_subprocess_exec(sys.executable, str(ROOT / "starter.py"), "watch",
                                                     etcd.instance.project, *args, cwd=ROOT, env=env,
                                                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        line = await asyncio.wait_for(proc.stderr.readline(), 60)
-        assert line.startswith(b"watching run"), line
+        seen = []
+        while not (seen and seen[-1].startswith(b"watching run")):  # attached: the live view comes next
+            seen.append(await asyncio.wait_for(proc.stderr.readline(), 60))
+            assert seen[-1], seen  # EOF: the watcher ended before attaching
         return proc
 
     try:
