@@ -120,6 +120,10 @@ async def follow(handle: WorkflowHandle, live: Live, url: str, interactive: bool
             if lines is not None:
                 await _answer(lines, progress)
             await asyncio.wait([result], timeout=0.25)
+        if not result.cancelled() and result.exception() is None:
+            with contextlib.suppress(Exception):  # the last frame shows the run done, not its last poll
+                live.update(progress_view(await asyncio.wait_for(
+                    handle.query(ChaosDemoWorkflow.progress, result_type=Progress), 2), url))
         return result.result()
     finally:
         loop.remove_signal_handler(signal.SIGINT)
