@@ -33,15 +33,19 @@ async def find_orphaned_faults(req: ReapRequest) -> list[OrphanedFault]:
         target = run.typed_search_attributes.get(Attr.TARGET)
         if not target:
             continue
-        # The workflow id is the subject's lock: if a newer run holds it, that run owns the node now.
-        latest = await client.get_workflow_handle(run.id).describe()
-        busy = latest.run_id != run.run_id and latest.status == WorkflowExecutionStatus.RUNNING
         found.append(OrphanedFault(
             workflow_id=run.id, run_id=run.run_id, status=run.status.name if run.status else "UNKNOWN",
-            fault=FaultRequest(subject=inp.subject, fault=inp.fault, target=target), busy=busy,
+            fault=FaultRequest(subject=inp.subject, fault=inp.fault, target=target),
+            busy=await _newer_run_holds_the_subject(run.id, run.run_id),
         ))
         activity.heartbeat(len(found))
     return found
+
+
+async def _newer_run_holds_the_subject(workflow_id: str, run_id: str) -> bool:
+    """The workflow id is the subject's lock: if a newer run holds it, that run owns the node now."""
+    latest = await activity.client().get_workflow_handle(workflow_id).describe()
+    return latest.run_id != run_id and latest.status == WorkflowExecutionStatus.RUNNING
 
 
 @activity.defn
@@ -50,6 +54,10 @@ async def reap_fault(orphan: OrphanedFault) -> ReapAction:
         return ReapAction(workflow_id=orphan.workflow_id, run_id=orphan.run_id, target=orphan.fault.target,
                           action=what)
 
+    # Asked again right before touching Docker: a run may have taken the subject since the search, and its
+    # fault is its own to undo.
+    if await _newer_run_holds_the_subject(orphan.workflow_id, orphan.run_id):
+        return action("skipped: subject busy")
     result = await off_loop(restore_now, orphan.fault)
     if result.container_gone:  # the subject copy was torn down since: nothing left to restore
         return action("subject gone")

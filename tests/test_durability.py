@@ -21,8 +21,10 @@ import pytest
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import ActivityEnvironment
 
-from contracts import WORKFLOW_TASK_TIMEOUT, Attr, ChaosInput, FaultState, ReapReport
+from activities.reaper import reap_fault
+from contracts import WORKFLOW_TASK_TIMEOUT, Attr, ChaosInput, FaultRequest, FaultState, OrphanedFault, ReapReport
 from runtime.devserver import dev_server_command
 from runtime.copies import free_port_base
 from tests.conftest import ROOT, starter, walk_to_gate
@@ -370,4 +372,36 @@ async def test_reap_now_restores_what_a_terminated_run_left(client, task_queue, 
     assert proc.returncode == 0, proc.stderr
     assert "etcd3" in proc.stderr and "restored" in proc.stderr, proc.stderr
     assert etcd.died_since(since) == ["etcd3"]
+    assert all(etcd.running().values()) and (await etcd.wait_healthy()).ok
+
+
+async def test_reaper_leaves_alone_a_node_that_a_newer_run_took_after_the_search(client, task_queue, etcd, tmp_path):
+    """The race between the reaper's search and its restore: a run that starts in between owns the node."""
+    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path,
+                           reaper_every_s=3600).wait_ready()
+    try:
+        old = await client.start_workflow(
+            ChaosDemoWorkflow.run, chaos_input(etcd, target="etcd3", interactive=True),
+            id=etcd.instance.project, task_queue=task_queue)
+        await walk_to_gate(old, "detect")
+        await old.terminate("simulating an operator's terminate")
+        # What the reaper's search found a moment ago: the terminated run's fault, subject free.
+        orphan = OrphanedFault(workflow_id=old.id, run_id=old.result_run_id, status="TERMINATED",
+                               fault=FaultRequest(subject=etcd.ref, fault="kill", target="etcd3"))
+        # Then a new run takes the subject (its preflight brings etcd3 back up) and kills etcd3 itself.
+        new = await client.start_workflow(
+            ChaosDemoWorkflow.run, chaos_input(etcd, target="etcd3", interactive=True),
+            id=etcd.instance.project, task_queue=task_queue)
+        await walk_to_gate(new, "detect")
+        action = await ActivityEnvironment(client=client).run(reap_fault, orphan)
+        assert action.action == "skipped: subject busy"
+        assert etcd.running()["etcd3"] is False  # still the new run's fault, untouched
+        await new.execute_update(ChaosDemoWorkflow.abort, "test over")
+        report = await new.result()
+    finally:
+        worker.stop()
+        await client.get_schedule_handle(f"chaos-fault-reaper-{task_queue}").delete()
+    assert report.fault_state == FaultState.RESTORED
+    assert etcd.died_since(since) == ["etcd3", "etcd3"]
     assert all(etcd.running().values()) and (await etcd.wait_healthy()).ok
