@@ -88,6 +88,23 @@ def cli_env(client: Client, task_queue: str, tmp_path, **extra: str) -> dict[str
             "CHAOS_TASK_QUEUE": task_queue, "CHAOS_STATE_DIR": str(tmp_path), **extra}
 
 
+async def held_at(client: Client, task_queue: str, etcd, target: str, gate: str = "detect",
+                  **kw) -> WorkflowHandle:
+    """An interactive run on `etcd` against `target`, holding before `gate` (at detect: the fault is injected)."""
+    handle = await client.start_workflow(
+        ChaosDemoWorkflow.run, chaos_input(etcd, target=target, interactive=True, **kw),
+        id=etcd.instance.project, task_queue=task_queue)
+    await walk_to_gate(handle, gate)
+    return handle
+
+
+async def terminated_after_inject(client: Client, task_queue: str, etcd, target: str) -> WorkflowHandle:
+    """A run that killed `target` and was then terminated: no workflow code ran after that, no restore."""
+    handle = await held_at(client, task_queue, etcd, target)
+    await handle.terminate("simulating an operator's terminate")
+    return handle
+
+
 async def current_leader(etcd) -> str:
     return (await etcd.wait_healthy()).leader
 
@@ -131,10 +148,7 @@ async def test_cancel_right_after_injection_restores_via_the_cli(client, task_qu
     since = datetime.now(timezone.utc) - timedelta(seconds=1)
     worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
     try:
-        inp = chaos_input(etcd, target="etcd3", detect_timeout_s=60, interactive=True)
-        handle = await client.start_workflow(ChaosDemoWorkflow.run, inp, id=etcd.instance.project,
-                                             task_queue=task_queue)
-        await walk_to_gate(handle, "detect")  # the fault is injected and the run is holding
+        handle = await held_at(client, task_queue, etcd, "etcd3", detect_timeout_s=60)  # fault injected, holding
         assert etcd.running()["etcd3"] is False
         proc = await asyncio.to_thread(
             starter, "cancel", etcd.instance.project, timeout=120,
@@ -167,12 +181,7 @@ async def test_terminate_after_injection_is_reaped_within_the_period(client, tas
     worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path,
                            reaper_every_s=every).wait_ready()
     try:
-        handle = await client.start_workflow(
-            ChaosDemoWorkflow.run, chaos_input(etcd, target="etcd1", interactive=True),
-            id=etcd.instance.project, task_queue=task_queue)
-        await walk_to_gate(handle, "detect")  # the fault is injected and the run is holding
-        # Terminate runs no workflow code at all: no finally, no restore.
-        await handle.terminate("simulating an operator's terminate")
+        handle = await terminated_after_inject(client, task_queue, etcd, "etcd1")
         terminated_at = time.monotonic()
         # The reaper's own record: a finished reaper run that restored etcd1 for the terminated run.
         deadline = terminated_at + every + 30
@@ -214,10 +223,7 @@ async def test_dev_server_restart_mid_run_still_restores(etcd, tmp_path):
     try:
         client = await connect()
         worker = WorkerProcess(f"127.0.0.1:{port}", queue, tmp_path).wait_ready()
-        handle = await client.start_workflow(ChaosDemoWorkflow.run, chaos_input(etcd, target="etcd2",
-                                                                                 interactive=True),
-                                             id=etcd.instance.project, task_queue=queue)
-        await walk_to_gate(handle, "detect")  # the fault is injected and the run is holding
+        handle = await held_at(client, queue, etcd, "etcd2")  # the fault is injected and the run is holding
         # The server dies with the fault injected and the run holding at the detect gate.
         server.kill()
         server.wait(10)
@@ -252,10 +258,7 @@ async def test_abort_via_the_cli_restores_at_once_and_prints_the_report(client, 
     worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
     env = cli_env(client, task_queue, tmp_path)
     try:
-        handle = await client.start_workflow(
-            ChaosDemoWorkflow.run, chaos_input(etcd, target="etcd2", interactive=True),
-            id=etcd.instance.project, task_queue=task_queue)
-        await walk_to_gate(handle, "inject")
+        handle = await held_at(client, task_queue, etcd, "etcd2", gate="inject")
         # Another terminal releases the kill, as Enter would in the run's own.
         released = await asyncio.to_thread(starter, "advance", etcd.instance.project, env=env)
         assert released.returncode == 0 and "released inject" in released.stderr, released.stderr
@@ -320,10 +323,7 @@ async def test_watch_attaches_to_a_running_run_and_ctrl_c_only_stops_watching(cl
         return proc
 
     try:
-        handle = await client.start_workflow(
-            ChaosDemoWorkflow.run, chaos_input(etcd, target="etcd1", interactive=True),
-            id=etcd.instance.project, task_queue=task_queue)
-        await walk_to_gate(handle, "countdown")
+        handle = await held_at(client, task_queue, etcd, "etcd1", gate="countdown")
         # A watcher that only looks on: Ctrl-C ends the watching, not the run.
         first = await watcher()
         await asyncio.sleep(2)
@@ -354,11 +354,7 @@ async def test_reap_now_restores_what_a_terminated_run_left(client, task_queue, 
     worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path,
                            reaper_every_s=3600).wait_ready()
     try:
-        handle = await client.start_workflow(
-            ChaosDemoWorkflow.run, chaos_input(etcd, target="etcd3", interactive=True),
-            id=etcd.instance.project, task_queue=task_queue)
-        await walk_to_gate(handle, "detect")
-        await handle.terminate("simulating an operator's terminate")
+        await terminated_after_inject(client, task_queue, etcd, "etcd3")
         assert etcd.running()["etcd3"] is False  # nothing restores it: the scheduled reaper is an hour away
         proc = None
         for _ in range(20):  # visibility is eventually consistent: the terminated run shows up within moments
@@ -381,19 +377,12 @@ async def test_reaper_leaves_alone_a_node_that_a_newer_run_took_after_the_search
     worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path,
                            reaper_every_s=3600).wait_ready()
     try:
-        old = await client.start_workflow(
-            ChaosDemoWorkflow.run, chaos_input(etcd, target="etcd3", interactive=True),
-            id=etcd.instance.project, task_queue=task_queue)
-        await walk_to_gate(old, "detect")
-        await old.terminate("simulating an operator's terminate")
+        old = await terminated_after_inject(client, task_queue, etcd, "etcd3")
         # What the reaper's search found a moment ago: the terminated run's fault, subject free.
         orphan = OrphanedFault(workflow_id=old.id, run_id=old.result_run_id, status="TERMINATED",
                                fault=FaultRequest(subject=etcd.ref, fault="kill", target="etcd3"))
         # Then a new run takes the subject (its preflight brings etcd3 back up) and kills etcd3 itself.
-        new = await client.start_workflow(
-            ChaosDemoWorkflow.run, chaos_input(etcd, target="etcd3", interactive=True),
-            id=etcd.instance.project, task_queue=task_queue)
-        await walk_to_gate(new, "detect")
+        new = await held_at(client, task_queue, etcd, "etcd3")
         action = await ActivityEnvironment(client=client).run(reap_fault, orphan)
         assert action.action == "skipped: subject busy"
         assert etcd.running()["etcd3"] is False  # still the new run's fault, untouched
