@@ -15,7 +15,6 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from cli import control, runs, schedules
-from cli.follow import follow_to_end
 from cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAIL,
@@ -28,6 +27,7 @@ from cli.common import (
     has_live_worker,
     run_url,
 )
+from cli.follow import follow_to_end
 from contracts import WORKFLOW_TASK_TIMEOUT, ChaosInput, Progress
 from runtime.connect import exit_process, task_queue
 from subjects import resolve

@@ -12,8 +12,15 @@ from rich.console import Console
 from rich.live import Live
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
-from cli.common import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_PASS, err_console, exit_code_for_failure, fail, \
-    worker_if_needed
+from cli.common import (
+    EXIT_FAIL,
+    EXIT_INTERRUPTED,
+    EXIT_PASS,
+    err_console,
+    exit_code_for_failure,
+    fail,
+    worker_if_needed,
+)
 from cli.render import progress_view, report_view
 from contracts import ChaosReport, Progress
 from workflows.chaos import ChaosDemoWorkflow
