@@ -321,15 +321,15 @@ class Progress(BaseModel):
     restore_started_at: datetime | None = None
     windows: int = 0
     recent_windows: list[LoadWindow] = Field(default=[], description=f"the latest {RECENT_WINDOWS}, oldest first")
-
-    @property
-    def last_window(self) -> LoadWindow | None:
-        return self.recent_windows[-1] if self.recent_windows else None
     diagnosis: Diagnosis | None = None
     message: str = ""
     waiting_for: Stage | None = Field(default=None, description="interactive: the stage held until `advance`")
     fault_deadline: datetime | None = None
     cut_short: str | None = Field(default=None, description="why the experiment was cut short (abort, deadline)")
+
+    @property
+    def last_window(self) -> LoadWindow | None:
+        return self.recent_windows[-1] if self.recent_windows else None
 
 
 class ChaosReport(BaseModel):
