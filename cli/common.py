@@ -12,7 +12,7 @@ from rich.console import Console
 from temporalio.api.enums.v1 import PendingWorkflowTaskState, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -141,8 +141,9 @@ def chaos_input(subject: str, target: str | None, detect_timeout: float, detect_
     )
 
 
-async def lookup_run(client: Client, workflow_id: str, run_id: str | None) -> tuple[WorkflowHandle, WorkflowExecutionStatus]:
-    """The run (latest of the id unless run_id is given), checked to be a chaos run."""
+async def lookup_run(client: Client, workflow_id: str,
+                     run_id: str | None) -> tuple[WorkflowHandle, WorkflowExecutionDescription]:
+    """The run (latest of the id unless run_id is given), checked to be a chaos run, and its description."""
     handle = client.get_workflow_handle(workflow_id, run_id=run_id)
     try:
         desc = await handle.describe()
@@ -154,4 +155,13 @@ async def lookup_run(client: Client, workflow_id: str, run_id: str | None) -> tu
     if desc.workflow_type != WORKFLOW_NAME:
         fail(EXIT_BAD_INPUT, f"{workflow_id} is a {desc.workflow_type}, not a chaos run")
     # Pin the run: "latest" must not move between the describe and the result.
-    return client.get_workflow_handle_for(ChaosDemoWorkflow.run, workflow_id, run_id=desc.run_id), desc.status
+    return client.get_workflow_handle_for(ChaosDemoWorkflow.run, workflow_id, run_id=desc.run_id), desc
+
+
+async def running_run(client: Client, workflow_id: str) -> tuple[WorkflowHandle, WorkflowExecutionDescription]:
+    """The latest run of the id, which must still be running: for the commands that steer or follow one."""
+    handle, desc = await lookup_run(client, workflow_id, None)
+    if desc.status != WorkflowExecutionStatus.RUNNING:
+        fail(EXIT_BAD_INPUT, f"run {workflow_id} is not running ({desc.status.name if desc.status else '?'}); "
+                             f"`status {workflow_id}` shows how it ended")
+    return handle, desc

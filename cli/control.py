@@ -7,7 +7,7 @@ import uuid
 
 import typer
 from rich.table import Table
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowUpdateFailedError
 
 from cli.common import (
     EXIT_BAD_INPUT,
@@ -17,7 +17,7 @@ from cli.common import (
     err_console,
     fail,
     has_live_worker,
-    lookup_run,
+    running_run,
     worker_if_needed,
 )
 from contracts import ReapRequest
@@ -28,16 +28,9 @@ from workflows.reaper import FaultReaperWorkflow
 RUN_ID = typer.Argument(..., help="Workflow id of the run (the subject copy's project, e.g. chaos-etcd).")
 
 
-async def _open_run(client: Client, workflow_id: str) -> WorkflowHandle:
-    handle, status = await lookup_run(client, workflow_id, None)
-    if status != WorkflowExecutionStatus.RUNNING:
-        fail(EXIT_BAD_INPUT, f"run {workflow_id} is not running ({status.name if status else '?'})")
-    return handle
-
-
 async def _advance(workflow_id: str) -> int:
     client = await connect_client()
-    handle = await _open_run(client, workflow_id)
+    handle, _ = await running_run(client, workflow_id)
     async with worker_if_needed(client, handle, await has_live_worker(client, task_queue())):
         try:
             stage = await handle.execute_update(ChaosDemoWorkflow.advance)
@@ -54,7 +47,7 @@ def advance(workflow_id: str = RUN_ID) -> None:
 
 async def _cancel(workflow_id: str) -> int:
     client = await connect_client()
-    handle = await _open_run(client, workflow_id)
+    handle, _ = await running_run(client, workflow_id)
     await handle.cancel()
     err_console.print(f"cancel requested for {workflow_id}: it restores the fault (if injected) and ends")
     async with worker_if_needed(client, handle, await has_live_worker(client, task_queue())):
@@ -74,7 +67,7 @@ def cancel(workflow_id: str = RUN_ID) -> None:
 
 async def _abort(workflow_id: str, reason: str) -> int:
     client = await connect_client()
-    handle = await _open_run(client, workflow_id)
+    handle, _ = await running_run(client, workflow_id)
     async with worker_if_needed(client, handle, await has_live_worker(client, task_queue())):
         progress = await handle.execute_update(ChaosDemoWorkflow.abort, reason)
         err_console.print(f"aborted {workflow_id}: fault state {progress.fault_state.value}")

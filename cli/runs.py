@@ -28,6 +28,7 @@ from cli.common import (
     has_live_worker,
     lookup_run,
     run_url,
+    running_run,
 )
 from cli.follow import follow_to_end
 from cli.render import progress_view, report_view
@@ -123,10 +124,10 @@ async def _progress(handle: WorkflowHandle) -> Progress:
 
 async def _status(workflow_id: str, run_id: str | None) -> int:
     client = await connect_client()
-    handle, status = await lookup_run(client, workflow_id, run_id)
+    handle, desc = await lookup_run(client, workflow_id, run_id)
     url = run_url(client, handle.id, handle.run_id or "")
     console = Console()
-    if status == WorkflowExecutionStatus.RUNNING:
+    if desc.status == WorkflowExecutionStatus.RUNNING:
         console.print(progress_view(await _progress(handle), url))
         return EXIT_PASS
     report = await _final_report(handle)
@@ -147,12 +148,9 @@ def status(
 
 async def _watch(workflow_id: str, as_json: bool) -> int:
     client = await connect_client()
-    handle, status = await lookup_run(client, workflow_id, None)
-    if status != WorkflowExecutionStatus.RUNNING:
-        fail(EXIT_BAD_INPUT, f"run {workflow_id} is not running ({status.name if status else '?'}); "
-                             f"`status {workflow_id}` shows how it ended")
+    handle, desc = await running_run(client, workflow_id)
     url = run_url(client, handle.id, handle.run_id or "")
-    subject = (await handle.describe()).typed_search_attributes.get(Attr.SUBJECT) or ""
+    subject = desc.typed_search_attributes.get(Attr.SUBJECT) or ""
     err_console.print(f"watching run {handle.id} (Ctrl-C stops watching, the run goes on): {url}", highlight=False,
                       soft_wrap=True)
     # Only looking on: Ctrl-C stops watching and leaves the run alone (`cancel ID` is how to stop it).
@@ -175,8 +173,8 @@ def watch(
 
 async def _report(workflow_id: str, run_id: str | None, fmt: str, output: Path | None) -> int:
     client = await connect_client()
-    handle, status = await lookup_run(client, workflow_id, run_id)
-    if status == WorkflowExecutionStatus.RUNNING:
+    handle, desc = await lookup_run(client, workflow_id, run_id)
+    if desc.status == WorkflowExecutionStatus.RUNNING:
         # No report yet: JSON gets the live progress; a document or a CI gate needs the finished run.
         if fmt != "json":
             fail(EXIT_BAD_INPUT, f"run {handle.id} is still running; a {fmt} report needs a finished run "
