@@ -7,6 +7,7 @@ task queue, the dev server by the handle `WorkflowEnvironment` returned.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -27,6 +28,7 @@ from runtime.devserver import temporal_binary
 from runtime.worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts"  # kept by CI: screenshots, reports, durability figures
 
 
 def run_command(cmd: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
@@ -37,6 +39,16 @@ def run_command(cmd: list[str], env: dict[str, str], timeout: float = 180) -> su
 def starter(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
     """`python starter.py ARGS` in a subprocess."""
     return run_command([sys.executable, str(ROOT / "starter.py"), *args], env, timeout)
+
+
+def command_env(address: str, state_dir: Path, **extra: str) -> dict[str, str]:
+    """What `starter.py` and `worker.py` run with in a test: the test's server, and a state dir of its own."""
+    return {**os.environ, "TEMPORAL_ADDRESS": address, "CHAOS_STATE_DIR": str(state_dir), **extra}
+
+
+def subject_args(etcd) -> list[str]:
+    """`--project/--port-base` naming a test's etcd copy on the command line."""
+    return ["--project", etcd.instance.project, "--port-base", str(etcd.instance.port_base)]
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -120,6 +132,15 @@ async def walk_to_gate(handle, stage: str = "detect") -> None:
                 return
             await handle.execute_update("advance")
         await asyncio.sleep(0.05)
+
+
+async def walk_to_end(handle) -> None:
+    """Press `advance` at every stage an interactive run holds, until it closes."""
+    while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+        with contextlib.suppress(Exception):  # the run may move past the gate between the query and the update
+            if (await handle.query("progress", result_type=Progress)).waiting_for is not None:
+                await handle.execute_update("advance")
+        await asyncio.sleep(0.1)
 
 
 def pytest_configure(config):

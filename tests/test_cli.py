@@ -4,28 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.conftest import ROOT, starter
+from tests.conftest import ROOT, command_env, starter, subject_args
 
 PORT_RANGE = (24500, 24990)
 
 
 @pytest.fixture
 def cli_env(client, tmp_path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["TEMPORAL_ADDRESS"] = client.service_client.config.target_host
-    env["CHAOS_STATE_DIR"] = str(tmp_path)
-    return env
-
-
-def subject_args(etcd) -> list[str]:
-    return ["--project", etcd.instance.project, "--port-base", str(etcd.instance.port_base)]
+    return command_env(client.service_client.config.target_host, tmp_path)
 
 
 async def test_chaos_json_exits_0_with_a_report_of_the_killed_and_restored_target(cli_env, etcd):

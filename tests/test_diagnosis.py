@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -17,7 +16,7 @@ import pytest
 
 from contracts import Attr, ChaosInput, FaultState
 from tests import fake_anthropic as fa
-from tests.conftest import running_worker, starter
+from tests.conftest import command_env, running_worker, starter, subject_args
 from workflows.chaos import ChaosDemoWorkflow
 
 PORT_RANGE = (25000, 25990)
@@ -188,10 +187,9 @@ async def test_log_injection_and_secrets_never_steer_the_run_nor_reach_claude(cl
 
 @pytest.mark.parametrize("keyed", [True, False], ids=["claude", "no-key"])
 async def test_starter_shows_the_graded_diagnosis(client, etcd, tmp_path, keyed, api_key):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
-    env.update(TEMPORAL_ADDRESS=client.service_client.config.target_host, CHAOS_STATE_DIR=str(tmp_path))
-    args = ["chaos", "--countdown", "0", "--target", TARGET,
-            "--project", etcd.instance.project, "--port-base", str(etcd.instance.port_base)]
+    env = {k: v for k, v in command_env(client.service_client.config.target_host, tmp_path).items()
+           if not k.startswith("ANTHROPIC_")}
+    args = ["chaos", "--countdown", "0", "--target", TARGET, *subject_args(etcd)]
     with fa.FakeAnthropic(CORRECT) as fake:
         if keyed:
             env.update(ANTHROPIC_BASE_URL=fake.url, ANTHROPIC_API_KEY=api_key)

@@ -7,8 +7,6 @@ SIGKILLed at chosen points. What happened to the containers is read from Docker'
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import signal
 import json
 import subprocess
@@ -27,13 +25,13 @@ from activities.reaper import reap_fault
 from contracts import WORKFLOW_TASK_TIMEOUT, Attr, ChaosInput, FaultRequest, FaultState, OrphanedFault, ReapReport
 from runtime.devserver import dev_server_command
 from runtime.copies import free_port_base
-from tests.conftest import ROOT, starter, walk_to_gate
+from runtime.worker import reaper_schedule_id
+from tests.conftest import ARTIFACTS, ROOT, command_env, starter, walk_to_end, walk_to_gate
 from tests.workers import WorkerProcess
 from workflows.chaos import ChaosDemoWorkflow
 from workflows.reaper import REAPER_WORKFLOW
 
 PORT_RANGE = (24000, 24990)
-ARTIFACTS = ROOT / "artifacts"
 STARTED = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
 
 
@@ -84,8 +82,7 @@ def chaos_input(etcd, **kw) -> ChaosInput:
 
 def cli_env(client: Client, task_queue: str, tmp_path, **extra: str) -> dict[str, str]:
     """`starter.py` talking to this test's server and task queue, with its state in the test's directory."""
-    return {**os.environ, "TEMPORAL_ADDRESS": client.service_client.config.target_host,
-            "CHAOS_TASK_QUEUE": task_queue, "CHAOS_STATE_DIR": str(tmp_path), **extra}
+    return command_env(client.service_client.config.target_host, tmp_path, CHAOS_TASK_QUEUE=task_queue, **extra)
 
 
 async def held_at(client: Client, task_queue: str, etcd, target: str, gate: str = "detect",
@@ -193,7 +190,7 @@ async def test_terminate_after_injection_is_reaped_within_the_period(client, tas
         assert etcd.running()["etcd1"] and (await etcd.wait_healthy()).ok
     finally:
         worker.stop()
-        schedule = client.get_schedule_handle(f"chaos-fault-reaper-{task_queue}")
+        schedule = client.get_schedule_handle(reaper_schedule_id(task_queue))
         await schedule.delete()
     assert etcd.died_since(since) == ["etcd1"]
     record({"scenario": "terminate after inject", "restored": True, "containers_killed": 1,
@@ -232,14 +229,7 @@ async def test_dev_server_restart_mid_run_still_restores(etcd, tmp_path):
         client = await connect()
         handle = client.get_workflow_handle_for(ChaosDemoWorkflow.run, etcd.instance.project,
                                                 run_id=handle.result_run_id)
-        await handle.execute_update(ChaosDemoWorkflow.advance)
-        while True:
-            progress = await handle.query(ChaosDemoWorkflow.progress)
-            if progress.waiting_for is not None:
-                await handle.execute_update(ChaosDemoWorkflow.advance)
-            if progress.stage.value == "done":
-                break
-            await asyncio.sleep(0.1)
+        await walk_to_end(handle)
         report = await asyncio.wait_for(handle.result(), 120)
     finally:
         if worker:
@@ -334,11 +324,7 @@ async def test_watch_attaches_to_a_running_run_and_ctrl_c_only_stops_watching(cl
         assert (await handle.describe()).status.name == "RUNNING" and progress.waiting_for.value == "countdown"
         # A second one follows it to the end and prints the report.
         second = await watcher("--json")
-        while (await handle.describe()).status.name == "RUNNING":
-            with contextlib.suppress(Exception):  # the run may move past the gate between query and update
-                if (await handle.query(ChaosDemoWorkflow.progress)).waiting_for is not None:
-                    await handle.execute_update(ChaosDemoWorkflow.advance)
-            await asyncio.sleep(0.1)
+        await walk_to_end(handle)
         out, err = await asyncio.wait_for(second.communicate(), 60)
     finally:
         worker.stop()
@@ -364,7 +350,7 @@ async def test_reap_now_restores_what_a_terminated_run_left(client, task_queue, 
             await asyncio.sleep(0.5)
     finally:
         worker.stop()
-        await client.get_schedule_handle(f"chaos-fault-reaper-{task_queue}").delete()
+        await client.get_schedule_handle(reaper_schedule_id(task_queue)).delete()
     assert proc.returncode == 0, proc.stderr
     assert "etcd3" in proc.stderr and "restored" in proc.stderr, proc.stderr
     assert etcd.died_since(since) == ["etcd3"]
@@ -390,7 +376,7 @@ async def test_reaper_leaves_alone_a_node_that_a_newer_run_took_after_the_search
         report = await new.result()
     finally:
         worker.stop()
-        await client.get_schedule_handle(f"chaos-fault-reaper-{task_queue}").delete()
+        await client.get_schedule_handle(reaper_schedule_id(task_queue)).delete()
     assert report.fault_state == FaultState.RESTORED
     assert etcd.died_since(since) == ["etcd3", "etcd3"]
     assert all(etcd.running().values()) and (await etcd.wait_healthy()).ok

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import sys
 import uuid
 import xml.etree.ElementTree as ET
@@ -23,16 +22,14 @@ from playwright.async_api import async_playwright
 from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Worker
 
 from cli.render import load_strip
 from contracts import Attr, Progress
 from runtime.devserver import temporal_binary
-from tests.conftest import ROOT, run_command, running_worker, starter
-from tests.test_workflow_logic import FakeCluster, fast_input
+from tests.conftest import ARTIFACTS, command_env, run_command, running_worker, starter, subject_args
+from tests.test_workflow_logic import FakeCluster, fast_input, run_chaos
 from workflows.chaos import ChaosDemoWorkflow
 
-ARTIFACTS = ROOT / "artifacts"
 PORT_RANGE = (26000, 26490)
 CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking flags Chromium keeps trying to call home.
@@ -47,8 +44,8 @@ def address(temporal_ui_env) -> str:
 
 @pytest.fixture(scope="module")
 def cli_env(temporal_ui_env, address, tmp_path_factory) -> dict[str, str]:
-    return dict(os.environ, TEMPORAL_ADDRESS=address, TEMPORAL_UI_PORT=str(temporal_ui_env.ui_port),
-                CHAOS_STATE_DIR=str(tmp_path_factory.mktemp("state")), CHAOS_TASK_QUEUE=f"t-{uuid.uuid4().hex[:8]}",
+    return command_env(address, tmp_path_factory.mktemp("state"), TEMPORAL_UI_PORT=str(temporal_ui_env.ui_port),
+                       CHAOS_TASK_QUEUE=f"t-{uuid.uuid4().hex[:8]}",
                 COLUMNS="200")
 
 
@@ -57,8 +54,7 @@ async def finished_run(cli_env, etcd) -> dict:
     """One real run that kills etcd1, through the CLI (which runs its own worker), and its JSON report."""
     since = datetime.now(timezone.utc) - timedelta(seconds=1)
     proc = await asyncio.to_thread(starter, "chaos", "--json", "--countdown", "1", "--target", "etcd1",
-                                   "--project", etcd.instance.project, "--port-base", str(etcd.instance.port_base),
-                                   env=cli_env)
+                                   *subject_args(etcd), env=cli_env)
     assert proc.returncode == 0, proc.stderr
     assert etcd.died_since(since) == ["etcd1"]
     return json.loads(proc.stdout)
@@ -69,10 +65,7 @@ async def failed_run(temporal_ui_env) -> str:
     """A run whose detection stage breaks (test activities): verdict fail. Returns its workflow id."""
     cluster = FakeCluster()
     cluster.detect_error = True
-    client, queue = temporal_ui_env.client, f"unit-{uuid.uuid4().hex[:8]}"
-    async with Worker(client, task_queue=queue, workflows=[ChaosDemoWorkflow], activities=cluster.activities()):
-        report = await client.execute_workflow(ChaosDemoWorkflow.run, fast_input(target="n2"),
-                                               id=f"t-fail-{uuid.uuid4().hex[:8]}", task_queue=queue)
+    report, _ = await run_chaos(temporal_ui_env.client, cluster, fast_input(target="n2"))
     assert report.verdict == "fail"
     return report.workflow_id
 
@@ -336,9 +329,8 @@ async def test_worker_on_a_server_that_refuses_our_search_attributes_says_so(tmp
                                                 data_converter=pydantic_data_converter, search_attributes=taken,
                                                 dev_server_log_level="error")
     try:
-        proc = await asyncio.to_thread(run_command, [sys.executable, "worker.py"], dict(
-            os.environ, TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
-            CHAOS_STATE_DIR=str(tmp_path)), 60)
+        proc = await asyncio.to_thread(run_command, [sys.executable, "worker.py"],
+                                       command_env(env.client.service_client.config.target_host, tmp_path), 60)
     finally:
         await env.shutdown()
     assert proc.returncode == 3, proc.stderr

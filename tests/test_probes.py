@@ -4,18 +4,14 @@ another member hangs (as the survivors of a killed leader do during re-election)
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 from activities.probes import http_client
+from tests.conftest import free_port
 
 PORT_RANGE = (28000, 28990)
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # nothing listens once the socket is closed: connections are refused
 
 
 async def _hanging_member():
@@ -30,7 +26,8 @@ async def test_fail_fast_check_reports_a_dead_member_without_waiting_for_a_hangi
     subject, real = etcd.instance.subject, etcd.instance.endpoints
     server = await _hanging_member()
     hanging = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    endpoints = {"etcd1": hanging, "etcd2": real["etcd2"], "etcd3": f"http://127.0.0.1:{_closed_port()}"}
+    # A free port: nothing listens there, so connections are refused.
+    endpoints = {"etcd1": hanging, "etcd2": real["etcd2"], "etcd3": f"http://127.0.0.1:{free_port()}"}
     timeout = 5.0
     try:
         async with http_client() as http:

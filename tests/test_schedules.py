@@ -7,14 +7,13 @@ kills nothing (checked in Docker's event log).
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from contracts import SCHEDULED_WORKFLOW_NAME, ChaosInput, ScheduledRunResult
-from tests.conftest import running_worker, starter
+from tests.conftest import command_env, running_worker, starter, subject_args
 from workflows.chaos import ChaosDemoWorkflow
 
 PORT_RANGE = (26500, 26990)
@@ -22,8 +21,8 @@ PORT_RANGE = (26500, 26990)
 
 @pytest.fixture
 def cli_env(client, task_queue, tmp_path) -> dict[str, str]:
-    return dict(os.environ, TEMPORAL_ADDRESS=client.service_client.config.target_host, CHAOS_TASK_QUEUE=task_queue,
-                CHAOS_STATE_DIR=str(tmp_path), COLUMNS="200")
+    return command_env(client.service_client.config.target_host, tmp_path, CHAOS_TASK_QUEUE=task_queue,
+                       COLUMNS="200")
 
 
 @pytest.fixture
@@ -43,10 +42,6 @@ async def _fired(client, schedule_id: str, timeout: float = 60) -> ScheduledRunR
             return await asyncio.wait_for(handle.result(), deadline - asyncio.get_running_loop().time())
         assert asyncio.get_running_loop().time() < deadline, f"schedule {schedule_id} never fired"
         await asyncio.sleep(0.5)
-
-
-def subject_args(etcd) -> list[str]:
-    return ["--project", etcd.instance.project, "--port-base", str(etcd.instance.port_base)]
 
 
 async def test_schedule_create_trigger_run_delete(client, task_queue, cli_env, etcd, schedule_id):

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, command_env
 
 
 class WorkerProcess:
     def __init__(self, address: str, task_queue: str, state_dir: Path, reaper_every_s: float | None = None):
-        env = dict(os.environ, TEMPORAL_ADDRESS=address, CHAOS_TASK_QUEUE=task_queue, CHAOS_STATE_DIR=str(state_dir),
-                   PYTHONUNBUFFERED="1")
+        env = command_env(address, state_dir, CHAOS_TASK_QUEUE=task_queue, PYTHONUNBUFFERED="1")
         if reaper_every_s is not None:
             env["CHAOS_REAPER_EVERY_S"] = str(reaper_every_s)
         self.log = state_dir / f"worker-{time.monotonic_ns()}.log"
