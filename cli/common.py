@@ -16,7 +16,7 @@ from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExec
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
-from contracts import WORKFLOW_NAME, ChaosInput, ErrorType, SubjectRef
+from contracts import WORKFLOW_NAME, ChaosInput, ErrorType, Progress, SubjectRef
 from runtime.connect import connect_config, task_queue, ui_base_url
 from runtime.devserver import ServerUnreachable, connect_or_start
 from runtime.worker import SearchAttributesMissing, build_worker, ensure_reaper_schedule, ensure_search_attributes
@@ -97,8 +97,14 @@ async def picked_up(handle: WorkflowHandle, within: float) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def worker_if_needed(client: Client, handle: WorkflowHandle, maybe_worker: bool) -> AsyncIterator[bool]:
-    """Run a worker in this process for the run unless a live one picks it up. Yields whether we run one."""
+async def worker_if_needed(client: Client, handle: WorkflowHandle,
+                           maybe_worker: bool | None = None) -> AsyncIterator[bool]:
+    """Run a worker in this process for the run unless a live one picks it up. Yields whether we run one.
+
+    `maybe_worker`: whether a poller was seen on the task queue; asked here when the caller has not asked already.
+    """
+    if maybe_worker is None:
+        maybe_worker = await has_live_worker(client, task_queue())
     own = not (maybe_worker and await picked_up(handle, WORKER_PICKUP_WITHIN))
     if not own:
         yield False
@@ -139,6 +145,11 @@ def chaos_input(subject: str, target: str | None, detect_timeout: float, detect_
         max_fault_s=max_fault_seconds,
         interactive=interactive,
     )
+
+
+async def query_progress(handle: WorkflowHandle) -> Progress:
+    """The run's `progress` query: what the live view and `status` draw."""
+    return await handle.query(ChaosDemoWorkflow.progress, result_type=Progress)
 
 
 async def lookup_run(client: Client, workflow_id: str,

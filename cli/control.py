@@ -16,7 +16,6 @@ from cli.common import (
     connect_client,
     err_console,
     fail,
-    has_live_worker,
     running_run,
     worker_if_needed,
 )
@@ -31,7 +30,7 @@ RUN_ID = typer.Argument(..., help="Workflow id of the run (the subject copy's pr
 async def _advance(workflow_id: str) -> int:
     client = await connect_client()
     handle, _ = await running_run(client, workflow_id)
-    async with worker_if_needed(client, handle, await has_live_worker(client, task_queue())):
+    async with worker_if_needed(client, handle):
         try:
             stage = await handle.execute_update(ChaosDemoWorkflow.advance)
         except WorkflowUpdateFailedError as err:  # the validator's refusal: nothing was held
@@ -50,7 +49,7 @@ async def _cancel(workflow_id: str) -> int:
     handle, _ = await running_run(client, workflow_id)
     await handle.cancel()
     err_console.print(f"cancel requested for {workflow_id}: it restores the fault (if injected) and ends")
-    async with worker_if_needed(client, handle, await has_live_worker(client, task_queue())):
+    async with worker_if_needed(client, handle):
         try:
             await handle.result()
         except Exception:  # a cancelled run ends in a (cancellation) failure: that is the expected outcome
@@ -68,7 +67,7 @@ def cancel(workflow_id: str = RUN_ID) -> None:
 async def _abort(workflow_id: str, reason: str) -> int:
     client = await connect_client()
     handle, _ = await running_run(client, workflow_id)
-    async with worker_if_needed(client, handle, await has_live_worker(client, task_queue())):
+    async with worker_if_needed(client, handle):
         progress = await handle.execute_update(ChaosDemoWorkflow.abort, reason)
         err_console.print(f"aborted {workflow_id}: fault state {progress.fault_state.value}")
         report = await handle.result()
@@ -92,7 +91,7 @@ async def _reap(lookback_hours: float) -> int:
         id=f"chaos-fault-reaper-now-{uuid.uuid4().hex[:8]}", task_queue=queue,
         static_summary="reap now (starter.py reap)",
     )
-    async with worker_if_needed(client, handle, await has_live_worker(client, queue)):
+    async with worker_if_needed(client, handle):
         report = await handle.result()
     table = Table(title=f"reaper: {report.found} closed run(s) with a fault still recorded as injected")
     for col in ("run", "target", "action", "healthy after"):

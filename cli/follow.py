@@ -19,6 +19,7 @@ from cli.common import (
     err_console,
     exit_code_for_failure,
     fail,
+    query_progress,
     worker_if_needed,
 )
 from cli.render import progress_view, report_view
@@ -38,8 +39,8 @@ def _stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[str]:
     return queue
 
 
-async def follow_to_end(client: Client, handle: WorkflowHandle, url: str, first: Progress, *, maybe_worker: bool,
-                        as_json: bool, interactive: bool = False, ctrl_c_cancels: bool = True) -> int:
+async def follow_to_end(client: Client, handle: WorkflowHandle, url: str, first: Progress, *, as_json: bool,
+                        maybe_worker: bool | None = None, interactive: bool = False, ctrl_c_cancels: bool = True) -> int:
     """Show the run live until it closes (running a worker here if none picks it up), then its report.
 
     Returns the exit code: the verdict's, or the failure's. With `as_json` the live view goes to stderr and
@@ -122,15 +123,14 @@ async def follow(handle: WorkflowHandle, live: Live, url: str, interactive: bool
         while not result.done():
             progress: Progress | None = None
             with contextlib.suppress(Exception):  # a query can race the run's end or a worker restart
-                progress = await handle.query(ChaosDemoWorkflow.progress, result_type=Progress)
+                progress = await query_progress(handle)
                 live.update(progress_view(progress, url))
             if lines is not None:
                 await _answer(lines, progress)
             await asyncio.wait([result], timeout=0.25)
         if not result.cancelled() and result.exception() is None:
             with contextlib.suppress(Exception):  # the last frame shows the run done, not its last poll
-                live.update(progress_view(await asyncio.wait_for(
-                    handle.query(ChaosDemoWorkflow.progress, result_type=Progress), 2), url))
+                live.update(progress_view(await asyncio.wait_for(query_progress(handle), 2), url))
         return result.result()
     finally:
         loop.remove_signal_handler(signal.SIGINT)

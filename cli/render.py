@@ -9,12 +9,12 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from contracts import ChaosReport, Diagnosis, FaultState, LoadWindow, Progress, Stage
+from contracts import ChaosReport, Diagnosis, FaultState, LoadSummary, LoadWindow, Progress, Stage
 
 STAGES = [Stage.PREFLIGHT, Stage.COUNTDOWN, Stage.INJECT, Stage.DETECT, Stage.DIAGNOSE, Stage.RESTORE, Stage.VERIFY]
 
 
-def _fmt_s(value: float | None) -> str:
+def seconds_text(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f} s"
 
 
@@ -63,15 +63,15 @@ def progress_view(p: Progress, url: str) -> Panel:
         grid.add_row("ops/s per window", load_strip(p))
     if p.stage == Stage.DETECT and p.detect_deadline:
         grid.add_row("detect", f"{max(0.0, (p.detect_deadline - now).total_seconds()):.1f} s left before timeout")
-    grid.add_row("time to detect", _fmt_s(p.time_to_detect_s))
+    grid.add_row("time to detect", seconds_text(p.time_to_detect_s))
     if p.diagnosis:
         grid.add_row("diagnosis", Text.assemble(f"{', '.join(p.diagnosis.affected_nodes) or 'nobody'} "
-                                                f"({_diagnosis_source(p.diagnosis)}) ", _grade(p.diagnosis)))
-    grid.add_row("time to restore", _fmt_s(p.time_to_restore_s))
+                                                f"({diagnosis_source(p.diagnosis)}) ", _grade(p.diagnosis)))
+    grid.add_row("time to restore", seconds_text(p.time_to_restore_s))
     return Panel(Group(stages, grid), title=f"chaos run on {p.subject}", subtitle=url)
 
 
-def _diagnosis_source(d: Diagnosis) -> str:
+def diagnosis_source(d: Diagnosis) -> str:
     if d.source == "claude":
         return f"Claude ({d.model})" if d.model else "Claude"
     if d.fallback_reason:
@@ -89,7 +89,7 @@ def diagnosis_panel(d: Diagnosis) -> Panel:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    grid.add_row("source", _diagnosis_source(d))
+    grid.add_row("source", diagnosis_source(d))
     grid.add_row("summary", d.summary)
     grid.add_row("root cause", d.root_cause)
     grid.add_row("affected", ", ".join(d.affected_nodes) or "-")
@@ -105,6 +105,15 @@ def diagnosis_panel(d: Diagnosis) -> Panel:
                  border_style=border)
 
 
+def load_text(load: LoadSummary) -> str:
+    """The run's load in one line: what the fault did to client traffic."""
+    def ops(value: float | None) -> str:
+        return "-" if value is None else f"{value:g}"
+
+    return (f"baseline {ops(load.baseline_ops_s)} ops/s, worst during fault {ops(load.worst_fault_ops_s)} ops/s, "
+            f"{load.errors} errors in {len(load.windows)} windows")
+
+
 def report_view(r: ChaosReport, url: str) -> Group:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
@@ -113,13 +122,10 @@ def report_view(r: ChaosReport, url: str) -> Group:
     grid.add_row("subject", f"{r.subject} (project {r.project})")
     grid.add_row("fault", f"{r.fault} {r.target}")
     grid.add_row("fault state", r.fault_state.value)
-    grid.add_row("time to detect", _fmt_s(r.time_to_detect_s))
-    grid.add_row("time to restore", _fmt_s(r.time_to_restore_s))
-    load = r.load
-    if load.windows:
-        grid.add_row("load", f"baseline {load.baseline_ops_s or 0:g} ops/s, worst during fault "
-                             f"{load.worst_fault_ops_s if load.worst_fault_ops_s is not None else '-'} ops/s, "
-                             f"{load.errors} errors in {len(load.windows)} windows")
+    grid.add_row("time to detect", seconds_text(r.time_to_detect_s))
+    grid.add_row("time to restore", seconds_text(r.time_to_restore_s))
+    if r.load.windows:
+        grid.add_row("load", load_text(r.load))
     grid.add_row("reasons", "\n".join(f"- {x}" for x in r.reasons))
     grid.add_row("history", Text(url, overflow="fold"))
     passed = r.verdict == "pass"

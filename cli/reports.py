@@ -10,13 +10,10 @@ import html
 import xml.etree.ElementTree as ET
 from datetime import datetime
 
+from cli.render import diagnosis_source, load_text, seconds_text
 from contracts import ChaosReport, Diagnosis
 
 FORMATS = ("json", "md", "html", "junit")
-
-
-def _s(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f} s"
 
 
 def _title(r: ChaosReport) -> str:
@@ -24,7 +21,6 @@ def _title(r: ChaosReport) -> str:
 
 
 def _facts(r: ChaosReport) -> list[tuple[str, str]]:
-    load = r.load
     correct = None if r.diagnosis is None else r.diagnosis.correct
     return [
         ("verdict", r.verdict),
@@ -32,19 +28,17 @@ def _facts(r: ChaosReport) -> list[tuple[str, str]]:
         ("subject", f"{r.subject} (project {r.project})"),
         ("fault", f"{r.fault} {r.target or '-'}"),
         ("started", f"{r.started_at:%Y-%m-%d %H:%M:%S} UTC"),
-        ("duration", _s((r.finished_at - r.started_at).total_seconds())),
-        ("time to detect", _s(r.time_to_detect_s)),
-        ("time to restore", _s(r.time_to_restore_s)),
-        ("load", f"baseline {load.baseline_ops_s if load.baseline_ops_s is not None else '-'} ops/s, worst during "
-                 f"fault {load.worst_fault_ops_s if load.worst_fault_ops_s is not None else '-'} ops/s, "
-                 f"{load.errors} errors in {len(load.windows)} windows"),
+        ("duration", seconds_text((r.finished_at - r.started_at).total_seconds())),
+        ("time to detect", seconds_text(r.time_to_detect_s)),
+        ("time to restore", seconds_text(r.time_to_restore_s)),
+        ("load", load_text(r.load)),
         ("diagnosis correct", "-" if correct is None else ("yes" if correct else "no")),
     ]
 
 
 def _diagnosis_lines(d: Diagnosis) -> list[tuple[str, str | list[str]]]:
     return [
-        ("source", d.source + (f" (fallback: {d.fallback_reason})" if d.fallback_reason else "")),
+        ("source", diagnosis_source(d)),
         ("summary", d.summary),
         ("root cause", d.root_cause),
         ("affected", ", ".join(d.affected_nodes) or "-"),

@@ -25,8 +25,8 @@ from cli.common import (
     err_console,
     exit_code_for_failure,
     fail,
-    has_live_worker,
     lookup_run,
+    query_progress,
     run_url,
     running_run,
 )
@@ -34,9 +34,7 @@ from cli.follow import follow_to_end
 from cli.render import progress_view, report_view
 from cli.reports import FORMATS, render
 from contracts import WORKFLOW_NAME, Attr, ChaosReport, Progress
-from runtime.connect import task_queue
 from subjects import UnknownSubject, get_subject
-from workflows.chaos import ChaosDemoWorkflow
 
 VERDICTS = ("pass", "fail")
 
@@ -118,17 +116,13 @@ async def _final_report(handle: WorkflowHandle) -> ChaosReport:
         fail(code if code != EXIT_PASS else EXIT_FAIL, f"run {handle.id} has no report: {message}")
 
 
-async def _progress(handle: WorkflowHandle) -> Progress:
-    return await handle.query(ChaosDemoWorkflow.progress, result_type=Progress)
-
-
 async def _status(workflow_id: str, run_id: str | None) -> int:
     client = await connect_client()
     handle, desc = await lookup_run(client, workflow_id, run_id)
     url = run_url(client, handle.id, handle.run_id or "")
     console = Console()
     if desc.status == WorkflowExecutionStatus.RUNNING:
-        console.print(progress_view(await _progress(handle), url))
+        console.print(progress_view(await query_progress(handle), url))
         return EXIT_PASS
     report = await _final_report(handle)
     console.print(report_view(report, url))
@@ -154,9 +148,7 @@ async def _watch(workflow_id: str, as_json: bool) -> int:
     err_console.print(f"watching run {handle.id} (Ctrl-C stops watching, the run goes on): {url}", highlight=False,
                       soft_wrap=True)
     # Only looking on: Ctrl-C stops watching and leaves the run alone (`cancel ID` is how to stop it).
-    return await follow_to_end(client, handle, url, Progress(subject=subject),
-                               maybe_worker=await has_live_worker(client, task_queue()), as_json=as_json,
-                               ctrl_c_cancels=False)
+    return await follow_to_end(client, handle, url, Progress(subject=subject), as_json=as_json, ctrl_c_cancels=False)
 
 
 def watch(
@@ -179,7 +171,7 @@ async def _report(workflow_id: str, run_id: str | None, fmt: str, output: Path |
         if fmt != "json":
             fail(EXIT_BAD_INPUT, f"run {handle.id} is still running; a {fmt} report needs a finished run "
                                  f"(`status {handle.id}` shows where it is, `report --format json` its progress)")
-        text, code = (await _progress(handle)).model_dump_json(indent=2) + "\n", EXIT_PASS
+        text, code = (await query_progress(handle)).model_dump_json(indent=2) + "\n", EXIT_PASS
     else:
         report = await _final_report(handle)
         text, code = render(report, fmt), EXIT_PASS if report.verdict == "pass" else EXIT_FAIL

@@ -21,6 +21,7 @@ from temporalio.client import (
     Client,
     Schedule,
     ScheduleActionStartWorkflow,
+    ScheduleDescription,
     ScheduleAlreadyRunningError,
     ScheduleHandle,
     ScheduleOverlapPolicy,
@@ -50,16 +51,15 @@ def _check_timezone(name: str) -> None:
         fail(EXIT_BAD_INPUT, f"unknown --timezone {name!r} (an IANA name such as UTC or Europe/Berlin)")
 
 
-async def _handle(client: Client, schedule_id: str) -> ScheduleHandle:
-    """A handle on one of our schedules; exit 2 with one line when there is none by that id."""
+async def _handle(client: Client, schedule_id: str) -> tuple[ScheduleHandle, ScheduleDescription]:
+    """A handle on one of our schedules and its description; exit 2 with one line when there is none by that id."""
     handle = client.get_schedule_handle(schedule_id)
     try:
-        await handle.describe()
+        return handle, await handle.describe()
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             fail(EXIT_BAD_INPUT, f"no schedule {schedule_id!r} (see `starter.py schedule list`)")
         raise
-    return handle
 
 
 async def _create(schedule_id: str, inp: ChaosInput, cron: str, timezone: str, paused: bool) -> None:
@@ -146,7 +146,7 @@ def list_schedules() -> None:
 
 async def _describe(schedule_id: str) -> None:
     client = await connect_client()
-    desc = await (await _handle(client, schedule_id)).describe()
+    _, desc = await _handle(client, schedule_id)
     spec, state, info = desc.schedule.spec, desc.schedule.state, desc.info
     action = desc.schedule.action
     inp = await client.data_converter.decode(action.args, [ChaosInput]) if isinstance(
@@ -174,7 +174,7 @@ def describe(schedule_id: str = typer.Argument(..., help="Schedule id.")) -> Non
 
 async def _act(schedule_id: str, what: str, note: str | None = None) -> None:
     client = await connect_client()
-    handle = await _handle(client, schedule_id)
+    handle, _ = await _handle(client, schedule_id)
     if what == "trigger":
         await handle.trigger()  # the schedule's overlap policy (SKIP) applies to a manual trigger too
     elif what == "pause":
