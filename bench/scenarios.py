@@ -188,14 +188,15 @@ async def overhead(lab: Lab, pairs: int) -> dict:
     # orchestration alone adds to are the fixed-cost ones, so report their difference separately too.
     fixed = ("preflight", "inject_fault", "gather_evidence", "diagnose", "restore_fault")
     fixed_diff = sum(r["diff_s"] for r in rows if r["stage"] in fixed and r["diff_s"] is not None)
+    between = summary(task_totals)["p50"]
     return {
         "pairs": pairs, "stages": rows, "workflow_total_s": wf_total, "plain_total_s": plain_total,
         "overhead_ratio": round(wf_total / plain_total - 1, 4) if plain_total else None,
         "fixed_stages_diff_s": round(fixed_diff, 3),
         "per_stage": {key: summary(values) for key, values in gaps.items()},
         # The same cost read directly from the history, free of the two variants' run-to-run noise.
-        "between_stages_s": summary(task_totals)["p50"],
-        "between_stages_ratio": round(summary(task_totals)["p50"] / wf_total, 4) if wf_total else None,
+        "between_stages_s": between,
+        "between_stages_ratio": round(between / wf_total, 4) if wf_total else None,
         "workflow_runs": wf_runs, "plain_runs": plain_runs,
     }
 
