@@ -69,6 +69,8 @@ class SubjectRef(BaseModel):
     """One running copy of a subject: which definition, which compose project, which host ports."""
 
     name: str = "etcd"
+    folder: str | None = Field(default=None, description="absolute path of a subject folder (a user's own subject); "
+                                                         "the worker loads the definition from there")
     project: str | None = Field(default=None, description="compose project name; the subject's default if unset")
     port_base: int | None = Field(default=None, description="first host port; the subject's default if unset")
 
@@ -79,12 +81,12 @@ class ChaosInput(BaseModel):
     target: str | None = Field(default=None, description="service to hit; chosen at random in the workflow if unset")
     countdown_s: int = Field(default=3, ge=0)
     detect_interval_s: float = Field(default=0.5, gt=0)
-    detect_timeout_s: float = Field(default=30.0, gt=0)
+    detect_timeout_s: float | None = Field(default=None, gt=0, description="the subject's default if unset")
     check_timeout_s: float = Field(default=0.5, gt=0)
     load_window_s: float = Field(default=1.0, gt=0)
     load_concurrency: int = Field(default=4, ge=1)
     preflight_timeout_s: float = Field(default=90.0, gt=0)
-    restore_timeout_s: float = Field(default=90.0, gt=0)
+    restore_timeout_s: float | None = Field(default=None, gt=0, description="the subject's default if unset")
     max_fault_s: float = Field(default=120.0, gt=0, description="restore starts at the latest this long after inject")
     interactive: bool = Field(default=False, description="pause before each stage until the `advance` update")
     diagnosis_deadline_s: float = Field(default=60.0, gt=0, description="Claude's whole budget, retries included")
@@ -117,9 +119,15 @@ class CheckResult(BaseModel):
     at: datetime
     ok: bool
     members: list[MemberHealth]
-    leader: str | None = None
-    write_ok: bool = False
+    roles: dict[str, str] = Field(default={}, description="role -> the service holding it now (e.g. leader)")
     violations: list[str] = []
+
+
+class SubjectDefaults(BaseModel):
+    """Timeouts that depend on the system: a Patroni failover takes longer than an etcd re-election."""
+
+    detect_timeout_s: float = 30.0
+    restore_timeout_s: float = 90.0
 
 
 class PreflightRequest(BaseModel):
@@ -136,6 +144,7 @@ class PreflightResult(BaseModel):
     targets: list[str]
     started_subject: bool
     baseline: CheckResult
+    defaults: SubjectDefaults = SubjectDefaults()
 
 
 class WaitHealthyRequest(BaseModel):
@@ -261,6 +270,9 @@ class LoadImpact(BaseModel):
 class Evidence(BaseModel):
     subject: str
     services: list[str]
+    quorum: Literal["majority", "all", "one"] = Field(
+        default="majority", description="how many members the subject needs to serve (the subject's own rule)")
+    notes: str = Field(default="", description="the subject's notes for the diagnosis: how it behaves under faults")
     containers: list[ContainerState]
     timeline: list[CheckResult]
     health_now: CheckResult

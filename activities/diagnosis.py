@@ -15,9 +15,9 @@ from datetime import datetime, timedelta, timezone
 from temporalio import activity
 
 from activities.claude import ClaudeAnswer, ClaudeUnavailable, ask_claude
-from activities.docker import compose_client, container_states, off_loop, service_logs
+from activities.docker import compose_client, container_states, off_loop, open_session, service_logs
 from activities.logs import excerpt
-from activities.probes import http_client, resolve_or_bad_input
+from activities.probes import resolve_or_bad_input
 from contracts import (
     ContainerState,
     DiagnoseRequest,
@@ -66,22 +66,25 @@ async def gather_evidence(req: EvidenceRequest) -> Evidence:
     since = (req.injected_at or datetime.now(timezone.utc)) - LOG_LOOKBACK
 
     async def health_now():
-        async with http_client() as http:
-            return await instance.subject.check(http, instance.endpoints, 1.0)
+        async with open_session(instance) as session:
+            return await session.check(1.0)
 
     containers, raw_logs, health = await asyncio.gather(
         off_loop(container_states, client, instance),
         off_loop(service_logs, client, instance, since),
         health_now(),
     )
+    hints = instance.subject.hints
     return Evidence(
         subject=instance.subject.name,
+        quorum=hints.quorum,
+        notes=hints.prompt_notes,
         services=list(instance.subject.services),
         containers=containers,
         timeline=req.detect.timeline,
         health_now=health,
         injected_at=req.injected_at,
-        logs=[excerpt(service, raw, req.injected_at) for service, raw in raw_logs.items()],
+        logs=[excerpt(service, raw, req.injected_at, markers=hints.log_markers) for service, raw in raw_logs.items()],
         load_impact=load_impact(req.load_windows, req.injected_at),
     )
 
@@ -95,10 +98,15 @@ def _container_finding(c: ContainerState) -> str:
     return f"container {c.container or c.service} of {c.service} is {c.status} ({how})"
 
 
+def has_quorum(rule: str, up: int, members: int) -> bool:
+    """The subject's own rule for how many members must be up for it to serve."""
+    return {"majority": up > members // 2, "all": up == members, "one": up >= 1}[rule]
+
+
 def rules_diagnosis(ev: Evidence) -> Diagnosis:
     down = [c for c in ev.containers if not c.running]
-    # Members that are unhealthy *now*. The first violating check is not used to blame: while the cluster
-    # re-elects a leader every member looks unhealthy for about a second.
+    # Members that are unhealthy *now*. The first violating check is not used to blame: while a cluster re-elects a
+    # leader or fails over, every member may look unhealthy for a moment.
     sick_now = [m for m in ev.health_now.members if not m.healthy]
     findings = [_container_finding(c) for c in down]
     findings += [f"{m.service} fails its health check now: {m.detail}" for m in sick_now]
@@ -107,7 +115,7 @@ def rules_diagnosis(ev: Evidence) -> Diagnosis:
         if first_bad:
             findings.append(f"first violation at {first_bad.at.isoformat()}: {'; '.join(first_bad.violations)}")
     survivors = [s for s in ev.services if s not in {c.service for c in down} | {m.service for m in sick_now}]
-    quorum = len(survivors) > len(ev.services) // 2
+    quorum = has_quorum(ev.quorum, len(survivors), len(ev.services))
     if down:
         affected = [c.service for c in down]
         killed = [c for c in down if c.exit_code == 137]
@@ -147,7 +155,7 @@ def rules_diagnosis(ev: Evidence) -> Diagnosis:
         root_cause=cause,
         evidence=findings,
         suggested_actions=[
-            f"Start {', '.join(affected)} again and confirm it rejoins (member list, /health).",
+            f"Start {', '.join(affected)} again and confirm it rejoins the {ev.subject} cluster.",
             "Find who or what sent the signal (orchestrator events, OOM killer, operator action).",
         ],
         confidence=confidence,

@@ -7,19 +7,17 @@ python-on-whales shells out to the docker CLI and blocks, so activities call the
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 from datetime import datetime
-from pathlib import Path
 from typing import Callable, TypeVar
 
 from python_on_whales import Container, DockerClient, DockerException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.images import ImageBuildFailed, ensure_images
 from contracts import ContainerState, ErrorType
 from runtime.state import state_dir
-from subjects import SubjectInstance
+from subjects import ExecResult, SubjectInstance
 
 
 T = TypeVar("T")
@@ -88,17 +86,14 @@ def validate_compose(client: DockerClient, instance: SubjectInstance) -> None:
         ) from exc
 
 
-def ensure_image(client: DockerClient, instance: SubjectInstance) -> bool:
-    """Build the subject's image locally when it is missing. Returns True when it built one."""
-    spec = instance.subject.image()
-    if spec.dockerfile is None or client.image.exists(spec.ref):
-        return False
-    with tempfile.TemporaryDirectory(prefix="chaos-image-") as ctx:
-        shutil.copy(spec.dockerfile, Path(ctx) / "Dockerfile")
-        for f in spec.context_files:
-            shutil.copy(f, Path(ctx) / f.name)
-        client.legacy_build(ctx, tags=[spec.ref])
-    return True
+def ensure_image(instance: SubjectInstance, progress: Callable[[str], None] = lambda line: None) -> list[str]:
+    """Build the subject's missing images locally (cached by tag). Returns the tags it built."""
+    try:
+        return ensure_images(instance.subject.images(), progress)
+    except ImageBuildFailed as exc:
+        # A recipe that cannot build here will not build on a retry either.
+        raise ApplicationError(f"subject {instance.subject.name!r}: {exc}", type=ErrorType.SUBJECT_UNHEALTHY,
+                               non_retryable=True) from exc
 
 
 def bring_up(client: DockerClient) -> None:
@@ -164,3 +159,46 @@ def service_logs(client: DockerClient, instance: SubjectInstance, since: datetim
         if service in by_service else ""
         for service in instance.subject.services
     }
+
+
+class DockerMembers:
+    """`subjects.Members` for sessions that run a command inside a member (`docker exec`).
+
+    An asyncio subprocess rather than python-on-whales: a probe must not tie up a thread for as long as a hung
+    command runs, and it must be killable at its timeout."""
+
+    def __init__(self, instance: SubjectInstance):
+        self.instance = instance
+        self._containers: dict[str, str] = {}
+
+    async def _container(self, service: str) -> str:
+        if service not in self._containers:
+            proc = await asyncio.create_subprocess_exec(
+                "docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={self.instance.project}",
+                "--filter", f"label=com.docker.compose.service={service}",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+            out, _ = await proc.communicate()
+            ids = out.decode().split()
+            if not ids:
+                return ""
+            self._containers[service] = ids[0]
+        return self._containers[service]
+
+    async def exec(self, service: str, argv: list[str], timeout: float) -> ExecResult:
+        container = await self._container(service)
+        if not container:
+            return ExecResult(exit_code=-1, output=f"no container for service {service}")
+        proc = await asyncio.create_subprocess_exec("docker", "exec", container, *argv,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return ExecResult(exit_code=-1, output=f"no answer within {timeout:g}s (timeout)")
+        return ExecResult(exit_code=proc.returncode, output=out.decode(errors="replace"))
+
+
+def open_session(instance: SubjectInstance):
+    """The subject's own session on a running instance (an async context manager)."""
+    return instance.subject.session(instance, DockerMembers(instance))

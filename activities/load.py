@@ -1,8 +1,7 @@
 """Real client traffic against the subject, measured in short windows.
 
-Each window is one activity result, so the throughput timeline of a run lives in its event history. Each client
-sticks to one endpoint and fails over to the next one after an error, as a real etcd client with several
-endpoints would: a killed member shows up as errors and a throughput dip, not as a total outage.
+Each window is one activity result, so the throughput timeline of a run lives in its event history. What one
+operation is, and where it goes (and fails over to), is the subject's business: its session's `load_op`.
 """
 
 from __future__ import annotations
@@ -14,7 +13,8 @@ from datetime import datetime, timezone
 
 from temporalio import activity
 
-from activities.probes import http_client, resolve_or_bad_input
+from activities.docker import open_session
+from activities.probes import resolve_or_bad_input
 from contracts import LoadRequest, LoadWindow
 
 
@@ -29,7 +29,6 @@ def _percentile(sorted_ms: list[float], q: float) -> float | None:
 @activity.defn
 async def run_load_window(req: LoadRequest) -> LoadWindow:
     instance = resolve_or_bad_input(req.subject)
-    endpoints = list(instance.endpoints.values())
     latencies: list[float] = []
     errors = 0
     seq = 0
@@ -39,22 +38,20 @@ async def run_load_window(req: LoadRequest) -> LoadWindow:
 
     async def client(slot: int) -> None:
         nonlocal errors, seq
-        endpoint = slot % len(endpoints)
         while time.monotonic() < end_at:
             # Throttled by the SDK; lets a window on a dead worker time out in seconds, not at window + 10 s.
             activity.heartbeat()
             seq += 1
             began = time.monotonic()
             try:
-                await instance.subject.load_op(http, endpoints[endpoint], seq, req.check_timeout_s)
+                await session.load_op(slot, seq, req.check_timeout_s)
                 latencies.append((time.monotonic() - began) * 1000)
             except Exception:  # any failure of the subject is data, not a crash of the load generator
                 errors += 1
-                endpoint = (endpoint + 1) % len(endpoints)
                 # Do not spin on instant connection refusals.
                 await asyncio.sleep(0.01)
 
-    async with http_client() as http:
+    async with open_session(instance) as session:
         await asyncio.gather(*(client(i) for i in range(req.concurrency)))
     elapsed = time.monotonic() - t0
     latencies.sort()

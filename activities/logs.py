@@ -18,11 +18,12 @@ from contracts import MemberLogs
 BUDGET_CHARS = 6000  # per member; three etcd members make a prompt of about five thousand tokens
 MAX_LINE_CHARS = 500
 CONTEXT_LINES = 1
-# zap's JSON levels (etcd, most Go services) and the words plain-text logs use for trouble.
-_TROUBLE = re.compile(
-    r'(?i)"level":"(?:warn|error|dpanic|panic|fatal)"|\b(?:error|fatal|panic|fail(?:ed|ure)?|refused|unreachable'
-    r"|timed? ?out|lost|oom|killed)\b"
-)
+# The words plain-text logs use for trouble; a subject adds the markers of its own log format (its hints).
+_TROUBLE = (r"(?i)\b(?:error|fatal|panic|fail(?:ed|ure)?|refused|unreachable|timed? ?out|lost|oom|killed)\b")
+
+
+def _trouble(markers: tuple[str, ...]) -> re.Pattern:
+    return re.compile("|".join([_TROUBLE, *(f"(?i:{m})" for m in markers)]))
 
 
 def _omitted(n: int) -> str:
@@ -34,7 +35,8 @@ def docker_stamp(at: datetime) -> str:
     return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
 
 
-def excerpt(service: str, raw: str, fault_at: datetime | None = None, budget: int = BUDGET_CHARS) -> MemberLogs:
+def excerpt(service: str, raw: str, fault_at: datetime | None = None, budget: int = BUDGET_CHARS,
+            markers: tuple[str, ...] = ()) -> MemberLogs:
     """`raw` is `docker logs --timestamps` output: every line starts with the daemon's timestamp and a space."""
     stamps: list[str] = []
     lines: list[str] = []
@@ -59,7 +61,8 @@ def excerpt(service: str, raw: str, fault_at: datetime | None = None, budget: in
         return True
 
     cutoff = docker_stamp(fault_at) if fault_at else ""
-    trouble = [i for i, line in enumerate(lines) if _TROUBLE.search(line)]
+    pattern = _trouble(markers)
+    trouble = [i for i, line in enumerate(lines) if pattern.search(line)]
     since_fault = [i for i in trouble if stamps[i] >= cutoff]
     before_fault = [i for i in reversed(trouble) if stamps[i] < cutoff]
     for i in since_fault + before_fault:

@@ -7,12 +7,9 @@ without flooding the event history; the activity heartbeats each check so a dead
 from __future__ import annotations
 
 import asyncio
-import functools
-import ssl
 import time
 from datetime import datetime, timezone
 
-import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -23,6 +20,7 @@ from activities.docker import (
     ensure_docker,
     ensure_image,
     off_loop,
+    open_session,
     validate_compose,
 )
 from contracts import (
@@ -35,28 +33,17 @@ from contracts import (
     SubjectRef,
     WaitHealthyRequest,
 )
-from subjects import SubjectInstance, UnknownSubject, resolve
+from subjects import BadSubjectFile, SubjectInstance, UnknownSubject, resolve
 
 TIMELINE_CAP = 40  # checks kept for the evidence bundle; older ones are dropped
 
 
 def resolve_or_bad_input(ref: SubjectRef) -> SubjectInstance:
+    """The run's subject on this worker; one that this worker does not know is bad input (nothing is touched)."""
     try:
         return resolve(ref)
-    except UnknownSubject as exc:
+    except (UnknownSubject, BadSubjectFile) as exc:
         raise ApplicationError(str(exc), type=ErrorType.BAD_INPUT, non_retryable=True) from exc
-
-
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    # Built once: loading the CA bundle costs ~25 ms of CPU, which every client (one per load window, one per
-    # detection) would otherwise pay - straight into time-to-detect, and a real cost with many subjects at once.
-    return ssl.create_default_context()
-
-
-def http_client() -> httpx.AsyncClient:
-    # Local traffic only; never pick up a proxy from the environment.
-    return httpx.AsyncClient(trust_env=False, verify=_tls_context(), limits=httpx.Limits(max_connections=64))
 
 
 async def wait_until_healthy(
@@ -65,9 +52,9 @@ async def wait_until_healthy(
     """Poll until every invariant holds; None on timeout. Heartbeats each check."""
     deadline = time.monotonic() + timeout_s
     last: CheckResult | None = None
-    async with http_client() as http:
+    async with open_session(instance) as session:
         while True:
-            last = await instance.subject.check(http, instance.endpoints, check_timeout_s, fail_fast=True)
+            last = await session.check(check_timeout_s, fail_fast=True)
             activity.heartbeat(last.violations)
             if last.ok:
                 return last
@@ -75,6 +62,11 @@ async def wait_until_healthy(
                 activity.logger.warning("subject still unhealthy: %s", "; ".join(last.violations))
                 return None
             await asyncio.sleep(interval_s)
+
+
+def _build_progress(line: str) -> None:
+    # Runs in the build's thread: the worker log shows where a long image build is.
+    activity.logger.info("image build: %s", line)
 
 
 @activity.defn
@@ -93,7 +85,7 @@ async def preflight(req: PreflightRequest) -> PreflightResult:
     await off_loop(validate_compose, client, instance)
     started = False
     if not await off_loop(all_running, client, instance):
-        await off_loop(ensure_image, client, instance)
+        await off_loop(ensure_image, instance, _build_progress)
         await off_loop(bring_up, client)
         started = True
     baseline = await wait_until_healthy(instance, req.timeout_s, req.check_timeout_s)
@@ -110,6 +102,7 @@ async def preflight(req: PreflightRequest) -> PreflightResult:
         targets=list(subject.targets),
         started_subject=started,
         baseline=baseline,
+        defaults=subject.defaults,
     )
 
 
@@ -120,10 +113,10 @@ async def detect_violation(req: DetectRequest) -> DetectResult:
     deadline = time.monotonic() + req.timeout_s
     timeline: list[CheckResult] = []
     checks = 0
-    async with http_client() as http:
+    async with open_session(instance) as session:
         while True:
             tick = time.monotonic()
-            result = await instance.subject.check(http, instance.endpoints, req.check_timeout_s, fail_fast=True)
+            result = await session.check(req.check_timeout_s, fail_fast=True)
             checks += 1
             timeline = (timeline + [result])[-TIMELINE_CAP:]
             activity.heartbeat(checks)

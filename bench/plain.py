@@ -42,9 +42,12 @@ async def run_plain(inp: ChaosInput) -> dict[str, float]:
         marks[stage] = now - last
         last = now
 
-    await run(preflight, PreflightRequest(subject=inp.subject, target=inp.target, timeout_s=inp.preflight_timeout_s,
-                                          check_timeout_s=inp.check_timeout_s))
+    pre = await run(preflight, PreflightRequest(subject=inp.subject, target=inp.target,
+                                                timeout_s=inp.preflight_timeout_s, check_timeout_s=inp.check_timeout_s))
     mark("preflight")
+    # As the workflow: unset timeouts take the subject's defaults.
+    inp = inp.model_copy(update={"detect_timeout_s": inp.detect_timeout_s or pre.defaults.detect_timeout_s,
+                                 "restore_timeout_s": inp.restore_timeout_s or pre.defaults.restore_timeout_s})
     stop_load = False
     windows = []
     first_window_over = asyncio.Event()

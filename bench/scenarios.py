@@ -89,10 +89,11 @@ class Lab:
 
 async def _leader_and_follower(copy: SubjectCopy) -> tuple[str, str]:
     check = await copy.wait_healthy()
-    if not check.ok or check.leader is None:
+    leader = check.roles.get(copy.instance.subject.primary_role)
+    if not check.ok or leader is None:
         raise RuntimeError(f"{copy.instance.project} is not healthy: {check.violations}")
-    follower = next(s for s in copy.instance.subject.targets if s != check.leader)
-    return check.leader, follower
+    follower = next(s for s in copy.instance.subject.targets if s != leader)
+    return leader, follower
 
 
 async def _chaos_run(lab: Lab, copy: SubjectCopy, target: str | None, name: str) -> tuple[ChaosReport, History]:
@@ -104,7 +105,7 @@ async def _chaos_run(lab: Lab, copy: SubjectCopy, target: str | None, name: str)
 async def _run_record(lab: Lab, report: ChaosReport, history: History) -> dict:
     """One run's figures. The leader before the kill is the preflight baseline's, recorded in the history."""
     pre = history.first("preflight")
-    leader_before = (await decode(lab.client, pre, PreflightResult)).baseline.leader if pre and pre.result else None
+    leader_before = (await decode(lab.client, pre, PreflightResult)).baseline.roles.get("leader") if pre and pre.result else None
     detect = history.first("detect_violation")
     restore = history.first("restore_fault")
     rec = {

@@ -82,9 +82,11 @@ async def _chaos(inp: ChaosInput, as_json: bool, detach: bool) -> int:
 
 @app.command()
 def chaos(
-    subject: str = typer.Option("etcd", help="Subject to break (a folder under subjects/)."),
+    subject: str = typer.Option(
+        "etcd", help="Subject to break: a name (`python starter.py subjects` lists them) or a subject folder's path."),
     target: Optional[str] = typer.Option(None, help="Service to kill; a random member when omitted."),
-    detect_timeout: float = typer.Option(30.0, help="Seconds to wait for detection before warning and going on."),
+    detect_timeout: Optional[float] = typer.Option(
+        None, help="Seconds to wait for detection before warning and going on (default: the subject's, 30 for etcd)."),
     detect_interval: float = typer.Option(0.5, help="Seconds between invariant checks while detecting."),
     countdown: int = typer.Option(3, help="Seconds of countdown before the fault (a durable timer)."),
     project: Optional[str] = typer.Option(None, help="Compose project of the subject copy (default chaos-<subject>)."),

@@ -16,11 +16,11 @@ from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExec
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
-from contracts import WORKFLOW_NAME, ChaosInput, ErrorType, Progress, SubjectRef
+from contracts import WORKFLOW_NAME, ChaosInput, ErrorType, Progress
 from runtime.connect import connect_config, task_queue, ui_base_url
 from runtime.devserver import ServerUnreachable, connect_or_start
 from runtime.worker import SearchAttributesMissing, build_worker, ensure_reaper_schedule, ensure_search_attributes
-from subjects import UnknownSubject, get_subject
+from subjects import BadSubjectFile, UnknownSubject, get_subject, subject_ref
 from workflows.chaos import ChaosDemoWorkflow
 
 EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INFRA, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -119,17 +119,24 @@ def _positive(name: str, value: float) -> None:
         fail(EXIT_BAD_INPUT, f"{name} must be positive (got {value:g})")
 
 
-def chaos_input(subject: str, target: str | None, detect_timeout: float, detect_interval: float, countdown: int,
-                project: str | None, port_base: int | None, max_fault_seconds: float,
+def load_subject(subject: str):
+    """The subject a user named (a name or a folder path), or exit 2 with one line saying why not."""
+    try:
+        return get_subject(subject)
+    except (UnknownSubject, BadSubjectFile) as err:
+        fail(EXIT_BAD_INPUT, str(err))
+
+
+def chaos_input(subject: str, target: str | None, detect_timeout: float | None, detect_interval: float,
+                countdown: int, project: str | None, port_base: int | None, max_fault_seconds: float,
                 interactive: bool = False) -> ChaosInput:
     """Check a run's options as the user typed them (`chaos`, `schedule create`): exit 2 with one line when wrong."""
-    try:
-        definition = get_subject(subject)
-    except UnknownSubject as err:
-        fail(EXIT_BAD_INPUT, str(err))
+    definition = load_subject(subject)
     if target is not None and target not in definition.targets:
-        fail(EXIT_BAD_INPUT, f"{target!r} is not a target of {subject} (targets: {', '.join(definition.targets)})")
-    _positive("--detect-timeout", detect_timeout)
+        fail(EXIT_BAD_INPUT, f"{target!r} is not a target of {definition.name} "
+                             f"(targets: {', '.join(definition.targets)})")
+    if detect_timeout is not None:
+        _positive("--detect-timeout", detect_timeout)
     _positive("--detect-interval", detect_interval)
     _positive("--max-fault-seconds", max_fault_seconds)
     if countdown < 0:
@@ -137,7 +144,7 @@ def chaos_input(subject: str, target: str | None, detect_timeout: float, detect_
     if port_base is not None and not 1024 <= port_base <= 65000:
         fail(EXIT_BAD_INPUT, f"--port-base must be between 1024 and 65000 (got {port_base})")
     return ChaosInput(
-        subject=SubjectRef(name=subject, project=project, port_base=port_base),
+        subject=subject_ref(subject, project=project, port_base=port_base),
         target=target,
         detect_timeout_s=detect_timeout,
         detect_interval_s=detect_interval,

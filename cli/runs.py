@@ -25,6 +25,7 @@ from cli.common import (
     err_console,
     exit_code_for_failure,
     fail,
+    load_subject,
     lookup_run,
     query_progress,
     run_url,
@@ -34,7 +35,6 @@ from cli.follow import follow_to_end
 from cli.render import progress_view, report_view
 from cli.reports import FORMATS, render
 from contracts import WORKFLOW_NAME, Attr, ChaosReport, Progress
-from subjects import UnknownSubject, get_subject
 
 VERDICTS = ("pass", "fail")
 
@@ -93,10 +93,7 @@ def list_runs(
 ) -> None:
     """Recent chaos runs (manual and scheduled) with target, verdict, time to detect/restore and diagnosis."""
     if subject is not None:
-        try:
-            get_subject(subject)
-        except UnknownSubject as err:
-            fail(EXIT_BAD_INPUT, str(err))
+        subject = load_subject(subject).name
     if verdict is not None and verdict not in VERDICTS:
         fail(EXIT_BAD_INPUT, f"--verdict must be pass or fail (got {verdict!r})")
     if limit < 1:

@@ -12,8 +12,7 @@ from datetime import datetime, timezone
 
 from python_on_whales import DockerClient
 
-from activities.docker import bring_up, compose_client, ensure_image
-from activities.probes import http_client
+from activities.docker import bring_up, compose_client, ensure_image, open_session
 from contracts import CheckResult, SubjectRef
 from subjects import SubjectInstance, resolve
 
@@ -47,7 +46,7 @@ class SubjectCopy:
         self.docker: DockerClient = compose_client(self.instance)
 
     def up(self) -> None:
-        ensure_image(self.docker, self.instance)
+        ensure_image(self.instance)
         bring_up(self.docker)
 
     def down(self) -> None:
@@ -70,10 +69,10 @@ class SubjectCopy:
         return {svc: states.get(svc, False) for svc in self.instance.subject.services}
 
     async def check(self, timeout: float = 1.0) -> CheckResult:
-        async with http_client() as http:
-            return await self.instance.subject.check(http, self.instance.endpoints, timeout)
+        async with open_session(self.instance) as session:
+            return await session.check(timeout)
 
-    async def wait_healthy(self, timeout: float = 60) -> CheckResult:
+    async def wait_healthy(self, timeout: float = 90) -> CheckResult:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             result = await self.check()

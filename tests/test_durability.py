@@ -103,7 +103,7 @@ async def terminated_after_inject(client: Client, task_queue: str, etcd, target:
 
 
 async def current_leader(etcd) -> str:
-    return (await etcd.wait_healthy()).leader
+    return (await etcd.wait_healthy()).roles["leader"]
 
 
 @pytest.mark.parametrize("point", ["after_inject", "during_detect", "during_diagnose", "during_restore"])

@@ -66,7 +66,7 @@ class FakeCluster:
     def check(self) -> CheckResult:
         members = [MemberHealth(service=s, healthy=s not in self.down) for s in SERVICES]
         bad = [f"{m.service}: down" for m in members if not m.healthy]
-        return CheckResult(at=now(), ok=not bad, members=members, leader="n1", write_ok=True, violations=bad)
+        return CheckResult(at=now(), ok=not bad, members=members, roles={"leader": "n1"}, violations=bad)
 
     def activities(self):
         cluster = self

