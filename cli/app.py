@@ -15,6 +15,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from cli import control, runs, schedules
+from cli.subjects import build_images_with_progress, subjects
 from cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAIL,
@@ -48,8 +49,9 @@ def _root() -> None:
 
 
 async def _chaos(inp: ChaosInput, as_json: bool, detach: bool) -> int:
-    client = await connect_client()
     instance = resolve(inp.subject)
+    build_images_with_progress(instance.subject)
+    client = await connect_client()
     maybe_worker = await has_live_worker(client, task_queue())
     try:
         handle = await client.start_workflow(
@@ -109,6 +111,7 @@ def chaos(
     raise typer.Exit(asyncio.run(_chaos(inp, as_json, detach)))
 
 
+app.command()(subjects)
 app.command()(control.advance)
 app.command()(control.cancel)
 app.command()(control.abort)

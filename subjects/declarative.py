@@ -164,6 +164,8 @@ class SubjectFile(_Strict):
     images: list[Image] = []
     probes: list[Probe] = Field(min_length=1, description="invariants, evaluated on every member")
     load: list[Probe] = Field(min_length=1, description="client operations, cycled by sequence number")
+    load_on: str | None = Field(default=None, description="send load only to the holder of this role (e.g. the "
+                                                          "primary, for writes), following it when it moves")
     roles: dict[str, RoleSpec] = Field(default={}, description="role name -> how to tell who holds it")
     primary_role: str | None = Field(default=None, description="the role a `leader` target means (default: first)")
     diagnosis: Diagnosis = Diagnosis()
@@ -180,8 +182,10 @@ class SubjectFile(_Strict):
             port = getattr(probe, "port", None)
             if port is not None and port not in self.ports.names:
                 raise ValueError(f"probe {probe.label()!r} uses port {port!r}, not one of ports.names")
-        if self.primary_role is not None and self.primary_role not in self.roles:
-            raise ValueError(f"primary_role {self.primary_role!r} is not one of roles")
+        for field_name in ("primary_role", "load_on"):
+            role = getattr(self, field_name)
+            if role is not None and role not in self.roles:
+                raise ValueError(f"{field_name} {role!r} is not one of roles")
         return self
 
 
@@ -293,6 +297,7 @@ class DeclarativeSession(Session):
         self.subject, self.instance, self.members = subject, instance, members
         self.http = http_client()
         self._client_member: dict[int, int] = {}
+        self._load_target: str | None = None
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -386,11 +391,27 @@ class DeclarativeSession(Session):
         return CheckResult(at=at, ok=not violations, members=members, roles=roles, violations=violations)
 
     async def load_op(self, client: int, seq: int, timeout: float) -> None:
+        # The operations of the `load` list are cycled by sequence number.
+        probe = self.subject.spec.load[seq % len(self.subject.spec.load)]
+        role = self.subject.spec.load_on
+        if role is not None:
+            # To the role's holder (a primary takes the writes), asked again after any error: a failover moves it.
+            if self._load_target is None:
+                holders = await self._holders(self.subject.spec.roles[role], timeout)
+                if len(holders) != 1:
+                    raise ProbeFailed(f"no single {role} to send load to ({len(holders)} claim it)")
+                self._load_target = holders[0]
+            target = self._load_target
+            try:
+                await self.run(probe, target, seq, timeout)
+            except Exception:
+                self._load_target = None
+                raise
+            return
         # Each client sticks to one member and moves to the next after an error, as a client with several
-        # endpoints does; the operations of the `load` list are cycled by sequence number.
+        # endpoints does.
         services = self.subject.services
         index = self._client_member.setdefault(client, client % len(services))
-        probe = self.subject.spec.load[seq % len(self.subject.spec.load)]
         try:
             await self.run(probe, services[index], seq, timeout)
         except Exception:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from activities.probes import http_client
+from subjects.etcd import EtcdSession
 from tests.conftest import free_port
 
 PORT_RANGE = (28000, 28990)
@@ -23,19 +23,19 @@ async def _hanging_member():
 
 
 async def test_fail_fast_check_reports_a_dead_member_without_waiting_for_a_hanging_one(etcd):
-    subject, real = etcd.instance.subject, etcd.instance.endpoints
+    real = etcd.instance.subject.endpoints(etcd.instance.port_base)
     server = await _hanging_member()
     hanging = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     # A free port: nothing listens there, so connections are refused.
     endpoints = {"etcd1": hanging, "etcd2": real["etcd2"], "etcd3": f"http://127.0.0.1:{free_port()}"}
     timeout = 5.0
     try:
-        async with http_client() as http:
+        async with EtcdSession(endpoints) as session:
             began = time.monotonic()
-            fast = await subject.check(http, endpoints, timeout, fail_fast=True)
+            fast = await session.check(timeout, fail_fast=True)
             fast_s = time.monotonic() - began
             began = time.monotonic()
-            full = await subject.check(http, endpoints, timeout)
+            full = await session.check(timeout)
             full_s = time.monotonic() - began
     finally:
         server.close()
@@ -50,8 +50,10 @@ async def test_fail_fast_check_reports_a_dead_member_without_waiting_for_a_hangi
 
 
 async def test_fail_fast_check_of_a_healthy_cluster_is_the_full_check(etcd):
-    async with http_client() as http:
-        result = await etcd.instance.subject.check(http, etcd.instance.endpoints, 1.0, fail_fast=True)
+    async with EtcdSession(etcd.instance.subject.endpoints(etcd.instance.port_base)) as session:
+        result = await session.check(1.0, fail_fast=True)
+        roles = await session.roles(1.0)
     assert result.ok, result.violations
     assert [m.service for m in result.members] == ["etcd1", "etcd2", "etcd3"]
-    assert result.leader in etcd.instance.subject.services and result.write_ok
+    # The leader is read from etcd itself: the member every member's status names.
+    assert result.roles["leader"] in etcd.instance.subject.services and roles == result.roles

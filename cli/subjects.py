@@ -1,0 +1,79 @@
+"""`starter.py subjects`: every subject this machine knows, and building their images with progress."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import typer
+from rich.table import Table
+
+from activities.images import ImageBuildFailed, ensure_images, image_exists, missing_images
+from cli.common import EXIT_INFRA, err_console, fail
+from subjects import BadSubjectFile, Subject, UnknownSubject, get_subject, known
+from subjects.declarative import schema
+
+
+def _docker_up() -> bool:
+    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+def build_images_with_progress(subject: Subject) -> None:
+    """Build the subject's missing images here, showing what the build is doing (it can take a minute).
+
+    Done by the starter before the run starts, so the user sees it; preflight would build them too, but only its
+    worker's log would show why it takes long. Skipped when Docker is not reachable: preflight says so properly."""
+    if not _docker_up() or not missing_images(subject.images()):
+        return
+    began = time.monotonic()
+    with err_console.status(f"building the images of {subject.name}") as status:
+        def progress(line: str) -> None:
+            status.update(f"[bold]building the images of {subject.name}[/] ({time.monotonic() - began:.0f}s): "
+                          f"[dim]{line[:100]}[/]")
+        try:
+            built = ensure_images(subject.images(), progress)
+        except ImageBuildFailed as err:
+            fail(EXIT_INFRA, f"cannot build the images of {subject.name}: {err}")
+    err_console.print(f"built {', '.join(built)} in {time.monotonic() - began:.0f}s")
+
+
+def subjects(
+    as_json: bool = typer.Option(False, "--json", help="Print the list as JSON."),
+    print_schema: bool = typer.Option(False, "--schema",
+                                      help="Print the JSON Schema of subject.yaml (for editors) and exit."),
+) -> None:
+    """Every subject you can run: shipped and installed ones (entry points), and subject folders on
+    CHAOS_SUBJECT_PATH. A folder anywhere else runs with `chaos --subject ./path/to/folder`."""
+    if print_schema:
+        print(json.dumps(schema(), indent=2))
+        return
+    docker_up = _docker_up()
+    rows = []
+    for found in known():
+        try:
+            s = get_subject(str(found.folder) if found.folder else found.name)
+        except (UnknownSubject, BadSubjectFile) as err:
+            rows.append({"name": found.name, "origin": found.origin, "error": str(err)})
+            continue
+        images = {i.ref: (image_exists(i.ref) if docker_up else None) for i in s.images()}
+        rows.append({"name": s.name, "targets": list(s.targets), "services": list(s.services),
+                     "origin": s.origin or found.origin, "project": s.default_project,
+                     "port_base": s.default_port_base, "images": images})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="Subjects", title_justify="left")
+    for col in ("name", "targets", "defined in", "images"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        if "error" in r:
+            table.add_row(r["name"], "[red]cannot load[/]", r["origin"], f"[red]{r['error']}[/]")
+            continue
+        marks = {True: "[green]present[/]", False: "[yellow]not built (the first run builds it)[/]",
+                 None: "[dim]unknown (Docker unreachable)[/]"}
+        table.add_row(r["name"], ", ".join(r["targets"]), r["origin"],
+                      "\n".join(f"{ref}: {marks[ok]}" for ref, ok in r["images"].items()) or "-")
+    from rich.console import Console
+
+    Console().print(table)
