@@ -22,10 +22,11 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from contracts import Attr, Progress, SubjectRef
+from contracts import Attr, Progress
 from runtime.copies import SubjectCopy, free_port_base
 from runtime.devserver import temporal_binary
 from runtime.worker import build_worker
+from subjects import get_subject, subject_ref
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"  # kept by CI: screenshots, reports, durability figures
@@ -46,9 +47,9 @@ def command_env(address: str, state_dir: Path, **extra: str) -> dict[str, str]:
     return {**os.environ, "TEMPORAL_ADDRESS": address, "CHAOS_STATE_DIR": str(state_dir), **extra}
 
 
-def subject_args(etcd) -> list[str]:
-    """`--project/--port-base` naming a test's etcd copy on the command line."""
-    return ["--project", etcd.instance.project, "--port-base", str(etcd.instance.port_base)]
+def subject_args(copy) -> list[str]:
+    """`--project/--port-base` naming a test's subject copy on the command line."""
+    return ["--project", copy.instance.project, "--port-base", str(copy.instance.port_base)]
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -108,19 +109,28 @@ async def running_worker(client: Client, task_queue: str):
         yield worker
 
 
-@pytest_asyncio.fixture(scope="module")
-async def etcd(request):
-    """A healthy 3-member etcd cluster, private to the test module, torn down by its project name."""
-    port_range = getattr(request.module, "PORT_RANGE", (24000, 24990))
-    ref = SubjectRef(name="etcd", project=f"t-{uuid.uuid4().hex[:8]}", port_base=free_port_base(3, *port_range))
+@asynccontextmanager
+async def private_copy(subject: str, port_range: tuple[int, int]):
+    """A healthy private copy of a subject (a name or a folder path), torn down by its `t-...` project name."""
+    probe = subject_ref(subject)
+    ports = get_subject(subject).ports
+    ref = probe.model_copy(update={"project": f"t-{uuid.uuid4().hex[:8]}",
+                                   "port_base": free_port_base(ports, *port_range)})
     copy = SubjectCopy(ref)
-    await asyncio.to_thread(copy.up)
     try:
+        await asyncio.to_thread(copy.up)
         result = await copy.wait_healthy()
         assert result.ok, f"test subject never became healthy: {result.violations}"
         yield copy
     finally:
         await asyncio.to_thread(copy.down)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def etcd(request):
+    """A healthy 3-member etcd cluster, private to the test module."""
+    async with private_copy("etcd", getattr(request.module, "PORT_RANGE", (24000, 24990))) as copy:
+        yield copy
 
 
 async def walk_to_gate(handle, stage: str = "detect") -> None:
