@@ -1,0 +1,47 @@
+"""A full chaos run through `starter.py chaos` on every shipped subject and on a user's subject folder.
+
+Each runs on a private copy. What happened is checked against Docker's own event log (exactly one container died,
+the reported target), and the end state against the system's own API (the subject's session, not the report).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tests.conftest import ROOT, command_env, private_copy, starter, subject_args
+
+EXAMPLE = ROOT / "tests" / "data" / "my-subject"
+
+SUBJECTS = {
+    # subject (name or folder): (port range of its copies, role the system must report after the run)
+    "nats": ((25000, 25490), "stream_leader"),
+    "postgres": ((25500, 25990), "leader"),
+    str(EXAMPLE): ((26000, 26490), "primary"),
+}
+
+
+@pytest.mark.parametrize("subject", list(SUBJECTS), ids=["nats", "postgres", "folder-redis"])
+async def test_a_chaos_run_hits_exactly_the_reported_target_and_leaves_the_system_healthy(client, tmp_path, subject):
+    port_range, role = SUBJECTS[subject]
+    async with private_copy(subject, port_range) as copy:
+        targets = copy.instance.subject.targets
+        since = datetime.now(timezone.utc) - timedelta(seconds=1)
+        env = command_env(client.service_client.config.target_host, tmp_path)
+        proc = await asyncio.to_thread(starter, "chaos", "--subject", subject, "--json", "--countdown", "1",
+                                       *subject_args(copy), env=env, timeout=400)
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads(proc.stdout)
+        assert report["verdict"] == "pass", report["reasons"]
+        assert report["subject"] == copy.instance.subject.name and report["target"] in targets
+        assert copy.died_since(since) == [report["target"]]
+        assert report["diagnosis"]["correct"] is True, report["diagnosis"]
+        assert report["load"]["baseline_ops_s"] > 0
+        assert report["time_to_detect_s"] > 0 and report["time_to_restore_s"] > 0
+        assert all(copy.running().values()), copy.running()
+        final = await copy.check(timeout=2.0)  # the system's own answers
+        assert final.ok, final.violations
+        assert final.roles.get(role) in targets, final.roles
