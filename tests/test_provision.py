@@ -1,0 +1,33 @@
+"""`python -m runtime.provision`, the README's first set-up step and CI's: it provides only what is missing, and
+says in one line what to install where it cannot."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+
+from runtime import provision
+from tests.conftest import run_command
+
+
+def test_on_a_provisioned_machine_it_changes_nothing_and_says_so():
+    proc = run_command([sys.executable, "-m", "runtime.provision"], env=None, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "provision: project: installed from this checkout",
+        "provision: docker engine: running",
+        "provision: docker compose: present",
+        "provision: mmdebstrap: present",
+        "provision: chromium: present",
+    ]
+
+
+def test_where_it_cannot_install_it_names_exactly_what_to_install(monkeypatch, capsys):
+    real_which = shutil.which
+    monkeypatch.setattr(provision.shutil, "which", lambda cmd: None if cmd == "mmdebstrap" else real_which(cmd))
+    monkeypatch.setattr(provision, "_can_apt", lambda: False)  # as on a machine that is not Debian run as root
+    assert provision.main() == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: mmdebstrap (builds Debian-based subject images) is missing and this is not Debian run as "
+                   "root: install mmdebstrap (Debian/Ubuntu: sudo apt-get install -y mmdebstrap), then run this "
+                   "again"], err

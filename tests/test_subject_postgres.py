@@ -1,0 +1,178 @@
+"""The postgres subject against a real Patroni + PostgreSQL 15 cluster (etcd as its store) in Docker: a healthy
+cluster passes its check with the leader read from Patroni; killing the leader is seen at once by a fail-fast check,
+a replica takes over within seconds and load follows it, and the restarted former leader rejoins as a replica; a
+frozen member cannot make a check or a load operation overrun its deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import httpx
+import psycopg
+import pytest_asyncio
+
+from activities.docker import compose_client, open_session, service_container, validate_compose
+from contracts import SubjectRef
+from runtime.copies import SubjectCopy, free_port_base
+from subjects import SubjectInstance
+from subjects.postgres import PASSWORD, POSTGRES, USER
+
+PORT_RANGE = (27000, 27990)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def cluster():
+    """A private copy (own compose project and ports), removed by its project name whatever happens."""
+    copy = SubjectCopy(SubjectRef(name="postgres", project=f"t-{uuid.uuid4().hex[:8]}",
+                                  port_base=free_port_base(POSTGRES.ports, *PORT_RANGE)))
+    try:
+        began = time.monotonic()
+        await asyncio.to_thread(copy.up)
+        result = await copy.wait_healthy(timeout=90)
+        print(f"\npostgres: up and healthy in {time.monotonic() - began:.2f} s ({result.roles})")
+        assert result.ok, result.violations
+        yield copy
+    finally:
+        await asyncio.to_thread(copy.down)
+
+
+async def _docker(copy: SubjectCopy, service: str, action: str) -> None:
+    container = await asyncio.to_thread(service_container, copy.docker, copy.instance, service)
+    await asyncio.to_thread({"kill": lambda: container.kill("KILL"), "start": container.start,
+                             "pause": container.pause, "unpause": container.unpause}[action])
+
+
+async def _until(deadline_s: float, probe):
+    """Poll `probe` until it returns something truthy; returns (value, seconds), or fails at the deadline."""
+    began = time.monotonic()
+    while True:
+        value = await probe()
+        if value:
+            return value, time.monotonic() - began
+        assert time.monotonic() - began < deadline_s, f"not done within {deadline_s} s"
+        await asyncio.sleep(0.1)
+
+
+async def _sql(copy: SubjectCopy, service: str, query: str, params=()):
+    port = POSTGRES.sql_ports(copy.instance.port_base)[service]
+    async with await psycopg.AsyncConnection.connect(host="127.0.0.1", port=port, user=USER, password=PASSWORD,
+                                                     dbname="postgres", connect_timeout=3) as conn:
+        return await (await conn.execute(query, params)).fetchall()
+
+
+def test_the_compose_file_is_valid_and_the_ports_do_not_overlap():
+    instance = SubjectInstance(subject=POSTGRES, project="t-valid", port_base=26000)
+    validate_compose(compose_client(instance), instance)  # raises if the shipped file is broken
+    env = POSTGRES.compose_env(26000)
+    ports = sorted(int(v) for k, v in env.items() if k.endswith("_PORT"))
+    assert ports == list(range(26001, 26001 + POSTGRES.ports))
+    assert set(POSTGRES.targets) < set(POSTGRES.services)
+    assert POSTGRES.hints.quorum == "one"
+
+
+async def test_a_healthy_cluster_passes_its_check_with_the_leader_from_patroni(cluster):
+    async with open_session(cluster.instance) as session:
+        result = await session.check(2.0)
+        assert result.ok, result.violations
+        assert {m.service for m in result.members} == set(POSTGRES.targets)
+        assert set(result.roles) == {"leader"} and result.roles["leader"] in POSTGRES.targets
+        assert await session.roles(2.0) == result.roles
+        for seq in range(40):
+            await session.load_op(seq % 4, seq, 2.0)
+
+    # The role is Patroni's own: the member its DCS view names leader, and the one PostgreSQL says is primary.
+    leader = result.roles["leader"]
+    api = POSTGRES.api_endpoints(cluster.instance.port_base)
+    async with httpx.AsyncClient(trust_env=False) as http:
+        members = (await http.get(f"{api['pg1']}/cluster", timeout=2)).json()["members"]
+    assert [m["name"] for m in members if m["role"] == "leader"] == [leader]
+    assert await _sql(cluster, leader, "SELECT pg_is_in_recovery()") == [(False,)]
+    # The load wrote through the leader (key seq % 128 holds the last even seq written there).
+    assert await _sql(cluster, leader, "SELECT v FROM chaos_load WHERE k = 38") == [(38,)]
+
+
+async def test_killing_the_leader_fails_over_and_the_old_leader_rejoins(cluster):
+    async with open_session(cluster.instance) as checker, open_session(cluster.instance) as load:
+        before = await checker.check(2.0)
+        assert before.ok, before.violations
+        victim = before.roles["leader"]
+        await load.load_op(0, 0, 2.0)
+
+        await _docker(cluster, victim, "kill")
+        killed = time.monotonic()
+
+        # Detection: the dead member refuses at once; a fail-fast check does not wait for anything else.
+        began = time.monotonic()
+        fast = await checker.check(5.0, fail_fast=True)
+        assert time.monotonic() - began < 1.5
+        assert f"{victim}: unreachable (connection refused)" in fast.violations, fast.violations
+
+        # Failover: a replica promotes itself once the dead leader's key expires (ttl 8 s), and takes writes.
+        async def new_leader():
+            result = await checker.check(2.0)
+            leader = result.roles.get("leader")
+            wrote = not any(v.startswith("write on the leader") for v in result.violations)
+            return leader if leader not in (None, victim) and wrote else None
+
+        successor, _ = await _until(20, new_leader)
+        failover_s = time.monotonic() - killed
+        print(f"\npostgres: {victim} killed, {successor} leads and takes writes after {failover_s:.2f} s")
+        assert failover_s < 15
+
+        # Load follows the failover: the same load client finds the new primary by itself.
+        seq = iter(range(2, 1_000_000, 2))  # even: writes
+
+        async def load_ok():
+            try:
+                n = next(seq)
+                await load.load_op(0, n, 1.0)
+                return n
+            except Exception:  # noqa: BLE001 - failures are expected until the client has found the new leader
+                return None
+
+        written, _ = await _until(10, load_ok)
+        assert await _sql(cluster, successor, "SELECT v FROM chaos_load WHERE k = %s",
+                          (written % 128,)) == [(written,)]
+
+        # Rejoin: the restarted former leader comes back as a replica (pg_rewind) and streams from the successor.
+        await _docker(cluster, victim, "start")
+        healed, rejoin_s = await _until(90, lambda: _healthy(checker))
+        print(f"postgres: {victim} restarted, cluster healthy again after {rejoin_s:.2f} s ({healed.roles})")
+        assert healed.roles["leader"] == successor
+        assert await _sql(cluster, victim, "SELECT pg_is_in_recovery()") == [(True,)]
+        # What the successor acknowledged is on the rejoined member too.
+        row = await _until(10, lambda: _sql(cluster, victim, "SELECT v FROM chaos_load WHERE k = %s",
+                                            (written % 128,)))
+        assert row[0] == [(written,)]
+
+
+async def _healthy(session):
+    result = await session.check(2.0)
+    return result if result.ok else None
+
+
+async def test_a_frozen_replica_cannot_make_checks_or_load_overrun_their_deadline(cluster):
+    async with open_session(cluster.instance) as session:
+        before = await _until(60, lambda: _healthy(session))
+        leader = before[0].roles["leader"]
+        frozen = next(svc for svc in POSTGRES.targets if svc != leader)
+        await _docker(cluster, frozen, "pause")
+        try:
+            began = time.monotonic()
+            result = await session.check(1.0)
+            assert time.monotonic() - began < 2.5
+            assert f"{frozen}: no answer (timeout)" in result.violations, result.violations
+            assert result.roles == {"leader": leader}
+
+            # A load client with no connection yet still finds the leader: the members are tried at once, so the
+            # frozen one (which accepts TCP and then says nothing) cannot eat the deadline.
+            async with open_session(cluster.instance) as fresh:
+                for seq in range(10):
+                    began = time.monotonic()
+                    await fresh.load_op(seq, seq, 1.5)
+                    assert time.monotonic() - began < 1.5
+        finally:
+            await _docker(cluster, frozen, "unpause")
+        await _until(60, lambda: _healthy(session))
