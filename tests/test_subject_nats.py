@@ -1,0 +1,167 @@
+"""The nats subject against a real 3-member JetStream cluster in Docker: a healthy cluster passes its check with
+its roles read from the system; killing the stream leader is seen at once by a fail-fast check, load resumes on the
+survivors once they elect a new leader, and the restarted member rejoins until the cluster says it is whole."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import datetime, timezone
+
+import httpx
+import nats
+import pytest_asyncio
+
+from activities.docker import open_session, service_container
+from contracts import SubjectRef
+from runtime.copies import SubjectCopy, free_port_base
+from subjects.nats import NATS, STREAM
+
+PORT_RANGE = (29000, 29990)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def cluster():
+    """A private copy (own compose project and ports), removed by its project name whatever happens."""
+    copy = SubjectCopy(SubjectRef(name="nats", project=f"t-{uuid.uuid4().hex[:8]}",
+                                  port_base=free_port_base(NATS.ports, *PORT_RANGE)))
+    try:
+        began = time.monotonic()
+        await asyncio.to_thread(copy.up)
+        up_s = time.monotonic() - began
+        result = await copy.wait_healthy(timeout=60)
+        print(f"\nnats: compose up {up_s:.2f} s, healthy {time.monotonic() - began:.2f} s after the start"
+              f" ({result.roles})")
+        assert result.ok, result.violations
+        yield copy
+    finally:
+        await asyncio.to_thread(copy.down)
+
+
+async def _kill(copy: SubjectCopy, service: str) -> None:
+    container = await asyncio.to_thread(service_container, copy.docker, copy.instance, service)
+    await asyncio.to_thread(container.kill, "KILL")
+
+
+async def _start(copy: SubjectCopy, service: str) -> None:
+    container = await asyncio.to_thread(service_container, copy.docker, copy.instance, service)
+    await asyncio.to_thread(container.start)
+
+
+async def _until(deadline_s: float, probe):
+    """Poll `probe` (an async callable returning a truthy value when done) until it succeeds; returns
+    (value, seconds) or fails the test at the deadline."""
+    began = time.monotonic()
+    while True:
+        value = await probe()
+        if value:
+            return value, time.monotonic() - began
+        assert time.monotonic() - began < deadline_s, f"not done within {deadline_s} s"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_healthy_cluster_passes_its_check_with_roles(cluster):
+    async with open_session(cluster.instance) as session:
+        result = await session.check(2.0)
+        assert result.ok, result.violations
+        assert {m.service for m in result.members} == set(NATS.services)
+        assert all(m.healthy for m in result.members)
+        assert set(result.roles) == {"meta_leader", "stream_leader"}
+        assert set(result.roles.values()) <= set(NATS.services)
+        assert await session.roles(2.0) == result.roles
+        for seq in range(20):
+            await session.load_op(seq % 3, seq, 2.0)
+
+    # The roles are the system's own: the stream leader is the one nats-server names in the stream's info.
+    nc = await nats.connect(list(NATS.client_urls(cluster.instance.port_base).values()), connect_timeout=2,
+                            max_reconnect_attempts=1)
+    try:
+        info = await nc.jsm(timeout=2).stream_info(STREAM)
+    finally:
+        await nc.close()
+    assert info.cluster.leader == result.roles["stream_leader"]
+    assert info.config.num_replicas == 3
+
+
+async def test_killing_the_stream_leader_is_detected_survived_and_healed(cluster):
+    started = datetime.now(timezone.utc)
+    async with open_session(cluster.instance) as checker, open_session(cluster.instance) as load:
+        before = await checker.check(2.0)
+        assert before.ok, before.violations
+        victim = before.roles["stream_leader"]
+        await load.load_op(0, 0, 2.0)
+
+        killed = time.monotonic()
+        await _kill(cluster, victim)
+        kill_s = time.monotonic() - killed
+
+        # Detection: the dead member refuses at once; a fail-fast check does not wait on the leaderless stream.
+        began = time.monotonic()
+        fast = await checker.check(5.0, fail_fast=True)
+        fast_s = time.monotonic() - began
+        assert not fast.ok and fast.violations
+        assert fast_s < 1.5, f"fail-fast check took {fast_s:.2f} s"
+        # Whichever answered first (the refused member or the publish nothing acknowledges), a full check names
+        # the dead member and the leaderless stream, and still returns within its timeout.
+        began = time.monotonic()
+        full = await checker.check(2.0)
+        assert time.monotonic() - began < 3.0
+        assert f"{victim}: unreachable (connection refused)" in full.violations, full.violations
+        assert any(v.startswith(f"stream {STREAM} has no leader") for v in full.violations), full.violations
+
+        # Load resumes on the survivors once they have elected a new stream leader (one client connection,
+        # failing over if it was on the victim), and the check then only misses the dead member.
+        seq = iter(range(1, 1_000_000))
+
+        async def load_ok():
+            try:
+                await load.load_op(0, next(seq), 1.0)
+                return True
+            except Exception:  # noqa: BLE001 - failures are expected until the re-election ends
+                return False
+
+        async def only_the_victim_is_missing():
+            result = await checker.check(1.0)
+            others = [v for v in result.violations if victim not in v]
+            return result if not others and result.roles.get("stream_leader") not in (None, victim) else None
+
+        since_kill = time.monotonic() - killed
+        (_, load_s), (during, elected_s) = await asyncio.gather(_until(20, load_ok),
+                                                                 _until(20, only_the_victim_is_missing))
+        load_s, elected_s = since_kill + load_s, since_kill + elected_s
+        assert not during.ok and during.roles["stream_leader"] != victim
+        for i in range(10):
+            await load.load_op(1, i, 2.0)
+
+        # Heal: the runner starts the member again; the check passes once it has rejoined, and so does every
+        # member's plain /healthz (JetStream current: meta group and streams caught up), the cluster's own verdict.
+        await _start(cluster, victim)
+        (after, rejoin_s), (_, whole_s) = await asyncio.gather(_until(30, lambda: _healthy_check(checker)),
+                                                                _until(30, lambda: _whole_by_its_own_api(cluster)))
+        assert set(after.roles) == {"meta_leader", "stream_leader"}
+        assert await _whole_by_its_own_api(cluster)
+
+    assert victim in cluster.died_since(started)
+    assert all(cluster.running().values())
+    print(f"\nnats: killed stream leader {victim} (docker kill {kill_s:.2f} s); fail-fast check {fast_s * 1000:.0f} ms;"
+          f" after the kill: load ok again {load_s:.2f} s, check ok but for {victim} {elected_s:.2f} s (new stream"
+          f" leader {during.roles['stream_leader']}); after docker start: check ok {rejoin_s:.2f} s, plain /healthz"
+          f" 200 on all {whole_s:.2f} s")
+
+
+async def _healthy_check(session):
+    result = await session.check(1.0)
+    return result if result.ok else None
+
+
+async def _whole_by_its_own_api(copy: SubjectCopy) -> bool:
+    """Every member's plain /healthz (JetStream current: meta and stream caught up) answers 200."""
+    async with httpx.AsyncClient(trust_env=False) as http:
+        for url in NATS.monitor_urls(copy.instance.port_base).values():
+            try:
+                if (await http.get(f"{url}/healthz", timeout=1.0)).status_code != 200:
+                    return False
+            except httpx.HTTPError:
+                return False
+    return True
