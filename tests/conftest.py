@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -131,6 +132,18 @@ async def etcd(request):
     """A healthy 3-member etcd cluster, private to the test module."""
     async with private_copy("etcd", getattr(request.module, "PORT_RANGE", (24000, 24990))) as copy:
         yield copy
+
+
+async def until(deadline_s: float, probe):
+    """Poll `probe` (an async callable) until it returns something truthy; returns (value, seconds it took), or
+    fails the test at the deadline."""
+    began = time.monotonic()
+    while True:
+        value = await probe()
+        if value:
+            return value, time.monotonic() - began
+        assert time.monotonic() - began < deadline_s, f"not done within {deadline_s} s"
+        await asyncio.sleep(0.1)
 
 
 async def walk_to_gate(handle, stage: str = "detect") -> None:

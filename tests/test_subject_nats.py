@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from datetime import datetime, timezone
 
 import httpx
@@ -14,29 +13,19 @@ import nats
 import pytest_asyncio
 
 from activities.docker import open_session, service_container
-from contracts import SubjectRef
-from runtime.copies import SubjectCopy, free_port_base
+from runtime.copies import SubjectCopy
 from subjects.nats import NATS, STREAM
+
+from tests.conftest import private_copy, until
 
 PORT_RANGE = (29000, 29990)
 
 
 @pytest_asyncio.fixture(scope="module")
 async def cluster():
-    """A private copy (own compose project and ports), removed by its project name whatever happens."""
-    copy = SubjectCopy(SubjectRef(name="nats", project=f"t-{uuid.uuid4().hex[:8]}",
-                                  port_base=free_port_base(NATS.ports, *PORT_RANGE)))
-    try:
-        began = time.monotonic()
-        await asyncio.to_thread(copy.up)
-        up_s = time.monotonic() - began
-        result = await copy.wait_healthy(timeout=60)
-        print(f"\nnats: compose up {up_s:.2f} s, healthy {time.monotonic() - began:.2f} s after the start"
-              f" ({result.roles})")
-        assert result.ok, result.violations
+    """A healthy private copy (own compose project and ports), removed by its project name whatever happens."""
+    async with private_copy("nats", PORT_RANGE) as copy:
         yield copy
-    finally:
-        await asyncio.to_thread(copy.down)
 
 
 async def _kill(copy: SubjectCopy, service: str) -> None:
@@ -47,18 +36,6 @@ async def _kill(copy: SubjectCopy, service: str) -> None:
 async def _start(copy: SubjectCopy, service: str) -> None:
     container = await asyncio.to_thread(service_container, copy.docker, copy.instance, service)
     await asyncio.to_thread(container.start)
-
-
-async def _until(deadline_s: float, probe):
-    """Poll `probe` (an async callable returning a truthy value when done) until it succeeds; returns
-    (value, seconds) or fails the test at the deadline."""
-    began = time.monotonic()
-    while True:
-        value = await probe()
-        if value:
-            return value, time.monotonic() - began
-        assert time.monotonic() - began < deadline_s, f"not done within {deadline_s} s"
-        await asyncio.sleep(0.1)
 
 
 async def test_a_healthy_cluster_passes_its_check_with_roles(cluster):
@@ -127,8 +104,8 @@ async def test_killing_the_stream_leader_is_detected_survived_and_healed(cluster
             return result if not others and result.roles.get("stream_leader") not in (None, victim) else None
 
         since_kill = time.monotonic() - killed
-        (_, load_s), (during, elected_s) = await asyncio.gather(_until(20, load_ok),
-                                                                 _until(20, only_the_victim_is_missing))
+        (_, load_s), (during, elected_s) = await asyncio.gather(until(20, load_ok),
+                                                                 until(20, only_the_victim_is_missing))
         load_s, elected_s = since_kill + load_s, since_kill + elected_s
         assert not during.ok and during.roles["stream_leader"] != victim
         for i in range(10):
@@ -137,8 +114,8 @@ async def test_killing_the_stream_leader_is_detected_survived_and_healed(cluster
         # Heal: the runner starts the member again; the check passes once it has rejoined, and so does every
         # member's plain /healthz (JetStream current: meta group and streams caught up), the cluster's own verdict.
         await _start(cluster, victim)
-        (after, rejoin_s), (_, whole_s) = await asyncio.gather(_until(30, lambda: _healthy_check(checker)),
-                                                                _until(30, lambda: _whole_by_its_own_api(cluster)))
+        (after, rejoin_s), (_, whole_s) = await asyncio.gather(until(30, lambda: _healthy_check(checker)),
+                                                                until(30, lambda: _whole_by_its_own_api(cluster)))
         assert set(after.roles) == {"meta_leader", "stream_leader"}
         assert await _whole_by_its_own_api(cluster)
 

@@ -7,52 +7,32 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 
 import httpx
 import psycopg
 import pytest_asyncio
 
 from activities.docker import compose_client, open_session, service_container, validate_compose
-from contracts import SubjectRef
-from runtime.copies import SubjectCopy, free_port_base
+from runtime.copies import SubjectCopy
 from subjects import SubjectInstance
 from subjects.postgres import PASSWORD, POSTGRES, USER
+
+from tests.conftest import private_copy, until
 
 PORT_RANGE = (27000, 27990)
 
 
 @pytest_asyncio.fixture(scope="module")
 async def cluster():
-    """A private copy (own compose project and ports), removed by its project name whatever happens."""
-    copy = SubjectCopy(SubjectRef(name="postgres", project=f"t-{uuid.uuid4().hex[:8]}",
-                                  port_base=free_port_base(POSTGRES.ports, *PORT_RANGE)))
-    try:
-        began = time.monotonic()
-        await asyncio.to_thread(copy.up)
-        result = await copy.wait_healthy(timeout=90)
-        print(f"\npostgres: up and healthy in {time.monotonic() - began:.2f} s ({result.roles})")
-        assert result.ok, result.violations
+    """A healthy private copy (own compose project and ports), removed by its project name whatever happens."""
+    async with private_copy("postgres", PORT_RANGE) as copy:
         yield copy
-    finally:
-        await asyncio.to_thread(copy.down)
 
 
 async def _docker(copy: SubjectCopy, service: str, action: str) -> None:
     container = await asyncio.to_thread(service_container, copy.docker, copy.instance, service)
     await asyncio.to_thread({"kill": lambda: container.kill("KILL"), "start": container.start,
                              "pause": container.pause, "unpause": container.unpause}[action])
-
-
-async def _until(deadline_s: float, probe):
-    """Poll `probe` until it returns something truthy; returns (value, seconds), or fails at the deadline."""
-    began = time.monotonic()
-    while True:
-        value = await probe()
-        if value:
-            return value, time.monotonic() - began
-        assert time.monotonic() - began < deadline_s, f"not done within {deadline_s} s"
-        await asyncio.sleep(0.1)
 
 
 async def _sql(copy: SubjectCopy, service: str, query: str, params=()):
@@ -116,7 +96,7 @@ async def test_killing_the_leader_fails_over_and_the_old_leader_rejoins(cluster)
             wrote = not any(v.startswith("write on the leader") for v in result.violations)
             return leader if leader not in (None, victim) and wrote else None
 
-        successor, _ = await _until(20, new_leader)
+        successor, _ = await until(20, new_leader)
         failover_s = time.monotonic() - killed
         print(f"\npostgres: {victim} killed, {successor} leads and takes writes after {failover_s:.2f} s")
         assert failover_s < 15
@@ -132,18 +112,18 @@ async def test_killing_the_leader_fails_over_and_the_old_leader_rejoins(cluster)
             except Exception:  # noqa: BLE001 - failures are expected until the client has found the new leader
                 return None
 
-        written, _ = await _until(10, load_ok)
+        written, _ = await until(10, load_ok)
         assert await _sql(cluster, successor, "SELECT v FROM chaos_load WHERE k = %s",
                           (written % 128,)) == [(written,)]
 
         # Rejoin: the restarted former leader comes back as a replica (pg_rewind) and streams from the successor.
         await _docker(cluster, victim, "start")
-        healed, rejoin_s = await _until(90, lambda: _healthy(checker))
+        healed, rejoin_s = await until(90, lambda: _healthy(checker))
         print(f"postgres: {victim} restarted, cluster healthy again after {rejoin_s:.2f} s ({healed.roles})")
         assert healed.roles["leader"] == successor
         assert await _sql(cluster, victim, "SELECT pg_is_in_recovery()") == [(True,)]
         # What the successor acknowledged is on the rejoined member too.
-        row = await _until(10, lambda: _sql(cluster, victim, "SELECT v FROM chaos_load WHERE k = %s",
+        row = await until(10, lambda: _sql(cluster, victim, "SELECT v FROM chaos_load WHERE k = %s",
                                             (written % 128,)))
         assert row[0] == [(written,)]
 
@@ -155,7 +135,7 @@ async def _healthy(session):
 
 async def test_a_frozen_replica_cannot_make_checks_or_load_overrun_their_deadline(cluster):
     async with open_session(cluster.instance) as session:
-        before = await _until(60, lambda: _healthy(session))
+        before = await until(60, lambda: _healthy(session))
         leader = before[0].roles["leader"]
         frozen = next(svc for svc in POSTGRES.targets if svc != leader)
         await _docker(cluster, frozen, "pause")
@@ -175,4 +155,4 @@ async def test_a_frozen_replica_cannot_make_checks_or_load_overrun_their_deadlin
                     assert time.monotonic() - began < 1.5
         finally:
             await _docker(cluster, frozen, "unpause")
-        await _until(60, lambda: _healthy(session))
+        await until(60, lambda: _healthy(session))
