@@ -29,6 +29,7 @@ from bench import scenarios
 from contracts import WORKFLOW_TASK_TIMEOUT, Attr, ChaosInput, SubjectRef
 from runtime.copies import SubjectCopy, free_port_base
 from runtime.devserver import temporal_binary
+from subjects import get_subject, subject_ref
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PORTS = (27000, 28990)
@@ -56,9 +57,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-overhead", action="store_true", help="skip the orchestration overhead comparison")
     p.add_argument("--skip-resume", action="store_true", help="skip the worker SIGKILL/resume run")
     p.add_argument("--skip-parallel", action="store_true", help="skip the parallel-subjects run")
+    p.add_argument("--subjects", default="etcd,nats,postgres", metavar="A,B",
+                   help="subjects (names or folder paths) measured one by one: image, cluster up, TTD/TTR")
+    p.add_argument("--subject-runs", type=int, default=5, help="chaos runs per subject")
+    p.add_argument("--rebuild-images", action="store_true",
+                   help="remove each subject's local images first, to time a build from scratch")
+    p.add_argument("--skip-subjects", action="store_true", help="skip the per-subject figures")
     p.add_argument("--out", type=Path, default=None, help="JSON file to write (default bench/results/<ts>.json)")
     args = p.parse_args(argv)
-    for name in ("runs", "overhead_pairs", "parallel", "load_concurrency"):
+    for name in ("runs", "overhead_pairs", "parallel", "load_concurrency", "subject_runs"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     for name in ("detect_interval", "check_timeout", "workflow_task_timeout"):
@@ -138,6 +145,16 @@ def render(results: dict) -> list[Table]:
             t.add_row("  TTD p50 / max (s)", f"{_fmt(p['ttd_s']['p50'])} / {_fmt(p['ttd_s']['max'])}", "", "")
             t.add_row("  TTR p50 / max (s)", f"{_fmt(p['ttr_s']['p50'])} / {_fmt(p['ttr_s']['max'])}", "", "")
         tables.append(t)
+    if (rows := results.get("subjects")) is not None:
+        t = Table(title="Subjects: image, cluster up, TTD/TTR (s)", title_justify="left")
+        for col in ("subject", "images (MB)", "build", "up → healthy", "runs", "TTD p50 / max", "TTR p50 / max"):
+            t.add_column(col, justify="left" if col in ("subject", "images (MB)") else "right")
+        for r in rows:
+            t.add_row(r["subject"], ", ".join(f"{k} {v}" for k, v in r["images"].items()), _fmt(r["build_s"]),
+                      _fmt(r["up_s"]), f"{r['ttd_s']['n']} {'pass' if r['all_passed'] else 'NOT ALL PASSED'}",
+                      f"{_fmt(r['ttd_s']['p50'])} / {_fmt(r['ttd_s']['max'])}",
+                      f"{_fmt(r['ttr_s']['p50'])} / {_fmt(r['ttr_s']['max'])}")
+        tables.append(t)
     return tables
 
 
@@ -170,7 +187,7 @@ async def main(args: argparse.Namespace) -> int:
                    "check_timeout_s": args.check_timeout, "workflow_task_timeout_s": args.workflow_task_timeout,
                    "load_concurrency": args.load_concurrency,
                    "overhead_pairs": args.overhead_pairs,
-                   "parallel": args.parallel},
+                   "parallel": args.parallel, "subjects": args.subjects, "subject_runs": args.subject_runs},
         "machine": {"cpus": os.cpu_count(), "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3]},
     }
     env = None
@@ -202,6 +219,16 @@ async def main(args: argparse.Namespace) -> int:
         if not args.skip_parallel:
             console.print(f"[bold]parallel[/]: {args.parallel} subjects at once, one worker")
             results["parallel"] = await scenarios.parallel(lab, args.parallel)
+        if not args.skip_subjects:
+            results["subjects"] = []
+            for k, name in enumerate(n for n in args.subjects.split(",") if n):
+                console.print(f"[bold]subject {name}[/]: {args.subject_runs} runs")
+                ref = subject_ref(name)
+                copy = SubjectCopy(ref.model_copy(update={
+                    "project": f"{run_id}-s{k}", "port_base": free_port_base(get_subject(name).ports, *PORTS, taken=taken)}))
+                copies.append(copy)  # torn down with the others, whatever happens
+                results["subjects"].append(
+                    await scenarios.subject_figures(lab, copy, args.subject_runs, args.rebuild_images))
     finally:
         console.print("tearing down: workers, etcd copies, dev server")
         if lab is not None:

@@ -4,6 +4,7 @@
 - overhead:  the same run as a workflow and as a plain asyncio script, back to back.
 - resume:    SIGKILL a worker process at a point of the run (KILL_POINTS), start another, time the recovery.
 - parallel:  K copies chaos-tested at once by one worker process; its CPU and memory.
+- subject_figures: per subject (etcd, nats, postgres, a folder): image build, cluster up, TTD/TTR over N runs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from temporalio.client import Client, WorkflowHandle
 from bench.measure import STAGES, History, decode, read_history, sample_process, summary
 from bench.plain import run_plain
 from contracts import ChaosInput, ChaosReport, DetectResult, PreflightResult
+from activities.images import ensure_images, image_exists
 from runtime.copies import SubjectCopy
 from runtime.worker import build_worker
 from workflows.chaos import ChaosDemoWorkflow
@@ -102,10 +104,10 @@ async def _chaos_run(lab: Lab, copy: SubjectCopy, target: str | None, name: str)
     return report, await read_history(handle)
 
 
-async def _run_record(lab: Lab, report: ChaosReport, history: History) -> dict:
+async def _run_record(lab: Lab, report: ChaosReport, history: History, role: str = "leader") -> dict:
     """One run's figures. The leader before the kill is the preflight baseline's, recorded in the history."""
     pre = history.first("preflight")
-    leader_before = (await decode(lab.client, pre, PreflightResult)).baseline.roles.get("leader") if pre and pre.result else None
+    leader_before = (await decode(lab.client, pre, PreflightResult)).baseline.roles.get(role) if pre and pre.result else None
     detect = history.first("detect_violation")
     restore = history.first("restore_fault")
     rec = {
@@ -290,4 +292,53 @@ async def parallel(lab: Lab, k: int) -> dict:
         "ttd_s": summary([r.time_to_detect_s for r in reports if r.time_to_detect_s is not None]),
         "ttr_s": summary([r.time_to_restore_s for r in reports if r.time_to_restore_s is not None]),
         "runs": records,
+    }
+
+
+def _image_mb(ref: str) -> float | None:
+    out = subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}", ref], capture_output=True, text=True)
+    return round(int(out.stdout) / 1e6, 1) if out.returncode == 0 else None
+
+
+async def subject_figures(lab: Lab, copy: SubjectCopy, runs: int, rebuild: bool) -> dict:
+    """One subject: its images (built from scratch when `rebuild`), a copy brought up until healthy, then `runs`
+    chaos runs alternating the primary role's holder and a follower. The copy is torn down at the end."""
+    subject = copy.instance.subject
+    images = subject.images()
+    build_s = None
+    if rebuild:
+        subprocess.run(["docker", "image", "rm", "-f", *(i.ref for i in images if i.recipe is not None)],
+                       capture_output=True)
+        subprocess.run("docker image ls -q chaos-debian-rootfs | xargs -r docker image rm -f", shell=True,
+                       capture_output=True)
+        began = time.monotonic()
+        await asyncio.to_thread(ensure_images, images)
+        build_s = round(time.monotonic() - began, 1)
+    elif not all(image_exists(i.ref) for i in images):
+        await asyncio.to_thread(ensure_images, images)
+    began = time.monotonic()
+    await asyncio.to_thread(copy.up)
+    healthy = await copy.wait_healthy(timeout=180)
+    up_s = round(time.monotonic() - began, 2)
+    if not healthy.ok:
+        raise RuntimeError(f"{subject.name} never became healthy: {healthy.violations}")
+    lab.say(f"  {subject.name}: images {'built in ' + str(build_s) + 's' if build_s else 'present'}, "
+            f"up and healthy in {up_s}s")
+    records = []
+    async with build_worker(lab.client, task_queue=lab.task_queue):
+        for i in range(runs):
+            check = await copy.wait_healthy(timeout=180)
+            leader = check.roles.get(subject.primary_role)
+            target = leader if i % 2 == 0 and leader else next(t for t in subject.targets if t != leader)
+            report, history = await _chaos_run(lab, copy, target, f"{subject.name}-{i}")
+            rec = await _run_record(lab, report, history, subject.primary_role)
+            records.append(rec)
+            lab.say(f"  {subject.name} run {i + 1}/{runs}: {rec['target']} "
+                    f"({'leader' if rec['killed_leader'] else 'follower'}) TTD {rec['ttd_s']}s TTR {rec['ttr_s']}s "
+                    f"{rec['verdict']}")
+    return {
+        "subject": subject.name, "images": {i.ref: _image_mb(i.ref) for i in images}, "build_s": build_s,
+        "up_s": up_s, "ttd_s": summary([r["ttd_s"] for r in records if r["ttd_s"] is not None]),
+        "ttr_s": summary([r["ttr_s"] for r in records if r["ttr_s"] is not None]),
+        "all_passed": all(r["verdict"] == "pass" for r in records), "runs": records,
     }

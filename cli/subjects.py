@@ -7,6 +7,7 @@ import subprocess
 import time
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from activities.images import ImageBuildFailed, ensure_images, image_exists, missing_images
@@ -63,17 +64,17 @@ def subjects(
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title="Subjects", title_justify="left")
-    for col in ("name", "targets", "defined in", "images"):
-        table.add_column(col, overflow="fold")
+    table = Table(title="Subjects", title_justify="left", caption=(
+        "✓ image built  · ✗ not built yet (the first run builds it)  · ? Docker unreachable"), caption_justify="left")
+    table.add_column("name", no_wrap=True, style="bold")
+    table.add_column("targets", no_wrap=True)
+    table.add_column("images", no_wrap=True)
+    table.add_column("defined in", overflow="fold")
+    marks = {True: "[green]✓[/]", False: "[yellow]✗[/]", None: "[dim]?[/]"}
     for r in rows:
         if "error" in r:
-            table.add_row(r["name"], "[red]cannot load[/]", r["origin"], f"[red]{r['error']}[/]")
+            table.add_row(r["name"], "[red]cannot load[/]", "", f"{r['origin']}\n[red]{r['error']}[/]")
             continue
-        marks = {True: "[green]present[/]", False: "[yellow]not built (the first run builds it)[/]",
-                 None: "[dim]unknown (Docker unreachable)[/]"}
-        table.add_row(r["name"], ", ".join(r["targets"]), r["origin"],
-                      "\n".join(f"{ref}: {marks[ok]}" for ref, ok in r["images"].items()) or "-")
-    from rich.console import Console
-
+        table.add_row(r["name"], ", ".join(r["targets"]),
+                      "\n".join(f"{marks[ok]} {ref}" for ref, ok in r["images"].items()) or "-", r["origin"])
     Console().print(table)
