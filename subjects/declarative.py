@@ -427,17 +427,24 @@ class DeclarativeSubject(Subject):
     def __init__(self, spec: SubjectFile, folder: Path):
         self.spec = spec
         self.folder = folder
-        self.name = spec.name
-        self.services = tuple(spec.services)
-        self.targets = tuple(spec.targets or spec.services)
-        self.default_project = spec.project or f"chaos-{spec.name}"
-        self.default_port_base = spec.ports.base
-        self.ports = len(spec.ports.names) * len(spec.services)
-        self.primary_role = spec.primary_role or next(iter(spec.roles), "leader")
-        self.hints = DiagnosisHints(quorum=spec.diagnosis.quorum, log_markers=tuple(spec.diagnosis.log_markers),
-                                    prompt_notes=spec.diagnosis.notes)
-        self.defaults = spec.timeouts
-        self.origin = f"folder {folder}"
+        from_file = {
+            "name": spec.name,
+            "services": tuple(spec.services),
+            "targets": tuple(spec.targets or spec.services),
+            "default_project": spec.project or f"chaos-{spec.name}",
+            "default_port_base": spec.ports.base,
+            "ports": len(spec.ports.names) * len(spec.services),
+            "primary_role": spec.primary_role or next(iter(spec.roles), "leader"),
+            "hints": DiagnosisHints(quorum=spec.diagnosis.quorum, log_markers=tuple(spec.diagnosis.log_markers),
+                                    prompt_notes=spec.diagnosis.notes),
+            "defaults": spec.timeouts,
+            "origin": f"folder {folder}",
+        }
+        # A hook subclass that sets an attribute itself wins over the file.
+        hooks = type(self).__mro__[:type(self).__mro__.index(DeclarativeSubject)]
+        for attr, value in from_file.items():
+            if not any(attr in klass.__dict__ for klass in hooks):
+                setattr(self, attr, value)
 
     def port_offset(self, service: str, name: str | None) -> int:
         j = self.spec.ports.names.index(name) if name else 0

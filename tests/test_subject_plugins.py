@@ -127,3 +127,27 @@ async def test_a_worker_that_does_not_know_the_subject_rejects_the_run_and_touch
     assert cause.type == ErrorType.BAD_INPUT
     assert cause.message == "subject 'ghost': folder /nonexistent/ghost does not exist on this worker"
     assert _containers_of(ref.project) == []
+
+
+def test_a_hook_class_in_the_folder_takes_over_what_the_file_cannot_say(tmp_path):
+    folder = _broken_copy(tmp_path, lambda f: (f / "subject.yaml").write_text(
+        (f / "subject.yaml").read_text() + "hook: richer:Richer\n"))
+    (folder / "richer.py").write_text(
+        "from subjects.declarative import DeclarativeSession, DeclarativeSubject\n\n"
+        "class RicherSession(DeclarativeSession):\n    pass\n\n"
+        "class Richer(DeclarativeSubject):\n    session_class = RicherSession\n    primary_role = 'primary'\n"
+        "    targets = ('redis2', 'redis3')  # say, redis1 is off limits\n")
+    env = command_env("127.0.0.1:1", tmp_path, CHAOS_SUBJECT_PATH=str(folder))
+    rows = {r["name"]: r for r in json.loads(starter("subjects", "--json", env=env).stdout)}
+    assert rows["redis"]["targets"] == ["redis2", "redis3"]
+    bad = starter("chaos", "--subject", str(folder), "--target", "redis1", env=env)
+    assert bad.returncode == 2 and "'redis1' is not a target of redis (targets: redis2, redis3)" in bad.stderr
+
+
+def test_a_hook_that_cannot_be_loaded_is_one_line_naming_it(tmp_path):
+    folder = _broken_copy(tmp_path, lambda f: (f / "subject.yaml").write_text(
+        (f / "subject.yaml").read_text() + "hook: missing_module:Nope\n"))
+    proc = starter("chaos", "--subject", str(folder), env=command_env("127.0.0.1:1", tmp_path))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"error: {folder}/subject.yaml: hook: cannot load missing_module:Nope: "
+                                   "No module named 'missing_module'")
