@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import subprocess
 import time
@@ -28,12 +29,17 @@ def build_images_with_progress(subject: Subject) -> None:
     if not _docker_up() or not missing_images(subject.images()):
         return
     began = time.monotonic()
-    with err_console.status(f"building the images of {subject.name}") as status:
-        def progress(line: str) -> None:
+    last = ["starting"]
+    with err_console.status(f"building the images of {subject.name}") as status, \
+            concurrent.futures.ThreadPoolExecutor(1) as pool:
+        build = pool.submit(ensure_images, subject.images(), lambda line: last.__setitem__(0, line))
+        while not build.done():
+            # Ticks on its own: a Debian rootfs prints nothing for most of its minute.
             status.update(f"[bold]building the images of {subject.name}[/] ({time.monotonic() - began:.0f}s): "
-                          f"[dim]{line[:100]}[/]")
+                          f"[dim]{last[0][:90]}[/]")
+            time.sleep(0.25)
         try:
-            built = ensure_images(subject.images(), progress)
+            built = build.result()
         except ImageBuildFailed as err:
             fail(EXIT_INFRA, f"cannot build the images of {subject.name}: {err}")
     err_console.print(f"built {', '.join(built)} in {time.monotonic() - began:.0f}s")
