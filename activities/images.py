@@ -28,6 +28,9 @@ from subjects.base import FromDebian, FromDockerfile, FromWheelBinary, ImageSpec
 Progress = Callable[[str], None]
 DEBIAN_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 MERGED_USR_HOOK = Path("/usr/share/mmdebstrap/hooks/merged-usr")
+# Nothing in a subject container reads documentation or translations: leaving them out saves ~60 MB per image.
+DPKG_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*", "/usr/share/locale/*",
+                 "/usr/share/lintian/*")
 
 
 class ImageBuildFailed(RuntimeError):
@@ -99,7 +102,8 @@ def wheel_binary(recipe: FromWheelBinary, workdir: Path, progress: Progress) -> 
 
 def debian_rootfs(recipe: FromDebian, progress: Progress) -> str:
     """Tag of a Debian rootfs image with the packages baked in; built once per package set."""
-    key = hashlib.sha256(" ".join([recipe.suite, *sorted(recipe.packages)]).encode()).hexdigest()[:12]
+    # The tag names what is in it: a rootfs made another way (other packages, excludes) is another image.
+    key = hashlib.sha256(" ".join([recipe.suite, *sorted(recipe.packages), *DPKG_EXCLUDES]).encode()).hexdigest()[:12]
     tag = f"chaos-debian-rootfs:{recipe.suite}-{key}"
     if image_exists(tag):
         return tag
@@ -109,6 +113,7 @@ def debian_rootfs(recipe: FromDebian, progress: Progress) -> str:
         raise ImageBuildFailed("mmdebstrap must run as root to build a Debian root filesystem (try sudo)")
     argv = ["mmdebstrap", "--variant=minbase", f"--include={','.join(recipe.packages)}",
             "--aptopt=APT::Install-Recommends \"false\"",
+            *(f"--dpkgopt=path-exclude={path}" for path in DPKG_EXCLUDES),
             # Some postinst scripts (OpenJDK's) expect man directories that minbase leaves out.
             "--essential-hook=mkdir -p \"$1\"/usr/share/man/man1"]
     if MERGED_USR_HOOK.is_dir():  # without it perl gets pulled in (+48 MB)
