@@ -40,6 +40,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Typer's Rich help labels every flag `<bool>` as if it took a value (even --help); Click's plain help draws
+    # flags as flags.
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 120},  # Click's help stops at 80 columns even in a wider terminal
 )
 
 

@@ -104,5 +104,5 @@ async def _reap(lookback_hours: float) -> int:
 
 
 def reap(lookback_hours: float = typer.Option(24.0, help="Look at runs closed within this many hours.")) -> None:
-    """Restore faults left behind by runs that closed without restoring (e.g. terminated) — now, not on schedule."""
+    """Restore faults left behind by runs that closed without restoring (terminated ones) — now, not on schedule."""
     raise typer.Exit(asyncio.run(_reap(lookback_hours)))

@@ -152,7 +152,7 @@ def watch(
     workflow_id: str = typer.Argument(..., help="Workflow id of a running run (e.g. chaos-etcd)."),
     as_json: bool = typer.Option(False, "--json", help="Print only the final report as JSON on stdout."),
 ) -> None:
-    """Follow a running run live (e.g. one started with --detach or by a schedule) until its report.
+    """Follow a running run live (one started with --detach or by a schedule) until its report.
 
     Runs a worker in this process if none picks the run up. Ctrl-C stops watching; the run goes on.
     Exit codes: 0 pass, 1 fail, 2 not running or unknown, 130 stopped watching.
