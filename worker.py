@@ -6,6 +6,7 @@ import sys
 
 from runtime.connect import exit_process
 from runtime.devserver import ServerUnreachable, connect_or_start
+from runtime.run_log import show_in_terminal
 from runtime.worker import SearchAttributesMissing, build_worker, ensure_reaper_schedule, ensure_search_attributes
 
 
@@ -24,6 +25,7 @@ async def main() -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    show_in_terminal()  # a line when each chaos run starts and ends
     async with build_worker(client) as worker:
         print(f"worker polling task queue {worker.task_queue!r} on {client.service_client.config.target_host}"
               f" (namespace {client.namespace}); Ctrl-C to stop", flush=True)

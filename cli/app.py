@@ -26,6 +26,7 @@ from cli.common import (
     err_console,
     fail,
     has_live_worker,
+    no_worker_hint,
     run_url,
 )
 from cli.follow import follow_to_end
@@ -40,6 +41,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Typer's Rich help labels every flag `<bool>` as if it took a value (even --help); Click's plain help draws
+    # flags as flags.
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 120},  # Click's help stops at 80 columns even in a wider terminal
 )
 
 
@@ -69,11 +74,13 @@ async def _chaos(inp: ChaosInput, as_json: bool, detach: bool) -> int:
         fail(EXIT_BAD_INPUT, f"subject {inp.subject.name} (project {instance.project}) is busy: run "
                              f"{instance.project} is still in progress; wait for it or cancel it")
     url = run_url(client, handle.id, handle.result_run_id or "")
-    err_console.print(f"run {handle.id} started: {url}", highlight=False, soft_wrap=True)
+    # Followed live, the URL is on the live view and under the report: not a third time here.
+    followed_live = not (as_json or detach)
+    err_console.print(f"run {handle.id} started" + ("" if followed_live else f": {url}"), highlight=False,
+                      soft_wrap=True)
     if detach:
         if not maybe_worker:
-            err_console.print(f"[yellow]no worker is polling: start one with `python worker.py`, or "
-                              f"`python starter.py watch {handle.id}` runs one while it watches[/]")
+            err_console.print(no_worker_hint(handle.id), style="yellow", highlight=False, soft_wrap=True)
         if as_json:
             print(json.dumps({"workflow_id": handle.id, "run_id": handle.result_run_id, "url": url}))
         return EXIT_PASS

@@ -16,6 +16,7 @@ from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExec
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
+from cli.facts import cancelled_text, run_facts
 from contracts import WORKFLOW_NAME, ChaosInput, ErrorType, Progress
 from runtime.connect import connect_config, task_queue, ui_base_url
 from runtime.devserver import ServerUnreachable, connect_or_start
@@ -33,6 +34,8 @@ EXIT_FOR_ERROR = {
 WORKER_SEEN_WITHIN = timedelta(seconds=75)
 # ...but a worker that died recently is listed too, so it must also take the run's first task within this time.
 WORKER_PICKUP_WITHIN = 3.0
+# A live worker answers a query in milliseconds; this bounds the wait for one that has just died.
+QUERY_TIMEOUT = timedelta(seconds=5)
 
 err_console = Console(stderr=True)
 
@@ -57,6 +60,16 @@ def exit_code_for_failure(err: BaseException) -> tuple[int, str]:
             return EXIT_INTERRUPTED, "the run was cancelled (the fault, if injected, was restored)"
         cause = cause.__cause__
     return EXIT_FAIL, f"the run failed: {err.__cause__ or err}"
+
+
+def was_cancelled(err: BaseException) -> bool:
+    return exit_code_for_failure(err)[0] == EXIT_INTERRUPTED
+
+
+async def say_cancelled(handle: WorkflowHandle) -> int:
+    """Say what the cancelled run did to the subject (from the server's record of it); the exit code for it."""
+    err_console.print(cancelled_text(await run_facts(await handle.describe())), highlight=False, soft_wrap=True)
+    return EXIT_INTERRUPTED
 
 
 async def connect_client() -> Client:
@@ -155,8 +168,24 @@ def chaos_input(subject: str, target: str | None, detect_timeout: float | None, 
 
 
 async def query_progress(handle: WorkflowHandle) -> Progress:
-    """The run's `progress` query: what the live view and `status` draw."""
-    return await handle.query(ChaosDemoWorkflow.progress, result_type=Progress)
+    """The run's `progress` query: what the live view and `status` draw. Bounded: a worker that died moments ago
+    is still listed as a poller, and the server would hold the query for it for half a minute."""
+    return await handle.query(ChaosDemoWorkflow.progress, result_type=Progress, rpc_timeout=QUERY_TIMEOUT)
+
+
+async def live_progress(client: Client, handle: WorkflowHandle, desc: WorkflowExecutionDescription) -> Progress | None:
+    """The running run's progress, or None when no worker serves it (then only the server's facts are known)."""
+    if not await has_live_worker(client, desc.task_queue):
+        return None
+    try:
+        return await query_progress(handle)
+    except RPCError:
+        return None
+
+
+def no_worker_hint(workflow_id: str) -> str:
+    return (f"no worker is serving run {workflow_id}: start one with `python worker.py`, or "
+            f"`python starter.py watch {workflow_id}` runs one while it watches")
 
 
 async def lookup_run(client: Client, workflow_id: str,

@@ -6,19 +6,22 @@ import asyncio
 import uuid
 
 import typer
+from rich.console import Console
 from rich.table import Table
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 
 from cli.common import (
     EXIT_BAD_INPUT,
-    EXIT_INTERRUPTED,
     EXIT_PASS,
     connect_client,
     err_console,
     fail,
+    run_url,
     running_run,
+    say_cancelled,
     worker_if_needed,
 )
+from cli.render import print_report
 from contracts import ReapRequest
 from runtime.connect import task_queue
 from workflows.chaos import ChaosDemoWorkflow
@@ -55,8 +58,11 @@ async def _cancel(workflow_id: str) -> int:
         except Exception:  # a cancelled run ends in a (cancellation) failure: that is the expected outcome
             pass
     desc = await handle.describe()
-    err_console.print(f"run {workflow_id} ended: {desc.status.name if desc.status else '?'}")
-    return EXIT_INTERRUPTED if desc.status and desc.status.name == "CANCELED" else EXIT_PASS
+    if desc.status == WorkflowExecutionStatus.CANCELED:
+        return await say_cancelled(handle)
+    err_console.print(f"run {workflow_id} ended before the cancel took effect: "
+                      f"{desc.status.name if desc.status else '?'}")
+    return EXIT_PASS
 
 
 def cancel(workflow_id: str = RUN_ID) -> None:
@@ -64,23 +70,27 @@ def cancel(workflow_id: str = RUN_ID) -> None:
     raise typer.Exit(asyncio.run(_cancel(workflow_id)))
 
 
-async def _abort(workflow_id: str, reason: str) -> int:
+async def _abort(workflow_id: str, reason: str, as_json: bool) -> int:
     client = await connect_client()
     handle, _ = await running_run(client, workflow_id)
     async with worker_if_needed(client, handle):
         progress = await handle.execute_update(ChaosDemoWorkflow.abort, reason)
         err_console.print(f"aborted {workflow_id}: fault state {progress.fault_state.value}")
         report = await handle.result()
-    print(report.model_dump_json(indent=2))
+    if as_json:
+        print(report.model_dump_json(indent=2))
+    else:
+        print_report(Console(), report, run_url(client, handle.id, report.run_id))
     return EXIT_PASS
 
 
 def abort(
     workflow_id: str = RUN_ID,
     reason: str = typer.Option("aborted by operator", help="Recorded in the report."),
+    as_json: bool = typer.Option(False, "--json", help="Print only the report as JSON on stdout."),
 ) -> None:
-    """Restore now and finish the run with a report (printed as JSON)."""
-    raise typer.Exit(asyncio.run(_abort(workflow_id, reason)))
+    """Restore now and finish the run with its report (the verdict, as `chaos` ends with)."""
+    raise typer.Exit(asyncio.run(_abort(workflow_id, reason, as_json)))
 
 
 async def _reap(lookback_hours: float) -> int:
@@ -104,5 +114,5 @@ async def _reap(lookback_hours: float) -> int:
 
 
 def reap(lookback_hours: float = typer.Option(24.0, help="Look at runs closed within this many hours.")) -> None:
-    """Restore faults left behind by runs that closed without restoring (e.g. terminated) — now, not on schedule."""
+    """Restore faults left behind by runs that closed without restoring (terminated ones) — now, not on schedule."""
     raise typer.Exit(asyncio.run(_reap(lookback_hours)))

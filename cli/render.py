@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from rich.console import Group
+from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from cli.facts import RunFacts
 from contracts import ChaosReport, Diagnosis, FaultState, LoadSummary, LoadWindow, Progress, Stage
 
 STAGES = [Stage.PREFLIGHT, Stage.COUNTDOWN, Stage.INJECT, Stage.DETECT, Stage.DIAGNOSE, Stage.RESTORE, Stage.VERIFY]
@@ -38,13 +39,22 @@ def load_strip(p: Progress) -> Text:
     return strip
 
 
+def stage_strip(p: Progress) -> Text:
+    """Every stage in order: the finished ones ticked, the current one highlighted, those to come dimmed."""
+    current = len(STAGES) if p.stage == Stage.DONE else STAGES.index(p.stage) if p.stage in STAGES else 0
+    strip = Text()
+    for i, stage in enumerate(STAGES):
+        if i < current:
+            strip.append(f" ✓ {stage.value} ", style="green")
+        else:
+            strip.append(f" {stage.value} ", style="bold reverse" if i == current else "dim")
+        strip.append(" ")
+    return strip
+
+
 def progress_view(p: Progress, url: str) -> Panel:
     now = datetime.now(timezone.utc)
-    stages = Text()
-    for stage in STAGES:
-        style = "bold reverse" if stage == p.stage else "dim"
-        stages.append(f" {stage.value} ", style=style)
-        stages.append(" ")
+    stages = stage_strip(p)
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
@@ -64,32 +74,58 @@ def progress_view(p: Progress, url: str) -> Panel:
     if p.stage == Stage.DETECT and p.detect_deadline:
         grid.add_row("detect", f"{max(0.0, (p.detect_deadline - now).total_seconds()):.1f} s left before timeout")
     grid.add_row("time to detect", seconds_text(p.time_to_detect_s))
-    if p.diagnosis:
-        grid.add_row("diagnosis", Text.assemble(f"{', '.join(p.diagnosis.affected_nodes) or 'nobody'} "
-                                                f"({diagnosis_source(p.diagnosis)}) ", _grade(p.diagnosis)))
+    if p.diagnosis:  # one short line, e.g. "etcd3 ✓ correct · rules engine (no API key)"
+        grid.add_row("diagnosis", Text.assemble(f"{', '.join(p.diagnosis.affected_nodes) or 'nobody'} ",
+                                                _grade(p.diagnosis), f" · {diagnosis_source(p.diagnosis)}"))
     grid.add_row("time to restore", seconds_text(p.time_to_restore_s))
     return Panel(Group(stages, grid), title=f"chaos run on {p.subject}", subtitle=url)
 
 
+def facts_view(f: RunFacts, summary: str | None, url: str) -> Panel:
+    """A run as the server alone knows it (search attributes, memo): what `status` shows when no worker serves it."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("run", f"{f.workflow_id} / {f.run_id}")
+    if summary:
+        grid.add_row("what", summary)
+    grid.add_row("status", f"{f.status or '?'} since {f.started_at:%Y-%m-%d %H:%M:%S} UTC")
+    grid.add_row("stage", f.stage or "not started")
+    grid.add_row("target", f.target or "(not chosen yet)")
+    fault_state = f.fault_state or FaultState.NONE.value
+    grid.add_row("fault", Text(fault_state, style={"injected": "bold red", "restored": "green"}.get(fault_state, "")))
+    if f.time_to_detect_s is not None:
+        grid.add_row("time to detect", seconds_text(f.time_to_detect_s))
+    if f.time_to_restore_s is not None:
+        grid.add_row("time to restore", seconds_text(f.time_to_restore_s))
+    if f.verdict:
+        grid.add_row("verdict", f.verdict)
+    return Panel(grid, title=f"chaos run on {f.subject or '?'}", subtitle=url)
+
+
 def diagnosis_source(d: Diagnosis) -> str:
+    """Who diagnosed, in a few words: "Claude (model)", "rules engine (no API key)"."""
     if d.source == "claude":
         return f"Claude ({d.model})" if d.model else "Claude"
     if d.fallback_reason:
-        return f"rules engine (fallback: {d.fallback_reason}" + (f" - {d.fallback_detail})" if d.fallback_detail else ")")
+        words = d.fallback_reason.replace("_", " ").replace("api", "API").replace("claude", "Claude")
+        return f"rules engine ({words})"
     return "rules engine"
 
 
 def _grade(d: Diagnosis) -> Text:
     if d.correct:
-        return Text("✓ names the node that was hit, and only it", style="bold green")
-    return Text("✗ does not match the node that was hit", style="bold red")
+        return Text("✓ correct", style="bold green")
+    return Text("✗ wrong", style="bold red")
 
 
 def diagnosis_panel(d: Diagnosis) -> Panel:
+    """The diagnosis itself. Who made it and whether it named the right node are in the verdict's reasons."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    grid.add_row("source", diagnosis_source(d))
+    if d.model:
+        grid.add_row("model", d.model)
     grid.add_row("summary", d.summary)
     grid.add_row("root cause", d.root_cause)
     grid.add_row("affected", ", ".join(d.affected_nodes) or "-")
@@ -98,11 +134,8 @@ def diagnosis_panel(d: Diagnosis) -> Panel:
     grid.add_row("evidence", "\n".join(f"- {e}" for e in d.evidence) or "-")
     grid.add_row("actions", "\n".join(f"- {a}" for a in d.suggested_actions) or "-")
     grid.add_row("confidence", f"{d.confidence:.0%}")
-    if d.correct is not None:
-        grid.add_row("correct", _grade(d))
     border = "default" if d.correct is None else ("green" if d.correct else "red")
-    return Panel(grid, title=f"diagnosis by {'Claude' if d.source == 'claude' else 'the rules engine'}",
-                 border_style=border)
+    return Panel(grid, title="diagnosis", border_style=border)
 
 
 def load_text(load: LoadSummary) -> str:
@@ -114,22 +147,25 @@ def load_text(load: LoadSummary) -> str:
             f"{load.errors} errors in {len(load.windows)} windows")
 
 
-def report_view(r: ChaosReport, url: str) -> Group:
+def report_view(r: ChaosReport) -> Group:
+    """The diagnosis and the verdict. Each fact once: the reasons carry time to detect and restore and who
+    diagnosed, so no row repeats them."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
     grid.add_row("run", f"{r.workflow_id} / {r.run_id}")
-    grid.add_row("subject", f"{r.subject} (project {r.project})")
-    grid.add_row("fault", f"{r.fault} {r.target}")
-    grid.add_row("fault state", r.fault_state.value)
-    grid.add_row("time to detect", seconds_text(r.time_to_detect_s))
-    grid.add_row("time to restore", seconds_text(r.time_to_restore_s))
+    grid.add_row("fault", f"{r.fault} {r.target or '-'} on {r.subject} (project {r.project}): {r.fault_state.value}")
     if r.load.windows:
         grid.add_row("load", load_text(r.load))
     grid.add_row("reasons", "\n".join(f"- {x}" for x in r.reasons))
-    grid.add_row("history", Text(url, overflow="fold"))
     passed = r.verdict == "pass"
     verdict = Panel(grid, title=Text(f"verdict: {r.verdict.upper()}", style="bold green" if passed else "bold red"),
                     border_style="green" if passed else "red")
     parts = [diagnosis_panel(r.diagnosis)] if r.diagnosis else []
     return Group(*parts, verdict)
+
+
+def print_report(console: Console, r: ChaosReport, url: str) -> None:
+    """The report, then the run's page in the web UI on a line of its own, unbroken so terminals can open it."""
+    console.print(report_view(r))
+    console.print(f"history: {url}", highlight=False, soft_wrap=True)

@@ -38,7 +38,7 @@ def _facts(r: ChaosReport) -> list[tuple[str, str]]:
 
 def _diagnosis_lines(d: Diagnosis) -> list[tuple[str, str | list[str]]]:
     return [
-        ("source", diagnosis_source(d)),
+        ("source", diagnosis_source(d) + (f" - {d.fallback_detail}" if d.fallback_detail else "")),
         ("summary", d.summary),
         ("root cause", d.root_cause),
         ("affected", ", ".join(d.affected_nodes) or "-"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
@@ -20,19 +21,23 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, Wor
 from cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAIL,
+    EXIT_INFRA,
     EXIT_PASS,
     connect_client,
     err_console,
     exit_code_for_failure,
     fail,
+    live_progress,
     load_subject,
     lookup_run,
-    query_progress,
+    no_worker_hint,
     run_url,
     running_run,
+    say_cancelled,
 )
+from cli.facts import run_facts
 from cli.follow import follow_to_end
-from cli.render import progress_view, report_view
+from cli.render import facts_view, print_report, progress_view
 from cli.reports import FORMATS, render
 from contracts import WORKFLOW_NAME, Attr, ChaosReport, Progress
 
@@ -57,29 +62,27 @@ async def _list(subject: str | None, verdict: str | None, limit: int, as_json: b
     client = await connect_client()
     rows = []
     async for wf in client.list_workflows(runs_query(subject, verdict), limit=limit):
-        attrs = wf.typed_search_attributes
-        rows.append({
-            "workflow_id": wf.id, "run_id": wf.run_id, "started_at": wf.start_time.isoformat(),
-            "status": wf.status.name if wf.status else None,
-            "subject": attrs.get(Attr.SUBJECT), "fault": attrs.get(Attr.FAULT), "target": attrs.get(Attr.TARGET),
-            "stage": attrs.get(Attr.STAGE), "verdict": attrs.get(Attr.VERDICT),
-            "time_to_detect_s": attrs.get(Attr.DETECT_SECONDS), "time_to_restore_s": attrs.get(Attr.RESTORE_SECONDS),
-            "diagnosis_correct": attrs.get(Attr.DIAGNOSIS_CORRECT),
-        })
+        f = await run_facts(wf)
+        rows.append({**asdict(f), "started_at": f.started_at.isoformat()})
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"chaos runs ({runs_query(subject, verdict)})", title_justify="left")
-    for column in ("started (UTC)", "workflow id", "status", "subject", "target", "stage", "verdict", "TTD s",
+    # Borderless and compact so that a 120-column terminal shows every column; the run id is never cut, since
+    # `report --run-id` takes it.
+    table = Table(title=f"chaos runs ({runs_query(subject, verdict)})", title_justify="left", box=None,
+                  header_style="bold", pad_edge=False, collapse_padding=True)
+    for column in ("started UTC", "workflow id", "run id", "state", "subject", "target", "verdict", "TTD s",
                    "TTR s", "diagnosis"):
-        table.add_column(column, no_wrap=True)
+        table.add_column(column, no_wrap=True, min_width=36 if column == "run id" else None)
     for row in rows:
         verdict_text = Text(row["verdict"] or "-", style={"pass": "green", "fail": "bold red"}.get(row["verdict"], ""))
         correct = {True: Text("correct", style="green"), False: Text("wrong", style="red")}.get(
             row["diagnosis_correct"], Text("-"))
-        table.add_row(row["started_at"][:19].replace("T", " "), row["workflow_id"], row["status"] or "-",
-                      row["subject"] or "-", row["target"] or "-", row["stage"] or "-", verdict_text,
-                      _seconds(row["time_to_detect_s"]), _seconds(row["time_to_restore_s"]), correct)
+        state = (f"running ({row['stage'] or 'not started'})" if row["status"] == "RUNNING"
+                 else (row["status"] or "-").lower())
+        table.add_row(row["started_at"][5:16].replace("T", " "), row["workflow_id"], row["run_id"], state,
+                      row["subject"] or "-", row["target"] or "-", verdict_text, _seconds(row["time_to_detect_s"]),
+                      _seconds(row["time_to_restore_s"]), correct)
     Console().print(table)
     if not rows:
         Console(stderr=True).print("no runs match")
@@ -119,10 +122,17 @@ async def _status(workflow_id: str, run_id: str | None) -> int:
     url = run_url(client, handle.id, handle.run_id or "")
     console = Console()
     if desc.status == WorkflowExecutionStatus.RUNNING:
-        console.print(progress_view(await query_progress(handle), url))
+        progress = await live_progress(client, handle, desc)
+        if progress is not None:
+            console.print(progress_view(progress, url))
+        else:  # what the server knows, at once, rather than a query that waits for a worker that is not there
+            console.print(facts_view(await run_facts(desc), await desc.static_summary(), url))
+            err_console.print(no_worker_hint(handle.id), style="yellow", highlight=False, soft_wrap=True)
         return EXIT_PASS
+    if desc.status == WorkflowExecutionStatus.CANCELED:
+        return await say_cancelled(handle)
     report = await _final_report(handle)
-    console.print(report_view(report, url))
+    print_report(console, report, url)
     return EXIT_PASS if report.verdict == "pass" else EXIT_FAIL
 
 
@@ -132,7 +142,8 @@ def status(
 ) -> None:
     """Where a run is now (live stage, load, detection clock) or, once closed, its verdict.
 
-    Exit codes: 0 running or passed, 1 failed, 2 unknown run.
+    With no worker serving a running run, what the server knows of it (and how to get a worker).
+    Exit codes: 0 running or passed, 1 failed, 2 unknown run, 130 cancelled.
     """
     raise typer.Exit(asyncio.run(_status(workflow_id, run_id)))
 
@@ -152,7 +163,7 @@ def watch(
     workflow_id: str = typer.Argument(..., help="Workflow id of a running run (e.g. chaos-etcd)."),
     as_json: bool = typer.Option(False, "--json", help="Print only the final report as JSON on stdout."),
 ) -> None:
-    """Follow a running run live (e.g. one started with --detach or by a schedule) until its report.
+    """Follow a running run live (one started with --detach or by a schedule) until its report.
 
     Runs a worker in this process if none picks the run up. Ctrl-C stops watching; the run goes on.
     Exit codes: 0 pass, 1 fail, 2 not running or unknown, 130 stopped watching.
@@ -168,7 +179,10 @@ async def _report(workflow_id: str, run_id: str | None, fmt: str, output: Path |
         if fmt != "json":
             fail(EXIT_BAD_INPUT, f"run {handle.id} is still running; a {fmt} report needs a finished run "
                                  f"(`status {handle.id}` shows where it is, `report --format json` its progress)")
-        text, code = (await query_progress(handle)).model_dump_json(indent=2) + "\n", EXIT_PASS
+        progress = await live_progress(client, handle, desc)
+        if progress is None:
+            fail(EXIT_INFRA, f"run {handle.id} has no progress to report: {no_worker_hint(handle.id)}")
+        text, code = progress.model_dump_json(indent=2) + "\n", EXIT_PASS
     else:
         report = await _final_report(handle)
         text, code = render(report, fmt), EXIT_PASS if report.verdict == "pass" else EXIT_FAIL

@@ -20,6 +20,8 @@ from rich.table import Table
 from temporalio.client import (
     Client,
     Schedule,
+    ScheduleActionExecutionStartWorkflow,
+    ScheduleActionResult,
     ScheduleActionStartWorkflow,
     ScheduleDescription,
     ScheduleAlreadyRunningError,
@@ -28,16 +30,18 @@ from temporalio.client import (
     SchedulePolicy,
     ScheduleSpec,
     ScheduleState,
+    WorkflowExecutionStatus,
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from cli.common import EXIT_BAD_INPUT, chaos_input, connect_client, fail
-from contracts import SCHEDULED_WORKFLOW_NAME, WORKFLOW_TASK_TIMEOUT, ChaosInput, FaultKind
+from cli.common import EXIT_BAD_INPUT, chaos_input, connect_client, err_console, fail, has_live_worker
+from contracts import SCHEDULED_WORKFLOW_NAME, WORKFLOW_TASK_TIMEOUT, ChaosInput, FaultKind, ScheduledRunResult
 from runtime.connect import task_queue
 from subjects import resolve
 from workflows.scheduled import ScheduledChaosWorkflow
 
-app = typer.Typer(help="Nightly (or any cron) chaos runs as Temporal Schedules.", no_args_is_help=True)
+app = typer.Typer(help="Nightly (or any cron) chaos runs as Temporal Schedules.", no_args_is_help=True,
+                  rich_markup_mode=None)  # plain help, as the top-level app (cli/app.py says why)
 console = Console()
 
 # A night missed while the server was down is skipped, not run at lunchtime the next day.
@@ -60,6 +64,26 @@ async def _handle(client: Client, schedule_id: str) -> tuple[ScheduleHandle, Sch
         if err.status == RPCStatusCode.NOT_FOUND:
             fail(EXIT_BAD_INPUT, f"no schedule {schedule_id!r} (see `starter.py schedule list`)")
         raise
+
+
+async def _firing(client: Client, fired: ScheduleActionResult) -> str:
+    """One firing and what came of it: the ScheduledChaosWorkflow's result says whether it ran or skipped."""
+    action = fired.action
+    if not isinstance(action, ScheduleActionExecutionStartWorkflow):
+        return f"{fired.started_at:%Y-%m-%d %H:%M:%S}"
+    handle = client.get_workflow_handle(action.workflow_id, run_id=action.first_execution_run_id,
+                                        result_type=ScheduledRunResult)
+    try:
+        status = (await handle.describe()).status
+        if status == WorkflowExecutionStatus.COMPLETED:
+            result = await handle.result()
+            outcome = (f"ran {result.workflow_id}: {result.verdict or 'no verdict'}" if result.started
+                       else result.skipped_reason or "skipped")
+        else:
+            outcome = status.name.lower() if status else "?"
+    except RPCError:  # the firing's workflow is gone (retention): only the time is left
+        outcome = "-"
+    return f"{fired.started_at:%Y-%m-%d %H:%M:%S} {outcome}"
 
 
 async def _create(schedule_id: str, inp: ChaosInput, cron: str, timezone: str, paused: bool) -> None:
@@ -125,7 +149,7 @@ def create(
 async def _list() -> None:
     client = await connect_client()
     table = Table(title="chaos schedules", title_justify="left")
-    for column in ("id", "cron", "time zone", "state", "next run", "last runs"):
+    for column in ("id", "cron", "time zone", "state", "next run", "last firing"):
         table.add_column(column)
     async for entry in await client.list_schedules():
         action = entry.schedule.action if entry.schedule else None
@@ -135,7 +159,7 @@ async def _list() -> None:
         table.add_row(entry.id, (await entry.memo_value("cron", "-")), spec.time_zone_name or "UTC",
                       "paused" if entry.schedule.state.paused else "active",
                       f"{info.next_action_times[0]:%Y-%m-%d %H:%M} UTC" if info.next_action_times else "-",
-                      str(len(info.recent_actions)))
+                      await _firing(client, info.recent_actions[-1]) if info.recent_actions else "-")
     console.print(table)
 
 
@@ -162,8 +186,7 @@ async def _describe(schedule_id: str) -> None:
     grid.add_row("state", ("paused" if state.paused else "active") + (f" - {state.note}" if state.note else ""))
     grid.add_row("next runs", ", ".join(f"{t:%Y-%m-%d %H:%M} UTC" for t in info.next_action_times[:3]) or "-")
     grid.add_row("fired", f"{info.num_actions} times ({info.num_actions_skipped_overlap} skipped: overlap)")
-    grid.add_row("recent", "\n".join(f"{a.started_at:%Y-%m-%d %H:%M:%S} {a.action.workflow_id}"
-                                     for a in info.recent_actions[-5:]) or "-")
+    grid.add_row("recent", "\n".join([await _firing(client, a) for a in info.recent_actions[-5:]]) or "-")
     console.print(grid)
 
 
@@ -175,9 +198,13 @@ def describe(schedule_id: str = typer.Argument(..., help="Schedule id.")) -> Non
 
 async def _act(schedule_id: str, what: str, note: str | None = None) -> None:
     client = await connect_client()
-    handle, _ = await _handle(client, schedule_id)
+    handle, desc = await _handle(client, schedule_id)
     if what == "trigger":
         await handle.trigger()  # the schedule's overlap policy (SKIP) applies to a manual trigger too
+        queue = getattr(desc.schedule.action, "task_queue", None) or task_queue()
+        if not await has_live_worker(client, queue):
+            err_console.print(f"no worker is polling task queue {queue!r}: the firing waits until one does "
+                              f"(start one with `python worker.py`)", style="yellow", highlight=False, soft_wrap=True)
     elif what == "pause":
         await handle.pause(note=note)
     elif what == "unpause":

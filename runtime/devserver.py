@@ -8,6 +8,7 @@ inspected in the web UI at http://127.0.0.1:8233.
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 from temporalio.client import Client
 
 from contracts import Attr
-from runtime.connect import connect, uses_default_server
+from runtime.connect import connect, connect_config, uses_default_server
 from runtime.state import state_dir
 
 TYPE_NAMES = {2: "Keyword", 4: "Double", 5: "Bool"}
@@ -58,13 +59,27 @@ def start_dev_server() -> Path:
     return log
 
 
+def connect_failure(err: RuntimeError) -> str:
+    """Why a connection failed, in a few words: the SDK reports it as a Rust debug string
+    (`tonic::transport::Error(Transport, ConnectError(... message: "Connection refused" ...))`)."""
+    text = str(err)
+    if found := re.search(r'message: "([^"]+)"', text):
+        return found.group(1).lower()
+    if "dns error" in text or "failed to lookup address" in text:
+        return "unknown host"
+    if "timed out" in text.lower() or "deadline" in text.lower():
+        return "timed out"
+    return text.removeprefix("Failed client connect: ")
+
+
 async def connect_or_start(say=print, wait_s: float = 60.0) -> Client:
     """Connect to the configured server; start the embedded one when none is configured and none answers."""
     try:
         return await connect()
     except RuntimeError as err:
         if not uses_default_server():
-            raise ServerUnreachable(f"Temporal server unreachable: {err}") from err
+            raise ServerUnreachable(f"cannot reach Temporal at {connect_config()['target_host']} "
+                                    f"({connect_failure(err)})") from err
     log = start_dev_server()
     say(f"No Temporal server at 127.0.0.1:7233: started the embedded dev server (UI http://127.0.0.1:8233, log {log})")
     loop = asyncio.get_running_loop()
@@ -74,5 +89,6 @@ async def connect_or_start(say=print, wait_s: float = 60.0) -> Client:
             return await connect(timeout_s=2)
         except RuntimeError as err:
             if loop.time() > deadline:
-                raise ServerUnreachable(f"the embedded Temporal dev server did not start: {err} (see {log})") from err
+                raise ServerUnreachable(f"the embedded Temporal dev server did not start: {connect_failure(err)} "
+                                        f"(see {log})") from err
             await asyncio.sleep(0.5)

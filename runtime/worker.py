@@ -23,6 +23,7 @@ from temporalio.worker import Worker
 import activities
 from contracts import Attr, ReapRequest
 from runtime.connect import task_queue as default_task_queue
+from runtime.run_log import RunLog
 from workflows.chaos import ChaosDemoWorkflow
 from workflows.reaper import FaultReaperWorkflow
 from workflows.scheduled import ScheduledChaosWorkflow
@@ -72,6 +73,7 @@ def build_worker(client: Client, task_queue: str | None = None) -> Worker:
         max_heartbeat_throttle_interval=timedelta(seconds=2),
         default_heartbeat_throttle_interval=timedelta(seconds=2),
         graceful_shutdown_timeout=timedelta(seconds=5),
+        interceptors=[RunLog()],
     )
 
 

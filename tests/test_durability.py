@@ -154,7 +154,8 @@ async def test_cancel_right_after_injection_restores_via_the_cli(client, task_qu
     finally:
         worker.stop()
     assert proc.returncode == 130, proc.stderr
-    assert "CANCELED" in proc.stderr
+    assert f"run {etcd.instance.project} cancelled: the fault on etcd3 had been injected and was restored" \
+        in proc.stderr, proc.stderr
     desc = await handle.describe()
     assert desc.typed_search_attributes.get(Attr.FAULT_STATE) == FaultState.RESTORED.value
     assert etcd.died_since(since) == ["etcd3"]
@@ -243,7 +244,8 @@ async def test_dev_server_restart_mid_run_still_restores(etcd, tmp_path):
     record({"scenario": "dev server restart after inject", "restored": True, "containers_killed": 1})
 
 
-async def test_abort_via_the_cli_restores_at_once_and_prints_the_report(client, task_queue, etcd, tmp_path):
+@pytest.mark.parametrize("as_json", [False, True])
+async def test_abort_via_the_cli_restores_at_once_and_prints_the_report(client, task_queue, etcd, tmp_path, as_json):
     since = datetime.now(timezone.utc) - timedelta(seconds=1)
     worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
     env = cli_env(client, task_queue, tmp_path)
@@ -258,7 +260,7 @@ async def test_abort_via_the_cli_restores_at_once_and_prints_the_report(client, 
         live = await asyncio.to_thread(starter, "report", etcd.instance.project, env=env)
         html = await asyncio.to_thread(starter, "report", etcd.instance.project, "--format", "html", env=env)
         proc = await asyncio.to_thread(starter, "abort", etcd.instance.project, "--reason", "game day over",
-                                       env=env, timeout=120)
+                                       *(["--json"] if as_json else []), env=env, timeout=120)
     finally:
         worker.stop()
     assert status.returncode == 0, status.stderr
@@ -268,9 +270,15 @@ async def test_abort_via_the_cli_restores_at_once_and_prints_the_report(client, 
     assert (progress["target"], progress["fault_state"], progress["waiting_for"]) == ("etcd2", "injected", "detect")
     assert html.returncode == 2 and "still running" in html.stderr and len(html.stderr.strip().splitlines()) == 1
     assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
-    assert report["fault_state"] == "restored" and report["target"] == "etcd2"
-    assert any("aborted during" in r and "game day over" in r for r in report["reasons"]), report["reasons"]
+    if as_json:
+        report = json.loads(proc.stdout)
+        assert report["fault_state"] == "restored" and report["target"] == "etcd2"
+        assert any("aborted during" in r and "game day over" in r for r in report["reasons"]), report["reasons"]
+    else:  # the verdict panel `chaos` ends with, not hundreds of lines of JSON
+        assert not proc.stdout.lstrip().startswith("{"), proc.stdout
+        assert "verdict: FAIL" in proc.stdout and "game day over" in proc.stdout, proc.stdout
+        assert "etcd2" in proc.stdout and "restored" in proc.stdout, proc.stdout
+        assert len(proc.stdout.splitlines()) < 60, proc.stdout
     assert etcd.died_since(since) == ["etcd2"]
     assert all(etcd.running().values()) and (await etcd.wait_healthy()).ok
 

@@ -96,6 +96,12 @@ async def test_schedule_firing_while_a_manual_run_holds_the_subject_is_skipped(c
             fired = await _fired(client, schedule_id)
         assert not fired.started and "subject busy" in fired.skipped_reason, fired
         assert (await holder.describe()).status.name == "RUNNING"  # the manual run was left alone
+        # The skip is visible where users look at schedules, not only inside the firing's result.
+        described = await asyncio.to_thread(starter, "schedule", "describe", schedule_id, env=cli_env)
+        assert "skipped: subject busy" in described.stdout, described.stdout
+        listed = await asyncio.to_thread(starter, "schedule", "list", env=cli_env)
+        line = next(x for x in listed.stdout.splitlines() if schedule_id in x)
+        assert "skipped: subject busy" in line, listed.stdout
     finally:
         await holder.terminate("test cleanup")
     assert etcd.died_since(since) == []
@@ -119,3 +125,23 @@ async def test_unknown_schedule_exits_2(cli_env, command):
     proc = await asyncio.to_thread(starter, "schedule", command, "t-no-such-schedule", env=cli_env)
     assert proc.returncode == 2, proc.stderr
     assert "no schedule 't-no-such-schedule'" in proc.stderr
+
+
+async def test_trigger_without_a_worker_says_nothing_will_run_it(client, cli_env, etcd, schedule_id):
+    created = await asyncio.to_thread(starter, "schedule", "create", "--id", schedule_id, "--paused",
+                                      *subject_args(etcd), env=cli_env)
+    assert created.returncode == 0, created.stderr
+    try:
+        triggered = await asyncio.to_thread(starter, "schedule", "trigger", schedule_id, env=cli_env)
+    finally:  # the firing waits for a worker that never comes: end it
+        for _ in range(20):
+            found = [wf async for wf in client.list_workflows(f'TemporalScheduledById="{schedule_id}"')]
+            if found:
+                break
+            await asyncio.sleep(0.5)
+        for wf in found:
+            await client.get_workflow_handle(wf.id, run_id=wf.run_id).terminate("test cleanup")
+    assert triggered.returncode == 0, triggered.stderr
+    said = triggered.stdout + triggered.stderr
+    assert "no worker is polling" in said and "python worker.py" in said, said
+    assert etcd.died_since(datetime.now(timezone.utc) - timedelta(minutes=1)) == []
