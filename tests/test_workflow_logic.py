@@ -38,6 +38,7 @@ from contracts import (
     SubjectRef,
     WaitHealthyRequest,
 )
+from tests.conftest import walk_to_gate
 from workflows.chaos import ChaosDemoWorkflow
 
 SERVICES = ["n1", "n2", "n3"]
@@ -271,8 +272,27 @@ async def test_abort_restores_at_once_and_finishes_with_a_report(client):
 
     report, _ = await run_chaos(client, cluster, fast_input(target="n3"), during=abort_when_down)
     assert report.verdict == "fail"
-    assert any("aborted during detect: operator says stop" in r for r in report.reasons), report.reasons
+    assert "aborted before detection: operator says stop" in report.reasons, report.reasons
     assert cluster.restores == ["n3"]
+
+
+@pytest.mark.parametrize("cut", ["abort", "deadline"])
+async def test_a_run_cut_before_detection_says_so_not_that_detection_timed_out(client, cut):
+    """Held at the detect gate after the kill, then aborted (or cut at the fault deadline): detection never ran."""
+    cluster = FakeCluster()
+
+    async def hold_at_detect(handle):
+        await walk_to_gate(handle, "detect")
+        if cut == "abort":
+            await handle.execute_update(ChaosDemoWorkflow.abort, "game day over")
+
+    inp = fast_input(target="n2", interactive=True, max_fault_s=120 if cut == "abort" else 2)
+    report, _ = await run_chaos(client, cluster, inp, during=hold_at_detect)
+    expected = ("aborted before detection: game day over" if cut == "abort"
+                else "fault deadline (2s) reached before detection: restoring now")
+    assert expected in report.reasons, report.reasons
+    assert not any("not detected" in r for r in report.reasons), report.reasons
+    assert report.fault_state == FaultState.RESTORED and cluster.restores == ["n2"]
 
 
 @pytest.mark.parametrize("stuck", ["detect", "diagnose"])
@@ -281,7 +301,9 @@ async def test_a_stage_that_never_ends_is_cut_at_the_fault_deadline(client, stuc
     setattr(cluster, f"{stuck}_forever", True)
     report, _ = await run_chaos(client, cluster, fast_input(target="n1", max_fault_s=3))
     assert report.fault_state == FaultState.RESTORED and not cluster.down
-    assert any(f"fault deadline (3s) reached during {stuck}" in r for r in report.reasons), report.reasons
+    cut = "before detection" if stuck == "detect" else "during diagnose"
+    assert any(f"fault deadline (3s) reached {cut}" in r for r in report.reasons), report.reasons
+    assert not any("not detected" in r for r in report.reasons), report.reasons
     # Restore started at the deadline: not before it, and not much after (worker + server latency only).
     held = (cluster.restore_times[0] - cluster.inject_times[0]).total_seconds()
     assert 2.5 <= held <= 6, held

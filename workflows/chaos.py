@@ -266,12 +266,21 @@ class ChaosDemoWorkflow:
                     timeout_summary="fault deadline",
                 )
             except asyncio.TimeoutError:
+                if self._before_detection():
+                    return f"fault deadline ({max_fault_s:g}s) reached before detection: restoring now"
                 return (f"fault deadline ({max_fault_s:g}s) reached during {self._progress.stage.value}: "
                         f"stage cancelled, restoring now")
             if experiment.done():
                 return None
             if self._abort is not None:
+                if self._before_detection():
+                    return f"aborted before detection: {self._abort}"
                 return f"aborted during {self._progress.stage.value}: {self._abort}"
+
+    def _before_detection(self) -> bool:
+        """The fault is on and detection has not concluded. Held at the detect gate the stage still reads `inject`,
+        so the stage name alone would tell the reader the wrong story."""
+        return self._progress.fault_state == FaultState.INJECTED and self._detection is None
 
     async def _cancel(self, task: asyncio.Task) -> None:
         if not task.done():
@@ -401,13 +410,14 @@ class ChaosDemoWorkflow:
         p = self._progress
         injected, detection, diagnosis, reasons = self._injected, self._detection, self._diagnosis, self._reasons
         detected = bool(detection and detection.detected)
-        if injected is None:
+        if p.fault_state == FaultState.NONE:
             reasons.append("the fault was never injected")
-        elif not detected:
-            reasons.append(f"the fault was not detected within {inp.detect_timeout_s:g}s")
-        else:
+        elif detected:
             reasons.append(f"detected after {p.time_to_detect_s:.3f}s: "
                            f"{'; '.join(detection.first_violation.violations)}")
+        elif detection is not None:
+            reasons.append(f"the fault was not detected within {inp.detect_timeout_s:g}s")
+        # Otherwise detection never concluded: the cut (abort, deadline) or the failed stage is already a reason.
         if p.fault_state == FaultState.RESTORED:
             reasons.append(f"{target} restored")
         if final is None:
