@@ -325,7 +325,9 @@ class Progress(BaseModel):
     target: str | None = None
     fault_state: FaultState = FaultState.NONE
     started_at: datetime | None = None
-    countdown_left: int | None = None
+    countdown_left: int | None = Field(default=None, description="whole seconds left, as of the run's last step")
+    countdown_ends_at: datetime | None = Field(
+        default=None, description="the countdown's one durable timer fires then: viewers count down to it")
     injected_at: datetime | None = None
     detect_deadline: datetime | None = None
     time_to_detect_s: float | None = None

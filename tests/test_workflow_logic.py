@@ -7,11 +7,16 @@ node was hit, how often, and that it came back.
 from __future__ import annotations
 
 import asyncio
+import json
+import math
+import re
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
+from rich.console import Console
 from temporalio import activity
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Replayer, Worker
@@ -38,6 +43,7 @@ from contracts import (
     SubjectRef,
     WaitHealthyRequest,
 )
+from cli.render import progress_view
 from tests.conftest import walk_to_gate
 from workflows.chaos import ChaosDemoWorkflow
 
@@ -345,3 +351,45 @@ async def test_advance_is_refused_when_the_run_is_not_waiting(client):
 
     report, _ = await run_chaos(client, cluster, fast_input(target="n1"), during=advance_too_early)
     assert cluster.restores == ["n1"]
+
+
+def _summary(event) -> str:
+    return json.loads(event.user_metadata.summary.data) if event.user_metadata.HasField("summary") else ""
+
+
+async def test_countdown_is_one_durable_timer_and_the_live_view_counts_down_from_its_end(client):
+    cluster = FakeCluster()
+    inp = fast_input(target="n2")
+    # Windows of 2 s (the fake load does not heartbeat, so not longer): the load's own events stay few.
+    inp.countdown_s, inp.load_window_s = 20, 2.0
+    during_countdown: list = []
+
+    async def look_during_countdown(handle):
+        while (progress := await handle.query(ChaosDemoWorkflow.progress)).stage.value != "countdown":
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(3)  # a few seconds into the countdown
+        progress = await handle.query(ChaosDemoWorkflow.progress)
+        console = Console(record=True, width=120)
+        console.print(progress_view(progress, "url"))
+        during_countdown.append((progress, now(), console.export_text()))
+
+    report, handle = await run_chaos(client, cluster, inp, during=look_during_countdown)
+    assert report.verdict == "pass", report.reasons
+    events = (await handle.fetch_history()).events
+    timers = [e for e in events if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED
+              and _summary(e).startswith("countdown")]
+    print(f"countdown 20: {len(events)} events, {len(timers)} countdown timer(s)")
+    assert len(timers) == 1, [_summary(e) for e in timers]
+    assert timers[0].timer_started_event_attributes.start_to_fire_timeout.ToTimedelta() == timedelta(seconds=20)
+    # The kill still waited the whole countdown, in workflow (server) time.
+    inject = next(e for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+                  and e.activity_task_scheduled_event_attributes.activity_type.name == "inject_fault")
+    assert (inject.event_time.ToDatetime() - timers[0].event_time.ToDatetime()).total_seconds() >= 20
+    assert len(events) < 160, len(events)  # 253 with a timer per second, 134 with one
+
+    # The live view counts down from the timer's end, on the viewer's clock; countdown_left stays meaningful.
+    ((progress, at, view),) = during_countdown
+    assert progress.countdown_ends_at is not None and 1 <= progress.countdown_left <= 20
+    left = (progress.countdown_ends_at - at).total_seconds()
+    assert 14 < left < 18, left
+    assert re.search(rf"countdown +{math.ceil(left)} ", view), view

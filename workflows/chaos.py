@@ -8,6 +8,7 @@ from `workflow.random()` and everything else from activity results recorded in t
 from __future__ import annotations
 
 import asyncio
+import math
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -101,8 +102,13 @@ class ChaosDemoWorkflow:
 
     def _details(self) -> None:
         p = self._progress
+        if p.countdown_ends_at is not None:
+            # workflow.now() is the replay-safe clock; it moves with every load window, which keeps this current.
+            p.countdown_left = max(0, math.ceil((p.countdown_ends_at - workflow.now()).total_seconds()))
         lines = [f"**Stage:** {p.stage.value} - {p.message}", f"**Target:** {p.target or 'not chosen yet'}",
                  f"**Fault state:** {p.fault_state.value}"]
+        if p.countdown_ends_at is not None:
+            lines.append(f"**Countdown:** {p.countdown_left} s left, ends at {p.countdown_ends_at:%H:%M:%S} UTC")
         if p.last_window:
             w = p.last_window
             lines.append(f"**Load:** {w.ops_per_s:g} ops/s, {w.errors} errors (window {p.windows})")
@@ -298,12 +304,15 @@ class ChaosDemoWorkflow:
         target = fault.target
         try:
             await self._gate(Stage.COUNTDOWN)
-            self._stage(Stage.COUNTDOWN, f"{inp.fault} {target} in {inp.countdown_s}")
-            for left in range(inp.countdown_s, 0, -1):
-                p.countdown_left = left
-                self._stage(Stage.COUNTDOWN, f"{inp.fault} {target} in {left}")
-                await workflow.sleep(1, summary=f"countdown {left}")
-            p.countdown_left = None
+            if workflow.patched("countdown-one-timer"):
+                await self._countdown(inp, target)
+            else:  # runs started before the single timer replay their second-by-second countdown
+                self._stage(Stage.COUNTDOWN, f"{inp.fault} {target} in {inp.countdown_s}")
+                for left in range(inp.countdown_s, 0, -1):
+                    p.countdown_left = left
+                    self._stage(Stage.COUNTDOWN, f"{inp.fault} {target} in {left}")
+                    await workflow.sleep(1, summary=f"countdown {left}")
+                p.countdown_left = None
             # A countdown shorter than a load window would kill before any baseline was measured. Wait for the first
             # window to end (a lost one counts too: a missing baseline must not hold the run). Patched so runs that
             # were in flight when this shipped replay the path they took.
@@ -376,6 +385,16 @@ class ChaosDemoWorkflow:
             if is_cancelled_exception(err):
                 raise
             self._reasons.append(f"stage {p.stage.value} failed: {err.cause or err}")
+
+    async def _countdown(self, inp: ChaosInput, target: str) -> None:
+        """One durable timer for the whole countdown (a timer per second would put 5 events a second in the
+        history). Viewers count down to `countdown_ends_at` on their own clock."""
+        p = self._progress
+        p.countdown_ends_at = workflow.now() + timedelta(seconds=inp.countdown_s)
+        self._stage(Stage.COUNTDOWN, f"{inp.fault} {target} at {p.countdown_ends_at:%H:%M:%S} UTC")
+        if inp.countdown_s:
+            await workflow.sleep(inp.countdown_s, summary=f"countdown {inp.countdown_s}s")
+        p.countdown_ends_at = p.countdown_left = None
 
     async def _restore(self, inp: ChaosInput, fault: FaultRequest) -> tuple[RestoreResult, CheckResult | None]:
         p = self._progress
