@@ -43,6 +43,7 @@ class FaultState(str, Enum):
 
 
 FaultKind = Literal["kill"]
+Verdict = Literal["pass", "fail"]
 
 
 # Search attributes make runs findable in the Temporal UI ("every failed run on etcd"). The worker registers them
@@ -317,11 +318,27 @@ class Diagnosis(DiagnosisFindings):
 # Progress and report
 
 
+class RunFacts(BaseModel):
+    """What a person looks for on a run, kept in its memo as the run moves. A closed run shows its memo in the web
+    UI with no worker running; current details and queries need a live worker to answer."""
+
+    subject: str
+    fault: FaultKind
+    target: str | None = None
+    fault_state: FaultState
+    stage: Stage
+    time_to_detect_s: float | None = None
+    time_to_restore_s: float | None = None
+    verdict: Verdict | None = None
+    diagnosis_correct: bool | None = None
+
+
 class Progress(BaseModel):
     """What the `progress` query returns: enough for the CLI to draw the live view."""
 
     stage: Stage = Stage.PREFLIGHT
     subject: str = ""
+    fault: FaultKind = "kill"
     target: str | None = None
     fault_state: FaultState = FaultState.NONE
     started_at: datetime | None = None
@@ -340,10 +357,17 @@ class Progress(BaseModel):
     waiting_for: Stage | None = Field(default=None, description="interactive: the stage held until `advance`")
     fault_deadline: datetime | None = None
     cut_short: str | None = Field(default=None, description="why the experiment was cut short (abort, deadline)")
+    verdict: Verdict | None = None
 
     @property
     def last_window(self) -> LoadWindow | None:
         return self.recent_windows[-1] if self.recent_windows else None
+
+    def facts(self) -> RunFacts:
+        return RunFacts(subject=self.subject, fault=self.fault, target=self.target, fault_state=self.fault_state,
+                        stage=self.stage, time_to_detect_s=self.time_to_detect_s,
+                        time_to_restore_s=self.time_to_restore_s, verdict=self.verdict,
+                        diagnosis_correct=self.diagnosis.correct if self.diagnosis else None)
 
 
 class ChaosReport(BaseModel):
@@ -353,7 +377,7 @@ class ChaosReport(BaseModel):
     project: str
     fault: FaultKind
     target: str | None
-    verdict: Literal["pass", "fail"]
+    verdict: Verdict
     reasons: list[str]
     started_at: datetime
     finished_at: datetime
@@ -374,7 +398,7 @@ class ScheduledRunResult(BaseModel):
     workflow_id: str
     started: bool
     run_id: str | None = None
-    verdict: Literal["pass", "fail"] | None = None
+    verdict: Verdict | None = None
     skipped_reason: str | None = None
 
 

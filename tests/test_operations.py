@@ -12,8 +12,10 @@ import json
 import sys
 import uuid
 import xml.etree.ElementTree as ET
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -151,31 +153,57 @@ async def _relay(route) -> None:
     await route.fulfill(response=await route.fetch())
 
 
-async def test_web_ui_shows_summary_and_current_details(finished_run, temporal_ui_env, cli_env, isolated_chromium):
-    wid, rid = finished_run["workflow_id"], finished_run["run_id"]
-    url = f"http://127.0.0.1:{temporal_ui_env.ui_port}/namespaces/default/workflows/{wid}/{rid}/history"
+@asynccontextmanager
+async def browser_page(chromium: str, shot: Path):
+    """A page in headless Chromium whose requests go through `_relay`; its screenshot is kept, pass or fail."""
     ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / f"ui-{wid}.png"
-    # The UI reads current details with a query, which a worker answers (as `python worker.py` would).
-    async with running_worker(temporal_ui_env.client, cli_env["CHAOS_TASK_QUEUE"]), async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=isolated_chromium, args=CHROMIUM_ARGS)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         page = await browser.new_page(viewport={"width": 1400, "height": 1000})
         await page.route("**/*", _relay)
         try:
-            await page.goto(url)
-            # The "User Metadata" tab renders the static summary and the current details (markdown) in frames.
-            await page.get_by_text("User Metadata", exact=True).first.click(timeout=30_000)
-            summary = page.frame_locator("#user-metadata-summary")
-            await summary.get_by_text("kill etcd1 on etcd").wait_for(timeout=15_000)
-            details = page.frame_locator("#user-metadata-current-details")
-            for text in ("Stage: done - verdict: pass", "Target: etcd1", "Fault state: restored",
-                         f"Time to restore: {finished_run['time_to_restore_s']:.3f} s"):
-                await details.get_by_text(text).wait_for(timeout=15_000)
-        finally:  # the screenshot is the artifact a human checks, pass or fail
+            yield page
+        finally:  # the screenshot is the artifact a human checks
             await page.screenshot(path=str(shot), full_page=True)
             await page.unroute_all(behavior="ignoreErrors")
             await browser.close()
     print(f"screenshot: {shot}")
+
+
+def run_page(temporal_ui_env, run: dict) -> str:
+    return (f"http://127.0.0.1:{temporal_ui_env.ui_port}/namespaces/default/workflows/{run['workflow_id']}/"
+            f"{run['run_id']}/history")
+
+
+async def test_web_ui_shows_summary_and_current_details(finished_run, temporal_ui_env, cli_env, isolated_chromium):
+    shot = ARTIFACTS / f"ui-{finished_run['workflow_id']}.png"
+    # The UI reads current details with a query, which a worker answers (as `python worker.py` would).
+    async with running_worker(temporal_ui_env.client, cli_env["CHAOS_TASK_QUEUE"]), \
+            browser_page(isolated_chromium, shot) as page:
+        await page.goto(run_page(temporal_ui_env, finished_run))
+        # The "User Metadata" tab renders the static summary and the current details (markdown) in frames.
+        await page.get_by_text("User Metadata", exact=True).first.click(timeout=30_000)
+        summary = page.frame_locator("#user-metadata-summary")
+        await summary.get_by_text("kill etcd1 on etcd").wait_for(timeout=15_000)
+        details = page.frame_locator("#user-metadata-current-details")
+        for text in ("Stage: done - verdict: pass", "Target: etcd1", "Fault state: restored",
+                     f"Time to restore: {finished_run['time_to_restore_s']:.3f} s"):
+            await details.get_by_text(text).wait_for(timeout=15_000)
+
+
+async def test_a_closed_run_shows_its_facts_with_no_worker_running(finished_run, temporal_ui_env, isolated_chromium):
+    """No worker runs here (the starter's ended with the run): current details and queries go unanswered, the memo
+    carries what a person looks for."""
+    handle = temporal_ui_env.client.get_workflow_handle(finished_run["workflow_id"], run_id=finished_run["run_id"])
+    facts = {"subject": "etcd", "fault": "kill", "target": "etcd1", "fault_state": "restored", "stage": "done",
+             "verdict": "pass", "time_to_detect_s": finished_run["time_to_detect_s"],
+             "time_to_restore_s": finished_run["time_to_restore_s"], "diagnosis_correct": True}
+    assert await (await handle.describe()).memo() == facts
+    async with browser_page(isolated_chromium, ARTIFACTS / f"ui-memo-{finished_run['workflow_id']}.png") as page:
+        await page.goto(run_page(temporal_ui_env, finished_run))
+        await page.get_by_text("Memo", exact=True).first.click(timeout=30_000)
+        for key in ("target", "fault_state", "verdict", "time_to_detect_s"):
+            await page.get_by_text(f'"{key}": {json.dumps(facts[key])}').first.wait_for(timeout=15_000)
 
 
 async def test_live_view_strip_is_red_during_the_fault_and_green_after_restore(finished_run, temporal_ui_env,

@@ -44,7 +44,7 @@ from contracts import (
     WaitHealthyRequest,
 )
 from cli.render import progress_view
-from tests.conftest import walk_to_gate
+from tests.conftest import walk_to_end, walk_to_gate
 from workflows.chaos import ChaosDemoWorkflow
 
 SERVICES = ["n1", "n2", "n3"]
@@ -393,3 +393,28 @@ async def test_countdown_is_one_durable_timer_and_the_live_view_counts_down_from
     left = (progress.countdown_ends_at - at).total_seconds()
     assert 14 < left < 18, left
     assert re.search(rf"countdown +{math.ceil(left)} ", view), view
+
+
+async def test_the_memo_keeps_the_runs_facts_as_it_moves(client):
+    """Facts in the memo are readable on a closed run with no worker (current details and queries need one)."""
+    cluster = FakeCluster()
+    memos = []
+
+    async def look_at_each_gate(handle):
+        for gate in ("countdown", "detect"):
+            await walk_to_gate(handle, gate)
+            memos.append(await (await handle.describe()).memo())
+        await walk_to_end(handle)
+
+    report, handle = await run_chaos(client, cluster, fast_input(target="n2", interactive=True),
+                                     during=look_at_each_gate)
+    assert report.verdict == "pass", report.reasons
+    before_kill, held_at_detect = memos
+    assert before_kill == {"subject": "etcd", "fault": "kill", "target": "n2", "fault_state": "none",
+                           "stage": "preflight"}
+    assert held_at_detect == {**before_kill, "fault_state": "injected", "stage": "inject"}
+    assert await (await handle.describe()).memo() == {
+        **before_kill, "fault_state": "restored", "stage": "done", "verdict": "pass",
+        "time_to_detect_s": report.time_to_detect_s, "time_to_restore_s": report.time_to_restore_s,
+        "diagnosis_correct": True,
+    }

@@ -82,6 +82,7 @@ class ChaosDemoWorkflow:
         self._detection: DetectResult | None = None
         self._diagnosis: Diagnosis | None = None
         self._reasons: list[str] = []
+        self._memo: dict = {}  # what the memo holds now: only changes are upserted (each upsert is an event)
 
     @workflow.query
     def progress(self) -> Progress:
@@ -121,6 +122,18 @@ class ChaosDemoWorkflow:
         if p.time_to_restore_s is not None:
             lines.append(f"**Time to restore:** {p.time_to_restore_s:.3f} s")
         workflow.set_current_details("\n\n".join(lines))
+        self._sync_memo()
+
+    def _sync_memo(self) -> None:
+        """Keep the run's facts in its memo: current details need a live worker to answer, the memo does not.
+        Patched: runs started before the memo replay without these events."""
+        if not workflow.patched("facts-in-memo"):
+            return
+        facts = self._progress.facts().model_dump(mode="json", exclude_none=True)
+        changed = {key: value for key, value in facts.items() if self._memo.get(key) != value}
+        if changed:
+            workflow.upsert_memo(changed)
+            self._memo.update(changed)
 
     # -- load runs alongside every stage after preflight ------------------------------------------------------
 
@@ -183,7 +196,7 @@ class ChaosDemoWorkflow:
     async def run(self, inp: ChaosInput) -> ChaosReport:
         started_at = workflow.now()
         p = self._progress
-        p.subject, p.started_at = inp.subject.name, started_at
+        p.subject, p.fault, p.started_at = inp.subject.name, inp.fault, started_at
         self._interactive = inp.interactive
 
         self._stage(Stage.PREFLIGHT, "bringing the subject up and waiting for its steady state")
@@ -422,6 +435,7 @@ class ChaosDemoWorkflow:
             return restore, None
         p.time_to_restore_s = _seconds(restore.started_at, final.at)
         workflow.upsert_search_attributes([Attr.RESTORE_SECONDS.value_set(p.time_to_restore_s)])
+        self._details()  # a cancelled run ends without a report: the memo gets TTR here
         return restore, final
 
     def _report(self, inp: ChaosInput, project: str, target: str, started_at: datetime, finished_at: datetime,
@@ -448,7 +462,7 @@ class ChaosDemoWorkflow:
             reasons.append(f"diagnosis ({source}) named {', '.join(diagnosis.affected_nodes) or 'nobody'}: "
                            f"{'correct' if diagnosis.correct else 'incorrect'}")
         passed = detected and p.fault_state == FaultState.RESTORED and final is not None and final.ok
-        verdict = "pass" if passed else "fail"
+        verdict = p.verdict = "pass" if passed else "fail"
         self._stage(Stage.DONE, f"verdict: {verdict}")
         workflow.upsert_search_attributes([Attr.VERDICT.value_set(verdict)])
         info = workflow.info()
