@@ -17,6 +17,7 @@ from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSear
 TASK_QUEUE = "chaos-runs"
 WORKFLOW_NAME = "ChaosDemoWorkflow"
 SCHEDULED_WORKFLOW_NAME = "ScheduledChaosWorkflow"
+GUARD_WORKFLOW_NAME = "FaultGuardWorkflow"
 # The live view draws this many of the latest load windows; the full list is in the report.
 RECENT_WINDOWS = 30
 # Workflow tasks here are tiny; if a worker dies holding one, the server hands it to another worker after this
@@ -412,7 +413,7 @@ class ErrorType:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Reaper: restores faults of runs that closed without running their compensation (terminate, timeouts).
+# Guard and reaper: restore faults of runs that closed without running their compensation (terminate, timeouts).
 
 
 class ReapRequest(BaseModel):
@@ -439,3 +440,27 @@ class ReapAction(BaseModel):
 class ReapReport(BaseModel):
     found: int
     actions: list[ReapAction]
+
+
+def fault_guard_id(workflow_id: str, run_id: str) -> str:
+    """The workflow id of the guard a chaos run starts right before it injects: one guard per run."""
+    return f"{workflow_id}-fault-guard-{run_id}"
+
+
+class GuardRequest(BaseModel):
+    """One chaos run to watch until it closes, and the fault it injects."""
+
+    workflow_id: str
+    run_id: str
+    fault: FaultRequest
+
+
+class RunClosed(BaseModel):
+    status: str = Field(description="how the run closed: COMPLETED, FAILED, CANCELED, TERMINATED, TIMED_OUT, ...")
+    fault_state: FaultState | None = Field(description="its last ChaosFaultState; None if the run is gone")
+
+
+class GuardReport(BaseModel):
+    run_status: str
+    fault_state: FaultState | None
+    action: ReapAction | None = Field(default=None, description="None: the run undid its own fault")

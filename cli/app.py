@@ -27,6 +27,7 @@ from cli.common import (
     fail,
     has_live_worker,
     run_url,
+    runs_url,
 )
 from cli.follow import follow_to_end
 from contracts import WORKFLOW_TASK_TIMEOUT, ChaosInput, Progress
@@ -70,6 +71,9 @@ async def _chaos(inp: ChaosInput, as_json: bool, detach: bool) -> int:
                              f"{instance.project} is still in progress; wait for it or cancel it")
     url = run_url(client, handle.id, handle.result_run_id or "")
     err_console.print(f"run {handle.id} started: {url}", highlight=False, soft_wrap=True)
+    # Only chaos runs: the web UI's full list also holds the runs' fault guards and any other workflow.
+    err_console.print(f"all chaos runs: {runs_url(client, runs.runs_query(None, None))}", highlight=False,
+                      soft_wrap=True)
     if detach:
         if not maybe_worker:
             err_console.print(f"[yellow]no worker is polling: start one with `python worker.py`, or "

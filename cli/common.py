@@ -6,20 +6,27 @@ import asyncio
 import contextlib
 from datetime import datetime, timedelta, timezone
 from typing import AsyncIterator, NoReturn
+from urllib.parse import urlencode
 
 import typer
 from rich.console import Console
 from temporalio.api.enums.v1 import PendingWorkflowTaskState, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
-from contracts import WORKFLOW_NAME, ChaosInput, ErrorType, Progress
+from contracts import WORKFLOW_NAME, ChaosInput, ErrorType, Progress, fault_guard_id
 from runtime.connect import connect_config, task_queue, ui_base_url
 from runtime.devserver import ServerUnreachable, connect_or_start
-from runtime.worker import SearchAttributesMissing, build_worker, ensure_reaper_schedule, ensure_search_attributes
+from runtime.worker import SearchAttributesMissing, build_worker, ensure_search_attributes, retire_reaper_schedule
 from subjects import BadSubjectFile, UnknownSubject, get_subject, subject_ref
 from workflows.chaos import ChaosDemoWorkflow
 
@@ -33,6 +40,8 @@ EXIT_FOR_ERROR = {
 WORKER_SEEN_WITHIN = timedelta(seconds=75)
 # ...but a worker that died recently is listed too, so it must also take the run's first task within this time.
 WORKER_PICKUP_WITHIN = 3.0
+# A guard restoring what a terminated run left takes a restore and a health wait; longer, the next worker finishes it.
+GUARD_FINISH_WITHIN = 90.0
 
 err_console = Console(stderr=True)
 
@@ -45,6 +54,12 @@ def fail(code: int, message: str) -> NoReturn:
 def run_url(client: Client, workflow_id: str, run_id: str) -> str:
     base = ui_base_url(connect_config()["target_host"])
     return f"{base}/namespaces/{client.namespace}/workflows/{workflow_id}/{run_id}/history"
+
+
+def runs_url(client: Client, query: str) -> str:
+    """The web UI's workflow list filtered by a visibility query, form-encoded as the UI itself writes it."""
+    base = ui_base_url(connect_config()["target_host"])
+    return f"{base}/namespaces/{client.namespace}/workflows?{urlencode({'query': query})}"
 
 
 def exit_code_for_failure(err: BaseException) -> tuple[int, str]:
@@ -64,7 +79,7 @@ async def connect_client() -> Client:
     try:
         client = await connect_or_start(say=lambda msg: err_console.print(f"[dim]{msg}[/]"))
         await ensure_search_attributes(client)
-        await ensure_reaper_schedule(client)
+        await retire_reaper_schedule(client)
         return client
     except (ServerUnreachable, SearchAttributesMissing) as err:
         fail(EXIT_INFRA, str(err))
@@ -111,7 +126,21 @@ async def worker_if_needed(client: Client, handle: WorkflowHandle,
         return
     err_console.print("[dim]no worker polling the task queue: running one in this process for this run[/]")
     async with build_worker(client, task_queue=task_queue()):
-        yield True
+        try:
+            yield True
+        finally:
+            await _let_the_guard_finish(client, handle)
+
+
+async def _let_the_guard_finish(client: Client, handle: WorkflowHandle) -> None:
+    """A closed run's fault guard finishes moments later (restoring first if the run was terminated). Give it this
+    worker until then, rather than leave it open in the web UI until the next worker comes along."""
+    desc = await handle.describe()
+    if desc.status == WorkflowExecutionStatus.RUNNING:  # we only stopped watching: its guard keeps watching
+        return
+    guard = client.get_workflow_handle(fault_guard_id(handle.id, desc.run_id))
+    with contextlib.suppress(RPCError, WorkflowFailureError, asyncio.TimeoutError):  # no guard (nothing injected)
+        await asyncio.wait_for(guard.result(), GUARD_FINISH_WITHIN)
 
 
 def _positive(name: str, value: float) -> None:

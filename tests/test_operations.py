@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import subprocess
 import sys
 import uuid
 import xml.etree.ElementTree as ET
@@ -26,7 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from cli.render import load_strip
-from contracts import Attr, Progress
+from contracts import Attr, FaultState, GuardReport, Progress, fault_guard_id
 from runtime.devserver import temporal_binary
 from tests.conftest import ARTIFACTS, command_env, run_command, running_worker, starter, subject_args
 from tests.test_workflow_logic import FakeCluster, fast_input, run_chaos
@@ -52,14 +53,20 @@ def cli_env(temporal_ui_env, address, tmp_path_factory) -> dict[str, str]:
 
 
 @pytest_asyncio.fixture(scope="module")
-async def finished_run(cli_env, etcd) -> dict:
-    """One real run that kills etcd1, through the CLI (which runs its own worker), and its JSON report."""
+async def chaos_command(cli_env, etcd) -> subprocess.CompletedProcess:
+    """One real run that kills etcd1, through the CLI (which runs its own worker)."""
     since = datetime.now(timezone.utc) - timedelta(seconds=1)
     proc = await asyncio.to_thread(starter, "chaos", "--json", "--countdown", "1", "--target", "etcd1",
                                    *subject_args(etcd), env=cli_env)
     assert proc.returncode == 0, proc.stderr
     assert etcd.died_since(since) == ["etcd1"]
-    return json.loads(proc.stdout)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def finished_run(chaos_command) -> dict:
+    """That run's JSON report."""
+    return json.loads(chaos_command.stdout)
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -189,6 +196,26 @@ async def test_web_ui_shows_summary_and_current_details(finished_run, temporal_u
         for text in ("Stage: done - verdict: pass", "Target: etcd1", "Fault state: restored",
                      f"Time to restore: {finished_run['time_to_restore_s']:.3f} s"):
             await details.get_by_text(text).wait_for(timeout=15_000)
+
+
+async def test_starter_links_the_run_and_the_list_of_chaos_runs(chaos_command, finished_run, temporal_ui_env,
+                                                                isolated_chromium):
+    workflows = f"http://127.0.0.1:{temporal_ui_env.ui_port}/namespaces/default/workflows"
+    # Form-encoded (WorkflowType="ChaosDemoWorkflow"), as the web UI itself writes a query into its address bar.
+    chaos_runs = f"{workflows}?query=WorkflowType%3D%22ChaosDemoWorkflow%22"
+    assert run_page(temporal_ui_env, finished_run) in chaos_command.stderr
+    assert chaos_runs in chaos_command.stderr
+    guard = fault_guard_id(finished_run["workflow_id"], finished_run["run_id"])
+    async with browser_page(isolated_chromium, ARTIFACTS / "ui-chaos-runs.png") as page:
+        await page.goto(chaos_runs)
+        await page.get_by_text('WorkflowType = "ChaosDemoWorkflow"').first.wait_for(timeout=30_000)
+        await page.get_by_text(finished_run["run_id"]).first.wait_for(timeout=15_000)
+        # Only chaos runs: the run's fault guard (a workflow of its own) is filtered out.
+        assert await page.get_by_text(guard).count() == 0
+    # The guard closed with its run, on the starter's own worker: nothing is left running in the list.
+    guard_handle = temporal_ui_env.client.get_workflow_handle(guard, result_type=GuardReport)
+    guard_run = await asyncio.wait_for(guard_handle.result(), 10)
+    assert (guard_run.run_status, guard_run.fault_state, guard_run.action) == ("COMPLETED", FaultState.RESTORED, None)
 
 
 async def test_a_closed_run_shows_its_facts_with_no_worker_running(finished_run, temporal_ui_env, isolated_chromium):

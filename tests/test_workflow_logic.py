@@ -21,6 +21,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Replayer, Worker
 
+from activities.reaper import wait_until_run_closes
 from contracts import (
     ChaosInput,
     CheckResult,
@@ -33,16 +34,21 @@ from contracts import (
     EvidenceRequest,
     FaultRequest,
     FaultState,
+    GuardReport,
     InjectResult,
     LoadRequest,
     LoadWindow,
     MemberHealth,
+    OrphanedFault,
     PreflightRequest,
     PreflightResult,
+    ReapAction,
     RestoreResult,
     SubjectRef,
     WaitHealthyRequest,
+    fault_guard_id,
 )
+from runtime.worker import WORKFLOWS
 from cli.render import progress_view
 from tests.conftest import walk_to_end, walk_to_gate
 from workflows.chaos import ChaosDemoWorkflow
@@ -69,6 +75,7 @@ class FakeCluster:
         self.restore_delay = 0.0
         self.inject_times: list[datetime] = []
         self.restore_times: list[datetime] = []
+        self.reaped: list[str] = []  # restored by a fault guard (or the reaper), not by the run itself
 
     def check(self) -> CheckResult:
         members = [MemberHealth(service=s, healthy=s not in self.down) for s in SERVICES]
@@ -139,8 +146,17 @@ class FakeCluster:
         async def wait_healthy(req: WaitHealthyRequest) -> CheckResult:
             return cluster.check()
 
+        @activity.defn(name="reap_fault")
+        async def reap_fault(orphan: OrphanedFault) -> ReapAction:
+            target = orphan.fault.target
+            cluster.reaped.append(target)
+            action = "restored" if target in cluster.down else "already healthy"
+            cluster.down.discard(target)
+            return ReapAction(workflow_id=orphan.workflow_id, run_id=orphan.run_id, target=target, action=action)
+
+        # The guard's watch only talks to Temporal: the real one.
         return [preflight, run_load_window, inject_fault, detect_violation, gather_evidence, diagnose,
-                restore_fault, wait_healthy]
+                restore_fault, wait_healthy, reap_fault, wait_until_run_closes]
 
 
 def fast_input(**kw) -> ChaosInput:
@@ -157,7 +173,7 @@ async def until(predicate, timeout: float = 30) -> None:
 async def run_chaos(client, cluster: FakeCluster, inp: ChaosInput, *, cancel_when=None, during=None):
     """Run one workflow against the fake cluster. `during(handle)` drives it (updates, cancel) while it runs."""
     queue = f"unit-{uuid.uuid4().hex[:8]}"
-    async with Worker(client, task_queue=queue, workflows=[ChaosDemoWorkflow], activities=cluster.activities()):
+    async with Worker(client, task_queue=queue, workflows=WORKFLOWS, activities=cluster.activities()):
         handle = await client.start_workflow(ChaosDemoWorkflow.run, inp, id=f"unit-{uuid.uuid4().hex[:8]}",
                                              task_queue=queue)
         if cancel_when is not None:
@@ -418,3 +434,42 @@ async def test_the_memo_keeps_the_runs_facts_as_it_moves(client):
         "time_to_detect_s": report.time_to_detect_s, "time_to_restore_s": report.time_to_restore_s,
         "diagnosis_correct": True,
     }
+
+
+async def guard_report(client, handle) -> GuardReport:
+    """What the fault guard of a run did; it closes right after the run does."""
+    run_id = handle.result_run_id or (await handle.describe()).run_id
+    guard = client.get_workflow_handle(fault_guard_id(handle.id, run_id), result_type=GuardReport)
+    return await asyncio.wait_for(guard.result(), 30)
+
+
+async def test_a_terminated_run_is_restored_by_its_fault_guard(client):
+    """Terminate runs none of the run's code, so its `finally` never restores: the guard it started does."""
+    cluster = FakeCluster()
+    guarded = []
+
+    async def terminate_at_detect(handle):
+        await walk_to_gate(handle, "detect")  # n2 is down, the run holds
+        await handle.terminate("an operator's terminate")
+        guarded.append(await guard_report(client, handle))
+
+    err, _ = await run_chaos(client, cluster, fast_input(target="n2", interactive=True), during=terminate_at_detect)
+    assert isinstance(err, WorkflowFailureError)
+    assert cluster.injects == ["n2"] and cluster.restores == [] and cluster.reaped == ["n2"] and not cluster.down
+    (report,) = guarded
+    assert report.run_status == "TERMINATED" and report.fault_state == FaultState.INJECTED
+    assert report.action.action == "restored" and report.action.healthy_after is True
+
+
+async def test_a_run_that_restores_its_own_fault_leaves_its_guard_nothing_to_do(client):
+    cluster = FakeCluster()
+    guarded = []
+
+    async def wait_for_the_guard(handle):
+        await handle.result()
+        guarded.append(await guard_report(client, handle))
+
+    report, _ = await run_chaos(client, cluster, fast_input(target="n1"), during=wait_for_the_guard)
+    assert report.verdict == "pass" and cluster.restores == ["n1"] and cluster.reaped == []
+    (guard,) = guarded
+    assert guard.run_status == "COMPLETED" and guard.fault_state == FaultState.RESTORED and guard.action is None

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.workflow import ActivityCancellationType
+from temporalio.workflow import ActivityCancellationType, ParentClosePolicy
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
@@ -22,8 +22,10 @@ with workflow.unsafe.imports_passed_through():
     from activities.load import run_load_window
     from activities.probes import detect_violation, preflight, wait_healthy
     from contracts import (
+        GUARD_WORKFLOW_NAME,
         RECENT_WINDOWS,
         WORKFLOW_NAME,
+        WORKFLOW_TASK_TIMEOUT,
         Attr,
         ChaosInput,
         ChaosReport,
@@ -36,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         EvidenceRequest,
         FaultRequest,
         FaultState,
+        GuardRequest,
         InjectResult,
         LoadRequest,
         LoadSummary,
@@ -45,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         RestoreResult,
         Stage,
         WaitHealthyRequest,
+        fault_guard_id,
     )
 
 # A dead worker must be noticed within seconds, not minutes: every long activity heartbeats at least once per check.
@@ -340,6 +344,8 @@ class ChaosDemoWorkflow:
             workflow.upsert_search_attributes([Attr.TARGET.value_set(target)])
             self._fault_state(FaultState.INJECTED)
             p.fault_deadline = workflow.now() + timedelta(seconds=inp.max_fault_s)
+            if workflow.patched("fault-guard"):  # runs started before guards replay without one
+                await self._start_guard(fault)
             self._injected = await workflow.execute_activity(
                 inject_fault, fault, start_to_close_timeout=timedelta(seconds=30), heartbeat_timeout=HEARTBEAT,
                 retry_policy=STAGE_RETRY, summary=f"{inp.fault} {target}",
@@ -398,6 +404,17 @@ class ChaosDemoWorkflow:
             if is_cancelled_exception(err):
                 raise
             self._reasons.append(f"stage {p.stage.value} failed: {err.cause or err}")
+
+    async def _start_guard(self, fault: FaultRequest) -> None:
+        """Started (and awaited) before the kill, so no fault is ever on without a guard. A terminated run runs no
+        code, its `finally` included; the guard outlives it (ABANDON) and restores what it left injected."""
+        info = workflow.info()
+        await workflow.start_child_workflow(
+            GUARD_WORKFLOW_NAME, GuardRequest(workflow_id=info.workflow_id, run_id=info.run_id, fault=fault),
+            id=fault_guard_id(info.workflow_id, info.run_id), parent_close_policy=ParentClosePolicy.ABANDON,
+            task_timeout=WORKFLOW_TASK_TIMEOUT,
+            static_summary=f"guard {fault.fault} {fault.target} of {info.workflow_id}",
+        )
 
     async def _countdown(self, inp: ChaosInput, target: str) -> None:
         """One durable timer for the whole countdown (a timer per second would put 5 events a second in the
