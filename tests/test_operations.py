@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import subprocess
 import sys
 import uuid
@@ -153,6 +154,9 @@ def isolated_chromium(tmp_path) -> str:
 
 
 async def _relay(route) -> None:
+    if urlsplit(route.request.url).scheme == "file":  # a report page opened from disk
+        await route.continue_()
+        return
     # The web UI also asks newsfeed.temporal.io for news: only the local server is reachable here.
     if urlsplit(route.request.url).hostname != "127.0.0.1":
         await route.abort()
@@ -292,28 +296,66 @@ class _Html(HTMLParser):
         self.text.append(data)
 
 
-async def test_html_report_is_self_contained_with_the_timeline_plot(finished_run, cli_env, tmp_path):
+SVG = "{http://www.w3.org/2000/svg}"
+# The only addresses a page may hold: the XML namespaces an inline SVG declares (names, never fetched).
+SVG_NAMESPACES = {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}
+
+
+def _group(svg: ET.Element, gid: str) -> ET.Element:
+    (group,) = svg.iterfind(f".//{SVG}g[@id='{gid}']")
+    return group
+
+
+def _points(group: ET.Element) -> list[tuple[float, float]]:
+    """The vertices of the (first) path drawn in a plot element's group."""
+    d = group.find(f"{SVG}path").get("d")
+    return [(float(x), float(y)) for x, y in re.findall(r"[ML] ([-\d.]+) ([-\d.]+)", d)]
+
+
+async def test_html_report_is_self_contained_with_the_timeline_plot(finished_run, cli_env, tmp_path,
+                                                                    isolated_chromium):
     out = tmp_path / "report.html"
     proc = await asyncio.to_thread(starter, "report", finished_run["workflow_id"], "--format", "html", "-o", str(out),
                                    env=cli_env)
     assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
     page = _Html()
-    page.feed(out.read_text())
+    page.feed(text)
     tags = page.tags
-    # Self-contained: no external script, stylesheet or image.
+    # Self-contained: no external script, stylesheet, image or address of any kind.
     assert not [t for t, a in tags if t in ("script", "link", "img", "iframe")]
-    svg = [a for t, a in tags if t == "svg"]
-    assert len(svg) == 1 and svg[0]["id"] == "timeline"
-    line = next(a for t, a in tags if t == "polyline" and a.get("class") == "throughput")
-    # At least the baseline window and the one the kill fell into; how many more depends on how fast etcd rejoins.
-    assert len(line["points"].split()) == len(finished_run["load"]["windows"]) >= 2
-    markers = {a["class"].split()[1]: float(a["x1"]) for t, a in tags if t == "line" and "marker" in a.get("class", "")}
-    assert markers.keys() == {"inject", "detect", "restore"}
-    assert markers["inject"] <= markers["detect"] < markers["restore"]
-    text = " ".join(page.text)
-    assert "PASS" in text and finished_run["diagnosis"]["summary"] in text
+    assert set(re.findall(r"https?://[^\s\"'<>]+", text)) <= SVG_NAMESPACES
+    svgs = [a for t, a in tags if t == "svg"]
+    assert len(svgs) == 1 and svgs[0]["id"] == "timeline"
+    svg = ET.fromstring(text[text.index("<svg"):text.index("</svg>") + len("</svg>")])
+    windows = finished_run["load"]["windows"]
+    # One point per load window on the throughput line (and one dot each): at least the baseline window and the
+    # one the kill fell into; how many more depends on how fast etcd rejoins.
+    line = _group(svg, "throughput")
+    assert len(_points(line)) == len(line.findall(f"{SVG}g/{SVG}use")) == len(windows) >= 2
+    # Errors are bars in a panel of their own under the throughput plot, one per window, as tall as they are many.
+    throughput_bottom = max(y for _, y in _points(_group(svg, "throughput-axes").find(f"{SVG}g")))
+    for number, window in enumerate(windows, 1):
+        bar = _points(_group(svg, f"errors-window-{number}"))
+        assert min(y for _, y in bar) > throughput_bottom
+        assert (max(y for _, y in bar) - min(y for _, y in bar) > 0) == (window["errors"] > 0)
+    # Inject, detect, restore marked in order; the fault period shaded from inject to restore.
+    x = {name: _points(_group(svg, f"marker-{name}"))[0][0] for name in ("inject", "detect", "restore")}
+    assert x["inject"] <= x["detect"] < x["restore"]
+    shaded = [px for px, _ in _points(_group(svg, "fault-period"))]
+    assert (min(shaded), max(shaded)) == pytest.approx((x["inject"], x["restore"]))
+    words = " ".join(page.text)
+    assert "PASS" in words and finished_run["diagnosis"]["summary"] in words
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "report.html").write_text(out.read_text())
+    (ARTIFACTS / "report.html").write_text(text)
+
+    # As a person opens it: offline, in a browser that asks for nothing beyond the file.
+    requests: list[str] = []
+    async with browser_page(isolated_chromium, ARTIFACTS / "report.png") as browser:
+        browser.on("request", lambda request: requests.append(request.url))
+        await browser.goto((ARTIFACTS / "report.html").as_uri())
+        await browser.locator("#timeline").wait_for()
+    assert requests == [(ARTIFACTS / "report.html").as_uri()]
 
 
 def _junit_case(xml_text: str) -> tuple[ET.Element, ET.Element]:
