@@ -417,7 +417,7 @@ class ChaosDemoWorkflow:
         )
 
     async def _countdown(self, inp: ChaosInput, target: str) -> None:
-        """One durable timer for the whole countdown (a timer per second would put 5 events a second in the
+        """One durable timer for the whole countdown (a timer per second would put about 6 events a second in the
         history). Viewers count down to `countdown_ends_at` on their own clock."""
         p = self._progress
         p.countdown_ends_at = workflow.now() + timedelta(seconds=inp.countdown_s)
