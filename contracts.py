@@ -17,6 +17,7 @@ from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSear
 TASK_QUEUE = "chaos-runs"
 WORKFLOW_NAME = "ChaosDemoWorkflow"
 SCHEDULED_WORKFLOW_NAME = "ScheduledChaosWorkflow"
+GUARD_WORKFLOW_NAME = "FaultGuardWorkflow"
 # The live view draws this many of the latest load windows; the full list is in the report.
 RECENT_WINDOWS = 30
 # Workflow tasks here are tiny; if a worker dies holding one, the server hands it to another worker after this
@@ -43,6 +44,7 @@ class FaultState(str, Enum):
 
 
 FaultKind = Literal["kill"]
+Verdict = Literal["pass", "fail"]
 
 
 # Search attributes make runs findable in the Temporal UI ("every failed run on etcd"). The worker registers them
@@ -317,15 +319,33 @@ class Diagnosis(DiagnosisFindings):
 # Progress and report
 
 
+class RunFacts(BaseModel):
+    """What a person looks for on a run, kept in its memo as the run moves. A closed run shows its memo in the web
+    UI with no worker running; current details and queries need a live worker to answer."""
+
+    subject: str
+    fault: FaultKind
+    target: str | None = None
+    fault_state: FaultState
+    stage: Stage
+    time_to_detect_s: float | None = None
+    time_to_restore_s: float | None = None
+    verdict: Verdict | None = None
+    diagnosis_correct: bool | None = None
+
+
 class Progress(BaseModel):
     """What the `progress` query returns: enough for the CLI to draw the live view."""
 
     stage: Stage = Stage.PREFLIGHT
     subject: str = ""
+    fault: FaultKind = "kill"
     target: str | None = None
     fault_state: FaultState = FaultState.NONE
     started_at: datetime | None = None
-    countdown_left: int | None = None
+    countdown_left: int | None = Field(default=None, description="whole seconds left, as of the run's last step")
+    countdown_ends_at: datetime | None = Field(
+        default=None, description="the countdown's one durable timer fires then: viewers count down to it")
     injected_at: datetime | None = None
     detect_deadline: datetime | None = None
     time_to_detect_s: float | None = None
@@ -338,10 +358,17 @@ class Progress(BaseModel):
     waiting_for: Stage | None = Field(default=None, description="interactive: the stage held until `advance`")
     fault_deadline: datetime | None = None
     cut_short: str | None = Field(default=None, description="why the experiment was cut short (abort, deadline)")
+    verdict: Verdict | None = None
 
     @property
     def last_window(self) -> LoadWindow | None:
         return self.recent_windows[-1] if self.recent_windows else None
+
+    def facts(self) -> RunFacts:
+        return RunFacts(subject=self.subject, fault=self.fault, target=self.target, fault_state=self.fault_state,
+                        stage=self.stage, time_to_detect_s=self.time_to_detect_s,
+                        time_to_restore_s=self.time_to_restore_s, verdict=self.verdict,
+                        diagnosis_correct=self.diagnosis.correct if self.diagnosis else None)
 
 
 class ChaosReport(BaseModel):
@@ -351,7 +378,7 @@ class ChaosReport(BaseModel):
     project: str
     fault: FaultKind
     target: str | None
-    verdict: Literal["pass", "fail"]
+    verdict: Verdict
     reasons: list[str]
     started_at: datetime
     finished_at: datetime
@@ -372,7 +399,7 @@ class ScheduledRunResult(BaseModel):
     workflow_id: str
     started: bool
     run_id: str | None = None
-    verdict: Literal["pass", "fail"] | None = None
+    verdict: Verdict | None = None
     skipped_reason: str | None = None
 
 
@@ -386,7 +413,7 @@ class ErrorType:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Reaper: restores faults of runs that closed without running their compensation (terminate, timeouts).
+# Guard and reaper: restore faults of runs that closed without running their compensation (terminate, timeouts).
 
 
 class ReapRequest(BaseModel):
@@ -413,3 +440,27 @@ class ReapAction(BaseModel):
 class ReapReport(BaseModel):
     found: int
     actions: list[ReapAction]
+
+
+def fault_guard_id(workflow_id: str, run_id: str) -> str:
+    """The workflow id of the guard a chaos run starts right before it injects: one guard per run."""
+    return f"{workflow_id}-fault-guard-{run_id}"
+
+
+class GuardRequest(BaseModel):
+    """One chaos run to watch until it closes, and the fault it injects."""
+
+    workflow_id: str
+    run_id: str
+    fault: FaultRequest
+
+
+class RunClosed(BaseModel):
+    status: str = Field(description="how the run closed: COMPLETED, FAILED, CANCELED, TERMINATED, TIMED_OUT, ...")
+    fault_state: FaultState | None = Field(description="its last ChaosFaultState; None if the run is gone")
+
+
+class GuardReport(BaseModel):
+    run_status: str
+    fault_state: FaultState | None
+    action: ReapAction | None = Field(default=None, description="None: the run undid its own fault")

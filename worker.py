@@ -7,7 +7,7 @@ import sys
 from runtime.connect import exit_process
 from runtime.devserver import ServerUnreachable, connect_or_start
 from runtime.run_log import show_in_terminal
-from runtime.worker import SearchAttributesMissing, build_worker, ensure_reaper_schedule, ensure_search_attributes
+from runtime.worker import SearchAttributesMissing, build_worker, ensure_search_attributes, retire_reaper_schedule
 
 
 async def main() -> int:
@@ -19,8 +19,8 @@ async def main() -> int:
         return 3
     if added:
         print(f"registered search attributes: {', '.join(added)}")
-    # The safety net for terminated runs; installing it is idempotent, so every worker start does it.
-    print(f"reaper schedule: {await ensure_reaper_schedule(client)}")
+    if await retire_reaper_schedule(client):
+        print("deleted the reaper schedule of earlier versions: every fault now has a guard of its own")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

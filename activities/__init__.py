@@ -7,7 +7,7 @@ from activities.diagnosis import diagnose, gather_evidence
 from activities.faults import inject_fault, restore_fault
 from activities.load import run_load_window
 from activities.probes import detect_violation, preflight, wait_healthy
-from activities.reaper import find_orphaned_faults, reap_fault
+from activities.reaper import find_orphaned_faults, reap_fault, wait_until_run_closes
 
 ALL = [preflight, run_load_window, inject_fault, detect_violation, gather_evidence, diagnose, restore_fault, wait_healthy,
-       find_orphaned_faults, reap_fault]
+       find_orphaned_faults, reap_fault, wait_until_run_closes]

@@ -1,4 +1,4 @@
-"""The reaper's eyes and hands: find closed runs that left a fault injected, and undo it.
+"""The guard's and the reaper's eyes and hands: see runs close, find closed runs that left a fault injected, undo it.
 
 A run that is *terminated* (or times out) runs no workflow code, so its `finally` never restores. Its last
 search attributes still say `ChaosFaultState="injected"`, which is what we look for.
@@ -6,14 +6,49 @@ search attributes still say `ChaosFaultState="injected"`, which is what we look 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta, timezone
 
 from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.docker import off_loop
 from activities.faults import restore_now
-from contracts import WORKFLOW_NAME, Attr, ChaosInput, FaultRequest, OrphanedFault, ReapAction, ReapRequest
+from contracts import (
+    WORKFLOW_NAME,
+    Attr,
+    ChaosInput,
+    FaultRequest,
+    FaultState,
+    GuardRequest,
+    OrphanedFault,
+    ReapAction,
+    ReapRequest,
+    RunClosed,
+)
+
+# How often a guard looks at the run it watches: one cheap describe call, and the most a terminate can go unnoticed.
+GUARD_POLL_S = 1.0
+
+
+@activity.defn
+async def wait_until_run_closes(req: GuardRequest) -> RunClosed:
+    """Returns once the guarded run is closed, however it closed, with the fault state it closed with."""
+    handle = activity.client().get_workflow_handle(req.workflow_id, run_id=req.run_id)
+    while True:
+        try:
+            desc = await handle.describe()
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            return RunClosed(status="NOT_FOUND", fault_state=None)  # deleted: its fault state is unknown
+        if desc.status != WorkflowExecutionStatus.RUNNING:
+            state = desc.typed_search_attributes.get(Attr.FAULT_STATE)
+            return RunClosed(status=desc.status.name if desc.status else "UNKNOWN",
+                             fault_state=FaultState(state) if state else None)
+        activity.heartbeat()  # a guard whose worker died is picked up by another within the heartbeat timeout
+        await asyncio.sleep(GUARD_POLL_S)
 
 
 @activity.defn

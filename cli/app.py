@@ -28,6 +28,7 @@ from cli.common import (
     has_live_worker,
     no_worker_hint,
     run_url,
+    runs_url,
 )
 from cli.follow import follow_to_end
 from contracts import WORKFLOW_TASK_TIMEOUT, ChaosInput, Progress
@@ -77,6 +78,9 @@ async def _chaos(inp: ChaosInput, as_json: bool, detach: bool) -> int:
     # Followed live, the URL is on the live view and under the report: not a third time here.
     followed_live = not (as_json or detach)
     err_console.print(f"run {handle.id} started" + ("" if followed_live else f": {url}"), highlight=False,
+                      soft_wrap=True)
+    # Only chaos runs: the web UI's full list also holds the runs' fault guards and any other workflow.
+    err_console.print(f"all chaos runs: {runs_url(client, runs.runs_query(None, None))}", highlight=False,
                       soft_wrap=True)
     if detach:
         if not maybe_worker:

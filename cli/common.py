@@ -6,21 +6,28 @@ import asyncio
 import contextlib
 from datetime import datetime, timedelta, timezone
 from typing import AsyncIterator, NoReturn
+from urllib.parse import urlencode
 
 import typer
 from rich.console import Console
 from temporalio.api.enums.v1 import PendingWorkflowTaskState, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from cli.facts import cancelled_text, run_facts
-from contracts import WORKFLOW_NAME, ChaosInput, ErrorType, Progress
+from contracts import WORKFLOW_NAME, ChaosInput, ErrorType, Progress, fault_guard_id
 from runtime.connect import connect_config, task_queue, ui_base_url
 from runtime.devserver import ServerUnreachable, connect_or_start
-from runtime.worker import SearchAttributesMissing, build_worker, ensure_reaper_schedule, ensure_search_attributes
+from runtime.worker import SearchAttributesMissing, build_worker, ensure_search_attributes, retire_reaper_schedule
 from subjects import BadSubjectFile, UnknownSubject, get_subject, subject_ref
 from workflows.chaos import ChaosDemoWorkflow
 
@@ -36,6 +43,8 @@ WORKER_SEEN_WITHIN = timedelta(seconds=75)
 WORKER_PICKUP_WITHIN = 3.0
 # A live worker answers a query in milliseconds; this bounds the wait for one that has just died.
 QUERY_TIMEOUT = timedelta(seconds=5)
+# A guard restoring what a terminated run left takes a restore and a health wait; longer, the next worker finishes it.
+GUARD_FINISH_WITHIN = 90.0
 
 err_console = Console(stderr=True)
 
@@ -48,6 +57,12 @@ def fail(code: int, message: str) -> NoReturn:
 def run_url(client: Client, workflow_id: str, run_id: str) -> str:
     base = ui_base_url(connect_config()["target_host"])
     return f"{base}/namespaces/{client.namespace}/workflows/{workflow_id}/{run_id}/history"
+
+
+def runs_url(client: Client, query: str) -> str:
+    """The web UI's workflow list filtered by a visibility query, form-encoded as the UI itself writes it."""
+    base = ui_base_url(connect_config()["target_host"])
+    return f"{base}/namespaces/{client.namespace}/workflows?{urlencode({'query': query})}"
 
 
 def exit_code_for_failure(err: BaseException) -> tuple[int, str]:
@@ -77,7 +92,7 @@ async def connect_client() -> Client:
     try:
         client = await connect_or_start(say=lambda msg: err_console.print(f"[dim]{msg}[/]"))
         await ensure_search_attributes(client)
-        await ensure_reaper_schedule(client)
+        await retire_reaper_schedule(client)
         return client
     except (ServerUnreachable, SearchAttributesMissing) as err:
         fail(EXIT_INFRA, str(err))
@@ -124,7 +139,21 @@ async def worker_if_needed(client: Client, handle: WorkflowHandle,
         return
     err_console.print("[dim]no worker polling the task queue: running one in this process for this run[/]")
     async with build_worker(client, task_queue=task_queue()):
-        yield True
+        try:
+            yield True
+        finally:
+            await _let_the_guard_finish(client, handle)
+
+
+async def _let_the_guard_finish(client: Client, handle: WorkflowHandle) -> None:
+    """A closed run's fault guard finishes moments later (restoring first if the run was terminated). Give it this
+    worker until then, rather than leave it open in the web UI until the next worker comes along."""
+    desc = await handle.describe()
+    if desc.status == WorkflowExecutionStatus.RUNNING:  # we only stopped watching: its guard keeps watching
+        return
+    guard = client.get_workflow_handle(fault_guard_id(handle.id, desc.run_id))
+    with contextlib.suppress(RPCError, WorkflowFailureError, asyncio.TimeoutError):  # no guard (nothing injected)
+        await asyncio.wait_for(guard.result(), GUARD_FINISH_WITHIN)
 
 
 def _positive(name: str, value: float) -> None:

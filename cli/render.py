@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 
 from rich.console import Console, Group
@@ -52,6 +53,13 @@ def stage_strip(p: Progress) -> Text:
     return strip
 
 
+def countdown_seconds_left(p: Progress, now: datetime) -> int | None:
+    """Whole seconds to the countdown's timer; runs older than the single timer report `countdown_left` only."""
+    if p.countdown_ends_at is None:
+        return p.countdown_left
+    return max(0, math.ceil((p.countdown_ends_at - now).total_seconds()))
+
+
 def progress_view(p: Progress, url: str) -> Panel:
     now = datetime.now(timezone.utc)
     stages = stage_strip(p)
@@ -64,8 +72,9 @@ def progress_view(p: Progress, url: str) -> Panel:
     grid.add_row("target", p.target or "(not chosen yet)")
     state_style = {FaultState.INJECTED: "bold red", FaultState.RESTORED: "green"}.get(p.fault_state, "")
     grid.add_row("fault", Text(p.fault_state.value, style=state_style))
-    if p.countdown_left:
-        grid.add_row("countdown", Text(str(p.countdown_left), style="bold yellow"))
+    left = countdown_seconds_left(p, now)
+    if left:
+        grid.add_row("countdown", Text(str(left), style="bold yellow"))
     if p.last_window:
         w = p.last_window
         grid.add_row("load", Text(f"{w.ops_per_s:g} ops/s, {w.errors} errors, p95 {w.p95_ms or 0:g} ms",

@@ -1,14 +1,13 @@
 """A finished run's report as files people and pipelines read: JSON, Markdown, self-contained HTML, JUnit XML.
 
 Everything is drawn from the `ChaosReport` the workflow returned - above all the real load windows, which the HTML
-timeline plots with the inject / detect / restore moments marked.
+timeline plots (`cli/plots.py`) with the inject / detect / restore moments marked.
 """
 
 from __future__ import annotations
 
 import html
 import xml.etree.ElementTree as ET
-from datetime import datetime
 
 from cli.render import diagnosis_source, load_text, seconds_text
 from contracts import ChaosReport, Diagnosis
@@ -65,70 +64,7 @@ def to_markdown(r: ChaosReport) -> str:
     return "\n".join(out) + "\n"
 
 
-# -- HTML with an inline SVG timeline ----------------------------------------------------------------------------
-
-PLOT_W, PLOT_H, PAD_L, PAD_R, PAD_T, PAD_B = 900, 300, 50, 20, 30, 40
-MARKERS = (("inject", "injected_at", "#d62728"), ("detect", "detected_at", "#ff7f0e"),
-           ("restore", "restored_at", "#2ca02c"))
-
-
-def _ticks(top: float, count: int = 4) -> list[float]:
-    return [top * i / count for i in range(count + 1)]
-
-
-def timeline_svg(r: ChaosReport) -> str:
-    """Throughput (line) and errors (bars) per load window, the fault period shaded, the key moments marked."""
-    windows = r.load.windows
-    t0 = min([r.started_at] + [w.start for w in windows])
-    t1 = max([r.finished_at] + [w.end for w in windows])
-    span = max((t1 - t0).total_seconds(), 1e-3)
-    inner_w, inner_h = PLOT_W - PAD_L - PAD_R, PLOT_H - PAD_T - PAD_B
-    top_ops = max([w.ops_per_s for w in windows] + [1.0]) * 1.1
-    top_err = max([w.errors for w in windows] + [1])
-
-    def x(t: datetime) -> float:
-        return PAD_L + inner_w * (t - t0).total_seconds() / span
-
-    def y(value: float, top: float) -> float:
-        return PAD_T + inner_h * (1 - value / top)
-
-    parts = [f'<svg id="timeline" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {PLOT_W} {PLOT_H}" '
-             f'width="{PLOT_W}" height="{PLOT_H}" role="img" font-family="sans-serif" font-size="11">',
-             f"<title>Load during {html.escape(_title(r))}: ops/s and errors per window</title>"]
-    if r.injected_at:  # the fault period: from the kill until the subject was healthy again (or the run ended)
-        end = r.restored_at or r.finished_at
-        parts.append(f'<rect class="fault-period" x="{x(r.injected_at):.1f}" y="{PAD_T}" '
-                     f'width="{max(x(end) - x(r.injected_at), 1):.1f}" height="{inner_h}" fill="#d62728" '
-                     f'fill-opacity="0.08"/>')
-    for value in _ticks(top_ops):  # left axis: ops/s
-        parts.append(f'<line x1="{PAD_L}" x2="{PLOT_W - PAD_R}" y1="{y(value, top_ops):.1f}" '
-                     f'y2="{y(value, top_ops):.1f}" stroke="#eee"/>'
-                     f'<text x="{PAD_L - 6}" y="{y(value, top_ops) + 4:.1f}" text-anchor="end">{value:.0f}</text>')
-    for value in _ticks(span, 6):  # bottom axis: seconds since start
-        px = PAD_L + inner_w * value / span
-        parts.append(f'<text x="{px:.1f}" y="{PLOT_H - PAD_B + 16}" text-anchor="middle">{value:.0f}s</text>')
-    parts.append(f'<text x="{PAD_L}" y="{PAD_T - 12}" fill="#1f77b4">line: ops/s</text>'
-                 f'<text x="{PLOT_W - PAD_R}" y="{PAD_T - 12}" text-anchor="end" fill="#d62728">'
-                 f"bars: errors per window (full height = {top_err})</text>")
-    for w in windows:
-        if w.errors:
-            parts.append(f'<rect class="errors" x="{x(w.start):.1f}" y="{y(w.errors, top_err):.1f}" '
-                         f'width="{max(x(w.end) - x(w.start) - 1, 1):.1f}" '
-                         f'height="{PAD_T + inner_h - y(w.errors, top_err):.1f}" fill="#d62728" fill-opacity="0.3">'
-                         f"<title>{w.errors} errors</title></rect>")
-    points = " ".join(f"{x(w.end):.1f},{y(w.ops_per_s, top_ops):.1f}" for w in windows)
-    parts.append(f'<polyline class="throughput" points="{points}" fill="none" stroke="#1f77b4" stroke-width="2"/>')
-    for row, (name, field, colour) in enumerate(MARKERS):
-        moment = getattr(r, field)
-        if moment is not None:  # labels on separate rows: inject and detect are often under a second apart
-            parts.append(f'<line class="marker {name}" x1="{x(moment):.1f}" x2="{x(moment):.1f}" y1="{PAD_T}" '
-                         f'y2="{PAD_T + inner_h}" stroke="{colour}" stroke-width="2" stroke-dasharray="4 3"/>'
-                         f'<text class="marker-label" x="{x(moment) + 3:.1f}" y="{PAD_T + 10 + 12 * row}" '
-                         f'fill="{colour}">{name} {moment:%H:%M:%S}</text>')
-    parts.append(f'<rect x="{PAD_L}" y="{PAD_T}" width="{inner_w}" height="{inner_h}" fill="none" stroke="#999"/>')
-    parts.append("</svg>")
-    return "\n".join(parts)
-
+# -- HTML with the timeline plot inline ---------------------------------------------------------------------------
 
 STYLE = """body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}
 table{border-collapse:collapse}td,th{padding:2px 10px;text-align:left;vertical-align:top}
@@ -137,6 +73,9 @@ table{border-collapse:collapse}td,th{padding:2px 10px;text-align:left;vertical-a
 
 def to_html(r: ChaosReport) -> str:
     """One self-contained page: no external scripts, styles or images."""
+    # Imported here: matplotlib takes a second to load, which every other starter command would pay for.
+    from cli.plots import timeline_svg
+
     e = html.escape
     facts = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in _facts(r))
     reasons = "".join(f"<li>{e(x)}</li>" for x in r.reasons)

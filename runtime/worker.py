@@ -2,35 +2,23 @@
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
-from temporalio.client import (
-    Client,
-    Schedule,
-    ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
-    ScheduleIntervalSpec,
-    ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleSpec,
-)
-from temporalio.service import RPCError
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 import activities
-from contracts import Attr, ReapRequest
+from contracts import Attr
 from runtime.connect import task_queue as default_task_queue
 from runtime.run_log import RunLog
 from workflows.chaos import ChaosDemoWorkflow
-from workflows.reaper import FaultReaperWorkflow
+from workflows.reaper import FaultGuardWorkflow, FaultReaperWorkflow
 from workflows.scheduled import ScheduledChaosWorkflow
 
-WORKFLOWS = [ChaosDemoWorkflow, FaultReaperWorkflow, ScheduledChaosWorkflow]
-# How often the reaper looks for faults that closed runs left behind (CHAOS_REAPER_EVERY_S overrides).
-REAPER_EVERY = timedelta(minutes=1)
+WORKFLOWS = [ChaosDemoWorkflow, FaultGuardWorkflow, FaultReaperWorkflow, ScheduledChaosWorkflow]
 
 
 class SearchAttributesMissing(RuntimeError):
@@ -77,29 +65,13 @@ def build_worker(client: Client, task_queue: str | None = None) -> Worker:
     )
 
 
-
-def reaper_schedule_id(task_queue: str) -> str:
-    return f"chaos-fault-reaper-{task_queue}"
-
-
-async def ensure_reaper_schedule(client: Client, task_queue: str | None = None,
-                                 every: timedelta | None = None) -> str:
-    """Install the reaper's Schedule for this task queue if it is not there yet (idempotent). Returns its id."""
-    queue = task_queue or default_task_queue()
-    every = every or timedelta(seconds=float(os.environ.get("CHAOS_REAPER_EVERY_S") or REAPER_EVERY.total_seconds()))
-    schedule_id = reaper_schedule_id(queue)
+async def retire_reaper_schedule(client: Client, task_queue: str | None = None) -> bool:
+    """Delete the reaper Schedule earlier versions installed (a do-nothing run in the web UI's list every minute);
+    each fault now has its own guard. Returns whether there was one."""
     try:
-        await client.create_schedule(
-            schedule_id,
-            Schedule(
-                action=ScheduleActionStartWorkflow(
-                    FaultReaperWorkflow.run, ReapRequest(task_queue=queue), id=f"{schedule_id}-run",
-                    task_queue=queue, static_summary="restore faults left by closed chaos runs",
-                ),
-                spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
-                policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-            ),
-        )
-    except ScheduleAlreadyRunningError:
-        pass
-    return schedule_id
+        await client.get_schedule_handle(f"chaos-fault-reaper-{task_queue or default_task_queue()}").delete()
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        return False
+    return True

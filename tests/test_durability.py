@@ -7,8 +7,9 @@ SIGKILLed at chosen points. What happened to the containers is read from Docker'
 from __future__ import annotations
 
 import asyncio
-import signal
+import contextlib
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -17,15 +18,33 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from temporalio.api.enums.v1 import EventType, PendingActivityState
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleIntervalSpec,
+    ScheduleSpec,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import ActivityEnvironment
 
 from activities.reaper import reap_fault
-from contracts import WORKFLOW_TASK_TIMEOUT, Attr, ChaosInput, FaultRequest, FaultState, OrphanedFault, ReapReport
+from contracts import (
+    WORKFLOW_TASK_TIMEOUT,
+    Attr,
+    ChaosInput,
+    FaultRequest,
+    FaultState,
+    GuardReport,
+    OrphanedFault,
+    ReapRequest,
+    fault_guard_id,
+)
 from runtime.devserver import dev_server_command
 from runtime.copies import free_port_base
-from runtime.worker import reaper_schedule_id
 from tests.conftest import ARTIFACTS, ROOT, command_env, starter, walk_to_end, walk_to_gate
 from tests.workers import WorkerProcess
 from workflows.chaos import ChaosDemoWorkflow
@@ -102,6 +121,15 @@ async def terminated_after_inject(client: Client, task_queue: str, etcd, target:
     return handle
 
 
+async def terminated_with_its_guard(client: Client, task_queue: str, etcd, target: str) -> WorkflowHandle:
+    """A fault no guard watches: the run and its guard terminated together (a bulk terminate), like a run from
+    before guards existed. Only the reaper (`starter.py reap`) restores this one."""
+    handle = await held_at(client, task_queue, etcd, target)
+    await client.get_workflow_handle(fault_guard_id(handle.id, handle.result_run_id)).terminate("bulk terminate")
+    await handle.terminate("bulk terminate")
+    return handle
+
+
 async def current_leader(etcd) -> str:
     return (await etcd.wait_healthy()).roles["leader"]
 
@@ -154,7 +182,7 @@ async def test_cancel_right_after_injection_restores_via_the_cli(client, task_qu
     finally:
         worker.stop()
     assert proc.returncode == 130, proc.stderr
-    assert f"run {etcd.instance.project} cancelled: the fault on etcd3 had been injected and was restored" \
+    assert f"run {etcd.instance.project} cancelled: the fault on etcd3 (kill) had been injected and was restored" \
         in proc.stderr, proc.stderr
     desc = await handle.describe()
     assert desc.typed_search_attributes.get(Attr.FAULT_STATE) == FaultState.RESTORED.value
@@ -162,40 +190,46 @@ async def test_cancel_right_after_injection_restores_via_the_cli(client, task_qu
     assert all(etcd.running().values()) and (await etcd.wait_healthy()).ok
 
 
-async def reaped(client: Client, task_queue: str, run_id: str):
-    """The action a completed reaper run recorded for `run_id`, if any yet."""
-    query = f'WorkflowType="{REAPER_WORKFLOW}" AND TaskQueue="{task_queue}" AND ExecutionStatus="Completed"'
-    async for r in client.list_workflows(query):
-        report = await client.get_workflow_handle(r.id, run_id=r.run_id, result_type=ReapReport).result()
-        for action in report.actions:
-            if action.run_id == run_id:
-                return action
-    return None
-
-
-async def test_terminate_after_injection_is_reaped_within_the_period(client, task_queue, etcd, tmp_path):
+async def test_terminate_after_injection_is_restored_by_the_runs_guard(client, task_queue, etcd, tmp_path):
     since = datetime.now(timezone.utc) - timedelta(seconds=1)
-    every = 5.0
-    worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path,
-                           reaper_every_s=every).wait_ready()
+    worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
     try:
         handle = await terminated_after_inject(client, task_queue, etcd, "etcd1")
         terminated_at = time.monotonic()
-        # The reaper's own record: a finished reaper run that restored etcd1 for the terminated run.
-        deadline = terminated_at + every + 30
-        while (action := await reaped(client, task_queue, handle.result_run_id)) is None:
-            assert time.monotonic() < deadline, "the reaper never restored etcd1"
-            await asyncio.sleep(0.25)
-        reaped_after = round(time.monotonic() - terminated_at, 1)
-        assert action.action == "restored" and action.target == "etcd1" and action.healthy_after, action
+        # The guard the run started right before its kill watches it close, then restores what it left.
+        guard = client.get_workflow_handle(fault_guard_id(handle.id, handle.result_run_id), result_type=GuardReport)
+        report = await asyncio.wait_for(guard.result(), 60)
+        restored_after = round(time.monotonic() - terminated_at, 1)
+        assert (report.run_status, report.fault_state) == ("TERMINATED", FaultState.INJECTED), report
+        assert report.action.action == "restored" and report.action.target == "etcd1", report
+        assert report.action.healthy_after is True
         assert etcd.running()["etcd1"] and (await etcd.wait_healthy()).ok
     finally:
         worker.stop()
-        schedule = client.get_schedule_handle(reaper_schedule_id(task_queue))
-        await schedule.delete()
     assert etcd.died_since(since) == ["etcd1"]
     record({"scenario": "terminate after inject", "restored": True, "containers_killed": 1,
-            "reaped_after_s": reaped_after})
+            "restored_after_s": restored_after})
+
+
+async def test_a_worker_starts_nothing_on_its_own_and_retires_the_minute_reaper_schedule(client, task_queue,
+                                                                                       tmp_path):
+    """Earlier versions swept on a Schedule: a reaper run in the web UI's list every minute, doing nothing."""
+    legacy = client.get_schedule_handle(f"chaos-fault-reaper-{task_queue}")
+    await client.create_schedule(legacy.id, Schedule(
+        action=ScheduleActionStartWorkflow(REAPER_WORKFLOW, ReapRequest(task_queue=task_queue), id=f"{legacy.id}-run",
+                                           task_queue=task_queue),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(minutes=1))])))
+    worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
+    try:
+        await asyncio.sleep(3)
+        with pytest.raises(RPCError) as gone:
+            await legacy.describe()
+        assert gone.value.status == RPCStatusCode.NOT_FOUND
+        assert (await client.count_workflows(f'TaskQueue="{task_queue}"')).count == 0
+    finally:
+        worker.stop()
+        with contextlib.suppress(RPCError):
+            await legacy.delete()
 
 
 async def test_dev_server_restart_mid_run_still_restores(etcd, tmp_path):
@@ -273,7 +307,9 @@ async def test_abort_via_the_cli_restores_at_once_and_prints_the_report(client, 
     if as_json:
         report = json.loads(proc.stdout)
         assert report["fault_state"] == "restored" and report["target"] == "etcd2"
-        assert any("aborted during" in r and "game day over" in r for r in report["reasons"]), report["reasons"]
+        # Held at the detect gate: the reasons say the run was aborted before detection, not that detection timed out.
+        assert "aborted before detection: game day over" in report["reasons"], report["reasons"]
+        assert not any("not detected" in r for r in report["reasons"]), report["reasons"]
     else:  # the verdict panel `chaos` ends with, not hundreds of lines of JSON
         assert not proc.stdout.lstrip().startswith("{"), proc.stdout
         assert "verdict: FAIL" in proc.stdout and "game day over" in proc.stdout, proc.stdout
@@ -344,12 +380,11 @@ async def test_watch_attaches_to_a_running_run_and_ctrl_c_only_stops_watching(cl
 
 async def test_reap_now_restores_what_a_terminated_run_left(client, task_queue, etcd, tmp_path):
     since = datetime.now(timezone.utc) - timedelta(seconds=1)
-    env = cli_env(client, task_queue, tmp_path, CHAOS_REAPER_EVERY_S="3600")
-    worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path,
-                           reaper_every_s=3600).wait_ready()
+    env = cli_env(client, task_queue, tmp_path)
+    worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
     try:
-        await terminated_after_inject(client, task_queue, etcd, "etcd3")
-        assert etcd.running()["etcd3"] is False  # nothing restores it: the scheduled reaper is an hour away
+        await terminated_with_its_guard(client, task_queue, etcd, "etcd3")
+        assert etcd.running()["etcd3"] is False  # nothing restores it: its guard is gone too
         proc = None
         for _ in range(20):  # visibility is eventually consistent: the terminated run shows up within moments
             proc = await asyncio.to_thread(starter, "reap", env=env, timeout=120)
@@ -358,7 +393,6 @@ async def test_reap_now_restores_what_a_terminated_run_left(client, task_queue, 
             await asyncio.sleep(0.5)
     finally:
         worker.stop()
-        await client.get_schedule_handle(reaper_schedule_id(task_queue)).delete()
     assert proc.returncode == 0, proc.stderr
     assert "etcd3" in proc.stderr and "restored" in proc.stderr, proc.stderr
     assert etcd.died_since(since) == ["etcd3"]
@@ -368,10 +402,9 @@ async def test_reap_now_restores_what_a_terminated_run_left(client, task_queue, 
 async def test_reaper_leaves_alone_a_node_that_a_newer_run_took_after_the_search(client, task_queue, etcd, tmp_path):
     """The race between the reaper's search and its restore: a run that starts in between owns the node."""
     since = datetime.now(timezone.utc) - timedelta(seconds=1)
-    worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path,
-                           reaper_every_s=3600).wait_ready()
+    worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
     try:
-        old = await terminated_after_inject(client, task_queue, etcd, "etcd3")
+        old = await terminated_with_its_guard(client, task_queue, etcd, "etcd3")
         # What the reaper's search found a moment ago: the terminated run's fault, subject free.
         orphan = OrphanedFault(workflow_id=old.id, run_id=old.result_run_id, status="TERMINATED",
                                fault=FaultRequest(subject=etcd.ref, fault="kill", target="etcd3"))
@@ -384,7 +417,6 @@ async def test_reaper_leaves_alone_a_node_that_a_newer_run_took_after_the_search
         report = await new.result()
     finally:
         worker.stop()
-        await client.get_schedule_handle(reaper_schedule_id(task_queue)).delete()
     assert report.fault_state == FaultState.RESTORED
     assert etcd.died_since(since) == ["etcd3", "etcd3"]
     assert all(etcd.running().values()) and (await etcd.wait_healthy()).ok

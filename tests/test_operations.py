@@ -9,11 +9,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
+import subprocess
 import sys
 import uuid
 import xml.etree.ElementTree as ET
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -24,7 +28,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from cli.render import load_strip
-from contracts import Attr, Progress
+from contracts import Attr, FaultState, GuardReport, Progress, fault_guard_id
 from runtime.devserver import temporal_binary
 from tests.conftest import ARTIFACTS, command_env, run_command, running_worker, starter, subject_args
 from tests.test_workflow_logic import FakeCluster, fast_input, run_chaos
@@ -50,14 +54,20 @@ def cli_env(temporal_ui_env, address, tmp_path_factory) -> dict[str, str]:
 
 
 @pytest_asyncio.fixture(scope="module")
-async def finished_run(cli_env, etcd) -> dict:
-    """One real run that kills etcd1, through the CLI (which runs its own worker), and its JSON report."""
+async def chaos_command(cli_env, etcd) -> subprocess.CompletedProcess:
+    """One real run that kills etcd1, through the CLI (which runs its own worker)."""
     since = datetime.now(timezone.utc) - timedelta(seconds=1)
     proc = await asyncio.to_thread(starter, "chaos", "--json", "--countdown", "1", "--target", "etcd1",
                                    *subject_args(etcd), env=cli_env)
     assert proc.returncode == 0, proc.stderr
     assert etcd.died_since(since) == ["etcd1"]
-    return json.loads(proc.stdout)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def finished_run(chaos_command) -> dict:
+    """That run's JSON report."""
+    return json.loads(chaos_command.stdout)
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -144,6 +154,9 @@ def isolated_chromium(tmp_path) -> str:
 
 
 async def _relay(route) -> None:
+    if urlsplit(route.request.url).scheme == "file":  # a report page opened from disk
+        await route.continue_()
+        return
     # The web UI also asks newsfeed.temporal.io for news: only the local server is reachable here.
     if urlsplit(route.request.url).hostname != "127.0.0.1":
         await route.abort()
@@ -151,31 +164,77 @@ async def _relay(route) -> None:
     await route.fulfill(response=await route.fetch())
 
 
-async def test_web_ui_shows_summary_and_current_details(finished_run, temporal_ui_env, cli_env, isolated_chromium):
-    wid, rid = finished_run["workflow_id"], finished_run["run_id"]
-    url = f"http://127.0.0.1:{temporal_ui_env.ui_port}/namespaces/default/workflows/{wid}/{rid}/history"
+@asynccontextmanager
+async def browser_page(chromium: str, shot: Path):
+    """A page in headless Chromium whose requests go through `_relay`; its screenshot is kept, pass or fail."""
     ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / f"ui-{wid}.png"
-    # The UI reads current details with a query, which a worker answers (as `python worker.py` would).
-    async with running_worker(temporal_ui_env.client, cli_env["CHAOS_TASK_QUEUE"]), async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=isolated_chromium, args=CHROMIUM_ARGS)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         page = await browser.new_page(viewport={"width": 1400, "height": 1000})
         await page.route("**/*", _relay)
         try:
-            await page.goto(url)
-            # The "User Metadata" tab renders the static summary and the current details (markdown) in frames.
-            await page.get_by_text("User Metadata", exact=True).first.click(timeout=30_000)
-            summary = page.frame_locator("#user-metadata-summary")
-            await summary.get_by_text("kill etcd1 on etcd").wait_for(timeout=15_000)
-            details = page.frame_locator("#user-metadata-current-details")
-            for text in ("Stage: done - verdict: pass", "Target: etcd1", "Fault state: restored",
-                         f"Time to restore: {finished_run['time_to_restore_s']:.3f} s"):
-                await details.get_by_text(text).wait_for(timeout=15_000)
-        finally:  # the screenshot is the artifact a human checks, pass or fail
+            yield page
+        finally:  # the screenshot is the artifact a human checks
             await page.screenshot(path=str(shot), full_page=True)
             await page.unroute_all(behavior="ignoreErrors")
             await browser.close()
     print(f"screenshot: {shot}")
+
+
+def run_page(temporal_ui_env, run: dict) -> str:
+    return (f"http://127.0.0.1:{temporal_ui_env.ui_port}/namespaces/default/workflows/{run['workflow_id']}/"
+            f"{run['run_id']}/history")
+
+
+async def test_web_ui_shows_summary_and_current_details(finished_run, temporal_ui_env, cli_env, isolated_chromium):
+    shot = ARTIFACTS / f"ui-{finished_run['workflow_id']}.png"
+    # The UI reads current details with a query, which a worker answers (as `python worker.py` would).
+    async with running_worker(temporal_ui_env.client, cli_env["CHAOS_TASK_QUEUE"]), \
+            browser_page(isolated_chromium, shot) as page:
+        await page.goto(run_page(temporal_ui_env, finished_run))
+        # The "User Metadata" tab renders the static summary and the current details (markdown) in frames.
+        await page.get_by_text("User Metadata", exact=True).first.click(timeout=30_000)
+        summary = page.frame_locator("#user-metadata-summary")
+        await summary.get_by_text("kill etcd1 on etcd").wait_for(timeout=15_000)
+        details = page.frame_locator("#user-metadata-current-details")
+        for text in ("Stage: done - verdict: pass", "Target: etcd1", "Fault state: restored",
+                     f"Time to restore: {finished_run['time_to_restore_s']:.3f} s"):
+            await details.get_by_text(text).wait_for(timeout=15_000)
+
+
+async def test_starter_links_the_run_and_the_list_of_chaos_runs(chaos_command, finished_run, temporal_ui_env,
+                                                                isolated_chromium):
+    workflows = f"http://127.0.0.1:{temporal_ui_env.ui_port}/namespaces/default/workflows"
+    # Form-encoded (WorkflowType="ChaosDemoWorkflow"), as the web UI itself writes a query into its address bar.
+    chaos_runs = f"{workflows}?query=WorkflowType%3D%22ChaosDemoWorkflow%22"
+    assert run_page(temporal_ui_env, finished_run) in chaos_command.stderr
+    assert chaos_runs in chaos_command.stderr
+    guard = fault_guard_id(finished_run["workflow_id"], finished_run["run_id"])
+    async with browser_page(isolated_chromium, ARTIFACTS / "ui-chaos-runs.png") as page:
+        await page.goto(chaos_runs)
+        await page.get_by_text('WorkflowType = "ChaosDemoWorkflow"').first.wait_for(timeout=30_000)
+        await page.get_by_text(finished_run["run_id"]).first.wait_for(timeout=15_000)
+        # Only chaos runs: the run's fault guard (a workflow of its own) is filtered out.
+        assert await page.get_by_text(guard).count() == 0
+    # The guard closed with its run, on the starter's own worker: nothing is left running in the list.
+    guard_handle = temporal_ui_env.client.get_workflow_handle(guard, result_type=GuardReport)
+    guard_run = await asyncio.wait_for(guard_handle.result(), 10)
+    assert (guard_run.run_status, guard_run.fault_state, guard_run.action) == ("COMPLETED", FaultState.RESTORED, None)
+
+
+async def test_a_closed_run_shows_its_facts_with_no_worker_running(finished_run, temporal_ui_env, isolated_chromium):
+    """No worker runs here (the starter's ended with the run): current details and queries go unanswered, the memo
+    carries what a person looks for."""
+    handle = temporal_ui_env.client.get_workflow_handle(finished_run["workflow_id"], run_id=finished_run["run_id"])
+    facts = {"subject": "etcd", "fault": "kill", "target": "etcd1", "fault_state": "restored", "stage": "done",
+             "verdict": "pass", "time_to_detect_s": finished_run["time_to_detect_s"],
+             "time_to_restore_s": finished_run["time_to_restore_s"], "diagnosis_correct": True}
+    assert await (await handle.describe()).memo() == facts
+    async with browser_page(isolated_chromium, ARTIFACTS / f"ui-memo-{finished_run['workflow_id']}.png") as page:
+        await page.goto(run_page(temporal_ui_env, finished_run))
+        await page.get_by_text("Memo", exact=True).first.click(timeout=30_000)
+        for key in ("target", "fault_state", "verdict", "time_to_detect_s"):
+            await page.get_by_text(f'"{key}": {json.dumps(facts[key])}').first.wait_for(timeout=15_000)
 
 
 async def test_live_view_strip_is_red_during_the_fault_and_green_after_restore(finished_run, temporal_ui_env,
@@ -237,28 +296,66 @@ class _Html(HTMLParser):
         self.text.append(data)
 
 
-async def test_html_report_is_self_contained_with_the_timeline_plot(finished_run, cli_env, tmp_path):
+SVG = "{http://www.w3.org/2000/svg}"
+# The only addresses a page may hold: the XML namespaces an inline SVG declares (names, never fetched).
+SVG_NAMESPACES = {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}
+
+
+def _group(svg: ET.Element, gid: str) -> ET.Element:
+    (group,) = svg.iterfind(f".//{SVG}g[@id='{gid}']")
+    return group
+
+
+def _points(group: ET.Element) -> list[tuple[float, float]]:
+    """The vertices of the (first) path drawn in a plot element's group."""
+    d = group.find(f"{SVG}path").get("d")
+    return [(float(x), float(y)) for x, y in re.findall(r"[ML] ([-\d.]+) ([-\d.]+)", d)]
+
+
+async def test_html_report_is_self_contained_with_the_timeline_plot(finished_run, cli_env, tmp_path,
+                                                                    isolated_chromium):
     out = tmp_path / "report.html"
     proc = await asyncio.to_thread(starter, "report", finished_run["workflow_id"], "--format", "html", "-o", str(out),
                                    env=cli_env)
     assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
     page = _Html()
-    page.feed(out.read_text())
+    page.feed(text)
     tags = page.tags
-    # Self-contained: no external script, stylesheet or image.
+    # Self-contained: no external script, stylesheet, image or address of any kind.
     assert not [t for t, a in tags if t in ("script", "link", "img", "iframe")]
-    svg = [a for t, a in tags if t == "svg"]
-    assert len(svg) == 1 and svg[0]["id"] == "timeline"
-    line = next(a for t, a in tags if t == "polyline" and a.get("class") == "throughput")
-    # At least the baseline window and the one the kill fell into; how many more depends on how fast etcd rejoins.
-    assert len(line["points"].split()) == len(finished_run["load"]["windows"]) >= 2
-    markers = {a["class"].split()[1]: float(a["x1"]) for t, a in tags if t == "line" and "marker" in a.get("class", "")}
-    assert markers.keys() == {"inject", "detect", "restore"}
-    assert markers["inject"] <= markers["detect"] < markers["restore"]
-    text = " ".join(page.text)
-    assert "PASS" in text and finished_run["diagnosis"]["summary"] in text
+    assert set(re.findall(r"https?://[^\s\"'<>]+", text)) <= SVG_NAMESPACES
+    svgs = [a for t, a in tags if t == "svg"]
+    assert len(svgs) == 1 and svgs[0]["id"] == "timeline"
+    svg = ET.fromstring(text[text.index("<svg"):text.index("</svg>") + len("</svg>")])
+    windows = finished_run["load"]["windows"]
+    # One point per load window on the throughput line (and one dot each): at least the baseline window and the
+    # one the kill fell into; how many more depends on how fast etcd rejoins.
+    line = _group(svg, "throughput")
+    assert len(_points(line)) == len(line.findall(f"{SVG}g/{SVG}use")) == len(windows) >= 2
+    # Errors are bars in a panel of their own under the throughput plot, one per window, as tall as they are many.
+    throughput_bottom = max(y for _, y in _points(_group(svg, "throughput-axes").find(f"{SVG}g")))
+    for number, window in enumerate(windows, 1):
+        bar = _points(_group(svg, f"errors-window-{number}"))
+        assert min(y for _, y in bar) > throughput_bottom
+        assert (max(y for _, y in bar) - min(y for _, y in bar) > 0) == (window["errors"] > 0)
+    # Inject, detect, restore marked in order; the fault period shaded from inject to restore.
+    x = {name: _points(_group(svg, f"marker-{name}"))[0][0] for name in ("inject", "detect", "restore")}
+    assert x["inject"] <= x["detect"] < x["restore"]
+    shaded = [px for px, _ in _points(_group(svg, "fault-period"))]
+    assert (min(shaded), max(shaded)) == pytest.approx((x["inject"], x["restore"]))
+    words = " ".join(page.text)
+    assert "PASS" in words and finished_run["diagnosis"]["summary"] in words
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "report.html").write_text(out.read_text())
+    (ARTIFACTS / "report.html").write_text(text)
+
+    # As a person opens it: offline, in a browser that asks for nothing beyond the file.
+    requests: list[str] = []
+    async with browser_page(isolated_chromium, ARTIFACTS / "report.png") as browser:
+        browser.on("request", lambda request: requests.append(request.url))
+        await browser.goto((ARTIFACTS / "report.html").as_uri())
+        await browser.locator("#timeline").wait_for()
+    assert requests == [(ARTIFACTS / "report.html").as_uri()]
 
 
 def _junit_case(xml_text: str) -> tuple[ET.Element, ET.Element]:

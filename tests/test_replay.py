@@ -26,10 +26,12 @@ def _name(path: Path) -> str:
 
 def test_recorded_histories_exist():
     assert {_name(p) for p in HISTORIES} >= {"pass", "abort_at_detect", "deadline_at_detect", "cancel_at_detect",
-                                             "scheduled", "v1/pass"}
+                                             "terminate_at_detect", "guard_after_terminate", "scheduled", "v1/pass",
+                                             "v2/pass"}
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=_name)
 async def test_recorded_history_replays(path):
-    history = WorkflowHistory.from_json(f"replay-{path.stem}", path.read_text())
+    # The id the recorder ran it under (`record-NAME`): a chaos run names its fault guard after its own id.
+    history = WorkflowHistory.from_json(f"record-{path.stem}", path.read_text())
     await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(history)

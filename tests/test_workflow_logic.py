@@ -7,15 +7,21 @@ node was hit, how often, and that it came back.
 from __future__ import annotations
 
 import asyncio
+import json
+import math
+import re
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
+from rich.console import Console
 from temporalio import activity
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Replayer, Worker
 
+from activities.reaper import wait_until_run_closes
 from contracts import (
     ChaosInput,
     CheckResult,
@@ -28,16 +34,23 @@ from contracts import (
     EvidenceRequest,
     FaultRequest,
     FaultState,
+    GuardReport,
     InjectResult,
     LoadRequest,
     LoadWindow,
     MemberHealth,
+    OrphanedFault,
     PreflightRequest,
     PreflightResult,
+    ReapAction,
     RestoreResult,
     SubjectRef,
     WaitHealthyRequest,
+    fault_guard_id,
 )
+from runtime.worker import WORKFLOWS
+from cli.render import progress_view
+from tests.conftest import walk_to_end, walk_to_gate
 from workflows.chaos import ChaosDemoWorkflow
 
 SERVICES = ["n1", "n2", "n3"]
@@ -62,6 +75,7 @@ class FakeCluster:
         self.restore_delay = 0.0
         self.inject_times: list[datetime] = []
         self.restore_times: list[datetime] = []
+        self.reaped: list[str] = []  # restored by a fault guard (or the reaper), not by the run itself
 
     def check(self) -> CheckResult:
         members = [MemberHealth(service=s, healthy=s not in self.down) for s in SERVICES]
@@ -132,8 +146,17 @@ class FakeCluster:
         async def wait_healthy(req: WaitHealthyRequest) -> CheckResult:
             return cluster.check()
 
+        @activity.defn(name="reap_fault")
+        async def reap_fault(orphan: OrphanedFault) -> ReapAction:
+            target = orphan.fault.target
+            cluster.reaped.append(target)
+            action = "restored" if target in cluster.down else "already healthy"
+            cluster.down.discard(target)
+            return ReapAction(workflow_id=orphan.workflow_id, run_id=orphan.run_id, target=target, action=action)
+
+        # The guard's watch only talks to Temporal: the real one.
         return [preflight, run_load_window, inject_fault, detect_violation, gather_evidence, diagnose,
-                restore_fault, wait_healthy]
+                restore_fault, wait_healthy, reap_fault, wait_until_run_closes]
 
 
 def fast_input(**kw) -> ChaosInput:
@@ -150,7 +173,7 @@ async def until(predicate, timeout: float = 30) -> None:
 async def run_chaos(client, cluster: FakeCluster, inp: ChaosInput, *, cancel_when=None, during=None):
     """Run one workflow against the fake cluster. `during(handle)` drives it (updates, cancel) while it runs."""
     queue = f"unit-{uuid.uuid4().hex[:8]}"
-    async with Worker(client, task_queue=queue, workflows=[ChaosDemoWorkflow], activities=cluster.activities()):
+    async with Worker(client, task_queue=queue, workflows=WORKFLOWS, activities=cluster.activities()):
         handle = await client.start_workflow(ChaosDemoWorkflow.run, inp, id=f"unit-{uuid.uuid4().hex[:8]}",
                                              task_queue=queue)
         if cancel_when is not None:
@@ -271,8 +294,27 @@ async def test_abort_restores_at_once_and_finishes_with_a_report(client):
 
     report, _ = await run_chaos(client, cluster, fast_input(target="n3"), during=abort_when_down)
     assert report.verdict == "fail"
-    assert any("aborted during detect: operator says stop" in r for r in report.reasons), report.reasons
+    assert "aborted before detection: operator says stop" in report.reasons, report.reasons
     assert cluster.restores == ["n3"]
+
+
+@pytest.mark.parametrize("cut", ["abort", "deadline"])
+async def test_a_run_cut_before_detection_says_so_not_that_detection_timed_out(client, cut):
+    """Held at the detect gate after the kill, then aborted (or cut at the fault deadline): detection never ran."""
+    cluster = FakeCluster()
+
+    async def hold_at_detect(handle):
+        await walk_to_gate(handle, "detect")
+        if cut == "abort":
+            await handle.execute_update(ChaosDemoWorkflow.abort, "game day over")
+
+    inp = fast_input(target="n2", interactive=True, max_fault_s=120 if cut == "abort" else 2)
+    report, _ = await run_chaos(client, cluster, inp, during=hold_at_detect)
+    expected = ("aborted before detection: game day over" if cut == "abort"
+                else "fault deadline (2s) reached before detection: restoring now")
+    assert expected in report.reasons, report.reasons
+    assert not any("not detected" in r for r in report.reasons), report.reasons
+    assert report.fault_state == FaultState.RESTORED and cluster.restores == ["n2"]
 
 
 @pytest.mark.parametrize("stuck", ["detect", "diagnose"])
@@ -281,7 +323,9 @@ async def test_a_stage_that_never_ends_is_cut_at_the_fault_deadline(client, stuc
     setattr(cluster, f"{stuck}_forever", True)
     report, _ = await run_chaos(client, cluster, fast_input(target="n1", max_fault_s=3))
     assert report.fault_state == FaultState.RESTORED and not cluster.down
-    assert any(f"fault deadline (3s) reached during {stuck}" in r for r in report.reasons), report.reasons
+    cut = "before detection" if stuck == "detect" else "during diagnose"
+    assert any(f"fault deadline (3s) reached {cut}" in r for r in report.reasons), report.reasons
+    assert not any("not detected" in r for r in report.reasons), report.reasons
     # Restore started at the deadline: not before it, and not much after (worker + server latency only).
     held = (cluster.restore_times[0] - cluster.inject_times[0]).total_seconds()
     assert 2.5 <= held <= 6, held
@@ -323,3 +367,109 @@ async def test_advance_is_refused_when_the_run_is_not_waiting(client):
 
     report, _ = await run_chaos(client, cluster, fast_input(target="n1"), during=advance_too_early)
     assert cluster.restores == ["n1"]
+
+
+def _summary(event) -> str:
+    return json.loads(event.user_metadata.summary.data) if event.user_metadata.HasField("summary") else ""
+
+
+async def test_countdown_is_one_durable_timer_and_the_live_view_counts_down_from_its_end(client):
+    cluster = FakeCluster()
+    inp = fast_input(target="n2")
+    # Windows of 2 s (the fake load does not heartbeat, so not longer): the load's own events stay few.
+    inp.countdown_s, inp.load_window_s = 20, 2.0
+    during_countdown: list = []
+
+    async def look_during_countdown(handle):
+        while (progress := await handle.query(ChaosDemoWorkflow.progress)).stage.value != "countdown":
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(3)  # a few seconds into the countdown
+        progress = await handle.query(ChaosDemoWorkflow.progress)
+        console = Console(record=True, width=120)
+        console.print(progress_view(progress, "url"))
+        during_countdown.append((progress, now(), console.export_text()))
+
+    report, handle = await run_chaos(client, cluster, inp, during=look_during_countdown)
+    assert report.verdict == "pass", report.reasons
+    events = (await handle.fetch_history()).events
+    timers = [e for e in events if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED
+              and _summary(e).startswith("countdown")]
+    print(f"countdown 20: {len(events)} events, {len(timers)} countdown timer(s)")
+    assert len(timers) == 1, [_summary(e) for e in timers]
+    assert timers[0].timer_started_event_attributes.start_to_fire_timeout.ToTimedelta() == timedelta(seconds=20)
+    # The kill still waited the whole countdown, in workflow (server) time.
+    inject = next(e for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+                  and e.activity_task_scheduled_event_attributes.activity_type.name == "inject_fault")
+    assert (inject.event_time.ToDatetime() - timers[0].event_time.ToDatetime()).total_seconds() >= 20
+    assert len(events) < 160, len(events)  # 253 with a timer per second, 134 with one
+
+    # The live view counts down from the timer's end, on the viewer's clock; countdown_left stays meaningful.
+    ((progress, at, view),) = during_countdown
+    assert progress.countdown_ends_at is not None and 1 <= progress.countdown_left <= 20
+    left = (progress.countdown_ends_at - at).total_seconds()
+    assert 14 < left < 18, left
+    assert re.search(rf"countdown +{math.ceil(left)} ", view), view
+
+
+async def test_the_memo_keeps_the_runs_facts_as_it_moves(client):
+    """Facts in the memo are readable on a closed run with no worker (current details and queries need one)."""
+    cluster = FakeCluster()
+    memos = []
+
+    async def look_at_each_gate(handle):
+        for gate in ("countdown", "detect"):
+            await walk_to_gate(handle, gate)
+            memos.append(await (await handle.describe()).memo())
+        await walk_to_end(handle)
+
+    report, handle = await run_chaos(client, cluster, fast_input(target="n2", interactive=True),
+                                     during=look_at_each_gate)
+    assert report.verdict == "pass", report.reasons
+    before_kill, held_at_detect = memos
+    assert before_kill == {"subject": "etcd", "fault": "kill", "target": "n2", "fault_state": "none",
+                           "stage": "preflight"}
+    assert held_at_detect == {**before_kill, "fault_state": "injected", "stage": "inject"}
+    assert await (await handle.describe()).memo() == {
+        **before_kill, "fault_state": "restored", "stage": "done", "verdict": "pass",
+        "time_to_detect_s": report.time_to_detect_s, "time_to_restore_s": report.time_to_restore_s,
+        "diagnosis_correct": True,
+    }
+
+
+async def guard_report(client, handle) -> GuardReport:
+    """What the fault guard of a run did; it closes right after the run does."""
+    run_id = handle.result_run_id or (await handle.describe()).run_id
+    guard = client.get_workflow_handle(fault_guard_id(handle.id, run_id), result_type=GuardReport)
+    return await asyncio.wait_for(guard.result(), 30)
+
+
+async def test_a_terminated_run_is_restored_by_its_fault_guard(client):
+    """Terminate runs none of the run's code, so its `finally` never restores: the guard it started does."""
+    cluster = FakeCluster()
+    guarded = []
+
+    async def terminate_at_detect(handle):
+        await walk_to_gate(handle, "detect")  # n2 is down, the run holds
+        await handle.terminate("an operator's terminate")
+        guarded.append(await guard_report(client, handle))
+
+    err, _ = await run_chaos(client, cluster, fast_input(target="n2", interactive=True), during=terminate_at_detect)
+    assert isinstance(err, WorkflowFailureError)
+    assert cluster.injects == ["n2"] and cluster.restores == [] and cluster.reaped == ["n2"] and not cluster.down
+    (report,) = guarded
+    assert report.run_status == "TERMINATED" and report.fault_state == FaultState.INJECTED
+    assert report.action.action == "restored" and report.action.healthy_after is True
+
+
+async def test_a_run_that_restores_its_own_fault_leaves_its_guard_nothing_to_do(client):
+    cluster = FakeCluster()
+    guarded = []
+
+    async def wait_for_the_guard(handle):
+        await handle.result()
+        guarded.append(await guard_report(client, handle))
+
+    report, _ = await run_chaos(client, cluster, fast_input(target="n1"), during=wait_for_the_guard)
+    assert report.verdict == "pass" and cluster.restores == ["n1"] and cluster.reaped == []
+    (guard,) = guarded
+    assert guard.run_status == "COMPLETED" and guard.fault_state == FaultState.RESTORED and guard.action is None

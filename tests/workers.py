@@ -12,10 +12,8 @@ from tests.conftest import ROOT, command_env
 
 
 class WorkerProcess:
-    def __init__(self, address: str, task_queue: str, state_dir: Path, reaper_every_s: float | None = None):
+    def __init__(self, address: str, task_queue: str, state_dir: Path):
         env = command_env(address, state_dir, CHAOS_TASK_QUEUE=task_queue, PYTHONUNBUFFERED="1")
-        if reaper_every_s is not None:
-            env["CHAOS_REAPER_EVERY_S"] = str(reaper_every_s)
         self.log = state_dir / f"worker-{time.monotonic_ns()}.log"
         self._out = open(self.log, "w")
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "worker.py")], cwd=ROOT, env=env,

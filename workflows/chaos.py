@@ -8,11 +8,12 @@ from `workflow.random()` and everything else from activity results recorded in t
 from __future__ import annotations
 
 import asyncio
+import math
 from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.workflow import ActivityCancellationType
+from temporalio.workflow import ActivityCancellationType, ParentClosePolicy
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
@@ -21,8 +22,10 @@ with workflow.unsafe.imports_passed_through():
     from activities.load import run_load_window
     from activities.probes import detect_violation, preflight, wait_healthy
     from contracts import (
+        GUARD_WORKFLOW_NAME,
         RECENT_WINDOWS,
         WORKFLOW_NAME,
+        WORKFLOW_TASK_TIMEOUT,
         Attr,
         ChaosInput,
         ChaosReport,
@@ -35,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         EvidenceRequest,
         FaultRequest,
         FaultState,
+        GuardRequest,
         InjectResult,
         LoadRequest,
         LoadSummary,
@@ -44,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         RestoreResult,
         Stage,
         WaitHealthyRequest,
+        fault_guard_id,
     )
 
 # A dead worker must be noticed within seconds, not minutes: every long activity heartbeats at least once per check.
@@ -81,6 +86,7 @@ class ChaosDemoWorkflow:
         self._detection: DetectResult | None = None
         self._diagnosis: Diagnosis | None = None
         self._reasons: list[str] = []
+        self._memo: dict = {}  # what the memo holds now: only changes are upserted (each upsert is an event)
 
     @workflow.query
     def progress(self) -> Progress:
@@ -101,8 +107,13 @@ class ChaosDemoWorkflow:
 
     def _details(self) -> None:
         p = self._progress
+        if p.countdown_ends_at is not None:
+            # workflow.now() is the replay-safe clock; it moves with every load window, which keeps this current.
+            p.countdown_left = max(0, math.ceil((p.countdown_ends_at - workflow.now()).total_seconds()))
         lines = [f"**Stage:** {p.stage.value} - {p.message}", f"**Target:** {p.target or 'not chosen yet'}",
                  f"**Fault state:** {p.fault_state.value}"]
+        if p.countdown_ends_at is not None:
+            lines.append(f"**Countdown:** {p.countdown_left} s left, ends at {p.countdown_ends_at:%H:%M:%S} UTC")
         if p.last_window:
             w = p.last_window
             lines.append(f"**Load:** {w.ops_per_s:g} ops/s, {w.errors} errors (window {p.windows})")
@@ -115,6 +126,18 @@ class ChaosDemoWorkflow:
         if p.time_to_restore_s is not None:
             lines.append(f"**Time to restore:** {p.time_to_restore_s:.3f} s")
         workflow.set_current_details("\n\n".join(lines))
+        self._sync_memo()
+
+    def _sync_memo(self) -> None:
+        """Keep the run's facts in its memo: current details need a live worker to answer, the memo does not.
+        Patched: runs started before the memo replay without these events."""
+        if not workflow.patched("facts-in-memo"):
+            return
+        facts = self._progress.facts().model_dump(mode="json", exclude_none=True)
+        changed = {key: value for key, value in facts.items() if self._memo.get(key) != value}
+        if changed:
+            workflow.upsert_memo(changed)
+            self._memo.update(changed)
 
     # -- load runs alongside every stage after preflight ------------------------------------------------------
 
@@ -177,7 +200,7 @@ class ChaosDemoWorkflow:
     async def run(self, inp: ChaosInput) -> ChaosReport:
         started_at = workflow.now()
         p = self._progress
-        p.subject, p.started_at = inp.subject.name, started_at
+        p.subject, p.fault, p.started_at = inp.subject.name, inp.fault, started_at
         self._interactive = inp.interactive
 
         self._stage(Stage.PREFLIGHT, "bringing the subject up and waiting for its steady state")
@@ -266,12 +289,21 @@ class ChaosDemoWorkflow:
                     timeout_summary="fault deadline",
                 )
             except asyncio.TimeoutError:
+                if self._before_detection():
+                    return f"fault deadline ({max_fault_s:g}s) reached before detection: restoring now"
                 return (f"fault deadline ({max_fault_s:g}s) reached during {self._progress.stage.value}: "
                         f"stage cancelled, restoring now")
             if experiment.done():
                 return None
             if self._abort is not None:
+                if self._before_detection():
+                    return f"aborted before detection: {self._abort}"
                 return f"aborted during {self._progress.stage.value}: {self._abort}"
+
+    def _before_detection(self) -> bool:
+        """The fault is on and detection has not concluded. Held at the detect gate the stage still reads `inject`,
+        so the stage name alone would tell the reader the wrong story."""
+        return self._progress.fault_state == FaultState.INJECTED and self._detection is None
 
     async def _cancel(self, task: asyncio.Task) -> None:
         if not task.done():
@@ -289,12 +321,15 @@ class ChaosDemoWorkflow:
         target = fault.target
         try:
             await self._gate(Stage.COUNTDOWN)
-            self._stage(Stage.COUNTDOWN, f"{inp.fault} {target} in {inp.countdown_s}")
-            for left in range(inp.countdown_s, 0, -1):
-                p.countdown_left = left
-                self._stage(Stage.COUNTDOWN, f"{inp.fault} {target} in {left}")
-                await workflow.sleep(1, summary=f"countdown {left}")
-            p.countdown_left = None
+            if workflow.patched("countdown-one-timer"):
+                await self._countdown(inp, target)
+            else:  # runs started before the single timer replay their second-by-second countdown
+                self._stage(Stage.COUNTDOWN, f"{inp.fault} {target} in {inp.countdown_s}")
+                for left in range(inp.countdown_s, 0, -1):
+                    p.countdown_left = left
+                    self._stage(Stage.COUNTDOWN, f"{inp.fault} {target} in {left}")
+                    await workflow.sleep(1, summary=f"countdown {left}")
+                p.countdown_left = None
             # A countdown shorter than a load window would kill before any baseline was measured. Wait for the first
             # window to end (a lost one counts too: a missing baseline must not hold the run). Patched so runs that
             # were in flight when this shipped replay the path they took.
@@ -309,6 +344,8 @@ class ChaosDemoWorkflow:
             workflow.upsert_search_attributes([Attr.TARGET.value_set(target)])
             self._fault_state(FaultState.INJECTED)
             p.fault_deadline = workflow.now() + timedelta(seconds=inp.max_fault_s)
+            if workflow.patched("fault-guard"):  # runs started before guards replay without one
+                await self._start_guard(fault)
             self._injected = await workflow.execute_activity(
                 inject_fault, fault, start_to_close_timeout=timedelta(seconds=30), heartbeat_timeout=HEARTBEAT,
                 retry_policy=STAGE_RETRY, summary=f"{inp.fault} {target}",
@@ -368,6 +405,27 @@ class ChaosDemoWorkflow:
                 raise
             self._reasons.append(f"stage {p.stage.value} failed: {err.cause or err}")
 
+    async def _start_guard(self, fault: FaultRequest) -> None:
+        """Started (and awaited) before the kill, so no fault is ever on without a guard. A terminated run runs no
+        code, its `finally` included; the guard outlives it (ABANDON) and restores what it left injected."""
+        info = workflow.info()
+        await workflow.start_child_workflow(
+            GUARD_WORKFLOW_NAME, GuardRequest(workflow_id=info.workflow_id, run_id=info.run_id, fault=fault),
+            id=fault_guard_id(info.workflow_id, info.run_id), parent_close_policy=ParentClosePolicy.ABANDON,
+            task_timeout=WORKFLOW_TASK_TIMEOUT,
+            static_summary=f"guard {fault.fault} {fault.target} of {info.workflow_id}",
+        )
+
+    async def _countdown(self, inp: ChaosInput, target: str) -> None:
+        """One durable timer for the whole countdown (a timer per second would put about 6 events a second in the
+        history). Viewers count down to `countdown_ends_at` on their own clock."""
+        p = self._progress
+        p.countdown_ends_at = workflow.now() + timedelta(seconds=inp.countdown_s)
+        self._stage(Stage.COUNTDOWN, f"{inp.fault} {target} at {p.countdown_ends_at:%H:%M:%S} UTC")
+        if inp.countdown_s:
+            await workflow.sleep(inp.countdown_s, summary=f"countdown {inp.countdown_s}s")
+        p.countdown_ends_at = p.countdown_left = None
+
     async def _restore(self, inp: ChaosInput, fault: FaultRequest) -> tuple[RestoreResult, CheckResult | None]:
         p = self._progress
         self._stage(Stage.RESTORE, f"undoing {fault.fault} on {fault.target}")
@@ -394,6 +452,7 @@ class ChaosDemoWorkflow:
             return restore, None
         p.time_to_restore_s = _seconds(restore.started_at, final.at)
         workflow.upsert_search_attributes([Attr.RESTORE_SECONDS.value_set(p.time_to_restore_s)])
+        self._details()  # a cancelled run ends without a report: the memo gets TTR here
         return restore, final
 
     def _report(self, inp: ChaosInput, project: str, target: str, started_at: datetime, finished_at: datetime,
@@ -401,13 +460,14 @@ class ChaosDemoWorkflow:
         p = self._progress
         injected, detection, diagnosis, reasons = self._injected, self._detection, self._diagnosis, self._reasons
         detected = bool(detection and detection.detected)
-        if injected is None:
+        if p.fault_state == FaultState.NONE:
             reasons.append("the fault was never injected")
-        elif not detected:
-            reasons.append(f"the fault was not detected within {inp.detect_timeout_s:g}s")
-        else:
+        elif detected:
             reasons.append(f"detected after {p.time_to_detect_s:.3f}s: "
                            f"{'; '.join(detection.first_violation.violations)}")
+        elif detection is not None:
+            reasons.append(f"the fault was not detected within {inp.detect_timeout_s:g}s")
+        # Otherwise detection never concluded: the cut (abort, deadline) or the failed stage is already a reason.
         if p.fault_state == FaultState.RESTORED:
             reasons.append(f"{target} restored")
         if final is None:
@@ -419,7 +479,7 @@ class ChaosDemoWorkflow:
             reasons.append(f"diagnosis ({source}) named {', '.join(diagnosis.affected_nodes) or 'nobody'}: "
                            f"{'correct' if diagnosis.correct else 'incorrect'}")
         passed = detected and p.fault_state == FaultState.RESTORED and final is not None and final.ok
-        verdict = "pass" if passed else "fail"
+        verdict = p.verdict = "pass" if passed else "fail"
         self._stage(Stage.DONE, f"verdict: {verdict}")
         workflow.upsert_search_attributes([Attr.VERDICT.value_set(verdict)])
         info = workflow.info()

@@ -1,8 +1,12 @@
-"""FaultReaperWorkflow: the safety net for runs whose own restore never ran.
+"""The safety net for runs whose own restore never ran: a guard per fault, and the reaper that sweeps on demand.
 
-Terminating a workflow runs none of its code, so `ChaosDemoWorkflow`'s `finally` cannot help. This workflow runs
-on a Temporal Schedule (installed by the worker) and restores what such runs left broken, checking the
-containers' real state first. It is idempotent: a node already running is reported, not touched.
+Terminating a workflow runs none of its code, so `ChaosDemoWorkflow`'s `finally` cannot help. Right before its
+kill, every chaos run starts a `FaultGuardWorkflow` that outlives it (parent close policy ABANDON): it waits for the
+run to close and, if the run closed with its fault still injected, restores it. A guard exists only while its run
+does, so an idle system runs nothing (a Schedule sweeping every minute put a do-nothing run in the web UI's list
+each minute). `FaultReaperWorkflow` is the sweep for what no guard watches (`python starter.py reap`): runs from
+before guards, or a guard terminated along with its run. Both check the containers' real state first and are
+idempotent: a node already running is reported, not touched.
 """
 
 from __future__ import annotations
@@ -15,11 +19,66 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.probes import wait_healthy
-    from activities.reaper import find_orphaned_faults, reap_fault
-    from contracts import ReapAction, ReapReport, ReapRequest, WaitHealthyRequest
+    from activities.reaper import find_orphaned_faults, reap_fault, wait_until_run_closes
+    from contracts import (
+        GUARD_WORKFLOW_NAME,
+        FaultState,
+        GuardReport,
+        GuardRequest,
+        OrphanedFault,
+        ReapAction,
+        ReapReport,
+        ReapRequest,
+        WaitHealthyRequest,
+    )
     from workflows.chaos import HEARTBEAT, RESTORE_RETRY
 
 REAPER_WORKFLOW = "FaultReaperWorkflow"
+# A guard watches for as long as its run lasts; an interactive run can be held at a gate for hours.
+GUARD_WATCH_TIMEOUT = timedelta(days=7)
+
+
+async def restore_left_fault(orphan: OrphanedFault) -> ReapAction:
+    """Undo the fault a closed run left (unless a newer run holds the subject), then verify the subject is healthy."""
+    action = await workflow.execute_activity(
+        reap_fault, orphan, start_to_close_timeout=timedelta(seconds=60), heartbeat_timeout=HEARTBEAT,
+        retry_policy=RESTORE_RETRY, summary=f"restore {orphan.fault.target} left by {orphan.workflow_id}",
+    )
+    if action.action in ("subject gone", "skipped: subject busy"):  # nothing was restored: nothing to verify
+        return action
+    try:
+        await workflow.execute_activity(
+            wait_healthy,
+            WaitHealthyRequest(subject=orphan.fault.subject, timeout_s=60, check_timeout_s=1.0),
+            start_to_close_timeout=timedelta(seconds=90), heartbeat_timeout=HEARTBEAT,
+            retry_policy=RetryPolicy(maximum_attempts=1), summary="verify healthy",
+        )
+        action.healthy_after = True
+    except ActivityError:
+        action.healthy_after = False
+    return action
+
+
+@workflow.defn(name=GUARD_WORKFLOW_NAME)
+class FaultGuardWorkflow:
+    @workflow.run
+    async def run(self, req: GuardRequest) -> GuardReport:
+        target = req.fault.target
+        workflow.set_current_details(f"watching run **{req.workflow_id}** ({req.run_id}), which injects a "
+                                     f"{req.fault.fault} on **{target}**")
+        closed = await workflow.execute_activity(
+            wait_until_run_closes, req, start_to_close_timeout=GUARD_WATCH_TIMEOUT, heartbeat_timeout=HEARTBEAT,
+            summary=f"wait until {req.workflow_id} closes",
+        )
+        if closed.fault_state in (FaultState.NONE, FaultState.RESTORED):
+            workflow.set_current_details(f"run {closed.status.lower()} with fault state "
+                                         f"{closed.fault_state.value}: nothing to restore")
+            return GuardReport(run_status=closed.status, fault_state=closed.fault_state)
+        action = await restore_left_fault(OrphanedFault(workflow_id=req.workflow_id, run_id=req.run_id,
+                                                        status=closed.status, fault=req.fault))
+        workflow.set_current_details(f"run {closed.status.lower()} with its fault still injected: "
+                                     f"{target} {action.action}")
+        return GuardReport(run_status=closed.status, fault_state=closed.fault_state, action=action)
 
 
 @workflow.defn(name=REAPER_WORKFLOW)
@@ -36,24 +95,7 @@ class FaultReaperWorkflow:
                 actions.append(ReapAction(workflow_id=orphan.workflow_id, run_id=orphan.run_id,
                                           target=orphan.fault.target, action="skipped: subject busy"))
                 continue
-            action = await workflow.execute_activity(
-                reap_fault, orphan, start_to_close_timeout=timedelta(seconds=60), heartbeat_timeout=HEARTBEAT,
-                retry_policy=RESTORE_RETRY, summary=f"restore {orphan.fault.target} left by {orphan.workflow_id}",
-            )
-            if action.action in ("subject gone", "skipped: subject busy"):  # nothing was restored: nothing to verify
-                actions.append(action)
-                continue
-            try:
-                await workflow.execute_activity(
-                    wait_healthy,
-                    WaitHealthyRequest(subject=orphan.fault.subject, timeout_s=60, check_timeout_s=1.0),
-                    start_to_close_timeout=timedelta(seconds=90), heartbeat_timeout=HEARTBEAT,
-                    retry_policy=RetryPolicy(maximum_attempts=1), summary="verify healthy",
-                )
-                action.healthy_after = True
-            except ActivityError:
-                action.healthy_after = False
-            actions.append(action)
+            actions.append(await restore_left_fault(orphan))
         workflow.set_current_details(
             "\n".join(f"- {a.workflow_id}/{a.run_id}: {a.target} {a.action}" for a in actions) or "nothing to reap"
         )

@@ -15,7 +15,7 @@ from pathlib import Path
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from contracts import Attr, ChaosInput, SubjectRef
+from contracts import Attr, ChaosInput, SubjectRef, fault_guard_id
 from workflows.scheduled import ScheduledChaosWorkflow
 from runtime.devserver import temporal_binary
 from runtime.worker import build_worker
@@ -33,11 +33,13 @@ async def main() -> None:
                                                 data_converter=pydantic_data_converter, search_attributes=list(Attr.ALL))
     queue = "record"
     scenarios = {
-        "pass": (ChaosInput(subject=copy.ref, countdown_s=1), None),
+        "pass": (ChaosInput(subject=copy.ref, countdown_s=3), None),
         "abort_at_detect": (ChaosInput(subject=copy.ref, countdown_s=1, interactive=True),
                             lambda h: h.execute_update(ChaosDemoWorkflow.abort, "recorded abort")),
         "deadline_at_detect": (ChaosInput(subject=copy.ref, countdown_s=1, interactive=True, max_fault_s=2), None),
         "cancel_at_detect": (ChaosInput(subject=copy.ref, countdown_s=1, interactive=True), lambda h: h.cancel()),
+        "terminate_at_detect": (ChaosInput(subject=copy.ref, countdown_s=1, interactive=True),
+                                lambda h: h.terminate("recorded terminate")),
     }
     try:
         await copy.wait_healthy()
@@ -56,6 +58,12 @@ async def main() -> None:
                 history = await handle.fetch_history()
                 (HERE / f"{name}.json").write_text(history.to_json())
                 print(f"recorded {name}: {len(history.events)} events")
+                if name == "terminate_at_detect":  # its guard restores what the terminated run left
+                    guard = env.client.get_workflow_handle(fault_guard_id(handle.id, handle.result_run_id))
+                    await guard.result()
+                    history = await guard.fetch_history()
+                    (HERE / "guard_after_terminate.json").write_text(history.to_json())
+                    print(f"recorded guard_after_terminate: {len(history.events)} events")
                 await copy.wait_healthy()
             # What a schedule starts: the parent that takes the subject's lock id for its child chaos run.
             handle = await env.client.start_workflow(ScheduledChaosWorkflow.run, ChaosInput(subject=copy.ref,
