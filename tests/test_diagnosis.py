@@ -196,9 +196,10 @@ async def test_starter_shows_the_graded_diagnosis(client, etcd, tmp_path, keyed,
         rich = await asyncio.to_thread(starter, *args, env=env)
         as_json = await asyncio.to_thread(starter, *args, "--json", env=env)
     assert rich.returncode == 0, rich.stderr
-    title = "diagnosis by Claude" if keyed else "diagnosis by the rules engine"
-    assert title in rich.stdout and "✓ names the node that was hit" in rich.stdout, rich.stdout
-    assert ("fake-claude" if keyed else "fallback: no_api_key") in rich.stdout
+    # The final screen says once who diagnosed and whether it named the node that was hit (in the reasons).
+    graded = f"diagnosis ({'claude' if keyed else 'rules, fallback: no_api_key'}) named {TARGET}: correct"
+    assert graded in rich.stdout, rich.stdout
+    assert ("model       fake-claude" in rich.stdout) == keyed, rich.stdout
     # Running without a key is a choice the view states; the terminal gets no warning dump about it.
     assert "diagnosing with rules" not in rich.stderr, rich.stderr
     assert as_json.returncode == 0, as_json.stderr
