@@ -7,6 +7,7 @@ one module means the workflow sandbox, the worker and the starter can never disa
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Literal
@@ -359,6 +360,13 @@ class Progress(BaseModel):
     fault_deadline: datetime | None = None
     cut_short: str | None = Field(default=None, description="why the experiment was cut short (abort, deadline)")
     verdict: Verdict | None = None
+
+    def countdown_seconds_left(self, now: datetime) -> int | None:
+        """Whole seconds until the countdown's one timer fires; runs from before that timer carry only
+        `countdown_left`. The workflow (on its replay-safe clock) and the live view (on the wall clock) both ask."""
+        if self.countdown_ends_at is None:
+            return self.countdown_left
+        return max(0, math.ceil((self.countdown_ends_at - now).total_seconds()))
 
     @property
     def last_window(self) -> LoadWindow | None:

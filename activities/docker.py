@@ -58,7 +58,7 @@ def docker_unavailable(exc: Exception) -> ApplicationError:
 def compose_client(instance: SubjectInstance) -> DockerClient:
     env_file = state_dir() / "compose" / f"{instance.project}.env"
     env_file.parent.mkdir(parents=True, exist_ok=True)
-    env = instance.subject.compose_env(instance.port_base)
+    env = instance.subject.compose_variables(instance.port_base)
     env_file.write_text("".join(f"{k}={v}\n" for k, v in sorted(env.items())))
     return DockerClient(
         compose_files=[instance.subject.compose_file],
@@ -172,16 +172,13 @@ class DockerMembers:
         self._containers: dict[str, str] = {}
 
     async def _container(self, service: str) -> str:
+        """The member's container id, looked up once per session; "" while it has none."""
         if service not in self._containers:
-            proc = await asyncio.create_subprocess_exec(
-                "docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={self.instance.project}",
-                "--filter", f"label=com.docker.compose.service={service}",
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-            out, _ = await proc.communicate()
-            ids = out.decode().split()
-            if not ids:
+            try:
+                found = await asyncio.to_thread(service_container, DockerClient(), self.instance, service)
+            except ApplicationError:  # no container (yet): the probe fails, a later one looks again
                 return ""
-            self._containers[service] = ids[0]
+            self._containers[service] = found.id
         return self._containers[service]
 
     async def exec(self, service: str, argv: list[str], timeout: float) -> ExecResult:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timezone
 
 from rich.console import Console, Group
@@ -53,13 +52,6 @@ def stage_strip(p: Progress) -> Text:
     return strip
 
 
-def countdown_seconds_left(p: Progress, now: datetime) -> int | None:
-    """Whole seconds to the countdown's timer; runs older than the single timer report `countdown_left` only."""
-    if p.countdown_ends_at is None:
-        return p.countdown_left
-    return max(0, math.ceil((p.countdown_ends_at - now).total_seconds()))
-
-
 def progress_view(p: Progress, url: str) -> Panel:
     now = datetime.now(timezone.utc)
     stages = stage_strip(p)
@@ -72,7 +64,7 @@ def progress_view(p: Progress, url: str) -> Panel:
     grid.add_row("target", p.target or "(not chosen yet)")
     state_style = {FaultState.INJECTED: "bold red", FaultState.RESTORED: "green"}.get(p.fault_state, "")
     grid.add_row("fault", Text(p.fault_state.value, style=state_style))
-    left = countdown_seconds_left(p, now)
+    left = p.countdown_seconds_left(now)
     if left:
         grid.add_row("countdown", Text(str(left), style="bold yellow"))
     if p.last_window:

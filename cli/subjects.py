@@ -26,7 +26,8 @@ def build_images_with_progress(subject: Subject) -> None:
 
     Done by the starter before the run starts, so the user sees it; preflight would build them too, but only its
     worker's log would show why it takes long. Skipped when Docker is not reachable: preflight says so properly."""
-    if not _docker_up() or not missing_images(subject.images()):
+    # `docker image inspect` answers "missing" when Docker is down too: only then is `docker info` worth asking.
+    if not missing_images(subject.images()) or not _docker_up():
         return
     began = time.monotonic()
     last = ["starting"]

@@ -12,6 +12,7 @@ A subject *instance* is one running copy (compose project name + port base), so 
 from __future__ import annotations
 
 import abc
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -68,8 +69,15 @@ class ImageSpec:
     # How to build `ref` locally when it is missing; None means "use it as is" (a user's registry image, which
     # compose pulls).
     recipe: Recipe | None = None
-    # The environment variable that switches to an upstream image, for users with a registry.
+    # The compose variable that holds the image; set in the environment, it switches to that (upstream) image.
     upstream_env: str | None = None
+
+
+def local_or_upstream(ref: str, recipe: Recipe | None, env: str) -> ImageSpec:
+    """`ref` built here by `recipe`, unless the environment variable `env` names another image (a registry's),
+    which is then used as it is and nothing is built."""
+    upstream = os.environ.get(env)
+    return ImageSpec(ref=upstream, upstream_env=env) if upstream else ImageSpec(ref=ref, recipe=recipe, upstream_env=env)
 
 
 # -- diagnosis hints -----------------------------------------------------------------------------------------------
@@ -159,7 +167,11 @@ class Subject(abc.ABC):
 
     @abc.abstractmethod
     def compose_env(self, port_base: int) -> dict[str, str]:
-        """Variables the compose file is rendered with for one instance (ports, image refs)."""
+        """The port variables the compose file is rendered with for one instance."""
+
+    def compose_variables(self, port_base: int) -> dict[str, str]:
+        """Everything the compose file is rendered with: the images (each under its variable) and the ports."""
+        return {i.upstream_env: i.ref for i in self.images() if i.upstream_env} | self.compose_env(port_base)
 
     @abc.abstractmethod
     def images(self) -> list[ImageSpec]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib
-import os
 import re
 import sys
 from datetime import datetime, timezone
@@ -38,6 +37,7 @@ from subjects.base import (
     Subject,
     SubjectInstance,
     UnknownSubject,
+    local_or_upstream,
 )
 from subjects.http import describe, http_client
 
@@ -459,16 +459,10 @@ class DeclarativeSubject(Subject):
                 env[f"{var}_{re.sub(r'[^A-Z0-9]', '_', port_name.upper())}_PORT"] = port
                 if j == 0:
                     env[f"{var}_PORT"] = port
-        env |= {spec.upstream_env: spec.ref for spec in self.images()}
         return env
 
     def images(self) -> list[ImageSpec]:
-        out = []
-        for image in self.spec.images:
-            upstream = os.environ.get(image.env)
-            out.append(ImageSpec(ref=upstream or image.ref, recipe=None if upstream else self._recipe(image),
-                                 upstream_env=image.env))
-        return out
+        return [local_or_upstream(image.ref, self._recipe(image), image.env) for image in self.spec.images]
 
     def _recipe(self, image: Image):
         b = image.build

@@ -8,7 +8,6 @@ from `workflow.random()` and everything else from activity results recorded in t
 from __future__ import annotations
 
 import asyncio
-import math
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -109,7 +108,7 @@ class ChaosDemoWorkflow:
         p = self._progress
         if p.countdown_ends_at is not None:
             # workflow.now() is the replay-safe clock; it moves with every load window, which keeps this current.
-            p.countdown_left = max(0, math.ceil((p.countdown_ends_at - workflow.now()).total_seconds()))
+            p.countdown_left = p.countdown_seconds_left(workflow.now())
         lines = [f"**Stage:** {p.stage.value} - {p.message}", f"**Target:** {p.target or 'not chosen yet'}",
                  f"**Fault state:** {p.fault_state.value}"]
         if p.countdown_ends_at is not None:

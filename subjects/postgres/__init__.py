@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -17,7 +16,16 @@ import httpx
 import psycopg
 
 from contracts import CheckResult, MemberHealth, SubjectDefaults
-from subjects.base import DiagnosisHints, FromDebian, ImageSpec, Members, Session, Subject, SubjectInstance
+from subjects.base import (
+    DiagnosisHints,
+    FromDebian,
+    ImageSpec,
+    Members,
+    Session,
+    Subject,
+    SubjectInstance,
+    local_or_upstream,
+)
 from subjects.etcd import etcd_image
 from subjects.http import describe, http_client
 
@@ -48,9 +56,7 @@ LOAD_READ = "SELECT v FROM chaos_load WHERE k = %s"
 
 
 def patroni_image() -> ImageSpec:
-    upstream = os.environ.get(IMAGE_ENV)
-    return ImageSpec(ref=upstream, upstream_env=IMAGE_ENV) if upstream else \
-        ImageSpec(ref=LOCAL_IMAGE, recipe=RECIPE, upstream_env=IMAGE_ENV)
+    return local_or_upstream(LOCAL_IMAGE, RECIPE, IMAGE_ENV)
 
 
 def describe_sql(exc: BaseException) -> str:
@@ -346,8 +352,6 @@ class Postgres(Subject):
     def compose_env(self, port_base: int) -> dict[str, str]:
         env = {f"{svc.upper()}_API_PORT": url.rsplit(":", 1)[1] for svc, url in self.api_endpoints(port_base).items()}
         env |= {f"{svc.upper()}_SQL_PORT": str(port) for svc, port in self.sql_ports(port_base).items()}
-        env["ETCD_IMAGE"] = etcd_image().ref
-        env[IMAGE_ENV] = patroni_image().ref
         return env
 
     def images(self) -> list[ImageSpec]:
