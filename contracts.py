@@ -7,10 +7,11 @@ one module means the workflow sandbox, the worker and the starter can never disa
 
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
@@ -44,7 +45,10 @@ class FaultState(str, Enum):
     RESTORED = "restored"
 
 
-FaultKind = Literal["kill"]
+# The name of a fault kind (`faults.CATALOG` holds them: kill, stop, pause, partition, loss, bandwidth, latency). A
+# plain string here: the catalog, not this module, knows the kinds and validates them (a run with an unknown kind is
+# refused in preflight, before anything is touched).
+FaultKind = str
 Verdict = Literal["pass", "fail"]
 
 
@@ -81,7 +85,12 @@ class SubjectRef(BaseModel):
 class ChaosInput(BaseModel):
     subject: SubjectRef = SubjectRef()
     fault: FaultKind = "kill"
-    target: str | None = Field(default=None, description="service to hit; chosen at random in the workflow if unset")
+    fault_params: dict[str, Any] = Field(default={}, description="the kind's parameters (validated by its model)")
+    target: str | None = Field(default=None, description="a service, or `random`, `leader`, `follower` (the role "
+                                                         "is read in preflight); random when unset")
+    count: int = Field(default=1, ge=1, description="how many members to hit at once")
+    allow_quorum_loss: bool = Field(default=False, description="allow hitting more members than the subject's "
+                                                               "quorum rule can spare")
     countdown_s: int = Field(default=3, ge=0)
     detect_interval_s: float = Field(default=0.5, gt=0)
     detect_timeout_s: float | None = Field(default=None, gt=0, description="the subject's default if unset")
@@ -98,7 +107,11 @@ class ChaosInput(BaseModel):
         """One line for the Temporal UI's summary column, e.g. "kill etcd1 on etcd"; names a non-default copy."""
         project = self.subject.project
         where = self.subject.name + (f" (project {project})" if project and project != default_project else "")
-        return f"{self.fault} {self.target or 'a random member'} on {where}"
+        who = self.target or "random"
+        who = {"random": "a random member", "leader": "the leader", "follower": "a follower"}.get(who, who)
+        if self.count > 1:
+            who = f"{self.count} members ({self.target or 'random'})"
+        return f"{self.fault} {who} on {where}"
 
     def start_attributes(self) -> TypedSearchAttributes:
         """What a run is findable by from its first moment; the workflow upserts the rest as it moves."""
@@ -138,6 +151,29 @@ class PreflightRequest(BaseModel):
     target: str | None
     timeout_s: float
     check_timeout_s: float
+    fault: FaultKind = "kill"
+    fault_params: dict[str, Any] = {}
+    count: int = 1
+    allow_quorum_loss: bool = False
+
+
+class TargetChoice(BaseModel):
+    """Who a run may hit, resolved in preflight (roles are read from the system there); the workflow then draws
+    `count` members: every one of `must`, the rest at random from `pool`. The draw is in workflow code, so a replay
+    or a retry can never hit another member."""
+
+    must: list[str] = Field(default=[], description="members that are hit for sure (a named target, the leader)")
+    pool: list[str] = Field(default=[], description="members the rest are drawn from")
+    count: int = 1
+
+    def draw(self, randrange) -> list[str]:
+        """`randrange` is `workflow.random().randrange`. One draw per member, so a single random target is drawn
+        exactly as runs before the fault catalog drew it (their replays stay the same)."""
+        picked = list(self.must[:self.count])
+        pool = [m for m in self.pool if m not in picked]
+        while len(picked) < self.count and pool:
+            picked.append(pool.pop(randrange(len(pool))))
+        return picked
 
 
 class PreflightResult(BaseModel):
@@ -148,6 +184,8 @@ class PreflightResult(BaseModel):
     started_subject: bool
     baseline: CheckResult
     defaults: SubjectDefaults = SubjectDefaults()
+    choice: TargetChoice | None = Field(default=None, description="None from workers before the fault catalog")
+    fault_label: str | None = Field(default=None, description='the kind and its parameters, e.g. "loss 30%"')
 
 
 class WaitHealthyRequest(BaseModel):
@@ -179,21 +217,37 @@ class DetectResult(BaseModel):
 class FaultRequest(BaseModel):
     subject: SubjectRef
     fault: FaultKind
-    target: str
+    target: str = Field(description="the first member hit")
+    targets: list[str] = Field(default=[], description="every member hit; requests from before --count hold only "
+                                                       "`target`")
+    params: dict[str, Any] = {}
+    tag: str = Field(default="", description="names what this run puts in place (its iptables chain, its tc "
+                                             "handle), so undo and the reaper remove exactly that")
+
+    @property
+    def members(self) -> list[str]:
+        return self.targets or [self.target]
 
 
 class InjectResult(BaseModel):
     target: str
     container: str
     injected_at: datetime
-    already_down: bool = False
+    already_down: bool = Field(default=False, description="the fault was already in effect on every target (a retry)")
+    targets: list[str] = []
 
 
 class RestoreResult(BaseModel):
     target: str
     started_at: datetime
-    already_up: bool = False
+    already_up: bool = Field(default=False, description="nothing was in effect any more (e.g. the member restarted)")
     container_gone: bool = Field(default=False, description="the subject was torn down: nothing left to restore")
+
+
+def fault_tag(workflow_id: str, run_id: str) -> str:
+    """Eight hex digits naming one run's fault (`CHAOS-<tag>` chains): short enough for iptables' 28-character
+    chain names, and derived from the run, so every path that undoes it (the run, its guard, the reaper) agrees."""
+    return hashlib.sha256(f"{workflow_id}/{run_id}".encode()).hexdigest()[:8]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -237,6 +291,9 @@ class ContainerState(BaseModel):
     exit_code: int | None = None
     oom_killed: bool = False
     restart_count: int = 0
+    paused: bool = Field(default=False, description="frozen by the cgroup freezer: reads as running, answers nothing")
+    network_rules: list[str] = Field(
+        default=[], description="packet filters and queueing rules found in its network namespace (not Docker's own)")
 
 
 class EvidenceRequest(BaseModel):
@@ -326,7 +383,9 @@ class RunFacts(BaseModel):
 
     subject: str
     fault: FaultKind
+    fault_label: str | None = None
     target: str | None = None
+    targets: list[str] = []
     fault_state: FaultState
     stage: Stage
     time_to_detect_s: float | None = None
@@ -341,7 +400,9 @@ class Progress(BaseModel):
     stage: Stage = Stage.PREFLIGHT
     subject: str = ""
     fault: FaultKind = "kill"
+    fault_label: str | None = Field(default=None, description='the kind and its parameters, e.g. "loss 30%"')
     target: str | None = None
+    targets: list[str] = Field(default=[], description="every member hit (`target` is the first)")
     fault_state: FaultState = FaultState.NONE
     started_at: datetime | None = None
     countdown_left: int | None = Field(default=None, description="whole seconds left, as of the run's last step")
@@ -373,7 +434,8 @@ class Progress(BaseModel):
         return self.recent_windows[-1] if self.recent_windows else None
 
     def facts(self) -> RunFacts:
-        return RunFacts(subject=self.subject, fault=self.fault, target=self.target, fault_state=self.fault_state,
+        return RunFacts(subject=self.subject, fault=self.fault, fault_label=self.fault_label, target=self.target,
+                        targets=self.targets, fault_state=self.fault_state,
                         stage=self.stage, time_to_detect_s=self.time_to_detect_s,
                         time_to_restore_s=self.time_to_restore_s, verdict=self.verdict,
                         diagnosis_correct=self.diagnosis.correct if self.diagnosis else None)
@@ -385,7 +447,10 @@ class ChaosReport(BaseModel):
     subject: str
     project: str
     fault: FaultKind
-    target: str | None
+    fault_label: str | None = Field(default=None, description='the kind and its parameters, e.g. "loss 30%"')
+    fault_params: dict[str, Any] = {}
+    target: str | None = Field(description="the first member hit")
+    targets: list[str] = Field(default=[], description="every member hit")
     verdict: Verdict
     reasons: list[str]
     started_at: datetime

@@ -18,6 +18,7 @@ from activities.claude import ClaudeAnswer, ClaudeUnavailable, ask_claude
 from activities.docker import compose_client, container_states, off_loop, open_session, service_logs
 from activities.logs import excerpt
 from activities.probes import resolve_or_bad_input
+from subjects.base import has_quorum
 from contracts import (
     ContainerState,
     DiagnoseRequest,
@@ -96,11 +97,6 @@ def _container_finding(c: ContainerState) -> str:
     if c.oom_killed:
         how += ", killed by the OOM killer"
     return f"container {c.container or c.service} of {c.service} is {c.status} ({how})"
-
-
-def has_quorum(rule: str, up: int, members: int) -> bool:
-    """The subject's own rule for how many members must be up for it to serve."""
-    return {"majority": up > members // 2, "all": up == members, "one": up >= 1}[rule]
 
 
 def rules_diagnosis(ev: Evidence) -> Diagnosis:

@@ -18,6 +18,7 @@ from activities.images import ImageBuildFailed, ensure_images
 from contracts import ContainerState, ErrorType
 from runtime.state import state_dir
 from subjects import ExecResult, SubjectInstance
+from subjects.base import ImageSpec
 
 
 T = TypeVar("T")
@@ -88,12 +89,15 @@ def validate_compose(client: DockerClient, instance: SubjectInstance) -> None:
 
 def ensure_image(instance: SubjectInstance, progress: Callable[[str], None] = lambda line: None) -> list[str]:
     """Build the subject's missing images locally (cached by tag). Returns the tags it built."""
+    return ensure_images_or_fail(instance.subject.images(), f"subject {instance.subject.name!r}", progress)
+
+
+def ensure_images_or_fail(images: list[ImageSpec], whose: str, progress: Callable[[str], None]) -> list[str]:
     try:
-        return ensure_images(instance.subject.images(), progress)
+        return ensure_images(images, progress)
     except ImageBuildFailed as exc:
         # A recipe that cannot build here will not build on a retry either.
-        raise ApplicationError(f"subject {instance.subject.name!r}: {exc}", type=ErrorType.SUBJECT_UNHEALTHY,
-                               non_retryable=True) from exc
+        raise ApplicationError(f"{whose}: {exc}", type=ErrorType.SUBJECT_UNHEALTHY, non_retryable=True) from exc
 
 
 def bring_up(client: DockerClient) -> None:
@@ -101,18 +105,23 @@ def bring_up(client: DockerClient) -> None:
     client.compose.up(detach=True, quiet=True)
 
 
+def project_containers(client: DockerClient, instance: SubjectInstance) -> dict[str, Container]:
+    """service -> container of one instance, stopped ones included. By compose's labels through the plain docker
+    CLI: `docker compose ps` parses the whole project first and takes ~10x longer, which sits directly in
+    time-to-restore."""
+    found = client.container.list(all=True, filters=[("label", f"com.docker.compose.project={instance.project}")])
+    return {c.config.labels.get("com.docker.compose.service"): c for c in found}
+
+
 def service_container(client: DockerClient, instance: SubjectInstance, service: str) -> Container:
-    # By compose's labels through the plain docker CLI: `docker compose ps` parses the whole project first and
-    # takes ~10x longer, which sits directly in time-to-restore.
-    found = client.container.list(all=True, filters=[("label", f"com.docker.compose.project={instance.project}"),
-                                                     ("label", f"com.docker.compose.service={service}")])
-    if not found:
+    found = project_containers(client, instance).get(service)
+    if found is None:
         raise ApplicationError(
             f"no container for service {service!r} in project {instance.project!r}",
             type=ErrorType.CONTAINER_GONE,
             non_retryable=True,
         )
-    return found[0]
+    return found
 
 
 def all_running(client: DockerClient, instance: SubjectInstance) -> bool:
@@ -120,12 +129,8 @@ def all_running(client: DockerClient, instance: SubjectInstance) -> bool:
     return len(running) >= len(instance.subject.services)
 
 
-def _by_service(client: DockerClient) -> dict[str | None, Container]:
-    return {c.config.labels.get("com.docker.compose.service"): c for c in client.compose.ps(all=True)}
-
-
 def container_states(client: DockerClient, instance: SubjectInstance) -> list[ContainerState]:
-    by_service = _by_service(client)
+    by_service = project_containers(client, instance)
     states = []
     for service in instance.subject.services:
         c = by_service.get(service)
@@ -141,6 +146,7 @@ def container_states(client: DockerClient, instance: SubjectInstance) -> list[Co
                 status=s.status or "unknown",
                 exit_code=s.exit_code,
                 oom_killed=bool(s.oom_killed),
+                paused=bool(s.paused),
                 restart_count=c.restart_count or 0,
             )
         )
@@ -153,7 +159,7 @@ LOG_TAIL_LINES = 2000  # a chatty member must not make `docker logs` return mega
 def service_logs(client: DockerClient, instance: SubjectInstance, since: datetime) -> dict[str, str]:
     """stdout+stderr of every member since `since`, each line prefixed with the daemon's timestamp (dead
     containers included: their last words matter most)."""
-    by_service = _by_service(client)
+    by_service = project_containers(client, instance)
     return {
         service: client.container.logs(by_service[service], since=since, tail=LOG_TAIL_LINES, timestamps=True)
         if service in by_service else ""

@@ -1,95 +1,78 @@
-"""Faults come in pairs: an inject and the restore that undoes exactly it.
+"""The inject and restore activities: find the members a request names, and let its fault kind act on each.
 
-Adding a fault kind = one `FaultPair` in `FAULTS` (and its name in `contracts.FaultKind`). Both halves are
-idempotent, because Temporal may run an activity more than once: killing a dead container and starting a running
-one are both success.
+What a kind does is in `faults/`; here is only what every kind needs: the subject instance, the members'
+containers and addresses, and the mapping of failures onto the error types the workflow understands. Both
+activities are idempotent, because their fault kinds are.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable
 
-from python_on_whales import Container, DockerException
+from python_on_whales import DockerException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.docker import compose_client, off_loop, service_container
-from activities.probes import resolve_or_bad_input
+from activities.docker import compose_client, off_loop, project_containers
+from activities.probes import fault_or_bad_input, resolve_or_bad_input
 from contracts import ErrorType, FaultRequest, InjectResult, RestoreResult
-from subjects import SubjectInstance
+from faults import Fault, Target
 
 
-@dataclass(frozen=True)
-class FaultPair:
-    # is_in_effect tells whether the fault is (still) visible on the container, which makes both halves
-    # idempotent and lets a reaper decide what is still broken.
-    inject: Callable[[Container], None]
-    restore: Callable[[Container], None]
-    is_in_effect: Callable[[Container], bool]
-
-
-FAULTS: dict[str, FaultPair] = {
-    "kill": FaultPair(
-        inject=lambda c: c.kill("SIGKILL"),
-        restore=lambda c: c.start(),
-        is_in_effect=lambda c: not c.state.running,
-    ),
-}
-
-
-def _target_container(req: FaultRequest) -> tuple[SubjectInstance, Container, FaultPair]:
+def _targets(req: FaultRequest) -> tuple[Fault, list[Target], list[str]]:
+    """The fault, a Target for every member of the request that has a container, and the members that have none."""
     instance = resolve_or_bad_input(req.subject)
-    if req.target not in instance.subject.targets:
-        raise ApplicationError(
-            f"{req.target!r} is not a target of subject {instance.subject.name!r}",
-            type=ErrorType.BAD_INPUT,
-            non_retryable=True,
-        )
-    if req.fault not in FAULTS:
-        raise ApplicationError(f"unknown fault {req.fault!r}", type=ErrorType.BAD_INPUT, non_retryable=True)
-    # No separate `docker info` first: it would add ~0.2 s to every restore, and an unreachable daemon already
-    # fails the lookup below with the error `off_loop` turns into DockerUnavailable.
-    client = compose_client(instance)
-    return instance, service_container(client, instance, req.target), FAULTS[req.fault]
+    unknown = [m for m in req.members if m not in instance.subject.targets]
+    if unknown:
+        raise ApplicationError(f"{', '.join(unknown)} not a target of subject {instance.subject.name!r}",
+                               type=ErrorType.BAD_INPUT, non_retryable=True)
+    fault = fault_or_bad_input(req.fault, req.params)
+    # One lookup for the whole project (no separate `docker info` first: an unreachable daemon fails it with the
+    # error `off_loop` turns into DockerUnavailable).
+    containers = project_containers(compose_client(instance), instance)
+    addresses = {service: [net.ip_address for net in (c.network_settings.networks or {}).values() if net.ip_address]
+                 for service, c in containers.items()}
+    found = [Target(service=m, container=containers[m], addresses=addresses, tag=req.tag)
+             for m in req.members if m in containers]
+    return fault, found, [m for m in req.members if m not in containers]
 
 
 def inject_now(req: FaultRequest) -> InjectResult:
-    _, container, pair = _target_container(req)
-    container.reload()
-    if pair.is_in_effect(container):
-        # A retry after the kill already happened (worker died before reporting): do not hit it again, and keep
-        # the first attempt's timestamp as the best record of when it went down.
-        finished = container.state.finished_at
-        return InjectResult(
-            target=req.target,
-            container=container.name,
-            injected_at=finished or datetime.now(timezone.utc),
-            already_down=True,
-        )
-    try:
-        pair.inject(container)
-    except DockerException:
-        container.reload()
-        if not pair.is_in_effect(container):
-            raise
-    return InjectResult(target=req.target, container=container.name, injected_at=datetime.now(timezone.utc))
+    fault, targets, gone = _targets(req)
+    if gone:
+        raise ApplicationError(f"no container for {', '.join(gone)} in project {req.subject.project!r}",
+                               type=ErrorType.CONTAINER_GONE, non_retryable=True)
+    injected_at: datetime | None = None
+    did_any = False
+    for t in targets:
+        try:
+            did = fault.inject(t)
+        except DockerException:
+            if not fault.in_effect(t):  # it failed, unless the fault is there anyway (a race with a retry)
+                raise
+            did = False
+        if not did and injected_at is None:
+            # A retry after the fault already happened (the worker died before reporting): do not hit it again,
+            # and keep the first attempt's time as the best record of when it began, where the container tells.
+            injected_at = fault.in_effect_since(t)
+        did_any |= did
+    return InjectResult(target=req.target, targets=req.members, container=targets[0].container.name,
+                        injected_at=datetime.now(timezone.utc) if did_any or injected_at is None else injected_at,
+                        already_down=not did_any)
 
 
 def restore_now(req: FaultRequest) -> RestoreResult:
     started_at = datetime.now(timezone.utc)
     try:
-        _, container, pair = _target_container(req)
+        fault, targets, gone = _targets(req)
     except ApplicationError as err:
         if err.type == ErrorType.CONTAINER_GONE:
             return RestoreResult(target=req.target, started_at=started_at, container_gone=True)
         raise
-    container.reload()
-    if not pair.is_in_effect(container):
-        return RestoreResult(target=req.target, started_at=started_at, already_up=True)
-    pair.restore(container)
-    return RestoreResult(target=req.target, started_at=started_at)
+    if not targets:  # the subject copy was torn down: nothing left to restore
+        return RestoreResult(target=req.target, started_at=started_at, container_gone=True)
+    undone = [fault.undo(t) for t in targets]
+    return RestoreResult(target=req.target, started_at=started_at, already_up=not any(undone))
 
 
 @activity.defn

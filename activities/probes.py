@@ -19,6 +19,7 @@ from activities.docker import (
     compose_client,
     ensure_docker,
     ensure_image,
+    ensure_images_or_fail,
     off_loop,
     open_session,
     validate_compose,
@@ -31,8 +32,10 @@ from contracts import (
     PreflightRequest,
     PreflightResult,
     SubjectRef,
+    TargetChoice,
     WaitHealthyRequest,
 )
+from faults import BadFault, Fault, make_fault, target_choice
 from subjects import BadSubjectFile, SubjectInstance, UnknownSubject, resolve
 
 TIMELINE_CAP = 40  # checks kept for the evidence bundle; older ones are dropped
@@ -71,18 +74,20 @@ def _build_progress(line: str) -> None:
 
 @activity.defn
 async def preflight(req: PreflightRequest) -> PreflightResult:
-    """Validate the input, bring the subject up if needed and wait for its steady state. Kills nothing."""
+    """Validate the input, bring the subject up if needed, wait for its steady state and resolve who may be hit.
+    Kills nothing: every refusal (bad input, a fault this kernel cannot do) happens before the fault exists."""
     instance = resolve_or_bad_input(req.subject)
     subject = instance.subject
-    if req.target is not None and req.target not in subject.targets:
-        raise ApplicationError(
-            f"{req.target!r} is not a target of subject {subject.name!r} (targets: {', '.join(subject.targets)})",
-            type=ErrorType.BAD_INPUT,
-            non_retryable=True,
-        )
+    fault = fault_or_bad_input(req.fault, req.fault_params)
+    _choice_or_bad_input(subject, fault, req, roles=None)  # what is wrong without asking the system: say it now
     client = compose_client(instance)
     await off_loop(ensure_docker, client)
     await off_loop(validate_compose, client, instance)
+    if fault.images():
+        await off_loop(ensure_images_or_fail, fault.images(), f"fault {fault.kind}", _build_progress)
+    reason = await off_loop(fault.unsupported)
+    if reason:
+        raise ApplicationError(reason, type=ErrorType.BAD_INPUT, non_retryable=True)
     started = False
     if not await off_loop(all_running, client, instance):
         await off_loop(ensure_image, instance, _build_progress)
@@ -103,7 +108,24 @@ async def preflight(req: PreflightRequest) -> PreflightResult:
         started_subject=started,
         baseline=baseline,
         defaults=subject.defaults,
+        # Roles as the steady state reads them, the moment before the countdown: `leader` means this member.
+        choice=_choice_or_bad_input(subject, fault, req, roles=baseline.roles),
+        fault_label=fault.label(),
     )
+
+
+def fault_or_bad_input(kind: str, params: dict) -> Fault:
+    try:
+        return make_fault(kind, params)
+    except BadFault as exc:
+        raise ApplicationError(str(exc), type=ErrorType.BAD_INPUT, non_retryable=True) from exc
+
+
+def _choice_or_bad_input(subject, fault: Fault, req: PreflightRequest, roles: dict[str, str] | None) -> TargetChoice:
+    try:
+        return target_choice(subject, fault, req.target, req.count, req.allow_quorum_loss, roles)
+    except BadFault as exc:
+        raise ApplicationError(str(exc), type=ErrorType.BAD_INPUT, non_retryable=True) from exc
 
 
 @activity.defn

@@ -14,11 +14,10 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.docker import off_loop
-from activities.faults import restore_now
+from activities.faults import inject_fault, restore_now
 from contracts import (
     WORKFLOW_NAME,
     Attr,
-    ChaosInput,
     FaultRequest,
     FaultState,
     GuardRequest,
@@ -61,20 +60,26 @@ async def find_orphaned_faults(req: ReapRequest) -> list[OrphanedFault]:
     )
     found: list[OrphanedFault] = []
     async for run in client.list_workflows(query):
-        handle = client.get_workflow_handle(run.id, run_id=run.run_id)
-        history = await handle.fetch_history()
-        started = history.events[0].workflow_execution_started_event_attributes
-        (inp,) = await client.data_converter.decode(started.input.payloads, [ChaosInput])
-        target = run.typed_search_attributes.get(Attr.TARGET)
-        if not target:
+        fault = await _injected_fault(client.get_workflow_handle(run.id, run_id=run.run_id))
+        if fault is None:  # closed between arming the guard and scheduling the inject: nothing was injected
             continue
         found.append(OrphanedFault(
             workflow_id=run.id, run_id=run.run_id, status=run.status.name if run.status else "UNKNOWN",
-            fault=FaultRequest(subject=inp.subject, fault=inp.fault, target=target),
-            busy=await _newer_run_holds_the_subject(run.id, run.run_id),
+            fault=fault, busy=await _newer_run_holds_the_subject(run.id, run.run_id),
         ))
         activity.heartbeat(len(found))
     return found
+
+
+async def _injected_fault(handle) -> FaultRequest | None:
+    """Exactly what the run asked to inject (every member, the parameters, its tag), from the inject activity's
+    input in its history: the search attributes hold only the first target."""
+    async for event in handle.fetch_history_events():
+        scheduled = event.activity_task_scheduled_event_attributes
+        if event.HasField("activity_task_scheduled_event_attributes") and scheduled.activity_type.name == inject_fault.__name__:
+            (fault,) = await activity.client().data_converter.decode(scheduled.input.payloads, [FaultRequest])
+            return fault
+    return None
 
 
 async def _newer_run_holds_the_subject(workflow_id: str, run_id: str) -> bool:

@@ -17,10 +17,16 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from cli import control, runs, schedules
 from cli.subjects import build_images_with_progress, subjects
 from cli.common import (
+    COUNT_OPTION,
     EXIT_BAD_INPUT,
     EXIT_FAIL,
     EXIT_INTERRUPTED,
     EXIT_PASS,
+    FAULT_KINDS_EPILOG,
+    FAULT_OPTION,
+    PARAM_OPTION,
+    QUORUM_OPTION,
+    TARGET_OPTION,
     chaos_input,
     connect_client,
     err_console,
@@ -93,11 +99,15 @@ async def _chaos(inp: ChaosInput, as_json: bool, detach: bool) -> int:
                                as_json=as_json, interactive=inp.interactive)
 
 
-@app.command()
+@app.command(epilog=FAULT_KINDS_EPILOG)
 def chaos(
     subject: str = typer.Option(
         "etcd", help="Subject to break: a name (`python starter.py subjects` lists them) or a subject folder's path."),
-    target: Optional[str] = typer.Option(None, help="Service to kill; a random member when omitted."),
+    fault: str = FAULT_OPTION,
+    param: Optional[list[str]] = PARAM_OPTION,
+    target: Optional[str] = TARGET_OPTION,
+    count: int = COUNT_OPTION,
+    allow_quorum_loss: bool = QUORUM_OPTION,
     detect_timeout: Optional[float] = typer.Option(
         None, help="Seconds to wait for detection before warning and going on (default: the subject's, 30 for etcd)."),
     detect_interval: float = typer.Option(0.5, help="Seconds between invariant checks while detecting."),
@@ -109,14 +119,15 @@ def chaos(
                                 help="Start the run and return; follow it with `watch ID` or in the web UI."),
     interactive: bool = typer.Option(False, "--interactive",
                                      help="Pause before each stage until you press Enter (an `advance` update)."),
-    max_fault_seconds: float = typer.Option(120.0, help="Restore starts at the latest this long after the kill."),
+    max_fault_seconds: float = typer.Option(120.0, help="Restore starts at the latest this long after the fault."),
 ) -> None:
-    """Run one chaos experiment: preflight, load, countdown, kill, detect, diagnose, restore.
+    """Run one chaos experiment: preflight, load, countdown, fault, detect, diagnose, restore.
 
     Exit codes: 0 pass, 1 fail, 2 bad input, 3 Docker or Temporal unreachable.
     """
     inp = chaos_input(subject, target, detect_timeout, detect_interval, countdown, project, port_base,
-                      max_fault_seconds, interactive)
+                      max_fault_seconds, interactive, fault=fault, params=param, count=count,
+                      allow_quorum_loss=allow_quorum_loss)
     if interactive and (as_json or detach):
         fail(EXIT_BAD_INPUT, "--interactive needs a terminal to follow the run: drop --json/--detach")
     raise typer.Exit(asyncio.run(_chaos(inp, as_json, detach)))

@@ -24,6 +24,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from cli.facts import cancelled_text, run_facts
+from faults import CATALOG, BadFault, catalog_help, make_fault, parse_params, target_choice
 from contracts import WORKFLOW_NAME, ChaosInput, ErrorType, Progress, fault_guard_id
 from runtime.connect import connect_config, task_queue, ui_base_url
 from runtime.devserver import ServerUnreachable, connect_or_start
@@ -169,14 +170,31 @@ def load_subject(subject: str):
         fail(EXIT_BAD_INPUT, str(err))
 
 
+# The fault options `chaos` and `schedule create` share: one definition, one help text.
+FAULT_OPTION = typer.Option("kill", help=f"Fault kind: {', '.join(CATALOG)} (listed below).")
+FAULT_KINDS_EPILOG = catalog_help()
+PARAM_OPTION = typer.Option(None, "--param", "-p", metavar="KEY=VALUE",
+                            help="A parameter of the fault kind (repeatable), e.g. -p percent=30, -p rate=512kbit, "
+                                 "-p grace_s=5, -p groups='etcd1|etcd2,etcd3'.")
+TARGET_OPTION = typer.Option(None, help="Member to hit: a service name, random (the default), leader or follower "
+                                        "(the subject's primary role, read when the run starts).")
+COUNT_OPTION = typer.Option(1, help="How many members to hit at once (the target first, the rest at random).")
+QUORUM_OPTION = typer.Option(False, "--allow-quorum-loss",
+                             help="Allow --count to take more members than the subject's quorum rule can spare.")
+
+
 def chaos_input(subject: str, target: str | None, detect_timeout: float | None, detect_interval: float,
                 countdown: int, project: str | None, port_base: int | None, max_fault_seconds: float,
-                interactive: bool = False) -> ChaosInput:
-    """Check a run's options as the user typed them (`chaos`, `schedule create`): exit 2 with one line when wrong."""
+                interactive: bool = False, fault: str = "kill", params: list[str] | None = None, count: int = 1,
+                allow_quorum_loss: bool = False) -> ChaosInput:
+    """Check a run's options as the user typed them (`chaos`, `schedule create`): exit 2 with one line when wrong.
+    The worker's preflight checks them again (and what needs the running system: who leads, what the kernel can do)."""
     definition = load_subject(subject)
-    if target is not None and target not in definition.targets:
-        fail(EXIT_BAD_INPUT, f"{target!r} is not a target of {definition.name} "
-                             f"(targets: {', '.join(definition.targets)})")
+    try:
+        kind = make_fault(fault, parse_params(params or []))
+        target_choice(definition, kind, target, count, allow_quorum_loss, roles=None)
+    except BadFault as exc:
+        fail(EXIT_BAD_INPUT, str(exc))
     if detect_timeout is not None:
         _positive("--detect-timeout", detect_timeout)
     _positive("--detect-interval", detect_interval)
@@ -187,7 +205,12 @@ def chaos_input(subject: str, target: str | None, detect_timeout: float | None, 
         fail(EXIT_BAD_INPUT, f"--port-base must be between 1024 and 65000 (got {port_base})")
     return ChaosInput(
         subject=subject_ref(subject, project=project, port_base=port_base),
+        fault=fault,
+        # As validated: numbers as numbers, so the workflow input and the report show them as the kind reads them.
+        fault_params=kind.params.model_dump(mode="json", exclude_defaults=True),
         target=target,
+        count=count,
+        allow_quorum_loss=allow_quorum_loss,
         detect_timeout_s=detect_timeout,
         detect_interval_s=detect_interval,
         countdown_s=countdown,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Optional, get_args
+from typing import Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
@@ -34,8 +34,21 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from cli.common import EXIT_BAD_INPUT, chaos_input, connect_client, err_console, fail, has_live_worker
-from contracts import SCHEDULED_WORKFLOW_NAME, WORKFLOW_TASK_TIMEOUT, ChaosInput, FaultKind, ScheduledRunResult
+from cli.common import (
+    COUNT_OPTION,
+    EXIT_BAD_INPUT,
+    FAULT_KINDS_EPILOG,
+    FAULT_OPTION,
+    PARAM_OPTION,
+    QUORUM_OPTION,
+    TARGET_OPTION,
+    chaos_input,
+    connect_client,
+    err_console,
+    fail,
+    has_live_worker,
+)
+from contracts import SCHEDULED_WORKFLOW_NAME, WORKFLOW_TASK_TIMEOUT, ChaosInput, ScheduledRunResult
 from runtime.connect import task_queue
 from subjects import resolve
 from workflows.scheduled import ScheduledChaosWorkflow
@@ -117,15 +130,18 @@ async def _create(schedule_id: str, inp: ChaosInput, cron: str, timezone: str, p
                   f"{task_queue()!r}", highlight=False)
 
 
-@app.command()
+@app.command(epilog=FAULT_KINDS_EPILOG)
 def create(
     schedule_id: Optional[str] = typer.Option(None, "--id", help="Schedule id (default nightly-<project>)."),
     cron: str = typer.Option("0 3 * * *", help="When to run, as a cron expression."),
     timezone: str = typer.Option("UTC", help="IANA time zone the cron expression is read in."),
     subject: str = typer.Option(
         "etcd", help="Subject to break: a name (`python starter.py subjects` lists them) or a subject folder's path."),
-    fault: str = typer.Option("kill", help=f"Fault to inject: {', '.join(get_args(FaultKind))}."),
-    target: Optional[str] = typer.Option(None, help="Service to hit; a random member each run when omitted."),
+    fault: str = FAULT_OPTION,
+    param: Optional[list[str]] = PARAM_OPTION,
+    target: Optional[str] = TARGET_OPTION,
+    count: int = COUNT_OPTION,
+    allow_quorum_loss: bool = QUORUM_OPTION,
     project: Optional[str] = typer.Option(None, help="Compose project of the subject copy (default chaos-<subject>)."),
     port_base: Optional[int] = typer.Option(None, help="First host port of the subject copy."),
     countdown: int = typer.Option(3, help="Seconds of countdown before the fault."),
@@ -135,12 +151,9 @@ def create(
     paused: bool = typer.Option(False, "--paused", help="Create it paused."),
 ) -> None:
     """Run chaos on a schedule (default every night at 03:00 UTC). A run is skipped while the subject is busy."""
-    if fault not in get_args(FaultKind):
-        fail(EXIT_BAD_INPUT, f"unknown --fault {fault!r} (known: {', '.join(get_args(FaultKind))})")
     _check_timezone(timezone)
     inp = chaos_input(subject, target, detect_timeout, detect_interval, countdown, project, port_base,
-                      max_fault_seconds)
-    inp.fault = fault
+                      max_fault_seconds, fault=fault, params=param, count=count, allow_quorum_loss=allow_quorum_loss)
     # Named here, not in the workflow: the project is the workflow id that locks the subject copy.
     inp.subject.project = resolve(inp.subject).project
     asyncio.run(_create(schedule_id or f"nightly-{inp.subject.project}", inp, cron, timezone, paused))

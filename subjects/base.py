@@ -96,6 +96,11 @@ class DiagnosisHints:
     prompt_notes: str = ""
 
 
+def has_quorum(rule: str, up: int, members: int) -> bool:
+    """A subject's own rule (`DiagnosisHints.quorum`) for how many members must be up for it to serve."""
+    return {"majority": up > members // 2, "all": up == members, "one": up >= 1}[rule]
+
+
 # -- sessions ------------------------------------------------------------------------------------------------------
 
 
@@ -154,8 +159,9 @@ class Subject(abc.ABC):
     default_port_base: int
     # Host ports one instance takes from its port base (base+1 .. base+ports): how copies avoid each other.
     ports: int = 3
-    # The role whose holder is "the leader" when a run targets by role; the other targets are its followers.
-    primary_role: str = "leader"
+    # The role whose holder is "the leader" when a run targets by role; the other targets are its followers. None:
+    # the subject has no roles, and `--target leader|follower` is refused.
+    primary_role: str | None = "leader"
     hints: DiagnosisHints = DiagnosisHints()
     defaults: SubjectDefaults = SubjectDefaults()
     # Where the definition came from, for `starter.py subjects` ("entry point etcd", "folder /path").

@@ -167,7 +167,7 @@ class SubjectFile(_Strict):
     load_on: str | None = Field(default=None, description="send load only to the holder of this role (e.g. the "
                                                           "primary, for writes), following it when it moves")
     roles: dict[str, RoleSpec] = Field(default={}, description="role name -> how to tell who holds it")
-    primary_role: str | None = Field(default=None, description="the role a `leader` target means (default: first)")
+    primary_role: str | None = Field(default=None, description="the role a `leader` target means (default: the first role)")
     diagnosis: Diagnosis = Diagnosis()
     timeouts: SubjectDefaults = SubjectDefaults()
     hook: str | None = Field(default=None, pattern=r"^[\w.]+:\w+$",
@@ -434,7 +434,7 @@ class DeclarativeSubject(Subject):
             "default_project": spec.project or f"chaos-{spec.name}",
             "default_port_base": spec.ports.base,
             "ports": len(spec.ports.names) * len(spec.services),
-            "primary_role": spec.primary_role or next(iter(spec.roles), "leader"),
+            "primary_role": spec.primary_role or next(iter(spec.roles), None),
             "hints": DiagnosisHints(quorum=spec.diagnosis.quorum, log_markers=tuple(spec.diagnosis.log_markers),
                                     prompt_notes=spec.diagnosis.notes),
             "defaults": spec.timeouts,

@@ -23,6 +23,7 @@ from temporalio.worker import Replayer, Worker
 
 from activities.reaper import wait_until_run_closes
 from contracts import (
+    Attr,
     ChaosInput,
     CheckResult,
     DetectRequest,
@@ -45,6 +46,7 @@ from contracts import (
     ReapAction,
     RestoreResult,
     SubjectRef,
+    TargetChoice,
     WaitHealthyRequest,
     fault_guard_id,
 )
@@ -89,8 +91,13 @@ class FakeCluster:
         async def preflight(req: PreflightRequest) -> PreflightResult:
             if cluster.preflight_error:
                 raise ApplicationError(cluster.preflight_error, type=ErrorType.BAD_INPUT, non_retryable=True)
+            baseline = cluster.check()
+            # As the real preflight resolves it (faults.target_choice), for the targets these tests use.
+            must = {"leader": [baseline.roles["leader"]], None: [], "random": []}.get(req.target, [req.target])
             return PreflightResult(subject="fake", project="fake", services=SERVICES, targets=SERVICES,
-                                   started_subject=False, baseline=cluster.check())
+                                   started_subject=False, baseline=baseline, fault_label=f"{req.fault} (fake)",
+                                   choice=TargetChoice(must=must, pool=[s for s in SERVICES if s not in must],
+                                                       count=req.count))
 
         @activity.defn(name="run_load_window")
         async def run_load_window(req: LoadRequest) -> LoadWindow:
@@ -101,12 +108,12 @@ class FakeCluster:
 
         @activity.defn(name="inject_fault")
         async def inject_fault(req: FaultRequest) -> InjectResult:
-            cluster.injects.append(req.target)
+            cluster.injects.extend(req.members)
             cluster.inject_times.append(now())
             if cluster.inject_failures_left > 0:
                 cluster.inject_failures_left -= 1
                 raise RuntimeError("docker hiccup")  # retryable
-            cluster.down.add(req.target)
+            cluster.down.update(req.members)
             return InjectResult(target=req.target, container=f"c-{req.target}", injected_at=now())
 
         @activity.defn(name="detect_violation")
@@ -136,10 +143,10 @@ class FakeCluster:
 
         @activity.defn(name="restore_fault")
         async def restore_fault(req: FaultRequest) -> RestoreResult:
-            cluster.restores.append(req.target)
+            cluster.restores.extend(req.members)
             cluster.restore_times.append(now())
             await asyncio.sleep(cluster.restore_delay)
-            cluster.down.discard(req.target)
+            cluster.down.difference_update(req.members)
             return RestoreResult(target=req.target, started_at=now())
 
         @activity.defn(name="wait_healthy")
@@ -195,6 +202,18 @@ async def test_restore_runs_after_success(client):
     assert report.fault_state == FaultState.RESTORED
     assert report.diagnosis.correct is True
     assert report.time_to_detect_s is not None and report.time_to_detect_s >= 0
+
+
+async def test_count_hits_the_leader_and_a_drawn_member_and_restores_both(client):
+    cluster = FakeCluster()
+    report, handle = await run_chaos(client, cluster, fast_input(target="leader", count=2, allow_quorum_loss=True))
+    assert report.verdict == "pass", report.reasons
+    assert report.targets[0] == "n1" and len(set(report.targets)) == 2 and report.target == "n1"
+    assert sorted(cluster.injects) == sorted(report.targets) == sorted(cluster.restores)
+    assert report.diagnosis.correct is True  # graded against both members hit
+    assert report.fault_label == "kill (fake)"
+    # The search attribute names the kind with its parameters (the label preflight validated).
+    assert (await handle.describe()).typed_search_attributes.get(Attr.FAULT) == "kill (fake)"
 
 
 async def test_restore_runs_after_a_failing_stage(client):
@@ -426,8 +445,8 @@ async def test_the_memo_keeps_the_runs_facts_as_it_moves(client):
                                      during=look_at_each_gate)
     assert report.verdict == "pass", report.reasons
     before_kill, held_at_detect = memos
-    assert before_kill == {"subject": "etcd", "fault": "kill", "target": "n2", "fault_state": "none",
-                           "stage": "preflight"}
+    assert before_kill == {"subject": "etcd", "fault": "kill", "fault_label": "kill (fake)", "target": "n2",
+                           "targets": ["n2"], "fault_state": "none", "stage": "preflight"}
     assert held_at_detect == {**before_kill, "fault_state": "injected", "stage": "inject"}
     assert await (await handle.describe()).memo() == {
         **before_kill, "fault_state": "restored", "stage": "done", "verdict": "pass",

@@ -46,8 +46,10 @@ with workflow.unsafe.imports_passed_through():
         Progress,
         RestoreResult,
         Stage,
+        TargetChoice,
         WaitHealthyRequest,
         fault_guard_id,
+        fault_tag,
     )
 
 # A dead worker must be noticed within seconds, not minutes: every long activity heartbeats at least once per check.
@@ -65,9 +67,9 @@ def _seconds(a: datetime | None, b: datetime | None) -> float | None:
     return None if a is None or b is None else round((b - a).total_seconds(), 3)
 
 
-def grade(diagnosis: Diagnosis, target: str) -> bool:
-    """Correct = the target is named and no healthy member is blamed: the run hit the target and nothing else."""
-    return set(diagnosis.affected_nodes) == {target}
+def grade(diagnosis: Diagnosis, targets: list[str]) -> bool:
+    """Correct = every member hit is named and no healthy member is blamed: the run hit those and nothing else."""
+    return set(diagnosis.affected_nodes) == set(targets)
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -109,7 +111,9 @@ class ChaosDemoWorkflow:
         if p.countdown_ends_at is not None:
             # workflow.now() is the replay-safe clock; it moves with every load window, which keeps this current.
             p.countdown_left = p.countdown_seconds_left(workflow.now())
-        lines = [f"**Stage:** {p.stage.value} - {p.message}", f"**Target:** {p.target or 'not chosen yet'}",
+        lines = [f"**Stage:** {p.stage.value} - {p.message}",
+                 f"**Fault:** {p.fault_label or p.fault}",
+                 f"**Target:** {', '.join(p.targets) or p.target or 'not chosen yet'}",
                  f"**Fault state:** {p.fault_state.value}"]
         if p.countdown_ends_at is not None:
             lines.append(f"**Countdown:** {p.countdown_left} s left, ends at {p.countdown_ends_at:%H:%M:%S} UTC")
@@ -119,7 +123,7 @@ class ChaosDemoWorkflow:
         if p.stage == Stage.DETECT and p.injected_at and p.detect_deadline:
             # workflow.now() is the replay-safe clock; the details refresh with every load window.
             lines.append(f"**Detection clock:** {(workflow.now() - p.injected_at).total_seconds():.1f} s since "
-                         f"the {p.target} fault, gives up at {p.detect_deadline:%H:%M:%S} UTC")
+                         f"the fault on {', '.join(p.targets) or p.target}, gives up at {p.detect_deadline:%H:%M:%S} UTC")
         if p.time_to_detect_s is not None:
             lines.append(f"**Time to detect:** {p.time_to_detect_s:.3f} s")
         if p.time_to_restore_s is not None:
@@ -206,19 +210,29 @@ class ChaosDemoWorkflow:
         pre = await workflow.execute_activity(
             preflight,
             PreflightRequest(subject=inp.subject, target=inp.target, timeout_s=inp.preflight_timeout_s,
-                             check_timeout_s=inp.check_timeout_s),
+                             check_timeout_s=inp.check_timeout_s, fault=inp.fault, fault_params=inp.fault_params,
+                             count=inp.count, allow_quorum_loss=inp.allow_quorum_loss),
             # Room for an image build and `compose up` on top of the health wait; heartbeats every second meanwhile.
             start_to_close_timeout=timedelta(seconds=inp.preflight_timeout_s + 180),
             heartbeat_timeout=HEARTBEAT,
             retry_policy=RetryPolicy(maximum_attempts=3),
             summary=f"preflight {inp.subject.name}",
         )
-        if inp.target is not None and inp.target not in pre.targets:  # preflight checks this too; never trust input
+        # Chosen once, in workflow code: a replay or a retried activity can never pick another member. Workers from
+        # before the fault catalog return no choice: a named target, or one drawn from every target.
+        choice = pre.choice or TargetChoice(must=[inp.target] if inp.target else [],
+                                            pool=[] if inp.target else pre.targets)
+        targets = choice.draw(workflow.random().randrange)
+        if not targets or any(t not in pre.targets for t in targets):  # preflight checks this too; never trust input
             raise ApplicationError(f"{inp.target!r} is not a target", type=ErrorType.BAD_INPUT, non_retryable=True)
-        # Chosen once, in workflow code: a replay or a retried activity can never pick a second node.
-        target = inp.target or pre.targets[workflow.random().randrange(len(pre.targets))]
-        p.target = target
-        fault = FaultRequest(subject=inp.subject, fault=inp.fault, target=target)
+        target = p.target = targets[0]
+        p.targets, p.fault_label = targets, pre.fault_label or inp.fault
+        info = workflow.info()
+        fault = FaultRequest(subject=inp.subject, fault=inp.fault, target=target, targets=targets,
+                             params=inp.fault_params, tag=fault_tag(info.workflow_id, info.run_id))
+        if workflow.patched("fault-catalog") and p.fault_label != inp.fault:
+            # The kind went in at start; its parameters are known (validated) since preflight.
+            workflow.upsert_search_attributes([Attr.FAULT.value_set(p.fault_label)])
         # Unset timeouts take the subject's own defaults (a Patroni failover is slower than an etcd re-election).
         # Runs started before subjects had defaults carry explicit values, so their replay is unchanged.
         inp = inp.model_copy(update={
@@ -238,7 +252,7 @@ class ChaosDemoWorkflow:
             # cancellation alike (a cancel lands here as CancelledError from `_supervise`).
             restore, final = await self._shielded(self._compensate(inp, fault, experiment, load))
 
-        report = self._report(inp, pre.project, target, started_at, workflow.now(), restore, final)
+        report = self._report(inp, pre.project, targets, started_at, workflow.now(), restore, final)
         # Let an `abort` caller get its answer before the run closes.
         await workflow.wait_condition(workflow.all_handlers_finished)
         return report
@@ -317,16 +331,17 @@ class ChaosDemoWorkflow:
     async def _experiment(self, inp: ChaosInput, fault: FaultRequest) -> None:
         """countdown -> inject -> detect -> diagnose. Results land on self; restore is not in here but in run()."""
         p = self._progress
-        target = fault.target
+        target = ", ".join(fault.members)
+        what = self._progress.fault_label
         try:
             await self._gate(Stage.COUNTDOWN)
             if workflow.patched("countdown-one-timer"):
                 await self._countdown(inp, target)
             else:  # runs started before the single timer replay their second-by-second countdown
-                self._stage(Stage.COUNTDOWN, f"{inp.fault} {target} in {inp.countdown_s}")
+                self._stage(Stage.COUNTDOWN, f"{what} {target} in {inp.countdown_s}")
                 for left in range(inp.countdown_s, 0, -1):
                     p.countdown_left = left
-                    self._stage(Stage.COUNTDOWN, f"{inp.fault} {target} in {left}")
+                    self._stage(Stage.COUNTDOWN, f"{what} {target} in {left}")
                     await workflow.sleep(1, summary=f"countdown {left}")
                 p.countdown_left = None
             # A countdown shorter than a load window would kill before any baseline was measured. Wait for the first
@@ -337,17 +352,19 @@ class ChaosDemoWorkflow:
                 await workflow.wait_condition(lambda: self._load_rounds > 0)
 
             await self._gate(Stage.INJECT)
-            self._stage(Stage.INJECT, f"{inp.fault} {target}")
+            self._stage(Stage.INJECT, f"{what} {target}")
             # Recorded *before* the activity runs: if anything dies from here on, restore (or the reaper) knows
             # which node may be down. The deadline is armed from here too.
-            workflow.upsert_search_attributes([Attr.TARGET.value_set(target)])
+            workflow.upsert_search_attributes([Attr.TARGET.value_set(fault.target)])
             self._fault_state(FaultState.INJECTED)
             p.fault_deadline = workflow.now() + timedelta(seconds=inp.max_fault_s)
             if workflow.patched("fault-guard"):  # runs started before guards replay without one
                 await self._start_guard(fault)
             self._injected = await workflow.execute_activity(
-                inject_fault, fault, start_to_close_timeout=timedelta(seconds=30), heartbeat_timeout=HEARTBEAT,
-                retry_policy=STAGE_RETRY, summary=f"{inp.fault} {target}",
+                # Some kinds take a while (a stop waits out its grace period); heartbeats tell a dead worker.
+                inject_fault, fault, start_to_close_timeout=timedelta(seconds=inp.max_fault_s + 30),
+                heartbeat_timeout=HEARTBEAT,
+                retry_policy=STAGE_RETRY, summary=f"{what} {target}",
                 # If the run is cut short mid-kill, wait for the kill to finish before restoring.
                 cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
@@ -391,7 +408,7 @@ class ChaosDemoWorkflow:
                     schedule_to_close_timeout=timedelta(seconds=inp.diagnosis_deadline_s + 20),
                     heartbeat_timeout=HEARTBEAT, retry_policy=RetryPolicy(maximum_attempts=2), summary="diagnose",
                 )
-                diagnosis.correct = grade(diagnosis, target)
+                diagnosis.correct = grade(diagnosis, fault.members)
                 self._diagnosis = p.diagnosis = diagnosis
                 workflow.upsert_search_attributes([Attr.DIAGNOSIS_CORRECT.value_set(diagnosis.correct)])
             except ActivityError as err:
@@ -412,7 +429,8 @@ class ChaosDemoWorkflow:
             GUARD_WORKFLOW_NAME, GuardRequest(workflow_id=info.workflow_id, run_id=info.run_id, fault=fault),
             id=fault_guard_id(info.workflow_id, info.run_id), parent_close_policy=ParentClosePolicy.ABANDON,
             task_timeout=WORKFLOW_TASK_TIMEOUT,
-            static_summary=f"guard {fault.fault} {fault.target} of {info.workflow_id}",
+            static_summary=f"guard {self._progress.fault_label or fault.fault} {', '.join(fault.members)} of "
+                           f"{info.workflow_id}",
         )
 
     async def _countdown(self, inp: ChaosInput, target: str) -> None:
@@ -420,23 +438,23 @@ class ChaosDemoWorkflow:
         history). Viewers count down to `countdown_ends_at` on their own clock."""
         p = self._progress
         p.countdown_ends_at = workflow.now() + timedelta(seconds=inp.countdown_s)
-        self._stage(Stage.COUNTDOWN, f"{inp.fault} {target} at {p.countdown_ends_at:%H:%M:%S} UTC")
+        self._stage(Stage.COUNTDOWN, f"{p.fault_label or inp.fault} {target} at {p.countdown_ends_at:%H:%M:%S} UTC")
         if inp.countdown_s:
             await workflow.sleep(inp.countdown_s, summary=f"countdown {inp.countdown_s}s")
         p.countdown_ends_at = p.countdown_left = None
 
     async def _restore(self, inp: ChaosInput, fault: FaultRequest) -> tuple[RestoreResult, CheckResult | None]:
         p = self._progress
-        self._stage(Stage.RESTORE, f"undoing {fault.fault} on {fault.target}")
+        self._stage(Stage.RESTORE, f"undoing {p.fault_label or fault.fault} on {', '.join(fault.members)}")
         restore = await workflow.execute_activity(
             restore_fault, fault, start_to_close_timeout=timedelta(seconds=60), heartbeat_timeout=HEARTBEAT,
-            retry_policy=RESTORE_RETRY, summary=f"restore {fault.target}",
+            retry_policy=RESTORE_RETRY, summary=f"restore {', '.join(fault.members)}",
         )
         p.restore_started_at = restore.started_at
         self._fault_state(FaultState.RESTORED)
         if restore.container_gone:
-            self._reasons.append(f"{fault.target}'s container no longer exists (subject torn down?): nothing to "
-                                 "restore or verify")
+            self._reasons.append(f"{', '.join(fault.members)}: no container any more (subject torn down?): nothing "
+                                 "to restore or verify")
             return restore, None
         self._stage(Stage.VERIFY, "waiting until every invariant holds again")
         try:
@@ -454,7 +472,7 @@ class ChaosDemoWorkflow:
         self._details()  # a cancelled run ends without a report: the memo gets TTR here
         return restore, final
 
-    def _report(self, inp: ChaosInput, project: str, target: str, started_at: datetime, finished_at: datetime,
+    def _report(self, inp: ChaosInput, project: str, targets: list[str], started_at: datetime, finished_at: datetime,
                 restore: RestoreResult | None, final: CheckResult | None) -> ChaosReport:
         p = self._progress
         injected, detection, diagnosis, reasons = self._injected, self._detection, self._diagnosis, self._reasons
@@ -468,7 +486,7 @@ class ChaosDemoWorkflow:
             reasons.append(f"the fault was not detected within {inp.detect_timeout_s:g}s")
         # Otherwise detection never concluded: the cut (abort, deadline) or the failed stage is already a reason.
         if p.fault_state == FaultState.RESTORED:
-            reasons.append(f"{target} restored")
+            reasons.append(f"{', '.join(targets)} restored")
         if final is None:
             reasons.append("the subject did not return to its steady state after restore")
         else:
@@ -488,7 +506,10 @@ class ChaosDemoWorkflow:
             subject=inp.subject.name,
             project=project,
             fault=inp.fault,
-            target=target,
+            fault_label=p.fault_label,
+            fault_params=inp.fault_params,
+            target=targets[0],
+            targets=targets,
             verdict=verdict,
             reasons=reasons,
             started_at=started_at,
