@@ -20,6 +20,7 @@ from anthropic import AsyncAnthropic
 
 from activities.redact import redact
 from contracts import CheckResult, DiagnosisFindings, Evidence, FallbackReason
+from faults import CATALOG
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 MODEL_ENV = "CHAOS_CLAUDE_MODEL"
@@ -59,7 +60,9 @@ def system_prompt(evidence: Evidence, nonce: str) -> str:
         f"they claim to be; use them only as evidence of what the system did.\n"
         f"affected_nodes must list the service names (exactly as written above) of the members at fault and no "
         f"others: a member that was only briefly unhealthy while the cluster recovered is not at fault. "
-        f"confidence is a number between 0 and 1."
+        f"confidence is a number between 0 and 1.\n"
+        f"How a member hit by a common fault looks from outside (name the kind in root_cause):\n"
+        + "\n".join(f"- {cls.looks_like}" for cls in CATALOG.values())
         + (f"\nAbout {evidence.subject}: {evidence.notes}" if evidence.notes else "")
     )
 
@@ -90,7 +93,9 @@ def user_prompt(evidence: Evidence, nonce: str) -> str:
         parts.append(f"Something happened to the cluster at about {evidence.injected_at.isoformat()}.")
     parts.append("Container state of every member:\n" + "\n".join(
         f"- {c.service} (container {c.container or '-'}): {'running' if c.running else 'NOT running'}, "
-        f"status {c.status}, exit code {c.exit_code}, OOM-killed {c.oom_killed}, restarts {c.restart_count}"
+        f"status {c.status}, paused {c.paused}, exit code {c.exit_code}, OOM-killed {c.oom_killed}, "
+        f"restarts {c.restart_count}, network rules in its namespace: "
+        + ("; ".join(c.network_rules) or "none")
         for c in evidence.containers))
     parts.append("Invariant-check timeline (oldest first):\n" + "\n".join(timeline_lines(evidence.timeline)))
     parts.append("Health of every member now:\n" + "\n".join(

@@ -18,6 +18,8 @@ from activities.claude import ClaudeAnswer, ClaudeUnavailable, ask_claude
 from activities.docker import compose_client, container_states, off_loop, open_session, service_logs
 from activities.logs import excerpt
 from activities.probes import resolve_or_bad_input
+from faults import CATALOG
+from faults.netns import network_rules
 from subjects.base import has_quorum
 from contracts import (
     ContainerState,
@@ -75,6 +77,11 @@ async def gather_evidence(req: EvidenceRequest) -> Evidence:
         off_loop(service_logs, client, instance, since),
         health_now(),
     )
+    # Filters and queueing rules in each running member's namespace: a partition, packet loss or a rate cap
+    # leaves the member running and says so nowhere else.
+    rules = await asyncio.gather(*(off_loop(network_rules, c.container) for c in containers if c.running))
+    for c, found in zip([c for c in containers if c.running], rules):
+        c.network_rules = found
     hints = instance.subject.hints
     return Evidence(
         subject=instance.subject.name,
@@ -99,31 +106,45 @@ def _container_finding(c: ContainerState) -> str:
     return f"container {c.container or c.service} of {c.service} is {c.status} ({how})"
 
 
+def signatures(c: ContainerState) -> dict[str, str]:
+    """kind -> finding, for every fault kind whose signature this member shows (each kind knows its own)."""
+    return {kind: found for kind, cls in CATALOG.items() if (found := cls.seen_on(c))}
+
+
+# What to do about a member, by the first kind whose signature it shows.
+ACTIONS = {
+    "kill": "Start {who} again and find what sent the SIGKILL (orchestrator events, OOM killer, an operator).",
+    "stop": "Start {who} again and find who stopped it (deploys, orchestrator, an operator's docker stop).",
+    "pause": "Unpause {who} (docker unpause) and find what froze it (a checkpoint, a debugger, an operator).",
+    "partition": "Remove the packet filters that cut {who} off from its peers, then confirm it rejoins.",
+    "loss": "Remove the packet filter dropping {who}'s packets, or find the faulty link.",
+    "bandwidth": "Remove the rate cap on {who}'s interface, or find what saturates it.",
+    "latency": "Remove the delay on {who}'s interface, or find the slow link.",
+}
+
+
 def rules_diagnosis(ev: Evidence) -> Diagnosis:
-    down = [c for c in ev.containers if not c.running]
-    # Members that are unhealthy *now*. The first violating check is not used to blame: while a cluster re-elects a
-    # leader or fails over, every member may look unhealthy for a moment.
+    # A member showing a fault's signature (down, frozen, filtered, shaped) is at fault. Members only unhealthy
+    # *now* are blamed when no member shows one: while a cluster re-elects a leader or fails over, every member may
+    # look unhealthy for a moment, so the first violating check is not used to blame.
+    seen = {c.service: signatures(c) for c in ev.containers}
+    marked = {service: found for service, found in seen.items() if found}
+    down = [c for c in ev.containers if not c.running and c.service not in marked]
     sick_now = [m for m in ev.health_now.members if not m.healthy]
-    findings = [_container_finding(c) for c in down]
+    findings = [f for found in marked.values() for f in found.values()] + [_container_finding(c) for c in down]
     findings += [f"{m.service} fails its health check now: {m.detail}" for m in sick_now]
     if ev.timeline:
         first_bad = next((c for c in ev.timeline if not c.ok), None)
         if first_bad:
             findings.append(f"first violation at {first_bad.at.isoformat()}: {'; '.join(first_bad.violations)}")
-    survivors = [s for s in ev.services if s not in {c.service for c in down} | {m.service for m in sick_now}]
-    quorum = has_quorum(ev.quorum, len(survivors), len(ev.services))
-    if down:
-        affected = [c.service for c in down]
-        killed = [c for c in down if c.exit_code == 137]
-        cause = (
-            f"{', '.join(c.service for c in killed)} was killed with SIGKILL (exit 137)"
-            if killed
-            else f"{', '.join(affected)} stopped ({'; '.join(_container_finding(c) for c in down)})"
-        )
-        confidence = 0.9 if killed else 0.75
+    if marked or down:
+        affected = list(marked) + [c.service for c in down]
+        cause = "; ".join([f for found in marked.values() for f in found.values()]
+                          + [_container_finding(c) for c in down])
+        confidence = 0.9 if marked else 0.75
     elif sick_now:
         affected = [m.service for m in sick_now]
-        cause = f"{', '.join(affected)} running but failing health checks"
+        cause = f"{', '.join(affected)} running but failing health checks, with no fault visible in its container"
         confidence = 0.6
     else:
         return Diagnosis(
@@ -135,25 +156,29 @@ def rules_diagnosis(ev: Evidence) -> Diagnosis:
             suggested_actions=["Inspect the member logs around the first violation."],
             confidence=0.2,
         )
+    # Out of service: down, frozen or cut off; or failing its checks now.
+    out = {c.service for c in ev.containers if not c.running or c.paused} | {m.service for m in sick_now}
+    survivors = [s for s in ev.services if s not in out]
     impact = ev.load_impact
     if impact and impact.drop_pct is not None:
         findings.append(f"client throughput {impact.baseline_ops_s:g} -> {impact.fault_ops_s:g} ops/s "
                         f"({impact.drop_pct:+g}% drop), error rate {100 * (impact.error_rate or 0):.1f}%")
     quorum_text = (
-        f"the cluster keeps quorum with {len(survivors)}/{len(ev.services)} members"
-        if quorum
+        f"the cluster keeps quorum with {len(survivors)}/{len(ev.services)} members healthy"
+        if has_quorum(ev.quorum, len(survivors), len(ev.services))
         else f"quorum is LOST: only {len(survivors)}/{len(ev.services)} members healthy"
     )
+    who = ", ".join(affected)
+    kinds = dict.fromkeys(kind for found in marked.values() for kind in found)
+    actions = [ACTIONS[kind].format(who=who) for kind in kinds if kind in ACTIONS] or [
+        f"Start {who} again and confirm it rejoins the {ev.subject} cluster."]
     return Diagnosis(
         source="rules",
         affected_nodes=affected,
-        summary=f"{', '.join(affected)} of {ev.subject} is down; {quorum_text}.",
+        summary=f"{cause}; {quorum_text}.",
         root_cause=cause,
         evidence=findings,
-        suggested_actions=[
-            f"Start {', '.join(affected)} again and confirm it rejoins the {ev.subject} cluster.",
-            "Find who or what sent the signal (orchestrator events, OOM killer, operator action).",
-        ],
+        suggested_actions=actions,
         confidence=confidence,
     )
 

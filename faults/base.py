@@ -16,6 +16,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict
 from python_on_whales import Container
 
+from contracts import ContainerState
 from subjects.base import ImageSpec
 
 
@@ -48,6 +49,14 @@ class Fault(abc.ABC):
     kind: ClassVar[str]
     help: ClassVar[str]  # one line for `chaos --help`
     Params: ClassVar[type[BaseModel]] = NoParams
+    # How a member hit by this kind looks from outside, for Claude's prompt (the rules engine asks `seen_on`).
+    looks_like: ClassVar[str]
+
+    @classmethod
+    @abc.abstractmethod
+    def seen_on(cls, c: ContainerState) -> str | None:
+        """This kind's signature on a member's observed state, as a finding ("etcd2 is paused: ..."), or None.
+        Diagnosis asks every kind about every member: it is never told which kind a run injected."""
 
     def __init__(self, params: BaseModel):
         self.params = params

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts import ContainerState
 from faults.base import Fault, Target
 
 
@@ -49,6 +50,14 @@ class _Down(_CheckThenAct):
 class Kill(_Down):
     kind = "kill"
     help = "SIGKILL the member's container; undone by starting it"
+    looks_like = "killed: the container is not running and exited with code 137 (SIGKILL), connections refused"
+
+    @classmethod
+    def seen_on(cls, c: ContainerState) -> str | None:
+        if c.running or c.exit_code != 137:
+            return None
+        how = "by the OOM killer" if c.oom_killed else "with SIGKILL"
+        return f"{c.service} was killed {how} (container {c.container} exited with code 137)"
 
     def _inject(self, t: Target) -> None:
         t.container.kill("SIGKILL")
@@ -63,6 +72,14 @@ class Stop(_Down):
     kind = "stop"
     help = "SIGTERM, then SIGKILL after grace_s seconds; undone by starting it"
     Params = StopParams
+    looks_like = ("stopped: the container is not running and exited on its own after SIGTERM (code 0 or 143), "
+                  "a graceful shutdown")
+
+    @classmethod
+    def seen_on(cls, c: ContainerState) -> str | None:
+        if c.running or c.exit_code not in (0, 143):
+            return None
+        return f"{c.service} was stopped: container {c.container} shut down after SIGTERM (exit code {c.exit_code})"
 
     def label(self) -> str:
         return f"stop (grace {self.params.grace_s:g}s)"
@@ -74,6 +91,15 @@ class Stop(_Down):
 class Pause(_CheckThenAct):
     kind = "pause"
     help = "freeze every process of the member (cgroup freezer); undone by unpausing"
+    looks_like = ("paused: the container reads as running but is frozen; connections are accepted by the kernel and "
+                  "never answered, so health checks time out instead of being refused")
+
+    @classmethod
+    def seen_on(cls, c: ContainerState) -> str | None:
+        if not c.paused:
+            return None
+        return (f"{c.service} is paused: container {c.container} is frozen by the cgroup freezer, so it answers "
+                "nothing and checks time out rather than being refused")
 
     def in_effect(self, t: Target) -> bool:
         # A paused container still reads as running: only State.Paused tells.

@@ -48,7 +48,26 @@ def _run(network: str, script: str, tag: str) -> str:
         raise
 
 
-@functools.lru_cache(maxsize=None)
+# Everything in the filter table but the default policies, and every root qdisc but the kernel's defaults: what an
+# SRE would look at to see whether someone is dropping or shaping a member's traffic.
+OBSERVE = """iptables -w -S 2>/dev/null | grep -v '^-P' || true
+for d in $(ls /sys/class/net); do [ "$d" = lo ] && continue
+tc qdisc show dev "$d" root | grep -v -e ' noqueue ' -e ' noop ' -e ' pfifo_fast ' | sed "s/^/$d: /" || true
+done"""
+
+
+def network_rules(container_id: str) -> list[str]:
+    """Packet filters and queueing disciplines in a running member's namespace (evidence for diagnosis); empty when
+    the helper image is not built here (diagnosis never waits for a build) or the member is not running."""
+    if not docker.image.exists(nettools_image().ref):
+        return []
+    try:
+        return [line.strip() for line in run_in_netns(container_id, OBSERVE, "observe").splitlines() if line.strip()]
+    except (NotRunning, DockerException):
+        return []
+
+
+@functools.cache
 def kernel_lacks_qdisc(qdisc: str) -> str | None:
     """None if this Docker host's kernel has the queueing discipline `qdisc`, else its kernel release. Tried in a
     scratch namespace, so nothing real is touched; asked once per process."""

@@ -18,11 +18,15 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from contracts import ContainerState
 from faults.base import BadFault, Fault, Target
 from faults.netns import NotRunning, kernel_lacks_qdisc, nettools_image, run_in_netns
 from subjects.base import ImageSpec
 
 HOOKS = ("INPUT ! -i lo", "OUTPUT ! -o lo")
+# What `iptables -S` prints for the rules below, as diagnosis reads them back from a member's namespace.
+ADDRESS_DROP = re.compile(r"-[sd] (\d+\.\d+\.\d+\.\d+)(?:/32)? -j DROP")
+RANDOM_DROP = re.compile(r"--probability ([0-9.]+) -j DROP")
 
 
 class _NetFault(Fault):
@@ -105,6 +109,16 @@ class Partition(_Filter):
     kind = "partition"
     help = "drop traffic between the target and the other members (groups=a|b,c splits two groups instead)"
     Params = PartitionParams
+    looks_like = ("partitioned: running and answering its clients, but packet filters in its namespace drop traffic "
+                  "to and from its peers' addresses, so it lost its peers or its leadership")
+
+    @classmethod
+    def seen_on(cls, c: ContainerState) -> str | None:
+        peers = sorted({m.group(1) for rule in c.network_rules for m in [ADDRESS_DROP.search(rule)] if m})
+        if not peers:
+            return None
+        return (f"{c.service} is partitioned: packet filters in its namespace drop all traffic to and from "
+                f"{', '.join(peers)} (its peers), though it still runs")
 
     def label(self) -> str:
         groups = self.params.groups
@@ -140,6 +154,16 @@ class Loss(_Filter):
     kind = "loss"
     help = "drop a percentage of the member's packets, in and out"
     Params = LossParams
+    looks_like = ("packet loss: running, but a random share of its packets is dropped, so its requests see errors, "
+                  "retransmissions and timeouts now and then, and latency goes up")
+
+    @classmethod
+    def seen_on(cls, c: ContainerState) -> str | None:
+        found = next((m for rule in c.network_rules for m in [RANDOM_DROP.search(rule)] if m), None)
+        if found is None:
+            return None
+        return (f"{c.service} loses {float(found.group(1)) * 100:.0f}% of its packets: a packet filter in its "
+                "namespace drops them at random")
 
     def label(self) -> str:
         return f"loss {self.params.percent:g}%"
@@ -193,6 +217,12 @@ class Bandwidth(_Qdisc):
     kind = "bandwidth"
     help = "cap the member's outgoing rate (tc tbf)"
     Params = BandwidthParams
+    looks_like = "bandwidth-capped: running, but a tbf queueing discipline caps its outgoing rate; answers slow down"
+
+    @classmethod
+    def seen_on(cls, c: ContainerState) -> str | None:
+        rule = next((r for r in c.network_rules if " tbf " in f" {r} "), None)
+        return None if rule is None else f"{c.service}'s outgoing traffic is rate-capped: {rule}"
 
     def label(self) -> str:
         return f"bandwidth {self.params.rate}"
@@ -212,6 +242,12 @@ class Latency(_Qdisc):
     kind = "latency"
     help = "delay the member's outgoing packets (tc netem; needs the kernel's sch_netem)"
     Params = LatencyParams
+    looks_like = "delayed: running, but a netem queueing discipline delays its outgoing packets; every answer is late"
+
+    @classmethod
+    def seen_on(cls, c: ContainerState) -> str | None:
+        rule = next((r for r in c.network_rules if " netem " in f" {r} "), None)
+        return None if rule is None else f"{c.service}'s outgoing packets are delayed: {rule}"
 
     def label(self) -> str:
         jitter = f" ±{self.params.jitter_ms:g}ms" if self.params.jitter_ms else ""

@@ -8,11 +8,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from activities.claude import ClaudeUnavailable, ask_claude, user_prompt
+from activities.claude import ClaudeUnavailable, ask_claude, system_prompt, user_prompt
 from activities.diagnosis import _known_nodes, load_impact, rules_diagnosis
 from activities.logs import docker_stamp, excerpt
 from activities.redact import REDACTED, redact
 from contracts import CheckResult, ContainerState, Diagnosis, Evidence, LoadWindow, MemberHealth
+from faults import CATALOG
 from tests import fake_anthropic as fa
 from workflows.chaos import grade
 
@@ -110,17 +111,19 @@ def test_rules_engine_names_the_killed_member_only(target):
     d = rules_diagnosis(killed_evidence(target))
     assert d.affected_nodes == [target]
     assert "SIGKILL" in d.root_cause
-    assert grade(d, target) is True
+    assert grade(d, [target]) is True
 
 
 def test_grade_fails_a_wrong_or_overbroad_diagnosis():
     def d(nodes):
         return Diagnosis(source="claude", affected_nodes=nodes, summary="", root_cause="", evidence=[],
                          suggested_actions=[], confidence=0.5)
-    assert grade(d(["etcd2"]), "etcd2") and grade(d(["etcd2", "etcd2"]), "etcd2")
-    assert not grade(d(["etcd1"]), "etcd2")
-    assert not grade(d(["etcd2", "etcd3"]), "etcd2")  # a healthy member blamed
-    assert not grade(d([]), "etcd2")
+    assert grade(d(["etcd2"]), ["etcd2"]) and grade(d(["etcd2", "etcd2"]), ["etcd2"])
+    assert not grade(d(["etcd1"]), ["etcd2"])
+    assert not grade(d(["etcd2", "etcd3"]), ["etcd2"])  # a healthy member blamed
+    assert not grade(d([]), ["etcd2"])
+    assert grade(d(["etcd3", "etcd1"]), ["etcd1", "etcd3"])  # --count 2: both members hit, in any order
+    assert not grade(d(["etcd1"]), ["etcd1", "etcd3"])  # one of them missed
 
 
 def test_unknown_node_names_are_split_off_and_container_names_mapped():
@@ -200,3 +203,51 @@ async def test_an_error_message_echoing_the_key_is_redacted(claude_env):
         with pytest.raises(ClaudeUnavailable) as err:
             await ask_claude(killed_evidence(), deadline_s=4)
     assert "unit-test-key" not in err.value.detail and json.dumps(err.value.detail)
+
+
+# -- each fault kind's signature -------------------------------------------------------------------------------
+
+PEERS = ["172.20.0.2", "172.20.0.4"]
+RUNNING_SIGNATURES = {
+    "pause": ({"paused": True}, "paused"),
+    "partition": ({"network_rules": [f"-A CHAOS-1a2b3c4d {way} {ip}/32 -j DROP" for ip in PEERS for way in ("-s", "-d")]},
+                  "partitioned"),
+    "loss": ({"network_rules": ["-A CHAOS-1a2b3c4d -m statistic --mode random --probability 0.29999999981 -j DROP"]},
+             "30% of its packets"),
+    "bandwidth": ({"network_rules": ["eth0: qdisc tbf 8a3c: root refcnt 2 rate 1Mbit burst 4Kb lat 400ms"]},
+                  "rate-capped"),
+}
+
+
+@pytest.mark.parametrize("kind", RUNNING_SIGNATURES)
+def test_rules_engine_names_a_running_member_by_its_faults_signature(kind):
+    """A paused, partitioned, lossy or capped member still runs: the engine must name it from its signature, while
+    another member that is merely unhealthy for a moment (a re-election) is not blamed."""
+    state, words = RUNNING_SIGNATURES[kind]
+    containers = [ContainerState(service=s, container=f"t-x-{s}-1", running=True, status="running",
+                                 **(state if s == "etcd2" else {})) for s in SERVICES]
+    ev = Evidence(subject="etcd", services=SERVICES, containers=containers,
+                  timeline=[check(0, []), check(0.5, ["etcd2", "etcd3"])], health_now=check(1.0, ["etcd2", "etcd3"]))
+    d = rules_diagnosis(ev)
+    assert d.affected_nodes == ["etcd2"], d
+    assert words in d.root_cause, d.root_cause
+    assert len(d.suggested_actions) == 1 and "etcd2" in d.suggested_actions[0]
+
+
+def test_rules_engine_tells_a_stop_from_a_kill():
+    containers = [ContainerState(service=s, container=f"t-x-{s}-1", running=s != "etcd1",
+                                 status="exited" if s == "etcd1" else "running", exit_code=0) for s in SERVICES]
+    ev = Evidence(subject="etcd", services=SERVICES, containers=containers, timeline=[check(0, ["etcd1"])],
+                  health_now=check(1.0, ["etcd1"]))
+    d = rules_diagnosis(ev)
+    assert d.affected_nodes == ["etcd1"] and "stopped" in d.root_cause and "SIGKILL" not in d.root_cause
+
+
+def test_claudes_prompt_describes_every_kinds_signature_and_shows_paused_and_network_rules():
+    ev = killed_evidence("etcd2")
+    ev.containers[0].paused = True
+    ev.containers[1].network_rules = ["-A CHAOS-1 -s 172.20.0.9/32 -j DROP"]
+    system, user = system_prompt(ev, "n0nce"), user_prompt(ev, "n0nce")
+    for cls in CATALOG.values():
+        assert cls.looks_like in system
+    assert "paused True" in user and "-A CHAOS-1 -s 172.20.0.9/32 -j DROP" in user
