@@ -377,6 +377,13 @@ class Diagnosis(DiagnosisFindings):
 # Progress and report
 
 
+def fault_text(fault: str, label: str | None, targets: list[str], target: str | None) -> str:
+    """The fault with its parameters and every member it hit, as the live view and every report name it:
+    "loss 30% on etcd2", "kill on etcd1, etcd3"."""
+    members = ", ".join(targets) or target
+    return f"{label or fault} on {members}" if members else (label or fault)
+
+
 class RunFacts(BaseModel):
     """What a person looks for on a run, kept in its memo as the run moves. A closed run shows its memo in the web
     UI with no worker running; current details and queries need a live worker to answer."""
@@ -430,6 +437,10 @@ class Progress(BaseModel):
         return max(0, math.ceil((self.countdown_ends_at - now).total_seconds()))
 
     @property
+    def fault_text(self) -> str:
+        return fault_text(self.fault, self.fault_label, self.targets, self.target)
+
+    @property
     def last_window(self) -> LoadWindow | None:
         return self.recent_windows[-1] if self.recent_windows else None
 
@@ -464,6 +475,10 @@ class ChaosReport(BaseModel):
     diagnosis: Diagnosis | None = None
     load: LoadSummary = LoadSummary()
     final_check: CheckResult | None = None
+
+    @property
+    def fault_text(self) -> str:
+        return fault_text(self.fault, self.fault_label, self.targets, self.target)
 
 
 class ScheduledRunResult(BaseModel):

@@ -25,7 +25,9 @@ class RunFacts:
     started_at: datetime
     subject: str | None
     fault: str | None
+    fault_label: str | None
     target: str | None
+    targets: list[str] | None
     stage: str | None
     fault_state: str | None
     verdict: str | None
@@ -35,8 +37,10 @@ class RunFacts:
 
     @property
     def the_fault(self) -> str:
-        """e.g. "the fault on etcd2 (kill)"; a run started without the start attributes has no fault kind."""
-        return (f"the fault on {self.target or 'an unknown target'}" + (f" ({self.fault})" if self.fault else ""))
+        """e.g. "the fault on etcd2 (loss 30%)"; a run started without the start attributes has no fault kind."""
+        what = self.fault_label or self.fault
+        return (f"the fault on {', '.join(self.targets or []) or self.target or 'an unknown target'}"
+                + (f" ({what})" if what else ""))
 
 
 async def _memo(wf: WorkflowExecution) -> dict[str, Any]:
@@ -55,7 +59,8 @@ async def run_facts(wf: WorkflowExecution) -> RunFacts:
 
     return RunFacts(
         workflow_id=wf.id, run_id=wf.run_id, status=wf.status.name if wf.status else None, started_at=wf.start_time,
-        subject=attrs.get(Attr.SUBJECT), fault=fact("fault", Attr.FAULT), target=fact("target", Attr.TARGET),
+        subject=attrs.get(Attr.SUBJECT), fault=fact("fault", Attr.FAULT), fault_label=memo.get("fault_label"),
+        target=fact("target", Attr.TARGET), targets=memo.get("targets"),
         stage=fact("stage", Attr.STAGE), fault_state=fact("fault_state", Attr.FAULT_STATE),
         verdict=fact("verdict", Attr.VERDICT), time_to_detect_s=fact("time_to_detect_s", Attr.DETECT_SECONDS),
         time_to_restore_s=fact("time_to_restore_s", Attr.RESTORE_SECONDS),

@@ -27,7 +27,7 @@ def _moments(r: ChaosReport) -> list[tuple[str, datetime, str]]:
     """The marked moments that happened, each with its label."""
     moments = []
     if r.injected_at:
-        moments.append(("inject", r.injected_at, f"{r.fault} {r.target}"))
+        moments.append(("inject", r.injected_at, r.fault_text))
     if r.detected_at and r.time_to_detect_s is not None:
         moments.append(("detect", r.detected_at, f"detected +{r.time_to_detect_s:.2f} s"))
     if r.restored_at:
@@ -124,7 +124,7 @@ def timeline_svg(r: ChaosReport) -> str:
     # Inline in HTML: drop the XML declaration and the DOCTYPE (it points at the W3C's DTD).
     svg = svg[svg.index("<svg"):]
     head, rest = svg.split(">", 1)
-    title = html.escape(f"Load during {r.fault} {r.target} on {r.subject}: ops/s and errors per load window, "
+    title = html.escape(f"Load during {r.fault_text} of {r.subject}: ops/s and errors per load window, "
                         f"the fault period shaded, inject / detect / restore marked")
     head = head.replace("<svg ", '<svg id="timeline" role="img" style="max-width:100%;height:auto" ', 1)
     return f"{head}><title>{title}</title>{rest}"

@@ -61,9 +61,9 @@ def progress_view(p: Progress, url: str) -> Panel:
     elapsed = (now - p.started_at).total_seconds() if p.started_at else 0.0
     grid.add_row("stage", f"{p.stage.value}: {p.message}")
     grid.add_row("elapsed", f"{elapsed:.1f} s")
-    grid.add_row("target", p.target or "(not chosen yet)")
+    grid.add_row("target", ", ".join(p.targets) or p.target or "(not chosen yet)")
     state_style = {FaultState.INJECTED: "bold red", FaultState.RESTORED: "green"}.get(p.fault_state, "")
-    grid.add_row("fault", Text(p.fault_state.value, style=state_style))
+    grid.add_row("fault", Text.assemble(f"{p.fault_label or p.fault}: ", (p.fault_state.value, state_style)))
     left = p.countdown_seconds_left(now)
     if left:
         grid.add_row("countdown", Text(str(left), style="bold yellow"))
@@ -92,9 +92,10 @@ def facts_view(f: RunFacts, summary: str | None, url: str) -> Panel:
         grid.add_row("what", summary)
     grid.add_row("status", f"{f.status or '?'} since {f.started_at:%Y-%m-%d %H:%M:%S} UTC")
     grid.add_row("stage", f.stage or "not started")
-    grid.add_row("target", f.target or "(not chosen yet)")
+    grid.add_row("target", ", ".join(f.targets or []) or f.target or "(not chosen yet)")
     fault_state = f.fault_state or FaultState.NONE.value
-    grid.add_row("fault", Text(fault_state, style={"injected": "bold red", "restored": "green"}.get(fault_state, "")))
+    grid.add_row("fault", Text.assemble(f"{f.fault_label or f.fault or '?'}: ",
+                                        (fault_state, {"injected": "bold red", "restored": "green"}.get(fault_state, ""))))
     if f.time_to_detect_s is not None:
         grid.add_row("time to detect", seconds_text(f.time_to_detect_s))
     if f.time_to_restore_s is not None:
@@ -155,7 +156,7 @@ def report_view(r: ChaosReport) -> Group:
     grid.add_column(style="bold")
     grid.add_column()
     grid.add_row("run", f"{r.workflow_id} / {r.run_id}")
-    grid.add_row("fault", f"{r.fault} {r.target or '-'} on {r.subject} (project {r.project}): {r.fault_state.value}")
+    grid.add_row("fault", f"{r.fault_text} of {r.subject} (project {r.project}): {r.fault_state.value}")
     if r.load.windows:
         grid.add_row("load", load_text(r.load))
     grid.add_row("reasons", "\n".join(f"- {x}" for x in r.reasons))

@@ -16,7 +16,7 @@ FORMATS = ("json", "md", "html", "junit")
 
 
 def _title(r: ChaosReport) -> str:
-    return f"{r.fault} {r.target or '(no target)'} on {r.subject}"
+    return f"{r.fault_text} of {r.subject}"
 
 
 def _facts(r: ChaosReport) -> list[tuple[str, str]]:
@@ -25,7 +25,7 @@ def _facts(r: ChaosReport) -> list[tuple[str, str]]:
         ("verdict", r.verdict),
         ("run", f"{r.workflow_id} / {r.run_id}"),
         ("subject", f"{r.subject} (project {r.project})"),
-        ("fault", f"{r.fault} {r.target or '-'}"),
+        ("fault", r.fault_text),
         ("started", f"{r.started_at:%Y-%m-%d %H:%M:%S} UTC"),
         ("duration", seconds_text((r.finished_at - r.started_at).total_seconds())),
         ("time to detect", seconds_text(r.time_to_detect_s)),
@@ -115,7 +115,9 @@ def to_junit(r: ChaosReport) -> str:
                           errors="0", skipped="0", time=duration, timestamp=r.started_at.strftime("%Y-%m-%dT%H:%M:%S"))
     props = ET.SubElement(suite, "properties")
     for name, value in [("workflow_id", r.workflow_id), ("run_id", r.run_id), ("project", r.project),
-                        ("target", r.target), ("time_to_detect_s", r.time_to_detect_s),
+                        ("target", r.target), ("targets", ",".join(r.targets) or r.target),
+                        ("fault", r.fault_label or r.fault),
+                        ("time_to_detect_s", r.time_to_detect_s),
                         ("time_to_restore_s", r.time_to_restore_s),
                         ("diagnosis_correct", None if r.diagnosis is None else r.diagnosis.correct)]:
         if value is not None:

@@ -58,6 +58,12 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _fault(row: dict) -> str:
+    """e.g. "loss 30% on etcd2": the kind with its parameters and the members it hit, as far as the run got."""
+    members = ", ".join(row["targets"] or []) or row["target"] or "-"
+    return f"{row['fault_label'] or row['fault'] or '?'} on {members}"
+
+
 async def _list(subject: str | None, verdict: str | None, limit: int, as_json: bool) -> None:
     client = await connect_client()
     rows = []
@@ -71,7 +77,7 @@ async def _list(subject: str | None, verdict: str | None, limit: int, as_json: b
     # `report --run-id` takes it.
     table = Table(title=f"chaos runs ({runs_query(subject, verdict)})", title_justify="left", box=None,
                   header_style="bold", pad_edge=False, collapse_padding=True)
-    for column in ("started UTC", "workflow id", "run id", "state", "subject", "target", "verdict", "TTD s",
+    for column in ("started UTC", "workflow id", "run id", "state", "subject", "fault", "verdict", "TTD s",
                    "TTR s", "diagnosis"):
         table.add_column(column, no_wrap=True, min_width=36 if column == "run id" else None)
     for row in rows:
@@ -81,7 +87,7 @@ async def _list(subject: str | None, verdict: str | None, limit: int, as_json: b
         state = (f"running ({row['stage'] or 'not started'})" if row["status"] == "RUNNING"
                  else (row["status"] or "-").lower())
         table.add_row(row["started_at"][5:16].replace("T", " "), row["workflow_id"], row["run_id"], state,
-                      row["subject"] or "-", row["target"] or "-", verdict_text, _seconds(row["time_to_detect_s"]),
+                      row["subject"] or "-", _fault(row), verdict_text, _seconds(row["time_to_detect_s"]),
                       _seconds(row["time_to_restore_s"]), correct)
     Console().print(table)
     if not rows:
