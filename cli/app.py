@@ -39,6 +39,7 @@ from cli.common import (
 from cli.follow import follow_to_end
 from contracts import WORKFLOW_TASK_TIMEOUT, ChaosInput, Progress
 from runtime.connect import exit_process, task_queue
+from faults import make_fault
 from subjects import resolve
 from workflows.chaos import ChaosDemoWorkflow
 
@@ -62,7 +63,9 @@ def _root() -> None:
 
 async def _chaos(inp: ChaosInput, as_json: bool, detach: bool) -> int:
     instance = resolve(inp.subject)
-    build_images_with_progress(instance.subject)
+    build_images_with_progress(instance.subject.name, instance.subject.images())
+    fault = make_fault(inp.fault, inp.fault_params)  # validated already by chaos_input
+    build_images_with_progress(f"fault {fault.kind}", fault.images())
     client = await connect_client()
     maybe_worker = await has_live_worker(client, task_queue())
     try:

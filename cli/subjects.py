@@ -13,7 +13,8 @@ from rich.table import Table
 
 from activities.images import ImageBuildFailed, ensure_images, image_exists, missing_images
 from cli.common import EXIT_INFRA, err_console, fail
-from subjects import BadSubjectFile, Subject, UnknownSubject, get_subject, known
+from subjects import BadSubjectFile, UnknownSubject, get_subject, known
+from subjects.base import ImageSpec
 from subjects.declarative import schema
 
 
@@ -21,28 +22,29 @@ def _docker_up() -> bool:
     return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
 
 
-def build_images_with_progress(subject: Subject) -> None:
-    """Build the subject's missing images here, showing what the build is doing (it can take a minute).
+def build_images_with_progress(whose: str, images: list[ImageSpec]) -> None:
+    """Build missing images here (the subject's, and a fault's helper), showing what the build is doing (it can take
+    a minute).
 
     Done by the starter before the run starts, so the user sees it; preflight would build them too, but only its
     worker's log would show why it takes long. Skipped when Docker is not reachable: preflight says so properly."""
     # `docker image inspect` answers "missing" when Docker is down too: only then is `docker info` worth asking.
-    if not missing_images(subject.images()) or not _docker_up():
+    if not missing_images(images) or not _docker_up():
         return
     began = time.monotonic()
     last = ["starting"]
-    with err_console.status(f"building the images of {subject.name}") as status, \
+    with err_console.status(f"building the images of {whose}") as status, \
             concurrent.futures.ThreadPoolExecutor(1) as pool:
-        build = pool.submit(ensure_images, subject.images(), lambda line: last.__setitem__(0, line))
+        build = pool.submit(ensure_images, images, lambda line: last.__setitem__(0, line))
         while not build.done():
             # Ticks on its own: a Debian rootfs prints nothing for most of its minute.
-            status.update(f"[bold]building the images of {subject.name}[/] ({time.monotonic() - began:.0f}s): "
+            status.update(f"[bold]building the images of {whose}[/] ({time.monotonic() - began:.0f}s): "
                           f"[dim]{last[0][:90]}[/]")
             time.sleep(0.25)
         try:
             built = build.result()
         except ImageBuildFailed as err:
-            fail(EXIT_INFRA, f"cannot build the images of {subject.name}: {err}")
+            fail(EXIT_INFRA, f"cannot build the images of {whose}: {err}")
     err_console.print(f"built {', '.join(built)} in {time.monotonic() - began:.0f}s")
 
 

@@ -226,7 +226,8 @@ async def test_a_closed_run_shows_its_facts_with_no_worker_running(finished_run,
     """No worker runs here (the starter's ended with the run): current details and queries go unanswered, the memo
     carries what a person looks for."""
     handle = temporal_ui_env.client.get_workflow_handle(finished_run["workflow_id"], run_id=finished_run["run_id"])
-    facts = {"subject": "etcd", "fault": "kill", "target": "etcd1", "fault_state": "restored", "stage": "done",
+    facts = {"subject": "etcd", "fault": "kill", "fault_label": "kill", "target": "etcd1", "targets": ["etcd1"],
+             "fault_state": "restored", "stage": "done",
              "verdict": "pass", "time_to_detect_s": finished_run["time_to_detect_s"],
              "time_to_restore_s": finished_run["time_to_restore_s"], "diagnosis_correct": True}
     assert await (await handle.describe()).memo() == facts
