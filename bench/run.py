@@ -27,6 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from bench import scenarios
 from contracts import WORKFLOW_TASK_TIMEOUT, Attr, ChaosInput, SubjectRef
+from faults import CATALOG
 from runtime.copies import SubjectCopy, free_port_base
 from runtime.devserver import temporal_binary
 from subjects import get_subject, subject_ref
@@ -63,9 +64,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rebuild-images", action="store_true",
                    help="remove each subject's local images first, to time a build from scratch")
     p.add_argument("--skip-subjects", action="store_true", help="skip the per-subject figures")
+    p.add_argument("--faults", default="kill,stop,pause,partition,loss,bandwidth", metavar="A,B",
+                   help="fault kinds measured on etcd with their default parameters (latency needs sch_netem)")
+    p.add_argument("--fault-runs", type=int, default=10, help="chaos runs per fault kind")
+    p.add_argument("--skip-faults", action="store_true", help="skip the per-fault-kind figures")
     p.add_argument("--out", type=Path, default=None, help="JSON file to write (default bench/results/<ts>.json)")
     args = p.parse_args(argv)
-    for name in ("runs", "overhead_pairs", "parallel", "load_concurrency", "subject_runs"):
+    unknown = [k for k in args.faults.split(",") if k and k not in CATALOG]
+    if unknown:
+        p.error(f"--faults: unknown kind(s) {', '.join(unknown)} (known: {', '.join(CATALOG)})")
+    for name in ("runs", "overhead_pairs", "parallel", "load_concurrency", "subject_runs", "fault_runs"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     for name in ("detect_interval", "check_timeout", "workflow_task_timeout"):
@@ -145,6 +153,18 @@ def render(results: dict) -> list[Table]:
             t.add_row("  TTD p50 / max (s)", f"{_fmt(p['ttd_s']['p50'])} / {_fmt(p['ttd_s']['max'])}", "", "")
             t.add_row("  TTR p50 / max (s)", f"{_fmt(p['ttr_s']['p50'])} / {_fmt(p['ttr_s']['max'])}", "", "")
         tables.append(t)
+    if (rows := results.get("faults")) is not None:
+        t = Table(title=f"Fault kinds on etcd, default parameters, leader/follower alternating (s; detect timeout "
+                        f"{scenarios.FAULT_DETECT_TIMEOUT_S:g}s)", title_justify="left")
+        for col in ("fault", "runs", "detected", "diagnosis right", "healthy after", "TTD p50 / p95 / max",
+                    "TTR p50 / p95 / max"):
+            t.add_column(col, justify="left" if col == "fault" else "right")
+        for r in rows:
+            t.add_row(r["fault"], str(r["runs"]), str(r["detected"]), str(r["diagnosis_correct"]),
+                      str(r["restored_healthy"]),
+                      " / ".join(_fmt(r["ttd_s"][k]) for k in ("p50", "p95", "max")),
+                      " / ".join(_fmt(r["ttr_s"][k]) for k in ("p50", "p95", "max")))
+        tables.append(t)
     if (rows := results.get("subjects")) is not None:
         t = Table(title="Subjects: image, cluster up, TTD/TTR (s)", title_justify="left")
         for col in ("subject", "images (MB)", "build", "up → healthy", "runs", "TTD p50 / max", "TTR p50 / max"):
@@ -187,7 +207,8 @@ async def main(args: argparse.Namespace) -> int:
                    "check_timeout_s": args.check_timeout, "workflow_task_timeout_s": args.workflow_task_timeout,
                    "load_concurrency": args.load_concurrency,
                    "overhead_pairs": args.overhead_pairs,
-                   "parallel": args.parallel, "subjects": args.subjects, "subject_runs": args.subject_runs},
+                   "parallel": args.parallel, "subjects": args.subjects, "subject_runs": args.subject_runs,
+                   "faults": args.faults, "fault_runs": args.fault_runs},
         "machine": {"cpus": os.cpu_count(), "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3]},
     }
     env = None
@@ -219,6 +240,10 @@ async def main(args: argparse.Namespace) -> int:
         if not args.skip_parallel:
             console.print(f"[bold]parallel[/]: {args.parallel} subjects at once, one worker")
             results["parallel"] = await scenarios.parallel(lab, args.parallel)
+        if not args.skip_faults:
+            kinds = [k for k in args.faults.split(",") if k]
+            console.print(f"[bold]fault kinds[/]: {', '.join(kinds)}, {args.fault_runs} runs each")
+            results["faults"] = await scenarios.fault_figures(lab, kinds, args.fault_runs)
         if not args.skip_subjects:
             results["subjects"] = []
             for k, name in enumerate(n for n in args.subjects.split(",") if n):

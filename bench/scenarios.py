@@ -48,14 +48,15 @@ class Lab:
     workflow_task_timeout: timedelta
     workers: list[subprocess.Popen] = field(default_factory=list)
 
-    def chaos_input(self, copy: SubjectCopy, target: str | None) -> ChaosInput:
+    def chaos_input(self, copy: SubjectCopy, target: str | None, **more) -> ChaosInput:
         return ChaosInput(subject=copy.ref, target=target, countdown_s=0, detect_interval_s=self.detect_interval_s,
-                          check_timeout_s=self.check_timeout_s, load_concurrency=self.load_concurrency)
+                          check_timeout_s=self.check_timeout_s, load_concurrency=self.load_concurrency, **more)
 
-    async def start(self, copy: SubjectCopy, target: str | None, name: str) -> WorkflowHandle:
-        """Start a chaos run as the starter does (no countdown: nothing to wait for in a benchmark)."""
+    async def start(self, copy: SubjectCopy, target: str | None, name: str, **more) -> WorkflowHandle:
+        """Start a chaos run as the starter does (no countdown: nothing to wait for in a benchmark). `more`: other
+        ChaosInput fields (the fault kind)."""
         return await self.client.start_workflow(
-            ChaosDemoWorkflow.run, self.chaos_input(copy, target), id=f"{self.run_id}-{name}",
+            ChaosDemoWorkflow.run, self.chaos_input(copy, target, **more), id=f"{self.run_id}-{name}",
             task_queue=self.task_queue, task_timeout=self.workflow_task_timeout)
 
     def start_worker(self, name: str) -> subprocess.Popen:
@@ -98,8 +99,9 @@ async def _leader_and_follower(copy: SubjectCopy) -> tuple[str, str]:
     return leader, follower
 
 
-async def _chaos_run(lab: Lab, copy: SubjectCopy, target: str | None, name: str) -> tuple[ChaosReport, History]:
-    handle = await lab.start(copy, target, name)
+async def _chaos_run(lab: Lab, copy: SubjectCopy, target: str | None, name: str,
+                     **more) -> tuple[ChaosReport, History]:
+    handle = await lab.start(copy, target, name, **more)
     report = await handle.result()
     return report, await read_history(handle)
 
@@ -155,6 +157,39 @@ async def ttd_ttr(lab: Lab, runs: int) -> dict:
         "parts": {k: summary([r[k] for r in records if k in r]) for k in parts},
         "all_passed": all(r["verdict"] == "pass" for r in records), "runs": records,
     }
+
+
+# A fault that is not detected (a rate cap etcd does not notice) costs the whole detect timeout: keep it short.
+FAULT_DETECT_TIMEOUT_S = 10.0
+
+
+async def fault_figures(lab: Lab, kinds: list[str], runs: int) -> list[dict]:
+    """TTD and TTR per fault kind with its default parameters, alternating leader and follower targets."""
+    copy = lab.copies[0]
+    rows = []
+    async with build_worker(lab.client, task_queue=lab.task_queue):
+        for kind in kinds:
+            records = []
+            for i in range(runs):
+                report, history = await _chaos_run(lab, copy, "leader" if i % 2 == 0 else "follower",
+                                                   f"fault-{kind}-{i}", fault=kind,
+                                                   detect_timeout_s=FAULT_DETECT_TIMEOUT_S)
+                rec = await _run_record(lab, report, history)
+                rec["detected"] = report.detected_at is not None
+                rec["diagnosis_correct"] = bool(report.diagnosis and report.diagnosis.correct)
+                records.append(rec)
+                lab.say(f"  {kind} {i + 1}/{runs}: {rec['target']} ({'leader' if rec['killed_leader'] else 'follower'})"
+                        f" TTD {rec['ttd_s']}s TTR {rec['ttr_s']}s {rec['verdict']}")
+            rows.append({
+                "fault": kind, "runs": len(records),
+                "detected": sum(r["detected"] for r in records),
+                "diagnosis_correct": sum(r["diagnosis_correct"] for r in records),
+                "restored_healthy": sum(r["ttr_s"] is not None for r in records),
+                "ttd_s": summary([r["ttd_s"] for r in records if r["ttd_s"] is not None]),
+                "ttr_s": summary([r["ttr_s"] for r in records if r["ttr_s"] is not None]),
+                "records": records,
+            })
+    return rows
 
 
 async def overhead(lab: Lab, pairs: int) -> dict:
