@@ -52,6 +52,10 @@ def stage_strip(p: Progress) -> Text:
     return strip
 
 
+def state_text(fault_state: str) -> str:
+    return "not injected yet" if fault_state == FaultState.NONE.value else fault_state
+
+
 def progress_view(p: Progress, url: str) -> Panel:
     now = datetime.now(timezone.utc)
     stages = stage_strip(p)
@@ -63,7 +67,7 @@ def progress_view(p: Progress, url: str) -> Panel:
     grid.add_row("elapsed", f"{elapsed:.1f} s")
     grid.add_row("target", ", ".join(p.targets) or p.target or "(not chosen yet)")
     state_style = {FaultState.INJECTED: "bold red", FaultState.RESTORED: "green"}.get(p.fault_state, "")
-    grid.add_row("fault", Text.assemble(f"{p.fault_label or p.fault}: ", (p.fault_state.value, state_style)))
+    grid.add_row("fault", Text.assemble(f"{p.fault_label or p.fault}: ", (state_text(p.fault_state.value), state_style)))
     left = p.countdown_seconds_left(now)
     if left:
         grid.add_row("countdown", Text(str(left), style="bold yellow"))
@@ -94,8 +98,8 @@ def facts_view(f: RunFacts, summary: str | None, url: str) -> Panel:
     grid.add_row("stage", f.stage or "not started")
     grid.add_row("target", ", ".join(f.targets or []) or f.target or "(not chosen yet)")
     fault_state = f.fault_state or FaultState.NONE.value
-    grid.add_row("fault", Text.assemble(f"{f.fault_label or f.fault or '?'}: ",
-                                        (fault_state, {"injected": "bold red", "restored": "green"}.get(fault_state, ""))))
+    grid.add_row("fault", Text.assemble(f"{f.fault_label or f.fault or '?'}: ", (
+        state_text(fault_state), {"injected": "bold red", "restored": "green"}.get(fault_state, ""))))
     if f.time_to_detect_s is not None:
         grid.add_row("time to detect", seconds_text(f.time_to_detect_s))
     if f.time_to_restore_s is not None:
