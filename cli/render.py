@@ -67,7 +67,8 @@ def progress_view(p: Progress, url: str) -> Panel:
     grid.add_row("elapsed", f"{elapsed:.1f} s")
     grid.add_row("target", ", ".join(p.targets) or p.target or "(not chosen yet)")
     state_style = {FaultState.INJECTED: "bold red", FaultState.RESTORED: "green"}.get(p.fault_state, "")
-    grid.add_row("fault", Text.assemble(f"{p.fault_label or p.fault}: ", (state_text(p.fault_state.value), state_style)))
+    grid.add_row("fault", Text.assemble(f"{p.fault_label or p.fault}: ",
+                                        (state_text(p.fault_state.value), state_style)))
     left = p.countdown_seconds_left(now)
     if left:
         grid.add_row("countdown", Text(str(left), style="bold yellow"))

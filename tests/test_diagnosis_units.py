@@ -210,8 +210,8 @@ async def test_an_error_message_echoing_the_key_is_redacted(claude_env):
 PEERS = ["172.20.0.2", "172.20.0.4"]
 RUNNING_SIGNATURES = {
     "pause": ({"paused": True}, "paused"),
-    "partition": ({"network_rules": [f"-A CHAOS-1a2b3c4d {way} {ip}/32 -j DROP" for ip in PEERS for way in ("-s", "-d")]},
-                  "partitioned"),
+    "partition": ({"network_rules": [f"-A CHAOS-1a2b3c4d {way} {ip}/32 -j DROP"
+                                     for ip in PEERS for way in ("-s", "-d")]}, "partitioned"),
     "loss": ({"network_rules": ["-A CHAOS-1a2b3c4d -m statistic --mode random --probability 0.29999999981 -j DROP"]},
              "30% of its packets"),
     "bandwidth": ({"network_rules": ["eth0: qdisc tbf 8a3c: root refcnt 2 rate 1Mbit burst 4Kb lat 400ms"]},

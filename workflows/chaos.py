@@ -123,7 +123,8 @@ class ChaosDemoWorkflow:
         if p.stage == Stage.DETECT and p.injected_at and p.detect_deadline:
             # workflow.now() is the replay-safe clock; the details refresh with every load window.
             lines.append(f"**Detection clock:** {(workflow.now() - p.injected_at).total_seconds():.1f} s since "
-                         f"the fault on {', '.join(p.targets) or p.target}, gives up at {p.detect_deadline:%H:%M:%S} UTC")
+                         f"the fault on {', '.join(p.targets) or p.target}, gives up at "
+                         f"{p.detect_deadline:%H:%M:%S} UTC")
         if p.time_to_detect_s is not None:
             lines.append(f"**Time to detect:** {p.time_to_detect_s:.3f} s")
         if p.time_to_restore_s is not None:
