@@ -12,7 +12,8 @@ from rich.text import Text
 from cli.facts import RunFacts
 from contracts import ChaosReport, Diagnosis, FaultState, LoadSummary, LoadWindow, Progress, Stage
 
-STAGES = [Stage.PREFLIGHT, Stage.COUNTDOWN, Stage.INJECT, Stage.DETECT, Stage.DIAGNOSE, Stage.RESTORE, Stage.VERIFY]
+STAGES = [Stage.PREFLIGHT, Stage.COUNTDOWN, Stage.INJECT, Stage.DETECT, Stage.DIAGNOSE, Stage.RESTORE, Stage.VERIFY,
+          Stage.SAFETY]
 
 
 def seconds_text(value: float | None) -> str:
