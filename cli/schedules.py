@@ -35,7 +35,14 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from cli.common import EXIT_BAD_INPUT, chaos_input, connect_client, err_console, fail, has_live_worker
-from contracts import SCHEDULED_WORKFLOW_NAME, WORKFLOW_TASK_TIMEOUT, ChaosInput, FaultKind, ScheduledRunResult
+from contracts import (
+    DEFAULT_LOAD_RATE,
+    SCHEDULED_WORKFLOW_NAME,
+    WORKFLOW_TASK_TIMEOUT,
+    ChaosInput,
+    FaultKind,
+    ScheduledRunResult,
+)
 from runtime.connect import task_queue
 from subjects import resolve
 from workflows.scheduled import ScheduledChaosWorkflow
@@ -132,6 +139,8 @@ def create(
     detect_timeout: Optional[float] = typer.Option(None, help="Seconds to wait for detection (default: the subject's)."),
     detect_interval: float = typer.Option(0.5, help="Seconds between invariant checks while detecting."),
     max_fault_seconds: float = typer.Option(120.0, help="Restore starts at the latest this long after the fault."),
+    load_rate: float = typer.Option(DEFAULT_LOAD_RATE, help="Operations a second the load sends, however slow the "
+                                    "answers (open loop); each is recorded and checked for lost data."),
     paused: bool = typer.Option(False, "--paused", help="Create it paused."),
 ) -> None:
     """Run chaos on a schedule (default every night at 03:00 UTC). A run is skipped while the subject is busy."""
@@ -139,7 +148,7 @@ def create(
         fail(EXIT_BAD_INPUT, f"unknown --fault {fault!r} (known: {', '.join(get_args(FaultKind))})")
     _check_timezone(timezone)
     inp = chaos_input(subject, target, detect_timeout, detect_interval, countdown, project, port_base,
-                      max_fault_seconds)
+                      max_fault_seconds, load_rate=load_rate)
     inp.fault = fault
     # Named here, not in the workflow: the project is the workflow id that locks the subject copy.
     inp.subject.project = resolve(inp.subject).project
