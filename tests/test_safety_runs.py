@@ -64,7 +64,7 @@ async def test_a_system_that_drops_acknowledged_writes_fails_its_run_for_that(cl
     # Every dropped write the load saw acknowledged is counted, and nothing else.
     acked = {(op["key"], op["value"]) for op in history_lines(report) if op["kind"] == "write" and op["outcome"] == "ok"}
     assert safety.lost_writes == len({(d["key"], d["value"]) for d in dropped} & acked) > 0
-    assert [c.name for c in safety.checks if c.verdict == "violated"][0] == "lost writes"
+    assert next(c.name for c in safety.checks if c.verdict == "violated") == "lost writes"
 
 
 @pytest.mark.parametrize("fault", ["kill"])  # more kinds (stop, partition) join as the fault catalog grows
