@@ -35,6 +35,7 @@ class Stage(str, Enum):
     DIAGNOSE = "diagnose"
     RESTORE = "restore"
     VERIFY = "verify"
+    SAFETY = "safety"  # final read and the data safety check
     DONE = "done"
     FAILED = "failed"
 
@@ -44,6 +45,12 @@ class FaultState(str, Enum):
     INJECTED = "injected"
     RESTORED = "restored"
 
+
+# 100 ops/s resolves an outage to about 10 ms and hardly loads the subject, a minute of it (6000 ops) is checked in
+# under 0.1 s (bench/safety.py) and its history takes about 120 KiB.
+DEFAULT_LOAD_RATE = 100.0
+# A sanity bound: a chaos run's client shows what a fault does to traffic; saturating the system is a load tool's job.
+MAX_LOAD_RATE = 2000.0
 
 # The name of a fault kind (`faults.CATALOG` holds them: kill, stop, pause, partition, loss, bandwidth, latency). A
 # plain string here: the catalog, not this module, knows the kinds and validates them (a run with an unknown kind is
@@ -96,7 +103,10 @@ class ChaosInput(BaseModel):
     detect_timeout_s: float | None = Field(default=None, gt=0, description="the subject's default if unset")
     check_timeout_s: float = Field(default=0.5, gt=0)
     load_window_s: float = Field(default=1.0, gt=0)
-    load_concurrency: int = Field(default=4, ge=1)
+    load_rate: float = Field(default=DEFAULT_LOAD_RATE, gt=0, le=MAX_LOAD_RATE,
+                             description="operations issued per second, whatever the answer times (open loop)")
+    load_concurrency: int = Field(default=16, ge=1, description="operations in flight at most; an operation due "
+                                                                "while this many are unanswered is not sent")
     preflight_timeout_s: float = Field(default=90.0, gt=0)
     restore_timeout_s: float | None = Field(default=None, gt=0, description="the subject's default if unset")
     max_fault_s: float = Field(default=120.0, gt=0, description="restore starts at the latest this long after inject")
@@ -259,6 +269,7 @@ class LoadRequest(BaseModel):
     window_s: float
     concurrency: int
     check_timeout_s: float
+    rate: float = DEFAULT_LOAD_RATE
 
 
 class LoadWindow(BaseModel):
@@ -374,6 +385,83 @@ class Diagnosis(DiagnosisFindings):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Data safety: the operation history checked after the run (safety/checkers.py)
+
+SafetyVerdict = Literal["ok", "violated", "unknown"]
+
+
+class OpView(BaseModel):
+    """One operation of the history, as a report shows it (a counterexample's ops)."""
+
+    kind: str
+    key: str | None = None
+    value: str | None = None
+    outcome: Literal["ok", "fail", "info"]
+    invoked_at: datetime
+    latency_ms: float
+    token: int | None = Field(default=None, description="what the system returned: revision, sequence, txid")
+    error: str | None = None
+    final: bool = Field(default=False, description="a read of the final read phase, after restore")
+
+
+class Counterexample(BaseModel):
+    checker: str
+    summary: str
+    ops: list[OpView] = Field(description="the operations involved, by invoke time")
+
+
+class SafetyCheck(BaseModel):
+    """What one checker found."""
+
+    name: str
+    verdict: SafetyVerdict
+    detail: str
+
+
+class PhaseLatency(BaseModel):
+    ops: int = Field(default=0, description="operations sent in this phase (their invoke time)")
+    errors: int = Field(default=0, description="fail and info among them")
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+
+
+class Availability(BaseModel):
+    """How well clients were served, from every operation sent (failed ones included: latency is measured from
+    when an operation was due, so a slow system cannot hide behind a waiting client)."""
+
+    longest_gap_ms: float | None = Field(default=None, description="longest time without a successful operation")
+    longest_gap_from: datetime | None = None
+    error_rate: float | None = Field(default=None, description="(fail + info) / operations sent")
+    capped: int = Field(default=0, description="operations not sent because the concurrency cap was reached")
+    before: PhaseLatency = PhaseLatency()
+    during: PhaseLatency = Field(default=PhaseLatency(), description="inject until healthy again")
+    after: PhaseLatency = PhaseLatency()
+
+
+class SafetyRequest(BaseModel):
+    subject: SubjectRef
+    check_timeout_s: float
+    windows: int = Field(description="load windows the workflow saw: their history parts should all be here")
+    fault_started_at: datetime | None = None
+    fault_ended_at: datetime | None = Field(default=None, description="healthy again after restore")
+
+
+class SafetyReport(BaseModel):
+    verdict: SafetyVerdict
+    reasons: list[str] = Field(default=[], description="why that verdict, one line each")
+    checks: list[SafetyCheck] = []
+    ops: int = Field(default=0, description="operations sent by the load (the final read not included)")
+    acked_writes: int = 0
+    lost_writes: int = Field(default=0, description="acknowledged writes missing from the final read")
+    keys: int = Field(default=0, description="keys written, each read back in the final read phase")
+    counterexample: Counterexample | None = None
+    availability: Availability | None = None
+    history: str | None = Field(default=None, description="the run's operation history (gzipped JSON lines)")
+    history_bytes: int = 0
+    check_s: float | None = Field(default=None, description="time the checkers took")
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Progress and report
 
 
@@ -475,6 +563,8 @@ class ChaosReport(BaseModel):
     diagnosis: Diagnosis | None = None
     load: LoadSummary = LoadSummary()
     final_check: CheckResult | None = None
+    safety: SafetyReport | None = Field(default=None, description="did the cluster lose data? (None: a run "
+                                                                  "started before the check existed)")
 
     @property
     def fault_text(self) -> str:

@@ -1,13 +1,20 @@
-"""Real client traffic against the subject, measured in short windows.
+"""Real client traffic against the subject: open-loop load, recorded operation by operation.
 
-Each window is one activity result, so the throughput timeline of a run lives in its event history. What one
-operation is, and where it goes (and fails over to), is the subject's business: its session's `load_op`.
+Operations are *due* at a fixed rate and sent when due, however long the system takes to answer: a client that
+waited for each answer would send less exactly while the system is slow, and hide that slowness (coordinated
+omission). At most `concurrency` operations are in flight; one due while the cap is reached is not sent, and the
+history says so (`capped`). Latency is measured from when an operation was due.
+
+Each window writes its operations to the run's history (safety/history.py), on the worker's disk, and returns a
+`LoadWindow`, a few numbers derived from them, which is what enters the event history. What an operation is and
+where it goes is the subject's business: its session's `read`/`write` (checked for data safety afterwards), or its
+opaque `load_op`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import statistics
+import random
 import time
 from datetime import datetime, timezone
 
@@ -16,52 +23,106 @@ from temporalio import activity
 from activities.docker import open_session
 from activities.probes import resolve_or_bad_input
 from contracts import LoadRequest, LoadWindow
+from safety.checkers import percentile
+from safety.history import PART_SUFFIX, Op, run_dir, write_part
+from subjects import NotApplied, Session
+
+# Sessions keep to the timeout they are given, but one operation may be several calls (a folder subject finds the
+# role holder first): this bound only stops a session that does not keep to it from holding its window open.
+OP_DEADLINE_FACTOR = 3
+# Keys the load spreads over. Few enough that reads often follow writes of the same key (stale reads show), enough
+# that a key rarely has more than a few operations in flight (the linearizability search stays small).
+KEYS = 32
+WRITE_SHARE = 0.5
 
 
-def _percentile(sorted_ms: list[float], q: float) -> float | None:
-    if not sorted_ms:
-        return None
-    if len(sorted_ms) == 1:
-        return round(sorted_ms[0], 2)
-    return round(statistics.quantiles(sorted_ms, n=100, method="inclusive")[int(q) - 1], 2)
+def run_keys() -> tuple[str, ...]:
+    """This run's keys: a run starts from keys nobody wrote, so their initial value is known (nothing)."""
+    return tuple(f"{activity.info().workflow_run_id[:8]}-k{i:02d}" for i in range(KEYS))
+
+
+async def one_op(session: Session, kind: str, client: int, key: str | None, value: str | None, seq: int,
+                 timeout: float, due_ns: int) -> Op:
+    """Send one operation and record it as the client saw it."""
+    op = Op(kind=kind, outcome="ok", invoke_ns=due_ns, complete_ns=0, key=key, value=value, process=client)
+    try:
+        async with asyncio.timeout(timeout * OP_DEADLINE_FACTOR):
+            if kind == "write":
+                op.token = await session.write(client, key, value, timeout)
+            elif kind == "read":
+                reading = await session.read(client, key, timeout)
+                op.value, op.token = reading.value, reading.token
+            else:
+                await session.load_op(client, seq, timeout)
+    except Exception as exc:  # noqa: BLE001 - any failure of the subject is data, not a crash of the load generator
+        # A read changes nothing, so whether it reached the system does not matter: it failed.
+        op.outcome = "fail" if isinstance(exc, NotApplied) or kind == "read" else "info"
+        op.error = (str(exc) or type(exc).__name__)[:120]
+    op.complete_ns = time.time_ns()
+    return op
+
+
+async def _open_loop(session: Session, req: LoadRequest, keys: tuple[str, ...], start_ns: int) -> list[Op]:
+    """Send the window's operations, each when due; returns them all, answered (or timed out)."""
+    # Values are unique in the run (window start, then sequence): a read names the one write it saw.
+    tag = f"{start_ns // 1_000_000 % 10**8:08d}"
+    rng = random.Random(start_ns)
+    ops: list[Op] = []
+    in_flight: set[asyncio.Task] = set()
+    interval_ns = int(1e9 / req.rate)
+    try:
+        for seq in range(int(req.window_s * req.rate)):
+            due_ns = start_ns + seq * interval_ns
+            wait = (due_ns - time.time_ns()) / 1e9
+            if wait > 0:
+                await asyncio.sleep(wait)
+            # Throttled by the SDK; lets a window on a dead worker time out in seconds, not at window + 10 s.
+            activity.heartbeat()
+            client = seq % req.concurrency
+            if not session.operations:
+                kind, key, value = "op", None, None
+            elif rng.random() < WRITE_SHARE:
+                kind, key, value = "write", rng.choice(keys), f"{tag}-{seq}"
+            else:
+                kind, key, value = "read", rng.choice(keys), None
+            if len(in_flight) >= req.concurrency:
+                ops.append(Op(kind=kind, outcome="fail", invoke_ns=due_ns, complete_ns=due_ns, key=key, value=value,
+                              process=client, error="not sent: concurrency cap reached", capped=True))
+                continue
+            task = asyncio.create_task(one_op(session, kind, client, key, value, seq, req.check_timeout_s, due_ns))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+            task.add_done_callback(lambda t: t.cancelled() or ops.append(t.result()))
+        # Every operation ends within its timeout: wait for the last answers, so the part holds whole operations.
+        while in_flight:
+            await asyncio.wait(set(in_flight))
+    finally:
+        for task in in_flight:  # cancelled (the run moved on, or the worker shuts down): stop sending
+            task.cancel()
+    return ops
 
 
 @activity.defn
 async def run_load_window(req: LoadRequest) -> LoadWindow:
     instance = resolve_or_bad_input(req.subject)
-    latencies: list[float] = []
-    errors = 0
-    seq = 0
-    start = datetime.now(timezone.utc)
-    t0 = time.monotonic()
-    end_at = t0 + req.window_s
-
-    async def client(slot: int) -> None:
-        nonlocal errors, seq
-        while time.monotonic() < end_at:
-            # Throttled by the SDK; lets a window on a dead worker time out in seconds, not at window + 10 s.
-            activity.heartbeat()
-            seq += 1
-            began = time.monotonic()
-            try:
-                await session.load_op(slot, seq, req.check_timeout_s)
-                latencies.append((time.monotonic() - began) * 1000)
-            except Exception:  # any failure of the subject is data, not a crash of the load generator
-                errors += 1
-                # Do not spin on instant connection refusals.
-                await asyncio.sleep(0.01)
-
+    info = activity.info()
+    start_ns = time.time_ns()
     async with open_session(instance) as session:
-        await asyncio.gather(*(client(i) for i in range(req.concurrency)))
-    elapsed = time.monotonic() - t0
-    latencies.sort()
+        ops = await _open_loop(session, req, run_keys(), start_ns)
+    end_ns = time.time_ns()
+    ops.sort(key=lambda op: op.invoke_ns)
+    await asyncio.to_thread(write_part, run_dir(info.workflow_id, info.workflow_run_id) / f"{start_ns}{PART_SUFFIX}",
+                            ops)
+
+    answered = sorted(op.latency_ms for op in ops if op.outcome == "ok")
+    elapsed = (end_ns - start_ns) / 1e9
     return LoadWindow(
-        start=start,
-        end=datetime.now(timezone.utc),
-        ops=len(latencies),
-        errors=errors,
-        ops_per_s=round(len(latencies) / elapsed, 1) if elapsed > 0 else 0.0,
-        p50_ms=_percentile(latencies, 50),
-        p95_ms=_percentile(latencies, 95),
-        p99_ms=_percentile(latencies, 99),
+        start=datetime.fromtimestamp(start_ns / 1e9, tz=timezone.utc),
+        end=datetime.fromtimestamp(end_ns / 1e9, tz=timezone.utc),
+        ops=len(answered),
+        errors=len(ops) - len(answered),
+        ops_per_s=round(len(answered) / elapsed, 1) if elapsed > 0 else 0.0,
+        p50_ms=percentile(answered, 50),
+        p95_ms=percentile(answered, 95),
+        p99_ms=percentile(answered, 99),
     )

@@ -1,5 +1,5 @@
 """Benchmark durable-chaos against the real etcd subject: time-to-detect, time-to-restore, orchestration overhead,
-resume after a worker dies, and many subjects in parallel.
+resume after a worker dies, many subjects in parallel, and the data safety checker's speed.
 
     python -m bench.run --help
 
@@ -25,7 +25,7 @@ from rich.table import Table
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from bench import scenarios
+from bench import safety, scenarios
 from contracts import WORKFLOW_TASK_TIMEOUT, Attr, ChaosInput, SubjectRef
 from faults import CATALOG
 from runtime.copies import SubjectCopy, free_port_base
@@ -68,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="fault kinds measured on etcd with their default parameters (latency needs sch_netem)")
     p.add_argument("--fault-runs", type=int, default=10, help="chaos runs per fault kind")
     p.add_argument("--skip-faults", action="store_true", help="skip the per-fault-kind figures")
+    p.add_argument("--skip-safety", action="store_true",
+                   help="skip the safety checker's speed on a minute of history at the default load rate")
     p.add_argument("--out", type=Path, default=None, help="JSON file to write (default bench/results/<ts>.json)")
     args = p.parse_args(argv)
     unknown = [k for k in args.faults.split(",") if k and k not in CATALOG]
@@ -175,6 +177,18 @@ def render(results: dict) -> list[Table]:
                       f"{_fmt(r['ttd_s']['p50'])} / {_fmt(r['ttd_s']['max'])}",
                       f"{_fmt(r['ttr_s']['p50'])} / {_fmt(r['ttr_s']['max'])}")
         tables.append(t)
+    if (r := results.get("safety")) is not None:
+        t = Table(title=f"Safety checker: {r['seconds_of_load']:g} s of history at {r['rate_ops_s']:g} ops/s "
+                        f"(synthetic, with a fault; verdict {r['verdict']})", title_justify="left")
+        for col in ("figure", "value", "aim"):
+            t.add_column(col, justify="right" if col == "value" else "left")
+        t.add_row("operations", str(r["ops"]), "")
+        t.add_row("read the history (s)", _fmt(r["read_s"]), "")
+        t.add_row("run every checker (s)", _fmt(r["check_s"]), "")
+        t.add_row("total (s)", _fmt(r["total_s"]), "≤ 5")
+        t.add_row("operations checked per second", str(r["ops_checked_per_s"]), "")
+        t.add_row("history size per minute of load (KiB)", _fmt(r["history_kib_per_minute"]), "")
+        tables.append(t)
     return tables
 
 
@@ -214,6 +228,9 @@ async def main(args: argparse.Namespace) -> int:
     env = None
     lab = None
     try:
+        if not args.skip_safety:  # CPU only: measured first, before any cluster loads the machine
+            console.print("[bold]safety[/]: checking a minute of history")
+            results["safety"] = safety.figures()
         console.print(f"[bold]{run_id}[/]: starting a private Temporal dev server and {n_copies} etcd copies")
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=temporal_binary(), data_converter=pydantic_data_converter,

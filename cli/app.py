@@ -37,7 +37,7 @@ from cli.common import (
     runs_url,
 )
 from cli.follow import follow_to_end
-from contracts import WORKFLOW_TASK_TIMEOUT, ChaosInput, Progress
+from contracts import DEFAULT_LOAD_RATE, WORKFLOW_TASK_TIMEOUT, ChaosInput, Progress
 from runtime.connect import exit_process, task_queue
 from faults import make_fault
 from subjects import resolve
@@ -123,13 +123,15 @@ def chaos(
     interactive: bool = typer.Option(False, "--interactive",
                                      help="Pause before each stage until you press Enter (an `advance` update)."),
     max_fault_seconds: float = typer.Option(120.0, help="Restore starts at the latest this long after the fault."),
+    load_rate: float = typer.Option(DEFAULT_LOAD_RATE, help="Operations a second the load sends, however slow the "
+                                    "answers (open loop); each is recorded and checked for lost data."),
 ) -> None:
     """Run one chaos experiment: preflight, load, countdown, fault, detect, diagnose, restore.
 
     Exit codes: 0 pass, 1 fail, 2 bad input, 3 Docker or Temporal unreachable.
     """
     inp = chaos_input(subject, target, detect_timeout, detect_interval, countdown, project, port_base,
-                      max_fault_seconds, interactive, fault=fault, params=param, count=count,
+                      max_fault_seconds, interactive, load_rate, fault=fault, params=param, count=count,
                       allow_quorum_loss=allow_quorum_loss)
     if interactive and (as_json or detach):
         fail(EXIT_BAD_INPUT, "--interactive needs a terminal to follow the run: drop --json/--detach")

@@ -24,8 +24,16 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from cli.facts import cancelled_text, run_facts
+from contracts import (
+    DEFAULT_LOAD_RATE,
+    MAX_LOAD_RATE,
+    WORKFLOW_NAME,
+    ChaosInput,
+    ErrorType,
+    Progress,
+    fault_guard_id,
+)
 from faults import CATALOG, BadFault, catalog_help, make_fault, parse_params, target_choice
-from contracts import WORKFLOW_NAME, ChaosInput, ErrorType, Progress, fault_guard_id
 from runtime.connect import connect_config, task_queue, ui_base_url
 from runtime.devserver import ServerUnreachable, connect_or_start
 from runtime.worker import SearchAttributesMissing, build_worker, ensure_search_attributes, retire_reaper_schedule
@@ -185,8 +193,8 @@ QUORUM_OPTION = typer.Option(False, "--allow-quorum-loss",
 
 def chaos_input(subject: str, target: str | None, detect_timeout: float | None, detect_interval: float,
                 countdown: int, project: str | None, port_base: int | None, max_fault_seconds: float,
-                interactive: bool = False, fault: str = "kill", params: list[str] | None = None, count: int = 1,
-                allow_quorum_loss: bool = False) -> ChaosInput:
+                interactive: bool = False, load_rate: float = DEFAULT_LOAD_RATE, fault: str = "kill",
+                params: list[str] | None = None, count: int = 1, allow_quorum_loss: bool = False) -> ChaosInput:
     """Check a run's options as the user typed them (`chaos`, `schedule create`): exit 2 with one line when wrong.
     The worker's preflight checks them again (and what needs the running system: who leads, what the kernel can do)."""
     definition = load_subject(subject)
@@ -203,6 +211,9 @@ def chaos_input(subject: str, target: str | None, detect_timeout: float | None, 
         fail(EXIT_BAD_INPUT, f"--countdown cannot be negative (got {countdown})")
     if port_base is not None and not 1024 <= port_base <= 65000:
         fail(EXIT_BAD_INPUT, f"--port-base must be between 1024 and 65000 (got {port_base})")
+    if not 0 < load_rate <= MAX_LOAD_RATE:
+        fail(EXIT_BAD_INPUT, f"--load-rate must be above 0 and at most {MAX_LOAD_RATE:g} operations a second "
+                             f"(got {load_rate:g})")
     return ChaosInput(
         subject=subject_ref(subject, project=project, port_base=port_base),
         fault=fault,
@@ -216,6 +227,7 @@ def chaos_input(subject: str, target: str | None, detect_timeout: float | None, 
         countdown_s=countdown,
         max_fault_s=max_fault_seconds,
         interactive=interactive,
+        load_rate=load_rate,
     )
 
 

@@ -17,8 +17,13 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from contracts import ChaosReport
+from safety.history import Op
 
 OPS, ERRORS, FAULT = "#1f77b4", "#b2182b", "#f4a582"
+# Per-operation latency: answered ones small and blue, the others drawn so they stand out.
+OUTCOME_STYLES = {"ok": {"color": OPS, "marker": ".", "s": 6, "alpha": 0.5, "label": "ok"},
+                  "info": {"color": "#e08214", "marker": "^", "s": 16, "label": "info (outcome unknown: timeout)"},
+                  "fail": {"color": ERRORS, "marker": "x", "s": 16, "label": "fail (not applied)"}}
 MARKER_COLOURS = {"inject": "#b2182b", "detect": "#e08214", "restore": "#1b7837"}
 LABEL_GAP_PT = 3  # between labels that sit side by side, and between stacked rows
 
@@ -79,8 +84,8 @@ def timeline_svg(r: ChaosReport) -> str:
         end = seconds(max([r.finished_at] + [w.end for w in windows]))
         ops_ax.set_xlim(0, end)
 
-        if r.injected_at:  # the fault period: from the kill until the subject was healthy again (or the run ended)
-            span = (seconds(r.injected_at), seconds(r.restored_at or r.finished_at))
+        if (period := _fault_period(r)) is not None:
+            span = tuple(seconds(t) for t in period)
             ops_ax.axvspan(*span, color=FAULT, alpha=0.25, lw=0, gid="fault-period")
             err_ax.axvspan(*span, color=FAULT, alpha=0.25, lw=0)
         middles = [seconds(w.start + (w.end - w.start) / 2) for w in windows]
@@ -115,16 +120,56 @@ def timeline_svg(r: ChaosReport) -> str:
                                Patch(color=FAULT, alpha=0.25, label="fault period: inject to healthy again")],
                       loc="best", fontsize=8, framealpha=0.9)
         labels = _place_labels(fig, ops_ax, sorted(marks))
+        title = (f"Load during {r.fault} {r.target} on {r.subject}: ops/s and errors per load window, the fault "
+                 f"period shaded, inject / detect / restore marked")
+        return _svg(fig, "timeline", title, labels)
 
-        out = io.StringIO()
-        # No metadata: matplotlib's would name its web site and a Dublin Core URL; the page links nothing.
-        fig.savefig(out, format="svg", bbox_inches="tight", bbox_extra_artists=labels, pad_inches=0.1,
-                    metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
+
+def _svg(fig: Figure, svg_id: str, title: str, extra_artists: list = ()) -> str:
+    """The figure as an inline SVG element with an id and a title (the text a screen reader says)."""
+    out = io.StringIO()
+    # No metadata: matplotlib's would name its web site and a Dublin Core URL; the page links nothing.
+    fig.savefig(out, format="svg", bbox_inches="tight", bbox_extra_artists=extra_artists, pad_inches=0.1,
+                metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
     svg = out.getvalue()
     # Inline in HTML: drop the XML declaration and the DOCTYPE (it points at the W3C's DTD).
     svg = svg[svg.index("<svg"):]
     head, rest = svg.split(">", 1)
-    title = html.escape(f"Load during {r.fault_text} of {r.subject}: ops/s and errors per load window, "
-                        f"the fault period shaded, inject / detect / restore marked")
-    head = head.replace("<svg ", '<svg id="timeline" role="img" style="max-width:100%;height:auto" ', 1)
-    return f"{head}><title>{title}</title>{rest}"
+    head = head.replace("<svg ", f'<svg id="{svg_id}" role="img" style="max-width:100%;height:auto" ', 1)
+    return f"{head}><title>{html.escape(title)}</title>{rest}"
+
+
+def _fault_period(r: ChaosReport) -> tuple[datetime, datetime] | None:
+    """From the fault until the subject was healthy again (or the run ended)."""
+    return (r.injected_at, r.restored_at or r.finished_at) if r.injected_at else None
+
+
+def latency_svg(r: ChaosReport, ops: list[Op]) -> str:
+    """Every operation of the load at its invoke time and latency (log scale), by outcome; the fault period
+    shaded. Operations not sent (the concurrency cap) have no latency and are left out."""
+    t0 = min([r.started_at.timestamp()] + [op.invoke_ns / 1e9 for op in ops])
+    sent = [op for op in ops if not op.final and not op.capped]
+    with rc_context({"path.simplify": False, "svg.fonttype": "path", "font.size": 9}):
+        fig = Figure(figsize=(9.6, 3.6), layout="constrained")
+        ax = fig.subplots()
+        ax.set_gid("latency-axes")
+        if (span := _fault_period(r)) is not None:
+            ax.axvspan(*(t.timestamp() - t0 for t in span), color=FAULT, alpha=0.25, lw=0, gid="latency-fault-period",
+                       label="fault period: inject to healthy again")
+        for outcome, style in OUTCOME_STYLES.items():
+            chosen = [op for op in sent if op.outcome == outcome]
+            if chosen:
+                ax.scatter([op.invoke_ns / 1e9 - t0 for op in chosen], [max(op.latency_ms, 0.01) for op in chosen],
+                           gid=f"latency-{outcome}", linewidths=1, **style)
+        ax.set_yscale("log")
+        ax.set_ylabel("latency (ms), from when due")
+        ax.set_xlabel("time since the run started")
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=12, steps=[1, 2, 5, 10]))
+        ax.xaxis.set_major_formatter("{x:g} s")
+        ax.grid(axis="both", color="#e5e5e5", lw=0.8)
+        ax.set_axisbelow(True)
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.legend(loc="best", fontsize=8, framealpha=0.9)
+        title = (f"Latency of each of the {len(sent)} operations during {r.fault_text} of {r.subject}, failed "
+                 f"and unknown outcomes highlighted, the fault period shaded")
+        return _svg(fig, "latency", title)

@@ -10,9 +10,21 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.facts import RunFacts
-from contracts import ChaosReport, Diagnosis, FaultState, LoadSummary, LoadWindow, Progress, Stage
+from contracts import (
+    ChaosReport,
+    Diagnosis,
+    FaultState,
+    LoadSummary,
+    LoadWindow,
+    OpView,
+    PhaseLatency,
+    Progress,
+    SafetyReport,
+    Stage,
+)
 
-STAGES = [Stage.PREFLIGHT, Stage.COUNTDOWN, Stage.INJECT, Stage.DETECT, Stage.DIAGNOSE, Stage.RESTORE, Stage.VERIFY]
+STAGES = [Stage.PREFLIGHT, Stage.COUNTDOWN, Stage.INJECT, Stage.DETECT, Stage.DIAGNOSE, Stage.RESTORE, Stage.VERIFY,
+          Stage.SAFETY]
 
 
 def seconds_text(value: float | None) -> str:
@@ -154,6 +166,58 @@ def load_text(load: LoadSummary) -> str:
             f"{load.errors} errors in {len(load.windows)} windows")
 
 
+def op_text(op: OpView) -> str:
+    """One operation of a counterexample: "12:00:01.234 write k03=v7 ok, token 55 (2.1 ms)"."""
+    what = {"write": f"write {op.key}={op.value}",
+            "read": f"{'final read' if op.final else 'read'} {op.key} -> {op.value if op.value is not None else 'nothing'}"
+            }.get(op.kind, op.kind)
+    token = f", token {op.token}" if op.token is not None else ""
+    error = f": {op.error}" if op.error else ""
+    return f"{op.invoked_at:%H:%M:%S.%f}"[:-3] + f" {what} {op.outcome}{token}{error} ({op.latency_ms:g} ms)"
+
+
+def _phase_text(name: str, p: PhaseLatency) -> str:
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:g}"
+
+    return f"{name} p50 {ms(p.p50_ms)} / p99 {ms(p.p99_ms)} ms ({p.ops} ops, {p.errors} errors)"
+
+
+def safety_rows(s: SafetyReport) -> list[tuple[str, str | list[str]]]:
+    """The data safety section, as (label, text or list of lines): the terminal, Markdown and HTML all draw it."""
+    rows: list[tuple[str, str | list[str]]] = [
+        ("verdict", s.verdict),
+        ("operations", f"{s.ops} sent, {s.acked_writes} acknowledged writes to {s.keys} keys, "
+                       f"{s.lost_writes} lost"),
+    ]
+    if s.reasons:
+        rows.append(("why", s.reasons))
+    if s.checks:
+        rows.append(("checks", [f"{c.name}: {c.verdict} - {c.detail}" for c in s.checks]))
+    if s.counterexample:
+        rows.append(("counterexample", [s.counterexample.summary] + [op_text(op) for op in s.counterexample.ops]))
+    if a := s.availability:
+        gap = "-" if a.longest_gap_ms is None else f"{a.longest_gap_ms:g} ms from {a.longest_gap_from:%H:%M:%S.%f}"[:-3]
+        rate = "-" if a.error_rate is None else f"{a.error_rate:.1%}"
+        rows.append(("availability", f"longest gap without a successful operation {gap}; error rate {rate}"
+                                     + (f"; {a.capped} not sent (concurrency cap)" if a.capped else "")))
+        rows.append(("latency", [_phase_text("before the fault", a.before), _phase_text("during", a.during),
+                                 _phase_text("after", a.after)]))
+    if s.history:
+        rows.append(("history", f"{s.history} ({s.history_bytes / 1024:.0f} KiB)"))
+    return rows
+
+
+def safety_panel(s: SafetyReport) -> Panel:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for label, value in safety_rows(s):
+        grid.add_row(label, "\n".join(f"- {v}" for v in value) if isinstance(value, list) else value)
+    border = {"ok": "green", "violated": "red"}.get(s.verdict, "yellow")
+    return Panel(grid, title=f"data safety: {s.verdict}", border_style=border)
+
+
 def report_view(r: ChaosReport) -> Group:
     """The diagnosis and the verdict. Each fact once: the reasons carry time to detect and restore and who
     diagnosed, so no row repeats them."""
@@ -169,6 +233,8 @@ def report_view(r: ChaosReport) -> Group:
     verdict = Panel(grid, title=Text(f"verdict: {r.verdict.upper()}", style="bold green" if passed else "bold red"),
                     border_style="green" if passed else "red")
     parts = [diagnosis_panel(r.diagnosis)] if r.diagnosis else []
+    if r.safety:
+        parts.append(safety_panel(r.safety))
     return Group(*parts, verdict)
 
 

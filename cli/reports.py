@@ -9,8 +9,11 @@ from __future__ import annotations
 import html
 import xml.etree.ElementTree as ET
 
-from cli.render import diagnosis_source, load_text, seconds_text
+from pathlib import Path
+
+from cli.render import diagnosis_source, load_text, safety_rows, seconds_text
 from contracts import ChaosReport, Diagnosis
+from safety.history import Op, read_history
 
 FORMATS = ("json", "md", "html", "junit")
 
@@ -32,6 +35,7 @@ def _facts(r: ChaosReport) -> list[tuple[str, str]]:
         ("time to restore", seconds_text(r.time_to_restore_s)),
         ("load", load_text(r.load)),
         ("diagnosis correct", "-" if correct is None else ("yes" if correct else "no")),
+        ("data safety", r.safety.verdict if r.safety else "-"),
     ]
 
 
@@ -55,39 +59,47 @@ def to_markdown(r: ChaosReport) -> str:
     out += [f"| {k} | {v} |" for k, v in _facts(r)]
     out += ["", "## Reasons", ""] + [f"- {x}" for x in r.reasons]
     if r.diagnosis:
-        out += ["", "## Diagnosis", ""]
-        for key, value in _diagnosis_lines(r.diagnosis):
-            if isinstance(value, list):
-                out += [f"- **{key}:**"] + [f"  - {v}" for v in value]
-            else:
-                out.append(f"- **{key}:** {value}")
+        out += ["", "## Diagnosis", ""] + _markdown_rows(_diagnosis_lines(r.diagnosis))
+    if r.safety:
+        out += ["", "## Data safety", ""] + _markdown_rows(safety_rows(r.safety))
     return "\n".join(out) + "\n"
+
+
+def _markdown_rows(rows: list[tuple[str, str | list[str]]]) -> list[str]:
+    out = []
+    for key, value in rows:
+        if isinstance(value, list):
+            out += [f"- **{key}:**"] + [f"  - {v}" for v in value]
+        else:
+            out.append(f"- **{key}:** {value}")
+    return out
 
 
 # -- HTML with the timeline plot inline ---------------------------------------------------------------------------
 
 STYLE = """body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}
 table{border-collapse:collapse}td,th{padding:2px 10px;text-align:left;vertical-align:top}
-.pass{color:#2ca02c}.fail{color:#d62728}"""
+.pass,.ok{color:#2ca02c}.fail,.violated{color:#d62728}.unknown{color:#b8860b}"""
 
 
 def to_html(r: ChaosReport) -> str:
     """One self-contained page: no external scripts, styles or images."""
     # Imported here: matplotlib takes a second to load, which every other starter command would pay for.
-    from cli.plots import timeline_svg
+    from cli.plots import latency_svg, timeline_svg
 
     e = html.escape
     facts = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in _facts(r))
     reasons = "".join(f"<li>{e(x)}</li>" for x in r.reasons)
     diagnosis = ""
     if r.diagnosis:
-        rows = "".join(
-            f"<tr><th>{e(k)}</th><td>"
-            + (("<ul>" + "".join(f"<li>{e(i)}</li>" for i in v) + "</ul>") if isinstance(v, list) else e(v))
-            + "</td></tr>"
-            for k, v in _diagnosis_lines(r.diagnosis)
-        )
-        diagnosis = f'<section id="diagnosis"><h2>Diagnosis</h2><table>{rows}</table></section>'
+        diagnosis = f'<section id="diagnosis"><h2>Diagnosis</h2>{_html_rows(_diagnosis_lines(r.diagnosis))}</section>'
+    safety = ""
+    if r.safety:
+        ops = _history(r)
+        plot = latency_svg(r, ops) if ops else (
+            f"<p>No latency plot: the operation history ({e(r.safety.history or 'none')}) is not on this machine.</p>")
+        safety = (f'<section id="safety"><h2>Data safety: <span class="{e(r.safety.verdict)}">'
+                  f'{e(r.safety.verdict)}</span></h2>{_html_rows(safety_rows(r.safety))}{plot}</section>')
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Chaos run {e(r.workflow_id)}: {e(r.verdict)}</title>
 <style>{STYLE}</style></head>
@@ -98,8 +110,27 @@ def to_html(r: ChaosReport) -> str:
 {timeline_svg(r)}
 <h2>Reasons</h2><ul id="reasons">{reasons}</ul>
 {diagnosis}
+{safety}
 </body></html>
 """
+
+
+def _html_rows(rows: list[tuple[str, str | list[str]]]) -> str:
+    e = html.escape
+    return "<table>" + "".join(
+        f"<tr><th>{e(k)}</th><td>"
+        + (("<ul>" + "".join(f"<li>{e(i)}</li>" for i in v) + "</ul>") if isinstance(v, list) else e(v))
+        + "</td></tr>"
+        for k, v in rows
+    ) + "</table>"
+
+
+def _history(r: ChaosReport) -> list[Op] | None:
+    """The run's operations, when its history is on this machine (it is on the disk of the worker that ran it)."""
+    folder = Path(r.safety.history) if r.safety and r.safety.history else None
+    if folder is None or not folder.is_dir():
+        return None
+    return read_history(folder) or None
 
 
 # -- JUnit XML ------------------------------------------------------------------------------------------------------
@@ -119,12 +150,16 @@ def to_junit(r: ChaosReport) -> str:
                         ("fault", r.fault_label or r.fault),
                         ("time_to_detect_s", r.time_to_detect_s),
                         ("time_to_restore_s", r.time_to_restore_s),
-                        ("diagnosis_correct", None if r.diagnosis is None else r.diagnosis.correct)]:
+                        ("diagnosis_correct", None if r.diagnosis is None else r.diagnosis.correct),
+                        ("safety_verdict", r.safety.verdict if r.safety else None),
+                        ("lost_writes", r.safety.lost_writes if r.safety else None)]:
         if value is not None:
             ET.SubElement(props, "property", name=name, value=str(value))
     case = ET.SubElement(suite, "testcase", classname=f"chaos.{r.subject}", name=_title(r), time=duration)
     if failed:
-        failure = ET.SubElement(case, "failure", message="; ".join(r.reasons), type="ChaosVerdictFail")
+        # CI can tell lost data from a slow detection by the type.
+        kind = "DataSafetyViolated" if r.safety and r.safety.verdict == "violated" else "ChaosVerdictFail"
+        failure = ET.SubElement(case, "failure", message="; ".join(r.reasons), type=kind)
         failure.text = "\n".join(r.reasons)
     ET.SubElement(case, "system-out").text = "\n".join(r.reasons)
     ET.indent(suites)

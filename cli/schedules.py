@@ -48,7 +48,7 @@ from cli.common import (
     fail,
     has_live_worker,
 )
-from contracts import SCHEDULED_WORKFLOW_NAME, WORKFLOW_TASK_TIMEOUT, ChaosInput, ScheduledRunResult
+from contracts import DEFAULT_LOAD_RATE, SCHEDULED_WORKFLOW_NAME, WORKFLOW_TASK_TIMEOUT, ChaosInput, ScheduledRunResult
 from runtime.connect import task_queue
 from subjects import resolve
 from workflows.scheduled import ScheduledChaosWorkflow
@@ -148,12 +148,15 @@ def create(
     detect_timeout: Optional[float] = typer.Option(None, help="Seconds to wait for detection (default: the subject's)."),
     detect_interval: float = typer.Option(0.5, help="Seconds between invariant checks while detecting."),
     max_fault_seconds: float = typer.Option(120.0, help="Restore starts at the latest this long after the fault."),
+    load_rate: float = typer.Option(DEFAULT_LOAD_RATE, help="Operations a second the load sends, however slow the "
+                                    "answers (open loop); each is recorded and checked for lost data."),
     paused: bool = typer.Option(False, "--paused", help="Create it paused."),
 ) -> None:
     """Run chaos on a schedule (default every night at 03:00 UTC). A run is skipped while the subject is busy."""
     _check_timezone(timezone)
     inp = chaos_input(subject, target, detect_timeout, detect_interval, countdown, project, port_base,
-                      max_fault_seconds, fault=fault, params=param, count=count, allow_quorum_loss=allow_quorum_loss)
+                      max_fault_seconds, load_rate=load_rate, fault=fault, params=param, count=count,
+                      allow_quorum_loss=allow_quorum_loss)
     # Named here, not in the workflow: the project is the workflow id that locks the subject copy.
     inp.subject.project = resolve(inp.subject).project
     asyncio.run(_create(schedule_id or f"nightly-{inp.subject.project}", inp, cron, timezone, paused))

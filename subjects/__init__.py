@@ -10,6 +10,8 @@ from subjects.base import (
     FromWheelBinary,
     ImageSpec,
     Members,
+    NotApplied,
+    Reading,
     Session,
     Subject,
     SubjectInstance,
@@ -19,6 +21,6 @@ from subjects.registry import get_subject, known, resolve, subject_ref
 
 __all__ = [
     "BadSubjectFile", "DiagnosisHints", "ExecResult", "FromDebian", "FromDockerfile", "FromWheelBinary", "ImageSpec",
-    "Members", "Session", "Subject", "SubjectInstance", "UnknownSubject", "get_subject", "known", "resolve",
+    "Members", "NotApplied", "Reading", "Session", "Subject", "SubjectInstance", "UnknownSubject", "get_subject", "known", "resolve",
     "subject_ref",
 ]

@@ -116,8 +116,29 @@ class Members(Protocol):
     async def exec(self, service: str, argv: list[str], timeout: float) -> ExecResult: ...
 
 
+class NotApplied(Exception):
+    """The system said for certain that an operation did not take effect (outcome `fail`, not `info`): e.g. the
+    connection was refused, so nothing was sent."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    value: str | None  # None: the key holds nothing
+    token: int | None = None  # the token the value was written with (etcd mod revision, NATS sequence, xmin)
+
+
 class Session(abc.ABC):
-    """An open connection to one running instance, for checks, load and role probes. Closed with `aclose`."""
+    """An open connection to one running instance, for checks, load and role probes. Closed with `aclose`.
+
+    Load: a session offers data operations (`read`/`write` of a key, which the safety checkers can reason about)
+    or, failing that, an opaque `load_op` (then only availability is measured)."""
+
+    # Whether `read` and `write` are implemented.
+    operations: bool = False
+    # What the tokens `write` returns are called ("revision"); None: the system returns none.
+    token_name: str | None = None
+    # Tokens come from a counter only this load advances (a stream of its own): an unexplained gap is a violation.
+    gapless_tokens: bool = False
 
     @abc.abstractmethod
     async def check(self, timeout: float, fail_fast: bool = False) -> CheckResult:
@@ -128,10 +149,20 @@ class Session(abc.ABC):
         hang until the timeout while the dead member answers at once. The result then lists only the members
         that answered and the violations seen so far."""
 
-    @abc.abstractmethod
+    async def read(self, client: int, key: str, timeout: float) -> Reading:
+        """Read one key as load client number `client`. Raises on failure (`NotApplied` is not needed: a read
+        changes nothing). The session decides where it goes and fails over to, as a real client would; the key is
+        the load's, the session may put it under a prefix of its own."""
+        raise NotImplementedError
+
+    async def write(self, client: int, key: str, value: str, timeout: float) -> int | None:
+        """Write one key; returns the system's token for the write, if it has one. Raises `NotApplied` when the
+        write certainly did not happen, anything else when it may have."""
+        raise NotImplementedError
+
     async def load_op(self, client: int, seq: int, timeout: float) -> None:
-        """One unit of client traffic from load client number `client`; raises on failure. The session decides
-        where it goes (and where it fails over to), as a real client of the system would."""
+        """One unit of client traffic, for a session without `operations`; raises on failure."""
+        raise NotImplementedError
 
     async def roles(self, timeout: float) -> dict[str, str]:
         """role -> the service holding it now, read from the system itself. By default from a full check."""

@@ -27,7 +27,7 @@ from contracts import Attr, Progress
 from runtime.copies import SubjectCopy, free_port_base
 from runtime.devserver import temporal_binary
 from runtime.worker import build_worker
-from subjects import get_subject, subject_ref
+from subjects import Reading, Session, get_subject, subject_ref
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"  # kept by CI: screenshots, reports, durability figures
@@ -132,6 +132,15 @@ async def etcd(request):
     """A healthy 3-member etcd cluster, private to the test module."""
     async with private_copy("etcd", getattr(request.module, "PORT_RANGE", (24000, 24990))) as copy:
         yield copy
+
+
+async def write_and_read(session: Session, client: int, seq: int, timeout: float) -> str:
+    """One write of a key (`t<seq % 8>`) as load client `client`, and its read back through the same client, which
+    must see the value and the token the write got. Returns the key."""
+    key, value = f"t{seq % 8}", f"{client}:{seq}"
+    token = await session.write(client, key, value, timeout)
+    assert await session.read(client, key, timeout) == Reading(value, token)
+    return key
 
 
 async def until(deadline_s: float, probe):

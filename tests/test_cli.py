@@ -192,6 +192,8 @@ async def test_worker_window_shows_each_run_start_and_end(client, private_queue_
         (["--detect-timeout", "0"], "--detect-timeout must be positive"),
         (["--detect-interval", "-1"], "--detect-interval must be positive"),
         (["--countdown", "-1"], "--countdown cannot be negative"),
+        (["--load-rate", "0"], "--load-rate must be above 0 and at most 2000"),
+        (["--load-rate", "1e6"], "--load-rate must be above 0 and at most 2000"),
     ],
 )
 async def test_bad_input_exits_2_with_one_line_and_kills_nothing(cli_env, etcd, args, message):

@@ -326,8 +326,9 @@ async def test_html_report_is_self_contained_with_the_timeline_plot(finished_run
     # Self-contained: no external script, stylesheet, image or address of any kind.
     assert not [t for t, a in tags if t in ("script", "link", "img", "iframe")]
     assert set(re.findall(r"https?://[^\s\"'<>]+", text)) <= SVG_NAMESPACES
-    svgs = [a for t, a in tags if t == "svg"]
-    assert len(svgs) == 1 and svgs[0]["id"] == "timeline"
+    # The load timeline, and each operation's latency (the history is on this machine: the CLI ran the worker).
+    assert [a["id"] for t, a in tags if t == "svg"] == ["timeline", "latency"]
+    assert 'id="latency-ok"' in text and 'id="latency-fault-period"' in text
     svg = ET.fromstring(text[text.index("<svg"):text.index("</svg>") + len("</svg>")])
     windows = finished_run["load"]["windows"]
     # One point per load window on the throughput line (and one dot each): at least the baseline window and the

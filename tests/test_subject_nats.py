@@ -16,7 +16,7 @@ from activities.docker import open_session, service_container
 from runtime.copies import SubjectCopy
 from subjects.nats import NATS, STREAM
 
-from tests.conftest import private_copy, until
+from tests.conftest import private_copy, until, write_and_read
 
 PORT_RANGE = (29000, 29990)
 
@@ -48,7 +48,7 @@ async def test_a_healthy_cluster_passes_its_check_with_roles(cluster):
         assert set(result.roles.values()) <= set(NATS.services)
         assert await session.roles(2.0) == result.roles
         for seq in range(20):
-            await session.load_op(seq % 3, seq, 2.0)
+            await write_and_read(session, seq % 3, seq, 2.0)
 
     # The roles are the system's own: the stream leader is the one nats-server names in the stream's info.
     nc = await nats.connect(list(NATS.client_urls(cluster.instance.port_base).values()), connect_timeout=2,
@@ -67,7 +67,7 @@ async def test_killing_the_stream_leader_is_detected_survived_and_healed(cluster
         before = await checker.check(2.0)
         assert before.ok, before.violations
         victim = before.roles["stream_leader"]
-        await load.load_op(0, 0, 2.0)
+        await write_and_read(load, 0, 0, 2.0)
 
         killed = time.monotonic()
         await _kill(cluster, victim)
@@ -93,7 +93,7 @@ async def test_killing_the_stream_leader_is_detected_survived_and_healed(cluster
 
         async def load_ok():
             try:
-                await load.load_op(0, next(seq), 1.0)
+                await write_and_read(load, 0, next(seq), 1.0)
                 return True
             except Exception:  # noqa: BLE001 - failures are expected until the re-election ends
                 return False
@@ -109,7 +109,7 @@ async def test_killing_the_stream_leader_is_detected_survived_and_healed(cluster
         load_s, elected_s = since_kill + load_s, since_kill + elected_s
         assert not during.ok and during.roles["stream_leader"] != victim
         for i in range(10):
-            await load.load_op(1, i, 2.0)
+            await write_and_read(load, 1, i, 2.0)
 
         # Heal: the runner starts the member again; the check passes once it has rejoined, and so does every
         # member's plain /healthz (JetStream current: meta group and streams caught up), the cluster's own verdict.

@@ -17,7 +17,7 @@ from runtime.copies import SubjectCopy
 from subjects import SubjectInstance
 from subjects.postgres import PASSWORD, POSTGRES, USER
 
-from tests.conftest import private_copy, until
+from tests.conftest import private_copy, until, write_and_read
 
 PORT_RANGE = (27000, 27990)
 
@@ -60,7 +60,7 @@ async def test_a_healthy_cluster_passes_its_check_with_the_leader_from_patroni(c
         assert set(result.roles) == {"leader"} and result.roles["leader"] in POSTGRES.targets
         assert await session.roles(2.0) == result.roles
         for seq in range(40):
-            await session.load_op(seq % 4, seq, 2.0)
+            await write_and_read(session, seq % 4, seq, 2.0)
 
     # The role is Patroni's own: the member its DCS view names leader, and the one PostgreSQL says is primary.
     leader = result.roles["leader"]
@@ -69,8 +69,8 @@ async def test_a_healthy_cluster_passes_its_check_with_the_leader_from_patroni(c
         members = (await http.get(f"{api['pg1']}/cluster", timeout=2)).json()["members"]
     assert [m["name"] for m in members if m["role"] == "leader"] == [leader]
     assert await _sql(cluster, leader, "SELECT pg_is_in_recovery()") == [(False,)]
-    # The load wrote through the leader (key seq % 128 holds the last even seq written there).
-    assert await _sql(cluster, leader, "SELECT v FROM chaos_load WHERE k = 38") == [(38,)]
+    # The load wrote through the leader (key t6 holds the last seq written to it, by client 38 % 4).
+    assert await _sql(cluster, leader, "SELECT v FROM chaos_kv WHERE k = 't6'") == [("2:38",)]
 
 
 async def test_killing_the_leader_fails_over_and_the_old_leader_rejoins(cluster):
@@ -78,7 +78,7 @@ async def test_killing_the_leader_fails_over_and_the_old_leader_rejoins(cluster)
         before = await checker.check(2.0)
         assert before.ok, before.violations
         victim = before.roles["leader"]
-        await load.load_op(0, 0, 2.0)
+        await write_and_read(load, 0, 0, 2.0)
 
         await _docker(cluster, victim, "kill")
         killed = time.monotonic()
@@ -102,19 +102,17 @@ async def test_killing_the_leader_fails_over_and_the_old_leader_rejoins(cluster)
         assert failover_s < 15
 
         # Load follows the failover: the same load client finds the new primary by itself.
-        seq = iter(range(2, 1_000_000, 2))  # even: writes
+        seq = iter(range(1, 1_000_000))
 
         async def load_ok():
             try:
                 n = next(seq)
-                await load.load_op(0, n, 1.0)
-                return n
+                return await write_and_read(load, 0, n, 1.0), f"0:{n}"
             except Exception:  # noqa: BLE001 - failures are expected until the client has found the new leader
                 return None
 
-        written, _ = await until(10, load_ok)
-        assert await _sql(cluster, successor, "SELECT v FROM chaos_load WHERE k = %s",
-                          (written % 128,)) == [(written,)]
+        (key, written), _ = await until(10, load_ok)
+        assert await _sql(cluster, successor, "SELECT v FROM chaos_kv WHERE k = %s", (key,)) == [(written,)]
 
         # Rejoin: the restarted former leader comes back as a replica (pg_rewind) and streams from the successor.
         await _docker(cluster, victim, "start")
@@ -123,8 +121,7 @@ async def test_killing_the_leader_fails_over_and_the_old_leader_rejoins(cluster)
         assert healed.roles["leader"] == successor
         assert await _sql(cluster, victim, "SELECT pg_is_in_recovery()") == [(True,)]
         # What the successor acknowledged is on the rejoined member too.
-        row = await until(10, lambda: _sql(cluster, victim, "SELECT v FROM chaos_load WHERE k = %s",
-                                            (written % 128,)))
+        row = await until(10, lambda: _sql(cluster, victim, "SELECT v FROM chaos_kv WHERE k = %s", (key,)))
         assert row[0] == [(written,)]
 
 
@@ -151,7 +148,7 @@ async def test_a_frozen_replica_cannot_make_checks_or_load_overrun_their_deadlin
             async with open_session(cluster.instance) as fresh:
                 for seq in range(10):
                     began = time.monotonic()
-                    await fresh.load_op(seq, seq, 1.5)
+                    await fresh.write(seq, f"t{seq}", "x", 1.5)
                     assert time.monotonic() - began < 1.5
         finally:
             await _docker(cluster, frozen, "unpause")

@@ -45,6 +45,8 @@ from contracts import (
     PreflightResult,
     ReapAction,
     RestoreResult,
+    SafetyReport,
+    SafetyRequest,
     SubjectRef,
     TargetChoice,
     WaitHealthyRequest,
@@ -78,6 +80,8 @@ class FakeCluster:
         self.inject_times: list[datetime] = []
         self.restore_times: list[datetime] = []
         self.reaped: list[str] = []  # restored by a fault guard (or the reaper), not by the run itself
+        self.safety = SafetyReport(verdict="ok")  # what the safety check finds
+        self.safety_requests: list[SafetyRequest] = []
 
     def check(self) -> CheckResult:
         members = [MemberHealth(service=s, healthy=s not in self.down) for s in SERVICES]
@@ -161,9 +165,14 @@ class FakeCluster:
             cluster.down.discard(target)
             return ReapAction(workflow_id=orphan.workflow_id, run_id=orphan.run_id, target=target, action=action)
 
+        @activity.defn(name="check_safety")
+        async def check_safety(req: SafetyRequest) -> SafetyReport:
+            cluster.safety_requests.append(req)
+            return cluster.safety
+
         # The guard's watch only talks to Temporal: the real one.
         return [preflight, run_load_window, inject_fault, detect_violation, gather_evidence, diagnose,
-                restore_fault, wait_healthy, reap_fault, wait_until_run_closes]
+                restore_fault, wait_healthy, reap_fault, wait_until_run_closes, check_safety]
 
 
 def fast_input(**kw) -> ChaosInput:
@@ -214,6 +223,19 @@ async def test_count_hits_the_leader_and_a_drawn_member_and_restores_both(client
     assert report.fault_label == "kill (fake)"
     # The search attribute names the kind with its parameters (the label preflight validated).
     assert (await handle.describe()).typed_search_attributes.get(Attr.FAULT) == "kill (fake)"
+
+
+async def test_a_safety_violation_fails_the_run_and_says_why(client):
+    cluster = FakeCluster()
+    cluster.safety = SafetyReport(verdict="violated", reasons=["lost writes: 1 acknowledged writes lost"], lost_writes=1)
+    report, _ = await run_chaos(client, cluster, fast_input(target="n2"))
+    assert report.verdict == "fail"
+    assert report.safety.lost_writes == 1
+    assert report.reasons[-1] == "data safety violated: lost writes: 1 acknowledged writes lost", report.reasons
+    # Checked after the restore, told when the fault was on, and with every window's part to expect.
+    req = cluster.safety_requests[0]
+    assert cluster.restore_times[0] < req.fault_ended_at and req.fault_started_at < req.fault_ended_at
+    assert req.windows == len(report.load.windows) > 0
 
 
 async def test_restore_runs_after_a_failing_stage(client):
@@ -420,7 +442,7 @@ async def test_countdown_is_one_durable_timer_and_the_live_view_counts_down_from
     inject = next(e for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
                   and e.activity_task_scheduled_event_attributes.activity_type.name == "inject_fault")
     assert (inject.event_time.ToDatetime() - timers[0].event_time.ToDatetime()).total_seconds() >= 20
-    assert len(events) < 160, len(events)  # 253 with a timer per second, 134 with one
+    assert len(events) < 190, len(events)  # 253 with a timer per second, 134 with one (+~12 for the safety check)
 
     # The live view counts down from the timer's end, on the viewer's clock; countdown_left stays meaningful.
     ((progress, at, view),) = during_countdown

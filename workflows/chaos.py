@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.faults import inject_fault, restore_fault
     from activities.load import run_load_window
     from activities.probes import detect_violation, preflight, wait_healthy
+    from activities.safety import check_safety
     from contracts import (
         GUARD_WORKFLOW_NAME,
         RECENT_WINDOWS,
@@ -45,6 +46,8 @@ with workflow.unsafe.imports_passed_through():
         PreflightRequest,
         Progress,
         RestoreResult,
+        SafetyReport,
+        SafetyRequest,
         Stage,
         TargetChoice,
         WaitHealthyRequest,
@@ -65,6 +68,14 @@ STAGE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=0.5), maximum_inter
 
 def _seconds(a: datetime | None, b: datetime | None) -> float | None:
     return None if a is None or b is None else round((b - a).total_seconds(), 3)
+
+
+def safety_reason(s: SafetyReport) -> str:
+    """The data safety verdict as one of the run's reasons."""
+    if s.verdict == "ok":
+        return (f"data safety ok: {s.ops} operations, {s.acked_writes} acknowledged writes to {s.keys} keys, none "
+                f"lost, every read linearizable")
+    return f"data safety {s.verdict}: {'; '.join(s.reasons) or 'no reason given'}"
 
 
 def grade(diagnosis: Diagnosis, targets: list[str]) -> bool:
@@ -151,7 +162,7 @@ class ChaosDemoWorkflow:
                 window = await workflow.execute_activity(
                     run_load_window,
                     LoadRequest(subject=inp.subject, window_s=inp.load_window_s, concurrency=inp.load_concurrency,
-                                check_timeout_s=inp.check_timeout_s),
+                                check_timeout_s=inp.check_timeout_s, rate=inp.load_rate),
                     start_to_close_timeout=timedelta(seconds=inp.load_window_s + 10), heartbeat_timeout=HEARTBEAT,
                     # A lost window is a gap in the chart, not a reason to retry into the next one.
                     retry_policy=RetryPolicy(maximum_attempts=1),
@@ -253,7 +264,9 @@ class ChaosDemoWorkflow:
             # cancellation alike (a cancel lands here as CancelledError from `_supervise`).
             restore, final = await self._shielded(self._compensate(inp, fault, experiment, load))
 
-        report = self._report(inp, pre.project, targets, started_at, workflow.now(), restore, final)
+        # Runs started before the safety check replay without it (and report none).
+        safety = await self._check_safety(inp, final) if workflow.patched("safety-check") else None
+        report = self._report(inp, pre.project, targets, started_at, workflow.now(), restore, final, safety)
         # Let an `abort` caller get its answer before the run closes.
         await workflow.wait_condition(workflow.all_handlers_finished)
         return report
@@ -473,8 +486,25 @@ class ChaosDemoWorkflow:
         self._details()  # a cancelled run ends without a report: the memo gets TTR here
         return restore, final
 
+    async def _check_safety(self, inp: ChaosInput, final: CheckResult | None) -> SafetyReport:
+        """After the restore (the load has stopped): read back every key the load wrote and check the operation
+        history. An activity does both: the history is a file on the worker, never in this workflow's history."""
+        self._stage(Stage.SAFETY, "final read of every key written, then the data safety check")
+        try:
+            return await workflow.execute_activity(
+                check_safety,
+                SafetyRequest(subject=inp.subject, check_timeout_s=inp.check_timeout_s, windows=len(self._windows),
+                              fault_started_at=self._injected.injected_at if self._injected else None,
+                              fault_ended_at=final.at if final else None),
+                start_to_close_timeout=timedelta(minutes=5), heartbeat_timeout=HEARTBEAT,
+                retry_policy=RetryPolicy(maximum_attempts=2), summary="final read + safety check",
+            )
+        except ActivityError as err:  # the verdict must not hang on it: say it is unknown, and why
+            return SafetyReport(verdict="unknown", reasons=[f"the safety check failed: {err.cause or err}"])
+
     def _report(self, inp: ChaosInput, project: str, targets: list[str], started_at: datetime, finished_at: datetime,
-                restore: RestoreResult | None, final: CheckResult | None) -> ChaosReport:
+                restore: RestoreResult | None, final: CheckResult | None,
+                safety: SafetyReport | None = None) -> ChaosReport:
         p = self._progress
         injected, detection, diagnosis, reasons = self._injected, self._detection, self._diagnosis, self._reasons
         detected = bool(detection and detection.detected)
@@ -496,7 +526,10 @@ class ChaosDemoWorkflow:
             source = diagnosis.source + (f", fallback: {diagnosis.fallback_reason}" if diagnosis.fallback_reason else "")
             reasons.append(f"diagnosis ({source}) named {', '.join(diagnosis.affected_nodes) or 'nobody'}: "
                            f"{'correct' if diagnosis.correct else 'incorrect'}")
-        passed = detected and p.fault_state == FaultState.RESTORED and final is not None and final.ok
+        if safety is not None:
+            reasons.append(safety_reason(safety))
+        passed = (detected and p.fault_state == FaultState.RESTORED and final is not None and final.ok
+                  and (safety is None or safety.verdict != "violated"))
         verdict = p.verdict = "pass" if passed else "fail"
         self._stage(Stage.DONE, f"verdict: {verdict}")
         workflow.upsert_search_attributes([Attr.VERDICT.value_set(verdict)])
@@ -524,6 +557,7 @@ class ChaosDemoWorkflow:
             diagnosis=diagnosis,
             load=self._load_summary(injected, final),
             final_check=final,
+            safety=safety,
         )
 
     def _load_summary(self, injected: InjectResult | None, final: CheckResult | None) -> LoadSummary:

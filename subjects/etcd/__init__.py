@@ -15,6 +15,8 @@ from subjects.base import (
     FromWheelBinary,
     ImageSpec,
     Members,
+    NotApplied,
+    Reading,
     Session,
     Subject,
     SubjectInstance,
@@ -34,11 +36,17 @@ def etcd_image() -> ImageSpec:
     return local_or_upstream(LOCAL_IMAGE, RECIPE, IMAGE_ENV)
 
 
+LOAD_PREFIX = "chaos/kv/"  # the load's keys; the probe writes chaos/probe
+
+
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
 class EtcdSession(Session):
+    operations = True
+    token_name = "revision"
+
     def __init__(self, endpoints: dict[str, str]):
         self.endpoints = endpoints
         self.http = http_client()
@@ -102,25 +110,34 @@ class EtcdSession(Session):
         return CheckResult(at=at, ok=not violations, members=members,
                            roles={"leader": leader} if leader else {}, violations=violations)
 
-    async def load_op(self, client: int, seq: int, timeout: float) -> None:
+    async def _call(self, client: int, path: str, body: dict, timeout: float) -> dict:
         # Each client sticks to one member and fails over to the next after an error, as a real etcd client with
         # several endpoints does: a killed member shows up as errors and a dip, not as a total outage.
         index = self._client_endpoint.setdefault(client, client % len(self._urls))
-        endpoint = self._urls[index]
-        key = _b64(f"chaos/load/{seq % 128}")
         try:
-            if seq % 2 == 0:
-                r = await self.http.post(f"{endpoint}/v3/kv/put", json={"key": key, "value": _b64(str(seq))},
-                                         timeout=timeout)
-            else:
-                r = await self.http.post(f"{endpoint}/v3/kv/range", json={"key": key}, timeout=timeout)
+            r = await self.http.post(f"{self._urls[index]}{path}", json=body, timeout=timeout)
             r.raise_for_status()
-            body = r.json()
-            if "header" not in body:  # the gateway answers 200 with {"error": ...} for some failures
-                raise RuntimeError(body.get("error") or body.get("message") or "no header in answer")
-        except Exception:
+            answer = r.json()
+            if "header" not in answer:  # the gateway answers 200 with {"error": ...} for some failures
+                raise RuntimeError(answer.get("error") or answer.get("message") or "no header in answer")
+            return answer
+        except Exception as exc:
             self._client_endpoint[client] = (index + 1) % len(self._urls)
+            if isinstance(exc, httpx.ConnectError):  # refused: nothing was sent
+                raise NotApplied(describe(exc)) from exc
             raise
+
+    async def read(self, client: int, key: str, timeout: float) -> Reading:
+        # A range is linearizable by default (not `serializable`): the member asks the leader first.
+        kvs = (await self._call(client, "/v3/kv/range", {"key": _b64(LOAD_PREFIX + key)}, timeout)).get("kvs")
+        if not kvs:
+            return Reading(None)
+        return Reading(base64.b64decode(kvs[0].get("value", "")).decode(), int(kvs[0]["mod_revision"]))
+
+    async def write(self, client: int, key: str, value: str, timeout: float) -> int:
+        # The store's revision after the put: the put's own (its key's mod_revision).
+        body = {"key": _b64(LOAD_PREFIX + key), "value": _b64(value)}
+        return int((await self._call(client, "/v3/kv/put", body, timeout))["header"]["revision"])
 
 
 class Etcd(Subject):

