@@ -67,7 +67,7 @@ async def test_a_system_that_drops_acknowledged_writes_fails_its_run_for_that(cl
     assert next(c.name for c in safety.checks if c.verdict == "violated") == "lost writes"
 
 
-@pytest.mark.parametrize("fault", ["kill"])  # more kinds (stop, partition) join as the fault catalog grows
+@pytest.mark.parametrize("fault", ["kill", "partition"])
 async def test_etcd_keeps_every_acknowledged_write_under_a_fault(client, task_queue, fault):
     async with private_copy("etcd", PORT_RANGE) as copy:
         report = await run(client, task_queue, copy, fault=fault)
