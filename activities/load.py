@@ -22,7 +22,7 @@ from temporalio import activity
 
 from activities.docker import open_session
 from activities.probes import resolve_or_bad_input
-from contracts import LoadRequest, LoadWindow
+from contracts import LoadRequest, LoadWindow, fault_tag
 from safety.checkers import percentile
 from safety.history import PART_SUFFIX, Op, run_dir, write_part
 from subjects import NotApplied, Session
@@ -37,8 +37,10 @@ WRITE_SHARE = 0.5
 
 
 def run_keys() -> tuple[str, ...]:
-    """This run's keys: a run starts from keys nobody wrote, so their initial value is known (nothing)."""
-    return tuple(f"{activity.info().workflow_run_id[:8]}-k{i:02d}" for i in range(KEYS))
+    """This run's keys: a run starts from keys nobody wrote, so their initial value is known (nothing). Named by a
+    hash of the run, not a prefix of its id: run ids are time-ordered (UUIDv7), so runs a minute apart share one."""
+    info = activity.info()
+    return tuple(f"{fault_tag(info.workflow_id, info.workflow_run_id)}-k{i:02d}" for i in range(KEYS))
 
 
 async def one_op(session: Session, kind: str, client: int, key: str | None, value: str | None, seq: int,

@@ -242,3 +242,20 @@ def test_history_parts_round_trip(tmp_path):
     write_part(tmp_path / "0001.jsonl.gz", ops[:2])
     write_part(tmp_path / "final.jsonl.gz", ops[2:])
     assert read_history(tmp_path) == ops
+
+
+def test_runs_a_minute_apart_write_to_keys_of_their_own():
+    """Run ids are time-ordered (UUIDv7): two runs started within a minute share their first 8 characters. A run
+    that reused another's keys would read the other's values and report a stale read that never happened."""
+    import dataclasses
+
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.load import run_keys
+
+    keys = []
+    for run_id in ("01a1ff5a-1111-7000-8000-000000000001", "01a1ff5a-2222-7000-8000-000000000002"):
+        env = ActivityEnvironment()
+        env.info = dataclasses.replace(env.info, workflow_id="chaos-etcd", workflow_run_id=run_id)
+        keys.append(set(env.run(run_keys)))
+    assert keys[0] and keys[1] and not keys[0] & keys[1]
