@@ -363,8 +363,6 @@ async def test_latency_on_this_kernel_is_refused_in_preflight_naming_netem(clien
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "sch_netem" in errors[0] and "nothing was injected" in errors[0], proc.stderr
-    # The refusal is that one line: the user is not shown the worker's traceback of the refused preflight too.
-    assert "Traceback" not in proc.stderr and "Completing activity as failed" not in proc.stderr, proc.stderr
     assert proc.stdout == ""
     # Nothing was injected: no container event, every namespace as it was, the run never armed a fault.
     assert events_since(etcd, since) == []
@@ -373,6 +371,30 @@ async def test_latency_on_this_kernel_is_refused_in_preflight_naming_netem(clien
     assert desc.typed_search_attributes.get(Attr.FAULT_STATE) in (None, FaultState.NONE.value)
     assert desc.typed_search_attributes.get(Attr.FAULT) == "latency"
     assert leftovers(etcd, TAGS) == []
+    # The refusal is that one line: the user is not shown the worker's traceback of the refused preflight too.
+    assert "Traceback" not in proc.stderr and "Completing activity as failed" not in proc.stderr, proc.stderr
+
+
+# -- the fault deadline undoes a network kind too --------------------------------------------------------------------
+
+async def test_a_bandwidth_cap_never_outlives_its_deadline(client, task_queue, etcd):
+    """A cap etcd does not notice is never detected: the deadline, not detection, ends it, and it is undone."""
+    assert (await etcd.wait_healthy()).ok
+    before = net_states(etcd)
+    async with running_worker(client, task_queue):
+        report = await asyncio.wait_for(client.execute_workflow(
+            ChaosDemoWorkflow.run,
+            ChaosInput(subject=etcd.ref, fault="bandwidth", fault_params={"rate": "512kbit"}, target="etcd1",
+                       countdown_s=0, detect_timeout_s=120, max_fault_s=4),
+            id=etcd.instance.project, task_queue=task_queue), 120)
+    TAGS.append(fault_tag(report.workflow_id, report.run_id))
+    assert report.fault_label == "bandwidth 512kbit" and report.fault_state == FaultState.RESTORED
+    assert any(r.startswith("fault deadline (4s) reached") for r in report.reasons), report.reasons
+    fault_s = (report.restored_at - report.injected_at).total_seconds()
+    assert fault_s < 4 + 15, fault_s  # restore started at the deadline, not after the 120 s detection window
+    assert leftovers(etcd, TAGS) == []
+    assert net_states(etcd) == before
+    assert (await etcd.wait_healthy()).ok
 
 
 # -- the law: nothing left behind ------------------------------------------------------------------------------------
