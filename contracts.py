@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 TASK_QUEUE = "chaos-runs"
 WORKFLOW_NAME = "ChaosDemoWorkflow"
@@ -579,6 +580,13 @@ class ScheduledRunResult(BaseModel):
     run_id: str | None = None
     verdict: Verdict | None = None
     skipped_reason: str | None = None
+
+
+def bad_input(message: str) -> ApplicationError:
+    """The user's mistake, refused before anything is touched: never retried, and BENIGN, so a worker logs it
+    without a traceback (the starter prints it as the one line it is, and may be running the worker itself)."""
+    return ApplicationError(message, type=ErrorType.BAD_INPUT, non_retryable=True,
+                            category=ApplicationErrorCategory.BENIGN)
 
 
 class ErrorType:

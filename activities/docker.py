@@ -15,7 +15,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.images import ImageBuildFailed, ensure_images
-from contracts import ContainerState, ErrorType
+from contracts import ContainerState, ErrorType, bad_input
 from runtime.state import state_dir
 from subjects import ExecResult, SubjectInstance
 from subjects.base import ImageSpec
@@ -80,11 +80,8 @@ def validate_compose(client: DockerClient, instance: SubjectInstance) -> None:
         client.compose.config(return_json=True)
     except DockerException as exc:
         detail = (exc.stderr or str(exc)).strip().splitlines()
-        raise ApplicationError(
-            f"compose file of subject {instance.subject.name!r} is broken: {detail[-1] if detail else exc}",
-            type=ErrorType.BAD_INPUT,
-            non_retryable=True,
-        ) from exc
+        raise bad_input(
+            f"compose file of subject {instance.subject.name!r} is broken: {detail[-1] if detail else exc}") from exc
 
 
 def ensure_image(instance: SubjectInstance, progress: Callable[[str], None] = lambda line: None) -> list[str]:

@@ -15,7 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.docker import compose_client, off_loop, project_containers
 from activities.probes import fault_or_bad_input, resolve_or_bad_input
-from contracts import ErrorType, FaultRequest, InjectResult, RestoreResult
+from contracts import ErrorType, FaultRequest, InjectResult, RestoreResult, bad_input
 from faults import Fault, Target
 
 
@@ -24,8 +24,7 @@ def _targets(req: FaultRequest) -> tuple[Fault, list[Target], list[str]]:
     instance = resolve_or_bad_input(req.subject)
     unknown = [m for m in req.members if m not in instance.subject.targets]
     if unknown:
-        raise ApplicationError(f"{', '.join(unknown)} not a target of subject {instance.subject.name!r}",
-                               type=ErrorType.BAD_INPUT, non_retryable=True)
+        raise bad_input(f"{', '.join(unknown)} not a target of subject {instance.subject.name!r}")
     fault = fault_or_bad_input(req.fault, req.params)
     # One lookup for the whole project (no separate `docker info` first: an unreachable daemon fails it with the
     # error `off_loop` turns into DockerUnavailable).

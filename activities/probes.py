@@ -34,6 +34,7 @@ from contracts import (
     SubjectRef,
     TargetChoice,
     WaitHealthyRequest,
+    bad_input,
 )
 from faults import BadFault, Fault, make_fault, target_choice
 from subjects import BadSubjectFile, SubjectInstance, UnknownSubject, resolve
@@ -46,7 +47,7 @@ def resolve_or_bad_input(ref: SubjectRef) -> SubjectInstance:
     try:
         return resolve(ref)
     except (UnknownSubject, BadSubjectFile) as exc:
-        raise ApplicationError(str(exc), type=ErrorType.BAD_INPUT, non_retryable=True) from exc
+        raise bad_input(str(exc)) from exc
 
 
 async def wait_until_healthy(
@@ -87,7 +88,7 @@ async def preflight(req: PreflightRequest) -> PreflightResult:
         await off_loop(ensure_images_or_fail, fault.images(), f"fault {fault.kind}", _build_progress)
     reason = await off_loop(fault.unsupported)
     if reason:
-        raise ApplicationError(reason, type=ErrorType.BAD_INPUT, non_retryable=True)
+        raise bad_input(reason)
     started = False
     if not await off_loop(all_running, client, instance):
         await off_loop(ensure_image, instance, _build_progress)
@@ -118,14 +119,14 @@ def fault_or_bad_input(kind: str, params: dict) -> Fault:
     try:
         return make_fault(kind, params)
     except BadFault as exc:
-        raise ApplicationError(str(exc), type=ErrorType.BAD_INPUT, non_retryable=True) from exc
+        raise bad_input(str(exc)) from exc
 
 
 def _choice_or_bad_input(subject, fault: Fault, req: PreflightRequest, roles: dict[str, str] | None) -> TargetChoice:
     try:
         return target_choice(subject, fault, req.target, req.count, req.allow_quorum_loss, roles)
     except BadFault as exc:
-        raise ApplicationError(str(exc), type=ErrorType.BAD_INPUT, non_retryable=True) from exc
+        raise bad_input(str(exc)) from exc
 
 
 @activity.defn

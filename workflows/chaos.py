@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityCancellationType, ParentClosePolicy
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities.diagnosis import diagnose, gather_evidence
@@ -34,7 +34,6 @@ with workflow.unsafe.imports_passed_through():
         DetectResult,
         DiagnoseRequest,
         Diagnosis,
-        ErrorType,
         EvidenceRequest,
         FaultRequest,
         FaultState,
@@ -51,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         Stage,
         TargetChoice,
         WaitHealthyRequest,
+        bad_input,
         fault_guard_id,
         fault_tag,
     )
@@ -236,7 +236,7 @@ class ChaosDemoWorkflow:
                                             pool=[] if inp.target else pre.targets)
         targets = choice.draw(workflow.random().randrange)
         if not targets or any(t not in pre.targets for t in targets):  # preflight checks this too; never trust input
-            raise ApplicationError(f"{inp.target!r} is not a target", type=ErrorType.BAD_INPUT, non_retryable=True)
+            raise bad_input(f"{inp.target!r} is not a target")
         target = p.target = targets[0]
         p.targets, p.fault_label = targets, pre.fault_label or inp.fault
         info = workflow.info()

@@ -9,7 +9,7 @@ it instead: it starts the chaos run as a child under the subject copy's id and, 
 from __future__ import annotations
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -18,8 +18,8 @@ with workflow.unsafe.imports_passed_through():
         WORKFLOW_TASK_TIMEOUT,
         ChaosInput,
         ChaosReport,
-        ErrorType,
         ScheduledRunResult,
+        bad_input,
     )
     from workflows.chaos import ChaosDemoWorkflow
 
@@ -30,8 +30,7 @@ class ScheduledChaosWorkflow:
     async def run(self, inp: ChaosInput) -> ScheduledRunResult:
         run_id = inp.subject.project
         if not run_id:  # `schedule create` always names it; a schedule made by other means may not
-            raise ApplicationError("a scheduled run needs subject.project (the lock's workflow id)",
-                                   type=ErrorType.BAD_INPUT, non_retryable=True)
+            raise bad_input("a scheduled run needs subject.project (the lock's workflow id)")
         try:
             child = await workflow.start_child_workflow(
                 ChaosDemoWorkflow.run,
