@@ -62,8 +62,9 @@ async def check_safety(req: SafetyRequest) -> SafetyReport:
     ops, found = await asyncio.to_thread(_load_history, folder)
     unknown_because = []
     if found < req.windows:
-        unknown_because.append(f"the history holds {found} of the run's {req.windows} load windows: the others ran "
-                               f"on another worker (give workers a shared CHAOS_STATE_DIR)")
+        unknown_because.append(f"the history holds {found} of the run's {req.windows} load windows: the others were "
+                               f"lost with a worker that died, or ran on another worker (give workers a shared "
+                               f"CHAOS_STATE_DIR)")
     async with open_session(instance) as session:
         if session.operations:
             keys = sorted({op.key for op in ops if op.kind == "write"})

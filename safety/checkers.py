@@ -354,7 +354,7 @@ def check(ops: list[Op], *, token_name: str | None = None, gapless: bool = False
           fault_end_ns: int | None = None, unknown_because: list[str] | None = None) -> SafetyReport:
     """Every checker on one history. `token_name`: what the subject's tokens are (None: it returns none).
     `unknown_because`: what the caller already knows makes the data checks unsound (e.g. missing history parts);
-    the checkers still run, but cannot say `ok`."""
+    the checkers still run and say what they saw, but the verdict is `unknown` either way."""
     began = time.perf_counter()
     data_ops = [op for op in ops if op.kind in ("read", "write")]
     sent = [op for op in ops if not op.final]
@@ -369,7 +369,9 @@ def check(ops: list[Op], *, token_name: str | None = None, gapless: bool = False
             findings.append(tokens(ops, token_name, gapless))
     violated = [f for f in findings if f.verdict == "violated"]
     reasons += [f"{f.name}: {f.detail}" for f in findings if f.verdict != "ok"]
-    verdict = "violated" if violated else "unknown" if reasons else "ok"
+    # A history known to be incomplete (a lost window's operations may have landed) explains any violation the
+    # checkers find in it: it cannot prove data was lost, so it says unknown, with what the checkers saw.
+    verdict = "unknown" if unknown_because else "violated" if violated else "unknown" if reasons else "ok"
     lost = next((f for f in findings if f.name == "lost writes"), None)
     first = violated[0] if violated else None
     return SafetyReport(

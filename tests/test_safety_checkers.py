@@ -259,3 +259,13 @@ def test_runs_a_minute_apart_write_to_keys_of_their_own():
         env.info = dataclasses.replace(env.info, workflow_id="chaos-etcd", workflow_run_id=run_id)
         keys.append(set(env.run(run_keys)))
     assert keys[0] and keys[1] and not keys[0] & keys[1]
+
+
+def test_a_history_known_to_be_incomplete_cannot_prove_a_loss():
+    """A load window lost with its worker wrote no part, but its writes may have landed: the final read then finds
+    a value nobody in the history wrote. That is unknown, never `violated`."""
+    ops = [w("k", "a", 0, 1), final("k", "from-the-lost-window")]
+    assert check(ops).verdict == "violated"  # complete as far as anyone knows: a lost write
+    report = check(ops, unknown_because=["the history holds 3 of the run's 4 load windows"])
+    assert report.verdict == "unknown" and report.lost_writes == 1
+    assert report.reasons[0].startswith("the history holds 3 of")

@@ -493,7 +493,10 @@ class ChaosDemoWorkflow:
         try:
             return await workflow.execute_activity(
                 check_safety,
-                SafetyRequest(subject=inp.subject, check_timeout_s=inp.check_timeout_s, windows=len(self._windows),
+                SafetyRequest(subject=inp.subject, check_timeout_s=inp.check_timeout_s,
+                              # Every window started, lost ones too: a window whose worker died wrote no part,
+                              # and its operations may have landed, so the check must not judge without them.
+                              windows=self._load_rounds,
                               fault_started_at=self._injected.injected_at if self._injected else None,
                               fault_ended_at=final.at if final else None),
                 start_to_close_timeout=timedelta(minutes=5), heartbeat_timeout=HEARTBEAT,
