@@ -395,7 +395,7 @@ async def test_junit_of_a_failed_run_carries_the_reasons_and_exits_1(failed_run,
 async def test_markdown_report(failed_run, cli_env):
     proc = await asyncio.to_thread(starter, "report", failed_run, "--format", "md", env=cli_env)
     assert proc.returncode == 1, proc.stderr
-    assert proc.stdout.startswith("# Chaos run: kill n2 on etcd - FAIL")
+    assert proc.stdout.startswith("# Chaos run: kill (fake) on n2 of etcd - FAIL")  # the label preflight gave
     assert "- stage detect failed" in proc.stdout
 
 

@@ -111,7 +111,7 @@ async def test_schedule_firing_while_a_manual_run_holds_the_subject_is_skipped(c
     (["--timezone", "Mars/Olympus"], "unknown --timezone 'Mars/Olympus'"),
     (["--cron", "not a cron"], "the server refused the schedule"),
     (["--target", "etcd9"], "'etcd9' is not a target of etcd"),
-    (["--fault", "melt"], "unknown --fault 'melt'"),
+    (["--fault", "melt"], "unknown fault 'melt' (known: kill, stop, pause, partition, loss, bandwidth, latency)"),
     (["--subject", "nope"], "unknown subject 'nope'"),
 ])
 async def test_bad_schedule_input_exits_2_with_one_line(cli_env, schedule_id, args, message):
