@@ -84,8 +84,8 @@ async def preflight(req: PreflightRequest) -> PreflightResult:
     client = compose_client(instance)
     await off_loop(ensure_docker, client)
     await off_loop(validate_compose, client, instance)
-    if fault.images():
-        await off_loop(ensure_images_or_fail, fault.images(), f"fault {fault.kind}", _build_progress)
+    if images := fault.images():
+        await off_loop(ensure_images_or_fail, images, f"fault {fault.kind}", _build_progress)
     reason = await off_loop(fault.unsupported)
     if reason:
         raise bad_input(reason)

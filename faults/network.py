@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import re
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -175,6 +176,14 @@ class Loss(_Filter):
 class _Qdisc(_NetFault):
     """A root queueing discipline on every interface but loopback, under the run's own handle."""
 
+    qdisc_kind: ClassVar[str]  # as `tc qdisc show` names it
+    effect: ClassVar[str]  # what it does to the member, for its diagnosis finding
+
+    @classmethod
+    def seen_on(cls, c: ContainerState) -> str | None:
+        rule = next((r for r in c.network_rules if f" {cls.qdisc_kind} " in f" {r} "), None)
+        return None if rule is None else f"{c.service}'s {cls.effect}: {rule}"
+
     @abc.abstractmethod
     def qdisc(self) -> str:
         """The qdisc and its arguments, as `tc qdisc add ... root handle H:` takes them."""
@@ -218,18 +227,15 @@ class Bandwidth(_Qdisc):
     help = "cap the member's outgoing rate (tc tbf)"
     Params = BandwidthParams
     looks_like = "bandwidth-capped: running, but a tbf queueing discipline caps its outgoing rate; answers slow down"
-
-    @classmethod
-    def seen_on(cls, c: ContainerState) -> str | None:
-        rule = next((r for r in c.network_rules if " tbf " in f" {r} "), None)
-        return None if rule is None else f"{c.service}'s outgoing traffic is rate-capped: {rule}"
+    qdisc_kind = "tbf"
+    effect = "outgoing traffic is rate-capped"
 
     def label(self) -> str:
         return f"bandwidth {self.params.rate}"
 
     def qdisc(self) -> str:
         # A 32 kbit burst and 400 ms of queue: enough for a steady trickle, short enough that excess is dropped.
-        return f"tbf rate {self.params.rate} burst 32kbit latency 400ms"
+        return f"{self.qdisc_kind} rate {self.params.rate} burst 32kbit latency 400ms"
 
 
 class LatencyParams(BaseModel):
@@ -243,11 +249,8 @@ class Latency(_Qdisc):
     help = "delay the member's outgoing packets (tc netem; needs the kernel's sch_netem)"
     Params = LatencyParams
     looks_like = "delayed: running, but a netem queueing discipline delays its outgoing packets; every answer is late"
-
-    @classmethod
-    def seen_on(cls, c: ContainerState) -> str | None:
-        rule = next((r for r in c.network_rules if " netem " in f" {r} "), None)
-        return None if rule is None else f"{c.service}'s outgoing packets are delayed: {rule}"
+    qdisc_kind = "netem"
+    effect = "outgoing packets are delayed"
 
     def label(self) -> str:
         jitter = f" ±{self.params.jitter_ms:g}ms" if self.params.jitter_ms else ""
@@ -261,4 +264,4 @@ class Latency(_Qdisc):
                 f"({release}) does not have: nothing was injected")
 
     def qdisc(self) -> str:
-        return f"netem delay {self.params.delay_ms:g}ms {self.params.jitter_ms:g}ms"
+        return f"{self.qdisc_kind} delay {self.params.delay_ms:g}ms {self.params.jitter_ms:g}ms"

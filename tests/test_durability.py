@@ -378,6 +378,18 @@ async def test_watch_attaches_to_a_running_run_and_ctrl_c_only_stops_watching(cl
     assert etcd.died_since(since) == ["etcd1"]
 
 
+async def reap_until_restored(env: dict[str, str]):
+    """`starter.py reap` until it restores something: visibility is eventually consistent, so a run terminated
+    moments ago may not be listed yet. Returns the last attempt."""
+    proc = None
+    for _ in range(20):
+        proc = await asyncio.to_thread(starter, "reap", env=env, timeout=120)
+        if "restored" in proc.stderr:
+            break
+        await asyncio.sleep(0.5)
+    return proc
+
+
 async def test_reap_now_restores_what_a_terminated_run_left(client, task_queue, etcd, tmp_path):
     since = datetime.now(timezone.utc) - timedelta(seconds=1)
     env = cli_env(client, task_queue, tmp_path)
@@ -385,12 +397,7 @@ async def test_reap_now_restores_what_a_terminated_run_left(client, task_queue, 
     try:
         await terminated_with_its_guard(client, task_queue, etcd, "etcd3")
         assert etcd.running()["etcd3"] is False  # nothing restores it: its guard is gone too
-        proc = None
-        for _ in range(20):  # visibility is eventually consistent: the terminated run shows up within moments
-            proc = await asyncio.to_thread(starter, "reap", env=env, timeout=120)
-            if "restored" in proc.stderr:
-                break
-            await asyncio.sleep(0.5)
+        proc = await reap_until_restored(env)
     finally:
         worker.stop()
     assert proc.returncode == 0, proc.stderr

@@ -33,7 +33,7 @@ from tests.fault_checks import (
     net_states,
     qdisc_handle,
 )
-from tests.test_durability import cli_env
+from tests.test_durability import cli_env, reap_until_restored
 from tests.test_fault_kinds import held_run, record, row, since_now
 from tests.workers import WorkerProcess
 from workflows.chaos import ChaosDemoWorkflow
@@ -181,12 +181,7 @@ async def test_terminate_with_its_guard_during_a_partition_reap_removes_the_chai
             await handle.terminate("bulk")
         await asyncio.sleep(3)
         assert in_effect(etcd, "etcd3", "partition", tag)  # left in place: only the reaper can undo it now
-        proc = None
-        for _ in range(20):  # visibility is eventually consistent: the terminated run shows up within moments
-            proc = await asyncio.to_thread(starter, "reap", env=env, timeout=120)
-            if "restored" in proc.stderr:
-                break
-            await asyncio.sleep(0.5)
+        proc = await reap_until_restored(env)
     finally:
         worker.stop()
     assert proc.returncode == 0, proc.stderr

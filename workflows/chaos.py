@@ -443,7 +443,7 @@ class ChaosDemoWorkflow:
             GUARD_WORKFLOW_NAME, GuardRequest(workflow_id=info.workflow_id, run_id=info.run_id, fault=fault),
             id=fault_guard_id(info.workflow_id, info.run_id), parent_close_policy=ParentClosePolicy.ABANDON,
             task_timeout=WORKFLOW_TASK_TIMEOUT,
-            static_summary=f"guard {self._progress.fault_label or fault.fault} {', '.join(fault.members)} of "
+            static_summary=f"guard {self._progress.fault_label} {', '.join(fault.members)} of "
                            f"{info.workflow_id}",
         )
 
@@ -452,14 +452,14 @@ class ChaosDemoWorkflow:
         history). Viewers count down to `countdown_ends_at` on their own clock."""
         p = self._progress
         p.countdown_ends_at = workflow.now() + timedelta(seconds=inp.countdown_s)
-        self._stage(Stage.COUNTDOWN, f"{p.fault_label or inp.fault} {target} at {p.countdown_ends_at:%H:%M:%S} UTC")
+        self._stage(Stage.COUNTDOWN, f"{p.fault_label} {target} at {p.countdown_ends_at:%H:%M:%S} UTC")
         if inp.countdown_s:
             await workflow.sleep(inp.countdown_s, summary=f"countdown {inp.countdown_s}s")
         p.countdown_ends_at = p.countdown_left = None
 
     async def _restore(self, inp: ChaosInput, fault: FaultRequest) -> tuple[RestoreResult, CheckResult | None]:
         p = self._progress
-        self._stage(Stage.RESTORE, f"undoing {p.fault_label or fault.fault} on {', '.join(fault.members)}")
+        self._stage(Stage.RESTORE, f"undoing {p.fault_label} on {', '.join(fault.members)}")
         restore = await workflow.execute_activity(
             restore_fault, fault, start_to_close_timeout=timedelta(seconds=60), heartbeat_timeout=HEARTBEAT,
             retry_policy=RESTORE_RETRY, summary=f"restore {', '.join(fault.members)}",
