@@ -12,8 +12,9 @@ import math
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
@@ -90,6 +91,140 @@ class SubjectRef(BaseModel):
     port_base: int | None = Field(default=None, description="first host port; the subject's default if unset")
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Guardrails: stop conditions and the user's own monitoring
+
+
+def _http_url(value: str | None, what: str) -> str | None:
+    """An http(s) URL with a host, or a one-line error naming the option."""
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what} must be an http:// or https:// URL with a host (got {value!r})")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ValueError(f"{what} has a bad port (got {value!r})") from None
+    return value
+
+
+class StopConditions(BaseModel):
+    """When the blast radius grows past these, the run restores at once and fails with "stopped: <condition>".
+    All unset (the default): nothing is watched. Checked from the first load window until restore begins; one that
+    trips before the fault stops the run before anything is injected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_error_rate_pct: float | None = Field(default=None, ge=0, le=100, description=(
+        "trip when more than this share of the load's operations failed over the last `error_window_s`"))
+    error_window_s: float = Field(default=5.0, gt=0, description="the sliding window of the error rate")
+    max_p99_ms: float | None = Field(default=None, gt=0, description="trip when a load window's p99 is above this")
+    max_unavailable_s: float | None = Field(default=None, gt=0, description=(
+        "trip when no load operation has succeeded for this long"))
+    abort_probe_url: str | None = Field(default=None, description="an HTTP endpoint that must keep answering 2xx")
+    abort_query: str | None = Field(default=None, description="a PromQL instant query that must stay empty or zero")
+    prometheus_url: str | None = Field(default=None, description="the Prometheus that answers `abort_query`")
+    interval_s: float = Field(default=1.0, gt=0, description="how often the probe and the query are asked")
+
+    @field_validator("abort_probe_url")
+    @classmethod
+    def _probe(cls, v: str | None) -> str | None:
+        return _http_url(v, "--abort-probe")
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _prometheus(cls, v: str | None) -> str | None:
+        return _http_url(v, "--prometheus")
+
+    @model_validator(mode="after")
+    def _query_needs_prometheus(self) -> "StopConditions":
+        if self.abort_query and not self.prometheus_url:
+            raise ValueError("--abort-query needs --prometheus URL (the Prometheus that answers it)")
+        return self
+
+    @property
+    def on_load(self) -> bool:
+        """Conditions read from the load's own figures (checked by each load window)."""
+        return any(v is not None for v in (self.max_error_rate_pct, self.max_p99_ms, self.max_unavailable_s))
+
+    @property
+    def watched(self) -> bool:
+        """Conditions that need asking something outside (checked by the watch activity)."""
+        return bool(self.abort_probe_url or self.abort_query)
+
+    def labels(self) -> list[str]:
+        out = []
+        if self.max_error_rate_pct is not None:
+            out.append(f"error rate > {self.max_error_rate_pct:g}% over {self.error_window_s:g}s")
+        if self.max_p99_ms is not None:
+            out.append(f"p99 > {self.max_p99_ms:g} ms")
+        if self.max_unavailable_s is not None:
+            out.append(f"no successful operation for {self.max_unavailable_s:g}s")
+        if self.abort_probe_url:
+            out.append(f"{self.abort_probe_url} not 2xx")
+        if self.abort_query:
+            out.append(f"{self.abort_query!r} not empty or zero")
+        return out
+
+
+class Trip(BaseModel):
+    """A stop condition that tripped, with the figures that tripped it. An activity result: in the history."""
+
+    condition: str = Field(description='which one, e.g. "error rate > 0% over 5s"')
+    detail: str = Field(description='the figures, e.g. "12.5% of 40 operations failed"')
+    at: datetime
+
+    def reason(self) -> str:
+        return f"stopped: {self.condition} ({self.detail})"
+
+
+class ExternalDetector(BaseModel):
+    """The user's own monitoring as a detector: a named alert firing in Prometheus or Alertmanager (their HTTP APIs),
+    or an HTTP endpoint turning non-2xx."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["alert", "http"]
+    url: str = Field(description="alert: the Prometheus or Alertmanager base URL; http: the endpoint")
+    alert: str | None = Field(default=None, description="alert: the alert's name (its `alertname` label)")
+
+    @model_validator(mode="after")
+    def _valid(self) -> "ExternalDetector":
+        if self.kind == "alert" and not (self.alert and self.url):
+            raise ValueError("--detect-alert needs NAME@URL (the alert's name, then the Prometheus/Alertmanager URL)")
+        _http_url(self.url, "--detect-alert URL" if self.kind == "alert" else "--detect-http")
+        return self
+
+    @property
+    def name(self) -> str:
+        return f"alert {self.alert}" if self.kind == "alert" else f"{self.url} non-2xx"
+
+
+class ExternalDetectRequest(BaseModel):
+    detector: ExternalDetector
+    since: datetime = Field(description="the fault's injection: the time to detect counts from here")
+    timeout_s: float
+    interval_s: float = 0.5
+    check_timeout_s: float = 2.0
+
+
+class DetectorResult(BaseModel):
+    """One detector's time to detect: ours (the subject's probe) or one of the user's."""
+
+    name: str
+    ours: bool = False
+    fired: bool
+    fired_at: datetime | None = None
+    time_to_detect_s: float | None = None
+    detail: str = ""
+
+
+class WatchRequest(BaseModel):
+    stop: StopConditions
+    check_timeout_s: float = 2.0
+
+
 class ChaosInput(BaseModel):
     subject: SubjectRef = SubjectRef()
     fault: FaultKind = "kill"
@@ -113,6 +248,8 @@ class ChaosInput(BaseModel):
     max_fault_s: float = Field(default=120.0, gt=0, description="restore starts at the latest this long after inject")
     interactive: bool = Field(default=False, description="pause before each stage until the `advance` update")
     diagnosis_deadline_s: float = Field(default=60.0, gt=0, description="Claude's whole budget, retries included")
+    stop: StopConditions = Field(default_factory=StopConditions, description="guardrails: restore at once past these")
+    detectors: list[ExternalDetector] = Field(default=[], description="the user's own monitoring, timed beside ours")
 
     def summary(self, default_project: str | None = None) -> str:
         """One line for the Temporal UI's summary column, e.g. "kill etcd1 on etcd"; names a non-default copy."""
@@ -166,6 +303,8 @@ class PreflightRequest(BaseModel):
     fault_params: dict[str, Any] = {}
     count: int = 1
     allow_quorum_loss: bool = False
+    stop: StopConditions | None = None
+    detectors: list[ExternalDetector] = []
 
 
 class TargetChoice(BaseModel):
@@ -271,6 +410,11 @@ class LoadRequest(BaseModel):
     concurrency: int
     check_timeout_s: float
     rate: float = DEFAULT_LOAD_RATE
+    # Stop conditions on the load's figures: the window checks them as it ends (see activities/guardrails.py).
+    stop: StopConditions | None = None
+    recent: list[LoadWindow] = Field(default=[], description="the windows before, inside the error rate's window")
+    last_ok_before: datetime | None = Field(default=None, description="the last success before this window")
+    load_since: datetime | None = Field(default=None, description="when the run's load began")
 
 
 class LoadWindow(BaseModel):
@@ -282,6 +426,8 @@ class LoadWindow(BaseModel):
     p50_ms: float | None = None
     p95_ms: float | None = None
     p99_ms: float | None = None
+    last_ok_at: datetime | None = Field(default=None, description="when its last successful operation completed")
+    tripped: Trip | None = Field(default=None, description="a stop condition this window tripped")
 
 
 class LoadSummary(BaseModel):
@@ -566,6 +712,9 @@ class ChaosReport(BaseModel):
     final_check: CheckResult | None = None
     safety: SafetyReport | None = Field(default=None, description="did the cluster lose data? (None: a run "
                                                                   "started before the check existed)")
+    stopped: Trip | None = Field(default=None, description="the stop condition that cut the run short")
+    detectors: list[DetectorResult] = Field(default=[], description="time to detect per detector, ours first (only "
+                                                                    "when the run watched the user's monitoring)")
 
     @property
     def fault_text(self) -> str:

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from temporalio import activity
 
 from activities.docker import open_session
+from activities.guardrails import load_trip
 from activities.probes import resolve_or_bad_input
 from contracts import LoadRequest, LoadWindow, fault_tag
 from safety.checkers import percentile
@@ -117,14 +118,23 @@ async def run_load_window(req: LoadRequest) -> LoadWindow:
                             ops)
 
     answered = sorted(op.latency_ms for op in ops if op.outcome == "ok")
+    last_ok_ns = max((op.complete_ns for op in ops if op.outcome == "ok"), default=None)
     elapsed = (end_ns - start_ns) / 1e9
-    return LoadWindow(
-        start=datetime.fromtimestamp(start_ns / 1e9, tz=timezone.utc),
-        end=datetime.fromtimestamp(end_ns / 1e9, tz=timezone.utc),
+    window = LoadWindow(
+        start=_at(start_ns),
+        end=_at(end_ns),
         ops=len(answered),
         errors=len(ops) - len(answered),
         ops_per_s=round(len(answered) / elapsed, 1) if elapsed > 0 else 0.0,
         p50_ms=percentile(answered, 50),
         p95_ms=percentile(answered, 95),
         p99_ms=percentile(answered, 99),
+        last_ok_at=_at(last_ok_ns) if last_ok_ns else None,
     )
+    if req.stop is not None:
+        window.tripped = load_trip(req.stop, req.recent, window, req.last_ok_before, req.load_since)
+    return window
+
+
+def _at(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)

@@ -24,6 +24,7 @@ from activities.docker import (
     open_session,
     validate_compose,
 )
+from activities.guardrails import check_monitoring
 from contracts import (
     CheckResult,
     DetectRequest,
@@ -31,6 +32,7 @@ from contracts import (
     ErrorType,
     PreflightRequest,
     PreflightResult,
+    StopConditions,
     SubjectRef,
     TargetChoice,
     WaitHealthyRequest,
@@ -81,6 +83,8 @@ async def preflight(req: PreflightRequest) -> PreflightResult:
     subject = instance.subject
     fault = fault_or_bad_input(req.fault, req.fault_params)
     _choice_or_bad_input(subject, fault, req, roles=None)  # what is wrong without asking the system: say it now
+    if req.stop is not None or req.detectors:
+        await check_monitoring(req.stop or StopConditions(), req.detectors)
     client = compose_client(instance)
     await off_loop(ensure_docker, client)
     await off_loop(validate_compose, client, instance)

@@ -15,31 +15,40 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from cli import control, runs, schedules
-from cli.subjects import build_images_with_progress, subjects
 from cli.common import (
+    ABORT_PROBE_OPTION,
+    ABORT_QUERY_OPTION,
     COUNT_OPTION,
+    DETECT_ALERT_OPTION,
+    DETECT_HTTP_OPTION,
     EXIT_BAD_INPUT,
     EXIT_FAIL,
     EXIT_INTERRUPTED,
     EXIT_PASS,
     FAULT_KINDS_EPILOG,
     FAULT_OPTION,
+    MAX_ERROR_RATE_OPTION,
+    MAX_P99_OPTION,
+    MAX_UNAVAILABLE_OPTION,
     PARAM_OPTION,
+    PROMETHEUS_OPTION,
     QUORUM_OPTION,
     TARGET_OPTION,
     chaos_input,
     connect_client,
     err_console,
     fail,
+    guardrails,
     has_live_worker,
     no_worker_hint,
     run_url,
     runs_url,
 )
 from cli.follow import follow_to_end
+from cli.subjects import build_images_with_progress, subjects
 from contracts import DEFAULT_LOAD_RATE, WORKFLOW_TASK_TIMEOUT, ChaosInput, Progress
-from runtime.connect import exit_process, task_queue
 from faults import make_fault
+from runtime.connect import exit_process, task_queue
 from subjects import resolve
 from workflows.chaos import ChaosDemoWorkflow
 
@@ -111,6 +120,14 @@ def chaos(
     target: Optional[str] = TARGET_OPTION,
     count: int = COUNT_OPTION,
     allow_quorum_loss: bool = QUORUM_OPTION,
+    max_error_rate: Optional[float] = MAX_ERROR_RATE_OPTION,
+    max_p99_ms: Optional[float] = MAX_P99_OPTION,
+    max_unavailable_s: Optional[float] = MAX_UNAVAILABLE_OPTION,
+    abort_probe: Optional[str] = ABORT_PROBE_OPTION,
+    abort_query: Optional[str] = ABORT_QUERY_OPTION,
+    prometheus: Optional[str] = PROMETHEUS_OPTION,
+    detect_alert: Optional[list[str]] = DETECT_ALERT_OPTION,
+    detect_http: Optional[list[str]] = DETECT_HTTP_OPTION,
     detect_timeout: Optional[float] = typer.Option(
         None, help="Seconds to wait for detection before warning and going on (default: the subject's, 30 for etcd)."),
     detect_interval: float = typer.Option(0.5, help="Seconds between invariant checks while detecting."),
@@ -132,7 +149,9 @@ def chaos(
     """
     inp = chaos_input(subject, target, detect_timeout, detect_interval, countdown, project, port_base,
                       max_fault_seconds, interactive, load_rate, fault=fault, params=param, count=count,
-                      allow_quorum_loss=allow_quorum_loss)
+                      allow_quorum_loss=allow_quorum_loss,
+                      guards=guardrails(max_error_rate, max_p99_ms, max_unavailable_s, abort_probe, abort_query,
+                                        prometheus, detect_alert, detect_http))
     if interactive and (as_json or detach):
         fail(EXIT_BAD_INPUT, "--interactive needs a terminal to follow the run: drop --json/--detach")
     raise typer.Exit(asyncio.run(_chaos(inp, as_json, detach)))

@@ -218,6 +218,12 @@ def safety_panel(s: SafetyReport) -> Panel:
     return Panel(grid, title=f"data safety: {s.verdict}", border_style=border)
 
 
+def detector_rows(r: ChaosReport) -> list[tuple[str, str]]:
+    """Time to detect per detector, ours first: did *their* monitoring notice, and how much later than ours?"""
+    return [(d.name + (" (ours)" if d.ours else ""),
+             seconds_text(d.time_to_detect_s) if d.fired else f"did not fire: {d.detail}") for d in r.detectors]
+
+
 def report_view(r: ChaosReport) -> Group:
     """The diagnosis and the verdict. Each fact once: the reasons carry time to detect and restore and who
     diagnosed, so no row repeats them."""
@@ -228,6 +234,10 @@ def report_view(r: ChaosReport) -> Group:
     grid.add_row("fault", f"{r.fault_text} of {r.subject} (project {r.project}): {r.fault_state.value}")
     if r.load.windows:
         grid.add_row("load", load_text(r.load))
+    if r.stopped:
+        grid.add_row("stopped", Text(r.stopped.reason(), style="bold red"))
+    if r.detectors:
+        grid.add_row("detectors", "\n".join(f"{name}: {ttd}" for name, ttd in detector_rows(r)))
     grid.add_row("reasons", "\n".join(f"- {x}" for x in r.reasons))
     passed = r.verdict == "pass"
     verdict = Panel(grid, title=Text(f"verdict: {r.verdict.upper()}", style="bold green" if passed else "bold red"),

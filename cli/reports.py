@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import html
 import xml.etree.ElementTree as ET
-
 from pathlib import Path
 
-from cli.render import diagnosis_source, load_text, safety_rows, seconds_text
+from cli.render import (
+    detector_rows,
+    diagnosis_source,
+    load_text,
+    safety_rows,
+    seconds_text,
+)
 from contracts import ChaosReport, Diagnosis
 from safety.history import Op, read_history
 
@@ -36,7 +41,7 @@ def _facts(r: ChaosReport) -> list[tuple[str, str]]:
         ("load", load_text(r.load)),
         ("diagnosis correct", "-" if correct is None else ("yes" if correct else "no")),
         ("data safety", r.safety.verdict if r.safety else "-"),
-    ]
+    ] + ([("stopped", r.stopped.reason())] if r.stopped else [])
 
 
 def _diagnosis_lines(d: Diagnosis) -> list[tuple[str, str | list[str]]]:
@@ -60,6 +65,9 @@ def to_markdown(r: ChaosReport) -> str:
     out += ["", "## Reasons", ""] + [f"- {x}" for x in r.reasons]
     if r.diagnosis:
         out += ["", "## Diagnosis", ""] + _markdown_rows(_diagnosis_lines(r.diagnosis))
+    if r.detectors:
+        out += ["", "## Detection", "", "| detector | time to detect |", "| --- | --- |"]
+        out += [f"| {name} | {ttd} |" for name, ttd in detector_rows(r)]
     if r.safety:
         out += ["", "## Data safety", ""] + _markdown_rows(safety_rows(r.safety))
     return "\n".join(out) + "\n"
@@ -93,6 +101,9 @@ def to_html(r: ChaosReport) -> str:
     diagnosis = ""
     if r.diagnosis:
         diagnosis = f'<section id="diagnosis"><h2>Diagnosis</h2>{_html_rows(_diagnosis_lines(r.diagnosis))}</section>'
+    detection = ""
+    if r.detectors:
+        detection = f'<section id="detection"><h2>Detection</h2>{_html_rows(detector_rows(r))}</section>'
     safety = ""
     if r.safety:
         ops = _history(r)
@@ -109,6 +120,7 @@ def to_html(r: ChaosReport) -> str:
 <h2>Timeline</h2>
 {timeline_svg(r)}
 <h2>Reasons</h2><ul id="reasons">{reasons}</ul>
+{detection}
 {diagnosis}
 {safety}
 </body></html>
@@ -152,13 +164,17 @@ def to_junit(r: ChaosReport) -> str:
                         ("time_to_restore_s", r.time_to_restore_s),
                         ("diagnosis_correct", None if r.diagnosis is None else r.diagnosis.correct),
                         ("safety_verdict", r.safety.verdict if r.safety else None),
-                        ("lost_writes", r.safety.lost_writes if r.safety else None)]:
+                        ("lost_writes", r.safety.lost_writes if r.safety else None),
+                        ("stopped", r.stopped.reason() if r.stopped else None),
+                        *((f"time_to_detect_s[{d.name}]", d.time_to_detect_s if d.fired else "never")
+                          for d in r.detectors)]:
         if value is not None:
             ET.SubElement(props, "property", name=name, value=str(value))
     case = ET.SubElement(suite, "testcase", classname=f"chaos.{r.subject}", name=_title(r), time=duration)
     if failed:
         # CI can tell lost data from a slow detection by the type.
-        kind = "DataSafetyViolated" if r.safety and r.safety.verdict == "violated" else "ChaosVerdictFail"
+        kind = ("DataSafetyViolated" if r.safety and r.safety.verdict == "violated"
+                else "StopConditionTripped" if r.stopped else "ChaosVerdictFail")
         failure = ET.SubElement(case, "failure", message="; ".join(r.reasons), type=kind)
         failure.text = "\n".join(r.reasons)
     ET.SubElement(case, "system-out").text = "\n".join(r.reasons)

@@ -23,8 +23,8 @@ from temporalio.client import (
     ScheduleActionExecutionStartWorkflow,
     ScheduleActionResult,
     ScheduleActionStartWorkflow,
-    ScheduleDescription,
     ScheduleAlreadyRunningError,
+    ScheduleDescription,
     ScheduleHandle,
     ScheduleOverlapPolicy,
     SchedulePolicy,
@@ -35,20 +35,35 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from cli.common import (
+    ABORT_PROBE_OPTION,
+    ABORT_QUERY_OPTION,
     COUNT_OPTION,
+    DETECT_ALERT_OPTION,
+    DETECT_HTTP_OPTION,
     EXIT_BAD_INPUT,
     FAULT_KINDS_EPILOG,
     FAULT_OPTION,
+    MAX_ERROR_RATE_OPTION,
+    MAX_P99_OPTION,
+    MAX_UNAVAILABLE_OPTION,
     PARAM_OPTION,
+    PROMETHEUS_OPTION,
     QUORUM_OPTION,
     TARGET_OPTION,
     chaos_input,
     connect_client,
     err_console,
     fail,
+    guardrails,
     has_live_worker,
 )
-from contracts import DEFAULT_LOAD_RATE, SCHEDULED_WORKFLOW_NAME, WORKFLOW_TASK_TIMEOUT, ChaosInput, ScheduledRunResult
+from contracts import (
+    DEFAULT_LOAD_RATE,
+    SCHEDULED_WORKFLOW_NAME,
+    WORKFLOW_TASK_TIMEOUT,
+    ChaosInput,
+    ScheduledRunResult,
+)
 from runtime.connect import task_queue
 from subjects import resolve
 from workflows.scheduled import ScheduledChaosWorkflow
@@ -142,6 +157,14 @@ def create(
     target: Optional[str] = TARGET_OPTION,
     count: int = COUNT_OPTION,
     allow_quorum_loss: bool = QUORUM_OPTION,
+    max_error_rate: Optional[float] = MAX_ERROR_RATE_OPTION,
+    max_p99_ms: Optional[float] = MAX_P99_OPTION,
+    max_unavailable_s: Optional[float] = MAX_UNAVAILABLE_OPTION,
+    abort_probe: Optional[str] = ABORT_PROBE_OPTION,
+    abort_query: Optional[str] = ABORT_QUERY_OPTION,
+    prometheus: Optional[str] = PROMETHEUS_OPTION,
+    detect_alert: Optional[list[str]] = DETECT_ALERT_OPTION,
+    detect_http: Optional[list[str]] = DETECT_HTTP_OPTION,
     project: Optional[str] = typer.Option(None, help="Compose project of the subject copy (default chaos-<subject>)."),
     port_base: Optional[int] = typer.Option(None, help="First host port of the subject copy."),
     countdown: int = typer.Option(3, help="Seconds of countdown before the fault."),
@@ -156,7 +179,9 @@ def create(
     _check_timezone(timezone)
     inp = chaos_input(subject, target, detect_timeout, detect_interval, countdown, project, port_base,
                       max_fault_seconds, load_rate=load_rate, fault=fault, params=param, count=count,
-                      allow_quorum_loss=allow_quorum_loss)
+                      allow_quorum_loss=allow_quorum_loss,
+                      guards=guardrails(max_error_rate, max_p99_ms, max_unavailable_s, abort_probe, abort_query,
+                                        prometheus, detect_alert, detect_http))
     # Named here, not in the workflow: the project is the workflow id that locks the subject copy.
     inp.subject.project = resolve(inp.subject).project
     asyncio.run(_create(schedule_id or f"nightly-{inp.subject.project}", inp, cron, timezone, paused))

@@ -12,12 +12,13 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.workflow import ActivityCancellationType, ParentClosePolicy
 from temporalio.exceptions import ActivityError, is_cancelled_exception
+from temporalio.workflow import ActivityCancellationType, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.diagnosis import diagnose, gather_evidence
     from activities.faults import inject_fault, restore_fault
+    from activities.guardrails import wait_external_detection, watch_stop_conditions
     from activities.load import run_load_window
     from activities.probes import detect_violation, preflight, wait_healthy
     from activities.safety import check_safety
@@ -30,11 +31,14 @@ with workflow.unsafe.imports_passed_through():
         ChaosInput,
         ChaosReport,
         CheckResult,
+        DetectorResult,
         DetectRequest,
         DetectResult,
         DiagnoseRequest,
         Diagnosis,
         EvidenceRequest,
+        ExternalDetector,
+        ExternalDetectRequest,
         FaultRequest,
         FaultState,
         GuardRequest,
@@ -49,7 +53,9 @@ with workflow.unsafe.imports_passed_through():
         SafetyRequest,
         Stage,
         TargetChoice,
+        Trip,
         WaitHealthyRequest,
+        WatchRequest,
         bad_input,
         fault_guard_id,
         fault_tag,
@@ -99,6 +105,9 @@ class ChaosDemoWorkflow:
         self._diagnosis: Diagnosis | None = None
         self._reasons: list[str] = []
         self._memo: dict = {}  # what the memo holds now: only changes are upserted (each upsert is an event)
+        self._trip: Trip | None = None  # the stop condition that tripped first
+        self._guarded = True  # stop conditions count until restore begins: then the fault is being undone anyway
+        self._theirs: dict[str, DetectorResult] = {}  # the user's detectors that concluded, by name
 
     @workflow.query
     def progress(self) -> Progress:
@@ -156,13 +165,31 @@ class ChaosDemoWorkflow:
 
     # -- load runs alongside every stage after preflight ------------------------------------------------------
 
+    def _load_request(self, inp: ChaosInput, load_since: datetime) -> LoadRequest:
+        req = LoadRequest(subject=inp.subject, window_s=inp.load_window_s, concurrency=inp.load_concurrency,
+                          check_timeout_s=inp.check_timeout_s, rate=inp.load_rate)
+        if inp.stop.on_load:
+            # The window judges the load's figures itself (stop conditions are evaluated in activities): it gets
+            # what it cannot see, the windows before it inside the error rate's window and the last success.
+            cut = workflow.now() - timedelta(seconds=inp.stop.error_window_s + inp.load_window_s)
+            req.stop, req.load_since = inp.stop, load_since
+            req.recent = [w for w in self._windows if w.end > cut]
+            req.last_ok_before = max((w.last_ok_at for w in self._windows if w.last_ok_at), default=None)
+        return req
+
+    def _tripped(self, trip: Trip | None) -> None:
+        """Keep the first trip while the guardrails count; `_supervise` cuts the experiment short on it."""
+        if trip is not None and self._guarded and self._trip is None:
+            self._trip = trip
+            workflow.logger.warning("%s", trip.reason())
+
     async def _load_loop(self, inp: ChaosInput) -> None:
+        load_since = workflow.now()
         while not self._stop_load:
             try:
                 window = await workflow.execute_activity(
                     run_load_window,
-                    LoadRequest(subject=inp.subject, window_s=inp.load_window_s, concurrency=inp.load_concurrency,
-                                check_timeout_s=inp.check_timeout_s, rate=inp.load_rate),
+                    self._load_request(inp, load_since),
                     start_to_close_timeout=timedelta(seconds=inp.load_window_s + 10), heartbeat_timeout=HEARTBEAT,
                     # A lost window is a gap in the chart, not a reason to retry into the next one.
                     retry_policy=RetryPolicy(maximum_attempts=1),
@@ -174,9 +201,36 @@ class ChaosDemoWorkflow:
                 continue
             self._load_rounds += 1
             self._windows.append(window)
+            self._tripped(window.tripped)
             self._progress.windows = len(self._windows)
             self._progress.recent_windows = self._windows[-RECENT_WINDOWS:]
             self._details()
+
+    async def _watch(self, inp: ChaosInput) -> None:
+        """The abort probe and abort query, asked by one long activity that returns when one trips. Retried for as
+        long as the run lasts: a guardrail that died with its worker must come back, not silently stop watching."""
+        trip = await workflow.execute_activity(
+            watch_stop_conditions, WatchRequest(stop=inp.stop, check_timeout_s=max(inp.check_timeout_s, 2.0)),
+            start_to_close_timeout=timedelta(seconds=inp.countdown_s + inp.max_fault_s + 600),
+            heartbeat_timeout=HEARTBEAT, retry_policy=RESTORE_RETRY,
+            summary=f"guardrails: {'; '.join(inp.stop.labels())}",
+        )
+        self._tripped(trip)
+
+    async def _their_detector(self, inp: ChaosInput, detector: ExternalDetector, since: datetime) -> None:
+        try:
+            result = await workflow.execute_activity(
+                wait_external_detection,
+                ExternalDetectRequest(detector=detector, since=since, timeout_s=inp.detect_timeout_s,
+                                      interval_s=inp.detect_interval_s),
+                start_to_close_timeout=timedelta(seconds=inp.detect_timeout_s + 30), heartbeat_timeout=HEARTBEAT,
+                retry_policy=STAGE_RETRY, summary=f"their detector: {detector.name}",
+            )
+        except ActivityError as err:
+            if is_cancelled_exception(err):
+                raise
+            result = DetectorResult(name=detector.name, fired=False, detail=f"could not ask it: {err.cause or err}")
+        self._theirs[detector.name] = result
 
     # -- updates: interactive pacing and abort ------------------------------------------------------------------
 
@@ -223,7 +277,9 @@ class ChaosDemoWorkflow:
             preflight,
             PreflightRequest(subject=inp.subject, target=inp.target, timeout_s=inp.preflight_timeout_s,
                              check_timeout_s=inp.check_timeout_s, fault=inp.fault, fault_params=inp.fault_params,
-                             count=inp.count, allow_quorum_loss=inp.allow_quorum_loss),
+                             count=inp.count, allow_quorum_loss=inp.allow_quorum_loss,
+                             stop=inp.stop if inp.stop.on_load or inp.stop.watched else None,
+                             detectors=inp.detectors),
             # Room for an image build and `compose up` on top of the health wait; heartbeats every second meanwhile.
             start_to_close_timeout=timedelta(seconds=inp.preflight_timeout_s + 180),
             heartbeat_timeout=HEARTBEAT,
@@ -253,6 +309,7 @@ class ChaosDemoWorkflow:
         })
 
         load = asyncio.create_task(self._load_loop(inp))
+        watch = asyncio.create_task(self._watch(inp)) if inp.stop.watched else None
         experiment = asyncio.create_task(self._experiment(inp, fault))
         try:
             cut = await self._supervise(experiment, inp.max_fault_s)
@@ -260,9 +317,9 @@ class ChaosDemoWorkflow:
                 p.cut_short = cut
                 self._reasons.append(cut)
         finally:
-            # The compensation. It runs on success, on a failed stage, on abort, at the fault deadline and on
-            # cancellation alike (a cancel lands here as CancelledError from `_supervise`).
-            restore, final = await self._shielded(self._compensate(inp, fault, experiment, load))
+            # The compensation. It runs on success, on a failed stage, on abort, at the fault deadline, when a stop
+            # condition trips and on cancellation alike (a cancel lands here as CancelledError from `_supervise`).
+            restore, final = await self._shielded(self._compensate(inp, fault, experiment, load, watch))
 
         # Runs started before the safety check replay without it (and report none).
         safety = await self._check_safety(inp, final) if workflow.patched("safety-check") else None
@@ -272,7 +329,11 @@ class ChaosDemoWorkflow:
         return report
 
     async def _compensate(self, inp: ChaosInput, fault: FaultRequest, experiment: asyncio.Task,
-                          load: asyncio.Task) -> tuple[RestoreResult | None, CheckResult | None]:
+                          load: asyncio.Task, watch: asyncio.Task | None) -> tuple[RestoreResult | None,
+                                                                                   CheckResult | None]:
+        self._guarded = False
+        if watch is not None:
+            await self._cancel(watch)
         await self._cancel(experiment)
         restore = final = None
         if self._progress.fault_state == FaultState.INJECTED:
@@ -310,7 +371,7 @@ class ChaosDemoWorkflow:
             try:
                 # Also wake when the deadline gets armed (at inject) so the timeout starts counting then.
                 await workflow.wait_condition(
-                    lambda: experiment.done() or self._abort is not None
+                    lambda: experiment.done() or self._abort is not None or self._trip is not None
                     or self._progress.fault_deadline != deadline,
                     timeout=timeout,
                     timeout_summary="fault deadline",
@@ -320,6 +381,10 @@ class ChaosDemoWorkflow:
                     return f"fault deadline ({max_fault_s:g}s) reached before detection: restoring now"
                 return (f"fault deadline ({max_fault_s:g}s) reached during {self._progress.stage.value}: "
                         f"stage cancelled, restoring now")
+            if self._trip is not None and not experiment.done():
+                if self._progress.fault_state == FaultState.NONE:
+                    return f"{self._trip.reason()}: before the fault, nothing injected"
+                return f"{self._trip.reason()}: restoring now"
             if experiment.done():
                 return None
             if self._abort is not None:
@@ -347,6 +412,7 @@ class ChaosDemoWorkflow:
         p = self._progress
         target = ", ".join(fault.members)
         what = self._progress.fault_label
+        theirs: list[asyncio.Task] = []
         try:
             await self._gate(Stage.COUNTDOWN)
             if workflow.patched("countdown-one-timer"):
@@ -383,6 +449,8 @@ class ChaosDemoWorkflow:
                 cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
             p.injected_at = self._injected.injected_at
+            # The user's own monitoring, timed from the same instant as ours, in parallel with it.
+            theirs += [asyncio.create_task(self._their_detector(inp, d, p.injected_at)) for d in inp.detectors]
 
             await self._gate(Stage.DETECT)
             self._stage(Stage.DETECT, f"checking invariants every {inp.detect_interval_s:g}s")
@@ -401,6 +469,10 @@ class ChaosDemoWorkflow:
                 workflow.upsert_search_attributes([Attr.DETECT_SECONDS.value_set(p.time_to_detect_s)])
             else:
                 workflow.logger.warning("fault on %s not detected within %ss", target, inp.detect_timeout_s)
+            if theirs:
+                # The fault stays on until their monitoring has had its chance (bounded by the detect timeout).
+                self._stage(Stage.DETECT, f"waiting for your monitoring: {', '.join(d.name for d in inp.detectors)}")
+                await asyncio.gather(*theirs)
 
             await self._gate(Stage.DIAGNOSE)
             self._stage(Stage.DIAGNOSE, "gathering evidence")
@@ -434,6 +506,9 @@ class ChaosDemoWorkflow:
             if is_cancelled_exception(err):
                 raise
             self._reasons.append(f"stage {p.stage.value} failed: {err.cause or err}")
+        finally:
+            for task in theirs:  # cut short: their detectors stop with the experiment (the report says so)
+                task.cancel()
 
     async def _start_guard(self, fault: FaultRequest) -> None:
         """Started (and awaited) before the kill, so no fault is ever on without a guard. A terminated run runs no
@@ -531,8 +606,13 @@ class ChaosDemoWorkflow:
                            f"{'correct' if diagnosis.correct else 'incorrect'}")
         if safety is not None:
             reasons.append(safety_reason(safety))
+        detectors = self._detectors(inp, detection) if inp.detectors else []
+        missed = [d for d in detectors if not d.ours and not d.fired]
+        for d in detectors[1:]:
+            reasons.append(f"your monitoring: {d.name} fired after {d.time_to_detect_s:.3f}s" if d.fired else
+                           f"your monitoring did not notice: {d.name} {d.detail}")
         passed = (detected and p.fault_state == FaultState.RESTORED and final is not None and final.ok
-                  and (safety is None or safety.verdict != "violated"))
+                  and (safety is None or safety.verdict != "violated") and self._trip is None and not missed)
         verdict = p.verdict = "pass" if passed else "fail"
         self._stage(Stage.DONE, f"verdict: {verdict}")
         workflow.upsert_search_attributes([Attr.VERDICT.value_set(verdict)])
@@ -561,7 +641,21 @@ class ChaosDemoWorkflow:
             load=self._load_summary(injected, final),
             final_check=final,
             safety=safety,
+            stopped=self._trip,
+            detectors=detectors,
         )
+
+    def _detectors(self, inp: ChaosInput, detection: DetectResult | None) -> list[DetectorResult]:
+        """Every detector's time to detect, ours first, then the user's in the order they were given."""
+        p = self._progress
+        ours = DetectorResult(name="our probe", ours=True, fired=bool(detection and detection.detected),
+                              fired_at=detection.detected_at if detection else None,
+                              time_to_detect_s=p.time_to_detect_s,
+                              detail="" if detection else "detection never concluded")
+        theirs = [self._theirs.get(d.name) or DetectorResult(
+            name=d.name, fired=False, detail="never asked: the fault was never injected" if self._injected is None
+            else "did not conclude: the run was cut short") for d in inp.detectors]
+        return [ours, *theirs]
 
     def _load_summary(self, injected: InjectResult | None, final: CheckResult | None) -> LoadSummary:
         windows = self._windows

@@ -1,0 +1,191 @@
+"""Guardrails on a real etcd cluster and a real dev server: stop conditions cut a run short and restore at once, and
+the user's own monitoring is timed beside our probe. The monitoring is a local fake the test drives
+(tests/fake_monitoring.py); what happened to the cluster is read from Docker's own record."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from temporalio.testing import ActivityEnvironment
+
+from activities.guardrails import load_trip, watch_stop_conditions
+from contracts import (
+    ChaosInput,
+    ChaosReport,
+    ExternalDetector,
+    FaultState,
+    LoadWindow,
+    Progress,
+    StopConditions,
+    WatchRequest,
+)
+from tests.conftest import command_env, running_worker, starter, subject_args, walk_to_gate
+from tests.fake_monitoring import FakeMonitoring
+from workflows.chaos import ChaosDemoWorkflow
+
+PORT_RANGE = (36000, 36990)
+TARGET = "etcd2"
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def window(start_s: float, ops: int, errors: int, p99_ms: float | None = 5.0, last_ok_s: float | None = None):
+    start = T0 + timedelta(seconds=start_s)
+    return LoadWindow(start=start, end=start + timedelta(seconds=1), ops=ops, errors=errors, ops_per_s=ops,
+                      p99_ms=p99_ms, last_ok_at=T0 + timedelta(seconds=last_ok_s) if last_ok_s is not None else None)
+
+
+# -- the load's conditions, as each window judges them ------------------------------------------------------------
+
+
+def test_error_rate_counts_the_sliding_window_and_names_the_figures():
+    stop = StopConditions(max_error_rate_pct=10, error_window_s=3)
+    old = window(0, ops=0, errors=100)  # long gone from a 3-s window: must not count
+    recent = [old, window(7, ops=95, errors=5), window(8, ops=95, errors=5)]
+    assert load_trip(stop, recent, window(9, ops=95, errors=5), None, None) is None  # 5% < 10%
+    trip = load_trip(stop, recent, window(9, ops=50, errors=50), None, None)
+    assert trip.condition == "error rate > 10% over 3s"
+    assert trip.detail == "20.0% of 300 operations failed"  # (5+5+50) / (100+100+100)
+    assert trip.at == T0 + timedelta(seconds=10)
+
+
+def test_p99_and_unavailability_trip_past_their_thresholds_only():
+    stop = StopConditions(max_p99_ms=200, max_unavailable_s=2)
+    assert load_trip(stop, [], window(5, 90, 0, p99_ms=150, last_ok_s=5.9), None, None) is None
+    assert load_trip(stop, [], window(5, 90, 0, p99_ms=450, last_ok_s=5.9), None, None).detail.startswith("p99 450")
+    # Nothing succeeded in this window, and the last success was 2.5 s before its end.
+    trip = load_trip(stop, [], window(5, 0, 100, p99_ms=None), T0 + timedelta(seconds=3.5), None)
+    assert trip.condition == "no successful operation for 2s" and trip.detail.startswith("none for 2.5s")
+    # Nothing ever succeeded: counted from the start of the run's load.
+    assert load_trip(stop, [], window(5, 0, 10, p99_ms=None), None, T0 + timedelta(seconds=5.5)) is None
+
+
+async def test_abort_query_trips_when_prometheus_returns_non_zero():
+    with FakeMonitoring() as fake:
+        stop = StopConditions(abort_query='sum(up{job="etcd"} == 0)', prometheus_url=fake.url, interval_s=0.1)
+        watching = asyncio.create_task(ActivityEnvironment().run(watch_stop_conditions, WatchRequest(stop=stop)))
+        await asyncio.sleep(0.5)
+        assert not watching.done()  # zero: all is well, keep watching
+        fake.query_value = 2
+        trip = await asyncio.wait_for(watching, 5)
+    assert trip.condition == """'sum(up{job="etcd"} == 0)' not empty or zero"""
+    assert trip.detail == '{job="etcd"} = 2'
+
+
+# -- on the real cluster ------------------------------------------------------------------------------------------
+
+
+async def run_held_at_diagnose(client, task_queue, etcd, stop: StopConditions, during_fault=None) -> ChaosReport:
+    """An interactive run held before diagnosis (the fault on, detection done), so a condition trips while the
+    fault is in effect; `during_fault` then makes it trip (or the fault itself does)."""
+    async with running_worker(client, task_queue):
+        handle = await client.start_workflow(
+            ChaosDemoWorkflow.run,
+            ChaosInput(subject=etcd.ref, target=TARGET, countdown_s=1, interactive=True, stop=stop),
+            id=f"t-guard-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
+        await walk_to_gate(handle, "diagnose")
+        if during_fault:
+            during_fault()
+        report = await asyncio.wait_for(handle.result(), 60)
+        history = await handle.fetch_history()
+    # Each trip is in the run's history, with its figures: an activity result.
+    results = [e.activity_task_completed_event_attributes.result for e in history.events
+               if e.HasField("activity_task_completed_event_attributes")]
+    assert any(report.stopped.detail.encode() in p.data for r in results for p in r.payloads), report.stopped
+    return report
+
+
+def assert_stopped_and_restored(report: ChaosReport, etcd, since: datetime, condition: str) -> None:
+    assert report.verdict == "fail"
+    assert report.stopped is not None and report.stopped.condition == condition, report.stopped
+    assert f"stopped: {condition}" in report.reasons[0] and report.reasons[0].endswith("restoring now")
+    assert report.diagnosis is None  # cut short before the diagnosis
+    assert report.fault_state == FaultState.RESTORED
+    assert etcd.died_since(since) == [TARGET]
+    assert all(etcd.running().values()), etcd.running()
+
+
+async def test_max_error_rate_zero_trips_on_a_kill_and_restores(client, task_queue, etcd):
+    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    report = await run_held_at_diagnose(client, task_queue, etcd, StopConditions(max_error_rate_pct=0))
+    assert_stopped_and_restored(report, etcd, since, "error rate > 0% over 5s")
+    assert "operations failed" in report.stopped.detail
+    # Tripped by the fault, not before it: the trip is after the kill, and restore began right after the trip.
+    assert report.injected_at < report.stopped.at < report.restored_at
+
+
+async def test_abort_probe_flipped_to_500_mid_fault_trips_and_restores(client, task_queue, etcd):
+    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    with FakeMonitoring() as fake:
+        def flip():
+            fake.health_status = 500
+        report = await run_held_at_diagnose(client, task_queue, etcd,
+                                            StopConditions(abort_probe_url=f"{fake.url}/health"), flip)
+    assert_stopped_and_restored(report, etcd, since, f"{fake.url}/health not 2xx")
+    assert report.stopped.detail == "HTTP 500"
+
+
+async def fault_injected(handle) -> None:
+    while (await handle.query("progress", result_type=Progress)).injected_at is None:
+        await asyncio.sleep(0.05)
+
+
+async def test_their_alert_is_timed_beside_our_probe(client, task_queue, etcd):
+    with FakeMonitoring() as fake:
+        detectors = [ExternalDetector(kind="alert", alert="EtcdMemberDown", url=fake.url)]
+        async with running_worker(client, task_queue):
+            handle = await client.start_workflow(
+                ChaosDemoWorkflow.run,
+                ChaosInput(subject=etcd.ref, target=TARGET, countdown_s=1, detectors=detectors),
+                id=f"t-theirs-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
+            await asyncio.wait_for(fault_injected(handle), 60)
+            await asyncio.sleep(2)  # their monitoring is slower than ours, as it usually is
+            fake.firing.add("EtcdMemberDown")
+            report = await asyncio.wait_for(handle.result(), 90)
+    assert report.verdict == "pass", report.reasons
+    ours, theirs = report.detectors
+    assert ours.ours and ours.fired and ours.time_to_detect_s == report.time_to_detect_s < 2
+    assert theirs.name == "alert EtcdMemberDown" and theirs.fired
+    assert 2 <= theirs.time_to_detect_s < 6, theirs
+    assert any(r.startswith("your monitoring: alert EtcdMemberDown fired after") for r in report.reasons)
+
+
+async def test_monitoring_that_never_notices_fails_the_run_and_says_so(client, task_queue, etcd):
+    with FakeMonitoring() as fake:  # healthy throughout: their endpoint never turns non-2xx
+        detectors = [ExternalDetector(kind="http", url=f"{fake.url}/health")]
+        async with running_worker(client, task_queue):
+            report = await client.execute_workflow(
+                ChaosDemoWorkflow.run,
+                ChaosInput(subject=etcd.ref, target=TARGET, countdown_s=1, detect_timeout_s=3, detectors=detectors),
+                id=f"t-theirs-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
+    assert report.verdict == "fail"
+    assert report.detectors[0].fired and not report.detectors[1].fired
+    assert f"your monitoring did not notice: {fake.url}/health non-2xx never fired within 3s" in report.reasons
+    assert report.fault_state == FaultState.RESTORED and report.safety.verdict == "ok"
+
+
+def dead_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--abort-query", "up == 0", "--prometheus", "http://127.0.0.1:{dead}"],
+     "monitoring does not answer before the run: http://127.0.0.1:{dead}/api/v1/query: connection refused"),
+    (["--detect-alert", "EtcdDown@http://127.0.0.1:{dead}"],
+     "monitoring does not answer before the run: http://127.0.0.1:{dead}/api/v2/alerts: connection refused"),
+])
+async def test_monitoring_that_does_not_answer_at_start_exits_2_and_injects_nothing(client, tmp_path, etcd, args,
+                                                                                     message):
+    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    dead = dead_port()
+    env = command_env(client.service_client.config.target_host, tmp_path)
+    proc = await asyncio.to_thread(starter, "chaos", "--json", *[a.format(dead=dead) for a in args],
+                                   *subject_args(etcd), env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: {message.format(dead=dead)}"]
+    assert etcd.died_since(since) == []
