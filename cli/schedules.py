@@ -212,7 +212,9 @@ async def _list() -> None:
     client = await connect_client()
     table = Table(title="chaos schedules", title_justify="left")
     for column in ("id", "cron", "time zone", "state", "on failure", "next run", "last firing"):
-        table.add_column(column)
+        # A pause note or a failed firing can carry a run's every reason: one line each here, `describe` has it all.
+        long = column in ("state", "last firing")
+        table.add_column(column, no_wrap=long, overflow="ellipsis", max_width=48 if long else None)
     async for handle, desc in chaos_schedules(client):
         info = desc.info
         table.add_row(handle.id, (await desc.memo_value("cron", "-")), desc.schedule.spec.time_zone_name or "UTC",
