@@ -150,6 +150,7 @@ async def _stop_all(reason: str | None, wait_s: float) -> int:
         console.print(f"no chaos run is running on task queue {queue!r}: nothing to stop", highlight=False)
         return EXIT_PASS
     console.print(_stopped_table(cancelled, queue))
+    err_console.print(f"waiting up to {wait_s:g} s for each to restore its fault and close", highlight=False)
     pending = {(handle.id, handle.run_id or ""): handle for handle, _ in cancelled}
     handles = dict(pending)
     async with contextlib.AsyncExitStack() as stack:
