@@ -250,6 +250,10 @@ class ChaosInput(BaseModel):
     diagnosis_deadline_s: float = Field(default=60.0, gt=0, description="Claude's whole budget, retries included")
     stop: StopConditions = Field(default_factory=StopConditions, description="guardrails: restore at once past these")
     detectors: list[ExternalDetector] = Field(default=[], description="the user's own monitoring, timed beside ours")
+    # A run whose verdict is fail still *completes* (its report is the result), so Temporal sees no failure. A
+    # schedule created with pause-on-failure sets this, and its ScheduledChaosWorkflow then fails on a fail verdict.
+    pause_on_failure: bool = Field(default=False, description="scheduled runs: fail the firing on verdict fail, so "
+                                                               "a schedule with pause_on_failure pauses itself")
 
     def summary(self, default_project: str | None = None) -> str:
         """One line for the Temporal UI's summary column, e.g. "kill etcd1 on etcd"; names a non-default copy."""
@@ -745,6 +749,7 @@ class ErrorType:
     DOCKER_UNAVAILABLE = "DockerUnavailable"  # -> exit 3
     SUBJECT_UNHEALTHY = "SubjectUnhealthy"  # steady state never reached before the fault -> exit 3
     CONTAINER_GONE = "ContainerGone"  # the target's container no longer exists (subject torn down meanwhile)
+    VERDICT_FAIL = "ChaosVerdictFail"  # a scheduled firing whose run failed its verdict (pause-on-failure)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The `starter.py` command line: start chaos runs and follow them.
 
 Exit codes: 0 pass, 1 verdict fail (or the run failed), 2 bad input, 3 infrastructure unreachable (Docker or
-Temporal), 130 interrupted. Every error is one line on stderr.
+Temporal), 4 stop-all could not confirm every fault undone, 130 interrupted. Every error is one line on stderr.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import typer
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from cli import control, runs, schedules
+from cli import control, emergency, runs, schedules
 from cli.common import (
     ABORT_PROBE_OPTION,
     ABORT_QUERY_OPTION,
@@ -168,6 +168,9 @@ app.command()(runs.status)
 app.command()(runs.watch)
 app.command()(runs.report)
 app.add_typer(schedules.app, name="schedule")
+# Guardrails: the emergency stop and the way back.
+app.command("stop-all")(emergency.stop_all)
+app.command("resume-schedules")(emergency.resume_schedules)
 
 
 def main() -> None:

@@ -56,6 +56,8 @@ from subjects import BadSubjectFile, UnknownSubject, get_subject, subject_ref
 from workflows.chaos import ChaosDemoWorkflow
 
 EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INFRA, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+# stop-all: a cancelled run did not confirm its fault undone (still running, or closed still marked injected).
+EXIT_NOT_RESTORED = 4
 EXIT_FOR_ERROR = {
     ErrorType.BAD_INPUT: EXIT_BAD_INPUT,
     ErrorType.DOCKER_UNAVAILABLE: EXIT_INFRA,
@@ -166,10 +168,10 @@ async def worker_if_needed(client: Client, handle: WorkflowHandle,
         try:
             yield True
         finally:
-            await _let_the_guard_finish(client, handle)
+            await let_the_guard_finish(client, handle)
 
 
-async def _let_the_guard_finish(client: Client, handle: WorkflowHandle) -> None:
+async def let_the_guard_finish(client: Client, handle: WorkflowHandle) -> None:
     """A closed run's fault guard finishes moments later (restoring first if the run was terminated). Give it this
     worker until then, rather than leave it open in the web UI until the next worker comes along."""
     desc = await handle.describe()

@@ -36,6 +36,12 @@ class RunFacts:
     diagnosis_correct: bool | None
 
     @property
+    def fault_on(self) -> str:
+        """e.g. "loss 30% on etcd2": the kind with its parameters and the members it hit, as far as the run got."""
+        members = ", ".join(self.targets or []) or self.target or "-"
+        return f"{self.fault_label or self.fault or '?'} on {members}"
+
+    @property
     def the_fault(self) -> str:
         """e.g. "the fault on etcd2 (loss 30%)"; a run started without the start attributes has no fault kind."""
         what = self.fault_label or self.fault

@@ -58,17 +58,12 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _fault(row: dict) -> str:
-    """e.g. "loss 30% on etcd2": the kind with its parameters and the members it hit, as far as the run got."""
-    members = ", ".join(row["targets"] or []) or row["target"] or "-"
-    return f"{row['fault_label'] or row['fault'] or '?'} on {members}"
-
-
 async def _list(subject: str | None, verdict: str | None, limit: int, as_json: bool) -> None:
     client = await connect_client()
-    rows = []
+    facts, rows = [], []
     async for wf in client.list_workflows(runs_query(subject, verdict), limit=limit):
         f = await run_facts(wf)
+        facts.append(f)
         rows.append({**asdict(f), "started_at": f.started_at.isoformat()})
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -80,14 +75,14 @@ async def _list(subject: str | None, verdict: str | None, limit: int, as_json: b
     for column in ("started UTC", "workflow id", "run id", "state", "subject", "fault", "verdict", "TTD s",
                    "TTR s", "diagnosis"):
         table.add_column(column, no_wrap=True, min_width=36 if column == "run id" else None)
-    for row in rows:
+    for f, row in zip(facts, rows):
         verdict_text = Text(row["verdict"] or "-", style={"pass": "green", "fail": "bold red"}.get(row["verdict"], ""))
         correct = {True: Text("correct", style="green"), False: Text("wrong", style="red")}.get(
             row["diagnosis_correct"], Text("-"))
         state = (f"running ({row['stage'] or 'not started'})" if row["status"] == "RUNNING"
                  else (row["status"] or "-").lower())
         table.add_row(row["started_at"][5:16].replace("T", " "), row["workflow_id"], row["run_id"], state,
-                      row["subject"] or "-", _fault(row), verdict_text, _seconds(row["time_to_detect_s"]),
+                      row["subject"] or "-", f.fault_on, verdict_text, _seconds(row["time_to_detect_s"]),
                       _seconds(row["time_to_restore_s"]), correct)
     Console().print(table)
     if not rows:

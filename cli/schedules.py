@@ -5,13 +5,16 @@ id - the same lock a manual run takes - so a schedule never breaks a subject som
 schedule's own overlap policy is SKIP as well. Scheduled runs carry the same Chaos* search attributes as manual
 ones: `list`, the web UI and `temporal workflow list --query` find them alike. A worker (`python worker.py`) must
 be running for a schedule's runs to happen.
+
+With `--pause-on-failure` a firing whose run fails its verdict fails too (see workflows/scheduled.py), and Temporal's
+pause-on-failure policy pauses the schedule until someone unpauses it.
 """
 
 from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Optional
+from typing import AsyncIterator, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
@@ -31,6 +34,7 @@ from temporalio.client import (
     ScheduleSpec,
     ScheduleState,
     WorkflowExecutionStatus,
+    WorkflowFailureError,
 )
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -107,11 +111,46 @@ async def _firing(client: Client, fired: ScheduleActionResult) -> str:
             result = await handle.result()
             outcome = (f"ran {result.workflow_id}: {result.verdict or 'no verdict'}" if result.started
                        else result.skipped_reason or "skipped")
+        elif status == WorkflowExecutionStatus.FAILED:  # e.g. a fail verdict under pause-on-failure: say why
+            try:
+                await handle.result()
+                outcome = "failed"
+            except WorkflowFailureError as err:
+                outcome = f"failed: {err.cause.message if err.cause else err}"
         else:
             outcome = status.name.lower() if status else "?"
     except RPCError:  # the firing's workflow is gone (retention): only the time is left
         outcome = "-"
     return f"{fired.started_at:%Y-%m-%d %H:%M:%S} {outcome}"
+
+
+async def chaos_schedules(client: Client, queue: str | None = None) -> AsyncIterator[
+        tuple[ScheduleHandle, ScheduleDescription]]:
+    """The chaos schedules (those `schedule create` makes) in the namespace, described; only those starting their
+    runs on `queue` when given. A schedule deleted between the listing and its description is left out."""
+    async for entry in await client.list_schedules():
+        action = entry.schedule.action if entry.schedule else None
+        if action is None or getattr(action, "workflow", None) != SCHEDULED_WORKFLOW_NAME:
+            continue  # someone else's schedule in this namespace
+        handle = client.get_schedule_handle(entry.id)
+        try:
+            desc = await handle.describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                continue
+            raise
+        if queue is None or getattr(desc.schedule.action, "task_queue", None) == queue:
+            yield handle, desc
+
+
+def on_failure(desc: ScheduleDescription) -> str:
+    return "pause" if desc.schedule.policy.pause_on_failure else "keep firing"
+
+
+def state_text(desc: ScheduleDescription) -> str:
+    """"active", or "paused" with the note saying who paused it and why (stop-all, a failed run, a user)."""
+    state = desc.schedule.state
+    return ("paused" if state.paused else "active") + (f" - {state.note}" if state.note else "")
 
 
 async def _create(schedule_id: str, inp: ChaosInput, cron: str, timezone: str, paused: bool) -> None:
@@ -127,7 +166,8 @@ async def _create(schedule_id: str, inp: ChaosInput, cron: str, timezone: str, p
             static_summary=f"scheduled: {inp.summary()}",
         ),
         spec=ScheduleSpec(cron_expressions=[cron], time_zone_name=timezone),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=CATCHUP_WINDOW),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=CATCHUP_WINDOW,
+                              pause_on_failure=inp.pause_on_failure),
         state=ScheduleState(paused=paused, note=f"created by starter.py: {inp.summary()}"),
     )
     try:
@@ -141,7 +181,8 @@ async def _create(schedule_id: str, inp: ChaosInput, cron: str, timezone: str, p
             fail(EXIT_BAD_INPUT, f"the server refused the schedule: {err.message}")
         raise
     console.print(f"schedule [bold]{schedule_id}[/]: {inp.summary()} at '{cron}' ({timezone})"
-                  f"{', paused' if paused else ''}; runs need a worker (python worker.py) on task queue "
+                  f"{', paused' if paused else ''}{', pauses on a failed run' if inp.pause_on_failure else ''}"
+                  f"; runs need a worker (python worker.py) on task queue "
                   f"{task_queue()!r}", highlight=False)
 
 
@@ -174,6 +215,10 @@ def create(
     load_rate: float = typer.Option(DEFAULT_LOAD_RATE, help="Operations a second the load sends, however slow the "
                                     "answers (open loop); each is recorded and checked for lost data."),
     paused: bool = typer.Option(False, "--paused", help="Create it paused."),
+    pause_on_failure: bool = typer.Option(
+        False, "--pause-on-failure",
+        help="Pause the schedule when a run fails (verdict fail or an error), so no further run starts until "
+             "someone has looked and unpaused it (`schedule unpause ID`)."),
 ) -> None:
     """Run chaos on a schedule (default every night at 03:00 UTC). A run is skipped while the subject is busy."""
     _check_timezone(timezone)
@@ -184,21 +229,21 @@ def create(
                                         prometheus, detect_alert, detect_http))
     # Named here, not in the workflow: the project is the workflow id that locks the subject copy.
     inp.subject.project = resolve(inp.subject).project
+    inp.pause_on_failure = pause_on_failure
     asyncio.run(_create(schedule_id or f"nightly-{inp.subject.project}", inp, cron, timezone, paused))
 
 
 async def _list() -> None:
     client = await connect_client()
     table = Table(title="chaos schedules", title_justify="left")
-    for column in ("id", "cron", "time zone", "state", "next run", "last firing"):
-        table.add_column(column)
-    async for entry in await client.list_schedules():
-        action = entry.schedule.action if entry.schedule else None
-        if action is None or getattr(action, "workflow", None) != SCHEDULED_WORKFLOW_NAME:
-            continue  # someone else's schedule in this namespace
-        spec, info = entry.schedule.spec, entry.info
-        table.add_row(entry.id, (await entry.memo_value("cron", "-")), spec.time_zone_name or "UTC",
-                      "paused" if entry.schedule.state.paused else "active",
+    for column in ("id", "cron", "time zone", "state", "on failure", "next run", "last firing"):
+        # A pause note or a failed firing can carry a run's every reason: one line each here, `describe` has it all.
+        long = column in ("state", "last firing")
+        table.add_column(column, no_wrap=long, overflow="ellipsis", max_width=48 if long else None)
+    async for handle, desc in chaos_schedules(client):
+        info = desc.info
+        table.add_row(handle.id, (await desc.memo_value("cron", "-")), desc.schedule.spec.time_zone_name or "UTC",
+                      state_text(desc), on_failure(desc),
                       f"{info.next_action_times[0]:%Y-%m-%d %H:%M} UTC" if info.next_action_times else "-",
                       await _firing(client, info.recent_actions[-1]) if info.recent_actions else "-")
     console.print(table)
@@ -213,7 +258,7 @@ def list_schedules() -> None:
 async def _describe(schedule_id: str) -> None:
     client = await connect_client()
     _, desc = await _handle(client, schedule_id)
-    spec, state, info = desc.schedule.spec, desc.schedule.state, desc.info
+    spec, info = desc.schedule.spec, desc.info
     action = desc.schedule.action
     inp = await client.data_converter.decode(action.args, [ChaosInput]) if isinstance(
         action, ScheduleActionStartWorkflow) and action.args else None
@@ -224,7 +269,8 @@ async def _describe(schedule_id: str) -> None:
     grid.add_row("runs", inp[0].summary() if inp else "-")
     grid.add_row("when", f"{await desc.memo_value('cron', '-')} ({spec.time_zone_name or 'UTC'})")
     grid.add_row("overlap", desc.schedule.policy.overlap.name)
-    grid.add_row("state", ("paused" if state.paused else "active") + (f" - {state.note}" if state.note else ""))
+    grid.add_row("on failure", on_failure(desc))
+    grid.add_row("state", state_text(desc))
     grid.add_row("next runs", ", ".join(f"{t:%Y-%m-%d %H:%M} UTC" for t in info.next_action_times[:3]) or "-")
     grid.add_row("fired", f"{info.num_actions} times ({info.num_actions_skipped_overlap} skipped: overlap)")
     grid.add_row("recent", "\n".join([await _firing(client, a) for a in info.recent_actions[-5:]]) or "-")

@@ -4,12 +4,15 @@ A Temporal Schedule appends a timestamp to the workflow id of every action, so i
 under the fixed per-subject id that makes a manual and a scheduled run exclude each other. This small parent does
 it instead: it starts the chaos run as a child under the subject copy's id and, when that id is already running
 (someone else is breaking this subject right now), records "skipped: subject busy" and kills nothing.
+
+A chaos run that fails its verdict still completes (the report is its result). For a schedule created with
+pause-on-failure (`inp.pause_on_failure`) this parent fails instead, so Temporal's pause-on-failure policy sees it.
 """
 
 from __future__ import annotations
 
 from temporalio import workflow
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -18,10 +21,13 @@ with workflow.unsafe.imports_passed_through():
         WORKFLOW_TASK_TIMEOUT,
         ChaosInput,
         ChaosReport,
+        ErrorType,
         ScheduledRunResult,
         bad_input,
     )
     from workflows.chaos import ChaosDemoWorkflow
+
+PAUSE_ON_FAILURE_PATCH = "scheduled-fail-on-verdict"
 
 
 @workflow.defn(name=SCHEDULED_WORKFLOW_NAME)
@@ -49,5 +55,12 @@ class ScheduledChaosWorkflow:
             return ScheduledRunResult(workflow_id=run_id, started=False, skipped_reason=reason)
         workflow.set_current_details(f"started chaos run **{run_id}** ({child.first_execution_run_id})")
         report: ChaosReport = await child
+        # Gated by a patch: a firing an earlier worker completed with a fail verdict (its input may carry the flag,
+        # set by a newer starter) must replay to that same completion, not to this failure.
+        if report.verdict == "fail" and inp.pause_on_failure and workflow.patched(PAUSE_ON_FAILURE_PATCH):
+            raise ApplicationError(
+                f"chaos run {run_id} ({child.first_execution_run_id}) failed its verdict: "
+                f"{'; '.join(report.reasons) or 'no reason given'}",
+                type=ErrorType.VERDICT_FAIL, non_retryable=True)
         return ScheduledRunResult(workflow_id=run_id, started=True, run_id=child.first_execution_run_id,
                                   verdict=report.verdict)
