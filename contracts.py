@@ -12,8 +12,9 @@ import math
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
@@ -21,6 +22,7 @@ TASK_QUEUE = "chaos-runs"
 WORKFLOW_NAME = "ChaosDemoWorkflow"
 SCHEDULED_WORKFLOW_NAME = "ScheduledChaosWorkflow"
 GUARD_WORKFLOW_NAME = "FaultGuardWorkflow"
+NOTIFY_WORKFLOW_NAME = "NotifyWorkflow"
 # The live view draws this many of the latest load windows; the full list is in the report.
 RECENT_WINDOWS = 30
 # Workflow tasks here are tiny; if a worker dies holding one, the server hands it to another worker after this
@@ -113,6 +115,13 @@ class ChaosInput(BaseModel):
     max_fault_s: float = Field(default=120.0, gt=0, description="restore starts at the latest this long after inject")
     interactive: bool = Field(default=False, description="pause before each stage until the `advance` update")
     diagnosis_deadline_s: float = Field(default=60.0, gt=0, description="Claude's whole budget, retries included")
+    notify_url: str | None = Field(default=None, description="POST the run's summary here when it ends (a webhook; "
+                                                             "Slack's incoming webhooks read its `text`)")
+
+    @field_validator("notify_url")
+    @classmethod
+    def _valid_notify_url(cls, url: str | None) -> str | None:
+        return None if url is None else check_notify_url(url)
 
     def summary(self, default_project: str | None = None) -> str:
         """One line for the Temporal UI's summary column, e.g. "kill etcd1 on etcd"; names a non-default copy."""
@@ -197,6 +206,8 @@ class PreflightResult(BaseModel):
     defaults: SubjectDefaults = SubjectDefaults()
     choice: TargetChoice | None = Field(default=None, description="None from workers before the fault catalog")
     fault_label: str | None = Field(default=None, description='the kind and its parameters, e.g. "loss 30%"')
+    notify_worker: bool = Field(default=False, description="the worker has CHAOS_NOTIFY_URL: the run's end is posted "
+                                                           "there too (the URL itself never enters the history)")
 
 
 class WaitHealthyRequest(BaseModel):
@@ -580,6 +591,76 @@ class ScheduledRunResult(BaseModel):
     run_id: str | None = None
     verdict: Verdict | None = None
     skipped_reason: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Notifications: a run's summary POSTed to webhooks when it ends
+
+
+def check_notify_url(url: str) -> str:
+    """A webhook URL a run may POST to: http(s), a host, a valid port. Raises ValueError saying what is wrong."""
+    parts = urlsplit(url)
+    try:
+        _ = parts.port  # parsed on access: a port out of range or not a number raises ValueError
+    except ValueError as err:
+        raise ValueError(f"not a valid URL ({err}): {url!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+        raise ValueError(f"not an http(s) URL with a host: {url!r}")
+    return url
+
+
+def _s(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.3f} s"
+
+
+class RunNotice(BaseModel):
+    """What a run POSTs when it ends: the report's headline, small (no load windows, no operation history).
+    `text` is the one or two lines a chat shows: Slack's incoming webhooks (and Mattermost's, Rocket.Chat's) read it."""
+
+    text: str
+    workflow_id: str
+    run_id: str
+    subject: str
+    project: str
+    fault: FaultKind
+    fault_label: str | None = None
+    targets: list[str] = []
+    verdict: Verdict
+    time_to_detect_s: float | None = None
+    time_to_restore_s: float | None = None
+    safety: SafetyVerdict | None = Field(default=None, description="None: no safety check ran")
+    diagnosis_correct: bool | None = None
+    reasons: list[str] = []
+    started_at: datetime
+    finished_at: datetime
+
+    @classmethod
+    def of(cls, r: ChaosReport) -> RunNotice:
+        safety = r.safety.verdict if r.safety else None
+        text = (f"chaos run {r.verdict.upper()}: {r.fault_text} (subject {r.subject}), detected in "
+                f"{_s(r.time_to_detect_s)}, restored in {_s(r.time_to_restore_s)}, data safety {safety or '-'}\n"
+                f"run {r.workflow_id} ({r.run_id})")
+        return cls(text=text, workflow_id=r.workflow_id, run_id=r.run_id, subject=r.subject, project=r.project,
+                   fault=r.fault, fault_label=r.fault_label, targets=r.targets or [r.target], verdict=r.verdict,
+                   time_to_detect_s=r.time_to_detect_s, time_to_restore_s=r.time_to_restore_s, safety=safety,
+                   diagnosis_correct=r.diagnosis.correct if r.diagnosis else None, reasons=r.reasons,
+                   started_at=r.started_at, finished_at=r.finished_at)
+
+
+class NotifyRequest(BaseModel):
+    notice: RunNotice
+    urls: list[str] = Field(default=[], description="the run's own webhooks (--notify)")
+    worker_url: bool = Field(default=False, description="also the CHAOS_NOTIFY_URL of the worker that posts")
+
+
+class NotifyPost(BaseModel):
+    notice: RunNotice
+    url: str | None = Field(description="None: the posting worker's CHAOS_NOTIFY_URL, read there and only there")
+
+
+def notify_id(workflow_id: str, run_id: str) -> str:
+    """The workflow id of the notifications a chaos run sends when it ends: one per run."""
+    return f"{workflow_id}-notify-{run_id}"
 
 
 def bad_input(message: str) -> ApplicationError:

@@ -36,6 +36,7 @@ from contracts import (
     WaitHealthyRequest,
     bad_input,
 )
+from activities.notify import worker_notify_url
 from faults import BadFault, Fault, make_fault, target_choice
 from subjects import BadSubjectFile, SubjectInstance, UnknownSubject, resolve
 
@@ -81,6 +82,10 @@ async def preflight(req: PreflightRequest) -> PreflightResult:
     subject = instance.subject
     fault = fault_or_bad_input(req.fault, req.fault_params)
     _choice_or_bad_input(subject, fault, req, roles=None)  # what is wrong without asking the system: say it now
+    try:
+        notify_worker = worker_notify_url() is not None
+    except ValueError as err:
+        raise bad_input(f"this worker's {err}") from None
     client = compose_client(instance)
     await off_loop(ensure_docker, client)
     await off_loop(validate_compose, client, instance)
@@ -112,6 +117,7 @@ async def preflight(req: PreflightRequest) -> PreflightResult:
         # Roles as the steady state reads them, the moment before the countdown: `leader` means this member.
         choice=_choice_or_bad_input(subject, fault, req, roles=baseline.roles),
         fault_label=fault.label(),
+        notify_worker=notify_worker,
     )
 
 

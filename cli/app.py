@@ -24,6 +24,7 @@ from cli.common import (
     EXIT_PASS,
     FAULT_KINDS_EPILOG,
     FAULT_OPTION,
+    NOTIFY_OPTION,
     PARAM_OPTION,
     QUORUM_OPTION,
     TARGET_OPTION,
@@ -125,6 +126,7 @@ def chaos(
     max_fault_seconds: float = typer.Option(120.0, help="Restore starts at the latest this long after the fault."),
     load_rate: float = typer.Option(DEFAULT_LOAD_RATE, help="Operations a second the load sends, however slow the "
                                     "answers (open loop); each is recorded and checked for lost data."),
+    notify: Optional[str] = NOTIFY_OPTION,
 ) -> None:
     """Run one chaos experiment: preflight, load, countdown, fault, detect, diagnose, restore.
 
@@ -132,7 +134,7 @@ def chaos(
     """
     inp = chaos_input(subject, target, detect_timeout, detect_interval, countdown, project, port_base,
                       max_fault_seconds, interactive, load_rate, fault=fault, params=param, count=count,
-                      allow_quorum_loss=allow_quorum_loss)
+                      allow_quorum_loss=allow_quorum_loss, notify=notify)
     if interactive and (as_json or detach):
         fail(EXIT_BAD_INPUT, "--interactive needs a terminal to follow the run: drop --json/--detach")
     raise typer.Exit(asyncio.run(_chaos(inp, as_json, detach)))

@@ -31,6 +31,7 @@ from contracts import (
     ChaosInput,
     ErrorType,
     Progress,
+    check_notify_url,
     fault_guard_id,
 )
 from faults import CATALOG, BadFault, catalog_help, make_fault, parse_params, target_choice
@@ -189,12 +190,17 @@ TARGET_OPTION = typer.Option(None, help="Member to hit: a service name, random (
 COUNT_OPTION = typer.Option(1, help="How many members to hit at once (the target first, the rest at random).")
 QUORUM_OPTION = typer.Option(False, "--allow-quorum-loss",
                              help="Allow --count to take more members than the subject's quorum rule can spare.")
+NOTIFY_OPTION = typer.Option(None, "--notify", metavar="URL",
+                             help="POST a JSON summary of the run here when it ends (Slack-compatible `text`). The "
+                                  "URL is part of the run's input: for a webhook holding a token, set the worker's "
+                                  "CHAOS_NOTIFY_URL instead.")
 
 
 def chaos_input(subject: str, target: str | None, detect_timeout: float | None, detect_interval: float,
                 countdown: int, project: str | None, port_base: int | None, max_fault_seconds: float,
                 interactive: bool = False, load_rate: float = DEFAULT_LOAD_RATE, fault: str = "kill",
-                params: list[str] | None = None, count: int = 1, allow_quorum_loss: bool = False) -> ChaosInput:
+                params: list[str] | None = None, count: int = 1, allow_quorum_loss: bool = False,
+                notify: str | None = None) -> ChaosInput:
     """Check a run's options as the user typed them (`chaos`, `schedule create`): exit 2 with one line when wrong.
     The worker's preflight checks them again (and what needs the running system: who leads, what the kernel can do)."""
     definition = load_subject(subject)
@@ -214,6 +220,11 @@ def chaos_input(subject: str, target: str | None, detect_timeout: float | None, 
     if not 0 < load_rate <= MAX_LOAD_RATE:
         fail(EXIT_BAD_INPUT, f"--load-rate must be above 0 and at most {MAX_LOAD_RATE:g} operations a second "
                              f"(got {load_rate:g})")
+    if notify is not None:
+        try:
+            check_notify_url(notify)
+        except ValueError as err:
+            fail(EXIT_BAD_INPUT, f"--notify: {err}")
     return ChaosInput(
         subject=subject_ref(subject, project=project, port_base=port_base),
         fault=fault,
@@ -228,6 +239,7 @@ def chaos_input(subject: str, target: str | None, detect_timeout: float | None, 
         max_fault_s=max_fault_seconds,
         interactive=interactive,
         load_rate=load_rate,
+        notify_url=notify,
     )
 
 

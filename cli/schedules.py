@@ -39,6 +39,7 @@ from cli.common import (
     EXIT_BAD_INPUT,
     FAULT_KINDS_EPILOG,
     FAULT_OPTION,
+    NOTIFY_OPTION,
     PARAM_OPTION,
     QUORUM_OPTION,
     TARGET_OPTION,
@@ -151,12 +152,13 @@ def create(
     load_rate: float = typer.Option(DEFAULT_LOAD_RATE, help="Operations a second the load sends, however slow the "
                                     "answers (open loop); each is recorded and checked for lost data."),
     paused: bool = typer.Option(False, "--paused", help="Create it paused."),
+    notify: Optional[str] = NOTIFY_OPTION,
 ) -> None:
     """Run chaos on a schedule (default every night at 03:00 UTC). A run is skipped while the subject is busy."""
     _check_timezone(timezone)
     inp = chaos_input(subject, target, detect_timeout, detect_interval, countdown, project, port_base,
                       max_fault_seconds, load_rate=load_rate, fault=fault, params=param, count=count,
-                      allow_quorum_loss=allow_quorum_loss)
+                      allow_quorum_loss=allow_quorum_loss, notify=notify)
     # Named here, not in the workflow: the project is the workflow id that locks the subject copy.
     inp.subject.project = resolve(inp.subject).project
     asyncio.run(_create(schedule_id or f"nightly-{inp.subject.project}", inp, cron, timezone, paused))
