@@ -149,6 +149,8 @@ async def test_webhooks_get_the_summary(client, etcd, metrics_worker, receiver):
     await until(15, lambda: asyncio.to_thread(lambda: posted("/hook/run") and posted(WORKER_HOOK)))
     notice = posted("/hook/run")[0]
     assert posted(WORKER_HOOK) == [notice]
+    received = min(at for path, _, at in receiver.posts if path == "/hook/run")
+    print(f"report built -> webhook received: {received - report.finished_at.timestamp():.3f} s")
     print(json.dumps(notice, indent=1))
     assert notice["verdict"] == "pass"
     assert (notice["subject"], notice["fault"], notice["workflow_id"]) == ("etcd", "kill", etcd.instance.project)
