@@ -33,6 +33,7 @@ from contracts import (
     Progress,
     check_notify_url,
     fault_guard_id,
+    notify_id,
 )
 from faults import CATALOG, BadFault, catalog_help, make_fault, parse_params, target_choice
 from runtime.connect import connect_config, task_queue, ui_base_url
@@ -55,6 +56,9 @@ WORKER_PICKUP_WITHIN = 3.0
 QUERY_TIMEOUT = timedelta(seconds=5)
 # A guard restoring what a terminated run left takes a restore and a health wait; longer, the next worker finishes it.
 GUARD_FINISH_WITHIN = 90.0
+# A run's notifications post within moments (three attempts fit); the retries for a receiver that is down are left
+# to the next worker rather than holding the report this long.
+NOTIFY_FINISH_WITHIN = 5.0
 
 err_console = Console(stderr=True)
 
@@ -152,18 +156,33 @@ async def worker_if_needed(client: Client, handle: WorkflowHandle,
         try:
             yield True
         finally:
-            await _let_the_guard_finish(client, handle)
+            await _let_the_children_finish(client, handle)
 
 
-async def _let_the_guard_finish(client: Client, handle: WorkflowHandle) -> None:
-    """A closed run's fault guard finishes moments later (restoring first if the run was terminated). Give it this
-    worker until then, rather than leave it open in the web UI until the next worker comes along."""
+async def _let_the_children_finish(client: Client, handle: WorkflowHandle) -> None:
+    """A closed run's fault guard finishes moments later (restoring first if the run was terminated), its
+    notifications too. Give them this worker until then, rather than leave them open in the web UI (and the webhook
+    uninformed) until the next worker comes along."""
     desc = await handle.describe()
     if desc.status == WorkflowExecutionStatus.RUNNING:  # we only stopped watching: its guard keeps watching
         return
-    guard = client.get_workflow_handle(fault_guard_id(handle.id, desc.run_id))
-    with contextlib.suppress(RPCError, WorkflowFailureError, asyncio.TimeoutError):  # no guard (nothing injected)
-        await asyncio.wait_for(guard.result(), GUARD_FINISH_WITHIN)
+
+    async def finish(workflow_id: str, within: float) -> bool:
+        """False if it is still running; no such child (nothing injected, nobody to notify) or a failed one
+        is done."""
+        with contextlib.suppress(RPCError, WorkflowFailureError):
+            try:
+                await asyncio.wait_for(client.get_workflow_handle(workflow_id).result(), within)
+            except asyncio.TimeoutError:
+                return False
+        return True
+
+    notifier = notify_id(handle.id, desc.run_id)
+    _, notified = await asyncio.gather(finish(fault_guard_id(handle.id, desc.run_id), GUARD_FINISH_WITHIN),
+                                       finish(notifier, NOTIFY_FINISH_WITHIN))
+    if not notified:
+        err_console.print(f"[yellow]the run's notification is not delivered yet: {notifier} retries it on the next "
+                          f"worker (python worker.py)[/]", highlight=False, soft_wrap=True)
 
 
 def _positive(name: str, value: float) -> None:

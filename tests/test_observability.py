@@ -24,7 +24,7 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.api.enums.v1 import EventType
 
 from contracts import NOTIFY_WORKFLOW_NAME, ChaosInput, NotifyRequest, RunNotice, notify_id
-from tests.conftest import ROOT, command_env, free_port, starter, until, walk_to_end, walk_to_gate
+from tests.conftest import ROOT, command_env, free_port, starter, subject_args, until, walk_to_end, walk_to_gate
 from tests.workers import WorkerProcess
 from workflows.chaos import ChaosDemoWorkflow
 
@@ -192,6 +192,17 @@ async def test_a_dead_receiver_changes_nothing(client, etcd, metrics_worker, rec
     await until(15, retrying)
     assert [p for p in receiver.json_posts(WORKER_HOOK) if p["run_id"] == report.run_id]
     await notifier.terminate("test done: the receiver is dead for good")
+
+
+async def test_chaos_notify_on_the_command_line(client, etcd, receiver, tmp_path):
+    """`chaos --notify` as a user types it, with no worker running: the starter's own worker delivers the post
+    before the command returns."""
+    env = command_env(client.service_client.config.target_host, tmp_path, CHAOS_TASK_QUEUE=f"t-{uuid.uuid4().hex[:10]}")
+    result = await asyncio.to_thread(starter, "chaos", *subject_args(etcd), "--countdown", "0", "--json",
+                                     "--notify", receiver.url + "/hook/cli", env=env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [(p["run_id"], p["verdict"]) for p in receiver.json_posts("/hook/cli")] == [(report["run_id"], "pass")]
 
 
 def test_dashboard_queries_only_what_the_worker_exposes(metrics_worker):
