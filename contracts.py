@@ -15,13 +15,18 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+)
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 TASK_QUEUE = "chaos-runs"
 WORKFLOW_NAME = "ChaosDemoWorkflow"
 SCHEDULED_WORKFLOW_NAME = "ScheduledChaosWorkflow"
 GUARD_WORKFLOW_NAME = "FaultGuardWorkflow"
+NOTIFY_WORKFLOW_NAME = "NotifyWorkflow"
 # The live view draws this many of the latest load windows; the full list is in the report.
 RECENT_WINDOWS = 30
 # Workflow tasks here are tiny; if a worker dies holding one, the server hands it to another worker after this
@@ -95,18 +100,19 @@ class SubjectRef(BaseModel):
 # Guardrails: stop conditions and the user's own monitoring
 
 
-def _http_url(value: str | None, what: str) -> str | None:
-    """An http(s) URL with a host, or a one-line error naming the option."""
-    if value is None:
+def check_http_url(url: str | None, what: str) -> str | None:
+    """An http(s) URL with a host and a valid port, or ValueError naming `what` (an option, a variable) in one line:
+    every URL a run will call (monitoring, probes, webhooks) is checked before anything starts."""
+    if url is None:
         return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{what} must be an http:// or https:// URL with a host (got {value!r})")
+    parts = urlsplit(url)
     try:
-        parts.port  # noqa: B018 - raises on a port that is not a number
-    except ValueError:
-        raise ValueError(f"{what} has a bad port (got {value!r})") from None
-    return value
+        _ = parts.port  # parsed on access: a port out of range or not a number raises ValueError
+    except ValueError as err:
+        raise ValueError(f"{what} is not a valid URL ({err}): {url!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+        raise ValueError(f"{what} is not an http(s) URL with a host: {url!r}")
+    return url
 
 
 class StopConditions(BaseModel):
@@ -130,12 +136,12 @@ class StopConditions(BaseModel):
     @field_validator("abort_probe_url")
     @classmethod
     def _probe(cls, v: str | None) -> str | None:
-        return _http_url(v, "--abort-probe")
+        return check_http_url(v, "--abort-probe")
 
     @field_validator("prometheus_url")
     @classmethod
     def _prometheus(cls, v: str | None) -> str | None:
-        return _http_url(v, "--prometheus")
+        return check_http_url(v, "--prometheus")
 
     @model_validator(mode="after")
     def _query_needs_prometheus(self) -> "StopConditions":
@@ -193,7 +199,7 @@ class ExternalDetector(BaseModel):
     def _valid(self) -> "ExternalDetector":
         if self.kind == "alert" and not (self.alert and self.url):
             raise ValueError("--detect-alert needs NAME@URL (the alert's name, then the Prometheus/Alertmanager URL)")
-        _http_url(self.url, "--detect-alert URL" if self.kind == "alert" else "--detect-http")
+        check_http_url(self.url, "--detect-alert URL" if self.kind == "alert" else "--detect-http")
         return self
 
     @property
@@ -254,6 +260,13 @@ class ChaosInput(BaseModel):
     # schedule created with pause-on-failure sets this, and its ScheduledChaosWorkflow then fails on a fail verdict.
     pause_on_failure: bool = Field(default=False, description="scheduled runs: fail the firing on verdict fail, so "
                                                                "a schedule with pause_on_failure pauses itself")
+    notify_url: str | None = Field(default=None, description="POST the run's summary here when it ends (a webhook; "
+                                                             "Slack's incoming webhooks read its `text`)")
+
+    @field_validator("notify_url")
+    @classmethod
+    def _valid_notify_url(cls, url: str | None) -> str | None:
+        return check_http_url(url, "notify_url")
 
     def summary(self, default_project: str | None = None) -> str:
         """One line for the Temporal UI's summary column, e.g. "kill etcd1 on etcd"; names a non-default copy."""
@@ -340,6 +353,8 @@ class PreflightResult(BaseModel):
     defaults: SubjectDefaults = SubjectDefaults()
     choice: TargetChoice | None = Field(default=None, description="None from workers before the fault catalog")
     fault_label: str | None = Field(default=None, description='the kind and its parameters, e.g. "loss 30%"')
+    notify_worker: bool = Field(default=False, description="the worker has CHAOS_NOTIFY_URL: the run's end is posted "
+                                                           "there too (the URL itself never enters the history)")
 
 
 class WaitHealthyRequest(BaseModel):
@@ -733,6 +748,64 @@ class ScheduledRunResult(BaseModel):
     run_id: str | None = None
     verdict: Verdict | None = None
     skipped_reason: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Notifications: a run's summary POSTed to webhooks when it ends
+
+
+def _s(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.3f} s"
+
+
+class RunNotice(BaseModel):
+    """What a run POSTs when it ends: the report's headline, small (no load windows, no operation history).
+    `text` is the one or two lines a chat shows: Slack's incoming webhooks (and Mattermost's, Rocket.Chat's) read it."""
+
+    text: str
+    workflow_id: str
+    run_id: str
+    subject: str
+    project: str
+    fault: FaultKind
+    fault_label: str | None = None
+    targets: list[str] = []
+    verdict: Verdict
+    time_to_detect_s: float | None = None
+    time_to_restore_s: float | None = None
+    safety: SafetyVerdict | None = Field(default=None, description="None: no safety check ran")
+    diagnosis_correct: bool | None = None
+    reasons: list[str] = []
+    started_at: datetime
+    finished_at: datetime
+
+    @classmethod
+    def of(cls, r: ChaosReport) -> RunNotice:
+        safety = r.safety.verdict if r.safety else None
+        text = (f"chaos run {r.verdict.upper()}: {r.fault_text} (subject {r.subject}), detected in "
+                f"{_s(r.time_to_detect_s)}, restored in {_s(r.time_to_restore_s)}, data safety {safety or '-'}\n"
+                f"run {r.workflow_id} ({r.run_id})")
+        return cls(text=text, workflow_id=r.workflow_id, run_id=r.run_id, subject=r.subject, project=r.project,
+                   fault=r.fault, fault_label=r.fault_label, targets=r.targets or [r.target], verdict=r.verdict,
+                   time_to_detect_s=r.time_to_detect_s, time_to_restore_s=r.time_to_restore_s, safety=safety,
+                   diagnosis_correct=r.diagnosis.correct if r.diagnosis else None, reasons=r.reasons,
+                   started_at=r.started_at, finished_at=r.finished_at)
+
+
+class NotifyRequest(BaseModel):
+    notice: RunNotice
+    urls: list[str] = Field(default=[], description="the run's own webhooks (--notify)")
+    worker_url: bool = Field(default=False, description="also the CHAOS_NOTIFY_URL of the worker that posts")
+
+
+class NotifyPost(BaseModel):
+    notice: RunNotice
+    url: str | None = Field(description="None: the posting worker's CHAOS_NOTIFY_URL, read there and only there")
+
+
+def notify_id(workflow_id: str, run_id: str) -> str:
+    """The workflow id of the notifications a chaos run sends when it ends: one per run."""
+    return f"{workflow_id}-notify-{run_id}"
 
 
 def bad_input(message: str) -> ApplicationError:

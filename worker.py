@@ -1,18 +1,27 @@
 """Run a worker: connect (envconfig; the embedded dev server by default), register everything, run until Ctrl-C."""
 
 import asyncio
+import contextlib
 import signal
 import sys
 
-from runtime.connect import exit_process
+from activities.notify import NOTIFY_URL_ENV, where, worker_notify_url
+from runtime.connect import exit_process, task_queue
 from runtime.devserver import ServerUnreachable, connect_or_start
+from runtime.metrics import metrics_address, metrics_runtime, watch_injected_faults
 from runtime.run_log import show_in_terminal
 from runtime.worker import SearchAttributesMissing, build_worker, ensure_search_attributes, retire_reaper_schedule
 
 
 async def main() -> int:
+    try:  # the worker's own settings: a typo must stop it here, not surface in the first run's end
+        address, notify_url = metrics_address(), worker_notify_url()
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    runtime = metrics_runtime(address) if address else None
     try:
-        client = await connect_or_start()
+        client = await connect_or_start(runtime=runtime)
         added = await ensure_search_attributes(client)
     except (ServerUnreachable, SearchAttributesMissing) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -21,16 +30,25 @@ async def main() -> int:
         print(f"registered search attributes: {', '.join(added)}")
     if await retire_reaper_schedule(client):
         print("deleted the reaper schedule of earlier versions: every fault now has a guard of its own")
+    if address:
+        print(f"Prometheus metrics on http://{address}/metrics")
+    if notify_url:
+        print(f"every run's end is posted to {where(notify_url)} ({NOTIFY_URL_ENV})")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     show_in_terminal()  # a line when each chaos run starts and ends
     async with build_worker(client) as worker:
+        gauge = asyncio.create_task(watch_injected_faults(client, runtime, task_queue())) if runtime else None
         print(f"worker polling task queue {worker.task_queue!r} on {client.service_client.config.target_host}"
               f" (namespace {client.namespace}); Ctrl-C to stop", flush=True)
         await stop.wait()
         print("shutting down: in-flight activities get 5 s to finish, the rest resume on another worker")
+        if gauge:
+            gauge.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gauge
     return 0
 
 

@@ -38,6 +38,7 @@ from contracts import (
     WaitHealthyRequest,
     bad_input,
 )
+from activities.notify import worker_notify_url
 from faults import BadFault, Fault, make_fault, target_choice
 from subjects import BadSubjectFile, SubjectInstance, UnknownSubject, resolve
 
@@ -85,6 +86,10 @@ async def preflight(req: PreflightRequest) -> PreflightResult:
     _choice_or_bad_input(subject, fault, req, roles=None)  # what is wrong without asking the system: say it now
     if req.stop is not None or req.detectors:
         await check_monitoring(req.stop or StopConditions(), req.detectors)
+    try:
+        notify_worker = worker_notify_url() is not None
+    except ValueError as err:
+        raise bad_input(f"this worker's {err}") from None
     client = compose_client(instance)
     await off_loop(ensure_docker, client)
     await off_loop(validate_compose, client, instance)
@@ -116,6 +121,7 @@ async def preflight(req: PreflightRequest) -> PreflightResult:
         # Roles as the steady state reads them, the moment before the countdown: `leader` means this member.
         choice=_choice_or_bad_input(subject, fault, req, roles=baseline.roles),
         fault_label=fault.label(),
+        notify_worker=notify_worker,
     )
 
 

@@ -30,6 +30,7 @@ from cli.common import (
     MAX_ERROR_RATE_OPTION,
     MAX_P99_OPTION,
     MAX_UNAVAILABLE_OPTION,
+    NOTIFY_OPTION,
     PARAM_OPTION,
     PROMETHEUS_OPTION,
     QUORUM_OPTION,
@@ -142,6 +143,7 @@ def chaos(
     max_fault_seconds: float = typer.Option(120.0, help="Restore starts at the latest this long after the fault."),
     load_rate: float = typer.Option(DEFAULT_LOAD_RATE, help="Operations a second the load sends, however slow the "
                                     "answers (open loop); each is recorded and checked for lost data."),
+    notify: Optional[str] = NOTIFY_OPTION,
 ) -> None:
     """Run one chaos experiment: preflight, load, countdown, fault, detect, diagnose, restore.
 
@@ -151,7 +153,8 @@ def chaos(
                       max_fault_seconds, interactive, load_rate, fault=fault, params=param, count=count,
                       allow_quorum_loss=allow_quorum_loss,
                       guards=guardrails(max_error_rate, max_p99_ms, max_unavailable_s, abort_probe, abort_query,
-                                        prometheus, detect_alert, detect_http))
+                                        prometheus, detect_alert, detect_http),
+                      notify=notify)
     if interactive and (as_json or detach):
         fail(EXIT_BAD_INPUT, "--interactive needs a terminal to follow the run: drop --json/--detach")
     raise typer.Exit(asyncio.run(_chaos(inp, as_json, detach)))

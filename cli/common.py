@@ -34,7 +34,9 @@ from contracts import (
     ExternalDetector,
     Progress,
     StopConditions,
+    check_http_url,
     fault_guard_id,
+    notify_id,
 )
 from faults import (
     CATALOG,
@@ -71,6 +73,9 @@ WORKER_PICKUP_WITHIN = 3.0
 QUERY_TIMEOUT = timedelta(seconds=5)
 # A guard restoring what a terminated run left takes a restore and a health wait; longer, the next worker finishes it.
 GUARD_FINISH_WITHIN = 90.0
+# A run's notifications post within moments (three attempts fit); the retries for a receiver that is down are left
+# to the next worker rather than holding the report this long.
+NOTIFY_FINISH_WITHIN = 5.0
 
 err_console = Console(stderr=True)
 
@@ -168,18 +173,33 @@ async def worker_if_needed(client: Client, handle: WorkflowHandle,
         try:
             yield True
         finally:
-            await let_the_guard_finish(client, handle)
+            await let_the_children_finish(client, handle)
 
 
-async def let_the_guard_finish(client: Client, handle: WorkflowHandle) -> None:
-    """A closed run's fault guard finishes moments later (restoring first if the run was terminated). Give it this
-    worker until then, rather than leave it open in the web UI until the next worker comes along."""
+async def let_the_children_finish(client: Client, handle: WorkflowHandle) -> None:
+    """A closed run's fault guard finishes moments later (restoring first if the run was terminated), its
+    notifications too. Give them this worker until then, rather than leave them open in the web UI (and the webhook
+    uninformed) until the next worker comes along."""
     desc = await handle.describe()
     if desc.status == WorkflowExecutionStatus.RUNNING:  # we only stopped watching: its guard keeps watching
         return
-    guard = client.get_workflow_handle(fault_guard_id(handle.id, desc.run_id))
-    with contextlib.suppress(RPCError, WorkflowFailureError, asyncio.TimeoutError):  # no guard (nothing injected)
-        await asyncio.wait_for(guard.result(), GUARD_FINISH_WITHIN)
+
+    async def finish(workflow_id: str, within: float) -> bool:
+        """False if it is still running; no such child (nothing injected, nobody to notify) or a failed one
+        is done."""
+        with contextlib.suppress(RPCError, WorkflowFailureError):
+            try:
+                await asyncio.wait_for(client.get_workflow_handle(workflow_id).result(), within)
+            except asyncio.TimeoutError:
+                return False
+        return True
+
+    notifier = notify_id(handle.id, desc.run_id)
+    _, notified = await asyncio.gather(finish(fault_guard_id(handle.id, desc.run_id), GUARD_FINISH_WITHIN),
+                                       finish(notifier, NOTIFY_FINISH_WITHIN))
+    if not notified:
+        err_console.print(f"[yellow]the run's notification is not delivered yet: {notifier} retries it on the next "
+                          f"worker (python worker.py)[/]", highlight=False, soft_wrap=True)
 
 
 def _positive(name: str, value: float) -> None:
@@ -206,6 +226,10 @@ TARGET_OPTION = typer.Option(None, help="Member to hit: a service name, random (
 COUNT_OPTION = typer.Option(1, help="How many members to hit at once (the target first, the rest at random).")
 QUORUM_OPTION = typer.Option(False, "--allow-quorum-loss",
                              help="Allow --count to take more members than the subject's quorum rule can spare.")
+NOTIFY_OPTION = typer.Option(None, "--notify", metavar="URL",
+                             help="POST a JSON summary of the run here when it ends (Slack-compatible `text`). The "
+                                  "URL is part of the run's input: for a webhook holding a token, set the worker's "
+                                  "CHAOS_NOTIFY_URL instead.")
 
 # Guardrails `chaos` and `schedule create` share: stop conditions (restore at once, verdict fail) and the user's own
 # monitoring as extra detectors (timed beside ours).
@@ -265,7 +289,8 @@ def chaos_input(subject: str, target: str | None, detect_timeout: float | None, 
                 countdown: int, project: str | None, port_base: int | None, max_fault_seconds: float,
                 interactive: bool = False, load_rate: float = DEFAULT_LOAD_RATE, fault: str = "kill",
                 params: list[str] | None = None, count: int = 1, allow_quorum_loss: bool = False,
-                guards: tuple[StopConditions, list[ExternalDetector]] | None = None) -> ChaosInput:
+                guards: tuple[StopConditions, list[ExternalDetector]] | None = None,
+                notify: str | None = None) -> ChaosInput:
     """Check a run's options as the user typed them (`chaos`, `schedule create`): exit 2 with one line when wrong.
     The worker's preflight checks them again (and what needs the running system: who leads, what the kernel can do)."""
     definition = load_subject(subject)
@@ -285,6 +310,11 @@ def chaos_input(subject: str, target: str | None, detect_timeout: float | None, 
     if not 0 < load_rate <= MAX_LOAD_RATE:
         fail(EXIT_BAD_INPUT, f"--load-rate must be above 0 and at most {MAX_LOAD_RATE:g} operations a second "
                              f"(got {load_rate:g})")
+    if notify is not None:
+        try:
+            check_http_url(notify, "--notify")
+        except ValueError as err:
+            fail(EXIT_BAD_INPUT, str(err))
     return ChaosInput(
         subject=subject_ref(subject, project=project, port_base=port_base),
         fault=fault,
@@ -301,6 +331,7 @@ def chaos_input(subject: str, target: str | None, detect_timeout: float | None, 
         load_rate=load_rate,
         stop=guards[0] if guards else StopConditions(),
         detectors=guards[1] if guards else [],
+        notify_url=notify,
     )
 
 

@@ -32,7 +32,7 @@ from cli.common import (
     err_console,
     fail,
     has_live_worker,
-    let_the_guard_finish,
+    let_the_children_finish,
 )
 from cli.facts import RunFacts, cancelled_text, run_facts
 from cli.schedules import chaos_schedules
@@ -162,7 +162,7 @@ async def _stop_all(reason: str | None, wait_s: float) -> int:
         closed = await _wait_closed(client, queue, pending, seen, wait_s)
         handles.update(pending)
         if own_worker:  # the fault guards of the closed runs finish moments later, on this worker
-            await asyncio.gather(*(let_the_guard_finish(client, handles[(f.workflow_id, f.run_id)]) for f in closed
+            await asyncio.gather(*(let_the_children_finish(client, handles[(f.workflow_id, f.run_id)]) for f in closed
                                    if (f.workflow_id, f.run_id) in handles))
     for handle in pending.values():
         f = await run_facts(await handle.describe())

@@ -50,6 +50,7 @@ from cli.common import (
     MAX_ERROR_RATE_OPTION,
     MAX_P99_OPTION,
     MAX_UNAVAILABLE_OPTION,
+    NOTIFY_OPTION,
     PARAM_OPTION,
     PROMETHEUS_OPTION,
     QUORUM_OPTION,
@@ -219,6 +220,7 @@ def create(
         False, "--pause-on-failure",
         help="Pause the schedule when a run fails (verdict fail or an error), so no further run starts until "
              "someone has looked and unpaused it (`schedule unpause ID`)."),
+    notify: Optional[str] = NOTIFY_OPTION,
 ) -> None:
     """Run chaos on a schedule (default every night at 03:00 UTC). A run is skipped while the subject is busy."""
     _check_timezone(timezone)
@@ -226,7 +228,8 @@ def create(
                       max_fault_seconds, load_rate=load_rate, fault=fault, params=param, count=count,
                       allow_quorum_loss=allow_quorum_loss,
                       guards=guardrails(max_error_rate, max_p99_ms, max_unavailable_s, abort_probe, abort_query,
-                                        prometheus, detect_alert, detect_http))
+                                        prometheus, detect_alert, detect_http),
+                      notify=notify)
     # Named here, not in the workflow: the project is the workflow id that locks the subject copy.
     inp.subject.project = resolve(inp.subject).project
     inp.pause_on_failure = pause_on_failure

@@ -14,8 +14,10 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
+from temporalio.runtime import Runtime
 
 from contracts import TASK_QUEUE
+from runtime import tracing
 
 DEFAULT_ADDRESS = "127.0.0.1:7233"
 
@@ -46,9 +48,11 @@ def ui_base_url(target_host: str) -> str:
     return f"http://{host or '127.0.0.1'}:{ui_port}"
 
 
-async def connect(timeout_s: float = 5.0) -> Client:
+async def connect(timeout_s: float = 5.0, runtime: Runtime | None = None) -> Client:
+    """`runtime`: one serving metrics (runtime/metrics.py); the SDK's default otherwise."""
     return await Client.connect(
-        **connect_config(), data_converter=pydantic_data_converter, connect_timeout=timedelta(seconds=timeout_s)
+        **connect_config(), data_converter=pydantic_data_converter, connect_timeout=timedelta(seconds=timeout_s),
+        interceptors=tracing.interceptors(), runtime=runtime,
     )
 
 
@@ -56,6 +60,7 @@ def exit_process(code: int) -> None:
     """Exit without interpreter finalization. The SDK's Rust threads can outlive the event loop and abort a
     finalizing interpreter (temporalio/sdk-python#300: "PyGILState_Release ... finalizing", exit 134 instead of
     our code), which would break every exit code a script or CI pipeline gates on."""
+    tracing.flush()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

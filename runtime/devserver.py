@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 
 from contracts import Attr
 from runtime.connect import connect, connect_config, uses_default_server
@@ -72,10 +73,10 @@ def connect_failure(err: RuntimeError) -> str:
     return text.removeprefix("Failed client connect: ")
 
 
-async def connect_or_start(say=print, wait_s: float = 60.0) -> Client:
+async def connect_or_start(say=print, wait_s: float = 60.0, runtime: Runtime | None = None) -> Client:
     """Connect to the configured server; start the embedded one when none is configured and none answers."""
     try:
-        return await connect()
+        return await connect(runtime=runtime)
     except RuntimeError as err:
         if not uses_default_server():
             raise ServerUnreachable(f"cannot reach Temporal at {connect_config()['target_host']} "
@@ -86,7 +87,7 @@ async def connect_or_start(say=print, wait_s: float = 60.0) -> Client:
     deadline = loop.time() + wait_s
     while True:
         try:
-            return await connect(timeout_s=2)
+            return await connect(timeout_s=2, runtime=runtime)
         except RuntimeError as err:
             if loop.time() > deadline:
                 raise ServerUnreachable(f"the embedded Temporal dev server did not start: {connect_failure(err)} "

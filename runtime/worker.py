@@ -15,10 +15,11 @@ from contracts import Attr
 from runtime.connect import task_queue as default_task_queue
 from runtime.run_log import RunLog
 from workflows.chaos import ChaosDemoWorkflow
+from workflows.notify import NotifyWorkflow
 from workflows.reaper import FaultGuardWorkflow, FaultReaperWorkflow
 from workflows.scheduled import ScheduledChaosWorkflow
 
-WORKFLOWS = [ChaosDemoWorkflow, FaultGuardWorkflow, FaultReaperWorkflow, ScheduledChaosWorkflow]
+WORKFLOWS = [ChaosDemoWorkflow, FaultGuardWorkflow, FaultReaperWorkflow, ScheduledChaosWorkflow, NotifyWorkflow]
 
 
 class SearchAttributesMissing(RuntimeError):

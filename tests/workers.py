@@ -12,12 +12,14 @@ from tests.conftest import ROOT, command_env
 
 
 class WorkerProcess:
-    def __init__(self, address: str, task_queue: str, state_dir: Path):
-        env = command_env(address, state_dir, CHAOS_TASK_QUEUE=task_queue, PYTHONUNBUFFERED="1")
+    def __init__(self, address: str, task_queue: str, state_dir: Path, python_args: list[str] | None = None,
+                 **extra_env: str):
+        """`python_args`: what the interpreter runs instead of worker.py; `extra_env`: the worker's settings."""
+        env = command_env(address, state_dir, CHAOS_TASK_QUEUE=task_queue, PYTHONUNBUFFERED="1", **extra_env)
         self.log = state_dir / f"worker-{time.monotonic_ns()}.log"
         self._out = open(self.log, "w")
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "worker.py")], cwd=ROOT, env=env,
-                                     stdout=self._out, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([sys.executable, *(python_args or [str(ROOT / "worker.py")])], cwd=ROOT,
+                                     env=env, stdout=self._out, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 30) -> "WorkerProcess":
         deadline = time.monotonic() + timeout

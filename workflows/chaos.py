@@ -60,6 +60,8 @@ with workflow.unsafe.imports_passed_through():
         fault_guard_id,
         fault_tag,
     )
+    from workflows.metrics import record_run
+    from workflows.notify import notify_run_end
 
 # A dead worker must be noticed within seconds, not minutes: every long activity heartbeats at least once per check.
 HEARTBEAT = timedelta(seconds=5)
@@ -324,6 +326,10 @@ class ChaosDemoWorkflow:
         # Runs started before the safety check replay without it (and report none).
         safety = await self._check_safety(inp, final) if workflow.patched("safety-check") else None
         report = self._report(inp, pre.project, targets, started_at, workflow.now(), restore, final, safety)
+        # Observability, once the verdict is final: metrics (no history events) and the webhooks (a child the run
+        # does not wait for).
+        record_run(report)
+        await notify_run_end(report, inp.notify_url, pre.notify_worker)
         # Let an `abort` caller get its answer before the run closes.
         await workflow.wait_condition(workflow.all_handlers_finished)
         return report
