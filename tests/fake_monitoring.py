@@ -1,8 +1,8 @@
 """A user's monitoring, faked on 127.0.0.1 for the guardrail tests: the test decides what it says and when.
 
-One server answers as all three things a run can ask: a health endpoint (`/health`, for --abort-probe and
---detect-http), Alertmanager's `/api/v2/alerts` (for --detect-alert) and Prometheus's `/api/v1/query` (for
---abort-query).
+One server answers as everything a run can ask: a health endpoint (`/health`, for --abort-probe and --detect-http),
+Alertmanager's `/api/v2/alerts` (for --detect-alert), Prometheus's `/api/v1/query` (for --abort-query), and a webhook
+receiver (any POST, for --notify).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ class FakeMonitoring:
         self.firing: set[str] = set()  # alert names firing now
         self.query_value = 0.0  # what every instant query returns (a one-sample vector)
         self.asked: list[str] = []  # paths asked, in order
+        self.posted: list[bytes] = []  # bodies POSTed (a webhook receiver too)
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -33,6 +34,10 @@ class FakeMonitoring:
                         {"metric": {"job": "etcd"}, "value": [0, f"{fake.query_value:g}"]}]}})
                 else:
                     self._send(404, {"error": "not found"})
+
+            def do_POST(self):  # noqa: N802
+                fake.posted.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                self._send(200, {"ok": True})
 
             def _send(self, status: int, body) -> None:
                 data = json.dumps(body).encode()

@@ -195,6 +195,11 @@ async def test_worker_window_shows_each_run_start_and_end(client, private_queue_
         (["--countdown", "-1"], "--countdown cannot be negative"),
         (["--load-rate", "0"], "--load-rate must be above 0 and at most 2000"),
         (["--load-rate", "1e6"], "--load-rate must be above 0 and at most 2000"),
+        (["--max-error-rate", "-1"], "--max-error-rate is a percentage from 0 to 100 (got -1)"),
+        (["--max-p99-ms", "0"], "--max-p99-ms must be positive"),
+        (["--abort-probe", "localhost:8080/health"], "--abort-probe is not an http(s) URL with a host"),
+        (["--abort-query", "up == 0"], "--abort-query needs --prometheus URL"),
+        (["--detect-alert", "EtcdDown"], "--detect-alert needs NAME@URL"),
     ],
 )
 async def test_bad_input_exits_2_with_one_line_and_kills_nothing(cli_env, etcd, args, message):

@@ -15,12 +15,13 @@ from pathlib import Path
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from contracts import Attr, ChaosInput, SubjectRef, fault_guard_id
+from contracts import Attr, ChaosInput, ExternalDetector, StopConditions, SubjectRef, fault_guard_id
 from workflows.scheduled import ScheduledChaosWorkflow
 from runtime.devserver import temporal_binary
 from runtime.worker import build_worker
 from runtime.copies import SubjectCopy, free_port_base
 from tests.conftest import walk_to_gate
+from tests.fake_monitoring import FakeMonitoring
 from workflows.chaos import ChaosDemoWorkflow
 
 HERE = Path(__file__).parent
@@ -32,6 +33,8 @@ async def main() -> None:
     env = await WorkflowEnvironment.start_local(dev_server_existing_path=temporal_binary(),
                                                 data_converter=pydantic_data_converter, search_attributes=list(Attr.ALL))
     queue = "record"
+    monitoring = FakeMonitoring().__enter__()
+    monitoring.firing.add("EtcdMemberDown")  # their alert fires as soon as it is asked after the fault
     scenarios = {
         "pass": (ChaosInput(subject=copy.ref, countdown_s=3), None),
         "abort_at_detect": (ChaosInput(subject=copy.ref, countdown_s=1, interactive=True),
@@ -44,6 +47,13 @@ async def main() -> None:
         "partition_leader": (ChaosInput(subject=copy.ref, countdown_s=1, fault="partition", target="leader"), None),
         "loss_two_members": (ChaosInput(subject=copy.ref, countdown_s=1, fault="loss", fault_params={"percent": 50},
                                         count=2, allow_quorum_loss=True), None),
+        # Guardrails: a stop condition trips while held at detect (the kill's errors); the user's alert is timed
+        # beside our probe; the end-of-run webhook starts its notifier.
+        "stopped_error_rate": (ChaosInput(subject=copy.ref, countdown_s=1, interactive=True,
+                                          stop=StopConditions(max_error_rate_pct=0)), None),
+        "their_alert": (ChaosInput(subject=copy.ref, countdown_s=1, detectors=[
+            ExternalDetector(kind="alert", alert="EtcdMemberDown", url=monitoring.url)]), None),
+        "notify": (ChaosInput(subject=copy.ref, countdown_s=1, notify_url=f"{monitoring.url}/hook"), None),
     }
     try:
         await copy.wait_healthy()
@@ -77,6 +87,7 @@ async def main() -> None:
             (HERE / "scheduled.json").write_text(history.to_json())
             print(f"recorded scheduled: {len(history.events)} events")
     finally:
+        monitoring.__exit__()
         await env.shutdown()
         await asyncio.to_thread(copy.down)
 
