@@ -9,6 +9,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSe
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 import activities
 from contracts import Attr
@@ -20,6 +21,10 @@ from workflows.reaper import FaultGuardWorkflow, FaultReaperWorkflow
 from workflows.scheduled import ScheduledChaosWorkflow
 
 WORKFLOWS = [ChaosDemoWorkflow, FaultGuardWorkflow, FaultReaperWorkflow, ScheduledChaosWorkflow, NotifyWorkflow]
+# The starter's live view sends stderr through Rich while its own worker runs workflows, so a log line from workflow
+# code is printed by Rich, which imports its renderers lazily. Inside the sandbox that import would be re-done there,
+# hit restricted modules and fail the workflow task (the run then retries it forever): Rich passes through.
+SANDBOX = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("rich"))
 
 
 class SearchAttributesMissing(RuntimeError):
@@ -55,6 +60,7 @@ def build_worker(client: Client, task_queue: str | None = None) -> Worker:
         client,
         task_queue=task_queue or default_task_queue(),
         workflows=WORKFLOWS,
+        workflow_runner=SANDBOX,
         activities=activities.ALL,
         # After a worker dies, its workflows wait on its sticky queue this long before any worker may take them.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=1),

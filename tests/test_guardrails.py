@@ -24,6 +24,7 @@ from contracts import (
     WatchRequest,
 )
 from tests.conftest import command_env, running_worker, starter, subject_args, walk_to_gate
+from tests.test_cli import _run_in_terminal
 from tests.fake_monitoring import FakeMonitoring
 from workflows.chaos import ChaosDemoWorkflow
 
@@ -191,3 +192,19 @@ async def test_monitoring_that_does_not_answer_at_start_exits_2_and_injects_noth
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message.format(dead=dead) in errors[0], proc.stderr
     assert etcd.died_since(since) == []
+
+
+async def test_a_trip_seen_live_in_a_terminal_fails_the_run_with_the_reason(client, tmp_path, etcd):
+    # The starter's live view redirects stderr through Rich while its own worker runs the workflow, so the trip's
+    # log line from workflow code goes through Rich inside the workflow sandbox: it must not fail the workflow task
+    # (it once did, and the run hung in a loop of failing tasks).
+    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    env = command_env(client.service_client.config.target_host, tmp_path)
+    term = await asyncio.to_thread(_run_in_terminal, ["starter.py", "chaos", "--max-error-rate", "0", "--target",
+                                                      TARGET, "--countdown", "1", *subject_args(etcd)], env,
+                                   timeout=120)
+    screen = "\n".join(term.final)
+    assert term.exit_code == 1, screen
+    assert "stopped: error rate > 0% over 5s" in screen, screen
+    assert "Failed handling activation" not in screen
+    assert etcd.died_since(since) == [TARGET] and all(etcd.running().values())
