@@ -23,9 +23,15 @@ from contracts import (
     StopConditions,
     WatchRequest,
 )
-from tests.conftest import command_env, running_worker, starter, subject_args, walk_to_gate
-from tests.test_cli import _run_in_terminal
+from tests.conftest import (
+    command_env,
+    running_worker,
+    starter,
+    subject_args,
+    walk_to_gate,
+)
 from tests.fake_monitoring import FakeMonitoring
+from tests.test_cli import _run_in_terminal
 from workflows.chaos import ChaosDemoWorkflow
 
 PORT_RANGE = (36000, 36990)
@@ -176,9 +182,11 @@ def dead_port() -> int:
 
 @pytest.mark.parametrize("args, message", [
     (["--abort-query", "up == 0", "--prometheus", "http://127.0.0.1:{dead}"],
-     "monitoring does not answer before the run: http://127.0.0.1:{dead}/api/v1/query: unreachable (connection refused)"),
+     "monitoring does not answer before the run: http://127.0.0.1:{dead}/api/v1/query: unreachable "
+     "(connection refused)"),
     (["--detect-alert", "EtcdDown@http://127.0.0.1:{dead}"],
-     "monitoring does not answer before the run: http://127.0.0.1:{dead}/api/v2/alerts: unreachable (connection refused)"),
+     "monitoring does not answer before the run: http://127.0.0.1:{dead}/api/v2/alerts: unreachable "
+     "(connection refused)"),
 ])
 async def test_monitoring_that_does_not_answer_at_start_exits_2_and_injects_nothing(client, tmp_path, etcd, args,
                                                                                      message):
