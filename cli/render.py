@@ -220,7 +220,7 @@ def safety_panel(s: SafetyReport) -> Panel:
 
 def detector_rows(r: ChaosReport) -> list[tuple[str, str]]:
     """Time to detect per detector, ours first: did *their* monitoring notice, and how much later than ours?"""
-    return [(d.name + (" (ours)" if d.ours else ""),
+    return [(d.name,
              seconds_text(d.time_to_detect_s) if d.fired else f"did not fire: {d.detail}") for d in r.detectors]
 
 
