@@ -159,19 +159,25 @@ class StopConditions(BaseModel):
         """Conditions that need asking something outside (checked by the watch activity)."""
         return bool(self.abort_probe_url or self.abort_query)
 
+    def label(self, condition: str) -> str:
+        """How a condition (a field name) reads in the run's summary and in its trip: one wording for both."""
+        match condition:
+            case "max_error_rate_pct":
+                return f"error rate > {self.max_error_rate_pct:g}% over {self.error_window_s:g}s"
+            case "max_p99_ms":
+                return f"p99 > {self.max_p99_ms:g} ms"
+            case "max_unavailable_s":
+                return f"no successful operation for {self.max_unavailable_s:g}s"
+            case "abort_probe_url":
+                return f"{self.abort_probe_url} not 2xx"
+            case "abort_query":
+                return f"{self.abort_query!r} not empty or zero"
+        raise ValueError(f"not a stop condition: {condition}")
+
     def labels(self) -> list[str]:
-        out = []
-        if self.max_error_rate_pct is not None:
-            out.append(f"error rate > {self.max_error_rate_pct:g}% over {self.error_window_s:g}s")
-        if self.max_p99_ms is not None:
-            out.append(f"p99 > {self.max_p99_ms:g} ms")
-        if self.max_unavailable_s is not None:
-            out.append(f"no successful operation for {self.max_unavailable_s:g}s")
-        if self.abort_probe_url:
-            out.append(f"{self.abort_probe_url} not 2xx")
-        if self.abort_query:
-            out.append(f"{self.abort_query!r} not empty or zero")
-        return out
+        """Every condition that is set, as it reads."""
+        return [self.label(c) for c in ("max_error_rate_pct", "max_p99_ms", "max_unavailable_s", "abort_probe_url",
+                                        "abort_query") if getattr(self, c) not in (None, "")]
 
 
 class Trip(BaseModel):
