@@ -285,7 +285,7 @@ def _run_in_terminal(argv: list[str], env: dict[str, str], rows: int = 50, cols:
         os.execve(sys.executable, [sys.executable, *argv], env)
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
     screens, deadline, next_enter = [], time.monotonic() + timeout, time.monotonic() + 5
-    status = None
+    status, closed = None, False
     try:
         while time.monotonic() < deadline:
             ready, _, _ = select.select([fd], [], [], 0.1)
@@ -295,6 +295,7 @@ def _run_in_terminal(argv: list[str], env: dict[str, str], rows: int = 50, cols:
                 except OSError:  # the child closed the terminal
                     data = b""
                 if not data:
+                    closed = True
                     break
                 stream.feed(data)
                 screens.append(list(screen.display))
@@ -302,7 +303,8 @@ def _run_in_terminal(argv: list[str], env: dict[str, str], rows: int = 50, cols:
                 with contextlib.suppress(OSError):
                     os.write(fd, b"\r")
                 next_enter = time.monotonic() + 0.5
-        _, status = os.waitpid(pid, 0)
+        if closed:  # past the deadline the command is still running: the `finally` kills it, nothing waits on it
+            _, status = os.waitpid(pid, 0)
     finally:
         if status is None:
             os.kill(pid, signal.SIGKILL)
