@@ -208,9 +208,12 @@ async def test_a_trip_seen_live_in_a_terminal_fails_the_run_with_the_reason(clie
     # (it once did, and the run hung in a loop of failing tasks).
     since = datetime.now(timezone.utc) - timedelta(seconds=1)
     env = command_env(client.service_client.config.target_host, tmp_path)
-    term = await asyncio.to_thread(_run_in_terminal, ["starter.py", "chaos", "--max-error-rate", "0", "--target",
-                                                      TARGET, "--countdown", "1", *subject_args(etcd)], env,
-                                   timeout=120)
+    with FakeMonitoring() as fake:
+        # Their endpoint never turns non-2xx: the fault stays on for the detect timeout, so the kill's errors trip
+        # the condition while it is on (without the hold, diagnosis can finish before the window that trips ends).
+        term = await asyncio.to_thread(_run_in_terminal, [
+            "starter.py", "chaos", "--max-error-rate", "0", "--target", TARGET, "--countdown", "1",
+            "--detect-http", f"{fake.url}/health", "--detect-timeout", "5", *subject_args(etcd)], env, timeout=120)
     screen = "\n".join(term.final)
     assert term.exit_code == 1, screen
     assert "stopped: error rate > 0% over 5s" in screen, screen
