@@ -33,7 +33,6 @@ from contracts import (
 
 SIGNALS = {137: "SIGKILL", 143: "SIGTERM"}
 LOG_LOOKBACK = timedelta(seconds=10)  # logs from shortly before the injection: the steady state, then the fault
-HEARTBEAT_EVERY_S = 1.0
 
 
 def _mean(values: list[float]) -> float | None:
@@ -205,18 +204,11 @@ def claude_diagnosis(answer: ClaudeAnswer, ev: Evidence) -> Diagnosis:
                      unknown_nodes=unknown, source="claude", model=answer.model)
 
 
-async def _heartbeat_until_cancelled() -> None:
-    while True:
-        activity.heartbeat()
-        await asyncio.sleep(HEARTBEAT_EVERY_S)
-
-
 @activity.defn
 async def diagnose(req: DiagnoseRequest) -> Diagnosis:
     """Claude's diagnosis when it answers well within `deadline_s`, else the rules engine's, saying why."""
     ev = req.evidence
-    # The call can legitimately take many seconds; heartbeats let a dead worker be told apart from a slow Claude.
-    heartbeat = asyncio.create_task(_heartbeat_until_cancelled())
+    # The call can legitimately take many seconds: the worker's heartbeats tell a dead worker from a slow Claude.
     try:
         answer = await ask_claude(ev, req.deadline_s)
     except ClaudeUnavailable as why:
@@ -228,6 +220,4 @@ async def diagnose(req: DiagnoseRequest) -> Diagnosis:
         activity.logger.exception("Claude call failed unexpectedly")
         return rules_diagnosis(ev).model_copy(update={"fallback_reason": "claude_error",
                                                        "fallback_detail": type(err).__name__})
-    finally:
-        heartbeat.cancel()
     return claude_diagnosis(answer, ev)

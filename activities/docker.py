@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Callable, TypeVar
 
 from python_on_whales import Container, DockerClient, DockerException
-from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.images import ImageBuildFailed, ensure_images
@@ -25,19 +24,14 @@ T = TypeVar("T")
 
 
 async def off_loop(fn: Callable[..., T], *args) -> T:
-    """Run a blocking Docker call in a thread, heartbeating every second while it runs.
+    """Run a blocking Docker call in a thread (the worker keeps heartbeating meanwhile: runtime/heartbeats.py).
 
-    The heartbeats let activities use short heartbeat timeouts (a dead worker is noticed in seconds) without a slow
-    `compose up` looking dead. If the activity is cancelled meanwhile, we still wait for the call to finish before
-    reporting: a kill that lands *after* the workflow moved on to restore would leave the node down.
+    If the activity is cancelled meanwhile, we still wait for the call to finish before reporting: a kill that lands
+    *after* the workflow moved on to restore would leave the node down.
     """
     call = asyncio.ensure_future(asyncio.to_thread(fn, *args))
     try:
-        while True:
-            done, _ = await asyncio.wait([call], timeout=1.0)
-            if done:
-                break
-            activity.heartbeat()
+        await asyncio.shield(call)
     except asyncio.CancelledError:
         await asyncio.shield(call)
         raise

@@ -168,7 +168,6 @@ async def watch_stop_conditions(req: WatchRequest) -> Trip:
     failures = 0
     async with httpx.AsyncClient() as http:
         while True:
-            activity.heartbeat()
             if stop.abort_probe_url:
                 problem = await endpoint_status(http, stop.abort_probe_url, req.check_timeout_s)
                 if problem:
@@ -208,7 +207,6 @@ async def wait_external_detection(req: ExternalDetectRequest) -> DetectorResult:
     deadline = time.monotonic() + req.timeout_s
     async with httpx.AsyncClient() as http:
         while True:
-            activity.heartbeat()
             detail = await _fired(http, d, req.check_timeout_s)
             at = _now()
             if detail:

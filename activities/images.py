@@ -7,7 +7,7 @@
 - `FromDockerfile`: a plain `docker build`.
 
 A build can take a minute (a Debian rootfs downloads packages), so every step reports its output lines to a
-`progress` callback: the CLI draws them, an activity heartbeats them.
+`progress` callback: the CLI draws them, an activity logs them.
 """
 
 from __future__ import annotations

@@ -79,8 +79,6 @@ async def _open_loop(session: Session, req: LoadRequest, keys: tuple[str, ...], 
             wait = (due_ns - time.time_ns()) / 1e9
             if wait > 0:
                 await asyncio.sleep(wait)
-            # Throttled by the SDK; lets a window on a dead worker time out in seconds, not at window + 10 s.
-            activity.heartbeat()
             client = seq % req.concurrency
             if not session.operations:
                 kind, key, value = "op", None, None

@@ -46,7 +46,6 @@ async def wait_until_run_closes(req: GuardRequest) -> RunClosed:
             state = desc.typed_search_attributes.get(Attr.FAULT_STATE)
             return RunClosed(status=desc.status.name if desc.status else "UNKNOWN",
                              fault_state=FaultState(state) if state else None)
-        activity.heartbeat()  # a guard whose worker died is picked up by another within the heartbeat timeout
         await asyncio.sleep(GUARD_POLL_S)
 
 
@@ -67,7 +66,6 @@ async def find_orphaned_faults(req: ReapRequest) -> list[OrphanedFault]:
             workflow_id=run.id, run_id=run.run_id, status=run.status.name if run.status else "UNKNOWN",
             fault=fault, busy=await _newer_run_holds_the_subject(run.id, run.run_id),
         ))
-        activity.heartbeat(len(found))
     return found
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.client import Client, WorkflowHandle
 
 # Activities that are stages of a run, in run order; load windows run alongside and are not stages.
@@ -36,6 +36,8 @@ class Attempt:
     closed: datetime | None = None
     outcome: str = "pending"
     result: Any = None  # the raw payloads of a completed activity
+    timeout_type: str | None = None  # of a timed-out activity: HEARTBEAT, START_TO_CLOSE, ...
+    retried_after: str | None = None  # a retried activity: why its previous attempt ended (a timeout type or error)
 
 
 @dataclass
@@ -82,6 +84,13 @@ class History:
         return gaps
 
 
+def _why(failure) -> str:
+    """A failure in a word or line: the timeout's type (HEARTBEAT, START_TO_CLOSE, ...) or the error message."""
+    if failure.HasField("timeout_failure_info"):
+        return TimeoutType.Name(failure.timeout_failure_info.timeout_type).removeprefix("TIMEOUT_TYPE_")
+    return failure.message[:120]
+
+
 async def read_history(handle: WorkflowHandle) -> History:
     history: History | None = None
     by_id: dict[int, Attempt] = {}
@@ -107,6 +116,8 @@ async def read_history(handle: WorkflowHandle) -> History:
             a = by_id[attrs.scheduled_event_id]
             # Written when the attempt ends, but stamped with the time the attempt started.
             a.started, a.attempt = _time(e), attrs.attempt
+            if attrs.attempt > 1 and attrs.HasField("last_failure"):
+                a.retried_after = _why(attrs.last_failure)
         elif t == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             attrs = e.activity_task_completed_event_attributes
             a = by_id[attrs.scheduled_event_id]
@@ -116,6 +127,8 @@ async def read_history(handle: WorkflowHandle) -> History:
                      else e.activity_task_timed_out_event_attributes)
             a = by_id[attrs.scheduled_event_id]
             a.closed, a.outcome = _time(e), "failed" if t == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED else "timed out"
+            if attrs.failure.HasField("timeout_failure_info"):
+                a.timeout_type = _why(attrs.failure)
     return history
 
 

@@ -25,7 +25,7 @@ from rich.table import Table
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from bench import safety, scenarios
+from bench import safety, scenarios, stress
 from contracts import WORKFLOW_TASK_TIMEOUT, Attr, ChaosInput, SubjectRef
 from faults import CATALOG
 from runtime.copies import SubjectCopy, free_port_base
@@ -68,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="fault kinds measured on etcd with their default parameters (latency needs sch_netem)")
     p.add_argument("--fault-runs", type=int, default=10, help="chaos runs per fault kind")
     p.add_argument("--skip-faults", action="store_true", help="skip the per-fault-kind figures")
+    p.add_argument("--stress-runs", type=int, default=20,
+                   help="chaos runs on a host kept busy by stress-ng (every CPU and the disk), one after another")
+    p.add_argument("--skip-stress", action="store_true", help="skip the busy-host runs")
     p.add_argument("--skip-safety", action="store_true",
                    help="skip the safety checker's speed on a minute of history at the default load rate")
     p.add_argument("--out", type=Path, default=None, help="JSON file to write (default bench/results/<ts>.json)")
@@ -75,7 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [k for k in args.faults.split(",") if k and k not in CATALOG]
     if unknown:
         p.error(f"--faults: unknown kind(s) {', '.join(unknown)} (known: {', '.join(CATALOG)})")
-    for name in ("runs", "overhead_pairs", "parallel", "load_concurrency", "subject_runs", "fault_runs"):
+    for name in ("runs", "overhead_pairs", "parallel", "load_concurrency", "subject_runs", "fault_runs",
+                 "stress_runs"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     for name in ("detect_interval", "check_timeout", "workflow_task_timeout"):
@@ -155,6 +159,20 @@ def render(results: dict) -> list[Table]:
             t.add_row("  TTD p50 / max (s)", f"{_fmt(p['ttd_s']['p50'])} / {_fmt(p['ttd_s']['max'])}", "", "")
             t.add_row("  TTR p50 / max (s)", f"{_fmt(p['ttr_s']['p50'])} / {_fmt(p['ttr_s']['max'])}", "", "")
         tables.append(t)
+    if (r := results.get("stress")) is not None:
+        t = Table(title=f"Busy host: {r['runs']} runs beside stress-ng {r['stressors']}, {r['passed']} passed",
+                  title_justify="left")
+        for col in ("figure", "value", "aim"):
+            t.add_column(col, justify="right" if col == "value" else "left")
+        t.add_row("activity timeouts (heartbeat, start-to-close)", str(r["timeouts"]), "0")
+        t.add_row("activities retried", str(r["retried"]), "0")
+        t.add_row("load windows lost", f"{r['lost_windows']} of {r['windows']}", "0")
+        t.add_row("workflow task timeouts", str(r["workflow_task_timeouts"]), "0")
+        t.add_row("worker event-loop stalls ≥ 0.5 s (longest)",
+                  f"{r['loop_stalls']} ({_fmt(r['longest_stall_s'])} s)" if r["loop_stalls"] else "0", "")
+        t.add_row("TTD p50 / max (s)", f"{_fmt(r['ttd_s']['p50'])} / {_fmt(r['ttd_s']['max'])}", "")
+        t.add_row("TTR p50 / max (s)", f"{_fmt(r['ttr_s']['p50'])} / {_fmt(r['ttr_s']['max'])}", "")
+        tables.append(t)
     if (rows := results.get("faults")) is not None:
         t = Table(title=f"Fault kinds on etcd, default parameters, leader/follower alternating (s; detect timeout "
                         f"{scenarios.FAULT_DETECT_TIMEOUT_S:g}s)", title_justify="left")
@@ -222,7 +240,7 @@ async def main(args: argparse.Namespace) -> int:
                    "load_concurrency": args.load_concurrency,
                    "overhead_pairs": args.overhead_pairs,
                    "parallel": args.parallel, "subjects": args.subjects, "subject_runs": args.subject_runs,
-                   "faults": args.faults, "fault_runs": args.fault_runs},
+                   "faults": args.faults, "fault_runs": args.fault_runs, "stress_runs": args.stress_runs},
         "machine": {"cpus": os.cpu_count(), "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3]},
     }
     env = None
@@ -254,6 +272,9 @@ async def main(args: argparse.Namespace) -> int:
         if not args.skip_resume:
             console.print("[bold]resume[/]: SIGKILL a worker mid-run")
             results["resume"] = [await scenarios.resume(lab, point) for point in scenarios.KILL_POINTS]
+        if not args.skip_stress:
+            console.print(f"[bold]busy host[/]: {args.stress_runs} runs beside stress-ng")
+            results["stress"] = await stress.stress(lab, args.stress_runs, os.cpu_count() or 1)
         if not args.skip_parallel:
             console.print(f"[bold]parallel[/]: {args.parallel} subjects at once, one worker")
             results["parallel"] = await scenarios.parallel(lab, args.parallel)

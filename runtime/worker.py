@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio.api.enums.v1 import IndexedValueType
@@ -14,6 +15,8 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 import activities
 from contracts import Attr
 from runtime.connect import task_queue as default_task_queue
+from runtime.heartbeats import Heartbeats
+from runtime.loop_watch import LoopWatch
 from runtime.run_log import RunLog
 from workflows.chaos import ChaosDemoWorkflow
 from workflows.notify import NotifyWorkflow
@@ -55,20 +58,30 @@ async def ensure_search_attributes(client: Client) -> list[str]:
     return sorted(missing)
 
 
-def build_worker(client: Client, task_queue: str | None = None) -> Worker:
-    return Worker(
+class WatchedWorker(Worker):
+    """A worker whose event loop is watched while it runs: a stall long enough to miss heartbeats is logged with
+    what the loop was doing (runtime/loop_watch.py)."""
+
+    async def run(self) -> None:
+        with LoopWatch(asyncio.get_running_loop()):
+            await super().run()
+
+
+def build_worker(client: Client, task_queue: str | None = None, activity_functions: list | None = None) -> Worker:
+    """The worker every entry point runs; tests swap in their own `activity_functions` and keep the rest."""
+    return WatchedWorker(
         client,
         task_queue=task_queue or default_task_queue(),
         workflows=WORKFLOWS,
         workflow_runner=SANDBOX,
-        activities=activities.ALL,
+        activities=activities.ALL if activity_functions is None else activity_functions,
         # After a worker dies, its workflows wait on its sticky queue this long before any worker may take them.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=1),
-        # Heartbeats must reach the server well inside the activities' 5 s heartbeat timeout.
-        max_heartbeat_throttle_interval=timedelta(seconds=2),
-        default_heartbeat_throttle_interval=timedelta(seconds=2),
+        # Heartbeats must reach the server well inside the activities' 1.5 s heartbeat timeout.
+        max_heartbeat_throttle_interval=timedelta(seconds=0.5),
+        default_heartbeat_throttle_interval=timedelta(seconds=0.5),
         graceful_shutdown_timeout=timedelta(seconds=5),
-        interceptors=[RunLog()],
+        interceptors=[RunLog(), Heartbeats()],
     )
 
 

@@ -19,9 +19,10 @@ from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Replayer
 
 from activities.reaper import wait_until_run_closes
+from cli.render import progress_view
 from contracts import (
     Attr,
     ChaosInput,
@@ -52,10 +53,9 @@ from contracts import (
     WaitHealthyRequest,
     fault_guard_id,
 )
-from runtime.worker import WORKFLOWS
-from cli.render import progress_view
+from runtime.worker import build_worker
 from tests.conftest import walk_to_end, walk_to_gate
-from workflows.chaos import ChaosDemoWorkflow
+from workflows.chaos import HEARTBEAT, ChaosDemoWorkflow
 
 SERVICES = ["n1", "n2", "n3"]
 
@@ -189,7 +189,8 @@ async def until(predicate, timeout: float = 30) -> None:
 async def run_chaos(client, cluster: FakeCluster, inp: ChaosInput, *, cancel_when=None, during=None):
     """Run one workflow against the fake cluster. `during(handle)` drives it (updates, cancel) while it runs."""
     queue = f"unit-{uuid.uuid4().hex[:8]}"
-    async with Worker(client, task_queue=queue, workflows=WORKFLOWS, activities=cluster.activities()):
+    # The product's worker (heartbeats, sandbox, timeouts) with the fake cluster's activities.
+    async with build_worker(client, task_queue=queue, activity_functions=cluster.activities()):
         handle = await client.start_workflow(ChaosDemoWorkflow.run, inp, id=f"unit-{uuid.uuid4().hex[:8]}",
                                              task_queue=queue)
         if cancel_when is not None:
@@ -211,6 +212,19 @@ async def test_restore_runs_after_success(client):
     assert report.fault_state == FaultState.RESTORED
     assert report.diagnosis.correct is True
     assert report.time_to_detect_s is not None and report.time_to_detect_s >= 0
+
+
+async def test_a_slow_activity_that_never_heartbeats_is_not_taken_for_a_dead_worker(client):
+    """The heartbeat timeout is short (a dead worker is noticed fast), so the worker heartbeats for every activity:
+    a restore that takes over twice the timeout and never heartbeats itself completes on its first attempt."""
+    cluster = FakeCluster()
+    cluster.restore_delay = HEARTBEAT.total_seconds() * 2 + 0.5
+    async with asyncio.timeout(60):  # without the worker's heartbeats the restore is retried forever
+        report, handle = await run_chaos(client, cluster, fast_input(target="n2"))
+    assert report.verdict == "pass", report.reasons
+    attempts = [e.activity_task_started_event_attributes.attempt async for e in handle.fetch_history_events()
+                if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED]
+    assert cluster.restores == ["n2"] and max(attempts) == 1, attempts
 
 
 async def test_count_hits_the_leader_and_a_drawn_member_and_restores_both(client):

@@ -63,15 +63,17 @@ with workflow.unsafe.imports_passed_through():
     from workflows.metrics import record_run
     from workflows.notify import notify_run_end
 
-# A dead worker must be noticed within seconds, not minutes: every long activity heartbeats at least once per check.
-HEARTBEAT = timedelta(seconds=5)
+# A dead worker is noticed when its heartbeats stop for this long; the worker heartbeats every activity on a timer
+# (runtime/heartbeats.py) and sends one at least every 0.5 s, so a run resumes on another worker within 2 s of a
+# SIGKILL: heartbeat timeout, plus the first retry's 0.1 s, plus dispatch.
+HEARTBEAT = timedelta(seconds=1.5)
 # Restore is the one thing that must eventually happen: retry it for as long as it takes, backing off to 10 s.
-RESTORE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=0.5), backoff_coefficient=2,
+RESTORE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=0.1), backoff_coefficient=2,
                             maximum_interval=timedelta(seconds=10), maximum_attempts=0)
 # The evidence gets the load windows around the fault, not the whole run's (they are in the history already).
 EVIDENCE_LOAD_WINDOWS = 30
-STAGE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=0.5), maximum_interval=timedelta(seconds=5),
-                          maximum_attempts=5)
+STAGE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=0.1), maximum_interval=timedelta(seconds=5),
+                          maximum_attempts=7)  # retries over ~6 s, as 5 attempts from 0.5 s were
 
 
 def _seconds(a: datetime | None, b: datetime | None) -> float | None:
