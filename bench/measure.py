@@ -38,6 +38,7 @@ class Attempt:
     result: Any = None  # the raw payloads of a completed activity
     timeout_type: str | None = None  # of a timed-out activity: HEARTBEAT, START_TO_CLOSE, ...
     retried_after: str | None = None  # a retried activity: why its previous attempt ended (a timeout type or error)
+    identity: str | None = None  # the worker that ran the last attempt
 
 
 @dataclass
@@ -47,6 +48,9 @@ class History:
     activities: list[Attempt] = field(default_factory=list)
     workflow_task_open: bool = False  # scheduled or started, not yet completed
     workflow_task_timeouts: int = 0
+    workflow_worker: str | None = None  # the worker that started the latest workflow task (holds it in its cache)
+    countdown_started: bool = False
+    workflow_task_s: list[float] = field(default_factory=list)  # each completed workflow task: started → completed
 
     def first(self, name: str) -> Attempt | None:
         return next((a for a in self.activities if a.name == name), None)
@@ -94,6 +98,7 @@ def _why(failure) -> str:
 async def read_history(handle: WorkflowHandle) -> History:
     history: History | None = None
     by_id: dict[int, Attempt] = {}
+    task_started = None
     async for e in handle.fetch_history_events():
         t = e.event_type
         if t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
@@ -102,8 +107,14 @@ async def read_history(handle: WorkflowHandle) -> History:
             history.closed = _time(e)
         elif t == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
             history.workflow_task_open = True
+        elif t == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+            history.workflow_worker = e.workflow_task_started_event_attributes.identity
+            task_started = _time(e)
+        elif t == EventType.EVENT_TYPE_TIMER_STARTED:
+            history.countdown_started = True
         elif t in (EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED):
             history.workflow_task_open = False
+            history.workflow_task_s.append((_time(e) - task_started).total_seconds())
         elif t == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
             history.workflow_task_open = False
             history.workflow_task_timeouts += 1
@@ -115,7 +126,7 @@ async def read_history(handle: WorkflowHandle) -> History:
             attrs = e.activity_task_started_event_attributes
             a = by_id[attrs.scheduled_event_id]
             # Written when the attempt ends, but stamped with the time the attempt started.
-            a.started, a.attempt = _time(e), attrs.attempt
+            a.started, a.attempt, a.identity = _time(e), attrs.attempt, attrs.identity
             if attrs.attempt > 1 and attrs.HasField("last_failure"):
                 a.retried_after = _why(attrs.last_failure)
         elif t == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:

@@ -25,11 +25,11 @@ from rich.table import Table
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from bench import safety, scenarios, stress
+from bench import resume, safety, scenarios, stress
 from contracts import WORKFLOW_TASK_TIMEOUT, Attr, ChaosInput, SubjectRef
 from faults import CATALOG
 from runtime.copies import SubjectCopy, free_port_base
-from runtime.devserver import temporal_binary
+from runtime.devserver import EAGER_ACTIVITIES, temporal_binary
 from subjects import get_subject, subject_ref
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -56,7 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--parallel", type=int, default=10, metavar="K", help="etcd copies chaos-tested at once")
     p.add_argument("--skip-ttd", action="store_true", help="skip the TTD/TTR runs")
     p.add_argument("--skip-overhead", action="store_true", help="skip the orchestration overhead comparison")
-    p.add_argument("--skip-resume", action="store_true", help="skip the worker SIGKILL/resume run")
+    p.add_argument("--skip-resume", action="store_true", help="skip the worker SIGKILL/resume runs")
+    p.add_argument("--resume-points", default=",".join(resume.POINTS), metavar="A,B",
+                   help="where in a run the worker is SIGKILLed, one run each")
     p.add_argument("--skip-parallel", action="store_true", help="skip the parallel-subjects run")
     p.add_argument("--subjects", default="etcd,nats,postgres", metavar="A,B",
                    help="subjects (names or folder paths) measured one by one: image, cluster up, TTD/TTR")
@@ -75,6 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="skip the safety checker's speed on a minute of history at the default load rate")
     p.add_argument("--out", type=Path, default=None, help="JSON file to write (default bench/results/<ts>.json)")
     args = p.parse_args(argv)
+    if bad := [k for k in args.resume_points.split(",") if k and k not in resume.POINTS]:
+        p.error(f"--resume-points: unknown point(s) {', '.join(bad)} (known: {', '.join(resume.POINTS)})")
     unknown = [k for k in args.faults.split(",") if k and k not in CATALOG]
     if unknown:
         p.error(f"--faults: unknown kind(s) {', '.join(unknown)} (known: {', '.join(CATALOG)})")
@@ -138,18 +142,25 @@ def render(results: dict) -> list[Table]:
             t.add_row(f"  per stage: {key.removesuffix('_s').replace('_', ' ')} p50/p95", "", "",
                       f"{_fmt(s['p50'])} / {_fmt(s['p95'])}")
         tables.append(t)
-    if (r := results.get("resume")) is not None or results.get("parallel") is not None:
-        t = Table(title="Worker death and parallel subjects", title_justify="left")
+    if (r := results.get("resume")) is not None:
+        t = Table(title="Resume after a worker SIGKILL, two workers serving (s; aim ≤ 2 at every point)",
+                  title_justify="left")
+        for col in ("killed during", "→ next activity on the other worker", "s", "after", "run", "SIGKILL → done",
+                    "new worker polling"):
+            t.add_column(col, justify="right" if col in ("s", "SIGKILL → done", "new worker polling") else "left")
+        for k in r["points"]:
+            t.add_row(k["point"], f"{k['next_activity']} (attempt {k['next_attempt']})",
+                      _fmt(k["kill_to_next_activity_s"]), k["retried_after"] or "", k["verdict"],
+                      _fmt(k["kill_to_completion_s"]), _fmt(k["replacement_worker_polling_s"]))
+        s = r["kill_to_next_activity_s"]
+        t.add_section()
+        t.add_row("all points", "p50 / max", f"{_fmt(s['p50'])} / {_fmt(s['max'])}", "",
+                  "all pass" if r["all_passed"] else "NOT ALL PASSED", "", "")
+        tables.append(t)
+    if results.get("parallel") is not None:
+        t = Table(title="Parallel subjects", title_justify="left")
         for col in ("figure", "value", "aim", "notes"):
             t.add_column(col, justify="right" if col == "value" else "left")
-        for k in r or []:
-            t.add_row(f"SIGKILL {k['kill_point']} → next activity starts (s)", _fmt(k["kill_to_next_activity_s"]),
-                      "≤ heartbeat 5 s + 2", f"{k['next_activity']} attempt {k['next_activity_attempt']}; in flight "
-                      f"at kill: {', '.join(k['in_flight_at_kill']) or 'nothing'}; workflow task timeouts "
-                      f"{k['workflow_task_timeouts']}")
-            t.add_row("  SIGKILL → run complete (s)", _fmt(k["kill_to_completion_s"]), "",
-                      f"verdict {k['verdict']}; new worker polling after {k['new_worker_polling_s']}s; timed out: "
-                      + (", ".join(f"{x['activity']} at {x['after_kill_s']}s" for x in k["timed_out"]) or "none"))
         if (p := results.get("parallel")) is not None:
             t.add_row(f"{p['subjects']} subjects at once, wall (s)", _fmt(p["wall_s"]), "all pass",
                       "all passed" if p["all_passed"] else f"{len(p['failures'])} FAILED: {p['failures'][:2]}")
@@ -167,7 +178,8 @@ def render(results: dict) -> list[Table]:
         t.add_row("activity timeouts (heartbeat, start-to-close)", str(r["timeouts"]), "0")
         t.add_row("activities retried", str(r["retried"]), "0")
         t.add_row("load windows lost", f"{r['lost_windows']} of {r['windows']}", "0")
-        t.add_row("workflow task timeouts", str(r["workflow_task_timeouts"]), "0")
+        t.add_row("workflow task timeouts (longest task, s)",
+                  f"{r['workflow_task_timeouts']} ({_fmt(r['longest_workflow_task_s'])})", "0")
         t.add_row("worker event-loop stalls ≥ 0.5 s (longest)",
                   f"{r['loop_stalls']} ({_fmt(r['longest_stall_s'])} s)" if r["loop_stalls"] else "0", "")
         t.add_row("TTD p50 / max (s)", f"{_fmt(r['ttd_s']['p50'])} / {_fmt(r['ttd_s']['max'])}", "")
@@ -252,7 +264,7 @@ async def main(args: argparse.Namespace) -> int:
         console.print(f"[bold]{run_id}[/]: starting a private Temporal dev server and {n_copies} etcd copies")
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=temporal_binary(), data_converter=pydantic_data_converter,
-            search_attributes=list(Attr.ALL), dev_server_log_level="error")
+            search_attributes=list(Attr.ALL), dev_server_log_level="error", dev_server_extra_args=EAGER_ACTIVITIES)
         t0 = time.monotonic()
         await bring_up(copies)
         results["bring_up_s"] = round(time.monotonic() - t0, 2)
@@ -270,8 +282,9 @@ async def main(args: argparse.Namespace) -> int:
             console.print(f"[bold]overhead[/]: {args.overhead_pairs} workflow/plain pairs")
             results["overhead"] = await scenarios.overhead(lab, args.overhead_pairs)
         if not args.skip_resume:
-            console.print("[bold]resume[/]: SIGKILL a worker mid-run")
-            results["resume"] = [await scenarios.resume(lab, point) for point in scenarios.KILL_POINTS]
+            points = tuple(k for k in args.resume_points.split(",") if k)
+            console.print(f"[bold]resume[/]: SIGKILL a worker at each of {len(points)} points of a run")
+            results["resume"] = await resume.resume_all(lab, points)
         if not args.skip_stress:
             console.print(f"[bold]busy host[/]: {args.stress_runs} runs beside stress-ng")
             results["stress"] = await stress.stress(lab, args.stress_runs, os.cpu_count() or 1)

@@ -2,7 +2,6 @@
 
 - ttd_ttr:   N chaos runs on one copy, alternating leader and follower targets.
 - overhead:  the same run as a workflow and as a plain asyncio script, back to back.
-- resume:    SIGKILL a worker process at a point of the run (KILL_POINTS), start another, time the recovery.
 - parallel:  K copies chaos-tested at once by one worker process; its CPU and memory.
 - subject_figures: per subject (etcd, nats, postgres, a folder): image build, cluster up, TTD/TTR over N runs.
 """
@@ -16,7 +15,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
@@ -49,8 +48,9 @@ class Lab:
     workers: list[subprocess.Popen] = field(default_factory=list)
 
     def chaos_input(self, copy: SubjectCopy, target: str | None, **more) -> ChaosInput:
-        return ChaosInput(subject=copy.ref, target=target, countdown_s=0, detect_interval_s=self.detect_interval_s,
-                          check_timeout_s=self.check_timeout_s, load_concurrency=self.load_concurrency, **more)
+        fields = dict(countdown_s=0, detect_interval_s=self.detect_interval_s, check_timeout_s=self.check_timeout_s,
+                      load_concurrency=self.load_concurrency)
+        return ChaosInput(subject=copy.ref, target=target, **{**fields, **more})
 
     async def start(self, copy: SubjectCopy, target: str | None, name: str, **more) -> WorkflowHandle:
         """Start a chaos run as the starter does (no countdown: nothing to wait for in a benchmark). `more`: other
@@ -59,12 +59,12 @@ class Lab:
             ChaosDemoWorkflow.run, self.chaos_input(copy, target, **more), id=f"{self.run_id}-{name}",
             task_queue=self.task_queue, task_timeout=self.workflow_task_timeout)
 
-    def start_worker(self, name: str) -> subprocess.Popen:
-        """`python worker.py` as a user runs it, on the benchmark's server and queue."""
+    def start_worker(self, name: str, command: tuple[str, ...] = ("worker.py",), **more_env: str) -> subprocess.Popen:
+        """`python worker.py` as a user runs it (or another `command`), on the benchmark's server and queue."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")}
-        env.update(TEMPORAL_ADDRESS=self.address, CHAOS_TASK_QUEUE=self.task_queue, PYTHONUNBUFFERED="1")
+        env.update(TEMPORAL_ADDRESS=self.address, CHAOS_TASK_QUEUE=self.task_queue, PYTHONUNBUFFERED="1", **more_env)
         with open(self.logs / f"{name}.log", "wb") as log:
-            proc = subprocess.Popen([sys.executable, "worker.py"], cwd=REPO, env=env, stdout=log,
+            proc = subprocess.Popen([sys.executable, *command], cwd=REPO, env=env, stdout=log,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.workers.append(proc)
         return proc
@@ -236,66 +236,6 @@ async def overhead(lab: Lab, pairs: int) -> dict:
         "between_stages_s": between,
         "between_stages_ratio": round(between / wf_total, 4) if wf_total else None,
         "workflow_runs": wf_runs, "plain_runs": plain_runs,
-    }
-
-
-def _after_inject(h: History) -> bool:
-    """The kill is recorded: the workflow task that reacts to it is usually on its way to (or on) the worker."""
-    inject = h.first("inject_fault")
-    return bool(inject and inject.closed)
-
-
-def _during_restore(h: History) -> bool:
-    """The restore (`docker start`, the longest stage activity) is running on the worker."""
-    restore = h.first("restore_fault")
-    return bool(restore and not restore.closed)
-
-
-# Where the worker dies decides what the run waits for: a workflow task it had started is handed on after the
-# workflow task timeout, an activity it was running after its heartbeat timeout. (Detection is too short now to
-# be hit reliably.)
-KILL_POINTS = {"after inject recorded": _after_inject, "during restore": _during_restore}
-
-
-async def resume(lab: Lab, point: str) -> dict:
-    """SIGKILL the worker at a point of the run; a new worker started at once must finish it."""
-    copy = lab.copies[0]
-    _, follower = await _leader_and_follower(copy)
-    tag = point.replace(" ", "-")
-    first = lab.start_worker(f"resume-{tag}-1")
-    await lab.wait_polling(first, f"resume-{tag}-1")
-    handle = await lab.start(copy, follower, f"resume-{tag}")
-    while not KILL_POINTS[point](history := await read_history(handle)):
-        await asyncio.sleep(0.01)
-    first.send_signal(signal.SIGKILL)
-    killed_at = datetime.now(timezone.utc)
-    in_flight = [a.name for a in history.activities if a.closed is None]
-    if history.workflow_task_open:
-        in_flight.append("workflow task")
-    lab.say(f"  {point}: worker SIGKILLed with {', '.join(in_flight) or 'nothing'} in flight; starting a new one")
-    second = lab.start_worker(f"resume-{tag}-2")
-    await lab.wait_polling(second, f"resume-{tag}-2")
-    worker_ready_s = (datetime.now(timezone.utc) - killed_at).total_seconds()
-    report = await handle.result()
-    history = await read_history(handle)
-    lab.stop_workers()
-    later = [a for a in history.activities if a.started and a.started > killed_at]
-    nxt = min(later, key=lambda a: a.started, default=None)
-    retried = [{"activity": a.name, "attempt": a.attempt, "started_after_kill_s":
-                round((a.started - killed_at).total_seconds(), 3)} for a in later if a.attempt > 1]
-    # Activities the dead worker never finished: they end by timing out (a load window has no heartbeat).
-    timed_out = [{"activity": a.name, "after_kill_s": round((a.closed - killed_at).total_seconds(), 3)}
-                 for a in history.activities if a.outcome == "timed out"]
-    return {
-        "kill_point": point, "in_flight_at_kill": in_flight,
-        "new_worker_polling_s": round(worker_ready_s, 3),
-        "next_activity": nxt.name if nxt else None,
-        "next_activity_attempt": nxt.attempt if nxt else None,
-        "kill_to_next_activity_s": round((nxt.started - killed_at).total_seconds(), 3) if nxt else None,
-        "kill_to_completion_s": round((history.closed - killed_at).total_seconds(), 3),
-        "retried": retried, "timed_out": timed_out,
-        "workflow_task_timeouts": history.workflow_task_timeouts,
-        "verdict": report.verdict, "ttd_s": report.time_to_detect_s, "ttr_s": report.time_to_restore_s,
     }
 
 

@@ -18,8 +18,8 @@ STALL_LINE = "event loop ran again after a "
 
 
 def stressors(cpus: int) -> list[str]:
-    """A CPU hog per core and a disk writer (the shape of an image build next door)."""
-    return ["--cpu", str(cpus), "--hdd", "1", "--hdd-bytes", "256M"]
+    """A CPU hog per core, a disk writer and a sync() caller (the shape of an image build next door)."""
+    return ["--cpu", str(cpus), "--hdd", "1", "--hdd-bytes", "256M", "--io", "1"]
 
 
 def trouble(h: History) -> dict:
@@ -33,6 +33,7 @@ def trouble(h: History) -> dict:
         "lost_windows": sum(a.outcome not in ("completed", "pending") for a in windows),
         "windows": len(windows),
         "workflow_task_timeouts": h.workflow_task_timeouts,
+        "longest_workflow_task_s": round(max(h.workflow_task_s, default=0), 3),
     }
 
 
@@ -76,6 +77,7 @@ async def stress(lab: Lab, runs: int, cpus: int) -> dict:
         "lost_windows": sum(r["lost_windows"] for r in records),
         "windows": sum(r["windows"] for r in records),
         "workflow_task_timeouts": sum(r["workflow_task_timeouts"] for r in records),
+        "longest_workflow_task_s": max((r["longest_workflow_task_s"] for r in records), default=None),
         "loop_stalls": len(stalls), "longest_stall_s": max(stalls, default=None),
         "ttd_s": summary([r["ttd_s"] for r in records if r["ttd_s"] is not None]),
         "ttr_s": summary([r["ttr_s"] for r in records if r["ttr_s"] is not None]),

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import timedelta
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
-from temporalio.worker import Worker
+from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 import activities
@@ -67,8 +68,10 @@ class WatchedWorker(Worker):
             await super().run()
 
 
-def build_worker(client: Client, task_queue: str | None = None, activity_functions: list | None = None) -> Worker:
-    """The worker every entry point runs; tests swap in their own `activity_functions` and keep the rest."""
+def build_worker(client: Client, task_queue: str | None = None, activity_functions: list | None = None,
+                 interceptors: Sequence[Interceptor] = ()) -> Worker:
+    """The worker every entry point runs; tests swap in their own `activity_functions` and keep the rest, the
+    benchmark adds `interceptors` (after the product's own)."""
     return WatchedWorker(
         client,
         task_queue=task_queue or default_task_queue(),
@@ -81,7 +84,7 @@ def build_worker(client: Client, task_queue: str | None = None, activity_functio
         max_heartbeat_throttle_interval=timedelta(seconds=0.5),
         default_heartbeat_throttle_interval=timedelta(seconds=0.5),
         graceful_shutdown_timeout=timedelta(seconds=5),
-        interceptors=[RunLog(), Heartbeats()],
+        interceptors=[RunLog(), Heartbeats(), *interceptors],
     )
 
 
