@@ -3,8 +3,9 @@
 Heartbeats, activity completions and workflow tasks all leave the worker through its asyncio loop. A loop that does
 not run for a second (synchronous work in an async activity, a lock, a page fault storm on a busy host) looks to the
 server like a dead worker once the stall outlasts a heartbeat timeout: the activity is retried elsewhere and a load
-window is lost. The watch notices the stall from a thread of its own, while it lasts, and logs what the loop thread
-was executing at that moment, so the cause is named instead of guessed.
+window is lost. The watch notices the stall from a thread of its own, while it lasts, notes what the loop thread is
+executing at that moment, and logs one line when the loop runs again, so the cause is named instead of guessed (the
+few frames around it at debug level). A stall that goes on is reported while it lasts, in case it never ends.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import traceback
 from asyncio import AbstractEventLoop
 
 log = logging.getLogger("chaos.worker")
-# Below this a stall is harmless: the heartbeat timeout leaves the loop well over a second.
+# A stall of a second risks a heartbeat timeout (1.5 s, with heartbeats sent every 0.5 s); half that is worth knowing.
 STALL_S = 0.5
+STILL_STALLED_S = 5.0
 TICK_S = 0.05
 
 
@@ -48,17 +50,27 @@ class LoopWatch:
             self.loop.call_later(TICK_S, self._tick)
 
     def _watch(self) -> None:
-        stalled_since = None
+        stalled_since, where, told = None, "", False
         while not self._stop.wait(TICK_S):
             late = time.monotonic() - self._last_tick - TICK_S
             if late >= self.stall_s and stalled_since is None:
-                stalled_since = self._last_tick
-                frame = sys._current_frames().get(self._loop_thread)
-                where = "".join(traceback.format_stack(frame, limit=6)).rstrip() if frame else "(no frame)"
-                log.warning("event loop stalled for %.1f s so far (heartbeats wait on it); the loop is at:\n%s",
-                            late, where)
+                stalled_since, told = self._last_tick, False
+                where = self._where()
+            elif late >= STILL_STALLED_S and stalled_since is not None and not told:
+                log.warning("event loop stalled for %.1f s so far (heartbeats wait on it), at %s", late, where)
+                told = True
             elif late < self.stall_s and stalled_since is not None:
-                length = self._last_tick - stalled_since
+                length = self._last_tick - stalled_since - TICK_S
                 self.stalls.append(length)
-                log.warning("event loop ran again after a %.1f s stall", length)
+                log.warning("event loop stalled for %.1f s (heartbeats wait on it), at %s", length, where)
                 stalled_since = None
+
+    def _where(self) -> str:
+        """The loop thread's innermost frame in one line; a few frames more at debug level."""
+        frame = sys._current_frames().get(self._loop_thread)
+        if frame is None:
+            return "(no frame)"
+        stack = traceback.extract_stack(frame, limit=6)
+        log.debug("event loop stalled, the loop thread is at:\n%s", "".join(traceback.format_list(stack)).rstrip())
+        last = stack[-1]
+        return f"{last.filename}:{last.lineno} in {last.name}"
