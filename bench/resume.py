@@ -1,5 +1,6 @@
 """Resume after a worker SIGKILL, at every stage of a run: from the SIGKILL to the next activity attempt running on
-another worker.
+another worker (the killed stage's retry; for the countdown and a workflow task, the first activity the workflow
+schedules after the SIGKILL, which only a surviving worker can have asked for).
 
 Two workers serve the run, as a user who wants a run to survive its worker would run them. At each point the
 worker holding that part of the run is SIGKILLed and the other one carries on:
@@ -82,7 +83,10 @@ async def resume(lab: Lab, point: str) -> dict:
     report = await handle.result()
     history = await read_history(handle)
     lab.stop_workers()
-    later = [a for a in history.activities if a.started and a.started > killed_at and a.identity != victim]
+    if hold:  # the stage's own retry
+        later = [a for a in history.activities if a.name == hold and a.started and a.started > killed_at]
+    else:  # the first activity the workflow asked for after the SIGKILL: the workflow runs on another worker
+        later = [a for a in history.activities if a.started and a.scheduled > killed_at]
     nxt = min(later, key=lambda a: a.started, default=None)
     return {
         "point": point, "killed_worker": victim,

@@ -145,7 +145,7 @@ def render(results: dict) -> list[Table]:
     if (r := results.get("resume")) is not None:
         t = Table(title="Resume after a worker SIGKILL, two workers serving (s; aim ≤ 2 at every point)",
                   title_justify="left")
-        for col in ("killed during", "→ next activity on the other worker", "s", "after", "run", "SIGKILL → done",
+        for col in ("killed during", "→ next activity running on another worker", "s", "after", "run", "SIGKILL → done",
                     "new worker polling"):
             t.add_column(col, justify="right" if col in ("s", "SIGKILL → done", "new worker polling") else "left")
         for k in r["points"]:
