@@ -77,6 +77,7 @@ class FakeCluster:
         self.detect_forever = False
         self.diagnose_forever = False
         self.restore_delay = 0.0
+        self.late_inject = False  # an inject attempt that had timed out lands right after the first restore
         self.inject_times: list[datetime] = []
         self.restore_times: list[datetime] = []
         self.reaped: list[str] = []  # restored by a fault guard (or the reaper), not by the run itself
@@ -150,12 +151,19 @@ class FakeCluster:
             cluster.restores.extend(req.members)
             cluster.restore_times.append(now())
             await asyncio.sleep(cluster.restore_delay)
+            in_effect = set(req.members) & cluster.down
             cluster.down.difference_update(req.members)
-            return RestoreResult(target=req.target, started_at=now())
+            if cluster.late_inject:
+                cluster.late_inject = False
+                cluster.down.update(req.members)
+            return RestoreResult(target=req.target, started_at=now(), already_up=not in_effect)
 
         @activity.defn(name="wait_healthy")
         async def wait_healthy(req: WaitHealthyRequest) -> CheckResult:
-            return cluster.check()
+            check = cluster.check()
+            if not check.ok:  # as the real one, which polls until the restore timeout first
+                raise ApplicationError("not healthy after restore", type=ErrorType.SUBJECT_UNHEALTHY)
+            return check
 
         @activity.defn(name="reap_fault")
         async def reap_fault(orphan: OrphanedFault) -> ReapAction:
@@ -225,6 +233,17 @@ async def test_a_slow_activity_that_never_heartbeats_is_not_taken_for_a_dead_wor
     attempts = [e.activity_task_started_event_attributes.attempt async for e in handle.fetch_history_events()
                 if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED]
     assert cluster.restores == ["n2"] and max(attempts) == 1, attempts
+
+
+async def test_a_late_inject_attempt_landing_after_the_restore_is_undone_again(client):
+    """A starved worker's inject attempt times out on the server while its `docker kill` is still on its way; the
+    kill lands after the run's restore. The run sees the subject unhealthy, undoes the fault again and says so."""
+    cluster = FakeCluster()
+    cluster.late_inject = True
+    report, _ = await run_chaos(client, cluster, fast_input(target="n2"))
+    assert cluster.restores == ["n2", "n2"] and not cluster.down
+    assert report.verdict == "pass", report.reasons
+    assert any("undone again" in r for r in report.reasons), report.reasons
 
 
 async def test_count_hits_the_leader_and_a_drawn_member_and_restores_both(client):
