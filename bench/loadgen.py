@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 from temporalio.testing import ActivityEnvironment
@@ -219,8 +220,10 @@ async def rate_accuracy(ref: SubjectRef, rates: list[float], windows: int, concu
         try:
             req = LoadRequest(subject=ref, window_s=1.0, concurrency=concurrency, check_timeout_s=timeout, rate=rate)
             cpu0, t0 = time.process_time(), time.monotonic()
-            for _ in range(windows):
-                await env.run(run_load_window, req)
+            due_from = None
+            for _ in range(windows):  # chained as the workflow chains them
+                window = await env.run(run_load_window, req.model_copy(update={"due_from": due_from}))
+                due_from = window.start + timedelta(seconds=req.window_s)
             wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
             ops = await asyncio.to_thread(read_history, folder)
         finally:
@@ -233,9 +236,12 @@ async def rate_accuracy(ref: SubjectRef, rates: list[float], windows: int, concu
                "errors": len(sent) - len(ok), "sent_ops_s": round(sent_s, 1), "answered_ops_s": round(ok_s, 1),
                "sent_deviation_pct": round(100 * (sent_s / rate - 1), 2),
                "answered_deviation_pct": round(100 * (ok_s / rate - 1), 2),
+               # How much longer than its 1 s a window took: the wait for the last answers and writing the part.
+               "overrun_ms_per_window": round(1000 * (wall / windows - req.window_s), 1),
                "p50_ms": percentile(ok, 50), "p99_ms": percentile(ok, 99),
                "cpu_per_1k_ops_s": round(1000 * cpu / len(sent), 4) if sent else None}
-        row["held"] = abs(row["answered_deviation_pct"]) <= 100 * AIM_RATE_DEVIATION
+        worst = max(abs(row["sent_deviation_pct"]), abs(row["answered_deviation_pct"]))
+        row["held"] = worst <= 100 * AIM_RATE_DEVIATION
         rows.append(row)
         say(f"  {rate:g} ops/s: sent {row['sent_ops_s']}, answered {row['answered_ops_s']} "
             f"({row['answered_deviation_pct']:+.2f}%), not sent {row['not_sent']}, errors {row['errors']}")
