@@ -19,10 +19,11 @@ answered operations: ours from `time.process_time()` inside the process, wrk's f
 start-up included: a few milliseconds).
 
 Open-loop rate: `run_load_window`, the activity itself (through `ActivityEnvironment`, no server), on the whole
-copy (the product's session over all 3 members), `windows` one-second windows back to back at each rate. Sent and
-answered rates are over the wall time from the first window's start to the last one's end, so the gap between
-windows (the tail of answers, writing the history part) counts against the rate; in a workflow a Temporal round
-trip is added per window, which this does not see.
+copy (the product's session over all 3 members), `windows` one-second windows back to back at each rate, each
+carrying on the previous one's schedule as the workflow chains them (`due_from`). Sent and answered rates are over
+the wall time from the first window's start to the last one's end, so whatever the next window does not catch up
+of the gap between windows (the tail of answers, writing the history part) counts against the rate; a workflow
+adds a Temporal round trip per window, which the next window catches up the same way.
 
     python -m bench.loadgen closed|open URL SECONDS CONCURRENCY TIMEOUT   # one measurement, a JSON line (internal)
 """
