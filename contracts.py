@@ -436,6 +436,8 @@ class LoadRequest(BaseModel):
     concurrency: int
     check_timeout_s: float
     rate: float = DEFAULT_LOAD_RATE
+    due_from: datetime | None = Field(default=None, description="where the previous window's schedule ended: the "
+                                      "operations due since then are sent first (activities/load.py)")
     # Stop conditions on the load's figures: the window checks them as it ends (see activities/guardrails.py).
     stop: StopConditions | None = None
     recent: list[LoadWindow] = Field(default=[], description="the windows before, inside the error rate's window")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 
 from temporalio.testing import ActivityEnvironment
 
@@ -53,12 +54,15 @@ async def run_plain(inp: ChaosInput) -> dict[str, float]:
     first_window_over = asyncio.Event()
 
     async def load_loop() -> None:
+        due_from = None  # as the workflow: each window carries on the previous one's schedule
         while not stop_load:
             try:
                 windows.append(await ActivityEnvironment().run(run_load_window, LoadRequest(
                     subject=inp.subject, window_s=inp.load_window_s, concurrency=inp.load_concurrency,
-                    check_timeout_s=inp.check_timeout_s)))
+                    check_timeout_s=inp.check_timeout_s, rate=inp.load_rate, due_from=due_from)))
+                due_from = windows[-1].start + timedelta(seconds=inp.load_window_s)
             except Exception:  # same as the workflow: a lost window is a gap, retry after a second
+                due_from = None
                 first_window_over.set()
                 await asyncio.sleep(1)
             first_window_over.set()

@@ -25,8 +25,8 @@ from rich.table import Table
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from bench import resume, safety, scenarios, stress
-from contracts import WORKFLOW_TASK_TIMEOUT, Attr, ChaosInput, SubjectRef
+from bench import loadgen, resume, safety, scenarios, stress
+from contracts import MAX_LOAD_RATE, WORKFLOW_TASK_TIMEOUT, Attr, ChaosInput, SubjectRef
 from faults import CATALOG
 from runtime.copies import SubjectCopy, free_port_base
 from runtime.devserver import EAGER_ACTIVITIES, temporal_binary
@@ -75,6 +75,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-stress", action="store_true", help="skip the busy-host runs")
     p.add_argument("--skip-safety", action="store_true",
                    help="skip the safety checker's speed on a minute of history at the default load rate")
+    p.add_argument("--skip-loadgen", action="store_true",
+                   help="skip the load generator's figures (throughput beside wrk, CPU per 1,000 ops, open-loop rate)")
+    p.add_argument("--loadgen-seconds", type=float, default=5.0, metavar="SECONDS",
+                   help="seconds of each throughput measurement (wrk, ours closed-loop, ours open-loop)")
+    p.add_argument("--loadgen-rounds", type=int, default=3, help="rounds of the three throughput measurements")
+    p.add_argument("--loadgen-rates", default="100,200,400,800", metavar="R,R",
+                   help="open-loop target rates (ops/s) whose accuracy is measured")
+    p.add_argument("--loadgen-windows", type=int, default=10, help="one-second load windows per target rate")
     p.add_argument("--out", type=Path, default=None, help="JSON file to write (default bench/results/<ts>.json)")
     args = p.parse_args(argv)
     if bad := [k for k in args.resume_points.split(",") if k and k not in resume.POINTS]:
@@ -82,11 +90,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [k for k in args.faults.split(",") if k and k not in CATALOG]
     if unknown:
         p.error(f"--faults: unknown kind(s) {', '.join(unknown)} (known: {', '.join(CATALOG)})")
+    try:
+        args.loadgen_rates = [float(r) for r in args.loadgen_rates.split(",") if r]
+    except ValueError:
+        p.error("--loadgen-rates: numbers separated by commas")
+    if not args.loadgen_rates or not all(0 < r <= MAX_LOAD_RATE for r in args.loadgen_rates):
+        p.error(f"--loadgen-rates: each rate must be in (0, {MAX_LOAD_RATE:g}]")
     for name in ("runs", "overhead_pairs", "parallel", "load_concurrency", "subject_runs", "fault_runs",
-                 "stress_runs"):
+                 "stress_runs", "loadgen_rounds", "loadgen_windows"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
-    for name in ("detect_interval", "check_timeout", "workflow_task_timeout"):
+    for name in ("detect_interval", "check_timeout", "workflow_task_timeout", "loadgen_seconds"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
     return args
@@ -207,6 +221,37 @@ def render(results: dict) -> list[Table]:
                       f"{_fmt(r['ttd_s']['p50'])} / {_fmt(r['ttd_s']['max'])}",
                       f"{_fmt(r['ttr_s']['p50'])} / {_fmt(r['ttr_s']['max'])}")
         tables.append(t)
+    if (r := results.get("loadgen")) is not None:
+        tp = r["throughput"]
+        t = Table(title=f"Load generator beside wrk: same endpoint ({tp['endpoint']}, one member), same requests "
+                        f"(JSON put/range 50/50 over 32 keys), {tp['concurrency']} connections/clients, closed loop, "
+                        f"wrk -t{tp['wrk_threads']}; medians of {tp['rounds']} rounds of {tp['seconds']:g}s, ratio = "
+                        f"median of the rounds' ours/wrk", title_justify="left")
+        for col in ("generator", "answered ops/s", "ratio to wrk", "CPU s per 1,000 ops", "p50 / p99 ms", "errors",
+                    "host busy %"):
+            t.add_column(col, justify="left" if col == "generator" else "right")
+        labels = {"wrk": "wrk (C, Lua script)", "closed": "ours: one_op × clients (closed loop)",
+                  "open": f"ours: _open_loop at {tp['open_rate']:g}/s (not sent: not counted)"}
+        for side, label in labels.items():
+            s = tp["summary"][side]
+            ratio = "" if side == "wrk" else f"{_fmt(s['ratio_to_wrk'])}" + (" (aim ≥0.5)" if side == "closed" else "")
+            t.add_row(label, _fmt(s["ops_s"]), ratio, _fmt(s["cpu_per_1k_ops_s"]),
+                      f"{_fmt(s['p50_ms'])} / {_fmt(s['p99_ms'])}", str(s["errors"]), _fmt(s["host_busy_pct"]))
+        tables.append(t)
+        t = Table(title="Open-loop rate: run_load_window, 1 s windows back to back, on a healthy copy (all members); "
+                        "rates over the wall time, gaps between windows included (aim: within 5% at the default)",
+                  title_justify="left")
+        for col in ("target ops/s", "windows", "sent ops/s", "answered ops/s", "not sent", "errors",
+                    "window overrun ms", "p50 / p99 ms", "CPU s per 1,000 ops", "held"):
+            t.add_column(col, justify="right")
+        for row in r["rate"]:
+            t.add_row(f"{row['target_ops_s']:g}", str(row["windows"]),
+                      f"{row['sent_ops_s']:.1f} ({row['sent_deviation_pct']:+.1f}%)",
+                      f"{row['answered_ops_s']:.1f} ({row['answered_deviation_pct']:+.1f}%)", str(row["not_sent"]),
+                      str(row["errors"]), f"{row['overrun_ms_per_window']:.1f}",
+                      f"{_fmt(row['p50_ms'])} / {_fmt(row['p99_ms'])}", _fmt(row["cpu_per_1k_ops_s"]),
+                      "yes" if row["held"] else "NO")
+        tables.append(t)
     if (r := results.get("safety")) is not None:
         t = Table(title=f"Safety checker: {r['seconds_of_load']:g} s of history at {r['rate_ops_s']:g} ops/s "
                         f"(synthetic, with a fault; verdict {r['verdict']})", title_justify="left")
@@ -252,7 +297,9 @@ async def main(args: argparse.Namespace) -> int:
                    "load_concurrency": args.load_concurrency,
                    "overhead_pairs": args.overhead_pairs,
                    "parallel": args.parallel, "subjects": args.subjects, "subject_runs": args.subject_runs,
-                   "faults": args.faults, "fault_runs": args.fault_runs, "stress_runs": args.stress_runs},
+                   "faults": args.faults, "fault_runs": args.fault_runs, "stress_runs": args.stress_runs,
+                   "loadgen_seconds": args.loadgen_seconds, "loadgen_rounds": args.loadgen_rounds,
+                   "loadgen_rates": args.loadgen_rates, "loadgen_windows": args.loadgen_windows},
         "machine": {"cpus": os.cpu_count(), "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3]},
     }
     env = None
@@ -275,6 +322,14 @@ async def main(args: argparse.Namespace) -> int:
             detect_interval_s=args.detect_interval, check_timeout_s=args.check_timeout,
             load_concurrency=args.load_concurrency,
             workflow_task_timeout=timedelta(seconds=args.workflow_task_timeout))
+        if not args.skip_loadgen:  # CPU-bound figures: before any chaos run, on a copy nothing has touched yet
+            console.print("[bold]load generator[/]: beside wrk, and the open loop's rate")
+            copy = copies[0]
+            results["loadgen"] = await loadgen.figures(
+                copy.ref, copy.instance.subject.endpoints(copy.instance.port_base)["etcd1"],
+                seconds=args.loadgen_seconds, rounds=args.loadgen_rounds, concurrency=args.load_concurrency,
+                timeout=args.check_timeout, rates=args.loadgen_rates, windows=args.loadgen_windows,
+                say=console.print)
         if not args.skip_ttd:
             console.print(f"[bold]TTD/TTR[/]: {args.runs} runs")
             results["ttd_ttr"] = await scenarios.ttd_ttr(lab, args.runs)

@@ -169,9 +169,9 @@ class ChaosDemoWorkflow:
 
     # -- load runs alongside every stage after preflight ------------------------------------------------------
 
-    def _load_request(self, inp: ChaosInput, load_since: datetime) -> LoadRequest:
+    def _load_request(self, inp: ChaosInput, load_since: datetime, due_from: datetime | None) -> LoadRequest:
         req = LoadRequest(subject=inp.subject, window_s=inp.load_window_s, concurrency=inp.load_concurrency,
-                          check_timeout_s=inp.check_timeout_s, rate=inp.load_rate)
+                          check_timeout_s=inp.check_timeout_s, rate=inp.load_rate, due_from=due_from)
         if inp.stop.on_load:
             # The window judges the load's figures itself (stop conditions are evaluated in activities): it gets
             # what it cannot see, the windows before it inside the error rate's window and the last success.
@@ -189,11 +189,12 @@ class ChaosDemoWorkflow:
 
     async def _load_loop(self, inp: ChaosInput) -> None:
         load_since = workflow.now()
+        due_from = None  # where the last window's schedule ended: the next one carries it on
         while not self._stop_load:
             try:
                 window = await workflow.execute_activity(
                     run_load_window,
-                    self._load_request(inp, load_since),
+                    self._load_request(inp, load_since, due_from),
                     start_to_close_timeout=timedelta(seconds=inp.load_window_s + 10), heartbeat_timeout=HEARTBEAT,
                     # A lost window is a gap in the chart, not a reason to retry into the next one.
                     retry_policy=RetryPolicy(maximum_attempts=1),
@@ -201,9 +202,11 @@ class ChaosDemoWorkflow:
                 )
             except ActivityError:
                 self._load_rounds += 1
+                due_from = None
                 await workflow.sleep(1)
                 continue
             self._load_rounds += 1
+            due_from = window.start + timedelta(seconds=inp.load_window_s)
             self._windows.append(window)
             self._tripped(window.tripped)
             self._progress.windows = len(self._windows)

@@ -22,7 +22,7 @@ from subjects.base import (
     SubjectInstance,
     local_or_upstream,
 )
-from subjects.http import describe, http_client
+from subjects.http import JsonPoster, Unreachable, describe, http_client
 
 LOCAL_IMAGE = "chaos-etcd:3.5.16"
 IMAGE_ENV = "ETCD_IMAGE"  # e.g. quay.io/coreos/etcd:v3.5.16 for users with a registry
@@ -51,11 +51,13 @@ class EtcdSession(Session):
 
     def __init__(self, endpoints: dict[str, str]):
         self.endpoints = endpoints
-        self.http = http_client()
+        self.http = http_client()  # the checks'
+        self.load = JsonPoster()  # reads and writes: httpx's CPU per request limited the load generator
         self._urls = list(endpoints.values())
         self._client_endpoint: dict[int, int] = {}
 
     async def aclose(self) -> None:
+        self.load.close()
         await self.http.aclose()
 
     async def check(self, timeout: float, fail_fast: bool = False) -> CheckResult:
@@ -117,15 +119,15 @@ class EtcdSession(Session):
         # several endpoints does: a killed member shows up as errors and a dip, not as a total outage.
         index = self._client_endpoint.setdefault(client, client % len(self._urls))
         try:
-            r = await self.http.post(f"{self._urls[index]}{path}", json=body, timeout=timeout)
-            r.raise_for_status()
-            answer = r.json()
+            status, answer = await self.load.post(self._urls[index], path, body, timeout)
+            if status != 200:
+                raise RuntimeError(f"HTTP {status}: {answer.get('message') or answer.get('error') or ''}"[:120])
             if "header" not in answer:  # the gateway answers 200 with {"error": ...} for some failures
                 raise RuntimeError(answer.get("error") or answer.get("message") or "no header in answer")
             return answer
         except Exception as exc:
             self._client_endpoint[client] = (index + 1) % len(self._urls)
-            if isinstance(exc, httpx.ConnectError):  # refused: nothing was sent
+            if isinstance(exc, Unreachable):  # refused: nothing was sent
                 raise NotApplied(describe(exc)) from exc
             raise
 

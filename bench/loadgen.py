@@ -1,0 +1,264 @@
+"""The load generator's own figures on a real etcd copy: its throughput beside wrk's, CPU per 1,000 operations, and
+whether the open loop holds its rate.
+
+Throughput beside wrk (a fair comparison, the same for both sides):
+- same endpoint: one member's published port (etcd1 on 127.0.0.1); our session is the product's `EtcdSession`
+  given that one endpoint, so neither side spreads over members;
+- same requests: JSON POSTs to etcd's v3 gateway, half /v3/kv/put and half /v3/kv/range over 32 keys with base64
+  keys and values (wrk runs bench/wrk_etcd.lua), and an answer counts only when it is HTTP 200 with a "header";
+- same concurrency, same model: wrk keeps `concurrency` connections busy, each sending its next request when the
+  answer comes (closed loop), on one thread (`wrk -t1`, at most one core, as our single asyncio loop). Ours runs
+  `concurrency` clients, each calling the product's `one_op` (the session, the Op record) and the next when it
+  returns: the same closed loop, so the figure is the generator's speed, not a rate we chose. Both sides run as a
+  process of their own, one after the other, the order rotating between rounds; a round's ratio is ours / wrk's
+  and the median of the rounds' ratios is quoted (the machine is shared: pairs measured together share its noise).
+- beside it, the product's open loop itself (`_open_loop`) asked for `MAX_LOAD_RATE`, more than it can send: the
+  operations answered per second; the ones it did not send (concurrency cap reached) are not counted.
+CPU per 1,000 operations: the generating process's CPU (user + system) over the measured seconds, per 1,000
+answered operations: ours from `time.process_time()` inside the process, wrk's from its rusage (whole process,
+start-up included: a few milliseconds).
+
+Open-loop rate: `run_load_window`, the activity itself (through `ActivityEnvironment`, no server), on the whole
+copy (the product's session over all 3 members), `windows` one-second windows back to back at each rate, each
+carrying on the previous one's schedule as the workflow chains them (`due_from`). Sent and answered rates are over
+the wall time from the first window's start to the last one's end, so whatever the next window does not catch up
+of the gap between windows (the tail of answers, writing the history part) counts against the rate; a workflow
+adds a Temporal round trip per window, which the next window catches up the same way.
+
+    python -m bench.loadgen closed|open URL SECONDS CONCURRENCY TIMEOUT   # one measurement, a JSON line (internal)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio.testing import ActivityEnvironment
+
+from activities.load import KEYS, WRITE_SHARE, _open_loop, one_op, run_load_window
+from contracts import MAX_LOAD_RATE, LoadRequest, SubjectRef
+from safety.checkers import percentile
+from safety.history import read_history, run_dir
+from subjects.etcd import EtcdSession
+
+REPO = Path(__file__).resolve().parent.parent
+WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_etcd.lua"
+KEY_PREFIX = "loadgen-k"  # chaos/kv/loadgen-k00..31, for both sides
+AIM_RATIO = 0.5
+AIM_RATE_DEVIATION = 0.05
+
+
+def _keys() -> tuple[str, ...]:
+    return tuple(f"{KEY_PREFIX}{i:02d}" for i in range(KEYS))
+
+
+def _host_cpu() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(x) for x in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def _busy_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
+    total = after[1] - before[1]
+    return round(100 * (after[0] - before[0]) / total, 1) if total else 0.0
+
+
+# -- one measurement, in a process of its own ------------------------------------------------------------------
+
+
+async def _closed(url: str, seconds: float, concurrency: int, timeout: float) -> dict:
+    """`concurrency` clients, each sending its next operation through `one_op` when the last one returned."""
+    session = EtcdSession({"etcd1": url})
+    keys, tag = _keys(), f"{time.time_ns() // 1_000_000 % 10**8:08d}"
+    ops = []
+
+    async def client(c: int, until: float) -> None:
+        rng, seq = random.Random(c), c
+        while time.monotonic() < until:
+            if rng.random() < WRITE_SHARE:  # the open loop's mix
+                kind, key, value = "write", rng.choice(keys), f"{tag}-{seq}"
+            else:
+                kind, key, value = "read", rng.choice(keys), None
+            ops.append(await one_op(session, kind, c, key, value, seq, timeout, time.time_ns()))
+            seq += concurrency
+
+    try:
+        cpu0, t0 = time.process_time(), time.monotonic()
+        await asyncio.gather(*(client(c, t0 + seconds) for c in range(concurrency)))
+        wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
+    finally:
+        await session.aclose()
+    return _tally(ops, wall, cpu)
+
+
+async def _open(url: str, seconds: float, concurrency: int, timeout: float) -> dict:
+    """The product's open loop, asked for more than it can send."""
+    session = EtcdSession({"etcd1": url})
+    req = LoadRequest(subject=SubjectRef(name="etcd"), window_s=seconds, concurrency=concurrency,
+                      check_timeout_s=timeout, rate=MAX_LOAD_RATE)
+    try:
+        cpu0, t0 = time.process_time(), time.monotonic()
+        ops = await ActivityEnvironment().run(_open_loop, session, req, _keys(), time.time_ns())
+        wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
+    finally:
+        await session.aclose()
+    return _tally(ops, wall, cpu)
+
+
+def _tally(ops: list, wall: float, cpu: float) -> dict:
+    ok = [op.latency_ms for op in ops if op.outcome == "ok"]
+    capped = sum(op.capped for op in ops)
+    return {"ok": len(ok), "errors": len(ops) - len(ok) - capped, "not_sent": capped, "wall_s": round(wall, 3),
+            "cpu_s": round(cpu, 3), "p50_ms": percentile(ok, 50), "p99_ms": percentile(ok, 99)}
+
+
+# -- the benchmark side ------------------------------------------------------------------------------------------
+
+
+def _run_process(cmd: list[str], cwd: Path | None = None) -> tuple[str, float, float]:
+    """Run a command to its end: (stdout, its CPU seconds from rusage, wall seconds)."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Read the pipes first (a full pipe would block the child), then reap it with its rusage.
+    out, err = proc.stdout.read(), proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} exited {proc.returncode}: {err.strip()[-400:]}")
+    return out, usage.ru_utime + usage.ru_stime, time.monotonic() - t0
+
+
+def _wrk(url: str, seconds: float, concurrency: int) -> dict:
+    from bench.tools import ensure_tool  # noqa: PLC0415 - installs wrk on first use
+
+    cmd = [ensure_tool("wrk"), "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "-s", str(WRK_SCRIPT), url,
+           "--", KEY_PREFIX]
+    out, cpu, _ = _run_process(cmd)
+    r = json.loads(out.strip().splitlines()[-1])
+    ok = r["requests"] - r["bad"]
+    wall = r["duration_us"] / 1e6
+    return {"ok": ok, "errors": r["bad"] + r["connect"] + r["read"] + r["write"] + r["timeout"], "not_sent": 0,
+            "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "p50_ms": r["p50_us"] / 1000,
+            "p99_ms": r["p99_us"] / 1000}
+
+
+def _ours(mode: str, url: str, seconds: float, concurrency: int, timeout: float) -> dict:
+    out, _, _ = _run_process([sys.executable, "-m", "bench.loadgen", mode, url, str(seconds), str(concurrency),
+                              str(timeout)], cwd=REPO)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+SIDES = {
+    "wrk": lambda url, s, c, t: _wrk(url, s, c),
+    "closed": lambda url, s, c, t: _ours("closed", url, s, c, t),
+    "open": lambda url, s, c, t: _ours("open", url, s, c, t),
+}
+
+
+def _measure(side: str, url: str, seconds: float, concurrency: int, timeout: float) -> dict:
+    before = _host_cpu()
+    r = SIDES[side](url, seconds, concurrency, timeout)
+    r["host_busy_pct"] = _busy_pct(before, _host_cpu())
+    r["ops_s"] = round(r["ok"] / r["wall_s"], 1) if r["wall_s"] else 0.0
+    r["cpu_per_1k_ops_s"] = round(1000 * r["cpu_s"] / r["ok"], 4) if r["ok"] else None
+    return r
+
+
+async def throughput(url: str, seconds: float, rounds: int, concurrency: int, timeout: float,
+                     say=print) -> dict:
+    sides = list(SIDES)
+    runs: dict[str, list[dict]] = {side: [] for side in sides}
+    for k in range(rounds):
+        order = sides[k % len(sides):] + sides[:k % len(sides)]  # nobody always goes first
+        for side in order:
+            r = await asyncio.to_thread(_measure, side, url, seconds, concurrency, timeout)
+            r["round"] = k
+            runs[side].append(r)
+            say(f"  round {k + 1}/{rounds} {side}: {r['ops_s']} ops/s, CPU {r['cpu_per_1k_ops_s']} s per 1,000 ops, "
+                f"host busy {r['host_busy_pct']}%")
+
+    def med(side: str, key: str) -> float | None:
+        values = [r[key] for r in runs[side] if r[key] is not None]
+        return round(statistics.median(values), 4) if values else None
+
+    def ratio(side: str) -> float | None:
+        pairs = [o["ops_s"] / w["ops_s"] for o, w in zip(runs[side], runs["wrk"]) if w["ops_s"]]
+        return round(statistics.median(pairs), 3) if pairs else None
+
+    summary = {side: {"ops_s": med(side, "ops_s"), "cpu_per_1k_ops_s": med(side, "cpu_per_1k_ops_s"),
+                      "p50_ms": med(side, "p50_ms"), "p99_ms": med(side, "p99_ms"),
+                      "errors": sum(r["errors"] for r in runs[side]),
+                      "not_sent": sum(r["not_sent"] for r in runs[side]),
+                      "host_busy_pct": med(side, "host_busy_pct")} for side in sides}
+    for side in ("closed", "open"):
+        summary[side]["ratio_to_wrk"] = ratio(side)
+    return {"endpoint": url, "seconds": seconds, "rounds": rounds, "concurrency": concurrency, "wrk_threads": 1,
+            "open_rate": MAX_LOAD_RATE, "summary": summary, "runs": runs}
+
+
+async def rate_accuracy(ref: SubjectRef, rates: list[float], windows: int, concurrency: int, timeout: float,
+                        say=print) -> list[dict]:
+    """`windows` one-second windows back to back at each rate, through the activity, on a healthy copy."""
+    rows = []
+    for rate in rates:
+        env = ActivityEnvironment()
+        env.info = dataclasses.replace(env.info, workflow_id=f"bench-loadgen-{uuid.uuid4().hex[:8]}",
+                                       workflow_run_id=f"rate-{rate:g}")
+        folder = run_dir(env.info.workflow_id, env.info.workflow_run_id)
+        try:
+            req = LoadRequest(subject=ref, window_s=1.0, concurrency=concurrency, check_timeout_s=timeout, rate=rate)
+            cpu0, t0 = time.process_time(), time.monotonic()
+            due_from = None
+            for _ in range(windows):  # chained as the workflow chains them
+                window = await env.run(run_load_window, req.model_copy(update={"due_from": due_from}))
+                due_from = window.start + timedelta(seconds=req.window_s)
+            wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
+            ops = await asyncio.to_thread(read_history, folder)
+        finally:
+            shutil.rmtree(folder.parent, ignore_errors=True)  # the history parts: the benchmark keeps none
+        sent = [op for op in ops if not op.capped]
+        ok = sorted(op.latency_ms for op in ops if op.outcome == "ok")
+        sent_s, ok_s = len(sent) / wall, len(ok) / wall
+        row = {"target_ops_s": rate, "windows": windows, "wall_s": round(wall, 3), "due": len(ops),
+               "sent": len(sent), "answered": len(ok), "not_sent": len(ops) - len(sent),
+               "errors": len(sent) - len(ok), "sent_ops_s": round(sent_s, 1), "answered_ops_s": round(ok_s, 1),
+               "sent_deviation_pct": round(100 * (sent_s / rate - 1), 2),
+               "answered_deviation_pct": round(100 * (ok_s / rate - 1), 2),
+               # How much longer than its 1 s a window took: the wait for the last answers and writing the part.
+               "overrun_ms_per_window": round(1000 * (wall / windows - req.window_s), 1),
+               "p50_ms": percentile(ok, 50), "p99_ms": percentile(ok, 99),
+               "cpu_per_1k_ops_s": round(1000 * cpu / len(sent), 4) if sent else None}
+        worst = max(abs(row["sent_deviation_pct"]), abs(row["answered_deviation_pct"]))
+        row["held"] = worst <= 100 * AIM_RATE_DEVIATION
+        rows.append(row)
+        say(f"  {rate:g} ops/s: sent {row['sent_ops_s']}, answered {row['answered_ops_s']} "
+            f"({row['answered_deviation_pct']:+.2f}%), not sent {row['not_sent']}, errors {row['errors']}")
+    return rows
+
+
+async def figures(ref: SubjectRef, endpoint: str, *, seconds: float, rounds: int, concurrency: int, timeout: float,
+                  rates: list[float], windows: int, say=print) -> dict:
+    say(f"  throughput: wrk vs ours at {concurrency}, {rounds} rounds of {seconds:g}s against {endpoint}")
+    out = {"throughput": await throughput(endpoint, seconds, rounds, concurrency, timeout, say)}
+    say(f"  open-loop rate: {windows} windows of 1 s at {', '.join(f'{r:g}' for r in rates)} ops/s")
+    out["rate"] = await rate_accuracy(ref, rates, windows, concurrency, timeout, say)
+    return out
+
+
+if __name__ == "__main__":
+    mode, url, secs, conc, tmo = sys.argv[1:6]
+    measure = {"closed": _closed, "open": _open}[mode]
+    print(json.dumps(asyncio.run(measure(url, float(secs), int(conc), float(tmo)))))
