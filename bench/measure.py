@@ -161,3 +161,10 @@ def sample_process(pid: int) -> ProcSample:
                 mem[key] = int(value.split()[0]) / 1024
     return ProcSample(cpu_s=(utime + stime) / CLOCK_TICKS, children_cpu_s=(cutime + cstime) / CLOCK_TICKS,
                       rss_mb=round(mem["VmRSS"], 1), peak_rss_mb=round(mem["VmHWM"], 1))
+
+
+def thread_cpu_s(pid: int, tid: int) -> float:
+    """CPU seconds of one thread of a process (the main thread: tid == pid)."""
+    with open(f"/proc/{pid}/task/{tid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS

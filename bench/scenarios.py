@@ -3,7 +3,8 @@
 - ttd_ttr:   N chaos runs on one copy, alternating leader and follower targets.
 - overhead:  the same run as a workflow and as a plain asyncio script, back to back.
 - resume:    SIGKILL a worker process at a point of the run (KILL_POINTS), start another, time the recovery.
-- parallel:  K copies chaos-tested at once by one worker process; its CPU and memory.
+- parallel:  K copies chaos-tested at once by one fresh worker process (one step of the sweep); its CPU
+             (the event loop's thread apart) and memory.
 - subject_figures: per subject (etcd, nats, postgres, a folder): image build, cluster up, TTD/TTR over N runs.
 """
 
@@ -22,10 +23,10 @@ from typing import Callable
 
 from temporalio.client import Client, WorkflowHandle
 
-from bench.measure import STAGES, History, decode, read_history, sample_process, summary
-from bench.plain import run_plain
-from contracts import ChaosInput, ChaosReport, DetectResult, PreflightResult
 from activities.images import ensure_images, image_exists
+from bench.measure import STAGES, History, decode, read_history, sample_process, summary, thread_cpu_s
+from bench.plain import run_plain
+from contracts import DEFAULT_LOAD_RATE, ChaosInput, ChaosReport, DetectResult, PreflightResult
 from runtime.copies import SubjectCopy
 from runtime.worker import build_worker
 from workflows.chaos import ChaosDemoWorkflow
@@ -46,6 +47,7 @@ class Lab:
     check_timeout_s: float
     load_concurrency: int
     workflow_task_timeout: timedelta
+    parallel_load_rate: float = DEFAULT_LOAD_RATE  # the parallel sweep's load per run
     workers: list[subprocess.Popen] = field(default_factory=list)
 
     def chaos_input(self, copy: SubjectCopy, target: str | None, **more) -> ChaosInput:
@@ -109,7 +111,8 @@ async def _chaos_run(lab: Lab, copy: SubjectCopy, target: str | None, name: str,
 async def _run_record(lab: Lab, report: ChaosReport, history: History, role: str = "leader") -> dict:
     """One run's figures. The leader before the kill is the preflight baseline's, recorded in the history."""
     pre = history.first("preflight")
-    leader_before = (await decode(lab.client, pre, PreflightResult)).baseline.roles.get(role) if pre and pre.result else None
+    leader_before = ((await decode(lab.client, pre, PreflightResult)).baseline.roles.get(role)
+                     if pre and pre.result else None)
     detect = history.first("detect_violation")
     restore = history.first("restore_fault")
     rec = {
@@ -299,33 +302,95 @@ async def resume(lab: Lab, point: str) -> dict:
     }
 
 
-async def parallel(lab: Lab, k: int) -> dict:
-    """K copies, one worker process, K runs at once with random targets."""
+class _CpuSampler:
+    """Samples a process once a second: its CPU (every thread) and its main thread's, the one the asyncio event
+    loop runs on. A main thread near 100% of a core is a saturated event loop, whatever the process total says."""
+
+    def __init__(self, pid: int, every_s: float = 1.0):
+        self.pid, self.every_s = pid, every_s
+        self.process_pct: list[float] = []
+        self.loop_pct: list[float] = []
+        self._task: asyncio.Task | None = None
+
+    async def _run(self) -> None:
+        prev = (time.monotonic(), sample_process(self.pid).cpu_s, thread_cpu_s(self.pid, self.pid))
+        while True:
+            await asyncio.sleep(self.every_s)
+            try:
+                now = (time.monotonic(), sample_process(self.pid).cpu_s, thread_cpu_s(self.pid, self.pid))
+            except (FileNotFoundError, ProcessLookupError):
+                return
+            dt = now[0] - prev[0]
+            self.process_pct.append(round(100 * (now[1] - prev[1]) / dt, 1))
+            self.loop_pct.append(round(100 * (now[2] - prev[2]) / dt, 1))
+            prev = now
+
+    def __enter__(self) -> "_CpuSampler":
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._task.cancel()
+
+    def figures(self) -> dict:
+        busy = sum(p >= 90 for p in self.loop_pct)
+        return {"worker_cpu_pct_1s": summary(self.process_pct), "event_loop_thread_pct_1s": summary(self.loop_pct),
+                # seconds in which the event loop's thread was on a core ≥ 90% of the time: saturation
+                "event_loop_saturated_s": busy}
+
+
+async def parallel(lab: Lab, k: int, step: int) -> dict:
+    """K copies, one fresh worker process (so its CPU and peak RSS are this step's), K runs at once with random
+    targets at the product's default load rate."""
     copies = lab.copies[:k]
-    proc = lab.start_worker("parallel-worker")
-    await lab.wait_polling(proc, "parallel-worker")
+    checks = await asyncio.gather(*(c.wait_healthy() for c in copies))
+    sick = [f"{c.instance.project}: {'; '.join(r.violations)}" for c, r in zip(copies, checks) if not r.ok]
+    if sick:
+        raise RuntimeError(f"subject copies not healthy before the {k}-copy step: {sick}")
+    name = f"parallel-{step}-k{k}-worker"
+    proc = lab.start_worker(name)
+    await lab.wait_polling(proc, name)
     before = sample_process(proc.pid)
     t0 = time.monotonic()
-    handles = [await lab.start(c, None, f"parallel-{i}") for i, c in enumerate(copies)]
-    results = await asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
-    wall = time.monotonic() - t0
-    after = sample_process(proc.pid)
+    with _CpuSampler(proc.pid) as sampler:
+        handles = [await lab.start(c, None, f"parallel-{step}-k{k}-{i}", load_rate=lab.parallel_load_rate)
+                   for i, c in enumerate(copies)]
+        results = await asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
+        wall = time.monotonic() - t0
+        after = sample_process(proc.pid)
     lab.stop_workers()
     reports = [r for r in results if isinstance(r, ChaosReport)]
-    records = [await _run_record(lab, r, await read_history(h)) for h, r in zip(handles, results)
-               if isinstance(r, ChaosReport)]
+    records = []
+    for h, r in zip(handles, results):
+        if isinstance(r, ChaosReport):
+            history = await read_history(h)
+            rec = await _run_record(lab, r, history)
+            rec["reasons"] = r.reasons
+            rec["load_baseline_ops_s"] = r.load.baseline_ops_s
+            rec["load_errors"] = r.load.errors
+            rec["load_windows"] = len(r.load.windows)
+            rec["timed_out_activities"] = [a.name for a in history.activities if a.outcome == "timed out"]
+            rec["failed_activities"] = [a.name for a in history.activities if a.outcome == "failed"]
+            rec["workflow_task_timeouts"] = history.workflow_task_timeouts
+            records.append(rec)
     failures = [f"{type(r).__name__}: {r}" for r in results if not isinstance(r, ChaosReport)]
     failures += [f"{r.workflow_id}: {'; '.join(r.reasons)}" for r in reports if r.verdict != "pass"]
     cpu = after.cpu_s - before.cpu_s
     children = after.children_cpu_s - before.children_cpu_s
     return {
-        "subjects": k, "wall_s": round(wall, 3),
+        "subjects": k, "load_rate": lab.parallel_load_rate, "wall_s": round(wall, 3),
+        "passed": sum(r.verdict == "pass" for r in reports),
         "worker_cpu_s": round(cpu, 2), "worker_cpu_pct": round(100 * cpu / wall, 1),
+        "worker_cpu_s_per_run": round(cpu / k, 3),
         "docker_cli_cpu_s": round(children, 2),
         "worker_rss_mb": after.rss_mb, "worker_peak_rss_mb": after.peak_rss_mb,
+        **sampler.figures(),
         "all_passed": not failures and len(reports) == k, "failures": failures,
         "ttd_s": summary([r.time_to_detect_s for r in reports if r.time_to_detect_s is not None]),
         "ttr_s": summary([r.time_to_restore_s for r in reports if r.time_to_restore_s is not None]),
+        "load_baseline_ops_s": summary([r.load.baseline_ops_s for r in reports if r.load.baseline_ops_s is not None]),
+        "activity_timeouts": sum(len(r["timed_out_activities"]) for r in records),
+        "workflow_task_timeouts": sum(r["workflow_task_timeouts"] for r in records),
         "runs": records,
     }
 
