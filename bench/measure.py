@@ -10,9 +10,10 @@ import math
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.client import Client, WorkflowHandle
 
 # Activities that are stages of a run, in run order; load windows run alongside and are not stages.
@@ -36,6 +37,8 @@ class Attempt:
     closed: datetime | None = None
     outcome: str = "pending"
     result: Any = None  # the raw payloads of a completed activity
+    # Why earlier attempts ended (the server records the last one on the next start) and why the last one did.
+    failures: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -107,6 +110,8 @@ async def read_history(handle: WorkflowHandle) -> History:
             a = by_id[attrs.scheduled_event_id]
             # Written when the attempt ends, but stamped with the time the attempt started.
             a.started, a.attempt = _time(e), attrs.attempt
+            if attrs.HasField("last_failure"):
+                a.failures.append(f"attempt {attrs.attempt - 1}: {_failure(attrs.last_failure)}")
         elif t == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             attrs = e.activity_task_completed_event_attributes
             a = by_id[attrs.scheduled_event_id]
@@ -116,7 +121,18 @@ async def read_history(handle: WorkflowHandle) -> History:
                      else e.activity_task_timed_out_event_attributes)
             a = by_id[attrs.scheduled_event_id]
             a.closed, a.outcome = _time(e), "failed" if t == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED else "timed out"
+            a.failures.append(f"attempt {a.attempt} (last): {_failure(attrs.failure)}")
     return history
+
+
+def _failure(failure) -> str:
+    """A failure in a few words: its message, and the timeout's kind for a timeout (heartbeat, start-to-close)."""
+    text = failure.message
+    if failure.HasField("timeout_failure_info"):
+        text += f" ({TimeoutType.Name(failure.timeout_failure_info.timeout_type).removeprefix('TIMEOUT_TYPE_')})"
+    if failure.HasField("cause"):
+        text += f" <- {_failure(failure.cause)}"
+    return text[:300]
 
 
 async def decode(client: Client, attempt: Attempt, kind: type):
@@ -168,3 +184,42 @@ def thread_cpu_s(pid: int, tid: int) -> float:
     with open(f"/proc/{pid}/task/{tid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def thread_wait_s(pid: int, tid: int) -> float:
+    """Seconds one thread has spent runnable but waiting for a CPU (schedstat's run-queue time): a process starved
+    by the machine shows here, not in its own CPU time."""
+    with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+        return int(f.read().split()[1]) / 1e9
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of every CPU since boot, from /proc/stat: the machine's load, whoever causes it."""
+    with open("/proc/stat") as f:
+        values = [int(x) for x in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return float(sum(values) - idle), float(sum(values))
+
+
+CPUACCT = ("/sys/fs/cgroup/cpuacct/docker/{id}/cpuacct.usage",  # cgroup v1 (these machines)
+           "/sys/fs/cgroup/system.slice/docker-{id}.scope/cpu.stat")  # cgroup v2 with systemd
+
+
+def containers_cpu_s(ids: list[str]) -> float | None:
+    """CPU seconds the containers have used since they (last) started, from their cgroups; None where unreadable.
+    A container restarted meanwhile starts again from zero, so a killed member is undercounted."""
+    total = 0.0
+    for cid in ids:
+        for pattern in CPUACCT:
+            try:
+                text = Path(pattern.format(id=cid)).read_text()
+            except OSError:
+                continue
+            if text.startswith("usage_usec"):
+                total += int(text.split()[1]) / 1e6
+            else:
+                total += int(text) / 1e9
+            break
+        else:
+            return None
+    return total

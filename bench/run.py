@@ -227,16 +227,29 @@ def _parallel_table(steps: list[dict], rate: float) -> Table:
     row("event-loop thread % p50 / max", lambda s: f"{_fmt(s['event_loop_thread_pct_1s']['p50'])} / "
         f"{_fmt(s['event_loop_thread_pct_1s']['max'])}", "the worker's main thread")
     row("  seconds ≥ 90% of a core", lambda s: str(s["event_loop_saturated_s"]), "a saturated event loop")
+    row("  run-queue wait % p50 / max", lambda s: f"{_fmt(s['event_loop_runqueue_wait_pct_1s']['p50'])} / "
+        f"{_fmt(s['event_loop_runqueue_wait_pct_1s']['max'])}", "runnable, but no core free: starved")
+    row("machine CPU % p50 / max", lambda s: f"{_fmt(s['machine_cpu_pct_1s']['p50'])} / "
+        f"{_fmt(s['machine_cpu_pct_1s']['max'])}", "every process, 2 cores = 200%")
+    row("load average before", lambda s: " ".join(s["loadavg_before"]))
     row("docker CLI children CPU (s)", lambda s: _fmt(s["docker_cli_cpu_s"]), "reaped by the worker")
+    row("the etcd copies' CPU (s)", lambda s: _fmt(s.get("subjects_cpu_s")), "their containers' cgroups (≥)")
     row("worker RSS end / peak (MB)", lambda s: f"{s['worker_rss_mb']} / {s['worker_peak_rss_mb']}")
     row("load before the fault ops/s p50 / min", lambda s: f"{_fmt(s['load_baseline_ops_s']['p50'])} / "
         f"{_fmt(s['load_baseline_ops_s']['min'])}", "per run")
     row("TTD p50 / max (s)", lambda s: f"{_fmt(s['ttd_s']['p50'])} / {_fmt(s['ttd_s']['max'])}")
     row("TTR p50 / max (s)", lambda s: f"{_fmt(s['ttr_s']['p50'])} / {_fmt(s['ttr_s']['max'])}")
-    row("activity / workflow task timeouts", lambda s: f"{s['activity_timeouts']} / {s['workflow_task_timeouts']}")
+    row("activity / workflow task timeouts", lambda s: f"{s['activity_timeouts']} / {s['workflow_task_timeouts']}",
+        "attempts that ran out of retries / workflow tasks")
+    row("copies unhealthy after the step", lambda s: str(len(s["unhealthy_after"])), "aim: 0 (a fault left behind)")
     for s in steps:
+        for kind, n in s["activity_failure_kinds"].items():
+            t.add_row(f"failed attempts ({s['subjects']} at once)", *("" for _ in steps), f"{n} × {kind}")
         for failure in s["failures"]:
             t.add_row(f"FAILED ({s['subjects']} at once)", *("" for _ in steps), failure[:200])
+        for project, violations in s["unhealthy_after"].items():
+            t.add_row(f"UNHEALTHY after ({s['subjects']} at once)", *("" for _ in steps),
+                      f"{project}: {'; '.join(violations)}"[:200])
     return t
 
 
@@ -308,7 +321,12 @@ async def main(args: argparse.Namespace) -> int:
             for step, k in enumerate(args.parallel):
                 console.print(f"[bold]parallel[/]: {k} subjects at once, one fresh worker, "
                               f"{args.parallel_load_rate:g} ops/s each")
-                results["parallel"].append(await scenarios.parallel(lab, k, step))
+                try:
+                    results["parallel"].append(await scenarios.parallel(lab, k, step))
+                except Exception as exc:  # noqa: BLE001 - keep the steps measured so far, say why the sweep stopped
+                    results["parallel_stopped"] = f"{k}-copy step: {type(exc).__name__}: {exc}"
+                    console.print(f"  [red]sweep stopped[/]: {results['parallel_stopped']}")
+                    break
                 p = results["parallel"][-1]
                 console.print(f"  {p['passed']}/{k} passed in {p['wall_s']}s; worker CPU {p['worker_cpu_s']}s "
                               f"({p['worker_cpu_s_per_run']}s per run), peak RSS {p['worker_peak_rss_mb']} MB")
