@@ -221,6 +221,11 @@ def _parallel_table(steps: list[dict], rate: float) -> Table:
     row("worker CPU per run (s)", lambda s: _fmt(s["worker_cpu_s_per_run"]))
     row("  × the first step's", lambda s: f"{s['worker_cpu_s_per_run'] / base:.2f}" if base else "-",
         "1.00 = grows linearly with the runs")
+    row("load ops answered / offered",
+        lambda s: f"{s.get('load_ops_answered', '-')} / {s.get('load_ops_offered', '-')}",
+        "offered: rate × load windows' length")
+    row("worker CPU ms per answered op", lambda s: _fmt(s.get("worker_cpu_ms_per_answered_op")),
+        "everything the worker did, over the load it carried")
     row("worker CPU, % of one core", lambda s: _fmt(s["worker_cpu_pct"]), "mean over the wall time")
     row("  1 s samples p50 / max", lambda s: f"{_fmt(s['worker_cpu_pct_1s']['p50'])} / "
         f"{_fmt(s['worker_cpu_pct_1s']['max'])}", "2 cores = 200%")

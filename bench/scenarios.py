@@ -411,6 +411,7 @@ async def parallel(lab: Lab, k: int, step: int) -> dict:
             rec["reasons"] = r.reasons
             rec["load_baseline_ops_s"] = r.load.baseline_ops_s
             rec["load_errors"] = r.load.errors
+            rec["load_ops_answered"] = sum(w.ops for w in r.load.windows)
             rec["load_windows"] = len(r.load.windows)
             rec["timed_out_activities"] = [a.name for a in history.activities if a.outcome == "timed out"]
             rec["failed_activities"] = [a.name for a in history.activities if a.outcome == "failed"]
@@ -438,6 +439,12 @@ async def parallel(lab: Lab, k: int, step: int) -> dict:
         "passed": sum(r.verdict == "pass" for r in reports),
         "worker_cpu_s": round(cpu, 2), "worker_cpu_pct": round(100 * cpu / wall, 1),
         "worker_cpu_s_per_run": round(cpu / k, 3),
+        # The load is most of a run's work, and a starved worker sends less of it (not sent: over the concurrency
+        # cap): CPU per run alone would flatter a step that did less.
+        "load_ops_answered": (answered := sum(r["load_ops_answered"] for r in records)),
+        "load_ops_offered": round(lab.parallel_load_rate * sum(
+            (w.end - w.start).total_seconds() for r in reports for w in r.load.windows)),
+        "worker_cpu_ms_per_answered_op": round(1000 * cpu / answered, 3) if answered else None,
         "docker_cli_cpu_s": round(children, 2),
         # What the K etcd clusters themselves burnt meanwhile (serving the load, elections): the other big user of
         # the same 2 cores. The killed members restart from zero, so this is a lower bound.
