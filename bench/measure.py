@@ -206,20 +206,17 @@ CPUACCT = ("/sys/fs/cgroup/cpuacct/docker/{id}/cpuacct.usage",  # cgroup v1 (the
 
 
 def containers_cpu_s(ids: list[str]) -> float | None:
-    """CPU seconds the containers have used since they (last) started, from their cgroups; None where unreadable.
-    A container restarted meanwhile starts again from zero, so a killed member is undercounted."""
-    total = 0.0
+    """CPU seconds the containers have used since they (last) started, from their cgroups; None if none is readable.
+    A container restarted meanwhile starts again from zero, and a stopped one has no cgroup (it counts nothing), so
+    a killed member is undercounted."""
+    total, read = 0.0, 0
     for cid in ids:
         for pattern in CPUACCT:
             try:
                 text = Path(pattern.format(id=cid)).read_text()
             except OSError:
                 continue
-            if text.startswith("usage_usec"):
-                total += int(text.split()[1]) / 1e6
-            else:
-                total += int(text) / 1e9
+            total += int(text.split()[1]) / 1e6 if text.startswith("usage_usec") else int(text) / 1e9
+            read += 1
             break
-        else:
-            return None
-    return total
+    return total if read else None
