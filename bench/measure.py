@@ -10,6 +10,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType, TimeoutType
@@ -39,6 +40,8 @@ class Attempt:
     timeout_type: str | None = None  # of a timed-out activity: HEARTBEAT, START_TO_CLOSE, ...
     retried_after: str | None = None  # a retried activity: why its previous attempt ended (a timeout type or error)
     identity: str | None = None  # the worker that ran the last attempt
+    # Why earlier attempts ended (the server records the last one on the next start) and why the last one did.
+    failures: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -88,11 +91,16 @@ class History:
         return gaps
 
 
+def _timeout_type(failure) -> str | None:
+    """HEARTBEAT, START_TO_CLOSE, ... for a timeout; None for any other failure."""
+    if not failure.HasField("timeout_failure_info"):
+        return None
+    return TimeoutType.Name(failure.timeout_failure_info.timeout_type).removeprefix("TIMEOUT_TYPE_")
+
+
 def _why(failure) -> str:
-    """A failure in a word or line: the timeout's type (HEARTBEAT, START_TO_CLOSE, ...) or the error message."""
-    if failure.HasField("timeout_failure_info"):
-        return TimeoutType.Name(failure.timeout_failure_info.timeout_type).removeprefix("TIMEOUT_TYPE_")
-    return failure.message[:120]
+    """A failure in a word or line: the timeout's type or the error message."""
+    return _timeout_type(failure) or failure.message[:120]
 
 
 async def read_history(handle: WorkflowHandle) -> History:
@@ -129,6 +137,8 @@ async def read_history(handle: WorkflowHandle) -> History:
             a.started, a.attempt, a.identity = _time(e), attrs.attempt, attrs.identity
             if attrs.attempt > 1 and attrs.HasField("last_failure"):
                 a.retried_after = _why(attrs.last_failure)
+            if attrs.HasField("last_failure"):
+                a.failures.append(f"attempt {attrs.attempt - 1}: {_failure(attrs.last_failure)}")
         elif t == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             attrs = e.activity_task_completed_event_attributes
             a = by_id[attrs.scheduled_event_id]
@@ -138,9 +148,19 @@ async def read_history(handle: WorkflowHandle) -> History:
                      else e.activity_task_timed_out_event_attributes)
             a = by_id[attrs.scheduled_event_id]
             a.closed, a.outcome = _time(e), "failed" if t == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED else "timed out"
-            if attrs.failure.HasField("timeout_failure_info"):
-                a.timeout_type = _why(attrs.failure)
+            a.timeout_type = _timeout_type(attrs.failure)
+            a.failures.append(f"attempt {a.attempt} (last): {_failure(attrs.failure)}")
     return history
+
+
+def _failure(failure) -> str:
+    """A failure in a few words: its message, and the timeout's kind for a timeout (heartbeat, start-to-close)."""
+    text = failure.message
+    if kind := _timeout_type(failure):
+        text += f" ({kind})"
+    if failure.HasField("cause"):
+        text += f" <- {_failure(failure.cause)}"
+    return text[:300]
 
 
 async def decode(client: Client, attempt: Attempt, kind: type):
@@ -185,3 +205,46 @@ def sample_process(pid: int) -> ProcSample:
                 mem[key] = int(value.split()[0]) / 1024
     return ProcSample(cpu_s=(utime + stime) / CLOCK_TICKS, children_cpu_s=(cutime + cstime) / CLOCK_TICKS,
                       rss_mb=round(mem["VmRSS"], 1), peak_rss_mb=round(mem["VmHWM"], 1))
+
+
+def thread_cpu_s(pid: int, tid: int) -> float:
+    """CPU seconds of one thread of a process (the main thread: tid == pid)."""
+    with open(f"/proc/{pid}/task/{tid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def thread_wait_s(pid: int, tid: int) -> float:
+    """Seconds one thread has spent runnable but waiting for a CPU (schedstat's run-queue time): a process starved
+    by the machine shows here, not in its own CPU time."""
+    with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+        return int(f.read().split()[1]) / 1e9
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of every CPU since boot, from /proc/stat: the machine's load, whoever causes it."""
+    with open("/proc/stat") as f:
+        values = [int(x) for x in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return float(sum(values) - idle), float(sum(values))
+
+
+CPUACCT = ("/sys/fs/cgroup/cpuacct/docker/{id}/cpuacct.usage",  # cgroup v1 (these machines)
+           "/sys/fs/cgroup/system.slice/docker-{id}.scope/cpu.stat")  # cgroup v2 with systemd
+
+
+def containers_cpu_s(ids: list[str]) -> float | None:
+    """CPU seconds the containers have used since they (last) started, from their cgroups; None if none is readable.
+    A container restarted meanwhile starts again from zero, and a stopped one has no cgroup (it counts nothing), so
+    a killed member is undercounted."""
+    total, read = 0.0, 0
+    for cid in ids:
+        for pattern in CPUACCT:
+            try:
+                text = Path(pattern.format(id=cid)).read_text()
+            except OSError:
+                continue
+            total += int(text.split()[1]) / 1e6 if text.startswith("usage_usec") else int(text) / 1e9
+            read += 1
+            break
+    return total if read else None

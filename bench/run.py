@@ -26,7 +26,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from bench import loadgen, resume, safety, scenarios, stress
-from contracts import MAX_LOAD_RATE, WORKFLOW_TASK_TIMEOUT, Attr, ChaosInput, SubjectRef
+from contracts import DEFAULT_LOAD_RATE, MAX_LOAD_RATE, WORKFLOW_TASK_TIMEOUT, Attr, ChaosInput, SubjectRef
 from faults import CATALOG
 from runtime.copies import SubjectCopy, free_port_base
 from runtime.devserver import EAGER_ACTIVITIES, temporal_binary
@@ -53,7 +53,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workflow-task-timeout", type=float, default=WORKFLOW_TASK_TIMEOUT.total_seconds(),
                    metavar="SECONDS", help="workflow task timeout of the runs (the starter's value by default)")
     p.add_argument("--overhead-pairs", type=int, default=3, help="workflow/plain-script pairs for the overhead")
-    p.add_argument("--parallel", type=int, default=10, metavar="K", help="etcd copies chaos-tested at once")
+    p.add_argument("--parallel", type=_counts, default="1,10,20", metavar="K,K",
+                   help="the sweep: etcd copies chaos-tested at once, one step each with a fresh worker process")
+    p.add_argument("--parallel-load-rate", type=float, default=DEFAULT_LOAD_RATE, metavar="OPS_S",
+                   help="load per run in the parallel sweep (anything but the product's default is labelled)")
     p.add_argument("--skip-ttd", action="store_true", help="skip the TTD/TTR runs")
     p.add_argument("--skip-overhead", action="store_true", help="skip the orchestration overhead comparison")
     p.add_argument("--skip-resume", action="store_true", help="skip the worker SIGKILL/resume runs")
@@ -96,14 +99,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--loadgen-rates: numbers separated by commas")
     if not args.loadgen_rates or not all(0 < r <= MAX_LOAD_RATE for r in args.loadgen_rates):
         p.error(f"--loadgen-rates: each rate must be in (0, {MAX_LOAD_RATE:g}]")
-    for name in ("runs", "overhead_pairs", "parallel", "load_concurrency", "subject_runs", "fault_runs",
-                 "stress_runs", "loadgen_rounds", "loadgen_windows"):
+    for name in ("runs", "overhead_pairs", "load_concurrency", "subject_runs", "fault_runs", "stress_runs",
+                 "loadgen_rounds", "loadgen_windows"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     for name in ("detect_interval", "check_timeout", "workflow_task_timeout", "loadgen_seconds"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
+    if not 0 < args.parallel_load_rate <= MAX_LOAD_RATE:
+        p.error(f"--parallel-load-rate must be in (0, {MAX_LOAD_RATE:g}]")
     return args
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of counts: {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("every count must be at least 1")
+    return counts
 
 
 def _fmt(v) -> str:
@@ -171,19 +186,8 @@ def render(results: dict) -> list[Table]:
         t.add_row("all points", "p50 / max", f"{_fmt(s['p50'])} / {_fmt(s['max'])}", "",
                   "all pass" if r["all_passed"] else "NOT ALL PASSED", "", "")
         tables.append(t)
-    if results.get("parallel") is not None:
-        t = Table(title="Parallel subjects", title_justify="left")
-        for col in ("figure", "value", "aim", "notes"):
-            t.add_column(col, justify="right" if col == "value" else "left")
-        if (p := results.get("parallel")) is not None:
-            t.add_row(f"{p['subjects']} subjects at once, wall (s)", _fmt(p["wall_s"]), "all pass",
-                      "all passed" if p["all_passed"] else f"{len(p['failures'])} FAILED: {p['failures'][:2]}")
-            t.add_row("  worker CPU (s)", _fmt(p["worker_cpu_s"]), "",
-                      f"{p['worker_cpu_pct']}% of one core; docker CLI children {p['docker_cli_cpu_s']} s")
-            t.add_row("  worker RSS end / peak (MB)", f"{p['worker_rss_mb']} / {p['worker_peak_rss_mb']}", "", "")
-            t.add_row("  TTD p50 / max (s)", f"{_fmt(p['ttd_s']['p50'])} / {_fmt(p['ttd_s']['max'])}", "", "")
-            t.add_row("  TTR p50 / max (s)", f"{_fmt(p['ttr_s']['p50'])} / {_fmt(p['ttr_s']['max'])}", "", "")
-        tables.append(t)
+    if steps := results.get("parallel"):
+        tables.append(_parallel_table(steps, params["parallel_load_rate"]))
     if (r := results.get("stress")) is not None:
         t = Table(title=f"Busy host: {r['runs']} runs beside stress-ng {r['stressors']}, {r['passed']} passed",
                   title_justify="left")
@@ -267,6 +271,63 @@ def render(results: dict) -> list[Table]:
     return tables
 
 
+def _parallel_table(steps: list[dict], rate: float) -> Table:
+    """The sweep: one column per step, so CPU per run reads left to right as the copies grow."""
+    label = "the product's default" if rate == DEFAULT_LOAD_RATE else "NOT the product's default"
+    t = Table(title=f"Parallel subjects, one fresh worker process per step, load {rate:g} ops/s per run ({label})",
+              title_justify="left")
+    t.add_column("figure")
+    for s in steps:
+        t.add_column(f"{s['subjects']} at once", justify="right")
+    t.add_column("notes")
+    base = steps[0]["worker_cpu_s_per_run"]
+
+    def row(label: str, fn, note: str = "") -> None:
+        t.add_row(label, *(fn(s) for s in steps), note)
+
+    row("passed", lambda s: f"{s['passed']}/{s['subjects']}", "aim: all")
+    row("wall (s)", lambda s: _fmt(s["wall_s"]), "first start → last result")
+    row("worker CPU (s)", lambda s: _fmt(s["worker_cpu_s"]), "every thread of the worker process")
+    row("worker CPU per run (s)", lambda s: _fmt(s["worker_cpu_s_per_run"]))
+    row("  × the first step's", lambda s: f"{s['worker_cpu_s_per_run'] / base:.2f}" if base else "-",
+        "1.00 = grows linearly with the runs")
+    row("load ops answered / offered",
+        lambda s: f"{s.get('load_ops_answered', '-')} / {s.get('load_ops_offered', '-')}",
+        "offered: rate × load windows' length")
+    row("worker CPU ms per answered op", lambda s: _fmt(s.get("worker_cpu_ms_per_answered_op")),
+        "everything the worker did, over the load it carried")
+    row("worker CPU, % of one core", lambda s: _fmt(s["worker_cpu_pct"]), "mean over the wall time")
+    row("  1 s samples p50 / max", lambda s: f"{_fmt(s['worker_cpu_pct_1s']['p50'])} / "
+        f"{_fmt(s['worker_cpu_pct_1s']['max'])}", "2 cores = 200%")
+    row("event-loop thread % p50 / max", lambda s: f"{_fmt(s['event_loop_thread_pct_1s']['p50'])} / "
+        f"{_fmt(s['event_loop_thread_pct_1s']['max'])}", "the worker's main thread")
+    row("  seconds ≥ 90% of a core", lambda s: str(s["event_loop_saturated_s"]), "a saturated event loop")
+    row("  run-queue wait % p50 / max", lambda s: f"{_fmt(s['event_loop_runqueue_wait_pct_1s']['p50'])} / "
+        f"{_fmt(s['event_loop_runqueue_wait_pct_1s']['max'])}", "runnable, but no core free: starved")
+    row("machine CPU % p50 / max", lambda s: f"{_fmt(s['machine_cpu_pct_1s']['p50'])} / "
+        f"{_fmt(s['machine_cpu_pct_1s']['max'])}", "every process, 2 cores = 200%")
+    row("load average before", lambda s: " ".join(s["loadavg_before"]))
+    row("docker CLI children CPU (s)", lambda s: _fmt(s["docker_cli_cpu_s"]), "reaped by the worker")
+    row("the etcd copies' CPU (s)", lambda s: _fmt(s.get("subjects_cpu_s")), "their containers' cgroups (≥)")
+    row("worker RSS end / peak (MB)", lambda s: f"{s['worker_rss_mb']} / {s['worker_peak_rss_mb']}")
+    row("load before the fault ops/s p50 / min", lambda s: f"{_fmt(s['load_baseline_ops_s']['p50'])} / "
+        f"{_fmt(s['load_baseline_ops_s']['min'])}", "per run")
+    row("TTD p50 / max (s)", lambda s: f"{_fmt(s['ttd_s']['p50'])} / {_fmt(s['ttd_s']['max'])}")
+    row("TTR p50 / max (s)", lambda s: f"{_fmt(s['ttr_s']['p50'])} / {_fmt(s['ttr_s']['max'])}")
+    row("activity / workflow task timeouts", lambda s: f"{s['activity_timeouts']} / {s['workflow_task_timeouts']}",
+        "attempts that ran out of retries / workflow tasks")
+    row("copies unhealthy after the step", lambda s: str(len(s["unhealthy_after"])), "aim: 0 (a fault left behind)")
+    for s in steps:
+        for kind, n in s["activity_failure_kinds"].items():
+            t.add_row(f"failed attempts ({s['subjects']} at once)", *("" for _ in steps), f"{n} × {kind}")
+        for failure in s["failures"]:
+            t.add_row(f"FAILED ({s['subjects']} at once)", *("" for _ in steps), failure[:200])
+        for project, violations in s["unhealthy_after"].items():
+            t.add_row(f"UNHEALTHY after ({s['subjects']} at once)", *("" for _ in steps),
+                      f"{project}: {'; '.join(violations)}"[:200])
+    return t
+
+
 async def bring_up(copies: list[SubjectCopy]) -> None:
     await asyncio.gather(*(asyncio.to_thread(c.up) for c in copies))
     checks = await asyncio.gather(*(c.wait_healthy(timeout=120) for c in copies))
@@ -283,7 +344,7 @@ async def main(args: argparse.Namespace) -> int:
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     logs = RESULTS / f"{stamp}-logs"
     logs.mkdir(parents=True, exist_ok=True)
-    n_copies = 1 if args.skip_parallel else args.parallel
+    n_copies = 1 if args.skip_parallel else max(args.parallel)  # the largest step's; the others reuse them
     taken: set[int] = set()
     copies = []
     for k in range(n_copies):
@@ -296,7 +357,8 @@ async def main(args: argparse.Namespace) -> int:
                    "check_timeout_s": args.check_timeout, "workflow_task_timeout_s": args.workflow_task_timeout,
                    "load_concurrency": args.load_concurrency,
                    "overhead_pairs": args.overhead_pairs,
-                   "parallel": args.parallel, "subjects": args.subjects, "subject_runs": args.subject_runs,
+                   "parallel": args.parallel, "parallel_load_rate": args.parallel_load_rate,
+                   "subjects": args.subjects, "subject_runs": args.subject_runs,
                    "faults": args.faults, "fault_runs": args.fault_runs, "stress_runs": args.stress_runs,
                    "loadgen_seconds": args.loadgen_seconds, "loadgen_rounds": args.loadgen_rounds,
                    "loadgen_rates": args.loadgen_rates, "loadgen_windows": args.loadgen_windows},
@@ -320,7 +382,7 @@ async def main(args: argparse.Namespace) -> int:
             client=env.client, address=env.client.service_client.config.target_host, task_queue=run_id,
             run_id=run_id, copies=copies, logs=logs, say=console.print,
             detect_interval_s=args.detect_interval, check_timeout_s=args.check_timeout,
-            load_concurrency=args.load_concurrency,
+            load_concurrency=args.load_concurrency, parallel_load_rate=args.parallel_load_rate,
             workflow_task_timeout=timedelta(seconds=args.workflow_task_timeout))
         if not args.skip_loadgen:  # CPU-bound figures: before any chaos run, on a copy nothing has touched yet
             console.print("[bold]load generator[/]: beside wrk, and the open loop's rate")
@@ -344,8 +406,19 @@ async def main(args: argparse.Namespace) -> int:
             console.print(f"[bold]busy host[/]: {args.stress_runs} runs beside stress-ng")
             results["stress"] = await stress.stress(lab, args.stress_runs, os.cpu_count() or 1)
         if not args.skip_parallel:
-            console.print(f"[bold]parallel[/]: {args.parallel} subjects at once, one worker")
-            results["parallel"] = await scenarios.parallel(lab, args.parallel)
+            results["parallel"] = []
+            for step, k in enumerate(args.parallel):
+                console.print(f"[bold]parallel[/]: {k} subjects at once, one fresh worker, "
+                              f"{args.parallel_load_rate:g} ops/s each")
+                try:
+                    results["parallel"].append(await scenarios.parallel(lab, k, step))
+                except Exception as exc:  # noqa: BLE001 - keep the steps measured so far, say why the sweep stopped
+                    results["parallel_stopped"] = f"{k}-copy step: {type(exc).__name__}: {exc}"
+                    console.print(f"  [red]sweep stopped[/]: {results['parallel_stopped']}")
+                    break
+                p = results["parallel"][-1]
+                console.print(f"  {p['passed']}/{k} passed in {p['wall_s']}s; worker CPU {p['worker_cpu_s']}s "
+                              f"({p['worker_cpu_s_per_run']}s per run), peak RSS {p['worker_peak_rss_mb']} MB")
         if not args.skip_faults:
             kinds = [k for k in args.faults.split(",") if k]
             console.print(f"[bold]fault kinds[/]: {', '.join(kinds)}, {args.fault_runs} runs each")
@@ -355,8 +428,8 @@ async def main(args: argparse.Namespace) -> int:
             for k, name in enumerate(n for n in args.subjects.split(",") if n):
                 console.print(f"[bold]subject {name}[/]: {args.subject_runs} runs")
                 ref = subject_ref(name)
-                copy = SubjectCopy(ref.model_copy(update={
-                    "project": f"{run_id}-s{k}", "port_base": free_port_base(get_subject(name).ports, *PORTS, taken=taken)}))
+                base = free_port_base(get_subject(name).ports, *PORTS, taken=taken)
+                copy = SubjectCopy(ref.model_copy(update={"project": f"{run_id}-s{k}", "port_base": base}))
                 copies.append(copy)  # torn down with the others, whatever happens
                 results["subjects"].append(
                     await scenarios.subject_figures(lab, copy, args.subject_runs, args.rebuild_images))

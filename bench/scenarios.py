@@ -2,7 +2,8 @@
 
 - ttd_ttr:   N chaos runs on one copy, alternating leader and follower targets.
 - overhead:  the same run as a workflow and as a plain asyncio script, back to back.
-- parallel:  K copies chaos-tested at once by one worker process; its CPU and memory.
+- parallel:  K copies chaos-tested at once by one fresh worker process (one step of the sweep); its CPU
+             (the event loop's thread apart) and memory.
 - subject_figures: per subject (etcd, nats, postgres, a folder): image build, cluster up, TTD/TTR over N runs.
 """
 
@@ -21,10 +22,21 @@ from typing import Callable
 
 from temporalio.client import Client, WorkflowHandle
 
-from bench.measure import STAGES, History, decode, read_history, sample_process, summary
-from bench.plain import run_plain
-from contracts import ChaosInput, ChaosReport, DetectResult, PreflightResult
 from activities.images import ensure_images, image_exists
+from bench.measure import (
+    STAGES,
+    History,
+    containers_cpu_s,
+    decode,
+    machine_busy,
+    read_history,
+    sample_process,
+    summary,
+    thread_cpu_s,
+    thread_wait_s,
+)
+from bench.plain import run_plain
+from contracts import DEFAULT_LOAD_RATE, ChaosInput, ChaosReport, DetectResult, PreflightResult
 from runtime.copies import SubjectCopy
 from runtime.worker import build_worker
 from workflows.chaos import ChaosDemoWorkflow
@@ -45,6 +57,7 @@ class Lab:
     check_timeout_s: float
     load_concurrency: int
     workflow_task_timeout: timedelta
+    parallel_load_rate: float = DEFAULT_LOAD_RATE  # the parallel sweep's load per run
     workers: list[subprocess.Popen] = field(default_factory=list)
 
     def chaos_input(self, copy: SubjectCopy, target: str | None, **more) -> ChaosInput:
@@ -109,7 +122,8 @@ async def _chaos_run(lab: Lab, copy: SubjectCopy, target: str | None, name: str,
 async def _run_record(lab: Lab, report: ChaosReport, history: History, role: str = "leader") -> dict:
     """One run's figures. The leader before the kill is the preflight baseline's, recorded in the history."""
     pre = history.first("preflight")
-    leader_before = (await decode(lab.client, pre, PreflightResult)).baseline.roles.get(role) if pre and pre.result else None
+    leader_before = ((await decode(lab.client, pre, PreflightResult)).baseline.roles.get(role)
+                     if pre and pre.result else None)
     detect = history.first("detect_violation")
     restore = history.first("restore_fault")
     rec = {
@@ -239,33 +253,151 @@ async def overhead(lab: Lab, pairs: int) -> dict:
     }
 
 
-async def parallel(lab: Lab, k: int) -> dict:
-    """K copies, one worker process, K runs at once with random targets."""
+class _CpuSampler:
+    """Samples a process once a second: its CPU (every thread), its main thread's (the one the asyncio event loop
+    runs on) and the time that thread spent runnable but not running, and the whole machine's CPU. A main thread
+    near 100% of a core is a saturated event loop; a long run-queue wait is a loop starved by the machine."""
+
+    def __init__(self, pid: int, every_s: float = 1.0):
+        self.pid, self.every_s = pid, every_s
+        self.series: dict[str, list[float]] = {"process": [], "loop": [], "loop_wait": [], "machine": []}
+        self._task: asyncio.Task | None = None
+
+    def _read(self) -> tuple[float, ...]:
+        busy, total = machine_busy()
+        return (time.monotonic(), sample_process(self.pid).cpu_s, thread_cpu_s(self.pid, self.pid),
+                thread_wait_s(self.pid, self.pid), busy, total)
+
+    async def _run(self) -> None:
+        prev = self._read()
+        while True:
+            await asyncio.sleep(self.every_s)
+            try:
+                now = self._read()
+            except (FileNotFoundError, ProcessLookupError):
+                return
+            dt = now[0] - prev[0]
+            for key, i in (("process", 1), ("loop", 2), ("loop_wait", 3)):
+                self.series[key].append(round(100 * (now[i] - prev[i]) / dt, 1))
+            cpus = os.cpu_count() or 1
+            self.series["machine"].append(round(100 * cpus * (now[4] - prev[4]) / max(now[5] - prev[5], 1), 1))
+            prev = now
+
+    def __enter__(self) -> "_CpuSampler":
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._task.cancel()
+
+    def figures(self) -> dict:
+        return {"worker_cpu_pct_1s": summary(self.series["process"]),
+                "event_loop_thread_pct_1s": summary(self.series["loop"]),
+                # seconds in which the event loop's thread was on a core ≥ 90% of the time: saturation
+                "event_loop_saturated_s": sum(p >= 90 for p in self.series["loop"]),
+                "event_loop_runqueue_wait_pct_1s": summary(self.series["loop_wait"]),
+                "machine_cpu_pct_1s": summary(self.series["machine"]),  # 100% = one core, whoever uses it
+                "series_1s": self.series}
+
+
+def _container_ids(copies: list[SubjectCopy]) -> list[str]:
+    projects = {c.instance.project for c in copies}
+    out = subprocess.run(["docker", "ps", "--no-trunc", "--filter=label=com.docker.compose.project",
+                          "--format", '{{.ID}} {{.Label "com.docker.compose.project"}}'],
+                         capture_output=True, text=True)
+    return [cid for cid, _, project in (line.partition(" ") for line in out.stdout.splitlines()) if project in projects]
+
+
+async def _healthy_copies(copies: list[SubjectCopy], timeout: float) -> dict[str, list[str]]:
+    """Each copy's violations (only the unhealthy ones) after waiting up to `timeout` for them to go away."""
+    checks = await asyncio.gather(*(c.wait_healthy(timeout=timeout) for c in copies))
+    return {c.instance.project: r.violations for c, r in zip(copies, checks) if not r.ok}
+
+
+async def parallel(lab: Lab, k: int, step: int) -> dict:
+    """K copies, one fresh worker process (so its CPU and peak RSS are this step's), K runs at once with random
+    targets at the product's default load rate."""
     copies = lab.copies[:k]
-    proc = lab.start_worker("parallel-worker")
-    await lab.wait_polling(proc, "parallel-worker")
+    # Every run restores its fault and waits until healthy, so the copies should be healthy now. One that is not
+    # was left broken by an earlier step: say so, bring it back up (compose up) and go on.
+    repaired = await _healthy_copies(copies, timeout=30)
+    if repaired:
+        lab.say(f"  [red]left unhealthy by an earlier step[/]: {repaired}; bringing them up again")
+        await asyncio.gather(*(asyncio.to_thread(c.up) for c in copies if c.instance.project in repaired))
+        if still := await _healthy_copies(copies, timeout=120):
+            raise RuntimeError(f"subject copies not healthy before the {k}-copy step: {still}")
+    loadavg = Path("/proc/loadavg").read_text().split()[:3]
+    name = f"parallel-{step}-k{k}-worker"
+    proc = lab.start_worker(name)
+    await lab.wait_polling(proc, name)
+    containers = _container_ids(copies)
+    subjects_before = containers_cpu_s(containers)
     before = sample_process(proc.pid)
     t0 = time.monotonic()
-    handles = [await lab.start(c, None, f"parallel-{i}") for i, c in enumerate(copies)]
-    results = await asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
-    wall = time.monotonic() - t0
-    after = sample_process(proc.pid)
+    with _CpuSampler(proc.pid) as sampler:
+        handles = [await lab.start(c, None, f"parallel-{step}-k{k}-{i}", load_rate=lab.parallel_load_rate)
+                   for i, c in enumerate(copies)]
+        results = await asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
+        wall = time.monotonic() - t0
+        after = sample_process(proc.pid)
+    subjects_after = containers_cpu_s(containers)
     lab.stop_workers()
     reports = [r for r in results if isinstance(r, ChaosReport)]
-    records = [await _run_record(lab, r, await read_history(h)) for h, r in zip(handles, results)
-               if isinstance(r, ChaosReport)]
+    records = []
+    for h, r in zip(handles, results):
+        if isinstance(r, ChaosReport):
+            history = await read_history(h)
+            rec = await _run_record(lab, r, history)
+            rec["reasons"] = r.reasons
+            rec["load_baseline_ops_s"] = r.load.baseline_ops_s
+            rec["load_errors"] = r.load.errors
+            rec["load_ops_answered"] = sum(w.ops for w in r.load.windows)
+            rec["load_windows"] = len(r.load.windows)
+            rec["timed_out_activities"] = [a.name for a in history.activities if a.outcome == "timed out"]
+            rec["failed_activities"] = [a.name for a in history.activities if a.outcome == "failed"]
+            rec["activity_failures"] = [f"{a.name} {f}" for a in history.activities for f in a.failures]
+            rec["workflow_task_timeouts"] = history.workflow_task_timeouts
+            records.append(rec)
     failures = [f"{type(r).__name__}: {r}" for r in results if not isinstance(r, ChaosReport)]
     failures += [f"{r.workflow_id}: {'; '.join(r.reasons)}" for r in reports if r.verdict != "pass"]
+    # Law 1 at scale: once every run has ended, every copy must be whole again (a run's own last check said so).
+    broken_after = await _healthy_copies(copies, timeout=5)
+    if broken_after:
+        lab.say(f"  [red]unhealthy after their runs ended[/]: {broken_after}")
     cpu = after.cpu_s - before.cpu_s
     children = after.children_cpu_s - before.children_cpu_s
+    failure_kinds: dict[str, int] = {}
+    for rec in records:
+        for f in rec["activity_failures"]:
+            kind = f.split(": ", 1)[-1].split(" <- ")[0][:80]
+            key = f"{f.split(' ', 1)[0]}: {kind}"
+            failure_kinds[key] = failure_kinds.get(key, 0) + 1
     return {
-        "subjects": k, "wall_s": round(wall, 3),
+        "subjects": k, "loadavg_before": loadavg, "repaired_before": repaired, "unhealthy_after": broken_after,
+        "activity_failure_kinds": dict(sorted(failure_kinds.items(), key=lambda kv: -kv[1])),
+        "load_rate": lab.parallel_load_rate, "wall_s": round(wall, 3),
+        "passed": sum(r.verdict == "pass" for r in reports),
         "worker_cpu_s": round(cpu, 2), "worker_cpu_pct": round(100 * cpu / wall, 1),
+        "worker_cpu_s_per_run": round(cpu / k, 3),
+        # The load is most of a run's work, and a starved worker sends less of it (not sent: over the concurrency
+        # cap): CPU per run alone would flatter a step that did less.
+        "load_ops_answered": (answered := sum(r["load_ops_answered"] for r in records)),
+        "load_ops_offered": round(lab.parallel_load_rate * sum(
+            (w.end - w.start).total_seconds() for r in reports for w in r.load.windows)),
+        "worker_cpu_ms_per_answered_op": round(1000 * cpu / answered, 3) if answered else None,
         "docker_cli_cpu_s": round(children, 2),
+        # What the K etcd clusters themselves burnt meanwhile (serving the load, elections): the other big user of
+        # the same 2 cores. The killed members restart from zero, so this is a lower bound.
+        "subjects_cpu_s": (round(subjects_after - subjects_before, 2)
+                           if subjects_before is not None and subjects_after is not None else None),
         "worker_rss_mb": after.rss_mb, "worker_peak_rss_mb": after.peak_rss_mb,
+        **sampler.figures(),
         "all_passed": not failures and len(reports) == k, "failures": failures,
         "ttd_s": summary([r.time_to_detect_s for r in reports if r.time_to_detect_s is not None]),
         "ttr_s": summary([r.time_to_restore_s for r in reports if r.time_to_restore_s is not None]),
+        "load_baseline_ops_s": summary([r.load.baseline_ops_s for r in reports if r.load.baseline_ops_s is not None]),
+        "activity_timeouts": sum(len(r["timed_out_activities"]) for r in records),
+        "workflow_task_timeouts": sum(r["workflow_task_timeouts"] for r in records),
         "runs": records,
     }
 
