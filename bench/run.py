@@ -117,12 +117,17 @@ def _cell_texts(r: dict) -> list[str]:
     verdicts = " ".join(f"{v} {'FAIL' if k == 'fail' else 'ERROR' if k == 'error' else k}"
                         for k, v in sorted(r["verdicts"].items(), key=lambda kv: kv[0] != "pass"))
     pair = lambda s: f"{_fmt(s['p50'])} / {_fmt(s['p95'])}"  # noqa: E731
-    missed = n - r["detected"]
-    ttd = pair(r["ttd_s"]) if r["detected"] else ""
+    injected = r.get("injected", n)
+    missed = injected - r["detected"]  # faults in place that nobody noticed; runs that never got that far are
+    ttd = pair(r["ttd_s"]) if r["detected"] else ""  # in the verdicts and why columns
     if missed:
-        ttd = (ttd + " " if ttd else "") + f"not detected {missed}/{n}"
+        ttd = (ttd + "\n" if ttd else "") + f"not detected {missed}/{injected}"
+    elif not ttd:
+        ttd = "-"
     ttr = pair(r["ttr_s"]) if r["restored_healthy"] else "-"  # "healthy after" counts the runs that were not
     why = "; ".join(f"{k} ×{v}" for k, v in r["failures"].items())
+    if r.get("copy_recreated"):
+        why += ("; " if why else "") + "copy recreated after the cell"
     return [str(n), f"{r['detected']}/{n}", f"{r['diagnosis_correct']}/{n}", f"{r['restored_healthy']}/{n}", verdicts,
             ttd, ttr, why]
 

@@ -165,7 +165,7 @@ async def ttd_ttr(lab: Lab, runs: int) -> dict:
 FAULT_DETECT_TIMEOUT_S = 10.0
 # A copy still unhealthy after this long before a run gets no run (the run's preflight would wait it out anyway).
 HEALTHY_BEFORE_RUN_S = 120.0
-# After this many runs in a row that found the copy unhealthy, the subject's remaining cells are not run.
+# After this many runs in a row that found the copy unhealthy, the cell stops (the copy is then recreated).
 UNHEALTHY_IN_A_ROW = 2
 
 
@@ -202,8 +202,9 @@ async def _fault_run(lab: Lab, copy: SubjectCopy, kind: str, i: int) -> dict:
     name = f"fault-{subject.name}-{kind}-{i}"
     check = await copy.wait_healthy(timeout=HEALTHY_BEFORE_RUN_S)
     if not check.ok:
-        return {"target": target, "verdict": "error", "ttd_s": None, "ttr_s": None, "detected": False,
-                "diagnosis_correct": False, "unhealthy_before": True,
+        return {"target": target, "verdict": "error", "ttd_s": None, "ttr_s": None, "injected": False,
+                "detected": False, "diagnosis_correct": False, "unhealthy_before": True,
+                "failure": "not run: copy unhealthy before it",
                 "error": f"copy not healthy before the run after {HEALTHY_BEFORE_RUN_S:g}s: "
                          f"{'; '.join(check.violations)}"}
     try:
@@ -211,11 +212,12 @@ async def _fault_run(lab: Lab, copy: SubjectCopy, kind: str, i: int) -> dict:
                                            detect_timeout_s=FAULT_DETECT_TIMEOUT_S)
     except Exception as err:  # the workflow failed (or never started): no report, say why
         cause = getattr(err, "cause", None)
-        return {"target": target, "verdict": "error", "ttd_s": None, "ttr_s": None, "detected": False,
-                "diagnosis_correct": False, "workflow_id": f"{lab.run_id}-{name}",
+        return {"target": target, "verdict": "error", "ttd_s": None, "ttr_s": None, "injected": None,
+                "detected": False, "diagnosis_correct": False, "workflow_id": f"{lab.run_id}-{name}",
+                "failure": f"no report: {type(err).__name__}",
                 "error": f"{type(err).__name__}: {err}" + (f" ({cause})" if cause else "")}
     rec = await _run_record(lab, report, history, role or "leader")
-    rec.update(detected=report.detected_at is not None,
+    rec.update(injected=report.injected_at is not None, detected=report.detected_at is not None,
                diagnosis_correct=bool(report.diagnosis and report.diagnosis.correct),
                restored_healthy=report.time_to_restore_s is not None,
                run_s=round((report.finished_at - report.started_at).total_seconds(), 3),
@@ -230,10 +232,12 @@ def _cell(subject: str, kind: str, records: list[dict], skipped: str | None = No
     failures: dict[str, int] = {}  # short reason -> how many runs
     for r in records:
         if r["verdict"] != "pass":
-            why = r.get("failure") or ("error: " + r["error"][:60] if r.get("error") else "fail")
+            why = r.get("failure") or "fail"
             failures[why] = failures.get(why, 0) + 1
     return {
         "subject": subject, "fault": kind, "runs": len(records),
+        # Runs whose fault was in place (a run that failed without a report may or may not have injected it).
+        "injected": sum(bool(r.get("injected")) for r in records),
         "detected": sum(r["detected"] for r in records),
         "diagnosis_correct": sum(r["diagnosis_correct"] for r in records),
         "restored_healthy": sum(r["ttr_s"] is not None for r in records),
@@ -248,17 +252,30 @@ def skipped_cell(subject: str, kind: str, why: str) -> dict:
     return _cell(subject, kind, [], skipped=why)
 
 
+async def _recreate_if_broken(lab: Lab, copy: SubjectCopy) -> str | None:
+    """After a cell whose last run left the copy unhealthy: if it is still unhealthy, tear it down and bring up a
+    fresh one, so one broken cell does not leave the subject's other fault kinds unmeasured. Returns what was done
+    (None: the copy was healthy again), for the cell's record."""
+    check = await copy.wait_healthy(timeout=30)
+    if check.ok:
+        return None
+    why = f"copy still unhealthy after the cell ({'; '.join(check.violations)})"
+    await asyncio.to_thread(copy.down)
+    await asyncio.to_thread(copy.up)
+    fresh = await copy.wait_healthy(timeout=180)
+    done = f"{why}: recreated, {'healthy' if fresh.ok else 'still unhealthy: ' + '; '.join(fresh.violations)}"
+    lab.say(f"  {copy.instance.subject.name}: {done}")
+    return done
+
+
 async def subject_cells(lab: Lab, copy: SubjectCopy, kinds: list[str], runs: int) -> list[dict]:
-    """One subject's row of the matrix: `runs` runs per fault kind, one after another, on its own copy."""
+    """One subject's row of the matrix: `runs` runs per fault kind, one after another, on its own copy. A copy a
+    fault left broken is recreated before the next kind (and the cell says so)."""
     subject = copy.instance.subject
     rows: list[dict] = []
-    unhealthy = 0
     for kind in kinds:
-        if unhealthy >= UNHEALTHY_IN_A_ROW:
-            rows.append(skipped_cell(subject.name, kind, f"not run: the copy was unhealthy before "
-                                                         f"{UNHEALTHY_IN_A_ROW} runs in a row"))
-            continue
-        records = []
+        records: list[dict] = []
+        unhealthy = 0
         for i in range(runs):
             rec = await _fault_run(lab, copy, kind, i)
             records.append(rec)
@@ -266,10 +283,16 @@ async def subject_cells(lab: Lab, copy: SubjectCopy, kinds: list[str], runs: int
             who = ("leader" if rec["killed_leader"] else "follower") if "killed_leader" in rec else "no report"
             lab.say(f"  {subject.name} {kind} {i + 1}/{runs}: {rec.get('target')} ({who}) TTD {rec['ttd_s']}s "
                     f"TTR {rec['ttr_s']}s {rec['verdict']}"
-                    + (f" ({rec.get('failure') or rec.get('error')})" if rec["verdict"] != "pass" else ""))
-            if unhealthy >= UNHEALTHY_IN_A_ROW:
+                    + (f" ({rec.get('failure')})" if rec["verdict"] != "pass" else ""))
+            if unhealthy >= UNHEALTHY_IN_A_ROW:  # each further run would wait out the same broken copy
                 break
-        rows.append(_cell(subject.name, kind, records))
+        row = _cell(subject.name, kind, records)
+        if records and records[-1]["ttr_s"] is None:
+            try:
+                row["copy_recreated"] = await _recreate_if_broken(lab, copy)
+            except Exception as err:
+                row["copy_recreated"] = f"recreating the copy failed: {type(err).__name__}: {err}"
+        rows.append(row)
     return rows
 
 
