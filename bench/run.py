@@ -64,15 +64,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="where in a run the worker is SIGKILLed, one run each")
     p.add_argument("--skip-parallel", action="store_true", help="skip the parallel-subjects run")
     p.add_argument("--subjects", default="etcd,nats,postgres", metavar="A,B",
-                   help="subjects (names or folder paths) measured one by one: image, cluster up, TTD/TTR")
-    p.add_argument("--subject-runs", type=int, default=5, help="chaos runs per subject")
+                   help="subjects (names or folder paths), one copy each: image, cluster up until healthy, then "
+                        "their row of the fault matrix")
     p.add_argument("--rebuild-images", action="store_true",
                    help="remove each subject's local images first, to time a build from scratch")
-    p.add_argument("--skip-subjects", action="store_true", help="skip the per-subject figures")
+    p.add_argument("--skip-subjects", action="store_true",
+                   help="leave out the subjects table (images, cluster up); the fault matrix still brings the "
+                        "copies up")
     p.add_argument("--faults", default="kill,stop,pause,partition,loss,bandwidth", metavar="A,B",
-                   help="fault kinds measured on etcd with their default parameters (latency needs sch_netem)")
-    p.add_argument("--fault-runs", type=int, default=10, help="chaos runs per fault kind")
-    p.add_argument("--skip-faults", action="store_true", help="skip the per-fault-kind figures")
+                   help="fault kinds of the subject x fault matrix, default parameters (latency is left out by "
+                        "default: it needs sch_netem, which this kernel lacks, and preflight refuses it)")
+    p.add_argument("--fault-runs", type=int, default=5, metavar="N",
+                   help="runs per subject x fault cell, alternating the primary role's holder and a follower. "
+                        "p50/p95 are of these N runs, interpolated linearly: with N=5 the p95 lies 4/5 of the way "
+                        "from the second-slowest run to the slowest, i.e. about the max, not a tail estimate "
+                        "(use N>=20 for that)")
+    p.add_argument("--fault-serial", action="store_true",
+                   help="run the matrix one subject at a time (by default the subjects run side by side, each "
+                        "subject's runs one after another: about a third of the wall time, a little noisier TTR)")
+    p.add_argument("--skip-faults", action="store_true", help="skip the subject x fault matrix")
     p.add_argument("--stress-runs", type=int, default=20,
                    help="chaos runs on a host kept busy by stress-ng (every CPU and the disk), one after another")
     p.add_argument("--skip-stress", action="store_true", help="skip the busy-host runs")
@@ -99,7 +109,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--loadgen-rates: numbers separated by commas")
     if not args.loadgen_rates or not all(0 < r <= MAX_LOAD_RATE for r in args.loadgen_rates):
         p.error(f"--loadgen-rates: each rate must be in (0, {MAX_LOAD_RATE:g}]")
-    for name in ("runs", "overhead_pairs", "load_concurrency", "subject_runs", "fault_runs", "stress_runs",
+    for name in ("runs", "overhead_pairs", "load_concurrency", "fault_runs", "stress_runs",
                  "loadgen_rounds", "loadgen_windows"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -134,6 +144,29 @@ def _dist_table(title: str) -> Table:
 
 def _dist(t: Table, label: str, s: dict, aim: str = "", bound: str = "") -> None:
     t.add_row(label, str(s["n"]), *(_fmt(s[k]) for k in ("min", "p50", "p95", "max")), aim, bound)
+
+
+def _cell_texts(r: dict) -> list[str]:
+    """One subject x fault cell: counts, verdicts, TTD/TTR p50 / p95; undetected runs and failures spelled out."""
+    n = r["runs"]
+    if r.get("skipped"):
+        return [str(n), "", "", "", "", "", "", r["skipped"]]
+    verdicts = " ".join(f"{v} {'FAIL' if k == 'fail' else 'ERROR' if k == 'error' else k}"
+                        for k, v in sorted(r["verdicts"].items(), key=lambda kv: kv[0] != "pass"))
+    pair = lambda s: f"{_fmt(s['p50'])} / {_fmt(s['p95'])}"  # noqa: E731
+    injected = r.get("injected", n)
+    missed = injected - r["detected"]  # faults in place that nobody noticed; runs that never got that far are
+    ttd = pair(r["ttd_s"]) if r["detected"] else ""  # in the verdicts and why columns
+    if missed:
+        ttd = (ttd + "\n" if ttd else "") + f"not detected {missed}/{injected}"
+    elif not ttd:
+        ttd = "-"
+    ttr = pair(r["ttr_s"]) if r["restored_healthy"] else "-"  # "healthy after" counts the runs that were not
+    why = "; ".join(f"{k} ×{v}" for k, v in r["failures"].items())
+    if r.get("copy_recreated"):
+        why += ("; " if why else "") + "copy recreated after the cell"
+    return [str(n), f"{r['detected']}/{n}", f"{r['diagnosis_correct']}/{n}", f"{r['restored_healthy']}/{n}", verdicts,
+            ttd, ttr, why]
 
 
 def render(results: dict) -> list[Table]:
@@ -204,26 +237,34 @@ def render(results: dict) -> list[Table]:
         t.add_row("TTR p50 / max (s)", f"{_fmt(r['ttr_s']['p50'])} / {_fmt(r['ttr_s']['max'])}", "")
         tables.append(t)
     if (rows := results.get("faults")) is not None:
-        t = Table(title=f"Fault kinds on etcd, default parameters, leader/follower alternating (s; detect timeout "
-                        f"{scenarios.FAULT_DETECT_TIMEOUT_S:g}s)", title_justify="left")
-        for col in ("fault", "runs", "detected", "diagnosis right", "healthy after", "TTD p50 / p95 / max",
-                    "TTR p50 / p95 / max"):
-            t.add_column(col, justify="left" if col == "fault" else "right")
+        kinds = ", ".join(dict.fromkeys(r["fault"] for r in rows))
+        side = ("subjects side by side, each one's runs in turn" if params.get("fault_subjects_concurrent")
+                else "one subject at a time")
+        t = Table(title=f"Subject x fault kind ({kinds}; latency left out: needs sch_netem, absent on this kernel), "
+                        f"default parameters, {params['fault_runs']} runs per cell alternating the primary role's "
+                        f"holder and a follower, {side}; detect timeout "
+                        f"{params.get('fault_detect_timeout_s', scenarios.FAULT_DETECT_TIMEOUT_S):g}s; seconds",
+                  title_justify="left")
+        for col in ("subject", "fault", "runs", "detected", "diagnosed right", "healthy after", "verdicts",
+                    "TTD p50 / p95", "TTR p50 / p95", "why runs failed"):
+            wrap = col == "why runs failed"
+            t.add_column(col, justify="left" if col in ("subject", "fault", "verdicts", "why runs failed") else "right",
+                         no_wrap=not wrap, min_width=24 if wrap else None)
+        subject = None
         for r in rows:
-            t.add_row(r["fault"], str(r["runs"]), str(r["detected"]), str(r["diagnosis_correct"]),
-                      str(r["restored_healthy"]),
-                      " / ".join(_fmt(r["ttd_s"][k]) for k in ("p50", "p95", "max")),
-                      " / ".join(_fmt(r["ttr_s"][k]) for k in ("p50", "p95", "max")))
+            if subject is not None and r["subject"] != subject:
+                t.add_section()
+            subject = r["subject"]
+            t.add_row(r["subject"], r["fault"], *_cell_texts(r))
         tables.append(t)
     if (rows := results.get("subjects")) is not None:
-        t = Table(title="Subjects: image, cluster up, TTD/TTR (s)", title_justify="left")
-        for col in ("subject", "images (MB)", "build", "up → healthy", "runs", "TTD p50 / max", "TTR p50 / max"):
+        t = Table(title="Subjects: image, cluster up until healthy (s; one at a time; TTD/TTR per fault kind are in "
+                        "the subject x fault table)", title_justify="left")
+        for col in ("subject", "images (MB)", "build", "up → healthy"):
             t.add_column(col, justify="left" if col in ("subject", "images (MB)") else "right")
         for r in rows:
             t.add_row(r["subject"], ", ".join(f"{k} {v}" for k, v in r["images"].items()), _fmt(r["build_s"]),
-                      _fmt(r["up_s"]), f"{r['ttd_s']['n']} {'pass' if r['all_passed'] else 'NOT ALL PASSED'}",
-                      f"{_fmt(r['ttd_s']['p50'])} / {_fmt(r['ttd_s']['max'])}",
-                      f"{_fmt(r['ttr_s']['p50'])} / {_fmt(r['ttr_s']['max'])}")
+                      f"FAILED: {r['error']}" if r.get("error") else _fmt(r["up_s"]))
         tables.append(t)
     if (r := results.get("loadgen")) is not None:
         tp = r["throughput"]
@@ -358,8 +399,9 @@ async def main(args: argparse.Namespace) -> int:
                    "load_concurrency": args.load_concurrency,
                    "overhead_pairs": args.overhead_pairs,
                    "parallel": args.parallel, "parallel_load_rate": args.parallel_load_rate,
-                   "subjects": args.subjects, "subject_runs": args.subject_runs,
-                   "faults": args.faults, "fault_runs": args.fault_runs, "stress_runs": args.stress_runs,
+                   "subjects": args.subjects, "faults": args.faults, "fault_runs": args.fault_runs,
+                   "fault_detect_timeout_s": scenarios.FAULT_DETECT_TIMEOUT_S,
+                   "fault_subjects_concurrent": not args.fault_serial, "stress_runs": args.stress_runs,
                    "loadgen_seconds": args.loadgen_seconds, "loadgen_rounds": args.loadgen_rounds,
                    "loadgen_rates": args.loadgen_rates, "loadgen_windows": args.loadgen_windows},
         "machine": {"cpus": os.cpu_count(), "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3]},
@@ -419,20 +461,29 @@ async def main(args: argparse.Namespace) -> int:
                 p = results["parallel"][-1]
                 console.print(f"  {p['passed']}/{k} passed in {p['wall_s']}s; worker CPU {p['worker_cpu_s']}s "
                               f"({p['worker_cpu_s_per_run']}s per run), peak RSS {p['worker_peak_rss_mb']} MB")
-        if not args.skip_faults:
-            kinds = [k for k in args.faults.split(",") if k]
-            console.print(f"[bold]fault kinds[/]: {', '.join(kinds)}, {args.fault_runs} runs each")
-            results["faults"] = await scenarios.fault_figures(lab, kinds, args.fault_runs)
-        if not args.skip_subjects:
-            results["subjects"] = []
+        if not (args.skip_subjects and args.skip_faults):
+            # Brought up one at a time, so each subject's "up → healthy" is its own, not the sum of a crowd's.
+            ready, rows = [], []
             for k, name in enumerate(n for n in args.subjects.split(",") if n):
-                console.print(f"[bold]subject {name}[/]: {args.subject_runs} runs")
+                console.print(f"[bold]subject {name}[/]: images, cluster up")
                 ref = subject_ref(name)
                 base = free_port_base(get_subject(name).ports, *PORTS, taken=taken)
                 copy = SubjectCopy(ref.model_copy(update={"project": f"{run_id}-s{k}", "port_base": base}))
+                taken.add(base)
                 copies.append(copy)  # torn down with the others, whatever happens
-                results["subjects"].append(
-                    await scenarios.subject_figures(lab, copy, args.subject_runs, args.rebuild_images))
+                rows.append(row := await scenarios.subject_figures(lab, copy, args.rebuild_images))
+                if row["error"] is None:
+                    ready.append(copy)
+            if not args.skip_subjects:
+                results["subjects"] = rows
+        if not args.skip_faults:
+            kinds = [k for k in args.faults.split(",") if k]
+            console.print(f"[bold]fault matrix[/]: {len(ready)} subject(s) x {', '.join(kinds)}, {args.fault_runs} "
+                          f"runs each, subjects {'one at a time' if args.fault_serial else 'side by side'}")
+            results["faults"] = await scenarios.fault_matrix(lab, ready, kinds, args.fault_runs,
+                                                             concurrent=not args.fault_serial)
+            results["faults"] += [scenarios.skipped_cell(r["subject"], kind, f"not run: the copy {r['error']}")
+                                  for r in rows if r["error"] is not None for kind in kinds]
     finally:
         console.print("tearing down: workers, etcd copies, dev server")
         if lab is not None:
@@ -444,7 +495,7 @@ async def main(args: argparse.Namespace) -> int:
     out = args.out or RESULTS / f"{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str))
-    out_console = Console(width=max(Console().width, 140))
+    out_console = Console(width=max(Console().width, 160))
     for table in render(results):
         out_console.print(table)
     console.print(f"figures written to {out}")

@@ -1,10 +1,11 @@
-"""The four measurements. Each takes the benchmark's `Lab` (server, queue, subject copies) and returns plain data.
+"""The measurements. Each takes the benchmark's `Lab` (server, queue, subject copies) and returns plain data.
 
 - ttd_ttr:   N chaos runs on one copy, alternating leader and follower targets.
 - overhead:  the same run as a workflow and as a plain asyncio script, back to back.
 - parallel:  K copies chaos-tested at once by one fresh worker process (one step of the sweep); its CPU
              (the event loop's thread apart) and memory.
-- subject_figures: per subject (etcd, nats, postgres, a folder): image build, cluster up, TTD/TTR over N runs.
+- subject_figures: per subject (etcd, nats, postgres, a folder): image build, cluster up until healthy.
+- fault_matrix: per subject x fault kind, N runs alternating the primary role's holder and a follower: TTD/TTR.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from bench.measure import (
     thread_wait_s,
 )
 from bench.plain import run_plain
-from contracts import DEFAULT_LOAD_RATE, ChaosInput, ChaosReport, DetectResult, PreflightResult
+from contracts import DEFAULT_LOAD_RATE, ChaosInput, ChaosReport, DetectResult, FaultState, PreflightResult
 from runtime.copies import SubjectCopy
 from runtime.worker import build_worker
 from workflows.chaos import ChaosDemoWorkflow
@@ -173,37 +174,152 @@ async def ttd_ttr(lab: Lab, runs: int) -> dict:
     }
 
 
-# A fault that is not detected (a rate cap etcd does not notice) costs the whole detect timeout: keep it short.
+# A fault nobody notices (a rate cap on a quiet member) costs the whole detect timeout: keep it short.
 FAULT_DETECT_TIMEOUT_S = 10.0
+# A copy still unhealthy after this long before a run gets no run (the run's preflight would wait it out anyway).
+HEALTHY_BEFORE_RUN_S = 120.0
+# After this many runs in a row that found the copy unhealthy, the cell stops (the copy is then recreated).
+UNHEALTHY_IN_A_ROW = 2
 
 
-async def fault_figures(lab: Lab, kinds: list[str], runs: int) -> list[dict]:
-    """TTD and TTR per fault kind with its default parameters, alternating leader and follower targets."""
-    copy = lab.copies[0]
-    rows = []
-    async with build_worker(lab.client, task_queue=lab.task_queue):
-        for kind in kinds:
-            records = []
-            for i in range(runs):
-                report, history = await _chaos_run(lab, copy, "leader" if i % 2 == 0 else "follower",
-                                                   f"fault-{kind}-{i}", fault=kind,
-                                                   detect_timeout_s=FAULT_DETECT_TIMEOUT_S)
-                rec = await _run_record(lab, report, history)
-                rec["detected"] = report.detected_at is not None
-                rec["diagnosis_correct"] = bool(report.diagnosis and report.diagnosis.correct)
-                records.append(rec)
-                lab.say(f"  {kind} {i + 1}/{runs}: {rec['target']} ({'leader' if rec['killed_leader'] else 'follower'})"
-                        f" TTD {rec['ttd_s']}s TTR {rec['ttr_s']}s {rec['verdict']}")
-            rows.append({
-                "fault": kind, "runs": len(records),
-                "detected": sum(r["detected"] for r in records),
-                "diagnosis_correct": sum(r["diagnosis_correct"] for r in records),
-                "restored_healthy": sum(r["ttr_s"] is not None for r in records),
-                "ttd_s": summary([r["ttd_s"] for r in records if r["ttd_s"] is not None]),
-                "ttr_s": summary([r["ttr_s"] for r in records if r["ttr_s"] is not None]),
-                "records": records,
-            })
+def failure_mark(report: ChaosReport) -> str | None:
+    """Why a run failed, in a few words for the table (the report's `reasons` in the JSON hold the whole story)."""
+    if report.verdict == "pass":
+        return None
+    why = []
+    if report.injected_at is None:
+        why.append("not injected")
+    elif report.detected_at is None:
+        why.append("not detected")
+    if report.fault_state != FaultState.RESTORED:
+        why.append("not restored")
+    elif report.final_check is None or not report.final_check.ok:
+        why.append("not healthy after restore")
+    if report.stopped is not None:
+        why.append("stopped by a guardrail")
+    if report.safety is not None and report.safety.verdict == "violated":
+        why.append("data safety violated")
+    if not why:  # a failed stage, a monitoring detector that missed: the first reason that is not good news
+        why.append(next((r for r in report.reasons if r.startswith(("stage ", "internal error", "your monitoring"))),
+                        report.reasons[0] if report.reasons else "fail")[:60])
+    return ", ".join(why)
+
+
+async def _fault_run(lab: Lab, copy: SubjectCopy, kind: str, i: int) -> dict:
+    """One run of a cell. Targets alternate by role (resolved in the run's preflight, so it is the holder at that
+    moment); a subject without roles gets random targets. Never raises: a run that could not finish is a record
+    with `error`."""
+    subject = copy.instance.subject
+    role = subject.primary_role
+    target = ("leader" if i % 2 == 0 else "follower") if role else "random"
+    name = f"fault-{subject.name}-{kind}-{i}"
+    check = await copy.wait_healthy(timeout=HEALTHY_BEFORE_RUN_S)
+    if not check.ok:
+        return {"target": target, "verdict": "error", "ttd_s": None, "ttr_s": None, "injected": False,
+                "detected": False, "diagnosis_correct": False, "unhealthy_before": True,
+                "failure": "not run: copy unhealthy before it",
+                "error": f"copy not healthy before the run after {HEALTHY_BEFORE_RUN_S:g}s: "
+                         f"{'; '.join(check.violations)}"}
+    try:
+        report, history = await _chaos_run(lab, copy, target, name, fault=kind,
+                                           detect_timeout_s=FAULT_DETECT_TIMEOUT_S)
+    except Exception as err:  # the workflow failed (or never started): no report, say why
+        cause = getattr(err, "cause", None)
+        return {"target": target, "verdict": "error", "ttd_s": None, "ttr_s": None, "injected": None,
+                "detected": False, "diagnosis_correct": False, "workflow_id": f"{lab.run_id}-{name}",
+                "failure": f"no report: {type(err).__name__}",
+                "error": f"{type(err).__name__}: {err}" + (f" ({cause})" if cause else "")}
+    rec = await _run_record(lab, report, history, role or "leader")
+    rec.update(injected=report.injected_at is not None, detected=report.detected_at is not None,
+               diagnosis_correct=bool(report.diagnosis and report.diagnosis.correct),
+               restored_healthy=report.time_to_restore_s is not None,
+               run_s=round((report.finished_at - report.started_at).total_seconds(), 3),
+               reasons=report.reasons, failure=failure_mark(report))
+    return rec
+
+
+def _cell(subject: str, kind: str, records: list[dict], skipped: str | None = None) -> dict:
+    verdicts: dict[str, int] = {}
+    for r in records:
+        verdicts[r["verdict"]] = verdicts.get(r["verdict"], 0) + 1
+    failures: dict[str, int] = {}  # short reason -> how many runs
+    for r in records:
+        if r["verdict"] != "pass":
+            why = r.get("failure") or "fail"
+            failures[why] = failures.get(why, 0) + 1
+    return {
+        "subject": subject, "fault": kind, "runs": len(records),
+        # Runs whose fault was in place (a run that failed without a report may or may not have injected it).
+        "injected": sum(bool(r.get("injected")) for r in records),
+        "detected": sum(r["detected"] for r in records),
+        "diagnosis_correct": sum(r["diagnosis_correct"] for r in records),
+        "restored_healthy": sum(r["ttr_s"] is not None for r in records),
+        "verdicts": verdicts, "failures": failures, "skipped": skipped,
+        "ttd_s": summary([r["ttd_s"] for r in records if r["ttd_s"] is not None]),
+        "ttr_s": summary([r["ttr_s"] for r in records if r["ttr_s"] is not None]),
+        "records": records,
+    }
+
+
+def skipped_cell(subject: str, kind: str, why: str) -> dict:
+    return _cell(subject, kind, [], skipped=why)
+
+
+async def _recreate_if_broken(lab: Lab, copy: SubjectCopy) -> str | None:
+    """After a cell whose last run left the copy unhealthy: if it is still unhealthy, tear it down and bring up a
+    fresh one, so one broken cell does not leave the subject's other fault kinds unmeasured. Returns what was done
+    (None: the copy was healthy again), for the cell's record."""
+    check = await copy.wait_healthy(timeout=30)
+    if check.ok:
+        return None
+    why = f"copy still unhealthy after the cell ({'; '.join(check.violations)})"
+    await asyncio.to_thread(copy.down)
+    await asyncio.to_thread(copy.up)
+    fresh = await copy.wait_healthy(timeout=180)
+    done = f"{why}: recreated, {'healthy' if fresh.ok else 'still unhealthy: ' + '; '.join(fresh.violations)}"
+    lab.say(f"  {copy.instance.subject.name}: {done}")
+    return done
+
+
+async def subject_cells(lab: Lab, copy: SubjectCopy, kinds: list[str], runs: int) -> list[dict]:
+    """One subject's row of the matrix: `runs` runs per fault kind, one after another, on its own copy. A copy a
+    fault left broken is recreated before the next kind (and the cell says so)."""
+    subject = copy.instance.subject
+    rows: list[dict] = []
+    for kind in kinds:
+        records: list[dict] = []
+        unhealthy = 0
+        for i in range(runs):
+            rec = await _fault_run(lab, copy, kind, i)
+            records.append(rec)
+            unhealthy = unhealthy + 1 if rec.get("unhealthy_before") else 0
+            who = ("leader" if rec["killed_leader"] else "follower") if "killed_leader" in rec else "no report"
+            lab.say(f"  {subject.name} {kind} {i + 1}/{runs}: {rec.get('target')} ({who}) TTD {rec['ttd_s']}s "
+                    f"TTR {rec['ttr_s']}s {rec['verdict']}"
+                    + (f" ({rec.get('failure')})" if rec["verdict"] != "pass" else ""))
+            if unhealthy >= UNHEALTHY_IN_A_ROW:  # each further run would wait out the same broken copy
+                break
+        row = _cell(subject.name, kind, records)
+        if records and records[-1]["ttr_s"] is None:
+            try:
+                row["copy_recreated"] = await _recreate_if_broken(lab, copy)
+            except Exception as err:
+                row["copy_recreated"] = f"recreating the copy failed: {type(err).__name__}: {err}"
+        rows.append(row)
     return rows
+
+
+async def fault_matrix(lab: Lab, copies: list[SubjectCopy], kinds: list[str], runs: int,
+                       concurrent: bool) -> list[dict]:
+    """TTD/TTR per subject x fault kind, default parameters, one copy per subject, all served by one worker. With
+    `concurrent` the subjects run side by side (each one's runs still one after another): the matrix takes about
+    as long as its slowest subject, at the cost of some noise in TTR (the machine is shared)."""
+    async with build_worker(lab.client, task_queue=lab.task_queue):
+        if concurrent:
+            rows = await asyncio.gather(*(subject_cells(lab, c, kinds, runs) for c in copies))
+        else:
+            rows = [await subject_cells(lab, c, kinds, runs) for c in copies]
+    return [cell for row in rows for cell in row]
 
 
 async def overhead(lab: Lab, pairs: int) -> dict:
@@ -407,45 +523,34 @@ def _image_mb(ref: str) -> float | None:
     return round(int(out.stdout) / 1e6, 1) if out.returncode == 0 else None
 
 
-async def subject_figures(lab: Lab, copy: SubjectCopy, runs: int, rebuild: bool) -> dict:
-    """One subject: its images (built from scratch when `rebuild`), a copy brought up until healthy, then `runs`
-    chaos runs alternating the primary role's holder and a follower. The copy is torn down at the end."""
+async def subject_figures(lab: Lab, copy: SubjectCopy, rebuild: bool) -> dict:
+    """One subject: its images (built from scratch when `rebuild`) and a copy brought up until healthy, which the
+    fault matrix then uses (its kill column is this subject's TTD/TTR for a kill). Never raises: a copy that does
+    not get healthy is a row with `error`. The copy is torn down by the caller."""
     subject = copy.instance.subject
     images = subject.images()
     build_s = None
-    if rebuild:
-        subprocess.run(["docker", "image", "rm", "-f", *(i.ref for i in images if i.recipe is not None)],
-                       capture_output=True)
-        subprocess.run("docker image ls -q chaos-debian-rootfs | xargs -r docker image rm -f", shell=True,
-                       capture_output=True)
+    row = {"subject": subject.name, "images": {}, "build_s": None, "up_s": None, "error": None}
+    try:
+        if rebuild:
+            subprocess.run(["docker", "image", "rm", "-f", *(i.ref for i in images if i.recipe is not None)],
+                           capture_output=True)
+            subprocess.run("docker image ls -q chaos-debian-rootfs | xargs -r docker image rm -f", shell=True,
+                           capture_output=True)
+            began = time.monotonic()
+            await asyncio.to_thread(ensure_images, images)
+            build_s = round(time.monotonic() - began, 1)
+        elif not all(image_exists(i.ref) for i in images):
+            await asyncio.to_thread(ensure_images, images)
+        row.update(build_s=build_s, images={i.ref: _image_mb(i.ref) for i in images})
         began = time.monotonic()
-        await asyncio.to_thread(ensure_images, images)
-        build_s = round(time.monotonic() - began, 1)
-    elif not all(image_exists(i.ref) for i in images):
-        await asyncio.to_thread(ensure_images, images)
-    began = time.monotonic()
-    await asyncio.to_thread(copy.up)
-    healthy = await copy.wait_healthy(timeout=180)
-    up_s = round(time.monotonic() - began, 2)
-    if not healthy.ok:
-        raise RuntimeError(f"{subject.name} never became healthy: {healthy.violations}")
+        await asyncio.to_thread(copy.up)
+        healthy = await copy.wait_healthy(timeout=180)
+        row["up_s"] = round(time.monotonic() - began, 2)
+        if not healthy.ok:
+            row["error"] = f"never became healthy in 180 s: {'; '.join(healthy.violations)}"
+    except Exception as err:
+        row["error"] = f"{type(err).__name__}: {err}"
     lab.say(f"  {subject.name}: images {'built in ' + str(build_s) + 's' if build_s else 'present'}, "
-            f"up and healthy in {up_s}s")
-    records = []
-    async with build_worker(lab.client, task_queue=lab.task_queue):
-        for i in range(runs):
-            check = await copy.wait_healthy(timeout=180)
-            leader = check.roles.get(subject.primary_role)
-            target = leader if i % 2 == 0 and leader else next(t for t in subject.targets if t != leader)
-            report, history = await _chaos_run(lab, copy, target, f"{subject.name}-{i}")
-            rec = await _run_record(lab, report, history, subject.primary_role)
-            records.append(rec)
-            lab.say(f"  {subject.name} run {i + 1}/{runs}: {rec['target']} "
-                    f"({'leader' if rec['killed_leader'] else 'follower'}) TTD {rec['ttd_s']}s TTR {rec['ttr_s']}s "
-                    f"{rec['verdict']}")
-    return {
-        "subject": subject.name, "images": {i.ref: _image_mb(i.ref) for i in images}, "build_s": build_s,
-        "up_s": up_s, "ttd_s": summary([r["ttd_s"] for r in records if r["ttd_s"] is not None]),
-        "ttr_s": summary([r["ttr_s"] for r in records if r["ttr_s"] is not None]),
-        "all_passed": all(r["verdict"] == "pass" for r in records), "runs": records,
-    }
+            + (f"FAILED: {row['error']}" if row["error"] else f"up and healthy in {row['up_s']}s"))
+    return row
