@@ -54,6 +54,7 @@ class History:
     workflow_worker: str | None = None  # the worker that started the latest workflow task (holds it in its cache)
     countdown_started: bool = False
     workflow_task_s: list[float] = field(default_factory=list)  # each completed workflow task: started → completed
+    workflow_tasks: list[tuple] = field(default_factory=list)  # (scheduled, started, completed or None) each
 
     def first(self, name: str) -> Attempt | None:
         return next((a for a in self.activities if a.name == name), None)
@@ -74,8 +75,12 @@ class History:
 
     def orchestration_gaps(self) -> dict[str, list[float]]:
         """Where orchestration spends time between stages: from one stage's end to the next one's scheduling (a
-        workflow task round trip) and from scheduling to a worker starting it (activity dispatch)."""
-        gaps: dict[str, list[float]] = {"workflow_task_s": [], "activity_dispatch_s": []}
+        workflow task round trip) and from scheduling to a worker starting it (activity dispatch). The round trip is
+        split in four: the server turning the result into a workflow task, handing it to the worker, the worker
+        running workflow code, and further workflow tasks before the stage is scheduled (the fault guard's start)."""
+        gaps: dict[str, list[float]] = {
+            "workflow_task_s": [], "activity_dispatch_s": [], "  server: result → task_s": [],
+            "  task to the worker_s": [], "  worker: workflow code_s": [], "  further workflow tasks_s": []}
         prev = self.started
         baseline = self.first("run_load_window")
         for name in STAGES:
@@ -87,6 +92,13 @@ class History:
                 prev = max(prev, baseline.closed)
             gaps["workflow_task_s"].append((a.scheduled - prev).total_seconds())
             gaps["activity_dispatch_s"].append((a.started - a.scheduled).total_seconds())
+            task = next((t for t in self.workflow_tasks if t[0] >= prev and t[2] is not None), None)
+            if task is not None and task[2] <= a.scheduled:
+                scheduled, started, completed = task
+                gaps["  server: result → task_s"].append((scheduled - prev).total_seconds())
+                gaps["  task to the worker_s"].append((started - scheduled).total_seconds())
+                gaps["  worker: workflow code_s"].append((completed - started).total_seconds())
+                gaps["  further workflow tasks_s"].append((a.scheduled - completed).total_seconds())
             prev = a.closed
         return gaps
 
@@ -115,14 +127,18 @@ async def read_history(handle: WorkflowHandle) -> History:
             history.closed = _time(e)
         elif t == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
             history.workflow_task_open = True
+            history.workflow_tasks.append((_time(e), None, None))
         elif t == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
             history.workflow_worker = e.workflow_task_started_event_attributes.identity
             task_started = _time(e)
+            history.workflow_tasks[-1] = (history.workflow_tasks[-1][0], task_started, None)
         elif t == EventType.EVENT_TYPE_TIMER_STARTED:
             history.countdown_started = True
         elif t in (EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED):
             history.workflow_task_open = False
             history.workflow_task_s.append((_time(e) - task_started).total_seconds())
+            if t == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+                history.workflow_tasks[-1] = (*history.workflow_tasks[-1][:2], _time(e))
         elif t == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
             history.workflow_task_open = False
             history.workflow_task_timeouts += 1

@@ -1,16 +1,17 @@
-"""The load generator's parts that need no cluster: the lean JSON client the etcd session loads through (against a
-tiny HTTP server on 127.0.0.1), and where a window's schedule starts when it carries on the previous one's."""
+"""The load generator's parts that need no cluster: what the etcd session's load client records for each kind of
+answer (against tiny HTTP servers on 127.0.0.1), and where a window's schedule starts when it carries on the
+previous one's."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime, timezone
 
-import pytest
 
-from activities.load import CATCH_UP_LIMIT_S, _first_due
+from activities.load import CATCH_UP_LIMIT_S, _first_due, one_op
 from contracts import LoadRequest, SubjectRef
-from subjects.http import JsonPoster, Unreachable, describe
+from subjects.etcd import EtcdSession
 
 S = 1_000_000_000
 
@@ -44,65 +45,35 @@ def _json(body: bytes, status: str = "200 OK") -> bytes:
         status.encode(), len(body), body)
 
 
-async def test_json_poster_reuses_one_connection_for_consecutive_requests():
-    server, url, connections = await _server(lambda path: _json(b'{"header":{"revision":"7"},"path":"%s"}'
-                                                                % path.encode()))
-    poster = JsonPoster()
-    try:
-        for _ in range(3):
-            status, answer = await poster.post(url, "/v3/kv/put", {"key": "a2V5"}, timeout=2)
-            assert status == 200 and answer == {"header": {"revision": "7"}, "path": "/v3/kv/put"}
-        assert len(connections) == 1
-    finally:
-        poster.close()
-        server.close()
-
-
-async def test_json_poster_reads_chunked_answers_and_error_statuses():
-    def answer(path):
-        if path == "/chunked":
-            return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n"
-        return _json(b'{"message":"etcdserver: too many requests"}', "503 Service Unavailable")
-
-    server, url, _ = await _server(answer)
-    poster = JsonPoster()
-    try:
-        assert await poster.post(url, "/chunked", {}, timeout=2) == (200, {"a": 1})
-        assert await poster.post(url, "/busy", {}, timeout=2) == (503, {"message": "etcdserver: too many requests"})
-    finally:
-        poster.close()
-        server.close()
-
-
-async def test_json_poster_opens_a_new_connection_when_the_server_closed_the_idle_one():
-    server, url, connections = await _server(lambda path: _json(b"{}"), close_after_answer=True)
-    poster = JsonPoster()
-    try:
-        for _ in range(3):
-            assert await poster.post(url, "/x", {}, timeout=2) == (200, {})
-            await asyncio.sleep(0.01)  # the server's close reaches us
-        assert len(connections) == 3
-    finally:
-        poster.close()
-        server.close()
-
-
-async def test_json_poster_says_unreachable_when_refused_and_times_out_on_silence():
-    server, url, _ = await _server(lambda path: b"")
-    port = server.sockets[0].getsockname()[1]
-    server.close()
-    await server.wait_closed()
-    poster = JsonPoster()
-    with pytest.raises(Unreachable) as refused:
-        await poster.post(f"http://127.0.0.1:{port}", "/x", {}, timeout=2)
-    assert describe(refused.value) == "unreachable (connection refused)"
-
+async def test_etcd_load_answers_are_recorded_as_the_client_saw_them():
+    """Through the etcd session's load client and `one_op`, as the load generator records them: an answer is `ok`
+    with its revision, an error status is `info` (the write may have been applied), silence past the timeout is
+    `info`, and a refused connection is `fail` (nothing was sent)."""
+    server, url, connections = await _server(
+        lambda path: _json(b'{"header":{"revision":"7"}}') if path == "/v3/kv/put"
+        else _json(b'{"message":"etcdserver: too many requests"}', "503 Service Unavailable"))
     silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)  # accepts, never answers
+    closed = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    closed_port = closed.sockets[0].getsockname()[1]
+    closed.close()
+    await closed.wait_closed()
+    sessions = {name: EtcdSession({"etcd1": address}) for name, address in [
+        ("answers", url), ("silent", f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}"),
+        ("refused", f"http://127.0.0.1:{closed_port}")]}
     try:
-        with pytest.raises(TimeoutError):
-            await poster.post(f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}", "/x", {}, timeout=0.2)
+        ops = [await one_op(sessions["answers"], "write", 0, "k", "v", n, 2, time.time_ns()) for n in range(3)]
+        assert [(op.outcome, op.token) for op in ops] == [("ok", 7)] * 3
+        assert len(connections) == 1  # kept alive: the load opens no connection per operation
+        busy = await one_op(sessions["answers"], "read", 0, "k", None, 0, 2, time.time_ns())
+        assert busy.outcome == "fail" and "HTTP 503: etcdserver: too many requests" in busy.error
+        silence = await one_op(sessions["silent"], "write", 0, "k", "v", 0, 0.2, time.time_ns())
+        assert silence.outcome == "info"
+        refused = await one_op(sessions["refused"], "write", 0, "k", "v", 0, 2, time.time_ns())
+        assert refused.outcome == "fail" and refused.error == "unreachable (connection refused)"
     finally:
-        poster.close()
+        for session in sessions.values():
+            await session.aclose()
+        server.close()
         silent.close()
 
 

@@ -7,6 +7,7 @@ import base64
 from datetime import datetime, timezone
 from pathlib import Path
 
+import aiohttp
 import httpx
 
 from contracts import CheckResult, MemberHealth
@@ -22,7 +23,7 @@ from subjects.base import (
     SubjectInstance,
     local_or_upstream,
 )
-from subjects.http import JsonPoster, Unreachable, describe, http_client
+from subjects.http import describe, http_client, load_client
 
 LOCAL_IMAGE = "chaos-etcd:3.5.16"
 IMAGE_ENV = "ETCD_IMAGE"  # e.g. quay.io/coreos/etcd:v3.5.16 for users with a registry
@@ -52,12 +53,12 @@ class EtcdSession(Session):
     def __init__(self, endpoints: dict[str, str]):
         self.endpoints = endpoints
         self.http = http_client()  # the checks'
-        self.load = JsonPoster()  # reads and writes: httpx's CPU per request limited the load generator
+        self.load = load_client()  # reads and writes: httpx's CPU per request limited the load generator
         self._urls = list(endpoints.values())
         self._client_endpoint: dict[int, int] = {}
 
     async def aclose(self) -> None:
-        self.load.close()
+        await self.load.close()
         await self.http.aclose()
 
     async def check(self, timeout: float, fail_fast: bool = False) -> CheckResult:
@@ -119,15 +120,17 @@ class EtcdSession(Session):
         # several endpoints does: a killed member shows up as errors and a dip, not as a total outage.
         index = self._client_endpoint.setdefault(client, client % len(self._urls))
         try:
-            status, answer = await self.load.post(self._urls[index], path, body, timeout)
-            if status != 200:
-                raise RuntimeError(f"HTTP {status}: {answer.get('message') or answer.get('error') or ''}"[:120])
+            async with self.load.post(f"{self._urls[index]}{path}", json=body,
+                                      timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+                answer = await r.json(content_type=None)
+            if r.status != 200:
+                raise RuntimeError(f"HTTP {r.status}: {answer.get('message') or answer.get('error') or ''}"[:120])
             if "header" not in answer:  # the gateway answers 200 with {"error": ...} for some failures
                 raise RuntimeError(answer.get("error") or answer.get("message") or "no header in answer")
             return answer
         except Exception as exc:
             self._client_endpoint[client] = (index + 1) % len(self._urls)
-            if isinstance(exc, Unreachable):  # refused: nothing was sent
+            if isinstance(exc, aiohttp.ClientConnectorError):  # refused: nothing was sent
                 raise NotApplied(describe(exc)) from exc
             raise
 
