@@ -78,6 +78,7 @@ class FakeCluster:
         self.diagnose_forever = False
         self.restore_delay = 0.0
         self.late_inject = False  # an inject attempt that had timed out lands right after the first restore
+        self.verify_dies_once = False  # the first verify attempt ends as one whose worker died
         self.inject_times: list[datetime] = []
         self.restore_times: list[datetime] = []
         self.reaped: list[str] = []  # restored by a fault guard (or the reaper), not by the run itself
@@ -160,6 +161,9 @@ class FakeCluster:
 
         @activity.defn(name="wait_healthy")
         async def wait_healthy(req: WaitHealthyRequest) -> CheckResult:
+            if cluster.verify_dies_once:
+                cluster.verify_dies_once = False
+                raise ApplicationError("worker lost", type="WorkerLost")  # what a timed-out attempt is: retryable
             check = cluster.check()
             if not check.ok:  # as the real one, which polls until the restore timeout first
                 raise ApplicationError("not healthy after restore", type=ErrorType.SUBJECT_UNHEALTHY)
@@ -244,6 +248,15 @@ async def test_a_late_inject_attempt_landing_after_the_restore_is_undone_again(c
     assert cluster.restores == ["n2", "n2"] and not cluster.down
     assert report.verdict == "pass", report.reasons
     assert any("undone again" in r for r in report.reasons), report.reasons
+
+
+async def test_a_worker_that_dies_while_verifying_does_not_fail_the_run(client):
+    """The verify after the restore is retried when its worker dies (its attempt times out), not only undone again."""
+    cluster = FakeCluster()
+    cluster.verify_dies_once = True
+    report, _ = await run_chaos(client, cluster, fast_input(target="n2"))
+    assert report.verdict == "pass", report.reasons
+    assert cluster.restores == ["n2"] and not cluster.down
 
 
 async def test_count_hits_the_leader_and_a_drawn_member_and_restores_both(client):

@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         DetectResult,
         DiagnoseRequest,
         Diagnosis,
+        ErrorType,
         EvidenceRequest,
         ExternalDetector,
         ExternalDetectRequest,
@@ -555,16 +556,16 @@ class ChaosDemoWorkflow:
             return restore, None
         self._stage(Stage.VERIFY, "waiting until every invariant holds again")
         if workflow.patched("undo-again-when-unhealthy"):
-            final = await self._verify(inp, attempts=1)
+            final = await self._verify(inp, retry_unhealthy=False)
             # An inject attempt the server had already timed out (its worker starved past the heartbeat timeout)
             # can still land after the undo: its `docker kill` was on its way. Undo once more; the undo checks the
             # real state and only acts on a fault that is back.
-            if final is None and not (again := await self._undo(fault)).already_up:
+            if final is None and not (await self._undo(fault)).already_up:
                 self._reasons.append(f"the fault was back on {', '.join(fault.members)} after the restore (an inject "
                                      "attempt that had timed out landed late): undone again")
-                final = await self._verify(inp, attempts=1)
+                final = await self._verify(inp, retry_unhealthy=False)
         else:  # runs started before replay their single verify with its retry
-            final = await self._verify(inp, attempts=2)
+            final = await self._verify(inp, retry_unhealthy=True)
         if final is None:
             return restore, None
         p.time_to_restore_s = _seconds(restore.started_at, final.at)
@@ -578,15 +579,19 @@ class ChaosDemoWorkflow:
             retry_policy=RESTORE_RETRY, summary=f"restore {', '.join(fault.members)}",
         )
 
-    async def _verify(self, inp: ChaosInput, attempts: int) -> CheckResult | None:
-        """Every invariant holds again (None if not within the restore timeout)."""
+    async def _verify(self, inp: ChaosInput, retry_unhealthy: bool) -> CheckResult | None:
+        """Every invariant holds again (None if not within the restore timeout). A second attempt is for a worker
+        that died; a subject still unhealthy after the whole timeout is retried only by runs from before the undo
+        again."""
         try:
             return await workflow.execute_activity(
                 wait_healthy,
                 WaitHealthyRequest(subject=inp.subject, timeout_s=inp.restore_timeout_s,
                                    check_timeout_s=inp.check_timeout_s),
                 start_to_close_timeout=timedelta(seconds=inp.restore_timeout_s + 30), heartbeat_timeout=HEARTBEAT,
-                retry_policy=RetryPolicy(maximum_attempts=attempts), summary="verify healthy",
+                retry_policy=RetryPolicy(maximum_attempts=2, non_retryable_error_types=(
+                    [] if retry_unhealthy else [ErrorType.SUBJECT_UNHEALTHY])),
+                summary="verify healthy",
             )
         except ActivityError:
             return None
