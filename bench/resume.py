@@ -55,6 +55,24 @@ async def _workflow_worker(handle: WorkflowHandle, point: str) -> str | None:
     return history.workflow_worker if at_point else None
 
 
+async def _server_side(handle: WorkflowHandle, name: str, killed_at: datetime) -> dict:
+    """What the server saw of the killed attempt, from the run's pending activity: the last heartbeat it got before
+    the SIGKILL, and when it timed the attempt out (its attempt number moves on)."""
+    seen = {}
+    for _ in range(200):  # 10 s at most
+        for p in (await handle.describe()).raw_description.pending_activities:
+            if p.activity_type.name != name:
+                continue
+            if p.attempt == 1 and p.HasField("last_heartbeat_time"):
+                seen["last_heartbeat_before_kill_s"] = round(
+                    (p.last_heartbeat_time.ToDatetime(tzinfo=timezone.utc) - killed_at).total_seconds(), 3)
+            if p.attempt >= 2:  # the server has timed the killed attempt out (seen within 50 ms)
+                seen["timed_out_after_kill_s"] = round((datetime.now(timezone.utc) - killed_at).total_seconds(), 3)
+                return seen
+        await asyncio.sleep(0.05)
+    return seen
+
+
 async def resume(lab: Lab, point: str) -> dict:
     copy = lab.copies[0]
     _, follower = await _leader_and_follower(copy)
@@ -77,6 +95,7 @@ async def resume(lab: Lab, point: str) -> dict:
     proc.send_signal(signal.SIGKILL)
     killed_at = datetime.now(timezone.utc)
     lab.say(f"  {point}: SIGKILLed worker {victim}")
+    server_side = await _server_side(handle, hold, killed_at) if hold else {}
     third = lab.start_worker(f"resume-{tag}-3")
     await lab.wait_polling(third, f"resume-{tag}-3")
     third_polling_s = (datetime.now(timezone.utc) - killed_at).total_seconds()
@@ -96,6 +115,7 @@ async def resume(lab: Lab, point: str) -> dict:
         "kill_to_completion_s": round((history.closed - killed_at).total_seconds(), 3),
         "workflow_task_timeouts": history.workflow_task_timeouts,
         "replacement_worker_polling_s": round(third_polling_s, 3),
+        **server_side,
         "verdict": report.verdict, "reasons": report.reasons if report.verdict != "pass" else [],
     }
 
