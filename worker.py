@@ -9,6 +9,7 @@ from activities.notify import NOTIFY_URL_ENV, where, worker_notify_url
 from runtime.connect import exit_process, task_queue
 from runtime.devserver import ServerUnreachable, connect_or_start
 from runtime.metrics import metrics_address, metrics_runtime, watch_injected_faults
+from runtime.priority import run_ahead
 from runtime.run_log import show_in_terminal
 from runtime.worker import SearchAttributesMissing, build_worker, ensure_search_attributes, retire_reaper_schedule
 
@@ -34,6 +35,7 @@ async def main() -> int:
         print(f"Prometheus metrics on http://{address}/metrics")
     if notify_url:
         print(f"every run's end is posted to {where(notify_url)} ({NOTIFY_URL_ENV})")
+    print(run_ahead())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

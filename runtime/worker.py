@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -18,12 +19,14 @@ from contracts import Attr
 from runtime.connect import task_queue as default_task_queue
 from runtime.heartbeats import Heartbeats
 from runtime.loop_watch import LoopWatch
+from runtime.priority import run_ahead
 from runtime.run_log import RunLog
 from workflows.chaos import ChaosDemoWorkflow
 from workflows.notify import NotifyWorkflow
 from workflows.reaper import FaultGuardWorkflow, FaultReaperWorkflow
 from workflows.scheduled import ScheduledChaosWorkflow
 
+log = logging.getLogger("chaos.worker")
 WORKFLOWS = [ChaosDemoWorkflow, FaultGuardWorkflow, FaultReaperWorkflow, ScheduledChaosWorkflow, NotifyWorkflow]
 # The starter's live view sends stderr through Rich while its own worker runs workflows, so a log line from workflow
 # code is printed by Rich, which imports its renderers lazily. Inside the sandbox that import would be re-done there,
@@ -60,10 +63,11 @@ async def ensure_search_attributes(client: Client) -> list[str]:
 
 
 class WatchedWorker(Worker):
-    """A worker whose event loop is watched while it runs: a stall long enough to miss heartbeats is logged with
-    what the loop was doing (runtime/loop_watch.py)."""
+    """A worker that runs ahead of the subjects it tests (runtime/priority.py) and whose event loop is watched while
+    it runs: a stall long enough to miss heartbeats is logged with what the loop was doing (runtime/loop_watch.py)."""
 
     async def run(self) -> None:
+        log.info("%s", run_ahead())
         with LoopWatch(asyncio.get_running_loop()):
             await super().run()
 

@@ -1,0 +1,38 @@
+"""A worker runs ahead of the subjects it tests: it raises its own scheduling priority when it may
+(runtime/priority.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from runtime.priority import NICE
+
+RAISE = ("from runtime.priority import run_ahead; import os; print(run_ahead()); "
+         "print(os.getpriority(os.PRIO_PROCESS, 0))")
+
+
+def _run_ahead_in(nice: int, drop_root: bool = False) -> tuple[str, int]:
+    """run_ahead() in a fresh process started at `nice`, optionally as an unprivileged user."""
+    cmd = [sys.executable, "-c", RAISE]
+    if drop_root:
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+    out = subprocess.run(["nice", "-n", str(nice), *cmd], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         env={**os.environ, "PYTHONPATH": "."})
+    line, priority = out.stdout.strip().splitlines()
+    return line, int(priority)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root (or CAP_SYS_NICE) may raise a priority")
+def test_a_worker_allowed_to_raises_its_priority_above_the_containers():
+    line, priority = _run_ahead_in(0)
+    assert priority == NICE and "ahead of the subjects" in line, line
+
+
+def test_a_worker_not_allowed_to_says_so_and_keeps_running_at_its_priority():
+    line, priority = _run_ahead_in(5, drop_root=True)
+    assert priority == 5 and "not allowed to raise it" in line and "CAP_SYS_NICE" in line, line
