@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="closed-loop load clients per subject")
     p.add_argument("--workflow-task-timeout", type=float, default=WORKFLOW_TASK_TIMEOUT.total_seconds(),
                    metavar="SECONDS", help="workflow task timeout of the runs (the starter's value by default)")
-    p.add_argument("--overhead-pairs", type=int, default=3, help="workflow/plain-script pairs for the overhead")
+    p.add_argument("--overhead-pairs", type=int, default=5, help="workflow/plain-script pairs for the overhead")
     p.add_argument("--parallel", type=_counts, default="1,10,20", metavar="K,K",
                    help="the sweep: etcd copies chaos-tested at once, one step each with a fresh worker process")
     p.add_argument("--parallel-load-rate", type=float, default=DEFAULT_LOAD_RATE, metavar="OPS_S",

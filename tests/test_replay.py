@@ -28,7 +28,7 @@ def test_recorded_histories_exist():
     assert {_name(p) for p in HISTORIES} >= {
         "pass", "abort_at_detect", "deadline_at_detect", "cancel_at_detect", "terminate_at_detect",
         "guard_after_terminate", "scheduled", "partition_leader", "loss_two_members", "stopped_error_rate",
-        "their_alert", "notify", "v1/pass", "v2/pass", "v3/pass", "v4/pass"}
+        "their_alert", "notify", "v1/pass", "v2/pass", "v3/pass", "v4/pass", "v5/pass"}
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=_name)
