@@ -19,7 +19,6 @@ from runtime.state import state_dir
 from subjects import ExecResult, SubjectInstance
 from subjects.base import ImageSpec
 
-
 T = TypeVar("T")
 
 
@@ -31,7 +30,7 @@ async def off_loop(fn: Callable[..., T], *args) -> T:
     """
     call = asyncio.ensure_future(asyncio.to_thread(fn, *args))
     try:
-        await asyncio.shield(call)
+        await asyncio.wait([call])  # neither cancels the call nor raises its error: that is read below
     except asyncio.CancelledError:
         await asyncio.shield(call)
         raise

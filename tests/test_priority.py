@@ -16,11 +16,13 @@ RAISE = ("from runtime.priority import run_ahead; import os; print(run_ahead());
 
 
 def _run_ahead_in(nice: int, drop_root: bool = False) -> tuple[str, int]:
-    """run_ahead() in a fresh process started at `nice`, optionally as an unprivileged user."""
+    """run_ahead() in a fresh process started at priority `nice` (absolute: this test process may run raised
+    already, as any process that ran a worker does), optionally as an unprivileged user."""
     cmd = [sys.executable, "-c", RAISE]
     if drop_root:
         cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
-    out = subprocess.run(["nice", "-n", str(nice), *cmd], capture_output=True, text=True, check=True,
+    out = subprocess.run(cmd, preexec_fn=lambda: os.setpriority(os.PRIO_PROCESS, 0, nice), capture_output=True,
+                         text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                          env={**os.environ, "PYTHONPATH": "."})
     line, priority = out.stdout.strip().splitlines()
