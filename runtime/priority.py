@@ -8,10 +8,8 @@ same 20 runs all passed (bench: parallel sweep). So a worker raises its own sche
 
 from __future__ import annotations
 
-import logging
 import os
 
-log = logging.getLogger("chaos.worker")
 NICE = -10  # ahead of the containers (0) without starving the Docker daemon or the Temporal server
 
 
