@@ -6,12 +6,12 @@ import signal
 import sys
 
 from activities.notify import NOTIFY_URL_ENV, where, worker_notify_url
-from runtime.connect import exit_process, task_queue
-from runtime.devserver import ServerUnreachable, connect_or_start
-from runtime.metrics import metrics_address, metrics_runtime, watch_injected_faults
-from runtime.priority import run_ahead
-from runtime.run_log import show_in_terminal
-from runtime.worker import SearchAttributesMissing, build_worker, ensure_search_attributes, retire_reaper_schedule
+from durable_chaos.runtime.connect import exit_process, task_queue
+from durable_chaos.runtime.devserver import ServerUnreachable, connect_or_start
+from durable_chaos.runtime.metrics import metrics_address, metrics_runtime, watch_injected_faults
+from durable_chaos.runtime.priority import run_ahead
+from durable_chaos.runtime.run_log import show_in_terminal
+from durable_chaos.runtime.worker import SearchAttributesMissing, build_worker, ensure_search_attributes, retire_reaper_schedule
 
 
 async def main() -> int:

@@ -19,8 +19,8 @@ import pydantic
 from anthropic import AsyncAnthropic
 
 from activities.redact import redact
-from contracts import CheckResult, DiagnosisFindings, Evidence, FallbackReason
-from faults import CATALOG
+from durable_chaos.contracts import CheckResult, DiagnosisFindings, Evidence, FallbackReason
+from durable_chaos.faults import CATALOG
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 MODEL_ENV = "CHAOS_CLAUDE_MODEL"

@@ -18,10 +18,10 @@ from activities.claude import ClaudeAnswer, ClaudeUnavailable, ask_claude
 from activities.docker import compose_client, container_states, off_loop, open_session, service_logs
 from activities.logs import excerpt
 from activities.probes import resolve_or_bad_input
-from faults import CATALOG
-from faults.netns import network_rules
+from durable_chaos.faults import CATALOG
+from durable_chaos.faults.netns import network_rules
 from subjects.base import has_quorum
-from contracts import (
+from durable_chaos.contracts import (
     ContainerState,
     DiagnoseRequest,
     Diagnosis,

@@ -14,8 +14,8 @@ from python_on_whales import Container, DockerClient, DockerException
 from temporalio.exceptions import ApplicationError
 
 from activities.images import ImageBuildFailed, ensure_images
-from contracts import ContainerState, ErrorType, bad_input
-from runtime.state import state_dir
+from durable_chaos.contracts import ContainerState, ErrorType, bad_input
+from durable_chaos.runtime.state import state_dir
 from subjects import ExecResult, SubjectInstance
 from subjects.base import ImageSpec
 

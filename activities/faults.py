@@ -15,8 +15,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.docker import compose_client, off_loop, project_containers
 from activities.probes import fault_or_bad_input, resolve_or_bad_input
-from contracts import ErrorType, FaultRequest, InjectResult, RestoreResult, bad_input
-from faults import Fault, Target
+from durable_chaos.contracts import ErrorType, FaultRequest, InjectResult, RestoreResult, bad_input
+from durable_chaos.faults import Fault, Target
 
 
 def _targets(req: FaultRequest) -> tuple[Fault, list[Target], list[str]]:

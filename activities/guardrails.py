@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 from temporalio import activity
 
-from contracts import (
+from durable_chaos.contracts import (
     DetectorResult,
     ExternalDetector,
     ExternalDetectRequest,

@@ -23,9 +23,9 @@ from temporalio import activity
 from activities.docker import open_session
 from activities.guardrails import load_trip
 from activities.probes import resolve_or_bad_input
-from contracts import LoadRequest, LoadWindow, fault_tag
-from safety.checkers import percentile
-from safety.history import PART_SUFFIX, Op, run_dir, write_part
+from durable_chaos.contracts import LoadRequest, LoadWindow, fault_tag
+from durable_chaos.safety.checkers import percentile
+from durable_chaos.safety.history import PART_SUFFIX, Op, run_dir, write_part
 from subjects import NotApplied, Session
 
 # Sessions keep to the timeout they are given, but one operation may be several calls (a folder subject finds the

@@ -13,7 +13,7 @@ import re
 from datetime import datetime, timezone
 
 from activities.redact import redact
-from contracts import MemberLogs
+from durable_chaos.contracts import MemberLogs
 
 BUDGET_CHARS = 6000  # per member; three etcd members make a prompt of about five thousand tokens
 MAX_LINE_CHARS = 500

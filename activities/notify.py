@@ -13,7 +13,7 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from contracts import NotifyPost, bad_input, check_http_url
+from durable_chaos.contracts import NotifyPost, bad_input, check_http_url
 
 NOTIFY_URL_ENV = "CHAOS_NOTIFY_URL"
 # One attempt; the workflow's retry policy spaces the next ones out.

@@ -25,7 +25,7 @@ from activities.docker import (
     validate_compose,
 )
 from activities.guardrails import check_monitoring
-from contracts import (
+from durable_chaos.contracts import (
     CheckResult,
     DetectRequest,
     DetectResult,
@@ -39,7 +39,7 @@ from contracts import (
     bad_input,
 )
 from activities.notify import worker_notify_url
-from faults import BadFault, Fault, make_fault, target_choice
+from durable_chaos.faults import BadFault, Fault, make_fault, target_choice
 from subjects import BadSubjectFile, SubjectInstance, UnknownSubject, resolve
 
 TIMELINE_CAP = 40  # checks kept for the evidence bundle; older ones are dropped

@@ -15,7 +15,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.docker import off_loop
 from activities.faults import inject_fault, restore_now
-from contracts import (
+from durable_chaos.contracts import (
     WORKFLOW_NAME,
     Attr,
     FaultRequest,

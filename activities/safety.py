@@ -15,9 +15,9 @@ from temporalio import activity
 from activities.docker import off_loop, open_session
 from activities.load import one_op
 from activities.probes import resolve_or_bad_input
-from contracts import SafetyReport, SafetyRequest
-from safety import checkers
-from safety.history import FINAL_PART, Op, parts, read_part, run_dir, size_bytes, write_part
+from durable_chaos.contracts import SafetyReport, SafetyRequest
+from durable_chaos.safety import checkers
+from durable_chaos.safety.history import FINAL_PART, Op, parts, read_part, run_dir, size_bytes, write_part
 from subjects import Session
 
 # The subject is healthy again when this runs, but a member that just rejoined may still refuse for a moment.

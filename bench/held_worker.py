@@ -25,8 +25,8 @@ from temporalio.worker import (
     Interceptor,
 )
 
-from runtime.connect import task_queue
-from runtime.worker import build_worker
+from durable_chaos.runtime.connect import task_queue
+from durable_chaos.runtime.worker import build_worker
 
 
 class _Hold(ActivityInboundInterceptor):

@@ -47,9 +47,9 @@ from pathlib import Path
 from temporalio.testing import ActivityEnvironment
 
 from activities.load import KEYS, WRITE_SHARE, _open_loop, one_op, run_load_window
-from contracts import MAX_LOAD_RATE, LoadRequest, SubjectRef
-from safety.checkers import percentile
-from safety.history import read_history, run_dir
+from durable_chaos.contracts import MAX_LOAD_RATE, LoadRequest, SubjectRef
+from durable_chaos.safety.checkers import percentile
+from durable_chaos.safety.history import read_history, run_dir
 from subjects.etcd import EtcdSession
 
 REPO = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ from activities.diagnosis import diagnose, gather_evidence
 from activities.faults import inject_fault, restore_fault
 from activities.load import run_load_window
 from activities.probes import detect_violation, preflight, wait_healthy
-from contracts import (
+from durable_chaos.contracts import (
     ChaosInput,
     DetectRequest,
     DiagnoseRequest,

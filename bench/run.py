@@ -26,10 +26,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from bench import loadgen, resume, safety, scenarios, stress
-from contracts import DEFAULT_LOAD_RATE, MAX_LOAD_RATE, WORKFLOW_TASK_TIMEOUT, Attr, ChaosInput, SubjectRef
-from faults import CATALOG
-from runtime.copies import SubjectCopy, free_port_base
-from runtime.devserver import EAGER_ACTIVITIES, temporal_binary
+from durable_chaos.contracts import DEFAULT_LOAD_RATE, MAX_LOAD_RATE, WORKFLOW_TASK_TIMEOUT, Attr, ChaosInput, SubjectRef
+from durable_chaos.faults import CATALOG
+from durable_chaos.runtime.copies import SubjectCopy, free_port_base
+from durable_chaos.runtime.devserver import EAGER_ACTIVITIES, temporal_binary
 from subjects import get_subject, subject_ref
 
 RESULTS = Path(__file__).resolve().parent / "results"

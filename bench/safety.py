@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from activities.load import KEYS, WRITE_SHARE
-from contracts import DEFAULT_LOAD_RATE
-from safety.checkers import check
-from safety.history import PART_SUFFIX, Op, read_history, size_bytes, write_part
+from durable_chaos.contracts import DEFAULT_LOAD_RATE
+from durable_chaos.safety.checkers import check
+from durable_chaos.safety.history import PART_SUFFIX, Op, read_history, size_bytes, write_part
 
 MS = 1_000_000
 

@@ -37,9 +37,9 @@ from bench.measure import (
     thread_wait_s,
 )
 from bench.plain import run_plain
-from contracts import DEFAULT_LOAD_RATE, ChaosInput, ChaosReport, DetectResult, FaultState, PreflightResult
-from runtime.copies import SubjectCopy
-from runtime.worker import build_worker
+from durable_chaos.contracts import DEFAULT_LOAD_RATE, ChaosInput, ChaosReport, DetectResult, FaultState, PreflightResult
+from durable_chaos.runtime.copies import SubjectCopy
+from durable_chaos.runtime.worker import build_worker
 from workflows.chaos import ChaosDemoWorkflow
 
 REPO = Path(__file__).resolve().parent.parent

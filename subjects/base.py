@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from contracts import CheckResult, SubjectDefaults
+from durable_chaos.contracts import CheckResult, SubjectDefaults
 
 
 class UnknownSubject(ValueError):

@@ -24,7 +24,7 @@ import httpx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from contracts import CheckResult, MemberHealth, SubjectDefaults
+from durable_chaos.contracts import CheckResult, MemberHealth, SubjectDefaults
 from subjects.base import (
     BadSubjectFile,
     DiagnosisHints,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from contracts import SubjectRef
+from durable_chaos.contracts import SubjectRef
 from subjects.base import Subject, SubjectInstance, UnknownSubject
 
 ENTRY_POINT_GROUP = "durable_chaos.subjects"

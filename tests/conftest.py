@@ -23,10 +23,10 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from contracts import Attr, Progress
-from runtime.copies import SubjectCopy, free_port_base
-from runtime.devserver import temporal_binary
-from runtime.worker import build_worker
+from durable_chaos.contracts import Attr, Progress
+from durable_chaos.runtime.copies import SubjectCopy, free_port_base
+from durable_chaos.runtime.devserver import temporal_binary
+from durable_chaos.runtime.worker import build_worker
 from subjects import Reading, Session, get_subject, subject_ref
 
 ROOT = Path(__file__).resolve().parent.parent

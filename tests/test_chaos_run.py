@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from contracts import ChaosInput, FaultState
+from durable_chaos.contracts import ChaosInput, FaultState
 from tests.conftest import running_worker
 from workflows.chaos import ChaosDemoWorkflow
 

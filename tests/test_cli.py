@@ -23,7 +23,7 @@ import pyte
 import pytest
 import pytest_asyncio
 
-from contracts import ChaosInput, ChaosReport
+from durable_chaos.contracts import ChaosInput, ChaosReport
 from tests.conftest import ROOT, command_env, running_worker, starter, subject_args, walk_to_gate
 from tests.test_durability import held_at
 from tests.workers import WorkerProcess

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from contracts import Attr, ChaosInput, FaultState
+from durable_chaos.contracts import Attr, ChaosInput, FaultState
 from tests import fake_anthropic as fa
 from tests.conftest import command_env, running_worker, starter, subject_args
 from workflows.chaos import ChaosDemoWorkflow

@@ -12,8 +12,8 @@ from activities.claude import ClaudeUnavailable, ask_claude, system_prompt, user
 from activities.diagnosis import _known_nodes, load_impact, rules_diagnosis
 from activities.logs import docker_stamp, excerpt
 from activities.redact import REDACTED, redact
-from contracts import CheckResult, ContainerState, Diagnosis, Evidence, LoadWindow, MemberHealth
-from faults import CATALOG
+from durable_chaos.contracts import CheckResult, ContainerState, Diagnosis, Evidence, LoadWindow, MemberHealth
+from durable_chaos.faults import CATALOG
 from tests import fake_anthropic as fa
 from workflows.chaos import grade
 

@@ -32,7 +32,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import ActivityEnvironment
 
 from activities.reaper import reap_fault
-from contracts import (
+from durable_chaos.contracts import (
     WORKFLOW_TASK_TIMEOUT,
     Attr,
     ChaosInput,
@@ -43,8 +43,8 @@ from contracts import (
     ReapRequest,
     fault_guard_id,
 )
-from runtime.devserver import dev_server_command
-from runtime.copies import free_port_base
+from durable_chaos.runtime.devserver import dev_server_command
+from durable_chaos.runtime.copies import free_port_base
 from tests.conftest import ARTIFACTS, ROOT, command_env, starter, walk_to_end, walk_to_gate
 from tests.workers import WorkerProcess
 from workflows.chaos import ChaosDemoWorkflow

@@ -14,9 +14,9 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.worker import Replayer
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from cli.emergency import STOP_ALL_NOTE
-from contracts import Attr, ChaosInput, ErrorType, FaultState
-from runtime.worker import WORKFLOWS
+from durable_chaos.cli.emergency import STOP_ALL_NOTE
+from durable_chaos.contracts import Attr, ChaosInput, ErrorType, FaultState
+from durable_chaos.runtime.worker import WORKFLOWS
 from tests.conftest import command_env, free_port, private_copy, running_worker, starter, subject_args, until, \
     walk_to_gate
 from tests.fault_checks import leftovers

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from contracts import TargetChoice
-from faults import CATALOG, BadFault, make_fault, parse_params, target_choice
+from durable_chaos.contracts import TargetChoice
+from durable_chaos.faults import CATALOG, BadFault, make_fault, parse_params, target_choice
 from subjects import get_subject
 
 ETCD = get_subject("etcd")

@@ -16,7 +16,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 
-from contracts import (
+from durable_chaos.contracts import (
     WORKFLOW_TASK_TIMEOUT,
     ChaosInput,
     FaultState,

@@ -21,7 +21,7 @@ import pytest
 from python_on_whales import docker
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from contracts import (
+from durable_chaos.contracts import (
     Attr,
     ChaosInput,
     ChaosReport,

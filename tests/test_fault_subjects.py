@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from contracts import ChaosReport, fault_tag
+from durable_chaos.contracts import ChaosReport, fault_tag
 from tests.conftest import command_env, private_copy, starter, subject_args
 from tests.fault_checks import events_since, host_chaos_rules, leftovers, net_states
 from tests.test_fault_kinds import record, row, since_now

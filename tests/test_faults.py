@@ -7,7 +7,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.faults import inject_fault, restore_fault
-from contracts import ErrorType, FaultRequest, SubjectRef
+from durable_chaos.contracts import ErrorType, FaultRequest, SubjectRef
 
 NOWHERE = "unix:///nonexistent/docker.sock"
 

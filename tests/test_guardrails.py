@@ -13,7 +13,7 @@ import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.guardrails import load_trip, watch_stop_conditions
-from contracts import (
+from durable_chaos.contracts import (
     ChaosInput,
     ChaosReport,
     ExternalDetector,

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 
 from activities.load import CATCH_UP_LIMIT_S, _first_due, one_op
-from contracts import LoadRequest, SubjectRef
+from durable_chaos.contracts import LoadRequest, SubjectRef
 from subjects.etcd import EtcdSession
 
 S = 1_000_000_000

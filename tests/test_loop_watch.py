@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 
-from runtime.loop_watch import LoopWatch
+from durable_chaos.runtime.loop_watch import LoopWatch
 
 
 def hold_the_loop(seconds: float) -> None:

@@ -23,13 +23,13 @@ from pydantic import ValidationError
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.api.enums.v1 import EventType
 
-from contracts import NOTIFY_WORKFLOW_NAME, ChaosInput, NotifyRequest, RunNotice, notify_id
+from durable_chaos.contracts import NOTIFY_WORKFLOW_NAME, ChaosInput, NotifyRequest, RunNotice, notify_id
 from tests.conftest import ROOT, command_env, free_port, starter, subject_args, until, walk_to_end, walk_to_gate
 from tests.workers import WorkerProcess
 from workflows.chaos import ChaosDemoWorkflow
 
 PORT_RANGE = (38000, 38990)
-DASHBOARD = ROOT / "observability" / "grafana-dashboard.json"
+DASHBOARD = ROOT / "durable_chaos" / "observability" / "grafana-dashboard.json"
 # The worker's own webhook: a token in the path, as a Slack webhook URL has. It must never enter a history.
 WORKER_HOOK = f"/hook/worker-secret-{uuid.uuid4().hex[:8]}"
 

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from runtime.priority import NICE
+from durable_chaos.runtime.priority import NICE
 
-RAISE = ("from runtime.priority import run_ahead; import os; print(run_ahead()); "
+RAISE = ("from durable_chaos.runtime.priority import run_ahead; import os; print(run_ahead()); "
          "print(os.getpriority(os.PRIO_PROCESS, 0))")
 
 

@@ -1,4 +1,4 @@
-"""`python -m runtime.provision`, the README's first set-up step and CI's: it provides only what is missing, and
+"""`python -m durable_chaos.runtime.provision`, the README's first set-up step and CI's: it provides only what is missing, and
 says in one line what to install where it cannot."""
 
 from __future__ import annotations
@@ -6,12 +6,12 @@ from __future__ import annotations
 import shutil
 import sys
 
-from runtime import provision
+from durable_chaos.runtime import provision
 from tests.conftest import run_command
 
 
 def test_on_a_provisioned_machine_it_changes_nothing_and_says_so():
-    proc = run_command([sys.executable, "-m", "runtime.provision"], env=None, timeout=120)
+    proc = run_command([sys.executable, "-m", "durable_chaos.runtime.provision"], env=None, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
         "provision: project: installed from this checkout",

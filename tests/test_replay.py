@@ -13,7 +13,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from runtime.worker import WORKFLOWS
+from durable_chaos.runtime.worker import WORKFLOWS
 
 HERE = Path(__file__).parent / "histories"
 # Today's recordings at the top, earlier releases' in vN/ folders: both must replay.

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import random
 
-from safety.checkers import availability, check, linearizable, lost_writes, tokens
-from safety.history import Op, read_history, write_part
+from durable_chaos.safety.checkers import availability, check, linearizable, lost_writes, tokens
+from durable_chaos.safety.history import Op, read_history, write_part
 
 MS = 1_000_000
 

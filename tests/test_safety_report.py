@@ -8,11 +8,11 @@ from datetime import datetime, timedelta, timezone
 
 from rich.console import Console
 
-from cli.render import report_view
-from cli.reports import render
-from contracts import ChaosReport, FaultState
-from safety.checkers import check
-from safety.history import Op, write_part
+from durable_chaos.cli.render import report_view
+from durable_chaos.cli.reports import render
+from durable_chaos.contracts import ChaosReport, FaultState
+from durable_chaos.safety.checkers import check
+from durable_chaos.safety.history import Op, write_part
 
 SVG = "{http://www.w3.org/2000/svg}"
 

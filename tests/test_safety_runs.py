@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from contracts import ChaosInput
+from durable_chaos.contracts import ChaosInput
 from tests.conftest import ROOT, private_copy, running_worker
 from workflows.chaos import ChaosDemoWorkflow
 

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from contracts import SCHEDULED_WORKFLOW_NAME, ChaosInput, ScheduledRunResult
+from durable_chaos.contracts import SCHEDULED_WORKFLOW_NAME, ChaosInput, ScheduledRunResult
 from tests.conftest import command_env, running_worker, starter, subject_args
 from workflows.chaos import ChaosDemoWorkflow
 

@@ -13,7 +13,7 @@ import nats
 import pytest_asyncio
 
 from activities.docker import open_session, service_container
-from runtime.copies import SubjectCopy
+from durable_chaos.runtime.copies import SubjectCopy
 from subjects.nats import NATS, STREAM
 
 from tests.conftest import private_copy, until, write_and_read

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import WorkflowFailureError
 
-from contracts import ChaosInput, ErrorType, SubjectRef
+from durable_chaos.contracts import ChaosInput, ErrorType, SubjectRef
 from subjects.declarative import schema
 from tests.conftest import ROOT, command_env, running_worker, starter
 from workflows.chaos import ChaosDemoWorkflow

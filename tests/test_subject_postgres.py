@@ -13,7 +13,7 @@ import psycopg
 import pytest_asyncio
 
 from activities.docker import compose_client, open_session, service_container, validate_compose
-from runtime.copies import SubjectCopy
+from durable_chaos.runtime.copies import SubjectCopy
 from subjects import SubjectInstance
 from subjects.postgres import PASSWORD, POSTGRES, USER
 

@@ -9,7 +9,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import images
 from activities.docker import compose_client, validate_compose
-from contracts import ErrorType
+from durable_chaos.contracts import ErrorType
 from subjects import SubjectInstance
 from subjects.etcd import Etcd
 
@@ -31,7 +31,7 @@ def test_a_broken_compose_file_is_bad_input_with_a_one_line_reason(tmp_path):
 
 def test_the_shipped_compose_file_is_valid():
     from subjects import resolve
-    from contracts import SubjectRef
+    from durable_chaos.contracts import SubjectRef
 
     instance = resolve(SubjectRef(name="etcd", project="t-valid", port_base=24000))
     validate_compose(compose_client(instance), instance)  # raises if the shipped file is broken

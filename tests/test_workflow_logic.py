@@ -22,8 +22,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Replayer
 
 from activities.reaper import wait_until_run_closes
-from cli.render import progress_view
-from contracts import (
+from durable_chaos.cli.render import progress_view
+from durable_chaos.contracts import (
     Attr,
     ChaosInput,
     CheckResult,
@@ -53,7 +53,7 @@ from contracts import (
     WaitHealthyRequest,
     fault_guard_id,
 )
-from runtime.worker import build_worker
+from durable_chaos.runtime.worker import build_worker
 from tests.conftest import walk_to_end, walk_to_gate
 from workflows.chaos import HEARTBEAT, ChaosDemoWorkflow
 

@@ -22,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.load import run_load_window
     from activities.probes import detect_violation, preflight, wait_healthy
     from activities.safety import check_safety
-    from contracts import (
+    from durable_chaos.contracts import (
         GUARD_WORKFLOW_NAME,
         RECENT_WINDOWS,
         WORKFLOW_NAME,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from contracts import ChaosReport
+    from durable_chaos.contracts import ChaosReport
 
 RUNS = "chaos_runs"
 TIME_TO_DETECT = "chaos_time_to_detect_seconds"

@@ -20,7 +20,7 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.notify import POST_TIMEOUT_S, post_notice, where
-    from contracts import (
+    from durable_chaos.contracts import (
         NOTIFY_WORKFLOW_NAME,
         WORKFLOW_TASK_TIMEOUT,
         ChaosReport,

@@ -20,7 +20,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.probes import wait_healthy
     from activities.reaper import find_orphaned_faults, reap_fault, wait_until_run_closes
-    from contracts import (
+    from durable_chaos.contracts import (
         GUARD_WORKFLOW_NAME,
         FaultState,
         GuardReport,

@@ -16,7 +16,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from contracts import (
+    from durable_chaos.contracts import (
         SCHEDULED_WORKFLOW_NAME,
         WORKFLOW_TASK_TIMEOUT,
         ChaosInput,

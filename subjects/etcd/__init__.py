@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import httpx
 
-from contracts import CheckResult, MemberHealth
+from durable_chaos.contracts import CheckResult, MemberHealth
 from subjects.base import (
     DiagnosisHints,
     FromDebian,

@@ -22,7 +22,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
 
-from contracts import CheckResult, MemberHealth
+from durable_chaos.contracts import CheckResult, MemberHealth
 from subjects.base import (
     DiagnosisHints,
     FromWheelBinary,

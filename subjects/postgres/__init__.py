@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from contracts import CheckResult, MemberHealth, SubjectDefaults
+from durable_chaos.contracts import CheckResult, MemberHealth, SubjectDefaults
 from subjects.base import (
     DiagnosisHints,
     FromDebian,

@@ -15,11 +15,11 @@ from pathlib import Path
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from contracts import Attr, ChaosInput, ExternalDetector, StopConditions, SubjectRef, fault_guard_id
+from durable_chaos.contracts import Attr, ChaosInput, ExternalDetector, StopConditions, SubjectRef, fault_guard_id
 from workflows.scheduled import ScheduledChaosWorkflow
-from runtime.devserver import temporal_binary
-from runtime.worker import build_worker
-from runtime.copies import SubjectCopy, free_port_base
+from durable_chaos.runtime.devserver import temporal_binary
+from durable_chaos.runtime.worker import build_worker
+from durable_chaos.runtime.copies import SubjectCopy, free_port_base
 from tests.conftest import walk_to_gate
 from tests.fake_monitoring import FakeMonitoring
 from workflows.chaos import ChaosDemoWorkflow

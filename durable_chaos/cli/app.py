@@ -1,0 +1,185 @@
+"""The `starter.py` command line: start chaos runs and follow them.
+
+Exit codes: 0 pass, 1 verdict fail (or the run failed), 2 bad input, 3 infrastructure unreachable (Docker or
+Temporal), 4 stop-all could not confirm every fault undone, 130 interrupted. Every error is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Optional
+
+import typer
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from durable_chaos.cli import control, emergency, runs, schedules
+from durable_chaos.cli.common import (
+    ABORT_PROBE_OPTION,
+    ABORT_QUERY_OPTION,
+    COUNT_OPTION,
+    DETECT_ALERT_OPTION,
+    DETECT_HTTP_OPTION,
+    EXIT_BAD_INPUT,
+    EXIT_FAIL,
+    EXIT_INTERRUPTED,
+    EXIT_PASS,
+    FAULT_KINDS_EPILOG,
+    FAULT_OPTION,
+    MAX_ERROR_RATE_OPTION,
+    MAX_P99_OPTION,
+    MAX_UNAVAILABLE_OPTION,
+    NOTIFY_OPTION,
+    PARAM_OPTION,
+    PROMETHEUS_OPTION,
+    QUORUM_OPTION,
+    TARGET_OPTION,
+    chaos_input,
+    connect_client,
+    err_console,
+    fail,
+    guardrails,
+    has_live_worker,
+    no_worker_hint,
+    run_url,
+    runs_url,
+)
+from durable_chaos.cli.follow import follow_to_end
+from durable_chaos.cli.subjects import build_images_with_progress, subjects
+from durable_chaos.contracts import DEFAULT_LOAD_RATE, WORKFLOW_TASK_TIMEOUT, ChaosInput, Progress
+from durable_chaos.faults import make_fault
+from durable_chaos.runtime.connect import exit_process, task_queue
+from subjects import resolve
+from workflows.chaos import ChaosDemoWorkflow
+
+app = typer.Typer(
+    help="Durable chaos runs on Temporal: kill a node of a real cluster, watch it get detected and diagnosed, "
+    "and be certain it comes back.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    # Typer's Rich help labels every flag `<bool>` as if it took a value (even --help); Click's plain help draws
+    # flags as flags.
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 120},  # Click's help stops at 80 columns even in a wider terminal
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Durable chaos runs on Temporal. Server: TEMPORAL_ADDRESS / profile, else the embedded dev server."""
+
+
+async def _chaos(inp: ChaosInput, as_json: bool, detach: bool) -> int:
+    instance = resolve(inp.subject)
+    build_images_with_progress(instance.subject.name, instance.subject.images())
+    fault = make_fault(inp.fault, inp.fault_params)  # validated already by chaos_input
+    build_images_with_progress(f"fault {fault.kind}", fault.images())
+    client = await connect_client()
+    maybe_worker = await has_live_worker(client, task_queue())
+    try:
+        handle = await client.start_workflow(
+            ChaosDemoWorkflow.run,
+            inp,
+            # The workflow id is the subject instance: Temporal itself refuses a second run on a busy subject.
+            id=instance.project,
+            task_queue=task_queue(),
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            task_timeout=WORKFLOW_TASK_TIMEOUT,
+            search_attributes=inp.start_attributes(),
+            static_summary=inp.summary(default_project=instance.subject.default_project),
+        )
+    except WorkflowAlreadyStartedError:
+        fail(EXIT_BAD_INPUT, f"subject {inp.subject.name} (project {instance.project}) is busy: run "
+                             f"{instance.project} is still in progress; wait for it or cancel it")
+    url = run_url(client, handle.id, handle.result_run_id or "")
+    # Followed live, the URL is on the live view and under the report: not a third time here.
+    followed_live = not (as_json or detach)
+    err_console.print(f"run {handle.id} started" + ("" if followed_live else f": {url}"), highlight=False,
+                      soft_wrap=True)
+    # Only chaos runs: the web UI's full list also holds the runs' fault guards and any other workflow.
+    err_console.print(f"all chaos runs: {runs_url(client, runs.runs_query(None, None))}", highlight=False,
+                      soft_wrap=True)
+    if detach:
+        if not maybe_worker:
+            err_console.print(no_worker_hint(handle.id), style="yellow", highlight=False, soft_wrap=True)
+        if as_json:
+            print(json.dumps({"workflow_id": handle.id, "run_id": handle.result_run_id, "url": url}))
+        return EXIT_PASS
+
+    return await follow_to_end(client, handle, url, Progress(subject=inp.subject.name), maybe_worker=maybe_worker,
+                               as_json=as_json, interactive=inp.interactive)
+
+
+@app.command(epilog=FAULT_KINDS_EPILOG)
+def chaos(
+    subject: str = typer.Option(
+        "etcd", help="Subject to break: a name (`python starter.py subjects` lists them) or a subject folder's path."),
+    fault: str = FAULT_OPTION,
+    param: Optional[list[str]] = PARAM_OPTION,
+    target: Optional[str] = TARGET_OPTION,
+    count: int = COUNT_OPTION,
+    allow_quorum_loss: bool = QUORUM_OPTION,
+    max_error_rate: Optional[float] = MAX_ERROR_RATE_OPTION,
+    max_p99_ms: Optional[float] = MAX_P99_OPTION,
+    max_unavailable_s: Optional[float] = MAX_UNAVAILABLE_OPTION,
+    abort_probe: Optional[str] = ABORT_PROBE_OPTION,
+    abort_query: Optional[str] = ABORT_QUERY_OPTION,
+    prometheus: Optional[str] = PROMETHEUS_OPTION,
+    detect_alert: Optional[list[str]] = DETECT_ALERT_OPTION,
+    detect_http: Optional[list[str]] = DETECT_HTTP_OPTION,
+    detect_timeout: Optional[float] = typer.Option(
+        None, help="Seconds to wait for detection before warning and going on (default: the subject's, 30 for etcd)."),
+    detect_interval: float = typer.Option(0.5, help="Seconds between invariant checks while detecting."),
+    countdown: int = typer.Option(3, help="Seconds of countdown before the fault (a durable timer)."),
+    project: Optional[str] = typer.Option(None, help="Compose project of the subject copy (default chaos-<subject>)."),
+    port_base: Optional[int] = typer.Option(None, help="First host port of the subject copy (e.g. 23790)."),
+    as_json: bool = typer.Option(False, "--json", help="Print only the report as JSON on stdout."),
+    detach: bool = typer.Option(False, "--detach",
+                                help="Start the run and return; follow it with `watch ID` or in the web UI."),
+    interactive: bool = typer.Option(False, "--interactive",
+                                     help="Pause before each stage until you press Enter (an `advance` update)."),
+    max_fault_seconds: float = typer.Option(120.0, help="Restore starts at the latest this long after the fault."),
+    load_rate: float = typer.Option(DEFAULT_LOAD_RATE, help="Operations a second the load sends, however slow the "
+                                    "answers (open loop); each is recorded and checked for lost data."),
+    notify: Optional[str] = NOTIFY_OPTION,
+) -> None:
+    """Run one chaos experiment: preflight, load, countdown, fault, detect, diagnose, restore.
+
+    Exit codes: 0 pass, 1 fail, 2 bad input, 3 Docker or Temporal unreachable.
+    """
+    inp = chaos_input(subject, target, detect_timeout, detect_interval, countdown, project, port_base,
+                      max_fault_seconds, interactive, load_rate, fault=fault, params=param, count=count,
+                      allow_quorum_loss=allow_quorum_loss,
+                      guards=guardrails(max_error_rate, max_p99_ms, max_unavailable_s, abort_probe, abort_query,
+                                        prometheus, detect_alert, detect_http),
+                      notify=notify)
+    if interactive and (as_json or detach):
+        fail(EXIT_BAD_INPUT, "--interactive needs a terminal to follow the run: drop --json/--detach")
+    raise typer.Exit(asyncio.run(_chaos(inp, as_json, detach)))
+
+
+app.command()(subjects)
+app.command()(control.advance)
+app.command()(control.cancel)
+app.command()(control.abort)
+app.command()(control.reap)
+# Operations: finding runs, reading their reports, nightly schedules (each in its own module).
+app.command("list")(runs.list_runs)
+app.command()(runs.status)
+app.command()(runs.watch)
+app.command()(runs.report)
+app.add_typer(schedules.app, name="schedule")
+# Guardrails: the emergency stop and the way back.
+app.command("stop-all")(emergency.stop_all)
+app.command("resume-schedules")(emergency.resume_schedules)
+
+
+def main() -> None:
+    try:
+        app()  # always ends in SystemExit carrying the exit code
+    except KeyboardInterrupt:
+        exit_process(EXIT_INTERRUPTED)
+    except SystemExit as done:
+        exit_process(done.code if isinstance(done.code, int) else EXIT_FAIL if done.code else EXIT_PASS)

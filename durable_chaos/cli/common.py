@@ -1,0 +1,382 @@
+"""What every starter command shares: exit codes, one-line errors, connecting, a worker when none polls."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime, timedelta, timezone
+from typing import AsyncIterator, NoReturn
+from urllib.parse import urlencode
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from temporalio.api.enums.v1 import PendingWorkflowTaskState, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
+from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.service import RPCError, RPCStatusCode
+
+from durable_chaos.cli.facts import cancelled_text, run_facts
+from durable_chaos.contracts import (
+    DEFAULT_LOAD_RATE,
+    MAX_LOAD_RATE,
+    WORKFLOW_NAME,
+    ChaosInput,
+    ErrorType,
+    ExternalDetector,
+    Progress,
+    StopConditions,
+    check_http_url,
+    fault_guard_id,
+    notify_id,
+)
+from durable_chaos.faults import (
+    CATALOG,
+    BadFault,
+    catalog_help,
+    make_fault,
+    parse_params,
+    target_choice,
+)
+from durable_chaos.runtime.connect import connect_config, task_queue, ui_base_url
+from durable_chaos.runtime.devserver import ServerUnreachable, connect_or_start
+from durable_chaos.runtime.worker import (
+    SearchAttributesMissing,
+    build_worker,
+    ensure_search_attributes,
+    retire_reaper_schedule,
+)
+from subjects import BadSubjectFile, UnknownSubject, get_subject, subject_ref
+from workflows.chaos import ChaosDemoWorkflow
+
+EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INFRA, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+# stop-all: a cancelled run did not confirm its fault undone (still running, or closed still marked injected).
+EXIT_NOT_RESTORED = 4
+EXIT_FOR_ERROR = {
+    ErrorType.BAD_INPUT: EXIT_BAD_INPUT,
+    ErrorType.DOCKER_UNAVAILABLE: EXIT_INFRA,
+    ErrorType.SUBJECT_UNHEALTHY: EXIT_INFRA,
+}
+# A poller seen this recently may be a live worker (idle workers re-poll at least once a minute)...
+WORKER_SEEN_WITHIN = timedelta(seconds=75)
+# ...but a worker that died recently is listed too, so it must also take the run's first task within this time.
+WORKER_PICKUP_WITHIN = 3.0
+# A live worker answers a query in milliseconds; this bounds the wait for one that has just died.
+QUERY_TIMEOUT = timedelta(seconds=5)
+# A guard restoring what a terminated run left takes a restore and a health wait; longer, the next worker finishes it.
+GUARD_FINISH_WITHIN = 90.0
+# A run's notifications post within moments (three attempts fit); the retries for a receiver that is down are left
+# to the next worker rather than holding the report this long.
+NOTIFY_FINISH_WITHIN = 5.0
+
+err_console = Console(stderr=True)
+
+
+def fail(code: int, message: str) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def run_url(client: Client, workflow_id: str, run_id: str) -> str:
+    base = ui_base_url(connect_config()["target_host"])
+    return f"{base}/namespaces/{client.namespace}/workflows/{workflow_id}/{run_id}/history"
+
+
+def runs_url(client: Client, query: str) -> str:
+    """The web UI's workflow list filtered by a visibility query, form-encoded as the UI itself writes it."""
+    base = ui_base_url(connect_config()["target_host"])
+    return f"{base}/namespaces/{client.namespace}/workflows?{urlencode({'query': query})}"
+
+
+def exit_code_for_failure(err: BaseException) -> tuple[int, str]:
+    """Walk the failure chain to the ApplicationError that says what went wrong."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, ApplicationError) and cause.type in EXIT_FOR_ERROR:
+            return EXIT_FOR_ERROR[cause.type], cause.message
+        if isinstance(cause, CancelledError):
+            return EXIT_INTERRUPTED, "the run was cancelled (the fault, if injected, was restored)"
+        cause = cause.__cause__
+    return EXIT_FAIL, f"the run failed: {err.__cause__ or err}"
+
+
+def was_cancelled(err: BaseException) -> bool:
+    return exit_code_for_failure(err)[0] == EXIT_INTERRUPTED
+
+
+async def say_cancelled(handle: WorkflowHandle) -> int:
+    """Say what the cancelled run did to the subject (from the server's record of it); the exit code for it."""
+    err_console.print(cancelled_text(await run_facts(await handle.describe())), highlight=False, soft_wrap=True)
+    return EXIT_INTERRUPTED
+
+
+async def connect_client() -> Client:
+    """Connect (starting the embedded dev server if that is the default), register what runs need, or exit 3."""
+    try:
+        client = await connect_or_start(say=lambda msg: err_console.print(f"[dim]{msg}[/]"))
+        await ensure_search_attributes(client)
+        await retire_reaper_schedule(client)
+        return client
+    except (ServerUnreachable, SearchAttributesMissing) as err:
+        fail(EXIT_INFRA, str(err))
+
+
+async def has_live_worker(client: Client, queue: str) -> bool:
+    resp = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    now = datetime.now(timezone.utc)
+    return any(now - p.last_access_time.ToDatetime(timezone.utc) < WORKER_SEEN_WITHIN for p in resp.pollers)
+
+
+async def picked_up(handle: WorkflowHandle, within: float) -> bool:
+    """True once a worker has started the run's first workflow task."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        raw = (await handle.describe()).raw_description
+        if raw.workflow_execution_info.history_length > 2 or raw.pending_workflow_task.state == (
+            PendingWorkflowTaskState.PENDING_WORKFLOW_TASK_STATE_STARTED
+        ):
+            return True
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.2)
+
+
+@contextlib.asynccontextmanager
+async def worker_if_needed(client: Client, handle: WorkflowHandle,
+                           maybe_worker: bool | None = None) -> AsyncIterator[bool]:
+    """Run a worker in this process for the run unless a live one picks it up. Yields whether we run one.
+
+    `maybe_worker`: whether a poller was seen on the task queue; asked here when the caller has not asked already.
+    """
+    if maybe_worker is None:
+        maybe_worker = await has_live_worker(client, task_queue())
+    own = not (maybe_worker and await picked_up(handle, WORKER_PICKUP_WITHIN))
+    if not own:
+        yield False
+        return
+    err_console.print("[dim]no worker polling the task queue: running one in this process for this run[/]")
+    async with build_worker(client, task_queue=task_queue()):
+        try:
+            yield True
+        finally:
+            await let_the_children_finish(client, handle)
+
+
+async def let_the_children_finish(client: Client, handle: WorkflowHandle) -> None:
+    """A closed run's fault guard finishes moments later (restoring first if the run was terminated), its
+    notifications too. Give them this worker until then, rather than leave them open in the web UI (and the webhook
+    uninformed) until the next worker comes along."""
+    desc = await handle.describe()
+    if desc.status == WorkflowExecutionStatus.RUNNING:  # we only stopped watching: its guard keeps watching
+        return
+
+    async def finish(workflow_id: str, within: float) -> bool:
+        """False if it is still running; no such child (nothing injected, nobody to notify) or a failed one
+        is done."""
+        with contextlib.suppress(RPCError, WorkflowFailureError):
+            try:
+                await asyncio.wait_for(client.get_workflow_handle(workflow_id).result(), within)
+            except asyncio.TimeoutError:
+                return False
+        return True
+
+    notifier = notify_id(handle.id, desc.run_id)
+    _, notified = await asyncio.gather(finish(fault_guard_id(handle.id, desc.run_id), GUARD_FINISH_WITHIN),
+                                       finish(notifier, NOTIFY_FINISH_WITHIN))
+    if not notified:
+        err_console.print(f"[yellow]the run's notification is not delivered yet: {notifier} retries it on the next "
+                          f"worker (python worker.py)[/]", highlight=False, soft_wrap=True)
+
+
+def _positive(name: str, value: float) -> None:
+    if value <= 0:
+        fail(EXIT_BAD_INPUT, f"{name} must be positive (got {value:g})")
+
+
+def load_subject(subject: str):
+    """The subject a user named (a name or a folder path), or exit 2 with one line saying why not."""
+    try:
+        return get_subject(subject)
+    except (UnknownSubject, BadSubjectFile) as err:
+        fail(EXIT_BAD_INPUT, str(err))
+
+
+# The fault options `chaos` and `schedule create` share: one definition, one help text.
+FAULT_OPTION = typer.Option("kill", help=f"Fault kind: {', '.join(CATALOG)} (listed below).")
+FAULT_KINDS_EPILOG = catalog_help()
+PARAM_OPTION = typer.Option(None, "--param", "-p", metavar="KEY=VALUE",
+                            help="A parameter of the fault kind (repeatable), e.g. -p percent=30, -p rate=512kbit, "
+                                 "-p grace_s=5, -p groups='etcd1|etcd2,etcd3'.")
+TARGET_OPTION = typer.Option(None, help="Member to hit: a service name, random (the default), leader or follower "
+                                        "(the subject's primary role, read when the run starts).")
+COUNT_OPTION = typer.Option(1, help="How many members to hit at once (the target first, the rest at random).")
+QUORUM_OPTION = typer.Option(False, "--allow-quorum-loss",
+                             help="Allow --count to take more members than the subject's quorum rule can spare.")
+NOTIFY_OPTION = typer.Option(None, "--notify", metavar="URL",
+                             help="POST a JSON summary of the run here when it ends (Slack-compatible `text`). The "
+                                  "URL is part of the run's input: for a webhook holding a token, set the worker's "
+                                  "CHAOS_NOTIFY_URL instead.")
+
+# Guardrails `chaos` and `schedule create` share: stop conditions (restore at once, verdict fail) and the user's own
+# monitoring as extra detectors (timed beside ours).
+MAX_ERROR_RATE_OPTION = typer.Option(
+    None, "--max-error-rate", metavar="PCT",
+    help="Stop (restore at once, fail) when more than PCT% of the load's operations fail over the last 5 s; "
+         "0 stops at the first failed operation.")
+MAX_P99_OPTION = typer.Option(None, "--max-p99-ms", metavar="MS",
+                              help="Stop when a 1-s load window's p99 latency is above MS milliseconds.")
+MAX_UNAVAILABLE_OPTION = typer.Option(None, "--max-unavailable-s", metavar="S",
+                                      help="Stop when no load operation has succeeded for S seconds.")
+ABORT_PROBE_OPTION = typer.Option(None, "--abort-probe", metavar="URL",
+                                  help="Stop when this HTTP endpoint stops answering 2xx (asked every second).")
+ABORT_QUERY_OPTION = typer.Option(None, "--abort-query", metavar="PROMQL",
+                                  help="Stop when this Prometheus instant query returns anything but empty or zero "
+                                       "(needs --prometheus).")
+PROMETHEUS_OPTION = typer.Option(None, "--prometheus", metavar="URL",
+                                 help="Prometheus base URL for --abort-query, e.g. http://127.0.0.1:9090.")
+DETECT_ALERT_OPTION = typer.Option(
+    None, "--detect-alert", metavar="NAME@URL",
+    help="Your monitoring as a detector (repeatable): wait for alert NAME to fire in the Prometheus or Alertmanager "
+         "at URL, and report its time to detect beside ours. The run fails if it never fires.")
+DETECT_HTTP_OPTION = typer.Option(None, "--detect-http", metavar="URL",
+                                  help="Your monitoring as a detector (repeatable): an endpoint that turns non-2xx "
+                                       "when it notices the fault.")
+
+
+def guardrails(max_error_rate: float | None = None, max_p99_ms: float | None = None,
+               max_unavailable_s: float | None = None, abort_probe: str | None = None, abort_query: str | None = None,
+               prometheus: str | None = None, detect_alert: list[str] | None = None,
+               detect_http: list[str] | None = None) -> tuple[StopConditions, list[ExternalDetector]]:
+    """The guardrail options as a run's input, or exit 2 with one line (nothing started)."""
+    if max_error_rate is not None and not 0 <= max_error_rate <= 100:
+        fail(EXIT_BAD_INPUT, f"--max-error-rate is a percentage from 0 to 100 (got {max_error_rate:g})")
+    if max_p99_ms is not None:
+        _positive("--max-p99-ms", max_p99_ms)
+    if max_unavailable_s is not None:
+        _positive("--max-unavailable-s", max_unavailable_s)
+    try:
+        stop = StopConditions(max_error_rate_pct=max_error_rate, max_p99_ms=max_p99_ms,
+                              max_unavailable_s=max_unavailable_s, abort_probe_url=abort_probe,
+                              abort_query=abort_query, prometheus_url=prometheus)
+        detectors = [ExternalDetector(kind="http", url=url) for url in detect_http or []]
+        for spec in detect_alert or []:
+            name, at, url = spec.partition("@")
+            detectors.append(ExternalDetector(kind="alert", alert=name.strip() or None, url=url.strip() if at else ""))
+    except ValidationError as err:
+        fail(EXIT_BAD_INPUT, err.errors()[0]["msg"].removeprefix("Value error, "))
+    names = [d.name for d in detectors]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        fail(EXIT_BAD_INPUT, f"a detector is given twice: {', '.join(twice)}")
+    return stop, detectors
+
+
+def chaos_input(subject: str, target: str | None, detect_timeout: float | None, detect_interval: float,
+                countdown: int, project: str | None, port_base: int | None, max_fault_seconds: float,
+                interactive: bool = False, load_rate: float = DEFAULT_LOAD_RATE, fault: str = "kill",
+                params: list[str] | None = None, count: int = 1, allow_quorum_loss: bool = False,
+                guards: tuple[StopConditions, list[ExternalDetector]] | None = None,
+                notify: str | None = None) -> ChaosInput:
+    """Check a run's options as the user typed them (`chaos`, `schedule create`): exit 2 with one line when wrong.
+    The worker's preflight checks them again (and what needs the running system: who leads, what the kernel can do)."""
+    definition = load_subject(subject)
+    try:
+        kind = make_fault(fault, parse_params(params or []))
+        target_choice(definition, kind, target, count, allow_quorum_loss, roles=None)
+    except BadFault as exc:
+        fail(EXIT_BAD_INPUT, str(exc))
+    if detect_timeout is not None:
+        _positive("--detect-timeout", detect_timeout)
+    _positive("--detect-interval", detect_interval)
+    _positive("--max-fault-seconds", max_fault_seconds)
+    if countdown < 0:
+        fail(EXIT_BAD_INPUT, f"--countdown cannot be negative (got {countdown})")
+    if port_base is not None and not 1024 <= port_base <= 65000:
+        fail(EXIT_BAD_INPUT, f"--port-base must be between 1024 and 65000 (got {port_base})")
+    if not 0 < load_rate <= MAX_LOAD_RATE:
+        fail(EXIT_BAD_INPUT, f"--load-rate must be above 0 and at most {MAX_LOAD_RATE:g} operations a second "
+                             f"(got {load_rate:g})")
+    if notify is not None:
+        try:
+            check_http_url(notify, "--notify")
+        except ValueError as err:
+            fail(EXIT_BAD_INPUT, str(err))
+    return ChaosInput(
+        subject=subject_ref(subject, project=project, port_base=port_base),
+        fault=fault,
+        # As validated: numbers as numbers, so the workflow input and the report show them as the kind reads them.
+        fault_params=kind.params.model_dump(mode="json", exclude_defaults=True),
+        target=target,
+        count=count,
+        allow_quorum_loss=allow_quorum_loss,
+        detect_timeout_s=detect_timeout,
+        detect_interval_s=detect_interval,
+        countdown_s=countdown,
+        max_fault_s=max_fault_seconds,
+        interactive=interactive,
+        load_rate=load_rate,
+        stop=guards[0] if guards else StopConditions(),
+        detectors=guards[1] if guards else [],
+        notify_url=notify,
+    )
+
+
+async def query_progress(handle: WorkflowHandle) -> Progress:
+    """The run's `progress` query: what the live view and `status` draw. Bounded: a worker that died moments ago
+    is still listed as a poller, and the server would hold the query for it for half a minute."""
+    return await handle.query(ChaosDemoWorkflow.progress, result_type=Progress, rpc_timeout=QUERY_TIMEOUT)
+
+
+async def live_progress(client: Client, handle: WorkflowHandle, desc: WorkflowExecutionDescription) -> Progress | None:
+    """The running run's progress, or None when no worker serves it (then only the server's facts are known)."""
+    if not await has_live_worker(client, desc.task_queue):
+        return None
+    try:
+        return await query_progress(handle)
+    except RPCError:
+        return None
+
+
+def no_worker_hint(workflow_id: str) -> str:
+    return (f"no worker is serving run {workflow_id}: start one with `python worker.py`, or "
+            f"`python starter.py watch {workflow_id}` runs one while it watches")
+
+
+async def lookup_run(client: Client, workflow_id: str,
+                     run_id: str | None) -> tuple[WorkflowHandle, WorkflowExecutionDescription]:
+    """The run (latest of the id unless run_id is given), checked to be a chaos run, and its description."""
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    try:
+        desc = await handle.describe()
+    except RPCError as err:
+        if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+            fail(EXIT_BAD_INPUT, f"no run {workflow_id}{f' / {run_id}' if run_id else ''} in namespace "
+                                 f"{client.namespace}")
+        raise
+    if desc.workflow_type != WORKFLOW_NAME:
+        fail(EXIT_BAD_INPUT, f"{workflow_id} is a {desc.workflow_type}, not a chaos run")
+    # Pin the run: "latest" must not move between the describe and the result.
+    return client.get_workflow_handle_for(ChaosDemoWorkflow.run, workflow_id, run_id=desc.run_id), desc
+
+
+async def running_run(client: Client, workflow_id: str) -> tuple[WorkflowHandle, WorkflowExecutionDescription]:
+    """The latest run of the id, which must still be running: for the commands that steer or follow one."""
+    handle, desc = await lookup_run(client, workflow_id, None)
+    if desc.status != WorkflowExecutionStatus.RUNNING:
+        fail(EXIT_BAD_INPUT, f"run {workflow_id} is not running ({desc.status.name if desc.status else '?'}); "
+                             f"`status {workflow_id}` shows how it ended")
+    return handle, desc

@@ -1,0 +1,176 @@
+"""Following a run live: redraw its `progress` query, and in interactive mode pace it with Enter."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import termios
+import threading
+import tty
+from typing import Iterator
+
+from rich.console import Console
+from rich.live import Live
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+
+from durable_chaos.cli.common import (
+    EXIT_FAIL,
+    EXIT_INTERRUPTED,
+    EXIT_PASS,
+    err_console,
+    exit_code_for_failure,
+    fail,
+    query_progress,
+    say_cancelled,
+    was_cancelled,
+    worker_if_needed,
+)
+from durable_chaos.cli.render import print_report, progress_view
+from durable_chaos.contracts import ChaosReport, Progress
+from workflows.chaos import ChaosDemoWorkflow
+
+
+ENTER = ""
+
+
+def _stdin_keys(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[str]:
+    """Keys pressed in a terminal (one at a time, see `_unechoed_terminal`), or the first letter of each line piped
+    in; Enter is ENTER. Read by a daemon thread: a blocking read must never stall the event loop."""
+    queue: asyncio.Queue[str] = asyncio.Queue()
+
+    def put(text: str) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, text.strip().lower()[:1])
+
+    def read() -> None:
+        if sys.stdin.isatty():
+            while key := os.read(sys.stdin.fileno(), 1):
+                put(key.decode(errors="ignore"))
+        else:
+            for line in sys.stdin:
+                put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    return queue
+
+
+@contextlib.contextmanager
+def _unechoed_terminal() -> Iterator[None]:
+    """While the live view is drawn, keys typed in the terminal must not echo: an echoed Enter moves the cursor a
+    line down, and every later redraw then leaves the view's old top border behind on the screen. Keys are read one
+    at a time meanwhile; the terminal is restored (and what was typed ahead dropped) when the view ends."""
+    fd = sys.stdin.fileno() if sys.stdin and sys.stdin.isatty() else None
+    # Only a foreground process may change its terminal (a background one would be stopped by SIGTTOU).
+    if fd is None or os.tcgetpgrp(fd) != os.getpgrp():
+        yield
+        return
+    saved = termios.tcgetattr(fd)
+    tty.setcbreak(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(termios.error):
+            termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
+
+
+async def follow_to_end(client: Client, handle: WorkflowHandle, url: str, first: Progress, *, as_json: bool,
+                        maybe_worker: bool | None = None, interactive: bool = False, ctrl_c_cancels: bool = True) -> int:
+    """Show the run live until it closes (running a worker here if none picks it up), then its report.
+
+    Returns the exit code: the verdict's, or the failure's. With `as_json` the live view goes to stderr and
+    vanishes; stdout gets only the report.
+    """
+    out = err_console if as_json else Console()
+    try:
+        async with worker_if_needed(client, handle, maybe_worker):
+            # Transient: when the run ends, its live view gives way to the report, which says it all once.
+            with _unechoed_terminal(), Live(progress_view(first, url), console=out, transient=True,
+                                            refresh_per_second=8) as live:
+                report = await follow(handle, live, url, interactive=interactive, ctrl_c_cancels=ctrl_c_cancels)
+    except WorkflowFailureError as err:
+        if was_cancelled(err):
+            return await say_cancelled(handle)
+        code, message = exit_code_for_failure(err)
+        fail(code, message)
+    except asyncio.CancelledError:
+        fail(EXIT_INTERRUPTED, f"stopped watching; run {handle.id} goes on (see {url})")
+    if as_json:
+        print(report.model_dump_json(indent=2))
+    else:
+        print_report(out, report, url)
+    return EXIT_PASS if report.verdict == "pass" else EXIT_FAIL
+
+
+async def follow(handle: WorkflowHandle, live: Live, url: str, interactive: bool = False,
+                 ctrl_c_cancels: bool = True) -> ChaosReport:
+    """Redraw until the run closes.
+
+    Ctrl-C cancels the run (its restore still runs) — in interactive mode it first asks: cancel or detach.
+    A second Ctrl-C stops watching; the run goes on. Without `ctrl_c_cancels` (a watcher that only looks on),
+    the first Ctrl-C stops watching. Raises asyncio.CancelledError when we stop watching.
+    """
+    loop = asyncio.get_running_loop()
+    result = asyncio.ensure_future(handle.result())
+    keys = _stdin_keys(loop) if interactive else None
+    state = {"interrupted": False, "choosing": False, "prompted": None, "released": set()}
+
+    async def _answer(keys: asyncio.Queue[str], progress: Progress | None) -> None:
+        """One Enter releases one stage, and only a stage the user has been shown: presses typed ahead of a
+        prompt are dropped, so a double Enter can never skip past the kill unseen."""
+        if state["choosing"]:
+            while not keys.empty():
+                key = keys.get_nowait()
+                if key == "c":
+                    state["choosing"] = False
+                    cancel_run()
+                elif key == "d":
+                    result.cancel()
+            return
+        waiting = progress.waiting_for if progress else None
+        if waiting is not None and state["prompted"] != waiting:
+            state["prompted"] = waiting
+            while not keys.empty():
+                keys.get_nowait()
+            live.console.print(f"[bold cyan]press Enter to start {waiting.value}[/]")
+        elif waiting is not None and waiting not in state["released"] and not keys.empty():
+            if keys.get_nowait() != ENTER:
+                return
+            state["released"].add(waiting)
+            with contextlib.suppress(Exception):  # another terminal may have advanced it first
+                await handle.execute_update(ChaosDemoWorkflow.advance)
+
+    def cancel_run() -> None:
+        live.console.print("[yellow]cancelling the run: the fault is restored before it ends "
+                           "(Ctrl-C again to stop watching)[/]")
+        asyncio.ensure_future(handle.cancel())
+
+    def on_interrupt() -> None:
+        if state["interrupted"] or not ctrl_c_cancels:
+            result.cancel()
+            return
+        state["interrupted"] = True
+        if interactive:
+            state["choosing"] = True
+            live.console.print("[yellow]Ctrl-C: press [bold]c[/] to cancel the run (restores the node), "
+                               "[bold]d[/] to detach (the run goes on)[/]")
+        else:
+            cancel_run()
+
+    loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    try:
+        while not result.done():
+            progress: Progress | None = None
+            with contextlib.suppress(Exception):  # a query can race the run's end or a worker restart
+                progress = await query_progress(handle)
+                live.update(progress_view(progress, url))
+            if keys is not None:
+                await _answer(keys, progress)
+            await asyncio.wait([result], timeout=0.25)
+        if not result.cancelled() and result.exception() is None:
+            with contextlib.suppress(Exception):  # the last frame shows the run done, not its last poll
+                live.update(progress_view(await asyncio.wait_for(query_progress(handle), 2), url))
+        return result.result()
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)

@@ -1,0 +1,254 @@
+"""Rich renderings of a run: the live progress view and the final report."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from durable_chaos.cli.facts import RunFacts
+from durable_chaos.contracts import (
+    ChaosReport,
+    Diagnosis,
+    FaultState,
+    LoadSummary,
+    LoadWindow,
+    OpView,
+    PhaseLatency,
+    Progress,
+    SafetyReport,
+    Stage,
+)
+
+STAGES = [Stage.PREFLIGHT, Stage.COUNTDOWN, Stage.INJECT, Stage.DETECT, Stage.DIAGNOSE, Stage.RESTORE, Stage.VERIFY,
+          Stage.SAFETY]
+
+
+def seconds_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f} s"
+
+
+BARS = "▁▂▃▄▅▆▇█"
+
+
+def during_fault(w: LoadWindow, p: Progress) -> bool:
+    """A window overlapping the time between the kill and the start of its restore."""
+    return (p.injected_at is not None and w.end > p.injected_at
+            and (p.restore_started_at is None or w.start < p.restore_started_at))
+
+
+def load_strip(p: Progress) -> Text:
+    """One bar per recent load window, height = ops/s: red while the fault is on, green otherwise."""
+    top = max((w.ops_per_s for w in p.recent_windows), default=0.0) or 1.0
+    strip = Text()
+    for w in p.recent_windows:
+        bar = BARS[min(len(BARS) - 1, int(w.ops_per_s / top * (len(BARS) - 1) + 0.5))]
+        strip.append(bar, style="bold red" if during_fault(w, p) else "green")
+    strip.append(f"  (max {top:g} ops/s)", style="dim")
+    return strip
+
+
+def stage_strip(p: Progress) -> Text:
+    """Every stage in order: the finished ones ticked, the current one highlighted, those to come dimmed."""
+    current = len(STAGES) if p.stage == Stage.DONE else STAGES.index(p.stage) if p.stage in STAGES else 0
+    strip = Text()
+    for i, stage in enumerate(STAGES):
+        if i < current:
+            strip.append(f" ✓ {stage.value} ", style="green")
+        else:
+            strip.append(f" {stage.value} ", style="bold reverse" if i == current else "dim")
+        strip.append(" ")
+    return strip
+
+
+def state_text(fault_state: str) -> str:
+    return "not injected yet" if fault_state == FaultState.NONE.value else fault_state
+
+
+def progress_view(p: Progress, url: str) -> Panel:
+    now = datetime.now(timezone.utc)
+    stages = stage_strip(p)
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    elapsed = (now - p.started_at).total_seconds() if p.started_at else 0.0
+    grid.add_row("stage", f"{p.stage.value}: {p.message}")
+    grid.add_row("elapsed", f"{elapsed:.1f} s")
+    grid.add_row("target", ", ".join(p.targets) or p.target or "(not chosen yet)")
+    state_style = {FaultState.INJECTED: "bold red", FaultState.RESTORED: "green"}.get(p.fault_state, "")
+    grid.add_row("fault", Text.assemble(f"{p.fault_label or p.fault}: ",
+                                        (state_text(p.fault_state.value), state_style)))
+    left = p.countdown_seconds_left(now)
+    if left:
+        grid.add_row("countdown", Text(str(left), style="bold yellow"))
+    if p.last_window:
+        w = p.last_window
+        grid.add_row("load", Text(f"{w.ops_per_s:g} ops/s, {w.errors} errors, p95 {w.p95_ms or 0:g} ms",
+                                  style="red" if during_fault(w, p) else "green"))
+        grid.add_row("ops/s per window", load_strip(p))
+    if p.stage == Stage.DETECT and p.detect_deadline:
+        grid.add_row("detect", f"{max(0.0, (p.detect_deadline - now).total_seconds()):.1f} s left before timeout")
+    grid.add_row("time to detect", seconds_text(p.time_to_detect_s))
+    if p.diagnosis:  # one short line, e.g. "etcd3 ✓ correct · rules engine (no API key)"
+        grid.add_row("diagnosis", Text.assemble(f"{', '.join(p.diagnosis.affected_nodes) or 'nobody'} ",
+                                                _grade(p.diagnosis), f" · {diagnosis_source(p.diagnosis)}"))
+    grid.add_row("time to restore", seconds_text(p.time_to_restore_s))
+    return Panel(Group(stages, grid), title=f"chaos run on {p.subject}", subtitle=url)
+
+
+def facts_view(f: RunFacts, summary: str | None, url: str) -> Panel:
+    """A run as the server alone knows it (search attributes, memo): what `status` shows when no worker serves it."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("run", f"{f.workflow_id} / {f.run_id}")
+    if summary:
+        grid.add_row("what", summary)
+    grid.add_row("status", f"{f.status or '?'} since {f.started_at:%Y-%m-%d %H:%M:%S} UTC")
+    grid.add_row("stage", f.stage or "not started")
+    grid.add_row("target", ", ".join(f.targets or []) or f.target or "(not chosen yet)")
+    fault_state = f.fault_state or FaultState.NONE.value
+    grid.add_row("fault", Text.assemble(f"{f.fault_label or f.fault or '?'}: ", (
+        state_text(fault_state), {"injected": "bold red", "restored": "green"}.get(fault_state, ""))))
+    if f.time_to_detect_s is not None:
+        grid.add_row("time to detect", seconds_text(f.time_to_detect_s))
+    if f.time_to_restore_s is not None:
+        grid.add_row("time to restore", seconds_text(f.time_to_restore_s))
+    if f.verdict:
+        grid.add_row("verdict", f.verdict)
+    return Panel(grid, title=f"chaos run on {f.subject or '?'}", subtitle=url)
+
+
+def diagnosis_source(d: Diagnosis) -> str:
+    """Who diagnosed, in a few words: "Claude (model)", "rules engine (no API key)"."""
+    if d.source == "claude":
+        return f"Claude ({d.model})" if d.model else "Claude"
+    if d.fallback_reason:
+        words = d.fallback_reason.replace("_", " ").replace("api", "API").replace("claude", "Claude")
+        return f"rules engine ({words})"
+    return "rules engine"
+
+
+def _grade(d: Diagnosis) -> Text:
+    if d.correct:
+        return Text("✓ correct", style="bold green")
+    return Text("✗ wrong", style="bold red")
+
+
+def diagnosis_panel(d: Diagnosis) -> Panel:
+    """The diagnosis itself. Who made it and whether it named the right node are in the verdict's reasons."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    if d.model:
+        grid.add_row("model", d.model)
+    grid.add_row("summary", d.summary)
+    grid.add_row("root cause", d.root_cause)
+    grid.add_row("affected", ", ".join(d.affected_nodes) or "-")
+    if d.unknown_nodes:
+        grid.add_row("dropped", Text(f"not members of the subject: {', '.join(d.unknown_nodes)}", style="yellow"))
+    grid.add_row("evidence", "\n".join(f"- {e}" for e in d.evidence) or "-")
+    grid.add_row("actions", "\n".join(f"- {a}" for a in d.suggested_actions) or "-")
+    grid.add_row("confidence", f"{d.confidence:.0%}")
+    border = "default" if d.correct is None else ("green" if d.correct else "red")
+    return Panel(grid, title="diagnosis", border_style=border)
+
+
+def load_text(load: LoadSummary) -> str:
+    """The run's load in one line: what the fault did to client traffic."""
+    def ops(value: float | None) -> str:
+        return "-" if value is None else f"{value:g}"
+
+    return (f"baseline {ops(load.baseline_ops_s)} ops/s, worst during fault {ops(load.worst_fault_ops_s)} ops/s, "
+            f"{load.errors} errors in {len(load.windows)} windows")
+
+
+def op_text(op: OpView) -> str:
+    """One operation of a counterexample: "12:00:01.234 write k03=v7 ok, token 55 (2.1 ms)"."""
+    what = {"write": f"write {op.key}={op.value}",
+            "read": f"{'final read' if op.final else 'read'} {op.key} -> {op.value if op.value is not None else 'nothing'}"
+            }.get(op.kind, op.kind)
+    token = f", token {op.token}" if op.token is not None else ""
+    error = f": {op.error}" if op.error else ""
+    return f"{op.invoked_at:%H:%M:%S.%f}"[:-3] + f" {what} {op.outcome}{token}{error} ({op.latency_ms:g} ms)"
+
+
+def _phase_text(name: str, p: PhaseLatency) -> str:
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:g}"
+
+    return f"{name} p50 {ms(p.p50_ms)} / p99 {ms(p.p99_ms)} ms ({p.ops} ops, {p.errors} errors)"
+
+
+def safety_rows(s: SafetyReport) -> list[tuple[str, str | list[str]]]:
+    """The data safety section, as (label, text or list of lines): the terminal, Markdown and HTML all draw it."""
+    rows: list[tuple[str, str | list[str]]] = [
+        ("verdict", s.verdict),
+        ("operations", f"{s.ops} sent, {s.acked_writes} acknowledged writes to {s.keys} keys, "
+                       f"{s.lost_writes} lost"),
+    ]
+    if s.reasons:
+        rows.append(("why", s.reasons))
+    if s.checks:
+        rows.append(("checks", [f"{c.name}: {c.verdict} - {c.detail}" for c in s.checks]))
+    if s.counterexample:
+        rows.append(("counterexample", [s.counterexample.summary] + [op_text(op) for op in s.counterexample.ops]))
+    if a := s.availability:
+        gap = "-" if a.longest_gap_ms is None else f"{a.longest_gap_ms:g} ms from {a.longest_gap_from:%H:%M:%S.%f}"[:-3]
+        rate = "-" if a.error_rate is None else f"{a.error_rate:.1%}"
+        rows.append(("availability", f"longest gap without a successful operation {gap}; error rate {rate}"
+                                     + (f"; {a.capped} not sent (concurrency cap)" if a.capped else "")))
+        rows.append(("latency", [_phase_text("before the fault", a.before), _phase_text("during", a.during),
+                                 _phase_text("after", a.after)]))
+    if s.history:
+        rows.append(("history", f"{s.history} ({s.history_bytes / 1024:.0f} KiB)"))
+    return rows
+
+
+def safety_panel(s: SafetyReport) -> Panel:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for label, value in safety_rows(s):
+        grid.add_row(label, "\n".join(f"- {v}" for v in value) if isinstance(value, list) else value)
+    border = {"ok": "green", "violated": "red"}.get(s.verdict, "yellow")
+    return Panel(grid, title=f"data safety: {s.verdict}", border_style=border)
+
+
+def detector_rows(r: ChaosReport) -> list[tuple[str, str]]:
+    """Time to detect per detector, ours first: did *their* monitoring notice, and how much later than ours?"""
+    return [(d.name,
+             seconds_text(d.time_to_detect_s) if d.fired else f"did not fire: {d.detail}") for d in r.detectors]
+
+
+def report_view(r: ChaosReport) -> Group:
+    """The diagnosis and the verdict. Each fact once: the reasons carry time to detect and restore and who
+    diagnosed, so no row repeats them."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("run", f"{r.workflow_id} / {r.run_id}")
+    grid.add_row("fault", f"{r.fault_text} of {r.subject} (project {r.project}): {r.fault_state.value}")
+    if r.load.windows:
+        grid.add_row("load", load_text(r.load))
+    if r.stopped:
+        grid.add_row("stopped", Text(r.stopped.reason(), style="bold red"))
+    if r.detectors:
+        grid.add_row("detectors", "\n".join(f"{name}: {ttd}" for name, ttd in detector_rows(r)))
+    grid.add_row("reasons", "\n".join(f"- {x}" for x in r.reasons))
+    passed = r.verdict == "pass"
+    verdict = Panel(grid, title=Text(f"verdict: {r.verdict.upper()}", style="bold green" if passed else "bold red"),
+                    border_style="green" if passed else "red")
+    parts = [diagnosis_panel(r.diagnosis)] if r.diagnosis else []
+    if r.safety:
+        parts.append(safety_panel(r.safety))
+    return Group(*parts, verdict)
+
+
+def print_report(console: Console, r: ChaosReport, url: str) -> None:
+    """The report, then the run's page in the web UI on a line of its own, unbroken so terminals can open it."""
+    console.print(report_view(r))
+    console.print(f"history: {url}", highlight=False, soft_wrap=True)

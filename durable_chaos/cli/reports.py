@@ -1,0 +1,188 @@
+"""A finished run's report as files people and pipelines read: JSON, Markdown, self-contained HTML, JUnit XML.
+
+Everything is drawn from the `ChaosReport` the workflow returned - above all the real load windows, which the HTML
+timeline plots (`cli/plots.py`) with the inject / detect / restore moments marked.
+"""
+
+from __future__ import annotations
+
+import html
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from durable_chaos.cli.render import (
+    detector_rows,
+    diagnosis_source,
+    load_text,
+    safety_rows,
+    seconds_text,
+)
+from durable_chaos.contracts import ChaosReport, Diagnosis
+from durable_chaos.safety.history import Op, read_history
+
+FORMATS = ("json", "md", "html", "junit")
+
+
+def _title(r: ChaosReport) -> str:
+    return f"{r.fault_text} of {r.subject}"
+
+
+def _facts(r: ChaosReport) -> list[tuple[str, str]]:
+    correct = None if r.diagnosis is None else r.diagnosis.correct
+    return [
+        ("verdict", r.verdict),
+        ("run", f"{r.workflow_id} / {r.run_id}"),
+        ("subject", f"{r.subject} (project {r.project})"),
+        ("fault", r.fault_text),
+        ("started", f"{r.started_at:%Y-%m-%d %H:%M:%S} UTC"),
+        ("duration", seconds_text((r.finished_at - r.started_at).total_seconds())),
+        ("time to detect", seconds_text(r.time_to_detect_s)),
+        ("time to restore", seconds_text(r.time_to_restore_s)),
+        ("load", load_text(r.load)),
+        ("diagnosis correct", "-" if correct is None else ("yes" if correct else "no")),
+        ("data safety", r.safety.verdict if r.safety else "-"),
+    ] + ([("stopped", r.stopped.reason())] if r.stopped else [])
+
+
+def _diagnosis_lines(d: Diagnosis) -> list[tuple[str, str | list[str]]]:
+    return [
+        ("source", diagnosis_source(d) + (f" - {d.fallback_detail}" if d.fallback_detail else "")),
+        ("summary", d.summary),
+        ("root cause", d.root_cause),
+        ("affected", ", ".join(d.affected_nodes) or "-"),
+        ("confidence", f"{d.confidence:.0%}"),
+        ("evidence", d.evidence),
+        ("suggested actions", d.suggested_actions),
+    ]
+
+
+# -- Markdown ---------------------------------------------------------------------------------------------------
+
+
+def to_markdown(r: ChaosReport) -> str:
+    out = [f"# Chaos run: {_title(r)} - {r.verdict.upper()}", "", "| | |", "| --- | --- |"]
+    out += [f"| {k} | {v} |" for k, v in _facts(r)]
+    out += ["", "## Reasons", ""] + [f"- {x}" for x in r.reasons]
+    if r.diagnosis:
+        out += ["", "## Diagnosis", ""] + _markdown_rows(_diagnosis_lines(r.diagnosis))
+    if r.detectors:
+        out += ["", "## Detection", "", "| detector | time to detect |", "| --- | --- |"]
+        out += [f"| {name} | {ttd} |" for name, ttd in detector_rows(r)]
+    if r.safety:
+        out += ["", "## Data safety", ""] + _markdown_rows(safety_rows(r.safety))
+    return "\n".join(out) + "\n"
+
+
+def _markdown_rows(rows: list[tuple[str, str | list[str]]]) -> list[str]:
+    out = []
+    for key, value in rows:
+        if isinstance(value, list):
+            out += [f"- **{key}:**"] + [f"  - {v}" for v in value]
+        else:
+            out.append(f"- **{key}:** {value}")
+    return out
+
+
+# -- HTML with the timeline plot inline ---------------------------------------------------------------------------
+
+STYLE = """body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}
+table{border-collapse:collapse}td,th{padding:2px 10px;text-align:left;vertical-align:top}
+.pass,.ok{color:#2ca02c}.fail,.violated{color:#d62728}.unknown{color:#b8860b}"""
+
+
+def to_html(r: ChaosReport) -> str:
+    """One self-contained page: no external scripts, styles or images."""
+    # Imported here: matplotlib takes a second to load, which every other starter command would pay for.
+    from durable_chaos.cli.plots import latency_svg, timeline_svg
+
+    e = html.escape
+    facts = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in _facts(r))
+    reasons = "".join(f"<li>{e(x)}</li>" for x in r.reasons)
+    diagnosis = ""
+    if r.diagnosis:
+        diagnosis = f'<section id="diagnosis"><h2>Diagnosis</h2>{_html_rows(_diagnosis_lines(r.diagnosis))}</section>'
+    detection = ""
+    if r.detectors:
+        detection = f'<section id="detection"><h2>Detection</h2>{_html_rows(detector_rows(r))}</section>'
+    safety = ""
+    if r.safety:
+        ops = _history(r)
+        plot = latency_svg(r, ops) if ops else (
+            f"<p>No latency plot: the operation history ({e(r.safety.history or 'none')}) is not on this machine.</p>")
+        safety = (f'<section id="safety"><h2>Data safety: <span class="{e(r.safety.verdict)}">'
+                  f'{e(r.safety.verdict)}</span></h2>{_html_rows(safety_rows(r.safety))}{plot}</section>')
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Chaos run {e(r.workflow_id)}: {e(r.verdict)}</title>
+<style>{STYLE}</style></head>
+<body>
+<h1>{e(_title(r))}: <span id="verdict" class="{e(r.verdict)}">{e(r.verdict.upper())}</span></h1>
+<table id="facts">{facts}</table>
+<h2>Timeline</h2>
+{timeline_svg(r)}
+<h2>Reasons</h2><ul id="reasons">{reasons}</ul>
+{detection}
+{diagnosis}
+{safety}
+</body></html>
+"""
+
+
+def _html_rows(rows: list[tuple[str, str | list[str]]]) -> str:
+    e = html.escape
+    return "<table>" + "".join(
+        f"<tr><th>{e(k)}</th><td>"
+        + (("<ul>" + "".join(f"<li>{e(i)}</li>" for i in v) + "</ul>") if isinstance(v, list) else e(v))
+        + "</td></tr>"
+        for k, v in rows
+    ) + "</table>"
+
+
+def _history(r: ChaosReport) -> list[Op] | None:
+    """The run's operations, when its history is on this machine (it is on the disk of the worker that ran it)."""
+    folder = Path(r.safety.history) if r.safety and r.safety.history else None
+    if folder is None or not folder.is_dir():
+        return None
+    return read_history(folder) or None
+
+
+# -- JUnit XML ------------------------------------------------------------------------------------------------------
+
+
+def to_junit(r: ChaosReport) -> str:
+    """One testsuite with one testcase per run, so a CI pipeline can gate on the verdict."""
+    failed = r.verdict == "fail"
+    duration = f"{(r.finished_at - r.started_at).total_seconds():.3f}"
+    suites = ET.Element("testsuites", name="durable-chaos", tests="1", failures=str(int(failed)), errors="0",
+                        time=duration)
+    suite = ET.SubElement(suites, "testsuite", name=f"chaos.{r.subject}", tests="1", failures=str(int(failed)),
+                          errors="0", skipped="0", time=duration, timestamp=r.started_at.strftime("%Y-%m-%dT%H:%M:%S"))
+    props = ET.SubElement(suite, "properties")
+    for name, value in [("workflow_id", r.workflow_id), ("run_id", r.run_id), ("project", r.project),
+                        ("target", r.target), ("targets", ",".join(r.targets) or r.target),
+                        ("fault", r.fault_label or r.fault),
+                        ("time_to_detect_s", r.time_to_detect_s),
+                        ("time_to_restore_s", r.time_to_restore_s),
+                        ("diagnosis_correct", None if r.diagnosis is None else r.diagnosis.correct),
+                        ("safety_verdict", r.safety.verdict if r.safety else None),
+                        ("lost_writes", r.safety.lost_writes if r.safety else None),
+                        ("stopped", r.stopped.reason() if r.stopped else None),
+                        *((f"time_to_detect_s[{d.name}]", d.time_to_detect_s if d.fired else "never")
+                          for d in r.detectors)]:
+        if value is not None:
+            ET.SubElement(props, "property", name=name, value=str(value))
+    case = ET.SubElement(suite, "testcase", classname=f"chaos.{r.subject}", name=_title(r), time=duration)
+    if failed:
+        # CI can tell lost data from a slow detection by the type.
+        kind = ("DataSafetyViolated" if r.safety and r.safety.verdict == "violated"
+                else "StopConditionTripped" if r.stopped else "ChaosVerdictFail")
+        failure = ET.SubElement(case, "failure", message="; ".join(r.reasons), type=kind)
+        failure.text = "\n".join(r.reasons)
+    ET.SubElement(case, "system-out").text = "\n".join(r.reasons)
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+def render(r: ChaosReport, fmt: str) -> str:
+    if fmt == "json":
+        return r.model_dump_json(indent=2) + "\n"
+    return {"md": to_markdown, "html": to_html, "junit": to_junit}[fmt](r)

@@ -1,0 +1,61 @@
+"""The fault catalog: every kind a run can inject, each an inject/undo pair with its own parameters model.
+
+Adding a kind = one `Fault` subclass (in `container.py`, `network.py` or a module of its own) listed in `CATALOG`.
+The workflow never learns what a kind does: it carries the kind's name and parameters, and the activities look
+the kind up here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from pydantic import ValidationError
+
+from durable_chaos.faults.base import BadFault, Fault, Target
+from durable_chaos.faults.container import Kill, Pause, Stop
+from durable_chaos.faults.network import Bandwidth, Latency, Loss, Partition
+from durable_chaos.faults.targeting import target_choice
+
+CATALOG: dict[str, type[Fault]] = {f.kind: f for f in (Kill, Stop, Pause, Partition, Loss, Bandwidth, Latency)}
+
+__all__ = ["CATALOG", "BadFault", "Fault", "Target", "catalog_help", "make_fault", "parse_params", "target_choice"]
+
+
+def make_fault(kind: str, params: Mapping[str, Any] | None = None) -> Fault:
+    """The fault of `kind` with validated parameters; BadFault (one line) for an unknown kind or a bad value."""
+    cls = CATALOG.get(kind)
+    if cls is None:
+        raise BadFault(f"unknown fault {kind!r} (known: {', '.join(CATALOG)})")
+    try:
+        return cls(cls.Params.model_validate(dict(params or {})))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = ".".join(str(part) for part in err["loc"]) or "parameters"
+        known = ", ".join(cls.Params.model_fields) or "none"
+        if err["type"] == "extra_forbidden":
+            raise BadFault(f"fault {kind} has no parameter {name!r} (its parameters: {known})") from None
+        value = err.get("input")
+        raise BadFault(f"fault {kind}: {name}={value if isinstance(value, str) else repr(value)} is invalid: "
+                       f"{err['msg']}") from None
+
+
+def parse_params(pairs: Iterable[str]) -> dict[str, str]:
+    """`--param key=value` options as typed; the kind's model converts and validates the values."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise BadFault(f"--param {pair!r}: expected KEY=VALUE, e.g. --param percent=30")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def catalog_help() -> str:
+    """The kinds, one per line with their parameters and defaults: the epilog of `chaos --help`. Click keeps a
+    paragraph that starts with a \\b line as it is written."""
+    lines = ["\b", "Fault kinds (--fault KIND, parameters with -p KEY=VALUE; defaults shown):"]
+    for kind, cls in CATALOG.items():
+        params = " ".join(f"{name}={field.default}" for name, field in cls.Params.model_fields.items()
+                          if field.default is not None)
+        lines.append(f"  {kind:<10} {cls.help}" + (f"  [{params}]" if params else ""))
+    return "\n".join(lines)

@@ -1,0 +1,94 @@
+"""The fault plugin interface: a kind is an inject/undo pair with an is-in-effect check, and a parameters model.
+
+Both halves are idempotent, because Temporal may run an activity more than once and a reaper may come after the
+run: injecting a fault that is in effect, or undoing one that is not (the member restarted, and its network rules
+went with its old namespace), is success and says so. The activities give a fault a `Target` per member to hit;
+Docker stays behind python-on-whales objects and the network helper (`faults.netns`).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from datetime import datetime
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+from python_on_whales import Container
+
+from durable_chaos.contracts import ContainerState
+from subjects.base import ImageSpec
+
+
+class BadFault(ValueError):
+    """A fault the run must refuse before touching anything: one line for the user (exit 2)."""
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One member to hit, as the activities found it."""
+
+    service: str
+    container: Container
+    # Every member's addresses on the subject's networks (service -> IPs), this one's included: who its peers are.
+    addresses: dict[str, list[str]]
+    # Names what this run puts in place, so undo and the reaper remove exactly that (see contracts.fault_tag).
+    tag: str
+
+    def peer_addresses(self, services: list[str] | None = None) -> list[str]:
+        """The addresses of `services` (default: every other member)."""
+        others = services if services is not None else [s for s in self.addresses if s != self.service]
+        return sorted({ip for s in others for ip in self.addresses.get(s, [])})
+
+
+class Fault(abc.ABC):
+    kind: ClassVar[str]
+    help: ClassVar[str]  # one line for `chaos --help`
+    Params: ClassVar[type[BaseModel]] = NoParams
+    # How a member hit by this kind looks from outside, for Claude's prompt (the rules engine asks `seen_on`).
+    looks_like: ClassVar[str]
+
+    @classmethod
+    @abc.abstractmethod
+    def seen_on(cls, c: ContainerState) -> str | None:
+        """This kind's signature on a member's observed state, as a finding ("etcd2 is paused: ..."), or None.
+        Diagnosis asks every kind about every member: it is never told which kind a run injected."""
+
+    def __init__(self, params: BaseModel):
+        self.params = params
+
+    def label(self) -> str:
+        """The kind and its parameters, as a person reads them ("loss 30%"): run summary, search attribute, reports."""
+        return self.kind
+
+    def images(self) -> list[ImageSpec]:
+        """Images the fault needs besides the subject's (the network helper), built in preflight when missing."""
+        return []
+
+    def unsupported(self) -> str | None:
+        """Why this kind cannot run on this Docker host (a missing kernel feature), or None. Asked in preflight."""
+        return None
+
+    def fixed_targets(self, services: tuple[str, ...]) -> list[str] | None:
+        """Members the parameters themselves choose (a partition's groups), or None to use --target/--count."""
+        return None
+
+    @abc.abstractmethod
+    def in_effect(self, t: Target) -> bool:
+        """Is the fault visible on the member now? Read from the real state: the container, its namespace."""
+
+    @abc.abstractmethod
+    def inject(self, t: Target) -> bool:
+        """Put the fault in place; False if it already was (a retried activity must not hit twice)."""
+
+    @abc.abstractmethod
+    def undo(self, t: Target) -> bool:
+        """Take the fault away; False if it was not in effect (already undone, or the member restarted)."""
+
+    def in_effect_since(self, t: Target) -> datetime | None:
+        """When a fault found already in effect began, if the container can tell (a retry keeps the first time)."""
+        return None

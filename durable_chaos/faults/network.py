@@ -1,0 +1,267 @@
+"""Network faults, inside the member's own network namespace: partition, loss (iptables), bandwidth, latency (tc).
+
+Packet filters go in a chain named after the run (`CHAOS-<tag>`), hooked into INPUT and OUTPUT for every
+interface but loopback; queueing disciplines get a handle derived from the same tag. Undo and the reaper remove
+exactly those and nothing else, and never touch the nat table (Docker's embedded DNS lives there). Each half is
+one script, idempotent by itself: a second inject or undo reports what it found instead of failing.
+
+Only traffic between the subject's members is cut by a partition: the host still reaches the target through its
+published ports. The runner's probes then read what the partitioned member itself says (no leader, lost peers),
+as a monitoring agent beside it would, and a client's view is measured by the load, which also goes through the
+host. Loss and bandwidth apply to all of the member's traffic but loopback, the host's included.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from durable_chaos.contracts import ContainerState
+from durable_chaos.faults.base import BadFault, Fault, Target
+from durable_chaos.faults.netns import NotRunning, kernel_lacks_qdisc, nettools_image, run_in_netns
+from subjects.base import ImageSpec
+
+HOOKS = ("INPUT ! -i lo", "OUTPUT ! -o lo")
+# What `iptables -S` prints for the rules below, as diagnosis reads them back from a member's namespace.
+ADDRESS_DROP = re.compile(r"-[sd] (\d+\.\d+\.\d+\.\d+)(?:/32)? -j DROP")
+RANDOM_DROP = re.compile(r"--probability ([0-9.]+) -j DROP")
+
+
+class _NetFault(Fault):
+    def images(self) -> list[ImageSpec]:
+        return [nettools_image()]
+
+    @abc.abstractmethod
+    def _script(self, t: Target, which: str) -> str:
+        """The shell script that checks ("check"), injects ("inject") or undoes ("undo") the fault; its last line
+        of output answers: yes/no, injected/already, removed/absent."""
+
+    def _run(self, t: Target, which: str) -> str:
+        """Run the inject/undo/check script; the last line of its output is its answer."""
+        out = run_in_netns(t.container.id, self._script(t, which), t.tag)
+        return (out.strip().splitlines() or [""])[-1]
+
+    def in_effect(self, t: Target) -> bool:
+        try:
+            return self._run(t, "check") == "yes"
+        except NotRunning:  # stopped or restarted by its orchestrator: the rules went with the old namespace
+            return False
+
+    def inject(self, t: Target) -> bool:
+        return self._run(t, "inject") == "injected"
+
+    def undo(self, t: Target) -> bool:
+        try:
+            return self._run(t, "undo") == "removed"
+        except NotRunning:
+            return False
+
+
+class _Filter(_NetFault):
+    """Drop rules in the run's own chain."""
+
+    @abc.abstractmethod
+    def rules(self, t: Target) -> list[str]:
+        """iptables rule specs appended to the chain."""
+
+    def _script(self, t: Target, which: str) -> str:
+        chain = f"CHAOS-{t.tag}"
+        hooked = f"iptables -w -C {HOOKS[0]} -j {chain} 2>/dev/null"
+        if which == "check":
+            return f"if {hooked}; then echo yes; else echo no; fi"
+        if which == "inject":
+            # INPUT is hooked last: its hook present means every rule is in place (the check above reads it).
+            lines = [f"if {hooked}; then echo already; exit 0; fi",
+                     f"iptables -w -N {chain} 2>/dev/null || iptables -w -F {chain}",
+                     *(f"iptables -w -A {chain} {rule}" for rule in self.rules(t)),
+                     f"iptables -w -C {HOOKS[1]} -j {chain} 2>/dev/null || iptables -w -I {HOOKS[1]} -j {chain}",
+                     f"iptables -w -I {HOOKS[0]} -j {chain}",
+                     "echo injected"]
+            return "\n".join(lines)
+        return "\n".join([
+            "found=absent",
+            *(f"while iptables -w -D {hook} -j {chain} 2>/dev/null; do found=removed; done" for hook in HOOKS),
+            f"if iptables -w -S {chain} >/dev/null 2>&1; then iptables -w -F {chain}; iptables -w -X {chain}; "
+            "found=removed; fi",
+            "echo $found",
+        ])
+
+
+def _groups(value):
+    """`etcd1|etcd2,etcd3` (the command line's form) or a list of lists (JSON)."""
+    if isinstance(value, str):
+        return [[m.strip() for m in side.split(",") if m.strip()] for side in value.split("|")]
+    return value
+
+
+class PartitionParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    groups: list[list[str]] | None = Field(
+        default=None, description="two groups of members cut off from each other, e.g. etcd1|etcd2,etcd3; "
+                                  "default: the target(s) against every other member")
+
+    _split = field_validator("groups", mode="before")(_groups)
+
+
+class Partition(_Filter):
+    kind = "partition"
+    help = "drop traffic between the target and the other members (groups=a|b,c splits two groups instead)"
+    Params = PartitionParams
+    looks_like = ("partitioned: running and answering its clients, but packet filters in its namespace drop traffic "
+                  "to and from its peers' addresses, so it lost its peers or its leadership")
+
+    @classmethod
+    def seen_on(cls, c: ContainerState) -> str | None:
+        peers = sorted({m.group(1) for rule in c.network_rules for m in [ADDRESS_DROP.search(rule)] if m})
+        if not peers:
+            return None
+        return (f"{c.service} is partitioned: packet filters in its namespace drop all traffic to and from "
+                f"{', '.join(peers)} (its peers), though it still runs")
+
+    def label(self) -> str:
+        groups = self.params.groups
+        return "partition" + (f" {' | '.join(','.join(g) for g in groups)}" if groups else "")
+
+    def fixed_targets(self, services: tuple[str, ...]) -> list[str] | None:
+        groups = self.params.groups
+        if groups is None:
+            return None
+        if len(groups) != 2 or not all(groups):
+            raise BadFault("partition groups: give two non-empty groups, e.g. groups=etcd1|etcd2,etcd3")
+        named = [m for g in groups for m in g]
+        unknown = [m for m in named if m not in services]
+        if unknown:
+            raise BadFault(f"partition groups: {', '.join(unknown)} not a member (members: {', '.join(services)})")
+        if len(set(named)) != len(named):
+            raise BadFault("partition groups: a member is in both groups")
+        # The rules go on the smaller side: cutting it from the other side cuts both directions.
+        return min(groups, key=len)
+
+    def rules(self, t: Target) -> list[str]:
+        groups = self.params.groups
+        others = None if groups is None else next(g for g in groups if t.service not in g)
+        return [f"{way} {ip} -j DROP" for ip in t.peer_addresses(others) for way in ("-s", "-d")]
+
+
+class LossParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    percent: float = Field(default=30.0, gt=0, le=100, description="share of packets dropped, each way")
+
+
+class Loss(_Filter):
+    kind = "loss"
+    help = "drop a percentage of the member's packets, in and out"
+    Params = LossParams
+    looks_like = ("packet loss: running, but a random share of its packets is dropped, so its requests see errors, "
+                  "retransmissions and timeouts now and then, and latency goes up")
+
+    @classmethod
+    def seen_on(cls, c: ContainerState) -> str | None:
+        found = next((m for rule in c.network_rules for m in [RANDOM_DROP.search(rule)] if m), None)
+        if found is None:
+            return None
+        return (f"{c.service} loses {float(found.group(1)) * 100:.0f}% of its packets: a packet filter in its "
+                "namespace drops them at random")
+
+    def label(self) -> str:
+        return f"loss {self.params.percent:g}%"
+
+    def rules(self, t: Target) -> list[str]:
+        return [f"-m statistic --mode random --probability {self.params.percent / 100:.4f} -j DROP"]
+
+
+class _Qdisc(_NetFault):
+    """A root queueing discipline on every interface but loopback, under the run's own handle."""
+
+    qdisc_kind: ClassVar[str]  # as `tc qdisc show` names it
+    effect: ClassVar[str]  # what it does to the member, for its diagnosis finding
+
+    @classmethod
+    def seen_on(cls, c: ContainerState) -> str | None:
+        rule = next((r for r in c.network_rules if f" {cls.qdisc_kind} " in f" {r} "), None)
+        return None if rule is None else f"{c.service}'s {cls.effect}: {rule}"
+
+    @abc.abstractmethod
+    def qdisc(self) -> str:
+        """The qdisc and its arguments, as `tc qdisc add ... root handle H:` takes them."""
+
+    def _script(self, t: Target, which: str) -> str:
+        handle = format(int(t.tag[:4], 16) % 0xFFF0 + 1, "x")
+        ours = f'tc qdisc show dev "$d" root | grep -q " {handle}: root"'
+        act = {
+            "check": f"if {ours}; then n=$((n+1)); fi",
+            "inject": f"if ! {ours}; then tc qdisc add dev \"$d\" root handle {handle}: {self.qdisc()}; "
+                      "n=$((n+1)); fi",
+            "undo": f"if {ours}; then tc qdisc del dev \"$d\" root; n=$((n+1)); fi",
+        }[which]
+        answer = {"check": ("yes", "no"), "inject": ("injected", "already"), "undo": ("removed", "absent")}[which]
+        return "\n".join([
+            "n=0",
+            'for d in $(ls /sys/class/net); do [ "$d" = lo ] && continue',
+            act,
+            "done",
+            f'if [ $n -gt 0 ]; then echo {answer[0]}; else echo {answer[1]}; fi',
+        ])
+
+
+RATE = re.compile(r"^\d+(\.\d+)?(bit|kbit|mbit|gbit)$")
+
+
+class BandwidthParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rate: str = Field(default="1mbit", description="the cap, in tc's units: 512kbit, 1mbit, 10mbit")
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        if not RATE.match(value.lower()):
+            raise ValueError("a rate such as 512kbit, 1mbit or 1gbit")
+        return value.lower()
+
+
+class Bandwidth(_Qdisc):
+    kind = "bandwidth"
+    help = "cap the member's outgoing rate (tc tbf)"
+    Params = BandwidthParams
+    looks_like = "bandwidth-capped: running, but a tbf queueing discipline caps its outgoing rate; answers slow down"
+    qdisc_kind = "tbf"
+    effect = "outgoing traffic is rate-capped"
+
+    def label(self) -> str:
+        return f"bandwidth {self.params.rate}"
+
+    def qdisc(self) -> str:
+        # A 32 kbit burst and 400 ms of queue: enough for a steady trickle, short enough that excess is dropped.
+        return f"{self.qdisc_kind} rate {self.params.rate} burst 32kbit latency 400ms"
+
+
+class LatencyParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    delay_ms: float = Field(default=100.0, gt=0, le=60_000, description="added to every outgoing packet")
+    jitter_ms: float = Field(default=0.0, ge=0, le=60_000)
+
+
+class Latency(_Qdisc):
+    kind = "latency"
+    help = "delay the member's outgoing packets (tc netem; needs the kernel's sch_netem)"
+    Params = LatencyParams
+    looks_like = "delayed: running, but a netem queueing discipline delays its outgoing packets; every answer is late"
+    qdisc_kind = "netem"
+    effect = "outgoing packets are delayed"
+
+    def label(self) -> str:
+        jitter = f" ±{self.params.jitter_ms:g}ms" if self.params.jitter_ms else ""
+        return f"latency {self.params.delay_ms:g}ms{jitter}"
+
+    def unsupported(self) -> str | None:
+        release = kernel_lacks_qdisc("netem delay 1ms")
+        if release is None:
+            return None
+        return (f"latency needs the kernel's netem queueing discipline (sch_netem), which this Docker host's kernel "
+                f"({release}) does not have: nothing was injected")
+
+    def qdisc(self) -> str:
+        return f"{self.qdisc_kind} delay {self.params.delay_ms:g}ms {self.params.jitter_ms:g}ms"

@@ -1,0 +1,1 @@
+"""Data only: the Grafana dashboard over the worker's metrics (grafana-dashboard.json)."""

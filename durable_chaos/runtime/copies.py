@@ -1,0 +1,81 @@
+"""Private copies of a subject (own compose project, own ports) for the tests and the benchmark.
+
+A copy is named and torn down by its compose project, so whoever starts one can always remove exactly it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from datetime import datetime, timezone
+
+from python_on_whales import DockerClient
+
+from activities.docker import bring_up, compose_client, ensure_image, open_session
+from durable_chaos.contracts import CheckResult, SubjectRef
+from subjects import SubjectInstance, resolve
+
+
+def _ports_free(base: int, count: int) -> bool:
+    for port in range(base + 1, base + count + 1):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def free_port_base(count: int = 3, low: int = 24000, high: int = 24990, taken: set[int] = frozenset()) -> int:
+    """A port base whose next `count` ports are free. Callers pick from their own range to avoid clashes;
+    `taken` holds bases already handed out but not bound yet."""
+    for _ in range(200):
+        base = random.randrange(low, high, 10)
+        if base not in taken and _ports_free(base, count):
+            return base
+    raise RuntimeError(f"no free port range for a subject copy in {low}-{high}")
+
+
+class SubjectCopy:
+    """One copy of a subject, with helpers that read Docker's own record of what happened."""
+
+    def __init__(self, ref: SubjectRef):
+        self.ref = ref
+        self.instance: SubjectInstance = resolve(ref)
+        self.docker: DockerClient = compose_client(self.instance)
+
+    def up(self) -> None:
+        ensure_image(self.instance)
+        bring_up(self.docker)
+
+    def down(self) -> None:
+        self.docker.compose.down(volumes=True, remove_orphans=True, quiet=True, timeout=1)
+
+    def deaths_since(self, since: datetime) -> list[tuple[str, datetime]]:
+        """(service, time) of every container death since `since`, from Docker's own event log."""
+        events = self.docker.system.events(
+            since=since, until=datetime.now(timezone.utc),
+            filters={"label": f"com.docker.compose.project={self.instance.project}", "event": "die"},
+        )
+        return [(e.actor.attributes["com.docker.compose.service"],
+                 datetime.fromtimestamp(e.time_nano / 1e9, timezone.utc)) for e in events]
+
+    def died_since(self, since: datetime) -> list[str]:
+        return [service for service, _ in self.deaths_since(since)]
+
+    def running(self) -> dict[str, bool]:
+        states = {c.config.labels["com.docker.compose.service"]: c.state.running for c in self.docker.compose.ps(all=True)}
+        return {svc: states.get(svc, False) for svc in self.instance.subject.services}
+
+    async def check(self, timeout: float = 1.0) -> CheckResult:
+        async with open_session(self.instance) as session:
+            return await session.check(timeout)
+
+    async def wait_healthy(self, timeout: float = 90) -> CheckResult:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            result = await self.check()
+            if result.ok or asyncio.get_running_loop().time() > deadline:
+                return result
+            await asyncio.sleep(0.3)
