@@ -28,7 +28,7 @@ from durable_chaos.contracts import (
     PreflightRequest,
     WaitHealthyRequest,
 )
-from workflows.chaos import EVIDENCE_LOAD_WINDOWS
+from workflows.chaos.stages import EVIDENCE_LOAD_WINDOWS
 
 
 async def run_plain(inp: ChaosInput) -> dict[str, float]:

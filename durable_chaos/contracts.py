@@ -7,7 +7,6 @@ one module means the workflow sandbox, the worker and the starter can never disa
 
 from __future__ import annotations
 
-import hashlib
 import math
 from datetime import datetime, timedelta
 from enum import Enum
@@ -333,21 +332,11 @@ class PreflightRequest(BaseModel):
 
 class TargetChoice(BaseModel):
     """Who a run may hit, resolved in preflight (roles are read from the system there); the workflow then draws
-    `count` members: every one of `must`, the rest at random from `pool`. The draw is in workflow code, so a replay
-    or a retry can never hit another member."""
+    `count` members (workflows/chaos/plan.py): every one of `must`, the rest at random from `pool`."""
 
     must: list[str] = Field(default=[], description="members that are hit for sure (a named target, the leader)")
     pool: list[str] = Field(default=[], description="members the rest are drawn from")
     count: int = 1
-
-    def draw(self, randrange) -> list[str]:
-        """`randrange` is `workflow.random().randrange`. One draw per member, so a single random target is drawn
-        exactly as runs before the fault catalog drew it (their replays stay the same)."""
-        picked = list(self.must[:self.count])
-        pool = [m for m in self.pool if m not in picked]
-        while len(picked) < self.count and pool:
-            picked.append(pool.pop(randrange(len(pool))))
-        return picked
 
 
 class PreflightResult(BaseModel):
@@ -358,8 +347,8 @@ class PreflightResult(BaseModel):
     started_subject: bool
     baseline: CheckResult
     defaults: SubjectDefaults = SubjectDefaults()
-    choice: TargetChoice | None = Field(default=None, description="None from workers before the fault catalog")
-    fault_label: str | None = Field(default=None, description='the kind and its parameters, e.g. "loss 30%"')
+    choice: TargetChoice
+    fault_label: str = Field(description='the kind and its parameters, e.g. "loss 30%"')
     notify_worker: bool = Field(default=False, description="the worker has CHAOS_NOTIFY_URL: the run's end is posted "
                                                            "there too (the URL itself never enters the history)")
 
@@ -419,11 +408,6 @@ class RestoreResult(BaseModel):
     already_up: bool = Field(default=False, description="nothing was in effect any more (e.g. the member restarted)")
     container_gone: bool = Field(default=False, description="the subject was torn down: nothing left to restore")
 
-
-def fault_tag(workflow_id: str, run_id: str) -> str:
-    """Eight hex digits naming one run's fault (`CHAOS-<tag>` chains): short enough for iptables' 28-character
-    chain names, and derived from the run, so every path that undoes it (the run, its guard, the reaper) agrees."""
-    return hashlib.sha256(f"{workflow_id}/{run_id}".encode()).hexdigest()[:8]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -812,10 +796,6 @@ class NotifyPost(BaseModel):
     url: str | None = Field(description="None: the posting worker's CHAOS_NOTIFY_URL, read there and only there")
 
 
-def notify_id(workflow_id: str, run_id: str) -> str:
-    """The workflow id of the notifications a chaos run sends when it ends: one per run."""
-    return f"{workflow_id}-notify-{run_id}"
-
 
 def bad_input(message: str) -> ApplicationError:
     """The user's mistake, refused before anything is touched: never retried, and BENIGN, so a worker logs it
@@ -863,10 +843,6 @@ class ReapReport(BaseModel):
     found: int
     actions: list[ReapAction]
 
-
-def fault_guard_id(workflow_id: str, run_id: str) -> str:
-    """The workflow id of the guard a chaos run starts right before it injects: one guard per run."""
-    return f"{workflow_id}-fault-guard-{run_id}"
 
 
 class GuardRequest(BaseModel):

@@ -15,7 +15,7 @@ from activities.redact import REDACTED, redact
 from durable_chaos.contracts import CheckResult, ContainerState, Diagnosis, Evidence, LoadWindow, MemberHealth
 from durable_chaos.faults import CATALOG
 from tests import fake_anthropic as fa
-from workflows.chaos import grade
+from workflows.chaos.verdict import grade
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 SERVICES = ["etcd1", "etcd2", "etcd3"]

@@ -27,8 +27,8 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
 )
-from temporalio.service import RPCError, RPCStatusCode
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import ActivityEnvironment
 
 from activities.reaper import reap_fault
@@ -41,10 +41,10 @@ from durable_chaos.contracts import (
     GuardReport,
     OrphanedFault,
     ReapRequest,
-    fault_guard_id,
 )
-from durable_chaos.runtime.devserver import dev_server_command
+from durable_chaos.ids import fault_guard_id
 from durable_chaos.runtime.copies import free_port_base
+from durable_chaos.runtime.devserver import dev_server_command
 from tests.conftest import ARTIFACTS, ROOT, command_env, starter, walk_to_end, walk_to_gate
 from tests.workers import WorkerProcess
 from workflows.chaos import ChaosDemoWorkflow

@@ -9,6 +9,7 @@ import pytest
 from durable_chaos.contracts import TargetChoice
 from durable_chaos.faults import CATALOG, BadFault, make_fault, parse_params, target_choice
 from subjects import get_subject
+from workflows.chaos.plan import draw
 
 ETCD = get_subject("etcd")
 POSTGRES = get_subject("postgres")
@@ -104,11 +105,11 @@ def test_the_draw_of_one_random_member_is_the_draw_runs_made_before_the_catalog(
     targets = ["etcd1", "etcd2", "etcd3"]
     for seed in range(20):
         before = targets[random.Random(seed).randrange(len(targets))]
-        assert TargetChoice(pool=targets).draw(random.Random(seed).randrange) == [before]
+        assert draw(TargetChoice(pool=targets), random.Random(seed).randrange) == [before]
 
 
 def test_the_draw_takes_every_must_and_distinct_others():
     for seed in range(20):
-        drawn = TargetChoice(must=["etcd2"], pool=["etcd1", "etcd2", "etcd3"], count=2).draw(
-            random.Random(seed).randrange)
+        drawn = draw(TargetChoice(must=["etcd2"], pool=["etcd1", "etcd2", "etcd3"], count=2),
+                     random.Random(seed).randrange)
         assert drawn[0] == "etcd2" and len(set(drawn)) == 2

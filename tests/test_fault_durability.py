@@ -16,14 +16,8 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 
-from durable_chaos.contracts import (
-    WORKFLOW_TASK_TIMEOUT,
-    ChaosInput,
-    FaultState,
-    GuardReport,
-    fault_guard_id,
-    fault_tag,
-)
+from durable_chaos.contracts import WORKFLOW_TASK_TIMEOUT, ChaosInput, FaultState, GuardReport
+from durable_chaos.ids import fault_guard_id, fault_tag
 from tests.conftest import running_worker, starter
 from tests.fault_checks import (
     container_ids,

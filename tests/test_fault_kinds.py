@@ -21,16 +21,8 @@ import pytest
 from python_on_whales import docker
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from durable_chaos.contracts import (
-    Attr,
-    ChaosInput,
-    ChaosReport,
-    FaultRequest,
-    FaultState,
-    PreflightResult,
-    Progress,
-    fault_tag,
-)
+from durable_chaos.contracts import Attr, ChaosInput, ChaosReport, FaultRequest, FaultState, PreflightResult, Progress
+from durable_chaos.ids import fault_tag
 from tests.conftest import (
     ARTIFACTS,
     ROOT,

@@ -13,7 +13,8 @@ import uuid
 
 import pytest
 
-from durable_chaos.contracts import ChaosReport, fault_tag
+from durable_chaos.contracts import ChaosReport
+from durable_chaos.ids import fault_tag
 from tests.conftest import command_env, private_copy, starter, subject_args
 from tests.fault_checks import events_since, host_chaos_rules, leftovers, net_states
 from tests.test_fault_kinds import record, row, since_now

@@ -20,10 +20,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from pydantic import ValidationError
-from temporalio.client import WorkflowExecutionStatus
 from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowExecutionStatus
 
-from durable_chaos.contracts import NOTIFY_WORKFLOW_NAME, ChaosInput, NotifyRequest, RunNotice, notify_id
+from durable_chaos.contracts import NOTIFY_WORKFLOW_NAME, ChaosInput, NotifyRequest, RunNotice
+from durable_chaos.ids import notify_id
 from tests.conftest import ROOT, command_env, free_port, starter, subject_args, until, walk_to_end, walk_to_gate
 from tests.workers import WorkerProcess
 from workflows.chaos import ChaosDemoWorkflow

@@ -24,11 +24,12 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import async_playwright
 from temporalio.common import SearchAttributeKey
-from temporalio.testing import WorkflowEnvironment
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
 
 from durable_chaos.cli.render import load_strip
-from durable_chaos.contracts import Attr, FaultState, GuardReport, Progress, fault_guard_id
+from durable_chaos.contracts import Attr, FaultState, GuardReport, Progress
+from durable_chaos.ids import fault_guard_id
 from durable_chaos.runtime.devserver import temporal_binary
 from tests.conftest import ARTIFACTS, command_env, run_command, running_worker, starter, subject_args
 from tests.test_workflow_logic import FakeCluster, fast_input, run_chaos

@@ -1,7 +1,9 @@
-"""Determinism: histories recorded from real runs (tests/histories/*.json) replay on today's workflow code.
+"""Determinism: histories recorded from real runs replay on today's workflow code.
 
 A change that would make a running workflow take a different path on replay (after a worker crash) fails here.
-Re-record with `python -m tests.histories.record` only after an intended change.
+The histories of the current release (workflows/compat.py's RELEASE) and of the previous one are kept, one folder
+each, and nothing older (the patch policy, docs/patches.md). Record the current release's with
+`python -m tests.histories.record` only after an intended change.
 """
 
 from __future__ import annotations
@@ -14,21 +16,24 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from durable_chaos.runtime.worker import WORKFLOWS
+from workflows.compat import PREVIOUS_RELEASE, RELEASE
 
 HERE = Path(__file__).parent / "histories"
-# Today's recordings at the top, earlier releases' in vN/ folders: both must replay.
 HISTORIES = sorted(HERE.rglob("*.json"))
+SCENARIOS = {"pass", "abort_at_detect", "deadline_at_detect", "cancel_at_detect", "terminate_at_detect",
+             "guard_after_terminate", "scheduled", "partition_leader", "loss_two_members", "stopped_error_rate",
+             "their_alert", "notify"}
 
 
 def _name(path: Path) -> str:
     return str(path.relative_to(HERE).with_suffix(""))
 
 
-def test_recorded_histories_exist():
-    assert {_name(p) for p in HISTORIES} >= {
-        "pass", "abort_at_detect", "deadline_at_detect", "cancel_at_detect", "terminate_at_detect",
-        "guard_after_terminate", "scheduled", "partition_leader", "loss_two_members", "stopped_error_rate",
-        "their_alert", "notify", "v1/pass", "v2/pass", "v3/pass", "v4/pass", "v5/pass"}
+def test_the_supported_releases_and_only_those_have_histories():
+    kept = {p.parent.name for p in HISTORIES}
+    assert kept == {RELEASE, PREVIOUS_RELEASE}, f"kept {sorted(kept)}: retire the others (docs/patches.md)"
+    for release in kept:
+        assert {p.stem for p in HISTORIES if p.parent.name == release} >= SCENARIOS, release
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=_name)

@@ -51,11 +51,12 @@ from durable_chaos.contracts import (
     SubjectRef,
     TargetChoice,
     WaitHealthyRequest,
-    fault_guard_id,
 )
+from durable_chaos.ids import fault_guard_id
 from durable_chaos.runtime.worker import build_worker
 from tests.conftest import walk_to_end, walk_to_gate
-from workflows.chaos import HEARTBEAT, ChaosDemoWorkflow
+from workflows.chaos import ChaosDemoWorkflow
+from workflows.policy import HEARTBEAT
 
 SERVICES = ["n1", "n2", "n3"]
 

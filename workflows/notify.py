@@ -18,6 +18,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
+from workflows import compat
+
 with workflow.unsafe.imports_passed_through():
     from activities.notify import POST_TIMEOUT_S, post_notice, where
     from durable_chaos.contracts import (
@@ -27,8 +29,8 @@ with workflow.unsafe.imports_passed_through():
         NotifyPost,
         NotifyRequest,
         RunNotice,
-        notify_id,
     )
+    from durable_chaos.ids import notify_id
 
 # Backoff 1, 2, 4, ... 60 s; 8 attempts span about 4 minutes: long enough for a receiver's restart, bounded so a
 # receiver that is gone for good fails the notification (visibly) instead of retrying forever.
@@ -38,10 +40,10 @@ NOTIFY_WITHIN = timedelta(minutes=10)
 
 
 async def notify_run_end(report: ChaosReport, url: str | None, worker_url: bool) -> None:
-    """Called by a chaos run once its report is built: start the notifications and return (they outlive the run).
-    Patched: runs started before notifications replay without the child."""
-    if not (url or worker_url) or not workflow.patched("notify-run-end"):
+    """Called by a chaos run once its report is built: start the notifications and return (they outlive the run)."""
+    if not (url or worker_url):
         return
+    compat.deprecated("notify-run-end")
     info = workflow.info()
     try:
         await workflow.start_child_workflow(

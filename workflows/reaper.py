@@ -11,11 +11,10 @@ idempotent: a node already running is reported, not touched.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
+
+from workflows import policy
 
 with workflow.unsafe.imports_passed_through():
     from activities.probes import wait_healthy
@@ -31,18 +30,14 @@ with workflow.unsafe.imports_passed_through():
         ReapRequest,
         WaitHealthyRequest,
     )
-    from workflows.chaos import HEARTBEAT, RESTORE_RETRY
 
 REAPER_WORKFLOW = "FaultReaperWorkflow"
-# A guard watches for as long as its run lasts; an interactive run can be held at a gate for hours.
-GUARD_WATCH_TIMEOUT = timedelta(days=7)
 
 
 async def restore_left_fault(orphan: OrphanedFault) -> ReapAction:
     """Undo the fault a closed run left (unless a newer run holds the subject), then verify the subject is healthy."""
     action = await workflow.execute_activity(
-        reap_fault, orphan, start_to_close_timeout=timedelta(seconds=60), heartbeat_timeout=HEARTBEAT,
-        retry_policy=RESTORE_RETRY, summary=f"restore {orphan.fault.target} left by {orphan.workflow_id}",
+        reap_fault, orphan, **policy.undo(), summary=f"restore {orphan.fault.target} left by {orphan.workflow_id}",
     )
     if action.action in ("subject gone", "skipped: subject busy"):  # nothing was restored: nothing to verify
         return action
@@ -50,8 +45,7 @@ async def restore_left_fault(orphan: OrphanedFault) -> ReapAction:
         await workflow.execute_activity(
             wait_healthy,
             WaitHealthyRequest(subject=orphan.fault.subject, timeout_s=60, check_timeout_s=1.0),
-            start_to_close_timeout=timedelta(seconds=90), heartbeat_timeout=HEARTBEAT,
-            retry_policy=RetryPolicy(maximum_attempts=1), summary="verify healthy",
+            **policy.reaper_verify(), summary="verify healthy",
         )
         action.healthy_after = True
     except ActivityError:
@@ -67,8 +61,7 @@ class FaultGuardWorkflow:
         workflow.set_current_details(f"watching run **{req.workflow_id}** ({req.run_id}), which injects a "
                                      f"{req.fault.fault} on **{target}**")
         closed = await workflow.execute_activity(
-            wait_until_run_closes, req, start_to_close_timeout=GUARD_WATCH_TIMEOUT, heartbeat_timeout=HEARTBEAT,
-            summary=f"wait until {req.workflow_id} closes",
+            wait_until_run_closes, req, **policy.guard_watch(), summary=f"wait until {req.workflow_id} closes",
         )
         if closed.fault_state in (FaultState.NONE, FaultState.RESTORED):
             workflow.set_current_details(f"run {closed.status.lower()} with fault state "
@@ -86,8 +79,7 @@ class FaultReaperWorkflow:
     @workflow.run
     async def run(self, req: ReapRequest) -> ReapReport:
         orphans = await workflow.execute_activity(
-            find_orphaned_faults, req, start_to_close_timeout=timedelta(seconds=60), heartbeat_timeout=HEARTBEAT,
-            summary="find closed runs with a fault still injected",
+            find_orphaned_faults, req, **policy.find_orphans(), summary="find closed runs with a fault still injected",
         )
         actions: list[ReapAction] = []
         for orphan in orphans:

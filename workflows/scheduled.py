@@ -15,6 +15,8 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
+from workflows import compat
+
 with workflow.unsafe.imports_passed_through():
     from durable_chaos.contracts import (
         SCHEDULED_WORKFLOW_NAME,
@@ -26,9 +28,6 @@ with workflow.unsafe.imports_passed_through():
         bad_input,
     )
     from workflows.chaos import ChaosDemoWorkflow
-
-PAUSE_ON_FAILURE_PATCH = "scheduled-fail-on-verdict"
-
 
 @workflow.defn(name=SCHEDULED_WORKFLOW_NAME)
 class ScheduledChaosWorkflow:
@@ -55,9 +54,10 @@ class ScheduledChaosWorkflow:
             return ScheduledRunResult(workflow_id=run_id, started=False, skipped_reason=reason)
         workflow.set_current_details(f"started chaos run **{run_id}** ({child.first_execution_run_id})")
         report: ChaosReport = await child
-        # Gated by a patch: a firing an earlier worker completed with a fail verdict (its input may carry the flag,
-        # set by a newer starter) must replay to that same completion, not to this failure.
-        if report.verdict == "fail" and inp.pause_on_failure and workflow.patched(PAUSE_ON_FAILURE_PATCH):
+        # A failed verdict fails the firing, which pauses a schedule made with pause-on-failure. Its patch marker
+        # stays where it was (workflows/compat.py).
+        if report.verdict == "fail" and inp.pause_on_failure:
+            compat.deprecated("scheduled-fail-on-verdict")
             raise ApplicationError(
                 f"chaos run {run_id} ({child.first_execution_run_id}) failed its verdict: "
                 f"{'; '.join(report.reasons) or 'no reason given'}",

@@ -35,8 +35,6 @@ from durable_chaos.contracts import (
     Progress,
     StopConditions,
     check_http_url,
-    fault_guard_id,
-    notify_id,
 )
 from durable_chaos.faults import (
     CATALOG,
@@ -46,6 +44,7 @@ from durable_chaos.faults import (
     parse_params,
     target_choice,
 )
+from durable_chaos.ids import fault_guard_id, notify_id
 from durable_chaos.runtime.connect import connect_config, task_queue, ui_base_url
 from durable_chaos.runtime.devserver import ServerUnreachable, connect_or_start
 from durable_chaos.runtime.worker import (

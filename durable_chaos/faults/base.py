@@ -36,7 +36,7 @@ class Target:
     container: Container
     # Every member's addresses on the subject's networks (service -> IPs), this one's included: who its peers are.
     addresses: dict[str, list[str]]
-    # Names what this run puts in place, so undo and the reaper remove exactly that (see contracts.fault_tag).
+    # Names what this run puts in place, so undo and the reaper remove exactly that (see durable_chaos.ids.fault_tag).
     tag: str
 
     def peer_addresses(self, services: list[str] | None = None) -> list[str]:

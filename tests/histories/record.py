@@ -1,8 +1,8 @@
 """Record event histories of real runs for the replay tests: `python -m tests.histories.record`.
 
 Re-record after an *intended* change to workflow code; an unintended one is exactly what the replay tests catch.
-Before re-recording, move the current files to a `vN/` folder: runs started by the previous release must still
-replay (that is what `workflow.patched` is for), and those histories prove it.
+They are written to the folder of the current release (workflows/compat.py's RELEASE); the previous release's
+folder stays, and older ones are retired (the patch policy, docs/patches.md).
 Runs against a private dev server and a private etcd copy, both torn down at the end.
 """
 
@@ -15,19 +15,22 @@ from pathlib import Path
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from durable_chaos.contracts import Attr, ChaosInput, ExternalDetector, StopConditions, SubjectRef, fault_guard_id
-from workflows.scheduled import ScheduledChaosWorkflow
+from durable_chaos.contracts import Attr, ChaosInput, ExternalDetector, StopConditions, SubjectRef
+from durable_chaos.ids import fault_guard_id
+from durable_chaos.runtime.copies import SubjectCopy, free_port_base
 from durable_chaos.runtime.devserver import temporal_binary
 from durable_chaos.runtime.worker import build_worker
-from durable_chaos.runtime.copies import SubjectCopy, free_port_base
 from tests.conftest import walk_to_gate
 from tests.fake_monitoring import FakeMonitoring
 from workflows.chaos import ChaosDemoWorkflow
+from workflows.compat import RELEASE
+from workflows.scheduled import ScheduledChaosWorkflow
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parent / RELEASE
 
 
 async def main() -> None:
+    HERE.mkdir(exist_ok=True)
     copy = SubjectCopy(SubjectRef(name="etcd", project=f"rec-{uuid.uuid4().hex[:6]}", port_base=free_port_base()))
     await asyncio.to_thread(copy.up)
     env = await WorkflowEnvironment.start_local(dev_server_existing_path=temporal_binary(),

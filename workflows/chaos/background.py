@@ -1,0 +1,97 @@
+"""The work that runs alongside the experiment: the load, the guardrails and the user's own detectors.
+
+Each is an asyncio task of the workflow (deterministic: Temporal orders their commands). Their results land on the
+run's record; a stop condition that trips is kept there for `supervise` to cut the experiment short on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, is_cancelled_exception
+
+from workflows.chaos import stages
+from workflows.chaos.state import Record
+from workflows.chaos.view import View
+
+with workflow.unsafe.imports_passed_through():
+    from durable_chaos.contracts import (
+        RECENT_WINDOWS,
+        ChaosInput,
+        DetectorResult,
+        ExternalDetector,
+        LoadRequest,
+        Trip,
+    )
+
+
+class Background:
+    def __init__(self, inp: ChaosInput, record: Record, view: View) -> None:
+        self.inp, self.record, self.view = inp, record, view
+        self.stop_load = False
+        self.guarded = True  # stop conditions count until restore begins: then the fault is being undone anyway
+
+    def start(self) -> tuple[asyncio.Task, asyncio.Task | None]:
+        """The load for the whole run, and the guardrails' watch if any condition needs watching."""
+        load = asyncio.create_task(self._load_loop())
+        watch = asyncio.create_task(self._watch()) if self.inp.stop.watched else None
+        return load, watch
+
+    def start_their_detectors(self, since: datetime) -> list[asyncio.Task]:
+        """The user's own monitoring, timed from the same instant as ours, in parallel with it."""
+        return [asyncio.create_task(self._their_detector(d, since)) for d in self.inp.detectors]
+
+    def tripped(self, trip: Trip | None) -> None:
+        """Keep the first trip while the guardrails count; `supervise` cuts the experiment short on it."""
+        if trip is not None and self.guarded and self.record.trip is None:
+            self.record.trip = trip
+            workflow.logger.warning("%s", trip.reason())
+
+    async def _load_loop(self) -> None:
+        load_since = workflow.now()
+        due_from = None  # where the last window's schedule ended: the next one carries it on
+        rec = self.record
+        while not self.stop_load:
+            try:
+                window = await stages.load_window(self.inp, self._load_request(load_since, due_from),
+                                                  len(rec.windows) + 1)
+            except ActivityError:
+                rec.load_rounds += 1
+                due_from = None
+                await workflow.sleep(1)
+                continue
+            rec.load_rounds += 1
+            due_from = window.start + timedelta(seconds=self.inp.load_window_s)
+            rec.windows.append(window)
+            self.tripped(window.tripped)
+            self.view.progress.windows = len(rec.windows)
+            self.view.progress.recent_windows = rec.windows[-RECENT_WINDOWS:]
+            self.view.details()
+
+    def _load_request(self, load_since: datetime, due_from: datetime | None) -> LoadRequest:
+        inp = self.inp
+        req = LoadRequest(subject=inp.subject, window_s=inp.load_window_s, concurrency=inp.load_concurrency,
+                          check_timeout_s=inp.check_timeout_s, rate=inp.load_rate, due_from=due_from)
+        if inp.stop.on_load:
+            # The window judges the load's figures itself (stop conditions are evaluated in activities): it gets
+            # what it cannot see, the windows before it inside the error rate's window and the last success.
+            cut = workflow.now() - timedelta(seconds=inp.stop.error_window_s + inp.load_window_s)
+            windows = self.record.windows
+            req.stop, req.load_since = inp.stop, load_since
+            req.recent = [w for w in windows if w.end > cut]
+            req.last_ok_before = max((w.last_ok_at for w in windows if w.last_ok_at), default=None)
+        return req
+
+    async def _watch(self) -> None:
+        self.tripped(await stages.watch_guardrails(self.inp))
+
+    async def _their_detector(self, detector: ExternalDetector, since: datetime) -> None:
+        try:
+            result = await stages.their_detector(self.inp, detector, since)
+        except ActivityError as err:
+            if is_cancelled_exception(err):
+                raise
+            result = DetectorResult(name=detector.name, fired=False, detail=f"could not ask it: {err.cause or err}")
+        self.record.theirs[detector.name] = result

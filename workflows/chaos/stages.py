@@ -1,0 +1,147 @@
+"""The experiment's stages, each one activity call with its options from the policy table (workflows/policy.py).
+
+No decisions here: what to call next, and what a result means, is the workflow's (workflow.py) and the verdict's
+(verdict.py). What each activity does is in `activities/`; the subject's protocol never reaches this package.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from temporalio import workflow
+from temporalio.workflow import ParentClosePolicy
+
+from workflows import policy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.diagnosis import diagnose, gather_evidence
+    from activities.faults import inject_fault, restore_fault
+    from activities.guardrails import wait_external_detection, watch_stop_conditions
+    from activities.load import run_load_window
+    from activities.probes import detect_violation, preflight, wait_healthy
+    from activities.safety import check_safety
+    from durable_chaos.contracts import (
+        GUARD_WORKFLOW_NAME,
+        WORKFLOW_TASK_TIMEOUT,
+        ChaosInput,
+        CheckResult,
+        DetectorResult,
+        DetectRequest,
+        DetectResult,
+        DiagnoseRequest,
+        Diagnosis,
+        Evidence,
+        EvidenceRequest,
+        ExternalDetector,
+        ExternalDetectRequest,
+        FaultRequest,
+        GuardRequest,
+        InjectResult,
+        LoadRequest,
+        LoadWindow,
+        PreflightRequest,
+        PreflightResult,
+        RestoreResult,
+        SafetyReport,
+        SafetyRequest,
+        Trip,
+        WaitHealthyRequest,
+        WatchRequest,
+    )
+    from durable_chaos.ids import fault_guard_id
+
+# The evidence gets the load windows around the fault, not the whole run's (they are in the history already).
+EVIDENCE_LOAD_WINDOWS = 30
+
+
+async def bring_up(inp: ChaosInput) -> PreflightResult:
+    """The steady-state hypothesis: the subject up, every invariant holding, the fault and its target valid."""
+    req = PreflightRequest(subject=inp.subject, target=inp.target, timeout_s=inp.preflight_timeout_s,
+                           check_timeout_s=inp.check_timeout_s, fault=inp.fault, fault_params=inp.fault_params,
+                           count=inp.count, allow_quorum_loss=inp.allow_quorum_loss,
+                           stop=inp.stop if inp.stop.on_load or inp.stop.watched else None,
+                           detectors=inp.detectors)
+    return await workflow.execute_activity(preflight, req, **policy.preflight(inp),
+                                           summary=f"preflight {inp.subject.name}")
+
+
+async def load_window(inp: ChaosInput, req: LoadRequest, number: int) -> LoadWindow:
+    return await workflow.execute_activity(run_load_window, req, **policy.load_window(inp),
+                                           summary=f"load window {number}")
+
+
+async def watch_guardrails(inp: ChaosInput) -> Trip | None:
+    """The abort probe and abort query, asked by one long activity that returns when one trips."""
+    req = WatchRequest(stop=inp.stop, check_timeout_s=max(inp.check_timeout_s, 2.0))
+    return await workflow.execute_activity(watch_stop_conditions, req, **policy.guardrails(inp),
+                                           summary=f"guardrails: {'; '.join(inp.stop.labels())}")
+
+
+async def their_detector(inp: ChaosInput, detector: ExternalDetector, since: datetime) -> DetectorResult:
+    req = ExternalDetectRequest(detector=detector, since=since, timeout_s=inp.detect_timeout_s,
+                                interval_s=inp.detect_interval_s)
+    return await workflow.execute_activity(wait_external_detection, req, **policy.their_detector(inp),
+                                           summary=f"their detector: {detector.name}")
+
+
+async def start_guard(fault: FaultRequest, label: str) -> None:
+    """The fault's guard, a child that outlives the run (ABANDON): a terminated run runs no code, its `finally`
+    included, and the guard restores what it left injected. Started and awaited before the inject, so no fault is
+    ever on without one."""
+    info = workflow.info()
+    await workflow.start_child_workflow(
+        GUARD_WORKFLOW_NAME, GuardRequest(workflow_id=info.workflow_id, run_id=info.run_id, fault=fault),
+        id=fault_guard_id(info.workflow_id, info.run_id), parent_close_policy=ParentClosePolicy.ABANDON,
+        task_timeout=WORKFLOW_TASK_TIMEOUT,
+        static_summary=f"guard {label} {', '.join(fault.members)} of {info.workflow_id}",
+    )
+
+
+async def inject(inp: ChaosInput, fault: FaultRequest, what: str) -> InjectResult:
+    return await workflow.execute_activity(inject_fault, fault, **policy.inject(inp), summary=what)
+
+
+async def detect(inp: ChaosInput) -> DetectResult:
+    """Active invariant checks at a short interval until one is violated, or the detect timeout passes."""
+    req = DetectRequest(subject=inp.subject, interval_s=inp.detect_interval_s, timeout_s=inp.detect_timeout_s,
+                        check_timeout_s=inp.check_timeout_s)
+    return await workflow.execute_activity(
+        detect_violation, req, **policy.detect(inp),
+        summary=f"detect: poll every {inp.detect_interval_s:g}s for {inp.detect_timeout_s:g}s")
+
+
+async def gather(inp: ChaosInput, detection: DetectResult, injected_at: datetime,
+                 windows: list[LoadWindow]) -> Evidence:
+    req = EvidenceRequest(subject=inp.subject, detect=detection, injected_at=injected_at,
+                          load_windows=windows[-EVIDENCE_LOAD_WINDOWS:])
+    return await workflow.execute_activity(gather_evidence, req, **policy.evidence(), summary="gather evidence")
+
+
+async def ask_for_diagnosis(inp: ChaosInput, evidence: Evidence) -> Diagnosis:
+    """Claude, with the rules engine as the fallback inside the activity (within `diagnosis_deadline_s`)."""
+    req = DiagnoseRequest(evidence=evidence, deadline_s=inp.diagnosis_deadline_s)
+    return await workflow.execute_activity(diagnose, req, **policy.diagnose(inp), summary="diagnose")
+
+
+async def undo(fault: FaultRequest) -> RestoreResult:
+    """Undo exactly the fault that was injected; idempotent, retried for as long as it takes."""
+    return await workflow.execute_activity(restore_fault, fault, **policy.undo(),
+                                           summary=f"restore {', '.join(fault.members)}")
+
+
+async def verify(inp: ChaosInput) -> CheckResult:
+    """Every invariant holds again, within the restore timeout (SubjectUnhealthy otherwise)."""
+    req = WaitHealthyRequest(subject=inp.subject, timeout_s=inp.restore_timeout_s,
+                             check_timeout_s=inp.check_timeout_s)
+    return await workflow.execute_activity(wait_healthy, req, **policy.verify(inp.restore_timeout_s),
+                                           summary="verify healthy")
+
+
+async def check_data_safety(inp: ChaosInput, windows: int, fault_started_at: datetime | None,
+                            fault_ended_at: datetime | None) -> SafetyReport:
+    """The final read of every key the load wrote, and the checkers over the operation history. One activity does
+    both: the history is a file on the worker, never in the workflow's history."""
+    req = SafetyRequest(subject=inp.subject, check_timeout_s=inp.check_timeout_s, windows=windows,
+                        fault_started_at=fault_started_at, fault_ended_at=fault_ended_at)
+    return await workflow.execute_activity(check_safety, req, **policy.safety_check(),
+                                           summary="final read + safety check")

@@ -1,0 +1,95 @@
+"""Supervision: the experiment runs as a task; this cuts it short on abort, at the fault deadline or when a stop
+condition trips, and runs the compensation to the end even when the run itself is cancelled meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+from workflows.chaos.state import Record
+
+T = TypeVar("T")
+
+with workflow.unsafe.imports_passed_through():
+    from durable_chaos.contracts import FaultState, Progress
+
+
+async def supervise(experiment: asyncio.Task, progress: Progress, record: Record, max_fault_s: float,
+                    aborted: Callable[[], str | None]) -> str | None:
+    """Wait for the experiment; returns why it was cut short (None when it ended on its own)."""
+    while True:
+        deadline = progress.fault_deadline
+        timeout = None if deadline is None else max(0.0, (deadline - workflow.now()).total_seconds())
+        try:
+            # Also wake when the deadline gets armed (at inject) so the timeout starts counting then.
+            await workflow.wait_condition(
+                lambda: experiment.done() or aborted() is not None or record.trip is not None
+                or progress.fault_deadline != deadline,
+                timeout=timeout,
+                timeout_summary="fault deadline",
+            )
+        except asyncio.TimeoutError:
+            if before_detection(progress, record):
+                return f"fault deadline ({max_fault_s:g}s) reached before detection: restoring now"
+            return (f"fault deadline ({max_fault_s:g}s) reached during {progress.stage.value}: "
+                    f"stage cancelled, restoring now")
+        if record.trip is not None and not experiment.done():
+            if progress.fault_state == FaultState.NONE:
+                return f"{record.trip.reason()}: before the fault, nothing injected"
+            return f"{record.trip.reason()}: restoring now"
+        if experiment.done():
+            return None
+        if aborted() is not None:
+            if before_detection(progress, record):
+                return f"aborted before detection: {aborted()}"
+            return f"aborted during {progress.stage.value}: {aborted()}"
+
+
+def before_detection(progress: Progress, record: Record) -> bool:
+    """The fault is on and detection has not concluded. Held at the detect gate the stage still reads `inject`,
+    so the stage name alone would tell the reader the wrong story."""
+    return progress.fault_state == FaultState.INJECTED and record.detection is None
+
+
+async def shielded(start: Callable[[], Awaitable[T]]) -> T:
+    """Run `start()` to completion even if the run is cancelled meanwhile; then let the cancellation through.
+
+    Without this, a cancel that arrives while restore is in flight would cancel the restore itself.
+    """
+    coro = start()
+    try:
+        task = asyncio.create_task(coro)
+    except BaseException:
+        # A run evicted from the worker's cache (a terminate, a full cache) unwinds through its `finally` with no
+        # loop to schedule on: close the coroutine, or Python warns that it was never awaited.
+        coro.close()
+        raise
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError()
+    return result
+
+
+async def stop(task: asyncio.Task, progress: Progress, record: Record) -> None:
+    """Cancel a task and wait until it has stopped. A bug in it must not stop the compensation: it is recorded
+    as a reason and the restore goes on."""
+    if not task.done():
+        task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, ActivityError):
+        pass
+    except Exception as err:
+        record.reasons.append(f"internal error during {progress.stage.value}: {err!r}")

@@ -1,0 +1,80 @@
+"""Compatibility: every patch the chaos workflows carry, in one table, and the only module that calls the SDK's
+patch API. `tests/unit/test_patch_policy.py` asserts both.
+
+Why a table: a patch is a promise to runs already in flight. Written down with the release that added it, the
+behaviour it replaced and the histories that still need that behaviour, it can be retired on a schedule instead of
+staying forever. The policy (docs/patches.md):
+
+- A change that alters the commands a run issues (activities, timers, children, markers, search-attribute or memo
+  upserts, in number or in order) ships behind `patched(ID)`: runs started before it take the old branch on replay.
+- The replay suite keeps the histories of the current release and the previous one (tests/workflow/histories/).
+- In the release after every supported history takes the new branch, the patch moves to `deprecated(ID)`: the old
+  branch is deleted, and the same marker is still written at the same point, so histories that carry it replay.
+- In the release after that, the call is removed: the histories still kept then were all recorded with the
+  deprecated marker, which the SDK skips on replay.
+- A call site never moves earlier or later in the command order: a history cannot show that it did until a run of
+  the old version fails to replay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from temporalio import workflow
+
+
+class State(str, Enum):
+    ACTIVE = "active"  # `patched()`: the old branch still runs for old histories
+    DEPRECATED = "deprecated"  # `deprecate_patch()`: old branch gone, marker kept; remove the call next release
+
+
+@dataclass(frozen=True)
+class Patch:
+    id: str
+    added: str  # the release whose workers first wrote its marker
+    old_behaviour: str  # what runs started before it did instead
+    needed_by: str  # the oldest histories that took the old branch
+    state: State
+    deprecated: str = ""  # the release that deprecated it (and retired `needed_by`)
+
+
+# Releases are the recorded history sets: v1 ... v6 landed; v7 is this release. Supported now: v7 and v6.
+RELEASE = "v7"
+PREVIOUS_RELEASE = "v6"
+PATCHES: dict[str, Patch] = {p.id: p for p in (
+    Patch("baseline-before-inject", "v2", "injected without waiting for the first load window (no baseline)",
+          "v1", State.DEPRECATED, "v7"),
+    Patch("countdown-one-timer", "v3", "a one-second timer per countdown step", "v1, v2", State.DEPRECATED, "v7"),
+    Patch("facts-in-memo", "v3", "no memo: the run's facts only in its current details", "v1, v2",
+          State.DEPRECATED, "v7"),
+    Patch("fault-guard", "v3", "no guard child: a terminated run left its fault on until a sweep", "v1, v2",
+          State.DEPRECATED, "v7"),
+    Patch("fault-catalog", "v4", "no ChaosFault upsert with the kind's parameters; preflight returned no target "
+          "choice", "v1 - v3", State.DEPRECATED, "v7"),
+    Patch("safety-check", "v4", "no data-safety check after the restore", "v1 - v3", State.DEPRECATED, "v7"),
+    Patch("notify-run-end", "v5", "no notification child at the end of a run", "v1 - v4", State.DEPRECATED, "v7"),
+    Patch("scheduled-fail-on-verdict", "v5", "a scheduled firing completed even when its run's verdict failed", "v1 - v4",
+          State.DEPRECATED, "v7"),
+    Patch("undo-again-when-unhealthy", "v6", "one verify, retried when the subject stayed unhealthy; no second "
+          "undo", "v5", State.DEPRECATED, "v7"),
+)}
+
+
+def patched(patch_id: str) -> bool:
+    """An ACTIVE patch: True on new runs and on replays of runs that took the new branch."""
+    _expect(patch_id, State.ACTIVE)
+    return workflow.patched(patch_id)
+
+
+def deprecated(patch_id: str) -> None:
+    """A DEPRECATED patch: only its marker, written exactly where `patched()` was called."""
+    _expect(patch_id, State.DEPRECATED)
+    workflow.deprecate_patch(patch_id)
+
+
+def _expect(patch_id: str, state: State) -> None:
+    # A call that disagrees with the table is a bug in this release, found on the first run that reaches it.
+    patch = PATCHES.get(patch_id)
+    if patch is None or patch.state != state:
+        raise RuntimeError(f"patch {patch_id!r} is not {state.value} in workflows/compat.py's table")

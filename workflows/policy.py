@@ -1,0 +1,105 @@
+"""One table of activity options per stage: timeouts, heartbeats and retries, in one place instead of one per call.
+
+Each entry is a `workflow.ActivityConfig` built from the run's input (most timeouts grow with a user's setting).
+The values are part of what a run promises: the restore retries for as long as it takes, a lost load window is a
+gap and never a retry into the next one, a stage gives up after about 6 s of retries.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.workflow import ActivityCancellationType
+
+with workflow.unsafe.imports_passed_through():
+    from durable_chaos.contracts import ChaosInput, ErrorType
+
+# A dead worker is noticed when its heartbeats stop for this long; the worker heartbeats every activity on a timer
+# (runtime/heartbeats.py) and sends one at least every 0.5 s. Measured (bench/resume.py): the server times the
+# attempt out 1.5-2.5 s after a SIGKILL and runs the retry about 1 s later, whatever the 0.1 s first interval.
+HEARTBEAT = timedelta(seconds=1.5)
+# Restore is the one thing that must eventually happen: retry it for as long as it takes, backing off to 10 s.
+RESTORE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=0.1), backoff_coefficient=2,
+                            maximum_interval=timedelta(seconds=10), maximum_attempts=0)
+STAGE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=0.1), maximum_interval=timedelta(seconds=5),
+                          maximum_attempts=7)  # retries over ~6 s, as 5 attempts from 0.5 s were
+
+
+def _config(start_to_close_s: float, retry: RetryPolicy, **more) -> workflow.ActivityConfig:
+    return workflow.ActivityConfig(start_to_close_timeout=timedelta(seconds=start_to_close_s),
+                                   heartbeat_timeout=HEARTBEAT, retry_policy=retry, **more)
+
+
+def preflight(inp: ChaosInput) -> workflow.ActivityConfig:
+    # Room for an image build and `compose up` on top of the health wait; heartbeats every second meanwhile.
+    return _config(inp.preflight_timeout_s + 180, RetryPolicy(maximum_attempts=3))
+
+
+def load_window(inp: ChaosInput) -> workflow.ActivityConfig:
+    # A lost window is a gap in the chart, not a reason to retry into the next one.
+    return _config(inp.load_window_s + 10, RetryPolicy(maximum_attempts=1))
+
+
+def guardrails(inp: ChaosInput) -> workflow.ActivityConfig:
+    # Retried for as long as the run lasts: a guardrail that died with its worker must come back.
+    return _config(inp.countdown_s + inp.max_fault_s + 600, RESTORE_RETRY)
+
+
+def their_detector(inp: ChaosInput) -> workflow.ActivityConfig:
+    return _config(inp.detect_timeout_s + 30, STAGE_RETRY)
+
+
+def inject(inp: ChaosInput) -> workflow.ActivityConfig:
+    # Some kinds take a while (a stop waits out its grace period). If the run is cut short mid-inject, the
+    # cancellation waits for the inject to finish, so the restore never races it.
+    return _config(inp.max_fault_s + 30, STAGE_RETRY,
+                   cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED)
+
+
+def detect(inp: ChaosInput) -> workflow.ActivityConfig:
+    return _config(inp.detect_timeout_s + 30, STAGE_RETRY)
+
+
+def evidence() -> workflow.ActivityConfig:
+    return _config(30, STAGE_RETRY, schedule_to_close_timeout=timedelta(seconds=60))
+
+
+def diagnose(inp: ChaosInput) -> workflow.ActivityConfig:
+    # The activity falls back to the rules engine by itself within deadline_s, so it fails only if the worker dies;
+    # schedule_to_close bounds the stage, retry included, however that goes.
+    return _config(inp.diagnosis_deadline_s + 10, RetryPolicy(maximum_attempts=2),
+                   schedule_to_close_timeout=timedelta(seconds=inp.diagnosis_deadline_s + 20))
+
+
+def undo() -> workflow.ActivityConfig:
+    return _config(60, RESTORE_RETRY)
+
+
+def verify(timeout_s: float) -> workflow.ActivityConfig:
+    # A second attempt is for a worker that died; a subject still unhealthy after the whole timeout is not retried
+    # (the run undoes the fault once more instead, in case a late inject put it back).
+    return _config(timeout_s + 30, RetryPolicy(maximum_attempts=2,
+                                               non_retryable_error_types=[ErrorType.SUBJECT_UNHEALTHY]))
+
+
+def safety_check() -> workflow.ActivityConfig:
+    return _config(300, RetryPolicy(maximum_attempts=2))
+
+
+# A guard watches for as long as its run lasts; an interactive run can be held at a gate for hours.
+GUARD_WATCH_TIMEOUT = timedelta(days=7)
+
+
+def guard_watch() -> workflow.ActivityConfig:
+    return workflow.ActivityConfig(start_to_close_timeout=GUARD_WATCH_TIMEOUT, heartbeat_timeout=HEARTBEAT)
+
+
+def find_orphans() -> workflow.ActivityConfig:
+    return workflow.ActivityConfig(start_to_close_timeout=timedelta(seconds=60), heartbeat_timeout=HEARTBEAT)
+
+
+def reaper_verify() -> workflow.ActivityConfig:
+    # The sweep reports what it found: one attempt, and a subject still unhealthy is a finding, not a retry.
+    return _config(90, RetryPolicy(maximum_attempts=1))
