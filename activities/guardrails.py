@@ -29,6 +29,7 @@ from durable_chaos.contracts import (
     WatchRequest,
     bad_input,
 )
+from durable_chaos.wording import condition_label
 from subjects.http import describe
 
 # A Prometheus that does not answer is tolerated this many times in a row before the query counts as tripped:
@@ -53,10 +54,10 @@ def load_trip(stop: StopConditions, recent: list[LoadWindow], window: LoadWindow
         inside = [w for w in recent if w.end > cut] + [window]
         failed, total = sum(w.errors for w in inside), sum(w.ops + w.errors for w in inside)
         if total and failed * 100 / total > stop.max_error_rate_pct:
-            return Trip(condition=stop.label("max_error_rate_pct"),
+            return Trip(condition=condition_label(stop, "max_error_rate_pct"),
                         detail=f"{failed * 100 / total:.1f}% of {total} operations failed", at=window.end)
     if stop.max_p99_ms is not None and window.p99_ms is not None and window.p99_ms > stop.max_p99_ms:
-        return Trip(condition=stop.label("max_p99_ms"),
+        return Trip(condition=condition_label(stop, "max_p99_ms"),
                     detail=f"p99 {window.p99_ms:.0f} ms over {window.ops} answered operations", at=window.end)
     if stop.max_unavailable_s is not None:
         last_ok = window.last_ok_at or last_ok_before
@@ -64,7 +65,7 @@ def load_trip(stop: StopConditions, recent: list[LoadWindow], window: LoadWindow
         gap = (window.end - since).total_seconds()
         if gap >= stop.max_unavailable_s:
             what = f"since {last_ok:%H:%M:%S.%f}"[:-3] + " UTC" if last_ok else "since the load started"
-            return Trip(condition=stop.label("max_unavailable_s"),
+            return Trip(condition=condition_label(stop, "max_unavailable_s"),
                         detail=f"none for {gap:.1f}s ({what})", at=window.end)
     return None
 
@@ -171,7 +172,7 @@ async def watch_stop_conditions(req: WatchRequest) -> Trip:
             if stop.abort_probe_url:
                 problem = await endpoint_status(http, stop.abort_probe_url, req.check_timeout_s)
                 if problem:
-                    return Trip(condition=stop.label("abort_probe_url"), detail=problem, at=_now())
+                    return Trip(condition=condition_label(stop, "abort_probe_url"), detail=problem, at=_now())
             if stop.abort_query:
                 try:
                     samples = await query_samples(http, stop.prometheus_url, stop.abort_query, req.check_timeout_s)
@@ -179,13 +180,13 @@ async def watch_stop_conditions(req: WatchRequest) -> Trip:
                 except MonitoringUnreachable as exc:
                     failures += 1
                     if failures >= QUERY_FAILURES_TO_TRIP:
-                        return Trip(condition=stop.label("abort_query"),
+                        return Trip(condition=condition_label(stop, "abort_query"),
                                     detail=f"Prometheus unanswered {failures} times in a row: {exc}", at=_now())
                     samples = []
                 hot = [(labels, value) for labels, value in samples if value != 0]
                 if hot:
                     shown = ", ".join(f"{labels} = {value:g}" for labels, value in hot[:3])
-                    return Trip(condition=stop.label("abort_query"),
+                    return Trip(condition=condition_label(stop, "abort_query"),
                                 detail=shown + (f" and {len(hot) - 3} more" if len(hot) > 3 else ""), at=_now())
             await asyncio.sleep(stop.interval_s)
 

@@ -39,6 +39,23 @@ NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coeffi
 NOTIFY_WITHIN = timedelta(minutes=10)
 
 
+def notice_of(r: ChaosReport) -> RunNotice:
+    """The report's headline as a chat shows it, and its figures for a machine (no windows, no history)."""
+    safety = r.safety.verdict if r.safety else None
+    text = (f"chaos run {r.verdict.upper()}: {r.fault_text} (subject {r.subject}), detected in "
+            f"{_seconds(r.time_to_detect_s)}, restored in {_seconds(r.time_to_restore_s)}, data safety "
+            f"{safety or '-'}\nrun {r.workflow_id} ({r.run_id})")
+    return RunNotice(text=text, workflow_id=r.workflow_id, run_id=r.run_id, subject=r.subject, project=r.project,
+                     fault=r.fault, fault_label=r.fault_label, targets=r.targets or [r.target], verdict=r.verdict,
+                     time_to_detect_s=r.time_to_detect_s, time_to_restore_s=r.time_to_restore_s, safety=safety,
+                     diagnosis_correct=r.diagnosis.correct if r.diagnosis else None, reasons=r.reasons,
+                     started_at=r.started_at, finished_at=r.finished_at)
+
+
+def _seconds(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.3f} s"
+
+
 async def notify_run_end(report: ChaosReport, url: str | None, worker_url: bool) -> None:
     """Called by a chaos run once its report is built: start the notifications and return (they outlive the run)."""
     if not (url or worker_url):
@@ -47,7 +64,7 @@ async def notify_run_end(report: ChaosReport, url: str | None, worker_url: bool)
     info = workflow.info()
     try:
         await workflow.start_child_workflow(
-            NOTIFY_WORKFLOW_NAME, NotifyRequest(notice=RunNotice.of(report), urls=[url] if url else [],
+            NOTIFY_WORKFLOW_NAME, NotifyRequest(notice=notice_of(report), urls=[url] if url else [],
                                                 worker_url=worker_url),
             id=notify_id(info.workflow_id, info.run_id), parent_close_policy=ParentClosePolicy.ABANDON,
             task_timeout=WORKFLOW_TASK_TIMEOUT, static_summary=f"notify: {report.verdict} of {info.workflow_id}",

@@ -22,6 +22,7 @@ from durable_chaos.contracts import (
     SafetyReport,
     Stage,
 )
+from durable_chaos.wording import trip_reason
 
 STAGES = [Stage.PREFLIGHT, Stage.COUNTDOWN, Stage.INJECT, Stage.DETECT, Stage.DIAGNOSE, Stage.RESTORE, Stage.VERIFY,
           Stage.SAFETY]
@@ -235,7 +236,7 @@ def report_view(r: ChaosReport) -> Group:
     if r.load.windows:
         grid.add_row("load", load_text(r.load))
     if r.stopped:
-        grid.add_row("stopped", Text(r.stopped.reason(), style="bold red"))
+        grid.add_row("stopped", Text(trip_reason(r.stopped), style="bold red"))
     if r.detectors:
         grid.add_row("detectors", "\n".join(f"{name}: {ttd}" for name, ttd in detector_rows(r)))
     grid.add_row("reasons", "\n".join(f"- {x}" for x in r.reasons))

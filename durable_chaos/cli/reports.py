@@ -19,6 +19,7 @@ from durable_chaos.cli.render import (
 )
 from durable_chaos.contracts import ChaosReport, Diagnosis
 from durable_chaos.safety.history import Op, read_history
+from durable_chaos.wording import trip_reason
 
 FORMATS = ("json", "md", "html", "junit")
 
@@ -41,7 +42,7 @@ def _facts(r: ChaosReport) -> list[tuple[str, str]]:
         ("load", load_text(r.load)),
         ("diagnosis correct", "-" if correct is None else ("yes" if correct else "no")),
         ("data safety", r.safety.verdict if r.safety else "-"),
-    ] + ([("stopped", r.stopped.reason())] if r.stopped else [])
+    ] + ([("stopped", trip_reason(r.stopped))] if r.stopped else [])
 
 
 def _diagnosis_lines(d: Diagnosis) -> list[tuple[str, str | list[str]]]:
@@ -165,7 +166,7 @@ def to_junit(r: ChaosReport) -> str:
                         ("diagnosis_correct", None if r.diagnosis is None else r.diagnosis.correct),
                         ("safety_verdict", r.safety.verdict if r.safety else None),
                         ("lost_writes", r.safety.lost_writes if r.safety else None),
-                        ("stopped", r.stopped.reason() if r.stopped else None),
+                        ("stopped", trip_reason(r.stopped) if r.stopped else None),
                         *((f"time_to_detect_s[{d.name}]", d.time_to_detect_s if d.fired else "never")
                           for d in r.detectors)]:
         if value is not None:

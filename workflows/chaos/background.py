@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         LoadRequest,
         Trip,
     )
+    from durable_chaos.wording import trip_reason
 
 
 class Background:
@@ -47,7 +48,7 @@ class Background:
         """Keep the first trip while the guardrails count; `supervise` cuts the experiment short on it."""
         if trip is not None and self.guarded and self.record.trip is None:
             self.record.trip = trip
-            workflow.logger.warning("%s", trip.reason())
+            workflow.logger.warning("%s", trip_reason(trip))
 
     async def _load_loop(self) -> None:
         load_since = workflow.now()

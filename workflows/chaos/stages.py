@@ -49,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         WatchRequest,
     )
     from durable_chaos.ids import fault_guard_id
+    from durable_chaos.wording import condition_labels
 
 # The evidence gets the load windows around the fault, not the whole run's (they are in the history already).
 EVIDENCE_LOAD_WINDOWS = 30
@@ -74,7 +75,7 @@ async def watch_guardrails(inp: ChaosInput) -> Trip | None:
     """The abort probe and abort query, asked by one long activity that returns when one trips."""
     req = WatchRequest(stop=inp.stop, check_timeout_s=max(inp.check_timeout_s, 2.0))
     return await workflow.execute_activity(watch_stop_conditions, req, **policy.guardrails(inp),
-                                           summary=f"guardrails: {'; '.join(inp.stop.labels())}")
+                                           summary=f"guardrails: {'; '.join(condition_labels(inp.stop))}")
 
 
 async def their_detector(inp: ChaosInput, detector: ExternalDetector, since: datetime) -> DetectorResult:

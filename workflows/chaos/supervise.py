@@ -16,6 +16,7 @@ T = TypeVar("T")
 
 with workflow.unsafe.imports_passed_through():
     from durable_chaos.contracts import FaultState, Progress
+    from durable_chaos.wording import trip_reason
 
 
 async def supervise(experiment: asyncio.Task, progress: Progress, record: Record, max_fault_s: float,
@@ -39,8 +40,8 @@ async def supervise(experiment: asyncio.Task, progress: Progress, record: Record
                     f"stage cancelled, restoring now")
         if record.trip is not None and not experiment.done():
             if progress.fault_state == FaultState.NONE:
-                return f"{record.trip.reason()}: before the fault, nothing injected"
-            return f"{record.trip.reason()}: restoring now"
+                return f"{trip_reason(record.trip)}: before the fault, nothing injected"
+            return f"{trip_reason(record.trip)}: restoring now"
         if experiment.done():
             return None
         if aborted() is not None:

@@ -1,0 +1,106 @@
+"""Names and constants every part agrees on: task queue, workflow names, stages, fault states, search attributes, error types."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import Enum
+from typing import Literal
+
+from temporalio.common import (
+    SearchAttributeKey,
+)
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+
+TASK_QUEUE = "chaos-runs"
+
+
+WORKFLOW_NAME = "ChaosDemoWorkflow"
+
+
+SCHEDULED_WORKFLOW_NAME = "ScheduledChaosWorkflow"
+
+
+GUARD_WORKFLOW_NAME = "FaultGuardWorkflow"
+
+
+NOTIFY_WORKFLOW_NAME = "NotifyWorkflow"
+
+
+# The live view draws this many of the latest load windows; the full list is in the report.
+RECENT_WINDOWS = 30
+
+
+# Workflow tasks here are tiny; if a worker dies holding one, the server hands it to another worker after this
+# long (Temporal's default is 10 s, which would dominate resume time after a crash). A new worker replays the whole
+# history inside one task; the busy-host benchmark reports the longest task (0.12 s beside stress-ng).
+WORKFLOW_TASK_TIMEOUT = timedelta(seconds=1)
+
+
+class Stage(str, Enum):
+    PREFLIGHT = "preflight"
+    COUNTDOWN = "countdown"
+    INJECT = "inject"
+    DETECT = "detect"
+    DIAGNOSE = "diagnose"
+    RESTORE = "restore"
+    VERIFY = "verify"
+    SAFETY = "safety"  # final read and the data safety check
+    DONE = "done"
+    FAILED = "failed"
+
+
+class FaultState(str, Enum):
+    NONE = "none"
+    INJECTED = "injected"
+    RESTORED = "restored"
+
+
+# 100 ops/s resolves an outage to about 10 ms and hardly loads the subject, a minute of it (6000 ops) is checked in
+# under 0.1 s (bench/safety.py) and its history takes about 120 KiB.
+DEFAULT_LOAD_RATE = 100.0
+
+
+# A sanity bound: a chaos run's client shows what a fault does to traffic; saturating the system is a load tool's job.
+MAX_LOAD_RATE = 2000.0
+
+
+# The name of a fault kind (`faults.CATALOG` holds them: kill, stop, pause, partition, loss, bandwidth, latency). A
+# plain string here: the catalog, not this module, knows the kinds and validates them (a run with an unknown kind is
+# refused in preflight, before anything is touched).
+FaultKind = str
+
+
+Verdict = Literal["pass", "fail"]
+
+
+# Search attributes make runs findable in the Temporal UI ("every failed run on etcd"). The worker registers them
+# on whatever server it connects to; the embedded dev server is started with them.
+class Attr:
+    SUBJECT = SearchAttributeKey.for_keyword("ChaosSubject")
+    FAULT = SearchAttributeKey.for_keyword("ChaosFault")
+    TARGET = SearchAttributeKey.for_keyword("ChaosTarget")
+    STAGE = SearchAttributeKey.for_keyword("ChaosStage")
+    FAULT_STATE = SearchAttributeKey.for_keyword("ChaosFaultState")
+    VERDICT = SearchAttributeKey.for_keyword("ChaosVerdict")
+    DETECT_SECONDS = SearchAttributeKey.for_float("ChaosDetectSeconds")
+    RESTORE_SECONDS = SearchAttributeKey.for_float("ChaosRestoreSeconds")
+    DIAGNOSIS_CORRECT = SearchAttributeKey.for_bool("ChaosDiagnosisCorrect")
+
+    ALL = (SUBJECT, FAULT, TARGET, STAGE, FAULT_STATE, VERDICT, DETECT_SECONDS, RESTORE_SECONDS, DIAGNOSIS_CORRECT)
+
+
+def bad_input(message: str) -> ApplicationError:
+    """The user's mistake, refused before anything is touched: never retried, and BENIGN, so a worker logs it
+    without a traceback (the starter prints it as the one line it is, and may be running the worker itself)."""
+    return ApplicationError(message, type=ErrorType.BAD_INPUT, non_retryable=True,
+                            category=ApplicationErrorCategory.BENIGN)
+
+
+class ErrorType:
+    """`ApplicationError.type` values the CLI maps to exit codes. All are non-retryable: retrying cannot fix them."""
+
+    BAD_INPUT = "BadInput"  # unknown subject/target/fault, broken compose file -> exit 2
+    DOCKER_UNAVAILABLE = "DockerUnavailable"  # -> exit 3
+    SUBJECT_UNHEALTHY = "SubjectUnhealthy"  # steady state never reached before the fault -> exit 3
+    CONTAINER_GONE = "ContainerGone"  # the target's container no longer exists (subject torn down meanwhile)
+    VERDICT_FAIL = "ChaosVerdictFail"  # a scheduled firing whose run failed its verdict (pause-on-failure)

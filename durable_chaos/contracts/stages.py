@@ -1,0 +1,181 @@
+"""The requests and results of the run's stages: preflight, checks, detection, the fault, the load windows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from durable_chaos.contracts.names import DEFAULT_LOAD_RATE, FaultKind
+from durable_chaos.contracts.run import ExternalDetector, StopConditions, SubjectRef, Trip
+
+
+class ExternalDetectRequest(BaseModel):
+    detector: ExternalDetector
+    since: datetime = Field(description="the fault's injection: the time to detect counts from here")
+    timeout_s: float
+    interval_s: float = 0.5
+    check_timeout_s: float = 2.0
+
+
+class DetectorResult(BaseModel):
+    """One detector's time to detect: ours (the subject's probe) or one of the user's."""
+
+    name: str
+    ours: bool = False
+    fired: bool
+    fired_at: datetime | None = None
+    time_to_detect_s: float | None = None
+    detail: str = ""
+
+
+class WatchRequest(BaseModel):
+    stop: StopConditions
+    check_timeout_s: float = 2.0
+
+
+class MemberHealth(BaseModel):
+    service: str
+    healthy: bool
+    detail: str = ""
+
+
+class CheckResult(BaseModel):
+    """One evaluation of every invariant of a subject."""
+
+    at: datetime
+    ok: bool
+    members: list[MemberHealth]
+    roles: dict[str, str] = Field(default={}, description="role -> the service holding it now (e.g. leader)")
+    violations: list[str] = []
+
+
+class SubjectDefaults(BaseModel):
+    """Timeouts that depend on the system: a Patroni failover takes longer than an etcd re-election."""
+
+    detect_timeout_s: float = 30.0
+    restore_timeout_s: float = 90.0
+
+
+class PreflightRequest(BaseModel):
+    subject: SubjectRef
+    target: str | None
+    timeout_s: float
+    check_timeout_s: float
+    fault: FaultKind = "kill"
+    fault_params: dict[str, Any] = {}
+    count: int = 1
+    allow_quorum_loss: bool = False
+    stop: StopConditions | None = None
+    detectors: list[ExternalDetector] = []
+
+
+class TargetChoice(BaseModel):
+    """Who a run may hit, resolved in preflight (roles are read from the system there); the workflow then draws
+    `count` members (workflows/chaos/plan.py): every one of `must`, the rest at random from `pool`."""
+
+    must: list[str] = Field(default=[], description="members that are hit for sure (a named target, the leader)")
+    pool: list[str] = Field(default=[], description="members the rest are drawn from")
+    count: int = 1
+
+
+class PreflightResult(BaseModel):
+    subject: str
+    project: str
+    services: list[str]
+    targets: list[str]
+    started_subject: bool
+    baseline: CheckResult
+    defaults: SubjectDefaults = SubjectDefaults()
+    choice: TargetChoice
+    fault_label: str = Field(description='the kind and its parameters, e.g. "loss 30%"')
+    notify_worker: bool = Field(default=False, description="the worker has CHAOS_NOTIFY_URL: the run's end is posted "
+                                                           "there too (the URL itself never enters the history)")
+
+
+class WaitHealthyRequest(BaseModel):
+    subject: SubjectRef
+    timeout_s: float
+    check_timeout_s: float
+    interval_s: float = 0.25
+
+
+class DetectRequest(BaseModel):
+    subject: SubjectRef
+    interval_s: float
+    timeout_s: float
+    check_timeout_s: float
+
+
+class DetectResult(BaseModel):
+    detected: bool
+    detected_at: datetime | None = None
+    first_violation: CheckResult | None = None
+    checks: int = 0
+    timeline: list[CheckResult] = Field(default=[], description="recent checks, oldest first (capped)")
+
+
+class FaultRequest(BaseModel):
+    subject: SubjectRef
+    fault: FaultKind
+    target: str = Field(description="the first member hit")
+    targets: list[str] = Field(default=[], description="every member hit; requests from before --count hold only "
+                                                       "`target`")
+    params: dict[str, Any] = {}
+    tag: str = Field(default="", description="names what this run puts in place (its iptables chain, its tc "
+                                             "handle), so undo and the reaper remove exactly that")
+
+    @property
+    def members(self) -> list[str]:
+        return self.targets or [self.target]
+
+
+class InjectResult(BaseModel):
+    target: str
+    container: str
+    injected_at: datetime
+    already_down: bool = Field(default=False, description="the fault was already in effect on every target (a retry)")
+    targets: list[str] = []
+
+
+class RestoreResult(BaseModel):
+    target: str
+    started_at: datetime
+    already_up: bool = Field(default=False, description="nothing was in effect any more (e.g. the member restarted)")
+    container_gone: bool = Field(default=False, description="the subject was torn down: nothing left to restore")
+
+
+class LoadWindow(BaseModel):
+    start: datetime
+    end: datetime
+    ops: int
+    errors: int
+    ops_per_s: float
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    last_ok_at: datetime | None = Field(default=None, description="when its last successful operation completed")
+    tripped: Trip | None = Field(default=None, description="a stop condition this window tripped")
+
+
+class LoadRequest(BaseModel):
+    subject: SubjectRef
+    window_s: float
+    concurrency: int
+    check_timeout_s: float
+    rate: float = DEFAULT_LOAD_RATE
+    due_from: datetime | None = Field(default=None, description="where the previous window's schedule ended: the "
+                                      "operations due since then are sent first (activities/load.py)")
+    # Stop conditions on the load's figures: the window checks them as it ends (see activities/guardrails.py).
+    stop: StopConditions | None = None
+    recent: list[LoadWindow] = Field(default=[], description="the windows before, inside the error rate's window")
+    last_ok_before: datetime | None = Field(default=None, description="the last success before this window")
+    load_since: datetime | None = Field(default=None, description="when the run's load began")
+
+
+class LoadSummary(BaseModel):
+    windows: list[LoadWindow] = []
+    baseline_ops_s: float | None = None
+    worst_fault_ops_s: float | None = None
+    errors: int = 0
