@@ -20,7 +20,7 @@ from activities.logs import excerpt
 from activities.probes import resolve_or_bad_input
 from durable_chaos.faults import CATALOG
 from durable_chaos.faults.netns import network_rules
-from subjects.base import has_quorum
+from durable_chaos.quorum import has_quorum
 from durable_chaos.contracts import (
     ContainerState,
     DiagnoseRequest,
