@@ -17,10 +17,10 @@ from temporalio import activity
 from activities.claude import ClaudeAnswer, ClaudeUnavailable, ask_claude
 from activities.docker import compose_client, container_states, off_loop, open_session, service_logs
 from activities.logs import excerpt
-from activities.probes import resolve_or_bad_input
+from activities.common import resolve_or_bad_input
 from durable_chaos.faults import CATALOG
 from durable_chaos.faults.netns import network_rules
-from subjects.base import has_quorum
+from durable_chaos.quorum import has_quorum
 from durable_chaos.contracts import (
     ContainerState,
     DiagnoseRequest,

@@ -14,7 +14,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.docker import compose_client, off_loop, project_containers
-from activities.probes import fault_or_bad_input, resolve_or_bad_input
+from activities.common import fault_or_bad_input, resolve_or_bad_input
 from durable_chaos.contracts import ErrorType, FaultRequest, InjectResult, RestoreResult, bad_input
 from durable_chaos.faults import Fault, Target
 

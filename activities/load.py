@@ -22,7 +22,7 @@ from temporalio import activity
 
 from activities.docker import open_session
 from activities.guardrails import load_trip
-from activities.probes import resolve_or_bad_input
+from activities.common import resolve_or_bad_input
 from durable_chaos.contracts import LoadRequest, LoadWindow
 from durable_chaos.ids import fault_tag
 from durable_chaos.safety.checkers import percentile

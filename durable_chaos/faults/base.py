@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from python_on_whales import Container
 
 from durable_chaos.contracts import ContainerState
-from subjects.base import ImageSpec
+from durable_chaos.images import ImageSpec
 
 
 class BadFault(ValueError):

@@ -12,7 +12,7 @@ import functools
 
 from python_on_whales import DockerException, docker
 
-from subjects.base import FromDebian, ImageSpec, local_or_upstream
+from durable_chaos.images import FromDebian, ImageSpec, local_or_upstream
 
 # Tests and the reaper find helpers by this label (its value is the run's fault tag).
 HELPER_LABEL = "durable-chaos.helper"

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from durable_chaos.contracts import ContainerState
 from durable_chaos.faults.base import BadFault, Fault, Target
 from durable_chaos.faults.netns import NotRunning, kernel_lacks_qdisc, nettools_image, run_in_netns
-from subjects.base import ImageSpec
+from durable_chaos.images import ImageSpec
 
 HOOKS = ("INPUT ! -i lo", "OUTPUT ! -o lo")
 # What `iptables -S` prints for the rules below, as diagnosis reads them back from a member's namespace.

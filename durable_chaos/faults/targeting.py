@@ -6,9 +6,14 @@ the roles read from the system. Either way the answer is a `TargetChoice`, and t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from durable_chaos.contracts import TargetChoice
 from durable_chaos.faults.base import BadFault, Fault
-from subjects.base import Subject, has_quorum
+from durable_chaos.quorum import has_quorum
+
+if TYPE_CHECKING:  # for the annotation only: at run time faults never import subjects, the layer above them
+    from subjects.base import Subject
 
 ROLE_TARGETS = ("leader", "follower")
 

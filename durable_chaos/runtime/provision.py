@@ -18,11 +18,13 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: durable_chaos/runtime/provision.py
 EXIT_CANNOT_PROVISION = 3
+SUBJECTS_GROUP = "durable_chaos.subjects"  # subjects.registry's ENTRY_POINT_GROUP
 
 
 class CannotProvision(RuntimeError):
@@ -56,17 +58,25 @@ def apt_install(*packages: str, why: str) -> None:
     subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=True, env=env, stdout=subprocess.DEVNULL)
 
 
+def shipped_subjects() -> set[str]:
+    """The subjects this checkout ships: the entry points its pyproject.toml declares, so a new subject folder
+    needs its one entry-point line and nothing here. Read from the file, not through `subjects.registry`: this runs
+    before the project's dependencies are installed."""
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return set(tomllib.load(f)["project"]["entry-points"][SUBJECTS_GROUP])
+
+
 def project() -> None:
     # Installed, from this checkout (asked from outside it, where only the installed copy can answer), with the
-    # entry points of the shipped subjects.
+    # entry points of the shipped subjects: an install older than a subject lacks its entry point.
     where = subprocess.run([sys.executable, "-c", "import subjects; print(subjects.__file__)"], cwd="/",
                            capture_output=True, text=True).stdout.strip()
     try:
         entry_points = {ep.name for ep in metadata.distribution("durable-chaos").entry_points
-                        if ep.group == "durable_chaos.subjects"}
+                        if ep.group == SUBJECTS_GROUP}
     except metadata.PackageNotFoundError:
         entry_points = set()
-    if where and Path(where).resolve().is_relative_to(ROOT) and {"etcd", "nats", "postgres"} <= entry_points:
+    if where and Path(where).resolve().is_relative_to(ROOT) and shipped_subjects() <= entry_points:
         say("project", "installed from this checkout")
         return
     say("project", "pip install -e '.[test]'")

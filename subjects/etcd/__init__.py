@@ -23,6 +23,7 @@ from subjects.base import (
     SubjectInstance,
     local_or_upstream,
 )
+from subjects.checks import ask_members, member_violations
 from subjects.http import describe, http_client, load_client
 
 LOCAL_IMAGE = "chaos-etcd:3.5.16"
@@ -78,26 +79,17 @@ class EtcdSession(Session):
             except (httpx.HTTPError, ValueError) as exc:
                 return MemberHealth(service=svc, healthy=False, detail=describe(exc)), None
 
-        tasks = [asyncio.create_task(member(svc, url)) for svc, url in self.endpoints.items()]
-        pending = set(tasks)
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            if fail_fast and any(not t.result()[0].healthy for t in done):
-                # A killed member refuses at once while the survivors of a killed leader hang in re-election
-                # until `timeout`: the refusal alone is proof enough.
-                for t in pending:
-                    t.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-                members = [t.result()[0] for t in tasks if not t.cancelled()]
-                return CheckResult(at=at, ok=False, members=members,
-                                   violations=[f"{m.service}: {m.detail}" for m in members if not m.healthy])
-        answers = [t.result() for t in tasks]
+        asked = await ask_members(at, (member(svc, url) for svc, url in self.endpoints.items()),
+                                  lambda answer: answer[0], fail_fast)
+        if isinstance(asked, CheckResult):  # failed fast
+            return asked
+        answers, _ = asked
         members = [m for m, _ in answers]
         ids = {s["header"]["member_id"]: m.service for m, s in answers if s and "header" in s}
         leader_ids = {s.get("leader") for _, s in answers if s and s.get("leader") not in (None, "0")}
         leader = next((ids.get(lid, f"member {lid}") for lid in leader_ids), None)
 
-        violations = [f"{m.service}: {m.detail}" for m in members if not m.healthy]
+        violations = member_violations(members)
         if leader is None:
             violations.append("no leader")
         writer = next((self.endpoints[m.service] for m in members if m.healthy), None)

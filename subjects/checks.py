@@ -1,0 +1,59 @@
+"""Asking every member at once for one check, written once for every subject.
+
+With `fail_fast` (see `Session.check`) the check stops at the first certain violation: a polling loop only needs to
+know *that* the steady state is broken, and a killed member refuses at once while the survivors of a killed leader
+can hang in re-election until the timeout. The result then lists only the members that answered and the
+violations seen so far.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
+from typing import TypeVar
+
+from durable_chaos.contracts import CheckResult, MemberHealth
+
+A = TypeVar("A")  # one member's answer, in whatever shape the subject's probe returns
+X = TypeVar("X")  # the answer of a check that is not one member's (NATS's acknowledged publish)
+
+
+def member_violations(members: Iterable[MemberHealth]) -> list[str]:
+    """One violation per unhealthy member, in the words every subject uses: "etcd2: unreachable (...)"."""
+    return [f"{m.service}: {m.detail}" for m in members if not m.healthy]
+
+
+async def ask_members(
+    at: datetime,
+    calls: Iterable[Awaitable[A]],
+    health: Callable[[A], MemberHealth],
+    fail_fast: bool,
+    also: Awaitable[X] | None = None,
+    also_violations: Callable[[X], list[str]] = lambda _: [],
+) -> tuple[list[A], X | None] | CheckResult:
+    """Every member's answer (in the order of `calls`) and `also`'s, or, with `fail_fast`, the failed `CheckResult`
+    as soon as one member is unhealthy (`health`) or `also` names a violation (`also_violations`)."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    also_task = asyncio.ensure_future(also) if also is not None else None
+    pending: set[asyncio.Future] = {*tasks, *([also_task] if also_task else [])}
+    try:
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if not fail_fast:
+                continue
+            failed = any(not health(t.result()).healthy for t in done if t is not also_task)
+            if also_task in done and also_violations(also_task.result()):
+                failed = True
+            if failed:
+                members = [health(t.result()) for t in tasks if t.done()]
+                violations = member_violations(members)
+                if also_task is not None and also_task.done():
+                    violations += also_violations(also_task.result())
+                return CheckResult(at=at, ok=False, members=members, violations=violations)
+    finally:
+        # Left unanswered on a fail-fast return, or when the check itself is cancelled.
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    return [t.result() for t in tasks], also_task.result() if also_task else None
