@@ -1,7 +1,8 @@
 """Shared fixtures: a real Temporal dev server, real etcd subject copies in Docker, workers on private queues.
 
-Everything a test starts is cleaned up by its own id: compose projects by their `t-...` name, workers by their
-task queue, the dev server by the handle `WorkflowEnvironment` returned.
+The layers are folders: unit/ (no server, no Docker), workflow/ (dev server, test activities, replay) and
+integration/ (real Docker, real subjects). Everything a test starts is cleaned up by its own id: compose projects by
+their `t-...` name, workers by their task queue, the dev server by the handle `WorkflowEnvironment` returned.
 """
 
 from __future__ import annotations
@@ -173,6 +174,17 @@ async def walk_to_end(handle) -> None:
             if (await handle.query("progress", result_type=Progress)).waiting_for is not None:
                 await handle.execute_update("advance")
         await asyncio.sleep(0.1)
+
+
+LAYERS = ("unit", "workflow", "integration")
+
+
+def pytest_collection_modifyitems(items):
+    """Each test carries its layer's marker (its folder), so `-m "not integration"` picks the fast layers."""
+    for item in items:
+        layer = next((part for part in item.path.relative_to(ROOT / "tests").parts if part in LAYERS), None)
+        if layer:
+            item.add_marker(layer)
 
 
 def pytest_configure(config):

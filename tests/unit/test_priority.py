@@ -23,7 +23,7 @@ def _run_ahead_in(nice: int, drop_root: bool = False) -> tuple[str, int]:
         cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
     out = subprocess.run(cmd, preexec_fn=lambda: os.setpriority(os.PRIO_PROCESS, 0, nice), capture_output=True,
                          text=True, check=True,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                          env={**os.environ, "PYTHONPATH": "."})
     line, priority = out.stdout.strip().splitlines()
     return line, int(priority)

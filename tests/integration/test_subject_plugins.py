@@ -71,13 +71,13 @@ def test_a_bad_subject_folder_exits_2_with_one_line_naming_file_and_field(tmp_pa
     assert _containers_of(project) == []
 
 
-def test_the_readme_guide_is_the_tested_example_word_for_word():
-    """The guide's files, copied and pasted, are the ones the end-to-end test below runs."""
-    readme = (ROOT / "README.md").read_text()
+def test_the_guide_is_the_tested_example_word_for_word():
+    """The guide's files (docs/subjects.md), copied and pasted, are the ones the end-to-end test below runs."""
+    guide = (ROOT / "docs" / "subjects.md").read_text()
     for name in ("subject.yaml", "docker-compose.yaml"):
-        block = re.search(rf"```yaml\n# my-subject/{re.escape(name)}\n(.*?)```", readme, re.S)
-        assert block, f"README has no block for my-subject/{name}"
-        assert block.group(1) == (EXAMPLE / name).read_text(), f"README's my-subject/{name} differs from {EXAMPLE}"
+        block = re.search(rf"```yaml\n# my-subject/{re.escape(name)}\n(.*?)```", guide, re.S)
+        assert block, f"docs/subjects.md has no block for my-subject/{name}"
+        assert block.group(1) == (EXAMPLE / name).read_text(), f"the guide's my-subject/{name} differs from {EXAMPLE}"
 
 
 def test_the_published_json_schema_is_current():

@@ -32,7 +32,7 @@ from durable_chaos.contracts import Attr, FaultState, GuardReport, Progress
 from durable_chaos.ids import fault_guard_id
 from durable_chaos.runtime.devserver import temporal_binary
 from tests.conftest import ARTIFACTS, command_env, run_command, running_worker, starter, subject_args
-from tests.test_workflow_logic import FakeCluster, fast_input, run_chaos
+from tests.workflow.test_workflow_logic import FakeCluster, fast_input, run_chaos
 from workflows.chaos import ChaosDemoWorkflow
 
 PORT_RANGE = (26000, 26490)

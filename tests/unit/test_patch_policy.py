@@ -8,7 +8,7 @@ from pathlib import Path
 
 from workflows.compat import PATCHES, State
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = [p for d in ("workflows", "activities", "subjects", "durable_chaos") for p in (ROOT / d).rglob("*.py")]
 
 

@@ -17,7 +17,7 @@ from durable_chaos.contracts import ChaosReport
 from durable_chaos.ids import fault_tag
 from tests.conftest import command_env, private_copy, starter, subject_args
 from tests.fault_checks import events_since, host_chaos_rules, leftovers, net_states
-from tests.test_fault_kinds import record, row, since_now
+from tests.integration.test_fault_kinds import record, row, since_now
 
 # subject: (port range of its copy, the run's fault options, its role read after the run)
 CASES = {

@@ -27,8 +27,8 @@ from tests.fault_checks import (
     net_states,
     qdisc_handle,
 )
-from tests.test_durability import cli_env, reap_until_restored
-from tests.test_fault_kinds import held_run, record, row, since_now
+from tests.integration.test_durability import cli_env, reap_until_restored
+from tests.integration.test_fault_kinds import held_run, record, row, since_now
 from tests.workers import WorkerProcess
 from workflows.chaos import ChaosDemoWorkflow
 

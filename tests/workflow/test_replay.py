@@ -18,7 +18,7 @@ from temporalio.worker import Replayer
 from durable_chaos.runtime.worker import WORKFLOWS
 from workflows.compat import PREVIOUS_RELEASE, RELEASE
 
-HERE = Path(__file__).parent / "histories"
+HERE = Path(__file__).resolve().parents[1] / "histories"
 HISTORIES = sorted(HERE.rglob("*.json"))
 SCENARIOS = {"pass", "abort_at_detect", "deadline_at_detect", "cancel_at_detect", "terminate_at_detect",
              "guard_after_terminate", "scheduled", "partition_leader", "loss_two_members", "stopped_error_rate",

@@ -25,7 +25,7 @@ import pytest_asyncio
 
 from durable_chaos.contracts import ChaosInput, ChaosReport
 from tests.conftest import ROOT, command_env, running_worker, starter, subject_args, walk_to_gate
-from tests.test_durability import held_at
+from tests.integration.test_durability import held_at
 from tests.workers import WorkerProcess
 from workflows.chaos import ChaosDemoWorkflow
 

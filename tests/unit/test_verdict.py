@@ -1,0 +1,136 @@
+"""The verdict and its reasons, as pure functions of what a run recorded: no server, no Docker.
+
+A run passes only when the fault was detected, undone, every invariant holds again, no acknowledged write was lost,
+no stop condition tripped and every monitor the user asked about noticed. Each test breaks one of those.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from durable_chaos.contracts import (
+    ChaosInput,
+    CheckResult,
+    DetectorResult,
+    DetectResult,
+    Diagnosis,
+    ExternalDetector,
+    FaultState,
+    InjectResult,
+    LoadWindow,
+    Progress,
+    RestoreResult,
+    SafetyReport,
+    Trip,
+)
+from workflows.chaos.state import Record
+from workflows.chaos.verdict import Ending, grade, report
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def at(s: float) -> datetime:
+    return T0 + timedelta(seconds=s)
+
+
+def check(s: float, ok: bool, violations: tuple[str, ...] = ()) -> CheckResult:
+    return CheckResult(at=at(s), ok=ok, members=[], violations=list(violations))
+
+
+def window(start: float, ops: int) -> LoadWindow:
+    return LoadWindow(start=at(start), end=at(start + 1), ops=ops, errors=0, ops_per_s=ops)
+
+
+def a_good_run(**inp) -> tuple[ChaosInput, Progress, Record, Ending]:
+    """etcd2 killed at 10 s, detected at 10.5 s, restored from 20 s, healthy at 21.2 s, no write lost."""
+    record = Record(
+        windows=[window(s, 100) for s in range(0, 10)] + [window(s, 40) for s in range(10, 22)],
+        injected=InjectResult(target="etcd2", container="c2", injected_at=at(10)),
+        detection=DetectResult(detected=True, detected_at=at(10.5),
+                               first_violation=check(10.5, False, ("etcd2: connection refused",))),
+        diagnosis=Diagnosis(summary="etcd2 is down", root_cause="killed", affected_nodes=["etcd2"], evidence=[],
+                            suggested_actions=[], confidence=0.9, source="rules", correct=True),
+    )
+    progress = Progress(subject="etcd", fault="kill", fault_label="kill", target="etcd2", targets=["etcd2"],
+                        fault_state=FaultState.RESTORED, time_to_detect_s=0.5, time_to_restore_s=1.2)
+    end = Ending(workflow_id="w", run_id="r", project="chaos-etcd", targets=["etcd2"], started_at=at(0),
+                 finished_at=at(30), restore=RestoreResult(target="etcd2", started_at=at(20)),
+                 final=check(21.2, True), safety=SafetyReport(verdict="ok", ops=2200, acked_writes=1000, keys=8))
+    return ChaosInput(**inp), progress, record, end
+
+
+def test_a_detected_restored_healthy_and_safe_run_passes_and_says_each_part():
+    r = report(*a_good_run())
+    assert r.verdict == "pass"
+    assert r.reasons == [
+        "detected after 0.500s: etcd2: connection refused",
+        "etcd2 restored",
+        "every invariant holds again after 1.200s",
+        "diagnosis (rules) named etcd2: correct",
+        "data safety ok: 2200 operations, 1000 acknowledged writes to 8 keys, none lost, every read linearizable",
+    ]
+    assert (r.load.baseline_ops_s, r.load.worst_fault_ops_s) == (100.0, 40)
+    assert r.detectors == []  # the user named none
+
+
+def test_a_fault_not_detected_fails_the_run():
+    inp, p, rec, end = a_good_run(detect_timeout_s=30)
+    rec.detection = DetectResult(detected=False)
+    r = report(inp, p, rec, end)
+    assert r.verdict == "fail" and "the fault was not detected within 30s" in r.reasons
+
+
+def test_a_subject_that_stays_unhealthy_fails_the_run():
+    inp, p, rec, end = a_good_run()
+    end.final = None
+    r = report(inp, p, rec, end)
+    assert r.verdict == "fail" and "the subject did not return to its steady state after restore" in r.reasons
+
+
+def test_a_lost_acknowledged_write_fails_the_run_and_says_why():
+    inp, p, rec, end = a_good_run()
+    end.safety = SafetyReport(verdict="violated", reasons=["lost writes: 3 acknowledged writes lost"])
+    r = report(inp, p, rec, end)
+    assert r.verdict == "fail" and r.reasons[-1] == "data safety violated: lost writes: 3 acknowledged writes lost"
+
+
+def test_an_unknown_safety_verdict_does_not_fail_an_otherwise_good_run():
+    inp, p, rec, end = a_good_run()
+    end.safety = SafetyReport(verdict="unknown", reasons=["the safety check failed: timeout"])
+    assert report(inp, p, rec, end).verdict == "pass"
+
+
+def test_a_tripped_stop_condition_fails_the_run_even_when_all_else_held():
+    inp, p, rec, end = a_good_run()
+    rec.trip = Trip(condition="p99 > 200 ms", detail="p99 450 ms", at=at(12))
+    rec.reasons.append("stopped: p99 > 200 ms (p99 450 ms): restoring now")
+    r = report(inp, p, rec, end)
+    assert r.verdict == "fail" and r.stopped == rec.trip
+    assert r.reasons[0] == "stopped: p99 > 200 ms (p99 450 ms): restoring now"  # what happened comes first
+
+
+def test_monitoring_that_never_noticed_fails_the_run_and_is_named():
+    alert = ExternalDetector(kind="alert", alert="EtcdMemberDown", url="http://127.0.0.1:9093")
+    inp, p, rec, end = a_good_run(detectors=[alert])
+    rec.theirs[alert.name] = DetectorResult(name=alert.name, fired=False, detail="did not fire within 30s")
+    r = report(inp, p, rec, end)
+    assert r.verdict == "fail"
+    assert [d.name for d in r.detectors] == ["our probe", alert.name] and r.detectors[0].time_to_detect_s == 0.5
+    assert r.reasons[-1] == f"your monitoring did not notice: {alert.name} did not fire within 30s"
+
+
+def test_a_fault_never_injected_fails_and_its_detectors_were_never_asked():
+    alert = ExternalDetector(kind="alert", alert="EtcdMemberDown", url="http://127.0.0.1:9093")
+    inp, p, rec, end = a_good_run(detectors=[alert])
+    p.fault_state, rec.injected, rec.detection, rec.diagnosis = FaultState.NONE, None, None, None
+    end.final = None
+    r = report(inp, p, rec, end)
+    assert r.verdict == "fail" and r.reasons[0] == "the fault was never injected"
+    assert r.detectors[1].detail == "never asked: the fault was never injected"
+    assert r.load.baseline_ops_s is None  # no fault, no baseline to compare with
+
+
+def test_the_diagnosis_is_graded_against_every_member_hit():
+    d = Diagnosis(summary="", root_cause="", affected_nodes=["etcd1", "etcd3"], evidence=[], suggested_actions=[],
+                  confidence=0.5, source="claude")
+    assert grade(d, ["etcd3", "etcd1"]) and not grade(d, ["etcd1"]) and not grade(d, ["etcd1", "etcd2", "etcd3"])
