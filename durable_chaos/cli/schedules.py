@@ -38,32 +38,31 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from durable_chaos.cli.common import (
+from durable_chaos.cli.common import EXIT_BAD_INPUT, connect_client, err_console, fail, has_live_worker
+from durable_chaos.cli.options import (
     ABORT_PROBE_OPTION,
     ABORT_QUERY_OPTION,
     COUNT_OPTION,
     DETECT_ALERT_OPTION,
     DETECT_HTTP_OPTION,
-    EXIT_BAD_INPUT,
+    DETECT_INTERVAL_OPTION,
     FAULT_KINDS_EPILOG,
     FAULT_OPTION,
+    LOAD_RATE_OPTION,
     MAX_ERROR_RATE_OPTION,
+    MAX_FAULT_SECONDS_OPTION,
     MAX_P99_OPTION,
     MAX_UNAVAILABLE_OPTION,
     NOTIFY_OPTION,
     PARAM_OPTION,
+    PROJECT_OPTION,
     PROMETHEUS_OPTION,
     QUORUM_OPTION,
+    SUBJECT_OPTION,
     TARGET_OPTION,
-    chaos_input,
-    connect_client,
-    err_console,
-    fail,
-    guardrails,
-    has_live_worker,
 )
+from durable_chaos.cli.run_input import chaos_input, guardrails
 from durable_chaos.contracts import (
-    DEFAULT_LOAD_RATE,
     SCHEDULED_WORKFLOW_NAME,
     WORKFLOW_TASK_TIMEOUT,
     ChaosInput,
@@ -192,8 +191,7 @@ def create(
     schedule_id: Optional[str] = typer.Option(None, "--id", help="Schedule id (default nightly-<project>)."),
     cron: str = typer.Option("0 3 * * *", help="When to run, as a cron expression."),
     timezone: str = typer.Option("UTC", help="IANA time zone the cron expression is read in."),
-    subject: str = typer.Option(
-        "etcd", help="Subject to break: a name (`python starter.py subjects` lists them) or a subject folder's path."),
+    subject: str = SUBJECT_OPTION,
     fault: str = FAULT_OPTION,
     param: Optional[list[str]] = PARAM_OPTION,
     target: Optional[str] = TARGET_OPTION,
@@ -207,14 +205,13 @@ def create(
     prometheus: Optional[str] = PROMETHEUS_OPTION,
     detect_alert: Optional[list[str]] = DETECT_ALERT_OPTION,
     detect_http: Optional[list[str]] = DETECT_HTTP_OPTION,
-    project: Optional[str] = typer.Option(None, help="Compose project of the subject copy (default chaos-<subject>)."),
+    project: Optional[str] = PROJECT_OPTION,
     port_base: Optional[int] = typer.Option(None, help="First host port of the subject copy."),
     countdown: int = typer.Option(3, help="Seconds of countdown before the fault."),
     detect_timeout: Optional[float] = typer.Option(None, help="Seconds to wait for detection (default: the subject's)."),
-    detect_interval: float = typer.Option(0.5, help="Seconds between invariant checks while detecting."),
-    max_fault_seconds: float = typer.Option(120.0, help="Restore starts at the latest this long after the fault."),
-    load_rate: float = typer.Option(DEFAULT_LOAD_RATE, help="Operations a second the load sends, however slow the "
-                                    "answers (open loop); each is recorded and checked for lost data."),
+    detect_interval: float = DETECT_INTERVAL_OPTION,
+    max_fault_seconds: float = MAX_FAULT_SECONDS_OPTION,
+    load_rate: float = LOAD_RATE_OPTION,
     paused: bool = typer.Option(False, "--paused", help="Create it paused."),
     pause_on_failure: bool = typer.Option(
         False, "--pause-on-failure",
