@@ -82,6 +82,19 @@ def test_help_shows_flags_without_a_value_type(cli_env, command):
     assert "<bool>" not in proc.stdout and "BOOLEAN" not in proc.stdout, proc.stdout
 
 
+@pytest.mark.parametrize("command, message", [
+    (["chaos", "--countdown", "abc"], "error: Invalid value for '--countdown': "),
+    (["schedule", "create", "--count", "x"], "error: Invalid value for '--count': "),
+    (["chaos", "--no-such-flag"], "error: No such option: --no-such-flag (see `starter.py chaos --help`)"),
+    (["no-such-command"], "error: No such command 'no-such-command' (see `starter.py --help`)"),
+])
+def test_a_value_click_cannot_parse_exits_2_with_one_line(cli_env, command, message):
+    proc = starter(*command, env=cli_env, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), proc.stderr
+
+
 @pytest.mark.parametrize("command", [["chaos"], ["list"], ["status", "chaos-etcd"]])
 async def test_temporal_unreachable_exits_3_with_one_line(cli_env, command):
     env = dict(cli_env, TEMPORAL_ADDRESS="127.0.0.1:1")
