@@ -16,14 +16,16 @@ import sys
 import termios
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 
 import pyte
 import pytest
 import pytest_asyncio
 
+from durable_chaos.cli.facts import RunFacts
 from durable_chaos.contracts import ChaosInput, ChaosReport
+from durable_chaos.contracts import RunFacts as MemoFacts
 from tests.conftest import ROOT, command_env, running_worker, starter, subject_args, walk_to_gate
 from tests.test_durability import held_at
 from tests.workers import WorkerProcess
@@ -80,6 +82,11 @@ def test_help_shows_flags_without_a_value_type(cli_env, command):
     assert proc.returncode == 0, proc.stderr
     assert "--help" in proc.stdout
     assert "<bool>" not in proc.stdout and "BOOLEAN" not in proc.stdout, proc.stdout
+
+
+def test_the_cli_reads_every_fact_the_workflow_keeps_in_its_memo():
+    # Two definitions on purpose (cli/facts.py says why); a fact added to the memo must reach the CLI's too.
+    assert set(MemoFacts.model_fields) <= {f.name for f in fields(RunFacts)}
 
 
 @pytest.mark.parametrize("command, message", [
