@@ -49,7 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--check-timeout", type=float, default=DEFAULTS["check_timeout_s"],
                    help="seconds each probe request may take")
     p.add_argument("--load-concurrency", type=int, default=DEFAULTS["load_concurrency"],
-                   help="closed-loop load clients per subject")
+                   help="load operations in flight at most per run: the load is open loop at the load rate, and "
+                        "an operation due while this many are unanswered is not sent (recorded as capped); also the "
+                        "closed-loop clients of the load generator's throughput figure, and wrk's connections")
     p.add_argument("--workflow-task-timeout", type=float, default=WORKFLOW_TASK_TIMEOUT.total_seconds(),
                    metavar="SECONDS", help="workflow task timeout of the runs (the starter's value by default)")
     p.add_argument("--overhead-pairs", type=int, default=5, help="workflow/plain-script pairs for the overhead")

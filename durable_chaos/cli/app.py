@@ -7,53 +7,96 @@ Temporal), 4 stop-all could not confirm every fault undone, 130 interrupted. Eve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
+from rich.markup import escape
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from typer.core import TyperGroup
 
 from durable_chaos.cli import control, emergency, runs, schedules
 from durable_chaos.cli.common import (
-    ABORT_PROBE_OPTION,
-    ABORT_QUERY_OPTION,
-    COUNT_OPTION,
-    DETECT_ALERT_OPTION,
-    DETECT_HTTP_OPTION,
     EXIT_BAD_INPUT,
     EXIT_FAIL,
     EXIT_INTERRUPTED,
     EXIT_PASS,
-    FAULT_KINDS_EPILOG,
-    FAULT_OPTION,
-    MAX_ERROR_RATE_OPTION,
-    MAX_P99_OPTION,
-    MAX_UNAVAILABLE_OPTION,
-    NOTIFY_OPTION,
-    PARAM_OPTION,
-    PROMETHEUS_OPTION,
-    QUORUM_OPTION,
-    TARGET_OPTION,
-    chaos_input,
     connect_client,
     err_console,
     fail,
-    guardrails,
     has_live_worker,
     no_worker_hint,
     run_url,
     runs_url,
 )
 from durable_chaos.cli.follow import follow_to_end
+from durable_chaos.cli.options import (
+    ABORT_PROBE_OPTION,
+    ABORT_QUERY_OPTION,
+    COUNT_OPTION,
+    DETECT_ALERT_OPTION,
+    DETECT_HTTP_OPTION,
+    DETECT_INTERVAL_OPTION,
+    FAULT_KINDS_EPILOG,
+    FAULT_OPTION,
+    LOAD_RATE_OPTION,
+    MAX_ERROR_RATE_OPTION,
+    MAX_FAULT_SECONDS_OPTION,
+    MAX_P99_OPTION,
+    MAX_UNAVAILABLE_OPTION,
+    NOTIFY_OPTION,
+    PARAM_OPTION,
+    PROJECT_OPTION,
+    PROMETHEUS_OPTION,
+    QUORUM_OPTION,
+    SUBJECT_OPTION,
+    TARGET_OPTION,
+)
+from durable_chaos.cli.run_input import chaos_input, guardrails
 from durable_chaos.cli.subjects import build_images_with_progress, subjects
-from durable_chaos.contracts import DEFAULT_LOAD_RATE, WORKFLOW_TASK_TIMEOUT, ChaosInput, Progress
+from durable_chaos.contracts import WORKFLOW_TASK_TIMEOUT, ChaosInput, Progress
 from durable_chaos.faults import make_fault
 from durable_chaos.runtime.connect import exit_process, task_queue
 from subjects import resolve
 from workflows.chaos import ChaosDemoWorkflow
 
+try:  # Typer 0.2x carries a Click of its own: its errors are not the installed click's
+    from typer._click import exceptions as click_errors
+except ImportError:
+    from click import exceptions as click_errors
+
+
+@contextlib.contextmanager
+def _one_line_usage_errors() -> Iterator[None]:
+    """Click answers a bad option value, an unknown option or command with the usage line, a hint and the error on
+    four lines; ours are one line (exit 2, as Click's), which names the help instead."""
+    try:
+        yield
+    except click_errors.UsageError as err:
+        # Asked for help by giving no arguments (Click >= 8.2 raises it as a usage error): the help is the answer.
+        if isinstance(err, getattr(click_errors, "NoArgsIsHelpError", ())):
+            raise
+        where = f" (see `{err.ctx.command_path} --help`)" if err.ctx else ""
+        fail(EXIT_BAD_INPUT, escape(err.format_message().rstrip(".")) + where)
+
+
+class _OneLineErrors(TyperGroup):
+    """Every command runs inside the top-level group's invoke (a subcommand's options are parsed there too), and
+    the group's own options in its make_context: between them they see every usage error."""
+
+    def make_context(self, *args, **kwargs):
+        with _one_line_usage_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     help="Durable chaos runs on Temporal: kill a node of a real cluster, watch it get detected and diagnosed, "
     "and be certain it comes back.",
     no_args_is_help=True,
@@ -114,8 +157,7 @@ async def _chaos(inp: ChaosInput, as_json: bool, detach: bool) -> int:
 
 @app.command(epilog=FAULT_KINDS_EPILOG)
 def chaos(
-    subject: str = typer.Option(
-        "etcd", help="Subject to break: a name (`python starter.py subjects` lists them) or a subject folder's path."),
+    subject: str = SUBJECT_OPTION,
     fault: str = FAULT_OPTION,
     param: Optional[list[str]] = PARAM_OPTION,
     target: Optional[str] = TARGET_OPTION,
@@ -131,18 +173,17 @@ def chaos(
     detect_http: Optional[list[str]] = DETECT_HTTP_OPTION,
     detect_timeout: Optional[float] = typer.Option(
         None, help="Seconds to wait for detection before warning and going on (default: the subject's, 30 for etcd)."),
-    detect_interval: float = typer.Option(0.5, help="Seconds between invariant checks while detecting."),
+    detect_interval: float = DETECT_INTERVAL_OPTION,
     countdown: int = typer.Option(3, help="Seconds of countdown before the fault (a durable timer)."),
-    project: Optional[str] = typer.Option(None, help="Compose project of the subject copy (default chaos-<subject>)."),
+    project: Optional[str] = PROJECT_OPTION,
     port_base: Optional[int] = typer.Option(None, help="First host port of the subject copy (e.g. 23790)."),
     as_json: bool = typer.Option(False, "--json", help="Print only the report as JSON on stdout."),
     detach: bool = typer.Option(False, "--detach",
                                 help="Start the run and return; follow it with `watch ID` or in the web UI."),
     interactive: bool = typer.Option(False, "--interactive",
                                      help="Pause before each stage until you press Enter (an `advance` update)."),
-    max_fault_seconds: float = typer.Option(120.0, help="Restore starts at the latest this long after the fault."),
-    load_rate: float = typer.Option(DEFAULT_LOAD_RATE, help="Operations a second the load sends, however slow the "
-                                    "answers (open loop); each is recorded and checked for lost data."),
+    max_fault_seconds: float = MAX_FAULT_SECONDS_OPTION,
+    load_rate: float = LOAD_RATE_OPTION,
     notify: Optional[str] = NOTIFY_OPTION,
 ) -> None:
     """Run one chaos experiment: preflight, load, countdown, fault, detect, diagnose, restore.

@@ -9,7 +9,6 @@ from typing import AsyncIterator, NoReturn
 from urllib.parse import urlencode
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from temporalio.api.enums.v1 import PendingWorkflowTaskState, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -25,25 +24,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from durable_chaos.cli.facts import cancelled_text, run_facts
-from durable_chaos.contracts import (
-    DEFAULT_LOAD_RATE,
-    MAX_LOAD_RATE,
-    WORKFLOW_NAME,
-    ChaosInput,
-    ErrorType,
-    ExternalDetector,
-    Progress,
-    StopConditions,
-    check_http_url,
-)
-from durable_chaos.faults import (
-    CATALOG,
-    BadFault,
-    catalog_help,
-    make_fault,
-    parse_params,
-    target_choice,
-)
+from durable_chaos.contracts import WORKFLOW_NAME, ErrorType, Progress
 from durable_chaos.ids import fault_guard_id, notify_id
 from durable_chaos.runtime.connect import connect_config, task_queue, ui_base_url
 from durable_chaos.runtime.devserver import ServerUnreachable, connect_or_start
@@ -53,7 +34,7 @@ from durable_chaos.runtime.worker import (
     ensure_search_attributes,
     retire_reaper_schedule,
 )
-from subjects import BadSubjectFile, UnknownSubject, get_subject, subject_ref
+from subjects import BadSubjectFile, UnknownSubject, get_subject
 from workflows.chaos import ChaosDemoWorkflow
 
 EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INFRA, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -201,137 +182,12 @@ async def let_the_children_finish(client: Client, handle: WorkflowHandle) -> Non
                           f"worker (python worker.py)[/]", highlight=False, soft_wrap=True)
 
 
-def _positive(name: str, value: float) -> None:
-    if value <= 0:
-        fail(EXIT_BAD_INPUT, f"{name} must be positive (got {value:g})")
-
-
 def load_subject(subject: str):
     """The subject a user named (a name or a folder path), or exit 2 with one line saying why not."""
     try:
         return get_subject(subject)
     except (UnknownSubject, BadSubjectFile) as err:
         fail(EXIT_BAD_INPUT, str(err))
-
-
-# The fault options `chaos` and `schedule create` share: one definition, one help text.
-FAULT_OPTION = typer.Option("kill", help=f"Fault kind: {', '.join(CATALOG)} (listed below).")
-FAULT_KINDS_EPILOG = catalog_help()
-PARAM_OPTION = typer.Option(None, "--param", "-p", metavar="KEY=VALUE",
-                            help="A parameter of the fault kind (repeatable), e.g. -p percent=30, -p rate=512kbit, "
-                                 "-p grace_s=5, -p groups='etcd1|etcd2,etcd3'.")
-TARGET_OPTION = typer.Option(None, help="Member to hit: a service name, random (the default), leader or follower "
-                                        "(the subject's primary role, read when the run starts).")
-COUNT_OPTION = typer.Option(1, help="How many members to hit at once (the target first, the rest at random).")
-QUORUM_OPTION = typer.Option(False, "--allow-quorum-loss",
-                             help="Allow --count to take more members than the subject's quorum rule can spare.")
-NOTIFY_OPTION = typer.Option(None, "--notify", metavar="URL",
-                             help="POST a JSON summary of the run here when it ends (Slack-compatible `text`). The "
-                                  "URL is part of the run's input: for a webhook holding a token, set the worker's "
-                                  "CHAOS_NOTIFY_URL instead.")
-
-# Guardrails `chaos` and `schedule create` share: stop conditions (restore at once, verdict fail) and the user's own
-# monitoring as extra detectors (timed beside ours).
-MAX_ERROR_RATE_OPTION = typer.Option(
-    None, "--max-error-rate", metavar="PCT",
-    help="Stop (restore at once, fail) when more than PCT% of the load's operations fail over the last 5 s; "
-         "0 stops at the first failed operation.")
-MAX_P99_OPTION = typer.Option(None, "--max-p99-ms", metavar="MS",
-                              help="Stop when a 1-s load window's p99 latency is above MS milliseconds.")
-MAX_UNAVAILABLE_OPTION = typer.Option(None, "--max-unavailable-s", metavar="S",
-                                      help="Stop when no load operation has succeeded for S seconds.")
-ABORT_PROBE_OPTION = typer.Option(None, "--abort-probe", metavar="URL",
-                                  help="Stop when this HTTP endpoint stops answering 2xx (asked every second).")
-ABORT_QUERY_OPTION = typer.Option(None, "--abort-query", metavar="PROMQL",
-                                  help="Stop when this Prometheus instant query returns anything but empty or zero "
-                                       "(needs --prometheus).")
-PROMETHEUS_OPTION = typer.Option(None, "--prometheus", metavar="URL",
-                                 help="Prometheus base URL for --abort-query, e.g. http://127.0.0.1:9090.")
-DETECT_ALERT_OPTION = typer.Option(
-    None, "--detect-alert", metavar="NAME@URL",
-    help="Your monitoring as a detector (repeatable): wait for alert NAME to fire in the Prometheus or Alertmanager "
-         "at URL, and report its time to detect beside ours. The run fails if it never fires.")
-DETECT_HTTP_OPTION = typer.Option(None, "--detect-http", metavar="URL",
-                                  help="Your monitoring as a detector (repeatable): an endpoint that turns non-2xx "
-                                       "when it notices the fault.")
-
-
-def guardrails(max_error_rate: float | None = None, max_p99_ms: float | None = None,
-               max_unavailable_s: float | None = None, abort_probe: str | None = None, abort_query: str | None = None,
-               prometheus: str | None = None, detect_alert: list[str] | None = None,
-               detect_http: list[str] | None = None) -> tuple[StopConditions, list[ExternalDetector]]:
-    """The guardrail options as a run's input, or exit 2 with one line (nothing started)."""
-    if max_error_rate is not None and not 0 <= max_error_rate <= 100:
-        fail(EXIT_BAD_INPUT, f"--max-error-rate is a percentage from 0 to 100 (got {max_error_rate:g})")
-    if max_p99_ms is not None:
-        _positive("--max-p99-ms", max_p99_ms)
-    if max_unavailable_s is not None:
-        _positive("--max-unavailable-s", max_unavailable_s)
-    try:
-        stop = StopConditions(max_error_rate_pct=max_error_rate, max_p99_ms=max_p99_ms,
-                              max_unavailable_s=max_unavailable_s, abort_probe_url=abort_probe,
-                              abort_query=abort_query, prometheus_url=prometheus)
-        detectors = [ExternalDetector(kind="http", url=url) for url in detect_http or []]
-        for spec in detect_alert or []:
-            name, at, url = spec.partition("@")
-            detectors.append(ExternalDetector(kind="alert", alert=name.strip() or None, url=url.strip() if at else ""))
-    except ValidationError as err:
-        fail(EXIT_BAD_INPUT, err.errors()[0]["msg"].removeprefix("Value error, "))
-    names = [d.name for d in detectors]
-    if len(set(names)) != len(names):
-        twice = sorted({n for n in names if names.count(n) > 1})
-        fail(EXIT_BAD_INPUT, f"a detector is given twice: {', '.join(twice)}")
-    return stop, detectors
-
-
-def chaos_input(subject: str, target: str | None, detect_timeout: float | None, detect_interval: float,
-                countdown: int, project: str | None, port_base: int | None, max_fault_seconds: float,
-                interactive: bool = False, load_rate: float = DEFAULT_LOAD_RATE, fault: str = "kill",
-                params: list[str] | None = None, count: int = 1, allow_quorum_loss: bool = False,
-                guards: tuple[StopConditions, list[ExternalDetector]] | None = None,
-                notify: str | None = None) -> ChaosInput:
-    """Check a run's options as the user typed them (`chaos`, `schedule create`): exit 2 with one line when wrong.
-    The worker's preflight checks them again (and what needs the running system: who leads, what the kernel can do)."""
-    definition = load_subject(subject)
-    try:
-        kind = make_fault(fault, parse_params(params or []))
-        target_choice(definition, kind, target, count, allow_quorum_loss, roles=None)
-    except BadFault as exc:
-        fail(EXIT_BAD_INPUT, str(exc))
-    if detect_timeout is not None:
-        _positive("--detect-timeout", detect_timeout)
-    _positive("--detect-interval", detect_interval)
-    _positive("--max-fault-seconds", max_fault_seconds)
-    if countdown < 0:
-        fail(EXIT_BAD_INPUT, f"--countdown cannot be negative (got {countdown})")
-    if port_base is not None and not 1024 <= port_base <= 65000:
-        fail(EXIT_BAD_INPUT, f"--port-base must be between 1024 and 65000 (got {port_base})")
-    if not 0 < load_rate <= MAX_LOAD_RATE:
-        fail(EXIT_BAD_INPUT, f"--load-rate must be above 0 and at most {MAX_LOAD_RATE:g} operations a second "
-                             f"(got {load_rate:g})")
-    if notify is not None:
-        try:
-            check_http_url(notify, "--notify")
-        except ValueError as err:
-            fail(EXIT_BAD_INPUT, str(err))
-    return ChaosInput(
-        subject=subject_ref(subject, project=project, port_base=port_base),
-        fault=fault,
-        # As validated: numbers as numbers, so the workflow input and the report show them as the kind reads them.
-        fault_params=kind.params.model_dump(mode="json", exclude_defaults=True),
-        target=target,
-        count=count,
-        allow_quorum_loss=allow_quorum_loss,
-        detect_timeout_s=detect_timeout,
-        detect_interval_s=detect_interval,
-        countdown_s=countdown,
-        max_fault_s=max_fault_seconds,
-        interactive=interactive,
-        load_rate=load_rate,
-        stop=guards[0] if guards else StopConditions(),
-        detectors=guards[1] if guards else [],
-        notify_url=notify,
-    )
 
 
 async def query_progress(handle: WorkflowHandle) -> Progress:

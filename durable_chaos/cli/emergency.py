@@ -35,7 +35,7 @@ from durable_chaos.cli.common import (
     let_the_children_finish,
 )
 from durable_chaos.cli.facts import RunFacts, cancelled_text, run_facts
-from durable_chaos.cli.schedules import chaos_schedules
+from durable_chaos.cli.schedule_views import chaos_schedules
 from durable_chaos.contracts import SCHEDULED_WORKFLOW_NAME, WORKFLOW_NAME, FaultState
 from durable_chaos.runtime.connect import task_queue
 from durable_chaos.runtime.worker import build_worker

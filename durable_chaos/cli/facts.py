@@ -19,6 +19,11 @@ from durable_chaos.contracts import Attr
 
 @dataclass
 class RunFacts:
+    """A run's facts read back from the server. Not `contracts.RunFacts`, the model the workflow writes into the
+    memo: that one has every fact set, but what the server hands back may have any of them missing (a run started
+    before the memo had them, a memo this version cannot decode, a run started without the start attributes), so
+    every fact here may be None; and the server adds what the workflow never writes (ids, status, start time)."""
+
     workflow_id: str
     run_id: str
     status: str | None

@@ -16,14 +16,16 @@ import sys
 import termios
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 
 import pyte
 import pytest
 import pytest_asyncio
 
+from durable_chaos.cli.facts import RunFacts
 from durable_chaos.contracts import ChaosInput, ChaosReport
+from durable_chaos.contracts import RunFacts as MemoFacts
 from tests.conftest import ROOT, command_env, running_worker, starter, subject_args, walk_to_gate
 from tests.integration.test_durability import held_at
 from tests.workers import WorkerProcess
@@ -80,6 +82,24 @@ def test_help_shows_flags_without_a_value_type(cli_env, command):
     assert proc.returncode == 0, proc.stderr
     assert "--help" in proc.stdout
     assert "<bool>" not in proc.stdout and "BOOLEAN" not in proc.stdout, proc.stdout
+
+
+def test_the_cli_reads_every_fact_the_workflow_keeps_in_its_memo():
+    # Two definitions on purpose (cli/facts.py says why); a fact added to the memo must reach the CLI's too.
+    assert set(MemoFacts.model_fields) <= {f.name for f in fields(RunFacts)}
+
+
+@pytest.mark.parametrize("command, message", [
+    (["chaos", "--countdown", "abc"], "error: Invalid value for '--countdown': "),
+    (["schedule", "create", "--count", "x"], "error: Invalid value for '--count': "),
+    (["chaos", "--no-such-flag"], "error: No such option: --no-such-flag (see `starter.py chaos --help`)"),
+    (["no-such-command"], "error: No such command 'no-such-command' (see `starter.py --help`)"),
+])
+def test_a_value_click_cannot_parse_exits_2_with_one_line(cli_env, command, message):
+    proc = starter(*command, env=cli_env, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), proc.stderr
 
 
 @pytest.mark.parametrize("command", [["chaos"], ["list"], ["status", "chaos-etcd"]])

@@ -1,0 +1,57 @@
+"""The run options `chaos` and `schedule create` share: one definition, one help text."""
+
+from __future__ import annotations
+
+import typer
+
+from durable_chaos.contracts import DEFAULT_LOAD_RATE
+from durable_chaos.faults import CATALOG, catalog_help
+
+SUBJECT_OPTION = typer.Option(
+    "etcd", help="Subject to break: a name (`python starter.py subjects` lists them) or a subject folder's path.")
+PROJECT_OPTION = typer.Option(None, help="Compose project of the subject copy (default chaos-<subject>).")
+DETECT_INTERVAL_OPTION = typer.Option(0.5, help="Seconds between invariant checks while detecting.")
+MAX_FAULT_SECONDS_OPTION = typer.Option(120.0, help="Restore starts at the latest this long after the fault.")
+LOAD_RATE_OPTION = typer.Option(DEFAULT_LOAD_RATE, help="Operations a second the load sends, however slow the "
+                                "answers (open loop); each is recorded and checked for lost data.")
+
+# The fault: its kind, its parameters, whom it hits.
+FAULT_OPTION = typer.Option("kill", help=f"Fault kind: {', '.join(CATALOG)} (listed below).")
+FAULT_KINDS_EPILOG = catalog_help()
+PARAM_OPTION = typer.Option(None, "--param", "-p", metavar="KEY=VALUE",
+                            help="A parameter of the fault kind (repeatable), e.g. -p percent=30, -p rate=512kbit, "
+                                 "-p grace_s=5, -p groups='etcd1|etcd2,etcd3'.")
+TARGET_OPTION = typer.Option(None, help="Member to hit: a service name, random (the default), leader or follower "
+                                        "(the subject's primary role, read when the run starts).")
+COUNT_OPTION = typer.Option(1, help="How many members to hit at once (the target first, the rest at random).")
+QUORUM_OPTION = typer.Option(False, "--allow-quorum-loss",
+                             help="Allow --count to take more members than the subject's quorum rule can spare.")
+NOTIFY_OPTION = typer.Option(None, "--notify", metavar="URL",
+                             help="POST a JSON summary of the run here when it ends (Slack-compatible `text`). The "
+                                  "URL is part of the run's input: for a webhook holding a token, set the worker's "
+                                  "CHAOS_NOTIFY_URL instead.")
+
+# Guardrails `chaos` and `schedule create` share: stop conditions (restore at once, verdict fail) and the user's own
+# monitoring as extra detectors (timed beside ours).
+MAX_ERROR_RATE_OPTION = typer.Option(
+    None, "--max-error-rate", metavar="PCT",
+    help="Stop (restore at once, fail) when more than PCT% of the load's operations fail over the last 5 s; "
+         "0 stops at the first failed operation.")
+MAX_P99_OPTION = typer.Option(None, "--max-p99-ms", metavar="MS",
+                              help="Stop when a 1-s load window's p99 latency is above MS milliseconds.")
+MAX_UNAVAILABLE_OPTION = typer.Option(None, "--max-unavailable-s", metavar="S",
+                                      help="Stop when no load operation has succeeded for S seconds.")
+ABORT_PROBE_OPTION = typer.Option(None, "--abort-probe", metavar="URL",
+                                  help="Stop when this HTTP endpoint stops answering 2xx (asked every second).")
+ABORT_QUERY_OPTION = typer.Option(None, "--abort-query", metavar="PROMQL",
+                                  help="Stop when this Prometheus instant query returns anything but empty or zero "
+                                       "(needs --prometheus).")
+PROMETHEUS_OPTION = typer.Option(None, "--prometheus", metavar="URL",
+                                 help="Prometheus base URL for --abort-query, e.g. http://127.0.0.1:9090.")
+DETECT_ALERT_OPTION = typer.Option(
+    None, "--detect-alert", metavar="NAME@URL",
+    help="Your monitoring as a detector (repeatable): wait for alert NAME to fire in the Prometheus or Alertmanager "
+         "at URL, and report its time to detect beside ours. The run fails if it never fires.")
+DETECT_HTTP_OPTION = typer.Option(None, "--detect-http", metavar="URL",
+                                  help="Your monitoring as a detector (repeatable): an endpoint that turns non-2xx "
+                                       "when it notices the fault.")

@@ -1,0 +1,54 @@
+"""Availability: the longest time without a successful operation, the error rate, latency per fault phase."""
+
+from __future__ import annotations
+
+import statistics
+from datetime import datetime, timezone
+from itertools import pairwise
+
+from durable_chaos.contracts import Availability, PhaseLatency
+from durable_chaos.safety.findings import INFINITY
+from durable_chaos.safety.history import Op
+
+
+def percentile(sorted_values: list[float], q: int) -> float | None:
+    if not sorted_values:
+        return None
+    if len(sorted_values) == 1:
+        return round(sorted_values[0], 2)
+    return round(statistics.quantiles(sorted_values, n=100, method="inclusive")[q - 1], 2)
+
+
+def _phase(ops: list[Op]) -> PhaseLatency:
+    latencies = sorted(op.latency_ms for op in ops if not op.capped)
+    return PhaseLatency(ops=len(ops), errors=sum(1 for op in ops if op.outcome != "ok"),
+                        p50_ms=percentile(latencies, 50), p99_ms=percentile(latencies, 99))
+
+
+def moment(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)
+
+
+def ns(at: datetime | None) -> int | None:
+    """A report's moment on the history's clock (epoch nanoseconds)."""
+    return None if at is None else int(at.timestamp() * 1e9)
+
+
+def availability(ops: list[Op], fault_start_ns: int | None = None, fault_end_ns: int | None = None) -> Availability:
+    sent = [op for op in ops if not op.final]
+    if not sent:
+        return Availability()
+    # The gaps between successful answers, from the first op due to the last answer.
+    marks = [min(op.invoke_ns for op in sent)] + sorted(op.complete_ns for op in sent if op.outcome == "ok")
+    marks.append(max(marks[-1], max(op.complete_ns for op in sent)))
+    gap, gap_from = max((b - a, a) for a, b in pairwise(marks))
+    start = INFINITY if fault_start_ns is None else fault_start_ns
+    end = INFINITY if fault_end_ns is None else fault_end_ns
+    return Availability(
+        longest_gap_ms=round(gap / 1e6, 1), longest_gap_from=moment(gap_from),
+        error_rate=round(sum(1 for op in sent if op.outcome != "ok") / len(sent), 4),
+        capped=sum(1 for op in sent if op.capped),
+        before=_phase([op for op in sent if op.invoke_ns < start]),
+        during=_phase([op for op in sent if start <= op.invoke_ns < end]),
+        after=_phase([op for op in sent if op.invoke_ns >= end]),
+    )

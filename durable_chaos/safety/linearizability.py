@@ -1,0 +1,162 @@
+"""Per-key linearizability of a register: the operations on a key can be ordered as if one at a time, each between
+its invoke and its answer (Wing & Gong's search with memoisation, as in Lowe's and Porcupine's checkers)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from durable_chaos.safety.findings import INFINITY, Finding, describe
+from durable_chaos.safety.history import Op
+
+# Search steps per key before the linearizability checker gives up on that key (verdict unknown, never a guess).
+SEARCH_BUDGET = 2_000_000
+COUNTEREXAMPLE_OPS = 8
+
+
+class _Node:
+    """One call or return event in the doubly linked list the search lifts operations out of."""
+
+    __slots__ = ("index", "match", "next", "op", "prev")
+
+    def __init__(self, op: Op | None, index: int):
+        self.op, self.index = op, index
+        self.match: _Node | None = None  # a call's return event (None on a return)
+        self.prev: _Node | None = None
+        self.next: _Node | None = None
+
+
+def _step(state: str | None, op: Op) -> tuple[bool, str | None]:
+    """The register: a write sets the value, a read must return it."""
+    if op.kind == "write":
+        return True, op.value
+    return op.value == state, state
+
+
+def _event_list(ops: list[Op]) -> _Node:
+    """The ops' call and return events in time order, as a doubly linked list behind a head node; each call node
+    points at its return."""
+    events: list[tuple[float, int, int]] = []
+    for i, op in enumerate(ops):
+        events.append((op.invoke_ns, 0, i))
+        # An info op may take effect at any moment after its invoke: its return is at the end of time.
+        events.append((INFINITY if op.outcome == "info" else op.complete_ns, 1, i))
+    events.sort()  # at equal times calls first: touching operations count as concurrent (never a false alarm)
+    head = _Node(None, -1)
+    calls: dict[int, _Node] = {}
+    prev = head
+    for _, is_return, i in events:
+        node = _Node(ops[i], i)
+        if is_return:
+            calls[i].match = node
+        else:
+            calls[i] = node
+        prev.next, node.prev = node, prev
+        prev = node
+    return head
+
+
+def _lift(call: _Node) -> None:
+    call.prev.next = call.next
+    if call.next:
+        call.next.prev = call.prev
+    ret = call.match
+    ret.prev.next = ret.next
+    if ret.next:
+        ret.next.prev = ret.prev
+
+
+def _unlift(call: _Node) -> None:
+    ret = call.match
+    ret.prev.next = ret
+    if ret.next:
+        ret.next.prev = ret
+    call.prev.next = call
+    if call.next:
+        call.next.prev = call
+
+
+def _search(ops: list[Op], budget: int) -> tuple[bool | None, Op | None]:
+    """Wing & Gong's search: (True, None) if linearizable, (False, the op at which the longest attempt got stuck),
+    (None, None) if the budget ran out.
+
+    Events are in time order; at each call event try to linearize that op now (its effect is legal in the current
+    state): lift it out of the list and start again from the front. Meeting a return event means its op should
+    already have been linearized: backtrack. (set of linearized ops, state) pairs already tried are memoised, which
+    is what makes the search practical (Lowe, "Testing for linearizability", 2017)."""
+    head = _event_list(ops)
+    state: str | None = None
+    linearized = 0  # bit i set: ops[i] is linearized
+    seen: set[tuple[int, str | None]] = set()
+    stack: list[tuple[_Node, str | None]] = []
+    stuck: tuple[int, Op | None] = (-1, None)
+    node = head.next
+    steps = 0
+    while head.next is not None:
+        steps += 1
+        if steps > budget:
+            return None, None
+        if node.match is not None:  # a call: can its op take effect now?
+            legal, new_state = _step(state, node.op)
+            if legal:
+                bits = linearized | (1 << node.index)
+                if (bits, new_state) not in seen:
+                    seen.add((bits, new_state))
+                    stack.append((node, state))
+                    state, linearized = new_state, bits
+                    _lift(node)
+                    node = head.next
+                    continue
+            node = node.next
+        else:  # a return whose op was not linearized before it: undo the latest choice
+            if len(stack) > stuck[0]:
+                stuck = (len(stack), node.op)
+            if not stack:
+                return False, stuck[1]
+            call, state = stack.pop()
+            linearized &= ~(1 << call.index)
+            _unlift(call)
+            node = call.next
+    return True, None
+
+
+def _context(key_ops: list[Op], stuck: Op) -> list[Op]:
+    """The ops that explain why `stuck` cannot be placed: the writes that completed last before it was sent, and
+    every op that overlaps it."""
+    end = INFINITY if stuck.outcome == "info" else stuck.complete_ns
+    before = [op for op in key_ops if op.kind == "write" and op.outcome == "ok" and op.complete_ns < stuck.invoke_ns]
+    overlapping = [op for op in key_ops if op is not stuck and op.invoke_ns <= end
+                   and (op.outcome == "info" or op.complete_ns >= stuck.invoke_ns)]
+    chosen = {id(op): op for op in before[-2:] + overlapping[:COUNTEREXAMPLE_OPS - 3] + [stuck]}
+    return sorted(chosen.values(), key=lambda op: op.invoke_ns)
+
+
+def linearizable(ops: list[Op], budget: int = SEARCH_BUDGET) -> Finding:
+    name = "linearizability"
+    by_key: dict[str, list[Op]] = defaultdict(list)
+    observed: set[tuple[str, str]] = set()
+    for op in ops:
+        if op.kind == "read" and op.outcome == "ok" and op.value is not None:
+            observed.add((op.key, op.value))
+    for op in ops:
+        if op.kind == "read" and op.outcome == "ok":
+            by_key[op.key].append(op)
+        elif op.kind == "write" and (op.outcome == "ok" or (op.outcome == "info" and (op.key, op.value) in observed)):
+            # A failed write never happened, a failed read says nothing. An info write nobody ever read may as well
+            # not have happened (always a legal choice): leaving it out keeps the search from branching on it.
+            by_key[op.key].append(op)
+    undecided = []
+    for key in sorted(by_key, key=lambda k: by_key[k][0].invoke_ns):
+        key_ops = by_key[key]
+        verdict, stuck = _search(key_ops, budget)
+        if verdict is False:
+            context = _context(key_ops, stuck)
+            return Finding(name, "violated", f"key {key}: no order of its operations explains {describe(stuck)} "
+                                             f"(e.g. a stale read, or a value that came back)", context)
+        if verdict is None:
+            undecided.append(key)
+    if undecided:
+        return Finding(name, "unknown", f"search budget ({budget} steps) exhausted on {len(undecided)} keys "
+                                        f"(e.g. {undecided[0]}); the other {len(by_key) - len(undecided)} are "
+                                        f"linearizable")
+    return Finding(name, "ok", f"every one of {len(by_key)} keys behaves as a linearizable register "
+                               f"({sum(len(v) for v in by_key.values())} operations)")

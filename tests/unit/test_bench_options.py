@@ -1,0 +1,15 @@
+"""The benchmark's command line says what its options do."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.run import parse_args
+
+
+def test_load_concurrency_is_the_open_loops_cap_not_closed_loop_clients(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "closed-loop load clients per subject" not in help_text
+    assert "the load is open loop at the load rate" in help_text
