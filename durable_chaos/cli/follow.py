@@ -29,7 +29,7 @@ from durable_chaos.cli.common import (
     worker_if_needed,
 )
 from durable_chaos.cli.render import print_report, progress_view
-from durable_chaos.contracts import ChaosReport, Progress
+from durable_chaos.contracts import ChaosReport, Progress, Stage
 from workflows.chaos import ChaosDemoWorkflow
 
 
@@ -112,53 +112,10 @@ async def follow(handle: WorkflowHandle, live: Live, url: str, interactive: bool
     the first Ctrl-C stops watching. Raises asyncio.CancelledError when we stop watching.
     """
     loop = asyncio.get_running_loop()
-    result = asyncio.ensure_future(handle.result())
+    watcher = _Watcher(handle, live, interactive, ctrl_c_cancels)
     keys = _stdin_keys(loop) if interactive else None
-    state = {"interrupted": False, "choosing": False, "prompted": None, "released": set()}
-
-    async def _answer(keys: asyncio.Queue[str], progress: Progress | None) -> None:
-        """One Enter releases one stage, and only a stage the user has been shown: presses typed ahead of a
-        prompt are dropped, so a double Enter can never skip past the kill unseen."""
-        if state["choosing"]:
-            while not keys.empty():
-                key = keys.get_nowait()
-                if key == "c":
-                    state["choosing"] = False
-                    cancel_run()
-                elif key == "d":
-                    result.cancel()
-            return
-        waiting = progress.waiting_for if progress else None
-        if waiting is not None and state["prompted"] != waiting:
-            state["prompted"] = waiting
-            while not keys.empty():
-                keys.get_nowait()
-            live.console.print(f"[bold cyan]press Enter to start {waiting.value}[/]")
-        elif waiting is not None and waiting not in state["released"] and not keys.empty():
-            if keys.get_nowait() != ENTER:
-                return
-            state["released"].add(waiting)
-            with contextlib.suppress(Exception):  # another terminal may have advanced it first
-                await handle.execute_update(ChaosDemoWorkflow.advance)
-
-    def cancel_run() -> None:
-        live.console.print("[yellow]cancelling the run: the fault is restored before it ends "
-                           "(Ctrl-C again to stop watching)[/]")
-        asyncio.ensure_future(handle.cancel())
-
-    def on_interrupt() -> None:
-        if state["interrupted"] or not ctrl_c_cancels:
-            result.cancel()
-            return
-        state["interrupted"] = True
-        if interactive:
-            state["choosing"] = True
-            live.console.print("[yellow]Ctrl-C: press [bold]c[/] to cancel the run (restores the node), "
-                               "[bold]d[/] to detach (the run goes on)[/]")
-        else:
-            cancel_run()
-
-    loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    result = watcher.result
+    loop.add_signal_handler(signal.SIGINT, watcher.on_interrupt)
     try:
         while not result.done():
             progress: Progress | None = None
@@ -166,7 +123,7 @@ async def follow(handle: WorkflowHandle, live: Live, url: str, interactive: bool
                 progress = await query_progress(handle)
                 live.update(progress_view(progress, url))
             if keys is not None:
-                await _answer(keys, progress)
+                await watcher.answer(keys, progress)
             await asyncio.wait([result], timeout=0.25)
         if not result.cancelled() and result.exception() is None:
             with contextlib.suppress(Exception):  # the last frame shows the run done, not its last poll
@@ -174,3 +131,56 @@ async def follow(handle: WorkflowHandle, live: Live, url: str, interactive: bool
         return result.result()
     finally:
         loop.remove_signal_handler(signal.SIGINT)
+
+
+class _Watcher:
+    """What a key press or a Ctrl-C does to the run being followed."""
+
+    def __init__(self, handle: WorkflowHandle, live: Live, interactive: bool, ctrl_c_cancels: bool) -> None:
+        self.handle, self.live, self.interactive, self.ctrl_c_cancels = handle, live, interactive, ctrl_c_cancels
+        self.result = asyncio.ensure_future(handle.result())
+        self.interrupted = self.choosing = False
+        self.prompted: Stage | None = None
+        self.released: set[Stage] = set()
+
+    async def answer(self, keys: asyncio.Queue[str], progress: Progress | None) -> None:
+        """One Enter releases one stage, and only a stage the user has been shown: presses typed ahead of a
+        prompt are dropped, so a double Enter can never skip past the kill unseen."""
+        if self.choosing:
+            while not keys.empty():
+                key = keys.get_nowait()
+                if key == "c":
+                    self.choosing = False
+                    self.cancel_run()
+                elif key == "d":
+                    self.result.cancel()
+            return
+        waiting = progress.waiting_for if progress else None
+        if waiting is not None and self.prompted != waiting:
+            self.prompted = waiting
+            while not keys.empty():
+                keys.get_nowait()
+            self.live.console.print(f"[bold cyan]press Enter to start {waiting.value}[/]")
+        elif waiting is not None and waiting not in self.released and not keys.empty():
+            if keys.get_nowait() != ENTER:
+                return
+            self.released.add(waiting)
+            with contextlib.suppress(Exception):  # another terminal may have advanced it first
+                await self.handle.execute_update(ChaosDemoWorkflow.advance)
+
+    def cancel_run(self) -> None:
+        self.live.console.print("[yellow]cancelling the run: the fault is restored before it ends "
+                                "(Ctrl-C again to stop watching)[/]")
+        asyncio.ensure_future(self.handle.cancel())
+
+    def on_interrupt(self) -> None:
+        if self.interrupted or not self.ctrl_c_cancels:
+            self.result.cancel()
+            return
+        self.interrupted = True
+        if self.interactive:
+            self.choosing = True
+            self.live.console.print("[yellow]Ctrl-C: press [bold]c[/] to cancel the run (restores the node), "
+                                    "[bold]d[/] to detach (the run goes on)[/]")
+        else:
+            self.cancel_run()
