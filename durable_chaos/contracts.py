@@ -60,9 +60,9 @@ DEFAULT_LOAD_RATE = 100.0
 # A sanity bound: a chaos run's client shows what a fault does to traffic; saturating the system is a load tool's job.
 MAX_LOAD_RATE = 2000.0
 
-# The name of a fault kind (`faults.CATALOG` holds them: kill, stop, pause, partition, loss, bandwidth, latency). A
-# plain string here: the catalog, not this module, knows the kinds and validates them (a run with an unknown kind is
-# refused in preflight, before anything is touched).
+# The name of a fault kind (a key of `faults.CATALOG`, which holds them all). A plain string here: the catalog, not
+# this module, knows the kinds and validates them (a run with an unknown kind is refused in preflight, before
+# anything is touched).
 FaultKind = str
 Verdict = Literal["pass", "fail"]
 
