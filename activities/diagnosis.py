@@ -18,7 +18,7 @@ from activities.claude import ClaudeAnswer, ClaudeUnavailable, ask_claude
 from activities.docker import compose_client, container_states, off_loop, open_session, service_logs
 from activities.logs import excerpt
 from activities.probes import resolve_or_bad_input
-from durable_chaos.faults import CATALOG
+from durable_chaos.faults import CATALOG, signatures
 from durable_chaos.faults.netns import network_rules
 from subjects.base import has_quorum
 from durable_chaos.contracts import (
@@ -105,23 +105,6 @@ def _container_finding(c: ContainerState) -> str:
     return f"container {c.container or c.service} of {c.service} is {c.status} ({how})"
 
 
-def signatures(c: ContainerState) -> dict[str, str]:
-    """kind -> finding, for every fault kind whose signature this member shows (each kind knows its own)."""
-    return {kind: found for kind, cls in CATALOG.items() if (found := cls.seen_on(c))}
-
-
-# What to do about a member, by the first kind whose signature it shows.
-ACTIONS = {
-    "kill": "Start {who} again and find what sent the SIGKILL (orchestrator events, OOM killer, an operator).",
-    "stop": "Start {who} again and find who stopped it (deploys, orchestrator, an operator's docker stop).",
-    "pause": "Unpause {who} (docker unpause) and find what froze it (a checkpoint, a debugger, an operator).",
-    "partition": "Remove the packet filters that cut {who} off from its peers, then confirm it rejoins.",
-    "loss": "Remove the packet filter dropping {who}'s packets, or find the faulty link.",
-    "bandwidth": "Remove the rate cap on {who}'s interface, or find what saturates it.",
-    "latency": "Remove the delay on {who}'s interface, or find the slow link.",
-}
-
-
 def rules_diagnosis(ev: Evidence) -> Diagnosis:
     # A member showing a fault's signature (down, frozen, filtered, shaped) is at fault. Members only unhealthy
     # *now* are blamed when no member shows one: while a cluster re-elects a leader or fails over, every member may
@@ -155,8 +138,10 @@ def rules_diagnosis(ev: Evidence) -> Diagnosis:
             suggested_actions=["Inspect the member logs around the first violation."],
             confidence=0.2,
         )
-    # Out of service: down, frozen or cut off; or failing its checks now.
-    out = {c.service for c in ev.containers if not c.running or c.paused} | {m.service for m in sick_now}
+    # Out of service: down, or showing a kind that silences a running member (frozen); or failing its checks now.
+    out = {c.service for c in ev.containers
+           if not c.running or any(CATALOG[kind].out_of_service for kind in seen[c.service])}
+    out |= {m.service for m in sick_now}
     survivors = [s for s in ev.services if s not in out]
     impact = ev.load_impact
     if impact and impact.drop_pct is not None:
@@ -168,8 +153,9 @@ def rules_diagnosis(ev: Evidence) -> Diagnosis:
         else f"quorum is LOST: only {len(survivors)}/{len(ev.services)} members healthy"
     )
     who = ", ".join(affected)
+    # Each kind's own advice, once per kind; a member down with no kind's signature (a crash) is started again.
     kinds = dict.fromkeys(kind for found in marked.values() for kind in found)
-    actions = [ACTIONS[kind].format(who=who) for kind in kinds if kind in ACTIONS] or [
+    actions = [CATALOG[kind].advice.format(who=who) for kind in kinds] or [
         f"Start {who} again and confirm it rejoins the {ev.subject} cluster."]
     return Diagnosis(
         source="rules",

@@ -46,11 +46,33 @@ class Target:
 
 
 class Fault(abc.ABC):
+    """A kind carries everything about itself, so the diagnosis, the evidence and the CLI learn nothing about it
+    but through the catalog. A class that names a `kind` must give all of `REQUIRED` and `seen_on` (checked when the
+    class is defined: the diagnosis asks these of classes it never instantiates, so abc alone would not tell; a kind
+    without advice or a signature must not pass in silence)."""
+
     kind: ClassVar[str]
     help: ClassVar[str]  # one line for `chaos --help`
     Params: ClassVar[type[BaseModel]] = NoParams
     # How a member hit by this kind looks from outside, for Claude's prompt (the rules engine asks `seen_on`).
     looks_like: ClassVar[str]
+    # What to do about members showing this kind, for the rules diagnosis; `{who}` becomes their names.
+    advice: ClassVar[str]
+    # A member showing this kind serves nothing, even if it reads as running (frozen, down): the diagnosis counts
+    # it out of the quorum. False when it still answers, however badly (loss, a rate cap).
+    out_of_service: ClassVar[bool]
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ("help", "looks_like", "advice", "out_of_service")
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "kind" not in cls.__dict__:  # a family of kinds (_Down, _Qdisc): its members are checked
+            return
+        missing = [name for name in cls.REQUIRED if not hasattr(cls, name)]
+        if getattr(cls.seen_on, "__isabstractmethod__", False):
+            missing.append("seen_on")
+        if missing:
+            raise TypeError(f"fault kind {cls.kind!r} ({cls.__name__}) lacks {', '.join(missing)}")
 
     @classmethod
     @abc.abstractmethod

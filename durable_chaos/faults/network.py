@@ -31,6 +31,8 @@ RANDOM_DROP = re.compile(r"--probability ([0-9.]+) -j DROP")
 
 
 class _NetFault(Fault):
+    out_of_service = False  # it still runs and answers its clients, if not its peers
+
     def images(self) -> list[ImageSpec]:
         return [nettools_image()]
 
@@ -112,6 +114,7 @@ class Partition(_Filter):
     Params = PartitionParams
     looks_like = ("partitioned: running and answering its clients, but packet filters in its namespace drop traffic "
                   "to and from its peers' addresses, so it lost its peers or its leadership")
+    advice = "Remove the packet filters that cut {who} off from its peers, then confirm it rejoins."
 
     @classmethod
     def seen_on(cls, c: ContainerState) -> str | None:
@@ -157,6 +160,7 @@ class Loss(_Filter):
     Params = LossParams
     looks_like = ("packet loss: running, but a random share of its packets is dropped, so its requests see errors, "
                   "retransmissions and timeouts now and then, and latency goes up")
+    advice = "Remove the packet filter dropping {who}'s packets, or find the faulty link."
 
     @classmethod
     def seen_on(cls, c: ContainerState) -> str | None:
@@ -227,6 +231,7 @@ class Bandwidth(_Qdisc):
     help = "cap the member's outgoing rate (tc tbf)"
     Params = BandwidthParams
     looks_like = "bandwidth-capped: running, but a tbf queueing discipline caps its outgoing rate; answers slow down"
+    advice = "Remove the rate cap on {who}'s interface, or find what saturates it."
     qdisc_kind = "tbf"
     effect = "outgoing traffic is rate-capped"
 
@@ -249,6 +254,7 @@ class Latency(_Qdisc):
     help = "delay the member's outgoing packets (tc netem; needs the kernel's sch_netem)"
     Params = LatencyParams
     looks_like = "delayed: running, but a netem queueing discipline delays its outgoing packets; every answer is late"
+    advice = "Remove the delay on {who}'s interface, or find the slow link."
     qdisc_kind = "netem"
     effect = "outgoing packets are delayed"
 
