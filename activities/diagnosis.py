@@ -18,8 +18,7 @@ from activities.claude import ClaudeAnswer, ClaudeUnavailable, ask_claude
 from activities.docker import compose_client, container_states, off_loop, open_session, service_logs
 from activities.logs import excerpt
 from activities.probes import resolve_or_bad_input
-from durable_chaos.faults import CATALOG, signatures
-from durable_chaos.faults.netns import network_rules
+from durable_chaos.faults import CATALOG, signatures, signs_in_netns
 from subjects.base import has_quorum
 from durable_chaos.contracts import (
     ContainerState,
@@ -76,11 +75,11 @@ async def gather_evidence(req: EvidenceRequest) -> Evidence:
         off_loop(service_logs, client, instance, since),
         health_now(),
     )
-    # Filters and queueing rules in each running member's namespace: a partition, packet loss or a rate cap
-    # leaves the member running and says so nowhere else.
-    rules = await asyncio.gather(*(off_loop(network_rules, c.container) for c in containers if c.running))
-    for c, found in zip([c for c in containers if c.running], rules):
-        c.network_rules = found
+    # Each kind's signs in every running member's namespace: a partition, packet loss or a rate cap leaves the
+    # member running and says so nowhere in Docker's state.
+    running = [c for c in containers if c.running]
+    for c, signs in zip(running, await asyncio.gather(*(off_loop(signs_in_netns, c.container) for c in running))):
+        c.signs = signs
     hints = instance.subject.hints
     return Evidence(
         subject=instance.subject.name,

@@ -136,7 +136,6 @@ def container_states(client: DockerClient, instance: SubjectInstance) -> list[Co
                 status=s.status or "unknown",
                 exit_code=s.exit_code,
                 oom_killed=bool(s.oom_killed),
-                paused=bool(s.paused),
                 restart_count=c.restart_count or 0,
             )
         )

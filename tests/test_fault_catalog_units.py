@@ -48,7 +48,7 @@ def test_param_options_must_be_key_value():
 
 
 @pytest.mark.parametrize("kind", list(CATALOG))
-def test_every_kind_carries_its_help_advice_and_signature(kind):
+def test_every_kind_carries_its_help_advice_signature_and_observation(kind):
     cls = CATALOG[kind]
     assert cls.kind == kind and cls.help and cls.looks_like
     assert "{who}" in cls.advice and cls.advice.format(who="etcd2")  # the rules diagnosis fills in the members
@@ -56,6 +56,9 @@ def test_every_kind_carries_its_help_advice_and_signature(kind):
     assert not getattr(cls.seen_on, "__isabstractmethod__", False)
     # A member with nothing on it shows no kind's signature.
     assert cls.seen_on(ContainerState(service="etcd2", container="c", running=True, status="running")) is None
+    if cls.netns_probe is not None:
+        assert cls.observe.__func__ is not Fault.observe.__func__
+        assert cls.observe(["-P INPUT ACCEPT"]) == []
 
 
 @pytest.mark.parametrize("lacks", [*Fault.REQUIRED, "seen_on"])
@@ -65,6 +68,13 @@ def test_a_kind_that_lacks_advice_a_signature_or_any_other_part_cannot_be_define
     del parts[lacks]
     with pytest.raises(TypeError, match=f"fault kind 'melt' \\(Melt\\) lacks {lacks}"):
         type("Melt", (Fault,), parts)
+
+
+def test_a_kind_that_looks_into_the_namespace_must_say_what_it_sees_there():
+    with pytest.raises(TypeError, match="lacks observe"):
+        class Melt(CATALOG["pause"]):
+            kind = "melt"
+            netns_probe = "cat /proc/net/dev"
 
 
 ROLES = {"leader": "etcd2"}

@@ -102,7 +102,7 @@ class Pause(_CheckThenAct):
 
     @classmethod
     def seen_on(cls, c: ContainerState) -> str | None:
-        if not c.paused:
+        if c.status != "paused":  # Docker's status for a frozen container, which still reads as running
             return None
         return (f"{c.service} is paused: container {c.container} is frozen by the cgroup freezer, so it answers "
                 "nothing and checks time out rather than being refused")

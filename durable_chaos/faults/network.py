@@ -25,6 +25,12 @@ from durable_chaos.faults.netns import NotRunning, kernel_lacks_qdisc, nettools_
 from subjects.base import ImageSpec
 
 HOOKS = ("INPUT ! -i lo", "OUTPUT ! -o lo")
+# What the evidence reads in a member's namespace, whoever put it there (diagnosis is never told which run did):
+# every packet filter, and every root qdisc prefixed with its interface.
+FILTER_RULES = "iptables -w -S 2>/dev/null || true"
+ROOT_QDISCS = """for d in $(ls /sys/class/net); do [ "$d" = lo ] && continue
+tc qdisc show dev "$d" root | sed "s/^/$d: /" || true
+done"""
 # What `iptables -S` prints for the rules below, as diagnosis reads them back from a member's namespace.
 ADDRESS_DROP = re.compile(r"-[sd] (\d+\.\d+\.\d+\.\d+)(?:/32)? -j DROP")
 RANDOM_DROP = re.compile(r"--probability ([0-9.]+) -j DROP")
@@ -64,6 +70,8 @@ class _NetFault(Fault):
 
 class _Filter(_NetFault):
     """Drop rules in the run's own chain."""
+
+    netns_probe = FILTER_RULES
 
     @abc.abstractmethod
     def rules(self, t: Target) -> list[str]:
@@ -117,8 +125,12 @@ class Partition(_Filter):
     advice = "Remove the packet filters that cut {who} off from its peers, then confirm it rejoins."
 
     @classmethod
+    def observe(cls, probe_out: list[str]) -> list[str]:
+        return [rule for rule in probe_out if ADDRESS_DROP.search(rule)]
+
+    @classmethod
     def seen_on(cls, c: ContainerState) -> str | None:
-        peers = sorted({m.group(1) for rule in c.network_rules for m in [ADDRESS_DROP.search(rule)] if m})
+        peers = sorted({m.group(1) for rule in cls.signs_on(c) for m in [ADDRESS_DROP.search(rule)] if m})
         if not peers:
             return None
         return (f"{c.service} is partitioned: packet filters in its namespace drop all traffic to and from "
@@ -163,8 +175,12 @@ class Loss(_Filter):
     advice = "Remove the packet filter dropping {who}'s packets, or find the faulty link."
 
     @classmethod
+    def observe(cls, probe_out: list[str]) -> list[str]:
+        return [rule for rule in probe_out if RANDOM_DROP.search(rule)]
+
+    @classmethod
     def seen_on(cls, c: ContainerState) -> str | None:
-        found = next((m for rule in c.network_rules for m in [RANDOM_DROP.search(rule)] if m), None)
+        found = next((m for rule in cls.signs_on(c) for m in [RANDOM_DROP.search(rule)] if m), None)
         if found is None:
             return None
         return (f"{c.service} loses {float(found.group(1)) * 100:.0f}% of its packets: a packet filter in its "
@@ -182,10 +198,15 @@ class _Qdisc(_NetFault):
 
     qdisc_kind: ClassVar[str]  # as `tc qdisc show` names it
     effect: ClassVar[str]  # what it does to the member, for its diagnosis finding
+    netns_probe = ROOT_QDISCS
+
+    @classmethod
+    def observe(cls, probe_out: list[str]) -> list[str]:
+        return [rule for rule in probe_out if f" {cls.qdisc_kind} " in f" {rule} "]
 
     @classmethod
     def seen_on(cls, c: ContainerState) -> str | None:
-        rule = next((r for r in c.network_rules if f" {cls.qdisc_kind} " in f" {r} "), None)
+        rule = next(iter(cls.signs_on(c)), None)
         return None if rule is None else f"{c.service}'s {cls.effect}: {rule}"
 
     @abc.abstractmethod
