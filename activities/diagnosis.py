@@ -138,8 +138,7 @@ def rules_diagnosis(ev: Evidence) -> Diagnosis:
             confidence=0.2,
         )
     # Out of service: down, or showing a kind that silences a running member (frozen); or failing its checks now.
-    out = {c.service for c in ev.containers
-           if not c.running or any(CATALOG[kind].out_of_service for kind in seen[c.service])}
+    out = {c.service for c in ev.containers if not c.running or any(CATALOG[k].out_of_service for k in seen[c.service])}
     out |= {m.service for m in sick_now}
     survivors = [s for s in ev.services if s not in out]
     impact = ev.load_impact
