@@ -93,9 +93,9 @@ def user_prompt(evidence: Evidence, nonce: str) -> str:
         parts.append(f"Something happened to the cluster at about {evidence.injected_at.isoformat()}.")
     parts.append("Container state of every member:\n" + "\n".join(
         f"- {c.service} (container {c.container or '-'}): {'running' if c.running else 'NOT running'}, "
-        f"status {c.status}, paused {c.paused}, exit code {c.exit_code}, OOM-killed {c.oom_killed}, "
-        f"restarts {c.restart_count}, network rules in its namespace: "
-        + ("; ".join(c.network_rules) or "none")
+        f"status {c.status}, exit code {c.exit_code}, OOM-killed {c.oom_killed}, "
+        f"restarts {c.restart_count}, signs of a fault beyond Docker's state: "
+        + ("; ".join(f"{s.kind}: {s.detail}" for s in c.signs) or "none")
         for c in evidence.containers))
     parts.append("Invariant-check timeline (oldest first):\n" + "\n".join(timeline_lines(evidence.timeline)))
     parts.append("Health of every member now:\n" + "\n".join(

@@ -18,8 +18,7 @@ from activities.claude import ClaudeAnswer, ClaudeUnavailable, ask_claude
 from activities.docker import compose_client, container_states, off_loop, open_session, service_logs
 from activities.logs import excerpt
 from activities.common import resolve_or_bad_input
-from durable_chaos.faults import CATALOG
-from durable_chaos.faults.netns import network_rules
+from durable_chaos.faults import CATALOG, signatures, signs_in_netns
 from durable_chaos.quorum import has_quorum
 from durable_chaos.contracts import (
     ContainerState,
@@ -76,11 +75,11 @@ async def gather_evidence(req: EvidenceRequest) -> Evidence:
         off_loop(service_logs, client, instance, since),
         health_now(),
     )
-    # Filters and queueing rules in each running member's namespace: a partition, packet loss or a rate cap
-    # leaves the member running and says so nowhere else.
-    rules = await asyncio.gather(*(off_loop(network_rules, c.container) for c in containers if c.running))
-    for c, found in zip([c for c in containers if c.running], rules):
-        c.network_rules = found
+    # Each kind's signs in every running member's namespace: a partition, packet loss or a rate cap leaves the
+    # member running and says so nowhere in Docker's state.
+    running = [c for c in containers if c.running]
+    for c, signs in zip(running, await asyncio.gather(*(off_loop(signs_in_netns, c.container) for c in running))):
+        c.signs = signs
     hints = instance.subject.hints
     return Evidence(
         subject=instance.subject.name,
@@ -103,23 +102,6 @@ def _container_finding(c: ContainerState) -> str:
     if c.oom_killed:
         how += ", killed by the OOM killer"
     return f"container {c.container or c.service} of {c.service} is {c.status} ({how})"
-
-
-def signatures(c: ContainerState) -> dict[str, str]:
-    """kind -> finding, for every fault kind whose signature this member shows (each kind knows its own)."""
-    return {kind: found for kind, cls in CATALOG.items() if (found := cls.seen_on(c))}
-
-
-# What to do about a member, by the first kind whose signature it shows.
-ACTIONS = {
-    "kill": "Start {who} again and find what sent the SIGKILL (orchestrator events, OOM killer, an operator).",
-    "stop": "Start {who} again and find who stopped it (deploys, orchestrator, an operator's docker stop).",
-    "pause": "Unpause {who} (docker unpause) and find what froze it (a checkpoint, a debugger, an operator).",
-    "partition": "Remove the packet filters that cut {who} off from its peers, then confirm it rejoins.",
-    "loss": "Remove the packet filter dropping {who}'s packets, or find the faulty link.",
-    "bandwidth": "Remove the rate cap on {who}'s interface, or find what saturates it.",
-    "latency": "Remove the delay on {who}'s interface, or find the slow link.",
-}
 
 
 def rules_diagnosis(ev: Evidence) -> Diagnosis:
@@ -155,8 +137,9 @@ def rules_diagnosis(ev: Evidence) -> Diagnosis:
             suggested_actions=["Inspect the member logs around the first violation."],
             confidence=0.2,
         )
-    # Out of service: down, frozen or cut off; or failing its checks now.
-    out = {c.service for c in ev.containers if not c.running or c.paused} | {m.service for m in sick_now}
+    # Out of service: down, or showing a kind that silences a running member (frozen); or failing its checks now.
+    out = {c.service for c in ev.containers if not c.running or any(CATALOG[k].out_of_service for k in seen[c.service])}
+    out |= {m.service for m in sick_now}
     survivors = [s for s in ev.services if s not in out]
     impact = ev.load_impact
     if impact and impact.drop_pct is not None:
@@ -168,8 +151,9 @@ def rules_diagnosis(ev: Evidence) -> Diagnosis:
         else f"quorum is LOST: only {len(survivors)}/{len(ev.services)} members healthy"
     )
     who = ", ".join(affected)
+    # Each kind's own advice, once per kind; a member down with no kind's signature (a crash) is started again.
     kinds = dict.fromkeys(kind for found in marked.values() for kind in found)
-    actions = [ACTIONS[kind].format(who=who) for kind in kinds if kind in ACTIONS] or [
+    actions = [CATALOG[kind].advice.format(who=who) for kind in kinds] or [
         f"Start {who} again and confirm it rejoins the {ev.subject} cluster."]
     return Diagnosis(
         source="rules",

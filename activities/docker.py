@@ -17,7 +17,7 @@ from activities.images import ImageBuildFailed, ensure_images
 from durable_chaos.contracts import ContainerState, ErrorType, bad_input
 from durable_chaos.runtime.state import state_dir
 from subjects import ExecResult, SubjectInstance
-from subjects.base import ImageSpec
+from durable_chaos.images import ImageSpec
 
 T = TypeVar("T")
 
@@ -136,7 +136,6 @@ def container_states(client: DockerClient, instance: SubjectInstance) -> list[Co
                 status=s.status or "unknown",
                 exit_code=s.exit_code,
                 oom_killed=bool(s.oom_killed),
-                paused=bool(s.paused),
                 restart_count=c.restart_count or 0,
             )
         )

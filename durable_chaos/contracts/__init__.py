@@ -7,6 +7,7 @@ names are re-exported here, so `from durable_chaos.contracts import ChaosReport`
 
 from durable_chaos.contracts.diagnosis import (
     ContainerState,
+    Sign,
     DiagnoseRequest,
     Diagnosis,
     DiagnosisFindings,
@@ -119,6 +120,7 @@ __all__ = [
     "LoadWindow",
     "LoadSummary",
     "ContainerState",
+    "Sign",
     "EvidenceRequest",
     "MemberLogs",
     "LoadImpact",

@@ -7,11 +7,23 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from durable_chaos.contracts.names import FaultKind
 from durable_chaos.contracts.run import SubjectRef
 from durable_chaos.contracts.stages import CheckResult, DetectResult, LoadWindow
 
 
+class Sign(BaseModel):
+    """Something a fault kind leaves on a member that Docker's own state does not show (a packet filter, a queueing
+    discipline), as the kind itself observed it. Named by its kind, so a new kind needs no field here."""
+
+    kind: FaultKind
+    detail: str = Field(description="what was seen, as the system prints it (an `iptables -S` rule, a qdisc line)")
+
+
 class ContainerState(BaseModel):
+    """A member as Docker reports it, plus the signs each fault kind found on it. `status` is Docker's own
+    (`paused` for a member frozen by the cgroup freezer: it still reads as running)."""
+
     service: str
     container: str
     running: bool
@@ -19,9 +31,7 @@ class ContainerState(BaseModel):
     exit_code: int | None = None
     oom_killed: bool = False
     restart_count: int = 0
-    paused: bool = Field(default=False, description="frozen by the cgroup freezer: reads as running, answers nothing")
-    network_rules: list[str] = Field(
-        default=[], description="packet filters and queueing rules found in its network namespace (not Docker's own)")
+    signs: list[Sign] = Field(default=[], description="the signs fault kinds found on it, in catalog order")
 
 
 class EvidenceRequest(BaseModel):

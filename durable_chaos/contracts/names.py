@@ -64,9 +64,9 @@ DEFAULT_LOAD_RATE = 100.0
 MAX_LOAD_RATE = 2000.0
 
 
-# The name of a fault kind (`faults.CATALOG` holds them: kill, stop, pause, partition, loss, bandwidth, latency). A
-# plain string here: the catalog, not this module, knows the kinds and validates them (a run with an unknown kind is
-# refused in preflight, before anything is touched).
+# The name of a fault kind (a key of `faults.CATALOG`, which holds them all). A plain string here: the catalog, not
+# this module, knows the kinds and validates them (a run with an unknown kind is refused in preflight, before
+# anything is touched).
 FaultKind = str
 
 

@@ -1,8 +1,9 @@
 """The fault catalog: every kind a run can inject, each an inject/undo pair with its own parameters model.
 
 Adding a kind = one `Fault` subclass (in `container.py`, `network.py` or a module of its own) listed in `CATALOG`.
-The workflow never learns what a kind does: it carries the kind's name and parameters, and the activities look
-the kind up here.
+The kind carries its parameters, inject and undo, its advice, its signature on a member and how to observe it;
+`Fault` refuses a kind that lacks one. The workflow never learns what a kind does: it carries the kind's name and
+parameters, and the activities (faults, evidence, diagnosis, Claude's prompt) ask the catalog.
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ from typing import Any, Iterable, Mapping
 
 from pydantic import ValidationError
 
+from durable_chaos.contracts import ContainerState, Sign
 from durable_chaos.faults.base import BadFault, Fault, Target
 from durable_chaos.faults.container import Kill, Pause, Stop
+from durable_chaos.faults.netns import probe_netns
 from durable_chaos.faults.network import Bandwidth, Latency, Loss, Partition
 from durable_chaos.faults.targeting import target_choice
 
 CATALOG: dict[str, type[Fault]] = {f.kind: f for f in (Kill, Stop, Pause, Partition, Loss, Bandwidth, Latency)}
 
-__all__ = ["CATALOG", "BadFault", "Fault", "Target", "catalog_help", "make_fault", "parse_params", "target_choice"]
+__all__ = ["CATALOG", "BadFault", "Fault", "Target", "catalog_help", "make_fault", "parse_params", "signatures",
+           "signs_in_netns", "target_choice"]
 
 
 def make_fault(kind: str, params: Mapping[str, Any] | None = None) -> Fault:
@@ -59,3 +63,16 @@ def catalog_help() -> str:
                           if field.default is not None)
         lines.append(f"  {kind:<10} {cls.help}" + (f"  [{params}]" if params else ""))
     return "\n".join(lines)
+
+
+def signs_in_netns(container_id: str) -> list[Sign]:
+    """Every kind's signs in a running member's network namespace, in catalog order: one helper runs the probes
+    of all kinds (once each, however many kinds read a probe's output)."""
+    kinds = [cls for cls in CATALOG.values() if cls.netns_probe is not None]
+    found = probe_netns(container_id, list(dict.fromkeys(cls.netns_probe for cls in kinds)))
+    return [Sign(kind=cls.kind, detail=line) for cls in kinds for line in cls.observe(found.get(cls.netns_probe, []))]
+
+
+def signatures(c: ContainerState) -> dict[str, str]:
+    """kind -> finding, for every kind whose signature this member shows (each kind knows its own)."""
+    return {kind: found for kind, cls in CATALOG.items() if (found := cls.seen_on(c))}

@@ -46,17 +46,56 @@ class Target:
 
 
 class Fault(abc.ABC):
+    """A kind carries everything about itself, so the diagnosis, the evidence and the CLI learn nothing about it
+    but through the catalog. A class that names a `kind` must give all of `REQUIRED`, `seen_on`, and `observe` if it
+    has a `netns_probe` (checked when the class is defined: the diagnosis asks these of classes it never
+    instantiates, so abc alone would not tell; a kind without advice or a signature must not pass in silence)."""
+
     kind: ClassVar[str]
     help: ClassVar[str]  # one line for `chaos --help`
     Params: ClassVar[type[BaseModel]] = NoParams
     # How a member hit by this kind looks from outside, for Claude's prompt (the rules engine asks `seen_on`).
     looks_like: ClassVar[str]
+    # What to do about members showing this kind, for the rules diagnosis; `{who}` becomes their names.
+    advice: ClassVar[str]
+    # A member showing this kind serves nothing, even if it reads as running (frozen, down): the diagnosis counts
+    # it out of the quorum. False when it still answers, however badly (loss, a rate cap).
+    out_of_service: ClassVar[bool]
+    # Where the kind shows beyond Docker's own state: a shell command run in every running member's network
+    # namespace when evidence is gathered (one helper runs every kind's command; kinds sharing one share its run),
+    # its output handed to `observe`. None for a kind Docker's state shows (kill, stop, pause).
+    netns_probe: ClassVar[str | None] = None
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ("help", "looks_like", "advice", "out_of_service")
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "kind" not in cls.__dict__:  # a family of kinds (_Down, _Qdisc): its members are checked
+            return
+        missing = [name for name in cls.REQUIRED if not hasattr(cls, name)]
+        if getattr(cls.seen_on, "__isabstractmethod__", False):
+            missing.append("seen_on")
+        if cls.netns_probe is not None and cls.observe.__func__ is Fault.observe.__func__:
+            missing.append("observe (it has a netns_probe)")
+        if missing:
+            raise TypeError(f"fault kind {cls.kind!r} ({cls.__name__}) lacks {', '.join(missing)}")
 
     @classmethod
     @abc.abstractmethod
     def seen_on(cls, c: ContainerState) -> str | None:
         """This kind's signature on a member's observed state, as a finding ("etcd2 is paused: ..."), or None.
         Diagnosis asks every kind about every member: it is never told which kind a run injected."""
+
+    @classmethod
+    def observe(cls, probe_out: list[str]) -> list[str]:
+        """This kind's signs among the output lines of its `netns_probe` (which other kinds may share), kept as
+        they read: the evidence shows them to Claude, and `seen_on` reads them back through `signs_on`."""
+        return []
+
+    @classmethod
+    def signs_on(cls, c: ContainerState) -> list[str]:
+        """The details of this kind's signs found on the member."""
+        return [s.detail for s in c.signs if s.kind == cls.kind]
 
     def __init__(self, params: BaseModel):
         self.params = params

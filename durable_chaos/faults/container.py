@@ -36,6 +36,8 @@ class _CheckThenAct(Fault):
 class _Down(_CheckThenAct):
     """Undone by starting the container again. A member that is not running is down, whoever stopped it."""
 
+    out_of_service = True
+
     def in_effect(self, t: Target) -> bool:
         t.container.reload()
         return not t.container.state.running
@@ -51,6 +53,7 @@ class Kill(_Down):
     kind = "kill"
     help = "SIGKILL the member's container; undone by starting it"
     looks_like = "killed: the container is not running and exited with code 137 (SIGKILL), connections refused"
+    advice = "Start {who} again and find what sent the SIGKILL (orchestrator events, OOM killer, an operator)."
 
     @classmethod
     def seen_on(cls, c: ContainerState) -> str | None:
@@ -74,6 +77,7 @@ class Stop(_Down):
     Params = StopParams
     looks_like = ("stopped: the container is not running and exited on its own after SIGTERM (code 0 or 143), "
                   "a graceful shutdown")
+    advice = "Start {who} again and find who stopped it (deploys, orchestrator, an operator's docker stop)."
 
     @classmethod
     def seen_on(cls, c: ContainerState) -> str | None:
@@ -93,10 +97,12 @@ class Pause(_CheckThenAct):
     help = "freeze every process of the member (cgroup freezer); undone by unpausing"
     looks_like = ("paused: the container reads as running but is frozen; connections are accepted by the kernel and "
                   "never answered, so health checks time out instead of being refused")
+    advice = "Unpause {who} (docker unpause) and find what froze it (a checkpoint, a debugger, an operator)."
+    out_of_service = True
 
     @classmethod
     def seen_on(cls, c: ContainerState) -> str | None:
-        if not c.paused:
+        if c.status != "paused":  # Docker's status for a frozen container, which still reads as running
             return None
         return (f"{c.service} is paused: container {c.container} is frozen by the cgroup freezer, so it answers "
                 "nothing and checks time out rather than being refused")

@@ -48,23 +48,23 @@ def _run(network: str, script: str, tag: str) -> str:
         raise
 
 
-# Everything in the filter table but the default policies, and every root qdisc but the kernel's defaults: what an
-# SRE would look at to see whether someone is dropping or shaping a member's traffic.
-OBSERVE = """iptables -w -S 2>/dev/null | grep -v '^-P' || true
-for d in $(ls /sys/class/net); do [ "$d" = lo ] && continue
-tc qdisc show dev "$d" root | grep -v -e ' noqueue ' -e ' noop ' -e ' pfifo_fast ' | sed "s/^/$d: /" || true
-done"""
+# Starts each probe's part of the output in `probe_netns`: no iptables rule or qdisc line reads like it.
+PROBE_START = "@@durable-chaos-probe@@"
 
 
-def network_rules(container_id: str) -> list[str]:
-    """Packet filters and queueing disciplines in a running member's namespace (evidence for diagnosis); empty when
-    the helper image is not built here (diagnosis never waits for a build) or the member is not running."""
-    if not docker.image.exists(nettools_image().ref):
-        return []
+def probe_netns(container_id: str, probes: list[str]) -> dict[str, list[str]]:
+    """probe -> its output lines, from a running member's namespace, every probe run by one helper (a helper per
+    fault kind would multiply the seconds evidence takes). Empty when the helper image is not built here (diagnosis
+    never waits for a build) or the member is not running: there is nothing to see."""
+    if not probes or not docker.image.exists(nettools_image().ref):
+        return {}
+    script = "\n".join(f"echo {PROBE_START}\n{probe}" for probe in probes)
     try:
-        return [line.strip() for line in run_in_netns(container_id, OBSERVE, "observe").splitlines() if line.strip()]
+        out = run_in_netns(container_id, script, "observe")
     except (NotRunning, DockerException):
-        return []
+        return {}
+    parts = out.split(PROBE_START)[1:]
+    return {probe: [line.strip() for line in part.splitlines() if line.strip()] for probe, part in zip(probes, parts)}
 
 
 @functools.cache

@@ -25,12 +25,20 @@ from durable_chaos.faults.netns import NotRunning, kernel_lacks_qdisc, nettools_
 from durable_chaos.images import ImageSpec
 
 HOOKS = ("INPUT ! -i lo", "OUTPUT ! -o lo")
+# What the evidence reads in a member's namespace, whoever put it there (diagnosis is never told which run did):
+# every packet filter, and every root qdisc prefixed with its interface.
+FILTER_RULES = "iptables -w -S 2>/dev/null || true"
+ROOT_QDISCS = """for d in $(ls /sys/class/net); do [ "$d" = lo ] && continue
+tc qdisc show dev "$d" root | sed "s/^/$d: /" || true
+done"""
 # What `iptables -S` prints for the rules below, as diagnosis reads them back from a member's namespace.
 ADDRESS_DROP = re.compile(r"-[sd] (\d+\.\d+\.\d+\.\d+)(?:/32)? -j DROP")
 RANDOM_DROP = re.compile(r"--probability ([0-9.]+) -j DROP")
 
 
 class _NetFault(Fault):
+    out_of_service = False  # it still runs and answers its clients, if not its peers
+
     def images(self) -> list[ImageSpec]:
         return [nettools_image()]
 
@@ -62,6 +70,8 @@ class _NetFault(Fault):
 
 class _Filter(_NetFault):
     """Drop rules in the run's own chain."""
+
+    netns_probe = FILTER_RULES
 
     @abc.abstractmethod
     def rules(self, t: Target) -> list[str]:
@@ -112,10 +122,15 @@ class Partition(_Filter):
     Params = PartitionParams
     looks_like = ("partitioned: running and answering its clients, but packet filters in its namespace drop traffic "
                   "to and from its peers' addresses, so it lost its peers or its leadership")
+    advice = "Remove the packet filters that cut {who} off from its peers, then confirm it rejoins."
+
+    @classmethod
+    def observe(cls, probe_out: list[str]) -> list[str]:
+        return [rule for rule in probe_out if ADDRESS_DROP.search(rule)]
 
     @classmethod
     def seen_on(cls, c: ContainerState) -> str | None:
-        peers = sorted({m.group(1) for rule in c.network_rules for m in [ADDRESS_DROP.search(rule)] if m})
+        peers = sorted({m.group(1) for rule in cls.signs_on(c) for m in [ADDRESS_DROP.search(rule)] if m})
         if not peers:
             return None
         return (f"{c.service} is partitioned: packet filters in its namespace drop all traffic to and from "
@@ -157,10 +172,15 @@ class Loss(_Filter):
     Params = LossParams
     looks_like = ("packet loss: running, but a random share of its packets is dropped, so its requests see errors, "
                   "retransmissions and timeouts now and then, and latency goes up")
+    advice = "Remove the packet filter dropping {who}'s packets, or find the faulty link."
+
+    @classmethod
+    def observe(cls, probe_out: list[str]) -> list[str]:
+        return [rule for rule in probe_out if RANDOM_DROP.search(rule)]
 
     @classmethod
     def seen_on(cls, c: ContainerState) -> str | None:
-        found = next((m for rule in c.network_rules for m in [RANDOM_DROP.search(rule)] if m), None)
+        found = next((m for rule in cls.signs_on(c) for m in [RANDOM_DROP.search(rule)] if m), None)
         if found is None:
             return None
         return (f"{c.service} loses {float(found.group(1)) * 100:.0f}% of its packets: a packet filter in its "
@@ -178,10 +198,15 @@ class _Qdisc(_NetFault):
 
     qdisc_kind: ClassVar[str]  # as `tc qdisc show` names it
     effect: ClassVar[str]  # what it does to the member, for its diagnosis finding
+    netns_probe = ROOT_QDISCS
+
+    @classmethod
+    def observe(cls, probe_out: list[str]) -> list[str]:
+        return [rule for rule in probe_out if f" {cls.qdisc_kind} " in f" {rule} "]
 
     @classmethod
     def seen_on(cls, c: ContainerState) -> str | None:
-        rule = next((r for r in c.network_rules if f" {cls.qdisc_kind} " in f" {r} "), None)
+        rule = next(iter(cls.signs_on(c)), None)
         return None if rule is None else f"{c.service}'s {cls.effect}: {rule}"
 
     @abc.abstractmethod
@@ -227,6 +252,7 @@ class Bandwidth(_Qdisc):
     help = "cap the member's outgoing rate (tc tbf)"
     Params = BandwidthParams
     looks_like = "bandwidth-capped: running, but a tbf queueing discipline caps its outgoing rate; answers slow down"
+    advice = "Remove the rate cap on {who}'s interface, or find what saturates it."
     qdisc_kind = "tbf"
     effect = "outgoing traffic is rate-capped"
 
@@ -249,6 +275,7 @@ class Latency(_Qdisc):
     help = "delay the member's outgoing packets (tc netem; needs the kernel's sch_netem)"
     Params = LatencyParams
     looks_like = "delayed: running, but a netem queueing discipline delays its outgoing packets; every answer is late"
+    advice = "Remove the delay on {who}'s interface, or find the slow link."
     qdisc_kind = "netem"
     effect = "outgoing packets are delayed"
 

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from durable_chaos.contracts import SCHEDULED_WORKFLOW_NAME, ChaosInput, ScheduledRunResult
+from durable_chaos.faults import CATALOG
 from tests.conftest import command_env, running_worker, starter, subject_args
 from workflows.chaos import ChaosDemoWorkflow
 
@@ -111,7 +112,7 @@ async def test_schedule_firing_while_a_manual_run_holds_the_subject_is_skipped(c
     (["--timezone", "Mars/Olympus"], "unknown --timezone 'Mars/Olympus'"),
     (["--cron", "not a cron"], "the server refused the schedule"),
     (["--target", "etcd9"], "'etcd9' is not a target of etcd"),
-    (["--fault", "melt"], "unknown fault 'melt' (known: kill, stop, pause, partition, loss, bandwidth, latency)"),
+    (["--fault", "melt"], f"unknown fault 'melt' (known: {', '.join(CATALOG)})"),
     (["--subject", "nope"], "unknown subject 'nope'"),
 ])
 async def test_bad_schedule_input_exits_2_with_one_line(cli_env, schedule_id, args, message):

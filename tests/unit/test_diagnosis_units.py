@@ -12,7 +12,8 @@ from activities.claude import ClaudeUnavailable, ask_claude, system_prompt, user
 from activities.diagnosis import _known_nodes, load_impact, rules_diagnosis
 from activities.logs import docker_stamp, excerpt
 from activities.redact import REDACTED, redact
-from durable_chaos.contracts import CheckResult, ContainerState, Diagnosis, Evidence, LoadWindow, MemberHealth
+from durable_chaos.contracts import CheckResult, ContainerState, Diagnosis, Evidence, LoadWindow, MemberHealth, Sign
+from durable_chaos import faults
 from durable_chaos.faults import CATALOG
 from tests import fake_anthropic as fa
 from workflows.chaos.verdict import grade
@@ -208,24 +209,44 @@ async def test_an_error_message_echoing_the_key_is_redacted(claude_env):
 # -- each fault kind's signature -------------------------------------------------------------------------------
 
 PEERS = ["172.20.0.2", "172.20.0.4"]
-RUNNING_SIGNATURES = {
-    "pause": ({"paused": True}, "paused"),
-    "partition": ({"network_rules": [f"-A CHAOS-1a2b3c4d {way} {ip}/32 -j DROP"
-                                     for ip in PEERS for way in ("-s", "-d")]}, "partitioned"),
-    "loss": ({"network_rules": ["-A CHAOS-1a2b3c4d -m statistic --mode random --probability 0.29999999981 -j DROP"]},
-             "30% of its packets"),
-    "bandwidth": ({"network_rules": ["eth0: qdisc tbf 8a3c: root refcnt 2 rate 1Mbit burst 4Kb lat 400ms"]},
-                  "rate-capped"),
+# What the evidence reads in a member's namespace; each network kind picks its own signs from it (`observe`).
+NETNS = {
+    "partition": [f"-A CHAOS-1a2b3c4d {way} {ip}/32 -j DROP" for ip in PEERS for way in ("-s", "-d")],
+    "loss": ["-A CHAOS-1a2b3c4d -m statistic --mode random --probability 0.29999999981 -j DROP"],
+    "bandwidth": ["eth0: qdisc tbf 8a3c: root refcnt 2 rate 1Mbit burst 4Kb lat 400ms"],
 }
+NETNS_NOISE = ["-P INPUT ACCEPT", "-N CHAOS-1a2b3c4d", "-A INPUT ! -i lo -j CHAOS-1a2b3c4d",
+               "eth0: qdisc noqueue 0: root refcnt 2"]
+
+
+def signs_in_netns(monkeypatch, lines: list[str]) -> list[Sign]:
+    """The catalog's signs for a namespace where every probe prints `lines` (no Docker: `probe_netns` is replaced)."""
+    asked: list[list[str]] = []
+    monkeypatch.setattr(faults, "probe_netns", lambda _id, probes: asked.append(probes) or {p: lines for p in probes})
+    signs = faults.signs_in_netns("t-x-etcd2-1")
+    (probes,) = asked  # one helper for all kinds, each probe once
+    assert len(probes) == len(set(probes)) == len({cls.netns_probe for cls in CATALOG.values()} - {None})
+    return signs
+
+
+def observed(monkeypatch, kind: str) -> dict:
+    """A running member's state as the evidence records it when `kind` hit it."""
+    if kind == "pause":
+        return {"status": "paused"}
+    return {"signs": signs_in_netns(monkeypatch, NETNS_NOISE + NETNS[kind])}
+
+
+RUNNING_SIGNATURES = {"pause": "paused", "partition": "partitioned", "loss": "30% of its packets",
+                      "bandwidth": "rate-capped"}
 
 
 @pytest.mark.parametrize("kind", RUNNING_SIGNATURES)
-def test_rules_engine_names_a_running_member_by_its_faults_signature(kind):
+def test_rules_engine_names_a_running_member_by_its_faults_signature(monkeypatch, kind):
     """A paused, partitioned, lossy or capped member still runs: the engine must name it from its signature, while
     another member that is merely unhealthy for a moment (a re-election) is not blamed."""
-    state, words = RUNNING_SIGNATURES[kind]
-    containers = [ContainerState(service=s, container=f"t-x-{s}-1", running=True, status="running",
-                                 **(state if s == "etcd2" else {})) for s in SERVICES]
+    words = RUNNING_SIGNATURES[kind]
+    containers = [ContainerState(**{"service": s, "container": f"t-x-{s}-1", "running": True, "status": "running",
+                                    **(observed(monkeypatch, kind) if s == "etcd2" else {})}) for s in SERVICES]
     ev = Evidence(subject="etcd", services=SERVICES, containers=containers,
                   timeline=[check(0, []), check(0.5, ["etcd2", "etcd3"])], health_now=check(1.0, ["etcd2", "etcd3"]))
     d = rules_diagnosis(ev)
@@ -243,11 +264,16 @@ def test_rules_engine_tells_a_stop_from_a_kill():
     assert d.affected_nodes == ["etcd1"] and "stopped" in d.root_cause and "SIGKILL" not in d.root_cause
 
 
-def test_claudes_prompt_describes_every_kinds_signature_and_shows_paused_and_network_rules():
+def test_claudes_prompt_describes_every_kinds_signature_and_shows_paused_and_the_signs():
     ev = killed_evidence("etcd2")
-    ev.containers[0].paused = True
-    ev.containers[1].network_rules = ["-A CHAOS-1 -s 172.20.0.9/32 -j DROP"]
+    ev.containers[0].status = "paused"
+    ev.containers[1].signs = [Sign(kind="partition", detail="-A CHAOS-1 -s 172.20.0.9/32 -j DROP")]
     system, user = system_prompt(ev, "n0nce"), user_prompt(ev, "n0nce")
     for cls in CATALOG.values():
         assert cls.looks_like in system
-    assert "paused True" in user and "-A CHAOS-1 -s 172.20.0.9/32 -j DROP" in user
+    assert "status paused" in user and "partition: -A CHAOS-1 -s 172.20.0.9/32 -j DROP" in user
+
+
+def test_each_network_kind_takes_only_its_own_signs_from_what_the_namespace_shows(monkeypatch):
+    signs = signs_in_netns(monkeypatch, NETNS_NOISE + [line for lines in NETNS.values() for line in lines])
+    assert signs == [Sign(kind=kind, detail=line) for kind, lines in NETNS.items() for line in lines]

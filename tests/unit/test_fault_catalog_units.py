@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from durable_chaos.contracts import TargetChoice
-from durable_chaos.faults import CATALOG, BadFault, make_fault, parse_params, target_choice
+from durable_chaos.contracts import ContainerState, TargetChoice
+from durable_chaos.faults import CATALOG, BadFault, Fault, make_fault, parse_params, target_choice
 from subjects import get_subject
 from workflows.chaos.plan import draw
 
@@ -22,7 +22,7 @@ POSTGRES = get_subject("postgres")
     ("bandwidth", {"rate": "fast"}, "fault bandwidth: rate=fast is invalid"),
     ("stop", {"grace_s": "-1"}, "fault stop: grace_s=-1 is invalid"),
     ("kill", {"signal": "9"}, "fault kill has no parameter 'signal' (its parameters: none)"),
-    ("latencyy", {}, "unknown fault 'latencyy' (known: kill, stop, pause, partition, loss, bandwidth, latency)"),
+    ("latencyy", {}, f"unknown fault 'latencyy' (known: {', '.join(CATALOG)})"),
 ])
 def test_bad_parameters_are_one_line_naming_the_value(kind, params, message):
     with pytest.raises(BadFault) as err:
@@ -48,9 +48,34 @@ def test_param_options_must_be_key_value():
         parse_params(["percent"])
 
 
-def test_every_kind_has_help_a_signature_and_a_description_for_claude():
-    for kind, cls in CATALOG.items():
-        assert cls.kind == kind and cls.help and cls.looks_like
+@pytest.mark.parametrize("kind", list(CATALOG))
+def test_every_kind_carries_its_help_advice_signature_and_observation(kind):
+    cls = CATALOG[kind]
+    assert cls.kind == kind and cls.help and cls.looks_like
+    assert "{who}" in cls.advice and cls.advice.format(who="etcd2")  # the rules diagnosis fills in the members
+    assert isinstance(cls.out_of_service, bool)
+    assert not getattr(cls.seen_on, "__isabstractmethod__", False)
+    # A member with nothing on it shows no kind's signature.
+    assert cls.seen_on(ContainerState(service="etcd2", container="c", running=True, status="running")) is None
+    if cls.netns_probe is not None:
+        assert cls.observe.__func__ is not Fault.observe.__func__
+        assert cls.observe(["-P INPUT ACCEPT"]) == []
+
+
+@pytest.mark.parametrize("lacks", [*Fault.REQUIRED, "seen_on"])
+def test_a_kind_that_lacks_advice_a_signature_or_any_other_part_cannot_be_defined(lacks):
+    parts = {"kind": "melt", "help": "h", "looks_like": "l", "advice": "Cool {who}.", "out_of_service": False,
+             "seen_on": classmethod(lambda cls, c: None)}
+    del parts[lacks]
+    with pytest.raises(TypeError, match=f"fault kind 'melt' \\(Melt\\) lacks {lacks}"):
+        type("Melt", (Fault,), parts)
+
+
+def test_a_kind_that_looks_into_the_namespace_must_say_what_it_sees_there():
+    with pytest.raises(TypeError, match="lacks observe"):
+        class Melt(CATALOG["pause"]):
+            kind = "melt"
+            netns_probe = "cat /proc/net/dev"
 
 
 ROLES = {"leader": "etcd2"}
