@@ -15,7 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.images import ImageBuildFailed, ensure_images
 from durable_chaos.contracts import ContainerState, ErrorType, bad_input
-from durable_chaos.runtime.state import state_dir
+from durable_chaos.state import state_dir
 from subjects import ExecResult, SubjectInstance
 from durable_chaos.images import ImageSpec
 

@@ -19,7 +19,7 @@ from temporalio.runtime import Runtime
 
 from durable_chaos.contracts import Attr
 from durable_chaos.runtime.connect import connect, connect_config, uses_default_server
-from durable_chaos.runtime.state import state_dir
+from durable_chaos.state import state_dir
 
 TYPE_NAMES = {2: "Keyword", 4: "Double", 5: "Bool"}
 

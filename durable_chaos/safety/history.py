@@ -17,7 +17,7 @@ from pathlib import Path
 from collections.abc import Iterable
 from typing import Literal
 
-from durable_chaos.runtime.state import state_dir
+from durable_chaos.state import state_dir
 
 Kind = Literal["read", "write", "op"]  # "op": a subject's own load operation that says nothing about data
 Outcome = Literal["ok", "fail", "info"]  # fail: certainly not applied; info: unknown (e.g. a timeout)

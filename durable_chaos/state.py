@@ -1,4 +1,5 @@
-"""Where the runner keeps local state (the embedded dev server's database, compose env files, logs)."""
+"""Where the runner keeps local state (the embedded dev server's database, compose env files, logs, operation
+histories). A bottom-layer module: the safety checkers, the activities and the runtime all read it."""
 
 from __future__ import annotations
 
