@@ -8,34 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from typing import Iterator, Optional
 
 import typer
 from rich.markup import escape
-from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 from typer.core import TyperGroup
 
-from durable_chaos.cli import control, emergency, runs, schedules
+from durable_chaos.cli import control, emergency, experiments, runs, schedules
 from durable_chaos.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAIL,
     EXIT_INTERRUPTED,
     EXIT_PASS,
-    connect_client,
-    err_console,
     fail,
-    has_live_worker,
-    no_worker_hint,
-    run_url,
-    runs_url,
 )
-from durable_chaos.cli.follow import follow_to_end
 from durable_chaos.cli.options import (
     ABORT_PROBE_OPTION,
     ABORT_QUERY_OPTION,
     COUNT_OPTION,
+    COUNTDOWN_OPTION,
+    DETECT_TIMEOUT_OPTION,
     DETECT_ALERT_OPTION,
     DETECT_HTTP_OPTION,
     DETECT_INTERVAL_OPTION,
@@ -55,12 +47,9 @@ from durable_chaos.cli.options import (
     TARGET_OPTION,
 )
 from durable_chaos.cli.run_input import chaos_input, guardrails
-from durable_chaos.cli.subjects import build_images_with_progress, subjects
-from durable_chaos.contracts import WORKFLOW_TASK_TIMEOUT, ChaosInput, Progress
-from durable_chaos.faults import make_fault
-from durable_chaos.runtime.connect import exit_process, task_queue
-from subjects import resolve
-from workflows.chaos import ChaosDemoWorkflow
+from durable_chaos.cli.start import start_and_follow
+from durable_chaos.cli.subjects import subjects
+from durable_chaos.runtime.connect import exit_process
 
 try:  # Typer 0.2x carries a Click of its own: its errors are not the installed click's
     from typer._click import exceptions as click_errors
@@ -114,47 +103,6 @@ def _root() -> None:
     """Durable chaos runs on Temporal. Server: TEMPORAL_ADDRESS / profile, else the embedded dev server."""
 
 
-async def _chaos(inp: ChaosInput, as_json: bool, detach: bool) -> int:
-    instance = resolve(inp.subject)
-    build_images_with_progress(instance.subject.name, instance.subject.images())
-    fault = make_fault(inp.fault, inp.fault_params)  # validated already by chaos_input
-    build_images_with_progress(f"fault {fault.kind}", fault.images())
-    client = await connect_client()
-    maybe_worker = await has_live_worker(client, task_queue())
-    try:
-        handle = await client.start_workflow(
-            ChaosDemoWorkflow.run,
-            inp,
-            # The workflow id is the subject instance: Temporal itself refuses a second run on a busy subject.
-            id=instance.project,
-            task_queue=task_queue(),
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            task_timeout=WORKFLOW_TASK_TIMEOUT,
-            search_attributes=inp.start_attributes(),
-            static_summary=inp.summary(default_project=instance.subject.default_project),
-        )
-    except WorkflowAlreadyStartedError:
-        fail(EXIT_BAD_INPUT, f"subject {inp.subject.name} (project {instance.project}) is busy: run "
-                             f"{instance.project} is still in progress; wait for it or cancel it")
-    url = run_url(client, handle.id, handle.result_run_id or "")
-    # Followed live, the URL is on the live view and under the report: not a third time here.
-    followed_live = not (as_json or detach)
-    err_console.print(f"run {handle.id} started" + ("" if followed_live else f": {url}"), highlight=False,
-                      soft_wrap=True)
-    # Only chaos runs: the web UI's full list also holds the runs' fault guards and any other workflow.
-    err_console.print(f"all chaos runs: {runs_url(client, runs.runs_query(None, None))}", highlight=False,
-                      soft_wrap=True)
-    if detach:
-        if not maybe_worker:
-            err_console.print(no_worker_hint(handle.id), style="yellow", highlight=False, soft_wrap=True)
-        if as_json:
-            print(json.dumps({"workflow_id": handle.id, "run_id": handle.result_run_id, "url": url}))
-        return EXIT_PASS
-
-    return await follow_to_end(client, handle, url, Progress(subject=inp.subject.name), maybe_worker=maybe_worker,
-                               as_json=as_json, interactive=inp.interactive)
-
-
 @app.command(epilog=FAULT_KINDS_EPILOG)
 def chaos(
     subject: str = SUBJECT_OPTION,
@@ -171,10 +119,9 @@ def chaos(
     prometheus: Optional[str] = PROMETHEUS_OPTION,
     detect_alert: Optional[list[str]] = DETECT_ALERT_OPTION,
     detect_http: Optional[list[str]] = DETECT_HTTP_OPTION,
-    detect_timeout: Optional[float] = typer.Option(
-        None, help="Seconds to wait for detection before warning and going on (default: the subject's, 30 for etcd)."),
+    detect_timeout: Optional[float] = DETECT_TIMEOUT_OPTION,
     detect_interval: float = DETECT_INTERVAL_OPTION,
-    countdown: int = typer.Option(3, help="Seconds of countdown before the fault (a durable timer)."),
+    countdown: int = COUNTDOWN_OPTION,
     project: Optional[str] = PROJECT_OPTION,
     port_base: Optional[int] = typer.Option(None, help="First host port of the subject copy (e.g. 23790)."),
     as_json: bool = typer.Option(False, "--json", help="Print only the report as JSON on stdout."),
@@ -198,9 +145,10 @@ def chaos(
                       notify=notify)
     if interactive and (as_json or detach):
         fail(EXIT_BAD_INPUT, "--interactive needs a terminal to follow the run: drop --json/--detach")
-    raise typer.Exit(asyncio.run(_chaos(inp, as_json, detach)))
+    raise typer.Exit(asyncio.run(start_and_follow(inp, as_json, detach)))
 
 
+app.command()(experiments.run)
 app.command()(subjects)
 app.command()(control.advance)
 app.command()(control.cancel)

@@ -1,35 +1,42 @@
-"""The run options `chaos` and `schedule create` share: one definition, one help text."""
+"""The run options `chaos` and `schedule create` share: one definition, one help text. Their defaults are the run
+input's (`ChaosInput`), which an experiment file's fields also take (durable_chaos/experiment/model.py): a default
+is written once."""
 
 from __future__ import annotations
 
 import typer
 
-from durable_chaos.contracts import DEFAULT_LOAD_RATE
+from durable_chaos.experiment.model import default
 from durable_chaos.faults import CATALOG, catalog_help
 
 SUBJECT_OPTION = typer.Option(
     "etcd", help="Subject to break: a name (`python starter.py subjects` lists them) or a subject folder's path.")
 PROJECT_OPTION = typer.Option(None, help="Compose project of the subject copy (default chaos-<subject>).")
-DETECT_INTERVAL_OPTION = typer.Option(0.5, help="Seconds between invariant checks while detecting.")
-MAX_FAULT_SECONDS_OPTION = typer.Option(120.0, help="Restore starts at the latest this long after the fault.")
-LOAD_RATE_OPTION = typer.Option(DEFAULT_LOAD_RATE, help="Operations a second the load sends, however slow the "
+DETECT_INTERVAL_OPTION = typer.Option(default("detect_interval_s"), help="Seconds between invariant checks while detecting.")
+MAX_FAULT_SECONDS_OPTION = typer.Option(default("max_fault_s"), help="Restore starts at the latest this long after the fault.")
+LOAD_RATE_OPTION = typer.Option(default("load_rate"), help="Operations a second the load sends, however slow the "
                                 "answers (open loop); each is recorded and checked for lost data.")
 
 # The fault: its kind, its parameters, whom it hits.
-FAULT_OPTION = typer.Option("kill", help=f"Fault kind: {', '.join(CATALOG)} (listed below).")
+FAULT_OPTION = typer.Option(default("fault"), help=f"Fault kind: {', '.join(CATALOG)} (listed below).")
 FAULT_KINDS_EPILOG = catalog_help()
 PARAM_OPTION = typer.Option(None, "--param", "-p", metavar="KEY=VALUE",
                             help="A parameter of the fault kind (repeatable), e.g. -p percent=30, -p rate=512kbit, "
                                  "-p grace_s=5, -p groups='etcd1|etcd2,etcd3'.")
 TARGET_OPTION = typer.Option(None, help="Member to hit: a service name, random (the default), leader or follower "
                                         "(the subject's primary role, read when the run starts).")
-COUNT_OPTION = typer.Option(1, help="How many members to hit at once (the target first, the rest at random).")
-QUORUM_OPTION = typer.Option(False, "--allow-quorum-loss",
+COUNT_OPTION = typer.Option(default("count"), help="How many members to hit at once (the target first, the rest at random).")
+QUORUM_OPTION = typer.Option(default("allow_quorum_loss"), "--allow-quorum-loss",
                              help="Allow --count to take more members than the subject's quorum rule can spare.")
 NOTIFY_OPTION = typer.Option(None, "--notify", metavar="URL",
                              help="POST a JSON summary of the run here when it ends (Slack-compatible `text`). The "
                                   "URL is part of the run's input: for a webhook holding a token, set the worker's "
                                   "CHAOS_NOTIFY_URL instead.")
+
+COUNTDOWN_OPTION = typer.Option(default("countdown_s"), help="Seconds of countdown before the fault (a durable timer).")
+DETECT_TIMEOUT_OPTION = typer.Option(
+    default("detect_timeout_s"),
+    help="Seconds to wait for detection before warning and going on (default: the subject's, 30 for etcd).")
 
 # Guardrails `chaos` and `schedule create` share: stop conditions (restore at once, verdict fail) and the user's own
 # monitoring as extra detectors (timed beside ours).

@@ -56,6 +56,7 @@ from durable_chaos.cli.options import (
 from durable_chaos.cli.run_input import chaos_input, guardrails
 from durable_chaos.cli.schedule_views import find_schedule, schedule_grid, schedules_table
 from durable_chaos.contracts import WORKFLOW_TASK_TIMEOUT, ChaosInput
+from durable_chaos.experiment.model import default
 from durable_chaos.runtime.connect import task_queue
 from subjects import resolve
 from workflows.scheduled import ScheduledChaosWorkflow
@@ -129,7 +130,7 @@ def create(
     detect_http: Optional[list[str]] = DETECT_HTTP_OPTION,
     project: Optional[str] = PROJECT_OPTION,
     port_base: Optional[int] = typer.Option(None, help="First host port of the subject copy."),
-    countdown: int = typer.Option(3, help="Seconds of countdown before the fault."),
+    countdown: int = typer.Option(default("countdown_s"), help="Seconds of countdown before the fault."),
     detect_timeout: Optional[float] = typer.Option(None, help="Seconds to wait for detection (default: the subject's)."),
     detect_interval: float = DETECT_INTERVAL_OPTION,
     max_fault_seconds: float = MAX_FAULT_SECONDS_OPTION,

@@ -53,6 +53,17 @@ async def test_chaos_json_exits_0_with_a_report_of_the_killed_and_restored_targe
     assert all(etcd.running().values())
 
 
+async def test_an_experiment_file_runs_as_chaos_does_with_its_variables_set(cli_env, etcd):
+    proc = await asyncio.to_thread(starter, "run", "examples/etcd-loss-variables.yaml", "--set", "victim=etcd3",
+                                   "--set", "percent=40", "--json", *subject_args(etcd), env=cli_env)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["verdict"] == "pass", report["reasons"]
+    assert (report["targets"], report["fault_label"]) == (["etcd3"], "loss 40%")
+    assert report["fault_state"] == "restored" and report["safety"]["verdict"] == "ok"
+    assert all(etcd.running().values())
+
+
 @pytest.fixture
 def private_queue_env(cli_env) -> dict[str, str]:
     """The CLI on a task queue of its own: no worker has ever polled it unless the test starts one."""

@@ -1,7 +1,7 @@
 """Each layer imports only from below it, so a reader (and a new module) knows where a helper may live.
 
 Bottom to top: wire models and shared bits (contracts, ids, state, images, quorum), wording, then the fault catalog,
-the safety checkers and the subjects, then activities, then workflows, then the runtime and the command line.
+the safety checkers and the subjects, then activities and experiment files, then workflows, then the runtime and the command line.
 Imports made only for type checking do not count: they never run.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RANK = {
     "durable_chaos.contracts": 0, "durable_chaos.ids": 0, "durable_chaos.state": 0, "durable_chaos.images": 0,
-    "durable_chaos.quorum": 0, "durable_chaos.wording": 1,
+    "durable_chaos.quorum": 0, "durable_chaos.wording": 1, "durable_chaos.experiment": 3,
     "durable_chaos.faults": 2, "durable_chaos.safety": 2, "subjects": 2,
     "activities": 3, "workflows": 4, "durable_chaos.runtime": 5, "durable_chaos.cli": 6,
 }

@@ -1,0 +1,66 @@
+"""`starter.py run FILE`: an experiment file, run with the same live view, exit codes, `--json` and `--detach` as
+`chaos` (a file is the reviewed, versioned form of `chaos`'s flags), or only shown with `--dry-run`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+
+from durable_chaos.cli.common import EXIT_BAD_INPUT, EXIT_PASS, fail
+from durable_chaos.cli.options import PROJECT_OPTION
+from durable_chaos.cli.start import start_and_follow
+from durable_chaos.experiment.load import BadExperiment, Loaded, load_experiment
+from durable_chaos.experiment.model import schema
+from durable_chaos.experiment.plan import plan_lines
+
+
+def load_or_exit(file: Path, sets: list[str] | None, project: str | None, port_base: int | None) -> Loaded:
+    overrides = {}
+    for pair in sets or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            fail(EXIT_BAD_INPUT, f"--set {escape(pair)!r}: expected NAME=VALUE, e.g. --set victim=etcd2")
+        overrides[name.strip()] = value
+    if port_base is not None and not 1024 <= port_base <= 65000:
+        fail(EXIT_BAD_INPUT, f"--port-base must be between 1024 and 65000 (got {port_base})")
+    try:
+        return load_experiment(file, overrides, project=project, port_base=port_base)
+    except BadExperiment as err:
+        fail(EXIT_BAD_INPUT, escape(str(err)))
+
+
+def run(
+    file: Optional[Path] = typer.Argument(None, help="The experiment file (YAML; its schema: `--schema`, or "
+                                                     "durable_chaos/experiment/experiment.schema.json)."),
+    sets: Optional[list[str]] = typer.Option(None, "--set", metavar="NAME=VALUE",
+                                             help="Override a variable the file declares under `vars` (repeatable)."),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="Check the file and print the plan (members that could be hit, what is checked, "
+                                      "the deadlines) without starting or touching anything."),
+    as_json: bool = typer.Option(False, "--json", help="Print only the report as JSON on stdout."),
+    detach: bool = typer.Option(False, "--detach",
+                                help="Start the run and return; follow it with `watch ID` or in the web UI."),
+    project: Optional[str] = PROJECT_OPTION,
+    port_base: Optional[int] = typer.Option(None, help="First host port of the subject copy (e.g. 23790)."),
+    show_schema: bool = typer.Option(False, "--schema", help="Print the experiment file's JSON Schema and exit."),
+) -> None:
+    """Run an experiment file: the same run, live view and exit codes as `chaos`, described in a file you review.
+
+    Exit codes: 0 pass, 1 fail, 2 bad input (the file, its line and field), 3 Docker or Temporal unreachable.
+    """
+    if show_schema:
+        print(json.dumps(schema(), indent=2))
+        raise typer.Exit(EXIT_PASS)
+    if file is None:
+        fail(EXIT_BAD_INPUT, "give the experiment file: `starter.py run FILE` (examples/ holds some)")
+    loaded = load_or_exit(file, sets, project, port_base)
+    if dry_run:
+        print("\n".join(plan_lines(loaded)))
+        print("dry run: nothing was started or touched")
+        raise typer.Exit(EXIT_PASS)
+    raise typer.Exit(asyncio.run(start_and_follow(loaded.run_input, as_json, detach)))
