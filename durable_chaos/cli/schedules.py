@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 from typing import Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -31,13 +32,16 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from durable_chaos.cli.common import EXIT_BAD_INPUT, connect_client, err_console, fail, has_live_worker
+from durable_chaos.cli.experiments import load_or_exit
 from durable_chaos.cli.options import (
     ABORT_PROBE_OPTION,
     ABORT_QUERY_OPTION,
     COUNT_OPTION,
+    COUNTDOWN_OPTION,
     DETECT_ALERT_OPTION,
     DETECT_HTTP_OPTION,
     DETECT_INTERVAL_OPTION,
+    DETECT_TIMEOUT_OPTION,
     FAULT_KINDS_EPILOG,
     FAULT_OPTION,
     LOAD_RATE_OPTION,
@@ -56,7 +60,6 @@ from durable_chaos.cli.options import (
 from durable_chaos.cli.run_input import chaos_input, guardrails
 from durable_chaos.cli.schedule_views import find_schedule, schedule_grid, schedules_table
 from durable_chaos.contracts import WORKFLOW_TASK_TIMEOUT, ChaosInput
-from durable_chaos.experiment.model import default
 from durable_chaos.runtime.connect import task_queue
 from subjects import resolve
 from workflows.scheduled import ScheduledChaosWorkflow
@@ -109,8 +112,15 @@ async def _create(schedule_id: str, inp: ChaosInput, cron: str, timezone: str, p
                   f"{task_queue()!r}", highlight=False)
 
 
+# The options that say what a run does; an experiment file (--file) says all of that itself.
+RUN_OPTIONS = ("subject", "fault", "param", "target", "count", "allow_quorum_loss", "max_error_rate", "max_p99_ms",
+               "max_unavailable_s", "abort_probe", "abort_query", "prometheus", "detect_alert", "detect_http",
+               "countdown", "detect_timeout", "detect_interval", "max_fault_seconds", "load_rate", "notify")
+
+
 @app.command(epilog=FAULT_KINDS_EPILOG)
 def create(
+    ctx: typer.Context,
     schedule_id: Optional[str] = typer.Option(None, "--id", help="Schedule id (default nightly-<project>)."),
     cron: str = typer.Option("0 3 * * *", help="When to run, as a cron expression."),
     timezone: str = typer.Option("UTC", help="IANA time zone the cron expression is read in."),
@@ -130,8 +140,8 @@ def create(
     detect_http: Optional[list[str]] = DETECT_HTTP_OPTION,
     project: Optional[str] = PROJECT_OPTION,
     port_base: Optional[int] = typer.Option(None, help="First host port of the subject copy."),
-    countdown: int = typer.Option(default("countdown_s"), help="Seconds of countdown before the fault."),
-    detect_timeout: Optional[float] = typer.Option(None, help="Seconds to wait for detection (default: the subject's)."),
+    countdown: int = COUNTDOWN_OPTION,
+    detect_timeout: Optional[float] = DETECT_TIMEOUT_OPTION,
     detect_interval: float = DETECT_INTERVAL_OPTION,
     max_fault_seconds: float = MAX_FAULT_SECONDS_OPTION,
     load_rate: float = LOAD_RATE_OPTION,
@@ -141,15 +151,31 @@ def create(
         help="Pause the schedule when a run fails (verdict fail or an error), so no further run starts until "
              "someone has looked and unpaused it (`schedule unpause ID`)."),
     notify: Optional[str] = NOTIFY_OPTION,
+    file: Optional[Path] = typer.Option(
+        None, "--file", metavar="FILE",
+        help="Run this experiment file instead of the run options above. Its content is stored in the schedule: "
+             "editing the file later changes nothing until the schedule is made again."),
+    sets: Optional[list[str]] = typer.Option(None, "--set", metavar="NAME=VALUE",
+                                             help="With --file: override a variable the file declares."),
 ) -> None:
     """Run chaos on a schedule (default every night at 03:00 UTC). A run is skipped while the subject is busy."""
     _check_timezone(timezone)
-    inp = chaos_input(subject, target, detect_timeout, detect_interval, countdown, project, port_base,
-                      max_fault_seconds, load_rate=load_rate, fault=fault, params=param, count=count,
-                      allow_quorum_loss=allow_quorum_loss,
-                      guards=guardrails(max_error_rate, max_p99_ms, max_unavailable_s, abort_probe, abort_query,
-                                        prometheus, detect_alert, detect_http),
-                      notify=notify)
+    if file is not None:
+        # The file says what to run; a run option given beside it would be silently dropped, so it is refused.
+        given = [f"--{name.replace('_', '-')}" for name in RUN_OPTIONS
+                 if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"]
+        if given:
+            fail(EXIT_BAD_INPUT, f"--file says what to run: drop {', '.join(given)} (or set it in the file)")
+        inp = load_or_exit(file, sets, project, port_base).run_input
+    elif sets:
+        fail(EXIT_BAD_INPUT, "--set overrides a variable of an experiment file: give --file too")
+    else:
+        inp = chaos_input(subject, target, detect_timeout, detect_interval, countdown, project, port_base,
+                          max_fault_seconds, load_rate=load_rate, fault=fault, params=param, count=count,
+                          allow_quorum_loss=allow_quorum_loss,
+                          guards=guardrails(max_error_rate, max_p99_ms, max_unavailable_s, abort_probe, abort_query,
+                                            prometheus, detect_alert, detect_http),
+                          notify=notify)
     # Named here, not in the workflow: the project is the workflow id that locks the subject copy.
     inp.subject.project = resolve(inp.subject).project
     inp.pause_on_failure = pause_on_failure

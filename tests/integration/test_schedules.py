@@ -147,3 +147,27 @@ async def test_trigger_without_a_worker_says_nothing_will_run_it(client, cli_env
     said = triggered.stdout + triggered.stderr
     assert "no worker is polling" in said and "python worker.py" in said, said
     assert etcd.died_since(since) == []
+
+
+async def test_a_schedule_of_an_experiment_file_keeps_the_file_as_it_was(client, cli_env, schedule_id, tmp_path):
+    experiment = tmp_path / "nightly.yaml"
+    experiment.write_text("subject: etcd\nvars: {victim: etcd2}\nsteps:\n  - fault: pause\n    target: ${victim}\n")
+    created = await asyncio.to_thread(starter, "schedule", "create", "--id", schedule_id, "--file", str(experiment),
+                                      "--set", "victim=etcd3", "--project", f"t-{schedule_id}", env=cli_env)
+    assert created.returncode == 0, created.stderr
+    experiment.write_text("subject: etcd\nsteps:\n  - fault: kill\n    target: etcd1\n")  # edited afterwards
+    desc = await client.get_schedule_handle(schedule_id).describe()
+    # What the schedule will start: its action's input, decoded as the worker will read it.
+    stored, = await client.data_converter.decode(desc.schedule.action.args, [ChaosInput])
+    assert (stored.fault, stored.target, stored.subject.project) == ("pause", "etcd3", f"t-{schedule_id}")
+    described = await asyncio.to_thread(starter, "schedule", "describe", schedule_id, env=cli_env)
+    assert "pause etcd3 on etcd" in described.stdout, described.stdout
+
+
+async def test_a_schedule_takes_the_file_or_the_run_options_not_both(cli_env, schedule_id, tmp_path):
+    experiment = tmp_path / "nightly.yaml"
+    experiment.write_text("subject: etcd\n")
+    both = await asyncio.to_thread(starter, "schedule", "create", "--id", schedule_id, "--file", str(experiment),
+                                   "--fault", "stop", env=cli_env)
+    assert both.returncode == 2
+    assert both.stderr.strip() == "error: --file says what to run: drop --fault (or set it in the file)"
