@@ -7,7 +7,6 @@ names are re-exported here, so `from durable_chaos.contracts import ChaosReport`
 
 from durable_chaos.contracts.diagnosis import (
     ContainerState,
-    Sign,
     DiagnoseRequest,
     Diagnosis,
     DiagnosisFindings,
@@ -16,6 +15,7 @@ from durable_chaos.contracts.diagnosis import (
     FallbackReason,
     LoadImpact,
     MemberLogs,
+    Sign,
 )
 from durable_chaos.contracts.guard import (
     GuardReport,
@@ -26,6 +26,7 @@ from durable_chaos.contracts.guard import (
     ReapRequest,
     RunClosed,
 )
+from durable_chaos.contracts.hypothesis import Figure, Mode, Probe, ProbeResult, Tolerance
 from durable_chaos.contracts.names import (
     DEFAULT_LOAD_RATE,
     GUARD_WORKFLOW_NAME,
@@ -79,6 +80,11 @@ from durable_chaos.contracts.stages import (
 )
 
 __all__ = [
+    "Figure",
+    "Mode",
+    "Probe",
+    "ProbeResult",
+    "Tolerance",
     "TASK_QUEUE",
     "WORKFLOW_NAME",
     "SCHEDULED_WORKFLOW_NAME",

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from durable_chaos.contracts.diagnosis import Diagnosis
+from durable_chaos.contracts.hypothesis import ProbeResult
 from durable_chaos.contracts.names import RECENT_WINDOWS, FaultKind, FaultState, Stage, Verdict
 from durable_chaos.contracts.run import Trip
 from durable_chaos.contracts.safety import SafetyReport
@@ -116,6 +117,7 @@ class ChaosReport(BaseModel):
     safety: SafetyReport | None = Field(default=None, description="did the cluster lose data? (None: a run "
                                                                   "started before the check existed)")
     stopped: Trip | None = Field(default=None, description="the stop condition that cut the run short")
+    hypothesis: list[ProbeResult] = Field(default=[], description="each probe of the hypothesis, as measured")
     detectors: list[DetectorResult] = Field(default=[], description="time to detect per detector, ours first (only "
                                                                     "when the run watched the user's monitoring)")
 

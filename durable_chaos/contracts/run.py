@@ -12,6 +12,7 @@ from temporalio.common import (
     TypedSearchAttributes,
 )
 
+from durable_chaos.contracts.hypothesis import Probe
 from durable_chaos.contracts.names import DEFAULT_LOAD_RATE, MAX_LOAD_RATE, Attr, FaultKind
 
 
@@ -140,6 +141,8 @@ class ChaosInput(BaseModel):
     diagnosis_deadline_s: float = Field(default=60.0, gt=0, description="Claude's whole budget, retries included")
     stop: StopConditions = Field(default_factory=StopConditions, description="guardrails: restore at once past these")
     detectors: list[ExternalDetector] = Field(default=[], description="the user's own monitoring, timed beside ours")
+    hypothesis: list[Probe] = Field(default=[], description="what clients may see: the run passes only if every "
+                                                            "probe held")
     # A run whose verdict is fail still *completes* (its report is the result), so Temporal sees no failure. A
     # schedule created with pause-on-failure sets this, and its ScheduledChaosWorkflow then fails on a fail verdict.
     pause_on_failure: bool = Field(default=False, description="scheduled runs: fail the firing on verdict fail, so "

@@ -45,6 +45,8 @@ class PhaseLatency(BaseModel):
     errors: int = Field(default=0, description="fail and info among them")
     p50_ms: float | None = None
     p99_ms: float | None = None
+    longest_gap_ms: float | None = Field(default=None, description="longest time without a successful operation "
+                                                                   "among those sent in this phase")
 
 
 class Availability(BaseModel):

@@ -82,7 +82,7 @@ def run_input(e: Experiment, subject: Subject, faults: list[Fault], subject_arg:
         countdown_s=e.timeouts.countdown, detect_timeout_s=e.timeouts.detect,
         detect_interval_s=e.timeouts.detect_interval, restore_timeout_s=e.timeouts.restore,
         preflight_timeout_s=e.timeouts.preflight, diagnosis_deadline_s=e.timeouts.diagnosis,
-        load_rate=e.load.rate, stop=e.stop, detectors=e.detectors, notify_url=e.notify)
+        load_rate=e.load.rate, stop=e.stop, detectors=e.detectors, hypothesis=e.hypothesis, notify_url=e.notify)
 
 
 def _read(path: Path) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from durable_chaos.contracts import MAX_LOAD_RATE, ChaosInput, ExternalDetector, StopConditions
+from durable_chaos.contracts import MAX_LOAD_RATE, ChaosInput, ExternalDetector, Probe, StopConditions
 
 
 def default(field: str) -> Any:
@@ -70,6 +70,8 @@ class Experiment(_Strict):
     steps: list[FaultStep] = Field(
         default_factory=lambda: [FaultStep()], min_length=1, max_length=1,
         description="what the run does, in order (one fault step in this release)")
+    hypothesis: list[Probe] = Field(default=[], description="what clients may see: the load's figures per phase, "
+                                                            "each with a tolerance; the run passes only if all held")
     stop: StopConditions = Field(default_factory=StopConditions, description=described("stop"))
     detectors: list[ExternalDetector] = Field(default=[], description=described("detectors"))
     timeouts: Timeouts = Field(default_factory=Timeouts, description="how long each stage may take")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from durable_chaos.experiment.load import Loaded
 from durable_chaos.faults import target_choice
+from durable_chaos.hypothesis import PHASES, describe
 from durable_chaos.wording import condition_labels
 
 WHO = {None: "a random member", "random": "a random member", "leader": "the leader", "follower": "a follower"}
@@ -37,6 +38,9 @@ def plan_lines(loaded: Loaded) -> list[str]:
                      f"for up to {detect:g}s" + ("" if e.timeouts.detect else " (the subject's default)"))
         lines.append(f"  undo: at the latest {step.max_seconds:g}s after the fault went in; then healthy within "
                      f"{restore:g}s" + ("" if e.timeouts.restore else " (the subject's default)"))
+    for probe in e.hypothesis:
+        lines.append(f"hypothesis: {probe.name or probe.figure} - {probe.figure} {PHASES[probe.mode]} "
+                     f"{describe(probe.tolerance)}; the run fails if it does not hold")
     if e.stop.on_load or e.stop.watched:
         lines.append(f"stop conditions (undo at once, fail): {'; '.join(condition_labels(e.stop))}")
     for d in e.detectors:

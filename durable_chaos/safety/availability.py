@@ -21,8 +21,20 @@ def percentile(sorted_values: list[float], q: int) -> float | None:
 
 def _phase(ops: list[Op]) -> PhaseLatency:
     latencies = sorted(op.latency_ms for op in ops if not op.capped)
+    gap = _longest_gap(ops)
     return PhaseLatency(ops=len(ops), errors=sum(1 for op in ops if op.outcome != "ok"),
-                        p50_ms=percentile(latencies, 50), p99_ms=percentile(latencies, 99))
+                        p50_ms=percentile(latencies, 50), p99_ms=percentile(latencies, 99),
+                        longest_gap_ms=round(gap[0] / 1e6, 1) if gap else None)
+
+
+def _longest_gap(ops: list[Op]) -> tuple[int, int] | None:
+    """The longest time without a successful answer, from the first operation due to the last answer, and when it
+    began (epoch ns); None without operations."""
+    if not ops:
+        return None
+    marks = [min(op.invoke_ns for op in ops)] + sorted(op.complete_ns for op in ops if op.outcome == "ok")
+    marks.append(max(marks[-1], max(op.complete_ns for op in ops)))
+    return max((b - a, a) for a, b in pairwise(marks))
 
 
 def moment(ns: int) -> datetime:
@@ -38,10 +50,7 @@ def availability(ops: list[Op], fault_start_ns: int | None = None, fault_end_ns:
     sent = [op for op in ops if not op.final]
     if not sent:
         return Availability()
-    # The gaps between successful answers, from the first op due to the last answer.
-    marks = [min(op.invoke_ns for op in sent)] + sorted(op.complete_ns for op in sent if op.outcome == "ok")
-    marks.append(max(marks[-1], max(op.complete_ns for op in sent)))
-    gap, gap_from = max((b - a, a) for a, b in pairwise(marks))
+    gap, gap_from = _longest_gap(sent)
     start = INFINITY if fault_start_ns is None else fault_start_ns
     end = INFINITY if fault_end_ns is None else fault_end_ns
     return Availability(

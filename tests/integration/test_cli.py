@@ -64,6 +64,22 @@ async def test_an_experiment_file_runs_as_chaos_does_with_its_variables_set(cli_
     assert all(etcd.running().values())
 
 
+async def test_a_hypothesis_the_fault_breaks_fails_the_run_with_exit_1_and_names_the_probe(cli_env, etcd,
+                                                                                           tmp_path):
+    experiment = tmp_path / "strict.yaml"
+    experiment.write_text("subject: etcd\nsteps:\n  - fault: kill\n    target: etcd2\ntimeouts: {countdown: 0}\n"
+                          "hypothesis:\n  - name: not one error\n    figure: error_rate\n    mode: continuously\n"
+                          "    tolerance: {'==': 0}\n")
+    proc = await asyncio.to_thread(starter, "run", str(experiment), "--json", *subject_args(etcd), env=cli_env)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["verdict"] == "fail" and report["fault_state"] == "restored"
+    [probe] = report["hypothesis"]
+    assert probe["name"] == "not one error" and not probe["held"] and probe["value"] > 0
+    assert f"hypothesis broken: not one error: {probe['detail']}" in report["reasons"]
+    assert all(etcd.running().values())
+
+
 @pytest.fixture
 def private_queue_env(cli_env) -> dict[str, str]:
     """The CLI on a task queue of its own: no worker has ever polled it unless the test starts one."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from durable_chaos.contracts import (
+    Availability,
     ChaosInput,
     CheckResult,
     DetectorResult,
@@ -18,6 +19,7 @@ from durable_chaos.contracts import (
     FaultState,
     InjectResult,
     LoadWindow,
+    PhaseLatency,
     Progress,
     RestoreResult,
     SafetyReport,
@@ -134,3 +136,16 @@ def test_the_diagnosis_is_graded_against_every_member_hit():
     d = Diagnosis(summary="", root_cause="", affected_nodes=["etcd1", "etcd3"], evidence=[], suggested_actions=[],
                   confidence=0.5, source="claude")
     assert grade(d, ["etcd3", "etcd1"]) and not grade(d, ["etcd1"]) and not grade(d, ["etcd1", "etcd2", "etcd3"])
+
+
+def test_a_broken_hypothesis_fails_an_otherwise_good_run_and_names_the_probe():
+    inp, p, rec, end = a_good_run(hypothesis=[
+        {"name": "few errors", "figure": "error_rate", "tolerance": {"<": 0.1}},
+        {"figure": "p99_ms", "mode": "after", "tolerance": {"<=": 50}}])
+    end.safety = end.safety.model_copy(update={"availability": Availability(
+        during=PhaseLatency(ops=100, errors=40, p99_ms=900), after=PhaseLatency(ops=50, errors=0, p99_ms=20))})
+    r = report(inp, p, rec, end)
+    assert r.verdict == "fail"
+    assert [(h.name, h.held) for h in r.hypothesis] == [("few errors", False), ("p99_ms after", True)]
+    assert "hypothesis broken: few errors: error_rate during the fault 0.4, wanted < 0.1" in r.reasons
+    assert "hypothesis held: p99_ms after: p99_ms after the fault 20 ms, wanted <= 50" in r.reasons

@@ -14,6 +14,7 @@ from temporalio import workflow
 from workflows.chaos.state import Record
 
 with workflow.unsafe.imports_passed_through():
+    from durable_chaos import hypothesis
     from durable_chaos.contracts import (
         ChaosInput,
         ChaosReport,
@@ -59,23 +60,26 @@ def safety_reason(s: SafetyReport) -> str:
 def report(inp: ChaosInput, p: Progress, rec: Record, end: Ending) -> ChaosReport:
     """The run's report; its verdict is pass only when every part of the hypothesis held."""
     detectors = detector_results(inp, p, rec) if inp.detectors else []
+    probes = hypothesis.judge(inp.hypothesis, end.safety.availability if end.safety else None)
     detected = bool(rec.detection and rec.detection.detected)
     missed = [d for d in detectors if not d.ours and not d.fired]
     passed = (detected and p.fault_state == FaultState.RESTORED and end.final is not None and end.final.ok
-              and (end.safety is None or end.safety.verdict != "violated") and rec.trip is None and not missed)
+              and (end.safety is None or end.safety.verdict != "violated") and rec.trip is None and not missed
+              and all(r.held for r in probes))
     return ChaosReport(
         workflow_id=end.workflow_id, run_id=end.run_id, subject=inp.subject.name, project=end.project,
         fault=inp.fault, fault_label=p.fault_label, fault_params=inp.fault_params,
         target=end.targets[0], targets=end.targets,
         verdict="pass" if passed else "fail",
-        reasons=[*rec.reasons, *reasons(inp, p, rec, end, detectors)],
+        reasons=[*rec.reasons, *reasons(inp, p, rec, end, detectors),
+                 *(f"hypothesis {'held' if r.held else 'broken'}: {r.name}: {r.detail}" for r in probes)],
         started_at=end.started_at, finished_at=end.finished_at,
         injected_at=rec.injected.injected_at if rec.injected else None,
         detected_at=rec.detection.detected_at if rec.detection else None,
         restored_at=end.final.at if end.final else None,
         time_to_detect_s=p.time_to_detect_s, time_to_restore_s=p.time_to_restore_s,
         fault_state=p.fault_state, diagnosis=rec.diagnosis, load=load_summary(rec, end.final),
-        final_check=end.final, safety=end.safety, stopped=rec.trip, detectors=detectors,
+        final_check=end.final, safety=end.safety, stopped=rec.trip, detectors=detectors, hypothesis=probes,
     )
 
 
