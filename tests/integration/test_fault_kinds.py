@@ -344,7 +344,7 @@ async def test_leader_on_a_subject_without_roles_exits_2_with_one_line(cli_env):
 
 
 def containers_of_project(project: str) -> list[str]:
-    return [c.name for c in docker.container.list(all=True, filters={"label": f"com.docker.compose.project={project}"})]
+    return [c.name for c in docker.container.list(all=True, filters=[("label", f"com.docker.compose.project={project}")])]
 
 
 async def test_latency_on_this_kernel_is_refused_in_preflight_naming_netem(client, cli_env, etcd):
