@@ -16,10 +16,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from durable_chaos.cli.emergency import STOP_ALL_NOTE
 from durable_chaos.contracts import Attr, ChaosInput, ErrorType, FaultState
-from durable_chaos.runtime.worker import WORKFLOWS
+from durable_chaos.runtime.worker import WORKFLOWS, build_worker
 from tests.conftest import command_env, free_port, private_copy, running_worker, starter, subject_args, until, \
     walk_to_gate
 from tests.fault_checks import leftovers
+from tests.workflow.test_workflow_logic import FakeCluster, fast_input
 from workflows.chaos import ChaosDemoWorkflow
 
 PORT_RANGE = (37000, 37990)
@@ -188,3 +189,22 @@ async def test_bad_input_and_no_server_give_one_line_and_an_exit_code(cli_env, a
     proc = await asyncio.to_thread(starter, *args, env=env)
     assert proc.returncode == code, proc.stdout + proc.stderr
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+async def test_stop_all_exits_4_when_a_run_has_not_confirmed_its_fault_undone_in_time(client, task_queue, cli_env):
+    # The fake cluster's undo takes longer than stop-all waits: the operator must hear it is not done, by code.
+    cluster = FakeCluster()
+    cluster.restore_delay = 8
+    inp = fast_input(target="n2", interactive=True)
+    async with build_worker(client, task_queue=task_queue, activity_functions=cluster.activities()):
+        handle = await client.start_workflow(ChaosDemoWorkflow.run, inp, id=f"t-slow-{uuid.uuid4().hex[:8]}",
+                                             task_queue=task_queue, search_attributes=inp.start_attributes())
+        await asyncio.wait_for(walk_to_gate(handle, "detect"), 60)
+        stop = await asyncio.to_thread(starter, "stop-all", "--wait-s", "1", env=cli_env)
+        assert stop.returncode == 4, stop.stdout + stop.stderr
+        assert "1 of 1 run(s) did not confirm their fault undone" in stop.stderr
+        assert f"run {handle.id} still running after 1 s" in stop.stdout
+        # Not abandoned: the undo goes on and completes, and the run closes cancelled.
+        with pytest.raises(WorkflowFailureError):
+            await asyncio.wait_for(handle.result(), 60)
+    assert cluster.restores == ["n2"] and not cluster.down
