@@ -161,6 +161,8 @@ def latency_svg(r: ChaosReport, ops: list[Op]) -> str:
             if chosen:
                 ax.scatter([op.invoke_ns / 1e9 - t0 for op in chosen], [max(op.latency_ms, 0.01) for op in chosen],
                            gid=f"latency-{outcome}", linewidths=1, **style)
+        # The timeline's time axis, so the two plots line up one above the other on the report page.
+        ax.set_xlim(0, max([r.finished_at.timestamp() - t0] + [op.complete_ns / 1e9 - t0 for op in sent]))
         ax.set_yscale("log")
         ax.set_ylabel("latency (ms), from when due")
         ax.set_xlabel("time since the run started")
