@@ -112,6 +112,16 @@ async def _create(schedule_id: str, inp: ChaosInput, cron: str, timezone: str, p
                   f"{task_queue()!r}", highlight=False)
 
 
+def _from_file(ctx: typer.Context, file: Path, sets: list[str] | None, project: str | None,
+               port_base: int | None) -> ChaosInput:
+    """The file says what to run; a run option given beside it would be silently dropped, so it is refused."""
+    given = [f"--{name.replace('_', '-')}" for name in RUN_OPTIONS
+             if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"]
+    if given:
+        fail(EXIT_BAD_INPUT, f"--file says what to run: drop {', '.join(given)} (or set it in the file)")
+    return load_or_exit(file, sets, project, port_base).run_input
+
+
 # The options that say what a run does; an experiment file (--file) says all of that itself.
 RUN_OPTIONS = ("subject", "fault", "param", "target", "count", "allow_quorum_loss", "max_error_rate", "max_p99_ms",
                "max_unavailable_s", "abort_probe", "abort_query", "prometheus", "detect_alert", "detect_http",
@@ -161,12 +171,7 @@ def create(
     """Run chaos on a schedule (default every night at 03:00 UTC). A run is skipped while the subject is busy."""
     _check_timezone(timezone)
     if file is not None:
-        # The file says what to run; a run option given beside it would be silently dropped, so it is refused.
-        given = [f"--{name.replace('_', '-')}" for name in RUN_OPTIONS
-                 if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"]
-        if given:
-            fail(EXIT_BAD_INPUT, f"--file says what to run: drop {', '.join(given)} (or set it in the file)")
-        inp = load_or_exit(file, sets, project, port_base).run_input
+        inp = _from_file(ctx, file, sets, project, port_base)
     elif sets:
         fail(EXIT_BAD_INPUT, "--set overrides a variable of an experiment file: give --file too")
     else:
