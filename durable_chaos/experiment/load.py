@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from durable_chaos.contracts import ChaosInput, SubjectRef
+from durable_chaos.contracts import ChaosInput, SubjectRef, TargetChoice
 from durable_chaos.experiment.model import Experiment
 from durable_chaos.faults import BadFault, Fault, make_fault, target_choice
 from subjects import BadSubjectFile, UnknownSubject, get_subject
@@ -32,42 +32,50 @@ class BadExperiment(ValueError):
 
 @dataclass
 class Loaded:
-    """An experiment as read, with what was resolved from it: the subject, each step's fault, the run input."""
+    """An experiment as read, with what was resolved from it: the subject, each step's fault and the members it may
+    hit, the run input."""
 
     path: Path
     experiment: Experiment
     subject: Subject
     faults: list[Fault]
+    choices: list[TargetChoice]  # per step: who it may hit (roles unread: the run reads them at its start)
     run_input: ChaosInput
 
 
 def load_experiment(path: Path, overrides: dict[str, str] | None = None, project: str | None = None,
                     port_base: int | None = None) -> Loaded:
-    text = _read(path)
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise BadExperiment(f"{path}:{mark.line + 1 if mark else 1}: not YAML: "
-                            f"{getattr(err, 'problem', None) or err}") from None
-    if root is None:
-        root = yaml.compose("{}", Loader=yaml.SafeLoader)
-    if not isinstance(root, yaml.MappingNode):
-        raise BadExperiment(f"{path}:{root.start_mark.line + 1}: an experiment is a mapping of fields "
-                            "(subject:, steps:, ...)")
-    data = yaml.safe_load(text) or {}
+    root, data = _compose(path)
     where = _Where(path, root)
-    values = {**_declared_vars(data, where), **_overrides(overrides or {}, data, path)}
-    data = _substitute(data, values, where, ())
+    declared = _declared_vars(data, where)
+    values = {**declared, **_known_overrides(overrides or {}, declared, path)}
     try:
-        experiment = Experiment.model_validate(data)
+        experiment = Experiment.model_validate(_substitute(data, values, where, ()))
     except ValidationError as err:
         first = err.errors()[0]
         raise BadExperiment(where.say(first["loc"], first["msg"].removeprefix("Value error, "))) from None
     subject = _subject(experiment, path, where)
-    faults = [_fault(step, i, subject, where) for i, step in enumerate(experiment.steps)]
-    return Loaded(path, experiment, subject, faults,
+    checked = [_fault(step, i, subject, where) for i, step in enumerate(experiment.steps)]
+    faults, choices = [f for f, _ in checked], [c for _, c in checked]
+    return Loaded(path, experiment, subject, faults, choices,
                   run_input(experiment, subject, faults, _subject_arg(experiment.subject, path), project, port_base))
+
+
+def _compose(path: Path) -> tuple[yaml.MappingNode, dict]:
+    """The file's YAML nodes (for line numbers) and the data built from those same nodes: one parse."""
+    loader = yaml.SafeLoader(_read(path))
+    try:
+        root = loader.get_single_node() or yaml.compose("{}", Loader=yaml.SafeLoader)
+        if not isinstance(root, yaml.MappingNode):
+            raise BadExperiment(f"{path}:{root.start_mark.line + 1}: an experiment is a mapping of fields "
+                                "(subject:, steps:, ...)")
+        return root, loader.construct_document(root)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise BadExperiment(f"{path}:{mark.line + 1 if mark else 1}: not YAML: "
+                            f"{getattr(err, 'problem', None) or err}") from None
+    finally:
+        loader.dispose()
 
 
 def run_input(e: Experiment, subject: Subject, faults: list[Fault], subject_arg: str, project: str | None,
@@ -122,19 +130,18 @@ class _Where:
         return f"{self.path}:{self.line(loc)}: {field or 'file'}: {message}"
 
 
-def _declared_vars(data: Any, where: _Where) -> dict[str, str]:
-    declared = data.get("vars", {}) if isinstance(data, dict) else {}
+def _declared_vars(data: dict, where: _Where) -> dict[str, str]:
+    declared = data.get("vars", {})
     if not isinstance(declared, dict):
         raise BadExperiment(where.say(("vars",), "a mapping of names to values, e.g. {victim: leader}"))
     return {str(k): str(v) for k, v in declared.items()}
 
 
-def _overrides(overrides: dict[str, str], data: Any, path: Path) -> dict[str, str]:
-    declared = data.get("vars", {}) if isinstance(data, dict) else {}
-    unknown = sorted(set(overrides) - set(declared or {}))
+def _known_overrides(overrides: dict[str, str], declared: dict[str, str], path: Path) -> dict[str, str]:
+    unknown = sorted(set(overrides) - set(declared))
     if unknown:
         raise BadExperiment(f"{path}: --set {unknown[0]}: the file declares no such variable (vars: "
-                            f"{', '.join(declared or {}) or 'none'})")
+                            f"{', '.join(declared) or 'none'})")
     return overrides
 
 
@@ -150,7 +157,8 @@ def _substitute(value: Any, values: dict[str, str], where: _Where, loc: tuple) -
         return value
     for name in VARIABLE.findall(value):
         if name not in values:
-            raise BadExperiment(where.say(loc, f"${{{name}}} is not a variable (vars: {', '.join(values) or 'none'})"))
+            known = ", ".join(values) or "none"
+            raise BadExperiment(where.say(loc, f"${{{name}}} is not a variable (vars: {known})"))
     return VARIABLE.sub(lambda m: values[m.group(1)], value)
 
 
@@ -166,17 +174,15 @@ def _subject(e: Experiment, path: Path, where: _Where) -> Subject:
         raise BadExperiment(where.say(("subject",), str(err))) from None
 
 
-def _fault(step, index: int, subject: Subject, where: _Where) -> Fault:
+def _fault(step, index: int, subject: Subject, where: _Where) -> tuple[Fault, TargetChoice]:
+    """The step's fault and who it may hit, or the line of the field that is wrong. The catalog's messages name
+    `chaos`'s flags; in a file they are fields."""
     try:
         fault = make_fault(step.fault, step.params)
+        choice = target_choice(subject, fault, step.target, step.count, step.allow_quorum_loss, roles=None)
     except BadFault as err:
-        field = "fault" if str(err).startswith("unknown fault") else "params"
-        raise BadExperiment(where.say(("steps", index, field), str(err))) from None
-    try:
-        target_choice(subject, fault, step.target, step.count, step.allow_quorum_loss, roles=None)
-    except BadFault as err:
-        field = "count" if "quorum" in str(err) or "--count" in str(err) else "target"
-        raise BadExperiment(where.say(("steps", index, field), str(err).replace("--target", "target")
-                                      .replace("--count", "count").replace("--allow-quorum-loss",
-                                                                           "allow_quorum_loss: true"))) from None
-    return fault
+        field = {"kind": "fault"}.get(err.field, err.field or "fault")
+        message = (str(err).replace("--target", "target").replace("--count", "count")
+                   .replace("--allow-quorum-loss", "allow_quorum_loss: true"))
+        raise BadExperiment(where.say(("steps", index, field), message)) from None
+    return fault, choice

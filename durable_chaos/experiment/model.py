@@ -58,7 +58,8 @@ class Timeouts(_Strict):
                                               + described("restore_timeout_s"))
     preflight: float = Field(default=default("preflight_timeout_s"), gt=0,
                              description="seconds the subject has to reach its steady state before anything starts")
-    diagnosis: float = Field(default=default("diagnosis_deadline_s"), gt=0, description=described("diagnosis_deadline_s"))
+    diagnosis: float = Field(default=default("diagnosis_deadline_s"), gt=0,
+                             description=described("diagnosis_deadline_s"))
 
 
 class Experiment(_Strict):

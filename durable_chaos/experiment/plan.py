@@ -7,7 +7,7 @@ starts), what is checked and for how long, the guardrails, and the deadlines (a 
 from __future__ import annotations
 
 from durable_chaos.experiment.load import Loaded
-from durable_chaos.faults import target_choice
+from durable_chaos.faults.targeting import ROLE_TARGETS
 from durable_chaos.hypothesis import PHASES, describe
 from durable_chaos.wording import condition_labels
 
@@ -24,16 +24,13 @@ def plan_lines(loaded: Loaded) -> list[str]:
              f"subject {subject.name}: project {project}, ports {port_base + 1}-{port_base + subject.ports} on "
              f"127.0.0.1; brought up and steady within {e.timeouts.preflight:g}s, or nothing is touched",
              f"load: {e.load.rate:g} operations a second (open loop), every one recorded and checked for lost data"]
-    for number, (step, fault) in enumerate(zip(e.steps, loaded.faults), start=1):
-        choice = target_choice(subject, fault, step.target, step.count, step.allow_quorum_loss, roles=None)
+    for number, (step, fault, choice) in enumerate(zip(e.steps, loaded.faults, loaded.choices), start=1):
         who = WHO.get(step.target, step.target) if choice.count == 1 else f"{choice.count} members"
-        if step.target in ("leader", "follower"):  # who holds the role is read when the run starts
-            could = list(subject.targets)
-        else:
-            could = choice.must + (choice.pool if choice.count > len(choice.must) else [])
+        by_role = step.target in ROLE_TARGETS  # who holds the role is read when the run starts: any member may
+        could = list(subject.targets) if by_role else choice.must + (choice.pool if choice.count > len(choice.must)
+                                                                     else [])
         lines.append(f"step {number}: {fault.label()} on {who} after a {e.timeouts.countdown}s countdown; could hit "
-                     f"{', '.join(could)}" + (" (roles are read when the run starts)"
-                                              if step.target in ("leader", "follower") else ""))
+                     f"{', '.join(could)}" + (" (roles are read when the run starts)" if by_role else ""))
         lines.append(f"  detect: every invariant of {subject.name} checked every {e.timeouts.detect_interval:g}s, "
                      f"for up to {detect:g}s" + ("" if e.timeouts.detect else " (the subject's default)"))
         lines.append(f"  undo: at the latest {step.max_seconds:g}s after the fault went in; then healthy within "

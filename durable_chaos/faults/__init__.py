@@ -29,7 +29,7 @@ def make_fault(kind: str, params: Mapping[str, Any] | None = None) -> Fault:
     """The fault of `kind` with validated parameters; BadFault (one line) for an unknown kind or a bad value."""
     cls = CATALOG.get(kind)
     if cls is None:
-        raise BadFault(f"unknown fault {kind!r} (known: {', '.join(CATALOG)})")
+        raise BadFault(f"unknown fault {kind!r} (known: {', '.join(CATALOG)})", "kind")
     try:
         return cls(cls.Params.model_validate(dict(params or {})))
     except ValidationError as exc:
@@ -37,10 +37,10 @@ def make_fault(kind: str, params: Mapping[str, Any] | None = None) -> Fault:
         name = ".".join(str(part) for part in err["loc"]) or "parameters"
         known = ", ".join(cls.Params.model_fields) or "none"
         if err["type"] == "extra_forbidden":
-            raise BadFault(f"fault {kind} has no parameter {name!r} (its parameters: {known})") from None
+            raise BadFault(f"fault {kind} has no parameter {name!r} (its parameters: {known})", "params") from None
         value = err.get("input")
         raise BadFault(f"fault {kind}: {name}={value if isinstance(value, str) else repr(value)} is invalid: "
-                       f"{err['msg']}") from None
+                       f"{err['msg']}", "params") from None
 
 
 def parse_params(pairs: Iterable[str]) -> dict[str, str]:

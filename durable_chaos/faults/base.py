@@ -21,7 +21,12 @@ from durable_chaos.images import ImageSpec
 
 
 class BadFault(ValueError):
-    """A fault the run must refuse before touching anything: one line for the user (exit 2)."""
+    """A fault the run must refuse before touching anything: one line for the user (exit 2). `field` names what was
+    wrong (kind, params, target, count), so an experiment file can point at its line."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class NoParams(BaseModel):

@@ -145,13 +145,14 @@ class Partition(_Filter):
         if groups is None:
             return None
         if len(groups) != 2 or not all(groups):
-            raise BadFault("partition groups: give two non-empty groups, e.g. groups=etcd1|etcd2,etcd3")
+            raise BadFault("partition groups: give two non-empty groups, e.g. groups=etcd1|etcd2,etcd3", "params")
         named = [m for g in groups for m in g]
         unknown = [m for m in named if m not in services]
         if unknown:
-            raise BadFault(f"partition groups: {', '.join(unknown)} not a member (members: {', '.join(services)})")
+            raise BadFault(f"partition groups: {', '.join(unknown)} not a member (members: {', '.join(services)})",
+                           "params")
         if len(set(named)) != len(named):
-            raise BadFault("partition groups: a member is in both groups")
+            raise BadFault("partition groups: a member is in both groups", "params")
         # The rules go on the smaller side: cutting it from the other side cuts both directions.
         return min(groups, key=len)
 
