@@ -22,6 +22,7 @@ from durable_chaos.cli.common import (
     worker_if_needed,
 )
 from durable_chaos.cli.render import print_report
+from durable_chaos.cli.options import REPORT_JSON_OPTION
 from durable_chaos.contracts import ReapRequest
 from durable_chaos.runtime.connect import task_queue
 from workflows.chaos import ChaosDemoWorkflow
@@ -87,7 +88,7 @@ async def _abort(workflow_id: str, reason: str, as_json: bool) -> int:
 def abort(
     workflow_id: str = RUN_ID,
     reason: str = typer.Option("aborted by operator", help="Recorded in the report."),
-    as_json: bool = typer.Option(False, "--json", help="Print only the report as JSON on stdout."),
+    as_json: bool = REPORT_JSON_OPTION,
 ) -> None:
     """Restore now and finish the run with its report (the verdict, as `chaos` ends with)."""
     raise typer.Exit(asyncio.run(_abort(workflow_id, reason, as_json)))

@@ -12,7 +12,13 @@ import typer
 from rich.markup import escape
 
 from durable_chaos.cli.common import EXIT_BAD_INPUT, EXIT_PASS, fail
-from durable_chaos.cli.options import PROJECT_OPTION
+from durable_chaos.cli.options import (
+    DETACH_OPTION,
+    PORT_BASE_OPTION,
+    PROJECT_OPTION,
+    REPORT_JSON_OPTION,
+)
+from durable_chaos.cli.run_input import check_port_base
 from durable_chaos.cli.start import start_and_follow
 from durable_chaos.experiment.load import BadExperiment, Loaded, load_experiment
 from durable_chaos.experiment.model import schema
@@ -26,8 +32,7 @@ def load_or_exit(file: Path, sets: list[str] | None, project: str | None, port_b
         if not sep or not name.strip():
             fail(EXIT_BAD_INPUT, f"--set {escape(pair)!r}: expected NAME=VALUE, e.g. --set victim=etcd2")
         overrides[name.strip()] = value
-    if port_base is not None and not 1024 <= port_base <= 65000:
-        fail(EXIT_BAD_INPUT, f"--port-base must be between 1024 and 65000 (got {port_base})")
+    check_port_base(port_base)
     try:
         return load_experiment(file, overrides, project=project, port_base=port_base)
     except BadExperiment as err:
@@ -42,11 +47,10 @@ def run(
     dry_run: bool = typer.Option(False, "--dry-run",
                                  help="Check the file and print the plan (members that could be hit, what is checked, "
                                       "the deadlines) without starting or touching anything."),
-    as_json: bool = typer.Option(False, "--json", help="Print only the report as JSON on stdout."),
-    detach: bool = typer.Option(False, "--detach",
-                                help="Start the run and return; follow it with `watch ID` or in the web UI."),
+    as_json: bool = REPORT_JSON_OPTION,
+    detach: bool = DETACH_OPTION,
     project: Optional[str] = PROJECT_OPTION,
-    port_base: Optional[int] = typer.Option(None, help="First host port of the subject copy (e.g. 23790)."),
+    port_base: Optional[int] = PORT_BASE_OPTION,
     show_schema: bool = typer.Option(False, "--schema", help="Print the experiment file's JSON Schema and exit."),
 ) -> None:
     """Run an experiment file: the same run, live view and exit codes as `chaos`, described in a file you review.

@@ -12,8 +12,11 @@ from durable_chaos.faults import CATALOG, catalog_help
 SUBJECT_OPTION = typer.Option(
     "etcd", help="Subject to break: a name (`python starter.py subjects` lists them) or a subject folder's path.")
 PROJECT_OPTION = typer.Option(None, help="Compose project of the subject copy (default chaos-<subject>).")
-DETECT_INTERVAL_OPTION = typer.Option(default("detect_interval_s"), help="Seconds between invariant checks while detecting.")
-MAX_FAULT_SECONDS_OPTION = typer.Option(default("max_fault_s"), help="Restore starts at the latest this long after the fault.")
+PORT_BASE_OPTION = typer.Option(None, help="First host port of the subject copy (e.g. 23790).")
+DETECT_INTERVAL_OPTION = typer.Option(default("detect_interval_s"),
+                                      help="Seconds between invariant checks while detecting.")
+MAX_FAULT_SECONDS_OPTION = typer.Option(default("max_fault_s"),
+                                        help="Restore starts at the latest this long after the fault.")
 LOAD_RATE_OPTION = typer.Option(default("load_rate"), help="Operations a second the load sends, however slow the "
                                 "answers (open loop); each is recorded and checked for lost data.")
 
@@ -25,7 +28,8 @@ PARAM_OPTION = typer.Option(None, "--param", "-p", metavar="KEY=VALUE",
                                  "-p grace_s=5, -p groups='etcd1|etcd2,etcd3'.")
 TARGET_OPTION = typer.Option(None, help="Member to hit: a service name, random (the default), leader or follower "
                                         "(the subject's primary role, read when the run starts).")
-COUNT_OPTION = typer.Option(default("count"), help="How many members to hit at once (the target first, the rest at random).")
+COUNT_OPTION = typer.Option(default("count"),
+                            help="How many members to hit at once (the target first, the rest at random).")
 QUORUM_OPTION = typer.Option(default("allow_quorum_loss"), "--allow-quorum-loss",
                              help="Allow --count to take more members than the subject's quorum rule can spare.")
 NOTIFY_OPTION = typer.Option(None, "--notify", metavar="URL",
@@ -33,10 +37,16 @@ NOTIFY_OPTION = typer.Option(None, "--notify", metavar="URL",
                                   "URL is part of the run's input: for a webhook holding a token, set the worker's "
                                   "CHAOS_NOTIFY_URL instead.")
 
-COUNTDOWN_OPTION = typer.Option(default("countdown_s"), help="Seconds of countdown before the fault (a durable timer).")
+COUNTDOWN_OPTION = typer.Option(default("countdown_s"),
+                                help="Seconds of countdown before the fault (a durable timer).")
 DETECT_TIMEOUT_OPTION = typer.Option(
     default("detect_timeout_s"),
     help="Seconds to wait for detection before warning and going on (default: the subject's, 30 for etcd).")
+
+# How a started run is shown: `chaos`, `run FILE` (and `abort`, for the report).
+REPORT_JSON_OPTION = typer.Option(False, "--json", help="Print only the report as JSON on stdout.")
+DETACH_OPTION = typer.Option(False, "--detach",
+                             help="Start the run and return; follow it with `watch ID` or in the web UI.")
 
 # Guardrails `chaos` and `schedule create` share: stop conditions (restore at once, verdict fail) and the user's own
 # monitoring as extra detectors (timed beside ours).

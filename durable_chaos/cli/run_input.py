@@ -52,6 +52,11 @@ def guardrails(max_error_rate: float | None = None, max_p99_ms: float | None = N
     return stop, detectors
 
 
+def check_port_base(port_base: int | None) -> None:
+    if port_base is not None and not 1024 <= port_base <= 65000:
+        fail(EXIT_BAD_INPUT, f"--port-base must be between 1024 and 65000 (got {port_base})")
+
+
 def _check_numbers(detect_timeout: float | None, detect_interval: float, max_fault_seconds: float, countdown: int,
                    port_base: int | None, load_rate: float) -> None:
     if detect_timeout is not None:
@@ -60,8 +65,7 @@ def _check_numbers(detect_timeout: float | None, detect_interval: float, max_fau
     _positive("--max-fault-seconds", max_fault_seconds)
     if countdown < 0:
         fail(EXIT_BAD_INPUT, f"--countdown cannot be negative (got {countdown})")
-    if port_base is not None and not 1024 <= port_base <= 65000:
-        fail(EXIT_BAD_INPUT, f"--port-base must be between 1024 and 65000 (got {port_base})")
+    check_port_base(port_base)
     if not 0 < load_rate <= MAX_LOAD_RATE:
         fail(EXIT_BAD_INPUT, f"--load-rate must be above 0 and at most {MAX_LOAD_RATE:g} operations a second "
                              f"(got {load_rate:g})")
