@@ -39,25 +39,10 @@ class Patch:
     deprecated: str = ""  # the release that deprecated it (and retired `needed_by`)
 
 
-# Releases are the recorded history sets: v1 ... v6 landed; v7 is this release. Supported now: v7 and v6.
-RELEASE = "v7"
-PREVIOUS_RELEASE = "v6"
+# Releases are the recorded history sets: v1 ... v7 landed; v8 is this release. Supported now: v8 and v7.
+RELEASE = "v8"
+PREVIOUS_RELEASE = "v7"
 PATCHES: dict[str, Patch] = {p.id: p for p in (
-    Patch("baseline-before-inject", "v2", "injected without waiting for the first load window (no baseline)",
-          "v1", State.DEPRECATED, "v7"),
-    Patch("countdown-one-timer", "v3", "a one-second timer per countdown step", "v1, v2", State.DEPRECATED, "v7"),
-    Patch("facts-in-memo", "v3", "no memo: the run's facts only in its current details", "v1, v2",
-          State.DEPRECATED, "v7"),
-    Patch("fault-guard", "v3", "no guard child: a terminated run left its fault on until a sweep", "v1, v2",
-          State.DEPRECATED, "v7"),
-    Patch("fault-catalog", "v4", "no ChaosFault upsert with the kind's parameters; preflight returned no target "
-          "choice", "v1 - v3", State.DEPRECATED, "v7"),
-    Patch("safety-check", "v4", "no data-safety check after the restore", "v1 - v3", State.DEPRECATED, "v7"),
-    Patch("notify-run-end", "v5", "no notification child at the end of a run", "v1 - v4", State.DEPRECATED, "v7"),
-    Patch("scheduled-fail-on-verdict", "v5", "a scheduled firing completed even when its run's verdict failed", "v1 - v4",
-          State.DEPRECATED, "v7"),
-    Patch("undo-again-when-unhealthy", "v6", "one verify, retried when the subject stayed unhealthy; no second "
-          "undo", "v5", State.DEPRECATED, "v7"),
 )}
 
 

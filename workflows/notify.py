@@ -18,7 +18,6 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
-from workflows import compat
 
 with workflow.unsafe.imports_passed_through():
     from activities.notify import POST_TIMEOUT_S, post_notice, where
@@ -60,7 +59,6 @@ async def notify_run_end(report: ChaosReport, url: str | None, worker_url: bool)
     """Called by a chaos run once its report is built: start the notifications and return (they outlive the run)."""
     if not (url or worker_url):
         return
-    compat.deprecated("notify-run-end")
     info = workflow.info()
     try:
         await workflow.start_child_workflow(

@@ -15,7 +15,6 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
-from workflows import compat
 
 with workflow.unsafe.imports_passed_through():
     from durable_chaos.contracts import (
@@ -54,10 +53,8 @@ class ScheduledChaosWorkflow:
             return ScheduledRunResult(workflow_id=run_id, started=False, skipped_reason=reason)
         workflow.set_current_details(f"started chaos run **{run_id}** ({child.first_execution_run_id})")
         report: ChaosReport = await child
-        # A failed verdict fails the firing, which pauses a schedule made with pause-on-failure. Its patch marker
-        # stays where it was (workflows/compat.py).
+        # A failed verdict fails the firing, which pauses a schedule made with pause-on-failure.
         if report.verdict == "fail" and inp.pause_on_failure:
-            compat.deprecated("scheduled-fail-on-verdict")
             raise ApplicationError(
                 f"chaos run {run_id} ({child.first_execution_run_id}) failed its verdict: "
                 f"{'; '.join(report.reasons) or 'no reason given'}",

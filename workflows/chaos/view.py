@@ -11,7 +11,6 @@ from datetime import datetime
 
 from temporalio import workflow
 
-from workflows import compat
 
 with workflow.unsafe.imports_passed_through():
     from durable_chaos.contracts import Attr, FaultState, Progress, Stage
@@ -74,7 +73,6 @@ class View:
 
     def _sync_memo(self) -> None:
         """Keep the run's facts in its memo: current details need a live worker to answer, the memo does not."""
-        compat.deprecated("facts-in-memo")
         facts = self.progress.facts().model_dump(mode="json", exclude_none=True)
         changed = {key: value for key, value in facts.items() if self._memo.get(key) != value}
         if changed:

@@ -130,7 +130,6 @@ class ChaosDemoWorkflow:
         fault = plan.fault_request(inp, pre)
         p = self.view.progress
         p.target, p.targets, p.fault_label = fault.target, fault.members, pre.fault_label
-        compat.deprecated("fault-catalog")
         if p.fault_label != inp.fault:  # the kind went in at start; its parameters are known since preflight
             self.view.fault_label(p.fault_label)
         return fault
@@ -157,7 +156,6 @@ class ChaosDemoWorkflow:
         history). Viewers count down to `countdown_ends_at` on their own clock."""
         p = self.view.progress
         await self._gate(Stage.COUNTDOWN)
-        compat.deprecated("countdown-one-timer")
         p.countdown_ends_at = workflow.now() + timedelta(seconds=inp.countdown_s)
         self.view.stage(Stage.COUNTDOWN, f"{p.fault_label} {', '.join(fault.members)} at "
                                          f"{p.countdown_ends_at:%H:%M:%S} UTC")
@@ -166,7 +164,6 @@ class ChaosDemoWorkflow:
         p.countdown_ends_at = p.countdown_left = None
         # A countdown shorter than a load window would inject before any baseline was measured. Wait for the first
         # window to end (a lost one counts too: a missing baseline must not hold the run).
-        compat.deprecated("baseline-before-inject")
         if self.record.load_rounds == 0:
             self.view.stage(Stage.COUNTDOWN, "measuring a load baseline")
             await workflow.wait_condition(lambda: self.record.load_rounds > 0)
@@ -181,7 +178,6 @@ class ChaosDemoWorkflow:
         self.view.target(fault.target)
         self.view.fault_state(FaultState.INJECTED)
         p.fault_deadline = workflow.now() + timedelta(seconds=inp.max_fault_s)
-        compat.deprecated("fault-guard")
         await stages.start_guard(fault, p.fault_label)
         self.record.injected = await stages.inject(inp, fault, what)
         p.injected_at = self.record.injected.injected_at
@@ -253,7 +249,6 @@ class ChaosDemoWorkflow:
                                        "or verify")
             return restore, None
         self.view.stage(Stage.VERIFY, "waiting until every invariant holds again")
-        compat.deprecated("undo-again-when-unhealthy")
         final = await self._verify(inp)
         # An inject attempt the server had already timed out (its worker starved past the heartbeat timeout) can
         # still land after the undo: its `docker kill` was on its way. Undo once more; the undo checks the real
@@ -276,7 +271,6 @@ class ChaosDemoWorkflow:
 
     async def _check_safety(self, inp: ChaosInput, final: CheckResult | None) -> SafetyReport:
         """After the restore (the load has stopped): read back every key the load wrote, check the history."""
-        compat.deprecated("safety-check")
         self.view.stage(Stage.SAFETY, "final read of every key written, then the data safety check")
         injected = self.record.injected
         try:
