@@ -15,7 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.docker import compose_client, off_loop, project_containers
 from activities.common import fault_or_bad_input, resolve_or_bad_input
-from durable_chaos.contracts import ErrorType, FaultRequest, InjectResult, RestoreResult, bad_input
+from durable_chaos.contracts import ErrorType, FaultEffect, FaultRequest, InjectResult, RestoreResult, bad_input
 from durable_chaos.faults import Fault, Target
 
 
@@ -72,6 +72,18 @@ def restore_now(req: FaultRequest) -> RestoreResult:
         return RestoreResult(target=req.target, started_at=started_at, container_gone=True)
     undone = [fault.undo(t) for t in targets]
     return RestoreResult(target=req.target, started_at=started_at, already_up=not any(undone))
+
+
+def effect_now(req: FaultRequest) -> FaultEffect:
+    """The kind's own evidence on every member hit; the fault took effect if it did something on any of them."""
+    fault, targets, _ = _targets(req)
+    seen = [e for e in (fault.effect(t) for t in targets) if e]
+    return FaultEffect(took_effect=bool(seen), evidence=seen)
+
+
+@activity.defn
+async def confirm_fault(req: FaultRequest) -> FaultEffect:
+    return await off_loop(effect_now, req)
 
 
 @activity.defn

@@ -28,9 +28,11 @@ from activities.common import fault_or_bad_input, resolve_or_bad_input
 from activities.guardrails import check_monitoring
 from durable_chaos.contracts import (
     CheckResult,
+    ChooseRequest,
     DetectRequest,
     DetectResult,
     ErrorType,
+    FaultPlan,
     PreflightRequest,
     PreflightResult,
     StopConditions,
@@ -40,6 +42,7 @@ from durable_chaos.contracts import (
 )
 from activities.notify import worker_notify_url
 from durable_chaos.faults import BadFault, Fault, target_choice
+from durable_chaos.faults.steps import BadStep, check_steps, spare
 from subjects import SubjectInstance
 
 TIMELINE_CAP = 40  # checks kept for the evidence bundle; older ones are dropped
@@ -75,6 +78,10 @@ async def preflight(req: PreflightRequest) -> PreflightResult:
     subject = instance.subject
     fault = fault_or_bad_input(req.fault, req.fault_params)
     _choice_or_bad_input(subject, fault, req, roles=None)  # what is wrong without asking the system: say it now
+    try:
+        every = [fault, *check_steps(subject, req.steps)]
+    except BadStep as err:
+        raise bad_input(f"step {err.at[0] + 1}: {err}") from None
     if req.stop is not None or req.detectors:
         await check_monitoring(req.stop or StopConditions(), req.detectors)
     try:
@@ -84,11 +91,12 @@ async def preflight(req: PreflightRequest) -> PreflightResult:
     client = compose_client(instance)
     await off_loop(ensure_docker, client)
     await off_loop(validate_compose, client, instance)
-    if images := fault.images():
-        await off_loop(ensure_images_or_fail, images, f"fault {fault.kind}", _build_progress)
-    reason = await off_loop(fault.unsupported)
-    if reason:
-        raise bad_input(reason)
+    for kind in {f.kind: f for f in every}.values():
+        if images := kind.images():
+            await off_loop(ensure_images_or_fail, images, f"fault {kind.kind}", _build_progress)
+        reason = await off_loop(kind.unsupported)
+        if reason:
+            raise bad_input(reason)
     started = False
     if not await off_loop(all_running, client, instance):
         await off_loop(ensure_image, instance, _build_progress)
@@ -112,8 +120,28 @@ async def preflight(req: PreflightRequest) -> PreflightResult:
         # Roles as the steady state reads them, the moment before the countdown: `leader` means this member.
         choice=_choice_or_bad_input(subject, fault, req, roles=baseline.roles),
         fault_label=fault.label(),
+        spare=spare(subject),
         notify_worker=notify_worker,
     )
+
+
+@activity.defn
+async def choose_targets(req: ChooseRequest) -> FaultPlan:
+    """Who a later step's fault may hit, with the roles as the system reports them now; never a busy member."""
+    instance = resolve_or_bad_input(req.subject)
+    fault = fault_or_bad_input(req.step.fault, req.step.params)
+    async with open_session(instance) as session:
+        roles = (await session.check(req.check_timeout_s)).roles
+    step = req.step
+    try:
+        choice = target_choice(instance.subject, fault, step.target, step.count, step.allow_quorum_loss, roles)
+    except BadFault as err:
+        raise bad_input(str(err)) from None
+    free = [m for m in choice.pool if m not in req.busy]
+    if any(m in req.busy for m in choice.must) or len(choice.must) + len(free) < choice.count:
+        raise bad_input(f"{step.target or 'random'} for {fault.label()}: every member it may hit already has a "
+                        f"fault on ({', '.join(req.busy)})")
+    return FaultPlan(choice=choice.model_copy(update={"pool": free}), fault_label=fault.label())
 
 
 def _choice_or_bad_input(subject, fault: Fault, req: PreflightRequest, roles: dict[str, str] | None) -> TargetChoice:

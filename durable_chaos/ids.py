@@ -6,15 +6,17 @@ from __future__ import annotations
 import hashlib
 
 
-def fault_tag(workflow_id: str, run_id: str) -> str:
-    """Eight hex digits naming one run's fault (`CHAOS-<tag>` chains): short enough for iptables' 28-character
-    chain names, and derived from the run, so every path that undoes it (the run, its guard, the reaper) agrees."""
-    return hashlib.sha256(f"{workflow_id}/{run_id}".encode()).hexdigest()[:8]
+def fault_tag(workflow_id: str, run_id: str, number: int = 1) -> str:
+    """Eight hex digits naming one of a run's faults (`CHAOS-<tag>` chains): short enough for iptables'
+    28-character chain names, and derived from the run and the fault's number (from 1), so every path that undoes
+    it (the run, its guard, the reaper) agrees. The first fault's is the one runs had before they had steps."""
+    key = f"{workflow_id}/{run_id}" + (f"/{number}" if number > 1 else "")
+    return hashlib.sha256(key.encode()).hexdigest()[:8]
 
 
-def fault_guard_id(workflow_id: str, run_id: str) -> str:
-    """The workflow id of the guard a chaos run starts right before it injects: one guard per run."""
-    return f"{workflow_id}-fault-guard-{run_id}"
+def fault_guard_id(workflow_id: str, run_id: str, number: int = 1) -> str:
+    """The workflow id of the guard a chaos run starts right before it injects its `number`th fault."""
+    return f"{workflow_id}-fault-guard-{run_id}" + (f"-{number}" if number > 1 else "")
 
 
 def notify_id(workflow_id: str, run_id: str) -> str:

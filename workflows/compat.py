@@ -43,6 +43,8 @@ class Patch:
 RELEASE = "v8"
 PREVIOUS_RELEASE = "v7"
 PATCHES: dict[str, Patch] = {p.id: p for p in (
+    Patch("fault-effect", "v8", "no check that the fault took effect (no confirm_fault activity after detection)",
+          "v7", State.ACTIVE),
 )}
 
 

@@ -62,6 +62,14 @@ def detect(inp: ChaosInput) -> workflow.ActivityConfig:
     return _config(inp.detect_timeout_s + 30, STAGE_RETRY)
 
 
+def choose() -> workflow.ActivityConfig:
+    return _config(30, STAGE_RETRY)
+
+
+def confirm() -> workflow.ActivityConfig:
+    return _config(30, STAGE_RETRY)
+
+
 def evidence() -> workflow.ActivityConfig:
     return _config(30, STAGE_RETRY, schedule_to_close_timeout=timedelta(seconds=60))
 

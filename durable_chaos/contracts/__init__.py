@@ -48,6 +48,7 @@ from durable_chaos.contracts.names import (
 from durable_chaos.contracts.notify import NotifyPost, NotifyRequest, RunNotice
 from durable_chaos.contracts.report import ChaosReport, Progress, RunFacts, ScheduledRunResult, fault_text
 from durable_chaos.contracts.run import ChaosInput, ExternalDetector, StopConditions, SubjectRef, Trip, check_http_url
+from durable_chaos.contracts.steps import FaultEffect, FaultStep, LaneStep, RandomSchedule, Step, StepReport
 from durable_chaos.contracts.safety import (
     Availability,
     Counterexample,
@@ -60,6 +61,8 @@ from durable_chaos.contracts.safety import (
 )
 from durable_chaos.contracts.stages import (
     CheckResult,
+    ChooseRequest,
+    FaultPlan,
     DetectorResult,
     DetectRequest,
     DetectResult,
@@ -107,6 +110,14 @@ __all__ = [
     "Trip",
     "ExternalDetector",
     "ChaosInput",
+    "FaultStep",
+    "RandomSchedule",
+    "LaneStep",
+    "Step",
+    "FaultEffect",
+    "StepReport",
+    "ChooseRequest",
+    "FaultPlan",
     "ExternalDetectRequest",
     "DetectorResult",
     "WatchRequest",

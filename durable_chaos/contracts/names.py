@@ -42,6 +42,8 @@ class Stage(str, Enum):
     INJECT = "inject"
     DETECT = "detect"
     DIAGNOSE = "diagnose"
+    HOLD = "hold"  # a fault held for its step's duration
+    WAIT = "wait"  # a step that injects nothing: a wait, an approval, a check, a load change
     RESTORE = "restore"
     VERIFY = "verify"
     SAFETY = "safety"  # final read and the data safety check
@@ -70,7 +72,8 @@ MAX_LOAD_RATE = 2000.0
 FaultKind = str
 
 
-Verdict = Literal["pass", "fail"]
+# inconclusive: a fault never took effect, so the run says nothing about it (never a pass).
+Verdict = Literal["pass", "fail", "inconclusive"]
 
 
 # Search attributes make runs findable in the Temporal UI ("every failed run on etcd"). The worker registers them

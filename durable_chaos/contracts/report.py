@@ -14,6 +14,7 @@ from durable_chaos.contracts.names import RECENT_WINDOWS, FaultKind, FaultState,
 from durable_chaos.contracts.run import Trip
 from durable_chaos.contracts.safety import SafetyReport
 from durable_chaos.contracts.stages import CheckResult, DetectorResult, LoadSummary, LoadWindow
+from durable_chaos.contracts.steps import StepReport
 
 
 def fault_text(fault: str, label: str | None, targets: list[str], target: str | None) -> str:
@@ -67,6 +68,9 @@ class Progress(BaseModel):
     fault_deadline: datetime | None = None
     cut_short: str | None = Field(default=None, description="why the experiment was cut short (abort, deadline)")
     verdict: Verdict | None = None
+    step: int = Field(default=0, description="the step running now, from 1 (0: none yet)")
+    step_count: int = 1
+    steps: list[StepReport] = Field(default=[], description="every fault injected so far, as in the report")
 
     def countdown_seconds_left(self, now: datetime) -> int | None:
         """Whole seconds until the countdown's one timer fires; runs from before that timer carry only
@@ -120,6 +124,11 @@ class ChaosReport(BaseModel):
     hypothesis: list[ProbeResult] = Field(default=[], description="each probe of the hypothesis, as measured")
     detectors: list[DetectorResult] = Field(default=[], description="time to detect per detector, ours first (only "
                                                                     "when the run watched the user's monitoring)")
+    steps: list[StepReport] = Field(default=[], description="every fault the run injected, in order, with its TTD "
+                                                            "and TTR (the top-level times are the first one's)")
+    seed: int | None = Field(default=None, description="a random schedule's seed: `--seed` replays the schedule")
+    on_at_first_violation: list[str] = Field(default=[], description="the faults that were on when the first "
+                                                                     "violation was seen (random schedules)")
 
     @property
     def fault_text(self) -> str:

@@ -14,6 +14,7 @@ from temporalio.common import (
 
 from durable_chaos.contracts.hypothesis import Probe
 from durable_chaos.contracts.names import DEFAULT_LOAD_RATE, MAX_LOAD_RATE, Attr, FaultKind
+from durable_chaos.contracts.steps import FaultStep, Step
 
 
 class SubjectRef(BaseModel):
@@ -149,11 +150,19 @@ class ChaosInput(BaseModel):
                                                                "a schedule with pause_on_failure pauses itself")
     notify_url: str | None = Field(default=None, description="POST the run's summary here when it ends (a webhook; "
                                                              "Slack's incoming webhooks read its `text`)")
+    steps: list[Step] = Field(default=[], description="the experiment's steps, in order; empty: one fault step "
+                                                      "made of the fields above (what `chaos` runs)")
 
     @field_validator("notify_url")
     @classmethod
     def _valid_notify_url(cls, url: str | None) -> str | None:
         return check_http_url(url, "notify_url")
+
+    def experiment_steps(self) -> list[Step]:
+        """The steps the run takes: its own, or the one fault step its top-level fields describe."""
+        return self.steps or [Step(fault=FaultStep(
+            fault=self.fault, params=self.fault_params, target=self.target, count=self.count,
+            allow_quorum_loss=self.allow_quorum_loss, max_fault_s=self.max_fault_s))]
 
     def summary(self, default_project: str | None = None) -> str:
         """One line for the Temporal UI's summary column, e.g. "kill etcd1 on etcd"; names a non-default copy."""

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from durable_chaos.contracts.names import DEFAULT_LOAD_RATE, FaultKind
 from durable_chaos.contracts.run import ExternalDetector, StopConditions, SubjectRef, Trip
+from durable_chaos.contracts.steps import FaultStep, Step
 
 
 class ExternalDetectRequest(BaseModel):
@@ -69,6 +70,8 @@ class PreflightRequest(BaseModel):
     allow_quorum_loss: bool = False
     stop: StopConditions | None = None
     detectors: list[ExternalDetector] = []
+    steps: list[Step] = Field(default=[], description="every step, checked before anything starts (the first "
+                                                      "fault is the fields above)")
 
 
 class TargetChoice(BaseModel):
@@ -90,6 +93,8 @@ class PreflightResult(BaseModel):
     defaults: SubjectDefaults = SubjectDefaults()
     choice: TargetChoice
     fault_label: str = Field(description='the kind and its parameters, e.g. "loss 30%"')
+    spare: int = Field(default=1, description="members the subject's quorum rule can lose at once: the most a "
+                                              "random schedule may hit together")
     notify_worker: bool = Field(default=False, description="the worker has CHAOS_NOTIFY_URL: the run's end is posted "
                                                            "there too (the URL itself never enters the history)")
 
@@ -179,3 +184,17 @@ class LoadSummary(BaseModel):
     baseline_ops_s: float | None = None
     worst_fault_ops_s: float | None = None
     errors: int = 0
+
+
+class ChooseRequest(BaseModel):
+    """Who a fault step hits, decided when the step begins: the roles are read then (the leader may have moved)."""
+
+    subject: SubjectRef
+    step: FaultStep
+    busy: list[str] = Field(default=[], description="members other faults hold now: never drawn again")
+    check_timeout_s: float = 0.5
+
+
+class FaultPlan(BaseModel):
+    choice: TargetChoice
+    fault_label: str

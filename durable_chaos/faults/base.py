@@ -133,6 +133,12 @@ class Fault(abc.ABC):
     def undo(self, t: Target) -> bool:
         """Take the fault away; False if it was not in effect (already undone, or the member restarted)."""
 
+    def effect(self, t: Target) -> str | None:
+        """What the fault has done to the member so far, as evidence that it took effect, or None if it did
+        nothing. Asked while the fault is on, after detection. By default: it is in effect now (a member down or
+        frozen does nothing else); a kind whose rules can be in place and still touch nothing says more."""
+        return f"{t.service}: {self.kind} in effect" if self.in_effect(t) else None
+
     def in_effect_since(self, t: Target) -> datetime | None:
         """When a fault found already in effect began, if the container can tell (a retry keeps the first time)."""
         return None

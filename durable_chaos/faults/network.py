@@ -77,9 +77,19 @@ class _Filter(_NetFault):
     def rules(self, t: Target) -> list[str]:
         """iptables rule specs appended to the chain."""
 
+    def effect(self, t: Target) -> str | None:
+        """Packets the chain's DROP rules have matched: rules in place on an idle link have done nothing."""
+        try:
+            dropped = int(self._run(t, "count") or 0)
+        except (NotRunning, ValueError):
+            return None
+        return f"{t.service}: {dropped} packets dropped" if dropped else None
+
     def _script(self, t: Target, which: str) -> str:
         chain = f"CHAOS-{t.tag}"
         hooked = f"iptables -w -C {HOOKS[0]} -j {chain} 2>/dev/null"
+        if which == "count":  # the first column of `-L -v -x` is each rule's packet count
+            return f"iptables -w -L {chain} -v -x -n 2>/dev/null | awk 'NR > 2 {{n += $1}} END {{print n + 0}}'"
         if which == "check":
             return f"if {hooked}; then echo yes; else echo no; fi"
         if which == "inject":
@@ -214,9 +224,27 @@ class _Qdisc(_NetFault):
     def qdisc(self) -> str:
         """The qdisc and its arguments, as `tc qdisc add ... root handle H:` takes them."""
 
+    def effect(self, t: Target) -> str | None:
+        """Packets the qdisc held back (dropped or over its limit): a cap above the traffic changes nothing."""
+        try:
+            held = int(self._run(t, "count") or 0)
+        except (NotRunning, ValueError):
+            return None
+        return f"{t.service}: {held} packets dropped or held back by {self.qdisc_kind}" if held else None
+
     def _script(self, t: Target, which: str) -> str:
         handle = format(int(t.tag[:4], 16) % 0xFFF0 + 1, "x")
         ours = f'tc qdisc show dev "$d" root | grep -q " {handle}: root"'
+        if which == "count":  # "(dropped D, overlimits O requeues R)" on the stats line of our root qdisc
+            return "\n".join([
+                "n=0",
+                'for d in $(ls /sys/class/net); do [ "$d" = lo ] && continue',
+                f'  s=$(tc -s qdisc show dev "$d" root | grep -A1 " {handle}: root" | '
+                "sed -n 's/.*dropped \\([0-9]*\\), overlimits \\([0-9]*\\).*/\\1 \\2/p')",
+                '  for v in $s; do n=$((n + v)); done',
+                "done",
+                "echo $n",
+            ])
         act = {
             "check": f"if {ours}; then n=$((n+1)); fi",
             "inject": f"if ! {ours}; then tc qdisc add dev \"$d\" root handle {handle}: {self.qdisc()}; "

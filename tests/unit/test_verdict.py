@@ -16,6 +16,8 @@ from durable_chaos.contracts import (
     DetectResult,
     Diagnosis,
     ExternalDetector,
+    FaultEffect,
+    FaultRequest,
     FaultState,
     InjectResult,
     LoadWindow,
@@ -23,9 +25,10 @@ from durable_chaos.contracts import (
     Progress,
     RestoreResult,
     SafetyReport,
+    SubjectRef,
     Trip,
 )
-from workflows.chaos.state import Record
+from workflows.chaos.state import FaultRecord, Record
 from workflows.chaos.verdict import Ending, grade, report
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -47,18 +50,35 @@ def a_good_run(**inp) -> tuple[ChaosInput, Progress, Record, Ending]:
     """etcd2 killed at 10 s, detected at 10.5 s, restored from 20 s, healthy at 21.2 s, no write lost."""
     record = Record(
         windows=[window(s, 100) for s in range(0, 10)] + [window(s, 40) for s in range(10, 22)],
-        injected=InjectResult(target="etcd2", container="c2", injected_at=at(10)),
-        detection=DetectResult(detected=True, detected_at=at(10.5),
-                               first_violation=check(10.5, False, ("etcd2: connection refused",))),
-        diagnosis=Diagnosis(summary="etcd2 is down", root_cause="killed", affected_nodes=["etcd2"], evidence=[],
-                            suggested_actions=[], confidence=0.9, source="rules", correct=True),
+        faults=[fault_record("etcd2", injected=10, detected=10.5, undone=20, healthy=21.2)],
     )
+    record.first.diagnosis = Diagnosis(summary="etcd2 is down", root_cause="killed", affected_nodes=["etcd2"],
+                                       evidence=[], suggested_actions=[], confidence=0.9, source="rules",
+                                       correct=True)
     progress = Progress(subject="etcd", fault="kill", fault_label="kill", target="etcd2", targets=["etcd2"],
                         fault_state=FaultState.RESTORED, time_to_detect_s=0.5, time_to_restore_s=1.2)
-    end = Ending(workflow_id="w", run_id="r", project="chaos-etcd", targets=["etcd2"], started_at=at(0),
-                 finished_at=at(30), restore=RestoreResult(target="etcd2", started_at=at(20)),
+    end = Ending(workflow_id="w", run_id="r", project="chaos-etcd", started_at=at(0), finished_at=at(30),
                  final=check(21.2, True), safety=SafetyReport(verdict="ok", ops=2200, acked_writes=1000, keys=8))
     return ChaosInput(**inp), progress, record, end
+
+
+def fault_record(member: str, injected: float, detected: float | None, undone: float | None,
+                 healthy: float | None, kind: str = "kill", step: int = 1) -> FaultRecord:
+    """A fault as the run records it: injected, detected (or not), undone, healthy again after."""
+    f = FaultRecord(step=step, lane=None, name="", label=kind, max_fault_s=120,
+                    request=FaultRequest(subject=SubjectRef(), fault=kind, target=member, targets=[member]),
+                    state=FaultState.RESTORED if undone is not None else FaultState.INJECTED,
+                    injected=InjectResult(target=member, container="c", injected_at=at(injected)),
+                    detection=DetectResult(detected=detected is not None,
+                                           detected_at=at(detected) if detected is not None else None,
+                                           first_violation=check(detected, False, (f"{member}: connection refused",))
+                                           if detected is not None else None),
+                    effect=FaultEffect(took_effect=True, evidence=[f"{member}: {kind} in effect"]))
+    if undone is not None:
+        f.restore = RestoreResult(target=member, started_at=at(undone))
+    if healthy is not None:
+        f.final = check(healthy, True)
+    return f
 
 
 def test_a_detected_restored_healthy_and_safe_run_passes_and_says_each_part():
@@ -77,7 +97,7 @@ def test_a_detected_restored_healthy_and_safe_run_passes_and_says_each_part():
 
 def test_a_fault_not_detected_fails_the_run():
     inp, p, rec, end = a_good_run(detect_timeout_s=30)
-    rec.detection = DetectResult(detected=False)
+    rec.first.detection = DetectResult(detected=False)
     r = report(inp, p, rec, end)
     assert r.verdict == "fail" and "the fault was not detected within 30s" in r.reasons
 
@@ -124,7 +144,7 @@ def test_monitoring_that_never_noticed_fails_the_run_and_is_named():
 def test_a_fault_never_injected_fails_and_its_detectors_were_never_asked():
     alert = ExternalDetector(kind="alert", alert="EtcdMemberDown", url="http://127.0.0.1:9093")
     inp, p, rec, end = a_good_run(detectors=[alert])
-    p.fault_state, rec.injected, rec.detection, rec.diagnosis = FaultState.NONE, None, None, None
+    p.fault_state, rec.faults = FaultState.NONE, []
     end.final = None
     r = report(inp, p, rec, end)
     assert r.verdict == "fail" and r.reasons[0] == "the fault was never injected"
@@ -149,3 +169,36 @@ def test_a_broken_hypothesis_fails_an_otherwise_good_run_and_names_the_probe():
     assert [(h.name, h.held) for h in r.hypothesis] == [("few errors", False), ("p99_ms after", True)]
     assert "hypothesis broken: few errors: error_rate during the fault 0.4, wanted < 0.1" in r.reasons
     assert "hypothesis held: p99_ms after: p99_ms after the fault 20 ms, wanted <= 50" in r.reasons
+
+
+def test_a_fault_that_never_took_effect_makes_the_run_inconclusive_never_a_pass():
+    inp, p, rec, end = a_good_run()
+    rec.first.effect = FaultEffect(took_effect=False, evidence=[])
+    r = report(inp, p, rec, end)
+    assert r.verdict == "inconclusive"
+    assert "kill etcd2 never took effect (no sign of it): the run says nothing about it" in r.reasons
+
+
+def test_a_fault_without_effect_does_not_hide_a_real_failure():
+    inp, p, rec, end = a_good_run()
+    rec.first.effect = FaultEffect(took_effect=False)
+    end.safety = SafetyReport(verdict="violated", reasons=["lost writes: 1 acknowledged write lost"])
+    assert report(inp, p, rec, end).verdict == "fail"
+
+
+def test_every_step_of_a_multi_step_run_has_its_times_and_a_later_undetected_fault_fails_it():
+    inp, p, rec, end = a_good_run(steps=[{"fault": {"target": "etcd2"}}, {"wait_s": 5},
+                                         {"fault": {"target": "etcd3"}}])
+    rec.faults.append(fault_record("etcd3", injected=25, detected=None, undone=40, healthy=41, step=3))
+    r = report(inp, p, rec, end)
+    assert [(s.step, s.targets, s.time_to_detect_s, s.time_to_restore_s) for s in r.steps] == [
+        (1, ["etcd2"], 0.5, 1.2), (3, ["etcd3"], None, 1.0)]
+    assert r.verdict == "fail"
+    assert "step 3: kill etcd3: not detected, healthy again 1.000s after its undo" in r.reasons
+    assert r.on_at_first_violation == ["kill etcd2"]  # the first violation (10.5 s) was etcd2's
+
+
+def test_a_fault_left_on_fails_the_run():
+    inp, p, rec, end = a_good_run(steps=[{"fault": {}}, {"fault": {}}])
+    rec.faults.append(fault_record("etcd3", injected=25, detected=26, undone=None, healthy=None, step=2))
+    assert report(inp, p, rec, end).verdict == "fail"

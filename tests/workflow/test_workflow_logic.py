@@ -27,6 +27,7 @@ from durable_chaos.contracts import (
     Attr,
     ChaosInput,
     CheckResult,
+    ChooseRequest,
     DetectRequest,
     DetectResult,
     DiagnoseRequest,
@@ -34,6 +35,8 @@ from durable_chaos.contracts import (
     ErrorType,
     Evidence,
     EvidenceRequest,
+    FaultEffect,
+    FaultPlan,
     FaultRequest,
     FaultState,
     GuardReport,
@@ -85,6 +88,8 @@ class FakeCluster:
         self.reaped: list[str] = []  # restored by a fault guard (or the reaper), not by the run itself
         self.safety = SafetyReport(verdict="ok")  # what the safety check finds
         self.safety_requests: list[SafetyRequest] = []
+        self.no_effect: set[str] = set()  # fault kinds that change nothing (their confirm finds no sign)
+        self.chosen: list[ChooseRequest] = []
 
     def check(self) -> CheckResult:
         members = [MemberHealth(service=s, healthy=s not in self.down) for s in SERVICES]
@@ -178,6 +183,22 @@ class FakeCluster:
             cluster.down.discard(target)
             return ReapAction(workflow_id=orphan.workflow_id, run_id=orphan.run_id, target=target, action=action)
 
+        @activity.defn(name="confirm_fault")
+        async def confirm_fault(req: FaultRequest) -> FaultEffect:
+            if req.fault in cluster.no_effect:
+                return FaultEffect(took_effect=False)
+            return FaultEffect(took_effect=True, evidence=[f"{m}: down" for m in req.members])
+
+        @activity.defn(name="choose_targets")
+        async def choose_targets(req: ChooseRequest) -> FaultPlan:
+            cluster.chosen.append(req)
+            target = req.step.target
+            must = {"leader": ["n1"], None: [], "random": [], "follower": []}.get(target, [target])
+            pool = [s for s in SERVICES
+                    if s not in must and s not in req.busy and not (target == "follower" and s == "n1")]
+            return FaultPlan(choice=TargetChoice(must=must, pool=pool, count=req.step.count),
+                             fault_label=f"{req.step.fault} (fake)")
+
         @activity.defn(name="check_safety")
         async def check_safety(req: SafetyRequest) -> SafetyReport:
             cluster.safety_requests.append(req)
@@ -185,7 +206,8 @@ class FakeCluster:
 
         # The guard's watch only talks to Temporal: the real one.
         return [preflight, run_load_window, inject_fault, detect_violation, gather_evidence, diagnose,
-                restore_fault, wait_healthy, reap_fault, wait_until_run_closes, check_safety]
+                restore_fault, wait_healthy, reap_fault, wait_until_run_closes, check_safety, confirm_fault,
+                choose_targets]
 
 
 def fast_input(**kw) -> ChaosInput:
@@ -223,7 +245,7 @@ async def test_restore_runs_after_success(client):
     assert report.verdict == "pass", report.reasons
     assert cluster.injects == ["n2"] and cluster.restores == ["n2"]
     assert report.fault_state == FaultState.RESTORED
-    assert report.diagnosis.correct is True
+    assert report.diagnosis is not None and report.diagnosis.correct is True, report.reasons
     assert report.time_to_detect_s is not None and report.time_to_detect_s >= 0
 
 

@@ -32,6 +32,7 @@ class Background:
     def __init__(self, inp: ChaosInput, record: Record, view: View) -> None:
         self.inp, self.record, self.view = inp, record, view
         self.stop_load = False
+        self.rate = inp.load_rate  # a load step changes it from the next window on
         self.guarded = True  # stop conditions count until restore begins: then the fault is being undone anyway
 
     def start(self) -> tuple[asyncio.Task, asyncio.Task | None]:
@@ -74,7 +75,7 @@ class Background:
     def _load_request(self, load_since: datetime, due_from: datetime | None) -> LoadRequest:
         inp = self.inp
         req = LoadRequest(subject=inp.subject, window_s=inp.load_window_s, concurrency=inp.load_concurrency,
-                          check_timeout_s=inp.check_timeout_s, rate=inp.load_rate, due_from=due_from)
+                          check_timeout_s=inp.check_timeout_s, rate=self.rate, due_from=due_from)
         if inp.stop.on_load:
             # The window judges the load's figures itself (stop conditions are evaluated in activities): it gets
             # what it cannot see, the windows before it inside the error rate's window and the last success.

@@ -15,16 +15,17 @@ from workflows import policy
 
 with workflow.unsafe.imports_passed_through():
     from activities.diagnosis import diagnose, gather_evidence
-    from activities.faults import inject_fault, restore_fault
+    from activities.faults import confirm_fault, inject_fault, restore_fault
     from activities.guardrails import wait_external_detection, watch_stop_conditions
     from activities.load import run_load_window
-    from activities.probes import detect_violation, preflight, wait_healthy
+    from activities.probes import choose_targets, detect_violation, preflight, wait_healthy
     from activities.safety import check_safety
     from durable_chaos.contracts import (
         GUARD_WORKFLOW_NAME,
         WORKFLOW_TASK_TIMEOUT,
         ChaosInput,
         CheckResult,
+        ChooseRequest,
         DetectorResult,
         DetectRequest,
         DetectResult,
@@ -34,7 +35,10 @@ with workflow.unsafe.imports_passed_through():
         EvidenceRequest,
         ExternalDetector,
         ExternalDetectRequest,
+        FaultEffect,
+        FaultPlan,
         FaultRequest,
+        FaultStep,
         GuardRequest,
         InjectResult,
         LoadRequest,
@@ -56,12 +60,14 @@ EVIDENCE_LOAD_WINDOWS = 30
 
 
 async def bring_up(inp: ChaosInput) -> PreflightResult:
-    """The steady-state hypothesis: the subject up, every invariant holding, the fault and its target valid."""
-    req = PreflightRequest(subject=inp.subject, target=inp.target, timeout_s=inp.preflight_timeout_s,
-                           check_timeout_s=inp.check_timeout_s, fault=inp.fault, fault_params=inp.fault_params,
-                           count=inp.count, allow_quorum_loss=inp.allow_quorum_loss,
+    """The steady-state hypothesis: the subject up, every invariant holding, every step's fault and target valid.
+    The first step's fault, if it is one, is chosen here (the others when their step begins)."""
+    first = inp.experiment_steps()[0].fault or FaultStep()
+    req = PreflightRequest(subject=inp.subject, target=first.target, timeout_s=inp.preflight_timeout_s,
+                           check_timeout_s=inp.check_timeout_s, fault=first.fault, fault_params=first.params,
+                           count=first.count, allow_quorum_loss=first.allow_quorum_loss,
                            stop=inp.stop if inp.stop.on_load or inp.stop.watched else None,
-                           detectors=inp.detectors)
+                           detectors=inp.detectors, steps=inp.steps)
     return await workflow.execute_activity(preflight, req, **policy.preflight(inp),
                                            summary=f"preflight {inp.subject.name}")
 
@@ -85,14 +91,14 @@ async def their_detector(inp: ChaosInput, detector: ExternalDetector, since: dat
                                            summary=f"their detector: {detector.name}")
 
 
-async def start_guard(fault: FaultRequest, label: str) -> None:
+async def start_guard(fault: FaultRequest, label: str, number: int = 1) -> None:
     """The fault's guard, a child that outlives the run (ABANDON): a terminated run runs no code, its `finally`
     included, and the guard restores what it left injected. Started and awaited before the inject, so no fault is
-    ever on without one."""
+    ever on without one: one guard per fault (`number`, from 1)."""
     info = workflow.info()
     await workflow.start_child_workflow(
         GUARD_WORKFLOW_NAME, GuardRequest(workflow_id=info.workflow_id, run_id=info.run_id, fault=fault),
-        id=fault_guard_id(info.workflow_id, info.run_id), parent_close_policy=ParentClosePolicy.ABANDON,
+        id=fault_guard_id(info.workflow_id, info.run_id, number), parent_close_policy=ParentClosePolicy.ABANDON,
         task_timeout=WORKFLOW_TASK_TIMEOUT,
         static_summary=f"guard {label} {', '.join(fault.members)} of {info.workflow_id}",
     )
@@ -102,13 +108,27 @@ async def inject(inp: ChaosInput, fault: FaultRequest, what: str) -> InjectResul
     return await workflow.execute_activity(inject_fault, fault, **policy.inject(inp), summary=what)
 
 
-async def detect(inp: ChaosInput) -> DetectResult:
+async def choose(inp: ChaosInput, step: FaultStep, busy: list[str]) -> FaultPlan:
+    """Who a later fault step may hit, with the roles read now; never the members `busy` (other faults on)."""
+    req = ChooseRequest(subject=inp.subject, step=step, busy=busy, check_timeout_s=inp.check_timeout_s)
+    return await workflow.execute_activity(choose_targets, req, **policy.choose(),
+                                           summary=f"choose {step.target or 'random'} for {step.fault}")
+
+
+async def detect(inp: ChaosInput, timeout_s: float | None = None) -> DetectResult:
     """Active invariant checks at a short interval until one is violated, or the detect timeout passes."""
-    req = DetectRequest(subject=inp.subject, interval_s=inp.detect_interval_s, timeout_s=inp.detect_timeout_s,
+    timeout_s = timeout_s or inp.detect_timeout_s
+    req = DetectRequest(subject=inp.subject, interval_s=inp.detect_interval_s, timeout_s=timeout_s,
                         check_timeout_s=inp.check_timeout_s)
     return await workflow.execute_activity(
         detect_violation, req, **policy.detect(inp),
-        summary=f"detect: poll every {inp.detect_interval_s:g}s for {inp.detect_timeout_s:g}s")
+        summary=f"detect: poll every {inp.detect_interval_s:g}s for {timeout_s:g}s")
+
+
+async def confirm(fault: FaultRequest) -> FaultEffect:
+    """Did the fault do anything? Its kind says how to tell (packets its rules dropped, the member down)."""
+    return await workflow.execute_activity(confirm_fault, fault, **policy.confirm(),
+                                           summary=f"confirm {fault.fault} took effect on {', '.join(fault.members)}")
 
 
 async def gather(inp: ChaosInput, detection: DetectResult, injected_at: datetime,
@@ -130,12 +150,11 @@ async def undo(fault: FaultRequest) -> RestoreResult:
                                            summary=f"restore {', '.join(fault.members)}")
 
 
-async def verify(inp: ChaosInput) -> CheckResult:
-    """Every invariant holds again, within the restore timeout (SubjectUnhealthy otherwise)."""
-    req = WaitHealthyRequest(subject=inp.subject, timeout_s=inp.restore_timeout_s,
-                             check_timeout_s=inp.check_timeout_s)
-    return await workflow.execute_activity(wait_healthy, req, **policy.verify(inp.restore_timeout_s),
-                                           summary="verify healthy")
+async def verify(inp: ChaosInput, timeout_s: float | None = None) -> CheckResult:
+    """Every invariant holds (again), within the restore timeout or `timeout_s` (SubjectUnhealthy otherwise)."""
+    timeout_s = timeout_s or inp.restore_timeout_s
+    req = WaitHealthyRequest(subject=inp.subject, timeout_s=timeout_s, check_timeout_s=inp.check_timeout_s)
+    return await workflow.execute_activity(wait_healthy, req, **policy.verify(timeout_s), summary="verify healthy")
 
 
 async def check_data_safety(inp: ChaosInput, windows: int, fault_started_at: datetime | None,

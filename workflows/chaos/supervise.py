@@ -19,7 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from durable_chaos.wording import trip_reason
 
 
-async def supervise(experiment: asyncio.Task, progress: Progress, record: Record, max_fault_s: float,
+async def supervise(experiment: asyncio.Task, progress: Progress, record: Record,
                     aborted: Callable[[], str | None]) -> str | None:
     """Wait for the experiment; returns why it was cut short (None when it ended on its own)."""
     while True:
@@ -34,6 +34,8 @@ async def supervise(experiment: asyncio.Task, progress: Progress, record: Record
                 timeout_summary="fault deadline",
             )
         except asyncio.TimeoutError:
+            # The run's deadline is the earliest of its open faults' (steps.py arms it): name that fault's limit.
+            max_fault_s = next(f.max_fault_s for f in record.open_faults() if f.deadline == deadline)
             if before_detection(progress, record):
                 return f"fault deadline ({max_fault_s:g}s) reached before detection: restoring now"
             return (f"fault deadline ({max_fault_s:g}s) reached during {progress.stage.value}: "
@@ -53,7 +55,7 @@ async def supervise(experiment: asyncio.Task, progress: Progress, record: Record
 def before_detection(progress: Progress, record: Record) -> bool:
     """The fault is on and detection has not concluded. Held at the detect gate the stage still reads `inject`,
     so the stage name alone would tell the reader the wrong story."""
-    return progress.fault_state == FaultState.INJECTED and record.detection is None
+    return progress.fault_state == FaultState.INJECTED and any(f.detection is None for f in record.open_faults())
 
 
 async def shielded(start: Callable[[], Awaitable[T]]) -> T:
@@ -93,4 +95,5 @@ async def stop(task: asyncio.Task, progress: Progress, record: Record) -> None:
     except (asyncio.CancelledError, ActivityError):
         pass
     except Exception as err:
+        record.internal_error = True
         record.reasons.append(f"internal error during {progress.stage.value}: {err!r}")

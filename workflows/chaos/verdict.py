@@ -11,7 +11,7 @@ from datetime import datetime
 
 from temporalio import workflow
 
-from workflows.chaos.state import Record
+from workflows.chaos.state import FaultRecord, Record
 
 with workflow.unsafe.imports_passed_through():
     from durable_chaos import hypothesis
@@ -24,22 +24,19 @@ with workflow.unsafe.imports_passed_through():
         FaultState,
         LoadSummary,
         Progress,
-        RestoreResult,
         SafetyReport,
     )
 
 
 @dataclass
 class Ending:
-    """How the run ended, beside its record: the ids, the times, the restore, the final check, the safety check."""
+    """How the run ended, beside its record: the ids, the times, the final check, the safety check."""
 
     workflow_id: str
     run_id: str
     project: str
-    targets: list[str]
     started_at: datetime
     finished_at: datetime
-    restore: RestoreResult | None
     final: CheckResult | None
     safety: SafetyReport | None
 
@@ -61,26 +58,55 @@ def report(inp: ChaosInput, p: Progress, rec: Record, end: Ending) -> ChaosRepor
     """The run's report; its verdict is pass only when every part of the hypothesis held."""
     detectors = detector_results(inp, p, rec) if inp.detectors else []
     probes = hypothesis.judge(inp.hypothesis, end.safety.availability if end.safety else None)
-    detected = bool(rec.detection and rec.detection.detected)
-    missed = [d for d in detectors if not d.ours and not d.fired]
-    passed = (detected and p.fault_state == FaultState.RESTORED and end.final is not None and end.final.ok
-              and (end.safety is None or end.safety.verdict != "violated") and rec.trip is None and not missed
-              and all(r.held for r in probes))
+    result = verdict_of(rec, end, probes, detectors)
+    first = rec.first
+    targets = first.request.members if first else p.targets  # planned, if the run ended before it went in
     return ChaosReport(
         workflow_id=end.workflow_id, run_id=end.run_id, subject=inp.subject.name, project=end.project,
-        fault=inp.fault, fault_label=p.fault_label, fault_params=inp.fault_params,
-        target=end.targets[0], targets=end.targets,
-        verdict="pass" if passed else "fail",
+        fault=first.request.fault if first else inp.fault, fault_label=p.fault_label if first else None,
+        fault_params=first.request.params if first else inp.fault_params,
+        target=targets[0] if targets else None, targets=targets,
+        verdict=result,
         reasons=[*rec.reasons, *reasons(inp, p, rec, end, detectors),
                  *(f"hypothesis {'held' if r.held else 'broken'}: {r.name}: {r.detail}" for r in probes)],
         started_at=end.started_at, finished_at=end.finished_at,
         injected_at=rec.injected.injected_at if rec.injected else None,
         detected_at=rec.detection.detected_at if rec.detection else None,
-        restored_at=end.final.at if end.final else None,
+        restored_at=first.final.at if first and first.final else None,
         time_to_detect_s=p.time_to_detect_s, time_to_restore_s=p.time_to_restore_s,
         fault_state=p.fault_state, diagnosis=rec.diagnosis, load=load_summary(rec, end.final),
         final_check=end.final, safety=end.safety, stopped=rec.trip, detectors=detectors, hypothesis=probes,
+        steps=[f.report() for f in rec.faults] if len(inp.experiment_steps()) > 1 or rec.seed is not None else [],
+        seed=rec.seed, on_at_first_violation=[] if result == "pass" else on_at_first_violation(rec),
     )
+
+
+def verdict_of(rec: Record, end: Ending, probes: list, detectors: list[DetectorResult]) -> str:
+    """pass: every fault went in, took effect, was detected and undone, the subject is healthy again, no data
+    lost, no stop condition, every probe held. inconclusive: a fault never took effect (so the run says nothing
+    about it) and nothing else broke. fail: anything else."""
+    broken = (not rec.faults or any(not f.restored for f in rec.faults) or end.final is None or not end.final.ok
+              or (end.safety is not None and end.safety.verdict == "violated") or rec.trip is not None
+              or rec.step_failed is not None or rec.internal_error or any(not d.ours and not d.fired for d in detectors)
+              or not all(r.held for r in probes))
+    if not broken and any(f.effect is not None and not f.effect.took_effect for f in rec.faults):
+        return "inconclusive"
+    undetected = any(not f.random and not (f.detection and f.detection.detected) for f in rec.faults)
+    return "fail" if broken or undetected else "pass"
+
+
+def on_at_first_violation(rec: Record) -> list[str]:
+    """The faults on when something first went wrong (an invariant violated, a load error): with several faults,
+    which of them to suspect."""
+    if len(rec.faults) < 2:
+        return []
+    seen = [f.detection.detected_at for f in rec.faults if f.detection and f.detection.detected_at]
+    seen += [w.end for w in rec.windows if w.errors]
+    if not seen:
+        return []
+    when = min(seen)
+    return [f.what for f in rec.faults if f.injected and f.injected.injected_at <= when
+            and (f.restore is None or f.restore.started_at >= when)]
 
 
 def reasons(inp: ChaosInput, p: Progress, rec: Record, end: Ending, detectors: list[DetectorResult]) -> list[str]:
@@ -96,7 +122,7 @@ def reasons(inp: ChaosInput, p: Progress, rec: Record, end: Ending, detectors: l
         out.append(f"the fault was not detected within {inp.detect_timeout_s:g}s")
     # Otherwise detection never concluded: the cut (abort, deadline) or the failed stage is already a reason.
     if p.fault_state == FaultState.RESTORED:
-        out.append(f"{', '.join(end.targets)} restored")
+        out.append(f"{', '.join(rec.first.request.members)} restored")
     if end.final is None:
         out.append("the subject did not return to its steady state after restore")
     else:
@@ -106,12 +132,28 @@ def reasons(inp: ChaosInput, p: Progress, rec: Record, end: Ending, detectors: l
         source = d.source + (f", fallback: {d.fallback_reason}" if d.fallback_reason else "")
         out.append(f"diagnosis ({source}) named {', '.join(d.affected_nodes) or 'nobody'}: "
                    f"{'correct' if d.correct else 'incorrect'}")
+    out += [step_reason(f, inp.detect_timeout_s) for f in rec.faults[1:]]
+    out += [f"{f.what} never took effect ({'; '.join(f.effect.evidence) or 'no sign of it'}): the run says nothing "
+            f"about it" for f in rec.faults if f.effect is not None and not f.effect.took_effect]
     if end.safety is not None:
         out.append(safety_reason(end.safety))
     for d in detectors[1:]:
         out.append(f"your monitoring: {d.name} fired after {d.time_to_detect_s:.3f}s" if d.fired else
                    f"your monitoring did not notice: {d.name} {d.detail}")
     return out
+
+
+def step_reason(f: FaultRecord, detect_timeout_s: float) -> str:
+    """One line for a fault after the first (the first has the lines above): detected, undone."""
+    r = f.report()
+    where = f"step {f.step}" + (f" lane {f.lane}" if f.lane else "")
+    if f.injected is None:
+        return f"{where}: {f.what} was never injected"
+    seen = (f"detected after {r.time_to_detect_s:.3f}s" if r.time_to_detect_s is not None else
+            "not detected" if f.detection is not None else "detection never concluded")
+    undone = (f"healthy again {r.time_to_restore_s:.3f}s after its undo" if r.time_to_restore_s is not None else
+              "undone" if f.restored else "still on")
+    return f"{where}: {f.what}: {seen}, {undone}"
 
 
 def detector_results(inp: ChaosInput, p: Progress, rec: Record) -> list[DetectorResult]:

@@ -11,13 +11,11 @@ from datetime import datetime
 
 from temporalio import workflow
 
+from workflows.chaos.state import seconds
+
 
 with workflow.unsafe.imports_passed_through():
     from durable_chaos.contracts import Attr, FaultState, Progress, Stage
-
-
-def seconds(a: datetime | None, b: datetime | None) -> float | None:
-    return None if a is None or b is None else round((b - a).total_seconds(), 3)
 
 
 class View:
@@ -54,6 +52,10 @@ class View:
         self.progress.time_to_restore_s = seconds(started_at, healthy_at)
         workflow.upsert_search_attributes([Attr.RESTORE_SECONDS.value_set(self.progress.time_to_restore_s)])
         self.details()  # a cancelled run ends without a report: the memo gets TTR here
+
+    def steps(self, faults) -> None:
+        """Every fault so far, as the report will show it (the `progress` query only: no history event)."""
+        self.progress.steps = [f.report() for f in faults]
 
     def diagnosis_graded(self, correct: bool) -> None:
         workflow.upsert_search_attributes([Attr.DIAGNOSIS_CORRECT.value_set(correct)])
