@@ -16,9 +16,12 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from durable_chaos.contracts import ChaosInput, SubjectRef, TargetChoice
-from durable_chaos.experiment.model import Experiment
-from durable_chaos.faults import BadFault, Fault, make_fault, target_choice
+from durable_chaos.contracts import ChaosInput, FaultStep, RandomSchedule, Step, SubjectRef, TargetChoice
+from durable_chaos.experiment.model import Experiment, default
+from durable_chaos.experiment.model import LaneStep as FileLaneStep
+from durable_chaos.experiment.model import Step as FileStep
+from durable_chaos.faults import BadFault, make_fault, target_choice
+from durable_chaos.faults.steps import BadStep, check_steps
 from subjects import BadSubjectFile, UnknownSubject, get_subject
 from subjects.base import Subject
 from subjects.registry import is_folder_ref
@@ -32,14 +35,14 @@ class BadExperiment(ValueError):
 
 @dataclass
 class Loaded:
-    """An experiment as read, with what was resolved from it: the subject, each step's fault and the members it may
-    hit, the run input."""
+    """An experiment as read, with what was resolved from it: the subject, the steps as the run takes them, the
+    members each fault may hit, the run input."""
 
     path: Path
     experiment: Experiment
     subject: Subject
-    faults: list[Fault]
-    choices: list[TargetChoice]  # per step: who it may hit (roles unread: the run reads them at its start)
+    steps: list[Step]
+    choices: dict[tuple[int, ...], TargetChoice]  # per fault, by where it is (fault_specs): who it may hit
     run_input: ChaosInput
 
 
@@ -55,10 +58,14 @@ def load_experiment(path: Path, overrides: dict[str, str] | None = None, project
         first = err.errors()[0]
         raise BadExperiment(where.say(first["loc"], first["msg"].removeprefix("Value error, "))) from None
     subject = _subject(experiment, path, where)
-    checked = [_fault(step, i, subject, where) for i, step in enumerate(experiment.steps)]
-    faults, choices = [f for f, _ in checked], [c for _, c in checked]
-    return Loaded(path, experiment, subject, faults, choices,
-                  run_input(experiment, subject, faults, _subject_arg(experiment.subject, path), project, port_base))
+    steps = [wire_step(step) for step in experiment.steps]
+    try:
+        check_steps(subject, steps)
+    except BadStep as err:
+        raise BadExperiment(where.say(_file_loc(err), _file_words(str(err)))) from None
+    choices = {at: _choice(spec, subject) for at, spec in fault_specs(steps)}
+    return Loaded(path, experiment, subject, steps, choices,
+                  run_input(experiment, subject, steps, _subject_arg(experiment.subject, path), project, port_base))
 
 
 def _compose(path: Path) -> tuple[yaml.MappingNode, dict]:
@@ -78,19 +85,80 @@ def _compose(path: Path) -> tuple[yaml.MappingNode, dict]:
         loader.dispose()
 
 
-def run_input(e: Experiment, subject: Subject, faults: list[Fault], subject_arg: str, project: str | None,
+def run_input(e: Experiment, subject: Subject, steps: list[Step], subject_arg: str, project: str | None,
               port_base: int | None) -> ChaosInput:
-    """The one-step experiment as the run input `chaos` builds from its flags."""
-    step, fault = e.steps[0], faults[0]
+    """The run input: a one-fault experiment is what `chaos` builds from its flags; more steps go in `steps` (the
+    top-level fault fields are then the first fault's, which the run's search attributes and summary name)."""
+    first = next((s.fault for s in steps if s.fault is not None), FaultStep())
     folder = str(Path(subject_arg).resolve()) if is_folder_ref(subject_arg) else None
+    one_fault = len(steps) == 1 and steps[0].fault is not None and steps[0].fault.duration_s is None
     return ChaosInput(
         subject=SubjectRef(name=subject.name, folder=folder, project=project, port_base=port_base),
-        fault=step.fault, fault_params=fault.params.model_dump(mode="json", exclude_defaults=True),
-        target=step.target, count=step.count, allow_quorum_loss=step.allow_quorum_loss, max_fault_s=step.max_seconds,
+        fault=first.fault, fault_params=first.params, target=first.target, count=first.count,
+        allow_quorum_loss=first.allow_quorum_loss, max_fault_s=first.max_fault_s,
         countdown_s=e.timeouts.countdown, detect_timeout_s=e.timeouts.detect,
         detect_interval_s=e.timeouts.detect_interval, restore_timeout_s=e.timeouts.restore,
         preflight_timeout_s=e.timeouts.preflight, diagnosis_deadline_s=e.timeouts.diagnosis,
-        load_rate=e.load.rate, stop=e.stop, detectors=e.detectors, hypothesis=e.hypothesis, notify_url=e.notify)
+        load_rate=e.load.rate, stop=e.stop, detectors=e.detectors, hypothesis=e.hypothesis, notify_url=e.notify,
+        steps=[] if one_fault else steps)
+
+
+def wire_step(step: FileStep | FileLaneStep) -> Step:
+    """A step as the file writes it, as the run takes it."""
+    if step.kinds == ["parallel"]:
+        return Step(name=step.name, lanes=[[wire_step(s) for s in lane] for lane in step.parallel])
+    if step.kinds == ["random"]:
+        r = step.random
+        return Step(name=step.name, random=RandomSchedule(
+            duration_s=r.duration, kinds=r.kinds, targets=r.targets, every_s=r.every, hold_s=r.hold,
+            max_at_once=r.max_at_once, seed=r.seed))
+    if step.kinds == ["wait"]:
+        steady = step.wait == "steady"
+        return Step(name=step.name, until_steady=steady, wait_s=None if steady else step.wait)
+    if step.kinds == ["load"]:
+        return Step(name=step.name, load_rate=step.load.rate)
+    if step.kinds == ["approval"]:
+        return Step(name=step.name, approval=step.approval)
+    if step.kinds == ["check"]:
+        return Step(name=step.name, check=True)
+    kind = step.fault or default("fault")
+    try:  # the parameters as the kind reads them (defaults dropped), as `chaos --param` gives them
+        params = make_fault(kind, step.params).params.model_dump(mode="json", exclude_defaults=True)
+    except BadFault:
+        params = step.params  # check_steps says what is wrong with them, and where
+    return Step(name=step.name, fault=FaultStep(
+        fault=kind, params=params, target=step.target, count=step.count, allow_quorum_loss=step.allow_quorum_loss,
+        duration_s=step.duration, max_fault_s=step.max_seconds))
+
+
+def fault_specs(steps: list[Step]) -> list[tuple[tuple[int, ...], FaultStep]]:
+    """Every fault step, with where it is: (step,) or (step, lane, index), from 0."""
+    found = []
+    for i, step in enumerate(steps):
+        if step.fault is not None:
+            found.append(((i,), step.fault))
+        for j, lane in enumerate(step.lanes):
+            found += [((i, j, k), s.fault) for k, s in enumerate(lane) if s.fault is not None]
+    return found
+
+
+def _choice(spec: FaultStep, subject: Subject) -> TargetChoice:
+    fault = make_fault(spec.fault, spec.params)
+    return target_choice(subject, fault, spec.target, spec.count, spec.allow_quorum_loss, roles=None)
+
+
+def _file_loc(err: BadStep) -> tuple:
+    """Where a step's error is in the file: its step (and lane), then its field as the file names it."""
+    at = err.at
+    loc: tuple = ("steps", at[0]) + (("parallel", at[1], at[2]) if len(at) == 3 else ())
+    field = {"kind": "fault"}.get(err.field, err.field)
+    return loc + (tuple(field.split(".")) if field else ())
+
+
+def _file_words(message: str) -> str:
+    """The catalog's messages name `chaos`'s flags; in a file they are fields."""
+    return (message.replace("--target", "target").replace("--count", "count")
+            .replace("--allow-quorum-loss", "allow_quorum_loss: true"))
 
 
 def _read(path: Path) -> str:
@@ -172,17 +240,3 @@ def _subject(e: Experiment, path: Path, where: _Where) -> Subject:
         return get_subject(_subject_arg(e.subject, path))
     except (UnknownSubject, BadSubjectFile) as err:
         raise BadExperiment(where.say(("subject",), str(err))) from None
-
-
-def _fault(step, index: int, subject: Subject, where: _Where) -> tuple[Fault, TargetChoice]:
-    """The step's fault and who it may hit, or the line of the field that is wrong. The catalog's messages name
-    `chaos`'s flags; in a file they are fields."""
-    try:
-        fault = make_fault(step.fault, step.params)
-        choice = target_choice(subject, fault, step.target, step.count, step.allow_quorum_loss, roles=None)
-    except BadFault as err:
-        field = {"kind": "fault"}.get(err.field, err.field or "fault")
-        message = (str(err).replace("--target", "target").replace("--count", "count")
-                   .replace("--allow-quorum-loss", "allow_quorum_loss: true"))
-        raise BadExperiment(where.say(("steps", index, field), message)) from None
-    return fault, choice

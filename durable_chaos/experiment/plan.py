@@ -7,11 +7,48 @@ starts), what is checked and for how long, the guardrails, and the deadlines (a 
 from __future__ import annotations
 
 from durable_chaos.experiment.load import Loaded
+from durable_chaos.faults import make_fault
 from durable_chaos.faults.targeting import ROLE_TARGETS
 from durable_chaos.hypothesis import PHASES, describe
 from durable_chaos.wording import condition_labels
 
 WHO = {None: "a random member", "random": "a random member", "leader": "the leader", "follower": "a follower"}
+
+
+def _step_lines(where: str, step, loaded: Loaded, at: tuple[int, ...], detect: float, restore: float) -> list[str]:
+    subject, e = loaded.subject, loaded.experiment
+    if step.random is not None:
+        r = step.random
+        return [f"{where}: random faults for {r.duration_s:g}s: one every {r.every_s:g}s, each held {r.hold_s:g}s, "
+                f"at most {r.max_at_once} at once, drawn from {', '.join(r.kinds)} on "
+                f"{', '.join(r.targets or subject.targets)}; seed "
+                + (f"{r.seed} (the same schedule every run)" if r.seed is not None else "drawn by the run (the "
+                   "report records it; `--seed` replays it)")]
+    if step.approval is not None:
+        return [f"{where}: wait for `advance` ({step.approval})"]
+    if step.load_rate is not None:
+        return [f"{where}: load changed to {step.load_rate:g} operations a second"]
+    if step.check:
+        return [f"{where}: check that every invariant of {subject.name} holds; the run fails if not"]
+    if step.until_steady:
+        return [f"{where}: wait until every invariant holds, at most {step.wait_s or restore:g}s; the run fails "
+                "if not"]
+    if step.fault is None:
+        return [f"{where}: wait {step.wait_s:g}s"]
+    spec, choice = step.fault, loaded.choices[at]
+    fault = make_fault(spec.fault, spec.params)
+    who = WHO.get(spec.target, spec.target) if choice.count == 1 else f"{choice.count} members"
+    by_role = spec.target in ROLE_TARGETS  # who holds the role is read when the step begins: any member may
+    could = list(subject.targets) if by_role else choice.must + (choice.pool if choice.count > len(choice.must)
+                                                                 else [])
+    held = (f"held {spec.duration_s:g}s" if spec.duration_s else "held until detected")
+    pad = " " * (len(where) - len(where.lstrip()) + 2)  # under its step, or its lane
+    return [f"{where}: {fault.label()} on {who}, {held}; could hit {', '.join(could)}"
+            + (" (roles are read when the step begins)" if by_role else ""),
+            f"{pad}detect: every invariant of {subject.name} checked every {e.timeouts.detect_interval:g}s, for up to "
+            f"{min(detect, spec.duration_s or detect):g}s" + ("" if e.timeouts.detect else " (the subject's default)"),
+            f"{pad}undo: at the latest {spec.max_fault_s:g}s after the fault went in; then healthy within {restore:g}s"
+            + ("" if e.timeouts.restore else " (the subject's default)")]
 
 
 def plan_lines(loaded: Loaded) -> list[str]:
@@ -24,17 +61,15 @@ def plan_lines(loaded: Loaded) -> list[str]:
              f"subject {subject.name}: project {project}, ports {port_base + 1}-{port_base + subject.ports} on "
              f"127.0.0.1; brought up and steady within {e.timeouts.preflight:g}s, or nothing is touched",
              f"load: {e.load.rate:g} operations a second (open loop), every one recorded and checked for lost data"]
-    for number, (step, fault, choice) in enumerate(zip(e.steps, loaded.faults, loaded.choices), start=1):
-        who = WHO.get(step.target, step.target) if choice.count == 1 else f"{choice.count} members"
-        by_role = step.target in ROLE_TARGETS  # who holds the role is read when the run starts: any member may
-        could = list(subject.targets) if by_role else choice.must + (choice.pool if choice.count > len(choice.must)
-                                                                     else [])
-        lines.append(f"step {number}: {fault.label()} on {who} after a {e.timeouts.countdown}s countdown; could hit "
-                     f"{', '.join(could)}" + (" (roles are read when the run starts)" if by_role else ""))
-        lines.append(f"  detect: every invariant of {subject.name} checked every {e.timeouts.detect_interval:g}s, "
-                     f"for up to {detect:g}s" + ("" if e.timeouts.detect else " (the subject's default)"))
-        lines.append(f"  undo: at the latest {step.max_seconds:g}s after the fault went in; then healthy within "
-                     f"{restore:g}s" + ("" if e.timeouts.restore else " (the subject's default)"))
+    lines.append(f"countdown: {e.timeouts.countdown}s, then the steps in order")
+    for number, step in enumerate(loaded.steps, start=1):
+        if step.lanes:
+            lines.append(f"step {number}: {len(step.lanes)} lanes side by side; the step ends when every lane has")
+            for j, lane in enumerate(step.lanes):
+                for k, s in enumerate(lane):
+                    lines += _step_lines(f"  lane {j + 1}.{k + 1}", s, loaded, (number - 1, j, k), detect, restore)
+        else:
+            lines += _step_lines(f"step {number}", step, loaded, (number - 1,), detect, restore)
     for probe in e.hypothesis:
         lines.append(f"hypothesis: {probe.name or probe.figure} - {probe.figure} {PHASES[probe.mode]} "
                      f"{describe(probe.tolerance)}; the run fails if it does not hold")

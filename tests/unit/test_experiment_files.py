@@ -121,3 +121,67 @@ def test_a_subject_folder_is_read_relative_to_the_file(tmp_path):
 def test_the_published_schema_is_the_models():
     published = json.loads((ROOT / "durable_chaos" / "experiment" / "experiment.schema.json").read_text())
     assert published == schema(), "run: python starter.py run --schema > durable_chaos/experiment/experiment.schema.json"
+
+
+MULTI_STEP = """subject: etcd
+steps:
+  - name: cut the leader off
+    fault: partition
+    target: leader
+    duration: 10
+  - wait: steady
+  - approval: look at the dashboards
+  - load: {rate: 50}
+  - parallel:
+      - - fault: pause
+          target: etcd1
+          duration: 5
+          allow_quorum_loss: true
+      - - wait: 1
+        - fault: loss
+          target: etcd2
+          params: {percent: 30}
+          duration: 5
+  - random: {duration: 30, kinds: [kill, pause], every: 10, hold: 4, seed: 7}
+  - check: steady
+"""
+
+
+def test_a_multi_step_file_becomes_the_steps_the_run_takes_and_its_plan_names_each(tmp_path):
+    loaded = load_experiment(write(tmp_path, MULTI_STEP))
+    steps = loaded.run_input.steps
+    assert [s.kind for s in steps] == ["fault", "wait", "approval", "load", "parallel", "random", "check"]
+    assert steps[0].fault.duration_s == 10 and steps[0].name == "cut the leader off"
+    assert steps[1].until_steady and steps[3].load_rate == 50
+    assert [[s.kind for s in lane] for lane in steps[4].lanes] == [["fault"], ["wait", "fault"]]
+    assert steps[5].random.seed == 7 and steps[5].random.kinds == ["kill", "pause"]
+    # The run's headline (summary, search attributes) is its first fault.
+    assert (loaded.run_input.fault, loaded.run_input.target) == ("partition", "leader")
+    result = CliRunner().invoke(app, ["run", str(loaded.path), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    for line in ("step 1: partition on the leader, held 10s; could hit etcd1, etcd2, etcd3",
+                 "step 2: wait until every invariant holds", "step 3: wait for `advance` (look at the dashboards)",
+                 "step 5: 2 lanes side by side", "  lane 2.2: loss 30% on etcd2, held 5s",
+                 "step 6: random faults for 30s: one every 10s, each held 4s, at most 1 at once",
+                 "step 7: check that every invariant of etcd holds"):
+        assert any(line in out for out in result.output.splitlines()), (line, result.output)
+
+
+@pytest.mark.parametrize("steps, where", [
+    ("  - parallel:\n      - - fault: kill\n          target: etcd9\n      - - fault: pause\n",
+     "experiment.yaml:5: steps[0].parallel[0][0].target: 'etcd9' is not a target of etcd"),
+    ("  - parallel:\n      - - fault: kill\n      - - fault: melt\n",
+     "experiment.yaml:5: steps[0].parallel[1][0].fault: unknown fault 'melt'"),
+    ("  - parallel:\n      - - fault: kill\n      - - fault: pause\n",
+     "experiment.yaml:3: steps[0].parallel: the lanes can hit 2 of 3 members of etcd at once, which loses its quorum"),
+    ("  - random: {kinds: [kill], max_at_once: 2}\n",
+     "experiment.yaml:3: steps[0].random.max_at_once: max_at_once 2 is more than etcd's quorum rule lets go"),
+    ("  - random: {kinds: [melt]}\n", "experiment.yaml:3: steps[0].random.kinds: unknown fault 'melt'"),
+    ("  - wait: 5\n    fault: kill\n", "experiment.yaml:3: steps[0]: a step does one thing; this one has wait and "
+                                      "fault"),
+    ("  - fault: kill\n    duration: 200\n", "experiment.yaml:4: steps[0].duration: a duration of 200s is past"),
+])
+def test_bad_steps_are_one_line_with_the_file_line_and_field(tmp_path, steps, where):
+    with pytest.raises(BadExperiment) as err:
+        load_experiment(write(tmp_path, "subject: etcd\nsteps:\n" + steps))
+    assert str(err.value).startswith(str(tmp_path / where)), str(err.value)
