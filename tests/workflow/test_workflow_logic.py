@@ -51,6 +51,7 @@ from durable_chaos.contracts import (
     RestoreResult,
     SafetyReport,
     SafetyRequest,
+    Step,
     SubjectRef,
     TargetChoice,
     WaitHealthyRequest,
@@ -583,3 +584,83 @@ async def test_a_run_that_restores_its_own_fault_leaves_its_guard_nothing_to_do(
     assert report.verdict == "pass" and cluster.restores == ["n1"] and cluster.reaped == []
     (guard,) = guarded
     assert guard.run_status == "COMPLETED" and guard.fault_state == FaultState.RESTORED and guard.action is None
+
+
+# -- experiments with steps ------------------------------------------------------------------------------------------
+
+def steps_input(*steps, **kw) -> ChaosInput:
+    return fast_input(steps=[Step.model_validate(s) for s in steps], **kw)
+
+
+async def test_steps_run_in_order_each_fault_is_undone_before_the_next_and_each_has_its_times(client):
+    cluster = FakeCluster()
+    report, _ = await run_chaos(client, cluster, steps_input(
+        {"fault": {"target": "leader", "duration_s": 1}}, {"until_steady": True},
+        {"fault": {"target": "follower"}}))
+    assert report.verdict == "pass", report.reasons
+    assert cluster.injects[0] == "n1" and cluster.injects[1] in ("n2", "n3")
+    assert cluster.restores == cluster.injects  # each undone once, in the order they went in
+    assert cluster.restore_times[0] < cluster.inject_times[1]  # healed before the follower was hit
+    assert [(s.step, s.targets) for s in report.steps] == [(1, ["n1"]), (3, [cluster.injects[1]])]
+    assert all(s.time_to_detect_s is not None and s.time_to_restore_s is not None for s in report.steps)
+    # The second fault read the roles when its step began, and drew no member a fault was on.
+    assert cluster.chosen[0].step.target == "follower" and cluster.chosen[0].busy == []
+
+
+async def test_two_faults_in_parallel_lanes_are_both_undone_when_the_run_is_cancelled(client):
+    cluster = FakeCluster()
+    report, handle = await run_chaos(client, cluster, steps_input(
+        {"lanes": [[{"fault": {"target": "n2", "duration_s": 60}}], [{"fault": {"target": "n3", "duration_s": 60}}]]},
+        max_fault_s=90), cancel_when=lambda c: c.down == {"n2", "n3"})
+    assert isinstance(report, WorkflowFailureError)  # cancelled
+    assert sorted(cluster.restores) == ["n2", "n3"] and not cluster.down
+    # Each fault had a guard of its own, started before it went in.
+    run_id = (await handle.describe()).run_id
+    for n in (1, 2):
+        guard = await client.get_workflow_handle(fault_guard_id(handle.id, run_id, n)).describe()
+        assert guard.workflow_type == "FaultGuardWorkflow"
+
+
+async def test_a_random_schedule_with_a_seed_injects_the_same_faults_at_the_same_offsets(client):
+    spec = {"random": {"duration_s": 12, "kinds": ["kill", "pause"], "every_s": 4, "hold_s": 0.5, "seed": 11}}
+    runs = []
+    for _ in range(2):
+        cluster = FakeCluster()
+        report, _ = await run_chaos(client, cluster, steps_input(spec))
+        start = report.steps[0].injected_at
+        runs.append([(s.fault, s.targets, round((s.injected_at - start).total_seconds())) for s in report.steps])
+        assert report.seed == 11 and report.verdict == "pass", report.reasons
+        assert not cluster.down
+    assert runs[0] == runs[1] and [offset for *_, offset in runs[0]] == [0, 4, 8]
+
+
+async def test_a_fault_that_never_took_effect_makes_the_run_inconclusive(client):
+    cluster = FakeCluster()
+    cluster.no_effect.add("bandwidth")
+    report, _ = await run_chaos(client, cluster, fast_input(fault="bandwidth", target="n2"))
+    assert report.verdict == "inconclusive", report.reasons
+    assert any("never took effect" in r for r in report.reasons)
+
+
+async def test_a_check_step_that_finds_the_subject_unsteady_fails_the_run_and_undoes_the_fault(client):
+    cluster = FakeCluster()
+    report, _ = await run_chaos(client, cluster, steps_input(
+        {"lanes": [[{"fault": {"target": "n2", "duration_s": 30}}], [{"wait_s": 0.5}, {"check": True}]]}))
+    assert report.verdict == "fail"
+    assert any("not steady" in r for r in report.reasons), report.reasons
+    assert cluster.restores == ["n2"] and not cluster.down
+
+
+async def test_an_approval_step_holds_the_run_until_advance(client):
+    cluster = FakeCluster()
+
+    async def approve(handle):
+        await until(lambda: cluster.injects == ["n2"] and not cluster.down)  # the first fault came and went
+        await asyncio.sleep(0.5)
+        assert len(cluster.injects) == 1  # held: the second fault waits for the approval
+        await handle.execute_update(ChaosDemoWorkflow.advance)
+
+    report, _ = await run_chaos(client, cluster, steps_input(
+        {"fault": {"target": "n2", "duration_s": 0.5}}, {"approval": "look at the graphs"},
+        {"fault": {"target": "n3"}}), during=approve)
+    assert report.verdict == "pass", report.reasons and cluster.injects == ["n2", "n3"]

@@ -59,6 +59,7 @@ class Steps:
         self.record, self.view, self.background = record, view, background
         self.gate, self.approved = gate, approved
         self.steps = inp.experiment_steps()
+        self._choosing = asyncio.Lock()
         view.progress.step_count = len(self.steps)
 
     async def run(self) -> None:
@@ -110,12 +111,13 @@ class Steps:
                     drawn: bool = False) -> FaultRecord:
         """Choose, guard, inject, detect, confirm, diagnose, hold; then undo, unless `keep_on` (the final step:
         the compensation undoes it)."""
-        fault = await self._choose(spec)
+        async with self._choosing:  # lanes choose one at a time: two lanes never draw the same member
+            fault = await self._choose(spec)
+            fault.step, fault.lane, fault.name, fault.random = number, lane, name, drawn
+            self.record.faults.append(fault)
         p = self.view.progress
         p.target, p.targets, p.fault_label = fault.request.target, fault.request.members, fault.label
-        fault.step, fault.lane, fault.name, fault.random = number, lane, name, drawn
-        first = not self.record.faults
-        self.record.faults.append(fault)
+        first = fault is self.record.first
         await self.gate(Stage.INJECT)
         self.view.stage(Stage.INJECT, f"step {number}: {fault.what}" if len(self.steps) > 1 else fault.what)
         # Recorded *before* the activity runs: if anything dies from here on, restore (or the reaper) knows which
@@ -125,7 +127,7 @@ class Steps:
         self.view.fault_state(FaultState.INJECTED)
         fault.deadline = workflow.now() + timedelta(seconds=spec.max_fault_s)
         self._arm_deadline()
-        await stages.start_guard(fault.request, fault.label, len(self.record.faults))
+        await stages.start_guard(fault.request, fault.label, self.record.faults.index(fault) + 1)
         fault.injected = await stages.inject(self.inp, fault.request, fault.what)
         if first:
             p.injected_at = fault.injected.injected_at
@@ -149,7 +151,8 @@ class Steps:
         never draws a member another fault holds."""
         if self.first is not None and not self.record.faults:
             return FaultRecord(0, None, "", self.first, self.pre.fault_label, spec.max_fault_s)
-        busy = sorted({m for f in self.record.open_faults() for m in f.request.members})
+        # Members of faults on, or chosen and about to go in (appended, not injected yet).
+        busy = sorted({m for f in self.record.faults if f.state != FaultState.RESTORED for m in f.request.members})
         chosen = await stages.choose(self.inp, spec, busy)
         members = plan.draw(chosen.choice, workflow.random().randrange)
         info = workflow.info()
