@@ -30,6 +30,7 @@ from durable_chaos.experiment.load import (
 )
 from subjects import resolve
 
+UNION_TAGS = ("str", "SubjectCopy", "MatrixFault")
 STR, MAP, SEQ = "tag:yaml.org,2002:str", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
 
 
@@ -59,8 +60,12 @@ def load_campaign(path: Path, overrides: dict[str, str] | None = None, project: 
         # The base experiment is validated per cell (after `${name}` substitution), not here.
         campaign = Campaign.model_validate({k: v for k, v in data.items() if k != "experiment"})
     except ValidationError as err:
-        first = err.errors()[0]
-        raise BadExperiment(where.say(first["loc"], first["msg"].removeprefix("Value error, "))) from None
+        # A matrix entry is a name or a mapping: pydantic reports both branches of the union; the one that says
+        # what is wrong is the branch the user wrote (a mapping's field), and the branch's tag is no field.
+        errors = err.errors()
+        first = next((e for e in errors if "str" not in e["loc"]), errors[0])
+        loc = tuple(part for part in first["loc"] if part not in UNION_TAGS)
+        raise BadExperiment(where.say(loc, first["msg"].removeprefix("Value error, "))) from None
     matrix = _node(root, "matrix")
     subjects, faults = _items(matrix, "subjects"), _items(matrix, "faults") or [None]
     targets = _items(matrix, "targets") or [None]

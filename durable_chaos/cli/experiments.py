@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 
 from durable_chaos.campaign.load import is_campaign_file
+from durable_chaos.campaign.model import schema as campaign_schema
 from durable_chaos.cli.campaigns import run_campaign
 from durable_chaos.cli.common import EXIT_BAD_INPUT, EXIT_PASS, fail
 from durable_chaos.cli.options import (
@@ -62,6 +63,8 @@ def run(
     project: Optional[str] = PROJECT_OPTION,
     port_base: Optional[int] = PORT_BASE_OPTION,
     show_schema: bool = typer.Option(False, "--schema", help="Print the experiment file's JSON Schema and exit."),
+    show_campaign_schema: bool = typer.Option(False, "--campaign-schema",
+                                              help="Print the campaign file's JSON Schema and exit."),
 ) -> None:
     """Run an experiment file: the same run, live view and exit codes as `chaos`, described in a file you review.
 
@@ -69,8 +72,8 @@ def run(
     of cells, and compares the run with the campaign's previous one (the scorecard). Exit codes: 0 pass (a
     campaign: every cell), 1 fail, 2 bad input (the file, its line and field), 3 Docker or Temporal unreachable.
     """
-    if show_schema:
-        print(json.dumps(schema(), indent=2))
+    if show_schema or show_campaign_schema:
+        print(json.dumps(campaign_schema() if show_campaign_schema else schema(), indent=2))
         raise typer.Exit(EXIT_PASS)
     if file is None:
         fail(EXIT_BAD_INPUT, "give the experiment file: `starter.py run FILE` (examples/ holds some)")
