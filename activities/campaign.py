@@ -25,8 +25,8 @@ async def previous_campaign_report(req: PreviousCampaignRequest) -> CampaignRepo
         if wf.run_id == req.run_id:
             continue
         try:
-            return await client.get_workflow_handle(wf.id, run_id=wf.run_id).result(result_type=CampaignReport,
-                                                                                      follow_runs=False)
+            handle = client.get_workflow_handle(wf.id, run_id=wf.run_id, result_type=CampaignReport)
+            return await handle.result(follow_runs=False)
         except (WorkflowFailureError, RPCError) as err:  # deleted meanwhile, or not a report: say so, go on
             activity.logger.warning("campaign run %s has no readable report: %s", wf.run_id, err)
     return None

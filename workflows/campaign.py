@@ -44,10 +44,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.chaos import ChaosDemoWorkflow
 
 
-def _cell_result(cell: CampaignCell) -> CellResult:
-    return CellResult(key=cell.key, subject=cell.subject, project=cell.project, fault=cell.fault, target=cell.target)
-
-
 @workflow.defn(name=CAMPAIGN_WORKFLOW_NAME)
 class ChaosCampaignWorkflow:
     def __init__(self) -> None:
@@ -61,7 +57,7 @@ class ChaosCampaignWorkflow:
     async def run(self, inp: CampaignInput) -> CampaignReport:
         v = self.view
         v.campaign, v.parallelism, v.started_at = inp.name, inp.parallelism, workflow.now()
-        v.cells = [_cell_result(c) for c in inp.cells]
+        v.cells = [CellResult.of(c) for c in inp.cells]
         self._details()
         running: dict[int, asyncio.Task] = {}
         pending = list(range(len(inp.cells)))
@@ -150,7 +146,7 @@ class ChaosCampaignWorkflow:
                 **policy.previous_campaign())
         except ActivityError as err:
             workflow.logger.warning("no scorecard: the previous run could not be read: %s", err.cause or err)
-            return Scorecard()
+            return Scorecard(unavailable=f"the previous run could not be read: {err.cause or err}")
         if previous is None:
             return Scorecard()
         return compare(previous.cells, self.view.cells, previous.run_id, previous.started_at)

@@ -37,6 +37,8 @@ def _headline(r: CampaignReport) -> str:
 
 def _scorecard_lines(r: CampaignReport) -> list[str]:
     s = r.scorecard
+    if s.unavailable:
+        return [f"no comparison: {s.unavailable}"]
     if s.previous_run_id is None:
         return ["first run of this campaign: nothing to compare with"]
     lines = [f"compared with run {s.previous_run_id}"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from durable_chaos.cli.common import (
     has_live_worker,
     no_worker_hint,
     run_url,
+    say_detached,
     worker_if_needed,
 )
 from durable_chaos.cli.follow import _Watcher
@@ -101,14 +101,9 @@ async def start_and_follow(loaded: LoadedCampaign, as_json: bool, detach: bool) 
     url = run_url(client, handle.id, handle.result_run_id or "")
     err_console.print(f"campaign {handle.id} started: {url}", highlight=False, soft_wrap=True)
     if detach:
-        if not maybe_worker:
-            err_console.print(no_worker_hint(handle.id), style="yellow", highlight=False, soft_wrap=True)
-        if as_json:
-            print(json.dumps({"workflow_id": handle.id, "run_id": handle.result_run_id, "url": url}))
-        return EXIT_PASS
+        return say_detached(handle, url, maybe_worker, as_json)
     first = CampaignProgress(campaign=inp.name, parallelism=inp.parallelism,
-                             cells=[CellResult(key=c.key, subject=c.subject, project=c.project, fault=c.fault,
-                                               target=c.target) for c in inp.cells])
+                             cells=[CellResult.of(c) for c in inp.cells])
     return await follow_campaign(client, handle, url, first, as_json=as_json, maybe_worker=maybe_worker)
 
 
@@ -130,7 +125,9 @@ def cells_table(p: CampaignProgress | CampaignReport, url: str, regressed: set[s
 def print_campaign_report(console: Console, r: CampaignReport, url: str) -> None:
     s = r.scorecard
     lines = []
-    if s.previous_run_id is None:
+    if s.unavailable:
+        lines.append(Text(f"scorecard: no comparison: {s.unavailable}", style="yellow"))
+    elif s.previous_run_id is None:
         lines.append(Text("scorecard: first run of this campaign, nothing to compare with", style="dim"))
     else:
         lines.append(Text(f"scorecard: compared with run {s.previous_run_id}: {len(s.regressions)} regressions"))

@@ -62,6 +62,11 @@ class CellResult(BaseModel):
     finished_at: datetime | None = None
     reasons: list[str] = []
 
+    @classmethod
+    def of(cls, cell: CampaignCell) -> "CellResult":
+        """A cell not started yet."""
+        return cls(key=cell.key, subject=cell.subject, project=cell.project, fault=cell.fault, target=cell.target)
+
     @property
     def seconds(self) -> float | None:
         if self.started_at is None or self.finished_at is None:
@@ -84,6 +89,8 @@ class Scorecard(BaseModel):
 
     previous_run_id: str | None = Field(default=None, description="None: the first run of this campaign")
     previous_started_at: datetime | None = None
+    unavailable: str | None = Field(default=None, description="why there is no comparison although there may be a "
+                                                              "previous run (it could not be read)")
     regressions: list[CellChange] = []
     new_cells: list[str] = []
     removed_cells: list[str] = []
