@@ -29,7 +29,7 @@ from workflows import policy
 
 with workflow.unsafe.imports_passed_through():
     from activities.campaign import previous_campaign_report
-    from durable_chaos.campaign.scorecard import compare
+    from durable_chaos.campaign.scorecard import compare, failing_first
     from durable_chaos.contracts import WORKFLOW_TASK_TIMEOUT, ChaosReport
     from durable_chaos.contracts.campaign import (
         CAMPAIGN_WORKFLOW_NAME,
@@ -131,7 +131,7 @@ class ChaosCampaignWorkflow:
     @staticmethod
     def _fill(out: CellResult, r: ChaosReport) -> None:
         out.state = r.verdict
-        out.targets, out.reasons = r.targets or ([r.target] if r.target else []), r.reasons
+        out.targets, out.reasons = r.targets or ([r.target] if r.target else []), failing_first(r.reasons)
         out.time_to_detect_s, out.time_to_restore_s = r.time_to_detect_s, r.time_to_restore_s
         out.safety = r.safety.verdict if r.safety else None
         out.diagnosis_correct = r.diagnosis.correct if r.diagnosis else None

@@ -18,6 +18,17 @@ SAFETY_RANK = {"ok": 0, "unknown": 1, "violated": 2}
 PASSING = "pass"
 
 
+# A run's reasons tell its whole story (detected, restored, diagnosed...); these words mark the ones that make a
+# verdict fail (verdict.py's wordings). A cell shows those first: its one-line "why" is then the one that matters.
+FAILING = ("hypothesis broken", "not detected", "did not return", "never injected", "stopped", "failed",
+           "incorrect", "data safety violated", "data safety unknown", "did not notice", "was back")
+
+
+def failing_first(reasons: list[str]) -> list[str]:
+    bad = [r for r in reasons if any(word in r for word in FAILING)]
+    return bad + [r for r in reasons if r not in bad]
+
+
 def notably_slower(before: float, after: float) -> bool:
     return after > before * SLOWER_RATIO and after - before > SLOWER_BY_S
 

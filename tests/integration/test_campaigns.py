@@ -107,6 +107,8 @@ async def test_a_2x2_campaign_reports_four_cells_and_its_second_run_flags_the_re
     assert card["previous_run_id"] == report["run_id"]
     verdicts = {c["key"]: (c["before"], c["after"]) for c in card["regressions"] if c["kind"] == "verdict"}
     assert verdicts == {c["key"]: ("pass", "fail") for c in cells}
+    assert all(c["detail"].startswith("pass -> fail: hypothesis broken: no long silence")
+               for c in card["regressions"] if c["kind"] == "verdict")
     assert card["new_cells"] == [] and card["removed_cells"] == []
 
     # The reports a user asks for: HTML with each cell linked to its run and the regressions marked, JUnit with one
