@@ -20,12 +20,14 @@ PASSING = "pass"
 
 # A run's reasons tell its whole story (detected, restored, diagnosed...); these words mark the ones that make a
 # verdict fail (verdict.py's wordings). A cell shows those first: its one-line "why" is then the one that matters.
-FAILING = ("hypothesis broken", "not detected", "did not return", "never injected", "stopped", "failed",
-           "incorrect", "data safety violated", "data safety unknown", "did not notice", "was back")
+# A detection reason quotes the subject's own violations ("publish failed: ...") and never fails a run: skipped.
+FAILING = ("hypothesis broken", "not detected", "did not return", "never injected", "stopped", "stage ",
+           "diagnosis failed", "safety check failed", "incorrect", "data safety violated", "data safety unknown",
+           "did not notice", "was back")
 
 
 def failing_first(reasons: list[str]) -> list[str]:
-    bad = [r for r in reasons if any(word in r for word in FAILING)]
+    bad = [r for r in reasons if not r.startswith("detected after") and any(word in r for word in FAILING)]
     return bad + [r for r in reasons if r not in bad]
 
 

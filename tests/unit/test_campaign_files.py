@@ -240,7 +240,7 @@ def test_the_junit_report_has_one_testcase_per_cell_and_fails_the_failed_one():
 
 
 def test_a_cells_first_reason_is_the_one_that_failed_it():
-    reasons = ["detected after 0.5s: nats1: no answer", "nats1 restored", "hypothesis broken: gap: 2.1 s >= 0.001",
+    reasons = ["detected after 0.5s: acknowledged publish failed: no answer", "nats1 restored", "hypothesis broken: gap: 2.1 s >= 0.001",
                "data safety ok: 0 lost"]
     assert failing_first(reasons)[0] == "hypothesis broken: gap: 2.1 s >= 0.001"
     assert sorted(failing_first(reasons)) == sorted(reasons)
