@@ -63,7 +63,7 @@ def to_markdown(r: CampaignReport) -> str:
 # -- HTML ------------------------------------------------------------------------------------------------------------
 
 CAMPAIGN_STYLE = STYLE + """
-body{max-width:1240px}table#cells{margin:1em 0;width:100%}#cells th{border-bottom:2px solid #ccc}
+body{max-width:1240px}table#cells{margin:1em 0;width:100%}#cells th{border-bottom:2px solid #ccc;white-space:nowrap}
 #cells td{border-bottom:1px solid #eee;padding:6px 10px}tr.regressed{background:#fde8e8}
 .regression{color:#d62728;font-size:90%}.error,.cancelled{color:#b8860b}.running,.pending{color:#777}
 .num{text-align:right;font-variant-numeric:tabular-nums}"""
@@ -79,7 +79,9 @@ def to_html(r: CampaignReport, url_for: UrlFor) -> str:
         link = (f'<a href="{e(url_for(c.workflow_id, c.run_id))}">{e(c.key)}</a>' if c.workflow_id and c.run_id
                 else e(c.key))
         notes = "".join(f'<div class="regression">regressed: {e(x.detail)}</div>' for x in changes)
-        why = "" if c.state == "pass" or not c.reasons else f'<div class="why">{e(c.reasons[0])}</div>'
+        # A verdict regression already quotes the reason: not twice.
+        quoted = any(x.kind == "verdict" for x in changes)
+        why = "" if c.state == "pass" or not c.reasons or quoted else f'<div class="why">{e(c.reasons[0])}</div>'
         rows.append(f'<tr class="{"regressed" if changes else ""}"><td>{link}{notes}{why}</td>'
                     f'<td class="{e(state)}"><b>{e(state)}</b></td><td class="num">{e(ttd)}</td>'
                     f'<td class="num">{e(ttr)}</td><td class="{e(safety)}">{e(safety)}</td>'
