@@ -3,6 +3,7 @@
 One module per concern; `ALL` is what the worker registers.
 """
 
+from activities.campaign import previous_campaign_report
 from activities.diagnosis import diagnose, gather_evidence
 from activities.faults import confirm_fault, inject_fault, restore_fault
 from activities.guardrails import wait_external_detection, watch_stop_conditions
@@ -14,4 +15,4 @@ from activities.safety import check_safety
 
 ALL = [preflight, run_load_window, inject_fault, detect_violation, gather_evidence, diagnose, restore_fault,
        wait_healthy, find_orphaned_faults, reap_fault, wait_until_run_closes, check_safety, watch_stop_conditions,
-       wait_external_detection, post_notice, confirm_fault, choose_targets]
+       wait_external_detection, post_notice, confirm_fault, choose_targets, previous_campaign_report]

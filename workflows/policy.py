@@ -111,3 +111,9 @@ def find_orphans() -> workflow.ActivityConfig:
 def reaper_verify() -> workflow.ActivityConfig:
     # The sweep reports what it found: one attempt, and a subject still unhealthy is a finding, not a retry.
     return _config(90, RetryPolicy(maximum_attempts=1))
+
+
+def previous_campaign() -> workflow.ActivityConfig:
+    # One visibility query and one result read: seconds. A server that cannot answer costs the scorecard, never the
+    # campaign's cells (the workflow reports "no comparison" instead).
+    return _config(30, STAGE_RETRY)

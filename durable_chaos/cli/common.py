@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from datetime import datetime, timedelta, timezone
 from typing import AsyncIterator, NoReturn
 from urllib.parse import urlencode
@@ -235,3 +236,12 @@ async def running_run(client: Client, workflow_id: str) -> tuple[WorkflowHandle,
         fail(EXIT_BAD_INPUT, f"run {workflow_id} is not running ({desc.status.name if desc.status else '?'}); "
                              f"`status {workflow_id}` shows how it ended")
     return handle, desc
+
+
+def say_detached(handle, url: str, maybe_worker: bool, as_json: bool) -> int:
+    """`--detach` (a run, a campaign): say how to get a worker if none polls, and the ids as JSON if asked."""
+    if not maybe_worker:
+        err_console.print(no_worker_hint(handle.id), style="yellow", highlight=False, soft_wrap=True)
+    if as_json:
+        print(json.dumps({"workflow_id": handle.id, "run_id": handle.result_run_id, "url": url}))
+    return EXIT_PASS

@@ -11,6 +11,9 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
+from durable_chaos.campaign.load import is_campaign_file
+from durable_chaos.campaign.model import schema as campaign_schema
+from durable_chaos.cli.campaigns import run_campaign
 from durable_chaos.cli.common import EXIT_BAD_INPUT, EXIT_PASS, fail
 from durable_chaos.cli.options import (
     DETACH_OPTION,
@@ -25,13 +28,18 @@ from durable_chaos.experiment.model import schema
 from durable_chaos.experiment.plan import plan_lines
 
 
-def load_or_exit(file: Path, sets: list[str] | None, project: str | None, port_base: int | None) -> Loaded:
+def overrides_or_exit(sets: list[str] | None) -> dict[str, str]:
     overrides = {}
     for pair in sets or []:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
             fail(EXIT_BAD_INPUT, f"--set {escape(pair)!r}: expected NAME=VALUE, e.g. --set victim=etcd2")
         overrides[name.strip()] = value
+    return overrides
+
+
+def load_or_exit(file: Path, sets: list[str] | None, project: str | None, port_base: int | None) -> Loaded:
+    overrides = overrides_or_exit(sets)
     check_port_base(port_base)
     try:
         return load_experiment(file, overrides, project=project, port_base=port_base)
@@ -41,27 +49,36 @@ def load_or_exit(file: Path, sets: list[str] | None, project: str | None, port_b
 
 def run(
     file: Optional[Path] = typer.Argument(None, help="The experiment file (YAML; its schema: `--schema`, or "
-                                                     "durable_chaos/experiment/experiment.schema.json)."),
+                                                     "durable_chaos/experiment/experiment.schema.json), or a "
+                                                     "campaign file (`campaign:` at the top; its schema: "
+                                                     "durable_chaos/campaign/campaign.schema.json)."),
     sets: Optional[list[str]] = typer.Option(None, "--set", metavar="NAME=VALUE",
                                              help="Override a variable the file declares under `vars` (repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run",
                                  help="Check the file and print the plan (members that could be hit, what is checked, "
-                                      "the deadlines) without starting or touching anything."),
+                                      "the deadlines; for a campaign, every cell) without starting or touching "
+                                      "anything."),
     as_json: bool = REPORT_JSON_OPTION,
     detach: bool = DETACH_OPTION,
     project: Optional[str] = PROJECT_OPTION,
     port_base: Optional[int] = PORT_BASE_OPTION,
     show_schema: bool = typer.Option(False, "--schema", help="Print the experiment file's JSON Schema and exit."),
+    show_campaign_schema: bool = typer.Option(False, "--campaign-schema",
+                                              help="Print the campaign file's JSON Schema and exit."),
 ) -> None:
     """Run an experiment file: the same run, live view and exit codes as `chaos`, described in a file you review.
 
-    Exit codes: 0 pass, 1 fail, 2 bad input (the file, its line and field), 3 Docker or Temporal unreachable.
+    A campaign file runs its experiment once per cell of its matrix (subjects x faults x targets), live as a table
+    of cells, and compares the run with the campaign's previous one (the scorecard). Exit codes: 0 pass (a
+    campaign: every cell), 1 fail, 2 bad input (the file, its line and field), 3 Docker or Temporal unreachable.
     """
-    if show_schema:
-        print(json.dumps(schema(), indent=2))
+    if show_schema or show_campaign_schema:
+        print(json.dumps(campaign_schema() if show_campaign_schema else schema(), indent=2))
         raise typer.Exit(EXIT_PASS)
     if file is None:
         fail(EXIT_BAD_INPUT, "give the experiment file: `starter.py run FILE` (examples/ holds some)")
+    if is_campaign_file(file):  # `campaign:` at the top: the experiment over a matrix (durable_chaos/campaign/)
+        raise typer.Exit(run_campaign(file, overrides_or_exit(sets), dry_run, as_json, detach, project, port_base))
     loaded = load_or_exit(file, sets, project, port_base)
     if dry_run:
         print("\n".join(plan_lines(loaded)))

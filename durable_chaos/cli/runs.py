@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 
+from durable_chaos.cli.campaigns import campaign_report, is_campaign
 from durable_chaos.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAIL,
@@ -174,6 +175,8 @@ def watch(
 
 async def _report(workflow_id: str, run_id: str | None, fmt: str, output: Path | None) -> int:
     client = await connect_client()
+    if await is_campaign(client, workflow_id, run_id):
+        return await campaign_report(client, workflow_id, run_id, fmt, output)
     handle, desc = await lookup_run(client, workflow_id, run_id)
     if desc.status == WorkflowExecutionStatus.RUNNING:
         # No report yet: JSON gets the live progress; a document or a CI gate needs the finished run.
@@ -196,12 +199,15 @@ async def _report(workflow_id: str, run_id: str | None, fmt: str, output: Path |
 
 
 def report(
-    workflow_id: str = typer.Argument(..., help="Workflow id of the run (e.g. chaos-etcd); its latest run."),
+    workflow_id: str = typer.Argument(..., help="Workflow id of the run (e.g. chaos-etcd) or of a campaign "
+                                                "(campaign-NAME); its latest run."),
     run_id: Optional[str] = typer.Option(None, help="A specific run of that workflow id."),
     fmt: str = typer.Option("json", "--format", help=f"One of: {', '.join(FORMATS)}."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
     """A run's report as JSON, Markdown, a self-contained HTML page with the load timeline, or JUnit XML.
+
+    For a campaign: one row (HTML, Markdown) or one testcase (JUnit) per cell, with the scorecard's regressions.
 
     Exit codes follow the verdict (0 pass, 1 fail), so `report ID --format junit -o chaos.xml` can gate a pipeline.
     """

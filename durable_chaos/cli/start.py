@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -10,12 +9,11 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from durable_chaos.cli import runs
 from durable_chaos.cli.common import (
     EXIT_BAD_INPUT,
-    EXIT_PASS,
     connect_client,
     err_console,
     fail,
     has_live_worker,
-    no_worker_hint,
+    say_detached,
     run_url,
     runs_url,
 )
@@ -60,11 +58,8 @@ async def start_and_follow(inp: ChaosInput, as_json: bool, detach: bool) -> int:
     err_console.print(f"all chaos runs: {runs_url(client, runs.runs_query(None, None))}", highlight=False,
                       soft_wrap=True)
     if detach:
-        if not maybe_worker:
-            err_console.print(no_worker_hint(handle.id), style="yellow", highlight=False, soft_wrap=True)
-        if as_json:
-            print(json.dumps({"workflow_id": handle.id, "run_id": handle.result_run_id, "url": url}))
-        return EXIT_PASS
+        return say_detached(handle, url, maybe_worker, as_json)
 
     return await follow_to_end(client, handle, url, Progress(subject=inp.subject.name), maybe_worker=maybe_worker,
                                as_json=as_json, interactive=inp.interactive)
+

@@ -49,6 +49,19 @@ class Loaded:
 def load_experiment(path: Path, overrides: dict[str, str] | None = None, project: str | None = None,
                     port_base: int | None = None) -> Loaded:
     root, data = _compose(path)
+    return load_composed(path, root, data, overrides, project, port_base)
+
+
+def compose_file(path: Path) -> tuple[yaml.MappingNode, dict]:
+    """A YAML file's nodes (for line numbers) and the data built from them, read as an experiment file is: a
+    campaign file is read this way too."""
+    return _compose(path)
+
+
+def load_composed(path: Path, root: yaml.MappingNode, data: dict, overrides: dict[str, str] | None = None,
+                  project: str | None = None, port_base: int | None = None) -> Loaded:
+    """An experiment already composed: `data` built from `root`, whose nodes give the lines errors name. A campaign
+    cell comes in here, its node tree assembled from the campaign file (durable_chaos/campaign/load.py)."""
     where = _Where(path, root)
     declared = _declared_vars(data, where)
     values = {**declared, **_known_overrides(overrides or {}, declared, path)}

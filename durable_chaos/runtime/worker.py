@@ -21,13 +21,15 @@ from durable_chaos.runtime.heartbeats import Heartbeats
 from durable_chaos.runtime.loop_watch import LoopWatch
 from durable_chaos.runtime.priority import run_ahead
 from durable_chaos.runtime.run_log import RunLog
+from workflows.campaign import ChaosCampaignWorkflow
 from workflows.chaos import ChaosDemoWorkflow
 from workflows.notify import NotifyWorkflow
 from workflows.reaper import FaultGuardWorkflow, FaultReaperWorkflow
 from workflows.scheduled import ScheduledChaosWorkflow
 
 log = logging.getLogger("chaos.worker")
-WORKFLOWS = [ChaosDemoWorkflow, FaultGuardWorkflow, FaultReaperWorkflow, ScheduledChaosWorkflow, NotifyWorkflow]
+WORKFLOWS = [ChaosDemoWorkflow, FaultGuardWorkflow, FaultReaperWorkflow, ScheduledChaosWorkflow, NotifyWorkflow,
+             ChaosCampaignWorkflow]
 # The starter's live view sends stderr through Rich while its own worker runs workflows, so a log line from workflow
 # code is printed by Rich, which imports its renderers lazily. Inside the sandbox that import would be re-done there,
 # hit restricted modules and fail the workflow task (the run then retries it forever): Rich passes through.
