@@ -24,6 +24,7 @@ from temporalio.client import WorkflowHandle
 
 from bench.measure import read_history, summary
 from bench.scenarios import Lab, _leader_and_follower
+from durable_chaos.contracts import final_report
 
 HOLD_S = 4.0
 # Stage activities, as the run calls them, and the stage the live view shows for them.
@@ -99,7 +100,7 @@ async def resume(lab: Lab, point: str) -> dict:
     third = lab.start_worker(f"resume-{tag}-3")
     await lab.wait_polling(third, f"resume-{tag}-3")
     third_polling_s = (datetime.now(timezone.utc) - killed_at).total_seconds()
-    report = await handle.result()
+    report = await final_report(handle)
     history = await read_history(handle)
     lab.stop_workers()
     if hold:  # the stage's own retry

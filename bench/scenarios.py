@@ -37,7 +37,15 @@ from bench.measure import (
     thread_wait_s,
 )
 from bench.plain import run_plain
-from durable_chaos.contracts import DEFAULT_LOAD_RATE, ChaosInput, ChaosReport, DetectResult, FaultState, PreflightResult
+from durable_chaos.contracts import (
+    DEFAULT_LOAD_RATE,
+    ChaosInput,
+    ChaosReport,
+    DetectResult,
+    FaultState,
+    PreflightResult,
+    final_report,
+)
 from durable_chaos.runtime.copies import SubjectCopy
 from durable_chaos.runtime.worker import build_worker
 from workflows.chaos import ChaosDemoWorkflow
@@ -116,7 +124,7 @@ async def _leader_and_follower(copy: SubjectCopy) -> tuple[str, str]:
 async def _chaos_run(lab: Lab, copy: SubjectCopy, target: str | None, name: str,
                      **more) -> tuple[ChaosReport, History]:
     handle = await lab.start(copy, target, name, **more)
-    report = await handle.result()
+    report = await final_report(handle)
     return report, await read_history(handle)
 
 
@@ -453,7 +461,7 @@ async def parallel(lab: Lab, k: int, step: int) -> dict:
     with _CpuSampler(proc.pid) as sampler:
         handles = [await lab.start(c, None, f"parallel-{step}-k{k}-{i}", load_rate=lab.parallel_load_rate)
                    for i, c in enumerate(copies)]
-        results = await asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
+        results = await asyncio.gather(*(final_report(h) for h in handles), return_exceptions=True)
         wall = time.monotonic() - t0
         after = sample_process(proc.pid)
     subjects_after = containers_cpu_s(containers)

@@ -30,7 +30,7 @@ from workflows import policy
 with workflow.unsafe.imports_passed_through():
     from activities.campaign import previous_campaign_report
     from durable_chaos.campaign.scorecard import compare, failing_first
-    from durable_chaos.contracts import WORKFLOW_TASK_TIMEOUT, ChaosReport
+    from durable_chaos.contracts import WORKFLOW_TASK_TIMEOUT, ChaosReport, report_of_failure
     from durable_chaos.contracts.campaign import (
         CAMPAIGN_WORKFLOW_NAME,
         CampaignCell,
@@ -113,7 +113,13 @@ class ChaosCampaignWorkflow:
             )
             out.workflow_id, out.run_id = child.id, child.first_execution_run_id
             self._details()
-            self._fill(out, await child)
+            try:
+                report = await child
+            except ChildWorkflowError as err:
+                report = report_of_failure(err)  # a fail verdict fails the run: its report is the failure's detail
+                if report is None:
+                    raise
+            self._fill(out, report)
         except WorkflowAlreadyStartedError:
             out.state = "error"
             out.reasons = [f"subject copy {cell.project} is busy: another run ({cell.project}) is in progress"]
@@ -131,7 +137,7 @@ class ChaosCampaignWorkflow:
     @staticmethod
     def _fill(out: CellResult, r: ChaosReport) -> None:
         out.state = r.verdict
-        out.targets, out.reasons = r.targets or ([r.target] if r.target else []), failing_first(r.reasons)
+        out.targets, out.reasons = r.targets or ([r.target] if r.target else []), failing_first(r)
         out.time_to_detect_s, out.time_to_restore_s = r.time_to_detect_s, r.time_to_restore_s
         out.safety = r.safety.verdict if r.safety else None
         out.diagnosis_correct = r.diagnosis.correct if r.diagnosis else None

@@ -45,6 +45,8 @@ PREVIOUS_RELEASE = "v7"
 PATCHES: dict[str, Patch] = {p.id: p for p in (
     Patch("fault-effect", "v8", "no check that the fault took effect (no confirm_fault activity after detection)",
           "v7", State.ACTIVE),
+    Patch("fail-on-verdict", "v8", "a run whose verdict was fail completed (the web UI's list showed Completed); "
+          "its report was the result", "v7", State.ACTIVE),
 )}
 
 

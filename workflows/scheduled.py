@@ -12,7 +12,7 @@ pause-on-failure (`inp.pause_on_failure`) this parent fails instead, so Temporal
 from __future__ import annotations
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, ChildWorkflowError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 
@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         ErrorType,
         ScheduledRunResult,
         bad_input,
+        report_of_failure,
     )
     from workflows.chaos import ChaosDemoWorkflow
 
@@ -52,7 +53,12 @@ class ScheduledChaosWorkflow:
             workflow.set_current_details(f"**{reason}**")
             return ScheduledRunResult(workflow_id=run_id, started=False, skipped_reason=reason)
         workflow.set_current_details(f"started chaos run **{run_id}** ({child.first_execution_run_id})")
-        report: ChaosReport = await child
+        try:
+            report: ChaosReport = await child
+        except ChildWorkflowError as err:
+            report = report_of_failure(err)  # a fail verdict fails the run: its report is the failure's detail
+            if report is None:
+                raise
         # A failed verdict fails the firing, which pauses a schedule made with pause-on-failure.
         if report.verdict == "fail" and inp.pause_on_failure:
             raise ApplicationError(

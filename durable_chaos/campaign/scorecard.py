@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from durable_chaos.contracts import ChaosReport
 from durable_chaos.contracts.campaign import CellChange, CellResult, Scorecard
 
 # "Notably worse" for a time to detect or restore: more than 50 % slower AND more than 2 s slower. Both, because
@@ -18,17 +19,10 @@ SAFETY_RANK = {"ok": 0, "unknown": 1, "violated": 2}
 PASSING = "pass"
 
 
-# A run's reasons tell its whole story (detected, restored, diagnosed...); these words mark the ones that make a
-# verdict fail (verdict.py's wordings). A cell shows those first: its one-line "why" is then the one that matters.
-# A detection reason quotes the subject's own violations ("publish failed: ...") and never fails a run: skipped.
-FAILING = ("hypothesis broken", "not detected", "did not return", "never injected", "stopped", "stage ",
-           "diagnosis failed", "safety check failed", "incorrect", "data safety violated", "data safety unknown",
-           "did not notice", "was back")
-
-
-def failing_first(reasons: list[str]) -> list[str]:
-    bad = [r for r in reasons if not r.startswith("detected after") and any(word in r for word in FAILING)]
-    return bad + [r for r in reasons if r not in bad]
+def failing_first(report: ChaosReport) -> list[str]:
+    """A run's reasons tell its whole story (detected, restored, diagnosed...); a cell shows why its verdict is not
+    a pass first (the verdict says so itself), so its one-line "why" is the one that matters."""
+    return report.failed_because + [r for r in report.reasons if r not in report.failed_because]
 
 
 def notably_slower(before: float, after: float) -> bool:

@@ -53,8 +53,8 @@ from durable_chaos.experiment.load import BadExperiment
 from durable_chaos.runtime.connect import task_queue
 from workflows.campaign import ChaosCampaignWorkflow
 
-STATE_STYLE = {"pass": "bold green", "fail": "bold red", "error": "yellow", "cancelled": "yellow",
-               "running": "bold cyan", "pending": "dim"}
+STATE_STYLE = {"pass": "bold green", "fail": "bold red", "inconclusive": "yellow", "error": "yellow",
+               "cancelled": "yellow", "running": "bold cyan", "pending": "dim"}
 
 
 def run_campaign(file: Path, overrides: dict[str, str], dry_run: bool, as_json: bool, detach: bool,

@@ -41,6 +41,9 @@ from workflows.chaos import ChaosDemoWorkflow
 EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INFRA, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 # stop-all: a cancelled run did not confirm its fault undone (still running, or closed still marked injected).
 EXIT_NOT_RESTORED = 4
+# A fault never took effect: the run says nothing about it (neither a pass nor a failure of the system).
+EXIT_INCONCLUSIVE = 5
+EXIT_FOR_VERDICT = {"pass": EXIT_PASS, "fail": EXIT_FAIL, "inconclusive": EXIT_INCONCLUSIVE}
 EXIT_FOR_ERROR = {
     ErrorType.BAD_INPUT: EXIT_BAD_INPUT,
     ErrorType.DOCKER_UNAVAILABLE: EXIT_INFRA,

@@ -23,7 +23,7 @@ from durable_chaos.cli.common import (
 )
 from durable_chaos.cli.render import print_report
 from durable_chaos.cli.options import REPORT_JSON_OPTION
-from durable_chaos.contracts import ReapRequest
+from durable_chaos.contracts import ReapRequest, final_report
 from durable_chaos.runtime.connect import task_queue
 from workflows.chaos import ChaosDemoWorkflow
 from workflows.reaper import FaultReaperWorkflow
@@ -77,7 +77,7 @@ async def _abort(workflow_id: str, reason: str, as_json: bool) -> int:
     async with worker_if_needed(client, handle):
         progress = await handle.execute_update(ChaosDemoWorkflow.abort, reason)
         err_console.print(f"aborted {workflow_id}: fault state {progress.fault_state.value}")
-        report = await handle.result()
+        report = await final_report(handle)
     if as_json:
         print(report.model_dump_json(indent=2))
     else:

@@ -17,9 +17,8 @@ from rich.live import Live
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from durable_chaos.cli.common import (
-    EXIT_FAIL,
+    EXIT_FOR_VERDICT,
     EXIT_INTERRUPTED,
-    EXIT_PASS,
     err_console,
     exit_code_for_failure,
     fail,
@@ -29,7 +28,7 @@ from durable_chaos.cli.common import (
     worker_if_needed,
 )
 from durable_chaos.cli.render import print_report, progress_view
-from durable_chaos.contracts import ChaosReport, Progress, Stage
+from durable_chaos.contracts import ChaosReport, Progress, Stage, final_report
 from workflows.chaos import ChaosDemoWorkflow
 
 
@@ -100,7 +99,7 @@ async def follow_to_end(client: Client, handle: WorkflowHandle, url: str, first:
         print(report.model_dump_json(indent=2))
     else:
         print_report(out, report, url)
-    return EXIT_PASS if report.verdict == "pass" else EXIT_FAIL
+    return EXIT_FOR_VERDICT[report.verdict]
 
 
 async def follow(handle: WorkflowHandle, live: Live, url: str, interactive: bool = False,
@@ -138,7 +137,7 @@ class _Watcher:
 
     def __init__(self, handle: WorkflowHandle, live: Live, interactive: bool, ctrl_c_cancels: bool) -> None:
         self.handle, self.live, self.interactive, self.ctrl_c_cancels = handle, live, interactive, ctrl_c_cancels
-        self.result = asyncio.ensure_future(handle.result())
+        self.result = asyncio.ensure_future(final_report(handle))
         self.interrupted = self.choosing = False
         self.prompted: Stage | None = None
         self.released: set[Stage] = set()

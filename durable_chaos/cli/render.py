@@ -240,9 +240,8 @@ def report_view(r: ChaosReport) -> Group:
     if r.detectors:
         grid.add_row("detectors", "\n".join(f"{name}: {ttd}" for name, ttd in detector_rows(r)))
     grid.add_row("reasons", "\n".join(f"- {x}" for x in r.reasons))
-    passed = r.verdict == "pass"
-    verdict = Panel(grid, title=Text(f"verdict: {r.verdict.upper()}", style="bold green" if passed else "bold red"),
-                    border_style="green" if passed else "red")
+    color = {"pass": "green", "inconclusive": "yellow"}.get(r.verdict, "red")
+    verdict = Panel(grid, title=Text(f"verdict: {r.verdict.upper()}", style=f"bold {color}"), border_style=color)
     parts = [diagnosis_panel(r.diagnosis)] if r.diagnosis else []
     if r.safety:
         parts.append(safety_panel(r.safety))

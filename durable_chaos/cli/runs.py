@@ -20,6 +20,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, Wor
 
 from durable_chaos.cli.campaigns import campaign_report, is_campaign
 from durable_chaos.cli.common import (
+    EXIT_FOR_VERDICT,
     EXIT_BAD_INPUT,
     EXIT_FAIL,
     EXIT_INFRA,
@@ -40,9 +41,10 @@ from durable_chaos.cli.facts import run_facts
 from durable_chaos.cli.follow import follow_to_end
 from durable_chaos.cli.render import facts_view, print_report, progress_view
 from durable_chaos.cli.reports import FORMATS, render
-from durable_chaos.contracts import WORKFLOW_NAME, Attr, ChaosReport, Progress
+from durable_chaos.contracts import WORKFLOW_NAME, Attr, ChaosReport, Progress, final_report
 
-VERDICTS = ("pass", "fail")
+VERDICTS = ("pass", "fail", "inconclusive")
+VERDICT_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
 
 
 def runs_query(subject: str | None, verdict: str | None) -> str:
@@ -77,7 +79,7 @@ async def _list(subject: str | None, verdict: str | None, limit: int, as_json: b
                    "TTR s", "diagnosis"):
         table.add_column(column, no_wrap=True, min_width=36 if column == "run id" else None)
     for f, row in zip(facts, rows):
-        verdict_text = Text(row["verdict"] or "-", style={"pass": "green", "fail": "bold red"}.get(row["verdict"], ""))
+        verdict_text = Text(row["verdict"] or "-", style=VERDICT_STYLE.get(row["verdict"], ""))
         correct = {True: Text("correct", style="green"), False: Text("wrong", style="red")}.get(
             row["diagnosis_correct"], Text("-"))
         state = (f"running ({row['stage'] or 'not started'})" if row["status"] == "RUNNING"
@@ -92,7 +94,7 @@ async def _list(subject: str | None, verdict: str | None, limit: int, as_json: b
 
 def list_runs(
     subject: Optional[str] = typer.Option(None, help="Only runs on this subject."),
-    verdict: Optional[str] = typer.Option(None, help="Only runs with this verdict: pass or fail."),
+    verdict: Optional[str] = typer.Option(None, help="Only runs with this verdict: pass, fail or inconclusive."),
     limit: int = typer.Option(20, help="At most this many runs, newest first."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
 ) -> None:
@@ -112,7 +114,7 @@ def list_runs(
 async def _final_report(handle: WorkflowHandle) -> ChaosReport:
     """The workflow result of a closed run; a run that ended without one exits with the reason."""
     try:
-        return await handle.result(follow_runs=False)
+        return await final_report(handle, follow_runs=False)
     except WorkflowFailureError as err:
         code, message = exit_code_for_failure(err)
         fail(code if code != EXIT_PASS else EXIT_FAIL, f"run {handle.id} has no report: {message}")
@@ -135,7 +137,7 @@ async def _status(workflow_id: str, run_id: str | None) -> int:
         return await say_cancelled(handle)
     report = await _final_report(handle)
     print_report(console, report, url)
-    return EXIT_PASS if report.verdict == "pass" else EXIT_FAIL
+    return EXIT_FOR_VERDICT[report.verdict]
 
 
 def status(
@@ -189,7 +191,7 @@ async def _report(workflow_id: str, run_id: str | None, fmt: str, output: Path |
         text, code = progress.model_dump_json(indent=2) + "\n", EXIT_PASS
     else:
         report = await _final_report(handle)
-        text, code = render(report, fmt), EXIT_PASS if report.verdict == "pass" else EXIT_FAIL
+        text, code = render(report, fmt), EXIT_FOR_VERDICT[report.verdict]
     if output is None:
         print(text, end="")
     else:

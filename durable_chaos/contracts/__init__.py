@@ -46,7 +46,16 @@ from durable_chaos.contracts.names import (
     bad_input,
 )
 from durable_chaos.contracts.notify import NotifyPost, NotifyRequest, RunNotice
-from durable_chaos.contracts.report import ChaosReport, Progress, RunFacts, ScheduledRunResult, fault_text
+from durable_chaos.contracts.report import (
+    ChaosReport,
+    Progress,
+    RunFacts,
+    ScheduledRunResult,
+    fault_text,
+    final_report,
+    report_of_failure,
+    verdict_failure,
+)
 from durable_chaos.contracts.run import ChaosInput, ExternalDetector, StopConditions, SubjectRef, Trip, check_http_url
 from durable_chaos.contracts.steps import FaultEffect, FaultStep, LaneStep, RandomSchedule, Step, StepReport
 from durable_chaos.contracts.safety import (
@@ -158,6 +167,9 @@ __all__ = [
     "RunFacts",
     "Progress",
     "ChaosReport",
+    "final_report",
+    "report_of_failure",
+    "verdict_failure",
     "ScheduledRunResult",
     "RunNotice",
     "NotifyRequest",

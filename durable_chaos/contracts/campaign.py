@@ -17,8 +17,8 @@ CAMPAIGN_WORKFLOW_NAME = "ChaosCampaignWorkflow"
 # One campaign of a name at a time, and its runs are found again by this id (the scorecard's previous run).
 CAMPAIGN_ID_PREFIX = "campaign-"
 
-CellState = Literal["pending", "running", "pass", "fail", "cancelled", "error"]
-DONE_STATES = ("pass", "fail", "cancelled", "error")
+CellState = Literal["pending", "running", "pass", "fail", "inconclusive", "cancelled", "error"]
+DONE_STATES = ("pass", "fail", "inconclusive", "cancelled", "error")
 
 
 def campaign_id(name: str) -> str:

@@ -7,10 +7,12 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 
 from durable_chaos.contracts.diagnosis import Diagnosis
 from durable_chaos.contracts.hypothesis import ProbeResult
-from durable_chaos.contracts.names import RECENT_WINDOWS, FaultKind, FaultState, Stage, Verdict
+from durable_chaos.contracts.names import RECENT_WINDOWS, ErrorType, FaultKind, FaultState, Stage, Verdict
 from durable_chaos.contracts.run import Trip
 from durable_chaos.contracts.safety import SafetyReport
 from durable_chaos.contracts.stages import CheckResult, DetectorResult, LoadSummary, LoadWindow
@@ -107,6 +109,8 @@ class ChaosReport(BaseModel):
     targets: list[str] = Field(default=[], description="every member hit")
     verdict: Verdict
     reasons: list[str]
+    failed_because: list[str] = Field(default=[], description="why the verdict is not pass, worst first (empty on "
+                                                             "a pass)")
     started_at: datetime
     finished_at: datetime
     injected_at: datetime | None = None
@@ -143,3 +147,33 @@ class ScheduledRunResult(BaseModel):
     run_id: str | None = None
     verdict: Verdict | None = None
     skipped_reason: str | None = None
+
+
+# A run whose verdict is fail ends *Failed* (not Completed), so the web UI's list shows it without opening it: the
+# failure is an ApplicationError of this type, and its one detail is the report, which nothing else loses.
+def verdict_failure(report: ChaosReport) -> ApplicationError:
+    first = next(iter(report.failed_because or report.reasons), "no reason given")
+    return ApplicationError(f"verdict fail: {first}", report, type=ErrorType.VERDICT_FAIL, non_retryable=True)
+
+
+def report_of_failure(err: BaseException) -> ChaosReport | None:
+    """The report a run failed with because its verdict was fail (through a client's WorkflowFailureError or a
+    parent's ChildWorkflowError); None for any other failure."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, ApplicationError) and cause.type == ErrorType.VERDICT_FAIL and cause.details:
+            detail = cause.details[0]
+            return detail if isinstance(detail, ChaosReport) else ChaosReport.model_validate(detail)
+        cause = getattr(cause, "cause", None)
+    return None
+
+
+async def final_report(handle: Any, **result_args: Any) -> ChaosReport:
+    """A closed run's report, whatever its verdict (a failed verdict arrives as the run's failure)."""
+    try:
+        return await handle.result(**result_args)
+    except WorkflowFailureError as err:
+        report = report_of_failure(err)
+        if report is None:
+            raise
+        return report

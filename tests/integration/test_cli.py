@@ -24,9 +24,16 @@ import pytest
 import pytest_asyncio
 
 from durable_chaos.cli.facts import RunFacts
-from durable_chaos.contracts import ChaosInput, ChaosReport
+from durable_chaos.contracts import ChaosInput, ChaosReport, final_report
 from durable_chaos.contracts import RunFacts as MemoFacts
-from tests.conftest import ROOT, command_env, running_worker, starter, subject_args, walk_to_gate
+from tests.conftest import (
+    ROOT,
+    command_env,
+    running_worker,
+    starter,
+    subject_args,
+    walk_to_gate,
+)
 from tests.integration.test_durability import held_at
 from tests.workers import WorkerProcess
 from workflows.chaos import ChaosDemoWorkflow
@@ -92,7 +99,7 @@ async def test_rich_output_says_each_thing_once(cli_env, client, etcd):
     assert proc.returncode == 0, proc.stderr
     assert "diagnosis" in proc.stdout and "verdict: PASS" in proc.stdout
     assert "etcd1" in proc.stdout
-    report = await client.get_workflow_handle_for(ChaosDemoWorkflow.run, etcd.instance.project).result()
+    report = await final_report(client.get_workflow_handle_for(ChaosDemoWorkflow.run, etcd.instance.project))
     screen = proc.stdout + proc.stderr
     # The end of a run is read once: the live view gives way to the report, which names each fact one time.
     assert screen.count(f"/workflows/{etcd.instance.project}/") == 1, screen

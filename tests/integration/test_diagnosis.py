@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from durable_chaos.contracts import Attr, ChaosInput, FaultState
+from durable_chaos.contracts import Attr, ChaosInput, FaultState, final_report
 from tests import fake_anthropic as fa
 from tests.conftest import command_env, running_worker, starter, subject_args
 from workflows.chaos import ChaosDemoWorkflow
@@ -71,7 +71,7 @@ async def chaos_run(client, task_queue, etcd, countdown_s=0, **kw):
             ChaosDemoWorkflow.run, ChaosInput(subject=etcd.ref, target=TARGET, countdown_s=countdown_s, **kw),
             id=f"t-diag-{uuid.uuid4().hex[:8]}", task_queue=task_queue,
         )
-        report = await handle.result()
+        report = await final_report(handle)
     # Whatever the diagnosis said, the run hit the target alone and brought it back.
     assert report.target == TARGET
     assert etcd.died_since(since) == [TARGET]

@@ -41,11 +41,19 @@ from durable_chaos.contracts import (
     GuardReport,
     OrphanedFault,
     ReapRequest,
+    final_report,
 )
 from durable_chaos.ids import fault_guard_id
 from durable_chaos.runtime.copies import free_port_base
 from durable_chaos.runtime.devserver import dev_server_command
-from tests.conftest import ARTIFACTS, ROOT, command_env, starter, walk_to_end, walk_to_gate
+from tests.conftest import (
+    ARTIFACTS,
+    ROOT,
+    command_env,
+    starter,
+    walk_to_end,
+    walk_to_gate,
+)
 from tests.workers import WorkerProcess
 from workflows.chaos import ChaosDemoWorkflow
 from workflows.reaper import REAPER_WORKFLOW
@@ -150,7 +158,7 @@ async def test_worker_sigkill_at_any_point_still_restores(client, task_queue, et
             await asyncio.sleep(0.005)
         killed_at = first.sigkill()
         second = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path)
-        report = await asyncio.wait_for(handle.result(), 180)
+        report = await asyncio.wait_for(final_report(handle), 180)
         resumed = await resume_seconds(handle, killed_at, second.proc.pid)
     finally:
         first.stop()
@@ -265,7 +273,7 @@ async def test_dev_server_restart_mid_run_still_restores(etcd, tmp_path):
         handle = client.get_workflow_handle_for(ChaosDemoWorkflow.run, etcd.instance.project,
                                                 run_id=handle.result_run_id)
         await walk_to_end(handle)
-        report = await asyncio.wait_for(handle.result(), 120)
+        report = await asyncio.wait_for(final_report(handle), 120)
     finally:
         if worker:
             worker.stop()
@@ -421,7 +429,7 @@ async def test_reaper_leaves_alone_a_node_that_a_newer_run_took_after_the_search
         assert action.action == "skipped: subject busy"
         assert etcd.running()["etcd3"] is False  # still the new run's fault, untouched
         await new.execute_update(ChaosDemoWorkflow.abort, "test over")
-        report = await new.result()
+        report = await final_report(new)
     finally:
         worker.stop()
     assert report.fault_state == FaultState.RESTORED

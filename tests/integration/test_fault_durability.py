@@ -16,7 +16,13 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 
-from durable_chaos.contracts import WORKFLOW_TASK_TIMEOUT, ChaosInput, FaultState, GuardReport
+from durable_chaos.contracts import (
+    WORKFLOW_TASK_TIMEOUT,
+    ChaosInput,
+    FaultState,
+    GuardReport,
+    final_report,
+)
 from durable_chaos.ids import fault_guard_id, fault_tag
 from tests.conftest import running_worker, starter
 from tests.fault_checks import (
@@ -113,7 +119,7 @@ async def test_worker_sigkilled_during_a_network_fault_another_worker_restores_i
             killed_at = first.sigkill()
             assert in_effect(etcd, "etcd2", kind, tag)  # nobody else undoes it: the fault outlives its worker
             second = WorkerProcess(address, task_queue, tmp_path)
-            report = await asyncio.wait_for(handle.result(), 180)
+            report = await asyncio.wait_for(final_report(handle), 180)
             recovered_s = round(time.time() - killed_at, 1)
         finally:
             first.stop()

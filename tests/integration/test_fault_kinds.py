@@ -21,7 +21,16 @@ import pytest
 from python_on_whales import docker
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from durable_chaos.contracts import Attr, ChaosInput, ChaosReport, FaultRequest, FaultState, PreflightResult, Progress
+from durable_chaos.contracts import (
+    Attr,
+    ChaosInput,
+    ChaosReport,
+    FaultRequest,
+    FaultState,
+    PreflightResult,
+    Progress,
+    final_report,
+)
 from durable_chaos.ids import fault_tag
 from tests.conftest import (
     ARTIFACTS,
@@ -193,7 +202,7 @@ async def test_each_kind_is_seen_while_in_effect_and_gone_after(client, task_que
                                                             target=target, detect_timeout_s=detect_timeout) as handle:
         hit = await seen_in_effect(handle, etcd, kind, target, label, before, ips, since)
         await asyncio.wait_for(walk_to_end(handle), 180)
-        report = await handle.result()
+        report = await final_report(handle)
     (victim,), tag = hit, TAGS[-1]
 
     # -- gone afterwards, every member healthy ----------------------------------------------------------------------
@@ -237,7 +246,7 @@ async def test_count_two_with_allow_quorum_loss_hits_both_and_restores_both(clie
         hit = (await handle.query(ChaosDemoWorkflow.progress, result_type=Progress)).targets
         state = docker_state(etcd)
         await asyncio.wait_for(walk_to_end(handle), 180)
-        report = await handle.result()
+        report = await final_report(handle)
     assert len(set(hit)) == 2, hit
     assert sorted(s for s, (_, paused) in state.items() if paused) == sorted(hit), state
     assert report.targets == hit and report.fault_state == FaultState.RESTORED
@@ -377,7 +386,7 @@ async def test_a_bandwidth_cap_never_outlives_its_deadline(client, task_queue, e
                                                             fault_params={"rate": "512kbit"}, target="etcd1",
                                                             max_fault_s=6) as handle:
         assert f"qdisc tbf {qdisc_handle(TAGS[-1])}: dev eth0 root" in net_states(etcd, ["etcd1"])["etcd1"].qdiscs
-        report = await asyncio.wait_for(handle.result(), 90)  # no `advance`: only the deadline moves it on
+        report = await asyncio.wait_for(final_report(handle), 90)  # no `advance`: only the deadline moves it on
     assert report.fault_label == "bandwidth 512kbit" and report.fault_state == FaultState.RESTORED
     assert "fault deadline (6s) reached before detection: restoring now" in report.reasons, report.reasons
     assert leftovers(etcd, TAGS) == []

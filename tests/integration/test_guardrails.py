@@ -18,6 +18,7 @@ from durable_chaos.contracts import (
     FaultState,
     Progress,
     StopConditions,
+    final_report,
 )
 from tests.conftest import (
     command_env,
@@ -46,7 +47,7 @@ async def run_held_at_diagnose(client, task_queue, etcd, stop: StopConditions, d
         await walk_to_gate(handle, "diagnose")
         if during_fault:
             during_fault()
-        report = await asyncio.wait_for(handle.result(), 60)
+        report = await asyncio.wait_for(final_report(handle), 60)
         history = await handle.fetch_history()
     # Each trip is in the run's history, with its figures: an activity result.
     results = [e.activity_task_completed_event_attributes.result for e in history.events
@@ -101,7 +102,7 @@ async def test_their_alert_is_timed_beside_our_probe(client, task_queue, etcd):
             await asyncio.wait_for(fault_injected(handle), 60)
             await asyncio.sleep(2)  # their monitoring is slower than ours, as it usually is
             fake.firing.add("EtcdMemberDown")
-            report = await asyncio.wait_for(handle.result(), 90)
+            report = await asyncio.wait_for(final_report(handle), 90)
     assert report.verdict == "pass", report.reasons
     ours, theirs = report.detectors
     assert ours.ours and ours.fired and ours.time_to_detect_s == report.time_to_detect_s < 2

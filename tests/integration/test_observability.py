@@ -23,9 +23,24 @@ from pydantic import ValidationError
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus
 
-from durable_chaos.contracts import NOTIFY_WORKFLOW_NAME, ChaosInput, NotifyRequest, RunNotice
+from durable_chaos.contracts import (
+    NOTIFY_WORKFLOW_NAME,
+    ChaosInput,
+    NotifyRequest,
+    RunNotice,
+    final_report,
+)
 from durable_chaos.ids import notify_id
-from tests.conftest import ROOT, command_env, free_port, starter, subject_args, until, walk_to_end, walk_to_gate
+from tests.conftest import (
+    ROOT,
+    command_env,
+    free_port,
+    starter,
+    subject_args,
+    until,
+    walk_to_end,
+    walk_to_gate,
+)
 from tests.workers import WorkerProcess
 from workflows.chaos import ChaosDemoWorkflow
 
@@ -117,7 +132,7 @@ async def test_metrics_follow_a_run(client, etcd, metrics_worker):
         lambda: sample(scrape(port), "chaos_faults_injected", task_queue=queue) == 1))
     print(f"gauge saw the fault after {took:.1f} s")
     await walk_to_end(handle)
-    report = await handle.result()
+    report = await final_report(handle)
     assert report.verdict == "pass", report.reasons
     after = scrape(port)
     assert sample(after, "chaos_runs", verdict="pass", **labels) == sample(before, "chaos_runs", verdict="pass",
@@ -241,7 +256,9 @@ def test_worker_refuses_a_malformed_notify_url(temporal_env, tmp_path):
 
 
 def spans_in(receiver: Receiver) -> list[str]:
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
 
     names = []
     for path, body, _ in receiver.posts:

@@ -12,7 +12,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from durable_chaos.contracts import SCHEDULED_WORKFLOW_NAME, ChaosInput, ScheduledRunResult
+from durable_chaos.contracts import (
+    SCHEDULED_WORKFLOW_NAME,
+    ChaosInput,
+    ScheduledRunResult,
+    final_report,
+)
 from durable_chaos.faults import CATALOG
 from tests.conftest import command_env, running_worker, starter, subject_args
 from workflows.chaos import ChaosDemoWorkflow
@@ -64,8 +69,8 @@ async def test_schedule_create_trigger_run_delete(client, task_queue, cli_env, e
     assert fired.started and fired.verdict == "pass", fired
     # The run took the subject's lock (its fixed workflow id) and is findable like a manual run.
     assert fired.workflow_id == etcd.instance.project
-    report = await client.get_workflow_handle_for(ChaosDemoWorkflow.run, fired.workflow_id,
-                                                  run_id=fired.run_id).result()
+    report = await final_report(client.get_workflow_handle_for(ChaosDemoWorkflow.run, fired.workflow_id,
+                                                               run_id=fired.run_id))
     assert etcd.died_since(since) == [report.target]
     found = [wf.id async for wf in client.list_workflows(
         f'ChaosSubject="etcd" AND ChaosVerdict="pass" AND WorkflowId="{fired.workflow_id}"')]

@@ -55,6 +55,7 @@ from durable_chaos.contracts import (
     SubjectRef,
     TargetChoice,
     WaitHealthyRequest,
+    report_of_failure,
 )
 from durable_chaos.ids import fault_guard_id
 from durable_chaos.runtime.worker import build_worker
@@ -237,7 +238,8 @@ async def run_chaos(client, cluster: FakeCluster, inp: ChaosInput, *, cancel_whe
         try:
             return await handle.result(), handle
         except WorkflowFailureError as err:
-            return err, handle
+            # A fail verdict fails the run (so the web UI's list shows it): its report is the failure's detail.
+            return report_of_failure(err) or err, handle
 
 
 async def test_restore_runs_after_success(client):

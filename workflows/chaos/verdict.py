@@ -15,6 +15,7 @@ from workflows.chaos.state import FaultRecord, Record
 
 with workflow.unsafe.imports_passed_through():
     from durable_chaos import hypothesis
+    from durable_chaos.wording import trip_reason
     from durable_chaos.contracts import (
         ChaosInput,
         ChaosReport,
@@ -58,7 +59,7 @@ def report(inp: ChaosInput, p: Progress, rec: Record, end: Ending) -> ChaosRepor
     """The run's report; its verdict is pass only when every part of the hypothesis held."""
     detectors = detector_results(inp, p, rec) if inp.detectors else []
     probes = hypothesis.judge(inp.hypothesis, end.safety.availability if end.safety else None)
-    result = verdict_of(rec, end, probes, detectors)
+    result, why = verdict_of(rec, end, probes, detectors)
     first = rec.first
     targets = first.request.members if first else p.targets  # planned, if the run ended before it went in
     return ChaosReport(
@@ -66,7 +67,7 @@ def report(inp: ChaosInput, p: Progress, rec: Record, end: Ending) -> ChaosRepor
         fault=first.request.fault if first else inp.fault, fault_label=p.fault_label if first else None,
         fault_params=first.request.params if first else inp.fault_params,
         target=targets[0] if targets else None, targets=targets,
-        verdict=result,
+        verdict=result, failed_because=why,
         reasons=[*rec.reasons, *reasons(inp, p, rec, end, detectors),
                  *(f"hypothesis {'held' if r.held else 'broken'}: {r.name}: {r.detail}" for r in probes)],
         started_at=end.started_at, finished_at=end.finished_at,
@@ -81,18 +82,30 @@ def report(inp: ChaosInput, p: Progress, rec: Record, end: Ending) -> ChaosRepor
     )
 
 
-def verdict_of(rec: Record, end: Ending, probes: list, detectors: list[DetectorResult]) -> str:
-    """pass: every fault went in, took effect, was detected and undone, the subject is healthy again, no data
-    lost, no stop condition, every probe held. inconclusive: a fault never took effect (so the run says nothing
-    about it) and nothing else broke. fail: anything else."""
-    broken = (not rec.faults or any(not f.restored for f in rec.faults) or end.final is None or not end.final.ok
-              or (end.safety is not None and end.safety.verdict == "violated") or rec.trip is not None
-              or rec.step_failed is not None or rec.internal_error or any(not d.ours and not d.fired for d in detectors)
-              or not all(r.held for r in probes))
-    if not broken and any(f.effect is not None and not f.effect.took_effect for f in rec.faults):
-        return "inconclusive"
-    undetected = any(not f.random and not (f.detection and f.detection.detected) for f in rec.faults)
-    return "fail" if broken or undetected else "pass"
+def verdict_of(rec: Record, end: Ending, probes: list, detectors: list[DetectorResult]) -> tuple[str, list[str]]:
+    """The verdict, and why it is not a pass (one line each, worst first). pass: every fault went in, took
+    effect, was detected and undone, the subject is healthy again, no data lost, no stop condition, every probe
+    held. inconclusive: a fault never took effect (so the run says nothing about it) and nothing else broke. fail:
+    anything else."""
+    broken = [
+        *(["the fault was never injected"] if not rec.faults or rec.injected is None else []),
+        *([safety_reason(end.safety)] if end.safety is not None and end.safety.verdict == "violated" else []),
+        *([trip_reason(rec.trip)] if rec.trip is not None else []),
+        *([rec.step_failed] if rec.step_failed else []),
+        *(f"hypothesis broken: {r.name}: {r.detail}" for r in probes if not r.held),
+        *(f"{f.what} was not undone" for f in rec.faults if f.injected is not None and not f.restored),
+        *(["the subject did not return to its steady state after restore"]
+          if rec.faults and (end.final is None or not end.final.ok) else []),
+        *(f"your monitoring did not notice: {d.name}" for d in detectors if not d.ours and not d.fired),
+        *(["an internal error stopped part of the run (see the reasons)"] if rec.internal_error else []),
+    ]
+    no_effect = [f"{f.what} never took effect" for f in rec.faults if f.effect is not None and not f.effect.took_effect]
+    if no_effect and not broken:
+        return "inconclusive", no_effect
+    undetected = [f"{f.what} was not detected" for f in rec.faults
+                  if f.injected is not None and not f.random and not (f.detection and f.detection.detected)]
+    why = broken + undetected
+    return ("fail" if why else "pass"), why
 
 
 def on_at_first_violation(rec: Record) -> list[str]:

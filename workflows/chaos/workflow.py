@@ -21,6 +21,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
+from workflows import compat
 from workflows.chaos import plan, stages, verdict
 from workflows.chaos.background import Background
 from workflows.chaos.state import Record
@@ -38,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         Progress,
         SafetyReport,
         Stage,
+        verdict_failure,
     )
     from workflows.metrics import record_run
     from workflows.notify import notify_run_end
@@ -89,6 +91,8 @@ class ChaosDemoWorkflow:
         await notify_run_end(report, inp.notify_url, pre.notify_worker)
         # Let an `abort` caller get its answer before the run closes.
         await workflow.wait_condition(workflow.all_handlers_finished)
+        if report.verdict == "fail" and compat.patched("fail-on-verdict"):
+            raise verdict_failure(report)  # Failed in the web UI's list; the report is the failure's detail
         return report
 
     # -- queries and updates: the live view, interactive pacing, abort ---------------------------------------------
