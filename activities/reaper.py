@@ -59,25 +59,25 @@ async def find_orphaned_faults(req: ReapRequest) -> list[OrphanedFault]:
     )
     found: list[OrphanedFault] = []
     async for run in client.list_workflows(query):
-        fault = await _injected_fault(client.get_workflow_handle(run.id, run_id=run.run_id))
-        if fault is None:  # closed between arming the guard and scheduling the inject: nothing was injected
-            continue
-        found.append(OrphanedFault(
-            workflow_id=run.id, run_id=run.run_id, status=run.status.name if run.status else "UNKNOWN",
-            fault=fault, busy=await _newer_run_holds_the_subject(run.id, run.run_id),
-        ))
+        # Every fault the run injected: undoing one it had undone already finds nothing to do (undo is idempotent).
+        # None at all: it closed between arming the guard and scheduling the inject.
+        busy = await _newer_run_holds_the_subject(run.id, run.run_id)
+        found += [OrphanedFault(workflow_id=run.id, run_id=run.run_id,
+                                status=run.status.name if run.status else "UNKNOWN", fault=fault, busy=busy)
+                  for fault in await _injected_faults(client.get_workflow_handle(run.id, run_id=run.run_id))]
     return found
 
 
-async def _injected_fault(handle) -> FaultRequest | None:
-    """Exactly what the run asked to inject (every member, the parameters, its tag), from the inject activity's
-    input in its history: the search attributes hold only the first target."""
+async def _injected_faults(handle) -> list[FaultRequest]:
+    """Exactly what the run asked to inject (every member, the parameters, the tag), from its inject activities'
+    inputs in its history: the search attributes hold only the first target."""
+    faults: dict[str, FaultRequest] = {}  # by tag: a retried inject is one fault
     async for event in handle.fetch_history_events():
         scheduled = event.activity_task_scheduled_event_attributes
         if event.HasField("activity_task_scheduled_event_attributes") and scheduled.activity_type.name == inject_fault.__name__:
             (fault,) = await activity.client().data_converter.decode(scheduled.input.payloads, [FaultRequest])
-            return fault
-    return None
+            faults.setdefault(fault.tag, fault)
+    return list(faults.values())
 
 
 async def _newer_run_holds_the_subject(workflow_id: str, run_id: str) -> bool:

@@ -178,9 +178,18 @@ async def let_the_children_finish(client: Client, handle: WorkflowHandle) -> Non
                 return False
         return True
 
+    async def guards() -> list[str]:
+        """A guard per fault the run injected, numbered from 1: as many as exist."""
+        found = []
+        with contextlib.suppress(RPCError):
+            while True:
+                await client.get_workflow_handle(fault_guard_id(handle.id, desc.run_id, len(found) + 1)).describe()
+                found.append(fault_guard_id(handle.id, desc.run_id, len(found) + 1))
+        return found
+
     notifier = notify_id(handle.id, desc.run_id)
-    _, notified = await asyncio.gather(finish(fault_guard_id(handle.id, desc.run_id), GUARD_FINISH_WITHIN),
-                                       finish(notifier, NOTIFY_FINISH_WITHIN))
+    *_, notified = await asyncio.gather(*(finish(g, GUARD_FINISH_WITHIN) for g in await guards()),
+                                        finish(notifier, NOTIFY_FINISH_WITHIN))
     if not notified:
         err_console.print(f"[yellow]the run's notification is not delivered yet: {notifier} retries it on the next "
                           f"worker (python worker.py)[/]", highlight=False, soft_wrap=True)

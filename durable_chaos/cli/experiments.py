@@ -23,7 +23,7 @@ from durable_chaos.cli.options import (
 )
 from durable_chaos.cli.run_input import check_port_base
 from durable_chaos.cli.start import start_and_follow
-from durable_chaos.experiment.load import BadExperiment, Loaded, load_experiment
+from durable_chaos.experiment.load import BadExperiment, Loaded, load_experiment, with_seed
 from durable_chaos.experiment.model import schema
 from durable_chaos.experiment.plan import plan_lines
 
@@ -65,12 +65,15 @@ def run(
     show_schema: bool = typer.Option(False, "--schema", help="Print the experiment file's JSON Schema and exit."),
     show_campaign_schema: bool = typer.Option(False, "--campaign-schema",
                                               help="Print the campaign file's JSON Schema and exit."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="The seed of the file's random fault schedules: a run's "
+                                                            "report names its seed, and the same seed replays it."),
 ) -> None:
     """Run an experiment file: the same run, live view and exit codes as `chaos`, described in a file you review.
 
     A campaign file runs its experiment once per cell of its matrix (subjects x faults x targets), live as a table
     of cells, and compares the run with the campaign's previous one (the scorecard). Exit codes: 0 pass (a
-    campaign: every cell), 1 fail, 2 bad input (the file, its line and field), 3 Docker or Temporal unreachable.
+    campaign: every cell), 1 fail, 2 bad input (the file, its line and field), 3 Docker or Temporal unreachable,
+    5 inconclusive (a fault never took effect).
     """
     if show_schema or show_campaign_schema:
         print(json.dumps(campaign_schema() if show_campaign_schema else schema(), indent=2))
@@ -80,6 +83,11 @@ def run(
     if is_campaign_file(file):  # `campaign:` at the top: the experiment over a matrix (durable_chaos/campaign/)
         raise typer.Exit(run_campaign(file, overrides_or_exit(sets), dry_run, as_json, detach, project, port_base))
     loaded = load_or_exit(file, sets, project, port_base)
+    if seed is not None:
+        try:
+            loaded = with_seed(loaded, seed)
+        except BadExperiment as err:
+            fail(EXIT_BAD_INPUT, escape(str(err)))
     if dry_run:
         print("\n".join(plan_lines(loaded)))
         print("dry run: nothing was started or touched")

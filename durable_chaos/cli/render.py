@@ -21,6 +21,7 @@ from durable_chaos.contracts import (
     Progress,
     SafetyReport,
     Stage,
+    StepReport,
 )
 from durable_chaos.wording import trip_reason
 
@@ -65,6 +66,18 @@ def stage_strip(p: Progress) -> Text:
     return strip
 
 
+def step_rows(steps: list[StepReport]) -> list[tuple[str, str]]:
+    """One line per fault of a multi-step run: where it was, what it hit, its state and times, whether it did
+    anything."""
+    rows = []
+    for s in steps:
+        where = f"step {s.step}" + (f" lane {s.lane}" if s.lane else "") + (f" ({s.name})" if s.name else "")
+        effect = ("" if s.effect is None else "" if s.effect.took_effect else ", never took effect")
+        rows.append((where, f"{s.fault_label} {', '.join(s.targets)}: {s.state.value}, TTD "
+                            f"{seconds_text(s.time_to_detect_s)}, TTR {seconds_text(s.time_to_restore_s)}{effect}"))
+    return rows
+
+
 def state_text(fault_state: str) -> str:
     return "not injected yet" if fault_state == FaultState.NONE.value else fault_state
 
@@ -77,6 +90,8 @@ def progress_view(p: Progress, url: str) -> Panel:
     grid.add_column()
     elapsed = (now - p.started_at).total_seconds() if p.started_at else 0.0
     grid.add_row("stage", f"{p.stage.value}: {p.message}")
+    if p.step_count > 1:
+        grid.add_row("step", f"{p.step or 1} of {p.step_count}")
     grid.add_row("elapsed", f"{elapsed:.1f} s")
     grid.add_row("target", ", ".join(p.targets) or p.target or "(not chosen yet)")
     state_style = {FaultState.INJECTED: "bold red", FaultState.RESTORED: "green"}.get(p.fault_state, "")
@@ -97,6 +112,8 @@ def progress_view(p: Progress, url: str) -> Panel:
         grid.add_row("diagnosis", Text.assemble(f"{', '.join(p.diagnosis.affected_nodes) or 'nobody'} ",
                                                 _grade(p.diagnosis), f" · {diagnosis_source(p.diagnosis)}"))
     grid.add_row("time to restore", seconds_text(p.time_to_restore_s))
+    if len(p.steps) > 1:
+        grid.add_row("faults", "\n".join(f"{where}: {text}" for where, text in step_rows(p.steps)))
     return Panel(Group(stages, grid), title=f"chaos run on {p.subject}", subtitle=url)
 
 
@@ -237,6 +254,12 @@ def report_view(r: ChaosReport) -> Group:
         grid.add_row("load", load_text(r.load))
     if r.stopped:
         grid.add_row("stopped", Text(trip_reason(r.stopped), style="bold red"))
+    if r.steps:
+        grid.add_row("steps", "\n".join(f"{where}: {text}" for where, text in step_rows(r.steps)))
+    if r.seed is not None:
+        grid.add_row("seed", f"{r.seed} (`--seed {r.seed}` replays the random schedule)")
+    if r.on_at_first_violation:
+        grid.add_row("on at first violation", ", ".join(r.on_at_first_violation))
     if r.detectors:
         grid.add_row("detectors", "\n".join(f"{name}: {ttd}" for name, ttd in detector_rows(r)))
     grid.add_row("reasons", "\n".join(f"- {x}" for x in r.reasons))

@@ -16,6 +16,7 @@ from durable_chaos.cli.render import (
     load_text,
     safety_rows,
     seconds_text,
+    step_rows,
 )
 from durable_chaos.contracts import ChaosReport, Diagnosis
 from durable_chaos.safety.history import Op, read_history
@@ -42,7 +43,9 @@ def _facts(r: ChaosReport) -> list[tuple[str, str]]:
         ("load", load_text(r.load)),
         ("diagnosis correct", "-" if correct is None else ("yes" if correct else "no")),
         ("data safety", r.safety.verdict if r.safety else "-"),
-    ] + ([("stopped", trip_reason(r.stopped))] if r.stopped else [])
+    ] + ([("stopped", trip_reason(r.stopped))] if r.stopped else []) + (
+        [("random schedule seed", str(r.seed))] if r.seed is not None else []) + (
+        [("on at the first violation", ", ".join(r.on_at_first_violation))] if r.on_at_first_violation else [])
 
 
 def _diagnosis_lines(d: Diagnosis) -> list[tuple[str, str | list[str]]]:
@@ -63,6 +66,8 @@ def _diagnosis_lines(d: Diagnosis) -> list[tuple[str, str | list[str]]]:
 def to_markdown(r: ChaosReport) -> str:
     out = [f"# Chaos run: {_title(r)} - {r.verdict.upper()}", "", "| | |", "| --- | --- |"]
     out += [f"| {k} | {v} |" for k, v in _facts(r)]
+    if r.steps:
+        out += ["", "## Steps", "", "| step | fault |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in step_rows(r.steps)]
     out += ["", "## Reasons", ""] + [f"- {x}" for x in r.reasons]
     if r.diagnosis:
         out += ["", "## Diagnosis", ""] + _markdown_rows(_diagnosis_lines(r.diagnosis))
@@ -102,6 +107,9 @@ def to_html(r: ChaosReport) -> str:
     diagnosis = ""
     if r.diagnosis:
         diagnosis = f'<section id="diagnosis"><h2>Diagnosis</h2>{_html_rows(_diagnosis_lines(r.diagnosis))}</section>'
+    steps = ""
+    if r.steps:
+        steps = f'<section id="steps"><h2>Steps</h2>{_html_rows(step_rows(r.steps))}</section>'
     detection = ""
     if r.detectors:
         detection = f'<section id="detection"><h2>Detection</h2>{_html_rows(detector_rows(r))}</section>'
@@ -120,6 +128,7 @@ def to_html(r: ChaosReport) -> str:
 <table id="facts">{facts}</table>
 <h2>Timeline</h2>
 {timeline_svg(r)}
+{steps}
 <h2>Reasons</h2><ul id="reasons">{reasons}</ul>
 {detection}
 {diagnosis}
@@ -151,12 +160,13 @@ def _history(r: ChaosReport) -> list[Op] | None:
 
 def to_junit(r: ChaosReport) -> str:
     """One testsuite with one testcase per run, so a CI pipeline can gate on the verdict."""
-    failed = r.verdict == "fail"
+    # Inconclusive (a fault did nothing) is no failure of the system, and no pass either: CI shows it skipped.
+    failed, skipped = r.verdict == "fail", r.verdict == "inconclusive"
     duration = f"{(r.finished_at - r.started_at).total_seconds():.3f}"
     suites = ET.Element("testsuites", name="durable-chaos", tests="1", failures=str(int(failed)), errors="0",
                         time=duration)
     suite = ET.SubElement(suites, "testsuite", name=f"chaos.{r.subject}", tests="1", failures=str(int(failed)),
-                          errors="0", skipped="0", time=duration, timestamp=r.started_at.strftime("%Y-%m-%dT%H:%M:%S"))
+                          errors="0", skipped=str(int(skipped)), time=duration, timestamp=r.started_at.strftime("%Y-%m-%dT%H:%M:%S"))
     props = ET.SubElement(suite, "properties")
     for name, value in [("workflow_id", r.workflow_id), ("run_id", r.run_id), ("project", r.project),
                         ("target", r.target), ("targets", ",".join(r.targets) or r.target),
@@ -167,6 +177,8 @@ def to_junit(r: ChaosReport) -> str:
                         ("safety_verdict", r.safety.verdict if r.safety else None),
                         ("lost_writes", r.safety.lost_writes if r.safety else None),
                         ("stopped", trip_reason(r.stopped) if r.stopped else None),
+                        ("seed", r.seed),
+                        *((f"step[{i}]", f"{where}: {text}") for i, (where, text) in enumerate(step_rows(r.steps), 1)),
                         *((f"time_to_detect_s[{d.name}]", d.time_to_detect_s if d.fired else "never")
                           for d in r.detectors)]:
         if value is not None:
@@ -178,6 +190,8 @@ def to_junit(r: ChaosReport) -> str:
                 else "StopConditionTripped" if r.stopped else "ChaosVerdictFail")
         failure = ET.SubElement(case, "failure", message="; ".join(r.reasons), type=kind)
         failure.text = "\n".join(r.reasons)
+    if skipped:
+        ET.SubElement(case, "skipped", message="inconclusive: " + "; ".join(r.failed_because))
     ET.SubElement(case, "system-out").text = "\n".join(r.reasons)
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"

@@ -8,6 +8,7 @@ The line comes from the YAML node the field was read from: PyYAML's composer kee
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,16 @@ def run_input(e: Experiment, subject: Subject, steps: list[Step], subject_arg: s
         preflight_timeout_s=e.timeouts.preflight, diagnosis_deadline_s=e.timeouts.diagnosis,
         load_rate=e.load.rate, stop=e.stop, detectors=e.detectors, hypothesis=e.hypothesis, notify_url=e.notify,
         steps=[] if one_fault else steps)
+
+
+def with_seed(loaded: Loaded, seed: int) -> Loaded:
+    """The experiment with `seed` for every random schedule (`run --seed`): the same seed, the same schedule."""
+    if not any(s.random is not None for s in loaded.steps):
+        raise BadExperiment(f"{loaded.path}: --seed {seed}: the file has no random step (steps: - random: ...)")
+    steps = [s.model_copy(update={"random": s.random.model_copy(update={"seed": seed})}) if s.random else s
+             for s in loaded.steps]
+    inp = loaded.run_input
+    return dataclasses.replace(loaded, steps=steps, run_input=inp.model_copy(update={"steps": steps}))
 
 
 def wire_step(step: FileStep | FileLaneStep) -> Step:
