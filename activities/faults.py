@@ -77,7 +77,7 @@ def restore_now(req: FaultRequest) -> RestoreResult:
 def effect_now(req: FaultRequest) -> FaultEffect:
     """The kind's own evidence on every member hit; the fault took effect if it did something on any of them."""
     fault, targets, _ = _targets(req)
-    seen = [e for e in (fault.effect(t) for t in targets) if e]
+    seen = [e for e in (fault.evidence_of_effect(t) for t in targets) if e]
     return FaultEffect(took_effect=bool(seen), evidence=seen)
 
 

@@ -47,6 +47,8 @@ PATCHES: dict[str, Patch] = {p.id: p for p in (
           "v7", State.ACTIVE),
     Patch("fail-on-verdict", "v8", "a run whose verdict was fail completed (the web UI's list showed Completed); "
           "its report was the result", "v7", State.ACTIVE),
+    Patch("cancel-after-inject", "v8", "a cancel that arrived during the inject was lost when the inject completed: "
+          "the run went on detecting until its deadline", "v7", State.ACTIVE),
 )}
 
 

@@ -133,7 +133,7 @@ class Fault(abc.ABC):
     def undo(self, t: Target) -> bool:
         """Take the fault away; False if it was not in effect (already undone, or the member restarted)."""
 
-    def effect(self, t: Target) -> str | None:
+    def evidence_of_effect(self, t: Target) -> str | None:
         """What the fault has done to the member so far, as evidence that it took effect, or None if it did
         nothing. Asked while the fault is on, after detection. By default: it is in effect now (a member down or
         frozen does nothing else); a kind whose rules can be in place and still touch nothing says more."""

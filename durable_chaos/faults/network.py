@@ -77,7 +77,7 @@ class _Filter(_NetFault):
     def rules(self, t: Target) -> list[str]:
         """iptables rule specs appended to the chain."""
 
-    def effect(self, t: Target) -> str | None:
+    def evidence_of_effect(self, t: Target) -> str | None:
         """Packets the chain's DROP rules have matched: rules in place on an idle link have done nothing."""
         try:
             dropped = int(self._run(t, "count") or 0)
@@ -224,7 +224,7 @@ class _Qdisc(_NetFault):
     def qdisc(self) -> str:
         """The qdisc and its arguments, as `tc qdisc add ... root handle H:` takes them."""
 
-    def effect(self, t: Target) -> str | None:
+    def evidence_of_effect(self, t: Target) -> str | None:
         """Packets the qdisc held back (dropped or over its limit): a cap above the traffic changes nothing."""
         try:
             held = int(self._run(t, "count") or 0)

@@ -129,6 +129,10 @@ class Steps:
         self._arm_deadline()
         await stages.start_guard(fault.request, fault.label, self.record.faults.index(fault) + 1)
         fault.injected = await stages.inject(self.inp, fault.request, fault.what)
+        # The inject waits out a cancellation (it must not race the undo), and an activity that completes anyway
+        # swallows the cancel: without this the step would go on, detect and hold, as if nobody had cancelled it.
+        if asyncio.current_task().cancelling() and compat.patched("cancel-after-inject"):
+            raise asyncio.CancelledError()
         if first:
             p.injected_at = fault.injected.injected_at
         self.view.steps(self.record.faults)
