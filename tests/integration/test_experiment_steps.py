@@ -130,3 +130,18 @@ async def test_a_random_schedule_with_the_same_seed_hits_the_same_members_at_the
     # The same offsets, give or take how long an inject takes (a stop waits for the process to exit).
     assert all(abs(a[2] - b[2]) < 1.0 for a, b in zip(first, again)) and 4 <= first[1][2] < 5.5, schedules
     assert leftovers(etcd) == []
+
+
+async def test_the_parallel_lanes_example_runs_as_written(client, etcd, tmp_path):
+    await etcd.wait_healthy()
+    env = command_env(client.service_client.config.target_host, tmp_path,
+                      CHAOS_TASK_QUEUE=f"t-{uuid.uuid4().hex[:10]}")
+    proc = await asyncio.to_thread(starter, "run", "examples/etcd-parallel-lanes.yaml", "--json", *subject_args(etcd),
+                                   env=env)
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 0 and report["verdict"] == "pass", (report["reasons"], proc.stderr[-2000:])
+    pause, loss = sorted(report["steps"], key=lambda s: s["lane"])
+    assert (pause["fault"], pause["targets"], loss["fault"], loss["targets"]) == ("pause", ["etcd2"], "loss", ["etcd3"])
+    # Side by side: the loss went in while etcd2 was still frozen.
+    assert pause["injected_at"] < loss["injected_at"] < pause["restored_at"]
+    assert leftovers(etcd) == []

@@ -43,8 +43,10 @@ def test_every_example_passes_a_dry_run_that_touches_nothing(example, monkeypatc
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith(f"experiment {example.relative_to(ROOT)}")
-    assert any(line.startswith("step 1: ") and "could hit" in line for line in lines), result.output
-    assert any("undo: at the latest" in line for line in lines), result.output
+    assert any(line.startswith("step 1: ") for line in lines), result.output
+    # Every fault says who it could hit and when it is undone at the latest; a random schedule, what it draws.
+    assert any("could hit" in line for line in lines) or any("random faults for" in line for line in lines)
+    assert any("undo: at the latest" in line for line in lines) or any("held" in line for line in lines)
     assert lines[-1] == "dry run: nothing was started or touched"
 
 
