@@ -15,7 +15,7 @@ from pathlib import Path
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from durable_chaos.contracts import Attr, ChaosInput, ExternalDetector, StopConditions, SubjectRef
+from durable_chaos.contracts import Attr, ChaosInput, ExternalDetector, Step, StopConditions, SubjectRef
 from durable_chaos.ids import fault_guard_id
 from durable_chaos.runtime.copies import SubjectCopy, free_port_base
 from durable_chaos.runtime.devserver import temporal_binary
@@ -57,6 +57,17 @@ async def main() -> None:
         "their_alert": (ChaosInput(subject=copy.ref, countdown_s=1, detectors=[
             ExternalDetector(kind="alert", alert="EtcdMemberDown", url=monitoring.url)]), None),
         "notify": (ChaosInput(subject=copy.ref, countdown_s=1, notify_url=f"{monitoring.url}/hook"), None),
+        # Steps: a held fault, a wait until steady, two lanes side by side, a seeded random schedule.
+        "steps": (ChaosInput(subject=copy.ref, countdown_s=1, steps=[Step.model_validate(s) for s in (
+            {"fault": {"fault": "partition", "target": "leader", "duration_s": 3}}, {"until_steady": True},
+            {"lanes": [[{"fault": {"fault": "pause", "target": "follower", "duration_s": 2,
+                                   "allow_quorum_loss": True}}],
+                       [{"wait_s": 0.5}, {"fault": {"fault": "loss", "params": {"percent": 30}, "target": "follower",
+                                                    "duration_s": 2}}]]},
+            {"random": {"duration_s": 4, "kinds": ["pause"], "every_s": 2, "hold_s": 1, "seed": 5}})]), None),
+        # A fault that does nothing (a cap far above the traffic): inconclusive.
+        "no_effect": (ChaosInput(subject=copy.ref, countdown_s=1, fault="bandwidth", fault_params={"rate": "10gbit"},
+                                 detect_timeout_s=3), None),
     }
     try:
         await copy.wait_healthy()

@@ -223,6 +223,20 @@ async def test_starter_links_the_run_and_the_list_of_chaos_runs(chaos_command, f
     assert (guard_run.run_status, guard_run.fault_state, guard_run.action) == ("COMPLETED", FaultState.RESTORED, None)
 
 
+async def test_the_list_of_chaos_runs_shows_a_failed_verdict_as_failed(finished_run, failed_run, temporal_ui_env,
+                                                                       isolated_chromium):
+    """Without opening a run: its verdict fail ended it Failed, a pass Completed."""
+    workflows = f"http://127.0.0.1:{temporal_ui_env.ui_port}/namespaces/default/workflows"
+    async with browser_page(isolated_chromium, ARTIFACTS / "ui-failed-verdict.png") as page:
+        await page.goto(f"{workflows}?query=WorkflowType%3D%22ChaosDemoWorkflow%22")
+        failed = page.locator("tr", has_text=failed_run)
+        await failed.first.wait_for(timeout=30_000)
+        assert "failed" in (await failed.first.inner_text()).lower()
+        passed = page.locator("tr", has_text=finished_run["run_id"])
+        await passed.first.wait_for(timeout=15_000)
+        assert "completed" in (await passed.first.inner_text()).lower()
+
+
 async def test_a_closed_run_shows_its_facts_with_no_worker_running(finished_run, temporal_ui_env, isolated_chromium):
     """No worker runs here (the starter's ended with the run): current details and queries go unanswered, the memo
     carries what a person looks for."""
@@ -418,7 +432,7 @@ async def test_bad_input_exits_2_with_one_line(cli_env, args, message):
 async def test_watch_of_a_closed_run_points_to_status(failed_run, cli_env):
     proc = await asyncio.to_thread(starter, "watch", failed_run, env=cli_env)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip() == (f"error: run {failed_run} is not running (COMPLETED); "
+    assert proc.stderr.strip() == (f"error: run {failed_run} is not running (FAILED); "
                                    f"`status {failed_run}` shows how it ended")
 
 
