@@ -44,8 +44,8 @@ class _NetFault(Fault):
 
     @abc.abstractmethod
     def _script(self, t: Target, which: str) -> str:
-        """The shell script that checks ("check"), injects ("inject") or undoes ("undo") the fault; its last line
-        of output answers: yes/no, injected/already, removed/absent."""
+        """The shell script that checks ("check"), injects ("inject"), undoes ("undo") the fault, or counts the
+        packets it touched ("count"); its last line of output answers: yes/no, injected/already, removed/absent, N."""
 
     def _run(self, t: Target, which: str) -> str:
         """Run the inject/undo/check script; the last line of its output is its answer."""
@@ -60,6 +60,19 @@ class _NetFault(Fault):
 
     def inject(self, t: Target) -> bool:
         return self._run(t, "inject") == "injected"
+
+    def counted(self) -> str:
+        """What the number its "count" script prints is."""
+        return "packets dropped"
+
+    def evidence_of_effect(self, t: Target) -> str | None:
+        """Packets its rules dropped (or its queue held back): rules in place on an idle link, or a rate cap above
+        the traffic, have done nothing."""
+        try:
+            n = int(self._run(t, "count") or 0)
+        except (NotRunning, ValueError):
+            return None
+        return f"{t.service}: {n} {self.counted()}" if n else None
 
     def undo(self, t: Target) -> bool:
         try:
@@ -76,14 +89,6 @@ class _Filter(_NetFault):
     @abc.abstractmethod
     def rules(self, t: Target) -> list[str]:
         """iptables rule specs appended to the chain."""
-
-    def evidence_of_effect(self, t: Target) -> str | None:
-        """Packets the chain's DROP rules have matched: rules in place on an idle link have done nothing."""
-        try:
-            dropped = int(self._run(t, "count") or 0)
-        except (NotRunning, ValueError):
-            return None
-        return f"{t.service}: {dropped} packets dropped" if dropped else None
 
     def _script(self, t: Target, which: str) -> str:
         chain = f"CHAOS-{t.tag}"
@@ -224,13 +229,8 @@ class _Qdisc(_NetFault):
     def qdisc(self) -> str:
         """The qdisc and its arguments, as `tc qdisc add ... root handle H:` takes them."""
 
-    def evidence_of_effect(self, t: Target) -> str | None:
-        """Packets the qdisc held back (dropped or over its limit): a cap above the traffic changes nothing."""
-        try:
-            held = int(self._run(t, "count") or 0)
-        except (NotRunning, ValueError):
-            return None
-        return f"{t.service}: {held} packets dropped or held back by {self.qdisc_kind}" if held else None
+    def counted(self) -> str:
+        return f"packets dropped or held back by {self.qdisc_kind}"
 
     def _script(self, t: Target, which: str) -> str:
         handle = format(int(t.tag[:4], 16) % 0xFFF0 + 1, "x")
