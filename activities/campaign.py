@@ -7,13 +7,14 @@ from temporalio import activity
 from temporalio.client import WorkflowFailureError
 from temporalio.service import RPCError
 
+from durable_chaos.contracts import Attr
 from durable_chaos.contracts.campaign import CAMPAIGN_WORKFLOW_NAME, CampaignReport, PreviousCampaignRequest
 
 
 def previous_query(req: PreviousCampaignRequest) -> str:
-    # The campaign's id is campaign-NAME, so "the same campaign" is the same workflow id; the task queue keeps a
-    # staging worker's runs from being compared with production's. Only completed runs have a report to compare.
-    return (f'WorkflowType="{CAMPAIGN_WORKFLOW_NAME}" AND WorkflowId="{req.workflow_id}" '
+    # "The same campaign" is the same name (a search attribute: a schedule's runs have ids of their own); the task
+    # queue keeps a staging worker's runs from being compared with production's. Only completed runs have a report.
+    return (f'WorkflowType="{CAMPAIGN_WORKFLOW_NAME}" AND {Attr.CAMPAIGN.name}="{req.name}" '
             f'AND TaskQueue="{req.task_queue}" AND ExecutionStatus="Completed"')
 
 

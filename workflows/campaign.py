@@ -30,7 +30,7 @@ from workflows import policy
 with workflow.unsafe.imports_passed_through():
     from activities.campaign import previous_campaign_report
     from durable_chaos.campaign.scorecard import compare, failing_first
-    from durable_chaos.contracts import WORKFLOW_TASK_TIMEOUT, ChaosReport, report_of_failure
+    from durable_chaos.contracts import WORKFLOW_TASK_TIMEOUT, Attr, ChaosReport, report_of_failure
     from durable_chaos.contracts.campaign import (
         CAMPAIGN_WORKFLOW_NAME,
         CampaignCell,
@@ -57,6 +57,7 @@ class ChaosCampaignWorkflow:
     async def run(self, inp: CampaignInput) -> CampaignReport:
         v = self.view
         v.campaign, v.parallelism, v.started_at = inp.name, inp.parallelism, workflow.now()
+        workflow.upsert_search_attributes([Attr.CAMPAIGN.value_set(inp.name)])  # the scorecard finds runs by it
         v.cells = [CellResult.of(c) for c in inp.cells]
         self._details()
         running: dict[int, asyncio.Task] = {}
@@ -146,7 +147,7 @@ class ChaosCampaignWorkflow:
         try:
             previous = await workflow.execute_activity(
                 previous_campaign_report,
-                PreviousCampaignRequest(workflow_id=info.workflow_id, run_id=info.run_id,
+                PreviousCampaignRequest(name=self.view.campaign, workflow_id=info.workflow_id, run_id=info.run_id,
                                         task_queue=info.task_queue),
                 summary="the previous run of this campaign, for the scorecard",
                 **policy.previous_campaign())

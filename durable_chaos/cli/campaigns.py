@@ -50,6 +50,7 @@ from durable_chaos.contracts.campaign import (
     campaign_id,
 )
 from durable_chaos.experiment.load import BadExperiment
+from durable_chaos.faults.steps import check_steps
 from durable_chaos.runtime.connect import task_queue
 from workflows.campaign import ChaosCampaignWorkflow
 
@@ -77,7 +78,7 @@ def _build_images(loaded: LoadedCampaign) -> None:
     seen: set[str] = set()
     for cell in loaded.cells:
         for what, images in [(cell.subject.name, cell.subject.images())] + [
-                (f"fault {f.kind}", f.images()) for f in cell.faults]:
+                (f"fault {f.kind}", f.images()) for f in check_steps(cell.subject, cell.steps)]:
             if what not in seen:
                 seen.add(what)
                 build_images_with_progress(what, images)

@@ -20,6 +20,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from durable_chaos.cli.common import EXIT_BAD_INPUT, fail
 from durable_chaos.contracts import SCHEDULED_WORKFLOW_NAME, ChaosInput, ScheduledRunResult
+from durable_chaos.contracts.campaign import CAMPAIGN_WORKFLOW_NAME, CampaignInput, CampaignReport
 
 
 async def find_schedule(client: Client, schedule_id: str) -> tuple[ScheduleHandle, ScheduleDescription]:
@@ -38,11 +39,16 @@ async def _firing(client: Client, fired: ScheduleActionResult) -> str:
     action = fired.action
     if not isinstance(action, ScheduleActionExecutionStartWorkflow):
         return f"{fired.started_at:%Y-%m-%d %H:%M:%S}"
-    handle = client.get_workflow_handle(action.workflow_id, run_id=action.first_execution_run_id,
-                                        result_type=ScheduledRunResult)
     try:
-        status = (await handle.describe()).status
-        if status == WorkflowExecutionStatus.COMPLETED:
+        desc = await client.get_workflow_handle(action.workflow_id, run_id=action.first_execution_run_id).describe()
+        campaign = desc.workflow_type == CAMPAIGN_WORKFLOW_NAME  # a campaign schedule fires the campaign itself
+        handle = client.get_workflow_handle(action.workflow_id, run_id=action.first_execution_run_id,
+                                            result_type=CampaignReport if campaign else ScheduledRunResult)
+        status = desc.status
+        if status == WorkflowExecutionStatus.COMPLETED and campaign:
+            report = await handle.result()
+            outcome = f"campaign {report.verdict}: {len(report.cells)} cells"
+        elif status == WorkflowExecutionStatus.COMPLETED:
             result = await handle.result()
             outcome = (f"ran {result.workflow_id}: {result.verdict or 'no verdict'}" if result.started
                        else result.skipped_reason or "skipped")
@@ -65,7 +71,8 @@ async def chaos_schedules(client: Client, queue: str | None = None) -> AsyncIter
     runs on `queue` when given. A schedule deleted between the listing and its description is left out."""
     async for entry in await client.list_schedules():
         action = entry.schedule.action if entry.schedule else None
-        if action is None or getattr(action, "workflow", None) != SCHEDULED_WORKFLOW_NAME:
+        if action is None or getattr(action, "workflow", None) not in (SCHEDULED_WORKFLOW_NAME,
+                                                                       CAMPAIGN_WORKFLOW_NAME):
             continue  # someone else's schedule in this namespace
         handle = client.get_schedule_handle(entry.id)
         try:
@@ -109,13 +116,19 @@ async def schedule_grid(client: Client, schedule_id: str) -> Table:
     _, desc = await find_schedule(client, schedule_id)
     spec, info = desc.schedule.spec, desc.info
     action = desc.schedule.action
-    inp = await client.data_converter.decode(action.args, [ChaosInput]) if isinstance(
-        action, ScheduleActionStartWorkflow) and action.args else None
+    runs = "-"
+    if isinstance(action, ScheduleActionStartWorkflow) and action.args:
+        if action.workflow == CAMPAIGN_WORKFLOW_NAME:
+            (campaign,) = await client.data_converter.decode(action.args, [CampaignInput])
+            runs = (f"campaign {campaign.name}: {len(campaign.cells)} cells, {campaign.parallelism} at once ("
+                    + "; ".join(c.key for c in campaign.cells) + ")")
+        else:
+            runs = (await client.data_converter.decode(action.args, [ChaosInput]))[0].summary()
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
     grid.add_row("schedule", schedule_id)
-    grid.add_row("runs", inp[0].summary() if inp else "-")
+    grid.add_row("runs", runs)
     grid.add_row("when", f"{await desc.memo_value('cron', '-')} ({spec.time_zone_name or 'UTC'})")
     grid.add_row("overlap", desc.schedule.policy.overlap.name)
     grid.add_row("on failure", on_failure(desc))

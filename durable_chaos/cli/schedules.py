@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from temporalio.client import (
     Schedule,
     ScheduleActionStartWorkflow,
@@ -29,15 +30,23 @@ from temporalio.client import (
     ScheduleSpec,
     ScheduleState,
 )
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
-from durable_chaos.cli.common import EXIT_BAD_INPUT, connect_client, err_console, fail, has_live_worker
-from durable_chaos.cli.experiments import load_or_exit
+from durable_chaos.campaign.load import is_campaign_file, load_campaign
+from durable_chaos.cli.common import (
+    EXIT_BAD_INPUT,
+    connect_client,
+    err_console,
+    fail,
+    has_live_worker,
+)
+from durable_chaos.cli.experiments import load_or_exit, overrides_or_exit
 from durable_chaos.cli.options import (
     ABORT_PROBE_OPTION,
     ABORT_QUERY_OPTION,
-    COUNTDOWN_OPTION,
     COUNT_OPTION,
+    COUNTDOWN_OPTION,
     DETECT_ALERT_OPTION,
     DETECT_HTTP_OPTION,
     DETECT_INTERVAL_OPTION,
@@ -59,10 +68,17 @@ from durable_chaos.cli.options import (
     TARGET_OPTION,
 )
 from durable_chaos.cli.run_input import chaos_input, guardrails
-from durable_chaos.cli.schedule_views import find_schedule, schedule_grid, schedules_table
-from durable_chaos.contracts import WORKFLOW_TASK_TIMEOUT, ChaosInput
+from durable_chaos.cli.schedule_views import (
+    find_schedule,
+    schedule_grid,
+    schedules_table,
+)
+from durable_chaos.contracts import WORKFLOW_TASK_TIMEOUT, Attr, ChaosInput
+from durable_chaos.contracts.campaign import CampaignInput
+from durable_chaos.experiment.load import BadExperiment
 from durable_chaos.runtime.connect import task_queue
 from subjects import resolve
+from workflows.campaign import ChaosCampaignWorkflow
 from workflows.scheduled import ScheduledChaosWorkflow
 
 app = typer.Typer(help="Nightly (or any cron) chaos runs as Temporal Schedules.", no_args_is_help=True,
@@ -80,26 +96,44 @@ def _check_timezone(name: str) -> None:
         fail(EXIT_BAD_INPUT, f"unknown --timezone {name!r} (an IANA name such as UTC or Europe/Berlin)")
 
 
-async def _create(schedule_id: str, inp: ChaosInput, cron: str, timezone: str, paused: bool) -> None:
+def _run_action(schedule_id: str, inp: ChaosInput) -> ScheduleActionStartWorkflow:
+    return ScheduleActionStartWorkflow(
+        ScheduledChaosWorkflow.run,
+        inp,
+        id=schedule_id,  # Temporal appends the fire time: "<schedule id>-2026-01-01T03:00:00Z"
+        task_queue=task_queue(),
+        task_timeout=WORKFLOW_TASK_TIMEOUT,
+        typed_search_attributes=inp.start_attributes(),
+        static_summary=f"scheduled: {inp.summary()}",
+    )
+
+
+def _campaign_action(schedule_id: str, inp: CampaignInput) -> ScheduleActionStartWorkflow:
+    # The campaign itself is the action: its cells are its children, and its runs find each other for the
+    # scorecard by name (ChaosCampaign), whatever the fire time appended to their ids.
+    return ScheduleActionStartWorkflow(
+        ChaosCampaignWorkflow.run, inp, id=schedule_id, task_queue=task_queue(), task_timeout=WORKFLOW_TASK_TIMEOUT,
+        typed_search_attributes=TypedSearchAttributes([SearchAttributePair(Attr.CAMPAIGN, inp.name)]),
+        static_summary=f"scheduled: {campaign_summary(inp)}")
+
+
+def campaign_summary(inp: CampaignInput) -> str:
+    return f"campaign {inp.name}: {len(inp.cells)} cells, {inp.parallelism} at once"
+
+
+async def _create(schedule_id: str, action: ScheduleActionStartWorkflow, summary: str, cron: str, timezone: str,
+                  paused: bool, pause_on_failure: bool) -> None:
     client = await connect_client()
     schedule = Schedule(
-        action=ScheduleActionStartWorkflow(
-            ScheduledChaosWorkflow.run,
-            inp,
-            id=schedule_id,  # Temporal appends the fire time: "<schedule id>-2026-01-01T03:00:00Z"
-            task_queue=task_queue(),
-            task_timeout=WORKFLOW_TASK_TIMEOUT,
-            typed_search_attributes=inp.start_attributes(),
-            static_summary=f"scheduled: {inp.summary()}",
-        ),
+        action=action,
         spec=ScheduleSpec(cron_expressions=[cron], time_zone_name=timezone),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=CATCHUP_WINDOW,
-                              pause_on_failure=inp.pause_on_failure),
-        state=ScheduleState(paused=paused, note=f"created by starter.py: {inp.summary()}"),
+                              pause_on_failure=pause_on_failure),
+        state=ScheduleState(paused=paused, note=f"created by starter.py: {summary}"),
     )
     try:
         # The server keeps the spec as calendars; the memo keeps the cron line as the user wrote it, for display.
-        await client.create_schedule(schedule_id, schedule, search_attributes=inp.start_attributes(),
+        await client.create_schedule(schedule_id, schedule, search_attributes=action.typed_search_attributes,
                                      memo={"cron": cron})
     except ScheduleAlreadyRunningError:
         fail(EXIT_BAD_INPUT, f"schedule {schedule_id!r} already exists (delete it first, or pick another --id)")
@@ -107,20 +141,35 @@ async def _create(schedule_id: str, inp: ChaosInput, cron: str, timezone: str, p
         if err.status == RPCStatusCode.INVALID_ARGUMENT:
             fail(EXIT_BAD_INPUT, f"the server refused the schedule: {err.message}")
         raise
-    console.print(f"schedule [bold]{schedule_id}[/]: {inp.summary()} at '{cron}' ({timezone})"
-                  f"{', paused' if paused else ''}{', pauses on a failed run' if inp.pause_on_failure else ''}"
+    console.print(f"schedule [bold]{schedule_id}[/]: {summary} at '{cron}' ({timezone})"
+                  f"{', paused' if paused else ''}{', pauses on a failed run' if pause_on_failure else ''}"
                   f"; runs need a worker (python worker.py) on task queue "
                   f"{task_queue()!r}", highlight=False)
 
 
-def _from_file(ctx: typer.Context, file: Path, sets: list[str] | None, project: str | None,
-               port_base: int | None) -> ChaosInput:
-    """The file says what to run; a run option given beside it would be silently dropped, so it is refused."""
+def _refuse_run_options(ctx: typer.Context) -> None:
+    """A run option given beside --file would be silently dropped, so it is refused."""
     given = [f"--{name.replace('_', '-')}" for name in RUN_OPTIONS
              if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"]
     if given:
         fail(EXIT_BAD_INPUT, f"--file says what to run: drop {', '.join(given)} (or set it in the file)")
+
+
+def _from_file(ctx: typer.Context, file: Path, sets: list[str] | None, project: str | None,
+               port_base: int | None) -> ChaosInput:
+    """The file says what to run."""
+    _refuse_run_options(ctx)
     return load_or_exit(file, sets, project, port_base).run_input
+
+
+def _campaign_from_file(ctx: typer.Context, file: Path, sets: list[str] | None, project: str | None,
+                        port_base: int | None) -> CampaignInput:
+    """A campaign file: every cell checked now, and the cells (not the file's path) stored in the schedule."""
+    _refuse_run_options(ctx)
+    try:
+        return load_campaign(file, overrides_or_exit(sets), project=project, port_base=port_base).input
+    except BadExperiment as err:
+        fail(EXIT_BAD_INPUT, escape(str(err)))
 
 
 # The options that say what a run does; an experiment file (--file) says all of that itself.
@@ -164,13 +213,19 @@ def create(
     notify: Optional[str] = NOTIFY_OPTION,
     file: Optional[Path] = typer.Option(
         None, "--file", metavar="FILE",
-        help="Run this experiment file instead of the run options above. Its content is stored in the schedule: "
-             "editing the file later changes nothing until the schedule is made again."),
+        help="Run this experiment file, or campaign file, instead of the run options above. Its content is stored "
+             "in the schedule: editing the file later changes nothing until the schedule is made again."),
     sets: Optional[list[str]] = typer.Option(None, "--set", metavar="NAME=VALUE",
                                              help="With --file: override a variable the file declares."),
 ) -> None:
     """Run chaos on a schedule (default every night at 03:00 UTC). A run is skipped while the subject is busy."""
     _check_timezone(timezone)
+    if file is not None and is_campaign_file(file):
+        campaign = _campaign_from_file(ctx, file, sets, project, port_base)
+        asyncio.run(_create(schedule_id or f"nightly-{campaign.name}", _campaign_action(
+            schedule_id or f"nightly-{campaign.name}", campaign), campaign_summary(campaign), cron, timezone, paused,
+            pause_on_failure))
+        return
     if file is not None:
         inp = _from_file(ctx, file, sets, project, port_base)
     elif sets:
@@ -185,7 +240,9 @@ def create(
     # Named here, not in the workflow: the project is the workflow id that locks the subject copy.
     inp.subject.project = resolve(inp.subject).project
     inp.pause_on_failure = pause_on_failure
-    asyncio.run(_create(schedule_id or f"nightly-{inp.subject.project}", inp, cron, timezone, paused))
+    schedule_id = schedule_id or f"nightly-{inp.subject.project}"
+    asyncio.run(_create(schedule_id, _run_action(schedule_id, inp), inp.summary(), cron, timezone, paused,
+                        pause_on_failure))
 
 
 async def _list() -> None:

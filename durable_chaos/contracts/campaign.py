@@ -125,6 +125,7 @@ class CampaignReport(BaseModel):
 
 
 class PreviousCampaignRequest(BaseModel):
+    name: str = Field(description="the campaign's name (its ChaosCampaign search attribute)")
     workflow_id: str
     run_id: str = Field(description="this run: never its own previous")
     task_queue: str

@@ -89,7 +89,11 @@ class Attr:
     RESTORE_SECONDS = SearchAttributeKey.for_float("ChaosRestoreSeconds")
     DIAGNOSIS_CORRECT = SearchAttributeKey.for_bool("ChaosDiagnosisCorrect")
 
-    ALL = (SUBJECT, FAULT, TARGET, STAGE, FAULT_STATE, VERDICT, DETECT_SECONDS, RESTORE_SECONDS, DIAGNOSIS_CORRECT)
+    # A campaign's name: its runs, started by hand or by a schedule (whose ids carry the firing time), are found
+    # by it for the scorecard.
+    CAMPAIGN = SearchAttributeKey.for_keyword("ChaosCampaign")
+    ALL = (SUBJECT, FAULT, TARGET, STAGE, FAULT_STATE, VERDICT, DETECT_SECONDS, RESTORE_SECONDS, DIAGNOSIS_CORRECT,
+           CAMPAIGN)
 
 
 def bad_input(message: str) -> ApplicationError:

@@ -18,6 +18,7 @@ from durable_chaos.contracts import (
     ScheduledRunResult,
     final_report,
 )
+from durable_chaos.contracts.campaign import CampaignInput
 from durable_chaos.faults import CATALOG
 from tests.conftest import command_env, running_worker, starter, subject_args
 from workflows.chaos import ChaosDemoWorkflow
@@ -176,3 +177,20 @@ async def test_a_schedule_takes_the_file_or_the_run_options_not_both(cli_env, sc
                                    "--fault", "stop", env=cli_env)
     assert both.returncode == 2
     assert both.stderr.strip() == "error: --file says what to run: drop --fault (or set it in the file)"
+
+
+async def test_a_schedule_of_a_campaign_stores_its_cells_and_describes_them(client, cli_env, schedule_id):
+    created = await asyncio.to_thread(starter, "schedule", "create", "--id", schedule_id, "--paused", "--file",
+                                      "examples/campaign-nats.yaml", "--set", "max_gap=7", env=cli_env)
+    assert created.returncode == 0, created.stderr
+    assert "campaign nats-nightly: 4 cells, 1 at once" in created.stdout, created.stdout
+    desc = await client.get_schedule_handle(schedule_id).describe()
+    assert desc.schedule.action.workflow == "ChaosCampaignWorkflow"
+    stored, = await client.data_converter.decode(desc.schedule.action.args, [CampaignInput])
+    assert [c.key for c in stored.cells] == ["nats · kill · leader", "nats · kill · follower",
+                                             "nats · pause · leader", "nats · pause · follower"]
+    assert stored.cells[0].run_input.hypothesis[0].tolerance.lt == 7  # --set went in when it was made
+    described = await asyncio.to_thread(starter, "schedule", "describe", schedule_id, env=cli_env)
+    assert "campaign nats-nightly: 4 cells" in described.stdout, described.stdout
+    listed = await asyncio.to_thread(starter, "schedule", "list", env=cli_env)
+    assert schedule_id in listed.stdout, listed.stdout
