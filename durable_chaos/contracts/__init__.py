@@ -26,7 +26,7 @@ from durable_chaos.contracts.guard import (
     ReapRequest,
     RunClosed,
 )
-from durable_chaos.contracts.hypothesis import Figure, Mode, Probe, ProbeResult, Tolerance
+from durable_chaos.contracts.hypothesis import Figure, Mode, Probe, ProbeResult, ProbeSample, Tolerance
 from durable_chaos.contracts.names import (
     DEFAULT_LOAD_RATE,
     GUARD_WORKFLOW_NAME,
@@ -96,6 +96,7 @@ __all__ = [
     "Mode",
     "Probe",
     "ProbeResult",
+    "ProbeSample",
     "Tolerance",
     "TASK_QUEUE",
     "WORKFLOW_NAME",

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from durable_chaos.contracts.hypothesis import Probe, ProbeSample
 from durable_chaos.contracts.names import DEFAULT_LOAD_RATE, FaultKind
 from durable_chaos.contracts.run import ExternalDetector, StopConditions, SubjectRef, Trip
 from durable_chaos.contracts.steps import FaultStep, Step
@@ -162,6 +163,8 @@ class LoadWindow(BaseModel):
     p99_ms: float | None = None
     last_ok_at: datetime | None = Field(default=None, description="when its last successful operation completed")
     tripped: Trip | None = Field(default=None, description="a stop condition this window tripped")
+    probes: dict[str, list[ProbeSample]] = Field(default={}, description="the hypothesis's sampled probes, by "
+                                                 "label: what each answered in this window (activities/sampling.py)")
 
 
 class LoadRequest(BaseModel):
@@ -177,6 +180,8 @@ class LoadRequest(BaseModel):
     recent: list[LoadWindow] = Field(default=[], description="the windows before, inside the error rate's window")
     last_ok_before: datetime | None = Field(default=None, description="the last success before this window")
     load_since: datetime | None = Field(default=None, description="when the run's load began")
+    probes: list[Probe] = Field(default=[], description="the hypothesis's probes that ask something (http, exec, "
+                                                       "promql): each is asked once in the window")
 
 
 class LoadSummary(BaseModel):
