@@ -23,6 +23,7 @@ from temporalio import activity
 from activities.docker import open_session
 from activities.guardrails import load_trip
 from activities.common import resolve_or_bad_input
+from activities.sampling import probe_timeout, sample_all
 from durable_chaos.contracts import LoadRequest, LoadWindow
 from durable_chaos.ids import fault_tag
 from durable_chaos.safety.checkers import percentile
@@ -117,8 +118,14 @@ async def run_load_window(req: LoadRequest) -> LoadWindow:
     instance = resolve_or_bad_input(req.subject)
     info = activity.info()
     start_ns = _first_due(req, time.time_ns())
-    async with open_session(instance) as session:
-        ops = await _open_loop(session, req, run_keys(), start_ns)
+    # The hypothesis's own probes, asked once beside the load; each keeps well inside the window (sampling.py).
+    probes = asyncio.create_task(sample_all(req.probes, instance, probe_timeout(req.window_s)))
+    try:
+        async with open_session(instance) as session:
+            ops = await _open_loop(session, req, run_keys(), start_ns)
+        samples = await probes
+    finally:
+        probes.cancel()
     end_ns = time.time_ns()
     ops.sort(key=lambda op: op.invoke_ns)
     await asyncio.to_thread(write_part, run_dir(info.workflow_id, info.workflow_run_id) / f"{start_ns}{PART_SUFFIX}",
@@ -137,6 +144,7 @@ async def run_load_window(req: LoadRequest) -> LoadWindow:
         p95_ms=percentile(answered, 95),
         p99_ms=percentile(answered, 99),
         last_ok_at=_at(last_ok_ns) if last_ok_ns else None,
+        probes=samples,
     )
     if req.stop is not None:
         window.tripped = load_trip(req.stop, req.recent, window, req.last_ok_before, req.load_since)

@@ -75,7 +75,8 @@ class Background:
     def _load_request(self, load_since: datetime, due_from: datetime | None) -> LoadRequest:
         inp = self.inp
         req = LoadRequest(subject=inp.subject, window_s=inp.load_window_s, concurrency=inp.load_concurrency,
-                          check_timeout_s=inp.check_timeout_s, rate=self.rate, due_from=due_from)
+                          check_timeout_s=inp.check_timeout_s, rate=self.rate, due_from=due_from,
+                          probes=[p for p in inp.hypothesis if p.sampled])  # asked by the window itself
         if inp.stop.on_load:
             # The window judges the load's figures itself (stop conditions are evaluated in activities): it gets
             # what it cannot see, the windows before it inside the error rate's window and the last success.

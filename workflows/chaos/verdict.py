@@ -58,7 +58,8 @@ def safety_reason(s: SafetyReport) -> str:
 def report(inp: ChaosInput, p: Progress, rec: Record, end: Ending) -> ChaosReport:
     """The run's report; its verdict is pass only when every part of the hypothesis held."""
     detectors = detector_results(inp, p, rec) if inp.detectors else []
-    probes = hypothesis.judge(inp.hypothesis, end.safety.availability if end.safety else None)
+    probes = hypothesis.judge(inp.hypothesis, end.safety.availability if end.safety else None, rec.windows,
+                              rec.injected.injected_at if rec.injected else None, end.final.at if end.final else None)
     result, why = verdict_of(rec, end, probes, detectors)
     first = rec.first
     targets = first.request.members if first else p.targets  # planned, if the run ended before it went in
