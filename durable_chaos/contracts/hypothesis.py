@@ -151,8 +151,8 @@ class Probe(BaseModel):
         if figure is None:
             return None
         if figure not in FIGURES[kind]:
-            raise ValueError(f"{figure!r} is not a figure of {'the load' if kind == 'load' else 'an ' + kind + ' probe'}"
-                             f" (its figures: {', '.join(FIGURES[kind])})")
+            whose = "the load" if kind == "load" else f"{'a' if kind == 'promql' else 'an'} {kind} probe"
+            raise ValueError(f"{figure!r} is not a figure of {whose} (its figures: {', '.join(FIGURES[kind])})")
         if figure == "json" and not (info.data.get("http") and info.data["http"].json_field):
             raise ValueError("json needs the field to read: http: {url: ..., json: data.status}")
         return figure

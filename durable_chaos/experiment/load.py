@@ -72,6 +72,7 @@ def load_composed(path: Path, root: yaml.MappingNode, data: dict, overrides: dic
         first = err.errors()[0]
         raise BadExperiment(where.say(first["loc"], first["msg"].removeprefix("Value error, "))) from None
     subject = _subject(experiment, path, where)
+    _check_probes(experiment, subject, where)
     steps = [wire_step(step) for step in experiment.steps]
     try:
         check_steps(subject, steps)
@@ -257,6 +258,20 @@ def _substitute(value: Any, values: dict[str, str], where: _Where, loc: tuple) -
 def _subject_arg(subject: str, path: Path) -> str:
     """A subject folder is relative to the experiment file, wherever the command runs from."""
     return str((path.parent / Path(subject).expanduser()).resolve()) if is_folder_ref(subject) else subject
+
+
+def _check_probes(e: Experiment, subject: Subject, where: _Where) -> None:
+    """What the model cannot know: a member an exec probe runs in, and one name per sampled probe (its samples are
+    kept by name)."""
+    seen: set[str] = set()
+    for i, probe in enumerate(e.hypothesis):
+        if probe.exec_ and probe.exec_.service not in subject.services:
+            raise BadExperiment(where.say(("hypothesis", i, "exec", "service"), f"{probe.exec_.service!r} is not a "
+                                          f"member of {subject.name} (members: {', '.join(subject.services)})"))
+        if probe.sampled and probe.label in seen:
+            raise BadExperiment(where.say(("hypothesis", i, "name"), f"another probe is named {probe.label!r}: "
+                                          "give each its own name"))
+        seen.add(probe.label)
 
 
 def _subject(e: Experiment, path: Path, where: _Where) -> Subject:

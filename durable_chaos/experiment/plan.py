@@ -9,7 +9,7 @@ from __future__ import annotations
 from durable_chaos.experiment.load import Loaded
 from durable_chaos.faults import make_fault
 from durable_chaos.faults.targeting import ROLE_TARGETS
-from durable_chaos.hypothesis import PHASES, describe
+from durable_chaos.hypothesis import PHASES, describe, source
 from durable_chaos.wording import condition_labels
 
 WHO = {None: "a random member", "random": "a random member", "leader": "the leader", "follower": "a follower"}
@@ -71,6 +71,11 @@ def plan_lines(loaded: Loaded) -> list[str]:
         else:
             lines += _step_lines(f"step {number}", step, loaded, (number - 1,), detect, restore)
     for probe in e.hypothesis:
+        if probe.sampled:
+            lines.append(f"hypothesis: {probe.label} - {probe.what} of {source(probe)}, asked once a load window "
+                         f"({inp.load_window_s:g}s); every sample {PHASES[probe.mode]} {describe(probe.tolerance)}; "
+                         "the run fails if one does not, or none is taken")
+            continue
         lines.append(f"hypothesis: {probe.name or probe.figure} - {probe.figure} {PHASES[probe.mode]} "
                      f"{describe(probe.tolerance)}; the run fails if it does not hold")
     if e.stop.on_load or e.stop.watched:
