@@ -118,8 +118,9 @@ async def run_load_window(req: LoadRequest) -> LoadWindow:
     instance = resolve_or_bad_input(req.subject)
     info = activity.info()
     start_ns = _first_due(req, time.time_ns())
-    # The hypothesis's own probes, asked once beside the load; each keeps well inside the window (sampling.py).
-    probes = asyncio.create_task(sample_all(req.probes, instance, probe_timeout(req.window_s)))
+    # The hypothesis's own probes, asked once beside the load, when its last operation is due (sampling.py).
+    probes = asyncio.create_task(sample_all(req.probes, instance, probe_timeout(req.window_s),
+                                            at_ns=start_ns + int(req.window_s * 1e9)))
     try:
         async with open_session(instance) as session:
             ops = await _open_loop(session, req, run_keys(), start_ns)

@@ -2,14 +2,21 @@
 (`docker exec`), a PromQL instant query. Each answer is a sample (`ProbeSample`) in the window's result; the verdict
 judges them by phase (durable_chaos/hypothesis.py).
 
-A probe never delays its window: each is given a short deadline, well inside the window, and a probe that cannot
-be asked (refused, timed out, no such container) is a sample with an error, not a failed window.
+When: as the window's schedule ends (its last operation due), while the window waits for its last answers anyway.
+Not at its start: the load stops with the window that is running when the subject is healthy again after the last
+undo, so a window's start is almost never after that, and a probe judged `after` would have no sample. The sample
+taken at a window's end is after it, unless the window was already past its schedule. A probe that answers later
+than the window's last operation holds the window at most its deadline (`probe_timeout`); the next window catches
+up the operations due meanwhile (activities/load.py), so the load's rate does not suffer.
+
+A probe that cannot be asked (refused, timed out, no such container) is a sample with an error, not a failed window.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import datetime, timezone
 
 import httpx
@@ -21,8 +28,8 @@ from durable_chaos.contracts.hypothesis import TEXT_LIMIT
 from subjects import SubjectInstance
 from subjects.http import describe
 
-# A probe's deadline: this share of the window, at most PROBE_TIMEOUT_S. The load's operations are due over the
-# whole window, so a probe started with it is answered (or given up) before the window ends.
+# A probe's deadline: this share of the window, at most PROBE_TIMEOUT_S (a `docker exec` takes ~0.1 s, more on a
+# busy host: a shorter deadline would fail healthy probes).
 PROBE_SHARE = 0.8
 PROBE_TIMEOUT_S = 2.0
 
@@ -31,10 +38,13 @@ def probe_timeout(window_s: float) -> float:
     return min(PROBE_TIMEOUT_S, window_s * PROBE_SHARE)
 
 
-async def sample_all(probes: list[Probe], instance: SubjectInstance, timeout: float) -> dict[str, list[ProbeSample]]:
-    """Every probe asked once, at the same time; label -> [its sample]."""
+async def sample_all(probes: list[Probe], instance: SubjectInstance, timeout: float,
+                     at_ns: int | None = None) -> dict[str, list[ProbeSample]]:
+    """Every probe asked once, at the same time (at `at_ns`, epoch nanoseconds, when given); label -> [its sample]."""
     if not probes:
         return {}
+    if at_ns is not None and at_ns > time.time_ns():
+        await asyncio.sleep((at_ns - time.time_ns()) / 1e9)
     members = DockerMembers(instance) if any(p.exec_ for p in probes) else None
     async with httpx.AsyncClient() as http:
         samples = await asyncio.gather(*(sample(p, http, members, timeout) for p in probes))

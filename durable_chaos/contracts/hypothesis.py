@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from durable_chaos.contracts.urls import check_http_url
+
 
 # The load's own figures, per phase of the run (durable_chaos/safety/availability.py measures them).
 LoadFigure = Literal["error_rate", "p50_ms", "p99_ms", "longest_gap_s"]
@@ -31,12 +33,6 @@ TEXT_FIGURES = ("body", "output")  # `matches` only; `json` is a number or a tex
 Mode = Literal["before", "during", "after", "continuously"]
 # A sampled text is kept to this many characters (it enters the event history once a window).
 TEXT_LIMIT = 1000
-
-
-def _http_url(url: str) -> str:
-    from durable_chaos.contracts.run import check_http_url  # run.py imports this module: not at the top
-
-    return check_http_url(url, "url")
 
 
 class Tolerance(BaseModel):
@@ -77,7 +73,7 @@ class HttpSource(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, url: str) -> str:
-        return _http_url(url)
+        return check_http_url(url, "url")
 
 
 class ExecSource(BaseModel):
@@ -96,7 +92,7 @@ class PromqlSource(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, url: str) -> str:
-        return _http_url(url)
+        return check_http_url(url, "url")
 
 
 class Probe(BaseModel):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from temporalio.common import (
@@ -15,6 +14,7 @@ from temporalio.common import (
 from durable_chaos.contracts.hypothesis import Probe
 from durable_chaos.contracts.names import DEFAULT_LOAD_RATE, MAX_LOAD_RATE, Attr, FaultKind
 from durable_chaos.contracts.steps import FaultStep, Step
+from durable_chaos.contracts.urls import check_http_url
 
 
 class SubjectRef(BaseModel):
@@ -25,21 +25,6 @@ class SubjectRef(BaseModel):
                                                          "the worker loads the definition from there")
     project: str | None = Field(default=None, description="compose project name; the subject's default if unset")
     port_base: int | None = Field(default=None, description="first host port; the subject's default if unset")
-
-
-def check_http_url(url: str | None, what: str) -> str | None:
-    """An http(s) URL with a host and a valid port, or ValueError naming `what` (an option, a variable) in one line:
-    every URL a run will call (monitoring, probes, webhooks) is checked before anything starts."""
-    if url is None:
-        return None
-    parts = urlsplit(url)
-    try:
-        _ = parts.port  # parsed on access: a port out of range or not a number raises ValueError
-    except ValueError as err:
-        raise ValueError(f"{what} is not a valid URL ({err}): {url!r}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
-        raise ValueError(f"{what} is not an http(s) URL with a host: {url!r}")
-    return url
 
 
 class StopConditions(BaseModel):
