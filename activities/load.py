@@ -118,19 +118,14 @@ async def run_load_window(req: LoadRequest) -> LoadWindow:
     instance = resolve_or_bad_input(req.subject)
     info = activity.info()
     start_ns = _first_due(req, time.time_ns())
-    # The hypothesis's own probes, asked once beside the load, when its last operation is due (sampling.py).
-    probes = asyncio.create_task(sample_all(req.probes, instance, probe_timeout(req.window_s),
-                                            at_ns=start_ns + int(req.window_s * 1e9)))
-    try:
-        async with open_session(instance) as session:
-            ops = await _open_loop(session, req, run_keys(), start_ns)
-        samples = await probes
-    finally:
-        probes.cancel()
+    async with open_session(instance) as session:
+        ops = await _open_loop(session, req, run_keys(), start_ns)
     end_ns = time.time_ns()
     ops.sort(key=lambda op: op.invoke_ns)
-    await asyncio.to_thread(write_part, run_dir(info.workflow_id, info.workflow_run_id) / f"{start_ns}{PART_SUFFIX}",
-                            ops)
+    part = run_dir(info.workflow_id, info.workflow_run_id) / f"{start_ns}{PART_SUFFIX}"
+    # The hypothesis's own probes, asked once, as late as the window can (sampling.py), while its part is written.
+    samples, _ = await asyncio.gather(sample_all(req.probes, instance, probe_timeout(req.window_s)),
+                                      asyncio.to_thread(write_part, part, ops))
 
     answered = sorted(op.latency_ms for op in ops if op.outcome == "ok")
     last_ok_ns = max((op.complete_ns for op in ops if op.outcome == "ok"), default=None)

@@ -71,7 +71,10 @@ async def test_an_http_probe_that_holds_passes_the_run(client, task_queue, etcd)
                                                   hypothesis=[probe, body]),
                 id=f"t-probes-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
             report = await asyncio.wait_for(final_report(handle), 120)
-    assert report.verdict == "pass", "\n".join(report.reasons)
+    timeline = [f"injected {report.injected_at:%T.%f}, healthy again {report.restored_at:%T.%f}"] + [
+        f"window {w.start:%T.%f}-{w.end:%T.%f}: " + ", ".join(f"{s.at:%T.%f}" for s in w.probes.get(probe.label, []))
+        for w in report.load.windows]
+    assert report.verdict == "pass", "\n".join(report.reasons + timeline)
     held, field = report.hypothesis
     assert held.held and held.samples >= 3 and held.value == 200, held
     assert field.held and field.samples >= 1, field
