@@ -16,7 +16,7 @@ from temporalio.exceptions import FailureError, is_cancelled_exception
 from temporalio.worker import ExecuteWorkflowInput, Interceptor, WorkflowInboundInterceptor, WorkflowInterceptorClassInput
 
 with workflow.unsafe.imports_passed_through():
-    from durable_chaos.contracts import WORKFLOW_NAME, ChaosInput, ChaosReport
+    from durable_chaos.contracts import WORKFLOW_NAME, ChaosInput, ChaosReport, report_of_failure
 
 RUNS_LOGGER = logging.getLogger("durable_chaos.runs")
 _log = workflow.LoggerAdapter(RUNS_LOGGER, None)
@@ -38,15 +38,21 @@ class _RunLines(WorkflowInboundInterceptor):
             report: ChaosReport = await super().execute_workflow(input)
         except BaseException as err:
             # Only endings of the run itself: an eviction from the worker's cache or a bug that retries the
-            # workflow task is not one.
-            if is_cancelled_exception(err):
+            # workflow task is not one. A fail verdict ends the run failed, with its report.
+            if (failed := report_of_failure(err)) is not None:
+                _log_report(run, failed)
+            elif is_cancelled_exception(err):
                 _log.info("%s ended: cancelled (the fault, if injected, is restored first)", run)
             elif isinstance(err, FailureError):
                 _log.info("%s ended: failed: %s", run, err)
             raise
-        _log.info("%s ended: verdict %s, %s %s, TTD %s, TTR %s", run, report.verdict, report.fault,
-                  report.target or "-", _seconds(report.time_to_detect_s), _seconds(report.time_to_restore_s))
+        _log_report(run, report)
         return report
+
+
+def _log_report(run: str, report: ChaosReport) -> None:
+    _log.info("%s ended: verdict %s, %s %s, TTD %s, TTR %s", run, report.verdict, report.fault, report.target or "-",
+              _seconds(report.time_to_detect_s), _seconds(report.time_to_restore_s))
 
 
 class RunLog(Interceptor):

@@ -138,8 +138,10 @@ async def test_stop_all_cancels_every_run_restores_every_fault_and_pauses_the_sc
 async def test_a_pause_on_failure_schedule_pauses_itself_when_its_run_fails(client, task_queue, cli_env, etcd,
                                                                             schedules):
     sid = schedules[0]
-    await create_schedule(cli_env, "--id", sid, "--pause-on-failure", *UNDETECTED, "--detect-timeout", "1", *LIGHT,
-                          *subject_args(etcd))
+    # The leader killed with no error allowed: the kill's errors trip the stop condition, a fail verdict. (A cap
+    # on a lightly loaded member would now be inconclusive, which is no failure of the system.)
+    await create_schedule(cli_env, "--id", sid, "--pause-on-failure", "--target", "leader", "--max-error-rate", "0",
+                          *LIGHT, *subject_args(etcd))
     schedule = client.get_schedule_handle(sid)
     async with running_worker(client, task_queue):
         await schedule.trigger()
@@ -149,7 +151,7 @@ async def test_a_pause_on_failure_schedule_pauses_itself_when_its_run_fails(clie
     # The run completed with verdict fail; the firing failed for it, naming the verdict and the reasons...
     cause = failed.value.cause
     assert cause.type == ErrorType.VERDICT_FAIL and "failed its verdict" in cause.message, cause
-    assert "the fault was not detected within 1s" in cause.message, cause.message
+    assert "stopped: error rate > 0%" in cause.message, cause.message
     # ...so Temporal paused the schedule: no further night runs until someone looks.
     await until(30, lambda: _paused(schedule))
     described = await asyncio.to_thread(starter, "schedule", "describe", sid, env=cli_env)
@@ -160,7 +162,7 @@ async def test_a_pause_on_failure_schedule_pauses_itself_when_its_run_fails(clie
     cells = [c.strip() for c in next(line for line in listed.stdout.splitlines() if sid in line).split("│")]
     assert cells[4].startswith("paused") and cells[5] == "pause", listed.stdout  # state, on failure
     assert leftovers(etcd) == []  # the run undid its fault as always
-    # The firing's new path (a patch marker, then the failure) replays on today's code.
+    # The firing's path (the child's failed verdict, then its own failure) replays on today's code.
     await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
         await firing.fetch_history())
 

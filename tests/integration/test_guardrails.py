@@ -115,10 +115,10 @@ async def test_monitoring_that_never_notices_fails_the_run_and_says_so(client, t
     with FakeMonitoring() as fake:  # healthy throughout: their endpoint never turns non-2xx
         detectors = [ExternalDetector(kind="http", url=f"{fake.url}/health")]
         async with running_worker(client, task_queue):
-            report = await client.execute_workflow(
+            report = await final_report(await client.start_workflow(
                 ChaosDemoWorkflow.run,
                 ChaosInput(subject=etcd.ref, target=TARGET, countdown_s=1, detect_timeout_s=3, detectors=detectors),
-                id=f"t-theirs-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
+                id=f"t-theirs-{uuid.uuid4().hex[:8]}", task_queue=task_queue))
     assert report.verdict == "fail"
     assert report.detectors[0].fired and not report.detectors[1].fired
     assert f"your monitoring did not notice: {fake.url}/health non-2xx never fired within 3s" in report.reasons

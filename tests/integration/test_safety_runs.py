@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from durable_chaos.contracts import ChaosInput
+from durable_chaos.contracts import ChaosInput, final_report
 from tests.conftest import ROOT, private_copy, running_worker
 from workflows.chaos import ChaosDemoWorkflow
 
@@ -31,9 +31,10 @@ def own_state_dir(tmp_path, monkeypatch):
 
 async def run(client, task_queue, copy, **kw):
     async with running_worker(client, task_queue):
-        return await client.execute_workflow(
+        # A fail verdict fails the run; its report is the failure's detail (final_report reads either).
+        return await final_report(await client.start_workflow(
             ChaosDemoWorkflow.run, ChaosInput(subject=copy.ref, countdown_s=1, **kw),
-            id=f"t-safety-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
+            id=f"t-safety-{uuid.uuid4().hex[:8]}", task_queue=task_queue))
 
 
 def history_lines(report) -> list[dict]:
