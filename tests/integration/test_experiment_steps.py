@@ -28,7 +28,9 @@ def steps_input(etcd, *steps, **kw) -> ChaosInput:
     return ChaosInput(subject=etcd.ref, countdown_s=1, steps=[Step.model_validate(s) for s in steps], **kw)
 
 
-async def progress_until(handle, predicate, timeout: float = 90):
+async def progress_until(handle, predicate, timeout: float = 300):
+    """Poll the run's progress until `predicate` holds. Generous: the first network fault of a fresh machine builds
+    its helper image in preflight."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -42,7 +44,7 @@ async def progress_until(handle, predicate, timeout: float = 90):
 
 
 async def test_a_multi_step_scenario_survives_a_worker_sigkill_between_its_steps(client, task_queue, etcd, tmp_path):
-    """Partition the leader for 8 s, heal, wait until steady, kill a follower: the worker dies between the steps."""
+    """Partition the leader for 8 s, heal, wait until steady, kill a follower: the worker dies between the faults."""
     await etcd.wait_healthy()
     address = client.service_client.config.target_host
     first = WorkerProcess(address, task_queue, tmp_path).wait_ready()
@@ -52,10 +54,11 @@ async def test_a_multi_step_scenario_survives_a_worker_sigkill_between_its_steps
             ChaosDemoWorkflow.run,
             steps_input(etcd, {"name": "cut the leader off", "fault": {"fault": "partition", "target": "leader",
                                                                       "duration_s": 8}},
-                        {"until_steady": True}, {"fault": {"fault": "kill", "target": "follower"}}),
+                        {"until_steady": True}, {"wait_s": 3}, {"fault": {"fault": "kill", "target": "follower"}}),
             id=etcd.instance.project, task_queue=task_queue, task_timeout=WORKFLOW_TASK_TIMEOUT)
-        # Between the steps: the partition is healed and the run waits for the steady state.
-        await progress_until(handle, lambda p: p.step == 2)
+        # Between the faults: the partition healed, the subject steady again, the run waiting 3 s (a wait that is
+        # long enough to be caught here: a steady subject makes "until steady" end at once).
+        await progress_until(handle, lambda p: p.step == 3)
         first.sigkill()
         second = WorkerProcess(address, task_queue, tmp_path).wait_ready()
         report = await asyncio.wait_for(final_report(handle), 240)
@@ -66,7 +69,7 @@ async def test_a_multi_step_scenario_survives_a_worker_sigkill_between_its_steps
     assert report.verdict == "pass", report.reasons
     partition, kill = report.steps
     assert (partition.step, partition.fault, partition.name) == (1, "partition", "cut the leader off")
-    assert (kill.step, kill.fault) == (3, "kill")
+    assert (kill.step, kill.fault) == (4, "kill")
     for step in report.steps:
         assert step.state == FaultState.RESTORED and step.effect.took_effect, step
         assert step.time_to_detect_s is not None and step.time_to_restore_s is not None, step
