@@ -38,6 +38,9 @@ def _moments(r: ChaosReport) -> list[tuple[str, datetime, str]]:
     if r.restored_at:
         ttr = f" (TTR {r.time_to_restore_s:.2f} s)" if r.time_to_restore_s is not None else ""
         moments.append(("restore", r.restored_at, f"healthy again{ttr}"))
+    # The later faults of a run of steps: each marked where it went in (its shading shows how long it stayed).
+    moments += [("inject", s.injected_at, f"step {s.step}: {s.fault_label} {', '.join(s.targets)}")
+                for s in r.steps[1:] if s.injected_at]
     return moments
 
 
@@ -88,6 +91,11 @@ def timeline_svg(r: ChaosReport) -> str:
             span = tuple(seconds(t) for t in period)
             ops_ax.axvspan(*span, color=FAULT, alpha=0.25, lw=0, gid="fault-period")
             err_ax.axvspan(*span, color=FAULT, alpha=0.25, lw=0)
+        for n, step in enumerate(r.steps[1:], 2):  # a run of steps: every later fault, inject to healthy again
+            if step.injected_at:
+                span = seconds(step.injected_at), seconds(step.restored_at or r.finished_at)
+                ops_ax.axvspan(*span, color=FAULT, alpha=0.25, lw=0, gid=f"fault-period-{n}")
+                err_ax.axvspan(*span, color=FAULT, alpha=0.25, lw=0)
         middles = [seconds(w.start + (w.end - w.start) / 2) for w in windows]
         ops_ax.plot(middles, [w.ops_per_s for w in windows], color=OPS, lw=2, marker="o", ms=3.5, gid="throughput",
                     label="ops/s per load window")

@@ -55,7 +55,9 @@ def load_strip(p: Progress) -> Text:
 
 def stage_strip(p: Progress) -> Text:
     """Every stage in order: the finished ones ticked, the current one highlighted, those to come dimmed."""
-    current = len(STAGES) if p.stage == Stage.DONE else STAGES.index(p.stage) if p.stage in STAGES else 0
+    # A step's hold comes after its diagnosis, and a wait step (like verify) waits for the steady state.
+    stage = {Stage.HOLD: Stage.DIAGNOSE, Stage.WAIT: Stage.VERIFY}.get(p.stage, p.stage)
+    current = len(STAGES) if stage == Stage.DONE else STAGES.index(stage) if stage in STAGES else 0
     strip = Text()
     for i, stage in enumerate(STAGES):
         if i < current:

@@ -26,7 +26,8 @@ FORMATS = ("json", "md", "html", "junit")
 
 
 def _title(r: ChaosReport) -> str:
-    return f"{r.fault_text} of {r.subject}"
+    more = len(r.steps) - 1
+    return f"{r.fault_text} of {r.subject}" + (f", then {more} more fault{'s' if more > 1 else ''}" if more > 0 else "")
 
 
 def _facts(r: ChaosReport) -> list[tuple[str, str]]:
