@@ -130,8 +130,9 @@ async def test_a_random_schedule_with_the_same_seed_hits_the_same_members_at_the
             schedules.append([(s.fault, s.targets, (s.injected_at - start).total_seconds()) for s in report.steps])
     first, again = schedules
     assert len(first) == 2 and [s[:2] for s in first] == [s[:2] for s in again], schedules
-    # The same offsets, give or take how long an inject takes (a stop waits for the process to exit).
-    assert all(abs(a[2] - b[2]) < 1.0 for a, b in zip(first, again)) and 4 <= first[1][2] < 5.5, schedules
+    # The same offsets (4.5 s apart as drawn), give or take how long an inject takes: offsets are measured from
+    # the first fault's injection, and a stop is injected only once the process has exited (seen: about 1.1 s).
+    assert all(abs(a[2] - b[2]) < 1.5 for a, b in zip(first, again)) and 3 <= first[1][2] < 6, schedules
     assert leftovers(etcd) == []
 
 
