@@ -112,8 +112,8 @@ class Steps:
         """Choose, guard, inject, detect, confirm, diagnose, hold; then undo, unless `keep_on` (the final step:
         the compensation undoes it)."""
         async with self._choosing:  # lanes choose one at a time: two lanes never draw the same member
-            fault = await self._choose(spec)
-            fault.step, fault.lane, fault.name, fault.random = number, lane, name, drawn
+            request, label = await self._choose(spec)
+            fault = FaultRecord(number, lane, name, request, label, spec.max_fault_s, random=drawn)
             self.record.faults.append(fault)
         p = self.view.progress
         p.target, p.targets, p.fault_label = fault.request.target, fault.request.members, fault.label
@@ -150,11 +150,11 @@ class Steps:
             await self.undo([fault])
         return fault
 
-    async def _choose(self, spec: FaultStep) -> FaultRecord:
+    async def _choose(self, spec: FaultStep) -> tuple[FaultRequest, str]:
         """The run's first fault was chosen in preflight (the roles read there); a later one reads them now, and
         never draws a member another fault holds."""
         if self.first is not None and not self.record.faults:
-            return FaultRecord(0, None, "", self.first, self.pre.fault_label, spec.max_fault_s)
+            return self.first, self.pre.fault_label
         # Members of faults on, or chosen and about to go in (appended, not injected yet).
         busy = sorted({m for f in self.record.faults if f.state != FaultState.RESTORED for m in f.request.members})
         chosen = await stages.choose(self.inp, spec, busy)
@@ -163,7 +163,7 @@ class Steps:
         n = len(self.record.faults) + 1
         request = FaultRequest(subject=self.inp.subject, fault=spec.fault, target=members[0], targets=members,
                                params=spec.params, tag=fault_tag(info.workflow_id, info.run_id, n))
-        return FaultRecord(0, None, "", request, chosen.fault_label, spec.max_fault_s)
+        return request, chosen.fault_label
 
     async def _detect(self, fault: FaultRecord, spec: FaultStep, theirs: list[asyncio.Task], first: bool) -> None:
         p, inp = self.view.progress, self.inp
