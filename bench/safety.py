@@ -14,10 +14,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from activities.load import KEYS, WRITE_SHARE
+from activities.load import KEYS
 from durable_chaos.contracts import DEFAULT_LOAD_RATE
 from durable_chaos.safety.checkers import check
 from durable_chaos.safety.history import PART_SUFFIX, Op, read_history, size_bytes, write_part
+from durable_chaos.safety.workloads import WRITE_SHARE
 
 MS = 1_000_000
 
@@ -65,7 +66,7 @@ def figures(seconds: float = 60.0, rate: float = DEFAULT_LOAD_RATE) -> dict:
         write_part(folder / f"final{PART_SUFFIX}", [op for op in ops if op.final])
         size = size_bytes(folder)
         began = time.perf_counter()
-        ops = read_history(folder)
+        ops = read_history(folder).ops
         read_s = time.perf_counter() - began
     began = time.perf_counter()
     report = check(ops, token_name="revision", fault_start_ns=20 * 10**9, fault_end_ns=26 * 10**9)

@@ -1,12 +1,14 @@
-"""Per-key linearizability of a register: the operations on a key can be ordered as if one at a time, each between
-its invoke and its answer (Wing & Gong's search with memoisation, as in Lowe's and Porcupine's checkers)."""
+"""Linearizability: the operations on each object can be ordered as if one at a time, each between its invoke and
+its answer, and that order is legal for the object's model (models.py). Wing & Gong's search with memoisation, as
+in Lowe's and Porcupine's checkers; no Python library does it, and the search is small enough to own."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+from typing import Any
 
 from durable_chaos.safety.findings import INFINITY, Finding, describe
-from durable_chaos.safety.history import Op
+from durable_chaos.safety.models import REGISTER, Register, written
+from durable_chaos.safety.op import Op
 
 # Search steps per key before the linearizability checker gives up on that key (verdict unknown, never a guess).
 SEARCH_BUDGET = 2_000_000
@@ -23,13 +25,6 @@ class _Node:
         self.match: _Node | None = None  # a call's return event (None on a return)
         self.prev: _Node | None = None
         self.next: _Node | None = None
-
-
-def _step(state: str | None, op: Op) -> tuple[bool, str | None]:
-    """The register: a write sets the value, a read must return it."""
-    if op.kind == "write":
-        return True, op.value
-    return op.value == state, state
 
 
 def _event_list(ops: list[Op]) -> _Node:
@@ -75,28 +70,28 @@ def _unlift(call: _Node) -> None:
         call.next.prev = call
 
 
-def _search(ops: list[Op], budget: int) -> tuple[bool | None, Op | None]:
-    """Wing & Gong's search: (True, None) if linearizable, (False, the op at which the longest attempt got stuck),
-    (None, None) if the budget ran out.
+def _search(ops: list[Op], model: Register, budget: int) -> tuple[bool | None, Op | None, Any]:
+    """Wing & Gong's search: (True, None, None) if linearizable; (False, the op at which the longest attempt got
+    stuck, the state it found there) if not; (None, None, None) if the budget ran out.
 
     Events are in time order; at each call event try to linearize that op now (its effect is legal in the current
     state): lift it out of the list and start again from the front. Meeting a return event means its op should
     already have been linearized: backtrack. (set of linearized ops, state) pairs already tried are memoised, which
     is what makes the search practical (Lowe, "Testing for linearizability", 2017)."""
     head = _event_list(ops)
-    state: str | None = None
+    state = model.init()
     linearized = 0  # bit i set: ops[i] is linearized
-    seen: set[tuple[int, str | None]] = set()
-    stack: list[tuple[_Node, str | None]] = []
-    stuck: tuple[int, Op | None] = (-1, None)
+    seen: set[tuple[int, Any]] = set()
+    stack: list[tuple[_Node, Any]] = []
+    stuck: tuple[int, Op | None, Any] = (-1, None, None)
     node = head.next
     steps = 0
     while head.next is not None:
         steps += 1
         if steps > budget:
-            return None, None
+            return None, None, None
         if node.match is not None:  # a call: can its op take effect now?
-            legal, new_state = _step(state, node.op)
+            legal, new_state = model.step(state, node.op)
             if legal:
                 bits = linearized | (1 << node.index)
                 if (bits, new_state) not in seen:
@@ -109,54 +104,47 @@ def _search(ops: list[Op], budget: int) -> tuple[bool | None, Op | None]:
             node = node.next
         else:  # a return whose op was not linearized before it: undo the latest choice
             if len(stack) > stuck[0]:
-                stuck = (len(stack), node.op)
+                stuck = (len(stack), node.op, state)
             if not stack:
-                return False, stuck[1]
+                return False, stuck[1], stuck[2]
             call, state = stack.pop()
             linearized &= ~(1 << call.index)
             _unlift(call)
             node = call.next
-    return True, None
+    return True, None, None
 
 
 def _context(key_ops: list[Op], stuck: Op) -> list[Op]:
     """The ops that explain why `stuck` cannot be placed: the writes that completed last before it was sent, and
     every op that overlaps it."""
     end = INFINITY if stuck.outcome == "info" else stuck.complete_ns
-    before = [op for op in key_ops if op.kind == "write" and op.outcome == "ok" and op.complete_ns < stuck.invoke_ns]
+    before = [op for op in key_ops if written(op) is not None and op.outcome == "ok"
+              and op.complete_ns < stuck.invoke_ns]
     overlapping = [op for op in key_ops if op is not stuck and op.invoke_ns <= end
                    and (op.outcome == "info" or op.complete_ns >= stuck.invoke_ns)]
     chosen = {id(op): op for op in before[-2:] + overlapping[:COUNTEREXAMPLE_OPS - 3] + [stuck]}
     return sorted(chosen.values(), key=lambda op: op.invoke_ns)
 
 
-def linearizable(ops: list[Op], budget: int = SEARCH_BUDGET) -> Finding:
+def linearizable(ops: list[Op], model: Register = REGISTER, budget: int = SEARCH_BUDGET) -> Finding:
     name = "linearizability"
-    by_key: dict[str, list[Op]] = defaultdict(list)
-    observed: set[tuple[str, str]] = set()
-    for op in ops:
-        if op.kind == "read" and op.outcome == "ok" and op.value is not None:
-            observed.add((op.key, op.value))
-    for op in ops:
-        if op.kind == "read" and op.outcome == "ok":
-            by_key[op.key].append(op)
-        elif op.kind == "write" and (op.outcome == "ok" or (op.outcome == "info" and (op.key, op.value) in observed)):
-            # A failed write never happened, a failed read says nothing. An info write nobody ever read may as well
-            # not have happened (always a legal choice): leaving it out keeps the search from branching on it.
-            by_key[op.key].append(op)
+    by_key = model.partition(ops)
     undecided = []
     for key in sorted(by_key, key=lambda k: by_key[k][0].invoke_ns):
         key_ops = by_key[key]
-        verdict, stuck = _search(key_ops, budget)
+        verdict, stuck, state = _search(key_ops, model, budget)
         if verdict is False:
-            context = _context(key_ops, stuck)
-            return Finding(name, "violated", f"key {key}: no order of its operations explains {describe(stuck)} "
-                                             f"(e.g. a stale read, or a value that came back)", context)
+            return Finding(name, "violated", f"{'key ' + str(key) if key is not None else 'the register'}: no order "
+                                             f"of its operations explains {describe(stuck)}: the longest legal order "
+                                             f"reaches it with the {model.name} holding "
+                                             f"{model.describe_state(state)} (e.g. a stale read, or a value that "
+                                             f"came back)",
+                           _context(key_ops, stuck), stuck=stuck)
         if verdict is None:
             undecided.append(key)
     if undecided:
         return Finding(name, "unknown", f"search budget ({budget} steps) exhausted on {len(undecided)} keys "
                                         f"(e.g. {undecided[0]}); the other {len(by_key) - len(undecided)} are "
                                         f"linearizable")
-    return Finding(name, "ok", f"every one of {len(by_key)} keys behaves as a linearizable register "
+    return Finding(name, "ok", f"every one of {len(by_key)} keys behaves as a linearizable {model.name} "
                                f"({sum(len(v) for v in by_key.values())} operations)")

@@ -19,7 +19,7 @@ from subjects.nats.monitor import View, invariants, member
 
 
 class NatsSession(Session):
-    operations = True
+    model = "register"
     token_name = "stream sequence"
     gapless_tokens = True
 

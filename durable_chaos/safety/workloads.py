@@ -1,0 +1,76 @@
+"""What the load asks of a subject, per data model: the next operation of a window, given what came back before.
+
+A workload is made for one load window (`factory(keys, start_ns)`) and asked for its operations in order
+(`next(rng, seq, client) -> (f, key, value)`); `observe(op)` tells it each answer. Values written are unique in the
+run: a window's `start_ns` grows from window to window and is part of every value, so a read names the one write
+it saw, which keeps the checkers' searches small.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from durable_chaos.safety.models import written
+from durable_chaos.safety.op import Op
+
+WRITE_SHARE = 0.5
+CAS_SHARE = 0.4  # of a cas-register's operations; the rest are half reads, half writes
+
+
+class Workload(Protocol):
+    def next(self, rng: random.Random, seq: int, client: int) -> tuple[str, str | None, Any]: ...
+
+    def observe(self, op: Op) -> None: ...
+
+
+def window_tag(start_ns: int) -> str:
+    return f"{start_ns // 1_000_000 % 10**8:08d}"
+
+
+class Registers:
+    """Reads and writes of single keys."""
+
+    def __init__(self, keys: tuple[str, ...], start_ns: int):
+        self.keys, self.tag = keys, window_tag(start_ns)
+
+    def next(self, rng: random.Random, seq: int, client: int) -> tuple[str, str | None, Any]:
+        key = rng.choice(self.keys)
+        return ("write", key, f"{self.tag}-{seq}") if rng.random() < WRITE_SHARE else ("read", key, None)
+
+    def observe(self, op: Op) -> None:
+        pass
+
+
+class CasRegisters(Registers):
+    """Reads, writes and compare-and-sets. A cas expects what this load last saw the key hold, so most of them
+    can succeed; how a lock or a lease is taken on a real system."""
+
+    def __init__(self, keys: tuple[str, ...], start_ns: int):
+        super().__init__(keys, start_ns)
+        self.last_seen: dict[str, Any] = {}
+
+    def next(self, rng: random.Random, seq: int, client: int) -> tuple[str, str | None, Any]:
+        key = rng.choice(self.keys)
+        roll = rng.random()
+        if roll < CAS_SHARE and key in self.last_seen:
+            return "cas", key, [self.last_seen[key], f"{self.tag}-{seq}"]
+        # Before the key was seen, what would have been a cas is a write: it gives the next cas something to expect.
+        if roll < CAS_SHARE + (1 - CAS_SHARE) * WRITE_SHARE:
+            return "write", key, f"{self.tag}-{seq}"
+        return "read", key, None
+
+    def observe(self, op: Op) -> None:
+        if op.outcome != "ok":
+            return
+        if op.kind == "read" and op.value is not None:
+            self.last_seen[op.key] = op.value
+        elif written(op) is not None:
+            self.last_seen[op.key] = op.value if op.kind == "write" else op.value[1]
+
+
+WORKLOADS: dict[str, Callable[[tuple[str, ...], int], Workload]] = {
+    "register": Registers,
+    "cas-register": CasRegisters,
+}
