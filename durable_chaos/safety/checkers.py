@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from durable_chaos.contracts import Counterexample, CycleEdge, OpView, SafetyCheck, SafetyReport
 from durable_chaos.safety.availability import availability, moment, ns, percentile
@@ -47,11 +49,45 @@ def _registers(model: Register) -> Callable[..., list[Finding]]:
     return run
 
 
-# model -> its checkers: (ops, token_name=, gapless=, isolation=) -> findings. The queue and list-append
-# checkers register themselves below their definitions' imports.
+# model -> its checkers: (ops, token_name=, gapless=, isolation=) -> findings.
 CHECKERS: dict[str, Callable[..., list[Finding]]] = {
     "register": _registers(REGISTER),
     "cas-register": _registers(CAS_REGISTER),
+}
+
+
+def _queue_shape(f: str, kind: str, value: Any) -> str | None:
+    if f == "publish" and not (isinstance(value, dict) and "id" in value):
+        return f"a publish's value must be a message {{\"id\": ..., \"publisher\": ..., \"n\": ...}}, not {value!r}"
+    pairs = value.get("messages") if f == "drain" and isinstance(value, dict) else value
+    if f in ("fetch", "drain") and kind == "ok" and not (
+            isinstance(pairs, list) and all(isinstance(p, list) and len(p) == 2 for p in pairs)):
+        return f"a {f} returns [[id, sequence], ...]" + (" under \"messages\"" if f == "drain" else "") + \
+            f", not {value!r}"
+    return None
+
+
+def _txn_shape(f: str, kind: str, value: Any) -> str | None:
+    if not (isinstance(value, list) and all(isinstance(m, list) and len(m) == 3 and m[0] in ("append", "r")
+                                            for m in value)):
+        return f"a txn's value must be a list of [\"append\", key, value] and [\"r\", key, list], not {value!r}"
+    return None
+
+
+@dataclass(frozen=True)
+class HistoryModel:
+    """What a history of a model may hold: its operations (`f`) and how their values are shaped."""
+
+    fs: frozenset[str]
+    shape_error: Callable[[str, str, Any], str | None]
+
+
+# Every model `starter.py check --model` knows, and what its history lines may say.
+HISTORY_MODELS: dict[str, HistoryModel] = {
+    "register": HistoryModel(REGISTER.fs, REGISTER.shape_error),
+    "cas-register": HistoryModel(CAS_REGISTER.fs, CAS_REGISTER.shape_error),
+    "queue": HistoryModel(frozenset({"publish", "fetch", "drain"}), _queue_shape),
+    "list-append": HistoryModel(frozenset({"txn"}), _txn_shape),
 }
 
 
