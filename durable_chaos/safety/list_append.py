@@ -67,8 +67,8 @@ GLOSS = {
     "duplicates": "a value appears twice in one read of a list",
     "values never written": "a read saw a value no transaction appended",
 }
-GLOSS |= {f"{name}-realtime": GLOSS[name].split(" (")[0] + ", one of them realtime (a transaction completed "
-                                                            "before the next began)"
+GLOSS |= {f"{name}-realtime": GLOSS[name].split(" (")[0] + " and realtime order (a transaction completed before "
+                                                            "another began)"
           for name in ("G0", "G1c", "G-single", "G2-item")}
 
 # (anomaly, the dependencies a path may follow, how many rw edges the cycle has: 0, 1 or 2 = two or more), in the

@@ -70,7 +70,38 @@ class CasRegisters(Registers):
             self.last_seen[op.key] = op.value if op.kind == "write" else op.value[1]
 
 
+class ListAppend:
+    """Transactions of 1-4 micro-operations, each an append of a unique integer to a key or a read of a key, over a
+    few keys at a time (safety/list_append.py checks them). The keys in use move on every `KEY_EPOCH_S` seconds
+    by half of `ACTIVE_KEYS`: a key's list grows only while it is in use (every read returns the whole list), and
+    neighbouring epochs share keys, so transactions on either side of a boundary still meet."""
+
+    ACTIVE_KEYS = 8
+    KEY_EPOCH_S = 10
+    MAX_MICRO_OPS = 4
+    APPEND_SHARE = 0.5
+
+    def __init__(self, keys: tuple[str, ...], start_ns: int):
+        epoch = start_ns // (self.KEY_EPOCH_S * 10**9)
+        first = epoch * self.ACTIVE_KEYS // 2
+        self.keys = tuple(keys[(first + i) % len(keys)] for i in range(min(self.ACTIVE_KEYS, len(keys))))
+        # Unique in the run: the window's start in ms (as the registers' tag), then the operation and its place.
+        self.base = int(window_tag(start_ns)) * 10**6
+
+    def next(self, rng: random.Random, seq: int, client: int) -> tuple[str, str | None, Any]:
+        micro = []
+        for i in range(rng.randint(1, self.MAX_MICRO_OPS)):
+            key = rng.choice(self.keys)
+            micro.append(["append", key, self.base + seq * self.MAX_MICRO_OPS + i] if rng.random() < self.APPEND_SHARE
+                         else ["r", key, None])
+        return "txn", None, micro
+
+    def observe(self, op: Op) -> None:
+        pass
+
+
 WORKLOADS: dict[str, Callable[[tuple[str, ...], int], Workload]] = {
     "register": Registers,
     "cas-register": CasRegisters,
+    "list-append": ListAppend,
 }

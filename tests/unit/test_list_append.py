@@ -14,6 +14,7 @@ import pytest
 
 from durable_chaos.safety.list_append import FORBIDDEN, check_list_append
 from durable_chaos.safety.op import Op
+from durable_chaos.safety.workloads import WORKLOADS
 
 MS = 1_000_000
 
@@ -298,3 +299,27 @@ def test_a_history_from_a_correct_database_passes_at_every_level(level):
         history = _random_history(rng)
         if _strict_serializable(history):
             assert findings(history, level)["transactions"].verdict == "ok"
+
+
+# -- the workload ---------------------------------------------------------------------------------------------------
+
+
+def test_the_workload_appends_values_unique_in_the_run_over_a_few_keys_at_a_time():
+    keys = tuple(f"k{i:02d}" for i in range(32))
+    rng = random.Random(1)
+    appended, used = [], []
+    for window in range(30):  # one-second windows
+        workload = WORKLOADS["list-append"](keys, 1_700_000_000_000_000_000 + window * 10**9)
+        window_keys = set()
+        for seq in range(200):
+            f, key, micro = workload.next(rng, seq, seq % 10)
+            assert f == "txn" and key is None and 1 <= len(micro) <= 4
+            assert all(m[0] == "r" and m[2] is None or m[0] == "append" and isinstance(m[2], int) for m in micro)
+            appended += [m[2] for m in micro if m[0] == "append"]
+            window_keys |= {m[1] for m in micro}
+        used.append(window_keys)
+    assert len(appended) == len(set(appended)) > 1000
+    assert max(appended) < 2**63  # a PostgreSQL bigint
+    assert all(len(k) <= 8 and k <= set(keys) for k in used)
+    assert len(set().union(*used)) > 8  # the keys move on
+    assert len(used[9] & used[10]) == 4 and used[0] & used[25] == set()  # by half of them every ten seconds
