@@ -311,6 +311,14 @@ def render(results: dict) -> list[Table]:
         t.add_row("operations checked per second", str(r["ops_checked_per_s"]), "")
         t.add_row("history size per minute of load (KiB)", _fmt(r["history_kib_per_minute"]), "")
         tables.append(t)
+    if (r := results.get("safety_list_append")) is not None:
+        t = Table(title=f"List-append checker: {r['txns']} transactions from {r['processes']} processes, "
+                        f"{r['info_share']:.0%} of unknown outcome (synthetic)", title_justify="left")
+        for col in ("history", "check (s)", "verdict", "what it found"):
+            t.add_column(col, justify="right" if col == "check (s)" else "left")
+        for name, label in (("serializable", "strictly serializable"), ("snapshot", "snapshot isolation")):
+            t.add_row(label, _fmt(r[name]["check_s"]), r[name]["verdict"], r[name]["detail"])
+        tables.append(t)
     return tables
 
 
@@ -414,6 +422,7 @@ async def main(args: argparse.Namespace) -> int:
         if not args.skip_safety:  # CPU only: measured first, before any cluster loads the machine
             console.print("[bold]safety[/]: checking a minute of history")
             results["safety"] = safety.figures()
+            results["safety_list_append"] = safety.list_append_figures()
         console.print(f"[bold]{run_id}[/]: starting a private Temporal dev server and {n_copies} etcd copies")
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=temporal_binary(), data_converter=pydantic_data_converter,
