@@ -1,5 +1,6 @@
 """The postgres subject's session: the invariants from Patroni and a probe write on the primary, and the load's
-reads and writes, each load client on whichever member is read-write now."""
+list-append transactions (and single-key reads and writes), each load client on whichever member is read-write
+now."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 from datetime import datetime, timezone
 
 import psycopg
+from psycopg import pq
 
 from durable_chaos.contracts import CheckResult, MemberHealth
 from subjects.base import NotApplied, Reading, Session
@@ -14,10 +16,15 @@ from subjects.checks import ask_members, member_violations
 from subjects.http import http_client
 from subjects.postgres.patroni import health, leaders, member_trouble, replication, status
 from subjects.postgres.sql import (
+    ISOLATION,
     KV_READ,
     KV_WRITE,
+    LIST_APPEND,
+    LIST_READ,
     PROBE_WRITE,
+    ROLLED_BACK_SQLSTATE,
     SCHEMA,
+    TXN_BEGIN,
     UNCERTAIN_SQLSTATES,
     connect,
     connect_leader,
@@ -28,8 +35,9 @@ from subjects.postgres.sql import (
 
 
 class PostgresSession(Session):
-    model = "register"
-    token_name = "txid"
+    model = "list-append"
+    isolation = ISOLATION
+    token_name = "txid"  # what `write` returns (the register operations)
 
     def __init__(self, api: dict[str, str], sql_ports: dict[str, int]):
         self.api = api  # service -> Patroni REST base URL
@@ -114,9 +122,11 @@ class PostgresSession(Session):
 
     # -- load --------------------------------------------------------------------------------------------------
 
-    async def _execute(self, client: int, statement: str, args: tuple, timeout: float) -> tuple | None:
-        # One connection per load client, opened on whichever member is read-write now; after any error it is
-        # dropped and the next operation looks for the primary again (that is how a failover is followed).
+    async def _on_primary(self, client: int, work, timeout: float):
+        """`work(conn)` on load client `client`'s connection. One connection per load client, opened on whichever
+        member is read-write now; after an error it is dropped and the next operation looks for the primary again
+        (that is how a failover is followed), unless the server rolled back a transaction and the connection is idle
+        and fine (`work` raised `NotApplied`)."""
         conn = self._load.get(client)
         try:
             async with asyncio.timeout(timeout):
@@ -127,8 +137,11 @@ class PostgresSession(Session):
                         raise NotApplied(describe_sql(exc)) from exc
                     self._load[client] = conn
                 await self._ensure_schema(conn)
-                return await guarded(conn, self._fetch(conn, statement, args))
+                return await guarded(conn, work(conn))
         except BaseException as exc:
+            if isinstance(exc, NotApplied) and conn is not None and not conn.closed and \
+                    conn.info.transaction_status == pq.TransactionStatus.IDLE:
+                raise
             if self._load.get(client) is conn:
                 self._load.pop(client, None)
             await discard(conn)
@@ -140,9 +153,47 @@ class PostgresSession(Session):
                 raise NotApplied(describe_sql(exc)) from exc
             raise
 
-    @staticmethod
-    async def _fetch(conn: psycopg.AsyncConnection, statement: str, args: tuple) -> tuple | None:
-        return await (await conn.execute(statement, args)).fetchone()
+    async def _execute(self, client: int, statement: str, args: tuple, timeout: float) -> tuple | None:
+        async def fetch(conn: psycopg.AsyncConnection) -> tuple | None:
+            return await (await conn.execute(statement, args)).fetchone()
+
+        return await self._on_primary(client, fetch, timeout)
+
+    async def transact(self, client: int, micro_ops: list[list], timeout: float) -> list[list]:
+        """The micro-operations in one serializable transaction on the primary. A transaction the server rolled
+        back (a serialization failure, a deadlock) did not commit; neither did one whose connection was lost before
+        COMMIT was sent (the server rolls back what its client left open). A connection lost during COMMIT leaves
+        the outcome unknown."""
+        committing = False
+
+        async def run(conn: psycopg.AsyncConnection) -> list[list]:
+            nonlocal committing
+            try:
+                await conn.execute(TXN_BEGIN)
+                done = []
+                for f, key, value in micro_ops:
+                    if f == "append":
+                        await conn.execute(LIST_APPEND, (key, value))
+                    else:
+                        row = await (await conn.execute(LIST_READ, (key,))).fetchone()
+                        value = row[0] if row else None
+                    done.append([f, key, value])
+                committing = True
+                await conn.execute("COMMIT")
+                return done
+            except psycopg.Error as exc:
+                if not (exc.sqlstate or "").startswith(ROLLED_BACK_SQLSTATE):
+                    raise
+                if not committing:  # a failed COMMIT ends the transaction itself
+                    await conn.execute("ROLLBACK")
+                raise NotApplied(describe_sql(exc)) from exc
+
+        try:
+            return await self._on_primary(client, run, timeout)
+        except Exception as exc:
+            if committing or isinstance(exc, NotApplied):
+                raise
+            raise NotApplied(describe_sql(exc)) from exc
 
     async def write(self, client: int, key: str, value: str, timeout: float) -> int:
         return (await self._execute(client, KV_WRITE, (key, value), timeout))[0]

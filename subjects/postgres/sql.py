@@ -13,6 +13,7 @@ USER, PASSWORD, DBNAME = "postgres", "chaos", "postgres"
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS chaos_kv (k text PRIMARY KEY, v text NOT NULL)",
     "CREATE TABLE IF NOT EXISTS chaos_probe (id integer PRIMARY KEY, at timestamptz NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS chaos_lists (k text PRIMARY KEY, vals bigint[] NOT NULL)",
 )
 PROBE_WRITE = ("INSERT INTO chaos_probe (id, at) VALUES (1, %s) "
                "ON CONFLICT (id) DO UPDATE SET at = excluded.at")
@@ -21,6 +22,15 @@ PROBE_WRITE = ("INSERT INTO chaos_probe (id, at) VALUES (1, %s) "
 KV_WRITE = ("INSERT INTO chaos_kv (k, v) VALUES (%s, %s) ON CONFLICT (k) DO UPDATE SET v = excluded.v "
             "RETURNING xmin::text::bigint")
 KV_READ = "SELECT v, xmin::text::bigint FROM chaos_kv WHERE k = %s"
+# The list-append load: each transaction at the isolation level the subject promises (PostgreSQL's serializable
+# snapshot isolation), an append as one upsert so that the first append to a key creates its row.
+ISOLATION = "serializable"
+TXN_BEGIN = "BEGIN ISOLATION LEVEL SERIALIZABLE"
+LIST_READ = "SELECT vals FROM chaos_lists WHERE k = %s"
+LIST_APPEND = ("INSERT INTO chaos_lists (k, vals) VALUES (%s, ARRAY[%s::bigint]) "
+               "ON CONFLICT (k) DO UPDATE SET vals = chaos_lists.vals || excluded.vals")
+# SQLSTATE class of a transaction the server rolled back (serialization failure, deadlock): it did not commit.
+ROLLED_BACK_SQLSTATE = "40"
 # SQLSTATE classes where the server gave up on the connection, not on the statement: the commit may have happened.
 UNCERTAIN_SQLSTATES = ("08", "57")
 

@@ -1,0 +1,100 @@
+"""PostgreSQL's list-append load on a real Patroni cluster: transactions append and read lists at serializable
+isolation, a serialization failure is an operation that did not happen, and a chaos run that partitions the leader
+gets a safety section from the list-append checker that says what happened (the replication is asynchronous:
+appends acknowledged by the old primary may be gone after a failover). A private copy in ports 41000-41990.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+import pytest_asyncio
+
+from activities.docker import open_session
+from durable_chaos.contracts import ChaosInput, final_report
+from durable_chaos.safety import checkers
+from durable_chaos.safety.list_append import GLOSS, check_list_append
+from subjects import NotApplied
+from tests.conftest import private_copy, running_worker
+from workflows.chaos import ChaosDemoWorkflow
+
+PORT_RANGE = (41000, 41990)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def cluster():
+    async with private_copy("postgres", PORT_RANGE) as copy:
+        yield copy
+
+
+@pytest.fixture(autouse=True)
+def own_state_dir(tmp_path, monkeypatch):
+    """The in-process worker writes each run's history under this test's own state directory."""
+    monkeypatch.setenv("CHAOS_STATE_DIR", str(tmp_path))
+
+
+async def test_transactions_append_and_read_lists_and_a_conflict_does_not_commit(cluster):
+    key = f"t-{uuid.uuid4().hex[:6]}"
+    async with open_session(cluster.instance) as session:
+        assert (session.model, session.isolation) == ("list-append", "serializable")
+        assert await session.transact(0, [["r", key, None]], 2.0) == [["r", key, None]]
+        assert await session.transact(0, [["append", key, 1], ["append", key, 2], ["r", key, None]], 2.0) == [
+            ["append", key, 1], ["append", key, 2], ["r", key, [1, 2]]]
+        assert await session.transact(1, [["r", key, None], ["append", key, 3]], 2.0) == [
+            ["r", key, [1, 2]], ["append", key, 3]]
+
+        # Two clients read the same version and both append: at serializable one of them must not commit.
+        outcomes = []
+        for attempt in range(20):  # the two must overlap: retried until they do
+            asks = [[["r", key, None], ["append", key, 100 + 10 * attempt + c]] for c in (2, 3)]
+            results = await asyncio.gather(*(session.transact(c, ask, 5.0) for c, ask in zip((2, 3), asks)),
+                                           return_exceptions=True)
+            outcomes = [type(r).__name__ if isinstance(r, BaseException) else "ok" for r in results]
+            if "NotApplied" in outcomes:
+                break
+        assert sorted(outcomes) == ["NotApplied", "ok"], outcomes
+        failed = next(r for r in results if isinstance(r, NotApplied))
+        assert "could not serialize" in str(failed) or "SerializationFailure" in str(failed)
+        # The client whose transaction was rolled back keeps working.
+        final = (await session.transact(2, [["r", key, None]], 2.0))[0][2]
+        committed = next(r for r in results if not isinstance(r, BaseException))
+        assert final[-1] == committed[1][2] and len(final) == len(set(final))
+
+
+async def test_a_partition_of_the_leader_gets_a_list_append_verdict(client, task_queue, monkeypatch):
+    if "list-append" not in checkers.CHECKERS:  # until the lead's dispatch names the model
+        monkeypatch.setitem(checkers.CHECKERS, "list-append", check_list_append)
+    async with private_copy("postgres", PORT_RANGE) as copy:
+        async with running_worker(client, task_queue):
+            report = await final_report(await client.start_workflow(
+                ChaosDemoWorkflow.run, ChaosInput(subject=copy.ref, countdown_s=1, fault="partition", target="leader"),
+                id=f"t-la-{uuid.uuid4().hex[:8]}", task_queue=task_queue))
+
+    safety = report.safety
+    checks = {c.name: c for c in safety.checks}
+    print(f"\npostgres under a partition of the leader: safety {safety.verdict}, {safety.ops} transactions")
+    for c in safety.checks:
+        print(f"  {c.name}: {c.verdict}: {c.detail[:400]}")
+    assert safety.model == "list-append" and safety.ops > 0 and safety.acked_writes > 0
+    # The list-append checks ran: lost appends against the final reads, and the isolation summary.
+    assert {"lost appends", "transactions"} <= set(checks)
+    assert checks["lost appends"].verdict in ("ok", "violated")  # every key appended to was read at the end
+    violated = [c for c in safety.checks if c.verdict == "violated"]
+    assert (safety.verdict == "violated") == bool(violated), safety.reasons
+    if safety.verdict == "violated":
+        # Named: an anomaly (with its plain-words meaning and an explanation) or lost appends (with counts).
+        for c in violated:
+            assert c.name in GLOSS or c.name in ("lost appends", "transactions"), c.name
+            if c.name in GLOSS:
+                assert c.detail.startswith(GLOSS[c.name]) and " found" in c.detail
+        if checks["lost appends"].verdict == "violated":
+            assert safety.lost_writes > 0 and "acknowledged appends are missing" in checks["lost appends"].detail
+        example = safety.counterexample
+        assert example is not None and example.ops
+        if example.cycle:
+            assert example.anomaly in GLOSS and all(e.why for e in example.cycle)
+    else:
+        assert safety.verdict == "ok", safety.reasons
+        assert checks["transactions"].detail.startswith("serializable: no anomaly")
