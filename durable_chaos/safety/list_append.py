@@ -201,16 +201,17 @@ def _realtime(graph: Graph, txns: list[Txn]) -> None:
                 graph.add(p, t, "rt")
 
 
-def _path(graph: Graph, start: Txn, goal: Txn, nodes: set[Txn], kinds: frozenset[str],
-          budget: Budget) -> list[Txn] | None:
-    """The shortest path start -> goal within `nodes` along edges of `kinds` (breadth first)."""
+def _path(graph: Graph, start: Txn, goal: Txn, nodes: set[Txn] | dict[Txn, int], kinds: frozenset[str],
+          budget: Budget, upto: int | None = None) -> list[Txn] | None:
+    """The shortest path start -> goal within `nodes` along edges of `kinds` (breadth first); with `upto`, `nodes`
+    ranks them, and the path keeps to those ranked at most `upto`."""
     parent: dict[Txn, Txn | None] = {start: None}
     queue = deque([start])
     while queue:
         a = queue.popleft()
         for b, edge in graph.out[a].items():
             budget.spend()
-            if b in parent or b not in nodes or kinds.isdisjoint(edge):
+            if b in parent or b not in nodes or kinds.isdisjoint(edge) or upto is not None and nodes[b] > upto:
                 continue
             parent[b] = a
             if b is goal:
@@ -239,13 +240,23 @@ def _subgraph_cycle(graph: Graph, nodes: set[Txn], kinds: frozenset[str], budget
 
 
 def _one_rw_cycle(graph: Graph, nodes: set[Txn], kinds: frozenset[str], budget: Budget) -> list[Txn] | None:
-    """A cycle within `nodes` made of one rw edge a -> b and a path b -> a along `kinds`."""
-    for a in sorted(nodes, key=lambda t: t.n):
-        for b, edge in graph.out[a].items():
-            if b in nodes and "rw" in edge:
-                path = _path(graph, b, a, nodes, kinds, budget)
-                if path is not None:
-                    return [a] + path
+    """A cycle within `nodes` made of one rw edge a -> b and a path b -> a along `kinds`.
+
+    `kinds` alone has no cycle within `nodes` (searched before), so its edges order them (topologically): b reaches
+    a only if b comes before a, and only through the nodes in between. rw edges spanning the fewest nodes are
+    tried first, which finds a short cycle soonest and keeps each search small in a large component."""
+    dag = nx.DiGraph()
+    dag.add_nodes_from(nodes)
+    for a in nodes:
+        budget.spend(len(graph.out[a]))
+        dag.add_edges_from((a, b) for b, edge in graph.out[a].items() if b in nodes and not kinds.isdisjoint(edge))
+    rank = {t: i for i, t in enumerate(nx.topological_sort(dag))}
+    candidates = sorted((rank[a] - rank[b], a.n, b.n, a, b) for a in nodes for b, edge in graph.out[a].items()
+                        if b in nodes and "rw" in edge and rank[b] < rank[a])
+    for *_, a, b in candidates:
+        path = _path(graph, b, a, rank, kinds, budget, upto=rank[a])
+        if path is not None:
+            return [a] + path
     return None
 
 
@@ -480,8 +491,8 @@ def lost_appends(h: _History) -> Finding:
         t, key, v, reader = lost[0]
         keys = len({k for _, k, _, _ in lost})
         return Finding(name, "violated", f"{len(lost)} of {acked} acknowledged appends are missing from the final "
-                                         f"read of their key ({keys} keys); first: {wording(t)} appended {v} to "
-                                         f"{key}, and the final read {reader.name} found {key} -> "
+                                         f"read of their key ({keys} keys); first: {v}, appended to {key} by "
+                                         f"{wording(t)}; the final read {reader.name} found {key} -> "
                                          f"{_short(values_of(reader, key))} without it",
                        [t.op, reader.op], count=len(lost))
     if unread:
