@@ -316,7 +316,8 @@ def render(results: dict) -> list[Table]:
                         f"{r['info_share']:.0%} of unknown outcome (synthetic)", title_justify="left")
         for col in ("history", "check (s)", "verdict", "what it found"):
             t.add_column(col, justify="right" if col == "check (s)" else "left")
-        for name, label in (("serializable", "strictly serializable"), ("snapshot", "snapshot isolation")):
+        for name, label in (("serializable", "strictly serializable"), ("snapshot", "snapshot isolation"),
+                            ("failover", "3 s of appends lost in a failover")):
             t.add_row(label, _fmt(r[name]["check_s"]), r[name]["verdict"], r[name]["detail"])
         tables.append(t)
     return tables
