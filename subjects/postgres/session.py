@@ -1,6 +1,5 @@
 """The postgres subject's session: the invariants from Patroni and a probe write on the primary, and the load's
-list-append transactions (and single-key reads and writes), each load client on whichever member is read-write
-now."""
+list-append transactions, each load client on whichever member is read-write now."""
 
 from __future__ import annotations
 
@@ -11,14 +10,12 @@ import psycopg
 from psycopg import pq
 
 from durable_chaos.contracts import CheckResult, MemberHealth
-from subjects.base import NotApplied, Reading, Session
+from subjects.base import NotApplied, Session
 from subjects.checks import ask_members, member_violations
 from subjects.http import http_client
 from subjects.postgres.patroni import health, leaders, member_trouble, replication, status
 from subjects.postgres.sql import (
     ISOLATION,
-    KV_READ,
-    KV_WRITE,
     LIST_APPEND,
     LIST_READ,
     PROBE_WRITE,
@@ -37,7 +34,6 @@ from subjects.postgres.sql import (
 class PostgresSession(Session):
     model = "list-append"
     isolation = ISOLATION
-    token_name = "txid"  # what `write` returns (the register operations)
 
     def __init__(self, api: dict[str, str], sql_ports: dict[str, int]):
         self.api = api  # service -> Patroni REST base URL
@@ -45,6 +41,7 @@ class PostgresSession(Session):
         self.http = http_client()
         self._probe: tuple[str, psycopg.AsyncConnection] | None = None  # (leader it is open on, connection)
         self._load: dict[int, psycopg.AsyncConnection] = {}
+        self._turns: dict[int, asyncio.Lock] = {}  # load client -> held while it runs an operation
         self._schema_ready = False
         self._schema_lock = asyncio.Lock()
 
@@ -126,13 +123,30 @@ class PostgresSession(Session):
         """`work(conn)` on load client `client`'s connection. One connection per load client, opened on whichever
         member is read-write now; after an error it is dropped and the next operation looks for the primary again
         (that is how a failover is followed), unless the server rolled back a transaction and the connection is idle
-        and fine (`work` raised `NotApplied`)."""
+        and fine (`work` raised `NotApplied`).
+
+        A client runs one transaction at a time: the load may hand a client its next operation while its last one is
+        still running (a slow answer), and two transactions on one connection would mix (the second's statements run
+        inside the first, and the first's COMMIT commits them), so the next one waits its turn."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        turn = self._turns.setdefault(client, asyncio.Lock())
+        try:
+            async with asyncio.timeout_at(deadline):
+                await turn.acquire()
+        except TimeoutError as exc:
+            raise NotApplied("no answer (timeout): the client's last operation was still running") from exc
+        try:
+            return await self._on_connection(client, work, deadline)
+        finally:
+            turn.release()
+
+    async def _on_connection(self, client: int, work, deadline: float):
         conn = self._load.get(client)
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout_at(deadline):
                 if conn is None or conn.closed:
                     try:
-                        conn = await connect_leader(self.sql_ports, timeout)
+                        conn = await connect_leader(self.sql_ports, deadline - asyncio.get_running_loop().time())
                     except psycopg.OperationalError as exc:  # no primary to send it to: nothing was sent
                         raise NotApplied(describe_sql(exc)) from exc
                     self._load[client] = conn
@@ -149,15 +163,9 @@ class PostgresSession(Session):
                 self._schema_ready = False
             state = getattr(exc, "sqlstate", None)
             if state and not state.startswith(UNCERTAIN_SQLSTATES):
-                # The server refused the statement (read-only, constraint...): in autocommit it was rolled back.
+                # The server refused a statement (read-only, constraint...): its transaction did not commit.
                 raise NotApplied(describe_sql(exc)) from exc
             raise
-
-    async def _execute(self, client: int, statement: str, args: tuple, timeout: float) -> tuple | None:
-        async def fetch(conn: psycopg.AsyncConnection) -> tuple | None:
-            return await (await conn.execute(statement, args)).fetchone()
-
-        return await self._on_primary(client, fetch, timeout)
 
     async def transact(self, client: int, micro_ops: list[list], timeout: float) -> list[list]:
         """The micro-operations in one serializable transaction on the primary. A transaction the server rolled
@@ -194,11 +202,3 @@ class PostgresSession(Session):
             if committing or isinstance(exc, NotApplied):
                 raise
             raise NotApplied(describe_sql(exc)) from exc
-
-    async def write(self, client: int, key: str, value: str, timeout: float) -> int:
-        return (await self._execute(client, KV_WRITE, (key, value), timeout))[0]
-
-    async def read(self, client: int, key: str, timeout: float) -> Reading:
-        # On the primary (the load's connections are read-write): a replica could lag behind.
-        row = await self._execute(client, KV_READ, (key,), timeout)
-        return Reading(*row) if row else Reading(None)

@@ -11,17 +11,11 @@ import psycopg
 # Fixed test credentials, the same as in docker-compose.yaml.
 USER, PASSWORD, DBNAME = "postgres", "chaos", "postgres"
 SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS chaos_kv (k text PRIMARY KEY, v text NOT NULL)",
     "CREATE TABLE IF NOT EXISTS chaos_probe (id integer PRIMARY KEY, at timestamptz NOT NULL)",
     "CREATE TABLE IF NOT EXISTS chaos_lists (k text PRIMARY KEY, vals bigint[] NOT NULL)",
 )
 PROBE_WRITE = ("INSERT INTO chaos_probe (id, at) VALUES (1, %s) "
                "ON CONFLICT (id) DO UPDATE SET at = excluded.at")
-# The token is the row version's xmin: the id of the transaction that wrote it (the write's own, and what a read of
-# the value reports). A new primary that lost acknowledged transactions hands their ids out again.
-KV_WRITE = ("INSERT INTO chaos_kv (k, v) VALUES (%s, %s) ON CONFLICT (k) DO UPDATE SET v = excluded.v "
-            "RETURNING xmin::text::bigint")
-KV_READ = "SELECT v, xmin::text::bigint FROM chaos_kv WHERE k = %s"
 # The list-append load: each transaction at the isolation level the subject promises (PostgreSQL's serializable
 # snapshot isolation), an append as one upsert so that the first append to a key creates its row.
 ISOLATION = "serializable"

@@ -7,7 +7,11 @@ appends acknowledged by the old primary may be gone after a failover). A private
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 import uuid
+from collections import Counter
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -35,6 +39,10 @@ def own_state_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("CHAOS_STATE_DIR", str(tmp_path))
 
 
+def history_lines(folder: str) -> list[dict]:
+    return [json.loads(line) for part in sorted(Path(folder).glob("*.jsonl.gz")) for line in gzip.open(part, "rt")]
+
+
 async def test_transactions_append_and_read_lists_and_a_conflict_does_not_commit(cluster):
     key = f"t-{uuid.uuid4().hex[:6]}"
     async with open_session(cluster.instance) as session:
@@ -44,6 +52,14 @@ async def test_transactions_append_and_read_lists_and_a_conflict_does_not_commit
             ["append", key, 1], ["append", key, 2], ["r", key, [1, 2]]]
         assert await session.transact(1, [["r", key, None], ["append", key, 3]], 2.0) == [
             ["r", key, [1, 2]], ["append", key, 3]]
+
+        # One client handed transactions faster than they answer runs them one at a time: none takes in another's
+        # statements, so each read ends with its own append and every append is there once.
+        several = await asyncio.gather(*(session.transact(4, [["append", key, 50 + i], ["r", key, None]], 5.0)
+                                         for i in range(8)))
+        assert all(done[1][2][-1] == 50 + i for i, done in enumerate(several))
+        after = (await session.transact(4, [["r", key, None]], 2.0))[0][2]
+        assert sorted(after) == [1, 2, 3] + list(range(50, 58))
 
         # Two clients read the same version and both append: at serializable one of them must not commit.
         outcomes = []
@@ -74,7 +90,9 @@ async def test_a_partition_of_the_leader_gets_a_list_append_verdict(client, task
 
     safety = report.safety
     checks = {c.name: c for c in safety.checks}
-    print(f"\npostgres under a partition of the leader: safety {safety.verdict}, {safety.ops} transactions")
+    sent = [op for op in history_lines(safety.history) if op["type"] != "invoke" and not op.get("final")]
+    print(f"\npostgres under a partition of the leader: safety {safety.verdict}; {len(sent)} transactions: "
+          f"{Counter(op['type'] for op in sent)}; errors: {Counter(op.get('error') for op in sent).most_common(4)}")
     for c in safety.checks:
         print(f"  {c.name}: {c.verdict}: {c.detail[:400]}")
     assert safety.model == "list-append" and safety.ops > 0 and safety.acked_writes > 0

@@ -1,7 +1,7 @@
 """The postgres subject against a real Patroni + PostgreSQL 15 cluster (etcd as its store) in Docker: a healthy
 cluster passes its check with the leader read from Patroni; killing the leader is seen at once by a fail-fast check,
 a replica takes over within seconds and load follows it, and the restarted former leader rejoins as a replica; a
-frozen member cannot make a check or a load operation overrun its deadline."""
+frozen member cannot make a check or a load transaction overrun its deadline."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from durable_chaos.runtime.copies import SubjectCopy
 from subjects import SubjectInstance
 from subjects.postgres import PASSWORD, POSTGRES, USER
 
-from tests.conftest import private_copy, until, write_and_read
+from tests.conftest import private_copy, until
 
 PORT_RANGE = (27000, 27990)
 
@@ -42,6 +42,20 @@ async def _sql(copy: SubjectCopy, service: str, query: str, params=()):
         return await (await conn.execute(query, params)).fetchall()
 
 
+async def append_and_read(session, client: int, seq: int, timeout: float) -> str:
+    """One transaction appending `seq` to a key (`t<seq % 8>`) as load client `client`, and a read of it in the
+    client's next one, which must end with it. Returns the key."""
+    key = f"t{seq % 8}"
+    assert await session.transact(client, [["append", key, seq]], timeout) == [["append", key, seq]]
+    assert (await session.transact(client, [["r", key, None]], timeout))[0][2][-1] == seq
+    return key
+
+
+async def _list(copy: SubjectCopy, service: str, key: str) -> list[int] | None:
+    rows = await _sql(copy, service, "SELECT vals FROM chaos_lists WHERE k = %s", (key,))
+    return rows[0][0] if rows else None
+
+
 def test_the_compose_file_is_valid_and_the_ports_do_not_overlap():
     instance = SubjectInstance(subject=POSTGRES, project="t-valid", port_base=26000)
     validate_compose(compose_client(instance), instance)  # raises if the shipped file is broken
@@ -60,7 +74,7 @@ async def test_a_healthy_cluster_passes_its_check_with_the_leader_from_patroni(c
         assert set(result.roles) == {"leader"} and result.roles["leader"] in POSTGRES.targets
         assert await session.roles(2.0) == result.roles
         for seq in range(40):
-            await write_and_read(session, seq % 4, seq, 2.0)
+            await append_and_read(session, seq % 4, seq, 2.0)
 
     # The role is Patroni's own: the member its DCS view names leader, and the one PostgreSQL says is primary.
     leader = result.roles["leader"]
@@ -69,8 +83,8 @@ async def test_a_healthy_cluster_passes_its_check_with_the_leader_from_patroni(c
         members = (await http.get(f"{api['pg1']}/cluster", timeout=2)).json()["members"]
     assert [m["name"] for m in members if m["role"] == "leader"] == [leader]
     assert await _sql(cluster, leader, "SELECT pg_is_in_recovery()") == [(False,)]
-    # The load wrote through the leader (key t6 holds the last seq written to it, by client 38 % 4).
-    assert await _sql(cluster, leader, "SELECT v FROM chaos_kv WHERE k = 't6'") == [("2:38",)]
+    # The load wrote through the leader (key t6 holds the seqs appended to it, in order).
+    assert await _list(cluster, leader, "t6") == [6, 14, 22, 30, 38]
 
 
 async def test_killing_the_leader_fails_over_and_the_old_leader_rejoins(cluster):
@@ -78,7 +92,7 @@ async def test_killing_the_leader_fails_over_and_the_old_leader_rejoins(cluster)
         before = await checker.check(2.0)
         assert before.ok, before.violations
         victim = before.roles["leader"]
-        await write_and_read(load, 0, 0, 2.0)
+        await append_and_read(load, 0, 1000, 2.0)
 
         await _docker(cluster, victim, "kill")
         killed = time.monotonic()
@@ -102,17 +116,17 @@ async def test_killing_the_leader_fails_over_and_the_old_leader_rejoins(cluster)
         assert failover_s < 15
 
         # Load follows the failover: the same load client finds the new primary by itself.
-        seq = iter(range(1, 1_000_000))
+        seq = iter(range(1001, 1_000_000))
 
         async def load_ok():
             try:
                 n = next(seq)
-                return await write_and_read(load, 0, n, 1.0), f"0:{n}"
+                return await append_and_read(load, 0, n, 1.0), n
             except Exception:  # noqa: BLE001 - failures are expected until the client has found the new leader
                 return None
 
         (key, written), _ = await until(10, load_ok)
-        assert await _sql(cluster, successor, "SELECT v FROM chaos_kv WHERE k = %s", (key,)) == [(written,)]
+        assert (await _list(cluster, successor, key))[-1] == written
 
         # Rejoin: the restarted former leader comes back as a replica (pg_rewind) and streams from the successor.
         await _docker(cluster, victim, "start")
@@ -121,8 +135,11 @@ async def test_killing_the_leader_fails_over_and_the_old_leader_rejoins(cluster)
         assert healed.roles["leader"] == successor
         assert await _sql(cluster, victim, "SELECT pg_is_in_recovery()") == [(True,)]
         # What the successor acknowledged is on the rejoined member too.
-        row = await until(10, lambda: _sql(cluster, victim, "SELECT v FROM chaos_kv WHERE k = %s", (key,)))
-        assert row[0] == [(written,)]
+        await until(10, lambda: _has(cluster, victim, key, written))
+
+
+async def _has(copy: SubjectCopy, service: str, key: str, value: int) -> bool:
+    return value in (await _list(copy, service, key) or [])
 
 
 async def _healthy(session):
@@ -148,7 +165,7 @@ async def test_a_frozen_replica_cannot_make_checks_or_load_overrun_their_deadlin
             async with open_session(cluster.instance) as fresh:
                 for seq in range(10):
                     began = time.monotonic()
-                    await fresh.write(seq, f"t{seq}", "x", 1.5)
+                    await fresh.transact(seq, [["append", f"t{seq}", 2000 + seq]], 1.5)
                     assert time.monotonic() - began < 1.5
         finally:
             await _docker(cluster, frozen, "unpause")
