@@ -92,17 +92,17 @@ def read(file: str, spec: HistoryModel) -> History:
     return whole
 
 
-HELP = f"""Check an operation history against a data model: prints the verdict, each check and any
+HELP = """Check an operation history against a data model: prints the verdict, each check and any
 counterexample. Needs no Temporal and no Docker.
 
 \b
 FILE holds JSON lines in Jepsen's shape (ours, or another tool's: Jepsen, Knossos, Porcupine converters):
-  {{"process": 3, "type": "invoke", "f": "cas", "key": "k1", "value": [1, 4], "time": 123456789}}
-  {{"process": 3, "type": "ok",     "f": "cas", "key": "k1", "value": [1, 4], "time": 124000000}}
+  {"process": 3, "type": "invoke", "f": "cas", "key": "k1", "value": [1, 4], "time": 123456789}
+  {"process": 3, "type": "ok",     "f": "cas", "key": "k1", "value": [1, 4], "time": 124000000}
 type: invoke, then ok / fail (did not happen) / info (unknown) of the same process. f and value by model:
   register      read (value read), write (value written)
   cas-register  read, write, cas [expected, new]
-  queue         publish {{"id", "publisher", "n"}}, fetch [[id, seq], ...], drain {{"replica", "messages"}}
+  queue         publish {"id", "publisher", "n"}, fetch [[id, seq], ...], drain {"replica", "messages"}
   list-append   txn [["append", key, 5], ["r", key, [1, 5]], ...]
 key is optional (one register); time (ns, any growing clock) is optional (line order); ":read"-style keywords
 are read as names. "process": "nemesis" lines mark faults (f start/stop). Every field: docs/history-format.md.

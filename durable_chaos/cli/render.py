@@ -274,8 +274,10 @@ def safety_rows(s: SafetyReport) -> list[tuple[str, str | list[str]]]:
         ("operations", f"{s.ops} sent, {s.acked_writes} acknowledged writes to {s.keys} keys, "
                        f"{s.lost_writes} lost"),
     ]
-    if s.reasons:
-        rows.append(("why", s.reasons))
+    # A check's verdict is a reason too: "why" says only what the checks below do not.
+    said = {f"{c.name}: {c.detail}" for c in s.checks}
+    if reasons := [x for x in s.reasons if x not in said]:
+        rows.append(("why", reasons))
     if s.checks:
         rows.append(("checks", [f"{c.name}: {c.verdict} - {c.detail}" for c in s.checks]))
     if s.counterexample:
