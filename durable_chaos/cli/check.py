@@ -44,7 +44,7 @@ class _Lines:
             yield line
 
 
-def _parse(name: str, f: IO[str], spec: HistoryModel) -> History:
+def _parse(name: str, f: IO[str], spec: HistoryModel) -> tuple[History, bool]:
     lines = _Lines(f)
     try:
         history = parse(lines, spec.fs, spec.shape_error)
@@ -57,10 +57,10 @@ def _parse(name: str, f: IO[str], spec: HistoryModel) -> History:
             op.invoke_ns, op.complete_ns = op.invoke_ns * UNTIMED_TICK, op.complete_ns * UNTIMED_TICK
         for w in history.faults:
             w.start_ns, w.end_ns = w.start_ns * UNTIMED_TICK, w.end_ns and w.end_ns * UNTIMED_TICK
-    return history
+    return history, lines.timed
 
 
-def _read_file(path: Path, spec: HistoryModel) -> History:
+def _read_file(path: Path, spec: HistoryModel) -> tuple[History, bool]:
     try:
         with gzip.open(path, "rt", encoding="utf-8") if path.name.endswith(".gz") else open(
                 path, encoding="utf-8") as f:
@@ -73,8 +73,9 @@ def _read_file(path: Path, spec: HistoryModel) -> History:
         fail(EXIT_BAD_INPUT, escape(f"{path}: {err.strerror or err}"))
 
 
-def read(file: str, spec: HistoryModel) -> History:
-    """A history file, stdin (`-`), or a run's history folder: its parts, each a history of its own (history.py)."""
+def read(file: str, spec: HistoryModel) -> tuple[History, bool]:
+    """A history file, stdin (`-`), or a run's history folder: its parts, each a history of its own (history.py).
+    And whether its lines carry times."""
     if file == "-":
         return _parse("stdin", sys.stdin, spec)
     path = Path(file)
@@ -85,11 +86,11 @@ def read(file: str, spec: HistoryModel) -> History:
         fail(EXIT_BAD_INPUT, escape(f"{path}: a folder with no history parts (*{PART_SUFFIX}) in it"))
     whole = History()
     for part in found:
-        history = _read_file(part, spec)
+        history, _ = _read_file(part, spec)  # ours: timed
         whole.ops += history.ops
         whole.faults += history.faults
     whole.ops.sort(key=lambda op: op.invoke_ns)
-    return whole
+    return whole, True
 
 
 HELP = """Check an operation history against a data model: prints the verdict, each check and any
@@ -128,7 +129,7 @@ def check(
         fail(EXIT_BAD_INPUT, escape(f"--model: {model!r} is not one of {', '.join(MODELS)}"))
     if isolation is not None and isolation not in ISOLATION_LEVELS:
         fail(EXIT_BAD_INPUT, escape(f"--isolation: {isolation!r} is not one of {', '.join(ISOLATION_LEVELS)}"))
-    history = read(file, HISTORY_MODELS[model])
+    history, timed = read(file, HISTORY_MODELS[model])
     # The faults the history marks (nemesis lines) split its latency into before, during and after.
     starts = [w.start_ns for w in history.faults]
     ends = [w.end_ns for w in history.faults]
@@ -138,6 +139,12 @@ def check(
     if file != "-":
         path = Path(file)
         report.history, report.history_bytes = file, size_bytes(path) if path.is_dir() else path.stat().st_size
+    notes = []
+    if not timed:  # latencies and gaps of a clock that counts lines mean nothing
+        report.availability = None
+        notes.append("the history has no times: its line order is its clock (drawn one millisecond a line)")
+    for note in notes:
+        err_console.print(f"[dim]{escape(note)}[/]", highlight=False, soft_wrap=True)
     if as_json:
         print(report.model_dump_json(indent=2))
     else:
@@ -147,7 +154,7 @@ def check(
 
         faults = [(moment(w.start_ns), None if w.end_ns is None else moment(w.end_ns), w.label)
                   for w in history.faults]
-        html_out.write_text(check_html(file, report, faults))
+        html_out.write_text(check_html(file, report, faults, notes))
         err_console.print(f"[dim]page written to {escape(str(html_out))}[/]", highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_FOR_SAFETY[report.verdict])
 

@@ -50,10 +50,15 @@ def _cut(text: str, limit: int = LABEL_CHARS) -> str:
 
 def _timeline_svg(cx: Counterexample, faults: FaultWindows) -> str:
     ops = cx.ops
-    moments = sorted({op.invoked_at for op in ops} | {op.completed_at for op in ops if op.completed_at})
+    events = {op.invoked_at for op in ops} | {op.completed_at for op in ops if op.completed_at}
+    first, last = min(events), max(events)
+    faults = [w for w in faults if w[0] <= last and (w[1] is None or w[1] >= first)]  # while these ops ran
+    # A fault's start and end that fall among the ops' events are events too: else a fault between two operations
+    # would be drawn zero wide.
+    moments = sorted(events | {t for w in faults for t in w[:2] if t is not None and first < t < last})
 
     def x(t: datetime) -> float:
-        """A moment's place: an event's rank among the ops' events, between two events if it falls between."""
+        """A moment's place: its rank among the events, between two events if it falls between."""
         i = bisect_left(moments, t)
         return float(i) if i < len(moments) and moments[i] == t else i - 0.5
 
@@ -64,17 +69,13 @@ def _timeline_svg(cx: Counterexample, faults: FaultWindows) -> str:
         fig = Figure(figsize=(9.6, 1.7 + 0.9 * len(processes)), layout="constrained")
         ax = fig.subplots()
         ax.set_gid("counterexample-axes")
-        shown = []
         for n, (start, end, label) in enumerate(faults, 1):
-            if start > moments[-1] or end is not None and end < moments[0]:
-                continue  # not while any of these operations ran
             # A fault that began before the first event (or ended after the last) runs off that edge.
             a = left if start < moments[0] else x(start)
             b = right if end is None or end > moments[-1] else x(end)
             ax.axvspan(a, b, color=FAULT, alpha=0.3, lw=0, gid=f"counterexample-fault-{n}")
             ax.text((a + b) / 2, len(processes) - 0.45, _cut(label, 40), ha="center", va="bottom", fontsize=8,
                     color="#8c2d04", fontweight="bold")
-            shown.append(label)
         above: dict[int, bool] = {}  # per row: where the last label went (consecutive ops alternate)
         for i, op in enumerate(ops):
             y = row[op.process]
@@ -111,14 +112,14 @@ def _timeline_svg(cx: Counterexample, faults: FaultWindows) -> str:
         if cx.stuck is not None:
             handles.append(Line2D([], [], marker="X", ms=10, color=STUCK, mec="white", ls="",
                                   label="stuck: no legal order places it"))
-        if shown:
+        if faults:
             handles.append(Patch(color=FAULT, alpha=0.3, label="fault window"))
         fig.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 3), fontsize=8,
                    frameon=False)
         stuck_op = ops[cx.stuck] if cx.stuck is not None else None
         title = (f"Counterexample ({cx.checker}): {len(ops)} operations of {len(processes)} processes"
                  + (f"; no legal order places {op_words(stuck_op)}" if stuck_op else "")
-                 + (f"; fault: {', '.join(shown)}" if shown else ""))
+                 + (f"; fault: {', '.join(w[2] for w in faults)}" if faults else ""))
         return inline_svg(fig, "counterexample", title, fig.get_default_bbox_extra_artists())
 
 

@@ -219,7 +219,7 @@ def op_words(op: OpView) -> str:
     key = "" if op.key is None else f" {op.key}"
     value = op.value
     if op.kind == "write":
-        return f"write{key}={value}"
+        return f"write {op.key}={value}" if op.key is not None else f"write {value}"
     if op.kind == "read":
         return f"{'final read' if op.final else 'read'}{key} -> {value if value is not None else 'nothing'}"
     if op.kind == "cas" and isinstance(value, list) and len(value) == 2:

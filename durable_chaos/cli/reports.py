@@ -146,7 +146,8 @@ def _counterexample_figure(svg: str) -> str:
     return f'<h3>Counterexample</h3><figure id="counterexample-figure">{svg}</figure>'
 
 
-def check_html(name: str, s: SafetyReport, faults: list[tuple[datetime, datetime | None, str]]) -> str:
+def check_html(name: str, s: SafetyReport, faults: list[tuple[datetime, datetime | None, str]],
+               notes: list[str] = ()) -> str:
     """`starter.py check --html`: one self-contained page with the verdict, the checks and the counterexample
     drawn (fault windows from the history's nemesis lines)."""
     from durable_chaos.cli.counterexample_plot import counterexample_svg  # matplotlib: a second to load
@@ -158,6 +159,7 @@ def check_html(name: str, s: SafetyReport, faults: list[tuple[datetime, datetime
 <style>{STYLE}</style></head>
 <body>
 <h1>{e(name)} as a {e(s.model or "history")}: <span id="verdict" class="{e(s.verdict)}">{e(s.verdict)}</span></h1>
+{"".join(f'<p class="note">{e(n)}</p>' for n in notes)}
 <section id="safety">{_html_rows(safety_rows(s))}{figure}</section>
 </body></html>
 """
