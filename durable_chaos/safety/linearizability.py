@@ -27,14 +27,15 @@ class _Node:
         self.next: _Node | None = None
 
 
-def _event_list(ops: list[Op]) -> _Node:
+def _event_list(ops: list[Op], deadlines: dict[int, int]) -> _Node:
     """The ops' call and return events in time order, as a doubly linked list behind a head node; each call node
     points at its return."""
     events: list[tuple[float, int, int]] = []
     for i, op in enumerate(ops):
         events.append((op.invoke_ns, 0, i))
-        # An info op may take effect at any moment after its invoke: its return is at the end of time.
-        events.append((INFINITY if op.outcome == "info" else op.complete_ns, 1, i))
+        # An info op may take effect at any moment after its invoke: its return is its deadline (models.py), or
+        # the end of time.
+        events.append((deadlines.get(id(op), INFINITY) if op.outcome == "info" else op.complete_ns, 1, i))
     events.sort()  # at equal times calls first: touching operations count as concurrent (never a false alarm)
     head = _Node(None, -1)
     calls: dict[int, _Node] = {}
@@ -78,7 +79,7 @@ def _search(ops: list[Op], model: Register, budget: int) -> tuple[bool | None, O
     state): lift it out of the list and start again from the front. Meeting a return event means its op should
     already have been linearized: backtrack. (set of linearized ops, state) pairs already tried are memoised, which
     is what makes the search practical (Lowe, "Testing for linearizability", 2017)."""
-    head = _event_list(ops)
+    head = _event_list(ops, model.deadlines(ops))
     state = model.init()
     linearized = 0  # bit i set: ops[i] is linearized
     seen: set[tuple[int, Any]] = set()

@@ -138,17 +138,18 @@ def _legal(order, model) -> bool:
     return True
 
 
-def random_history(rng: random.Random, model_name: str, n: int) -> list[Op]:
+def random_history(rng: random.Random, model_name: str, n: int, unique: bool) -> list[Op]:
     """A few concurrent operations on one register, each taking effect at a random moment of its interval on a
-    real register; then, half the time, one read's value is changed (often making it illegal)."""
-    values = ["a", "b", "c"]
+    real register; then, half the time, one read's value is changed (often making it illegal). `unique`: every
+    write and swap writes a value of its own, as our load does (other tools reuse a few)."""
+    values = [f"v{i}" for i in range(n)] if unique else ["a", "b", "c"]
     planned = []
     for i in range(n):
         start = rng.uniform(0, 10)
         end = start + rng.uniform(0.1, 4)
         kind = rng.choice(["read", "write", "cas"] if model_name == "cas-register" else ["read", "write"])
-        value = rng.choice(values) if kind == "write" else [rng.choice(values + [None]), rng.choice(values)] \
-            if kind == "cas" else None
+        new = values[i] if unique else rng.choice(values)
+        value = new if kind == "write" else [rng.choice(values + [None]), new] if kind == "cas" else None
         o = op(kind, "k", value, start, end, process=i)
         planned.append((rng.uniform(start, end), o))
     state = None
@@ -171,13 +172,14 @@ def random_history(rng: random.Random, model_name: str, n: int) -> list[Op]:
     return sorted(ops, key=lambda o: o.invoke_ns)
 
 
+@pytest.mark.parametrize("unique", [True, False], ids=["unique-values", "reused-values"])
 @pytest.mark.parametrize("model_name", ["register", "cas-register"])
-def test_the_search_agrees_with_brute_force_on_small_histories(model_name):
+def test_the_search_agrees_with_brute_force_on_small_histories(model_name, unique):
     model = CAS_REGISTER if model_name == "cas-register" else REGISTER
     rng = random.Random(21)
     verdicts = {True: 0, False: 0}
     for _ in range(400):
-        h = random_history(rng, model_name, rng.randint(2, 6))
+        h = random_history(rng, model_name, rng.randint(2, 6), unique)
         expected = brute_force(h, model)
         assert (linearizable(h, model).verdict == "ok") == expected, h
         verdicts[expected] += 1
