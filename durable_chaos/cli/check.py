@@ -154,7 +154,7 @@ def check(
 
         faults = [(moment(w.start_ns), None if w.end_ns is None else moment(w.end_ns), w.label)
                   for w in history.faults]
-        html_out.write_text(check_html(file, report, faults, notes))
+        html_out.write_text(check_html("stdin" if file == "-" else file, report, faults, notes))
         err_console.print(f"[dim]page written to {escape(str(html_out))}[/]", highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_FOR_SAFETY[report.verdict])
 

@@ -154,11 +154,12 @@ def check_html(name: str, s: SafetyReport, faults: list[tuple[datetime, datetime
 
     e = html.escape
     figure = _counterexample_figure(counterexample_svg(s.counterexample, faults)) if s.counterexample else ""
+    short = Path(name).name or name  # the whole path is in the table's "history" row
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>History check of {e(name)}: {e(s.verdict)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>History check of {e(short)}: {e(s.verdict)}</title>
 <style>{STYLE}</style></head>
 <body>
-<h1>{e(name)} as a {e(s.model or "history")}: <span id="verdict" class="{e(s.verdict)}">{e(s.verdict)}</span></h1>
+<h1>{e(short)} as a {e(s.model or "history")}: <span id="verdict" class="{e(s.verdict)}">{e(s.verdict)}</span></h1>
 {"".join(f'<p class="note">{e(n)}</p>' for n in notes)}
 <section id="safety">{_html_rows(safety_rows(s))}{figure}</section>
 </body></html>
