@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from durable_chaos.cli.errors import EXIT_BAD_INPUT, EXIT_FAIL, EXIT_PASS, OneLineErrors, err_console, fail
 from durable_chaos.cli.render import safety_panel
+from durable_chaos.cli.reports import check_html
 from durable_chaos.safety.availability import moment
 from durable_chaos.safety.checkers import CHECKERS, HISTORY_MODELS, HistoryModel, check as check_history
 from durable_chaos.safety.history import PART_SUFFIX, parts, size_bytes
@@ -150,8 +151,6 @@ def check(
     else:
         Console().print(safety_panel(report))
     if html_out is not None:
-        from durable_chaos.cli.reports import check_html  # matplotlib: loaded only when a page is asked for
-
         faults = [(moment(w.start_ns), None if w.end_ns is None else moment(w.end_ns), w.label)
                   for w in history.faults]
         html_out.write_text(check_html("stdin" if file == "-" else file, report, faults, notes))

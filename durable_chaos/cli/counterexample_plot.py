@@ -1,8 +1,8 @@
 """A counterexample drawn so it can be looked at, in the manner of Porcupine's visualizer (matplotlib, inline SVG).
 
 Operations on a timeline: one row per process, each operation a bar from its invoke to its completion, colored by
-outcome (an `info` one runs to the end: it may take effect any time after its invoke), the fault windows shaded, and
-the operation no legal order can place marked. The bars sit at their events' places in time order, evenly spaced,
+outcome (an `info` one is hatched until the client gave up, then runs on to the end as a thin tail: it may take
+effect any time after its invoke), the fault windows shaded, and the operation no legal order can place marked. The bars sit at their events' places in time order, evenly spaced,
 not to scale: a counterexample often holds 2 ms reads seconds apart, which to scale would be slivers. The ticks
 give the real times.
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import textwrap
 from bisect import bisect_left
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from matplotlib import rc_context
 from matplotlib.figure import Figure
@@ -30,7 +30,7 @@ FaultWindows = list[tuple[datetime, datetime | None, str]]
 
 OUTCOME_COLOURS = {"ok": "#4393c3", "fail": "#bababa", "info": "#f4a442"}
 OUTCOME_LEGEND = {"ok": "ok", "fail": "fail (did not take effect)",
-                  "info": "info (outcome unknown: may take effect any time later)"}
+                  "info": "info (no answer: may take effect any time later, the thin tail)"}
 STUCK = "#b2182b"
 # A dependency's kind: its colour and what it means, for the legend.
 EDGE_STYLES = {"ww": ("#762a83", "ww: overwrote its append"), "wr": ("#1b7837", "wr: read its append"),
@@ -50,7 +50,7 @@ def _cut(text: str, limit: int = LABEL_CHARS) -> str:
 
 def _timeline_svg(cx: Counterexample, faults: FaultWindows) -> str:
     ops = cx.ops
-    events = {op.invoked_at for op in ops} | {op.completed_at for op in ops if op.completed_at}
+    events = {op.invoked_at for op in ops} | {_answered(op) for op in ops}
     first, last = min(events), max(events)
     faults = [w for w in faults if w[0] <= last and (w[1] is None or w[1] >= first)]  # while these ops ran
     # A fault's start and end that fall among the ops' events are events too: else a fault between two operations
@@ -62,7 +62,7 @@ def _timeline_svg(cx: Counterexample, faults: FaultWindows) -> str:
         i = bisect_left(moments, t)
         return float(i) if i < len(moments) and moments[i] == t else i - 0.5
 
-    left, right = -0.6, len(moments) - 0.4  # an info op's bar runs to the right edge
+    left, right = -0.6, len(moments) - 0.4  # an info op's tail runs to the right edge
     processes = sorted({op.process for op in ops})
     row = {p: i for i, p in enumerate(processes)}
     with rc_context({"svg.fonttype": "path", "font.size": 9, "hatch.color": "#9a5b13"}):
@@ -80,17 +80,20 @@ def _timeline_svg(cx: Counterexample, faults: FaultWindows) -> str:
         for i, op in enumerate(ops):
             y = row[op.process]
             start = x(op.invoked_at)
-            end = right if op.completed_at is None else max(x(op.completed_at), start + 0.15)
+            end = max(x(_answered(op)), start + 0.15)
             stuck = i == cx.stuck
             ax.barh(y, end - start, left=start, height=0.32, color=OUTCOME_COLOURS[op.outcome],
                     hatch="///" if op.outcome == "info" else None, edgecolor=STUCK if stuck else "#404040",
                     lw=2.2 if stuck else 0.6, gid=f"counterexample-op-{i}")
+            if op.outcome == "info":  # the client gave up; the operation may still take effect, until the end
+                ax.barh(y, right - end, left=end, height=0.08, color=OUTCOME_COLOURS["info"], alpha=0.6, lw=0,
+                        gid=f"counterexample-op-{i}-later")
             above[y] = not above.get(y, False)
             ax.text(start, y - 0.22 if above[y] else y + 0.24, _cut(op_words(op)) + f" ({op.outcome})",
                     va="bottom" if above[y] else "top", ha="left", fontsize=8,
                     color=STUCK if stuck else "#222222", fontweight="bold" if stuck else "normal")
             if stuck:
-                tip = end if op.completed_at else start
+                tip = end
                 ax.plot(tip, y, marker="X", ms=13, color=STUCK, mec="white", gid="counterexample-stuck", zorder=5)
                 ax.annotate("no legal order places this", (tip, y), xytext=(9, 0), textcoords="offset points",
                             va="center", ha="left", fontsize=8, color=STUCK, fontweight="bold")
@@ -100,7 +103,7 @@ def _timeline_svg(cx: Counterexample, faults: FaultWindows) -> str:
         # Real times at the events' places: seconds since the first invoke (thinned to at most 14 ticks).
         every = max(1, -(-len(moments) // 14))
         ticks = list(range(0, len(moments), every))
-        ax.set_xticks(ticks, [f"{(moments[i] - moments[0]).total_seconds():.3f}" for i in ticks], rotation=40,
+        ax.set_xticks(ticks, _tick_labels([(moments[i] - moments[0]).total_seconds() for i in ticks]), rotation=40,
                       ha="right", fontsize=8)
         ax.set_xlabel("seconds since the first invoke (events in time order, evenly spaced: not to scale)")
         ax.grid(axis="x", color="#e5e5e5", lw=0.8)
@@ -121,6 +124,20 @@ def _timeline_svg(cx: Counterexample, faults: FaultWindows) -> str:
                  + (f"; no legal order places {op_words(stuck_op)}" if stuck_op else "")
                  + (f"; fault: {', '.join(w[2] for w in faults)}" if faults else ""))
         return inline_svg(fig, "counterexample", title, fig.get_default_bbox_extra_artists())
+
+
+def _answered(op: OpView) -> datetime:
+    """When the client had its answer, or gave up waiting (an info op: it may take effect later still)."""
+    return op.completed_at or op.invoked_at + timedelta(milliseconds=op.latency_ms)
+
+
+def _tick_labels(seconds: list[float]) -> list[str]:
+    """Milliseconds, or as many digits more as it takes to tell neighbouring events apart (up to microseconds)."""
+    for digits in (3, 4, 5):
+        labels = [f"{s:.{digits}f}" for s in seconds]
+        if all(a != b for a, b in zip(labels, labels[1:])):
+            return labels
+    return [f"{s:.6f}" for s in seconds]
 
 
 def _cycle_order(cx: Counterexample) -> list[int]:
