@@ -2,9 +2,10 @@
 
 Operations on a timeline: one row per process, each operation a bar from its invoke to its completion, colored by
 outcome (an `info` one is hatched until the client gave up, then runs on to the end as a thin tail: it may take
-effect any time after its invoke), the fault windows shaded, and the operation no legal order can place marked. The bars sit at their events' places in time order, evenly spaced,
-not to scale: a counterexample often holds 2 ms reads seconds apart, which to scale would be slivers. The ticks
-give the real times.
+effect any time after its invoke), the fault windows shaded, and the stuck operation marked (where no legal order
+exists, or where the violation shows). The bars sit at their events' places in time order, evenly spaced, not to
+scale: a counterexample often holds 2 ms reads seconds apart, which to scale would be slivers. The ticks give the
+real times.
 
 A transaction cycle is drawn as a cycle: the transactions around a circle, each dependency an arrow labelled with
 its kind, and under it why each one holds, in words.
@@ -23,7 +24,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, FancyArrowPatch, Patch
 
 from durable_chaos.cli.plots import FAULT, inline_svg
-from durable_chaos.cli.render import op_words, txn_name
+from durable_chaos.cli.render import op_words, stuck_words, txn_name
 from durable_chaos.contracts import Counterexample, OpView
 
 FaultWindows = list[tuple[datetime, datetime | None, str]]
@@ -95,7 +96,7 @@ def _timeline_svg(cx: Counterexample, faults: FaultWindows) -> str:
             if stuck:
                 tip = end
                 ax.plot(tip, y, marker="X", ms=13, color=STUCK, mec="white", gid="counterexample-stuck", zorder=5)
-                ax.annotate("no legal order places this", (tip, y), xytext=(9, 0), textcoords="offset points",
+                ax.annotate(stuck_words(cx), (tip, y), xytext=(9, 0), textcoords="offset points",
                             va="center", ha="left", fontsize=8, color=STUCK, fontweight="bold")
         ax.set_xlim(left, right)
         ax.set_ylim(len(processes) - 0.3, -0.6)
@@ -114,14 +115,14 @@ def _timeline_svg(cx: Counterexample, faults: FaultWindows) -> str:
                    if any(op.outcome == o for op in ops)]
         if cx.stuck is not None:
             handles.append(Line2D([], [], marker="X", ms=10, color=STUCK, mec="white", ls="",
-                                  label="stuck: no legal order places it"))
+                                  label=f"stuck: {stuck_words(cx)}"))
         if faults:
             handles.append(Patch(color=FAULT, alpha=0.3, label="fault window"))
         fig.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 3), fontsize=8,
                    frameon=False)
         stuck_op = ops[cx.stuck] if cx.stuck is not None else None
         title = (f"Counterexample ({cx.checker}): {len(ops)} operations of {len(processes)} processes"
-                 + (f"; no legal order places {op_words(stuck_op)}" if stuck_op else "")
+                 + (f"; stuck at {op_words(stuck_op)}: {stuck_words(cx)}" if stuck_op else "")
                  + (f"; fault: {', '.join(w[2] for w in faults)}" if faults else ""))
         return inline_svg(fig, "counterexample", title, fig.get_default_bbox_extra_artists())
 

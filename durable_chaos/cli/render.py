@@ -249,12 +249,18 @@ def txn_name(index: int) -> str:
     return f"T{index + 1}"
 
 
+def stuck_words(cx: Counterexample) -> str:
+    """What the counterexample's stuck operation is: where the linearizability search found no legal order, or,
+    for the other checkers, the operation that shows the violation."""
+    return "no legal order places this" if cx.checker == "linearizability" else "the violation shows here"
+
+
 def counterexample_lines(cx: Counterexample) -> list[str]:
-    """Its summary, its operations (the one no legal order can place marked; a cycle's transactions named T1,
-    T2...), then a cycle's dependencies edge by edge."""
+    """Its summary, its operations (the stuck one marked; a cycle's transactions named T1, T2...), then a cycle's
+    dependencies edge by edge."""
     lines = [f"{cx.anomaly}: {cx.summary}" if cx.anomaly else cx.summary]
     for i, op in enumerate(cx.ops):
-        mark = "stuck here (no legal order places it): " if i == cx.stuck else f"{txn_name(i)}: " if cx.cycle else ""
+        mark = f"stuck here ({stuck_words(cx)}): " if i == cx.stuck else f"{txn_name(i)}: " if cx.cycle else ""
         lines.append(mark + op_text(op))
     lines += [f"{txn_name(e.source)} -{e.kind}-> {txn_name(e.target)}: {e.why}" for e in cx.cycle]
     return lines

@@ -72,7 +72,7 @@ def test_a_stale_read_exits_1_and_names_the_stuck_operation(tmp_path):
     done = check("--model", "register", str(stale(tmp_path)))
     assert done.returncode == 1, done.stderr
     assert "data safety: violated" in done.stdout
-    assert re.search(r"stuck here \(no legal order places it\): \S+ read k -> a ok \(process 1", done.stdout)
+    assert re.search(r"stuck here \(no legal order places this\): \S+ read k -> a ok \(process 1", done.stdout)
 
 
 def test_a_history_whose_final_read_failed_is_unknown_exit_3(tmp_path):
@@ -168,7 +168,7 @@ def test_a_jepsen_history_with_a_stale_read(tmp_path):
     page = tmp_path / "page.html"
     done = check("--model", "cas-register", "--html", str(page), str(path))
     assert done.returncode == 1, done.stdout + done.stderr
-    assert re.search(r"stuck here \(no legal order places it\): \S+ read -> 1 ok \(process 2", done.stdout)
+    assert re.search(r"stuck here \(no legal order places this\): \S+ read -> 1 ok \(process 2", done.stdout)
     svg = _svg(page.read_text())
     assert svg.find(f".//{SVG}g[@id='counterexample-fault-1']") is not None  # the nemesis' partition, shaded
 
@@ -202,7 +202,7 @@ def test_the_html_page_draws_one_row_per_process_and_shades_the_fault(tmp_path):
     assert len(bars) == 3 and len(set(rows.values())) == 3
     assert svg.find(f".//{SVG}g[@id='counterexample-fault-1']") is not None
     assert svg.find(f".//{SVG}g[@id='counterexample-stuck']") is not None
-    assert "no legal order places read k -> a" in svg.find(f"{SVG}title").text
+    assert "stuck at read k -> a: no legal order places this" in svg.find(f"{SVG}title").text
 
 
 def _middle_y(bar: ET.Element) -> float:

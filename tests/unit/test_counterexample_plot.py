@@ -40,7 +40,7 @@ def test_a_stale_read_as_a_timeline():
     assert ids(svg, r"counterexample-fault-\d") == ["counterexample-fault-1"]  # the earlier one ended before
     assert ids(svg, "counterexample-stuck") == ["counterexample-stuck"]
     title = ET.fromstring(svg).find(f"{SVG}title").text
-    assert "4 operations of 4 processes" in title and "no legal order places read k -> a" in title
+    assert "4 operations of 4 processes" in title and "stuck at read k -> a: no legal order places this" in title
 
 
 def test_a_cycle_as_a_cycle():
