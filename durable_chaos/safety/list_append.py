@@ -193,7 +193,7 @@ def _realtime(graph: Graph, txns: list[Txn]) -> None:
     before: dict[Txn, tuple[Txn, ...]] = {}
     for _, completes, _, t in events:
         if completes:
-            frontier.difference_update(before[t])
+            frontier.difference_update(before.get(t, ()))  # nothing, for a completion stamped before its invoke
             frontier.add(t)
         else:
             before[t] = tuple(frontier)
@@ -402,10 +402,10 @@ def _intermediate_reads(h: _History) -> None:
 
 
 def _lost_updates(h: _History) -> None:
-    by_version: dict[tuple[Any, int], list[Txn]] = defaultdict(list)
+    by_version: dict[tuple[Any, tuple], list[Txn]] = defaultdict(list)
     for t, key, values in h.external:
         if key in t.final_append and t.op.outcome == "ok":
-            by_version[(key, len(values))].append(t)
+            by_version[(key, values)].append(t)
     for (key, _), txns in by_version.items():
         if len(txns) > 1:
             names = ", ".join(t.name for t in txns)
