@@ -329,7 +329,8 @@ def render(results: dict) -> list[Table]:
             t.add_column(col, justify="right" if col == "check (s)" else "left")
         for name, label in (("serializable", "strictly serializable"), ("snapshot", "snapshot isolation"),
                             ("failover", "3 s of appends lost in a failover")):
-            t.add_row(label, _fmt(r[name]["check_s"]), r[name]["verdict"], r[name]["detail"])
+            t.add_row(label, _fmt(r[name]["check_s"]), r[name]["verdict"],
+                      f"{r[name]['detail']}; lost appends: {r[name]['lost_appends']}")
         tables.append(t)
     return tables
 

@@ -242,7 +242,9 @@ def list_append_figures(txns: int = MODEL_OPS, processes: int = PROCESSES, info_
         found = check_list_append(ops, isolation="strict-serializable")
         check_s = time.perf_counter() - began
         summary = found[-1]
+        lost = next(f for f in found if f.name == "lost appends")
         figures[name] = {"check_s": round(check_s, 3), "verdict": summary.verdict, "detail": summary.detail,
+                         "lost_appends": lost.count,
                          "micro_ops": sum(len(op.value) for op in ops),
                          "read_elements": sum(len(m[2] or []) for op in ops for m in op.value if m[0] == "r")}
     return figures

@@ -175,6 +175,15 @@ def test_lost_update_both_read_the_same_version_and_appended():
     assert verdicts(h, "read-committed")["lost update"] == "ok"
 
 
+def test_reads_as_long_but_different_are_not_the_same_version():
+    # A failover lost 2 and 5; T5 then read a list as long as the one T3 read: a different version, so no lost
+    # update (the orders disagree instead).
+    h = [t(0, 10, a("x", 1)), t(11, 12, a("x", 2)), t(20, 30, r("x", [1, 2]), a("x", 5)), t(40, 41, a("x", 3)),
+         t(50, 60, r("x", [1, 3]), a("x", 6)), final("x", [1, 3, 6])]
+    got = verdicts(h, "serializable")
+    assert "lost update" not in got and got["incompatible order"] == "violated"
+
+
 def test_an_acknowledged_append_missing_from_the_final_read_is_lost():
     # What a failover with asynchronous replication looks like: T1's append was acknowledged, then gone.
     h = [t(0, 10, a("x", 1)), t(20, 30, a("x", 2)), t(40, 50, r("x", [2])), final("x", [2])]
