@@ -1,7 +1,7 @@
 """PostgreSQL's list-append load on a real Patroni cluster: transactions append and read lists at serializable
 isolation, a serialization failure is an operation that did not happen, and a chaos run that partitions the leader
 gets a safety section from the list-append checker that says what happened (the replication is asynchronous:
-appends acknowledged by the old primary may be gone after a failover). A private copy in ports 41000-41990.
+appends acknowledged by the old primary may be gone after a failover). A private copy in ports 21000-21990.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from subjects import NotApplied
 from tests.conftest import private_copy, running_worker
 from workflows.chaos import ChaosDemoWorkflow
 
-PORT_RANGE = (41000, 41990)
+PORT_RANGE = (21000, 21990)  # below the ephemeral ports (32768-60999), which a busy host fills
 
 
 @pytest_asyncio.fixture(scope="module")
