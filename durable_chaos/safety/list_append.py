@@ -519,7 +519,7 @@ def _finding(anomaly: str, cases: list[Case], forbidden: bool, level: str) -> Fi
 def check_list_append(ops: list[Op], *, isolation: str | None = None, budget: int = SEARCH_BUDGET,
                       **_) -> list[Finding]:
     """Every anomaly the history shows, one finding each (violated if `isolation` forbids it, ok with a note if it
-    allows it), then lost appends, then a summary ("transactions")."""
+    allows it), then lost appends (with a final read phase), then a summary ("transactions")."""
     level = isolation or DEFAULT_ISOLATION
     if level not in FORBIDDEN:
         return [Finding("transactions", "unknown", f"unknown isolation level {level!r} (known: "
@@ -540,7 +540,9 @@ def check_list_append(ops: list[Op], *, isolation: str | None = None, budget: in
     order = [a for a, _, _ in CYCLE_SEARCHES] + ["G1a", "G1b", "internal inconsistency", "incompatible order",
                                                  "duplicates", "values never written"]
     findings = [_finding(a, h.cases[a], a in forbidden, level) for a in order if h.cases.get(a)]
-    findings.append(lost_appends(h))
+    # Lost appends need a final read phase; other tools' histories often have none (as registers' lost writes).
+    if any(op.final for op in ops):
+        findings.append(lost_appends(h))
     if h.cases.get("lost update"):
         findings.append(_finding("lost update", h.cases["lost update"], "lost update" in forbidden, level))
     findings.append(_summary(h, findings, level, edges, complete, budget))

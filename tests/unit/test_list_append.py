@@ -196,9 +196,12 @@ def test_an_acknowledged_append_missing_from_the_final_read_is_lost():
     assert verdicts(h, "strict-serializable")["G0-realtime"] == "violated"
 
 
-def test_without_a_final_read_lost_appends_are_unknown():
-    got = verdicts([t(0, 10, a("x", 1)), t(20, 30, r("x", [1]))])
+def test_a_key_the_final_phase_could_not_read_leaves_lost_appends_unknown():
+    failed = t(1000, 1001, r("y", None), outcome="fail", final=True)
+    got = verdicts([t(0, 10, a("x", 1)), t(0, 10, a("y", 2)), t(20, 30, r("x", [1])), final("x", [1]), failed])
     assert got["lost appends"] == "unknown" and got["transactions"] == "ok"
+    # Without a final read phase (other tools' histories) the dependencies alone are checked.
+    assert verdicts([t(0, 10, a("x", 1)), t(20, 30, r("x", [1]))]) == {"transactions": "ok"}
 
 
 def test_a_spent_budget_says_unknown_never_a_guess():
