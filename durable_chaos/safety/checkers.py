@@ -117,9 +117,9 @@ def check(ops: list[Op], *, model: str | None = "register", isolation: str | Non
           budget: int = SEARCH_BUDGET) -> SafetyReport:
     """The checkers of the history's data `model` on one history (None: the load's operations say nothing about
     data). `token_name`: what the subject's tokens are (None: it returns none). `isolation`: the level a
-    list-append subject promises. `budget`: search steps per key before a search says unknown. `unknown_because`: what the caller already knows makes the data checks unsound
-    (e.g. missing history parts); the checkers still run and say what they saw, but the verdict is `unknown`
-    either way."""
+    list-append subject promises. `budget`: search steps per key before a search says unknown.
+    `unknown_because`: what the caller already knows makes the data checks unsound (e.g. missing history parts);
+    the checkers still run and say what they saw, but the verdict is `unknown` either way."""
     began = time.perf_counter()
     data_ops = [op for op in ops if op.kind != "op"]
     sent = [op for op in ops if not op.final]
