@@ -22,6 +22,7 @@ from durable_chaos.safety.availability import moment
 from durable_chaos.safety.checkers import CHECKERS, HISTORY_MODELS, HistoryModel, check as check_history
 from durable_chaos.safety.history import PART_SUFFIX, parts, size_bytes
 from durable_chaos.safety.jepsen import BadHistory, History, parse
+from durable_chaos.safety.linearizability import SEARCH_BUDGET
 
 EXIT_UNKNOWN = 3  # the checkers could not decide (e.g. the search budget was spent): never a guess
 EXIT_FOR_SAFETY = {"ok": EXIT_PASS, "violated": EXIT_FAIL, "unknown": EXIT_UNKNOWN}
@@ -125,6 +126,8 @@ def check(
     html_out: Optional[Path] = typer.Option(None, "--html", metavar="OUT.html",
                                             help="also write a page with the counterexample drawn"),
     as_json: bool = typer.Option(False, "--json", help="print the safety report as JSON instead"),
+    budget: int = typer.Option(SEARCH_BUDGET, "--budget", metavar="STEPS", min=1,
+                               help="search steps per key before the linearizability search gives up (exit 3)"),
 ) -> None:
     if model not in MODELS:
         fail(EXIT_BAD_INPUT, escape(f"--model: {model!r} is not one of {', '.join(MODELS)}"))
@@ -136,7 +139,7 @@ def check(
     ends = [w.end_ns for w in history.faults]
     report = check_history(history.ops, model=model, isolation=isolation or "serializable",
                            fault_start_ns=min(starts, default=None),
-                           fault_end_ns=None if None in ends else max(ends, default=None))
+                           fault_end_ns=None if None in ends else max(ends, default=None), budget=budget)
     if file != "-":
         path = Path(file)
         report.history, report.history_bytes = file, size_bytes(path) if path.is_dir() else path.stat().st_size

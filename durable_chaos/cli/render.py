@@ -273,13 +273,28 @@ def _phase_text(name: str, p: PhaseLatency) -> str:
     return f"{name} p50 {ms(p.p50_ms)} / p99 {ms(p.p99_ms)} ms ({p.ops} ops, {p.errors} errors)"
 
 
+# How the report names each data model the checkers held a history to.
+MODEL_WORDS = {
+    "register": "register per key (read, write)",
+    "cas-register": "register per key with compare-and-set (read, write, cas)",
+    "queue": "queue (publish, fetch, drain every replica)",
+    "list-append": "transactions appending to lists (list-append, Elle-style)",
+}
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def safety_rows(s: SafetyReport) -> list[tuple[str, str | list[str]]]:
     """The data safety section, as (label, text or list of lines): the terminal, Markdown and HTML all draw it."""
-    rows: list[tuple[str, str | list[str]]] = [
-        ("verdict", s.verdict),
-        ("operations", f"{s.ops} sent, {s.acked_writes} acknowledged writes to {s.keys} keys, "
-                       f"{s.lost_writes} lost"),
-    ]
+    rows: list[tuple[str, str | list[str]]] = [("verdict", s.verdict)]
+    if s.model:
+        rows.append(("model", MODEL_WORDS.get(s.model, s.model)))
+    changes = "acknowledged writes" if s.model in (None, "register", "cas-register") else \
+        "acknowledged publishes" if s.model == "queue" else "acknowledged transactions that append"
+    rows.append(("operations", f"{_count(s.ops, 'operation')} sent, {s.acked_writes} {changes}"
+                               + (f" to {_count(s.keys, 'key')}" if s.keys else "") + f", {s.lost_writes} lost"))
     # A check's verdict is a reason too: "why" says only what the checks below do not.
     said = {f"{c.name}: {c.detail}" for c in s.checks}
     if reasons := [x for x in s.reasons if x not in said]:

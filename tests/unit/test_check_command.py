@@ -83,6 +83,17 @@ def test_a_history_whose_final_read_failed_is_unknown_exit_3(tmp_path):
     assert "data safety: unknown" in done.stdout and "final read failed" in done.stdout
 
 
+def test_a_search_that_spends_its_budget_is_unknown_exit_3(tmp_path):
+    # Swaps need the search; twelve concurrent ones and two reads give it orders to try.
+    events = [e for i in range(12) for e in op(i, "cas", 0, 100, [None if i == 0 else f"v{i - 1}", f"v{i}"])]
+    events += op(20, "read", 101, 102, "v11")
+    path = history_file(tmp_path / "h.jsonl", *events)
+    assert check("--model", "cas-register", str(path)).returncode == 0
+    done = check("--model", "cas-register", "--budget", "5", str(path))
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "budget (5 steps) exhausted" in done.stdout
+
+
 def test_json_output_is_the_safety_report(tmp_path):
     done = check("--model", "register", "--json", str(stale(tmp_path)))
     report = json.loads(done.stdout)
@@ -173,8 +184,6 @@ def test_a_jepsen_history_with_a_stale_read(tmp_path):
     assert svg.find(f".//{SVG}g[@id='counterexample-fault-1']") is not None  # the nemesis' partition, shaded
 
 
-@pytest.mark.xfail(strict=True, reason="lost_writes (safety/, the lead's) says unknown when a history has no "
-                                       "final read phase, as no other tool's history has")
 def test_a_valid_jepsen_history_is_valid(tmp_path):
     path = tmp_path / "knossos.jsonl"
     path.write_text(JEPSEN_STALE.replace('"f": ":read", "value": 1}', '"f": ":read", "value": 2}'))
