@@ -490,9 +490,10 @@ def lost_appends(h: _History) -> Finding:
     if lost:
         t, key, v, reader = lost[0]
         keys = len({k for _, k, _, _ in lost})
-        return Finding(name, "violated", f"{len(lost)} of {acked} acknowledged appends are missing from the final "
-                                         f"read of their key ({keys} keys); first: {v}, appended to {key} by "
-                                         f"{wording(t)}; the final read {reader.name} found {key} -> "
+        return Finding(name, "violated", f"{len(lost)} of {acked} acknowledged appends "
+                                         f"{'is' if len(lost) == 1 else 'are'} missing from the final read of "
+                                         f"their key ({keys} key{'' if keys == 1 else 's'}); first: {v}, appended "
+                                         f"to {key} by {wording(t)}; the final read {reader.name} found {key} -> "
                                          f"{_short(values_of(reader, key))} without it",
                        [t.op, reader.op], count=len(lost))
     if unread:

@@ -190,7 +190,8 @@ def test_an_acknowledged_append_missing_from_the_final_read_is_lost():
     got = findings(h, "serializable")
     lost = got["lost appends"]
     assert lost.verdict == "violated" and lost.count == 1
-    assert "1 of 2 acknowledged appends are missing" in lost.detail and "first: 1, appended to x by T1" in lost.detail
+    assert "1 of 2 acknowledged appends is missing from the final read of their key (1 key)" in lost.detail
+    assert "first: 1, appended to x by T1" in lost.detail
     assert [op.final for op in lost.ops] == [False, True]
     # Realtime says T1 came first, yet its append is after T2's in what was read: strict serializability breaks.
     assert verdicts(h, "strict-serializable")["G0-realtime"] == "violated"
