@@ -306,6 +306,7 @@ class _History:
         self.external: list[tuple[Txn, Any, tuple]] = []  # reads before the transaction appended to the key
         self.appenders: dict[Any, list[Txn]] = defaultdict(list)  # key -> transactions that appended to it
         self.cases: dict[str, list[Case]] = defaultdict(list)
+        self.reused: list[tuple[Any, Any, Txn, Txn]] = []  # (key, value, first appender, another)
         for t in self.txns:
             self._scan(t)
         self.order: dict[Any, tuple] = {}  # key -> its version order (keys whose reads agree)
@@ -325,7 +326,9 @@ class _History:
         known: dict[Any, bool] = {}  # key -> whether `mine` is the whole list (a read came first)
         for f, key, value in _micro_ops(t.op):
             if f == "append":
-                self.writer.setdefault((key, value), t)
+                first = self.writer.setdefault((key, value), t)
+                if first is not t:
+                    self.reused.append((key, value, first, t))
                 if key not in t.final_append:
                     self.appenders[key].append(t)
                 t.final_append[key] = value
@@ -527,6 +530,11 @@ def check_list_append(ops: list[Op], *, isolation: str | None = None, budget: in
                                                    f"{', '.join(FORBIDDEN)})")]
     forbidden = FORBIDDEN[level] | ALWAYS_FORBIDDEN
     h = _History(ops)
+    if h.reused:
+        key, value, first, other = h.reused[0]
+        return [Finding("transactions", "unknown", f"values appended more than once ({len(h.reused)}, e.g. "
+                                                   f"{value} to {key} by {first.name} and {other.name}): a read "
+                                                   f"cannot say which append it saw, so nothing can be inferred")]
     _intermediate_reads(h)
     _lost_updates(h)
     spent = Budget(budget)

@@ -212,6 +212,12 @@ def test_a_spent_budget_says_unknown_never_a_guess():
     assert got["transactions"].verdict == "unknown" and "budget" in got["transactions"].detail
 
 
+def test_a_value_appended_twice_leaves_the_history_unknown():
+    got = findings([t(0, 10, a("x", 1)), t(0, 10, a("x", 1)), t(20, 30, r("x", [1])), final("x", [1])])
+    assert [(f.name, f.verdict) for f in got.values()] == [("transactions", "unknown")]
+    assert "values appended more than once (1, e.g. 1 to x by T1 and T2)" in got["transactions"].detail
+
+
 def test_an_unknown_isolation_level_is_not_checked():
     assert verdicts([t(0, 1, a("x", 1))], "causal") == {"transactions": "unknown"}
 
