@@ -131,7 +131,7 @@ def _short(values: tuple) -> str:
     return f"[{'… ' if len(values) > 4 else ''}{shown}]"
 
 
-def wording(txn: Txn) -> str:
+def _wording(txn: Txn) -> str:
     """T3 (process 2, ok: append 7 to k1, read k2 -> [… 4 5 9])"""
     parts = [f"append {v} to {k}" if f == "append" else f"read {k}" + (
         f" -> {_short(_as_list(v))}" if txn.op.outcome == "ok" else "") for f, k, v in _micro_ops(txn.op)]
@@ -290,7 +290,7 @@ def _cycle_case(graph: Graph, edges: list[tuple]) -> Case:
     txns = [a for a, _, _ in edges]
     steps = [(a, b, kind, graph.explain(a, b, kind)) for a, b, kind in edges]
     why = "; ".join(f"{a.name} < {b.name} because {text} ({kind})" for a, b, kind, text in steps)
-    who = "; ".join(wording(t) for t in txns)
+    who = "; ".join(_wording(t) for t in txns)
     return Case([t.op for t in txns], f"{why}. Where {who}",
                 [(a.op, b.op, kind, text) for a, b, kind, text in steps])
 
@@ -344,7 +344,7 @@ class _History:
             elif not _consistent(values, tuple(mine[key]), known[key]):
                 expected = _short(tuple(mine[key])) if known[key] else f"a list ending {_short(tuple(mine[key]))}"
                 self.cases["internal inconsistency"].append(Case(
-                    [t.op], f"{wording(t)} read {key} -> {_short(values)} where its own earlier operations on "
+                    [t.op], f"{_wording(t)} read {key} -> {_short(values)} where its own earlier operations on "
                             f"{key} mean {expected}"))
             mine[key], known[key] = list(values), True
 
@@ -355,21 +355,21 @@ class _History:
             self.cases["incompatible order"].append(Case(
                 sorted([longest_txn.op, t.op], key=lambda op: op.invoke_ns),
                 f"{longest_txn.name} read {key} -> {_short(longest)} but {t.name} read {key} -> {_short(values)} "
-                f"({len(bad)} reads of {key} disagree with the longest): where {wording(longest_txn)}; "
-                f"{wording(t)}"))
+                f"({len(bad)} reads of {key} disagree with the longest): where {_wording(longest_txn)}; "
+                f"{_wording(t)}"))
         for t, values in [(longest_txn, longest)] + bad:
             if len(set(values)) != len(values):
                 twice = next(v for i, v in enumerate(values) if v in values[:i])
-                self.cases["duplicates"].append(Case([t.op], f"{wording(t)} read {key} with {twice} twice"))
+                self.cases["duplicates"].append(Case([t.op], f"{_wording(t)} read {key} with {twice} twice"))
             for i, v in enumerate(values):
                 writer = self.writer.get((key, v))
                 if writer is None:
                     self.cases["values never written"].append(Case(
-                        [t.op], f"{wording(t)} read {v} in {key}, which no transaction appended"))
+                        [t.op], f"{_wording(t)} read {v} in {key}, which no transaction appended"))
                 elif writer.op.outcome == "fail":
                     self.cases["G1a"].append(Case(
                         [writer.op, t.op], f"{t.name} read {writer.name}'s append of {v} to {key}, and "
-                                           f"{writer.name} failed: where {wording(writer)}; {wording(t)}"))
+                                           f"{writer.name} failed: where {_wording(writer)}; {_wording(t)}"))
         if not bad:
             self.order[key] = longest
             self._appended_in_order(key, longest_txn, longest)
@@ -388,7 +388,7 @@ class _History:
             self.cases["incompatible order"].append(Case(
                 sorted([t.op, reader.op], key=lambda op: op.invoke_ns),
                 f"{t.name} appended {', '.join(map(str, mine))} to {key} in that order, but {reader.name} read "
-                f"{key} -> {_short(order)}: where {wording(t)}; {wording(reader)}"))
+                f"{key} -> {_short(order)}: where {_wording(t)}; {_wording(reader)}"))
 
 
 def _intermediate_reads(h: _History) -> None:
@@ -401,7 +401,7 @@ def _intermediate_reads(h: _History) -> None:
                 h.cases["G1b"].append(Case(
                     [writer.op, t.op], f"{t.name} read {key} -> {_short(values)}, ending with {writer.name}'s "
                                        f"append of {values[-1]}, which {writer.name} followed with "
-                                       f"{writer.final_append[key]}: where {wording(writer)}; {wording(t)}"))
+                                       f"{writer.final_append[key]}: where {_wording(writer)}; {_wording(t)}"))
 
 
 def _lost_updates(h: _History) -> None:
@@ -414,7 +414,7 @@ def _lost_updates(h: _History) -> None:
             names = ", ".join(t.name for t in txns)
             h.cases["lost update"].append(Case(
                 [t.op for t in txns], f"{names} read the same version of {key} and each appended to it: where "
-                                      + "; ".join(wording(t) for t in txns)))
+                                      + "; ".join(_wording(t) for t in txns)))
 
 
 def _dependencies(h: _History, budget: Budget) -> Graph:
@@ -463,7 +463,7 @@ def _cycles(h: _History, graph: Graph, budget: Budget) -> None:
             h.cases[anomaly].append(_cycle_case(graph, edges))
 
 
-def lost_appends(h: _History) -> Finding:
+def _lost_appends(h: _History) -> Finding:
     """Acknowledged appends missing from the final read of their key."""
     name = "lost appends"
     final: dict[Any, tuple[Txn, tuple]] = {}
@@ -496,8 +496,8 @@ def lost_appends(h: _History) -> Finding:
         return Finding(name, "violated", f"{len(lost)} of {acked} acknowledged appends "
                                          f"{'is' if len(lost) == 1 else 'are'} missing from the final read of "
                                          f"their key ({keys} key{'' if keys == 1 else 's'}); first: {v}, appended "
-                                         f"to {key} by {wording(t)}; the final read {reader.name} found {key} -> "
-                                         f"{_short(values_of(reader, key))} without it",
+                                         f"to {key} by {_wording(t)}; the final read {reader.name} found {key} -> "
+                                         f"{_short(_values_of(reader, key))} without it",
                        [t.op, reader.op], count=len(lost))
     if unread:
         return Finding(name, "unknown", f"no final read of {len(unread)} of {len(h.appenders)} keys appended to "
@@ -505,7 +505,7 @@ def lost_appends(h: _History) -> Finding:
     return Finding(name, "ok", f"all {acked} acknowledged appends to {len(h.appenders)} keys are in the final read")
 
 
-def values_of(t: Txn, key: Any) -> tuple:
+def _values_of(t: Txn, key: Any) -> tuple:
     return next(_as_list(v) for f, k, v in _micro_ops(t.op) if f == "r" and k == key)
 
 
@@ -551,7 +551,7 @@ def check_list_append(ops: list[Op], *, isolation: str | None = None, budget: in
     findings = [_finding(a, h.cases[a], a in forbidden, level) for a in order if h.cases.get(a)]
     # Lost appends need a final read phase; other tools' histories often have none (as registers' lost writes).
     if any(op.final for op in ops):
-        findings.append(lost_appends(h))
+        findings.append(_lost_appends(h))
     if h.cases.get("lost update"):
         findings.append(_finding("lost update", h.cases["lost update"], "lost update" in forbidden, level))
     findings.append(_summary(h, findings, level, edges, complete, budget))
