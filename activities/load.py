@@ -93,10 +93,12 @@ async def one_op(session: Session, kind: str, client: int, key: str | None, valu
     return op
 
 
-async def _open_loop(session: Session, req: LoadRequest, keys: tuple[str, ...], start_ns: int) -> list[Op]:
-    """Send the window's operations, each when due; returns them all, answered (or timed out)."""
+async def _open_loop(session: Session, req: LoadRequest, keys: tuple[str, ...], start_ns: int,
+                     values_ns: int | None = None) -> list[Op]:
+    """Send the window's operations, each when due; returns them all, answered (or timed out). `values_ns` makes
+    the values written unique (default: the start)."""
     rng = random.Random(start_ns)
-    workload = WORKLOADS[session.model](keys, start_ns) if session.model else None
+    workload = WORKLOADS[session.model](keys, values_ns or start_ns) if session.model else None
     ops: list[Op] = []
     in_flight: set[asyncio.Task] = set()
     interval_ns = int(1e9 / req.rate)
@@ -137,7 +139,10 @@ async def run_load_window(req: LoadRequest) -> LoadWindow:
     info = activity.info()
     start_ns = _first_due(req, time.time_ns())
     async with open_session(instance) as session:
-        ops = await _open_loop(session, req, run_keys(), start_ns)
+        # A retried window may start at the same moment as the attempt it replaces (both catch up from the same
+        # due time), and that attempt's writes may have landed: its values must differ, or two writes of one value
+        # would look like one (workloads make values from the start in milliseconds).
+        ops = await _open_loop(session, req, run_keys(), start_ns, start_ns + (info.attempt - 1) * 1_000_000)
     end_ns = time.time_ns()
     ops.sort(key=lambda op: op.invoke_ns)
     part = run_dir(info.workflow_id, info.workflow_run_id) / f"{start_ns}{PART_SUFFIX}"

@@ -23,12 +23,13 @@ from durable_chaos.safety.checkers import CHECKERS, HISTORY_MODELS, HistoryModel
 from durable_chaos.safety.history import PART_SUFFIX, parts, size_bytes
 from durable_chaos.safety.jepsen import BadHistory, History, parse
 from durable_chaos.safety.linearizability import SEARCH_BUDGET
+from durable_chaos.safety.list_append import DEFAULT_ISOLATION, FORBIDDEN
 
 EXIT_UNKNOWN = 3  # the checkers could not decide (e.g. the search budget was spent): never a guess
 EXIT_FOR_SAFETY = {"ok": EXIT_PASS, "violated": EXIT_FAIL, "unknown": EXIT_UNKNOWN}
 # The models a history can be checked against: those whose lines can be read and whose checkers exist.
 MODELS = [m for m in HISTORY_MODELS if m in CHECKERS]
-ISOLATION_LEVELS = ("serializable", "snapshot-isolation", "repeatable-read", "read-committed")
+ISOLATION_LEVELS = tuple(FORBIDDEN)
 # A history without times has its line order as its clock, one nanosecond a line, which a report's timestamps
 # (microseconds) cannot tell apart: such a history is drawn one millisecond a line.
 UNTIMED_TICK = 1_000_000
@@ -122,7 +123,7 @@ def check(
     model: str = typer.Option(..., "--model", metavar="MODEL", help=f"the data model: {', '.join(MODELS)}"),
     isolation: Optional[str] = typer.Option(None, "--isolation", metavar="LEVEL",
                                             help=f"list-append: the isolation level the system promises "
-                                                 f"({', '.join(ISOLATION_LEVELS)}; default serializable)"),
+                                                 f"({', '.join(ISOLATION_LEVELS)}; default {DEFAULT_ISOLATION}, as Elle's)"),
     html_out: Optional[Path] = typer.Option(None, "--html", metavar="OUT.html",
                                             help="also write a page with the counterexample drawn"),
     as_json: bool = typer.Option(False, "--json", help="print the safety report as JSON instead"),
@@ -137,7 +138,7 @@ def check(
     # The faults the history marks (nemesis lines) split its latency into before, during and after.
     starts = [w.start_ns for w in history.faults]
     ends = [w.end_ns for w in history.faults]
-    report = check_history(history.ops, model=model, isolation=isolation or "serializable",
+    report = check_history(history.ops, model=model, isolation=isolation,
                            fault_start_ns=min(starts, default=None),
                            fault_end_ns=None if None in ends else max(ends, default=None), budget=budget)
     if file != "-":

@@ -24,6 +24,7 @@ from durable_chaos.contracts import Counterexample, CycleEdge, OpView, SafetyChe
 from durable_chaos.safety.availability import availability, moment, ns, percentile
 from durable_chaos.safety.findings import Finding, describe
 from durable_chaos.safety.linearizability import SEARCH_BUDGET, linearizable
+from durable_chaos.safety.list_append import check_list_append
 from durable_chaos.safety.lost_writes import lost_writes
 from durable_chaos.safety.models import CAS_REGISTER, REGISTER, Register, written
 from durable_chaos.safety.op import Op
@@ -57,6 +58,7 @@ def _registers(model: Register) -> Callable[..., list[Finding]]:
 CHECKERS: dict[str, Callable[..., list[Finding]]] = {
     "register": _registers(REGISTER),
     "cas-register": _registers(CAS_REGISTER),
+    "list-append": check_list_append,
 }
 
 
@@ -145,7 +147,8 @@ def check(ops: list[Op], *, model: str | None = "register", isolation: str | Non
         ops=len(sent),
         acked_writes=sum(1 for op in sent if _changes_data(op) and op.outcome == "ok"),
         lost_writes=lost.count if lost else 0,
-        keys=len({op.key for op in sent if written(op) is not None}),
+        keys=len({op.key for op in sent if written(op) is not None}
+                 | {m[1] for op in sent if op.kind == "txn" for m in op.value or [] if m[0] == "append"}),
         counterexample=_counterexample(first) if first else None,
         availability=availability(ops, fault_start_ns, fault_end_ns),
         check_s=round(time.perf_counter() - began, 3),

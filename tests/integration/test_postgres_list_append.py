@@ -18,8 +18,7 @@ import pytest_asyncio
 
 from activities.docker import open_session
 from durable_chaos.contracts import ChaosInput, final_report
-from durable_chaos.safety import checkers
-from durable_chaos.safety.list_append import GLOSS, check_list_append
+from durable_chaos.safety.list_append import GLOSS
 from subjects import NotApplied
 from tests.conftest import private_copy, running_worker
 from workflows.chaos import ChaosDemoWorkflow
@@ -79,9 +78,7 @@ async def test_transactions_append_and_read_lists_and_a_conflict_does_not_commit
         assert final[-1] == committed[1][2] and len(final) == len(set(final))
 
 
-async def test_a_partition_of_the_leader_gets_a_list_append_verdict(client, task_queue, monkeypatch):
-    if "list-append" not in checkers.CHECKERS:  # until the lead's dispatch names the model
-        monkeypatch.setitem(checkers.CHECKERS, "list-append", check_list_append)
+async def test_a_partition_of_the_leader_gets_a_list_append_verdict(client, task_queue):
     async with private_copy("postgres", PORT_RANGE) as copy:
         async with running_worker(client, task_queue):
             report = await final_report(await client.start_workflow(
