@@ -123,7 +123,8 @@ def check(
     model: str = typer.Option(..., "--model", metavar="MODEL", help=f"the data model: {', '.join(MODELS)}"),
     isolation: Optional[str] = typer.Option(None, "--isolation", metavar="LEVEL",
                                             help=f"list-append: the isolation level the system promises "
-                                                 f"({', '.join(ISOLATION_LEVELS)}; default {DEFAULT_ISOLATION}, as Elle's)"),
+                                                 f"({', '.join(ISOLATION_LEVELS)}; default {DEFAULT_ISOLATION}, "
+                                                 f"as Elle's)"),
     html_out: Optional[Path] = typer.Option(None, "--html", metavar="OUT.html",
                                             help="also write a page with the counterexample drawn"),
     as_json: bool = typer.Option(False, "--json", help="print the safety report as JSON instead"),
