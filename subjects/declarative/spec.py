@@ -66,7 +66,7 @@ class _Probe(_Strict):
             try:
                 unknown = sorted(placeholders(text) - set(known))
             except ValueError as err:  # a lone brace: "{" is written "{{"
-                return f"{text!r}: {err} (a literal brace is written twice: {{{{ or }}}})"
+                return f"{err} (a literal brace is written twice: {{{{ or }}}})"
             if unknown:
                 return (f"{{{unknown[0]}}} is not a placeholder here (these are: "
                         f"{', '.join('{' + k + '}' for k in known)})")
@@ -270,7 +270,8 @@ class SubjectFile(_Strict):
     load_on: str | None = Field(default=None, description="send load only to the holder of this role (e.g. the "
                                                           "primary, for writes), following it when it moves")
     roles: dict[str, RoleSpec] = Field(default={}, description="role name -> how to tell who holds it")
-    primary_role: str | None = Field(default=None, description="the role a `leader` target means (default: the first role)")
+    primary_role: str | None = Field(default=None,
+                                     description="the role a `leader` target means (default: the first role)")
     diagnosis: Diagnosis = Diagnosis()
     timeouts: SubjectDefaults = SubjectDefaults()
     hook: str | None = Field(default=None, pattern=r"^[\w.]+:\w+$",
