@@ -130,26 +130,21 @@ class DeclarativeSession(Session):
 
     # -- data operations (`load: {read, write, cas}`) ---------------------------------------------------------------
 
-    async def _operation(self, f: str, client: int, fields: dict, timeout: float) -> Answer:
+    async def _operation(self, f: str, client: int, fields: dict, timeout: float, parse: Callable[[Answer], T]) -> T:
+        """Send the load's operation `f` and `parse` its answer; any error moves the client on, as for probes."""
         op = getattr(self.subject.spec.load, f)
 
-        async def send(service: str) -> Answer:
+        async def send(service: str) -> T:
             try:
                 answer = await self.answer(op, service, {**fields, "service": service}, timeout, whole=True)
             except (ConnectionRefusedError, httpx.ConnectError) as exc:  # refused: nothing was sent
                 raise NotApplied(describe(exc)) from exc
-            if f != "read":
-                if op.not_applied is not None and re.search(op.not_applied, answer.text):
-                    raise NotApplied(f"{f}: {answer.text.strip()[:80]!r} (not applied)")
-                if answer.wrong is not None:
-                    raise ProbeFailed(f"{f}: {answer.wrong}")
-            return answer
+            return parse(answer)
 
         return await self._to_target(client, timeout, send)
 
-    async def read(self, client: int, key: str, timeout: float) -> Reading:
+    def _reading(self, answer: Answer) -> Reading:
         op = self.subject.spec.load.read
-        answer = await self._operation("read", client, {"key": key}, timeout)
         if op.nothing is not None and re.search(op.nothing, answer.text):
             return Reading(None)
         if answer.wrong is not None:
@@ -159,8 +154,25 @@ class DeclarativeSession(Session):
             raise ProbeFailed(f"read: answer {answer.text.strip()[:80]!r} does not match value {op.value!r}")
         return Reading(found.group(1) if found.re.groups else found.group(0))
 
+    def _applied(self, f: str) -> Callable[[Answer], None]:
+        """Whether a write or cas took effect: `not_applied` says it certainly did not, else `expect` that it did;
+        any other answer leaves it unknown."""
+        op = getattr(self.subject.spec.load, f)
+
+        def parse(answer: Answer) -> None:
+            if op.not_applied is not None and re.search(op.not_applied, answer.text):
+                raise NotApplied(f"{f}: {answer.text.strip()[:80]!r} (not applied)")
+            if answer.wrong is not None:
+                raise ProbeFailed(f"{f}: {answer.wrong}")
+
+        return parse
+
+    async def read(self, client: int, key: str, timeout: float) -> Reading:
+        return await self._operation("read", client, {"key": key}, timeout, self._reading)
+
     async def write(self, client: int, key: str, value: str, timeout: float) -> None:
-        await self._operation("write", client, {"key": key, "value": value}, timeout)
+        await self._operation("write", client, {"key": key, "value": value}, timeout, self._applied("write"))
 
     async def cas(self, client: int, key: str, expected: str, new: str, timeout: float) -> None:
-        await self._operation("cas", client, {"key": key, "expected": expected, "new": new}, timeout)
+        await self._operation("cas", client, {"key": key, "expected": expected, "new": new}, timeout,
+                              self._applied("cas"))
