@@ -41,6 +41,12 @@ def written(op: Op) -> Any:
     return None
 
 
+def unique_values(ops: list[Op]) -> bool:
+    """Whether every value is written once per key (ours are; other tools' histories often reuse a few)."""
+    values = [(op.key, written(op)) for op in ops if written(op) is not None]
+    return len(values) == len(set(values))
+
+
 class Register:
     """A read/write register: a write sets the value, a read returns it. Its state before any write is None."""
 
@@ -88,8 +94,7 @@ class Register:
         of them multiplies the search. Only where each value is written once (ours are unique per run; other tools'
         histories often reuse a few): then the first one to see a value saw exactly this write. A deadline before
         the invoke (the value was seen before it was written) leaves the op no moment: the search says so."""
-        values = [(op.key, written(op)) for op in ops if written(op) is not None]
-        if len(values) != len(set(values)):
+        if not unique_values(ops):
             return {}
         first_seen: dict[tuple[str | None, Any], int] = {}
         for op in ops:

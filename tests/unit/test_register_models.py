@@ -42,7 +42,7 @@ def test_a_cas_that_succeeded_from_a_state_that_could_not_exist_is_caught():
          op("read", "k", "c", 6, 7)]
     found = linearizable(h, CAS_REGISTER)
     assert found.verdict == "violated"
-    assert found.stuck.kind == "cas" and "cas k from a to c" in found.detail and "holding 'b'" in found.detail
+    assert found.stuck.kind == "cas" and "cas k from a to c" in found.detail and "holds 'b'" in found.detail
     assert found.stuck in found.ops
 
 
@@ -75,7 +75,7 @@ def test_a_read_of_a_value_never_written_is_caught():
 def test_a_stale_read_after_a_newer_acknowledged_write_is_caught():
     h = [op("write", "k", "a", 0, 1), op("write", "k", "b", 2, 3), op("read", "k", "a", 4, 5)]
     found = linearizable(h, REGISTER)
-    assert found.verdict == "violated" and found.stuck.kind == "read" and "holding 'b'" in found.detail
+    assert found.verdict == "violated" and found.stuck.kind == "read" and "holds 'b'" in found.detail
 
 
 def test_other_tools_values_are_numbers_and_the_register_is_one_object_without_keys():
