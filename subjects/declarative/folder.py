@@ -27,7 +27,8 @@ def _one_line_yaml_error(path: Path, err: yaml.YAMLError) -> str:
 def _one_line_validation_error(path: Path, err: ValidationError) -> str:
     first = err.errors()[0]
     # Discriminated unions add the tag to the location ("probes.0.http.path"): keep what a user wrote.
-    loc = ".".join(str(p) for p in first["loc"] if p not in ("http", "tcp", "exec", "dockerfile", "wheel", "debian"))
+    loc = ".".join(str(p) for p in first["loc"] if p not in (
+        "http", "tcp", "exec", "dockerfile", "wheel", "debian", "probe list", "data operations"))
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown field"

@@ -51,7 +51,7 @@ def _replace(folder: Path, old: str, new: str) -> None:
         (lambda f: (f / "subject.yaml").write_text("name: redis\nservices: [redis1\n"),
          r"subject\.yaml: YAML error at line 3, column 1: expected ','"),
         (lambda f: _replace(f, "kind: exec", "kind: grpc"),
-         r"subject\.yaml: probes\.1: unknown kind 'grpc' \(kinds: http, tcp, exec\)"),
+         r"subject\.yaml: probes\.2: unknown kind 'grpc' \(kinds: http, tcp, exec\)"),
         (lambda f: _replace(f, "load_on: primary", "load_onn: primary"), r"subject\.yaml: load_onn: unknown field"),
         (lambda f: _replace(f, "send: \"PING\\r\\n\"", "sendd: x"), r"subject\.yaml: probes\.0\.sendd: unknown field"),
         (lambda f: _replace(f, "load_on: primary", "load_on: leader"),
@@ -108,7 +108,8 @@ def test_subjects_lists_shipped_installed_and_search_path_subjects(tmp_path):
     assert rows["mykv"]["origin"] == "entry point mykv_plugin:MyKv"
     assert rows["redis"]["origin"] == f"folder {search / 'redis-folder'}"
     assert rows["postgres"]["targets"] == ["pg1", "pg2", "pg3"]
-    assert set(rows["etcd"]["images"]) == {"chaos-etcd:3.5.16"} and rows["etcd"]["images"]["chaos-etcd:3.5.16"] in (True, False)
+    assert set(rows["etcd"]["images"]) == {"chaos-etcd:3.5.16"}
+    assert rows["etcd"]["images"]["chaos-etcd:3.5.16"] in (True, False)
     # A folder on the search path is found by its name too.
     bad = starter("chaos", "--subject", "redis", "--target", "redis9", env=env)
     assert bad.returncode == 2 and ("'redis9' is not a target of redis (targets: redis1, redis2, redis3, or random, "

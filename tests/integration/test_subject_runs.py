@@ -33,17 +33,23 @@ async def test_a_chaos_run_hits_exactly_the_reported_target_and_leaves_the_syste
         env = command_env(client.service_client.config.target_host, tmp_path)
         proc = await asyncio.to_thread(starter, "chaos", "--subject", subject, "--json", "--countdown", "1",
                                        *subject_args(copy), env=env, timeout=400)
-        assert proc.returncode == 0, proc.stderr
+        assert proc.returncode in (0, 1), proc.stderr
         report = json.loads(proc.stdout)
-        assert report["verdict"] == "pass", report["reasons"]
+        # Redis may lose writes when its primary fails over or restarts: the folder's run may fail (exit 1) for
+        # that alone (test_folder_safety.py checks that verdict).
+        failed_for = [r for r in report["reasons"] if r.startswith("data safety violated")]
+        passed = not (failed_for and subject == str(EXAMPLE))
+        assert report["verdict"] == ("pass" if passed else "fail"), report["reasons"]
+        assert proc.returncode == (0 if passed else 1)
         assert report["subject"] == copy.instance.subject.name and report["target"] in targets
         assert copy.died_since(since) == [report["target"]]
         assert report["diagnosis"]["correct"] is True, report["diagnosis"]
         assert report["load"]["baseline_ops_s"] > 0
-        # No acknowledged write lost; the folder subject declares no data operations, so nothing is known there.
+        # No acknowledged write lost; the folder subject's load declares reads, writes and compare-and-sets, so
+        # its data safety is decided too.
         safety = report["safety"]
         if subject == str(EXAMPLE):
-            assert safety["verdict"] == "unknown" and "declares no data operations" in safety["reasons"][0], safety
+            assert safety["model"] == "cas-register" and safety["verdict"] in ("ok", "violated"), safety["reasons"]
             assert safety["ops"] > 0 and safety["availability"]["before"]["ops"] > 0
         else:
             assert safety["verdict"] == "ok", safety["reasons"]
