@@ -318,3 +318,27 @@ def test_the_checker_agrees_with_brute_force_on_random_histories(faulty):
         assert violated > 500  # the faults are seen, and the comparison is not only between clean histories
     else:
         assert violated == 0  # a correct queue is never blamed
+
+
+# -- the workload --------------------------------------------------------------------------------------------------
+
+
+def test_the_queue_workload_publishes_unique_ids_with_counters_growing_per_publisher_across_windows():
+    from durable_chaos.safety.workloads import WORKLOADS
+
+    rate, window_s, concurrency = 1000, 1, 8  # 1000 ops a window, 1 ms apart: the tightest the counter allows
+    rng = random.Random(3)
+    start_ns, ids, last_n, fetches = 1_700_000_000 * 10**9, set(), {}, 0
+    for _ in range(3):
+        load = WORKLOADS["queue"]((), start_ns)
+        for seq in range(rate * window_s):
+            f, key, value = load.next(rng, seq, seq % concurrency)
+            if f == "fetch":
+                fetches += 1
+                continue
+            assert f == "publish" and key is None and value["publisher"] == seq % concurrency
+            assert value["id"] not in ids and value["n"] > last_n.get(value["publisher"], 0)
+            ids.add(value["id"])
+            last_n[value["publisher"]] = value["n"]
+        start_ns += rate * window_s * 10**6  # the next window starts when this one's schedule ended
+    assert 0.1 < fetches / 3000 < 0.3
