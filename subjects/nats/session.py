@@ -1,32 +1,66 @@
-"""The nats subject's session: health and roles from the monitor endpoints, traffic through one NATS connection
-(keys are subjects of a stream of their own, a write an acknowledged publish, a read the subject's last message)."""
+"""The nats subject's session: health and roles from the monitor endpoints, traffic through one NATS connection.
+
+Its load is a queue (the `queue` model, safety/queue.py): each load client publishes messages with an id (sent as
+Nats-Msg-Id, JetStream's deduplication key) to the run's own R3 stream and is told the sequence it got; fetches pull
+batches from one durable consumer and acknowledge every message; after the restore, `drain` reads the whole stream
+from each replica on its own. Its `write`/`read` (keys as subjects of a stream of their own) remain for probes and
+tests of a register on JetStream."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from datetime import datetime, timezone
 
 import nats.errors
+import nats.js.api
 import nats.js.errors
+from nats.aio.client import Client as NatsClient
 
 from durable_chaos.contracts import CheckResult
 from subjects.base import NotApplied, Reading, Session
 from subjects.checks import ask_members, member_violations
 from subjects.http import http_client
-from subjects.nats.connection import KV_PREFIX, KV_STREAM, Connection, describe
+from subjects.nats.connection import (KV_PREFIX, KV_STREAM, QUEUE_STREAM_PREFIX, Connection, describe,
+                                      queue_stream)
 from subjects.nats.monitor import View, invariants, member
+
+
+# The queue's consumer: durable, so every load window's session pulls from the same one, and acknowledged message
+# by message. A fetch takes up to FETCH_BATCH messages and waits at most FETCH_WAIT_S for the first. An ack is
+# confirmed by the server (ack_sync) before the fetch counts as ok, so a message delivered again after an ok fetch is
+# a redelivery of an acknowledged message (a duplicate); ACK_WAIT_S, after which the server redelivers one not
+# acknowledged, is far longer than a fetch may take, so an ok fetch never races its own redelivery.
+CONSUMER = "LOAD"
+FETCH_BATCH = 10
+FETCH_WAIT_S = 0.25
+ACK_WAIT_S = 30.0
+# The drain: how long a replica may take to become the stream's leader, and how many reads are in flight at once.
+LEAD_WAIT_S = 5
+API_TIMEOUT_S = 2.0
+READ_CHUNK = 200
+
+
+def _run(message: dict) -> str:
+    """The run a message belongs to: its id starts with it (safety/workloads.py's queue makes it so)."""
+    return str(message["id"]).split("-", 1)[0]
 
 
 class NatsSession(Session):
     operations = True
+    model = "queue"
     token_name = "stream sequence"
     gapless_tokens = True
 
     def __init__(self, client_urls: dict[str, str], monitor_urls: dict[str, str]):
         self.monitor_urls = monitor_urls
         self.http = http_client()
+        self.client_urls = client_urls
         self.nats = Connection(client_urls)
+        self._run: str | None = None  # the run whose messages this session published: its fetches read that stream
+        self._subs: dict[int, object] = {}  # load client -> its pull subscription on the run's consumer
+        self._consumer = asyncio.Lock()
 
     async def _views(self, timeout: float) -> dict[str, View]:
         answers = await asyncio.gather(*(member(self.http, url, svc, timeout)
@@ -89,6 +123,130 @@ class NatsSession(Session):
                 return Reading(None)
             return Reading(msg.data.decode(), msg.seq)
 
+    async def publish(self, client: int, message: dict, timeout: float) -> int:
+        # An acknowledged publish to the run's stream; "no responders" and no server reached certainly stored nothing.
+        # The message id is JetStream's deduplication key: were the publish sent twice, the stream keeps one copy.
+        self._run = _run(message)
+        stream, subject = queue_stream(self._run)
+        try:
+            async with asyncio.timeout(timeout):
+                seq, created = await self.nats.publish(subject, json.dumps(message).encode(), timeout, stream=stream,
+                                                       headers={"Nats-Msg-Id": str(message["id"])})
+        except (nats.js.errors.NoStreamResponseError, nats.errors.NoServersError) as exc:
+            raise NotApplied(describe(exc)) from exc
+        if created:  # the run's first message: the streams of earlier runs are of no more use
+            with contextlib.suppress(Exception):
+                await self._delete_queue_streams(keep=stream, timeout=timeout)
+        return seq
+
+    async def _delete_queue_streams(self, keep: str, timeout: float) -> None:
+        jsm = (await self.nats.client(timeout)).jsm(timeout=timeout)
+        for info in await jsm.streams_info():
+            if info.config.name.startswith(QUEUE_STREAM_PREFIX) and info.config.name != keep:
+                await jsm.delete_stream(info.config.name)
+
+    async def fetch(self, client: int, timeout: float) -> list[list]:
+        """Pull a batch from the run's consumer and acknowledge each message, waiting for the server to confirm.
+        Raises (outcome fail: a fetch changes no message) if any ack is not confirmed."""
+        if self._run is None:
+            raise NotApplied("nothing published through this session yet: which run's stream to read is unknown")
+        async with asyncio.timeout(timeout):
+            sub = await self._subscription(client, timeout)
+            try:
+                msgs = await sub.fetch(FETCH_BATCH, timeout=min(FETCH_WAIT_S, timeout / 2))
+            except nats.errors.TimeoutError:
+                return []
+            got = []
+            for msg in msgs:
+                await msg.ack_sync(timeout=timeout)
+                got.append([json.loads(msg.data)["id"], msg.metadata.sequence.stream])
+            return got
+
+    async def _subscription(self, client: int, timeout: float):
+        async with self._consumer:
+            if client not in self._subs:
+                stream, subject = queue_stream(self._run)
+                nc = await self.nats.client(timeout)
+                config = nats.js.api.ConsumerConfig(
+                    durable_name=CONSUMER, ack_policy=nats.js.api.AckPolicy.EXPLICIT, ack_wait=ACK_WAIT_S,
+                    deliver_policy=nats.js.api.DeliverPolicy.ALL, filter_subject=subject)
+                if not self._subs:  # the same config again is a no-op for the server
+                    await nc.jsm(timeout=timeout).add_consumer(stream, config=config)
+                self._subs[client] = await nc.jetstream(timeout=timeout).pull_subscribe_bind(durable=CONSUMER,
+                                                                                            stream=stream)
+            return self._subs[client]
+
+    async def drain(self, timeout: float) -> dict[str, list[list]]:
+        """Every message of the latest run's stream as each replica holds it: {service: [[id, seq], ...]}, for the
+        replicas that could be read (one that is down, or too far behind to lead, is left out).
+
+        A client cannot choose which replica answers a read: the stream's API (`STREAM.MSG.GET`) is answered by the
+        leader, and a direct get by whichever replica the cluster picks (NATS spreads requests over a queue group's
+        members on all servers, measured in tests/integration/test_nats_queue.py, so a connection to one server
+        does not make its own replica answer). So each replica in turn is made the stream's leader (a stepdown
+        naming it as the preferred successor) and its copy read through the API; the copy is exactly that
+        replica's if it led from before the first read to after the last one, which is checked. This moves the
+        stream's leadership after the run's load: the final phase is the only place where that costs nothing."""
+        async with asyncio.timeout(timeout):
+            nc = await self.nats.client(timeout)
+            stream = await self._latest_queue_stream(timeout)
+            if stream is None:
+                return {}
+            held = {}
+            for svc in self.client_urls:
+                with contextlib.suppress(Exception):
+                    held[svc] = await _read_as_leader(nc, stream, svc)
+            return held
+
+    async def _latest_queue_stream(self, timeout: float) -> str | None:
+        jsm = (await self.nats.client(timeout)).jsm(timeout=timeout)
+        # Normally the only one: a run's first publish deletes the others.
+        streams = [info for info in await jsm.streams_info() if info.config.name.startswith(QUEUE_STREAM_PREFIX)]
+        return max(streams, key=lambda info: info.created).config.name if streams else None
+
     async def aclose(self) -> None:
+        for sub in self._subs.values():
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
         await self.nats.aclose()
         await self.http.aclose()
+
+
+async def _stream_info(jsm, stream: str):
+    """The stream's info from its leader, asked again when a leader change swallowed the question."""
+    for _ in range(LEAD_WAIT_S * 4):
+        with contextlib.suppress(nats.errors.TimeoutError):
+            return await jsm.stream_info(stream)
+        await asyncio.sleep(0.25)
+    raise TimeoutError(f"{stream} does not answer")
+
+
+async def _read_as_leader(nc: NatsClient, stream: str, svc: str) -> list[list]:
+    """`svc`'s copy of the stream, read while it leads the stream."""
+    jsm = nc.jsm(timeout=API_TIMEOUT_S)
+    info = await _stream_info(jsm, stream)
+    if info.cluster.leader != svc:
+        await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}",
+                         json.dumps({"placement": {"preferred": svc}}).encode(), timeout=API_TIMEOUT_S)
+        for _ in range(LEAD_WAIT_S * 10):
+            info = await _stream_info(jsm, stream)
+            if info.cluster.leader == svc:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise TimeoutError(f"{svc} did not take the lead of {stream}")
+    messages = []
+    for start in range(info.state.first_seq, info.state.last_seq + 1, READ_CHUNK):
+        seqs = range(start, min(start + READ_CHUNK, info.state.last_seq + 1))
+        messages += [m for m in await asyncio.gather(*(_get(jsm, stream, seq) for seq in seqs)) if m is not None]
+    if (await _stream_info(jsm, stream)).cluster.leader != svc:
+        raise RuntimeError(f"{svc} lost the lead of {stream} while its copy was read")
+    return messages
+
+
+async def _get(jsm, stream: str, seq: int) -> list | None:
+    try:
+        msg = await jsm.get_msg(stream, seq)
+    except nats.js.errors.NotFoundError:  # no message at that sequence in this copy
+        return None
+    return [json.loads(msg.data)["id"], msg.seq]
