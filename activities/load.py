@@ -7,8 +7,8 @@ history says so (`capped`). Latency is measured from when an operation was due.
 
 Each window writes its operations to the run's history (safety/history.py), on the worker's disk, and returns a
 `LoadWindow`, a few numbers derived from them, which is what enters the event history. What an operation is and
-where it goes is the subject's business: its session's `read`/`write` (checked for data safety afterwards), or its
-opaque `load_op`.
+where it goes is the subject's business: the operations of its session's data model (safety/workloads.py picks
+them; the checkers judge them afterwards), or its opaque `load_op`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from durable_chaos.contracts import LoadRequest, LoadWindow
 from durable_chaos.ids import fault_tag
 from durable_chaos.safety.checkers import percentile
 from durable_chaos.safety.history import PART_SUFFIX, Op, run_dir, write_part
+from durable_chaos.safety.workloads import WORKLOADS
 from subjects import NotApplied, Session
 
 # Sessions keep to the timeout they are given, but one operation may be several calls (a folder subject finds the
@@ -36,7 +37,6 @@ OP_DEADLINE_FACTOR = 3
 # Keys the load spreads over. Few enough that reads often follow writes of the same key (stale reads show), enough
 # that a key rarely has more than a few operations in flight (the linearizability search stays small).
 KEYS = 32
-WRITE_SHARE = 0.5
 # A window picks up where the previous one's schedule ended: operations fall due between windows too (while the
 # last answers of a window arrive, its part is written, and Temporal starts the next), and skipping them would
 # lower the rate, the more the slower the system answers. Measured with bench/loadgen.py on a busy host: windows
@@ -54,22 +54,40 @@ def run_keys() -> tuple[str, ...]:
     return tuple(f"{fault_tag(info.workflow_id, info.workflow_run_id)}-k{i:02d}" for i in range(KEYS))
 
 
-async def one_op(session: Session, kind: str, client: int, key: str | None, value: str | None, seq: int,
-                 timeout: float, due_ns: int) -> Op:
+# Operations that change nothing: whether one reached the system does not matter, a failure is a failure.
+READ_ONLY = frozenset({"read", "fetch", "drain", "op"})
+
+
+async def _send(session: Session, op: Op, seq: int, timeout: float) -> None:
+    """Ask the session for `op`, and fill in what came back (the value read, the token)."""
+    client, key, value = op.process, op.key, op.value
+    if op.kind == "write":
+        op.token = await session.write(client, key, value, timeout)
+    elif op.kind == "read":
+        reading = await session.read(client, key, timeout)
+        op.value, op.token = reading.value, reading.token
+    elif op.kind == "cas":
+        op.token = await session.cas(client, key, value[0], value[1], timeout)
+    elif op.kind == "publish":
+        op.token = await session.publish(client, value, timeout)
+    elif op.kind == "fetch":
+        op.value = await session.fetch(client, timeout)
+    elif op.kind == "txn":
+        op.value = await session.transact(client, value, timeout)
+    else:
+        await session.load_op(client, seq, timeout)
+
+
+async def one_op(session: Session, kind: str, client: int, key: str | None, value, seq: int, timeout: float,
+                 due_ns: int) -> Op:
     """Send one operation and record it as the client saw it."""
     op = Op(kind=kind, outcome="ok", invoke_ns=due_ns, complete_ns=0, key=key, value=value, process=client)
     try:
         async with asyncio.timeout(timeout * OP_DEADLINE_FACTOR):
-            if kind == "write":
-                op.token = await session.write(client, key, value, timeout)
-            elif kind == "read":
-                reading = await session.read(client, key, timeout)
-                op.value, op.token = reading.value, reading.token
-            else:
-                await session.load_op(client, seq, timeout)
+            await _send(session, op, seq, timeout)
     except Exception as exc:  # noqa: BLE001 - any failure of the subject is data, not a crash of the load generator
-        # A read changes nothing, so whether it reached the system does not matter: it failed.
-        op.outcome = "fail" if isinstance(exc, NotApplied) or kind == "read" else "info"
+        op.value = value  # a failed operation's value is what was asked
+        op.outcome = "fail" if isinstance(exc, NotApplied) or kind in READ_ONLY else "info"
         op.error = (str(exc) or type(exc).__name__)[:120]
     op.complete_ns = time.time_ns()
     return op
@@ -77,9 +95,8 @@ async def one_op(session: Session, kind: str, client: int, key: str | None, valu
 
 async def _open_loop(session: Session, req: LoadRequest, keys: tuple[str, ...], start_ns: int) -> list[Op]:
     """Send the window's operations, each when due; returns them all, answered (or timed out)."""
-    # Values are unique in the run (window start, then sequence): a read names the one write it saw.
-    tag = f"{start_ns // 1_000_000 % 10**8:08d}"
     rng = random.Random(start_ns)
+    workload = WORKLOADS[session.model](keys, start_ns) if session.model else None
     ops: list[Op] = []
     in_flight: set[asyncio.Task] = set()
     interval_ns = int(1e9 / req.rate)
@@ -90,12 +107,7 @@ async def _open_loop(session: Session, req: LoadRequest, keys: tuple[str, ...], 
             if wait > 0:
                 await asyncio.sleep(wait)
             client = seq % req.concurrency
-            if not session.operations:
-                kind, key, value = "op", None, None
-            elif rng.random() < WRITE_SHARE:
-                kind, key, value = "write", rng.choice(keys), f"{tag}-{seq}"
-            else:
-                kind, key, value = "read", rng.choice(keys), None
+            kind, key, value = workload.next(rng, seq, client) if workload else ("op", None, None)
             if len(in_flight) >= req.concurrency:
                 ops.append(Op(kind=kind, outcome="fail", invoke_ns=due_ns, complete_ns=due_ns, key=key, value=value,
                               process=client, error="not sent: concurrency cap reached", capped=True))
@@ -103,7 +115,7 @@ async def _open_loop(session: Session, req: LoadRequest, keys: tuple[str, ...], 
             task = asyncio.create_task(one_op(session, kind, client, key, value, seq, req.check_timeout_s, due_ns))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
-            task.add_done_callback(lambda t: t.cancelled() or ops.append(t.result()))
+            task.add_done_callback(lambda t: t.cancelled() or _answered(t.result(), ops, workload))
         # Every operation ends within its timeout: wait for the last answers, so the part holds whole operations.
         while in_flight:
             await asyncio.wait(set(in_flight))
@@ -111,6 +123,12 @@ async def _open_loop(session: Session, req: LoadRequest, keys: tuple[str, ...], 
         for task in in_flight:  # cancelled (the run moved on, or the worker shuts down): stop sending
             task.cancel()
     return ops
+
+
+def _answered(op: Op, ops: list[Op], workload) -> None:
+    ops.append(op)
+    if workload is not None:
+        workload.observe(op)
 
 
 @activity.defn

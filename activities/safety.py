@@ -1,5 +1,5 @@
-"""After the restore: read back every key the load wrote, then check the run's operation history for lost writes,
-non-linearizable reads and tokens out of order (safety/checkers.py).
+"""After the restore: the final phase (read back every key the load wrote, or drain the queue from every replica),
+then check the run's operation history against the subject's data model (safety/checkers.py).
 
 One activity for both, because both need the history, which is a file on this worker's disk; the check is CPU work,
 run in a thread so the worker's event loop keeps answering queries and heartbeating.
@@ -18,6 +18,7 @@ from activities.common import resolve_or_bad_input
 from durable_chaos.contracts import SafetyReport, SafetyRequest
 from durable_chaos.safety import checkers
 from durable_chaos.safety.history import FINAL_PART, Op, parts, read_part, run_dir, size_bytes, write_part
+from durable_chaos.safety.jepsen import FaultWindow
 from subjects import Session
 
 # The subject is healthy again when this runs, but a member that just rejoined may still refuse for a moment.
@@ -26,18 +27,17 @@ FINAL_READ_TIMEOUT_S = 2.0
 FINAL_READ_CONCURRENCY = 8
 
 
-async def final_read(session: Session, keys: list[str]) -> list[Op]:
-    """Read every key once more; a failed read is retried, and every attempt is recorded (the checkers take each
-    key's last)."""
+async def _final(session: Session, asks: list[tuple[str, str | None, object]]) -> list[Op]:
+    """Ask each (f, key, value) once more; a failure is retried, and every attempt is recorded (the checkers take
+    each key's last)."""
     gate = asyncio.Semaphore(FINAL_READ_CONCURRENCY)
 
-    async def read(n: int, key: str) -> list[Op]:
+    async def ask(n: int, f: str, key: str | None, value: object) -> list[Op]:
         attempts = []
         async with gate:
             for attempt in range(FINAL_READ_ATTEMPTS):
                 # Each attempt through another member (the session picks members by client number).
-                op = await one_op(session, "read", n + attempt, key, None, 0, FINAL_READ_TIMEOUT_S,
-                                  time.time_ns())
+                op = await one_op(session, f, n + attempt, key, value, 0, FINAL_READ_TIMEOUT_S, time.time_ns())
                 op.final = True
                 attempts.append(op)
                 if op.outcome == "ok":
@@ -45,12 +45,48 @@ async def final_read(session: Session, keys: list[str]) -> list[Op]:
                 await asyncio.sleep(0.2)
         return attempts
 
-    return [op for ops in await asyncio.gather(*(read(n, key) for n, key in enumerate(keys))) for op in ops]
+    return [op for ops in await asyncio.gather(*(ask(n, *a) for n, a in enumerate(asks))) for op in ops]
+
+
+async def final_reads(session: Session, ops: list[Op]) -> list[Op]:
+    """Registers: read every key written."""
+    return await _final(session, [("read", key, None) for key in sorted({op.key for op in ops if op.kind in
+                                                                         ("write", "cas")})])
+
+
+async def final_list_reads(session: Session, ops: list[Op]) -> list[Op]:
+    """List-append: read every key appended to, each in a transaction of its own."""
+    keys = sorted({m[1] for op in ops if op.kind == "txn" for m in op.value or [] if m[0] == "append"})
+    return await _final(session, [("txn", None, [["r", key, None]]) for key in keys])
+
+
+async def final_drain(session: Session, ops: list[Op]) -> list[Op]:
+    """A queue: everything each replica holds, one operation per replica (a failed drain is one failed op)."""
+    for attempt in range(FINAL_READ_ATTEMPTS):
+        began = time.time_ns()
+        try:
+            held = await session.drain(FINAL_READ_TIMEOUT_S * 5)
+        except Exception as exc:  # noqa: BLE001 - a subject that cannot be drained leaves the check unknown
+            if attempt + 1 == FINAL_READ_ATTEMPTS:
+                return [Op(kind="drain", outcome="fail", invoke_ns=began, complete_ns=time.time_ns(), final=True,
+                           error=(str(exc) or type(exc).__name__)[:120])]
+            await asyncio.sleep(0.5)
+            continue
+        done = time.time_ns()
+        return [Op(kind="drain", outcome="ok", invoke_ns=began, complete_ns=done, process=n, final=True,
+                   value={"replica": replica, "messages": messages})
+                for n, (replica, messages) in enumerate(sorted(held.items()))]
+    return []
+
+
+# The final phase of each data model, after the restore.
+FINAL_PHASES = {"register": final_reads, "cas-register": final_reads, "list-append": final_list_reads,
+                "queue": final_drain}
 
 
 def _load_history(folder) -> tuple[list[Op], int]:
     window_parts = [p for p in parts(folder) if p.name != FINAL_PART]  # a retried check reads again
-    return [op for p in window_parts for op in read_part(p)], len(window_parts)
+    return [op for p in window_parts for op in read_part(p).ops], len(window_parts)
 
 
 @activity.defn
@@ -64,19 +100,20 @@ async def check_safety(req: SafetyRequest) -> SafetyReport:
         unknown_because.append(f"the history holds {found} of the run's {req.windows} load windows: the others were "
                                f"lost with a worker that died, or ran on another worker (give workers a shared "
                                f"CHAOS_STATE_DIR)")
+    start_ns, end_ns = checkers.ns(req.fault_started_at), checkers.ns(req.fault_ended_at)
+    # The fault window goes in the history too (nemesis lines), for `starter.py check --html` to shade.
+    faults = [FaultWindow(start_ns, end_ns, "fault")] if start_ns is not None else []
     async with open_session(instance) as session:
-        if session.operations:
-            keys = sorted({op.key for op in ops if op.kind == "write"})
-            final = await final_read(session, keys)
-            await asyncio.to_thread(write_part, folder / FINAL_PART, final)
-            ops += final
+        model, isolation = session.model, session.isolation
+        final = await FINAL_PHASES[model](session, ops) if model else []
         token_name, gapless = session.token_name, session.gapless_tokens
+    await asyncio.to_thread(write_part, folder / FINAL_PART, final, faults)
+    ops += final
     ops.sort(key=lambda op: op.invoke_ns)
 
     def run_checkers() -> SafetyReport:
-        return checkers.check(ops, token_name=token_name, gapless=gapless,
-                              fault_start_ns=checkers.ns(req.fault_started_at),
-                              fault_end_ns=checkers.ns(req.fault_ended_at), unknown_because=unknown_because)
+        return checkers.check(ops, model=model, isolation=isolation, token_name=token_name, gapless=gapless,
+                              fault_start_ns=start_ns, fault_end_ns=end_ns, unknown_because=unknown_because)
 
     report = await off_loop(run_checkers)
     return report.model_copy(update={"history": str(folder), "history_bytes": size_bytes(folder)})

@@ -46,7 +46,8 @@ from pathlib import Path
 
 from temporalio.testing import ActivityEnvironment
 
-from activities.load import KEYS, WRITE_SHARE, _open_loop, one_op, run_load_window
+from activities.load import KEYS, _open_loop, one_op, run_load_window
+from durable_chaos.safety.workloads import Registers
 from durable_chaos.contracts import MAX_LOAD_RATE, LoadRequest, SubjectRef
 from durable_chaos.safety.checkers import percentile
 from durable_chaos.safety.history import read_history, run_dir
@@ -57,6 +58,13 @@ WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_etcd.lua"
 KEY_PREFIX = "loadgen-k"  # chaos/kv/loadgen-k00..31, for both sides
 AIM_RATIO = 0.5
 AIM_RATE_DEVIATION = 0.05
+
+
+def _register_session(url: str) -> EtcdSession:
+    """etcd's session, held to the plain put/range mix wrk sends (the shipped one adds compare-and-set)."""
+    session = EtcdSession({"etcd1": url})
+    session.model = "register"
+    return session
 
 
 def _keys() -> tuple[str, ...]:
@@ -81,17 +89,14 @@ def _busy_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
 
 async def _closed(url: str, seconds: float, concurrency: int, timeout: float) -> dict:
     """`concurrency` clients, each sending its next operation through `one_op` when the last one returned."""
-    session = EtcdSession({"etcd1": url})
-    keys, tag = _keys(), f"{time.time_ns() // 1_000_000 % 10**8:08d}"
+    session = _register_session(url)
+    workload = Registers(_keys(), time.time_ns())  # the open loop's mix
     ops = []
 
     async def client(c: int, until: float) -> None:
         rng, seq = random.Random(c), c
         while time.monotonic() < until:
-            if rng.random() < WRITE_SHARE:  # the open loop's mix
-                kind, key, value = "write", rng.choice(keys), f"{tag}-{seq}"
-            else:
-                kind, key, value = "read", rng.choice(keys), None
+            kind, key, value = workload.next(rng, seq, c)
             ops.append(await one_op(session, kind, c, key, value, seq, timeout, time.time_ns()))
             seq += concurrency
 
@@ -106,7 +111,7 @@ async def _closed(url: str, seconds: float, concurrency: int, timeout: float) ->
 
 async def _open(url: str, seconds: float, concurrency: int, timeout: float) -> dict:
     """The product's open loop, asked for more than it can send."""
-    session = EtcdSession({"etcd1": url})
+    session = _register_session(url)
     req = LoadRequest(subject=SubjectRef(name="etcd"), window_s=seconds, concurrency=concurrency,
                       check_timeout_s=timeout, rate=MAX_LOAD_RATE)
     try:
@@ -226,7 +231,7 @@ async def rate_accuracy(ref: SubjectRef, rates: list[float], windows: int, concu
                 window = await env.run(run_load_window, req.model_copy(update={"due_from": due_from}))
                 due_from = window.start + timedelta(seconds=req.window_s)
             wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
-            ops = await asyncio.to_thread(read_history, folder)
+            ops = (await asyncio.to_thread(read_history, folder)).ops
         finally:
             shutil.rmtree(folder.parent, ignore_errors=True)  # the history parts: the benchmark keeps none
         sent = [op for op in ops if not op.capped]

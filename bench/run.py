@@ -89,7 +89,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="chaos runs on a host kept busy by stress-ng (every CPU and the disk), one after another")
     p.add_argument("--skip-stress", action="store_true", help="skip the busy-host runs")
     p.add_argument("--skip-safety", action="store_true",
-                   help="skip the safety checker's speed on a minute of history at the default load rate")
+                   help="skip the safety checkers' speed: a minute of history at the default load rate, and each "
+                        "model on long adversarial histories")
     p.add_argument("--skip-loadgen", action="store_true",
                    help="skip the load generator's figures (throughput beside wrk, CPU per 1,000 ops, open-loop rate)")
     p.add_argument("--loadgen-seconds", type=float, default=5.0, metavar="SECONDS",
@@ -311,6 +312,16 @@ def render(results: dict) -> list[Table]:
         t.add_row("operations checked per second", str(r["ops_checked_per_s"]), "")
         t.add_row("history size per minute of load (KiB)", _fmt(r["history_kib_per_minute"]), "")
         tables.append(t)
+    if rows := results.get("safety_models"):
+        t = Table(title=f"Safety models on adversarial histories ({safety.PROCESSES} processes, about "
+                        f"{safety.MODEL_OPS} operations, {safety.INFO_SHARE:.0%} of the writes of unknown outcome); "
+                        "aim: well under a second", title_justify="left")
+        for col in ("model", "keys", "ops", "info", "legal: verdict", "s", "one stale read: verdict", "s "):
+            t.add_column(col, justify="right" if col.strip() in ("keys", "ops", "info", "s") else "left")
+        for row in rows:
+            t.add_row(row["model"], str(row["keys"]), str(row["ops"]), str(row["info"]), row["legal_verdict"],
+                      _fmt(row["legal_s"]), row["stale_verdict"], _fmt(row["stale_s"]))
+        tables.append(t)
     return tables
 
 
@@ -414,6 +425,8 @@ async def main(args: argparse.Namespace) -> int:
         if not args.skip_safety:  # CPU only: measured first, before any cluster loads the machine
             console.print("[bold]safety[/]: checking a minute of history")
             results["safety"] = safety.figures()
+            console.print("[bold]safety models[/]: each model on long adversarial histories")
+            results["safety_models"] = safety.model_figures()
         console.print(f"[bold]{run_id}[/]: starting a private Temporal dev server and {n_copies} etcd copies")
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=temporal_binary(), data_converter=pydantic_data_converter,

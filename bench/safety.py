@@ -14,10 +14,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from activities.load import KEYS, WRITE_SHARE
+from activities.load import KEYS
 from durable_chaos.contracts import DEFAULT_LOAD_RATE
 from durable_chaos.safety.checkers import check
 from durable_chaos.safety.history import PART_SUFFIX, Op, read_history, size_bytes, write_part
+from durable_chaos.safety.workloads import WRITE_SHARE
 
 MS = 1_000_000
 
@@ -65,7 +66,7 @@ def figures(seconds: float = 60.0, rate: float = DEFAULT_LOAD_RATE) -> dict:
         write_part(folder / f"final{PART_SUFFIX}", [op for op in ops if op.final])
         size = size_bytes(folder)
         began = time.perf_counter()
-        ops = read_history(folder)
+        ops = read_history(folder).ops
         read_s = time.perf_counter() - began
     began = time.perf_counter()
     report = check(ops, token_name="revision", fault_start_ns=20 * 10**9, fault_end_ns=26 * 10**9)
@@ -81,3 +82,88 @@ def figures(seconds: float = 60.0, rate: float = DEFAULT_LOAD_RATE) -> dict:
 
 if __name__ == "__main__":
     print(figures())
+
+
+# -- each model on long, adversarial histories ---------------------------------------------------------------------
+
+PROCESSES = 10
+MODEL_OPS = 5000
+INFO_SHARE = 0.05
+
+
+def register_history(cas: bool, keys: int = 1, ops: int = MODEL_OPS, processes: int = PROCESSES,
+                     info_share: float = INFO_SHARE, seed: int = 7) -> list[Op]:
+    """`processes` clients, each sending its next operation when the last returned, on `keys` registers; each
+    operation takes effect at a random moment of its interval, so the history is linearizable. `info_share` of the
+    writes and swaps time out (info): half of those take effect anyway, and their values are read. One key is the
+    hard case: every operation overlaps nine others, and each info operation may take effect until the end."""
+    rng = random.Random(seed)
+    clock = [rng.uniform(0, 1) * MS for _ in range(processes)]
+    planned: list[tuple[float | None, Op]] = []
+    for seq in range(ops):
+        p = min(range(processes), key=lambda i: clock[i])
+        start = clock[p]
+        end = start + rng.lognormvariate(0.7, 0.6) * MS
+        key = f"k{rng.randrange(keys)}"
+        roll = rng.random()
+        kind = "cas" if cas and roll < 0.4 else "write" if roll < (0.7 if cas else 0.5) else "read"
+        value = f"v{seq}" if kind == "write" else [None, f"v{seq}"] if kind == "cas" else None
+        op = Op(kind=kind, outcome="ok", invoke_ns=int(start), complete_ns=int(end), key=key, value=value,
+                process=p)
+        effect: float | None = rng.uniform(start, end)
+        if kind != "read" and rng.random() < info_share:
+            op.outcome, op.complete_ns = "info", int(start + 500 * MS)  # the timeout
+            effect = rng.uniform(start, start + 2000 * MS) if rng.random() < 0.5 else None
+        planned.append((effect, op))
+        clock[p] = op.complete_ns + rng.uniform(0, 0.2) * MS
+    state: dict[str, str | None] = {}
+    for _, op in sorted((p for p in planned if p[0] is not None), key=lambda p: p[0]):
+        current = state.get(op.key)
+        if op.kind == "read":
+            op.value = current
+        elif op.kind == "write":
+            state[op.key] = op.value
+        elif op.outcome == "info" or rng.random() < 0.7:  # most swaps expect what is there; the rest fail
+            op.value[0] = current
+            state[op.key] = op.value[1]
+        else:
+            op.value[0], op.outcome = f"stale-{op.value[1]}", "fail"
+    for effect, op in planned:  # a cas that never took effect expects something that was never there
+        if op.kind == "cas" and effect is None:
+            op.value[0] = f"gone-{op.value[1]}"
+    end = max(op.complete_ns for _, op in planned) + 3000 * MS
+    finals = [Op(kind="read", outcome="ok", invoke_ns=end, complete_ns=end + MS, key=key, value=value, final=True)
+              for key, value in state.items()]
+    return sorted([op for _, op in planned] + finals, key=lambda op: op.invoke_ns)
+
+
+def stale(ops: list[Op]) -> list[Op]:
+    """The same history with one read, in its last tenth, answered from an older write (a stale replica)."""
+    ops = [Op(**{f: getattr(op, f) for f in op.__slots__}) for op in ops]
+    reads = [op for op in ops[len(ops) * 9 // 10:] if op.kind == "read" and op.outcome == "ok"]
+    victim = reads[len(reads) // 2]
+    older = [op for op in ops if op.key == victim.key and op.kind == "write" and op.outcome == "ok"
+             and op.complete_ns < victim.invoke_ns and op.value != victim.value]
+    victim.value = older[-len(older) // 2].value
+    return ops
+
+
+def _timed(ops: list[Op], model: str) -> tuple[str, float]:
+    began = time.perf_counter()
+    report = check(ops, model=model)
+    return report.verdict, round(time.perf_counter() - began, 3)
+
+
+def model_figures() -> list[dict]:
+    """Each register model: check time on the whole history, legal and with one stale read, on one key and on the
+    load's 32."""
+    rows = []
+    for model, cas in (("register", False), ("cas-register", True)):
+        for keys in (1, KEYS):
+            ops = register_history(cas, keys)
+            legal, legal_s = _timed(ops, model)
+            broken, broken_s = _timed(stale(ops), model)
+            rows.append({"model": model, "keys": keys, "ops": len(ops), "processes": PROCESSES,
+                         "info": sum(1 for op in ops if op.outcome == "info"),
+                         "legal_verdict": legal, "legal_s": legal_s, "stale_verdict": broken, "stale_s": broken_s})
+    return rows

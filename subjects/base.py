@@ -81,11 +81,15 @@ class Reading:
 class Session(abc.ABC):
     """An open connection to one running instance, for checks, load and role probes. Closed with `aclose`.
 
-    Load: a session offers data operations (`read`/`write` of a key, which the safety checkers can reason about)
-    or, failing that, an opaque `load_op` (then only availability is measured)."""
+    Load: a session names the data model its operations follow (`model`) and offers that model's operations, which
+    the safety checkers reason about (durable_chaos/safety/workloads.py says which it is asked for). Without a
+    model it offers an opaque `load_op`, and only availability is measured."""
 
-    # Whether `read` and `write` are implemented.
-    operations: bool = False
+    # register: read/write; cas-register: and cas; queue: publish/fetch/drain; list-append: transact.
+    model: str | None = None
+    # list-append: the isolation level the system promises its transactions ("serializable",
+    # "snapshot-isolation", "repeatable-read", "read-committed"); the checker holds it to that level.
+    isolation: str | None = None
     # What the tokens `write` returns are called ("revision"); None: the system returns none.
     token_name: str | None = None
     # Tokens come from a counter only this load advances (a stream of its own): an unexplained gap is a violation.
@@ -111,8 +115,30 @@ class Session(abc.ABC):
         write certainly did not happen, anything else when it may have."""
         raise NotImplementedError
 
+    async def cas(self, client: int, key: str, expected: str, new: str, timeout: float) -> int | None:
+        """Compare-and-set: write `new` if the key holds `expected`; returns the write's token, if any. Raises
+        `NotApplied` when it certainly did not swap (the key held something else, or nothing was sent)."""
+        raise NotImplementedError
+
+    async def publish(self, client: int, message: dict, timeout: float) -> int | None:
+        """Queue: publish one message ({"id", "publisher", "n"}); returns its place in the log (a sequence)."""
+        raise NotImplementedError
+
+    async def fetch(self, client: int, timeout: float) -> list[list]:
+        """Queue: receive (and acknowledge) what a consumer is given now, as [[id, sequence], ...]."""
+        raise NotImplementedError
+
+    async def drain(self, timeout: float) -> dict[str, list[list]]:
+        """Queue, after the restore: every message each replica holds, as {service: [[id, sequence], ...]}."""
+        raise NotImplementedError
+
+    async def transact(self, client: int, micro_ops: list[list], timeout: float) -> list[list]:
+        """List-append: run ["append", key, value] and ["r", key, None] in one transaction; returns them with the
+        reads filled in. Raises `NotApplied` when it certainly did not commit."""
+        raise NotImplementedError
+
     async def load_op(self, client: int, seq: int, timeout: float) -> None:
-        """One unit of client traffic, for a session without `operations`; raises on failure."""
+        """One unit of client traffic, for a session without a `model`; raises on failure."""
         raise NotImplementedError
 
     async def roles(self, timeout: float) -> dict[str, str]:

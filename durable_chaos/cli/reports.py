@@ -153,7 +153,7 @@ def _history(r: ChaosReport) -> list[Op] | None:
     folder = Path(r.safety.history) if r.safety and r.safety.history else None
     if folder is None or not folder.is_dir():
         return None
-    return read_history(folder) or None
+    return read_history(folder).ops or None
 
 
 # -- JUnit XML ------------------------------------------------------------------------------------------------------

@@ -61,6 +61,7 @@ from durable_chaos.contracts.steps import FaultEffect, FaultStep, LaneStep, Rand
 from durable_chaos.contracts.safety import (
     Availability,
     Counterexample,
+    CycleEdge,
     OpView,
     PhaseLatency,
     SafetyCheck,
@@ -159,6 +160,7 @@ __all__ = [
     "SafetyVerdict",
     "OpView",
     "Counterexample",
+    "CycleEdge",
     "SafetyCheck",
     "PhaseLatency",
     "Availability",

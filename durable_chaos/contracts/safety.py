@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -15,21 +15,36 @@ SafetyVerdict = Literal["ok", "violated", "unknown"]
 class OpView(BaseModel):
     """One operation of the history, as a report shows it (a counterexample's ops)."""
 
-    kind: str
+    kind: str = Field(description="what the client asked: read, write, cas, publish, fetch, drain, txn")
     key: str | None = None
-    value: str | None = None
+    value: Any = Field(default=None, description="what came back (ok), or what was asked (fail, info)")
     outcome: Literal["ok", "fail", "info"]
     invoked_at: datetime
+    completed_at: datetime | None = Field(default=None, description="None: its outcome is unknown (info), so it "
+                                                                    "may take effect until the end of time")
     latency_ms: float
+    process: int = Field(default=0, description="the client that sent it: a row of the timeline")
     token: int | None = Field(default=None, description="what the system returned: revision, sequence, txid")
     error: str | None = None
     final: bool = Field(default=False, description="a read of the final read phase, after restore")
+
+
+class CycleEdge(BaseModel):
+    """One dependency of a transaction cycle: `source` must come before `target` (indexes into the ops)."""
+
+    source: int
+    target: int
+    kind: str = Field(description="ww, wr, rw (anti-dependency) or rt (real time)")
+    why: str
 
 
 class Counterexample(BaseModel):
     checker: str
     summary: str
     ops: list[OpView] = Field(description="the operations involved, by invoke time")
+    anomaly: str | None = Field(default=None, description="its name: G0, G1c, G-single, lost update...")
+    stuck: int | None = Field(default=None, description="the op no legal order can place (an index into ops)")
+    cycle: list[CycleEdge] = Field(default=[], description="a transaction cycle, edge by edge")
 
 
 class SafetyCheck(BaseModel):
@@ -72,6 +87,8 @@ class SafetyRequest(BaseModel):
 
 class SafetyReport(BaseModel):
     verdict: SafetyVerdict
+    model: str | None = Field(default=None, description="the data model the checkers held the history to: register, "
+                                                        "cas-register, queue, list-append")
     reasons: list[str] = Field(default=[], description="why that verdict, one line each")
     checks: list[SafetyCheck] = []
     ops: int = Field(default=0, description="operations sent by the load (the final read not included)")

@@ -8,7 +8,7 @@ from itertools import pairwise
 
 from durable_chaos.contracts import Availability, PhaseLatency
 from durable_chaos.safety.findings import INFINITY
-from durable_chaos.safety.history import Op
+from durable_chaos.safety.op import Op
 
 
 def percentile(sorted_values: list[float], q: int) -> float | None:

@@ -1,55 +1,27 @@
 """The operation history of a run: every client operation the load generator issued, as the client saw it.
 
-One operation is one line of JSON in a gzip-compressed file. Each load window writes its own part and the final read
-phase writes one more, all in one folder per run under the state directory, so the full history never enters
-Temporal's event history (the load windows, a handful of numbers each, do). `zcat part | jq` reads them.
-
-An `Op` is a plain dataclass, not a pydantic model: a minute of load is thousands of them, and building 6000 from
-JSON takes 6 ms as dataclasses and 21 ms as validated models (measured), about what every checker together takes.
+A history is JSON lines in Jepsen's shape (jepsen.py, docs/history-format.md), gzip-compressed, one file per part:
+each load window writes its own part and the final phase writes one more (with the fault windows, as nemesis
+lines), all in one folder per run under the state directory, so the full history never enters Temporal's event
+history (the load windows, a handful of numbers each, do). `zcat part | jq` reads them, and
+`python starter.py check` checks them.
 """
 
 from __future__ import annotations
 
 import gzip
-import json
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from collections.abc import Iterable
-from typing import Literal
+from pathlib import Path
 
+from durable_chaos.safety import jepsen
+from durable_chaos.safety.op import Op
 from durable_chaos.state import state_dir
 
-Kind = Literal["read", "write", "op"]  # "op": a subject's own load operation that says nothing about data
-Outcome = Literal["ok", "fail", "info"]  # fail: certainly not applied; info: unknown (e.g. a timeout)
+__all__ = ["FINAL_PART", "PART_SUFFIX", "Op", "parts", "read_history", "read_part", "run_dir", "size_bytes",
+           "write_part"]
+
 PART_SUFFIX = ".jsonl.gz"
 FINAL_PART = "final" + PART_SUFFIX
-
-
-@dataclass(slots=True)
-class Op:
-    kind: Kind
-    outcome: Outcome
-    invoke_ns: int  # epoch nanoseconds: when the load generator meant to send it (open loop)
-    complete_ns: int  # when the answer (or the timeout) came; for info ops the truth may land any time later
-    key: str | None = None
-    value: str | None = None  # write: the value written; read: the value returned (None: the key holds nothing)
-    process: int = 0  # the load client slot, which a session uses to pick (and fail over between) members
-    token: int | None = None  # what the system returned: etcd revision, NATS stream sequence, Postgres txid
-    error: str | None = None
-    final: bool = False  # a read of the final read phase, after restore
-    capped: bool = False  # not sent: the concurrency cap was hit at its scheduled time (outcome fail)
-
-    @property
-    def latency_ms(self) -> float:
-        return (self.complete_ns - self.invoke_ns) / 1e6
-
-    def to_json(self) -> str:
-        # Defaults are left out: a typical line is then ~100 bytes before compression.
-        return json.dumps({k: v for k, v in asdict(self).items() if v is not None and v is not False
-                           and not (k == "process" and v == 0)}, separators=(",", ":"))
-
-
-_FIELDS = {f.name for f in fields(Op)}
 
 
 def run_dir(workflow_id: str, run_id: str) -> Path:
@@ -59,20 +31,24 @@ def run_dir(workflow_id: str, run_id: str) -> Path:
     return path
 
 
-def write_part(path: Path, ops: Iterable[Op]) -> int:
-    """Write ops to one part; returns its size in bytes. Written aside and renamed, so a reader never sees half."""
+def write_part(path: Path, ops: Iterable[Op], faults: Iterable[jepsen.FaultWindow] = ()) -> int:
+    """Write ops (and fault windows) to one part; returns its size in bytes. Written aside and renamed, so a reader
+    never sees half."""
     tmp = path.with_name(path.name + ".tmp")
     # Level 6 compresses a window in a few milliseconds at about a third the size of level 1.
     with gzip.open(tmp, "wt", compresslevel=6) as f:
-        for op in ops:
-            f.write(op.to_json() + "\n")
+        for line in jepsen.lines_of(ops, faults):
+            f.write(line + "\n")
     tmp.replace(path)
     return path.stat().st_size
 
 
-def read_part(path: Path) -> list[Op]:
+def read_part(path: Path) -> jepsen.History:
+    """One part's operations and fault windows. Each part is a whole history of its own: a window's operations all
+    complete within it, and the next window's may begin before its last answers (catch-up), so parts are paired
+    one by one, never merged line by line."""
     with gzip.open(path, "rt") as f:
-        return [Op(**{k: v for k, v in json.loads(line).items() if k in _FIELDS}) for line in f if line.strip()]
+        return jepsen.parse(f)
 
 
 def parts(folder: Path) -> list[Path]:
@@ -82,11 +58,15 @@ def parts(folder: Path) -> list[Path]:
     return windows + ([final] if final.exists() else [])
 
 
-def read_history(folder: Path) -> list[Op]:
-    """Every op of a run, ordered by invoke time."""
-    ops = [op for path in parts(folder) for op in read_part(path)]
-    ops.sort(key=lambda op: op.invoke_ns)
-    return ops
+def read_history(folder: Path) -> jepsen.History:
+    """Every op of a run, ordered by invoke time, and its fault windows."""
+    whole = jepsen.History()
+    for path in parts(folder):
+        part = read_part(path)
+        whole.ops += part.ops
+        whole.faults += part.faults
+    whole.ops.sort(key=lambda op: op.invoke_ns)
+    return whole
 
 
 def size_bytes(folder: Path) -> int:

@@ -1,12 +1,15 @@
-"""Per-key linearizability of a register: the operations on a key can be ordered as if one at a time, each between
-its invoke and its answer (Wing & Gong's search with memoisation, as in Lowe's and Porcupine's checkers)."""
+"""Linearizability: the operations on each object can be ordered as if one at a time, each between its invoke and
+its answer, and that order is legal for the object's model (models.py). Wing & Gong's search with memoisation, as
+in Lowe's and Porcupine's checkers; no Python library does it, and the search is small enough to own."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+import bisect
+from typing import Any
 
 from durable_chaos.safety.findings import INFINITY, Finding, describe
-from durable_chaos.safety.history import Op
+from durable_chaos.safety.models import REGISTER, Register, frozen, unique_values, written
+from durable_chaos.safety.op import Op
 
 # Search steps per key before the linearizability checker gives up on that key (verdict unknown, never a guess).
 SEARCH_BUDGET = 2_000_000
@@ -25,21 +28,15 @@ class _Node:
         self.next: _Node | None = None
 
 
-def _step(state: str | None, op: Op) -> tuple[bool, str | None]:
-    """The register: a write sets the value, a read must return it."""
-    if op.kind == "write":
-        return True, op.value
-    return op.value == state, state
-
-
-def _event_list(ops: list[Op]) -> _Node:
+def _event_list(ops: list[Op], deadlines: dict[int, int]) -> _Node:
     """The ops' call and return events in time order, as a doubly linked list behind a head node; each call node
     points at its return."""
     events: list[tuple[float, int, int]] = []
     for i, op in enumerate(ops):
         events.append((op.invoke_ns, 0, i))
-        # An info op may take effect at any moment after its invoke: its return is at the end of time.
-        events.append((INFINITY if op.outcome == "info" else op.complete_ns, 1, i))
+        # An info op may take effect at any moment after its invoke: its return is its deadline (models.py), or
+        # the end of time.
+        events.append((deadlines.get(id(op), INFINITY) if op.outcome == "info" else op.complete_ns, 1, i))
     events.sort()  # at equal times calls first: touching operations count as concurrent (never a false alarm)
     head = _Node(None, -1)
     calls: dict[int, _Node] = {}
@@ -75,28 +72,28 @@ def _unlift(call: _Node) -> None:
         call.next.prev = call
 
 
-def _search(ops: list[Op], budget: int) -> tuple[bool | None, Op | None]:
-    """Wing & Gong's search: (True, None) if linearizable, (False, the op at which the longest attempt got stuck),
-    (None, None) if the budget ran out.
+def _search(ops: list[Op], model: Register, budget: int) -> tuple[bool | None, Op | None, Any]:
+    """Wing & Gong's search: (True, None, None) if linearizable; (False, the op at which the longest attempt got
+    stuck, the state it found there) if not; (None, None, None) if the budget ran out.
 
     Events are in time order; at each call event try to linearize that op now (its effect is legal in the current
     state): lift it out of the list and start again from the front. Meeting a return event means its op should
     already have been linearized: backtrack. (set of linearized ops, state) pairs already tried are memoised, which
     is what makes the search practical (Lowe, "Testing for linearizability", 2017)."""
-    head = _event_list(ops)
-    state: str | None = None
+    head = _event_list(ops, model.deadlines(ops))
+    state = model.init()
     linearized = 0  # bit i set: ops[i] is linearized
-    seen: set[tuple[int, str | None]] = set()
-    stack: list[tuple[_Node, str | None]] = []
-    stuck: tuple[int, Op | None] = (-1, None)
+    seen: set[tuple[int, Any]] = set()
+    stack: list[tuple[_Node, Any]] = []
+    stuck: tuple[int, Op | None, Any] = (-1, None, None)
     node = head.next
     steps = 0
     while head.next is not None:
         steps += 1
         if steps > budget:
-            return None, None
+            return None, None, None
         if node.match is not None:  # a call: can its op take effect now?
-            legal, new_state = _step(state, node.op)
+            legal, new_state = model.step(state, node.op)
             if legal:
                 bits = linearized | (1 << node.index)
                 if (bits, new_state) not in seen:
@@ -109,54 +106,88 @@ def _search(ops: list[Op], budget: int) -> tuple[bool | None, Op | None]:
             node = node.next
         else:  # a return whose op was not linearized before it: undo the latest choice
             if len(stack) > stuck[0]:
-                stuck = (len(stack), node.op)
+                stuck = (len(stack), node.op, state)
             if not stack:
-                return False, stuck[1]
+                return False, stuck[1], stuck[2]
             call, state = stack.pop()
             linearized &= ~(1 << call.index)
             _unlift(call)
             node = call.next
-    return True, None
+    return True, None, None
+
+
+def _zones(ops: list[Op], model: Register) -> tuple[bool, Op | None, Any]:
+    """A read/write register whose values are each written once is linearizable in O(n log n), without a search
+    (Gibbons & Korach 1997; in the zone form of Golab, Li & Shah 2011). Each value's cluster (its write and the
+    reads of it) spans a zone from the earliest answer among them to the latest invoke. If that answer came first,
+    the value held the register through the whole zone (a forward zone); otherwise the cluster could have happened
+    at one moment (a backward zone). Linearizable iff every read follows its write's invoke, no two forward zones
+    overlap, and no backward zone lies inside a forward one. Returns as `_search` does. A value never written
+    (`None` is the initial value: its "write" answered at the beginning of time) is a violation at once."""
+    def answered(op: Op) -> float:
+        return op.complete_ns if op.outcome == "ok" else INFINITY
+
+    writes = {frozen(op.value): op for op in ops if op.kind == "write"}
+    clusters: dict[Any, list[Op]] = {v: [w] for v, w in writes.items()}
+    for r in (op for op in ops if op.kind == "read"):
+        v = frozen(r.value)
+        if v is not None and (v not in writes or answered(r) < writes[v].invoke_ns):
+            # Nobody wrote it, or not before the read had answered.
+            before = [w for w in writes.values() if w.outcome == "ok" and w.complete_ns < r.invoke_ns]
+            return False, r, frozen(max(before, key=lambda w: w.complete_ns).value) if before else None
+        clusters.setdefault(v, []).append(r)
+    forward: list[tuple[float, float, Any, Op]] = []  # (earliest answer, latest invoke, value, the op invoked last)
+    backward: list[tuple[float, float, Any]] = []  # (latest invoke, earliest answer, value)
+    for v, cluster in clusters.items():
+        first_answer = min(map(answered, cluster)) if v is not None else -INFINITY
+        last = max(cluster, key=lambda op: op.invoke_ns)
+        if first_answer < last.invoke_ns:
+            forward.append((first_answer, last.invoke_ns, v, last))
+        else:
+            backward.append((last.invoke_ns, first_answer, v))
+    forward.sort(key=lambda z: z[0])
+    for (_, end, _, last), (start, _, v, _) in zip(forward, forward[1:]):
+        if start < end:  # `last` read its value after `v` had certainly replaced it
+            return False, last, v
+    starts = [z[0] for z in forward]
+    for b_start, b_end, v in backward:
+        i = bisect.bisect_left(starts, b_start) - 1  # the forward zone that began last before this cluster
+        if i >= 0 and b_end < forward[i][1]:  # and its value was still read after the whole cluster
+            return False, forward[i][3], v
+    return True, None, None
 
 
 def _context(key_ops: list[Op], stuck: Op) -> list[Op]:
     """The ops that explain why `stuck` cannot be placed: the writes that completed last before it was sent, and
     every op that overlaps it."""
     end = INFINITY if stuck.outcome == "info" else stuck.complete_ns
-    before = [op for op in key_ops if op.kind == "write" and op.outcome == "ok" and op.complete_ns < stuck.invoke_ns]
+    before = [op for op in key_ops if written(op) is not None and op.outcome == "ok"
+              and op.complete_ns < stuck.invoke_ns]
     overlapping = [op for op in key_ops if op is not stuck and op.invoke_ns <= end
                    and (op.outcome == "info" or op.complete_ns >= stuck.invoke_ns)]
     chosen = {id(op): op for op in before[-2:] + overlapping[:COUNTEREXAMPLE_OPS - 3] + [stuck]}
     return sorted(chosen.values(), key=lambda op: op.invoke_ns)
 
 
-def linearizable(ops: list[Op], budget: int = SEARCH_BUDGET) -> Finding:
+def linearizable(ops: list[Op], model: Register = REGISTER, budget: int = SEARCH_BUDGET) -> Finding:
     name = "linearizability"
-    by_key: dict[str, list[Op]] = defaultdict(list)
-    observed: set[tuple[str, str]] = set()
-    for op in ops:
-        if op.kind == "read" and op.outcome == "ok" and op.value is not None:
-            observed.add((op.key, op.value))
-    for op in ops:
-        if op.kind == "read" and op.outcome == "ok":
-            by_key[op.key].append(op)
-        elif op.kind == "write" and (op.outcome == "ok" or (op.outcome == "info" and (op.key, op.value) in observed)):
-            # A failed write never happened, a failed read says nothing. An info write nobody ever read may as well
-            # not have happened (always a legal choice): leaving it out keeps the search from branching on it.
-            by_key[op.key].append(op)
+    by_key = model.partition(ops)
     undecided = []
     for key in sorted(by_key, key=lambda k: by_key[k][0].invoke_ns):
         key_ops = by_key[key]
-        verdict, stuck = _search(key_ops, budget)
+        fast = model.name == REGISTER.name and unique_values(key_ops)
+        verdict, stuck, state = _zones(key_ops, model) if fast else _search(key_ops, model, budget)
         if verdict is False:
-            context = _context(key_ops, stuck)
-            return Finding(name, "violated", f"key {key}: no order of its operations explains {describe(stuck)} "
-                                             f"(e.g. a stale read, or a value that came back)", context)
+            return Finding(name, "violated", f"{'key ' + str(key) if key is not None else 'the register'}: no order "
+                                             f"of its operations explains {describe(stuck)}: by then the {model.name} "
+                                             f"holds {model.describe_state(state)} (e.g. a stale read, or a value "
+                                             f"that came back)",
+                           _context(key_ops, stuck), stuck=stuck)
         if verdict is None:
             undecided.append(key)
     if undecided:
         return Finding(name, "unknown", f"search budget ({budget} steps) exhausted on {len(undecided)} keys "
                                         f"(e.g. {undecided[0]}); the other {len(by_key) - len(undecided)} are "
                                         f"linearizable")
-    return Finding(name, "ok", f"every one of {len(by_key)} keys behaves as a linearizable register "
+    return Finding(name, "ok", f"every one of {len(by_key)} keys behaves as a linearizable {model.name} "
                                f"({sum(len(v) for v in by_key.values())} operations)")

@@ -1,11 +1,12 @@
-"""Lost writes: every acknowledged write is visible in the final read unless a later write replaced it."""
+"""Lost writes: every acknowledged write (or swap) is visible in the final read unless a later one replaced it."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
 from durable_chaos.safety.findings import INFINITY, Finding, describe, writes_by_value
-from durable_chaos.safety.history import Op
+from durable_chaos.safety.models import frozen, written
+from durable_chaos.safety.op import Op
 
 
 def lost_writes(ops: list[Op]) -> Finding:
@@ -13,7 +14,7 @@ def lost_writes(ops: list[Op]) -> Finding:
     final = {op.key: op for op in ops if op.final and op.kind == "read"}
     writes: dict[str, list[Op]] = defaultdict(list)
     for op in ops:
-        if op.kind == "write" and not op.final:
+        if written(op) is not None and not op.final:
             writes[op.key].append(op)
     by_value = writes_by_value(ops)
     lost: list[tuple[Op, list[Op]]] = []  # (the lost write, the ops that show it)
@@ -29,7 +30,7 @@ def lost_writes(ops: list[Op]) -> Finding:
         if read.value is None:  # the key holds nothing: every acknowledged write to it is gone
             lost += [(w, [w, read]) for w in acked]
             continue
-        seen = by_value.get((key, read.value))
+        seen = by_value.get((key, frozen(read.value)))
         if seen is None or seen.outcome == "fail":
             # A value nobody wrote (or that the system said it refused) replaced the acknowledged ones.
             lost += [(w, [w, read]) for w in acked]

@@ -17,6 +17,8 @@ Findings:
 - replica agreement: a sequence that holds different ids on two replicas (or on a replica and in what was
   acknowledged or delivered), or a replica that lacks a sequence seen elsewhere below its own last one (a replica
   that only lags behind is not blamed).
+- the sequences' order (tokens.py), when the subject names them: handed out once, growing in real-time order, and
+  for a stream only the load writes to, without holes that publishes of unknown outcome cannot explain.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from durable_chaos.safety.findings import Finding
-from durable_chaos.safety.history import Op
+from durable_chaos.safety.op import Op
+from durable_chaos.safety.tokens import tokens
 
 INFINITY = float("inf")
 
@@ -112,7 +115,7 @@ def lost_messages(log: Log) -> Finding:
     detail = (f"{_count(len(lost), 'acknowledged message')} lost ({len(middle)} in the middle of the stream, "
               f"{len(lost) - len(middle)} at its tail; {replicas}); first: {message(first)} was never delivered "
               f"and no replica holds it, {where}")
-    return Finding(name, "violated", detail, _ordered(shown + _drain_ops(log)), count=len(lost))
+    return Finding(name, "violated", detail, _ordered(shown + _drain_ops(log)), count=len(lost), stuck=first)
 
 
 def _survived_after(op: Op, top: tuple[str, int] | None, latest: int | None) -> bool:
@@ -158,7 +161,9 @@ def duplicated_messages(log: Log) -> Finding:
         parts.append(f"{_count(len(stored), 'message')} stored twice; first: replica {replica} holds "
                      f"{_named(mid, log)} under sequences {', '.join(map(str, seqs))}")
         shown += [drain] + _publish_of(mid, log)
-    return Finding(name, "violated", "; ".join(parts), _ordered(shown), count=len(twice.keys() | stored.keys()))
+    # The marked op: the second delivery, or else the drain of the replica that holds a message twice.
+    return Finding(name, "violated", "; ".join(parts), _ordered(shown), count=len(twice.keys() | stored.keys()),
+                   stuck=twice[next(iter(twice))][1] if twice else shown[0])
 
 
 def _named(mid: str, log: Log) -> str:
@@ -188,7 +193,7 @@ def unexpected_messages(log: Log) -> Finding:
     why = "was never published" if publish is None else f"was {message(publish)}"
     return Finding(name, "violated", f"{_count(len(bad), 'message')} delivered or stored that nobody published "
                                      f"successfully; first: message {mid}, {where}, {why}",
-                   _ordered([op] + ([publish] if publish is not None else [])), count=len(bad))
+                   _ordered([op] + ([publish] if publish is not None else [])), count=len(bad), stuck=op)
 
 
 class _PrefixMax:
@@ -268,7 +273,7 @@ def publisher_order(log: Log) -> Finding:
                                      f"the same publisher; first: {message(b)} was sent after {message(a)} was "
                                      f"acknowledged, yet {where} it is at sequence {view[b.value['id']]}, before "
                                      f"sequence {view[a.value['id']]}",
-                   _ordered([a, b]), count=len(out_of_order))
+                   _ordered([a, b]), count=len(out_of_order), stuck=b)
 
 
 def replica_agreement(log: Log) -> Finding:
@@ -315,11 +320,28 @@ def replica_agreement(log: Log) -> Finding:
     seq, what, shown = min(clashes, key=lambda clash: clash[0])
     bad = {clash[0] for clash in clashes}
     return Finding(name, "violated", f"{_count(len(bad), 'stream sequence')} disagree; first: {what}",
-                   _ordered(shown), count=len(bad))
+                   _ordered(shown), count=len(bad), stuck=shown[0])
 
 
-def check_queue(ops: list[Op], **_) -> list[Finding]:
-    """Every queue finding on one history."""
+def sequence_order(log: Log, token_name: str, gapless: bool) -> Finding:
+    """The system's numbering of the publishes (tokens.py): sequences handed out once, growing in real-time order
+    across publishers, and (`gapless`, a stream only this load writes to) with no hole a publish of unknown outcome
+    cannot explain. A publish is judged as a write of its message id."""
+    writes = [Op(kind="write", outcome=op.outcome, invoke_ns=op.invoke_ns, complete_ns=op.complete_ns, key="stream",
+                 value=op.value["id"], process=op.process, token=op.token) for op in log.publishes.values()]
+    as_writes = {id(w): op for w, op in zip(writes, log.publishes.values())}  # the write judged -> its publish
+    found = tokens(writes, token_name, gapless)
+    found.detail = found.detail.replace("write stream=", "publish of message ")
+    found.ops = [as_writes[id(w)] for w in found.ops]
+    return found
+
+
+def check_queue(ops: list[Op], *, token_name: str | None = None, gapless: bool = False, **_) -> list[Finding]:
+    """Every queue finding on one history; with `token_name` (what the subject calls its sequences), their
+    order too."""
     log = parse(ops)
-    return [lost_messages(log), duplicated_messages(log), unexpected_messages(log), publisher_order(log),
-            replica_agreement(log)]
+    findings = [lost_messages(log), duplicated_messages(log), unexpected_messages(log), publisher_order(log),
+                replica_agreement(log)]
+    if token_name is not None:
+        findings.append(sequence_order(log, token_name, gapless))
+    return findings

@@ -6,7 +6,8 @@ from __future__ import annotations
 from itertools import pairwise
 
 from durable_chaos.safety.findings import Finding, describe, writes_by_value
-from durable_chaos.safety.history import Op
+from durable_chaos.safety.models import frozen, written
+from durable_chaos.safety.op import Op
 
 
 def tokens(ops: list[Op], token_name: str = "token", gapless: bool = False) -> Finding:
@@ -15,7 +16,7 @@ def tokens(ops: list[Op], token_name: str = "token", gapless: bool = False) -> F
     only this load writes to): between the lowest and highest acknowledged token, every number was handed out to
     an acknowledged write or could have been to a write of unknown outcome."""
     name = f"{token_name} order"
-    writes = [op for op in ops if op.kind == "write" and op.outcome == "ok" and op.token is not None]
+    writes = [op for op in ops if written(op) is not None and op.outcome == "ok" and op.token is not None]
     if not writes:
         return Finding(name, "unknown", f"no acknowledged write carries a {token_name}")
     owner: dict[int, Op] = {}
@@ -40,7 +41,7 @@ def tokens(ops: list[Op], token_name: str = "token", gapless: bool = False) -> F
     by_value = writes_by_value(writes)
     for r in ops:
         if r.kind == "read" and r.outcome == "ok" and r.token is not None and r.value is not None:
-            w = by_value.get((r.key, r.value))
+            w = by_value.get((r.key, frozen(r.value)))
             if w is not None and w.token != r.token:
                 return Finding(name, "violated", f"{describe(r)} reports {token_name} {r.token} for a value "
                                                  f"acknowledged with {w.token}",
@@ -49,7 +50,7 @@ def tokens(ops: list[Op], token_name: str = "token", gapless: bool = False) -> F
         numbers = sorted(owner)
         holes = [(a, b) for a, b in pairwise(numbers) if b - a > 1]
         missing = sum(b - a - 1 for a, b in holes)
-        unknown = sum(1 for op in ops if op.kind == "write" and op.outcome == "info")
+        unknown = sum(1 for op in ops if written(op) is not None and op.outcome == "info")
         if missing > unknown:
             a, b = holes[0]
             return Finding(name, "violated", f"{missing} {token_name}s between {numbers[0]} and {numbers[-1]} were "

@@ -48,7 +48,7 @@ def _b64(text: str) -> str:
 
 
 class EtcdSession(Session):
-    operations = True
+    model = "cas-register"
     token_name = "revision"
 
     def __init__(self, endpoints: dict[str, str]):
@@ -137,6 +137,17 @@ class EtcdSession(Session):
         # The store's revision after the put: the put's own (its key's mod_revision).
         body = {"key": _b64(LOAD_PREFIX + key), "value": _b64(value)}
         return int((await self._call(client, "/v3/kv/put", body, timeout))["header"]["revision"])
+
+    async def cas(self, client: int, key: str, expected: str, new: str, timeout: float) -> int:
+        # One transaction: put `new` if the key's value is `expected`, as an etcd client takes a lock or a lease.
+        # The gateway leaves `succeeded` out when it is false (proto3's JSON drops default values).
+        k = _b64(LOAD_PREFIX + key)
+        body = {"compare": [{"key": k, "result": "EQUAL", "target": "VALUE", "value": _b64(expected)}],
+                "success": [{"requestPut": {"key": k, "value": _b64(new)}}]}
+        answer = await self._call(client, "/v3/kv/txn", body, timeout)
+        if not answer.get("succeeded"):
+            raise NotApplied(f"cas: {key} did not hold {expected}")
+        return int(answer["header"]["revision"])
 
 
 class Etcd(Subject):

@@ -48,7 +48,6 @@ def _run(message: dict) -> str:
 
 
 class NatsSession(Session):
-    operations = True
     model = "queue"
     token_name = "stream sequence"
     gapless_tokens = True

@@ -28,7 +28,7 @@ from subjects.postgres.sql import (
 
 
 class PostgresSession(Session):
-    operations = True
+    model = "register"
     token_name = "txid"
 
     def __init__(self, api: dict[str, str], sql_ports: dict[str, int]):

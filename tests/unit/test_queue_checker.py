@@ -163,6 +163,23 @@ def test_a_replica_that_only_lags_is_not_blamed():
     assert all(v == "ok" for v in verdicts(legal()[:-3] + drains(stream, nats2=stream[:2])).values())
 
 
+def test_sequences_are_judged_as_the_subjects_tokens_when_it_names_them():
+    assert "stream sequence order" not in verdicts(legal())
+    assert {f.name: f.verdict for f in check_queue(legal(), token_name="stream sequence", gapless=True)}[
+        "stream sequence order"] == "ok"
+    # b1 was acknowledged with sequence 2 and nothing was ever numbered 3: a hole no unknown publish explains.
+    h = [pub("a1", 1, 1, 0, 2, seq=1), pub("b1", 2, 1, 3, 4, seq=2), pub("a2", 1, 2, 5, 6, seq=4),
+         *drains([["a1", 1], ["b1", 2], ["a2", 4]])]
+    found = next(f for f in check_queue(h, token_name="stream sequence", gapless=True)
+                 if f.name == "stream sequence order")
+    assert found.verdict == "violated" and "first gap after 2, before 4" in found.detail
+    assert [op.kind for op in found.ops] == ["publish", "publish"]
+    # A publish sent after another was acknowledged, numbered lower, across publishers.
+    h = [pub("a1", 1, 1, 0, 2, seq=2), pub("b1", 2, 1, 3, 4, seq=1), *drains([["b1", 1], ["a1", 2]])]
+    found = next(f for f in check_queue(h, token_name="stream sequence") if f.name == "stream sequence order")
+    assert found.verdict == "violated" and "publish of message b1" in found.detail
+
+
 def test_without_a_drain_lost_messages_are_unknown():
     h = legal()[:-3] + [drain(r, [], outcome="fail") for r in REPLICAS]
     assert finding(h, "lost messages").verdict == "unknown"
@@ -330,13 +347,15 @@ def test_the_queue_workload_publishes_unique_ids_with_counters_growing_per_publi
     rng = random.Random(3)
     start_ns, ids, last_n, fetches = 1_700_000_000 * 10**9, set(), {}, 0
     for _ in range(3):
-        load = WORKLOADS["queue"]((), start_ns)
+        load = WORKLOADS["queue"](("1a2b3c4d-k00", "1a2b3c4d-k01"), start_ns)
         for seq in range(rate * window_s):
             f, key, value = load.next(rng, seq, seq % concurrency)
             if f == "fetch":
+                assert seq > 0  # a window starts with a publish: its session knows the run before it fetches
                 fetches += 1
                 continue
             assert f == "publish" and key is None and value["publisher"] == seq % concurrency
+            assert value["id"].startswith("1a2b3c4d-")  # the run's name, which the nats session streams by
             assert value["id"] not in ids and value["n"] > last_n.get(value["publisher"], 0)
             ids.add(value["id"])
             last_n[value["publisher"]] = value["n"]

@@ -9,7 +9,7 @@ from subjects.declarative import DeclarativeSession, DeclarativeSubject
 
 
 class KvSession(DeclarativeSession):
-    operations = True
+    model = "register"
     token_name = "revision"
 
     def _url(self, key: str) -> str:
