@@ -157,9 +157,12 @@ class NatsSession(Session):
                 return []
             got = []
             for msg in msgs:
-                await msg.ack_sync(timeout=timeout)
+                await self._acknowledge(msg, timeout)
                 got.append([json.loads(msg.data)["id"], msg.metadata.sequence.stream])
             return got
+
+    async def _acknowledge(self, msg, timeout: float) -> None:
+        await msg.ack_sync(timeout=timeout)
 
     async def _subscription(self, client: int, timeout: float):
         async with self._consumer:
