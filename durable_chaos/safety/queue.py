@@ -319,7 +319,8 @@ def replica_agreement(log: Log) -> Finding:
                                    f"and with what was acknowledged and delivered")
     seq, what, shown = min(clashes, key=lambda clash: clash[0])
     bad = {clash[0] for clash in clashes}
-    return Finding(name, "violated", f"{_count(len(bad), 'stream sequence')} disagree; first: {what}",
+    return Finding(name, "violated", f"{_count(len(bad), 'stream sequence')} "
+                                     f"{'disagrees' if len(bad) == 1 else 'disagree'}; first: {what}",
                    _ordered(shown), count=len(bad), stuck=shown[0])
 
 
