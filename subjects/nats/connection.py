@@ -125,15 +125,27 @@ class Connection:
         try:
             ack = await nc.jetstream().publish(subject, payload, timeout=max(0.05, deadline - loop.time()),
                                                headers=headers)
-        except nats.js.errors.NoStreamResponseError:
+        except nats.js.errors.NoStreamResponseError as refused:
             # Also what a stream without a leader answers: try creating it at most once a second, not on every
             # failed publish of every load client during a re-election.
             if loop.time() < self._create_after.get(stream, 0.0):
                 raise
             self._create_after[stream] = loop.time() + 1.0
-            created = await self._create_stream(nc, stream, max(0.05, deadline - loop.time()))
-            ack = await nc.jetstream().publish(subject, payload, timeout=max(0.05, deadline - loop.time()),
-                                               headers=headers)
+            try:
+                created = await self._create_stream(nc, stream, max(0.05, deadline - loop.time()))
+            except Exception:  # noqa: BLE001 - e.g. a member down: still nothing was published
+                raise refused from None
+            while True:
+                try:
+                    ack = await nc.jetstream().publish(subject, payload, timeout=max(0.05, deadline - loop.time()),
+                                                       headers=headers)
+                    break
+                except nats.js.errors.NoStreamResponseError:
+                    # A stream just made elects its leader in a few tens of milliseconds; until then nothing
+                    # answers, and nothing was stored.
+                    if not created or loop.time() + 0.05 >= deadline:
+                        raise
+                    await asyncio.sleep(0.05)
         if ack.stream != stream:
             raise RuntimeError(f"publish to {subject} acknowledged by stream {ack.stream!r}, not {stream}")
         return ack.seq, created

@@ -36,10 +36,11 @@ CONSUMER = "LOAD"
 FETCH_BATCH = 10
 FETCH_WAIT_S = 0.25
 ACK_WAIT_S = 30.0
-# The drain: how long a replica may take to become the stream's leader, and how many reads are in flight at once.
-LEAD_WAIT_S = 5
+# The drain: consumers made at most to get one onto a given replica (each lands on one of three), and how many
+# messages a fetch takes.
+PLACEMENT_TRIES = 20
 API_TIMEOUT_S = 2.0
-READ_CHUNK = 200
+READ_BATCH = 1000
 
 
 def _run(message: dict) -> str:
@@ -180,31 +181,42 @@ class NatsSession(Session):
 
     async def drain(self, timeout: float) -> dict[str, list[list]]:
         """Every message of the latest run's stream as each replica holds it: {service: [[id, seq], ...]}, for the
-        replicas that could be read (one that is down, or too far behind to lead, is left out).
+        replicas that could be read (one that is down is left out).
 
         A client cannot choose which replica answers a read: the stream's API (`STREAM.MSG.GET`) is answered by the
         leader, and a direct get by whichever replica the cluster picks (NATS spreads requests over a queue group's
         members on all servers, measured in tests/integration/test_nats_queue.py, so a connection to one server
-        does not make its own replica answer). So each replica in turn is made the stream's leader (a stepdown
-        naming it as the preferred successor) and its copy read through the API; the copy is exactly that
-        replica's if it led from before the first read to after the last one, which is checked. This moves the
-        stream's leadership after the run's load: the final phase is the only place where that costs nothing."""
+        does not make its own replica answer). A consumer, though, runs on one replica and reads that replica's
+        store, and the cluster says where it runs: each replica is read through a consumer placed on it, which is
+        exact for that replica (what it holds while it is read; a replica still catching up may hold less)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         async with asyncio.timeout(timeout):
             nc = await self.nats.client(timeout)
             stream = await self._latest_queue_stream(timeout)
             if stream is None:
-                return {}
-            held = {}
-            for svc in self.client_urls:
-                with contextlib.suppress(Exception):
-                    held[svc] = await _read_as_leader(nc, stream, svc)
-            return held
+                raise RuntimeError("no queue stream: nothing was ever published, or it was deleted")
+            # A member that is down keeps refusing consumers until its share of the time is spent: the others'
+            # copies are returned before the whole drain's time is up.
+            share = max(0.1, (deadline - loop.time()) * 0.9)
+            read = await asyncio.gather(*(asyncio.wait_for(_read_replica(nc, stream, svc), share)
+                                          for svc in self.client_urls), return_exceptions=True)
+            return {svc: messages for svc, messages in zip(self.client_urls, read)
+                    if not isinstance(messages, BaseException)}
 
     async def _latest_queue_stream(self, timeout: float) -> str | None:
-        jsm = (await self.nats.client(timeout)).jsm(timeout=timeout)
-        # Normally the only one: a run's first publish deletes the others.
-        streams = [info for info in await jsm.streams_info() if info.config.name.startswith(QUEUE_STREAM_PREFIX)]
-        return max(streams, key=lambda info: info.created).config.name if streams else None
+        """The queue stream made last: normally the only one, a run's first publish deletes the others. Named by the
+        meta group (STREAM.NAMES): a list of stream infos leaves out a stream whose leader is slow to answer, as
+        one is right after a member rejoined."""
+        nc = await self.nats.client(timeout)
+        answer = json.loads((await nc.request("$JS.API.STREAM.NAMES", b"{}", timeout=timeout)).data)
+        if "error" in answer:
+            raise nats.js.errors.APIError.from_error(answer["error"])
+        names = [name for name in answer.get("streams") or [] if name.startswith(QUEUE_STREAM_PREFIX)]
+        if len(names) < 2:
+            return names[0] if names else None
+        jsm = nc.jsm(timeout=timeout)
+        return max([await jsm.stream_info(name) for name in names], key=lambda info: info.created).config.name
 
     async def aclose(self) -> None:
         for sub in self._subs.values():
@@ -214,41 +226,46 @@ class NatsSession(Session):
         await self.http.aclose()
 
 
-async def _stream_info(jsm, stream: str):
-    """The stream's info from its leader, asked again when a leader change swallowed the question."""
-    for _ in range(LEAD_WAIT_S * 4):
-        with contextlib.suppress(nats.errors.TimeoutError):
-            return await jsm.stream_info(stream)
-        await asyncio.sleep(0.25)
-    raise TimeoutError(f"{stream} does not answer")
-
-
-async def _read_as_leader(nc: NatsClient, stream: str, svc: str) -> list[list]:
-    """`svc`'s copy of the stream, read while it leads the stream."""
+async def _read_replica(nc: NatsClient, stream: str, svc: str) -> list[list]:
+    """`svc`'s copy of the stream, through an ephemeral consumer (R1, no acks) that runs on `svc`: a consumer reads
+    the store of the server it runs on. The cluster places each new one on one of the stream's replicas of its
+    choosing, so consumers are made until one lands on `svc`."""
     jsm = nc.jsm(timeout=API_TIMEOUT_S)
-    info = await _stream_info(jsm, stream)
-    if info.cluster.leader != svc:
-        await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}",
-                         json.dumps({"placement": {"preferred": svc}}).encode(), timeout=API_TIMEOUT_S)
-        for _ in range(LEAD_WAIT_S * 10):
-            info = await _stream_info(jsm, stream)
-            if info.cluster.leader == svc:
-                break
+    config = nats.js.api.ConsumerConfig(ack_policy=nats.js.api.AckPolicy.NONE, num_replicas=1, mem_storage=True,
+                                        inactive_threshold=30.0, deliver_policy=nats.js.api.DeliverPolicy.ALL)
+    refused: Exception | None = None
+    for _ in range(PLACEMENT_TRIES):
+        consumer = None
+        try:  # a consumer placed on a member that is down (or still starting) is refused: try again
+            consumer = await jsm.add_consumer(stream, config=config)
+            if consumer.cluster is not None and consumer.cluster.leader == svc:
+                return await _read_all(nc, jsm, stream, consumer.name)
+        except nats.errors.Error as exc:
+            refused = exc
             await asyncio.sleep(0.1)
-        else:
-            raise TimeoutError(f"{svc} did not take the lead of {stream}")
-    messages = []
-    for start in range(info.state.first_seq, info.state.last_seq + 1, READ_CHUNK):
-        seqs = range(start, min(start + READ_CHUNK, info.state.last_seq + 1))
-        messages += [m for m in await asyncio.gather(*(_get(jsm, stream, seq) for seq in seqs)) if m is not None]
-    if (await _stream_info(jsm, stream)).cluster.leader != svc:
-        raise RuntimeError(f"{svc} lost the lead of {stream} while its copy was read")
-    return messages
+        finally:
+            if consumer is not None:
+                with contextlib.suppress(Exception):
+                    await jsm.delete_consumer(stream, consumer.name)
+    raise RuntimeError(f"no consumer of {stream} could be read on {svc} in {PLACEMENT_TRIES} tries"
+                       + (f" ({describe(refused)})" if refused else ""))
 
 
-async def _get(jsm, stream: str, seq: int) -> list | None:
+async def _read_all(nc: NatsClient, jsm, stream: str, consumer: str) -> list[list]:
+    """Everything a consumer delivers until it has nothing pending; raises if it stops short (its server died)."""
+    sub = await nc.jetstream(timeout=API_TIMEOUT_S).pull_subscribe_bind(durable=consumer, stream=stream)
+    messages: list[list] = []
     try:
-        msg = await jsm.get_msg(stream, seq)
-    except nats.js.errors.NotFoundError:  # no message at that sequence in this copy
-        return None
-    return [json.loads(msg.data)["id"], msg.seq]
+        while True:
+            try:
+                batch = await sub.fetch(READ_BATCH, timeout=API_TIMEOUT_S)
+            except nats.errors.TimeoutError:
+                if (await jsm.consumer_info(stream, consumer)).num_pending == 0:
+                    return messages  # an empty stream, or the last batch was exactly full
+                raise
+            messages += [[json.loads(m.data)["id"], m.metadata.sequence.stream] for m in batch]
+            if batch[-1].metadata.num_pending == 0:
+                return messages
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
