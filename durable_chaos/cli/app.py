@@ -7,21 +7,12 @@ Temporal), 4 stop-all could not confirm every fault undone, 130 interrupted. Eve
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
-from rich.markup import escape
-from typer.core import TyperGroup
 
-from durable_chaos.cli import control, emergency, experiments, runs, schedules
-from durable_chaos.cli.common import (
-    EXIT_BAD_INPUT,
-    EXIT_FAIL,
-    EXIT_INTERRUPTED,
-    EXIT_PASS,
-    fail,
-)
+from durable_chaos.cli import check, control, emergency, experiments, runs, schedules
+from durable_chaos.cli.errors import EXIT_BAD_INPUT, EXIT_FAIL, EXIT_INTERRUPTED, EXIT_PASS, OneLineErrors, fail
 from durable_chaos.cli.options import (
     ABORT_PROBE_OPTION,
     ABORT_QUERY_OPTION,
@@ -54,41 +45,8 @@ from durable_chaos.cli.start import start_and_follow
 from durable_chaos.cli.subjects import subjects
 from durable_chaos.runtime.connect import exit_process
 
-try:  # Typer 0.2x carries a Click of its own: its errors are not the installed click's
-    from typer._click import exceptions as click_errors
-except ImportError:
-    from click import exceptions as click_errors
-
-
-@contextlib.contextmanager
-def _one_line_usage_errors() -> Iterator[None]:
-    """Click answers a bad option value, an unknown option or command with the usage line, a hint and the error on
-    four lines; ours are one line (exit 2, as Click's), which names the help instead."""
-    try:
-        yield
-    except click_errors.UsageError as err:
-        # Asked for help by giving no arguments (Click >= 8.2 raises it as a usage error): the help is the answer.
-        if isinstance(err, getattr(click_errors, "NoArgsIsHelpError", ())):
-            raise
-        where = f" (see `{err.ctx.command_path} --help`)" if err.ctx else ""
-        fail(EXIT_BAD_INPUT, escape(err.format_message().rstrip(".")) + where)
-
-
-class _OneLineErrors(TyperGroup):
-    """Every command runs inside the top-level group's invoke (a subcommand's options are parsed there too), and
-    the group's own options in its make_context: between them they see every usage error."""
-
-    def make_context(self, *args, **kwargs):
-        with _one_line_usage_errors():
-            return super().make_context(*args, **kwargs)
-
-    def invoke(self, ctx):
-        with _one_line_usage_errors():
-            return super().invoke(ctx)
-
-
 app = typer.Typer(
-    cls=_OneLineErrors,
+    cls=OneLineErrors,
     help="Durable chaos runs on Temporal: kill a node of a real cluster, watch it get detected and diagnosed, "
     "and be certain it comes back.",
     no_args_is_help=True,
@@ -152,6 +110,8 @@ def chaos(
 
 app.command()(experiments.run)
 app.command()(subjects)
+# Checking a history file alone (ours or another tool's): no Temporal, no Docker.
+app.command()(check.check)
 app.command()(control.advance)
 app.command()(control.cancel)
 app.command()(control.abort)

@@ -6,11 +6,9 @@ import asyncio
 import contextlib
 import json
 from datetime import datetime, timedelta, timezone
-from typing import AsyncIterator, NoReturn
+from typing import AsyncIterator
 from urllib.parse import urlencode
 
-import typer
-from rich.console import Console
 from temporalio.api.enums.v1 import PendingWorkflowTaskState, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -24,6 +22,16 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
+# The exit codes and `fail` live in errors.py (light to import); every command imports them from here as before.
+from durable_chaos.cli.errors import (
+    EXIT_BAD_INPUT as EXIT_BAD_INPUT,
+    EXIT_FAIL as EXIT_FAIL,
+    EXIT_INFRA as EXIT_INFRA,
+    EXIT_INTERRUPTED as EXIT_INTERRUPTED,
+    EXIT_PASS as EXIT_PASS,
+    err_console as err_console,
+    fail as fail,
+)
 from durable_chaos.cli.facts import cancelled_text, run_facts
 from durable_chaos.contracts import WORKFLOW_NAME, ErrorType, Progress
 from durable_chaos.ids import fault_guard_id, notify_id
@@ -38,7 +46,6 @@ from durable_chaos.runtime.worker import (
 from subjects import BadSubjectFile, UnknownSubject, get_subject
 from workflows.chaos import ChaosDemoWorkflow
 
-EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INFRA, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 # stop-all: a cancelled run did not confirm its fault undone (still running, or closed still marked injected).
 EXIT_NOT_RESTORED = 4
 # A fault never took effect: the run says nothing about it (neither a pass nor a failure of the system).
@@ -60,14 +67,6 @@ GUARD_FINISH_WITHIN = 90.0
 # A run's notifications post within moments (three attempts fit); the retries for a receiver that is down are left
 # to the next worker rather than holding the report this long.
 NOTIFY_FINISH_WITHIN = 5.0
-
-err_console = Console(stderr=True)
-
-
-def fail(code: int, message: str) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
 
 def run_url(client: Client, workflow_id: str, run_id: str) -> str:
     base = ui_base_url(connect_config()["target_host"])

@@ -130,10 +130,10 @@ def timeline_svg(r: ChaosReport) -> str:
         labels = _place_labels(fig, ops_ax, sorted(marks))
         title = (f"Load during {r.fault} {r.target} on {r.subject}: ops/s and errors per load window, the fault "
                  f"period shaded, inject / detect / restore marked")
-        return _svg(fig, "timeline", title, labels)
+        return inline_svg(fig, "timeline", title, labels)
 
 
-def _svg(fig: Figure, svg_id: str, title: str, extra_artists: list = ()) -> str:
+def inline_svg(fig: Figure, svg_id: str, title: str, extra_artists: list = ()) -> str:
     """The figure as an inline SVG element with an id and a title (the text a screen reader says)."""
     out = io.StringIO()
     # No metadata: matplotlib's would name its web site and a Dublin Core URL; the page links nothing.
@@ -150,6 +150,13 @@ def _svg(fig: Figure, svg_id: str, title: str, extra_artists: list = ()) -> str:
 def _fault_period(r: ChaosReport) -> tuple[datetime, datetime] | None:
     """From the fault until the subject was healthy again (or the run ended)."""
     return (r.injected_at, r.restored_at or r.finished_at) if r.injected_at else None
+
+
+def fault_windows(r: ChaosReport) -> list[tuple[datetime, datetime | None, str]]:
+    """Every fault the run injected, from inject to healthy again (None: never), with its label."""
+    first = [(r.injected_at, r.restored_at, r.fault_text)] if r.injected_at else []
+    return first + [(s.injected_at, s.restored_at, f"step {s.step}: {s.fault_label} {', '.join(s.targets)}")
+                    for s in r.steps[1:] if s.injected_at]
 
 
 def latency_svg(r: ChaosReport, ops: list[Op]) -> str:
@@ -182,4 +189,4 @@ def latency_svg(r: ChaosReport, ops: list[Op]) -> str:
         ax.legend(loc="best", fontsize=8, framealpha=0.9)
         title = (f"Latency of each of the {len(sent)} operations during {r.fault_text} of {r.subject}, failed "
                  f"and unknown outcomes highlighted, the fault period shaded")
-        return _svg(fig, "latency", title)
+        return inline_svg(fig, "latency", title)

@@ -12,6 +12,7 @@ from rich.text import Text
 from durable_chaos.cli.facts import RunFacts
 from durable_chaos.contracts import (
     ChaosReport,
+    Counterexample,
     Diagnosis,
     FaultState,
     LoadSummary,
@@ -186,14 +187,83 @@ def load_text(load: LoadSummary) -> str:
             f"{load.errors} errors in {len(load.windows)} windows")
 
 
+def _few(items: list, limit: int = 4) -> str:
+    """A long list cut to its first and last items: "m1@3, m2@4, m3@5 … m12@16 (12)"."""
+    if len(items) <= limit:
+        return ", ".join(items)
+    return f"{', '.join(items[:limit - 1])} … {items[-1]} ({len(items)})"
+
+
+def _delivered(pairs) -> str:
+    """[[id, sequence], ...] as "m1@3, m2@4" (a message id at its stream sequence)."""
+    if not isinstance(pairs, list):
+        return "?"
+    return _few([f"{p[0]}@{p[1]}" if isinstance(p, list) and len(p) == 2 else str(p) for p in pairs]) or "nothing"
+
+
+def _micro(m) -> str:
+    """A transaction's micro-op: ["append", "k3", 5] -> "append k3 5"; ["r", "k1", [1, 2]] -> "read k1 -> [1 2]"."""
+    if not (isinstance(m, list) and len(m) == 3):
+        return str(m)
+    f, key, value = m
+    if f == "append":
+        return f"append {key} {value}"
+    if value is None:  # not known: the invoke, or a transaction that did not commit
+        return f"read {key}"
+    return f"read {key} -> " + ("[" + " ".join(map(str, value)) + "]" if isinstance(value, list) else str(value))
+
+
+def op_words(op: OpView) -> str:
+    """What one operation did, in a few words: "cas k1 from 3 to 4", "fetch -> m1@3, m2@4", "append k3 5, read k1
+    -> [1 2]"."""
+    key = "" if op.key is None else f" {op.key}"
+    value = op.value
+    if op.kind == "write":
+        return f"write {op.key}={value}" if op.key is not None else f"write {value}"
+    if op.kind == "read":
+        return f"{'final read' if op.final else 'read'}{key} -> {value if value is not None else 'nothing'}"
+    if op.kind == "cas" and isinstance(value, list) and len(value) == 2:
+        return f"cas{key} from {value[0]} to {value[1]}"
+    if op.kind == "publish" and isinstance(value, dict):
+        who = ", ".join(f"{k} {value[k]}" for k in ("publisher", "n") if k in value)
+        return f"publish {value.get('id')}" + (f" ({who})" if who else "")
+    if op.kind == "fetch":
+        return "fetch" + ("" if value is None else f" -> {_delivered(value)}")
+    if op.kind == "drain" and isinstance(value, dict):
+        return f"final drain of {value.get('replica', '?')} -> {_delivered(value.get('messages'))}"
+    if op.kind == "txn" and isinstance(value, list):
+        return "txn " + ", ".join(_micro(m) for m in value)
+    return f"{op.kind}{key}" + ("" if value is None else f" {value}")
+
+
 def op_text(op: OpView) -> str:
     """One operation of a counterexample: "12:00:01.234 write k03=v7 ok, token 55 (2.1 ms)"."""
-    what = {"write": f"write {op.key}={op.value}",
-            "read": f"{'final read' if op.final else 'read'} {op.key} -> {op.value if op.value is not None else 'nothing'}"
-            }.get(op.kind, op.kind)
     token = f", token {op.token}" if op.token is not None else ""
     error = f": {op.error}" if op.error else ""
-    return f"{op.invoked_at:%H:%M:%S.%f}"[:-3] + f" {what} {op.outcome}{token}{error} ({op.latency_ms:g} ms)"
+    return (f"{op.invoked_at:%H:%M:%S.%f}"[:-3] + f" {op_words(op)} {op.outcome}{token}{error} "
+            f"(process {op.process}, {op.latency_ms:g} ms)")
+
+
+def txn_name(index: int) -> str:
+    """A transaction of a cycle by its place among the counterexample's ops: T1, T2..."""
+    return f"T{index + 1}"
+
+
+def stuck_words(cx: Counterexample) -> str:
+    """What the counterexample's stuck operation is: where the linearizability search found no legal order, or,
+    for the other checkers, the operation that shows the violation."""
+    return "no legal order places this" if cx.checker == "linearizability" else "the violation shows here"
+
+
+def counterexample_lines(cx: Counterexample) -> list[str]:
+    """Its summary, its operations (the stuck one marked; a cycle's transactions named T1, T2...), then a cycle's
+    dependencies edge by edge."""
+    lines = [f"{cx.anomaly}: {cx.summary}" if cx.anomaly else cx.summary]
+    for i, op in enumerate(cx.ops):
+        mark = f"stuck here ({stuck_words(cx)}): " if i == cx.stuck else f"{txn_name(i)}: " if cx.cycle else ""
+        lines.append(mark + op_text(op))
+    lines += [f"{txn_name(e.source)} -{e.kind}-> {txn_name(e.target)}: {e.why}" for e in cx.cycle]
+    return lines
 
 
 def _phase_text(name: str, p: PhaseLatency) -> str:
@@ -203,19 +273,36 @@ def _phase_text(name: str, p: PhaseLatency) -> str:
     return f"{name} p50 {ms(p.p50_ms)} / p99 {ms(p.p99_ms)} ms ({p.ops} ops, {p.errors} errors)"
 
 
+# How the report names each data model the checkers held a history to.
+MODEL_WORDS = {
+    "register": "register per key (read, write)",
+    "cas-register": "register per key with compare-and-set (read, write, cas)",
+    "queue": "queue (publish, fetch, drain every replica)",
+    "list-append": "transactions appending to lists (list-append, Elle-style)",
+}
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def safety_rows(s: SafetyReport) -> list[tuple[str, str | list[str]]]:
     """The data safety section, as (label, text or list of lines): the terminal, Markdown and HTML all draw it."""
-    rows: list[tuple[str, str | list[str]]] = [
-        ("verdict", s.verdict),
-        ("operations", f"{s.ops} sent, {s.acked_writes} acknowledged writes to {s.keys} keys, "
-                       f"{s.lost_writes} lost"),
-    ]
-    if s.reasons:
-        rows.append(("why", s.reasons))
+    rows: list[tuple[str, str | list[str]]] = [("verdict", s.verdict)]
+    if s.model:
+        rows.append(("model", MODEL_WORDS.get(s.model, s.model)))
+    changes = "acknowledged writes" if s.model in (None, "register", "cas-register") else \
+        "acknowledged publishes" if s.model == "queue" else "acknowledged transactions that append"
+    rows.append(("operations", f"{_count(s.ops, 'operation')} sent, {s.acked_writes} {changes}"
+                               + (f" to {_count(s.keys, 'key')}" if s.keys else "") + f", {s.lost_writes} lost"))
+    # A check's verdict is a reason too: "why" says only what the checks below do not.
+    said = {f"{c.name}: {c.detail}" for c in s.checks}
+    if reasons := [x for x in s.reasons if x not in said]:
+        rows.append(("why", reasons))
     if s.checks:
         rows.append(("checks", [f"{c.name}: {c.verdict} - {c.detail}" for c in s.checks]))
     if s.counterexample:
-        rows.append(("counterexample", [s.counterexample.summary] + [op_text(op) for op in s.counterexample.ops]))
+        rows.append(("counterexample", counterexample_lines(s.counterexample)))
     if a := s.availability:
         gap = "-" if a.longest_gap_ms is None else f"{a.longest_gap_ms:g} ms from {a.longest_gap_from:%H:%M:%S.%f}"[:-3]
         rate = "-" if a.error_rate is None else f"{a.error_rate:.1%}"

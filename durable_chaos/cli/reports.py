@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import xml.etree.ElementTree as ET
+from datetime import datetime
 from pathlib import Path
 
 from durable_chaos.cli.render import (
@@ -18,7 +19,7 @@ from durable_chaos.cli.render import (
     seconds_text,
     step_rows,
 )
-from durable_chaos.contracts import ChaosReport, Diagnosis
+from durable_chaos.contracts import ChaosReport, Diagnosis, SafetyReport
 from durable_chaos.safety.history import Op, read_history
 from durable_chaos.wording import trip_reason
 
@@ -100,7 +101,8 @@ table{border-collapse:collapse}td,th{padding:2px 10px;text-align:left;vertical-a
 def to_html(r: ChaosReport) -> str:
     """One self-contained page: no external scripts, styles or images."""
     # Imported here: matplotlib takes a second to load, which every other starter command would pay for.
-    from durable_chaos.cli.plots import latency_svg, timeline_svg
+    from durable_chaos.cli.counterexample_plot import counterexample_svg
+    from durable_chaos.cli.plots import fault_windows, latency_svg, timeline_svg
 
     e = html.escape
     facts = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in _facts(r))
@@ -119,6 +121,8 @@ def to_html(r: ChaosReport) -> str:
         ops = _history(r)
         plot = latency_svg(r, ops) if ops else (
             f"<p>No latency plot: the operation history ({e(r.safety.history or 'none')}) is not on this machine.</p>")
+        if r.safety.counterexample:
+            plot += _counterexample_figure(counterexample_svg(r.safety.counterexample, fault_windows(r)))
         safety = (f'<section id="safety"><h2>Data safety: <span class="{e(r.safety.verdict)}">'
                   f'{e(r.safety.verdict)}</span></h2>{_html_rows(safety_rows(r.safety))}{plot}</section>')
     return f"""<!DOCTYPE html>
@@ -134,6 +138,30 @@ def to_html(r: ChaosReport) -> str:
 {detection}
 {diagnosis}
 {safety}
+</body></html>
+"""
+
+
+def _counterexample_figure(svg: str) -> str:
+    return f'<h3>Counterexample</h3><figure id="counterexample-figure">{svg}</figure>'
+
+
+def check_html(name: str, s: SafetyReport, faults: list[tuple[datetime, datetime | None, str]],
+               notes: list[str] = ()) -> str:
+    """`starter.py check --html`: one self-contained page with the verdict, the checks and the counterexample
+    drawn (fault windows from the history's nemesis lines)."""
+    from durable_chaos.cli.counterexample_plot import counterexample_svg  # matplotlib: a second to load
+
+    e = html.escape
+    figure = _counterexample_figure(counterexample_svg(s.counterexample, faults)) if s.counterexample else ""
+    short = Path(name).name or name  # the whole path is in the table's "history" row
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>History check of {e(short)}: {e(s.verdict)}</title>
+<style>{STYLE}</style></head>
+<body>
+<h1>{e(short)} as a {e(s.model or "history")}: <span id="verdict" class="{e(s.verdict)}">{e(s.verdict)}</span></h1>
+{"".join(f'<p class="note">{e(n)}</p>' for n in notes)}
+<section id="safety">{_html_rows(safety_rows(s))}{figure}</section>
 </body></html>
 """
 

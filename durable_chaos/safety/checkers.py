@@ -23,7 +23,7 @@ from typing import Any
 from durable_chaos.contracts import Counterexample, CycleEdge, OpView, SafetyCheck, SafetyReport
 from durable_chaos.safety.availability import availability, moment, ns, percentile
 from durable_chaos.safety.findings import Finding, describe
-from durable_chaos.safety.linearizability import linearizable
+from durable_chaos.safety.linearizability import SEARCH_BUDGET, linearizable
 from durable_chaos.safety.lost_writes import lost_writes
 from durable_chaos.safety.models import CAS_REGISTER, REGISTER, Register, written
 from durable_chaos.safety.op import Op
@@ -41,8 +41,12 @@ def view(op: Op) -> OpView:
 
 
 def _registers(model: Register) -> Callable[..., list[Finding]]:
-    def run(ops: list[Op], *, token_name: str | None = None, gapless: bool = False, **_) -> list[Finding]:
-        findings = [lost_writes(ops), linearizable(ops, model)]
+    def run(ops: list[Op], *, token_name: str | None = None, gapless: bool = False, budget: int = SEARCH_BUDGET,
+            **_) -> list[Finding]:
+        # Lost writes need a final read phase; a history without one (other tools' often have none) is still
+        # checked for linearizability, which catches a lost write that a later read missed.
+        findings = [lost_writes(ops)] if any(op.final for op in ops) else []
+        findings.append(linearizable(ops, model, budget))
         if token_name is not None:
             findings.append(tokens(ops, token_name, gapless))
         return findings
@@ -109,12 +113,13 @@ def _counterexample(first: Finding) -> Counterexample:
 
 def check(ops: list[Op], *, model: str | None = "register", isolation: str | None = None,
           token_name: str | None = None, gapless: bool = False, fault_start_ns: int | None = None,
-          fault_end_ns: int | None = None, unknown_because: list[str] | None = None) -> SafetyReport:
+          fault_end_ns: int | None = None, unknown_because: list[str] | None = None,
+          budget: int = SEARCH_BUDGET) -> SafetyReport:
     """The checkers of the history's data `model` on one history (None: the load's operations say nothing about
     data). `token_name`: what the subject's tokens are (None: it returns none). `isolation`: the level a
-    list-append subject promises. `unknown_because`: what the caller already knows makes the data checks unsound
-    (e.g. missing history parts); the checkers still run and say what they saw, but the verdict is `unknown`
-    either way."""
+    list-append subject promises. `budget`: search steps per key before a search says unknown.
+    `unknown_because`: what the caller already knows makes the data checks unsound (e.g. missing history parts);
+    the checkers still run and say what they saw, but the verdict is `unknown` either way."""
     began = time.perf_counter()
     data_ops = [op for op in ops if op.kind != "op"]
     sent = [op for op in ops if not op.final]
@@ -124,7 +129,7 @@ def check(ops: list[Op], *, model: str | None = "register", isolation: str | Non
         reasons.append("the subject's load declares no data operations: only availability is measured"
                        if sent else "no operations were recorded")
     else:
-        findings = CHECKERS[model](ops, token_name=token_name, gapless=gapless, isolation=isolation)
+        findings = CHECKERS[model](ops, token_name=token_name, gapless=gapless, isolation=isolation, budget=budget)
     violated = [f for f in findings if f.verdict == "violated"]
     reasons += [f"{f.name}: {f.detail}" for f in findings if f.verdict != "ok"]
     # A history known to be incomplete (a lost window's operations may have landed) explains any violation the

@@ -16,6 +16,9 @@ import httpx
 import pytest
 
 from durable_chaos.contracts import ChaosInput, final_report
+from durable_chaos.safety.history import read_history
+from durable_chaos.safety.linearizability import linearizable
+from durable_chaos.safety.models import CAS_REGISTER, written
 from tests.conftest import ROOT, private_copy, running_worker
 from workflows.chaos import ChaosDemoWorkflow
 
@@ -68,9 +71,34 @@ async def test_a_system_that_drops_acknowledged_writes_fails_its_run_for_that(cl
     assert write.kind == "write" and write.outcome == "ok" and final.final and final.value is None
     assert {"key": write.key, "value": write.value, "rev": write.token} in dropped
     # Every dropped write the load saw acknowledged is counted, and nothing else.
-    acked = {(e["key"], e["value"]) for e in completions(history_lines(report)) if e["f"] == "write" and e["type"] == "ok"}
+    acked = {(e["key"], e["value"]) for e in completions(history_lines(report))
+             if e["f"] == "write" and e["type"] == "ok"}
     assert safety.lost_writes == len({(d["key"], d["value"]) for d in dropped} & acked) > 0
     assert next(c.name for c in safety.checks if c.verdict == "violated") == "lost writes"
+
+
+async def test_a_system_that_answers_from_a_stale_replica_is_not_linearizable(client, task_queue, monkeypatch):
+    # Reads go to the broken server's replica, one write behind: a client reads a value after it was replaced,
+    # and the final reads miss each key's last write.
+    monkeypatch.setenv("BROKEN_KV_READS", "stale")
+    async with private_copy(str(BROKEN_KV), PORT_RANGE) as copy:
+        report = await run(client, task_queue, copy, fault="stop")
+
+    safety = report.safety
+    assert safety.verdict == "violated" and safety.model == "cas-register", safety
+    assert {c.name: c.verdict for c in safety.checks}["linearizability"] == "violated"
+    # The stored history, checked alone, shows it even on the keys whose writes the server keeps (it drops those
+    # to keys ending in 3, the other test's failure): the operation no order can place read (or swapped from) a
+    # value that an acknowledged write had replaced before it was sent.
+    ops = [op for op in read_history(Path(safety.history)).ops if not op.key.endswith("3")]
+    found = linearizable(ops, CAS_REGISTER)
+    assert found.verdict == "violated" and found.stuck.kind in ("read", "cas")
+    stuck = found.stuck
+    seen = stuck.value if stuck.kind == "read" else stuck.value[0]
+    replaced_before = [op for op in ops if op.key == stuck.key and op.outcome == "ok" and written(op) is not None
+                       and written(op) != seen and op.complete_ns < stuck.invoke_ns]
+    writer = next(op for op in ops if op.key == stuck.key and written(op) == seen)
+    assert any(op.invoke_ns > writer.complete_ns for op in replaced_before), (stuck, found.detail)
 
 
 @pytest.mark.parametrize("fault", ["kill", "partition"])

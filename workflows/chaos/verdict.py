@@ -50,8 +50,11 @@ def grade(diagnosis: Diagnosis, targets: list[str]) -> bool:
 def safety_reason(s: SafetyReport) -> str:
     """The data safety verdict as one of the run's reasons."""
     if s.verdict == "ok":
-        return (f"data safety ok: {s.ops} operations, {s.acked_writes} acknowledged writes to {s.keys} keys, none "
-                f"lost, every read linearizable")
+        # In the model's words: a register's writes, a queue's publishes, a transaction's appends.
+        what = {"queue": "publishes", "list-append": "appending transactions"}.get(s.model or "", "writes")
+        where = f" to {s.keys} keys" if s.keys else ""
+        return (f"data safety ok: {s.ops} operations, {s.acked_writes} acknowledged {what}{where}, none lost; "
+                f"{', '.join(c.name for c in s.checks)}: ok")
     return f"data safety {s.verdict}: {'; '.join(s.reasons) or 'no reason given'}"
 
 

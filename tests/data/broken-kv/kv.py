@@ -4,6 +4,9 @@ It acknowledges every write with a revision, but silently drops the writes to ke
 stores them, as a system with a broken shard or an asynchronous replica that lost its tail would. What it dropped is
 listed at GET /dropped, so a test can tell whether the checker blamed the right write. Stored data survives a kill
 (a file in the container), so only the drops lose data.
+
+It also has a replica one write behind: GET /kv/KEY?stale=1 answers with the value before the latest, as a client
+reading from a lagging follower would. POST /cas/KEY {"expected", "new"} is a correct compare-and-set.
 """
 
 import json
@@ -18,7 +21,7 @@ try:
     with open(STORE) as f:
         state = json.load(f)
 except (OSError, ValueError):
-    state = {"rev": 0, "data": {}, "dropped": []}
+    state = {"rev": 0, "data": {}, "previous": {}, "dropped": []}
 
 
 def save():
@@ -42,22 +45,40 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/dropped":
             with lock:
                 return self.answer(200, state["dropped"])
-        key = self.path.removeprefix("/kv/")
+        key, _, query = self.path.removeprefix("/kv/").partition("?")
         with lock:
             found = state["data"].get(key)
+            if query == "stale=1" and key in state["previous"]:
+                found = state["previous"][key]
         return self.answer(200, found) if found else self.answer(404, {"error": "not found"})
+
+    def store(self, key, value):
+        state["rev"] += 1
+        rev = state["rev"]
+        if key.endswith(DROP_SUFFIX):
+            state["dropped"].append({"key": key, "value": value, "rev": rev})
+        else:
+            if key in state["data"]:
+                state["previous"][key] = state["data"][key]
+            state["data"][key] = {"value": value, "rev": rev}
+        save()
+        return rev
+
+    def do_POST(self):
+        key = self.path.removeprefix("/cas/")
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        with lock:
+            held = state["data"].get(key, {}).get("value")
+            if held != body["expected"]:
+                return self.answer(409, {"error": "value changed", "value": held})
+            rev = self.store(key, body["new"])
+        return self.answer(200, {"rev": rev})
 
     def do_PUT(self):
         key = self.path.removeprefix("/kv/")
         value = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
         with lock:
-            state["rev"] += 1
-            rev = state["rev"]
-            if key.endswith(DROP_SUFFIX):
-                state["dropped"].append({"key": key, "value": value, "rev": rev})
-            else:
-                state["data"][key] = {"value": value, "rev": rev}
-            save()
+            rev = self.store(key, value)
         return self.answer(200, {"rev": rev})
 
     def log_message(self, *args):

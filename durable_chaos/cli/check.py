@@ -1,0 +1,175 @@
+"""`starter.py check`: hold one history file to a data model, alone: no Temporal, no Docker, no run.
+
+The file is JSON lines in Jepsen's shape (safety/jepsen.py, docs/history-format.md), ours or another tool's. The
+verdict is the exit code, so a script or CI job can gate on it: 0 valid, 1 violated, 2 bad input, 3 unknown.
+"""
+
+from __future__ import annotations
+
+import gzip
+import sys
+from pathlib import Path
+from typing import IO, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from durable_chaos.cli.errors import EXIT_BAD_INPUT, EXIT_FAIL, EXIT_PASS, OneLineErrors, err_console, fail
+from durable_chaos.cli.render import safety_panel
+from durable_chaos.cli.reports import check_html
+from durable_chaos.safety.availability import moment
+from durable_chaos.safety.checkers import CHECKERS, HISTORY_MODELS, HistoryModel, check as check_history
+from durable_chaos.safety.history import PART_SUFFIX, parts, size_bytes
+from durable_chaos.safety.jepsen import BadHistory, History, parse
+from durable_chaos.safety.linearizability import SEARCH_BUDGET
+
+EXIT_UNKNOWN = 3  # the checkers could not decide (e.g. the search budget was spent): never a guess
+EXIT_FOR_SAFETY = {"ok": EXIT_PASS, "violated": EXIT_FAIL, "unknown": EXIT_UNKNOWN}
+# The models a history can be checked against: those whose lines can be read and whose checkers exist.
+MODELS = [m for m in HISTORY_MODELS if m in CHECKERS]
+ISOLATION_LEVELS = ("serializable", "snapshot-isolation", "repeatable-read", "read-committed")
+# A history without times has its line order as its clock, one nanosecond a line, which a report's timestamps
+# (microseconds) cannot tell apart: such a history is drawn one millisecond a line.
+UNTIMED_TICK = 1_000_000
+
+
+class _Lines:
+    """A file's lines as the parser reads them, noting whether any carries a time."""
+
+    def __init__(self, f: IO[str]):
+        self.f, self.timed, self.number = f, False, 0
+
+    def __iter__(self) -> Iterator[str]:
+        for self.number, line in enumerate(self.f, start=1):
+            self.timed = self.timed or '"time"' in line
+            yield line
+
+
+def _parse(name: str, f: IO[str], spec: HistoryModel) -> tuple[History, bool]:
+    lines = _Lines(f)
+    try:
+        history = parse(lines, spec.fs, spec.shape_error)
+    except BadHistory as err:
+        fail(EXIT_BAD_INPUT, escape(f"{name}: {err}"))
+    except UnicodeDecodeError:
+        fail(EXIT_BAD_INPUT, escape(f"{name}: line {lines.number + 1}: not UTF-8 text"))
+    if not lines.timed:
+        for op in history.ops:
+            op.invoke_ns, op.complete_ns = op.invoke_ns * UNTIMED_TICK, op.complete_ns * UNTIMED_TICK
+        for w in history.faults:
+            w.start_ns, w.end_ns = w.start_ns * UNTIMED_TICK, w.end_ns and w.end_ns * UNTIMED_TICK
+    return history, lines.timed
+
+
+def _read_file(path: Path, spec: HistoryModel) -> tuple[History, bool]:
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") if path.name.endswith(".gz") else open(
+                path, encoding="utf-8") as f:
+            return _parse(str(path), f, spec)
+    except FileNotFoundError:
+        fail(EXIT_BAD_INPUT, escape(f"{path}: no such file"))
+    except (gzip.BadGzipFile, EOFError) as err:
+        fail(EXIT_BAD_INPUT, escape(f"{path}: not a whole gzip file ({err})"))
+    except OSError as err:
+        fail(EXIT_BAD_INPUT, escape(f"{path}: {err.strerror or err}"))
+
+
+def read(file: str, spec: HistoryModel) -> tuple[History, bool]:
+    """A history file, stdin (`-`), or a run's history folder: its parts, each a history of its own (history.py).
+    And whether its lines carry times."""
+    if file == "-":
+        return _parse("stdin", sys.stdin, spec)
+    path = Path(file)
+    if not path.is_dir():
+        return _read_file(path, spec)
+    found = parts(path)
+    if not found:
+        fail(EXIT_BAD_INPUT, escape(f"{path}: a folder with no history parts (*{PART_SUFFIX}) in it"))
+    whole = History()
+    for part in found:
+        history, _ = _read_file(part, spec)  # ours: timed
+        whole.ops += history.ops
+        whole.faults += history.faults
+    whole.ops.sort(key=lambda op: op.invoke_ns)
+    return whole, True
+
+
+HELP = """Check an operation history against a data model: prints the verdict, each check and any
+counterexample. Needs no Temporal and no Docker.
+
+\b
+FILE holds JSON lines in Jepsen's shape (ours, or another tool's: Jepsen, Knossos, Porcupine converters):
+  {"process": 3, "type": "invoke", "f": "cas", "key": "k1", "value": [1, 4], "time": 123456789}
+  {"process": 3, "type": "ok",     "f": "cas", "key": "k1", "value": [1, 4], "time": 124000000}
+type: invoke, then ok / fail (did not happen) / info (unknown) of the same process. f and value by model:
+  register      read (value read), write (value written)
+  cas-register  read, write, cas [expected, new]
+  queue         publish {"id", "publisher", "n"}, fetch [[id, seq], ...], drain {"replica", "messages"}
+  list-append   txn [["append", key, 5], ["r", key, [1, 5]], ...]
+key is optional (one register); time (ns, any growing clock) is optional (line order); ":read"-style keywords
+are read as names. "process": "nemesis" lines mark faults (f start/stop). Every field: docs/history-format.md.
+
+\b
+FILE may be .jsonl, .jsonl.gz, `-` (stdin), or a run's history folder (the path its report names).
+Exit codes: 0 valid, 1 violated, 2 bad input (one line naming the file, line and field), 3 unknown
+(e.g. the search budget was spent)."""
+
+
+def check(
+    file: str = typer.Argument(..., metavar="FILE", show_default=False,
+                               help="the history: .jsonl, .jsonl.gz, a run's history folder, or - for stdin"),
+    model: str = typer.Option(..., "--model", metavar="MODEL", help=f"the data model: {', '.join(MODELS)}"),
+    isolation: Optional[str] = typer.Option(None, "--isolation", metavar="LEVEL",
+                                            help=f"list-append: the isolation level the system promises "
+                                                 f"({', '.join(ISOLATION_LEVELS)}; default serializable)"),
+    html_out: Optional[Path] = typer.Option(None, "--html", metavar="OUT.html",
+                                            help="also write a page with the counterexample drawn"),
+    as_json: bool = typer.Option(False, "--json", help="print the safety report as JSON instead"),
+    budget: int = typer.Option(SEARCH_BUDGET, "--budget", metavar="STEPS", min=1,
+                               help="search steps per key before the linearizability search gives up (exit 3)"),
+) -> None:
+    if model not in MODELS:
+        fail(EXIT_BAD_INPUT, escape(f"--model: {model!r} is not one of {', '.join(MODELS)}"))
+    if isolation is not None and isolation not in ISOLATION_LEVELS:
+        fail(EXIT_BAD_INPUT, escape(f"--isolation: {isolation!r} is not one of {', '.join(ISOLATION_LEVELS)}"))
+    history, timed = read(file, HISTORY_MODELS[model])
+    # The faults the history marks (nemesis lines) split its latency into before, during and after.
+    starts = [w.start_ns for w in history.faults]
+    ends = [w.end_ns for w in history.faults]
+    report = check_history(history.ops, model=model, isolation=isolation or "serializable",
+                           fault_start_ns=min(starts, default=None),
+                           fault_end_ns=None if None in ends else max(ends, default=None), budget=budget)
+    if file != "-":
+        path = Path(file)
+        report.history, report.history_bytes = file, size_bytes(path) if path.is_dir() else path.stat().st_size
+    notes = []
+    if not timed:  # latencies and gaps of a clock that counts lines mean nothing
+        report.availability = None
+        notes.append("the history has no times: its line order is its clock (drawn one millisecond a line)")
+    for note in notes:
+        err_console.print(f"[dim]{escape(note)}[/]", highlight=False, soft_wrap=True)
+    if as_json:
+        print(report.model_dump_json(indent=2))
+    else:
+        Console().print(safety_panel(report))
+    if html_out is not None:
+        faults = [(moment(w.start_ns), None if w.end_ns is None else moment(w.end_ns), w.label)
+                  for w in history.faults]
+        html_out.write_text(check_html("stdin" if file == "-" else file, report, faults, notes))
+        err_console.print(f"[dim]page written to {escape(str(html_out))}[/]", highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_FOR_SAFETY[report.verdict])
+
+
+check.__doc__ = HELP
+
+# `starter.py check` on its own (starter.py sends it here): the other commands load Temporal's client, the worker
+# and its activities, a second and a half this one does not need.
+app = typer.Typer(cls=OneLineErrors, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  context_settings={"max_content_width": 120})
+app.callback()(lambda: None)  # a group, so the command is still called `check`, as under the full command line
+app.command()(check)
+
+
+def main() -> None:
+    app()
