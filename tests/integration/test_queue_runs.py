@@ -79,8 +79,9 @@ async def test_nats_keeps_every_acknowledged_message_under_a_kill_of_the_stream_
     coherent(report, ops)
     safety = report.safety
     details = {c.name: c.detail for c in safety.checks}
-    print(f"\nnats under kill: {safety.ops} operations, {safety.acked_writes} acknowledged publishes; "
-          + "; ".join(f"{c.name}: {c.verdict}" for c in safety.checks) + f"\n{details}")
+    errors = Counter(f"{op.kind} {op.outcome}: {op.error}" for op in ops if op.outcome != "ok")
+    print(f"\nnats under kill of {report.target}: {safety.ops} operations, {safety.acked_writes} acknowledged "
+          f"publishes; " + "; ".join(f"{c.name}: {c.verdict}" for c in safety.checks) + f"\n{details}\n{errors}")
     assert safety.verdict == "ok", safety.reasons
     assert report.verdict == "pass", report.reasons
     assert safety.lost_writes == 0
