@@ -136,14 +136,15 @@ class NatsSession(Session):
             raise NotApplied(describe(exc)) from exc
         if created:  # the run's first message: the streams of earlier runs are of no more use
             with contextlib.suppress(Exception):
-                await self._delete_queue_streams(keep=stream, timeout=timeout)
+                async with asyncio.timeout(timeout):  # the publish is acknowledged whatever becomes of this
+                    await self._delete_queue_streams(keep=stream, timeout=timeout)
         return seq
 
     async def _delete_queue_streams(self, keep: str, timeout: float) -> None:
         jsm = (await self.nats.client(timeout)).jsm(timeout=timeout)
-        for info in await jsm.streams_info():
-            if info.config.name.startswith(QUEUE_STREAM_PREFIX) and info.config.name != keep:
-                await jsm.delete_stream(info.config.name)
+        for name in await self._queue_streams(timeout):
+            if name != keep:
+                await jsm.delete_stream(name)
 
     async def fetch(self, client: int, timeout: float) -> list[list]:
         """Pull a batch from the run's consumer and acknowledge each message, waiting for the server to confirm.
@@ -204,18 +205,26 @@ class NatsSession(Session):
             return {svc: messages for svc, messages in zip(self.client_urls, read)
                     if not isinstance(messages, BaseException)}
 
-    async def _latest_queue_stream(self, timeout: float) -> str | None:
-        """The queue stream made last: normally the only one, a run's first publish deletes the others. Named by the
-        meta group (STREAM.NAMES): a list of stream infos leaves out a stream whose leader is slow to answer, as
-        one is right after a member rejoined."""
+    async def _queue_streams(self, timeout: float) -> list[str]:
+        """The queue streams' names, from the meta group (STREAM.NAMES): a list of stream infos leaves out a stream
+        whose leader is slow to answer, as one is right after a member rejoined."""
         nc = await self.nats.client(timeout)
-        answer = json.loads((await nc.request("$JS.API.STREAM.NAMES", b"{}", timeout=timeout)).data)
+        while True:  # a question the meta group loses while it elects a leader is asked again (within `timeout`)
+            try:
+                answer = json.loads((await nc.request("$JS.API.STREAM.NAMES", b"{}", timeout=API_TIMEOUT_S)).data)
+                break
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+                await asyncio.sleep(0.2)
         if "error" in answer:
             raise nats.js.errors.APIError.from_error(answer["error"])
-        names = [name for name in answer.get("streams") or [] if name.startswith(QUEUE_STREAM_PREFIX)]
+        return [name for name in answer.get("streams") or [] if name.startswith(QUEUE_STREAM_PREFIX)]
+
+    async def _latest_queue_stream(self, timeout: float) -> str | None:
+        """The queue stream made last: normally the only one, a run's first publish deletes the others."""
+        names = await self._queue_streams(timeout)
         if len(names) < 2:
             return names[0] if names else None
-        jsm = nc.jsm(timeout=timeout)
+        jsm = (await self.nats.client(timeout)).jsm(timeout=timeout)
         return max([await jsm.stream_info(name) for name in names], key=lambda info: info.created).config.name
 
     async def aclose(self) -> None:
