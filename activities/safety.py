@@ -73,7 +73,9 @@ async def final_drain(session: Session, ops: list[Op]) -> list[Op]:
             await asyncio.sleep(0.5)
             continue
         done = time.time_ns()
-        return [Op(kind="drain", outcome="ok", invoke_ns=began, complete_ns=done, process=n, final=True,
+        return [Op(kind="drain", outcome="fail", invoke_ns=began, complete_ns=done, process=n, final=True,
+                   error=f"{replica}: {messages}"[:120]) if isinstance(messages, str) else
+                Op(kind="drain", outcome="ok", invoke_ns=began, complete_ns=done, process=n, final=True,
                    value={"replica": replica, "messages": messages})
                 for n, (replica, messages) in enumerate(sorted(held.items()))]
     return []

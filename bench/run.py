@@ -316,11 +316,11 @@ def render(results: dict) -> list[Table]:
         t = Table(title=f"Safety models on adversarial histories ({safety.PROCESSES} processes, about "
                         f"{safety.MODEL_OPS} operations, {safety.INFO_SHARE:.0%} of the writes of unknown outcome); "
                         "aim: well under a second", title_justify="left")
-        for col in ("model", "keys", "ops", "info", "legal: verdict", "s", "one stale read: verdict", "s "):
+        for col in ("model", "keys", "ops", "info", "legal: verdict", "s", "broken", "verdict", "s "):
             t.add_column(col, justify="right" if col.strip() in ("keys", "ops", "info", "s") else "left")
         for row in rows:
             t.add_row(row["model"], str(row["keys"]), str(row["ops"]), str(row["info"]), row["legal_verdict"],
-                      _fmt(row["legal_s"]), row["stale_verdict"], _fmt(row["stale_s"]))
+                      _fmt(row["legal_s"]), row["broken"], row["stale_verdict"], _fmt(row["stale_s"]))
         tables.append(t)
     if (r := results.get("safety_list_append")) is not None:
         t = Table(title=f"List-append checker: {r['txns']} transactions from {r['processes']} processes, "

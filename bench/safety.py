@@ -22,6 +22,7 @@ from durable_chaos.contracts import DEFAULT_LOAD_RATE
 from durable_chaos.safety.checkers import check
 from durable_chaos.safety.history import PART_SUFFIX, Op, read_history, size_bytes, write_part
 from durable_chaos.safety.list_append import check_list_append
+from durable_chaos.safety.queue import check_queue
 from durable_chaos.safety.workloads import WRITE_SHARE, ListAppend
 
 MS = 1_000_000
@@ -158,9 +159,91 @@ def _timed(ops: list[Op], model: str) -> tuple[str, float]:
     return report.verdict, round(time.perf_counter() - began, 3)
 
 
+def queue_history(ops: int = MODEL_OPS, processes: int = PROCESSES, info_share: float = INFO_SHARE,
+                  fetch_share: float = 0.2, seed: int = 11) -> list[Op]:
+    """`processes` publishers, each sending its next operation when the last returned: mostly publishes (each
+    client its own counter), some fetches of up to 10 messages. A publish takes effect at a random moment of its
+    interval; `info_share` of them time out, half of which land anyway, up to two seconds later, so deliveries and
+    the stream interleave them with later messages. A fetch is given the next messages in stream order; at the end
+    three replicas hold the whole stream. Legal: every queue check must say ok."""
+    rng = random.Random(seed)
+    clock = [rng.uniform(0, 1) * MS for _ in range(processes)]
+    counters = [0] * processes
+    planned: list[tuple[float, Op]] = []  # (when it takes effect, op)
+    history: list[Op] = []
+    for seq in range(ops):
+        p = min(range(processes), key=lambda i: clock[i])
+        start = clock[p]
+        end = start + rng.lognormvariate(0.7, 0.6) * MS
+        if rng.random() < fetch_share:
+            op = Op(kind="fetch", outcome="ok", invoke_ns=int(start), complete_ns=int(end), process=p)
+            planned.append((rng.uniform(start, end), op))
+        else:
+            counters[p] += 1
+            op = Op(kind="publish", outcome="ok", invoke_ns=int(start), complete_ns=int(end), process=p,
+                    value={"id": f"m{seq}", "publisher": p, "n": counters[p]})
+            effect: float | None = rng.uniform(start, end)
+            if rng.random() < info_share / (1 - fetch_share):  # info_share of all the operations
+                op.outcome, op.complete_ns = "info", int(start + 500 * MS)  # the timeout
+                effect = rng.uniform(start, start + 2000 * MS) if rng.random() < 0.5 else None
+            if effect is not None:
+                planned.append((effect, op))
+        history.append(op)
+        clock[p] = op.complete_ns + rng.uniform(0, 0.2) * MS
+    stream: list[list] = []
+    cursor = 0  # the consumer's place in the stream
+    for _, op in sorted(planned, key=lambda p: p[0]):
+        if op.kind == "publish":
+            stream.append([op.value["id"], len(stream) + 1])
+            op.token = len(stream) if op.outcome == "ok" else None
+        else:
+            op.value = [list(m) for m in stream[cursor:cursor + 10]]
+            cursor += len(op.value)
+    end = max(op.complete_ns for op in history) + 3000 * MS
+    drains = [Op(kind="drain", outcome="ok", invoke_ns=end, complete_ns=end + MS, final=True,
+                 value={"replica": f"r{i}", "messages": [list(m) for m in stream]}) for i in range(3)]
+    return sorted(history + drains, key=lambda op: op.invoke_ns)
+
+
+def broken_queue(ops: list[Op]) -> list[Op]:
+    """The same history with one acknowledged message of its middle lost (never delivered, on no replica) and one
+    delivered message delivered again by a later fetch."""
+    ops = [Op(**{f: getattr(op, f) for f in op.__slots__}) for op in ops]
+    acked = [op for op in ops if op.kind == "publish" and op.outcome == "ok"]
+    gone = acked[len(acked) // 2].value["id"]
+    for op in ops:
+        if op.kind == "drain":
+            op.value = {**op.value, "messages": [m for m in op.value["messages"] if m[0] != gone]}
+        elif op.kind == "fetch" and op.value:
+            op.value = [m for m in op.value if m[0] != gone]
+    fetches = [op for op in ops if op.kind == "fetch" and op.value]
+    again = fetches[len(fetches) // 3]
+    fetches[len(fetches) // 2].value = fetches[len(fetches) // 2].value + [list(again.value[0])]
+    return ops
+
+
+def _timed_queue(ops: list[Op]) -> tuple[str, float]:
+    """The queue checker alone (safety/queue.py, with the stream sequences' order), timed."""
+    began = time.perf_counter()
+    findings = check_queue(ops, token_name="stream sequence", gapless=True)
+    verdict = "violated" if any(f.verdict == "violated" for f in findings) else \
+        "unknown" if any(f.verdict == "unknown" for f in findings) else "ok"
+    return verdict, round(time.perf_counter() - began, 3)
+
+
+def queue_figures() -> dict:
+    """The queue model: check time on the whole history, legal and with one lost message and one redelivery."""
+    ops = queue_history()
+    legal, legal_s = _timed_queue(ops)
+    broken, broken_s = _timed_queue(broken_queue(ops))
+    return {"model": "queue", "keys": 1, "ops": sum(1 for op in ops if not op.final), "processes": PROCESSES,
+            "info": sum(1 for op in ops if op.outcome == "info"), "legal_verdict": legal, "legal_s": legal_s,
+            "broken": "one lost message, one redelivery", "stale_verdict": broken, "stale_s": broken_s}
+
+
 def model_figures() -> list[dict]:
     """Each register model: check time on the whole history, legal and with one stale read, on one key and on the
-    load's 32."""
+    load's 32; then the queue model."""
     rows = []
     for model, cas in (("register", False), ("cas-register", True)):
         for keys in (1, KEYS):
@@ -169,8 +252,9 @@ def model_figures() -> list[dict]:
             broken, broken_s = _timed(stale(ops), model)
             rows.append({"model": model, "keys": keys, "ops": len(ops), "processes": PROCESSES,
                          "info": sum(1 for op in ops if op.outcome == "info"),
-                         "legal_verdict": legal, "legal_s": legal_s, "stale_verdict": broken, "stale_s": broken_s})
-    return rows
+                         "legal_verdict": legal, "legal_s": legal_s, "broken": "one stale read",
+                         "stale_verdict": broken, "stale_s": broken_s})
+    return rows + [queue_figures()]
 
 
 def list_append_history(txns: int = MODEL_OPS, processes: int = PROCESSES, info_share: float = INFO_SHARE,

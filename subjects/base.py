@@ -128,8 +128,9 @@ class Session(abc.ABC):
         """Queue: receive (and acknowledge) what a consumer is given now, as [[id, sequence], ...]."""
         raise NotImplementedError
 
-    async def drain(self, timeout: float) -> dict[str, list[list]]:
-        """Queue, after the restore: every message each replica holds, as {service: [[id, sequence], ...]}."""
+    async def drain(self, timeout: float) -> dict[str, list[list] | str]:
+        """Queue, after the restore: every message each replica holds, as {service: [[id, sequence], ...]}; for a
+        replica that could not be read, why not (the checker then knows how many replicas it saw)."""
         raise NotImplementedError
 
     async def transact(self, client: int, micro_ops: list[list], timeout: float) -> list[list]:

@@ -25,6 +25,7 @@ from durable_chaos.safety.availability import availability, moment, ns, percenti
 from durable_chaos.safety.findings import Finding, describe
 from durable_chaos.safety.linearizability import SEARCH_BUDGET, linearizable
 from durable_chaos.safety.list_append import check_list_append
+from durable_chaos.safety.queue import check_queue
 from durable_chaos.safety.lost_writes import lost_writes
 from durable_chaos.safety.models import CAS_REGISTER, REGISTER, Register, written
 from durable_chaos.safety.op import Op
@@ -59,6 +60,7 @@ CHECKERS: dict[str, Callable[..., list[Finding]]] = {
     "register": _registers(REGISTER),
     "cas-register": _registers(CAS_REGISTER),
     "list-append": check_list_append,
+    "queue": check_queue,
 }
 
 

@@ -17,6 +17,9 @@ from durable_chaos.safety.op import Op
 
 WRITE_SHARE = 0.5
 CAS_SHARE = 0.4  # of a cas-register's operations; the rest are half reads, half writes
+# Of a queue's operations; the rest are publishes. A fetch takes a batch, so the consumer keeps up with the
+# publishers and most messages are delivered during the run, not only found by the final drain.
+FETCH_SHARE = 0.2
 
 
 class Workload(Protocol):
@@ -29,7 +32,14 @@ def window_tag(start_ns: int) -> str:
     return f"{start_ns // 1_000_000 % 10**8:08d}"
 
 
-class Registers:
+class Stateless:
+    """A workload whose next operation does not depend on earlier answers."""
+
+    def observe(self, op: Op) -> None:
+        pass
+
+
+class Registers(Stateless):
     """Reads and writes of single keys."""
 
     def __init__(self, keys: tuple[str, ...], start_ns: int):
@@ -38,10 +48,6 @@ class Registers:
     def next(self, rng: random.Random, seq: int, client: int) -> tuple[str, str | None, Any]:
         key = rng.choice(self.keys)
         return ("write", key, f"{self.tag}-{seq}") if rng.random() < WRITE_SHARE else ("read", key, None)
-
-    def observe(self, op: Op) -> None:
-        pass
-
 
 class CasRegisters(Registers):
     """Reads, writes and compare-and-sets. A cas expects what this load last saw the key hold, so most of them
@@ -70,7 +76,7 @@ class CasRegisters(Registers):
             self.last_seen[op.key] = op.value if op.kind == "write" else op.value[1]
 
 
-class ListAppend:
+class ListAppend(Stateless):
     """Transactions of 1-4 micro-operations, each an append of a unique integer to a key or a read of a key, over a
     few keys at a time (safety/list_append.py checks them). The keys in use move on every `KEY_EPOCH_S` seconds
     by half of `ACTIVE_KEYS`: a key's list grows only while it is in use (every read returns the whole list), and
@@ -96,12 +102,25 @@ class ListAppend:
                          else ["r", key, None])
         return "txn", None, micro
 
-    def observe(self, op: Op) -> None:
-        pass
+class Queue(Stateless):
+    """Publishes and fetches of one log. Each load client is a publisher; its counter `n` grows across windows (a
+    window starts after the previous one's last operation was due, more nanoseconds later than it had operations),
+    so the log's order of one client's messages can be checked against the order it sent them. A message id starts
+    with the run's name (its keys' first part), so a subject can keep each run's messages apart; a window starts
+    with a publish, so a session has seen that name before it is asked to fetch."""
 
+    def __init__(self, keys: tuple[str, ...], start_ns: int):
+        self.run = keys[0].split("-", 1)[0] if keys else "load"
+        self.start_ns, self.tag = start_ns, window_tag(start_ns)
+
+    def next(self, rng: random.Random, seq: int, client: int) -> tuple[str, str | None, Any]:
+        if seq > 0 and rng.random() < FETCH_SHARE:
+            return "fetch", None, None
+        return "publish", None, {"id": f"{self.run}-{self.tag}-{seq}", "publisher": client, "n": self.start_ns + seq}
 
 WORKLOADS: dict[str, Callable[[tuple[str, ...], int], Workload]] = {
     "register": Registers,
     "cas-register": CasRegisters,
     "list-append": ListAppend,
+    "queue": Queue,
 }

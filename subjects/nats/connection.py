@@ -24,7 +24,25 @@ STREAMS = {
     STREAM: {"subjects": ["chaos.>"], "max_msgs": 200_000, "max_bytes": 256 * 1024 * 1024},
     KV_STREAM: {"subjects": [KV_PREFIX + ">"], "max_msgs_per_subject": 1, "max_bytes": 256 * 1024 * 1024},
 }
+# The queue load's messages: each run in a stream of its own (CHAOS_Q_<run>, subject chaosq.<run>), so its drain reads
+# exactly that run's messages and its sequences start at 1. A run's stream is made by its first publish, which
+# deletes the streams of earlier runs. Direct gets are allowed, so each replica can be read on its own (session.py).
+# Nothing is ever discarded: a message missing at the end was lost, not aged out (a full stream refuses publishes).
+QUEUE_STREAM_PREFIX = "CHAOS_Q_"
+QUEUE_SUBJECT_PREFIX = "chaosq."
+QUEUE_CONFIG = {"allow_direct": True, "max_bytes": 256 * 1024 * 1024, "discard": "new"}
 STREAM_NAME_IN_USE = 10058  # JetStream's err_code: "stream name already in use with a different configuration"
+
+
+def queue_stream(run: str) -> tuple[str, str]:
+    """The stream of one run's queue load, and its subject."""
+    return QUEUE_STREAM_PREFIX + run, QUEUE_SUBJECT_PREFIX + run
+
+
+def _config(stream: str) -> dict:
+    if stream.startswith(QUEUE_STREAM_PREFIX):
+        return {"subjects": [QUEUE_SUBJECT_PREFIX + stream.removeprefix(QUEUE_STREAM_PREFIX)], **QUEUE_CONFIG}
+    return STREAMS[stream]
 
 
 def describe(exc: BaseException) -> str:
@@ -43,7 +61,7 @@ def describe(exc: BaseException) -> str:
     return describe_http(exc)
 
 
-async def _quiet(*_args) -> None:
+async def quiet(*_args) -> None:
     """nats-py's default error callback logs every refused reconnect attempt: during a fault that is noise."""
 
 
@@ -74,7 +92,7 @@ class Connection:
                         # A paused member keeps the TCP connection open but never answers: notice it in ~4-6 s.
                         ping_interval=2,
                         max_outstanding_pings=2,
-                        error_cb=_quiet, disconnected_cb=_quiet, reconnected_cb=_quiet, closed_cb=_quiet,
+                        error_cb=quiet, disconnected_cb=quiet, reconnected_cb=quiet, closed_cb=quiet,
                         name="durable-chaos",
                     )
             except BaseException:
@@ -88,14 +106,15 @@ class Connection:
         """Create the stream; True if this call created it. The same config again is a no-op for the server, and
         a stream of that name with another config (made by hand, or by an older version) is left alone."""
         try:
-            info = await nc.jsm(timeout=timeout).add_stream(name=stream, num_replicas=3, **STREAMS[stream])
+            info = await nc.jsm(timeout=timeout).add_stream(name=stream, num_replicas=3, **_config(stream))
         except nats.js.errors.BadRequestError as exc:
             if exc.err_code == STREAM_NAME_IN_USE:
                 return False
             raise
         return bool(info.did_create)
 
-    async def publish(self, subject: str, payload: bytes, timeout: float, stream: str = STREAM) -> tuple[int, bool]:
+    async def publish(self, subject: str, payload: bytes, timeout: float, stream: str = STREAM,
+                      headers: dict[str, str] | None = None) -> tuple[int, bool]:
         """An acknowledged publish to the stream, creating the stream when nothing stores the subject (the first
         publish on a new cluster, or after someone deleted it). Returns (sequence, whether this call created the
         stream). Raises on failure."""
@@ -104,15 +123,29 @@ class Connection:
         nc = await self.client(timeout)
         created = False
         try:
-            ack = await nc.jetstream().publish(subject, payload, timeout=max(0.05, deadline - loop.time()))
-        except nats.js.errors.NoStreamResponseError:
+            ack = await nc.jetstream().publish(subject, payload, timeout=max(0.05, deadline - loop.time()),
+                                               headers=headers)
+        except nats.js.errors.NoStreamResponseError as refused:
             # Also what a stream without a leader answers: try creating it at most once a second, not on every
             # failed publish of every load client during a re-election.
             if loop.time() < self._create_after.get(stream, 0.0):
                 raise
             self._create_after[stream] = loop.time() + 1.0
-            created = await self._create_stream(nc, stream, max(0.05, deadline - loop.time()))
-            ack = await nc.jetstream().publish(subject, payload, timeout=max(0.05, deadline - loop.time()))
+            try:
+                created = await self._create_stream(nc, stream, max(0.05, deadline - loop.time()))
+            except Exception:  # noqa: BLE001 - e.g. a member down: still nothing was published
+                raise refused from None
+            while True:
+                try:
+                    ack = await nc.jetstream().publish(subject, payload, timeout=max(0.05, deadline - loop.time()),
+                                                       headers=headers)
+                    break
+                except nats.js.errors.NoStreamResponseError:
+                    # A stream just made elects its leader in a few tens of milliseconds; until then nothing
+                    # answers, and nothing was stored.
+                    if not created or loop.time() + 0.05 >= deadline:
+                        raise
+                    await asyncio.sleep(0.05)
         if ack.stream != stream:
             raise RuntimeError(f"publish to {subject} acknowledged by stream {ack.stream!r}, not {stream}")
         return ack.seq, created
