@@ -18,7 +18,7 @@ import pytest
 from durable_chaos.contracts import ChaosInput, final_report
 from durable_chaos.safety.availability import ns
 from durable_chaos.safety.history import read_history
-from tests.conftest import ROOT, private_copy, running_worker
+from tests.conftest import ROOT, private_copy, running_worker, until
 from workflows.chaos import ChaosDemoWorkflow
 
 PORT_RANGE = (40000, 40990)
@@ -32,6 +32,10 @@ def own_state_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("CHAOS_STATE_DIR", str(tmp_path))
 
 
+async def _healthy(copy) -> bool:
+    return (await copy.check(timeout=2.0)).ok
+
+
 @pytest.mark.parametrize("fault", ["partition", "kill"])
 async def test_the_redis_folder_gets_a_data_safety_verdict_when_its_primary_is_hit(client, task_queue, fault):
     async with private_copy(str(EXAMPLE), PORT_RANGE) as copy:
@@ -41,12 +45,14 @@ async def test_the_redis_folder_gets_a_data_safety_verdict_when_its_primary_is_h
                 ChaosInput(subject=copy.ref, fault=fault, target="leader", countdown_s=3,
                            check_timeout_s=OP_TIMEOUT_S),
                 id=f"t-folder-safety-{uuid.uuid4().hex[:8]}", task_queue=task_queue))
-        final = await copy.check(timeout=2.0)
+        # Sentinel reconfigures the demoted primary as a replica some time after the run saw every invariant
+        # hold, and its resync breaks the replication probe for a moment: whole again means whole again soon.
+        await until(30, lambda: _healthy(copy))
 
     # The steady state includes Sentinel's quorum, so the run starts once a failover can be agreed on: the primary
     # hit is noticed, and the subject is whole again afterwards.
     assert report.time_to_detect_s is not None, report.reasons
-    assert final.ok, final.violations
+    assert report.final_check is not None and report.final_check.ok, report.final_check
 
     # A decided verdict, from the checkers of a register with compare-and-set.
     safety = report.safety
