@@ -24,11 +24,12 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from durable_chaos.contracts import Attr, Progress
+from durable_chaos.contracts import Attr, ChaosInput, Progress, final_report
 from durable_chaos.runtime.copies import SubjectCopy, free_port_base
 from durable_chaos.runtime.devserver import temporal_binary
 from durable_chaos.runtime.worker import build_worker
 from subjects import Reading, Session, get_subject, subject_ref
+from workflows.chaos import ChaosDemoWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"  # kept by CI: screenshots, reports, durability figures
@@ -133,6 +134,21 @@ async def etcd(request):
     """A healthy 3-member etcd cluster, private to the test module."""
     async with private_copy("etcd", getattr(request.module, "PORT_RANGE", (24000, 24990))) as copy:
         yield copy
+
+
+@pytest.fixture
+def own_state_dir(tmp_path, monkeypatch):
+    """In-process workers write each run's history under this test's own state directory."""
+    monkeypatch.setenv("CHAOS_STATE_DIR", str(tmp_path))
+
+
+async def run_to_report(client: Client, task_queue: str, copy: SubjectCopy, name: str, **kw):
+    """One chaos run on `copy` through an in-process worker (countdown 1 s unless given); its report, whatever
+    the verdict (a fail verdict fails the run, with the report as the failure's detail)."""
+    async with running_worker(client, task_queue):
+        return await final_report(await client.start_workflow(
+            ChaosDemoWorkflow.run, ChaosInput(subject=copy.ref, **{"countdown_s": 1} | kw),
+            id=f"t-{name}-{uuid.uuid4().hex[:8]}", task_queue=task_queue))
 
 
 async def write_and_read(session: Session, client: int, seq: int, timeout: float) -> str:

@@ -26,10 +26,7 @@ EXAMPLE = ROOT / "tests" / "data" / "my-subject"
 OP_TIMEOUT_S = 0.5  # ChaosInput's check_timeout_s, which each load operation is given
 
 
-@pytest.fixture(autouse=True)
-def own_state_dir(tmp_path, monkeypatch):
-    """The in-process worker writes each run's history under this test's own state directory."""
-    monkeypatch.setenv("CHAOS_STATE_DIR", str(tmp_path))
+pytestmark = pytest.mark.usefixtures("own_state_dir")
 
 
 async def _healthy(copy) -> bool:

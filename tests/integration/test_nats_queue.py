@@ -105,8 +105,9 @@ async def test_published_messages_are_fetched_once_and_held_by_every_replica(clu
 
 
 async def test_the_drain_reads_each_replicas_own_copy_and_says_why_one_is_down(cluster):
-    """A follower killed while the stream grows cannot be read, and the drain says why; started again, its copy is read as it is while it
-    catches up (fewer messages than the others hold: what it has, not what the leader has), then whole."""
+    """A follower killed while the stream grows cannot be read, and the drain says why; started again, its copy is
+    read as it is while it catches up (fewer messages than the others hold: what it has, not what the leader has),
+    then whole."""
     run = uuid.uuid4().hex[:8]
     async with open_session(cluster.instance) as session:
         for i in range(20):

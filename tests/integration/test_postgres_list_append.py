@@ -32,10 +32,7 @@ async def cluster():
         yield copy
 
 
-@pytest.fixture(autouse=True)
-def own_state_dir(tmp_path, monkeypatch):
-    """The in-process worker writes each run's history under this test's own state directory."""
-    monkeypatch.setenv("CHAOS_STATE_DIR", str(tmp_path))
+pytestmark = pytest.mark.usefixtures("own_state_dir")
 
 
 def history_lines(folder: str) -> list[dict]:

@@ -7,39 +7,30 @@ Both run through the production worker, load and final phase, on private copies 
 from __future__ import annotations
 
 import types
-import uuid
 from pathlib import Path
 from collections import Counter
 
 import pytest
 
-from durable_chaos.contracts import ChaosInput, final_report
 from durable_chaos.safety.history import read_history
 from durable_chaos.safety.queue import check_queue
 from subjects import registry
 from subjects.nats import NATS, Nats
 from subjects.nats.connection import queue_stream
 from subjects.nats.session import NatsSession, _run
-from tests.conftest import private_copy, running_worker
+from tests.conftest import private_copy, run_to_report
 from tests.unit.test_queue_checker import brute_force
-from workflows.chaos import ChaosDemoWorkflow
 
 PORT_RANGE = (32000, 32990)
 QUEUE_CHECKS = {"lost messages", "duplicated messages", "unexpected messages", "publisher order",
                 "replica agreement", "stream sequence order"}
 
 
-@pytest.fixture(autouse=True)
-def own_state_dir(tmp_path, monkeypatch):
-    """The run's history under this test's own state directory."""
-    monkeypatch.setenv("CHAOS_STATE_DIR", str(tmp_path))
+pytestmark = pytest.mark.usefixtures("own_state_dir")
 
 
 async def run(client, task_queue, copy, **kw):
-    async with running_worker(client, task_queue):
-        return await final_report(await client.start_workflow(
-            ChaosDemoWorkflow.run, ChaosInput(subject=copy.ref, countdown_s=1, **kw),
-            id=f"t-queue-{uuid.uuid4().hex[:8]}", task_queue=task_queue))
+    return await run_to_report(client, task_queue, copy, "queue", **kw)
 
 
 def history(report):

@@ -9,35 +9,25 @@ from __future__ import annotations
 
 import gzip
 import json
-import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
-from durable_chaos.contracts import ChaosInput, final_report
 from durable_chaos.safety.history import read_history
 from durable_chaos.safety.linearizability import linearizable
 from durable_chaos.safety.models import CAS_REGISTER, written
-from tests.conftest import ROOT, private_copy, running_worker
-from workflows.chaos import ChaosDemoWorkflow
+from tests.conftest import ROOT, private_copy, run_to_report
 
 PORT_RANGE = (30000, 31990)
 BROKEN_KV = ROOT / "tests" / "data" / "broken-kv"
 
 
-@pytest.fixture(autouse=True)
-def own_state_dir(tmp_path, monkeypatch):
-    """The in-process worker writes each run's history under this test's own state directory."""
-    monkeypatch.setenv("CHAOS_STATE_DIR", str(tmp_path))
+pytestmark = pytest.mark.usefixtures("own_state_dir")
 
 
 async def run(client, task_queue, copy, **kw):
-    async with running_worker(client, task_queue):
-        # A fail verdict fails the run; its report is the failure's detail (final_report reads either).
-        return await final_report(await client.start_workflow(
-            ChaosDemoWorkflow.run, ChaosInput(subject=copy.ref, countdown_s=1, **kw),
-            id=f"t-safety-{uuid.uuid4().hex[:8]}", task_queue=task_queue))
+    return await run_to_report(client, task_queue, copy, "safety", **kw)
 
 
 def history_lines(report) -> list[dict]:
