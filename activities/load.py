@@ -29,7 +29,7 @@ from durable_chaos.ids import fault_tag
 from durable_chaos.safety.checkers import percentile
 from durable_chaos.safety.history import PART_SUFFIX, Op, run_dir, write_part
 from durable_chaos.safety.workloads import WORKLOADS
-from subjects import NotApplied, Session
+from subjects import CompareFailed, NotApplied, Session
 
 # Sessions keep to the timeout they are given, but one operation may be several calls (a folder subject finds the
 # role holder first): this bound only stops a session that does not keep to it from holding its window open.
@@ -88,7 +88,8 @@ async def one_op(session: Session, kind: str, client: int, key: str | None, valu
     except Exception as exc:  # noqa: BLE001 - any failure of the subject is data, not a crash of the load generator
         op.value = value  # a failed operation's value is what was asked
         op.outcome = "fail" if isinstance(exc, NotApplied) or kind in READ_ONLY else "info"
-        op.error = (str(exc) or type(exc).__name__)[:120]
+        # A compare that failed is the system's answer, not an error: it has none (`Op.served`).
+        op.error = None if isinstance(exc, CompareFailed) else (str(exc) or type(exc).__name__)[:120]
     op.complete_ns = time.time_ns()
     return op
 
@@ -150,8 +151,8 @@ async def run_load_window(req: LoadRequest) -> LoadWindow:
     samples, _ = await asyncio.gather(sample_all(req.probes, instance, probe_timeout(req.window_s)),
                                       asyncio.to_thread(write_part, part, ops))
 
-    answered = sorted(op.latency_ms for op in ops if op.outcome == "ok")
-    last_ok_ns = max((op.complete_ns for op in ops if op.outcome == "ok"), default=None)
+    answered = sorted(op.latency_ms for op in ops if op.served)
+    last_ok_ns = max((op.complete_ns for op in ops if op.served), default=None)
     elapsed = (end_ns - start_ns) / 1e9
     window = LoadWindow(
         start=_at(start_ns),

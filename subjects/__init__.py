@@ -10,6 +10,7 @@ from subjects.base import (
     FromWheelBinary,
     ImageSpec,
     Members,
+    CompareFailed,
     NotApplied,
     Reading,
     Session,
@@ -21,6 +22,6 @@ from subjects.registry import get_subject, known, resolve, subject_ref
 
 __all__ = [
     "BadSubjectFile", "DiagnosisHints", "ExecResult", "FromDebian", "FromDockerfile", "FromWheelBinary", "ImageSpec",
-    "Members", "NotApplied", "Reading", "Session", "Subject", "SubjectInstance", "UnknownSubject", "get_subject", "known", "resolve",
+    "CompareFailed", "Members", "NotApplied", "Reading", "Session", "Subject", "SubjectInstance", "UnknownSubject", "get_subject", "known", "resolve",
     "subject_ref",
 ]

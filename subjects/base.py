@@ -72,6 +72,11 @@ class NotApplied(Exception):
     connection was refused, so nothing was sent."""
 
 
+class CompareFailed(NotApplied):
+    """A compare-and-set found another value than it expected, and did not swap. The system answered, and its
+    answer was no: not an error of availability (a lock someone else holds), and not in the error rate."""
+
+
 @dataclass(frozen=True)
 class Reading:
     value: str | None  # None: the key holds nothing

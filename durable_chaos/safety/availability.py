@@ -22,7 +22,7 @@ def percentile(sorted_values: list[float], q: int) -> float | None:
 def _phase(ops: list[Op]) -> PhaseLatency:
     latencies = sorted(op.latency_ms for op in ops if not op.capped)
     gap = _longest_gap(ops)
-    return PhaseLatency(ops=len(ops), errors=sum(1 for op in ops if op.outcome != "ok"),
+    return PhaseLatency(ops=len(ops), errors=sum(1 for op in ops if not op.served),
                         p50_ms=percentile(latencies, 50), p99_ms=percentile(latencies, 99),
                         longest_gap_ms=round(gap[0] / 1e6, 1) if gap else None)
 
@@ -32,7 +32,7 @@ def _longest_gap(ops: list[Op]) -> tuple[int, int] | None:
     began (epoch ns); None without operations."""
     if not ops:
         return None
-    marks = [min(op.invoke_ns for op in ops)] + sorted(op.complete_ns for op in ops if op.outcome == "ok")
+    marks = [min(op.invoke_ns for op in ops)] + sorted(op.complete_ns for op in ops if op.served)
     marks.append(max(marks[-1], max(op.complete_ns for op in ops)))
     return max((b - a, a) for a, b in pairwise(marks))
 
@@ -55,7 +55,7 @@ def availability(ops: list[Op], fault_start_ns: int | None = None, fault_end_ns:
     end = INFINITY if fault_end_ns is None else fault_end_ns
     return Availability(
         longest_gap_ms=round(gap / 1e6, 1), longest_gap_from=moment(gap_from),
-        error_rate=round(sum(1 for op in sent if op.outcome != "ok") / len(sent), 4),
+        error_rate=round(sum(1 for op in sent if not op.served) / len(sent), 4),
         capped=sum(1 for op in sent if op.capped),
         before=_phase([op for op in sent if op.invoke_ns < start]),
         during=_phase([op for op in sent if start <= op.invoke_ns < end]),

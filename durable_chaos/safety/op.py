@@ -31,5 +31,11 @@ class Op:
     capped: bool = False  # not sent: the concurrency cap was hit at its scheduled time (outcome fail)
 
     @property
+    def served(self) -> bool:
+        """The system answered it: `ok`, or a `fail` with no error, which is the system's answer no (a
+        compare-and-set that found another value). Every other outcome counts as an error of availability."""
+        return self.outcome == "ok" or self.outcome == "fail" and self.error is None and not self.capped
+
+    @property
     def latency_ms(self) -> float:
         return (self.complete_ns - self.invoke_ns) / 1e6

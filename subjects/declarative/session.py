@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, TypeVar
 import httpx
 
 from durable_chaos.contracts import CheckResult, MemberHealth
-from subjects.base import Members, NotApplied, Reading, Session, SubjectInstance
+from subjects.base import CompareFailed, Members, NotApplied, Reading, Session, SubjectInstance
 from subjects.checks import ask_members, member_violations
 from subjects.declarative.probes import Answer, ProbeFailed, exec_answer, http_answer, tcp_answer
 from subjects.declarative.spec import DataLoad, ExecProbe, HttpProbe, RoleSpec, TcpProbe
@@ -155,11 +155,13 @@ class DeclarativeSession(Session):
         return Reading(found.group(1) if found.re.groups else found.group(0))
 
     def _applied(self, f: str) -> Callable[[Answer], None]:
-        """Whether a write or cas took effect: `not_applied` says it certainly did not, else `expect` that it did;
-        any other answer leaves it unknown."""
+        """Whether a write or cas took effect: `mismatch` says a cas found another value (an answer, no error),
+        `not_applied` that it certainly did not, else `expect` that it did; any other answer leaves it unknown."""
         op = getattr(self.subject.spec.load, f)
 
         def parse(answer: Answer) -> None:
+            if op.mismatch is not None and re.search(op.mismatch, answer.text):
+                raise CompareFailed()
             if op.not_applied is not None and re.search(op.not_applied, answer.text):
                 raise NotApplied(f"{f}: {answer.text.strip()[:80]!r} (not applied)")
             if answer.wrong is not None:

@@ -131,10 +131,13 @@ class _Operation(BaseModel):
                                                           "the key holds nothing")
     not_applied: str | None = Field(
         default=None, description="write, cas: a regular expression; an answer it matches means the operation "
-                                  "certainly did not take effect (a cas: the key did not hold the expected value). "
-                                  "Any other answer that `expect` refuses may have taken effect")
+                                  "certainly did not take effect (e.g. a replica refused it): an error. Any other "
+                                  "answer that `expect` refuses may have taken effect")
+    mismatch: str | None = Field(
+        default=None, description="cas: a regular expression; an answer it matches means the key held another value "
+                                  "than `{expected}`, so nothing was swapped: the system's answer, not an error")
 
-    _patterns = field_validator("value", "nothing", "not_applied")(lambda v: _regex(v))
+    _patterns = field_validator("value", "nothing", "not_applied", "mismatch")(lambda v: _regex(v))
 
 
 class HttpOperation(HttpProbe, _Operation):
@@ -169,8 +172,8 @@ class DataLoad(_Strict):
                                         "recognizes an empty key")
     write: Operation = Field(description="write `{value}` to `{key}`; `expect` is the acknowledgement")
     cas: Operation | None = Field(default=None, description="write `{new}` to `{key}` only if it holds `{expected}`, "
-                                                            "atomically; `expect` means swapped, `not_applied` "
-                                                            "means the key held something else")
+                                                            "atomically; `expect` means swapped, `mismatch` that "
+                                                            "the key held something else")
 
     @field_validator("read", "write", "cas")
     @classmethod
@@ -188,6 +191,8 @@ class DataLoad(_Strict):
                 raise ValueError("`not_applied` is for write and cas: a read changes nothing")
         elif op.value is not None or op.nothing is not None:
             raise ValueError("`value` and `nothing` are for a read: a write or cas parses no value")
+        if f != "cas" and op.mismatch is not None:
+            raise ValueError("`mismatch` is for a cas: only a compare-and-set can find another value")
         return op
 
     @property

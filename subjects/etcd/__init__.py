@@ -15,6 +15,7 @@ from subjects.base import (
     DiagnosisHints,
     FromDebian,
     ImageSpec,
+    CompareFailed,
     Members,
     NotApplied,
     Reading,
@@ -146,7 +147,7 @@ class EtcdSession(Session):
                 "success": [{"requestPut": {"key": k, "value": _b64(new)}}]}
         answer = await self._call(client, "/v3/kv/txn", body, timeout)
         if not answer.get("succeeded"):
-            raise NotApplied(f"cas: {key} did not hold {expected}")
+            raise CompareFailed()
         return int(answer["header"]["revision"])
 
 

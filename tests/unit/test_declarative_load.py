@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from subjects import BadSubjectFile, NotApplied, Reading
+from subjects import BadSubjectFile, CompareFailed, NotApplied, Reading
 from subjects.base import SubjectInstance
 from subjects.declarative import DeclarativeSubject, ProbeFailed, read_subject_file
 from tests.conftest import ROOT
@@ -130,7 +130,7 @@ async def test_the_session_parses_reads_writes_and_compare_and_sets():
         assert await session.read(0, "k1", 1.0) == Reading("100-1")
         await session.cas(0, "k1", "100-1", "100-2", 1.0)
         assert data == {"chaos:k1": "100-2"}
-        with pytest.raises(NotApplied, match="':0' \\(not applied\\)"):  # the key no longer holds 100-1
+        with pytest.raises(CompareFailed):  # the key no longer holds 100-1: an answer, not an error
             await session.cas(0, "k1", "100-1", "100-3", 1.0)
         assert data == {"chaos:k1": "100-2"}
         await session.aclose()
@@ -141,8 +141,9 @@ async def test_a_write_a_replica_refuses_is_not_applied():
         session = session_on(port)
         with pytest.raises(NotApplied, match="READONLY"):
             await session.write(0, "k1", "100-1", 1.0)
-        with pytest.raises(NotApplied, match="READONLY"):
+        with pytest.raises(NotApplied, match="READONLY") as refused:
             await session.cas(0, "k1", "100-1", "100-2", 1.0)
+        assert not isinstance(refused.value, CompareFailed)  # a refusal is an error; a mismatch is not
         await session.aclose()
 
 

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 
 from activities.load import CATCH_UP_LIMIT_S, _first_due, one_op
 from durable_chaos.contracts import LoadRequest, SubjectRef
+from durable_chaos.safety.availability import availability
 from subjects.etcd import EtcdSession
 
 S = 1_000_000_000
@@ -75,6 +76,24 @@ async def test_etcd_load_answers_are_recorded_as_the_client_saw_them():
             await session.aclose()
         server.close()
         silent.close()
+
+
+async def test_a_swap_etcd_refuses_is_an_answer_not_an_error():
+    """etcd's transaction answers `succeeded` (swapped) or leaves it out (the key held another value): the second
+    is the outcome `fail` (it did not take effect) with no error, which the error rate does not count."""
+    server, url, _ = await _server(lambda path: _json(b'{"header":{"revision":"9"}}') if path.startswith("/other")
+                                   else _json(b'{"header":{"revision":"9"},"succeeded":true}'))
+    session = EtcdSession({"etcd1": url})
+    try:
+        swapped = await one_op(session, "cas", 0, "k", ["a", "b"], 0, 2, time.time_ns())
+        assert (swapped.outcome, swapped.token, swapped.served) == ("ok", 9, True)
+        session._urls = [url + "/other"]  # the same server, answering without `succeeded`
+        refused = await one_op(session, "cas", 0, "k", ["a", "c"], 0, 2, time.time_ns())
+        assert (refused.outcome, refused.error, refused.served, refused.value) == ("fail", None, True, ["a", "c"])
+        assert availability([swapped, refused]).error_rate == 0
+    finally:
+        await session.aclose()
+        server.close()
 
 
 def _req(due_from_ns: int | None, rate: float = 100, concurrency: int = 16) -> LoadRequest:

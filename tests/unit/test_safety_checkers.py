@@ -16,13 +16,13 @@ MS = 1_000_000
 
 def w(key: str, value: str, start: float, end: float, outcome: str = "ok", token: int | None = None) -> Op:
     return Op(kind="write", key=key, value=value, outcome=outcome, invoke_ns=int(start * MS), complete_ns=int(end * MS),
-              token=token)
+              token=token, error=None if outcome == "ok" else "refused")
 
 
 def r(key: str, value: str | None, start: float, end: float, outcome: str = "ok", token: int | None = None,
       final: bool = False) -> Op:
     return Op(kind="read", key=key, value=value, outcome=outcome, invoke_ns=int(start * MS),
-              complete_ns=int(end * MS), token=token, final=final)
+              complete_ns=int(end * MS), token=token, final=final, error=None if outcome == "ok" else "refused")
 
 
 def final(key: str, value: str | None, at: float = 1000) -> Op:

@@ -29,14 +29,14 @@ def history(start: datetime) -> list[Op]:
         outcome = ("info" if kind == "write" else "fail") if faulty else "ok"
         value = f"v{i}" if kind == "write" else None
         ops.append(Op(kind=kind, outcome=outcome, invoke_ns=at, complete_ns=at + (500 if faulty else 2) * 1_000_000,
-                      key=key, value=value))
+                      key=key, value=value, error="timeout" if faulty else None))
     last = {op.key: op.value for op in ops if op.kind == "write" and op.outcome == "ok"}
     last["k1"] = next(op.value for op in ops if op.key == "k1" and op.kind == "write")  # an old value came back
     end = t0 + 11_000_000_000
     ops += [Op(kind="read", outcome="ok", invoke_ns=end, complete_ns=end + 1_000_000, key=k, value=v, final=True)
             for k, v in last.items()]
     ops += [Op(kind="write", outcome="fail", invoke_ns=t0 + 5_000_000_000, complete_ns=t0 + 5_000_000_000, key="k0",
-               value="capped", capped=True)]
+               value="capped", capped=True, error="not sent: concurrency cap reached")]
     return ops
 
 

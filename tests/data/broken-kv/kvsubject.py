@@ -9,7 +9,7 @@ import os
 
 import httpx
 
-from subjects import NotApplied, Reading
+from subjects import CompareFailed, NotApplied, Reading
 from subjects.declarative import DeclarativeSession, DeclarativeSubject
 
 
@@ -44,7 +44,7 @@ class KvSession(DeclarativeSession):
         except httpx.ConnectError as exc:
             raise NotApplied(str(exc)) from exc
         if r.status_code == 409:  # the key held something else: nothing changed
-            raise NotApplied(f"cas: {key} held {r.json()['value']}")
+            raise CompareFailed()
         r.raise_for_status()
         return r.json()["rev"]
 
