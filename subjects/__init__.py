@@ -21,7 +21,7 @@ from subjects.base import (
 from subjects.registry import get_subject, known, resolve, subject_ref
 
 __all__ = [
-    "BadSubjectFile", "DiagnosisHints", "ExecResult", "FromDebian", "FromDockerfile", "FromWheelBinary", "ImageSpec",
-    "CompareFailed", "Members", "NotApplied", "Reading", "Session", "Subject", "SubjectInstance", "UnknownSubject", "get_subject", "known", "resolve",
-    "subject_ref",
+    "BadSubjectFile", "CompareFailed", "DiagnosisHints", "ExecResult", "FromDebian", "FromDockerfile",
+    "FromWheelBinary", "ImageSpec", "Members", "NotApplied", "Reading", "Session", "Subject", "SubjectInstance",
+    "UnknownSubject", "get_subject", "known", "resolve", "subject_ref",
 ]
