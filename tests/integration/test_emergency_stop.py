@@ -138,10 +138,11 @@ async def test_stop_all_cancels_every_run_restores_every_fault_and_pauses_the_sc
 async def test_a_pause_on_failure_schedule_pauses_itself_when_its_run_fails(client, task_queue, cli_env, etcd,
                                                                             schedules):
     sid = schedules[0]
-    # The leader killed with no error allowed: the kill's errors trip the stop condition, a fail verdict. (A cap
-    # on a lightly loaded member would now be inconclusive, which is no failure of the system.)
-    await create_schedule(cli_env, "--id", sid, "--pause-on-failure", "--target", "leader", "--max-error-rate", "0",
-                          *LIGHT, *subject_args(etcd))
+    # The leader stopped with no error allowed: its clients' errors trip the stop condition, a fail verdict. Not a
+    # kill: a killed leader is back within a second, and at this light rate 2 of 5 runs of this test saw no
+    # error at all. (A cap on a lightly loaded member would be inconclusive, which is no failure of the system.)
+    await create_schedule(cli_env, "--id", sid, "--pause-on-failure", "--fault", "stop", "--target", "leader",
+                          "--max-error-rate", "0", *LIGHT, *subject_args(etcd))
     schedule = client.get_schedule_handle(sid)
     async with running_worker(client, task_queue):
         await schedule.trigger()
