@@ -165,7 +165,10 @@ def _context(key_ops: list[Op], stuck: Op) -> list[Op]:
               and op.complete_ns < stuck.invoke_ns]
     overlapping = [op for op in key_ops if op is not stuck and op.invoke_ns <= end
                    and (op.outcome == "info" or op.complete_ns >= stuck.invoke_ns)]
-    chosen = {id(op): op for op in before[-2:] + overlapping[:COUNTEREXAMPLE_OPS - 3] + [stuck]}
+    # And who wrote what the stuck op saw (a read's value, a swap's expected one): the write that "came back".
+    seen = stuck.value if stuck.kind == "read" else stuck.value[0] if stuck.kind == "cas" else None
+    source = [op for op in key_ops if seen is not None and written(op) == frozen(seen)][:1]
+    chosen = {id(op): op for op in source + before[-2:] + overlapping[:COUNTEREXAMPLE_OPS - 4] + [stuck]}
     return sorted(chosen.values(), key=lambda op: op.invoke_ns)
 
 

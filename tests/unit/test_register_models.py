@@ -66,6 +66,16 @@ def test_a_value_swapped_in_twice_is_caught():
     assert linearizable(h, CAS_REGISTER).verdict == "violated"
 
 
+def test_the_counterexample_shows_who_wrote_the_value_that_came_back():
+    # Long after "a" was replaced (several writes later), a read returns it: the write of "a" is shown with the
+    # writes that replaced it and the read.
+    h = [op("write", "k", "a", 0, 1)] + [op("write", "k", f"v{i}", 10 + i * 10, 11 + i * 10) for i in range(6)]
+    h.append(op("read", "k", "a", 100, 101))
+    found = linearizable(h, CAS_REGISTER)  # the search's path (the register's zones find it too)
+    assert found.verdict == "violated" and found.stuck is h[-1]
+    assert h[0] in found.ops and h[-2] in found.ops
+
+
 def test_a_read_of_a_value_never_written_is_caught():
     h = [op("write", "k", "a", 0, 1), op("read", "k", "zzz", 2, 3)]
     found = linearizable(h, REGISTER)
