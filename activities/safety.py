@@ -19,6 +19,7 @@ from durable_chaos.contracts import SafetyReport, SafetyRequest
 from durable_chaos.safety import checkers
 from durable_chaos.safety.history import FINAL_PART, Op, parts, read_part, run_dir, size_bytes, write_part
 from durable_chaos.safety.jepsen import FaultWindow
+from durable_chaos.safety.list_append import appended_keys
 from subjects import Session
 
 # The subject is healthy again when this runs, but a member that just rejoined may still refuse for a moment.
@@ -56,7 +57,7 @@ async def final_reads(session: Session, ops: list[Op]) -> list[Op]:
 
 async def final_list_reads(session: Session, ops: list[Op]) -> list[Op]:
     """List-append: read every key appended to, each in a transaction of its own."""
-    keys = sorted({m[1] for op in ops if op.kind == "txn" for m in op.value or [] if m[0] == "append"})
+    keys = sorted({key for op in ops for key in appended_keys(op)})
     return await _final(session, [("txn", None, [["r", key, None]]) for key in keys])
 
 

@@ -160,6 +160,11 @@ async def write_and_read(session: Session, client: int, seq: int, timeout: float
     return key
 
 
+async def healthy(copy: SubjectCopy) -> bool:
+    """Whether every invariant of `copy` holds now, by the system's own answers."""
+    return (await copy.check(timeout=2.0)).ok
+
+
 async def until(deadline_s: float, probe):
     """Poll `probe` (an async callable) until it returns something truthy; returns (value, seconds it took), or
     fails the test at the deadline."""

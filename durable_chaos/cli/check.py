@@ -20,7 +20,7 @@ from durable_chaos.cli.render import safety_panel
 from durable_chaos.cli.reports import check_html
 from durable_chaos.safety.availability import moment
 from durable_chaos.safety.checkers import CHECKERS, HISTORY_MODELS, HistoryModel, check as check_history
-from durable_chaos.safety.history import PART_SUFFIX, parts, size_bytes
+from durable_chaos.safety.history import PART_SUFFIX, parts, read_history, size_bytes
 from durable_chaos.safety.jepsen import BadHistory, History, parse
 from durable_chaos.safety.linearizability import SEARCH_BUDGET
 from durable_chaos.safety.list_append import DEFAULT_ISOLATION, FORBIDDEN
@@ -84,16 +84,9 @@ def read(file: str, spec: HistoryModel) -> tuple[History, bool]:
     path = Path(file)
     if not path.is_dir():
         return _read_file(path, spec)
-    found = parts(path)
-    if not found:
+    if not parts(path):
         fail(EXIT_BAD_INPUT, escape(f"{path}: a folder with no history parts (*{PART_SUFFIX}) in it"))
-    whole = History()
-    for part in found:
-        history, _ = _read_file(part, spec)  # ours: timed
-        whole.ops += history.ops
-        whole.faults += history.faults
-    whole.ops.sort(key=lambda op: op.invoke_ns)
-    return whole, True
+    return read_history(path, lambda part: _read_file(part, spec)[0]), True  # ours: timed
 
 
 HELP = """Check an operation history against a data model: prints the verdict, each check and any

@@ -24,7 +24,7 @@ from durable_chaos.contracts import Counterexample, CycleEdge, OpView, SafetyChe
 from durable_chaos.safety.availability import availability, moment, ns, percentile
 from durable_chaos.safety.findings import Finding, describe
 from durable_chaos.safety.linearizability import SEARCH_BUDGET, linearizable
-from durable_chaos.safety.list_append import check_list_append
+from durable_chaos.safety.list_append import appended_keys, check_list_append
 from durable_chaos.safety.queue import check_queue
 from durable_chaos.safety.lost_writes import lost_writes
 from durable_chaos.safety.models import CAS_REGISTER, REGISTER, Register, written
@@ -100,8 +100,7 @@ HISTORY_MODELS: dict[str, HistoryModel] = {
 
 
 def _changes_data(op: Op) -> bool:
-    return written(op) is not None or op.kind == "publish" or op.kind == "txn" and any(
-        isinstance(m, list) and m and m[0] == "append" for m in op.value or [])
+    return written(op) is not None or op.kind == "publish" or bool(appended_keys(op))
 
 
 def _counterexample(first: Finding) -> Counterexample:
@@ -150,7 +149,7 @@ def check(ops: list[Op], *, model: str | None = "register", isolation: str | Non
         acked_writes=sum(1 for op in sent if _changes_data(op) and op.outcome == "ok"),
         lost_writes=lost.count if lost else 0,
         keys=len({op.key for op in sent if written(op) is not None}
-                 | {m[1] for op in sent if op.kind == "txn" for m in op.value or [] if m[0] == "append"}),
+                 | {key for op in sent for key in appended_keys(op)}),
         counterexample=_counterexample(first) if first else None,
         availability=availability(ops, fault_start_ns, fault_end_ns),
         check_s=round(time.perf_counter() - began, 3),

@@ -10,7 +10,7 @@ history (the load windows, a handful of numbers each, do). `zcat part | jq` read
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from durable_chaos.safety import jepsen
@@ -58,11 +58,12 @@ def parts(folder: Path) -> list[Path]:
     return windows + ([final] if final.exists() else [])
 
 
-def read_history(folder: Path) -> jepsen.History:
-    """Every op of a run, ordered by invoke time, and its fault windows."""
+def read_history(folder: Path, read: Callable[[Path], jepsen.History] = read_part) -> jepsen.History:
+    """Every op of a run, ordered by invoke time, and its fault windows. `read` reads one part (`check` passes one
+    that holds the lines to a model and names a bad part)."""
     whole = jepsen.History()
     for path in parts(folder):
-        part = read_part(path)
+        part = read(path)
         whole.ops += part.ops
         whole.faults += part.faults
     whole.ops.sort(key=lambda op: op.invoke_ns)

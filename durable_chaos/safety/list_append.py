@@ -116,6 +116,11 @@ def _micro_ops(op: Op) -> list[list]:
     return op.value if isinstance(op.value, list) else []
 
 
+def appended_keys(op: Op) -> set[str]:
+    """The keys a transaction appends to (none for any other operation)."""
+    return {m[1] for m in _micro_ops(op) if m[0] == "append"} if op.kind == "txn" else set()
+
+
 def _as_list(value: Any) -> tuple:
     return () if value is None else tuple(value)
 

@@ -18,7 +18,7 @@ import pytest
 from durable_chaos.contracts import ChaosInput, final_report
 from durable_chaos.safety.availability import ns
 from durable_chaos.safety.history import read_history
-from tests.conftest import ROOT, private_copy, running_worker, until
+from tests.conftest import ROOT, healthy, private_copy, running_worker, until
 from workflows.chaos import ChaosDemoWorkflow
 
 PORT_RANGE = (40000, 40990)
@@ -27,10 +27,6 @@ OP_TIMEOUT_S = 0.5  # ChaosInput's check_timeout_s, which each load operation is
 
 
 pytestmark = pytest.mark.usefixtures("own_state_dir")
-
-
-async def _healthy(copy) -> bool:
-    return (await copy.check(timeout=2.0)).ok
 
 
 @pytest.mark.parametrize("fault", ["partition", "kill"])
@@ -44,7 +40,7 @@ async def test_the_redis_folder_gets_a_data_safety_verdict_when_its_primary_is_h
                 id=f"t-folder-safety-{uuid.uuid4().hex[:8]}", task_queue=task_queue))
         # Sentinel reconfigures the demoted primary as a replica some time after the run saw every invariant
         # hold, and its resync breaks the replication probe for a moment: whole again means whole again soon.
-        await until(30, lambda: _healthy(copy))
+        await until(30, lambda: healthy(copy))
 
     # The steady state includes Sentinel's quorum, so the run starts once a failover can be agreed on: the primary
     # hit is noticed, and the subject is whole again afterwards.

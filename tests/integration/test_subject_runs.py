@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.conftest import ROOT, command_env, private_copy, starter, subject_args, until
+from tests.conftest import ROOT, command_env, healthy, private_copy, starter, subject_args, until
 
 EXAMPLE = ROOT / "tests" / "data" / "my-subject"
 
@@ -22,10 +22,6 @@ SUBJECTS = {
     "postgres": ((25500, 25990), "leader"),
     str(EXAMPLE): ((26000, 26490), "primary"),
 }
-
-
-async def _healthy(copy) -> bool:
-    return (await copy.check(timeout=2.0)).ok
 
 
 @pytest.mark.parametrize("subject", list(SUBJECTS), ids=["nats", "postgres", "folder-redis"])
@@ -63,7 +59,7 @@ async def test_a_chaos_run_hits_exactly_the_reported_target_and_leaves_the_syste
         if subject == str(EXAMPLE):
             # Redis's Sentinels rediscover a restarted peer some time after the run saw every invariant hold: the
             # example's steady state (every Sentinel sees all three) comes back soon, not at once.
-            await until(30, lambda: _healthy(copy))
+            await until(30, lambda: healthy(copy))
         final = await copy.check(timeout=2.0)  # the system's own answers
         assert final.ok, final.violations
         assert final.roles.get(role) in targets, final.roles
