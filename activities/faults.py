@@ -17,6 +17,7 @@ from activities.docker import compose_client, off_loop, project_containers
 from activities.common import fault_or_bad_input, resolve_or_bad_input
 from durable_chaos.contracts import ErrorType, FaultEffect, FaultRequest, InjectResult, RestoreResult, bad_input
 from durable_chaos.faults import Fault, Target
+from subjects import SubjectInstance
 
 
 def _targets(req: FaultRequest) -> tuple[Fault, list[Target], list[str]]:
@@ -26,14 +27,20 @@ def _targets(req: FaultRequest) -> tuple[Fault, list[Target], list[str]]:
     if unknown:
         raise bad_input(f"{', '.join(unknown)} not a target of subject {instance.subject.name!r}")
     fault = fault_or_bad_input(req.fault, req.params)
+    found = member_targets(instance, req.members, req.tag)
+    return fault, found, [m for m in req.members if m not in {t.service for t in found}]
+
+
+def member_targets(instance: SubjectInstance, members: list[str], tag: str) -> list[Target]:
+    """A Target for every one of `members` that has a container (with every member's addresses: its peers)."""
     # One lookup for the whole project (no separate `docker info` first: an unreachable daemon fails it with the
     # error `off_loop` turns into DockerUnavailable).
     containers = project_containers(compose_client(instance), instance)
     addresses = {service: [net.ip_address for net in (c.network_settings.networks or {}).values() if net.ip_address]
                  for service, c in containers.items()}
-    found = [Target(service=m, container=containers[m], addresses=addresses, tag=req.tag)
-             for m in req.members if m in containers]
-    return fault, found, [m for m in req.members if m not in containers]
+    data = instance.subject.data_paths
+    return [Target(service=m, container=containers[m], addresses=addresses, tag=tag, data_path=data.get(m))
+            for m in members if m in containers]
 
 
 def inject_now(req: FaultRequest) -> InjectResult:

@@ -25,6 +25,7 @@ from activities.docker import (
     validate_compose,
 )
 from activities.common import fault_or_bad_input, resolve_or_bad_input
+from activities.faults import member_targets
 from activities.guardrails import check_monitoring
 from durable_chaos.contracts import (
     CheckResult,
@@ -109,6 +110,16 @@ async def preflight(req: PreflightRequest) -> PreflightResult:
             type=ErrorType.SUBJECT_UNHEALTHY,
             non_retryable=True,
         )
+    # Roles as the steady state reads them, the moment before the countdown: `leader` means this member.
+    choice = _choice_or_bad_input(subject, fault, req, roles=baseline.roles)
+    # What only the members themselves can tell (a process they run, a data volume): asked of every member each
+    # fault may hit (a later step's members are drawn later, so its kind is asked of every target).
+    for kind, members in [(fault, [*choice.must, *choice.pool]),
+                          *((f, list(subject.targets)) for f in every[1:])]:
+        targets = await off_loop(member_targets, instance, members, "preflight")
+        reason = await off_loop(kind.refuse, targets)
+        if reason:
+            raise bad_input(reason)
     return PreflightResult(
         subject=subject.name,
         project=instance.project,
@@ -117,8 +128,7 @@ async def preflight(req: PreflightRequest) -> PreflightResult:
         started_subject=started,
         baseline=baseline,
         defaults=subject.defaults,
-        # Roles as the steady state reads them, the moment before the countdown: `leader` means this member.
-        choice=_choice_or_bad_input(subject, fault, req, roles=baseline.roles),
+        choice=choice,
         fault_label=fault.label(),
         spare=spare(subject),
         notify_worker=notify_worker,

@@ -178,6 +178,8 @@ class Subject(abc.ABC):
     primary_role: str | None = "leader"
     hints: DiagnosisHints = DiagnosisHints()
     defaults: SubjectDefaults = SubjectDefaults()
+    # service -> where that member keeps its data inside its container (disk faults act there); empty: undeclared.
+    data_paths: dict[str, str] = {}
     # Where the definition came from, for `starter.py subjects` ("entry point etcd", "folder /path").
     origin: str = ""
 

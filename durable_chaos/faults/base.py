@@ -43,6 +43,8 @@ class Target:
     addresses: dict[str, list[str]]
     # Names what this run puts in place, so undo and the reaper remove exactly that (see durable_chaos.ids.fault_tag).
     tag: str
+    # Where this member keeps its data inside its container, as its subject declares it (None: not declared).
+    data_path: str | None = None
 
     def peer_addresses(self, services: list[str] | None = None) -> list[str]:
         """The addresses of `services` (default: every other member)."""
@@ -115,6 +117,11 @@ class Fault(abc.ABC):
 
     def unsupported(self) -> str | None:
         """Why this kind cannot run on this Docker host (a missing kernel feature), or None. Asked in preflight."""
+        return None
+
+    def refuse(self, targets: list[Target]) -> str | None:
+        """Why this fault cannot run on these members (the members a run may hit, looked at in preflight before
+        anything is injected): a process a member does not run, a member without a data volume. None: it can."""
         return None
 
     def fixed_targets(self, services: tuple[str, ...]) -> list[str] | None:
