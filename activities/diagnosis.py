@@ -18,7 +18,7 @@ from activities.claude import ClaudeAnswer, ClaudeUnavailable, ask_claude
 from activities.docker import compose_client, container_states, off_loop, open_session, service_logs
 from activities.logs import excerpt
 from activities.common import resolve_or_bad_input
-from durable_chaos.faults import CATALOG, signatures, signs_in_netns
+from durable_chaos.faults import CATALOG, signatures, signs_in_member
 from durable_chaos.quorum import has_quorum
 from durable_chaos.contracts import (
     ContainerState,
@@ -75,10 +75,10 @@ async def gather_evidence(req: EvidenceRequest) -> Evidence:
         off_loop(service_logs, client, instance, since),
         health_now(),
     )
-    # Each kind's signs in every running member's namespace: a partition, packet loss or a rate cap leaves the
+    # Each kind's signs on every running member: a partition, packet loss, a rate cap or a CPU quota leaves the
     # member running and says so nowhere in Docker's state.
     running = [c for c in containers if c.running]
-    for c, signs in zip(running, await asyncio.gather(*(off_loop(signs_in_netns, c.container) for c in running))):
+    for c, signs in zip(running, await asyncio.gather(*(off_loop(signs_in_member, c.container) for c in running))):
         c.signs = signs
     hints = instance.subject.hints
     return Evidence(

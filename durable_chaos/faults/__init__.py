@@ -22,7 +22,7 @@ from durable_chaos.faults.targeting import target_choice
 CATALOG: dict[str, type[Fault]] = {f.kind: f for f in (Kill, Stop, Pause, Partition, Loss, Bandwidth, Latency)}
 
 __all__ = ["CATALOG", "BadFault", "Fault", "Target", "catalog_help", "make_fault", "parse_params", "signatures",
-           "signs_in_netns", "target_choice"]
+           "signs_in_member", "target_choice"]
 
 
 def make_fault(kind: str, params: Mapping[str, Any] | None = None) -> Fault:
@@ -65,12 +65,15 @@ def catalog_help() -> str:
     return "\n".join(lines)
 
 
-def signs_in_netns(container_id: str) -> list[Sign]:
-    """Every kind's signs in a running member's network namespace, in catalog order: one helper runs the probes
-    of all kinds (once each, however many kinds read a probe's output)."""
+def signs_in_member(container_id: str) -> list[Sign]:
+    """Every kind's signs on a running member, in catalog order: those in its network namespace (one helper runs
+    the probes of all kinds, once each, however many kinds read a probe's output), then each kind's own."""
     kinds = [cls for cls in CATALOG.values() if cls.netns_probe is not None]
     found = probe_netns(container_id, list(dict.fromkeys(cls.netns_probe for cls in kinds)))
-    return [Sign(kind=cls.kind, detail=line) for cls in kinds for line in cls.observe(found.get(cls.netns_probe, []))]
+    signs = {cls.kind: [Sign(kind=cls.kind, detail=line) for line in cls.observe(found.get(cls.netns_probe, []))]
+             for cls in kinds}
+    return [sign for kind, cls in CATALOG.items()
+            for sign in [*signs.get(kind, []), *(Sign(kind=kind, detail=d) for d in cls.member_signs(container_id))]]
 
 
 def signatures(c: ContainerState) -> dict[str, str]:

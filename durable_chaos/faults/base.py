@@ -100,6 +100,14 @@ class Fault(abc.ABC):
         return []
 
     @classmethod
+    def member_signs(cls, container_id: str) -> list[str]:
+        """This kind's signs on a running member that neither Docker's state nor the network namespace shows (a
+        CPU quota, a stopped process, a full volume), read however the kind reads them (`docker inspect`, a helper
+        in the member's PID namespace). Asked of every kind for every running member when evidence is gathered,
+        so it must be cheap and must not fail: nothing seen is []."""
+        return []
+
+    @classmethod
     def signs_on(cls, c: ContainerState) -> list[str]:
         """The details of this kind's signs found on the member."""
         return [s.detail for s in c.signs if s.kind == cls.kind]

@@ -223,7 +223,7 @@ def signs_in_netns(monkeypatch, lines: list[str]) -> list[Sign]:
     """The catalog's signs for a namespace where every probe prints `lines` (no Docker: `probe_netns` is replaced)."""
     asked: list[list[str]] = []
     monkeypatch.setattr(faults, "probe_netns", lambda _id, probes: asked.append(probes) or {p: lines for p in probes})
-    signs = faults.signs_in_netns("t-x-etcd2-1")
+    signs = faults.signs_in_member("t-x-etcd2-1")
     (probes,) = asked  # one helper for all kinds, each probe once
     assert len(probes) == len(set(probes)) == len({cls.netns_probe for cls in CATALOG.values()} - {None})
     return signs
