@@ -98,6 +98,9 @@ def user_prompt(evidence: Evidence, nonce: str) -> str:
         + ("; ".join(f"{s.kind}: {s.detail}" for s in c.signs) or "none")
         for c in evidence.containers))
     parts.append("Invariant-check timeline (oldest first):\n" + "\n".join(timeline_lines(evidence.timeline)))
+    if evidence.slow:
+        parts.append("Members detected SLOW (they answer every check, but far above their own baseline before the "
+                     "fault; slow is not down):\n" + "\n".join(f"- {line}" for line in evidence.slow.values()))
     parts.append("Health of every member now:\n" + "\n".join(
         f"- {m.service}: {'healthy' if m.healthy else 'UNHEALTHY ' + m.detail}" for m in evidence.health_now.members))
     if evidence.load_impact:

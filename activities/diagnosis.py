@@ -92,6 +92,7 @@ async def gather_evidence(req: EvidenceRequest) -> Evidence:
         injected_at=req.injected_at,
         logs=[excerpt(service, raw, req.injected_at, markers=hints.log_markers) for service, raw in raw_logs.items()],
         load_impact=load_impact(req.load_windows, req.injected_at),
+        slow=req.detect.slow,
     )
 
 
@@ -114,6 +115,9 @@ def rules_diagnosis(ev: Evidence) -> Diagnosis:
     sick_now = [m for m in ev.health_now.members if not m.healthy]
     findings = [f for found in marked.values() for f in found.values()] + [_container_finding(c) for c in down]
     findings += [f"{m.service} fails its health check now: {m.detail}" for m in sick_now]
+    # Slow, not down: it answered every check, only far above its baseline. Blamed when nothing else is.
+    slow = [s for s in ev.slow if s not in marked and s not in {c.service for c in down}]
+    findings += list(ev.slow.values())
     if ev.timeline:
         first_bad = next((c for c in ev.timeline if not c.ok), None)
         if first_bad:
@@ -121,11 +125,16 @@ def rules_diagnosis(ev: Evidence) -> Diagnosis:
     if marked or down:
         affected = list(marked) + [c.service for c in down]
         cause = "; ".join([f for found in marked.values() for f in found.values()]
-                          + [_container_finding(c) for c in down])
+                          + [_container_finding(c) for c in down]
+                          + [ev.slow[s] for s in marked if s in ev.slow])  # how slow it made them, measured
         confidence = 0.9 if marked else 0.75
     elif sick_now:
         affected = [m.service for m in sick_now]
         cause = f"{', '.join(affected)} running but failing health checks, with no fault visible in its container"
+        confidence = 0.6
+    elif slow:
+        affected = slow
+        cause = "; ".join(ev.slow[s] for s in slow) + ", with no fault visible in its container"
         confidence = 0.6
     else:
         return Diagnosis(

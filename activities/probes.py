@@ -36,6 +36,8 @@ from durable_chaos.contracts import (
     FaultPlan,
     PreflightRequest,
     PreflightResult,
+    SlowRule,
+    SlowWatch,
     StopConditions,
     TargetChoice,
     WaitHealthyRequest,
@@ -44,20 +46,26 @@ from durable_chaos.contracts import (
 from activities.notify import worker_notify_url
 from durable_chaos.faults import BadFault, Fault, target_choice
 from durable_chaos.faults.steps import BadStep, check_steps, spare
+from durable_chaos.slow import SlowTracker, as_violation, baseline, finding, slow_now
 from subjects import SubjectInstance
 
 TIMELINE_CAP = 40  # checks kept for the evidence bundle; older ones are dropped
 
 
 async def wait_until_healthy(
-    instance: SubjectInstance, timeout_s: float, check_timeout_s: float, interval_s: float = 0.25
+    instance: SubjectInstance, timeout_s: float, check_timeout_s: float, interval_s: float = 0.25,
+    slow: SlowWatch | None = None,
 ) -> CheckResult | None:
-    """Poll until every invariant holds; None on timeout. Heartbeats each check."""
+    """Poll until every invariant holds, and with `slow` no member answers slowly; None on timeout. Heartbeats
+    each check."""
     deadline = time.monotonic() + timeout_s
     last: CheckResult | None = None
     async with open_session(instance) as session:
         while True:
             last = await session.check(check_timeout_s, fail_fast=True)
+            if slow is not None and last.ok:
+                # One fast answer is enough to call a member recovered; only calling it slow takes several.
+                last = as_violation(last, {s: finding(slow, s, ms, 1) for s, ms in slow_now(slow, last).items()})
             if last.ok:
                 return last
             if time.monotonic() >= deadline:
@@ -110,6 +118,7 @@ async def preflight(req: PreflightRequest) -> PreflightResult:
             type=ErrorType.SUBJECT_UNHEALTHY,
             non_retryable=True,
         )
+    slow = await measure_baseline(instance, req.slow or subject.defaults.slow, baseline, req.check_timeout_s)
     # Roles as the steady state reads them, the moment before the countdown: `leader` means this member.
     choice = _choice_or_bad_input(subject, fault, req, roles=baseline.roles)
     # What only the members themselves can tell (a process they run, a data volume): asked of every member each
@@ -132,7 +141,22 @@ async def preflight(req: PreflightRequest) -> PreflightResult:
         fault_label=fault.label(),
         spare=spare(subject),
         notify_worker=notify_worker,
+        slow=slow,
     )
+
+
+BASELINE_CHECKS = 5  # the first healthy check and four more: a median that one slow answer does not move
+
+
+async def measure_baseline(instance: SubjectInstance, rule: SlowRule, first: CheckResult,
+                           check_timeout_s: float) -> SlowWatch:
+    """Every member's probe latency before the fault: the median of a few healthy checks."""
+    checks = [first]
+    async with open_session(instance) as session:
+        while len(checks) < BASELINE_CHECKS:
+            await asyncio.sleep(0.1)
+            checks.append(await session.check(check_timeout_s))
+    return baseline(rule, [c for c in checks if c.ok] or [first])
 
 
 @activity.defn
@@ -168,11 +192,14 @@ async def detect_violation(req: DetectRequest) -> DetectResult:
     deadline = time.monotonic() + req.timeout_s
     timeline: list[CheckResult] = []
     checks = 0
+    tracker = SlowTracker(req.slow) if req.slow is not None else None
     async with open_session(instance) as session:
         while True:
             tick = time.monotonic()
             result = await session.check(req.check_timeout_s, fail_fast=True)
             checks += 1
+            slow = tracker.see(result) if tracker is not None else {}
+            result = as_violation(result, slow)
             timeline = (timeline + [result])[-TIMELINE_CAP:]
             if not result.ok:
                 # The violation is observed when the check that saw it completes, not when it started.
@@ -182,6 +209,7 @@ async def detect_violation(req: DetectRequest) -> DetectResult:
                     first_violation=result,
                     checks=checks,
                     timeline=timeline,
+                    slow=slow,
                 )
             if time.monotonic() >= deadline:
                 return DetectResult(detected=False, checks=checks, timeline=timeline)
@@ -192,7 +220,7 @@ async def detect_violation(req: DetectRequest) -> DetectResult:
 async def wait_healthy(req: WaitHealthyRequest) -> CheckResult:
     """After restore: wait until every invariant holds again. Fails (retryably) if it does not in time."""
     instance = resolve_or_bad_input(req.subject)
-    result = await wait_until_healthy(instance, req.timeout_s, req.check_timeout_s, req.interval_s)
+    result = await wait_until_healthy(instance, req.timeout_s, req.check_timeout_s, req.interval_s, req.slow)
     if result is None:
         raise ApplicationError(
             f"subject {instance.subject.name!r} not healthy {req.timeout_s:g}s after restore",

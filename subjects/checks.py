@@ -9,6 +9,7 @@ violations seen so far.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import TypeVar
@@ -31,10 +32,24 @@ async def ask_members(
     fail_fast: bool,
     also: Awaitable[X] | None = None,
     also_violations: Callable[[X], list[str]] = lambda _: [],
-) -> tuple[list[A], X | None] | CheckResult:
-    """Every member's answer (in the order of `calls`) and `also`'s, or, with `fail_fast`, the failed `CheckResult`
-    as soon as one member is unhealthy (`health`) or `also` names a violation (`also_violations`)."""
-    tasks = [asyncio.ensure_future(call) for call in calls]
+) -> tuple[list[A], X | None, dict[str, float]] | CheckResult:
+    """Every member's answer (in the order of `calls`), `also`'s, and how long each member took to answer (service
+    -> ms, for slow-member detection); or, with `fail_fast`, the failed `CheckResult` as soon as one member is
+    unhealthy (`health`) or `also` names a violation (`also_violations`)."""
+    began = time.monotonic()
+    answered: dict[asyncio.Future, float] = {}
+
+    async def timed(call: Awaitable[A]) -> A:
+        # Each member's own time: they are asked at once, so one slow member does not slow the others' figures.
+        answer = await call
+        answered[asyncio.current_task()] = (time.monotonic() - began) * 1000
+        return answer
+
+    tasks = [asyncio.ensure_future(timed(call)) for call in calls]
+
+    def latency() -> dict[str, float]:
+        return {health(t.result()).service: round(answered[t], 2) for t in tasks if t.done() and t in answered}
+
     also_task = asyncio.ensure_future(also) if also is not None else None
     pending: set[asyncio.Future] = {*tasks, *([also_task] if also_task else [])}
     try:
@@ -50,10 +65,10 @@ async def ask_members(
                 violations = member_violations(members)
                 if also_task is not None and also_task.done():
                     violations += also_violations(also_task.result())
-                return CheckResult(at=at, ok=False, members=members, violations=violations)
+                return CheckResult(at=at, ok=False, members=members, violations=violations, latency_ms=latency())
     finally:
         # Left unanswered on a fail-fast return, or when the check itself is cancelled.
         for t in pending:
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-    return [t.result() for t in tasks], also_task.result() if also_task else None
+    return [t.result() for t in tasks], also_task.result() if also_task else None, latency()

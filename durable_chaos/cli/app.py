@@ -14,6 +14,8 @@ import typer
 from durable_chaos.cli import check, control, emergency, experiments, runs, schedules
 from durable_chaos.cli.errors import EXIT_BAD_INPUT, EXIT_FAIL, EXIT_INTERRUPTED, EXIT_PASS, OneLineErrors, fail
 from durable_chaos.cli.options import (
+    SLOW_CHECKS_OPTION,
+    SLOW_FACTOR_OPTION,
     ABORT_PROBE_OPTION,
     ABORT_QUERY_OPTION,
     COUNTDOWN_OPTION,
@@ -82,6 +84,8 @@ def chaos(
     detect_http: Optional[list[str]] = DETECT_HTTP_OPTION,
     detect_timeout: Optional[float] = DETECT_TIMEOUT_OPTION,
     detect_interval: float = DETECT_INTERVAL_OPTION,
+    slow_factor: Optional[float] = SLOW_FACTOR_OPTION,
+    slow_checks: Optional[int] = SLOW_CHECKS_OPTION,
     countdown: int = COUNTDOWN_OPTION,
     project: Optional[str] = PROJECT_OPTION,
     port_base: Optional[int] = PORT_BASE_OPTION,
@@ -102,7 +106,7 @@ def chaos(
                       allow_quorum_loss=allow_quorum_loss,
                       guards=guardrails(max_error_rate, max_p99_ms, max_unavailable_s, abort_probe, abort_query,
                                         prometheus, detect_alert, detect_http),
-                      notify=notify)
+                      notify=notify, slow={"factor": slow_factor, "checks": slow_checks})
     if interactive and (as_json or detach):
         fail(EXIT_BAD_INPUT, "--interactive needs a terminal to follow the run: drop --json/--detach")
     raise typer.Exit(asyncio.run(start_and_follow(inp, as_json, detach)))

@@ -13,6 +13,11 @@ SUBJECT_OPTION = typer.Option(
     "etcd", help="Subject to break: a name (`python starter.py subjects` lists them) or a subject folder's path.")
 PROJECT_OPTION = typer.Option(None, help="Compose project of the subject copy (default chaos-<subject>).")
 PORT_BASE_OPTION = typer.Option(None, help="First host port of the subject copy (e.g. 23790).")
+SLOW_FACTOR_OPTION = typer.Option(None, "--slow-factor", help="A member answering its checks this many times slower "
+                                  "than its own baseline (measured in preflight) counts as slow, a violation: the "
+                                  "subject's default (5) if unset.")
+SLOW_CHECKS_OPTION = typer.Option(None, "--slow-checks", help="...for this many checks in a row (the subject's "
+                                  "default, 3, if unset).")
 DETECT_INTERVAL_OPTION = typer.Option(default("detect_interval_s"),
                                       help="Seconds between invariant checks while detecting.")
 MAX_FAULT_SECONDS_OPTION = typer.Option(default("max_fault_s"),

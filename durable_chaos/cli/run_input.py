@@ -15,6 +15,7 @@ from durable_chaos.contracts import (
     check_http_url,
 )
 from durable_chaos.faults import BadFault, make_fault, parse_params, target_choice
+from durable_chaos.slow import slow_rule
 from subjects import subject_ref
 
 
@@ -76,7 +77,7 @@ def chaos_input(subject: str, target: str | None, detect_timeout: float | None, 
                 interactive: bool = False, load_rate: float = DEFAULT_LOAD_RATE, fault: str = "kill",
                 params: list[str] | None = None, count: int = 1, allow_quorum_loss: bool = False,
                 guards: tuple[StopConditions, list[ExternalDetector]] | None = None,
-                notify: str | None = None) -> ChaosInput:
+                notify: str | None = None, slow: dict[str, float | None] | None = None) -> ChaosInput:
     """Check a run's options as the user typed them (`chaos`, `schedule create`): exit 2 with one line when wrong.
     The worker's preflight checks them again (and what needs the running system: who leads, what the kernel can do)."""
     definition = load_subject(subject)
@@ -86,6 +87,11 @@ def chaos_input(subject: str, target: str | None, detect_timeout: float | None, 
     except BadFault as exc:
         fail(EXIT_BAD_INPUT, str(exc))
     _check_numbers(detect_timeout, detect_interval, max_fault_seconds, countdown, port_base, load_rate)
+    given = {k: v for k, v in (slow or {}).items() if v is not None}
+    try:
+        rule = slow_rule(definition.defaults.slow, given) if given else None
+    except ValueError as err:
+        fail(EXIT_BAD_INPUT, str(err))
     if notify is not None:
         try:
             check_http_url(notify, "--notify")
@@ -108,4 +114,5 @@ def chaos_input(subject: str, target: str | None, detect_timeout: float | None, 
         stop=guards[0] if guards else StopConditions(),
         detectors=guards[1] if guards else [],
         notify_url=notify,
+        slow=rule,
     )

@@ -56,7 +56,15 @@ from durable_chaos.contracts.report import (
     report_of_failure,
     verdict_failure,
 )
-from durable_chaos.contracts.run import ChaosInput, ExternalDetector, StopConditions, SubjectRef, Trip, check_http_url
+from durable_chaos.contracts.run import (
+    ChaosInput,
+    ExternalDetector,
+    SlowRule,
+    StopConditions,
+    SubjectRef,
+    Trip,
+    check_http_url,
+)
 from durable_chaos.contracts.steps import FaultEffect, FaultStep, LaneStep, RandomSchedule, Step, StepReport
 from durable_chaos.contracts.safety import (
     Availability,
@@ -86,6 +94,7 @@ from durable_chaos.contracts.stages import (
     PreflightRequest,
     PreflightResult,
     RestoreResult,
+    SlowWatch,
     SubjectDefaults,
     TargetChoice,
     WaitHealthyRequest,
@@ -134,6 +143,8 @@ __all__ = [
     "WatchRequest",
     "MemberHealth",
     "CheckResult",
+    "SlowRule",
+    "SlowWatch",
     "SubjectDefaults",
     "PreflightRequest",
     "TargetChoice",

@@ -77,6 +77,8 @@ class Evidence(BaseModel):
     injected_at: datetime | None = None
     logs: list[MemberLogs] = []
     load_impact: LoadImpact | None = None
+    slow: dict[str, str] = Field(default={}, description="service -> how slow detection found it: answering, but "
+                                                        "far above its own baseline (a gray failure, not down)")
 
 
 class DiagnoseRequest(BaseModel):

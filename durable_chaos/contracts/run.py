@@ -102,6 +102,18 @@ class ExternalDetector(BaseModel):
         return f"alert {self.alert}" if self.kind == "alert" else f"{self.url} non-2xx"
 
 
+class SlowRule(BaseModel):
+    """When a member that still answers counts as degraded: its probe answers take longer than `factor` times its
+    own baseline (measured in preflight) and at least `floor_ms` more than it, for `checks` checks in a row. The
+    floor keeps a 2 ms member from being called slow at 10 ms on a busy host; the run of checks, a single slow
+    answer (a GC pause, a busy core) from being called a fault."""
+
+    model_config = ConfigDict(extra="forbid")
+    factor: float = Field(default=5.0, gt=1, le=1000, description="times the member's own baseline")
+    checks: int = Field(default=3, ge=1, le=100, description="checks in a row over the line")
+    floor_ms: float = Field(default=100.0, ge=0, le=60_000, description="at least this much above the baseline")
+
+
 class ChaosInput(BaseModel):
     subject: SubjectRef = SubjectRef()
     fault: FaultKind = "kill"
@@ -135,6 +147,8 @@ class ChaosInput(BaseModel):
                                                                "a schedule with pause_on_failure pauses itself")
     notify_url: str | None = Field(default=None, description="POST the run's summary here when it ends (a webhook; "
                                                              "Slack's incoming webhooks read its `text`)")
+    slow: SlowRule | None = Field(default=None, description="when a member counts as slow (degraded); the "
+                                                           "subject's default if unset")
     steps: list[Step] = Field(default=[], description="the experiment's steps, in order; empty: one fault step "
                                                       "made of the fields above (what `chaos` runs)")
 

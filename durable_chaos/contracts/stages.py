@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from durable_chaos.contracts.hypothesis import Probe, ProbeSample
 from durable_chaos.contracts.names import DEFAULT_LOAD_RATE, FaultKind
-from durable_chaos.contracts.run import ExternalDetector, StopConditions, SubjectRef, Trip
+from durable_chaos.contracts.run import ExternalDetector, SlowRule, StopConditions, SubjectRef, Trip
 from durable_chaos.contracts.steps import FaultStep, Step
 
 
@@ -51,13 +51,23 @@ class CheckResult(BaseModel):
     members: list[MemberHealth]
     roles: dict[str, str] = Field(default={}, description="role -> the service holding it now (e.g. leader)")
     violations: list[str] = []
+    latency_ms: dict[str, float] = Field(default={}, description="service -> how long its probe took to answer, "
+                                                                "for every member that answered")
+
+
+class SlowWatch(SlowRule):
+    """The run's slow rule with each member's baseline probe latency, the median of preflight's checks."""
+
+    baseline_ms: dict[str, float] = {}
 
 
 class SubjectDefaults(BaseModel):
-    """Timeouts that depend on the system: a Patroni failover takes longer than an etcd re-election."""
+    """What depends on the system: a Patroni failover takes longer than an etcd re-election, and its probes are
+    slower."""
 
     detect_timeout_s: float = 30.0
     restore_timeout_s: float = 90.0
+    slow: SlowRule = SlowRule()
 
 
 class PreflightRequest(BaseModel):
@@ -73,6 +83,7 @@ class PreflightRequest(BaseModel):
     detectors: list[ExternalDetector] = []
     steps: list[Step] = Field(default=[], description="every step, checked before anything starts (the first "
                                                       "fault is the fields above)")
+    slow: SlowRule | None = Field(default=None, description="the run's own slow rule; the subject's if unset")
 
 
 class TargetChoice(BaseModel):
@@ -98,6 +109,8 @@ class PreflightResult(BaseModel):
                                               "random schedule may hit together")
     notify_worker: bool = Field(default=False, description="the worker has CHAOS_NOTIFY_URL: the run's end is posted "
                                                            "there too (the URL itself never enters the history)")
+    slow: SlowWatch | None = Field(default=None, description="when a member counts as slow, with its baseline "
+                                                           "(None in runs from before slow detection)")
 
 
 class WaitHealthyRequest(BaseModel):
@@ -105,6 +118,7 @@ class WaitHealthyRequest(BaseModel):
     timeout_s: float
     check_timeout_s: float
     interval_s: float = 0.25
+    slow: SlowWatch | None = Field(default=None, description="healthy also means no member slow (None: not asked)")
 
 
 class DetectRequest(BaseModel):
@@ -112,6 +126,7 @@ class DetectRequest(BaseModel):
     interval_s: float
     timeout_s: float
     check_timeout_s: float
+    slow: SlowWatch | None = Field(default=None, description="a member slow for this many checks is a violation")
 
 
 class DetectResult(BaseModel):
@@ -120,6 +135,8 @@ class DetectResult(BaseModel):
     first_violation: CheckResult | None = None
     checks: int = 0
     timeline: list[CheckResult] = Field(default=[], description="recent checks, oldest first (capped)")
+    slow: dict[str, str] = Field(default={}, description="service -> how slow it was, for members detected slow "
+                                                        "(answering, but far above their baseline)")
 
 
 class FaultRequest(BaseModel):

@@ -23,6 +23,7 @@ from durable_chaos.experiment.model import LaneStep as FileLaneStep
 from durable_chaos.experiment.model import Step as FileStep
 from durable_chaos.faults import BadFault, make_fault, target_choice
 from durable_chaos.faults.steps import BadStep, check_steps
+from durable_chaos.slow import slow_rule
 from subjects import BadSubjectFile, UnknownSubject, get_subject
 from subjects.base import Subject
 from subjects.registry import is_folder_ref
@@ -115,6 +116,7 @@ def run_input(e: Experiment, subject: Subject, steps: list[Step], subject_arg: s
         detect_interval_s=e.timeouts.detect_interval, restore_timeout_s=e.timeouts.restore,
         preflight_timeout_s=e.timeouts.preflight, diagnosis_deadline_s=e.timeouts.diagnosis,
         load_rate=e.load.rate, stop=e.stop, detectors=e.detectors, hypothesis=e.hypothesis, notify_url=e.notify,
+        slow=None if e.slow is None else slow_rule(subject.defaults.slow, e.slow.model_dump(exclude_unset=True)),
         steps=[] if one_fault else steps)
 
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from durable_chaos.contracts import MAX_LOAD_RATE, ChaosInput, ExternalDetector, Probe, StopConditions
+from durable_chaos.contracts import MAX_LOAD_RATE, ChaosInput, ExternalDetector, Probe, SlowRule, StopConditions
 
 
 def default(field: str) -> Any:
@@ -118,6 +118,10 @@ class Experiment(_Strict):
     stop: StopConditions = Field(default_factory=StopConditions, description=described("stop"))
     detectors: list[ExternalDetector] = Field(default=[], description=described("detectors"))
     timeouts: Timeouts = Field(default_factory=Timeouts, description="how long each stage may take")
+    slow: SlowRule | None = Field(default=None, description="when a member that still answers counts as slow (a "
+                                                           "violation): `factor` times its baseline, `floor_ms` "
+                                                           "above it, for `checks` checks in a row; unset fields are "
+                                                           "the subject's")
     notify: str | None = Field(default=None, description=described("notify_url"))
 
 

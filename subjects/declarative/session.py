@@ -86,7 +86,7 @@ class DeclarativeSession(Session):
                                   lambda member: member, fail_fast)
         if isinstance(asked, CheckResult):  # failed fast
             return asked
-        members, _ = asked
+        members, _, latency = asked
         violations = member_violations(members)
         roles: dict[str, str] = {}
         for role, spec in self.subject.spec.roles.items():
@@ -96,7 +96,8 @@ class DeclarativeSession(Session):
             elif spec.required:
                 violations.append(f"no {role}" if not holders else f"{len(holders)} members claim {role}: "
                                                                     f"{', '.join(holders)}")
-        return CheckResult(at=at, ok=not violations, members=members, roles=roles, violations=violations)
+        return CheckResult(at=at, ok=not violations, members=members, roles=roles, violations=violations,
+                           latency_ms=latency)
 
     async def _to_target(self, client: int, timeout: float, send: Callable[[str], Awaitable[T]]) -> T:
         """`send` a client's operation to the member it goes to, and move on after an error, as a client does."""

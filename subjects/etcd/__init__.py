@@ -84,7 +84,7 @@ class EtcdSession(Session):
                                   lambda answer: answer[0], fail_fast)
         if isinstance(asked, CheckResult):  # failed fast
             return asked
-        answers, _ = asked
+        answers, _, latency = asked
         members = [m for m, _ in answers]
         ids = {s["header"]["member_id"]: m.service for m, s in answers if s and "header" in s}
         leader_ids = {s.get("leader") for _, s in answers if s and s.get("leader") not in (None, "0")}
@@ -106,7 +106,8 @@ class EtcdSession(Session):
             except (httpx.HTTPError, ValueError) as exc:
                 violations.append(f"quorum write failed: {describe(exc)}")
         return CheckResult(at=at, ok=not violations, members=members,
-                           roles={"leader": leader} if leader else {}, violations=violations)
+                           roles={"leader": leader} if leader else {}, violations=violations,
+                           latency_ms=latency)
 
     async def _call(self, client: int, path: str, body: dict, timeout: float) -> dict:
         # Each client sticks to one member and fails over to the next after an error, as a real etcd client with

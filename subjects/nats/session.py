@@ -85,7 +85,7 @@ class NatsSession(Session):
             lambda answer: answer[0], fail_fast, also=publish(), also_violations=lambda published: published[0])
         if isinstance(asked, CheckResult):  # failed fast
             return asked
-        answers, (publish_violations, created) = asked
+        answers, (publish_violations, created), latency = asked
         members = [m for m, _ in answers]
         views = {m.service: view for m, view in answers if view is not None}
         roles, stream_violations = invariants(views, self.monitor_urls)
@@ -97,7 +97,8 @@ class NatsSession(Session):
                         await asyncio.sleep(0.05)
                         roles, stream_violations = invariants(await self._views(timeout), self.monitor_urls)
         violations = member_violations(members) + stream_violations + publish_violations
-        return CheckResult(at=at, ok=not violations, members=members, roles=roles, violations=violations)
+        return CheckResult(at=at, ok=not violations, members=members, roles=roles, violations=violations,
+                           latency_ms=latency)
 
     async def roles(self, timeout: float) -> dict[str, str]:
         # From the monitor endpoints alone: no publish, no stream creation.

@@ -97,6 +97,7 @@ class PostgresSession(Session):
         if isinstance(asked, CheckResult):  # failed fast
             return asked
         answers = {svc: (body, why) for svc, body, why in asked[0]}
+        latency = asked[2]
         trouble = {svc: member_trouble(body, why) for svc, (body, why) in answers.items()}
         primaries = leaders(answers, trouble)
         violations: list[str] = []
@@ -115,7 +116,8 @@ class PostgresSession(Session):
 
         members = [MemberHealth(service=svc, healthy=not trouble[svc], detail=trouble[svc]) for svc in answers]
         violations = member_violations(members) + violations
-        return CheckResult(at=at, ok=not violations, members=members, roles=roles, violations=violations)
+        return CheckResult(at=at, ok=not violations, members=members, roles=roles, violations=violations,
+                           latency_ms=latency)
 
     # -- load --------------------------------------------------------------------------------------------------
 

@@ -48,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         RestoreResult,
         SafetyReport,
         SafetyRequest,
+        SlowWatch,
         Trip,
         WaitHealthyRequest,
         WatchRequest,
@@ -67,7 +68,7 @@ async def bring_up(inp: ChaosInput) -> PreflightResult:
                            check_timeout_s=inp.check_timeout_s, fault=first.fault, fault_params=first.params,
                            count=first.count, allow_quorum_loss=first.allow_quorum_loss,
                            stop=inp.stop if inp.stop.on_load or inp.stop.watched else None,
-                           detectors=inp.detectors, steps=inp.steps)
+                           detectors=inp.detectors, steps=inp.steps, slow=inp.slow)
     return await workflow.execute_activity(preflight, req, **policy.preflight(inp),
                                            summary=f"preflight {inp.subject.name}")
 
@@ -115,11 +116,12 @@ async def choose(inp: ChaosInput, step: FaultStep, busy: list[str]) -> FaultPlan
                                            summary=f"choose {step.target or 'random'} for {step.fault}")
 
 
-async def detect(inp: ChaosInput, timeout_s: float | None = None) -> DetectResult:
-    """Active invariant checks at a short interval until one is violated, or the detect timeout passes."""
+async def detect(inp: ChaosInput, timeout_s: float | None = None, slow: SlowWatch | None = None) -> DetectResult:
+    """Active invariant checks at a short interval until one is violated (a member down, or with `slow` a member
+    far slower than its baseline), or the detect timeout passes."""
     timeout_s = timeout_s or inp.detect_timeout_s
     req = DetectRequest(subject=inp.subject, interval_s=inp.detect_interval_s, timeout_s=timeout_s,
-                        check_timeout_s=inp.check_timeout_s)
+                        check_timeout_s=inp.check_timeout_s, slow=slow)
     return await workflow.execute_activity(
         detect_violation, req, **policy.detect(inp),
         summary=f"detect: poll every {inp.detect_interval_s:g}s for {timeout_s:g}s")
@@ -150,10 +152,12 @@ async def undo(fault: FaultRequest) -> RestoreResult:
                                            summary=f"restore {', '.join(fault.members)}")
 
 
-async def verify(inp: ChaosInput, timeout_s: float | None = None) -> CheckResult:
-    """Every invariant holds (again), within the restore timeout or `timeout_s` (SubjectUnhealthy otherwise)."""
+async def verify(inp: ChaosInput, timeout_s: float | None = None, slow: SlowWatch | None = None) -> CheckResult:
+    """Every invariant holds (again), and with `slow` no member is slow, within the restore timeout or `timeout_s`
+    (SubjectUnhealthy otherwise)."""
     timeout_s = timeout_s or inp.restore_timeout_s
-    req = WaitHealthyRequest(subject=inp.subject, timeout_s=timeout_s, check_timeout_s=inp.check_timeout_s)
+    req = WaitHealthyRequest(subject=inp.subject, timeout_s=timeout_s, check_timeout_s=inp.check_timeout_s,
+                             slow=slow)
     return await workflow.execute_activity(wait_healthy, req, **policy.verify(timeout_s), summary="verify healthy")
 
 

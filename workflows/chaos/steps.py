@@ -99,7 +99,7 @@ class Steps:
         what = "checking every invariant holds" if step.check else "waiting until every invariant holds"
         self.view.stage(Stage.WAIT, f"step {number}: {what} (at most {timeout:g}s)")
         try:
-            await stages.verify(self.inp, timeout)
+            await stages.verify(self.inp, timeout, self.pre.slow)
         except ActivityError as err:
             if is_cancelled_exception(err):
                 raise
@@ -171,7 +171,7 @@ class Steps:
         timeout = min(inp.detect_timeout_s, spec.duration_s or inp.detect_timeout_s)
         self.view.stage(Stage.DETECT, f"checking invariants every {inp.detect_interval_s:g}s")
         p.detect_deadline = workflow.now() + timedelta(seconds=timeout)
-        fault.detection = await stages.detect(inp, timeout)
+        fault.detection = await stages.detect(inp, timeout, self.pre.slow)
         if fault.detection.detected and first:
             self.view.detected(p.injected_at, fault.detection.detected_at)
         elif not fault.detection.detected:
@@ -263,7 +263,7 @@ class Steps:
 
     async def _verify(self) -> CheckResult | None:
         try:
-            return await stages.verify(self.inp)
+            return await stages.verify(self.inp, slow=self.pre.slow)
         except ActivityError:  # not healthy within the restore timeout: the report says so
             return None
 
