@@ -266,7 +266,9 @@ RATE = re.compile(r"^\d+(\.\d+)?(bit|kbit|mbit|gbit)$")
 
 class BandwidthParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    rate: str = Field(default="1mbit", description="the cap, in tc's units: 512kbit, 1mbit, 10mbit")
+    # 256 kbit: below what a member under the default load sends, so the cap slows it (1 mbit was above it: a cap
+    # that never bites, never detected).
+    rate: str = Field(default="256kbit", description="the cap, in tc's units: 256kbit, 1mbit, 10mbit")
 
     @field_validator("rate")
     @classmethod
