@@ -12,7 +12,6 @@ from pathlib import Path
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
@@ -64,7 +63,7 @@ def run_campaign(file: Path, overrides: dict[str, str], dry_run: bool, as_json: 
     try:
         loaded = load_campaign(file, overrides, project=project, port_base=port_base)
     except BadExperiment as err:
-        fail(EXIT_BAD_INPUT, escape(str(err)))
+        fail(EXIT_BAD_INPUT, str(err))
     if dry_run:
         print("\n".join(plan_lines(loaded)))
         print("dry run: nothing was started or touched")

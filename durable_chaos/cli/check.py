@@ -52,9 +52,9 @@ def _parse(name: str, f: IO[str], spec: HistoryModel) -> tuple[History, bool]:
     try:
         history = parse(lines, spec.fs, spec.shape_error)
     except BadHistory as err:
-        fail(EXIT_BAD_INPUT, escape(f"{name}: {err}"))
+        fail(EXIT_BAD_INPUT, f"{name}: {err}")
     except UnicodeDecodeError:
-        fail(EXIT_BAD_INPUT, escape(f"{name}: line {lines.number + 1}: not UTF-8 text"))
+        fail(EXIT_BAD_INPUT, f"{name}: line {lines.number + 1}: not UTF-8 text")
     if not lines.timed:
         for op in history.ops:
             op.invoke_ns, op.complete_ns = op.invoke_ns * UNTIMED_TICK, op.complete_ns * UNTIMED_TICK
@@ -69,11 +69,11 @@ def _read_file(path: Path, spec: HistoryModel) -> tuple[History, bool]:
                 path, encoding="utf-8") as f:
             return _parse(str(path), f, spec)
     except FileNotFoundError:
-        fail(EXIT_BAD_INPUT, escape(f"{path}: no such file"))
+        fail(EXIT_BAD_INPUT, f"{path}: no such file")
     except (gzip.BadGzipFile, EOFError) as err:
-        fail(EXIT_BAD_INPUT, escape(f"{path}: not a whole gzip file ({err})"))
+        fail(EXIT_BAD_INPUT, f"{path}: not a whole gzip file ({err})")
     except OSError as err:
-        fail(EXIT_BAD_INPUT, escape(f"{path}: {err.strerror or err}"))
+        fail(EXIT_BAD_INPUT, f"{path}: {err.strerror or err}")
 
 
 def read(file: str, spec: HistoryModel) -> tuple[History, bool]:
@@ -85,7 +85,7 @@ def read(file: str, spec: HistoryModel) -> tuple[History, bool]:
     if not path.is_dir():
         return _read_file(path, spec)
     if not parts(path):
-        fail(EXIT_BAD_INPUT, escape(f"{path}: a folder with no history parts (*{PART_SUFFIX}) in it"))
+        fail(EXIT_BAD_INPUT, f"{path}: a folder with no history parts (*{PART_SUFFIX}) in it")
     return read_history(path, lambda part: _read_file(part, spec)[0]), True  # ours: timed
 
 
@@ -125,9 +125,9 @@ def check(
                                help="search steps per key before the linearizability search gives up (exit 3)"),
 ) -> None:
     if model not in MODELS:
-        fail(EXIT_BAD_INPUT, escape(f"--model: {model!r} is not one of {', '.join(MODELS)}"))
+        fail(EXIT_BAD_INPUT, f"--model: {model!r} is not one of {', '.join(MODELS)}")
     if isolation is not None and isolation not in ISOLATION_LEVELS:
-        fail(EXIT_BAD_INPUT, escape(f"--isolation: {isolation!r} is not one of {', '.join(ISOLATION_LEVELS)}"))
+        fail(EXIT_BAD_INPUT, f"--isolation: {isolation!r} is not one of {', '.join(ISOLATION_LEVELS)}")
     history, timed = read(file, HISTORY_MODELS[model])
     # The faults the history marks (nemesis lines) split its latency into before, during and after.
     starts = [w.start_ns for w in history.faults]

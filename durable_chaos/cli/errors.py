@@ -23,7 +23,9 @@ err_console = Console(stderr=True)
 
 
 def fail(code: int, message: str) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """One line on stderr and exit `code`. The message is printed as written: it often quotes the user's input or a
+    system's answer, whose brackets Rich would otherwise read as markup and drop."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -38,7 +40,7 @@ def _one_line_usage_errors() -> Iterator[None]:
         if isinstance(err, getattr(click_errors, "NoArgsIsHelpError", ())):
             raise
         where = f" (see `{err.ctx.command_path} --help`)" if err.ctx else ""
-        fail(EXIT_BAD_INPUT, escape(err.format_message().rstrip(".")) + where)
+        fail(EXIT_BAD_INPUT, err.format_message().rstrip(".") + where)
 
 
 class OneLineErrors(TyperGroup):

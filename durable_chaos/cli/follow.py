@@ -75,7 +75,8 @@ def _unechoed_terminal() -> Iterator[None]:
 
 
 async def follow_to_end(client: Client, handle: WorkflowHandle, url: str, first: Progress, *, as_json: bool,
-                        maybe_worker: bool | None = None, interactive: bool = False, ctrl_c_cancels: bool = True) -> int:
+                        maybe_worker: bool | None = None, interactive: bool = False,
+                        ctrl_c_cancels: bool = True) -> int:
     """Show the run live until it closes (running a worker here if none picks it up), then its report.
 
     Returns the exit code: the verdict's, or the failure's. With `as_json` the live view goes to stderr and

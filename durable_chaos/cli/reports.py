@@ -69,7 +69,8 @@ def to_markdown(r: ChaosReport) -> str:
     out = [f"# Chaos run: {_title(r)} - {r.verdict.upper()}", "", "| | |", "| --- | --- |"]
     out += [f"| {k} | {v} |" for k, v in _facts(r)]
     if r.steps:
-        out += ["", "## Steps", "", "| step | fault |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in step_rows(r.steps)]
+        out += ["", "## Steps", "", "| step | fault |", "| --- | --- |"]
+        out += [f"| {k} | {v} |" for k, v in step_rows(r.steps)]
     out += ["", "## Reasons", ""] + [f"- {x}" for x in r.reasons]
     if r.diagnosis:
         out += ["", "## Diagnosis", ""] + _markdown_rows(_diagnosis_lines(r.diagnosis))
@@ -195,7 +196,8 @@ def to_junit(r: ChaosReport) -> str:
     suites = ET.Element("testsuites", name="durable-chaos", tests="1", failures=str(int(failed)), errors="0",
                         time=duration)
     suite = ET.SubElement(suites, "testsuite", name=f"chaos.{r.subject}", tests="1", failures=str(int(failed)),
-                          errors="0", skipped=str(int(skipped)), time=duration, timestamp=r.started_at.strftime("%Y-%m-%dT%H:%M:%S"))
+                          errors="0", skipped=str(int(skipped)), time=duration,
+                          timestamp=r.started_at.strftime("%Y-%m-%dT%H:%M:%S"))
     props = ET.SubElement(suite, "properties")
     for name, value in [("workflow_id", r.workflow_id), ("run_id", r.run_id), ("project", r.project),
                         ("target", r.target), ("targets", ",".join(r.targets) or r.target),

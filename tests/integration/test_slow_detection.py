@@ -33,7 +33,8 @@ async def test_a_rule_that_asks_for_more_than_the_fault_does_leaves_it_undetecte
     """The rule is the run's own: at 1000x its baseline nothing short of down is slow, and the run says the fault
     went undetected (it still undoes it)."""
     report = await run_to_report(client, task_queue, etcd, "slow-rule", fault="bandwidth",
-                                 fault_params={"rate": "256kbit"}, target="follower", max_fault_s=40, detect_timeout_s=6, check_timeout_s=2.0,
+                                 fault_params={"rate": "256kbit"}, target="follower", max_fault_s=40, detect_timeout_s=6,
+                                 check_timeout_s=2.0,
                                  slow={"factor": factor, "checks": 3, "floor_ms": 5000})
     assert report.fault_state == FaultState.RESTORED
     assert report.detected_at is None

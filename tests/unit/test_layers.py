@@ -13,7 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RANK = {
     "durable_chaos.contracts": 0, "durable_chaos.ids": 0, "durable_chaos.state": 0, "durable_chaos.images": 0,
-    "durable_chaos.quorum": 0, "durable_chaos.wording": 1, "durable_chaos.hypothesis": 1, "durable_chaos.slow": 1, "durable_chaos.experiment": 3,
+    "durable_chaos.quorum": 0, "durable_chaos.wording": 1, "durable_chaos.hypothesis": 1, "durable_chaos.slow": 1,
+    "durable_chaos.experiment": 3,
     "durable_chaos.campaign": 3,
     "durable_chaos.faults": 2, "durable_chaos.safety": 2, "subjects": 2,
     "activities": 3, "workflows": 4, "durable_chaos.runtime": 5, "durable_chaos.cli": 6,
