@@ -73,9 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-subjects", action="store_true",
                    help="leave out the subjects table (images, cluster up); the fault matrix still brings the "
                         "copies up")
-    p.add_argument("--faults", default="kill,stop,pause,partition,loss,bandwidth", metavar="A,B",
-                   help="fault kinds of the subject x fault matrix, default parameters (latency is left out by "
-                        "default: it needs sch_netem, which this kernel lacks, and preflight refuses it)")
+    p.add_argument("--faults", default=",".join(CATALOG), metavar="A,B",
+                   help="fault kinds of the subject x fault matrix, default parameters (a kind a subject refuses, "
+                        "such as clock-skew on a Go program, is one refused run in its cell)")
     p.add_argument("--fault-runs", type=int, default=5, metavar="N",
                    help="runs per subject x fault cell, alternating the primary role's holder and a follower. "
                         "p50/p95 are of these N runs, interpolated linearly: with N=5 the p95 lies 4/5 of the way "
@@ -154,6 +154,8 @@ def _cell_texts(r: dict) -> list[str]:
     n = r["runs"]
     if r.get("skipped"):
         return [str(n), "", "", "", "", "", "", r["skipped"]]
+    if r["verdicts"].get("refused") == n:  # the subject refused the kind in preflight: nothing was injected
+        return [str(n), "-", "-", "-", "refused", "-", "-", next(iter(r["failures"]), "")]
     verdicts = " ".join(f"{v} {'FAIL' if k == 'fail' else 'ERROR' if k == 'error' else k}"
                         for k, v in sorted(r["verdicts"].items(), key=lambda kv: kv[0] != "pass"))
     pair = lambda s: f"{_fmt(s['p50'])} / {_fmt(s['p95'])}"  # noqa: E731
@@ -243,8 +245,7 @@ def render(results: dict) -> list[Table]:
         kinds = ", ".join(dict.fromkeys(r["fault"] for r in rows))
         side = ("subjects side by side, each one's runs in turn" if params.get("fault_subjects_concurrent")
                 else "one subject at a time")
-        t = Table(title=f"Subject x fault kind ({kinds}; latency left out: needs sch_netem, absent on this kernel), "
-                        f"default parameters, {params['fault_runs']} runs per cell alternating the primary role's "
+        t = Table(title=f"Subject x fault kind ({kinds}), default parameters, {params['fault_runs']} runs per cell alternating the primary role's "
                         f"holder and a follower, {side}; detect timeout "
                         f"{params.get('fault_detect_timeout_s', scenarios.FAULT_DETECT_TIMEOUT_S):g}s; seconds",
                   title_justify="left")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import ApplicationError
 
 from activities.images import ensure_images, image_exists
 from bench.measure import (
@@ -42,6 +43,7 @@ from durable_chaos.contracts import (
     ChaosInput,
     ChaosReport,
     DetectResult,
+    ErrorType,
     FaultState,
     PreflightResult,
     final_report,
@@ -233,6 +235,10 @@ async def _fault_run(lab: Lab, copy: SubjectCopy, kind: str, i: int) -> dict:
                                            detect_timeout_s=FAULT_DETECT_TIMEOUT_S)
     except Exception as err:  # the workflow failed (or never started): no report, say why
         cause = getattr(err, "cause", None)
+        refused = _refusal(err)
+        if refused is not None:  # preflight said no (clock-skew on a Go program): an answer, not an error
+            return {"target": target, "verdict": "refused", "ttd_s": None, "ttr_s": None, "injected": False,
+                    "detected": False, "diagnosis_correct": False, "failure": f"refused: {refused}"}
         return {"target": target, "verdict": "error", "ttd_s": None, "ttr_s": None, "injected": None,
                 "detected": False, "diagnosis_correct": False, "workflow_id": f"{lab.run_id}-{name}",
                 "failure": f"no report: {type(err).__name__}",
@@ -244,6 +250,16 @@ async def _fault_run(lab: Lab, copy: SubjectCopy, kind: str, i: int) -> dict:
                run_s=round((report.finished_at - report.started_at).total_seconds(), 3),
                reasons=report.reasons, failure=failure_mark(report))
     return rec
+
+
+def _refusal(err: BaseException) -> str | None:
+    """The one line a run was refused with in preflight (bad input: nothing was touched), if that is why it failed."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, ApplicationError) and cause.type == ErrorType.BAD_INPUT:
+            return cause.message
+        cause = getattr(cause, "cause", None) or cause.__cause__
+    return None
 
 
 def _cell(subject: str, kind: str, records: list[dict], skipped: str | None = None) -> dict:
@@ -306,6 +322,8 @@ async def subject_cells(lab: Lab, copy: SubjectCopy, kinds: list[str], runs: int
                     f"TTR {rec['ttr_s']}s {rec['verdict']}"
                     + (f" ({rec.get('failure')})" if rec["verdict"] != "pass" else ""))
             if unhealthy >= UNHEALTHY_IN_A_ROW:  # each further run would wait out the same broken copy
+                break
+            if rec["verdict"] == "refused":  # the next runs would be refused alike
                 break
         row = _cell(subject.name, kind, records)
         if records and records[-1]["ttr_s"] is None:
