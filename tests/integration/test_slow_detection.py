@@ -17,6 +17,7 @@ async def test_a_bandwidth_cap_on_a_member_is_detected_as_slow_and_diagnosed_so(
     assert report.fault_state == FaultState.RESTORED
     detected = next((r for r in report.reasons if r.startswith("detected after")), None)
     capped = report.target
+    print(detected, "|", report.diagnosis.summary)  # the figures docs/runs.md quotes come from this line
     assert detected is not None and f"{capped}: slow: answers in " in detected, report.reasons
     # Slow is not down: the capped member answered every check, so no violation says it did not.
     assert f"{capped}: no answer" not in detected and f"{capped}: unhealthy" not in detected
