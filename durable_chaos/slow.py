@@ -48,10 +48,17 @@ def line_ms(watch: SlowWatch, service: str) -> float | None:
     return max(base * watch.factor, base + watch.floor_ms)
 
 
+def answered(check: CheckResult) -> dict[str, float]:
+    """service -> latency, for members that answered this check and were healthy: a member that timed out gave no
+    answer (its time is the timeout's), and one that answered "unhealthy" is already a violation of its own."""
+    healthy = {m.service for m in check.members if m.healthy}
+    return {s: ms for s, ms in check.latency_ms.items() if s in healthy}
+
+
 def slow_now(watch: SlowWatch, check: CheckResult) -> dict[str, float]:
-    """service -> its latency, for members whose answer in this check was over the line."""
+    """service -> its latency, for members whose healthy answer in this check was over the line."""
     out = {}
-    for service, ms in check.latency_ms.items():
+    for service, ms in answered(check).items():
         line = line_ms(watch, service)
         if line is not None and ms > line:
             out[service] = ms
@@ -77,9 +84,9 @@ class SlowTracker:
     def see(self, check: CheckResult) -> dict[str, str]:
         """Feed one check; service -> finding for every member slow for `checks` checks in a row now."""
         slow = slow_now(self.watch, check)
-        # A member that did not answer this check (a fail-fast check left it out) keeps its streak: no answer is
-        # not a fast answer.
-        for service in check.latency_ms:
+        # A member that gave no healthy answer this check (it timed out, or a fail-fast check left it out) keeps its
+        # streak: no answer is not a fast answer.
+        for service in answered(check):
             self.streak[service] = self.streak.get(service, 0) + 1 if service in slow else 0
         return {s: finding(self.watch, s, ms, self.streak[s]) for s, ms in slow.items()
                 if self.streak[s] >= self.watch.checks}

@@ -68,6 +68,15 @@ def test_a_member_left_out_of_a_fail_fast_check_keeps_its_run():
     assert list(tracker.see(fast(etcd2=250.0))) == ["etcd2"]
 
 
+def test_a_member_that_timed_out_is_not_slow_in_that_check_but_keeps_its_run():
+    tracker = SlowTracker(WATCH)
+    tracker.see(fast(etcd2=250.0))
+    timed_out = check({"etcd1": 4.0, "etcd2": 501.0, "etcd3": 6.0}, unhealthy=("etcd2",))
+    assert tracker.see(timed_out) == {}  # "no answer (timeout)" says it; not also "slow: answers in 501 ms"
+    tracker.see(fast(etcd2=250.0))
+    assert list(tracker.see(fast(etcd2=250.0))) == ["etcd2"]
+
+
 def test_busy_host_noise_under_the_floor_is_never_slow():
     tracker = SlowTracker(WATCH)
     assert all(tracker.see(fast(etcd1=90.0, etcd2=95.0, etcd3=60.0)) == {} for _ in range(20))
