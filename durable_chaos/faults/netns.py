@@ -8,8 +8,6 @@ worker killed mid-call leaves no helper behind. The helper image is built locall
 
 from __future__ import annotations
 
-import functools
-
 from python_on_whales import DockerException, docker
 
 from durable_chaos.images import FromDebian, ImageSpec, local_or_upstream
@@ -30,11 +28,6 @@ class NotRunning(RuntimeError):
 def run_in_netns(container_id: str, script: str, tag: str) -> str:
     """Run `script` (sh -e) in the network namespace of `container_id`; returns its output."""
     return _run(f"container:{container_id}", script, tag)
-
-
-def run_in_scratch_netns(script: str) -> str:
-    """Run `script` in a fresh, empty network namespace of its own: for probing what the kernel can do."""
-    return _run("none", script, "probe")
 
 
 def _run(network: str, script: str, tag: str) -> str:
@@ -65,12 +58,3 @@ def probe_netns(container_id: str, probes: list[str]) -> dict[str, list[str]]:
         return {}
     parts = out.split(PROBE_START)[1:]
     return {probe: [line.strip() for line in part.splitlines() if line.strip()] for probe, part in zip(probes, parts)}
-
-
-@functools.cache
-def kernel_lacks_qdisc(qdisc: str) -> str | None:
-    """None if this Docker host's kernel has the queueing discipline `qdisc`, else its kernel release. Tried in a
-    scratch namespace, so nothing real is touched; asked once per process."""
-    out = run_in_scratch_netns(f"uname -r; tc qdisc add dev lo root {qdisc} >/dev/null 2>&1 && echo has || echo lacks")
-    release, answer = (out.strip().splitlines() + ["", ""])[:2]
-    return None if answer == "has" else release

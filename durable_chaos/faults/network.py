@@ -1,4 +1,5 @@
-"""Network faults, inside the member's own network namespace: partition, loss (iptables), bandwidth, latency (tc).
+"""Network faults, inside the member's own network namespace: partition, loss (iptables), bandwidth (tc); latency,
+reordering and duplication are in `delay.py` (iptables and a delayer of the run's own).
 
 Packet filters go in a chain named after the run (`CHAOS-<tag>`), hooked into INPUT and OUTPUT for every
 interface but loopback; queueing disciplines get a handle derived from the same tag. Undo and the reaper remove
@@ -21,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from durable_chaos.contracts import ContainerState
 from durable_chaos.faults.base import BadFault, Fault, Target
-from durable_chaos.faults.netns import NotRunning, kernel_lacks_qdisc, nettools_image, run_in_netns
+from durable_chaos.faults.netns import NotRunning, nettools_image, run_in_netns
 from durable_chaos.images import ImageSpec
 
 HOOKS = ("INPUT ! -i lo", "OUTPUT ! -o lo")
@@ -90,20 +91,26 @@ class _Filter(_NetFault):
     def rules(self, t: Target) -> list[str]:
         """iptables rule specs appended to the chain."""
 
+    def hooks(self) -> tuple[str, ...]:
+        """Where the chain is hooked in (the first is hooked last, so its presence means every rule is in place)."""
+        return HOOKS
+
     def _script(self, t: Target, which: str) -> str:
         chain = f"CHAOS-{t.tag}"
-        hooked = f"iptables -w -C {HOOKS[0]} -j {chain} 2>/dev/null"
+        hooks = self.hooks()
+        hooked = f"iptables -w -C {hooks[0]} -j {chain} 2>/dev/null"
         if which == "count":  # the first column of `-L -v -x` is each rule's packet count
             return f"iptables -w -L {chain} -v -x -n 2>/dev/null | awk 'NR > 2 {{n += $1}} END {{print n + 0}}'"
         if which == "check":
             return f"if {hooked}; then echo yes; else echo no; fi"
         if which == "inject":
-            # INPUT is hooked last: its hook present means every rule is in place (the check above reads it).
+            # The first hook goes in last: its presence means every rule is in place (the check above reads it).
             lines = [f"if {hooked}; then echo already; exit 0; fi",
                      f"iptables -w -N {chain} 2>/dev/null || iptables -w -F {chain}",
                      *(f"iptables -w -A {chain} {rule}" for rule in self.rules(t)),
-                     f"iptables -w -C {HOOKS[1]} -j {chain} 2>/dev/null || iptables -w -I {HOOKS[1]} -j {chain}",
-                     f"iptables -w -I {HOOKS[0]} -j {chain}",
+                     *(f"iptables -w -C {hook} -j {chain} 2>/dev/null || iptables -w -I {hook} -j {chain}"
+                       for hook in hooks[1:]),
+                     f"iptables -w -I {hooks[0]} -j {chain}",
                      "echo injected"]
             return "\n".join(lines)
         return "\n".join([
@@ -293,33 +300,3 @@ class Bandwidth(_Qdisc):
     def qdisc(self) -> str:
         # A 32 kbit burst and 400 ms of queue: enough for a steady trickle, short enough that excess is dropped.
         return f"{self.qdisc_kind} rate {self.params.rate} burst 32kbit latency 400ms"
-
-
-class LatencyParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    delay_ms: float = Field(default=100.0, gt=0, le=60_000, description="added to every outgoing packet")
-    jitter_ms: float = Field(default=0.0, ge=0, le=60_000)
-
-
-class Latency(_Qdisc):
-    kind = "latency"
-    help = "delay the member's outgoing packets (tc netem; needs the kernel's sch_netem)"
-    Params = LatencyParams
-    looks_like = "delayed: running, but a netem queueing discipline delays its outgoing packets; every answer is late"
-    advice = "Remove the delay on {who}'s interface, or find the slow link."
-    qdisc_kind = "netem"
-    effect = "outgoing packets are delayed"
-
-    def label(self) -> str:
-        jitter = f" ±{self.params.jitter_ms:g}ms" if self.params.jitter_ms else ""
-        return f"latency {self.params.delay_ms:g}ms{jitter}"
-
-    def unsupported(self) -> str | None:
-        release = kernel_lacks_qdisc("netem delay 1ms")
-        if release is None:
-            return None
-        return (f"latency needs the kernel's netem queueing discipline (sch_netem), which this Docker host's kernel "
-                f"({release}) does not have: nothing was injected")
-
-    def qdisc(self) -> str:
-        return f"{self.qdisc_kind} delay {self.params.delay_ms:g}ms {self.params.jitter_ms:g}ms"
