@@ -45,6 +45,8 @@ class Postgres(Subject):
     services = ("etcd1", "etcd2", "etcd3", *PG_SERVICES)
     targets = PG_SERVICES
     default_project = "chaos-postgres"
+    # Patroni's postgresql.data_dir in the compose file (the WAL lives inside it, pg_wal).
+    data_paths = {s: "/var/lib/postgresql/patroni" for s in PG_SERVICES}
     default_port_base = 23820
     ports = 6  # Patroni REST of pg1..3 on base+1..3, PostgreSQL of pg1..3 on base+4..6
     primary_role = "leader"

@@ -1,0 +1,105 @@
+"""Disk faults without Docker: parameters and their bounds, labels, refusals, and the cgroup files as the kernel
+writes them (v1's blkio.throttle files and v2's io.max, laid out in a scratch directory)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from durable_chaos.contracts import ContainerState, Sign
+from durable_chaos.faults import BadFault, Target, make_fault
+from durable_chaos.faults.disk import V1_FILES, DiskSlow, MemberCgroup, host_dir
+
+
+def test_disk_slow_defaults_cap_writes_by_bytes_and_operations():
+    fault = make_fault("disk-slow")
+    assert fault.wanted() == {"rbps": None, "wbps": 1_000_000, "riops": None, "wiops": 50}
+    assert fault.label() == "disk-slow (write 1.00 MB/s, 50 write IOPS)"
+    assert make_fault("disk-slow", {"write_bps": "512kib", "read_iops": "20"}).wanted()["wbps"] == 524288
+
+
+@pytest.mark.parametrize("params, says", [
+    ({"write_bps": "-1mb"}, "write_bps=-1mb is invalid"),
+    ({"write_bps": "1kb"}, "write_bps=1kb is invalid"),  # below one 4 KiB block a second
+    ({"write_iops": "0"}, "write_iops=0 is invalid"),
+    ({"read_iops": "-5"}, "read_iops=-5 is invalid"),
+    ({"rate": "1mb"}, "fault disk-slow has no parameter 'rate'"),
+])
+def test_disk_slow_refuses_bad_rates_in_one_line(params, says):
+    with pytest.raises(BadFault) as err:
+        make_fault("disk-slow", params)
+    assert says in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_member_without_a_declared_data_path_is_refused():
+    t = Target(service="redis1", container=None, addresses={}, tag="t", data_path=None)  # type: ignore[arg-type]
+    assert make_fault("disk-slow").refuse([t]) == (
+        "disk-slow: redis1 has no data path declared by its subject (Subject.data_paths); nothing was injected")
+
+
+def v1_cgroup(tmp_path: Path) -> MemberCgroup:
+    for name in V1_FILES.values():
+        (tmp_path / name).write_text("")
+    return MemberCgroup(tmp_path, v2=False)
+
+
+def test_v1_limits_are_written_one_file_each_and_cleared_with_zero(tmp_path):
+    cg = v1_cgroup(tmp_path)
+    written: list[tuple[str, str]] = []
+    original = Path.write_text
+
+    def record(self, text, *a, **kw):
+        written.append((self.name, text))
+        return original(self, text, *a, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Path, "write_text", record)
+        cg.set("254:0", make_fault("disk-slow").wanted())
+        cg.clear("254:0")
+    assert ("blkio.throttle.write_bps_device", "254:0 1000000\n") in written
+    assert ("blkio.throttle.write_iops_device", "254:0 50\n") in written
+    assert ("blkio.throttle.read_bps_device", "254:0 0\n") in written  # zero: no rule (v1)
+    assert written[-4:] == [(name, "254:0 0\n") for name in V1_FILES.values()]
+
+
+def test_v1_limits_read_back_as_the_kernel_lists_them(tmp_path):
+    cg = v1_cgroup(tmp_path)
+    (tmp_path / V1_FILES["wbps"]).write_text("254:0 1000000\n8:0 5000\n")
+    (tmp_path / V1_FILES["wiops"]).write_text("254:0 50\n")
+    assert cg.limits() == {"254:0": {"wbps": 1000000, "wiops": 50}, "8:0": {"wbps": 5000}}
+    assert cg.limits("8:0") == {"8:0": {"wbps": 5000}}
+
+
+def test_v2_io_max_is_one_line_and_max_means_no_limit(tmp_path):
+    cg = MemberCgroup(tmp_path, v2=True)
+    cg.set("254:0", {"wbps": 1000000, "wiops": 50})
+    assert (tmp_path / "io.max").read_text() == "254:0 rbps=max wbps=1000000 riops=max wiops=50\n"
+    assert cg.limits() == {"254:0": {"wbps": 1000000, "wiops": 50}}
+    cg.clear("254:0")
+    assert (tmp_path / "io.max").read_text() == "254:0 rbps=max wbps=max riops=max wiops=max\n"
+    assert cg.limits() == {}
+
+
+def container(mounts=(), upper="/var/lib/docker/overlay2/abc/diff"):
+    return SimpleNamespace(name="m", mounts=[SimpleNamespace(destination=d, source=s) for d, s in mounts],
+                           graph_driver=SimpleNamespace(name="overlay2", data={"UpperDir": upper}))
+
+
+def test_data_in_the_writable_layer_is_under_the_upper_dir_and_probes_write_beside_it():
+    assert host_dir(container(), "/etcd-data") == (Path("/var/lib/docker/overlay2/abc/diff/etcd-data"),
+                                                   Path("/var/lib/docker/overlay2/abc"))
+
+
+def test_data_in_a_volume_is_under_the_deepest_mount_holding_it():
+    c = container(mounts=[("/data", "/vol/a/_data"), ("/data/jetstream", "/vol/b/_data"), ("/other", "/x")])
+    assert host_dir(c, "/data/jetstream/x") == (Path("/vol/b/_data/x"), Path("/vol/b/_data/x"))
+    assert host_dir(c, "/data") == (Path("/vol/a/_data"), Path("/vol/a/_data"))
+
+
+def test_the_signature_names_the_throttled_member():
+    c = ContainerState(service="etcd2", container="c", status="running", running=True,
+                       signs=[Sign(kind="disk-slow", detail="block I/O limit on 254:0: wbps=1000000")])
+    assert DiskSlow.seen_on(c) == "etcd2's disk I/O is throttled in its cgroup (block I/O limit on 254:0: wbps=1000000)"
+    assert DiskSlow.seen_on(c.model_copy(update={"signs": []})) is None
