@@ -114,11 +114,15 @@ async def test_a_restarted_member_has_no_limit_left_and_undo_says_so(etcd):
 
 
 async def held_then_ended(client, task_queue: str, copy, how: str, target: str, on, **kw) -> GuardReport:
-    """Hold a run before detect with its fault on `target` (`on()` says it is there), then cancel it (its own
-    compensation restores) or terminate it (only its guard can); returns the guard's report once the guard closed."""
+    """Hold a run before detect with its fault on `target` (`on()` says it is there, within a few seconds: a clock
+    offset takes up to one to be read), then cancel it (its own compensation restores) or terminate it (only its
+    guard can); returns the guard's report once the guard closed."""
     async with running_worker(client, task_queue):
         async with held_run(client, task_queue, copy, target=target, **kw) as handle:
-            assert on(), "the run held before detect with its fault not in place"
+            deadline = time.monotonic() + 5
+            while not await asyncio.to_thread(on):
+                assert time.monotonic() < deadline, "the run held before detect with its fault not in place"
+                await asyncio.sleep(0.3)
             if how == "cancel":
                 await handle.cancel()
                 # The compensation runs shielded from the cancellation, then the cancellation goes through.

@@ -103,3 +103,52 @@ def test_the_signature_names_the_throttled_member():
                        signs=[Sign(kind="disk-slow", detail="block I/O limit on 254:0: wbps=1000000")])
     assert DiskSlow.seen_on(c) == "etcd2's disk I/O is throttled in its cgroup (block I/O limit on 254:0: wbps=1000000)"
     assert DiskSlow.seen_on(c.model_copy(update={"signs": []})) is None
+
+
+# -- clock-skew -------------------------------------------------------------------------------------------------------
+
+def member(service: str, entrypoint: list[str], env: list[str], clock_file: str | None) -> Target:
+    config = SimpleNamespace(entrypoint=entrypoint, cmd=["--name", service], env=env, image="img:1")
+    return Target(service=service, container=SimpleNamespace(config=config), addresses={}, tag="t",  # type: ignore[arg-type]
+                  clock_file=clock_file)
+
+
+FAKETIME_ENV = ["LD_PRELOAD=/usr/local/lib/libfaketime.so.1", "FAKETIME_TIMESTAMP_FILE=/etc/chaos-clock-offset"]
+
+
+def test_clock_skew_takes_a_bounded_signed_offset():
+    assert make_fault("clock-skew").label() == "clock-skew (+30 s)"
+    assert make_fault("clock-skew", {"offset_s": "-90"}).label() == "clock-skew (-90 s)"
+    for bad in ("100000", "-86401", "1.5", "soon"):
+        with pytest.raises(BadFault) as err:
+            make_fault("clock-skew", {"offset_s": bad})
+        assert f"fault clock-skew: offset_s={bad} is invalid" in str(err.value)
+
+
+def test_clock_skew_refuses_a_member_its_subject_does_not_run_under_libfaketime():
+    etcd = member("etcd2", ["etcd"], [], None)
+    assert make_fault("clock-skew").refuse([etcd]) == (
+        "clock-skew: etcd2 runs etcd, which its subject does not run under libfaketime (Go programs such as etcd and "
+        "NATS read the clock through the vDSO, out of its reach); nothing was injected")
+    nats = member("nats1", ["/usr/local/bin/nats-server"], [], None)
+    assert "nats1 runs nats-server," in make_fault("clock-skew").refuse([nats])
+
+
+def test_clock_skew_refuses_an_image_that_does_not_preload_libfaketime():
+    upstream = member("pg1", ["patroni"], [], "/etc/chaos-clock-offset")
+    assert make_fault("clock-skew").refuse([upstream]) == (
+        "clock-skew: pg1's image img:1 does not preload libfaketime with /etc/chaos-clock-offset (LD_PRELOAD, "
+        "FAKETIME_TIMESTAMP_FILE); nothing was injected")
+    ours = member("pg1", ["patroni"], FAKETIME_ENV, "/etc/chaos-clock-offset")
+    assert make_fault("clock-skew").refuse([ours]) is None
+
+
+def test_the_shipped_subjects_declare_data_paths_and_only_postgres_clock_files():
+    from subjects.registry import get_subject
+
+    assert get_subject("etcd").data_paths["etcd2"] == "/etcd-data"
+    assert get_subject("nats").data_paths["nats1"] == "/data/jetstream"
+    pg = get_subject("postgres")
+    assert pg.data_paths["pg1"] == "/var/lib/postgresql/patroni"
+    assert set(pg.clock_files) == {"pg1", "pg2", "pg3"}
+    assert get_subject("etcd").clock_files == {} and get_subject("nats").clock_files == {}
