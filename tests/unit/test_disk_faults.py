@@ -152,3 +152,50 @@ def test_the_shipped_subjects_declare_data_paths_and_only_postgres_clock_files()
     assert pg.data_paths["pg1"] == "/var/lib/postgresql/patroni"
     assert set(pg.clock_files) == {"pg1", "pg2", "pg3"}
     assert get_subject("etcd").clock_files == {} and get_subject("nats").clock_files == {}
+
+
+# -- disk-full --------------------------------------------------------------------------------------------------------
+
+def with_mounts(*mounts):
+    return SimpleNamespace(mounts=[SimpleNamespace(destination=d, source=s, type=t, name=n) for d, s, t, n in mounts])
+
+
+@pytest.mark.parametrize("options, bounded", [
+    ({"type": "ext4", "device": "/dev/loop3"}, True),
+    ({"type": "tmpfs", "o": "size=64m"}, True),
+    ({"type": "tmpfs"}, False),  # half the host's memory: no bound worth the name
+    ({}, False),  # a plain local volume: a directory on the host's disk
+])
+def test_disk_full_takes_only_a_volume_bounded_by_its_own_filesystem(monkeypatch, options, bounded):
+    from durable_chaos.faults import disk
+
+    monkeypatch.setattr(disk.docker.volume, "inspect", lambda name: SimpleNamespace(options=options))
+    c = with_mounts(("/data", "/var/lib/docker/volumes/v/_data", "volume", "t-1_data"))
+    found = disk.bounded_volume(c, "/data/appendonly")
+    if bounded:
+        assert found == disk.DataVolume("t-1_data", "/data")
+    else:
+        assert found == ("its data volume t-1_data is not a filesystem of its own with a size (a loop-backed ext4, "
+                         "a tmpfs with size=): filling it would fill the host's disk")
+
+
+def test_disk_full_refuses_data_in_the_writable_layer_or_a_bind_mount():
+    from durable_chaos.faults.disk import bounded_volume
+
+    assert bounded_volume(with_mounts(), "/etcd-data") == (
+        "its data (/etcd-data) is in its container's writable layer, on the host's disk: filling it would fill the "
+        "host's")
+    assert bounded_volume(with_mounts(("/data", "/srv/data", "bind", None)), "/data") == (
+        "its data (/data) is in a bind mount of /srv/data, on the host's disk: filling it would fill the host's")
+
+
+def test_the_fill_allocates_what_is_free_then_writes_to_enospc_and_never_twice():
+    from durable_chaos.faults.disk import fill_script
+
+    script = fill_script("ab12cd34")
+    assert script.startswith("if [ -e /v/.chaos-ballast-ab12cd34 ]; then echo already; exit 0; fi")
+    assert 'fallocate -l "$(df -B1 --output=avail /v | tail -1)" /v/.chaos-ballast-ab12cd34' in script
+    assert "dd if=/dev/zero of=/v/.chaos-ballast-ab12cd34 bs=4096 oflag=append conv=notrunc" in script
+    assert make_fault("disk-full").label() == "disk-full"
+    with pytest.raises(BadFault):
+        make_fault("disk-full", {"size": "1g"})
