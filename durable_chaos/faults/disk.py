@@ -236,6 +236,8 @@ class DiskSlow(Fault):
             p = placement(t)
         except CannotReach:  # stopped or restarted: its cgroup, and the limit in it, are gone
             return False
+        # A probe file left by a worker killed mid-probe goes too (it would go with the container anyway).
+        (p.scratch_dir / probe_name(t.tag)).unlink(missing_ok=True)
         if not p.cgroup.limits(p.device):
             return False
         p.cgroup.clear(p.device)
@@ -246,6 +248,9 @@ class DiskSlow(Fault):
         measured by the kernel rather than read back from a file we wrote."""
         if not self.in_effect(t):
             return None
+        if not (self.params.write_bps or self.params.write_iops):
+            # Read caps only: a probe read would come from the page cache. The kernel's own record is the evidence.
+            return f"{t.service}: {self.label()} in force in its cgroup"
         try:
             p = placement(t)
             took, written = probe_write(p, t.tag, self.params.write_bps, self.params.write_iops)
@@ -277,6 +282,10 @@ class DiskSlow(Fault):
 PROBE_BYTES = 4 * 1024 * 1024
 
 
+def probe_name(tag: str) -> str:
+    return f".chaos-probe-{tag}"
+
+
 def probe_write(p: Placement, tag: str, wbps: int | None, wiops: int | None) -> tuple[float, int]:
     """Seconds and bytes of one O_DIRECT write (4 KiB blocks) into the member's data disk by a child process moved
     into the member's cgroup, sized to take about a second under the cap (blk-throttle lets a short burst through
@@ -286,7 +295,7 @@ def probe_write(p: Placement, tag: str, wbps: int | None, wiops: int | None) -> 
         size = min(size, max(4096, wbps // 4096 * 4096))
     if wiops:
         size = min(size, max(4096, wiops * 4096))
-    target = p.scratch_dir / f".chaos-probe-{tag}"
+    target = p.scratch_dir / probe_name(tag)
     started = time.monotonic()
     try:
         subprocess.run(["dd", "if=/dev/zero", f"of={target}", "bs=4096", f"count={size // 4096}", "oflag=direct",

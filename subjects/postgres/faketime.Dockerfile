@@ -3,7 +3,8 @@
 # ("+0" when no fault is on), re-read at most once a second (FAKETIME_CACHE_DURATION). The monotonic clocks shift
 # with it: bookworm's libfaketime 0.9.10 with FAKETIME_DONT_FAKE_MONOTONIC=1 fails Python's time.sleep (an absolute
 # clock_nanosleep on CLOCK_MONOTONIC) with EINVAL, which killed Patroni the moment an offset was written. A shifted
-# monotonic clock only jumps once, when the offset changes; durations measured across that jump are off by it.
+# monotonic clock only jumps once, when the offset changes; durations measured across that jump are off by it
+# (sleepers are not stalled: libfaketime converts their deadlines with the same offset).
 # A symlink at a fixed path, so LD_PRELOAD names no architecture.
 ARG BASE
 FROM ${BASE}
