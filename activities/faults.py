@@ -38,9 +38,9 @@ def member_targets(instance: SubjectInstance, members: list[str], tag: str) -> l
     containers = project_containers(compose_client(instance), instance)
     addresses = {service: [net.ip_address for net in (c.network_settings.networks or {}).values() if net.ip_address]
                  for service, c in containers.items()}
-    data = instance.subject.data_paths
-    return [Target(service=m, container=containers[m], addresses=addresses, tag=tag, data_path=data.get(m))
-            for m in members if m in containers]
+    data, clocks = instance.subject.data_paths, instance.subject.clock_files
+    return [Target(service=m, container=containers[m], addresses=addresses, tag=tag, data_path=data.get(m),
+                   clock_file=clocks.get(m)) for m in members if m in containers]
 
 
 def inject_now(req: FaultRequest) -> InjectResult:

@@ -180,6 +180,10 @@ class Subject(abc.ABC):
     defaults: SubjectDefaults = SubjectDefaults()
     # service -> where that member keeps its data inside its container (disk faults act there); empty: undeclared.
     data_paths: dict[str, str] = {}
+    # service -> the file in its container that libfaketime (preloaded into every process of that member) reads its
+    # wall-clock offset from: the clock-skew fault rewrites it. Members not listed cannot have their clock shifted
+    # (Go programs such as etcd and NATS read the clock through the vDSO, out of libfaketime's reach).
+    clock_files: dict[str, str] = {}
     # Where the definition came from, for `starter.py subjects` ("entry point etcd", "folder /path").
     origin: str = ""
 

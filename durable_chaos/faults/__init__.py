@@ -14,14 +14,16 @@ from pydantic import ValidationError
 
 from durable_chaos.contracts import ContainerState, Sign
 from durable_chaos.faults.base import BadFault, Fault, Target
+from durable_chaos.faults.clock import ClockSkew
 from durable_chaos.faults.container import Kill, Pause, Stop
-from durable_chaos.faults.netns import probe_netns
+from durable_chaos.faults.disk import DiskFull, DiskSlow
 from durable_chaos.faults.delay import Duplicate, Latency, Reorder
+from durable_chaos.faults.netns import probe_netns
 from durable_chaos.faults.network import Bandwidth, Loss, Partition
 from durable_chaos.faults.targeting import target_choice
 
 CATALOG: dict[str, type[Fault]] = {f.kind: f for f in (Kill, Stop, Pause, Partition, Loss, Bandwidth, Latency,
-                                                       Reorder, Duplicate)}
+                                                       Reorder, Duplicate, DiskSlow, DiskFull, ClockSkew)}
 
 __all__ = ["CATALOG", "BadFault", "Fault", "Target", "catalog_help", "make_fault", "parse_params", "signatures",
            "signs_in_member", "target_choice"]

@@ -45,6 +45,9 @@ class Target:
     tag: str
     # Where this member keeps its data inside its container, as its subject declares it (None: not declared).
     data_path: str | None = None
+    # The file libfaketime reads this member's wall-clock offset from, as its subject declares it (None: its
+    # processes do not run under libfaketime).
+    clock_file: str | None = None
 
     def peer_addresses(self, services: list[str] | None = None) -> list[str]:
         """The addresses of `services` (default: every other member)."""

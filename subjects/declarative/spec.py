@@ -279,6 +279,8 @@ class SubjectFile(_Strict):
                                      description="the role a `leader` target means (default: the first role)")
     diagnosis: Diagnosis = Diagnosis()
     timeouts: SubjectDefaults = SubjectDefaults()
+    data: dict[str, str] = Field(default={}, description="service -> its data directory inside its container, where "
+                                                         "disk faults act (none: disk faults are refused)")
     hook: str | None = Field(default=None, pattern=r"^[\w.]+:\w+$",
                              description="module:Class, a DeclarativeSubject subclass in the folder, for more")
 
@@ -287,6 +289,12 @@ class SubjectFile(_Strict):
         unknown = [t for t in self.targets or [] if t not in self.services]
         if unknown:
             raise ValueError(f"targets {unknown} are not services")
+        unknown = [s for s in self.data if s not in self.services]
+        if unknown:
+            raise ValueError(f"data: {unknown} are not services")
+        relative = [path for path in self.data.values() if not path.startswith("/")]
+        if relative:
+            raise ValueError(f"data: {relative} must be absolute paths inside the container")
         load = self.load if isinstance(self.load, list) else self.load.operations()
         for probe in [*self.probes, *load, *(r.probe for r in self.roles.values())]:
             port = getattr(probe, "port", None)

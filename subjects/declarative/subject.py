@@ -41,6 +41,7 @@ class DeclarativeSubject(Subject):
             "hints": DiagnosisHints(quorum=spec.diagnosis.quorum, log_markers=tuple(spec.diagnosis.log_markers),
                                     prompt_notes=spec.diagnosis.notes),
             "defaults": spec.timeouts,
+            "data_paths": dict(spec.data),
             "origin": f"folder {folder}",
         }
         # A hook subclass that sets an attribute itself wins over the file.

@@ -158,6 +158,8 @@ class Etcd(Subject):
     services = ("etcd1", "etcd2", "etcd3")
     targets = services
     default_project = "chaos-etcd"
+    # ETCD_DATA_DIR in the compose file: the WAL and snapshots the disk faults act on.
+    data_paths = {s: "/etcd-data" for s in services}
     default_port_base = 23790
     hints = DiagnosisHints(
         quorum="majority",

@@ -42,6 +42,8 @@ class Nats(Subject):
     services = ("nats1", "nats2", "nats3")
     targets = services
     default_project = "chaos-nats"
+    # --store_dir in the compose file (JetStream's streams and raft logs).
+    data_paths = {s: "/data/jetstream" for s in services}
     default_port_base = 23800
     # Client ports (4222) of nats1..3 on base+1..3, monitor ports (8222) on base+4..6.
     ports = 6

@@ -1,0 +1,150 @@
+"""clock-skew: shift one member's wall clock by an offset, through libfaketime.
+
+libfaketime must be preloaded from the start of every process of the member, so the subject's image carries it
+(LD_PRELOAD, and FAKETIME_TIMESTAMP_FILE naming a file that holds the offset, "+0" when no fault is on) and the
+subject declares that file per member (`Subject.clock_files`). The fault only rewrites that file; libfaketime
+re-reads it within its cache duration (1 s in the shipped image). Monotonic clocks stay real, as on a host whose
+wall clock is wrong.
+
+Members whose programs libfaketime cannot reach are refused in preflight, never "skewed" in name only: Go programs
+(etcd, NATS) read the clock through the vDSO without libc, and time namespaces do not virtualise CLOCK_REALTIME.
+
+The file is read and written with `docker cp`, which works on a stopped container too: a member stopped while
+skewed is put right by undo, and would otherwise start again with the offset (the file lives in its writable
+layer, which survives a restart). Nothing is named after the run: the offset file is the member's one state.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+from python_on_whales import DockerException, docker
+
+from durable_chaos.contracts import ContainerState
+from durable_chaos.faults.base import Fault, Target
+
+OFFSET = re.compile(r"^\s*([+-]?\d+)\s*$")
+
+
+class ClockSkewParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    offset_s: int = Field(default=30, ge=-86400, le=86400, description="seconds added to the member's wall clock "
+                                                                       "(negative: behind)")
+
+
+def read_offset(container_id: str, path: str) -> int | None:
+    """The offset the member's libfaketime file holds now (None: no such file, or not an offset we write)."""
+    with tempfile.TemporaryDirectory(prefix="chaos-clock-") as tmp:
+        try:
+            docker.copy((container_id, path), Path(tmp) / "offset")
+        except DockerException:
+            return None
+        found = OFFSET.match((Path(tmp) / "offset").read_text())
+    return int(found.group(1)) if found else None
+
+
+def write_offset(container_id: str, path: str, offset: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="chaos-clock-") as tmp:
+        local = Path(tmp) / os.path.basename(path)
+        local.write_text(f"{offset:+d}\n")
+        local.chmod(0o644)  # read by the member's own user (postgres), not only root
+        docker.copy(local, (container_id, path))
+
+
+def preloads_faketime(t: Target) -> bool:
+    env = dict(e.split("=", 1) for e in (t.container.config.env or []) if "=" in e)
+    return "faketime" in env.get("LD_PRELOAD", "") and env.get("FAKETIME_TIMESTAMP_FILE") == t.clock_file
+
+
+def program(t: Target) -> str:
+    argv = [*(t.container.config.entrypoint or []), *(t.container.config.cmd or [])]
+    return os.path.basename(argv[0]) if argv else "an unknown program"
+
+
+class ClockSkew(Fault):
+    kind = "clock-skew"
+    help = "shift the member's wall clock by offset_s seconds (libfaketime; C and Python members only)"
+    Params = ClockSkewParams
+    looks_like = ("clock skew: the member runs and answers, but its wall clock is off from its peers' and clients': "
+                  "timestamps it hands out (now(), log lines, wall-clock leases and TTLs) are early or late by the "
+                  "offset")
+    advice = ("Fix {who}'s time sync (chrony/ntpd, the hypervisor's clock) and look for data stamped with the "
+              "wrong time (now() defaults, expiries, audit logs).")
+    out_of_service = False
+
+    def label(self) -> str:
+        return f"clock-skew ({self.params.offset_s:+d} s)"
+
+    def refuse(self, targets: list[Target]) -> str | None:
+        for t in targets:
+            if t.clock_file is None:
+                return (f"{self.kind}: {t.service} runs {program(t)}, which its subject does not run under libfaketime "
+                        "(Go programs such as etcd and NATS read the clock through the vDSO, out of its reach); "
+                        "nothing was injected")
+            if not preloads_faketime(t):
+                return (f"{self.kind}: {t.service}'s image {t.container.config.image} does not preload libfaketime "
+                        f"with {t.clock_file} (LD_PRELOAD, FAKETIME_TIMESTAMP_FILE); nothing was injected")
+        return None
+
+    def _offset(self, t: Target) -> int | None:
+        return read_offset(t.container.id, t.clock_file) if t.clock_file else None
+
+    def in_effect(self, t: Target) -> bool:
+        return bool(self._offset(t))
+
+    def inject(self, t: Target) -> bool:
+        if self._offset(t) == self.params.offset_s:
+            return False
+        write_offset(t.container.id, t.clock_file, self.params.offset_s)
+        return True
+
+    def undo(self, t: Target) -> bool:
+        if not self._offset(t):  # zero already, or no file at all: nothing is shifted
+            return False
+        write_offset(t.container.id, t.clock_file, 0)
+        return True
+
+    def evidence_of_effect(self, t: Target) -> str | None:
+        """The member's own `date` against this host's clock: the offset libfaketime really applies, not the one
+        the file says."""
+        skew = member_skew(t.container.id)
+        if skew is None or abs(skew - self.params.offset_s) > max(2.0, abs(self.params.offset_s) * 0.05):
+            return None
+        return f"{t.service}: its clock reads {skew:+.1f} s from the host's (date in the member)"
+
+    @classmethod
+    def member_signs(cls, container_id: str) -> list[str]:
+        try:
+            c = docker.container.inspect(container_id)
+            env = dict(e.split("=", 1) for e in (c.config.env or []) if "=" in e)
+            path = env.get("FAKETIME_TIMESTAMP_FILE")
+            offset = read_offset(container_id, path) if path and c.state.running else None
+        except (DockerException, OSError):
+            return []
+        return [f"wall clock shifted {offset:+d} s by libfaketime ({path})"] if offset else []
+
+    @classmethod
+    def seen_on(cls, c: ContainerState) -> str | None:
+        signs = cls.signs_on(c)
+        return f"{c.service}'s wall clock is off: {'; '.join(signs)}" if signs else None
+
+
+def member_skew(container_id: str) -> float | None:
+    """Seconds the member's wall clock (its `date`, under its own environment) is ahead of this host's."""
+    before = time.time()
+    try:
+        out = subprocess.run(["docker", "exec", container_id, "date", "+%s.%N"], capture_output=True, text=True,
+                             timeout=30, check=True).stdout
+    except (subprocess.SubprocessError, OSError):
+        return None
+    after = time.time()
+    try:
+        return float(out.strip()) - (before + after) / 2
+    except ValueError:
+        return None
