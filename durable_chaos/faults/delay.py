@@ -109,7 +109,7 @@ class _Queued(_Filter):
         queue = queue_number(t.tag)
         picked = (f"-m statistic --mode random --probability {self.share() / 100:.4f} "
                   if self.share() < 100 else "")
-        tail = (f'-m mark ! --mark {COPY_MARK} -m comment --comment "chaos {self.kind} {self.label()}" '
+        tail = (f'-m mark ! --mark {COPY_MARK} -m comment --comment "chaos {self.label()}" '
                 f"{picked}-j NFQUEUE --queue-num {queue} --queue-bypass")
         if not self.params.peers:
             return [tail]

@@ -356,26 +356,6 @@ def containers_of_project(project: str) -> list[str]:
     return [c.name for c in docker.container.list(all=True, filters=[("label", f"com.docker.compose.project={project}")])]
 
 
-async def test_latency_on_this_kernel_is_refused_in_preflight_naming_netem(client, cli_env, etcd):
-    before = net_states(etcd)
-    since = since_now()
-    proc = await asyncio.to_thread(starter, "chaos", "--fault", "latency", "-p", "delay_ms=200", "--countdown", "0",
-                                   "--json", *subject_args(etcd), env=cli_env, timeout=180)
-    assert proc.returncode == 2, proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "sch_netem" in errors[0] and "nothing was injected" in errors[0], proc.stderr
-    assert proc.stdout == ""
-    # Nothing was injected: no container event, every namespace as it was, the run never armed a fault.
-    assert events_since(etcd, since) == []
-    assert net_states(etcd) == before
-    desc = await client.get_workflow_handle(etcd.instance.project).describe()
-    assert desc.typed_search_attributes.get(Attr.FAULT_STATE) in (None, FaultState.NONE.value)
-    assert desc.typed_search_attributes.get(Attr.FAULT) == "latency"
-    assert leftovers(etcd, TAGS) == []
-    # The refusal is that one line: the user is not shown the worker's traceback of the refused preflight too.
-    assert "Traceback" not in proc.stderr and "Completing activity as failed" not in proc.stderr, proc.stderr
-
-
 # -- the fault deadline undoes a network kind too --------------------------------------------------------------------
 
 async def test_a_bandwidth_cap_never_outlives_its_deadline(client, task_queue, etcd):
