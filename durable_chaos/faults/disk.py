@@ -30,11 +30,12 @@ from pydantic import BaseModel, ByteSize, ConfigDict, Field
 from python_on_whales import Container, DockerException, docker
 
 from durable_chaos.contracts import ContainerState
+from durable_chaos.faults import cgroups
 from durable_chaos.faults.base import BadFault, Fault, Target
+from durable_chaos.faults.cgroups import CannotReach
 from durable_chaos.faults.netns import HELPER_LABEL, nettools_image
 from durable_chaos.images import ImageSpec
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 # The four limits, in the order cgroup v2 writes them; v1 keeps each in a file of its own.
 LIMITS = ("rbps", "wbps", "riops", "wiops")
 V1_FILES = {"rbps": "blkio.throttle.read_bps_device", "wbps": "blkio.throttle.write_bps_device",
@@ -52,10 +53,6 @@ class DiskSlowParams(BaseModel):
     # fsync at 0.4 ms here); the operation rate is what a WAL waits on (10/s took etcd's fsync from 0.5 to 500 ms).
     write_iops: Iops | None = Field(default=50, description="write operations per second (none: uncapped)")
     read_iops: Iops | None = Field(default=None, description="read operations per second (none: uncapped)")
-
-
-class CannotReach(RuntimeError):
-    """The member's cgroup or its data's block device is not visible from this process: one line why."""
 
 
 @dataclass(frozen=True)
@@ -100,29 +97,13 @@ class MemberCgroup:
 
 
 def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except FileNotFoundError:  # the member stopped meanwhile: its cgroup went with it
-        return ""
+    return cgroups.Cgroup(path.parent, v2=False).read(path.name)
 
 
 def member_cgroup(pid: int) -> MemberCgroup:
     """The I/O cgroup of process `pid` as this host sees it (v1's blkio hierarchy if bound, else v2's io)."""
-    try:
-        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-    except OSError as exc:
-        raise CannotReach(f"process {pid} is not visible here ({exc.strerror})") from None
-    by_controller = {ctl: path for _, ctls, path in (line.split(":", 2) for line in lines) for ctl in ctls.split(",")}
-    if "blkio" in by_controller and (CGROUP_ROOT / "blkio").is_dir():
-        found = MemberCgroup(CGROUP_ROOT / "blkio" / by_controller["blkio"].lstrip("/"), v2=False)
-    else:
-        unified = CGROUP_ROOT / "unified" if (CGROUP_ROOT / "unified").is_dir() else CGROUP_ROOT
-        found = MemberCgroup(unified / by_controller.get("", "/").lstrip("/"), v2=True)
-        if not (found.path / "io.max").exists():
-            raise CannotReach(f"cgroup {found.path} has no io.max (the io controller is not enabled for it)")
-    if not found.path.is_dir():
-        raise CannotReach(f"cgroup {found.path} is not visible here")
-    return found
+    found = cgroups.controller(pid, "blkio", "io.max")
+    return MemberCgroup(found.path, found.v2)
 
 
 def mount_holding(c: Container, data_path: str):
