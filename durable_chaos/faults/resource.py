@@ -105,6 +105,13 @@ class _Limit(Fault):
     def sign(cls, limit: int) -> str:
         raise NotImplementedError
 
+    limited: ClassVar[str]  # what a member under the limit is, in the diagnosis's words
+
+    @classmethod
+    def seen_on(cls, c: ContainerState) -> str | None:
+        signs = cls.signs_on(c)
+        return f"{c.service} is {cls.limited}: {signs[0]}, which its compose file does not set" if signs else None
+
 
 class CpuParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -121,6 +128,7 @@ class Cpu(_Limit):
     out_of_service = False
     v1_name, v2_file = "cpu", "cpu.max"
     declared = "nano_cpus cpu_quota"
+    limited = "CPU-limited"
 
     def label(self) -> str:
         return f"cpu {self.params.cpus:g} CPU"
@@ -170,10 +178,6 @@ class Cpu(_Limit):
     def sign(cls, limit: int) -> str:
         return f"a CPU quota of {limit} µs per period in its cgroup"
 
-    @classmethod
-    def seen_on(cls, c: ContainerState) -> str | None:
-        signs = cls.signs_on(c)
-        return f"{c.service} is CPU-limited: {signs[0]}, which its compose file does not set" if signs else None
 
 
 class MemoryParams(BaseModel):
@@ -193,6 +197,7 @@ class Memory(_Limit):
     out_of_service = False
     v1_name, v2_file = "memory", "memory.max"
     declared = "memory"
+    limited = "memory-limited"
 
     def label(self) -> str:
         return f"memory {self.params.limit_mb:g} MB" if self.params.limit_mb else "memory (its use + 20%)"
@@ -256,10 +261,6 @@ class Memory(_Limit):
     def sign(cls, limit: int) -> str:
         return f"a memory limit of {limit / 2**20:.0f} MiB in its cgroup"
 
-    @classmethod
-    def seen_on(cls, c: ContainerState) -> str | None:
-        signs = cls.signs_on(c)
-        return f"{c.service} is memory-limited: {signs[0]}, which its compose file does not set" if signs else None
 
 
 class ProcessPauseParams(BaseModel):
