@@ -149,9 +149,12 @@ class _Queued(_Filter):
         name = delayer_name(t)
         if docker.container.exists(name):
             found = docker.container.inspect(name)
-            if found.state.running:
+            t.container.reload()
+            # Running, and in the member's namespace of now: a member restarted since has a new one, and a delayer
+            # started before that holds an empty, dead namespace's queue.
+            if found.state.running and found.state.started_at >= t.container.state.started_at:
                 return False
-            found.remove(force=True)  # it died: a fresh one binds the queue again
+            found.remove(force=True)  # it died, or is stale: a fresh one binds the queue again
         try:
             docker.run(delayer_image().ref, ["--queue", str(queue_number(t.tag)), *self.delayer_args()],
                        detach=True, name=name, networks=[f"container:{t.container.id}"], cap_drop=["ALL"],
