@@ -185,6 +185,14 @@ async def test_a_cancel_or_terminate_while_a_cpu_quota_is_on_lifts_it(client, ta
     assert cpu_quota(etcd, "etcd2") in ("-1", "max")
 
 
+@pytest.mark.parametrize("how", ["cancel", "terminate"])
+async def test_a_cancel_or_terminate_while_a_memory_limit_is_on_lifts_it(client, task_queue, etcd, how):
+    assert (await etcd.wait_healthy()).ok
+    await held_then_ended(client, task_queue, etcd, how, "etcd1",
+                          lambda: memory_limit(etcd, "etcd1") is not None, fault="memory")
+    assert memory_limit(etcd, "etcd1") is None and containers(etcd)["etcd1"].state.running
+
+
 @pytest.mark.parametrize("args, says", [
     (["--fault", "process-pause", "-p", "process=nosuch", "--target", "etcd2"],
      "process-pause: etcd2 runs no process named 'nosuch' (it runs: etcd); nothing was injected"),
