@@ -165,14 +165,18 @@ class _Queued(_Filter):
                 raise NotRunning(text.strip().splitlines()[-1]) from exc
             raise
         deadline = time.monotonic() + BIND_TIMEOUT_S
+        why = f"did not bind its queue within {BIND_TIMEOUT_S:g}s"
         while time.monotonic() < deadline:
             log = docker.container.logs(name)
             if "bound NFQUEUE" in log:
                 return True
             if not docker.container.inspect(name).state.running:
-                raise RuntimeError(f"the delayer for {t.service} exited: {log.strip()[-300:]}")
+                why = f"exited: {log.strip()[-300:]}"
+                break
             time.sleep(0.1)
-        raise RuntimeError(f"the delayer for {t.service} did not bind its queue within {BIND_TIMEOUT_S:g}s")
+        # A delayer that cannot bind holds nothing: it goes, so a failed inject leaves no helper behind.
+        docker.container.remove(name, force=True)
+        raise RuntimeError(f"the delayer for {t.service} {why}")
 
     def stats(self, t: Target) -> tuple[int, float, float, int] | None:
         """(packets held, mean ms, max ms, copies sent) from the delayer's last report; None without one."""

@@ -154,8 +154,8 @@ def test_the_same_mechanism_duplicates_reorders_and_delays_toward_one_peer(etcd,
     tag = uuid.uuid4().hex[:8]
     TAGS.append(tag)
     req = FaultRequest(subject=etcd.ref, fault=kind, target="etcd2", targets=["etcd2"], params=params, tag=tag)
-    inject_now(req)
     try:
+        inject_now(req)
         with httpx.Client() as http:  # traffic through etcd2, beside etcd's own between members
             for i in range(30):
                 http.post(f"{member_url(etcd, 'etcd2')}/v3/kv/put", json={"key": "eA==", "value": "eQ=="}, timeout=10)
@@ -187,7 +187,21 @@ def test_bad_latency_input_exits_2_with_one_line_and_injects_nothing(client, etc
     assert {s: queue_rules(etcd, s) for s in etcd.instance.subject.targets} == before
 
 
+def test_a_delayer_that_cannot_start_leaves_no_helper_behind(etcd, monkeypatch):
+    """Without NET_RAW the duplicating delayer cannot open its raw socket and exits: the inject fails (and would be
+    retried), and the dead helper is removed with it rather than left for nobody."""
+    from durable_chaos.faults.delay import Duplicate
+    monkeypatch.setattr(Duplicate, "capabilities", ("NET_ADMIN",))
+    tag = uuid.uuid4().hex[:8]
+    TAGS.append(tag)
+    req = FaultRequest(subject=etcd.ref, fault="duplicate", target="etcd1", targets=["etcd1"], params={}, tag=tag)
+    with pytest.raises(RuntimeError, match="the delayer for etcd1 exited: .*Operation not permitted"):
+        inject_now(req)
+    assert delayers(tag) == [] and queue_rules(etcd, "etcd1") == []
+
+
 async def test_zz_nothing_is_left_behind_by_this_module(etcd):
     assert TAGS, "no test recorded its tag: the tests above did not run"
     assert leftovers(etcd, TAGS) == []
     assert (await etcd.wait_healthy()).ok
+
