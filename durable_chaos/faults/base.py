@@ -103,11 +103,11 @@ class Fault(abc.ABC):
         return []
 
     @classmethod
-    def member_signs(cls, container_id: str) -> list[str]:
+    def member_signs(cls, c: Container) -> list[str]:
         """This kind's signs on a running member that neither Docker's state nor the network namespace shows (a
-        CPU quota, a stopped process, a full volume), read however the kind reads them (`docker inspect`, a helper
-        in the member's PID namespace). Asked of every kind for every running member when evidence is gathered,
-        so it must be cheap and must not fail: nothing seen is []."""
+        CPU quota, a stopped process, a full volume), read however the kind reads them (its cgroup, its volumes,
+        a file in it) from `c`, the member as Docker described it once for every kind. Asked of every kind for
+        every running member when evidence is gathered, so it must be cheap and must not fail: nothing seen is []."""
         return []
 
     @classmethod

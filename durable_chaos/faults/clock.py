@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
-from python_on_whales import DockerException, docker
+from python_on_whales import Container, DockerException, docker
 
 from durable_chaos.contracts import ContainerState
 from durable_chaos.faults.base import Fault, Target
@@ -119,12 +119,11 @@ class ClockSkew(Fault):
         return f"{t.service}: its clock reads {skew:+.1f} s from the host's (date in the member)"
 
     @classmethod
-    def member_signs(cls, container_id: str) -> list[str]:
+    def member_signs(cls, c: Container) -> list[str]:
+        env = dict(e.split("=", 1) for e in (c.config.env or []) if "=" in e)
+        path = env.get("FAKETIME_TIMESTAMP_FILE")
         try:
-            c = docker.container.inspect(container_id)
-            env = dict(e.split("=", 1) for e in (c.config.env or []) if "=" in e)
-            path = env.get("FAKETIME_TIMESTAMP_FILE")
-            offset = read_offset(container_id, path) if path and c.state.running else None
+            offset = read_offset(c.id, path) if path and c.state.running else None
         except (DockerException, OSError):
             return []
         return [f"wall clock shifted {offset:+d} s by libfaketime ({path})"] if offset else []

@@ -241,11 +241,10 @@ class DiskSlow(Fault):
                 f"from its cgroup ({_rate(written / took)}), under {self.label()}")
 
     @classmethod
-    def member_signs(cls, container_id: str) -> list[str]:
+    def member_signs(cls, c: Container) -> list[str]:
+        if not c.state.running or not c.state.pid:
+            return []
         try:
-            c = docker.container.inspect(container_id)
-            if not c.state.running or not c.state.pid:
-                return []
             cg = member_cgroup(c.state.pid)
             return [f"block I/O limit on {dev}: " + " ".join(f"{k}={v}" for k, v in limits.items())
                     for dev, limits in cg.limits().items()]
@@ -391,11 +390,10 @@ class DiskFull(Fault):
                 f"({int(out[2]) // 2**20} MiB of ballast)")
 
     @classmethod
-    def member_signs(cls, container_id: str) -> list[str]:
+    def member_signs(cls, c: Container) -> list[str]:
         """Ballast files on the member's volumes, read where the daemon mounts them on this host (no helper: this is
         asked of every member whenever evidence is gathered)."""
         try:
-            c = docker.container.inspect(container_id)
             signs = []
             for m in c.mounts or []:
                 if m.type == "volume" and Path(m.source).is_dir():

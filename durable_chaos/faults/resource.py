@@ -15,7 +15,7 @@ import signal
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
-from python_on_whales import Container, DockerException, docker
+from python_on_whales import Container, DockerException
 
 from durable_chaos.contracts import ContainerState
 from durable_chaos.faults import cgroups
@@ -91,11 +91,10 @@ class _Limit(Fault):
         return True
 
     @classmethod
-    def member_signs(cls, container_id: str) -> list[str]:
+    def member_signs(cls, c: Container) -> list[str]:
+        if any(getattr(c.host_config, f, 0) for f in cls.declared.split()):
+            return []  # its own limit, as its compose file set it: not a fault
         try:
-            c = docker.container.inspect(container_id)
-            if any(getattr(c.host_config, f, 0) for f in cls.declared.split()):
-                return []  # its own limit, as its compose file set it: not a fault
             limit = cls.limit_now(cgroups.controller(running_pid(c), cls.v1_name, cls.v2_file))
         except (CannotReach, DockerException, OSError, ValueError):
             return []
@@ -330,11 +329,10 @@ class ProcessPause(Fault):
         return f"{t.service}: {self.name(t.container)} stopped (state T): pid {', '.join(map(str, stopped))}"
 
     @classmethod
-    def member_signs(cls, container_id: str) -> list[str]:
+    def member_signs(cls, c: Container) -> list[str]:
+        if c.state.paused:
+            return []  # the whole container is frozen: that is the pause kind's sign, not a stopped process
         try:
-            c = docker.container.inspect(container_id)
-            if c.state.paused:
-                return []  # the whole container is frozen: that is the pause kind's sign, not a stopped process
             return [f"{cgroups.comm(p)} (pid {p}) is stopped" for p in cgroups.processes(running_pid(c))
                     if cgroups.state(p) == "T"]
         except (CannotReach, DockerException, OSError, ValueError):

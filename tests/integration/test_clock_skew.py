@@ -14,6 +14,7 @@ import time
 
 import pytest
 import pytest_asyncio
+from python_on_whales import docker
 
 from activities.faults import member_targets
 from durable_chaos.faults import make_fault
@@ -69,7 +70,7 @@ async def test_clock_skew_shifts_a_postgres_members_own_clock_and_undo_puts_it_b
         during = await skew_settles(member, offset)
         took = time.monotonic() - injected_at
         evidence = fault.evidence_of_effect(t)
-        signs = type(fault).member_signs(member)
+        signs = type(fault).member_signs(docker.container.inspect(member))
         healthy_during = (await postgres.check()).ok
     finally:
         undone = fault.undo(t)

@@ -86,7 +86,7 @@ async def test_disk_slow_raises_an_etcd_members_fsync_latency_and_undo_lifts_it(
         assert any(re.search(r"write_iops_device \d+:\d+ 10$|wiops=10", line) for line in on), on
         during = await asyncio.to_thread(mean_fsync_ms, port)
         evidence = fault.evidence_of_effect(t)
-        signs = type(fault).member_signs(member)
+        signs = type(fault).member_signs(docker.container.inspect(member))
     finally:
         undone = fault.undo(t)
     assert undone is True and fault.undo(t) is False

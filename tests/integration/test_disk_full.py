@@ -141,7 +141,7 @@ async def test_disk_full_fills_the_bounded_volume_to_enospc_and_undo_empties_it(
         full = df_in_member(member)
         answer = await refused_with_enospc(p)
         evidence = fault.evidence_of_effect(t)
-        signs = type(fault).member_signs(member)
+        signs = type(fault).member_signs(docker.container.inspect(member))
     finally:
         undone = fault.undo(t)
     assert undone is True and fault.undo(t) is False and not fault.in_effect(t)
