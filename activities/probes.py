@@ -123,12 +123,16 @@ async def preflight(req: PreflightRequest) -> PreflightResult:
     choice = _choice_or_bad_input(subject, fault, req, roles=baseline.roles)
     # What only the members themselves can tell (a process they run, a data volume): asked of every member each
     # fault may hit (a later step's members are drawn later, so its kind is asked of every target).
-    for kind, members in [(fault, [*choice.must, *choice.pool]),
-                          *((f, list(subject.targets)) for f in every[1:])]:
-        targets = await off_loop(member_targets, instance, members, "preflight")
-        reason = await off_loop(kind.refuse, targets)
-        if reason:
-            raise bad_input(reason)
+    # One lookup of the members serves every kind, and none at all when no kind can refuse (kill, partition...).
+    asked = [(kind, members) for kind, members in [(fault, [*choice.must, *choice.pool]),
+                                                   *((f, list(subject.targets)) for f in every[1:])]
+             if type(kind).refuse is not Fault.refuse]
+    if asked:
+        targets = {t.service: t for t in await off_loop(member_targets, instance, list(subject.targets), "preflight")}
+        for kind, members in asked:  # in the choice's order: the member the run names first is the one refused
+            reason = await off_loop(kind.refuse, [targets[m] for m in members if m in targets])
+            if reason:
+                raise bad_input(reason)
     return PreflightResult(
         subject=subject.name,
         project=instance.project,
