@@ -47,7 +47,7 @@ from activities.notify import worker_notify_url
 from durable_chaos.faults import BadFault, Fault, target_choice
 from durable_chaos.faults.steps import BadStep, check_steps, spare
 from durable_chaos.slow import SlowTracker, as_violation, baseline, finding, slow_now
-from subjects import SubjectInstance
+from subjects import Session, SubjectInstance
 
 TIMELINE_CAP = 40  # checks kept for the evidence bundle; older ones are dropped
 
@@ -58,20 +58,25 @@ async def wait_until_healthy(
 ) -> CheckResult | None:
     """Poll until every invariant holds, and with `slow` no member answers slowly; None on timeout. Heartbeats
     each check."""
-    deadline = time.monotonic() + timeout_s
-    last: CheckResult | None = None
     async with open_session(instance) as session:
-        while True:
-            last = await session.check(check_timeout_s, fail_fast=True)
-            if slow is not None and last.ok:
-                # One fast answer is enough to call a member recovered; only calling it slow takes several.
-                last = as_violation(last, {s: finding(slow, s, ms, 1) for s, ms in slow_now(slow, last).items()})
-            if last.ok:
-                return last
-            if time.monotonic() >= deadline:
-                activity.logger.warning("subject still unhealthy: %s", "; ".join(last.violations))
-                return None
-            await asyncio.sleep(interval_s)
+        return await poll_until_healthy(session, timeout_s, check_timeout_s, interval_s, slow)
+
+
+async def poll_until_healthy(session: Session, timeout_s: float, check_timeout_s: float, interval_s: float = 0.25,
+                             slow: SlowWatch | None = None) -> CheckResult | None:
+    """`wait_until_healthy` on a session the caller holds open."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        last = await session.check(check_timeout_s, fail_fast=True)
+        if slow is not None and last.ok:
+            # One fast answer is enough to call a member recovered; only calling it slow takes several.
+            last = as_violation(last, {s: finding(slow, s, ms, 1) for s, ms in slow_now(slow, last).items()})
+        if last.ok:
+            return last
+        if time.monotonic() >= deadline:
+            activity.logger.warning("subject still unhealthy: %s", "; ".join(last.violations))
+            return None
+        await asyncio.sleep(interval_s)
 
 
 def _build_progress(line: str) -> None:
@@ -111,14 +116,17 @@ async def preflight(req: PreflightRequest) -> PreflightResult:
         await off_loop(ensure_image, instance, _build_progress)
         await off_loop(bring_up, client)
         started = True
-    baseline = await wait_until_healthy(instance, req.timeout_s, req.check_timeout_s)
+    # One session (one set of connections) for the steady state and the baseline measured right after it.
+    async with open_session(instance) as session:
+        baseline = await poll_until_healthy(session, req.timeout_s, req.check_timeout_s)
+        slow = None if baseline is None else await measure_baseline(session, req.slow or subject.defaults.slow,
+                                                                    baseline, req.check_timeout_s)
     if baseline is None:
         raise ApplicationError(
             f"subject {subject.name!r} (project {instance.project}) did not become healthy within {req.timeout_s:g}s",
             type=ErrorType.SUBJECT_UNHEALTHY,
             non_retryable=True,
         )
-    slow = await measure_baseline(instance, req.slow or subject.defaults.slow, baseline, req.check_timeout_s)
     # Roles as the steady state reads them, the moment before the countdown: `leader` means this member.
     choice = _choice_or_bad_input(subject, fault, req, roles=baseline.roles)
     # What only the members themselves can tell (a process they run, a data volume): asked of every member each
@@ -152,14 +160,13 @@ async def preflight(req: PreflightRequest) -> PreflightResult:
 BASELINE_CHECKS = 5  # the first healthy check and four more: a median that one slow answer does not move
 
 
-async def measure_baseline(instance: SubjectInstance, rule: SlowRule, first: CheckResult,
+async def measure_baseline(session: Session, rule: SlowRule, first: CheckResult,
                            check_timeout_s: float) -> SlowWatch:
     """Every member's probe latency before the fault: the median of a few healthy checks."""
     checks = [first]
-    async with open_session(instance) as session:
-        while len(checks) < BASELINE_CHECKS:
-            await asyncio.sleep(0.1)
-            checks.append(await session.check(check_timeout_s))
+    while len(checks) < BASELINE_CHECKS:
+        await asyncio.sleep(0.1)
+        checks.append(await session.check(check_timeout_s))
     return baseline(rule, [c for c in checks if c.ok] or [first])
 
 
