@@ -17,7 +17,8 @@ from durable_chaos.contracts import ContainerState, Sign
 from durable_chaos.faults.base import BadFault, Fault, Target
 from durable_chaos.faults.clock import ClockSkew
 from durable_chaos.faults.container import Kill, Pause, Stop
-from durable_chaos.faults.disk import DiskFull, DiskSlow
+from durable_chaos.faults.disk import DiskSlow
+from durable_chaos.faults.disk_full import DiskFull
 from durable_chaos.faults.delay import Duplicate, Latency, Reorder
 from durable_chaos.faults.netns import probe_netns
 from durable_chaos.faults.network import Bandwidth, Loss, Partition

@@ -167,20 +167,20 @@ def with_mounts(*mounts):
     ({}, False),  # a plain local volume: a directory on the host's disk
 ])
 def test_disk_full_takes_only_a_volume_bounded_by_its_own_filesystem(monkeypatch, options, bounded):
-    from durable_chaos.faults import disk
+    from durable_chaos.faults import disk_full
 
-    monkeypatch.setattr(disk.docker.volume, "inspect", lambda name: SimpleNamespace(options=options))
+    monkeypatch.setattr(disk_full.docker.volume, "inspect", lambda name: SimpleNamespace(options=options))
     c = with_mounts(("/data", "/var/lib/docker/volumes/v/_data", "volume", "t-1_data"))
-    found = disk.bounded_volume(c, "/data/appendonly")
+    found = disk_full.bounded_volume(c, "/data/appendonly")
     if bounded:
-        assert found == disk.DataVolume("t-1_data", "/data")
+        assert found == disk_full.DataVolume("t-1_data", "/data")
     else:
         assert found == ("its data volume t-1_data is not a filesystem of its own with a size (a loop-backed ext4, "
                          "a tmpfs with size=): filling it would fill the host's disk")
 
 
 def test_disk_full_refuses_data_in_the_writable_layer_or_a_bind_mount():
-    from durable_chaos.faults.disk import bounded_volume
+    from durable_chaos.faults.disk_full import bounded_volume
 
     assert bounded_volume(with_mounts(), "/etcd-data") == (
         "its data (/etcd-data) is in its container's writable layer, on the host's disk: filling it would fill the "
@@ -190,7 +190,7 @@ def test_disk_full_refuses_data_in_the_writable_layer_or_a_bind_mount():
 
 
 def test_the_fill_allocates_what_is_free_then_writes_to_enospc_and_never_twice():
-    from durable_chaos.faults.disk import fill_script
+    from durable_chaos.faults.disk_full import fill_script
 
     script = fill_script("ab12cd34")
     assert script.startswith("if [ -e /v/.chaos-ballast-ab12cd34 ]; then echo already; exit 0; fi")
