@@ -29,7 +29,7 @@ from bench import loadgen, resume, safety, scenarios, stress
 from durable_chaos.contracts import DEFAULT_LOAD_RATE, MAX_LOAD_RATE, WORKFLOW_TASK_TIMEOUT, Attr, ChaosInput, SubjectRef
 from durable_chaos.faults import CATALOG
 from durable_chaos.runtime.copies import SubjectCopy, free_port_base
-from durable_chaos.runtime.devserver import EAGER_ACTIVITIES, temporal_binary
+from durable_chaos.runtime.devserver import SERVER_SETTINGS, temporal_binary
 from subjects import get_subject, subject_ref
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -442,7 +442,7 @@ async def main(args: argparse.Namespace) -> int:
         console.print(f"[bold]{run_id}[/]: starting a private Temporal dev server and {n_copies} etcd copies")
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=temporal_binary(), data_converter=pydantic_data_converter,
-            search_attributes=list(Attr.ALL), dev_server_log_level="error", dev_server_extra_args=EAGER_ACTIVITIES)
+            search_attributes=list(Attr.ALL), dev_server_log_level="error", dev_server_extra_args=SERVER_SETTINGS)
         t0 = time.monotonic()
         await bring_up(copies)
         results["bring_up_s"] = round(time.monotonic() - t0, 2)

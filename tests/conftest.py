@@ -26,7 +26,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from durable_chaos.contracts import Attr, ChaosInput, Progress, final_report
 from durable_chaos.runtime.copies import SubjectCopy, free_port_base
-from durable_chaos.runtime.devserver import temporal_binary
+from durable_chaos.runtime.devserver import SERVER_SETTINGS, temporal_binary
 from durable_chaos.runtime.worker import build_worker
 from subjects import Reading, Session, get_subject, subject_ref
 from workflows.chaos import ChaosDemoWorkflow
@@ -63,6 +63,7 @@ async def temporal_env():
         data_converter=pydantic_data_converter,
         search_attributes=list(Attr.ALL),
         dev_server_log_level="error",
+        dev_server_extra_args=SERVER_SETTINGS,
     )
     try:
         yield env
@@ -85,6 +86,7 @@ async def temporal_ui_env():
         data_converter=pydantic_data_converter,
         search_attributes=list(Attr.ALL),
         dev_server_log_level="error",
+        dev_server_extra_args=SERVER_SETTINGS,
         ui=True,
         ui_port=ui_port,
     )

@@ -84,9 +84,10 @@ def build_worker(client: Client, task_queue: str | None = None, activity_functio
         workflows=WORKFLOWS,
         workflow_runner=SANDBOX,
         activities=activities.ALL if activity_functions is None else activity_functions,
-        # After a worker dies, its workflows wait on its sticky queue this long before any worker may take them.
-        sticky_queue_schedule_to_start_timeout=timedelta(seconds=1),
-        # Heartbeats must reach the server well inside the activities' 1.5 s heartbeat timeout.
+        # After a worker dies, its workflows wait on its sticky queue this long before any worker may take them. A
+        # task that waits longer on a live but busy worker is only replayed from the start by whoever takes it.
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=0.5),
+        # Heartbeats must reach the server well inside the activities' 1 s heartbeat timeout.
         max_heartbeat_throttle_interval=timedelta(seconds=0.5),
         default_heartbeat_throttle_interval=timedelta(seconds=0.5),
         graceful_shutdown_timeout=timedelta(seconds=5),
