@@ -11,7 +11,8 @@ from durable_chaos.runtime.devserver import ServerUnreachable, connect_or_start
 from durable_chaos.runtime.metrics import metrics_address, metrics_runtime, watch_injected_faults
 from durable_chaos.runtime.priority import run_ahead
 from durable_chaos.runtime.run_log import show_in_terminal
-from durable_chaos.runtime.worker import SearchAttributesMissing, build_worker, ensure_search_attributes, retire_reaper_schedule
+from durable_chaos.runtime.worker import (SearchAttributesMissing, build_worker, ensure_search_attributes,
+                                         retire_reaper_schedule)
 
 
 async def main() -> int:
@@ -46,7 +47,8 @@ async def main() -> int:
         print(f"worker polling task queue {worker.task_queue!r} on {client.service_client.config.target_host}"
               f" (namespace {client.namespace}); Ctrl-C to stop", flush=True)
         await stop.wait()
-        print("shutting down: in-flight activities get 5 s to finish, the rest resume on another worker")
+        print("shutting down: what watches is handed back to another worker now; an inject, a restore or a load "
+              "window in flight gets 5 s to finish")
         if gauge:
             gauge.cancel()
             with contextlib.suppress(asyncio.CancelledError):

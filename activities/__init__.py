@@ -1,6 +1,8 @@
 """Activities: everything that touches the outside world (Docker, the subject's network API, Claude).
 
-One module per concern; `ALL` is what the worker registers.
+One module per concern; `ALL` is what the worker registers. `HANDED_BACK` are the ones that only watch or read:
+a worker shutting down gracefully hands them back to run again elsewhere (runtime/hand_back.py); the rest change a
+subject or write a record, and finish first.
 """
 
 from activities.campaign import previous_campaign_report
@@ -16,3 +18,6 @@ from activities.safety import check_safety
 ALL = [preflight, run_load_window, inject_fault, detect_violation, gather_evidence, diagnose, restore_fault,
        wait_healthy, find_orphaned_faults, reap_fault, wait_until_run_closes, check_safety, watch_stop_conditions,
        wait_external_detection, post_notice, confirm_fault, choose_targets, previous_campaign_report]
+HANDED_BACK = [detect_violation, gather_evidence, diagnose, wait_healthy, wait_until_run_closes, check_safety,
+               watch_stop_conditions, wait_external_detection, confirm_fault, find_orphaned_faults, choose_targets,
+               previous_campaign_report]

@@ -17,6 +17,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 import activities
 from durable_chaos.contracts import Attr
 from durable_chaos.runtime.connect import task_queue as default_task_queue
+from durable_chaos.runtime.hand_back import HandBack
 from durable_chaos.runtime.heartbeats import Heartbeats
 from durable_chaos.runtime.loop_watch import LoopWatch
 from durable_chaos.runtime.priority import run_ahead
@@ -90,8 +91,11 @@ def build_worker(client: Client, task_queue: str | None = None, activity_functio
         # Heartbeats must reach the server well inside the activities' 1 s heartbeat timeout.
         max_heartbeat_throttle_interval=timedelta(seconds=0.5),
         default_heartbeat_throttle_interval=timedelta(seconds=0.5),
+        # What changes a subject gets this long to finish when the worker stops; what only watches is handed back
+        # (activities are registered under their function's name).
         graceful_shutdown_timeout=timedelta(seconds=5),
-        interceptors=[RunLog(), Heartbeats(), *interceptors],
+        interceptors=[RunLog(), Heartbeats(), HandBack(f.__name__ for f in activities.HANDED_BACK),
+                      *interceptors],
     )
 
 

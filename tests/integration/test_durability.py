@@ -46,6 +46,7 @@ from durable_chaos.contracts import (
 from durable_chaos.ids import fault_guard_id
 from durable_chaos.runtime.copies import free_port_base
 from durable_chaos.runtime.devserver import dev_server_command
+from durable_chaos.runtime.hand_back import HANDED_BACK_MESSAGE
 from tests.conftest import (
     ARTIFACTS,
     ROOT,
@@ -175,6 +176,36 @@ async def test_worker_sigkill_at_any_point_still_restores(client, task_queue, et
     assert report.time_to_detect_s is not None and report.time_to_detect_s >= 0
     record({"scenario": f"worker SIGKILL {point}", "restored": True, "containers_killed": len(deaths),
             "resume_s": resumed, "ttd_s": report.time_to_detect_s, "ttr_s": report.time_to_restore_s})
+
+
+async def test_a_worker_stopped_with_sigterm_hands_its_watch_back_and_another_worker_restores(
+        client, task_queue, etcd, tmp_path):
+    """A deploy stops the worker gracefully while a fault is on: the guard's watch (which would run for the whole
+    run) is handed back at once and taken by the next worker, which then finishes the run and its restore."""
+    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    first = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
+    second = None
+    try:
+        handle = await held_at(client, task_queue, etcd, "etcd2")  # etcd2 killed; the guard watches the run
+        guard = client.get_workflow_handle(fault_guard_id(handle.id, handle.result_run_id))
+        while (await pending(guard)).get("wait_until_run_closes") != STARTED:
+            await asyncio.sleep(0.05)
+        first.proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(first.proc.wait, 30)  # the watch does not hold the worker's exit
+        watch = next(a for a in (await guard.describe()).raw_description.pending_activities
+                     if a.activity_type.name == "wait_until_run_closes")
+        assert watch.attempt == 2 and watch.last_failure.message == HANDED_BACK_MESSAGE, watch
+        second = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path)
+        await asyncio.to_thread(second.wait_ready)
+        await walk_to_end(handle)
+        report = await final_report(handle)
+    finally:
+        first.stop()
+        if second:
+            second.stop()
+    assert report.verdict == "pass" and report.fault_state == FaultState.RESTORED, report.reasons
+    assert etcd.died_since(since) == ["etcd2"]
+    assert all(etcd.running().values())
 
 
 async def test_cancel_right_after_injection_restores_via_the_cli(client, task_queue, etcd, tmp_path):
