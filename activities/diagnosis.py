@@ -15,7 +15,8 @@ from datetime import datetime, timedelta, timezone
 from temporalio import activity
 
 from activities.claude import ClaudeAnswer, ClaudeUnavailable, ask_claude
-from activities.docker import compose_client, container_states, off_loop, open_session, service_logs
+from activities.docker import off_loop, open_session
+from activities.engine import container_states, service_logs
 from activities.logs import excerpt
 from activities.common import resolve_or_bad_input
 from durable_chaos.faults import CATALOG, signatures, signs_in_member
@@ -63,7 +64,6 @@ def load_impact(windows: list[LoadWindow], injected_at: datetime | None) -> Load
 async def gather_evidence(req: EvidenceRequest) -> Evidence:
     """Container states, the check timeline, health now, redacted member logs and the load impact."""
     instance = resolve_or_bad_input(req.subject)
-    client = compose_client(instance)
     since = (req.injected_at or datetime.now(timezone.utc)) - LOG_LOOKBACK
 
     async def health_now():
@@ -71,8 +71,8 @@ async def gather_evidence(req: EvidenceRequest) -> Evidence:
             return await session.check(1.0)
 
     containers, raw_logs, health = await asyncio.gather(
-        off_loop(container_states, client, instance),
-        off_loop(service_logs, client, instance, since),
+        container_states(instance),
+        service_logs(instance, since.timestamp()),
         health_now(),
     )
     # Each kind's signs on every running member: a partition, packet loss, a rate cap or a CPU quota leaves the

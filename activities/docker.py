@@ -1,4 +1,5 @@
-"""Everything that talks to Docker, through python-on-whales.
+"""Compose, images and the containers fault kinds act on, through python-on-whales; what is read while a run is
+under way goes through the Engine API instead (activities/engine.py).
 
 python-on-whales shells out to the docker CLI and blocks, so activities call these helpers through
 `asyncio.to_thread`: a blocked event loop would make the worker miss heartbeats and queries.
@@ -7,16 +8,19 @@ python-on-whales shells out to the docker CLI and blocks, so activities call the
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+import contextlib
 from typing import Callable, TypeVar
 
+import aiodocker
+import aiohttp
 from python_on_whales import Container, DockerClient, DockerException
 from temporalio.exceptions import ApplicationError
 
+from activities.engine import EngineMembers, Member, members_from_thread
 from activities.images import ImageBuildFailed, ensure_images
-from durable_chaos.contracts import ContainerState, ErrorType, bad_input
+from durable_chaos.contracts import ErrorType, bad_input
 from durable_chaos.state import state_dir
-from subjects import ExecResult, SubjectInstance
+from subjects import SubjectInstance
 from durable_chaos.images import ImageSpec
 
 T = TypeVar("T")
@@ -95,12 +99,23 @@ def bring_up(client: DockerClient) -> None:
     client.compose.up(detach=True, quiet=True)
 
 
+def project_members(instance: SubjectInstance) -> dict[str, Member]:
+    """service -> container of one instance, stopped ones included, by compose's labels: one Engine API request
+    (`docker compose ps` parses the whole project first and takes ~10x longer, which sits in time-to-restore)."""
+    try:
+        return members_from_thread(instance)
+    except (aiodocker.DockerError, aiohttp.ClientError, OSError) as exc:
+        raise docker_unavailable(exc) from exc
+
+
 def project_containers(client: DockerClient, instance: SubjectInstance) -> dict[str, Container]:
-    """service -> container of one instance, stopped ones included. By compose's labels through the plain docker
-    CLI: `docker compose ps` parses the whole project first and takes ~10x longer, which sits directly in
-    time-to-restore."""
-    found = client.container.list(all=True, filters=[("label", f"com.docker.compose.project={instance.project}")])
-    return {c.config.labels.get("com.docker.compose.service"): c for c in found}
+    return handles(client, project_members(instance))
+
+
+def handles(client: DockerClient, members: dict[str, Member]) -> dict[str, Container]:
+    """Members as python-on-whales handles, which fault kinds act through; each inspects its container only when
+    asked for what it holds."""
+    return {service: Container(client.client_config, m.id, is_immutable_id=True) for service, m in members.items()}
 
 
 def service_container(client: DockerClient, instance: SubjectInstance, service: str) -> Container:
@@ -114,83 +129,12 @@ def service_container(client: DockerClient, instance: SubjectInstance, service: 
     return found
 
 
-def all_running(client: DockerClient, instance: SubjectInstance) -> bool:
-    running = {c.name for c in client.compose.ps() if c.state.running}
-    return len(running) >= len(instance.subject.services)
-
-
-def container_states(client: DockerClient, instance: SubjectInstance) -> list[ContainerState]:
-    by_service = project_containers(client, instance)
-    states = []
-    for service in instance.subject.services:
-        c = by_service.get(service)
-        if c is None:
-            states.append(ContainerState(service=service, container="", running=False, status="missing"))
-            continue
-        s = c.state
-        states.append(
-            ContainerState(
-                service=service,
-                container=c.name,
-                running=bool(s.running),
-                status=s.status or "unknown",
-                exit_code=s.exit_code,
-                oom_killed=bool(s.oom_killed),
-                restart_count=c.restart_count or 0,
-            )
-        )
-    return states
-
-
-LOG_TAIL_LINES = 2000  # a chatty member must not make `docker logs` return megabytes
-
-
-def service_logs(client: DockerClient, instance: SubjectInstance, since: datetime) -> dict[str, str]:
-    """stdout+stderr of every member since `since`, each line prefixed with the daemon's timestamp (dead
-    containers included: their last words matter most)."""
-    by_service = project_containers(client, instance)
-    return {
-        service: client.container.logs(by_service[service], since=since, tail=LOG_TAIL_LINES, timestamps=True)
-        if service in by_service else ""
-        for service in instance.subject.services
-    }
-
-
-class DockerMembers:
-    """`subjects.Members` for sessions that run a command inside a member (`docker exec`).
-
-    An asyncio subprocess rather than python-on-whales: a probe must not tie up a thread for as long as a hung
-    command runs, and it must be killable at its timeout."""
-
-    def __init__(self, instance: SubjectInstance):
-        self.instance = instance
-        self._containers: dict[str, str] = {}
-
-    async def _container(self, service: str) -> str:
-        """The member's container id, looked up once per session; "" while it has none."""
-        if service not in self._containers:
-            try:
-                found = await asyncio.to_thread(service_container, DockerClient(), self.instance, service)
-            except ApplicationError:  # no container (yet): the probe fails, a later one looks again
-                return ""
-            self._containers[service] = found.id
-        return self._containers[service]
-
-    async def exec(self, service: str, argv: list[str], timeout: float) -> ExecResult:
-        container = await self._container(service)
-        if not container:
-            return ExecResult(exit_code=-1, output=f"no container for service {service}")
-        proc = await asyncio.create_subprocess_exec("docker", "exec", container, *argv,
-                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
-            return ExecResult(exit_code=-1, output=f"no answer within {timeout:g}s (timeout)")
-        return ExecResult(exit_code=proc.returncode, output=out.decode(errors="replace"))
-
-
-def open_session(instance: SubjectInstance):
-    """The subject's own session on a running instance (an async context manager)."""
-    return instance.subject.session(instance, DockerMembers(instance))
+@contextlib.asynccontextmanager
+async def open_session(instance: SubjectInstance):
+    """The subject's own session on a running instance; its commands in members go through the Engine API."""
+    members = EngineMembers(instance)
+    try:
+        async with instance.subject.session(instance, members) as session:
+            yield session
+    finally:
+        await members.close()

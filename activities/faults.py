@@ -13,7 +13,7 @@ from python_on_whales import DockerException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.docker import compose_client, off_loop, project_containers
+from activities.docker import compose_client, handles, off_loop, project_members
 from activities.common import fault_or_bad_input, resolve_or_bad_input
 from durable_chaos.contracts import ErrorType, FaultEffect, FaultRequest, InjectResult, RestoreResult, bad_input
 from durable_chaos.faults import Fault, Target
@@ -35,9 +35,9 @@ def member_targets(instance: SubjectInstance, members: list[str], tag: str) -> l
     """A Target for every one of `members` that has a container (with every member's addresses: its peers)."""
     # One lookup for the whole project (no separate `docker info` first: an unreachable daemon fails it with the
     # error `off_loop` turns into DockerUnavailable).
-    containers = project_containers(compose_client(instance), instance)
-    addresses = {service: [net.ip_address for net in (c.network_settings.networks or {}).values() if net.ip_address]
-                 for service, c in containers.items()}
+    found = project_members(instance)
+    containers = handles(compose_client(instance), found)
+    addresses = {service: list(m.addresses) for service, m in found.items()}
     data, clocks = instance.subject.data_paths, instance.subject.clock_files
     return [Target(service=m, container=containers[m], addresses=addresses, tag=tag, data_path=data.get(m),
                    clock_file=clocks.get(m)) for m in members if m in containers]

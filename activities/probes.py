@@ -14,7 +14,6 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.docker import (
-    all_running,
     bring_up,
     compose_client,
     ensure_docker,
@@ -25,6 +24,7 @@ from activities.docker import (
     validate_compose,
 )
 from activities.common import fault_or_bad_input, resolve_or_bad_input
+from activities.engine import all_running
 from activities.faults import member_targets
 from activities.guardrails import check_monitoring
 from durable_chaos.contracts import (
@@ -112,7 +112,7 @@ async def preflight(req: PreflightRequest) -> PreflightResult:
         if reason:
             raise bad_input(reason)
     started = False
-    if not await off_loop(all_running, client, instance):
+    if not await all_running(instance):
         await off_loop(ensure_image, instance, _build_progress)
         await off_loop(bring_up, client)
         started = True

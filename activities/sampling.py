@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 
 import httpx
 
-from activities.docker import DockerMembers
+from activities.engine import EngineMembers
 from activities.guardrails import MonitoringUnreachable, query_samples
 from durable_chaos.contracts import Probe, ProbeSample
 from durable_chaos.contracts.hypothesis import TEXT_LIMIT
@@ -42,13 +42,17 @@ async def sample_all(probes: list[Probe], instance: SubjectInstance, timeout: fl
     """Every probe asked once, at the same time; label -> [its sample]."""
     if not probes:
         return {}
-    members = DockerMembers(instance) if any(p.exec_ for p in probes) else None
-    async with httpx.AsyncClient() as http:
-        samples = await asyncio.gather(*(sample(p, http, members, timeout) for p in probes))
+    members = EngineMembers(instance) if any(p.exec_ for p in probes) else None
+    try:
+        async with httpx.AsyncClient() as http:
+            samples = await asyncio.gather(*(sample(p, http, members, timeout) for p in probes))
+    finally:
+        if members is not None:
+            await members.close()
     return {p.label: [s] for p, s in zip(probes, samples)}
 
 
-async def sample(probe: Probe, http: httpx.AsyncClient, members: DockerMembers | None,
+async def sample(probe: Probe, http: httpx.AsyncClient, members: EngineMembers | None,
                  timeout: float) -> ProbeSample:
     at = datetime.now(timezone.utc)
     try:
@@ -93,9 +97,9 @@ def _field(at: datetime, body, path: str) -> ProbeSample:
     return ProbeSample(at=at, text=(body if isinstance(body, str) else json.dumps(body))[:TEXT_LIMIT])
 
 
-async def _exec(probe: Probe, members: DockerMembers, at: datetime, timeout: float) -> ProbeSample:
+async def _exec(probe: Probe, members: EngineMembers, at: datetime, timeout: float) -> ProbeSample:
     result = await members.exec(probe.exec_.service, probe.exec_.command, timeout)
-    if result.exit_code == -1:  # DockerMembers' own: no container, or no answer in time (no exit code at all)
+    if result.exit_code == -1:  # no container, not running, or no answer in time: no exit code at all
         return ProbeSample(at=at, error=result.output[:200])
     if probe.what == "output":
         return ProbeSample(at=at, text=result.output[:TEXT_LIMIT])

@@ -44,7 +44,8 @@ def temporal_binary() -> str:
 # - The history service never fires a timer earlier than `timerProcessorMaxTimeShift` after it was created (1 s by
 #   default). Every activity retry and every heartbeat timeout is such a timer, so after a worker dies its stage's
 #   retry ran 1 s after the server had already timed the attempt out (measured: 0.1 s retry interval, 1.004 s gap;
-#   with 10 ms, 0.109-0.117 s). The shift only batches timer reads: an idle dev server took 0.08 CPU s per 30 s with 1 s and with 10 ms.
+#   with 10 ms, 0.109-0.117 s). The shift only batches timer reads: an idle dev server took 0.08 CPU s per 30 s
+#   with 1 s and with 10 ms.
 SERVER_SETTINGS = ["--dynamic-config-value", "system.enableActivityEagerExecution=true",
                    "--dynamic-config-value", 'history.timerProcessorMaxTimeShift="10ms"']
 
