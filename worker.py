@@ -11,8 +11,8 @@ from durable_chaos.runtime.devserver import ServerUnreachable, connect_or_start
 from durable_chaos.runtime.metrics import metrics_address, metrics_runtime, watch_injected_faults
 from durable_chaos.runtime.priority import run_ahead
 from durable_chaos.runtime.run_log import show_in_terminal
-from durable_chaos.runtime.worker import (SearchAttributesMissing, build_worker, ensure_search_attributes,
-                                         retire_reaper_schedule)
+from durable_chaos.runtime.server_setup import SearchAttributesMissing, ensure_search_attributes, retire_reaper_schedule
+from durable_chaos.runtime.worker import build_worker
 
 
 async def main() -> int:

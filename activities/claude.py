@@ -14,9 +14,7 @@ import os
 import secrets
 from dataclasses import dataclass
 
-import anthropic
 import pydantic
-from anthropic import AsyncAnthropic
 
 from activities.redact import redact
 from durable_chaos.contracts import CheckResult, DiagnosisFindings, Evidence, FallbackReason
@@ -134,12 +132,16 @@ async def ask_claude(evidence: Evidence, deadline_s: float) -> ClaudeAnswer:
     api_key = os.environ.get(API_KEY_ENV)
     if not api_key:
         raise ClaudeUnavailable("no_api_key", f"{API_KEY_ENV} is not set in the worker's environment")
+    # Imported here, when a run asks Claude: the SDK takes over a second to import (measured 1.3 s), and the command
+    # line and a worker that never diagnoses would pay it for nothing.
+    import anthropic
+
     model = model_name()
     nonce = secrets.token_hex(8)
     prompt = user_prompt(evidence, nonce)
     try:
         async with asyncio.timeout(deadline_s):
-            async with AsyncAnthropic(api_key=api_key, max_retries=SDK_MAX_RETRIES, timeout=deadline_s) as client:
+            async with anthropic.AsyncAnthropic(api_key=api_key, max_retries=SDK_MAX_RETRIES, timeout=deadline_s) as client:
                 message = await client.messages.parse(
                     model=model,
                     max_tokens=MAX_TOKENS,

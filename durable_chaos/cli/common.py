@@ -37,12 +37,7 @@ from durable_chaos.contracts import WORKFLOW_NAME, ErrorType, Progress
 from durable_chaos.ids import fault_guard_id, notify_id
 from durable_chaos.runtime.connect import connect_config, task_queue, ui_base_url
 from durable_chaos.runtime.devserver import ServerUnreachable, connect_or_start
-from durable_chaos.runtime.worker import (
-    SearchAttributesMissing,
-    build_worker,
-    ensure_search_attributes,
-    retire_reaper_schedule,
-)
+from durable_chaos.runtime.server_setup import SearchAttributesMissing, ensure_search_attributes, retire_reaper_schedule
 from subjects import BadSubjectFile, UnknownSubject, get_subject
 from workflows.chaos import ChaosDemoWorkflow
 
@@ -152,6 +147,8 @@ async def worker_if_needed(client: Client, handle: WorkflowHandle,
         yield False
         return
     err_console.print("[dim]no worker polling the task queue: running one in this process for this run[/]")
+    from durable_chaos.runtime.worker import build_worker  # the worker, only when this process runs one
+
     async with build_worker(client, task_queue=task_queue()):
         try:
             yield True

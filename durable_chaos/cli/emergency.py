@@ -38,7 +38,6 @@ from durable_chaos.cli.facts import RunFacts, cancelled_text, run_facts
 from durable_chaos.cli.schedule_views import chaos_schedules
 from durable_chaos.contracts import SCHEDULED_WORKFLOW_NAME, WORKFLOW_NAME, FaultState
 from durable_chaos.runtime.connect import task_queue
-from durable_chaos.runtime.worker import build_worker
 
 console = Console()
 # Every note stop-all pauses a schedule with starts so: it is how resume-schedules tells its pauses from others'.
@@ -158,6 +157,8 @@ async def _stop_all(reason: str | None, wait_s: float) -> int:
         own_worker = not await has_live_worker(client, queue)
         if own_worker:
             err_console.print("[dim]no worker polling the task queue: running one in this process to restore[/]")
+            from durable_chaos.runtime.worker import build_worker  # the worker, only when this process runs one
+
             await stack.enter_async_context(build_worker(client, task_queue=queue))
         closed = await _wait_closed(client, queue, pending, seen, wait_s)
         handles.update(pending)

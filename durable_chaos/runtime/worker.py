@@ -7,15 +7,11 @@ import logging
 from collections.abc import Sequence
 from datetime import timedelta
 
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 import activities
-from durable_chaos.contracts import Attr
 from durable_chaos.runtime.connect import task_queue as default_task_queue
 from durable_chaos.runtime.hand_back import HandBack
 from durable_chaos.runtime.heartbeats import Heartbeats
@@ -35,34 +31,6 @@ WORKFLOWS = [ChaosDemoWorkflow, FaultGuardWorkflow, FaultReaperWorkflow, Schedul
 # code is printed by Rich, which imports its renderers lazily. Inside the sandbox that import would be re-done there,
 # hit restricted modules and fail the workflow task (the run then retries it forever): Rich passes through.
 SANDBOX = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("rich"))
-
-
-class SearchAttributesMissing(RuntimeError):
-    pass
-
-
-async def ensure_search_attributes(client: Client) -> list[str]:
-    """Register the Chaos* search attributes the workflow upserts. Idempotent; returns the names it added."""
-    have = await client.operator_service.list_search_attributes(
-        ListSearchAttributesRequest(namespace=client.namespace)
-    )
-    missing = {k.name: k.indexed_value_type for k in Attr.ALL if k.name not in have.custom_attributes}
-    if not missing:
-        return []
-    try:
-        await client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
-        )
-    except RPCError as err:
-        wanted = " ".join(
-            f"--name {name} --type {IndexedValueType.Name(kind).removeprefix('INDEXED_VALUE_TYPE_').title()}"
-            for name, kind in missing.items()
-        )
-        raise SearchAttributesMissing(
-            f"cannot register search attributes ({err.status.name if err.status else err}: {err.message}); "
-            f"ask an admin to run: temporal operator search-attribute create {wanted}"
-        ) from err
-    return sorted(missing)
 
 
 class WatchedWorker(Worker):
@@ -97,15 +65,3 @@ def build_worker(client: Client, task_queue: str | None = None, activity_functio
         interceptors=[RunLog(), Heartbeats(), HandBack(f.__name__ for f in activities.HANDED_BACK),
                       *interceptors],
     )
-
-
-async def retire_reaper_schedule(client: Client, task_queue: str | None = None) -> bool:
-    """Delete the reaper Schedule earlier versions installed (a do-nothing run in the web UI's list every minute);
-    each fault now has its own guard. Returns whether there was one."""
-    try:
-        await client.get_schedule_handle(f"chaos-fault-reaper-{task_queue or default_task_queue()}").delete()
-    except RPCError as err:
-        if err.status != RPCStatusCode.NOT_FOUND:
-            raise
-        return False
-    return True
