@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from durable_chaos.runtime.priority import NICE
+from tests.conftest import ROOT
 
 RAISE = ("from durable_chaos.runtime.priority import run_ahead; import os; print(run_ahead()); "
          "print(os.getpriority(os.PRIO_PROCESS, 0))")
@@ -33,6 +34,30 @@ def _run_ahead_in(nice: int, drop_root: bool = False) -> tuple[str, int]:
 def test_a_worker_allowed_to_raises_its_priority_above_the_containers():
     line, priority = _run_ahead_in(0)
     assert priority == NICE and "ahead of the subjects" in line, line
+
+
+# A thread started before run_ahead(), as the SDK's own (its heartbeats and polls) are, once the client connects.
+EVERY_THREAD = """
+import os, threading
+from durable_chaos.runtime.priority import run_ahead
+started, done = threading.Event(), threading.Event()
+def sdk_thread():
+    started.set()
+    done.wait()
+thread = threading.Thread(target=sdk_thread)
+thread.start()
+started.wait()
+run_ahead()
+print(os.getpriority(os.PRIO_PROCESS, thread.native_id))
+done.set()
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root (or CAP_SYS_NICE) may raise a priority")
+def test_every_thread_of_the_worker_runs_ahead_not_only_the_one_that_asked():
+    out = subprocess.run([sys.executable, "-c", EVERY_THREAD], preexec_fn=lambda: os.setpriority(os.PRIO_PROCESS, 0, 0),
+                         capture_output=True, text=True, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": "."})
+    assert int(out.stdout.strip()) == NICE, out.stdout
 
 
 def test_a_worker_not_allowed_to_says_so_and_keeps_running_at_its_priority():
