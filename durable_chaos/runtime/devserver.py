@@ -19,6 +19,7 @@ from temporalio.runtime import Runtime
 
 from durable_chaos.contracts import Attr
 from durable_chaos.runtime.connect import connect, connect_config, uses_default_server
+from durable_chaos.runtime.priority import start_ahead
 from durable_chaos.state import state_dir
 
 TYPE_NAMES = {2: "Keyword", 4: "Double", 5: "Bool"}
@@ -68,6 +69,7 @@ def start_dev_server() -> Path:
         proc = subprocess.Popen(
             dev_server_command(db_file=folder / "temporal.db"),
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=start_ahead,  # timers and heartbeats are its work: a starved server delays every run
         )
     (folder / "temporal-dev-server.pid").write_text(str(proc.pid))
     return log
