@@ -18,7 +18,7 @@ import traceback
 from asyncio import AbstractEventLoop
 
 log = logging.getLogger("chaos.worker")
-# A stall of half a second risks a heartbeat timeout (1 s, with heartbeats sent every 0.5 s): worth knowing.
+# A stall of half a second risks a heartbeat timeout (1.2 s, with heartbeats sent every 0.4 s): worth knowing.
 STALL_S = 0.5
 STILL_STALLED_S = 5.0
 TICK_S = 0.05
