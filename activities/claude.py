@@ -141,7 +141,8 @@ async def ask_claude(evidence: Evidence, deadline_s: float) -> ClaudeAnswer:
     prompt = user_prompt(evidence, nonce)
     try:
         async with asyncio.timeout(deadline_s):
-            async with anthropic.AsyncAnthropic(api_key=api_key, max_retries=SDK_MAX_RETRIES, timeout=deadline_s) as client:
+            async with anthropic.AsyncAnthropic(api_key=api_key, max_retries=SDK_MAX_RETRIES,
+                                                timeout=deadline_s) as client:
                 message = await client.messages.parse(
                     model=model,
                     max_tokens=MAX_TOKENS,

@@ -51,7 +51,6 @@ from durable_chaos.contracts.campaign import (
 from durable_chaos.experiment.load import BadExperiment
 from durable_chaos.faults.steps import check_steps
 from durable_chaos.runtime.connect import task_queue
-from workflows.campaign import ChaosCampaignWorkflow
 
 STATE_STYLE = {"pass": "bold green", "fail": "bold red", "inconclusive": "yellow", "error": "yellow",
                "cancelled": "yellow", "running": "bold cyan", "pending": "dim"}
@@ -84,6 +83,7 @@ def _build_images(loaded: LoadedCampaign) -> None:
 
 
 async def start_and_follow(loaded: LoadedCampaign, as_json: bool, detach: bool) -> int:
+    from workflows.campaign import ChaosCampaignWorkflow  # with its activities: imported on use (start-up)
     inp = loaded.input
     _build_images(loaded)
     client = await connect_client()
@@ -139,6 +139,7 @@ def print_campaign_report(console: Console, r: CampaignReport, url: str) -> None
 
 
 async def _query(handle: WorkflowHandle) -> CampaignProgress:
+    from workflows.campaign import ChaosCampaignWorkflow  # with its activities: imported on use (start-up)
     return await handle.query(ChaosCampaignWorkflow.progress, result_type=CampaignProgress,
                               rpc_timeout=QUERY_TIMEOUT)
 
@@ -194,6 +195,7 @@ async def is_campaign(client: Client, workflow_id: str, run_id: str | None) -> b
 async def campaign_report(client: Client, workflow_id: str, run_id: str | None, fmt: str,
                           output: Path | None) -> int:
     """`report CAMPAIGN_ID`: the finished campaign's report in `fmt`; a running one's progress as JSON."""
+    from workflows.campaign import ChaosCampaignWorkflow  # with its activities: imported on use (start-up)
     handle = client.get_workflow_handle_for(ChaosCampaignWorkflow.run, workflow_id, run_id=run_id)
     desc = await handle.describe()
     handle = client.get_workflow_handle_for(ChaosCampaignWorkflow.run, workflow_id, run_id=desc.run_id)

@@ -39,7 +39,6 @@ from durable_chaos.runtime.connect import connect_config, task_queue, ui_base_ur
 from durable_chaos.runtime.devserver import ServerUnreachable, connect_or_start
 from durable_chaos.runtime.server_setup import SearchAttributesMissing, ensure_search_attributes, retire_reaper_schedule
 from subjects import BadSubjectFile, UnknownSubject, get_subject
-from workflows.chaos import ChaosDemoWorkflow
 
 # stop-all: a cancelled run did not confirm its fault undone (still running, or closed still marked injected).
 EXIT_NOT_RESTORED = 4
@@ -202,6 +201,7 @@ def load_subject(subject: str):
 async def query_progress(handle: WorkflowHandle) -> Progress:
     """The run's `progress` query: what the live view and `status` draw. Bounded: a worker that died moments ago
     is still listed as a poller, and the server would hold the query for it for half a minute."""
+    from workflows.chaos import ChaosDemoWorkflow  # with its activities: imported on use (start-up)
     return await handle.query(ChaosDemoWorkflow.progress, result_type=Progress, rpc_timeout=QUERY_TIMEOUT)
 
 
@@ -223,6 +223,7 @@ def no_worker_hint(workflow_id: str) -> str:
 async def lookup_run(client: Client, workflow_id: str,
                      run_id: str | None) -> tuple[WorkflowHandle, WorkflowExecutionDescription]:
     """The run (latest of the id unless run_id is given), checked to be a chaos run, and its description."""
+    from workflows.chaos import ChaosDemoWorkflow  # with its activities: imported on use (start-up)
     handle = client.get_workflow_handle(workflow_id, run_id=run_id)
     try:
         desc = await handle.describe()

@@ -25,13 +25,12 @@ from durable_chaos.cli.render import print_report
 from durable_chaos.cli.options import REPORT_JSON_OPTION
 from durable_chaos.contracts import ReapRequest, final_report
 from durable_chaos.runtime.connect import task_queue
-from workflows.chaos import ChaosDemoWorkflow
-from workflows.reaper import FaultReaperWorkflow
 
 RUN_ID = typer.Argument(..., help="Workflow id of the run (the subject copy's project, e.g. chaos-etcd).")
 
 
 async def _advance(workflow_id: str) -> int:
+    from workflows.chaos import ChaosDemoWorkflow  # with its activities: imported on use (start-up)
     client = await connect_client()
     handle, _ = await running_run(client, workflow_id)
     async with worker_if_needed(client, handle):
@@ -72,6 +71,7 @@ def cancel(workflow_id: str = RUN_ID) -> None:
 
 
 async def _abort(workflow_id: str, reason: str, as_json: bool) -> int:
+    from workflows.chaos import ChaosDemoWorkflow  # with its activities: imported on use (start-up)
     client = await connect_client()
     handle, _ = await running_run(client, workflow_id)
     async with worker_if_needed(client, handle):
@@ -95,6 +95,7 @@ def abort(
 
 
 async def _reap(lookback_hours: float) -> int:
+    from workflows.reaper import FaultReaperWorkflow  # with its activities: imported on use (start-up)
     client = await connect_client()
     queue = task_queue()
     handle = await client.start_workflow(

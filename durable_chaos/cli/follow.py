@@ -29,7 +29,6 @@ from durable_chaos.cli.common import (
 )
 from durable_chaos.cli.render import print_report, progress_view
 from durable_chaos.contracts import ChaosReport, Progress, Stage, final_report
-from workflows.chaos import ChaosDemoWorkflow
 
 
 ENTER = ""
@@ -146,6 +145,7 @@ class _Watcher:
     async def answer(self, keys: asyncio.Queue[str], progress: Progress | None) -> None:
         """One Enter releases one stage, and only a stage the user has been shown: presses typed ahead of a
         prompt are dropped, so a double Enter can never skip past the kill unseen."""
+        from workflows.chaos import ChaosDemoWorkflow  # with its activities: imported on use (start-up)
         if self.choosing:
             while not keys.empty():
                 key = keys.get_nowait()

@@ -78,8 +78,6 @@ from durable_chaos.contracts.campaign import CampaignInput
 from durable_chaos.experiment.load import BadExperiment
 from durable_chaos.runtime.connect import task_queue
 from subjects import resolve
-from workflows.campaign import ChaosCampaignWorkflow
-from workflows.scheduled import ScheduledChaosWorkflow
 
 app = typer.Typer(help="Nightly (or any cron) chaos runs as Temporal Schedules.", no_args_is_help=True,
                   rich_markup_mode=None)  # plain help, as the top-level app (cli/app.py says why)
@@ -97,6 +95,7 @@ def _check_timezone(name: str) -> None:
 
 
 def _run_action(schedule_id: str, inp: ChaosInput) -> ScheduleActionStartWorkflow:
+    from workflows.scheduled import ScheduledChaosWorkflow  # with its activities: imported on use (start-up)
     return ScheduleActionStartWorkflow(
         ScheduledChaosWorkflow.run,
         inp,
@@ -111,6 +110,7 @@ def _run_action(schedule_id: str, inp: ChaosInput) -> ScheduleActionStartWorkflo
 def _campaign_action(schedule_id: str, inp: CampaignInput) -> ScheduleActionStartWorkflow:
     # The campaign itself is the action: its cells are its children, and its runs find each other for the
     # scorecard by name (ChaosCampaign), whatever the fire time appended to their ids.
+    from workflows.campaign import ChaosCampaignWorkflow  # with its activities: imported on use (start-up)
     return ScheduleActionStartWorkflow(
         ChaosCampaignWorkflow.run, inp, id=schedule_id, task_queue=task_queue(), task_timeout=WORKFLOW_TASK_TIMEOUT,
         typed_search_attributes=TypedSearchAttributes([SearchAttributePair(Attr.CAMPAIGN, inp.name)]),

@@ -23,11 +23,11 @@ from durable_chaos.contracts import WORKFLOW_TASK_TIMEOUT, ChaosInput, Progress
 from durable_chaos.faults import make_fault
 from durable_chaos.runtime.connect import task_queue
 from subjects import resolve
-from workflows.chaos import ChaosDemoWorkflow
 
 
 async def start_and_follow(inp: ChaosInput, as_json: bool, detach: bool) -> int:
     """Start a run of `inp` (`chaos`, `run FILE`) and follow it live, or return once started (`--detach`)."""
+    from workflows.chaos import ChaosDemoWorkflow  # with its activities: imported on use (start-up)
     instance = resolve(inp.subject)
     build_images_with_progress(instance.subject.name, instance.subject.images())
     fault = make_fault(inp.fault, inp.fault_params)  # validated already by chaos_input
