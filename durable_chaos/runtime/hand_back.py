@@ -6,7 +6,7 @@ with "did not complete in time", and only that failure is retried: a detection o
 run for minutes, resumed elsewhere only after those 5 s (measured: 5.11 s; handed back, 0.11 s). An activity that
 changes a subject or writes a record (inject, restore, a load window) is not handed back: it finishes within the
 graceful period, since a retry of a half-done change is what the guarantees are about. Which activities are handed
-back is the activities package's list (`activities.HANDED_BACK`).
+back is the activities' own list (`activities.registry.HANDED_BACK`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-import activities
+from activities.registry import ALL as ACTIVITIES, HANDED_BACK
 from durable_chaos.runtime.connect import task_queue as default_task_queue
 from durable_chaos.runtime.hand_back import HandBack
 from durable_chaos.runtime.heartbeats import Heartbeats
@@ -27,10 +27,18 @@ from workflows.scheduled import ScheduledChaosWorkflow
 log = logging.getLogger("chaos.worker")
 WORKFLOWS = [ChaosDemoWorkflow, FaultGuardWorkflow, FaultReaperWorkflow, ScheduledChaosWorkflow, NotifyWorkflow,
              ChaosCampaignWorkflow]
-# The starter's live view sends stderr through Rich while its own worker runs workflows, so a log line from workflow
-# code is printed by Rich, which imports its renderers lazily. Inside the sandbox that import would be re-done there,
-# hit restricted modules and fail the workflow task (the run then retries it forever): Rich passes through.
-SANDBOX = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("rich"))
+# Modules passed through the sandbox: imported once per worker, not again for every workflow run.
+# - rich: the starter's live view sends stderr through Rich while its own worker runs workflows, so a log line from
+#   workflow code is printed by Rich, which imports its renderers lazily. Inside the sandbox that import would be
+#   re-done there, hit restricted modules and fail the workflow task (the run then retries it forever).
+# - workflows: the sandbox re-imported our workflow modules for each new run and for each run a worker took back
+#   after its cache dropped it (a timed-out task, another worker's run): replaying a recorded run cost 107 CPU ms
+#   in the sandbox, 46 ms with the package passed through (/tmp/wfprof/pt.py on tests/histories/v8/pass.json). On a
+#   saturated host that work lands exactly when tasks are already late. What the sandbox still guarded there, that
+#   workflow code reads no clock, randomness or outside world of its own, a unit test checks on the source
+#   (tests/unit/test_workflow_code_is_deterministic.py), and the replay tests check the code against recorded runs.
+SANDBOX = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("rich",
+                                                                                                   "workflows"))
 
 
 class WatchedWorker(Worker):
@@ -52,16 +60,16 @@ def build_worker(client: Client, task_queue: str | None = None, activity_functio
         task_queue=task_queue or default_task_queue(),
         workflows=WORKFLOWS,
         workflow_runner=SANDBOX,
-        activities=activities.ALL if activity_functions is None else activity_functions,
+        activities=ACTIVITIES if activity_functions is None else activity_functions,
         # After a worker dies, its workflows wait on its sticky queue this long before any worker may take them. A
         # task that waits longer on a live but busy worker is only replayed from the start by whoever takes it.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=0.5),
-        # Heartbeats must reach the server well inside the activities' 1 s heartbeat timeout.
-        max_heartbeat_throttle_interval=timedelta(seconds=0.5),
-        default_heartbeat_throttle_interval=timedelta(seconds=0.5),
+        # Heartbeats must reach the server well inside the activities' 1.2 s heartbeat timeout (workflows/policy.py).
+        max_heartbeat_throttle_interval=timedelta(seconds=0.3),
+        default_heartbeat_throttle_interval=timedelta(seconds=0.3),
         # What changes a subject gets this long to finish when the worker stops; what only watches is handed back
         # (activities are registered under their function's name).
         graceful_shutdown_timeout=timedelta(seconds=5),
-        interceptors=[RunLog(), Heartbeats(), HandBack(f.__name__ for f in activities.HANDED_BACK),
+        interceptors=[RunLog(), Heartbeats(), HandBack(f.__name__ for f in HANDED_BACK),
                       *interceptors],
     )
