@@ -59,6 +59,6 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    # uvloop: the loop that runs every activity (the load generator's operations, the checks, the heartbeats) takes
-    # less CPU per callback than asyncio's own; measured in the benchmark's parallel sweep (docs/benchmark.md).
+    # uvloop, a drop-in event loop in C: this loop runs every activity (the load generator's operations, the checks,
+    # the heartbeats), which on a host with 20 copies waits for a core most of each second (docs/benchmark.md).
     exit_process(uvloop.run(main()))
