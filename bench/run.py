@@ -465,7 +465,7 @@ async def main(args: argparse.Namespace) -> int:
     try:
         if not args.skip_startup:  # CPU only, as the safety figures
             console.print("[bold]startup[/]: the command line and the workflow sandbox")
-            results["startup"] = {"cli": startup.cli_figures(), "sandbox": startup.sandbox_figures()}
+            results["startup"] = {"cli": startup.cli_figures(), "sandbox": await startup.sandbox_figures()}
         if not args.skip_safety:  # CPU only: measured first, before any cluster loads the machine
             console.print("[bold]safety[/]: checking a minute of history")
             results["safety"] = safety.figures()

@@ -11,7 +11,6 @@ measured before any cluster loads the machine):
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import subprocess
 import sys
@@ -69,11 +68,11 @@ async def _replay_cpu_ms(runner, histories: list[Path], rounds: int) -> float:
     return round(1000 * (time.process_time() - began) / (rounds * len(loaded)), 1)
 
 
-def sandbox_figures(rounds: int = 10) -> dict:
+async def sandbox_figures(rounds: int = 10) -> dict:
     histories = sorted(HISTORIES.glob("*.json"))
     before = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("rich"))
-    product = asyncio.run(_replay_cpu_ms(SANDBOX, histories, rounds))
-    baseline = asyncio.run(_replay_cpu_ms(before, histories, rounds))
+    product = await _replay_cpu_ms(SANDBOX, histories, rounds)
+    baseline = await _replay_cpu_ms(before, histories, rounds)
     return {"histories": len(histories), "rounds": rounds, "cpu_ms_per_replay": product,
             "cpu_ms_per_replay_workflows_sandboxed": baseline,
             "ratio": round(product / baseline, 3) if baseline else None}
