@@ -32,8 +32,8 @@ WORKFLOWS = [ChaosDemoWorkflow, FaultGuardWorkflow, FaultReaperWorkflow, Schedul
 #   workflow code is printed by Rich, which imports its renderers lazily. Inside the sandbox that import would be
 #   re-done there, hit restricted modules and fail the workflow task (the run then retries it forever).
 # - workflows: the sandbox re-imported our workflow modules for each new run and for each run a worker took back
-#   after its cache dropped it (a timed-out task, another worker's run): replaying a recorded run cost 107 CPU ms
-#   in the sandbox, 46 ms with the package passed through (/tmp/wfprof/pt.py on tests/histories/v8/pass.json). On a
+#   after its cache dropped it (a timed-out task, another worker's run): replaying this release's recorded runs
+#   cost 65.9 CPU ms each in the sandbox as it was, 44.0 ms with the package passed through (bench: startup). On a
 #   saturated host that work lands exactly when tasks are already late. What the sandbox still guarded there, that
 #   workflow code reads no clock, randomness or outside world of its own, a unit test checks on the source
 #   (tests/unit/test_workflow_code_is_deterministic.py), and the replay tests check the code against recorded runs.
