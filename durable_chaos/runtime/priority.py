@@ -3,7 +3,9 @@
 A chaos run loads its subject on purpose, and the subject's containers share the worker's CPUs. On a saturated host
 (20 etcd copies under load on 2 cores) the worker's event loop waited for a core most of each second, its heartbeats
 missed their 1.5 s timeout and nearly every run failed; with the worker at a higher priority than the containers the
-same 20 runs all passed (bench: parallel sweep). So a worker raises its own scheduling priority when it may.
+same 20 runs all passed once (bench: parallel sweep, session 6). So a worker raises its own scheduling priority when
+it may, for every one of its threads: until session 11 only the calling thread was raised, and the SDK's threads,
+which send the heartbeats, stayed at nice 0. 20 copies are still the edge of a 2-core host (docs/benchmark.md).
 """
 
 from __future__ import annotations
