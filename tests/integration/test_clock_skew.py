@@ -60,7 +60,7 @@ async def test_clock_skew_shifts_a_postgres_members_own_clock_and_undo_puts_it_b
     assert (await postgres.wait_healthy()).ok
     member = container_ids(postgres)["pg2"]
     fault = make_fault("clock-skew", {"offset_s": offset})
-    targets = member_targets(postgres.instance, ["pg2"], "c10c0001")
+    targets = await asyncio.to_thread(member_targets, postgres.instance, ["pg2"], "c10c0001")
     assert fault.refuse(targets) is None
     [t] = targets
     assert abs(await skew_settles(member, 0) or 99) < 1

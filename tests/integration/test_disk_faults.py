@@ -76,7 +76,7 @@ async def test_disk_slow_raises_an_etcd_members_fsync_latency_and_undo_lifts_it(
     member = container_ids(etcd)["etcd2"]
     port = port_of(etcd, "etcd2")
     fault = make_fault("disk-slow", THROTTLE)
-    [t] = member_targets(etcd.instance, ["etcd2"], "d15c0001")
+    [t] = await asyncio.to_thread(member_targets, etcd.instance, ["etcd2"], "d15c0001")
     assert fault.refuse([t]) is None
     before = await asyncio.to_thread(mean_fsync_ms, port)
     assert limits_from_kernel(member) == []
@@ -104,10 +104,10 @@ async def test_disk_slow_raises_an_etcd_members_fsync_latency_and_undo_lifts_it(
 
 async def test_a_restarted_member_has_no_limit_left_and_undo_says_so(etcd):
     fault = make_fault("disk-slow", THROTTLE)
-    [t] = member_targets(etcd.instance, ["etcd3"], "d15c0002")
+    [t] = await asyncio.to_thread(member_targets, etcd.instance, ["etcd3"], "d15c0002")
     assert fault.inject(t) is True
     docker.container.restart(t.container.id, time=5)
-    [t] = member_targets(etcd.instance, ["etcd3"], "d15c0002")
+    [t] = await asyncio.to_thread(member_targets, etcd.instance, ["etcd3"], "d15c0002")
     assert fault.in_effect(t) is False and fault.undo(t) is False  # its new cgroup came without the limit
     assert limits_from_kernel(t.container.id) == []
     assert (await etcd.wait_healthy()).ok

@@ -133,7 +133,7 @@ async def test_disk_full_fills_the_bounded_volume_to_enospc_and_undo_empties_it(
     member = container_ids(bounded)["plain1"]
     assert redis(p, "SET", "before", "kept") == "+OK"
     fault = make_fault("disk-full")
-    [t] = member_targets(bounded.instance, ["plain1"], "f0110001")
+    [t] = await asyncio.to_thread(member_targets, bounded.instance, ["plain1"], "f0110001")
     assert fault.refuse([t]) is None
     used_before = df_in_member(member)
     try:
