@@ -29,8 +29,22 @@ async def cluster():
 
 
 async def _kill(copy: SubjectCopy, service: str) -> None:
+    """SIGKILL the member and return once Docker has torn it down (stopped, its published ports released).
+
+    Why wait: `docker kill` returns before the teardown ends, and in between Docker's port proxy still accepts a
+    connection to the member's published port and then finds nothing to pass it to: the connection hangs instead
+    of being refused. On a busy CI host that window lasted past a 5 s check timeout."""
     container = await asyncio.to_thread(service_container, copy.docker, copy.instance, service)
     await asyncio.to_thread(container.kill, "KILL")
+
+    def torn_down() -> bool:
+        container.reload()
+        return not container.state.running and not container.network_settings.ports
+
+    deadline = time.monotonic() + 20
+    while not await asyncio.to_thread(torn_down):
+        assert time.monotonic() < deadline, f"Docker has not torn {service} down 20 s after docker kill"
+        await asyncio.sleep(0.05)
 
 
 async def _start(copy: SubjectCopy, service: str) -> None:
@@ -121,7 +135,7 @@ async def test_killing_the_stream_leader_is_detected_survived_and_healed(cluster
 
     assert victim in cluster.died_since(started)
     assert all(cluster.running().values())
-    print(f"\nnats: killed stream leader {victim} (docker kill {kill_s:.2f} s); fail-fast check {fast_s * 1000:.0f} ms;"
+    print(f"\nnats: killed stream leader {victim} (docker kill and its teardown {kill_s:.2f} s); fail-fast check {fast_s * 1000:.0f} ms;"
           f" after the kill: load ok again {load_s:.2f} s, check ok but for {victim} {elected_s:.2f} s (new stream"
           f" leader {during.roles['stream_leader']}); after docker start: check ok {rejoin_s:.2f} s, plain /healthz"
           f" 200 on all {whole_s:.2f} s")
