@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from temporalio import activity
 
+from activities.common import resolve_or_bad_input
 from activities.docker import open_session
 from activities.guardrails import load_trip
-from activities.common import resolve_or_bad_input
 from activities.sampling import probe_timeout, sample_all
 from durable_chaos.contracts import LoadRequest, LoadWindow
 from durable_chaos.ids import fault_tag
@@ -80,8 +80,12 @@ async def _send(session: Session, op: Op, seq: int, timeout: float) -> None:
 
 async def one_op(session: Session, kind: str, client: int, key: str | None, value, seq: int, timeout: float,
                  due_ns: int) -> Op:
-    """Send one operation and record it as the client saw it."""
-    op = Op(kind=kind, outcome="ok", invoke_ns=due_ns, complete_ns=0, key=key, value=value, process=client)
+    """Send one operation and record it as the client saw it. It is invoked when it was due (a late send's wait
+    counts in its latency), or when it was really sent if that was earlier: uvloop's timers fire up to a
+    millisecond before the wall-clock time they were set for, and an operation's effect must fall inside its
+    recorded interval."""
+    op = Op(kind=kind, outcome="ok", invoke_ns=min(due_ns, time.time_ns()), complete_ns=0, key=key, value=value,
+            process=client)
     try:
         async with asyncio.timeout(timeout * OP_DEADLINE_FACTOR):
             await _send(session, op, seq, timeout)
@@ -146,7 +150,9 @@ async def run_load_window(req: LoadRequest) -> LoadWindow:
         ops = await _open_loop(session, req, run_keys(), start_ns, start_ns + (info.attempt - 1) * 1_000_000)
     end_ns = time.time_ns()
     ops.sort(key=lambda op: op.invoke_ns)
-    part = run_dir(info.workflow_id, info.workflow_run_id) / f"{start_ns}{PART_SUFFIX}"
+    # One part per attempt: a retry can run beside the attempt it replaces (timed out on a starved worker, still
+    # sending) from the same due time, and both attempts' operations happened.
+    part = run_dir(info.workflow_id, info.workflow_run_id) / f"{start_ns}-{info.attempt}{PART_SUFFIX}"
     # The hypothesis's own probes, asked once, as late as the window can (sampling.py), while its part is written.
     samples, _ = await asyncio.gather(sample_all(req.probes, instance, probe_timeout(req.window_s)),
                                       asyncio.to_thread(write_part, part, ops))
@@ -171,7 +177,7 @@ async def run_load_window(req: LoadRequest) -> LoadWindow:
     return window
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _first_due(req: LoadRequest, now_ns: int) -> int:
@@ -185,4 +191,4 @@ def _first_due(req: LoadRequest, now_ns: int) -> int:
 
 
 def _at(ns: int) -> datetime:
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC)

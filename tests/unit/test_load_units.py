@@ -5,13 +5,24 @@ previous one's."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from pathlib import Path
 
+import uvloop
+from temporalio.testing import ActivityEnvironment
 
-from activities.load import CATCH_UP_LIMIT_S, _first_due, one_op
+from activities.load import (
+    CATCH_UP_LIMIT_S,
+    _first_due,
+    _open_loop,
+    one_op,
+    run_load_window,
+)
 from durable_chaos.contracts import LoadRequest, SubjectRef
 from durable_chaos.safety.availability import availability
+from durable_chaos.safety.history import parts, read_part, run_dir, write_part
 from subjects.etcd import EtcdSession
 
 S = 1_000_000_000
@@ -97,7 +108,7 @@ async def test_a_swap_etcd_refuses_is_an_answer_not_an_error():
 
 
 def _req(due_from_ns: int | None, rate: float = 100, concurrency: int = 16) -> LoadRequest:
-    due_from = None if due_from_ns is None else datetime.fromtimestamp(due_from_ns / S, tz=timezone.utc)
+    due_from = None if due_from_ns is None else datetime.fromtimestamp(due_from_ns / S, tz=UTC)
     return LoadRequest(subject=SubjectRef(name="etcd"), window_s=1, concurrency=concurrency, check_timeout_s=0.5,
                        rate=rate, due_from=due_from)
 
@@ -111,3 +122,51 @@ def test_a_window_carries_on_the_previous_schedule_and_catches_up_at_most_half_t
     # Not consecutive (a lost window, a worker restart) or from the future (another worker's clock): start afresh.
     assert _first_due(_req(now - int((CATCH_UP_LIMIT_S + 1) * S)), now) == now
     assert _first_due(_req(now + S), now) == now
+
+
+def test_on_the_workers_event_loop_no_operation_is_recorded_as_sent_after_it_was(tmp_path: Path):
+    """`python worker.py` runs on uvloop, whose timers fire up to a millisecond before the wall-clock time they were
+    set for. An operation sent that early and refused at once (well under a millisecond) was recorded as invoked
+    at its due time, after its own answer: its part could not be read back ("a completion of process P with no
+    invoke before it") and, had it been answered, its effect fell outside its recorded interval."""
+    async def window():
+        closed = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = closed.sockets[0].getsockname()[1]
+        closed.close()
+        await closed.wait_closed()
+        session = EtcdSession({"etcd1": f"http://127.0.0.1:{port}"})
+        try:
+            return await _open_loop(session, _req(None, rate=500, concurrency=64), ("k1", "k2"), time.time_ns())
+        finally:
+            await session.aclose()
+
+    ops = uvloop.run(window())
+    refused = [op for op in ops if op.error == "unreachable (connection refused)"]
+    assert len(ops) == 500 and len(refused) > 250 and all(op.outcome == "fail" for op in ops)
+    assert all(op.invoke_ns <= op.complete_ns for op in ops), \
+        sum(op.invoke_ns > op.complete_ns for op in ops)
+    write_part(tmp_path / "window.part", ops)
+    assert len(read_part(tmp_path / "window.part").ops) == 500
+
+
+async def test_two_attempts_of_one_window_that_start_together_both_keep_their_operations(tmp_path, monkeypatch):
+    """A window's retry can run beside the attempt it replaces (that one timed out on a starved worker but is still
+    sending) and start at the same due time. Both attempts' operations happened, so the history keeps both: one
+    part each. They used to share the part's file name, and one attempt's operations were lost (or its rename found
+    the other's file gone)."""
+    monkeypatch.setenv("CHAOS_STATE_DIR", str(tmp_path))
+    closed = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = closed.sockets[0].getsockname()[1]
+    closed.close()
+    await closed.wait_closed()
+    req = _req(time.time_ns() - S // 10, rate=200, concurrency=64).model_copy(
+        update={"subject": SubjectRef(name="etcd", project="t-two-attempts", port_base=port - 1)})
+    envs = [ActivityEnvironment() for _ in range(2)]
+    for attempt, env in enumerate(envs, start=1):
+        env.info = dataclasses.replace(env.info, attempt=attempt, workflow_id="two-attempts", workflow_run_id="r1")
+    first, second = await asyncio.gather(*(env.run(run_load_window, req) for env in envs))
+    assert first.start == second.start  # both caught up from the same due time
+    folder = run_dir("two-attempts", "r1")
+    kept = [op for part in parts(folder) for op in read_part(part).ops]
+    assert len(parts(folder)) == 2
+    assert len(kept) == first.errors + second.errors == 2 * 200
