@@ -2,62 +2,137 @@
 
 Exit codes: 0 pass, 1 verdict fail (or the run failed), 2 bad input, 3 infrastructure unreachable (Docker or
 Temporal), 4 stop-all could not confirm every fault undone, 130 interrupted. Every error is one line on stderr.
+
+Each command is loaded when it is used: `starter.py --help` lists them from COMMANDS below without importing one,
+and `starter.py list` imports the runs module, not the schedules' or Claude's. Importing every command's module took
+0.73 s (Temporal's client, the contracts' pydantic models, the subjects, networkx) before a line of help was printed.
 """
 
 from __future__ import annotations
 
-import asyncio
-from typing import Optional
+import importlib
+import os
+import sys
+from collections.abc import Iterator, Mapping
 
 import typer
+from typer._click.utils import make_default_short_help
 
-from durable_chaos.cli import check, control, emergency, experiments, runs, schedules
-from durable_chaos.cli.errors import EXIT_BAD_INPUT, EXIT_FAIL, EXIT_INTERRUPTED, EXIT_PASS, OneLineErrors, fail
-from durable_chaos.cli.options import (
-    SLOW_CHECKS_OPTION,
-    SLOW_FACTOR_OPTION,
-    ABORT_PROBE_OPTION,
-    ABORT_QUERY_OPTION,
-    COUNTDOWN_OPTION,
-    COUNT_OPTION,
-    DETACH_OPTION,
-    DETECT_ALERT_OPTION,
-    DETECT_HTTP_OPTION,
-    DETECT_INTERVAL_OPTION,
-    DETECT_TIMEOUT_OPTION,
-    FAULT_KINDS_EPILOG,
-    FAULT_OPTION,
-    LOAD_RATE_OPTION,
-    MAX_ERROR_RATE_OPTION,
-    MAX_FAULT_SECONDS_OPTION,
-    MAX_P99_OPTION,
-    MAX_UNAVAILABLE_OPTION,
-    NOTIFY_OPTION,
-    PARAM_OPTION,
-    PORT_BASE_OPTION,
-    PROJECT_OPTION,
-    PROMETHEUS_OPTION,
-    QUORUM_OPTION,
-    REPORT_JSON_OPTION,
-    SUBJECT_OPTION,
-    TARGET_OPTION,
+from durable_chaos.cli.errors import (
+    EXIT_FAIL,
+    EXIT_INTERRUPTED,
+    EXIT_PASS,
+    OneLineErrors,
 )
-from durable_chaos.cli.run_input import chaos_input, guardrails
-from durable_chaos.cli.start import start_and_follow
-from durable_chaos.cli.subjects import subjects
-from durable_chaos.runtime.connect import exit_process
+
+# name -> (module, its command: a function or a Typer app of its own, and the first paragraph of its help, which
+# `--help` lists; tests/unit/test_cli_startup.py checks each against the command's own). In the order of `--help`.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "chaos": ("durable_chaos.cli.chaos", "app",
+              "Run one chaos experiment: preflight, load, countdown, fault, detect, diagnose, restore."),
+    "run": ("durable_chaos.cli.experiments", "run",
+            ("Run an experiment file: the same run, live view and exit codes as `chaos`, described in a file you "
+             "review.")),
+    "subjects": ("durable_chaos.cli.subjects", "subjects",
+                 ("Every subject you can run: shipped and installed ones (entry points), and subject folders on "
+                  "CHAOS_SUBJECT_PATH.")),
+    # Checking a history file alone (ours or another tool's): no Temporal, no Docker.
+    "check": ("durable_chaos.cli.check", "check",
+              ("Check an operation history against a data model: prints the verdict, each check and any "
+               "counterexample.")),
+    "advance": ("durable_chaos.cli.control", "advance",
+                ("Release the stage an interactive run is holding (what Enter does in its own terminal), from "
+                 "anywhere.")),
+    "cancel": ("durable_chaos.cli.control", "cancel",
+               "Cancel a run: its restore still runs, then it ends as cancelled (exit 130)."),
+    "abort": ("durable_chaos.cli.control", "abort",
+              "Restore now and finish the run with its report (the verdict, as `chaos` ends with)."),
+    "reap": ("durable_chaos.cli.control", "reap",
+             ("Restore faults left behind by runs that closed without restoring (terminated ones) — now, not on "
+              "schedule.")),
+    # Operations: finding runs, reading their reports, nightly schedules.
+    "list": ("durable_chaos.cli.runs", "list_runs",
+             "Recent chaos runs (manual and scheduled) with target, verdict, time to detect/restore and diagnosis."),
+    "status": ("durable_chaos.cli.runs", "status",
+               "Where a run is now (live stage, load, detection clock) or, once closed, its verdict."),
+    "watch": ("durable_chaos.cli.runs", "watch",
+              "Follow a running run live (one started with --detach or by a schedule) until its report."),
+    "report": ("durable_chaos.cli.runs", "report",
+               "A run's report as JSON, Markdown, a self-contained HTML page with the load timeline, or JUnit XML."),
+    # Guardrails: the emergency stop and the way back.
+    "stop-all": ("durable_chaos.cli.emergency", "stop_all",
+                 ("Emergency stop: pause every chaos schedule, cancel every running chaos run on the task queue, and "
+                  "wait until each has undone its fault.")),
+    "resume-schedules": ("durable_chaos.cli.emergency", "resume_schedules",
+                         ("Unpause the chaos schedules stop-all paused (recognised by their pause note), or every "
+                          "paused one with --all.")),
+    "schedule": ("durable_chaos.cli.schedules", "app", "Nightly (or any cron) chaos runs as Temporal Schedules."),
+}
+
+# Plain help: Typer's Rich help labels every flag `<bool>` as if it took a value (even --help); Click's plain help
+# draws flags as flags.
+PLAIN = {"add_completion": False, "pretty_exceptions_enable": False, "rich_markup_mode": None}
+
+
+def load_command(name: str):
+    """The Click command `name` runs, imported now."""
+    module, attribute, _ = COMMANDS[name]
+    found = getattr(importlib.import_module(module), attribute)
+    if not isinstance(found, typer.Typer):
+        one = typer.Typer(**PLAIN)
+        one.command(name)(found)
+        found = one
+    command = typer.main.get_command(found)
+    command.name = name
+    return command
+
+
+class _OnUse(Mapping):
+    """The group's commands, each built the first time it is asked for (its name, for a typo's suggestions, is
+    known without)."""
+
+    def __init__(self) -> None:
+        self._built: dict = {}
+
+    def __getitem__(self, name: str):
+        if name not in COMMANDS:
+            raise KeyError(name)
+        if name not in self._built:
+            self._built[name] = load_command(name)
+        return self._built[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(COMMANDS)
+
+    def __len__(self) -> int:
+        return len(COMMANDS)
+
+
+class CommandLine(OneLineErrors):
+    """The top-level group, with its commands loaded on use."""
+
+    def __init__(self, **attrs) -> None:
+        super().__init__(**attrs)
+        self.commands = _OnUse()
+
+    def list_commands(self, ctx) -> list[str]:
+        return list(COMMANDS)
+
+    def format_commands(self, ctx, formatter) -> None:
+        # As Click lays them out, from the table: asking each command for its help would import them all.
+        limit = formatter.width - 6 - max(map(len, COMMANDS))
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, make_default_short_help(summary, limit))
+                                for name, (_, _, summary) in COMMANDS.items()])
+
 
 app = typer.Typer(
-    cls=OneLineErrors,
+    cls=CommandLine,
     help="Durable chaos runs on Temporal: kill a node of a real cluster, watch it get detected and diagnosed, "
     "and be certain it comes back.",
     no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    # Typer's Rich help labels every flag `<bool>` as if it took a value (even --help); Click's plain help draws
-    # flags as flags.
-    rich_markup_mode=None,
     context_settings={"max_content_width": 120},  # Click's help stops at 80 columns even in a wider terminal
+    **PLAIN,
 )
 
 
@@ -66,75 +141,21 @@ def _root() -> None:
     """Durable chaos runs on Temporal. Server: TEMPORAL_ADDRESS / profile, else the embedded dev server."""
 
 
-@app.command(epilog=FAULT_KINDS_EPILOG)
-def chaos(
-    subject: str = SUBJECT_OPTION,
-    fault: str = FAULT_OPTION,
-    param: Optional[list[str]] = PARAM_OPTION,
-    target: Optional[str] = TARGET_OPTION,
-    count: int = COUNT_OPTION,
-    allow_quorum_loss: bool = QUORUM_OPTION,
-    max_error_rate: Optional[float] = MAX_ERROR_RATE_OPTION,
-    max_p99_ms: Optional[float] = MAX_P99_OPTION,
-    max_unavailable_s: Optional[float] = MAX_UNAVAILABLE_OPTION,
-    abort_probe: Optional[str] = ABORT_PROBE_OPTION,
-    abort_query: Optional[str] = ABORT_QUERY_OPTION,
-    prometheus: Optional[str] = PROMETHEUS_OPTION,
-    detect_alert: Optional[list[str]] = DETECT_ALERT_OPTION,
-    detect_http: Optional[list[str]] = DETECT_HTTP_OPTION,
-    detect_timeout: Optional[float] = DETECT_TIMEOUT_OPTION,
-    detect_interval: float = DETECT_INTERVAL_OPTION,
-    slow_factor: Optional[float] = SLOW_FACTOR_OPTION,
-    slow_checks: Optional[int] = SLOW_CHECKS_OPTION,
-    countdown: int = COUNTDOWN_OPTION,
-    project: Optional[str] = PROJECT_OPTION,
-    port_base: Optional[int] = PORT_BASE_OPTION,
-    as_json: bool = REPORT_JSON_OPTION,
-    detach: bool = DETACH_OPTION,
-    interactive: bool = typer.Option(False, "--interactive",
-                                     help="Pause before each stage until you press Enter (an `advance` update)."),
-    max_fault_seconds: float = MAX_FAULT_SECONDS_OPTION,
-    load_rate: float = LOAD_RATE_OPTION,
-    notify: Optional[str] = NOTIFY_OPTION,
-) -> None:
-    """Run one chaos experiment: preflight, load, countdown, fault, detect, diagnose, restore.
-
-    Exit codes: 0 pass, 1 fail, 2 bad input, 3 Docker or Temporal unreachable.
-    """
-    inp = chaos_input(subject, target, detect_timeout, detect_interval, countdown, project, port_base,
-                      max_fault_seconds, interactive, load_rate, fault=fault, params=param, count=count,
-                      allow_quorum_loss=allow_quorum_loss,
-                      guards=guardrails(max_error_rate, max_p99_ms, max_unavailable_s, abort_probe, abort_query,
-                                        prometheus, detect_alert, detect_http),
-                      notify=notify, slow={"factor": slow_factor, "checks": slow_checks})
-    if interactive and (as_json or detach):
-        fail(EXIT_BAD_INPUT, "--interactive needs a terminal to follow the run: drop --json/--detach")
-    raise typer.Exit(asyncio.run(start_and_follow(inp, as_json, detach)))
-
-
-app.command()(experiments.run)
-app.command()(subjects)
-# Checking a history file alone (ours or another tool's): no Temporal, no Docker.
-app.command()(check.check)
-app.command()(control.advance)
-app.command()(control.cancel)
-app.command()(control.abort)
-app.command()(control.reap)
-# Operations: finding runs, reading their reports, nightly schedules (each in its own module).
-app.command("list")(runs.list_runs)
-app.command()(runs.status)
-app.command()(runs.watch)
-app.command()(runs.report)
-app.add_typer(schedules.app, name="schedule")
-# Guardrails: the emergency stop and the way back.
-app.command("stop-all")(emergency.stop_all)
-app.command("resume-schedules")(emergency.resume_schedules)
+def _exit(code: int) -> None:
+    """A command that used Temporal's client exits through connect.exit_process (the SDK's threads, its spans: that
+    module says why); one that did not (help, check) has neither to wait for."""
+    connect = sys.modules.get("durable_chaos.runtime.connect")
+    if connect is not None:
+        connect.exit_process(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def main() -> None:
     try:
         app()  # always ends in SystemExit carrying the exit code
     except KeyboardInterrupt:
-        exit_process(EXIT_INTERRUPTED)
+        _exit(EXIT_INTERRUPTED)
     except SystemExit as done:
-        exit_process(done.code if isinstance(done.code, int) else EXIT_FAIL if done.code else EXIT_PASS)
+        _exit(done.code if isinstance(done.code, int) else EXIT_FAIL if done.code else EXIT_PASS)

@@ -15,11 +15,18 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from durable_chaos.cli.errors import EXIT_BAD_INPUT, EXIT_FAIL, EXIT_PASS, OneLineErrors, err_console, fail
+from durable_chaos.cli.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAIL,
+    EXIT_PASS,
+    err_console,
+    fail,
+)
 from durable_chaos.cli.render import safety_panel
 from durable_chaos.cli.reports import check_html
 from durable_chaos.safety.availability import moment
-from durable_chaos.safety.checkers import CHECKERS, HISTORY_MODELS, HistoryModel, check as check_history
+from durable_chaos.safety.checkers import CHECKERS, HISTORY_MODELS, HistoryModel
+from durable_chaos.safety.checkers import check as check_history
 from durable_chaos.safety.history import PART_SUFFIX, parts, read_history, size_bytes
 from durable_chaos.safety.jepsen import BadHistory, History, parse
 from durable_chaos.safety.linearizability import SEARCH_BUDGET
@@ -157,14 +164,3 @@ def check(
 
 
 check.__doc__ = HELP
-
-# `starter.py check` on its own (starter.py sends it here): the other commands load Temporal's client, the worker
-# and its activities, a second and a half this one does not need.
-app = typer.Typer(cls=OneLineErrors, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
-                  context_settings={"max_content_width": 120})
-app.callback()(lambda: None)  # a group, so the command is still called `check`, as under the full command line
-app.command()(check)
-
-
-def main() -> None:
-    app()

@@ -1,6 +1,6 @@
 """The command line starts at once: help, and the commands that only read (list, status, report, check), import
 neither Claude's client, nor the worker, nor the plotting library. Those load when a run or a report needs them
-(the benchmark times `starter.py --help`: bench/cli_start.py)."""
+(the benchmark times `starter.py --help`: bench/startup.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import subprocess
 import sys
 
 import pytest
+from typer._click.utils import make_default_short_help
 
+from durable_chaos.cli.app import COMMANDS, load_command
 from tests.conftest import ROOT
 
 HEAVY = ("anthropic", "temporalio.worker", "matplotlib")
@@ -28,3 +30,19 @@ def imported_by(*args: str) -> set[str]:
 def test_help_imports_no_worker_no_claude_client_no_plotting(args):
     loaded = imported_by(*args)
     assert not [m for m in HEAVY if m in loaded], f"starter.py {' '.join(args)} imported {HEAVY}"
+
+
+def test_help_alone_imports_no_command():
+    """`starter.py --help` lists the commands from cli/app.py's table: it imported every command's module (Temporal's
+    client, the contracts, the subjects) and took 0.7 s."""
+    loaded = imported_by("--help")
+    assert not [m for m in loaded if m.startswith(("temporalio", "durable_chaos.contracts", "subjects", "pydantic"))]
+    assert not [m for m in loaded if m.startswith("durable_chaos.cli.") and m not in ("durable_chaos.cli.app",
+                                                                                    "durable_chaos.cli.errors")]
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_the_help_listed_for_a_command_is_its_own(name):
+    """What `--help` lists for each command (from the table) is what the command says of itself."""
+    own = load_command(name).get_short_help_str(limit=10_000)
+    assert make_default_short_help(COMMANDS[name][2], 10_000) == own
