@@ -10,8 +10,9 @@ Throughput beside wrk (a fair comparison, the same for both sides):
   answer comes (closed loop), on one thread (`wrk -t1`, at most one core, as our single asyncio loop). Ours runs
   `concurrency` clients, each calling the product's `one_op` (the session, the Op record) and the next when it
   returns: the same closed loop, so the figure is the generator's speed, not a rate we chose. Both sides run as a
-  process of their own, one after the other, the order rotating between rounds; a round's ratio is ours / wrk's
-  and the median of the rounds' ratios is quoted (the machine is shared: pairs measured together share its noise).
+  process of their own (ours on uvloop, as `python worker.py` runs), one after the other, the order rotating
+  between rounds; a round's ratio is ours / wrk's and the median of the rounds' ratios is quoted (the machine is
+  shared: pairs measured together share its noise).
 - beside it, the product's open loop itself (`_open_loop`) asked for `MAX_LOAD_RATE`, more than it can send: the
   operations answered per second; the ones it did not send (concurrency cap reached) are not counted.
 CPU per 1,000 operations: the generating process's CPU (user + system) over the measured seconds, per 1,000
@@ -44,6 +45,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import uvloop
 from temporalio.testing import ActivityEnvironment
 
 from activities.load import KEYS, _open_loop, one_op, run_load_window
@@ -266,4 +268,5 @@ async def figures(ref: SubjectRef, endpoint: str, *, seconds: float, rounds: int
 if __name__ == "__main__":
     mode, url, secs, conc, tmo = sys.argv[1:6]
     measure = {"closed": _closed, "open": _open}[mode]
-    print(json.dumps(asyncio.run(measure(url, float(secs), int(conc), float(tmo)))))
+    # On uvloop, as `python worker.py` runs the load windows.
+    print(json.dumps(uvloop.run(measure(url, float(secs), int(conc), float(tmo)))))
