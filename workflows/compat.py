@@ -49,6 +49,8 @@ PATCHES: dict[str, Patch] = {p.id: p for p in (
           "its report was the result", "v7", State.ACTIVE),
     Patch("cancel-after-inject", "v8", "a cancel that arrived during the inject was lost when the inject completed: "
           "the run went on detecting until its deadline", "v7", State.ACTIVE),
+    Patch("load-after-lost-window", "v8", "the next load window waited 1 s after any failed one, also after one "
+          "lost with its worker (the load's gap grew by that second)", "v7", State.ACTIVE),
 )}
 
 

@@ -92,6 +92,8 @@ class FakeCluster:
         self.safety_requests: list[SafetyRequest] = []
         self.no_effect: set[str] = set()  # fault kinds that change nothing (their confirm finds no sign)
         self.chosen: list[ChooseRequest] = []
+        self.window_fails: list[float] = []  # the next windows each fail after this many seconds (0: at once)
+        self.window_times: list[tuple[datetime, datetime, bool]] = []  # (start, end, failed) of every window
 
     def check(self) -> CheckResult:
         members = [MemberHealth(service=s, healthy=s not in self.down) for s in SERVICES]
@@ -116,7 +118,12 @@ class FakeCluster:
         @activity.defn(name="run_load_window")
         async def run_load_window(req: LoadRequest) -> LoadWindow:
             start = now()
+            if cluster.window_fails:
+                await asyncio.sleep(cluster.window_fails.pop(0))
+                cluster.window_times.append((start, now(), True))
+                raise ApplicationError("window lost", non_retryable=True)
             await asyncio.sleep(req.window_s)
+            cluster.window_times.append((start, now(), False))
             ops = 10 if not cluster.down else 3
             return LoadWindow(start=start, end=now(), ops=ops, errors=0, ops_per_s=ops / req.window_s)
 
@@ -666,3 +673,20 @@ async def test_an_approval_step_holds_the_run_until_advance(client):
         {"fault": {"target": "n2", "duration_s": 0.5}}, {"approval": "look at the graphs"},
         {"fault": {"target": "n3"}}), during=approve)
     assert report.verdict == "pass", report.reasons and cluster.injects == ["n2", "n3"]
+
+
+async def test_a_lost_load_window_is_followed_at_once_and_a_failing_one_a_second_later(client):
+    """A window lost with its worker (it ran, then its heartbeats stopped) leaves a gap in the load only as long as
+    noticing the dead worker took: the next window starts at once. One that fails at once (a subject that refuses)
+    still waits a second, so a broken load never spins. Both used to wait a second."""
+    cluster = FakeCluster()
+    cluster.window_fails = [1.2, 0, 0]
+    inp = fast_input(target="n2")
+    inp.countdown_s = 6
+    report, _ = await run_chaos(client, cluster, inp)
+    assert report.verdict == "pass", report.reasons
+    times = cluster.window_times
+    gaps = [round((times[i + 1][0] - times[i][1]).total_seconds(), 2) for i in range(3)]
+    assert [failed for _, _, failed in times[:4]] == [True, True, True, False], times
+    assert gaps[0] < 0.5, gaps  # after the window that ran 1.2 s
+    assert all(0.9 <= g < 1.6 for g in gaps[1:]), gaps  # after the ones that failed at once
