@@ -148,10 +148,16 @@ async def test_a_pause_on_failure_schedule_pauses_itself_when_its_run_fails(clie
     # The leader stopped with no error allowed: its clients' errors trip the stop condition, a fail verdict. Not a
     # kill: a killed leader is back within a second, and at this light rate 2 of 5 runs of this test saw no
     # error at all. (A cap on a lightly loaded member would be inconclusive, which is no failure of the system.)
+    # The stop is held by "your monitoring" (an endpoint that stays 200, so it never fires) for up to the detect
+    # timeout: stop conditions count until the restore begins, and a run detected, diagnosed and restored within
+    # one 1-s load window had no window end while the fault was on (1 of 4 runs here passed that way).
+    quiet = await asyncio.start_server(_answer_200, "127.0.0.1", 0)
+    monitoring = f"http://127.0.0.1:{quiet.sockets[0].getsockname()[1]}/"
     await create_schedule(cli_env, "--id", sid, "--pause-on-failure", "--fault", "stop", "--target", "leader",
-                          "--max-error-rate", "0", *LIGHT, *subject_args(etcd))
+                          "--max-error-rate", "0", "--detect-http", monitoring, "--detect-timeout", "5", *LIGHT,
+                          *subject_args(etcd))
     schedule = client.get_schedule_handle(sid)
-    async with running_worker(client, task_queue):
+    async with running_worker(client, task_queue), quiet:
         await schedule.trigger()
         firing = await firing_of(client, sid)
         with pytest.raises(WorkflowFailureError) as failed:
@@ -173,6 +179,14 @@ async def test_a_pause_on_failure_schedule_pauses_itself_when_its_run_fails(clie
     # The firing's path (the child's failed verdict, then its own failure) replays on today's code.
     await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
         await firing.fetch_history())
+
+
+async def _answer_200(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A monitoring endpoint that never sees anything wrong."""
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+    await writer.drain()
+    writer.close()
 
 
 async def _paused(schedule) -> bool:
