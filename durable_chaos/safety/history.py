@@ -52,7 +52,8 @@ def read_part(path: Path) -> jepsen.History:
 
 
 def parts(folder: Path) -> list[Path]:
-    """The load windows' parts in time order (their names are their start times, then the attempt), the final read last."""
+    """The load windows' parts in time order (their names are their start times, then the attempt), the final
+    read last."""
     windows = sorted(p for p in folder.glob("*" + PART_SUFFIX) if p.name != FINAL_PART)
     final = folder / FINAL_PART
     return windows + ([final] if final.exists() else [])
