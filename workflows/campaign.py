@@ -130,10 +130,15 @@ class ChaosCampaignWorkflow:
                            f"{err.cause or err}"]
         except asyncio.CancelledError:
             out.state = "cancelled"
+            self._finished(out)
             raise
-        finally:
-            out.finished_at = workflow.now()
-            self._details()
+        # Not in a `finally`: a dropped campaign's coroutine closed by the garbage collector (GeneratorExit) must not
+        # read the clock of, or set details on, whichever workflow runs then (supervise.compensation).
+        self._finished(out)
+
+    def _finished(self, out: CellResult) -> None:
+        out.finished_at = workflow.now()
+        self._details()
 
     @staticmethod
     def _fill(out: CellResult, r: ChaosReport) -> None:

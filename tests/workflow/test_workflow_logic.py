@@ -7,6 +7,7 @@ node was hit, how often, and that it came back.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import math
 import re
@@ -579,6 +580,34 @@ async def test_a_terminated_run_is_restored_by_its_fault_guard(client):
     (report,) = guarded
     assert report.run_status == "TERMINATED" and report.fault_state == FaultState.INJECTED
     assert report.action.action == "restored" and report.action.healthy_after is True
+
+
+async def test_a_run_its_worker_dropped_runs_none_of_its_code_on_another_event_loop(client):
+    """A worker that stops drops the runs still in its cache without ending them, and the garbage collector later
+    closes their coroutines on whatever thread and event loop run then. The run's undo must not start there: in CI
+    it started on another run's event loop, which then restored a member that run never faulted. (The dropped
+    run's undo belongs to the worker that replays it, or to its guard.)"""
+    cluster = FakeCluster()
+
+    async def terminate_at_detect(handle):
+        await walk_to_gate(handle, "detect")  # n2 is down, the run holds with its fault on, cached on the worker
+        await handle.terminate("an operator's terminate")
+        await guard_report(client, handle)
+
+    await run_chaos(client, cluster, fast_input(target="n2", interactive=True), during=terminate_at_detect)
+    # The worker has stopped and still holds the run, suspended at its fault (with any other run dropped so far in
+    # this process). Close them as the garbage collector does, while another event loop (this test's) is running.
+    dropped = [c for c in gc.get_objects()
+               if asyncio.iscoroutine(c) and c.__qualname__ == "ChaosDemoWorkflow.run" and c.cr_frame is not None]
+    assert dropped
+    loop = asyncio.get_running_loop()
+    before = asyncio.all_tasks(loop)
+    for run in dropped:
+        run.close()
+    started_here = asyncio.all_tasks(loop) - before
+    assert not started_here, started_here
+    await asyncio.sleep(0.2)
+    assert cluster.restores == [] and cluster.reaped == ["n2"]
 
 
 async def test_a_run_that_restores_its_own_fault_leaves_its_guard_nothing_to_do(client):

@@ -44,6 +44,8 @@ async def all_or_none(coros: list[Awaitable]) -> None:
     tasks = [asyncio.ensure_future(c) for c in coros]
     try:
         await asyncio.gather(*tasks)
+    except GeneratorExit:
+        raise  # the run was dropped and is being collected: nothing to wait for (supervise.compensation)
     except BaseException:
         for task in tasks:
             task.cancel()

@@ -58,6 +58,28 @@ def before_detection(progress: Progress, record: Record) -> bool:
     return progress.fault_state == FaultState.INJECTED and any(f.detection is None for f in record.open_faults())
 
 
+class compensation:  # lower case: read as `async with compensation(...)`
+    """`async with compensation(start):` runs `start()` to completion however the block ends: on its own, on an
+    exception, at a cut, or cancelled (then shielded: see `shielded`).
+
+    Except when the block ends in GeneratorExit. That is not an ending of the run: a worker that stopped, or that
+    dropped the run without evicting it, left it suspended, and the garbage collector is closing its coroutine -
+    on whatever thread and event loop run at that moment. A task started then would land on that loop, which may
+    be another run's: its workflow calls would become that run's commands (in CI one restored a member the other
+    run never faulted). The dropped run is compensated where it is replayed, or by its fault guard."""
+
+    def __init__(self, start: Callable[[], Awaitable[None]]) -> None:
+        self.start = start
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, kind: type[BaseException] | None, *_) -> bool:
+        if kind is not GeneratorExit:
+            await shielded(self.start)
+        return False  # whatever ended the block goes on
+
+
 async def shielded(start: Callable[[], Awaitable[T]]) -> T:
     """Run `start()` to completion even if the run is cancelled meanwhile; then let the cancellation through.
 
@@ -67,8 +89,8 @@ async def shielded(start: Callable[[], Awaitable[T]]) -> T:
     try:
         task = asyncio.create_task(coro)
     except BaseException:
-        # A run evicted from the worker's cache (a terminate, a full cache) unwinds through its `finally` with no
-        # loop to schedule on: close the coroutine, or Python warns that it was never awaited.
+        # A run being evicted from the worker's cache (cancelled by the SDK, which then refuses new tasks): close
+        # the coroutine, or Python warns that it was never awaited.
         coro.close()
         raise
     cancelled = False

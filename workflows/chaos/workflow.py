@@ -26,7 +26,7 @@ from workflows.chaos import plan, stages, verdict
 from workflows.chaos.background import Background
 from workflows.chaos.state import Record
 from workflows.chaos.steps import StepFailed, Steps
-from workflows.chaos.supervise import shielded, stop, supervise
+from workflows.chaos.supervise import compensation, stop, supervise
 from workflows.chaos.view import View
 
 with workflow.unsafe.imports_passed_through():
@@ -71,12 +71,10 @@ class ChaosDemoWorkflow:
         load, watch = background.start()
         steps = Steps(inp, pre, first, self.record, self.view, background, self._gate, self._approval)
         experiment = asyncio.create_task(self._experiment(inp, steps))
-        try:
+        # The compensation. It runs on success, on a failed stage, on abort, at the fault deadline, when a stop
+        # condition trips and on cancellation alike (a cancel lands here as CancelledError from `supervise`).
+        async with compensation(lambda: self._compensate(steps, background, experiment, load, watch)):
             self._cut_short(await supervise(experiment, p, self.record, lambda: self._abort))
-        finally:
-            # The compensation. It runs on success, on a failed stage, on abort, at the fault deadline, when a stop
-            # condition trips and on cancellation alike (a cancel lands here as CancelledError from `supervise`).
-            await shielded(lambda: self._compensate(steps, background, experiment, load, watch))
 
         final = self.record.final
         safety = await self._check_safety(inp, final)
