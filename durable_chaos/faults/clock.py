@@ -1,10 +1,11 @@
 """clock-skew: shift one member's wall clock by an offset, through libfaketime.
 
-libfaketime must be preloaded from the start of every process of the member, so the subject's image carries it
-(LD_PRELOAD, and FAKETIME_TIMESTAMP_FILE naming a file that holds the offset, "+0" when no fault is on) and the
-subject declares that file per member (`Subject.clock_files`). The fault only rewrites that file; libfaketime
-re-reads it within its cache duration (1 s in the shipped image). Monotonic clocks stay real, as on a host whose
-wall clock is wrong.
+libfaketime must be preloaded from the start of the member's processes it shifts, so the subject's image carries
+it: LD_PRELOAD for every process, or a wrapper that preloads it into the programs named by CHAOS_FAKETIME_PROGRAMS
+(the postgres image: PostgreSQL alone), with FAKETIME_TIMESTAMP_FILE naming a file that holds the offset, "+0" when
+no fault is on. The subject declares that file per member (`Subject.clock_files`). The fault only rewrites that
+file; libfaketime re-reads it within its cache duration (1 s in the shipped image). The shifted programs' monotonic
+clock jumps with it, once (see docs/fault-kinds.md).
 
 Members whose programs libfaketime cannot reach are refused in preflight, never "skewed" in name only: Go programs
 (etcd, NATS) read the clock through the vDSO without libc, and time namespaces do not virtualise CLOCK_REALTIME.
@@ -57,9 +58,20 @@ def write_offset(container_id: str, path: str, offset: int) -> None:
         docker.copy(local, (container_id, path))
 
 
-def preloads_faketime(t: Target) -> bool:
-    env = dict(e.split("=", 1) for e in (t.container.config.env or []) if "=" in e)
-    return "faketime" in env.get("LD_PRELOAD", "") and env.get("FAKETIME_TIMESTAMP_FILE") == t.clock_file
+def faketime_library(env: dict[str, str], clock_file: str | None) -> str | None:
+    """The libfaketime the member's programs run under, reading `clock_file`; None when its image has none.
+
+    An image declares it in one of two ways: LD_PRELOAD for every process, or CHAOS_FAKETIME_PRELOAD for the
+    programs it wraps (CHAOS_FAKETIME_PROGRAMS), as the postgres subject's image does for PostgreSQL alone because
+    libfaketime 0.9.10 hangs Python's timed waits, Patroni's among them (subjects/postgres/faketime.Dockerfile)."""
+    if env.get("FAKETIME_TIMESTAMP_FILE") != clock_file:
+        return None
+    preloaded = [lib for lib in env.get("LD_PRELOAD", "").replace(":", " ").split() if "faketime" in lib]
+    return preloaded[0] if preloaded else env.get("CHAOS_FAKETIME_PRELOAD") or None
+
+
+def container_env(c: Container) -> dict[str, str]:
+    return dict(e.split("=", 1) for e in (c.config.env or []) if "=" in e)
 
 
 def program(t: Target) -> str:
@@ -69,7 +81,7 @@ def program(t: Target) -> str:
 
 class ClockSkew(Fault):
     kind = "clock-skew"
-    help = "shift the member's wall clock by offset_s seconds (libfaketime; C and Python members only)"
+    help = "shift the member's wall clock by offset_s seconds (libfaketime; PostgreSQL members only)"
     Params = ClockSkewParams
     looks_like = ("clock skew: the member runs and answers, but its wall clock is off from its peers' and clients': "
                   "timestamps it hands out (now(), log lines, wall-clock leases and TTLs) are early or late by the "
@@ -87,9 +99,10 @@ class ClockSkew(Fault):
                 return (f"{self.kind}: {t.service} runs {program(t)}, which its subject does not run under libfaketime "
                         "(Go programs such as etcd and NATS read the clock through the vDSO, out of its reach); "
                         "nothing was injected")
-            if not preloads_faketime(t):
+            if faketime_library(container_env(t.container), t.clock_file) is None:
                 return (f"{self.kind}: {t.service}'s image {t.container.config.image} does not preload libfaketime "
-                        f"with {t.clock_file} (LD_PRELOAD, FAKETIME_TIMESTAMP_FILE); nothing was injected")
+                        f"with {t.clock_file} (LD_PRELOAD or CHAOS_FAKETIME_PRELOAD, FAKETIME_TIMESTAMP_FILE); "
+                        "nothing was injected")
         return None
 
     def _offset(self, t: Target) -> int | None:
@@ -111,17 +124,16 @@ class ClockSkew(Fault):
         return True
 
     def evidence_of_effect(self, t: Target) -> str | None:
-        """The member's own `date` against this host's clock: the offset libfaketime really applies, not the one
-        the file says."""
-        skew = member_skew(t.container.id)
+        """`date` in the member, under the libfaketime its programs run under, against this host's clock: the offset
+        libfaketime really applies, not the one the file says."""
+        skew = member_skew(t.container.id, faketime_library(container_env(t.container), t.clock_file))
         if skew is None or abs(skew - self.params.offset_s) > max(2.0, abs(self.params.offset_s) * 0.05):
             return None
-        return f"{t.service}: its clock reads {skew:+.1f} s from the host's (date in the member)"
+        return f"{t.service}: its clock reads {skew:+.1f} s from the host's (date in the member, under libfaketime)"
 
     @classmethod
     def member_signs(cls, c: Container) -> list[str]:
-        env = dict(e.split("=", 1) for e in (c.config.env or []) if "=" in e)
-        path = env.get("FAKETIME_TIMESTAMP_FILE")
+        path = container_env(c).get("FAKETIME_TIMESTAMP_FILE")
         try:
             offset = read_offset(c.id, path) if path and c.state.running else None
         except (DockerException, OSError):
@@ -134,12 +146,13 @@ class ClockSkew(Fault):
         return f"{c.service}'s wall clock is off: {'; '.join(signs)}" if signs else None
 
 
-def member_skew(container_id: str) -> float | None:
-    """Seconds the member's wall clock (its `date`, under its own environment) is ahead of this host's."""
+def member_skew(container_id: str, library: str | None) -> float | None:
+    """Seconds the member's wall clock (its `date`, under `library` as its programs are) is ahead of this host's."""
+    preload = ["-e", f"LD_PRELOAD={library}"] if library else []
     before = time.time()
     try:
-        out = subprocess.run(["docker", "exec", container_id, "date", "+%s.%N"], capture_output=True, text=True,
-                             timeout=30, check=True).stdout
+        out = subprocess.run(["docker", "exec", *preload, container_id, "date", "+%s.%N"], capture_output=True,
+                             text=True, timeout=30, check=True).stdout
     except (subprocess.SubprocessError, OSError):
         return None
     after = time.time()

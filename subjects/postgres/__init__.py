@@ -25,13 +25,14 @@ from subjects.etcd import etcd_image
 from subjects.postgres.session import PostgresSession
 from subjects.postgres.sql import PASSWORD, USER  # noqa: F401 - the fixed test credentials, public names of this subject
 
-# "-faketime": the image carries libfaketime preloaded (faketime.Dockerfile); a new tag, so an image built before
-# it (without) is never taken for this one.
-LOCAL_IMAGE = "chaos-patroni:3.0.2-pg15-faketime"
+# "-pgclock": PostgreSQL, and only PostgreSQL, runs under libfaketime (faketime.Dockerfile); a new tag, so an image
+# built before (none, or libfaketime preloaded into Patroni too) is never taken for this one.
+LOCAL_IMAGE = "chaos-patroni:3.0.2-pg15-pgclock"
 IMAGE_ENV = "PATRONI_IMAGE"  # any image with `patroni`, a `postgres` user and PostgreSQL 15 (see the compose file)
 # Debian bookworm's packages: patroni 3.0.2 (it talks to etcd v3 through etcd's JSON gateway, `etcd3:` in its
 # configuration, with python3-etcd for the shared etcd code) and PostgreSQL 15. Patroni's configuration lives in
-# the compose file; the one layer on top preloads libfaketime for the clock-skew fault (see faketime.Dockerfile).
+# the compose file; the one layer on top runs PostgreSQL under libfaketime for the clock-skew fault
+# (see faketime.Dockerfile).
 RECIPE = FromDebian(packages=("patroni", "python3-etcd", "postgresql-15", "libfaketime"),
                     dockerfile=Path(__file__).parent / "faketime.Dockerfile")
 
@@ -50,8 +51,9 @@ class Postgres(Subject):
     default_project = "chaos-postgres"
     # Patroni's postgresql.data_dir in the compose file (the WAL lives inside it, pg_wal).
     data_paths = {s: "/var/lib/postgresql/patroni" for s in PG_SERVICES}
-    # Patroni (Python) and PostgreSQL (C) read the clock through libc: libfaketime, preloaded by the image, shifts
-    # both (faketime.Dockerfile). The etcd members are Go programs it cannot reach, and are no targets anyway.
+    # PostgreSQL (C) reads the clock through libc, where libfaketime shifts it (faketime.Dockerfile). Patroni's own
+    # clock stays the host's: libfaketime hangs Python's timed waits. The etcd members are Go programs it cannot
+    # reach, and are no targets anyway.
     clock_files = {s: "/etc/chaos-clock-offset" for s in PG_SERVICES}
     default_port_base = 23820
     ports = 6  # Patroni REST of pg1..3 on base+1..3, PostgreSQL of pg1..3 on base+4..6

@@ -6,6 +6,7 @@ frozen member cannot make a check or a load transaction overrun its deadline."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 
 import httpx
@@ -85,6 +86,28 @@ async def test_a_healthy_cluster_passes_its_check_with_the_leader_from_patroni(c
     assert await _sql(cluster, leader, "SELECT pg_is_in_recovery()") == [(False,)]
     # The load wrote through the leader (key t6 holds the seqs appended to it, in order).
     assert await _list(cluster, leader, "t6") == [6, 14, 22, 30, 38]
+
+
+def _in_member(copy: SubjectCopy, service: str, script: str) -> str:
+    container = service_container(copy.docker, copy.instance, service)
+    return subprocess.run(["docker", "exec", container.id, "sh", "-c", script], capture_output=True, text=True,
+                          timeout=30, check=True).stdout
+
+
+async def test_patroni_keeps_its_timed_waits_and_only_postgresql_runs_under_libfaketime(cluster):
+    """The clock-skew fault needs libfaketime under PostgreSQL; under Patroni (Python) it hangs every timed wait
+    (libfaketime 0.9.10). Patroni then ran its loop only when etcd woke it, about every 8.5 s: a new leader lost its
+    key each time, and a restarted former leader was started unrewound and stayed down (3 of 6 kill-and-rejoin runs
+    in the image that preloaded it everywhere)."""
+    # A timed wait with the member's environment, as Patroni's loop makes one each second, returns on time.
+    waited = await asyncio.to_thread(_in_member, cluster, "pg1", "exec timeout 20 python3 -c 'import threading, time; "
+                                     "t = time.monotonic(); threading.Event().wait(0.5); print(time.monotonic() - t)'")
+    assert 0.4 < float(waited) < 3, waited
+    # Patroni (pid 1) has no libfaketime mapped; the postmaster it started has.
+    maps = await asyncio.to_thread(_in_member, cluster, "pg1", "grep -c faketime /proc/1/maps; "
+                                   "grep -c faketime /proc/$(head -1 /var/lib/postgresql/patroni/postmaster.pid)/maps")
+    patroni, postmaster = map(int, maps.split())
+    assert patroni == 0 and postmaster > 0, maps
 
 
 async def test_killing_the_leader_fails_over_and_the_old_leader_rejoins(cluster):

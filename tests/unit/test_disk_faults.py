@@ -137,10 +137,17 @@ def test_clock_skew_refuses_a_member_its_subject_does_not_run_under_libfaketime(
 def test_clock_skew_refuses_an_image_that_does_not_preload_libfaketime():
     upstream = member("pg1", ["patroni"], [], "/etc/chaos-clock-offset")
     assert make_fault("clock-skew").refuse([upstream]) == (
-        "clock-skew: pg1's image img:1 does not preload libfaketime with /etc/chaos-clock-offset (LD_PRELOAD, "
-        "FAKETIME_TIMESTAMP_FILE); nothing was injected")
-    ours = member("pg1", ["patroni"], FAKETIME_ENV, "/etc/chaos-clock-offset")
-    assert make_fault("clock-skew").refuse([ours]) is None
+        "clock-skew: pg1's image img:1 does not preload libfaketime with /etc/chaos-clock-offset (LD_PRELOAD or "
+        "CHAOS_FAKETIME_PRELOAD, FAKETIME_TIMESTAMP_FILE); nothing was injected")
+    everywhere = member("pg1", ["patroni"], FAKETIME_ENV, "/etc/chaos-clock-offset")
+    assert make_fault("clock-skew").refuse([everywhere]) is None
+    # The shipped image: PostgreSQL alone runs under libfaketime, through a wrapper (Patroni's timed waits hang).
+    wrapped = member("pg1", ["patroni"], ["CHAOS_FAKETIME_PRELOAD=/usr/local/lib/libfaketime.so.1",
+                                          "CHAOS_FAKETIME_PROGRAMS=postgres",
+                                          "FAKETIME_TIMESTAMP_FILE=/etc/chaos-clock-offset"], "/etc/chaos-clock-offset")
+    assert make_fault("clock-skew").refuse([wrapped]) is None
+    elsewhere = member("pg1", ["patroni"], [*FAKETIME_ENV[:1], "FAKETIME_TIMESTAMP_FILE=/tmp/x"], "/etc/chaos-clock-offset")
+    assert "does not preload libfaketime" in make_fault("clock-skew").refuse([elsewhere])
 
 
 def test_the_shipped_subjects_declare_data_paths_and_only_postgres_clock_files():
