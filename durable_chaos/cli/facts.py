@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-from temporalio.client import WorkflowExecution
+from typing import TYPE_CHECKING, Any
 
 from durable_chaos.contracts import Attr
+
+if TYPE_CHECKING:  # only named in annotations: `check` renders a safety panel without loading Temporal's client
+    from temporalio.client import WorkflowExecution
 
 
 @dataclass
