@@ -7,6 +7,7 @@ node was hit, how often, and that it came back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import math
@@ -20,6 +21,7 @@ from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 from temporalio.worker import Replayer
 
 from activities.reaper import wait_until_run_closes
@@ -58,9 +60,11 @@ from durable_chaos.contracts import (
     WaitHealthyRequest,
     report_of_failure,
 )
+from durable_chaos.contracts.campaign import CampaignCell, CampaignInput
 from durable_chaos.ids import fault_guard_id
 from durable_chaos.runtime.worker import build_worker
 from tests.conftest import walk_to_end, walk_to_gate
+from workflows.campaign import ChaosCampaignWorkflow
 from workflows.chaos import ChaosDemoWorkflow
 from workflows.policy import HEARTBEAT
 
@@ -608,6 +612,34 @@ async def test_a_run_its_worker_dropped_runs_none_of_its_code_on_another_event_l
     assert not started_here, started_here
     await asyncio.sleep(0.2)
     assert cluster.restores == [] and cluster.reaped == ["n2"]
+
+
+async def test_a_campaign_its_worker_dropped_touches_no_other_workflow(client):
+    """The same for a campaign: a cell's ending, run by the collector outside the campaign's own workflow, read that
+    workflow's clock and set its details (the web UI's text) - or, as here with no workflow running, raised."""
+    cluster = FakeCluster()
+    queue = f"unit-{uuid.uuid4().hex[:8]}"
+    run = fast_input(target="n2", interactive=True)  # the cell's run holds at its first gate
+    cell = CampaignCell(key="etcd · kill · n2", subject="etcd", project=f"unit-{uuid.uuid4().hex[:8]}", fault="kill",
+                        target="n2", run_input=run)
+    async with build_worker(client, task_queue=queue, activity_functions=cluster.activities()):
+        handle = await client.start_workflow(ChaosCampaignWorkflow.run, CampaignInput(name="dropped", cells=[cell]),
+                                             id=f"unit-{uuid.uuid4().hex[:8]}", task_queue=queue)
+        child = client.get_workflow_handle(cell.project)
+        for _ in range(100):  # the campaign starts its cell's run soon after it starts
+            with contextlib.suppress(RPCError):
+                await walk_to_gate(child, "countdown")
+                break
+            await asyncio.sleep(0.1)
+    try:
+        dropped = [c for c in gc.get_objects()
+                   if asyncio.iscoroutine(c) and c.__qualname__ == "ChaosCampaignWorkflow._run_cell" and c.cr_frame]
+        assert dropped
+        for cell_run in dropped:
+            cell_run.close()  # raised "Not in workflow event loop" from the cell's `finally`
+    finally:
+        for h in (handle, child):
+            await h.terminate("test over")
 
 
 async def test_a_run_that_restores_its_own_fault_leaves_its_guard_nothing_to_do(client):
