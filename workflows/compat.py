@@ -51,6 +51,8 @@ PATCHES: dict[str, Patch] = {p.id: p for p in (
           "the run went on detecting until its deadline", "v7", State.ACTIVE),
     Patch("load-after-lost-window", "v8", "the next load window waited 1 s after any failed one, also after one "
           "lost with its worker (the load's gap grew by that second)", "v7", State.ACTIVE),
+    Patch("trip-in-last-window", "v8", "a stop condition tripped by a load window that began while the fault was on "
+          "and ended after the restore began was dropped: the run could pass", "v7", State.ACTIVE),
 )}
 
 

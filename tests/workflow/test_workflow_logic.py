@@ -53,6 +53,7 @@ from durable_chaos.contracts import (
     ReapAction,
     RestoreResult,
     SafetyReport,
+    Trip,
     SafetyRequest,
     Step,
     SubjectRef,
@@ -99,6 +100,7 @@ class FakeCluster:
         self.chosen: list[ChooseRequest] = []
         self.window_fails: list[float] = []  # the next windows each fail after this many seconds (0: at once)
         self.window_times: list[tuple[datetime, datetime, bool]] = []  # (start, end, failed) of every window
+        self.window_trip = None  # (start, end) -> the Trip a window reports as it ends, or None
 
     def check(self) -> CheckResult:
         members = [MemberHealth(service=s, healthy=s not in self.down) for s in SERVICES]
@@ -130,7 +132,9 @@ class FakeCluster:
             await asyncio.sleep(req.window_s)
             cluster.window_times.append((start, now(), False))
             ops = 10 if not cluster.down else 3
-            return LoadWindow(start=start, end=now(), ops=ops, errors=0, ops_per_s=ops / req.window_s)
+            end = now()
+            trip = cluster.window_trip(start, end) if cluster.window_trip else None
+            return LoadWindow(start=start, end=end, ops=ops, errors=0, ops_per_s=ops / req.window_s, tripped=trip)
 
         @activity.defn(name="inject_fault")
         async def inject_fault(req: FaultRequest) -> InjectResult:
@@ -734,6 +738,34 @@ async def test_an_approval_step_holds_the_run_until_advance(client):
         {"fault": {"target": "n2", "duration_s": 0.5}}, {"approval": "look at the graphs"},
         {"fault": {"target": "n3"}}), during=approve)
     assert report.verdict == "pass", report.reasons and cluster.injects == ["n2", "n3"]
+
+
+def _trip(end: datetime) -> Trip:
+    return Trip(condition="error rate > 0% over 5s", detail="3.0% of 100 operations failed", at=end)
+
+
+async def test_a_stop_condition_tripped_by_the_window_the_restore_began_in_fails_the_run(client):
+    """Stop conditions stop counting once the restore begins, but a load window that began while the fault was on
+    and ends after that holds the fault's errors: its trip fails the run (it was dropped, and the run passed). A
+    window that began after the restore did is not held against the fault."""
+    for began_before_restore in (True, False):
+        cluster = FakeCluster()
+
+        def trip(start, end, cluster=cluster, before=began_before_restore):
+            if not cluster.restore_times or end < cluster.restore_times[0]:
+                return None
+            return _trip(end) if (start < cluster.restore_times[0]) == before else None
+
+        cluster.window_trip = trip
+        inp = fast_input(target="n2")
+        inp.load_window_s = 2.0 if began_before_restore else 0.05  # long: one window spans the whole fault
+        report, _ = await run_chaos(client, cluster, inp)
+        assert cluster.restores == ["n2"]
+        if began_before_restore:
+            assert report.verdict == "fail" and report.stopped is not None, report.reasons
+            assert any("3.0% of 100 operations failed" in r for r in report.failed_because), report.failed_because
+        else:
+            assert report.verdict == "pass" and report.stopped is None, report.reasons
 
 
 async def test_a_lost_load_window_is_followed_at_once_and_a_failing_one_a_second_later(client):

@@ -34,7 +34,10 @@ class Background:
         self.inp, self.record, self.view = inp, record, view
         self.stop_load = False
         self.rate = inp.load_rate  # a load step changes it from the next window on
-        self.guarded = True  # stop conditions count until restore begins: then the fault is being undone anyway
+        # Stop conditions count until the restore begins: then the fault is being undone anyway. After that, only a
+        # load window that began before it still counts: it ends later, but holds what the fault did.
+        self.guarded = True
+        self.restore_began: datetime | None = None
 
     def start(self) -> tuple[asyncio.Task, asyncio.Task | None]:
         """The load for the whole run, and the guardrails' watch if any condition needs watching."""
@@ -46,9 +49,21 @@ class Background:
         """The user's own monitoring, timed from the same instant as ours, in parallel with it."""
         return [asyncio.create_task(self._their_detector(d, since)) for d in self.inp.detectors]
 
-    def tripped(self, trip: Trip | None) -> None:
-        """Keep the first trip while the guardrails count; `supervise` cuts the experiment short on it."""
-        if trip is not None and self.guarded and self.record.trip is None:
+    def stop_guarding(self) -> None:
+        """The compensation begins: from now on a trip cuts nothing short (see `tripped`)."""
+        self.guarded = False
+        self.restore_began = workflow.now()
+
+    def tripped(self, trip: Trip | None, window_began: datetime | None = None) -> None:
+        """Keep the first trip while the guardrails count; `supervise` cuts the experiment short on it. A load
+        window that began before the restore did and ends after it still counts: its errors came while the fault
+        was on, and dropping them let a run (and a pause-on-failure schedule) pass past the user's limit. It only
+        fails the run then; there is nothing left to cut short."""
+        if trip is None or self.record.trip is not None:
+            return
+        late = (not self.guarded and window_began is not None and self.restore_began is not None
+                and window_began < self.restore_began)
+        if self.guarded or (late and compat.patched("trip-in-last-window")):
             self.record.trip = trip
             workflow.logger.warning("%s", trip_reason(trip))
 
@@ -77,7 +92,7 @@ class Background:
             rec.load_rounds += 1
             due_from = window.start + timedelta(seconds=self.inp.load_window_s)
             rec.windows.append(window)
-            self.tripped(window.tripped)
+            self.tripped(window.tripped, window.start)
             self.view.progress.windows = len(rec.windows)
             self.view.progress.recent_windows = rec.windows[-RECENT_WINDOWS:]
             self.view.details()

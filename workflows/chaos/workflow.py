@@ -189,7 +189,7 @@ class ChaosDemoWorkflow:
                           watch: asyncio.Task | None) -> None:
         """Stop the experiment, undo every fault still on (newest first), verify, stop the load."""
         p, rec = self.view.progress, self.record
-        background.guarded = False
+        background.stop_guarding()
         if watch is not None:
             await stop(watch, p, rec)
         await stop(experiment, p, rec)
