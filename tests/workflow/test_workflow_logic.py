@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import inspect
 import json
 import math
 import re
@@ -590,6 +591,12 @@ async def test_a_terminated_run_is_restored_by_its_fault_guard(client):
     assert report.action.action == "restored" and report.action.healthy_after is True
 
 
+def suspended(qualname: str) -> list:
+    """Every coroutine of `qualname` still suspended in this process (other objects count as coroutines too, such
+    as aiohttp's request context managers: only real coroutines have a frame)."""
+    return [c for c in gc.get_objects() if inspect.iscoroutine(c) and c.__qualname__ == qualname and c.cr_frame]
+
+
 async def test_a_run_its_worker_dropped_runs_none_of_its_code_on_another_event_loop(client):
     """A worker that stops drops the runs still in its cache without ending them, and the garbage collector later
     closes their coroutines on whatever thread and event loop run then. The run's undo must not start there: in CI
@@ -605,8 +612,7 @@ async def test_a_run_its_worker_dropped_runs_none_of_its_code_on_another_event_l
     await run_chaos(client, cluster, fast_input(target="n2", interactive=True), during=terminate_at_detect)
     # The worker has stopped and still holds the run, suspended at its fault (with any other run dropped so far in
     # this process). Close them as the garbage collector does, while another event loop (this test's) is running.
-    dropped = [c for c in gc.get_objects()
-               if asyncio.iscoroutine(c) and c.__qualname__ == "ChaosDemoWorkflow.run" and c.cr_frame is not None]
+    dropped = suspended("ChaosDemoWorkflow.run")
     assert dropped
     loop = asyncio.get_running_loop()
     before = asyncio.all_tasks(loop)
@@ -636,8 +642,7 @@ async def test_a_campaign_its_worker_dropped_touches_no_other_workflow(client):
                 break
             await asyncio.sleep(0.1)
     try:
-        dropped = [c for c in gc.get_objects()
-                   if asyncio.iscoroutine(c) and c.__qualname__ == "ChaosCampaignWorkflow._run_cell" and c.cr_frame]
+        dropped = suspended("ChaosCampaignWorkflow._run_cell")
         assert dropped
         for cell_run in dropped:
             cell_run.close()  # raised "Not in workflow event loop" from the cell's `finally`
