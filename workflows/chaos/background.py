@@ -34,9 +34,8 @@ class Background:
         self.inp, self.record, self.view = inp, record, view
         self.stop_load = False
         self.rate = inp.load_rate  # a load step changes it from the next window on
-        # Stop conditions count until the restore begins: then the fault is being undone anyway. After that, only a
+        # Stop conditions count until the restore begins (then the fault is being undone anyway); after that, only a
         # load window that began before it still counts: it ends later, but holds what the fault did.
-        self.guarded = True
         self.restore_began: datetime | None = None
 
     def start(self) -> tuple[asyncio.Task, asyncio.Task | None]:
@@ -51,7 +50,6 @@ class Background:
 
     def stop_guarding(self) -> None:
         """The compensation begins: from now on a trip cuts nothing short (see `tripped`)."""
-        self.guarded = False
         self.restore_began = workflow.now()
 
     def tripped(self, trip: Trip | None, window_began: datetime | None = None) -> None:
@@ -61,9 +59,9 @@ class Background:
         fails the run then; there is nothing left to cut short."""
         if trip is None or self.record.trip is not None:
             return
-        late = (not self.guarded and window_began is not None and self.restore_began is not None
-                and window_began < self.restore_began)
-        if self.guarded or (late and compat.patched("trip-in-last-window")):
+        guarded = self.restore_began is None
+        late = not guarded and window_began is not None and window_began < self.restore_began
+        if guarded or (late and compat.patched("trip-in-last-window")):
             self.record.trip = trip
             workflow.logger.warning("%s", trip_reason(trip))
 
