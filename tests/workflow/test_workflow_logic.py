@@ -54,11 +54,11 @@ from durable_chaos.contracts import (
     ReapAction,
     RestoreResult,
     SafetyReport,
-    Trip,
     SafetyRequest,
     Step,
     SubjectRef,
     TargetChoice,
+    Trip,
     WaitHealthyRequest,
     report_of_failure,
 )
@@ -745,32 +745,30 @@ async def test_an_approval_step_holds_the_run_until_advance(client):
     assert report.verdict == "pass", report.reasons and cluster.injects == ["n2", "n3"]
 
 
-def _trip(end: datetime) -> Trip:
-    return Trip(condition="error rate > 0% over 5s", detail="3.0% of 100 operations failed", at=end)
-
-
-async def test_a_stop_condition_tripped_by_the_window_the_restore_began_in_fails_the_run(client):
+@pytest.mark.parametrize("began_before_restore", [True, False], ids=["began-before-restore", "began-after"])
+async def test_a_stop_condition_tripped_by_the_window_the_restore_began_in_fails_the_run(client, began_before_restore):
     """Stop conditions stop counting once the restore begins, but a load window that began while the fault was on
     and ends after that holds the fault's errors: its trip fails the run (it was dropped, and the run passed). A
     window that began after the restore did is not held against the fault."""
-    for began_before_restore in (True, False):
-        cluster = FakeCluster()
+    cluster = FakeCluster()
 
-        def trip(start, end, cluster=cluster, before=began_before_restore):
-            if not cluster.restore_times or end < cluster.restore_times[0]:
-                return None
-            return _trip(end) if (start < cluster.restore_times[0]) == before else None
+    def trip(start: datetime, end: datetime) -> Trip | None:
+        if not cluster.restore_times or end < cluster.restore_times[0]:
+            return None
+        if (start < cluster.restore_times[0]) != began_before_restore:
+            return None
+        return Trip(condition="error rate > 0% over 5s", detail="3.0% of 100 operations failed", at=end)
 
-        cluster.window_trip = trip
-        inp = fast_input(target="n2")
-        inp.load_window_s = 2.0 if began_before_restore else 0.05  # long: one window spans the whole fault
-        report, _ = await run_chaos(client, cluster, inp)
-        assert cluster.restores == ["n2"]
-        if began_before_restore:
-            assert report.verdict == "fail" and report.stopped is not None, report.reasons
-            assert any("3.0% of 100 operations failed" in r for r in report.failed_because), report.failed_because
-        else:
-            assert report.verdict == "pass" and report.stopped is None, report.reasons
+    cluster.window_trip = trip
+    inp = fast_input(target="n2")
+    inp.load_window_s = 2.0 if began_before_restore else 0.05  # long: one window spans the whole fault
+    report, _ = await run_chaos(client, cluster, inp)
+    assert cluster.restores == ["n2"]
+    if began_before_restore:
+        assert report.verdict == "fail" and report.stopped is not None, report.reasons
+        assert any("3.0% of 100 operations failed" in r for r in report.failed_because), report.failed_because
+    else:
+        assert report.verdict == "pass" and report.stopped is None, report.reasons
 
 
 async def test_a_lost_load_window_is_followed_at_once_and_a_failing_one_a_second_later(client):
