@@ -10,7 +10,10 @@ from datetime import UTC, datetime
 
 from python_on_whales import docker
 
-NETTOOLS = "chaos-nettools:bookworm"
+from activities.images import ensure_images
+from durable_chaos.faults.netns import nettools_image
+
+NETTOOLS = nettools_image().ref
 HELPER_LABEL = "durable-chaos.helper"  # what the product's helpers carry (value: the run's fault tag)
 PROBE_LABEL = "durable-chaos.test-probe"  # what ours carry, so they are never mistaken for the product's
 
@@ -49,6 +52,7 @@ SEP = "=====CUT====="
 
 def net_state(container_id: str) -> NetState:
     """The namespace of `container_id`, read by a short-lived helper of our own (NET_ADMIN only, like the product's)."""
+    ensure_images([nettools_image()])  # a test run on its own, on a fresh machine, has not built it yet
     script = f"iptables -w -S; echo {SEP}; iptables -w -t nat -S; echo {SEP}; tc qdisc show"
     proc = subprocess.run(["docker", "run", "--rm", "--network", f"container:{container_id}", "--cap-drop", "ALL",
                            "--cap-add", "NET_ADMIN", "--label", f"{PROBE_LABEL}=1", NETTOOLS, "sh", "-ec", script],
@@ -78,12 +82,14 @@ def net_states(copy, services=None) -> dict[str, NetState]:
 
 
 def events_since(copy, since: datetime, actions=("kill", "die", "stop", "start", "pause", "unpause")):
-    """(service, action, attributes) of the copy's container events since `since`, from Docker's event log."""
+    """(service, action, attributes) of the copy's container events since `since`, from Docker's event log. Exactly
+    since: an event of the same second but before `since` (the copy's own start, just before a test) is not one."""
     events = copy.docker.system.events(
         since=since, until=datetime.now(UTC),
         filters={"label": f"com.docker.compose.project={copy.instance.project}", "type": "container"})
+    after = since.timestamp() * 1e9
     return [(e.actor.attributes.get("com.docker.compose.service"), e.action, dict(e.actor.attributes))
-            for e in events if e.action in actions]
+            for e in events if e.action in actions and e.time_nano >= after]
 
 
 def helpers_created_since(since: datetime, tag: str) -> list[dict]:

@@ -75,6 +75,7 @@ def step_rows(steps: list[StepReport]) -> list[tuple[str, str]]:
     rows = []
     for s in steps:
         where = f"step {s.step}" + (f" lane {s.lane}" if s.lane else "") + (f" ({s.name})" if s.name else "")
+        where += f" at +{s.drawn_at_s:g}s" if s.drawn_at_s is not None else ""
         effect = ("" if s.effect is None else "" if s.effect.took_effect else ", never took effect")
         rows.append((where, f"{s.fault_label} {', '.join(s.targets)}: {s.state.value}, TTD "
                             f"{seconds_text(s.time_to_detect_s)}, TTR {seconds_text(s.time_to_restore_s)}{effect}"))

@@ -113,4 +113,5 @@ class StepReport(BaseModel):
     effect: FaultEffect | None = Field(default=None, description="None: not asked (the run was cut short first)")
     diagnosis_correct: bool | None = None
     detail: str = ""
-
+    drawn_at_s: float | None = Field(default=None, description="a random schedule's fault: when the seed drew it, in "
+                                                              "seconds from its step's start (the same for a seed)")

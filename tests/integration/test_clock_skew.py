@@ -101,7 +101,6 @@ async def test_a_cancelled_or_terminated_run_puts_the_clock_back(client, task_qu
 async def test_clock_skew_on_etcd_exits_2_with_one_line_and_touches_nothing(cli_env, postgres):
     # The postgres copy's etcd members are no targets (Patroni's store): the etcd subject gets a copy of its own.
     async with private_copy("etcd", PORT_RANGE) as etcd:
-        await asyncio.sleep(2)  # past the copy's own start events (since_now reaches a second back)
         since = since_now()
         proc = await asyncio.to_thread(starter, "chaos", "--fault", "clock-skew", "--target", "etcd2",
                                        "--countdown", "0", *subject_args(etcd), env=cli_env)

@@ -14,7 +14,7 @@ import contextlib
 import json
 import re
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -74,7 +74,7 @@ def row(report: ChaosReport, scenario: str) -> dict:
 
 
 def since_now() -> datetime:
-    return datetime.now(UTC) - timedelta(seconds=1)
+    return datetime.now(UTC)
 
 
 @contextlib.asynccontextmanager

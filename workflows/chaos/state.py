@@ -51,7 +51,12 @@ class FaultRecord:
     restore: RestoreResult | None = None
     final: CheckResult | None = None
     detail: str = ""
-    random: bool = False  # drawn by a random schedule: held for its time, not required to be detected
+    drawn_at_s: float | None = None  # a random schedule's fault: its offset from the step's start, as drawn
+
+    @property
+    def random(self) -> bool:
+        """Drawn by a random schedule: held for its time, not required to be detected."""
+        return self.drawn_at_s is not None
 
     @property
     def on(self) -> bool:
@@ -74,7 +79,7 @@ class FaultRecord:
             restored_at=self.final.at if self.final else None, time_to_detect_s=seconds(injected_at, detected_at),
             time_to_restore_s=seconds(self.restore.started_at, self.final.at) if self.restore and self.final else None,
             effect=self.effect, diagnosis_correct=self.diagnosis.correct if self.diagnosis else None,
-            detail=self.detail)
+            detail=self.detail, drawn_at_s=self.drawn_at_s)
 
 
 @dataclass

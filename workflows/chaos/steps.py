@@ -110,12 +110,13 @@ class Steps:
     # -- one fault ---------------------------------------------------------------------------------------------------
 
     async def fault(self, number: int, lane: int | None, name: str, spec: FaultStep, keep_on: bool,
-                    drawn: bool = False) -> FaultRecord:
+                    drawn_at_s: float | None = None) -> FaultRecord:
         """Choose, guard, inject, detect, confirm, diagnose, hold; then undo, unless `keep_on` (the final step:
         the compensation undoes it)."""
         async with self._choosing:  # lanes choose one at a time: two lanes never draw the same member
             request, label = await self._choose(spec)
-            fault = FaultRecord(number, lane, name, request, label, spec.max_fault_s, random=drawn)
+            fault = FaultRecord(number, lane, name, request, label, spec.max_fault_s,
+                                drawn_at_s=drawn_at_s)
             self.record.faults.append(fault)
         p = self.view.progress
         p.target, p.targets, p.fault_label = fault.request.target, fault.request.members, fault.label
@@ -141,7 +142,7 @@ class Steps:
         theirs = self.background.start_their_detectors(fault.injected.injected_at) if first else []
         try:
             await self._detect(fault, spec, theirs, first)
-            if not drawn:  # a random schedule's faults come too fast to diagnose each
+            if not fault.random:  # a random schedule's faults come too fast to diagnose each
                 await self._diagnose(fault, first)
             if spec.duration_s is not None:
                 await self._hold(fault, spec.duration_s)
@@ -288,7 +289,7 @@ class Steps:
             await self.fault(number, i, step.name, FaultStep(fault=drawn.kind, target=drawn.target,
                                                             duration_s=spec.hold_s,
                                                             max_fault_s=spec.hold_s + self.inp.detect_timeout_s),
-                             keep_on=False, drawn=True)
+                             keep_on=False, drawn_at_s=drawn.offset_s)
 
         await all_or_none([one(i, d) for i, d in enumerate(schedule, 1)])
         left = (start + timedelta(seconds=spec.duration_s) - workflow.now()).total_seconds()
