@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from python_on_whales import docker
 
@@ -85,7 +85,7 @@ def events_since(copy, since: datetime, actions=("kill", "die", "stop", "start",
     """(service, action, attributes) of the copy's container events since `since`, from Docker's event log. Exactly
     since: an event of the same second but before `since` (the copy's own start, just before a test) is not one."""
     events = copy.docker.system.events(
-        since=since, until=datetime.now(UTC),
+        since=since - timedelta(seconds=1), until=datetime.now(UTC),
         filters={"label": f"com.docker.compose.project={copy.instance.project}", "type": "container"})
     after = since.timestamp() * 1e9
     return [(e.actor.attributes.get("com.docker.compose.service"), e.action, dict(e.actor.attributes))

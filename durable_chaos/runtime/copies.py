@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from python_on_whales import DockerClient
 
@@ -53,13 +53,15 @@ class SubjectCopy:
         self.docker.compose.down(volumes=True, remove_orphans=True, quiet=True, timeout=1)
 
     def deaths_since(self, since: datetime) -> list[tuple[str, datetime]]:
-        """(service, time) of every container death since `since`, from Docker's own event log."""
+        """(service, time) of every container death since `since` exactly, from Docker's own event log: a death in
+        the same second but before `since` (the previous test's kill) is not one."""
         events = self.docker.system.events(
-            since=since, until=datetime.now(timezone.utc),
+            since=since - timedelta(seconds=1), until=datetime.now(timezone.utc),
             filters={"label": f"com.docker.compose.project={self.instance.project}", "event": "die"},
         )
-        return [(e.actor.attributes["com.docker.compose.service"],
-                 datetime.fromtimestamp(e.time_nano / 1e9, timezone.utc)) for e in events]
+        deaths = [(e.actor.attributes["com.docker.compose.service"],
+                   datetime.fromtimestamp(e.time_nano / 1e9, timezone.utc)) for e in events]
+        return [(service, at) for service, at in deaths if at >= since]
 
     def died_since(self, since: datetime) -> list[str]:
         return [service for service, _ in self.deaths_since(since)]

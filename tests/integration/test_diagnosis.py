@@ -9,7 +9,7 @@ import asyncio
 import base64
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import httpx
 import pytest
@@ -65,7 +65,7 @@ def history_text(history) -> str:
 
 
 async def chaos_run(client, task_queue, etcd, countdown_s=0, **kw):
-    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    since = datetime.now(timezone.utc)
     async with running_worker(client, task_queue):
         handle = await client.start_workflow(
             ChaosDemoWorkflow.run, ChaosInput(subject=etcd.ref, target=TARGET, countdown_s=countdown_s, **kw),

@@ -146,7 +146,7 @@ async def current_leader(etcd) -> str:
 @pytest.mark.parametrize("point", ["after_inject", "during_detect", "during_diagnose", "during_restore"])
 async def test_worker_sigkill_at_any_point_still_restores(client, task_queue, etcd, tmp_path, point):
     leader = await current_leader(etcd)
-    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    since = datetime.now(timezone.utc)
     first = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
     second = None
     try:
@@ -182,7 +182,7 @@ async def test_a_worker_stopped_with_sigterm_hands_its_watch_back_and_another_wo
         client, task_queue, etcd, tmp_path):
     """A deploy stops the worker gracefully while a fault is on: the guard's watch (which would run for the whole
     run) is handed back at once and taken by the next worker, which then finishes the run and its restore."""
-    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    since = datetime.now(timezone.utc)
     first = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
     second = None
     try:
@@ -209,7 +209,7 @@ async def test_a_worker_stopped_with_sigterm_hands_its_watch_back_and_another_wo
 
 
 async def test_cancel_right_after_injection_restores_via_the_cli(client, task_queue, etcd, tmp_path):
-    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    since = datetime.now(timezone.utc)
     worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
     try:
         handle = await held_at(client, task_queue, etcd, "etcd3", detect_timeout_s=60)  # fault injected, holding
@@ -230,7 +230,7 @@ async def test_cancel_right_after_injection_restores_via_the_cli(client, task_qu
 
 
 async def test_terminate_after_injection_is_restored_by_the_runs_guard(client, task_queue, etcd, tmp_path):
-    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    since = datetime.now(timezone.utc)
     worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
     try:
         handle = await terminated_after_inject(client, task_queue, etcd, "etcd1")
@@ -272,7 +272,7 @@ async def test_a_worker_starts_nothing_on_its_own_and_retires_the_minute_reaper_
 
 
 async def test_dev_server_restart_mid_run_still_restores(etcd, tmp_path):
-    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    since = datetime.now(timezone.utc)
     port = free_port_base(2, 29000, 29900) + 1
     db = tmp_path / "temporal.db"
     command = dev_server_command(port=port, ui_port=port + 1, db_file=db) + ["--headless"]
@@ -319,7 +319,7 @@ async def test_dev_server_restart_mid_run_still_restores(etcd, tmp_path):
 
 @pytest.mark.parametrize("as_json", [False, True])
 async def test_abort_via_the_cli_restores_at_once_and_prints_the_report(client, task_queue, etcd, tmp_path, as_json):
-    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    since = datetime.now(timezone.utc)
     worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
     env = cli_env(client, task_queue, tmp_path)
     try:
@@ -359,7 +359,7 @@ async def test_abort_via_the_cli_restores_at_once_and_prints_the_report(client, 
 
 
 async def test_advance_refuses_a_run_that_is_not_holding_and_kills_nothing(client, task_queue, etcd, tmp_path):
-    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    since = datetime.now(timezone.utc)
     worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
     env = cli_env(client, task_queue, tmp_path)
     try:
@@ -381,7 +381,7 @@ async def test_advance_refuses_a_run_that_is_not_holding_and_kills_nothing(clien
 
 
 async def test_watch_attaches_to_a_running_run_and_ctrl_c_only_stops_watching(client, task_queue, etcd, tmp_path):
-    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    since = datetime.now(timezone.utc)
     env = cli_env(client, task_queue, tmp_path)
     worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
 
@@ -430,7 +430,7 @@ async def reap_until_restored(env: dict[str, str]):
 
 
 async def test_reap_now_restores_what_a_terminated_run_left(client, task_queue, etcd, tmp_path):
-    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    since = datetime.now(timezone.utc)
     env = cli_env(client, task_queue, tmp_path)
     worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
     try:
@@ -447,7 +447,7 @@ async def test_reap_now_restores_what_a_terminated_run_left(client, task_queue, 
 
 async def test_reaper_leaves_alone_a_node_that_a_newer_run_took_after_the_search(client, task_queue, etcd, tmp_path):
     """The race between the reaper's search and its restore: a run that starts in between owns the node."""
-    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    since = datetime.now(timezone.utc)
     worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
     try:
         old = await terminated_with_its_guard(client, task_queue, etcd, "etcd3")

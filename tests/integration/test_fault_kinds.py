@@ -22,7 +22,6 @@ from python_on_whales import docker
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from durable_chaos.contracts import (
-    Attr,
     ChaosInput,
     ChaosReport,
     FaultRequest,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 
@@ -67,7 +67,7 @@ def assert_stopped_and_restored(report: ChaosReport, etcd, since: datetime, cond
 
 
 async def test_max_error_rate_zero_trips_on_a_kill_and_restores(client, task_queue, etcd):
-    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    since = datetime.now(timezone.utc)
     report = await run_held_at_diagnose(client, task_queue, etcd, StopConditions(max_error_rate_pct=0))
     assert_stopped_and_restored(report, etcd, since, "error rate > 0% over 5s")
     assert "operations failed" in report.stopped.detail
@@ -76,7 +76,7 @@ async def test_max_error_rate_zero_trips_on_a_kill_and_restores(client, task_que
 
 
 async def test_abort_probe_flipped_to_500_mid_fault_trips_and_restores(client, task_queue, etcd):
-    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    since = datetime.now(timezone.utc)
     with FakeMonitoring() as fake:
         def flip():
             fake.health_status = 500
@@ -141,7 +141,7 @@ def dead_port() -> int:
 ])
 async def test_monitoring_that_does_not_answer_at_start_exits_2_and_injects_nothing(client, tmp_path, etcd, args,
                                                                                      message):
-    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    since = datetime.now(timezone.utc)
     dead = dead_port()
     env = command_env(client.service_client.config.target_host, tmp_path)
     proc = await asyncio.to_thread(starter, "chaos", "--json", *[a.format(dead=dead) for a in args],
@@ -157,7 +157,7 @@ async def test_a_trip_seen_live_in_a_terminal_fails_the_run_with_the_reason(clie
     # The starter's live view redirects stderr through Rich while its own worker runs the workflow, so the trip's
     # log line from workflow code goes through Rich inside the workflow sandbox: it must not fail the workflow task
     # (it once did, and the run hung in a loop of failing tasks).
-    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    since = datetime.now(timezone.utc)
     env = command_env(client.service_client.config.target_host, tmp_path)
     with FakeMonitoring() as fake:
         # Their endpoint never turns non-2xx: the fault stays on for the detect timeout, so the kill's errors trip

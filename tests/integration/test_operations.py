@@ -15,7 +15,7 @@ import sys
 import uuid
 import xml.etree.ElementTree as ET
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -57,7 +57,7 @@ def cli_env(temporal_ui_env, address, tmp_path_factory) -> dict[str, str]:
 @pytest_asyncio.fixture(scope="module")
 async def chaos_command(cli_env, etcd) -> subprocess.CompletedProcess:
     """One real run that kills etcd1, through the CLI (which runs its own worker)."""
-    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    since = datetime.now(timezone.utc)
     proc = await asyncio.to_thread(starter, "chaos", "--json", "--countdown", "1", "--target", "etcd1",
                                    *subject_args(etcd), env=cli_env)
     assert proc.returncode == 0, proc.stderr
