@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import WorkflowHandle
@@ -68,8 +68,16 @@ async def _server_side(handle: WorkflowHandle, name: str, killed_at: datetime) -
                 seen["last_heartbeat_before_kill_s"] = round(
                     (p.last_heartbeat_time.ToDatetime(tzinfo=timezone.utc) - killed_at).total_seconds(), 3)
             if p.attempt >= 2:  # the server has timed the killed attempt out (seen within 50 ms)
-                seen["timed_out_after_kill_s"] = round((datetime.now(timezone.utc) - killed_at).total_seconds(), 3)
-                return seen
+                seen.setdefault("timed_out_after_kill_s",
+                                round((datetime.now(timezone.utc) - killed_at).total_seconds(), 3))
+                if p.HasField("scheduled_time"):  # when the retry was due to any worker (after its backoff)
+                    seen["retry_due_after_kill_s"] = round(
+                        (p.scheduled_time.ToDatetime(tzinfo=timezone.utc) - killed_at).total_seconds(), 3)
+                if p.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
+                    return seen
+                if "retry_due_after_kill_s" in seen and datetime.now(timezone.utc) > killed_at + timedelta(
+                        seconds=seen["retry_due_after_kill_s"] + 3):
+                    return seen
         await asyncio.sleep(0.05)
     return seen
 
@@ -115,6 +123,11 @@ async def resume(lab: Lab, point: str) -> dict:
         "retried_after": nxt.retried_after if nxt else None,
         "kill_to_completion_s": round((history.closed - killed_at).total_seconds(), 3),
         "workflow_task_timeouts": history.workflow_task_timeouts,
+        # Workflow tasks around the SIGKILL (scheduled, started, completed; s from it): one the dead worker held
+        # times out, and the server may act on the run only after it.
+        "workflow_tasks_near_kill": [[None if t is None else round((t - killed_at).total_seconds(), 3) for t in task]
+                                     for task in history.workflow_tasks
+                                     if task[0] and -1 < (task[0] - killed_at).total_seconds() < 4],
         "replacement_worker_polling_s": round(third_polling_s, 3),
         **server_side,
         "verdict": report.verdict, "reasons": report.reasons if report.verdict != "pass" else [],
