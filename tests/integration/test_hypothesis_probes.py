@@ -70,7 +70,9 @@ async def test_an_http_probe_that_holds_passes_the_run(client, task_queue, etcd)
                                      "tolerance": {"matches": "^ok$"}})
         async with running_worker(client, task_queue):
             handle = await client.start_workflow(
-                ChaosDemoWorkflow.run, ChaosInput(subject=etcd.ref, target="etcd3", countdown_s=1,
+                # A countdown of 3 s: three windows (three samples) before the fault, however fast it is undone
+                # (with 1 s, a run restored within a window had 2 in CI).
+                ChaosDemoWorkflow.run, ChaosInput(subject=etcd.ref, target="etcd3", countdown_s=3,
                                                   hypothesis=[probe, body]),
                 id=f"t-probes-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
             report = await asyncio.wait_for(final_report(handle), 120)
