@@ -3,10 +3,11 @@ read with our own helper container (not the product's code), for the fault-catal
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from python_on_whales import docker
 
@@ -50,9 +51,14 @@ class NetState:
 SEP = "=====CUT====="
 
 
+@functools.cache
+def _nettools_built() -> None:
+    ensure_images([nettools_image()])  # a test run on its own, on a fresh machine, has not built it yet
+
+
 def net_state(container_id: str) -> NetState:
     """The namespace of `container_id`, read by a short-lived helper of our own (NET_ADMIN only, like the product's)."""
-    ensure_images([nettools_image()])  # a test run on its own, on a fresh machine, has not built it yet
+    _nettools_built()
     script = f"iptables -w -S; echo {SEP}; iptables -w -t nat -S; echo {SEP}; tc qdisc show"
     proc = subprocess.run(["docker", "run", "--rm", "--network", f"container:{container_id}", "--cap-drop", "ALL",
                            "--cap-add", "NET_ADMIN", "--label", f"{PROBE_LABEL}=1", NETTOOLS, "sh", "-ec", script],
@@ -82,14 +88,9 @@ def net_states(copy, services=None) -> dict[str, NetState]:
 
 
 def events_since(copy, since: datetime, actions=("kill", "die", "stop", "start", "pause", "unpause")):
-    """(service, action, attributes) of the copy's container events since `since`, from Docker's event log. Exactly
-    since: an event of the same second but before `since` (the copy's own start, just before a test) is not one."""
-    events = copy.docker.system.events(
-        since=since - timedelta(seconds=1), until=datetime.now(UTC),
-        filters={"label": f"com.docker.compose.project={copy.instance.project}", "type": "container"})
-    after = since.timestamp() * 1e9
+    """(service, action, attributes) of the copy's container events since `since` exactly, from Docker's event log."""
     return [(e.actor.attributes.get("com.docker.compose.service"), e.action, dict(e.actor.attributes))
-            for e in events if e.action in actions and e.time_nano >= after]
+            for e in copy.container_events(since) if e.action in actions]
 
 
 def helpers_created_since(since: datetime, tag: str) -> list[dict]:

@@ -52,16 +52,21 @@ class SubjectCopy:
     def down(self) -> None:
         self.docker.compose.down(volumes=True, remove_orphans=True, quiet=True, timeout=1)
 
-    def deaths_since(self, since: datetime) -> list[tuple[str, datetime]]:
-        """(service, time) of every container death since `since` exactly, from Docker's own event log: a death in
-        the same second but before `since` (the previous test's kill) is not one."""
+    def container_events(self, since: datetime, **filters: str) -> list:
+        """The copy's container events from Docker's own event log, since `since` exactly: one of the same second
+        but before it (the copy's own start, the previous test's kill) is not one. Docker is asked from a second
+        earlier, and the events are kept by their own nanosecond time."""
         events = self.docker.system.events(
             since=since - timedelta(seconds=1), until=datetime.now(timezone.utc),
-            filters={"label": f"com.docker.compose.project={self.instance.project}", "event": "die"},
-        )
-        deaths = [(e.actor.attributes["com.docker.compose.service"],
-                   datetime.fromtimestamp(e.time_nano / 1e9, timezone.utc)) for e in events]
-        return [(service, at) for service, at in deaths if at >= since]
+            filters={"label": f"com.docker.compose.project={self.instance.project}", "type": "container", **filters})
+        after = since.timestamp() * 1e9
+        return [e for e in events if e.time_nano >= after]
+
+    def deaths_since(self, since: datetime) -> list[tuple[str, datetime]]:
+        """(service, time) of every container death since `since`, from Docker's own event log."""
+        return [(e.actor.attributes["com.docker.compose.service"],
+                 datetime.fromtimestamp(e.time_nano / 1e9, timezone.utc))
+                for e in self.container_events(since, event="die")]
 
     def died_since(self, since: datetime) -> list[str]:
         return [service for service, _ in self.deaths_since(since)]
