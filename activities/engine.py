@@ -6,7 +6,8 @@ Why not the CLI, as python-on-whales does: every read spawned a `docker` process
 pause run of etcd: 85 `docker` processes, 45 of them `container inspect` (a lookup of the project's containers
 was a `container list` and two inspects per member). With 20 copies on one host their CPU came close to the
 worker's own (issue 25's sweep). Compose and image builds stay on python-on-whales (activities/docker.py): the
-Engine API has no compose, and a build is rare. Fault kinds act through python-on-whales' Container too.
+Engine API has no compose, and a build is rare. Fault kinds act through python-on-whales' Container, whose inspect
+and kill/start/stop/pause/unpause go over the socket too (durable_chaos/docker_engine.py).
 
 `DOCKER_HOST` names the engine, as for the CLI.
 """
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import aiodocker
 
 from durable_chaos.contracts import ContainerState
+from durable_chaos.docker_engine import engine_call
 from subjects import ExecResult, SubjectInstance
 
 SERVICE_LABEL, PROJECT_LABEL = "com.docker.compose.service", "com.docker.compose.project"
@@ -50,12 +52,8 @@ async def members(docker: aiodocker.Docker, instance: SubjectInstance) -> dict[s
 
 
 def members_from_thread(instance: SubjectInstance) -> dict[str, Member]:
-    """`members` for code running in a thread (fault kinds act through blocking calls): the same one request, on
-    an event loop of the thread's own."""
-    async def ask():
-        async with aiodocker.Docker() as docker:
-            return await members(docker, instance)
-    return asyncio.run(ask())
+    """`members` for code running in a thread (fault kinds act through blocking calls): the same one request."""
+    return engine_call("container list", lambda docker: members(docker, instance))
 
 
 async def all_running(instance: SubjectInstance) -> bool:

@@ -39,7 +39,9 @@ class ImageBuildFailed(RuntimeError):
 
 
 def image_exists(ref: str) -> bool:
-    return subprocess.run(["docker", "image", "inspect", ref], capture_output=True).returncode == 0
+    # Imported here: the CLI's `subjects` reads this module and should not load an HTTP client before it needs one.
+    from durable_chaos.docker_engine import image_exists as on_engine
+    return on_engine(ref)
 
 
 def missing_images(images: Iterable[ImageSpec]) -> list[ImageSpec]:

@@ -103,7 +103,7 @@ async def preflight(req: PreflightRequest) -> PreflightResult:
     except ValueError as err:
         raise bad_input(f"this worker's {err}") from None
     client = compose_client(instance)
-    await off_loop(ensure_docker, client)
+    await off_loop(ensure_docker)
     await off_loop(validate_compose, client, instance)
     for kind in {f.kind: f for f in every}.values():
         if images := kind.images():

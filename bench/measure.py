@@ -245,6 +245,29 @@ def machine_busy() -> tuple[float, float]:
     return float(sum(values) - idle), float(sum(values))
 
 
+def cpu_by_command() -> dict[str, float]:
+    """CPU seconds so far of every process alive now, summed by command name (etcd, dockerd, temporal, python...):
+    the difference of two readings says who used the machine in between. A process that ended in between is missing
+    (its parent's reaped-children time holds it), so this is a lower bound per name."""
+    out: dict[str, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        head, _, rest = text.rpartition(")")
+        fields = rest.split()
+        name = head.partition("(")[2]
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return out
+
+
+def cpu_used_by_command(before: dict[str, float], after: dict[str, float], top: int = 10) -> dict[str, float]:
+    """The `top` command names by CPU seconds used between two `cpu_by_command` readings."""
+    used = {name: after[name] - before.get(name, 0.0) for name in after}
+    return {name: round(s, 2) for name, s in sorted(used.items(), key=lambda kv: -kv[1])[:top] if s > 0}
+
+
 CPUACCT = ("/sys/fs/cgroup/cpuacct/docker/{id}/cpuacct.usage",  # cgroup v1 (these machines)
            "/sys/fs/cgroup/system.slice/docker-{id}.scope/cpu.stat")  # cgroup v2 with systemd
 

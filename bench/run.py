@@ -393,6 +393,9 @@ def _parallel_table(steps: list[dict], rate: float) -> Table:
     row("load average before", lambda s: " ".join(s["loadavg_before"]))
     row("docker CLI children CPU (s)", lambda s: _fmt(s["docker_cli_cpu_s"]), "reaped by the worker")
     row("the etcd copies' CPU (s)", lambda s: _fmt(s.get("subjects_cpu_s")), "their containers' cgroups (≥)")
+    row("CPU (s) by process, top 5", lambda s: ", ".join(f"{name} {cpu:g}" for name, cpu in
+                                                         list(s.get("cpu_s_by_command", {}).items())[:5]),
+        "every process alive at the end")
     row("worker RSS end / peak (MB)", lambda s: f"{s['worker_rss_mb']} / {s['worker_peak_rss_mb']}")
     row("load before the fault ops/s p50 / min", lambda s: f"{_fmt(s['load_baseline_ops_s']['p50'])} / "
         f"{_fmt(s['load_baseline_ops_s']['min'])}", "per run")

@@ -29,6 +29,8 @@ from bench.measure import (
     STAGES,
     History,
     containers_cpu_s,
+    cpu_by_command,
+    cpu_used_by_command,
     decode,
     machine_busy,
     read_history,
@@ -474,6 +476,7 @@ async def parallel(lab: Lab, k: int, step: int) -> dict:
     await lab.wait_polling(proc, name)
     containers = _container_ids(copies)
     subjects_before = containers_cpu_s(containers)
+    machine_before = cpu_by_command()
     before = sample_process(proc.pid)
     t0 = time.monotonic()
     with _CpuSampler(proc.pid) as sampler:
@@ -483,6 +486,7 @@ async def parallel(lab: Lab, k: int, step: int) -> dict:
         wall = time.monotonic() - t0
         after = sample_process(proc.pid)
     subjects_after = containers_cpu_s(containers)
+    machine_used = cpu_used_by_command(machine_before, cpu_by_command())
     lab.stop_workers()
     reports = [r for r in results if isinstance(r, ChaosReport)]
     records = []
@@ -532,6 +536,8 @@ async def parallel(lab: Lab, k: int, step: int) -> dict:
         # the same 2 cores. The killed members restart from zero, so this is a lower bound.
         "subjects_cpu_s": (round(subjects_after - subjects_before, 2)
                            if subjects_before is not None and subjects_after is not None else None),
+        # Who else used the 2 cores meanwhile: the Temporal dev server, dockerd, containerd's shims, the subjects.
+        "cpu_s_by_command": machine_used,
         "worker_rss_mb": after.rss_mb, "worker_peak_rss_mb": after.peak_rss_mb,
         **sampler.figures(),
         "all_passed": not failures and len(reports) == k, "failures": failures,

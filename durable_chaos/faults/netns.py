@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from python_on_whales import DockerException, docker
 
+from durable_chaos.docker_engine import image_exists
 from durable_chaos.images import FromDebian, ImageSpec, local_or_upstream
 
 # Tests and the reaper find helpers by this label (its value is the run's fault tag).
@@ -49,7 +50,7 @@ def probe_netns(container_id: str, probes: list[str]) -> dict[str, list[str]]:
     """probe -> its output lines, from a running member's namespace, every probe run by one helper (a helper per
     fault kind would multiply the seconds evidence takes). Empty when the helper image is not built here (diagnosis
     never waits for a build) or the member is not running: there is nothing to see."""
-    if not probes or not docker.image.exists(nettools_image().ref):
+    if not probes or not image_exists(nettools_image().ref):
         return {}
     script = "\n".join(f"echo {PROBE_START}\n{probe}" for probe in probes)
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 import uuid
 from datetime import UTC, datetime
@@ -20,7 +21,9 @@ import httpx
 import pytest
 from python_on_whales import docker
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.testing import ActivityEnvironment
 
+from activities.faults import confirm_fault, inject_fault, restore_fault
 from durable_chaos.contracts import (
     ChaosInput,
     ChaosReport,
@@ -235,6 +238,29 @@ async def test_each_kind_is_seen_while_in_effect_and_gone_after(client, task_que
 async def _until(probe, interval: float = 0.2):
     while not await probe():
         await asyncio.sleep(interval)
+
+
+@pytest.mark.parametrize("kind", ["kill", "stop", "pause"])
+async def test_container_kinds_act_through_the_engine_api_without_a_docker_process(etcd, kind, caplog):
+    # At 20 copies on 2 cores, a `docker` process per inspect and per kill/start came close to the worker's own CPU:
+    # these kinds read and act over the Engine API's socket. python-on-whales logs every command it spawns.
+    caplog.set_level(logging.DEBUG, logger="python_on_whales")
+    assert (await etcd.wait_healthy()).ok
+    since = since_now()
+    req = FaultRequest(subject=etcd.ref, fault=kind, target="etcd3", tag=fault_tag(f"engine-{kind}", "run"),
+                       params={"grace_s": 1} if kind == "stop" else {})
+    env = ActivityEnvironment()
+    injected = await env.run(inject_fault, req)
+    effect = await env.run(confirm_fault, req)
+    restored = await env.run(restore_fault, req)
+    spawned = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Running command")]
+    assert spawned == [], spawned
+    assert not injected.already_down and effect.took_effect, effect
+    assert not restored.already_up
+    actions = [a for s, a, _ in events_since(etcd, since) if s == "etcd3"]
+    assert {"kill": "kill", "stop": "stop", "pause": "pause"}[kind] in actions, actions
+    assert ("unpause" if kind == "pause" else "start") in actions, actions
+    assert (await etcd.wait_healthy()).ok and all(etcd.running().values())
 
 
 async def test_count_two_with_allow_quorum_loss_hits_both_and_restores_both(client, task_queue, etcd):

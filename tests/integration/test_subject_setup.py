@@ -29,6 +29,18 @@ def test_a_broken_compose_file_is_bad_input_with_a_one_line_reason(tmp_path):
     assert "\n" not in err.value.message
 
 
+def test_a_compose_file_edited_after_it_was_found_valid_is_checked_again(tmp_path):
+    # Preflight remembers a valid compose file instead of asking `compose config` every run: an edit must not hide.
+    good = (Path(__file__).parents[2] / "subjects" / "etcd" / "docker-compose.yaml").read_text()
+    (tmp_path / "docker-compose.yaml").write_text(good)
+    instance = SubjectInstance(subject=BrokenEtcd(tmp_path), project="t-edited", port_base=24000)
+    validate_compose(compose_client(instance), instance)
+    (tmp_path / "docker-compose.yaml").write_text(good.replace("services:", "services:\n  broken: [unclosed", 1))
+    with pytest.raises(ApplicationError) as err:
+        validate_compose(compose_client(instance), instance)
+    assert "compose file of subject 'etcd' is broken" in err.value.message
+
+
 def test_the_shipped_compose_file_is_valid():
     from subjects import resolve
     from durable_chaos.contracts import SubjectRef
