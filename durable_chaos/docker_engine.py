@@ -99,3 +99,11 @@ class EngineContainer(Container):
 
     def unpause(self) -> None:  # type: ignore[override]
         self._act("unpause")
+
+
+class InspectedOnce(EngineContainer):
+    """A member as one inspect saw it, however many readers ask (python-on-whales would inspect again for a read
+    10 ms later): every kind reads its signs from the same moment."""
+
+    def _needs_reload(self) -> bool:
+        return self._inspect_result is None

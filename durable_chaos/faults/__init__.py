@@ -11,9 +11,11 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping
 
 from pydantic import ValidationError
-from python_on_whales import DockerException, docker
+from python_on_whales import DockerException
+from python_on_whales.client_config import ClientConfig
 
 from durable_chaos.contracts import ContainerState, Sign
+from durable_chaos.docker_engine import InspectedOnce
 from durable_chaos.faults.base import BadFault, Fault, Target
 from durable_chaos.faults.clock import ClockSkew
 from durable_chaos.faults.container import Kill, Pause, Stop
@@ -76,13 +78,13 @@ def catalog_help() -> str:
 def signs_in_member(container_id: str) -> list[Sign]:
     """Every kind's signs on a running member, in catalog order: those in its network namespace (one helper runs
     the probes of all kinds, once each, however many kinds read a probe's output), then each kind's own, read from
-    one `docker inspect` of the member that every kind shares."""
+    one inspect of the member that every kind shares (over the Engine API)."""
     kinds = [cls for cls in CATALOG.values() if cls.netns_probe is not None]
     found = probe_netns(container_id, list(dict.fromkeys(cls.netns_probe for cls in kinds)))
     signs = {cls.kind: [Sign(kind=cls.kind, detail=line) for line in cls.observe(found.get(cls.netns_probe, []))]
              for cls in kinds}
     try:
-        member = docker.container.inspect(container_id)
+        member = InspectedOnce(ClientConfig(), container_id)
     except DockerException:  # gone meanwhile: what its namespace showed is all there is
         member = None
     return [sign for kind, cls in CATALOG.items()

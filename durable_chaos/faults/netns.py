@@ -33,7 +33,9 @@ def run_in_netns(container_id: str, script: str, tag: str) -> str:
 
 def _run(network: str, script: str, tag: str) -> str:
     try:
-        return docker.run(nettools_image().ref, ["sh", "-ec", script], remove=True, networks=[network],
+        # pull="never": python-on-whales would otherwise inspect the image first (a docker process per helper); it
+        # is built before any helper runs, and there is no registry to pull it from.
+        return docker.run(nettools_image().ref, ["sh", "-ec", script], remove=True, networks=[network], pull="never",
                           cap_drop=["ALL"], cap_add=["NET_ADMIN"], labels={HELPER_LABEL: tag})
     except DockerException as exc:
         text = exc.stderr or str(exc)
