@@ -51,6 +51,9 @@ class History:
     activities: list[Attempt] = field(default_factory=list)
     workflow_task_open: bool = False  # scheduled or started, not yet completed
     workflow_task_timeouts: int = 0
+    # by kind: SCHEDULE_TO_START (the sticky queue's worker did not take it in time) or START_TO_CLOSE (taken,
+    # not answered within the workflow task timeout)
+    workflow_task_timeout_kinds: dict[str, int] = field(default_factory=dict)
     workflow_worker: str | None = None  # the worker that started the latest workflow task (holds it in its cache)
     countdown_started: bool = False
     workflow_task_s: list[float] = field(default_factory=list)  # each completed workflow task: started → completed
@@ -142,6 +145,9 @@ async def read_history(handle: WorkflowHandle) -> History:
         elif t == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
             history.workflow_task_open = False
             history.workflow_task_timeouts += 1
+            kind = TimeoutType.Name(e.workflow_task_timed_out_event_attributes.timeout_type)
+            kind = kind.removeprefix("TIMEOUT_TYPE_")
+            history.workflow_task_timeout_kinds[kind] = history.workflow_task_timeout_kinds.get(kind, 0) + 1
         elif t == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             a = Attempt(name=e.activity_task_scheduled_event_attributes.activity_type.name, scheduled=_time(e))
             by_id[e.event_id] = a

@@ -401,6 +401,9 @@ def _parallel_table(steps: list[dict], rate: float) -> Table:
         f"{_fmt(s['load_baseline_ops_s']['min'])}", "per run")
     row("TTD p50 / max (s)", lambda s: f"{_fmt(s['ttd_s']['p50'])} / {_fmt(s['ttd_s']['max'])}")
     row("TTR p50 / max (s)", lambda s: f"{_fmt(s['ttr_s']['p50'])} / {_fmt(s['ttr_s']['max'])}")
+    row("workflow task timeouts by kind", lambda s: ", ".join(f"{k.lower()} {n}" for k, n in
+                                                             s.get("workflow_task_timeout_kinds", {}).items()) or "-",
+        "schedule_to_start: the sticky worker did not take it within 0.5 s")
     row("activity / workflow task timeouts", lambda s: f"{s['activity_timeouts']} / {s['workflow_task_timeouts']}",
         "attempts that ran out of retries / workflow tasks")
     row("copies unhealthy after the step", lambda s: str(len(s["unhealthy_after"])), "aim: 0 (a fault left behind)")

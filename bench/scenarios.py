@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 import os
 import signal
 import subprocess
@@ -503,6 +504,7 @@ async def parallel(lab: Lab, k: int, step: int) -> dict:
             rec["failed_activities"] = [a.name for a in history.activities if a.outcome == "failed"]
             rec["activity_failures"] = [f"{a.name} {f}" for a in history.activities for f in a.failures]
             rec["workflow_task_timeouts"] = history.workflow_task_timeouts
+            rec["workflow_task_timeout_kinds"] = history.workflow_task_timeout_kinds
             records.append(rec)
     failures = [f"{type(r).__name__}: {r}" for r in results if not isinstance(r, ChaosReport)]
     failures += [f"{r.workflow_id}: {'; '.join(r.reasons)}" for r in reports if r.verdict != "pass"]
@@ -546,6 +548,8 @@ async def parallel(lab: Lab, k: int, step: int) -> dict:
         "load_baseline_ops_s": summary([r.load.baseline_ops_s for r in reports if r.load.baseline_ops_s is not None]),
         "activity_timeouts": sum(len(r["timed_out_activities"]) for r in records),
         "workflow_task_timeouts": sum(r["workflow_task_timeouts"] for r in records),
+        "workflow_task_timeout_kinds": dict(sum((Counter(r["workflow_task_timeout_kinds"]) for r in records),
+                                                Counter())),
         "runs": records,
     }
 
