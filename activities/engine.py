@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import aiodocker
 
 from durable_chaos.contracts import ContainerState
-from durable_chaos.docker_engine import engine_call
+from durable_chaos.docker_engine import connect, engine_call, remember_version
 from subjects import ExecResult, SubjectInstance
 
 SERVICE_LABEL, PROJECT_LABEL = "com.docker.compose.service", "com.docker.compose.project"
@@ -40,6 +40,7 @@ class Member:
 async def members(docker: aiodocker.Docker, instance: SubjectInstance) -> dict[str, Member]:
     """service -> container of one instance, stopped ones included: one request, by compose's labels."""
     found = await docker.containers.list(all=True, filters={"label": [f"{PROJECT_LABEL}={instance.project}"]})
+    remember_version(docker)  # every later connection skips asking for it
     out = {}
     for c in found:
         labels = c["Labels"] or {}
@@ -57,14 +58,14 @@ def members_from_thread(instance: SubjectInstance) -> dict[str, Member]:
 
 
 async def all_running(instance: SubjectInstance) -> bool:
-    async with aiodocker.Docker() as docker:
+    async with connect() as docker:
         found = await members(docker, instance)
     return sum(m.state == "running" for m in found.values()) >= len(instance.subject.services)
 
 
 async def container_states(instance: SubjectInstance) -> list[ContainerState]:
     """Every member's state, in the subject's order (a member with no container is `missing`)."""
-    async with aiodocker.Docker() as docker:
+    async with connect() as docker:
         found = await members(docker, instance)
         shown = await asyncio.gather(*(docker.containers.container(m.id).show() for m in found.values()))
     by_service = {m.service: info for m, info in zip(found.values(), shown)}
@@ -87,7 +88,7 @@ LOG_TAIL_LINES = 2000  # a chatty member must not make a log read return megabyt
 async def service_logs(instance: SubjectInstance, since_epoch: float) -> dict[str, str]:
     """stdout+stderr of every member since `since_epoch`, each line prefixed with the daemon's timestamp (dead
     containers included: their last words matter most)."""
-    async with aiodocker.Docker() as docker:
+    async with connect() as docker:
         found = await members(docker, instance)
 
         async def logs(m: Member) -> str:
@@ -129,7 +130,7 @@ class EngineMembers:
 
     async def exec(self, service: str, argv: list[str], timeout: float) -> ExecResult:
         if self._docker is None:
-            self._docker = aiodocker.Docker()
+            self._docker = connect()
         if service not in self._containers:
             found = (await members(self._docker, self.instance)).get(service)
             if found is None:

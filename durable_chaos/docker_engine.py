@@ -25,14 +25,32 @@ from python_on_whales.exceptions import NoSuchContainer
 
 T = TypeVar("T")
 
+# The engine's API version, once known. aiodocker asks the engine for it (GET /version) before the first request of
+# every connection: with a connection per call, half the requests were that question (py-spy, 20 copies).
+_api_version = "auto"
+
+
+def connect() -> aiodocker.Docker:
+    """A connection to the engine that `DOCKER_HOST` names (as for the CLI); close it, or use `async with`."""
+    return aiodocker.Docker(api_version=_api_version)
+
+
+def remember_version(docker: aiodocker.Docker) -> None:
+    global _api_version
+    if docker.api_version != "auto":
+        _api_version = docker.api_version
+
 
 def engine_call(what: str, fn: Callable[[aiodocker.Docker], Awaitable[T]]) -> T:
     """`fn` with a connection to the engine (`DOCKER_HOST`, as for the CLI), on an event loop of this thread's own:
     callers are blocking code in a worker thread. `what` names the call in errors ("kill <id>"). Called on a thread
     that runs an event loop (a test's helper), it blocks that loop as the CLI did, from a thread of its own."""
     async def call() -> T:
-        async with aiodocker.Docker() as docker:
-            return await fn(docker)
+        async with connect() as docker:
+            try:
+                return await fn(docker)
+            finally:
+                remember_version(docker)
     try:
         if _loop_running():
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -107,3 +125,7 @@ class InspectedOnce(EngineContainer):
 
     def _needs_reload(self) -> bool:
         return self._inspect_result is None
+
+    def reload(self) -> None:
+        if self._inspect_result is None:
+            super().reload()
