@@ -214,6 +214,9 @@ def render(results: dict) -> list[Table]:
         for key, s in r["per_stage"].items():
             t.add_row(f"  per stage: {key.removesuffix('_s').replace('_', ' ')} p50/p95", "", "",
                       f"{_fmt(s['p50'])} / {_fmt(s['p95'])}")
+        for part, s in r.get("task_anatomy_ms", {}).items():
+            t.add_row(f"  in the worker, per activation: {part} p50/p95 (ms)", "", "",
+                      f"{_fmt(s['p50'])} / {_fmt(s['p95'])}" if s["n"] else "not measured")
         tables.append(t)
     if (r := results.get("resume")) is not None:
         t = Table(title="Resume after a worker SIGKILL, two workers serving (s; aim ≤ 2 at every point)",

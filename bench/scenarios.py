@@ -41,6 +41,7 @@ from bench.measure import (
     thread_wait_s,
 )
 from bench.plain import run_plain
+from bench.task_anatomy import TaskAnatomy
 from durable_chaos.contracts import (
     DEFAULT_LOAD_RATE,
     ChaosInput,
@@ -357,21 +358,33 @@ async def overhead(lab: Lab, pairs: int) -> dict:
     wf_runs, plain_runs = [], []
     gaps: dict[str, list[float]] = {}
     task_totals: list[float] = []  # per workflow run: time spent between stages in Temporal round trips
-    async with build_worker(lab.client, task_queue=lab.task_queue):
-        for i in range(pairs):
-            _, follower = await _leader_and_follower(copy)
-            report, history = await _chaos_run(lab, copy, follower, f"overhead-{i}")
-            wf = history.stage_seconds()
-            wf_runs.append(wf)
-            run_gaps = history.orchestration_gaps()
-            for key, values in run_gaps.items():
-                gaps.setdefault(key, []).extend(values)
-            task_totals.append(sum(run_gaps["workflow_task_s"]) + sum(run_gaps["activity_dispatch_s"]))
-            _, follower = await _leader_and_follower(copy)
-            plain = await run_plain(lab.chaos_input(copy, follower))
-            plain_runs.append(plain)
-            lab.say(f"  pair {i + 1}/{pairs}: workflow {sum(wf.values()):.3f}s ({report.verdict}), "
-                    f"plain {sum(plain.values()):.3f}s")
+    with TaskAnatomy() as anatomy:
+        async with build_worker(lab.client, task_queue=lab.task_queue):
+            await _overhead_pairs(lab, copy, pairs, wf_runs, plain_runs, gaps, task_totals)
+    return _overhead_figures(pairs, wf_runs, plain_runs, gaps, task_totals, anatomy)
+
+
+async def _overhead_pairs(lab: Lab, copy: SubjectCopy, pairs: int, wf_runs: list, plain_runs: list, gaps: dict,
+                          task_totals: list) -> None:
+    """The alternating runs; each list gets one entry per pair."""
+    for i in range(pairs):
+        _, follower = await _leader_and_follower(copy)
+        report, history = await _chaos_run(lab, copy, follower, f"overhead-{i}")
+        wf = history.stage_seconds()
+        wf_runs.append(wf)
+        run_gaps = history.orchestration_gaps()
+        for key, values in run_gaps.items():
+            gaps.setdefault(key, []).extend(values)
+        task_totals.append(sum(run_gaps["workflow_task_s"]) + sum(run_gaps["activity_dispatch_s"]))
+        _, follower = await _leader_and_follower(copy)
+        plain = await run_plain(lab.chaos_input(copy, follower))
+        plain_runs.append(plain)
+        lab.say(f"  pair {i + 1}/{pairs}: workflow {sum(wf.values()):.3f}s ({report.verdict}), "
+                f"plain {sum(plain.values()):.3f}s")
+
+
+def _overhead_figures(pairs: int, wf_runs: list, plain_runs: list, gaps: dict, task_totals: list,
+                      anatomy: TaskAnatomy) -> dict:
     stages = [*STAGES, "finish"]
     rows = []
     for stage in stages:
@@ -394,6 +407,8 @@ async def overhead(lab: Lab, pairs: int) -> dict:
         # The same cost read directly from the history, free of the two variants' run-to-run noise.
         "between_stages_s": between,
         "between_stages_ratio": round(between / wf_total, 4) if wf_total else None,
+        # The worker's side of each workflow task, timed in the worker (bench/task_anatomy.py), in ms.
+        "task_anatomy_ms": anatomy.figures(),
         "workflow_runs": wf_runs, "plain_runs": plain_runs,
     }
 
