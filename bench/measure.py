@@ -278,18 +278,25 @@ CPUACCT = ("/sys/fs/cgroup/cpuacct/docker/{id}/cpuacct.usage",  # cgroup v1 (the
            "/sys/fs/cgroup/system.slice/docker-{id}.scope/cpu.stat")  # cgroup v2 with systemd
 
 
-def containers_cpu_s(ids: list[str]) -> float | None:
-    """CPU seconds the containers have used since they (last) started, from their cgroups; None if none is readable.
-    A container restarted meanwhile starts again from zero, and a stopped one has no cgroup (it counts nothing), so
-    a killed member is undercounted."""
-    total, read = 0.0, 0
+def containers_cpu_s(ids: list[str]) -> dict[str, float]:
+    """CPU seconds each container has used since it (last) started, from its cgroup; a container with no readable
+    cgroup (stopped, or another layout) is left out."""
+    out = {}
     for cid in ids:
         for pattern in CPUACCT:
             try:
                 text = Path(pattern.format(id=cid)).read_text()
             except OSError:
                 continue
-            total += int(text.split()[1]) / 1e6 if text.startswith("usage_usec") else int(text) / 1e9
-            read += 1
+            out[cid] = int(text.split()[1]) / 1e6 if text.startswith("usage_usec") else int(text) / 1e9
             break
-    return total if read else None
+    return out
+
+
+def containers_cpu_used(before: dict[str, float], after: dict[str, float]) -> float | None:
+    """CPU seconds the containers used between two `containers_cpu_s` readings; None if none was readable. A
+    container restarted in between counts from zero again (its new cgroup's whole count), and one stopped at the
+    end counts nothing: a killed member is undercounted, never negative."""
+    if not after:
+        return None
+    return sum(used - before.get(cid, 0.0) if used >= before.get(cid, 0.0) else used for cid, used in after.items())

@@ -30,6 +30,7 @@ from bench.measure import (
     STAGES,
     History,
     containers_cpu_s,
+    containers_cpu_used,
     cpu_by_command,
     cpu_used_by_command,
     decode,
@@ -551,8 +552,8 @@ async def parallel(lab: Lab, k: int, step: int) -> dict:
         "docker_cli_cpu_s": round(children, 2),
         # What the K etcd clusters themselves burnt meanwhile (serving the load, elections): the other big user of
         # the same 2 cores. The killed members restart from zero, so this is a lower bound.
-        "subjects_cpu_s": (round(subjects_after - subjects_before, 2)
-                           if subjects_before is not None and subjects_after is not None else None),
+        "subjects_cpu_s": (None if (used := containers_cpu_used(subjects_before, subjects_after)) is None
+                           else round(used, 2)),
         # Who else used the 2 cores meanwhile: the Temporal dev server, dockerd, containerd's shims, the subjects.
         "cpu_s_by_command": machine_used,
         "worker_rss_mb": after.rss_mb, "worker_peak_rss_mb": after.peak_rss_mb,
