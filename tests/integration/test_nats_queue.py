@@ -135,7 +135,8 @@ async def test_the_drain_reads_each_replicas_own_copy_and_says_why_one_is_down(c
 
         async def whole() -> bool:
             try:
-                sizes.append(len(await _read_replica(nc, stream, victim)))
+                place_by = asyncio.get_running_loop().time() + 1.0
+                sizes.append(len(await _read_replica(nc, stream, victim, place_by)))
             except Exception:  # noqa: BLE001 - refused while the member starts
                 return False
             return sizes[-1] == total
