@@ -6,8 +6,9 @@ from __future__ import annotations
 import functools
 import ssl
 
-import aiohttp
 import httpx
+
+from subjects.http_load import CouldNotConnect, LoadClient
 
 
 @functools.cache
@@ -22,18 +23,20 @@ def http_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(trust_env=False, verify=_tls_context(), limits=httpx.Limits(max_connections=64))
 
 
-def load_client() -> aiohttp.ClientSession:
+def load_client() -> LoadClient:
     """The client load goes through, where the generator's own CPU is what limits it on a busy host: httpx spends
     1-3 ms of CPU per request in its connection pool (httpcore rescans every connection on each request,
-    encode/httpcore#928), aiohttp a fraction of that (measured with bench/loadgen.py, beside wrk). Checks keep
-    httpx. Local traffic only: no proxy from the environment."""
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64, ssl=_tls_context()), trust_env=False)
+    encode/httpcore#928), aiohttp a fraction of that, and subjects/http_load.py less again (measured with
+    bench/loadgen.py, beside wrk). Checks keep httpx. Local traffic only: no proxy from the environment."""
+    return LoadClient()
 
 
 def describe(exc: BaseException) -> str:
     """A failed call in the words a violation uses: "unreachable (connection refused)", "no answer (timeout)"."""
-    if isinstance(exc, (httpx.ConnectError, ConnectionRefusedError, aiohttp.ClientConnectorError)):
+    if isinstance(exc, (httpx.ConnectError, ConnectionRefusedError)):
         return "unreachable (connection refused)"
+    if isinstance(exc, CouldNotConnect):
+        return f"unreachable ({exc})"
     if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
         return "no answer (timeout)"
     return f"{type(exc).__name__}: {exc}"[:200]

@@ -7,7 +7,6 @@ import base64
 from datetime import datetime, timezone
 from pathlib import Path
 
-import aiohttp
 import httpx
 
 from durable_chaos.contracts import CheckResult, MemberHealth
@@ -26,6 +25,7 @@ from subjects.base import (
 )
 from subjects.checks import ask_members, member_violations
 from subjects.http import describe, http_client, load_client
+from subjects.http_load import CouldNotConnect
 
 LOCAL_IMAGE = "chaos-etcd:3.5.16"
 IMAGE_ENV = "ETCD_IMAGE"  # e.g. quay.io/coreos/etcd:v3.5.16 for users with a registry
@@ -114,17 +114,15 @@ class EtcdSession(Session):
         # several endpoints does: a killed member shows up as errors and a dip, not as a total outage.
         index = self._client_endpoint.setdefault(client, client % len(self._urls))
         try:
-            async with self.load.post(f"{self._urls[index]}{path}", json=body,
-                                      timeout=aiohttp.ClientTimeout(total=timeout)) as r:
-                answer = await r.json(content_type=None)
-            if r.status != 200:
-                raise RuntimeError(f"HTTP {r.status}: {answer.get('message') or answer.get('error') or ''}"[:120])
+            status, answer = await self.load.post_json(f"{self._urls[index]}{path}", body, timeout)
+            if status != 200:
+                raise RuntimeError(f"HTTP {status}: {answer.get('message') or answer.get('error') or ''}"[:120])
             if "header" not in answer:  # the gateway answers 200 with {"error": ...} for some failures
                 raise RuntimeError(answer.get("error") or answer.get("message") or "no header in answer")
             return answer
         except Exception as exc:
             self._client_endpoint[client] = (index + 1) % len(self._urls)
-            if isinstance(exc, aiohttp.ClientConnectorError):  # refused: nothing was sent
+            if isinstance(exc, CouldNotConnect):  # nothing was sent
                 raise NotApplied(describe(exc)) from exc
             raise
 
