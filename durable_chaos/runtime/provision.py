@@ -14,6 +14,7 @@ Where it cannot provide something (not root, not Debian), it says in one line ex
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -58,17 +59,40 @@ def apt_install(*packages: str, why: str) -> None:
     subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=True, env=env, stdout=subprocess.DEVNULL)
 
 
+def _pyproject() -> dict:
+    # Read from the file, not through the installed metadata: this runs before the project's dependencies are
+    # installed, and an install from an older checkout has older metadata.
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["project"]
+
+
 def shipped_subjects() -> set[str]:
     """The subjects this checkout ships: the entry points its pyproject.toml declares, so a new subject folder
-    needs its one entry-point line and nothing here. Read from the file, not through `subjects.registry`: this runs
-    before the project's dependencies are installed."""
-    with open(ROOT / "pyproject.toml", "rb") as f:
-        return set(tomllib.load(f)["project"]["entry-points"][SUBJECTS_GROUP])
+    needs its one entry-point line and nothing here."""
+    return set(_pyproject()["entry-points"][SUBJECTS_GROUP])
+
+
+def missing_requirements(requirements: list[str] | None = None) -> list[str]:
+    """The distributions this checkout needs (its dependencies and the test extra's) that are not installed: a
+    checkout updated since `pip install -e` may need one more (a new dependency), though the install still points
+    here."""
+    if requirements is None:
+        declared = _pyproject()
+        requirements = [*declared["dependencies"], *declared["optional-dependencies"]["test"]]
+    missing = []
+    for requirement in requirements:
+        name = re.match(r"[A-Za-z0-9._-]+", requirement).group(0)
+        try:
+            metadata.version(name)
+        except metadata.PackageNotFoundError:
+            missing.append(name)
+    return missing
 
 
 def project() -> None:
     # Installed, from this checkout (asked from outside it, where only the installed copy can answer), with the
-    # entry points of the shipped subjects: an install older than a subject lacks its entry point.
+    # entry points of the shipped subjects (an install older than a subject lacks its entry point) and every
+    # distribution the checkout declares.
     where = subprocess.run([sys.executable, "-c", "import subjects; print(subjects.__file__)"], cwd="/",
                            capture_output=True, text=True).stdout.strip()
     try:
@@ -76,10 +100,16 @@ def project() -> None:
                         if ep.group == SUBJECTS_GROUP}
     except metadata.PackageNotFoundError:
         entry_points = set()
-    if where and Path(where).resolve().is_relative_to(ROOT) and shipped_subjects() <= entry_points:
+    here = bool(where) and Path(where).resolve().is_relative_to(ROOT) and shipped_subjects() <= entry_points
+    missing = missing_requirements() if here else []
+    if here and not missing:
         say("project", "installed from this checkout")
         return
-    say("project", "pip install -e '.[test]'")
+    say("project", "pip install -e '.[test]'" + (f" (not installed yet: {', '.join(missing)})" if missing else ""))
+    pip_install_project()
+
+
+def pip_install_project() -> None:
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[test]"], check=True)
 
 

@@ -40,3 +40,18 @@ def test_a_shipped_subject_is_its_folder_and_its_entry_point():
     folders = {p.parent.name for p in (provision.ROOT / "subjects").glob("*/docker-compose.yaml")}
     assert provision.shipped_subjects() == folders
     assert provision.shipped_subjects() <= {found.name for found in known()}
+
+
+def test_a_checkout_that_needs_a_distribution_not_installed_yet_installs_it(monkeypatch, capsys):
+    # An install from this checkout, made before the checkout gained a dependency, still imports from here: the
+    # dependency must not be taken as present (session 15 added httptools).
+    declared = provision._pyproject()
+    declared["dependencies"] = [*declared["dependencies"], "surely-not-a-distribution-here>=1"]
+    monkeypatch.setattr(provision, "_pyproject", lambda: declared)
+    installs = []
+    monkeypatch.setattr(provision, "pip_install_project", lambda: installs.append("pip install -e .[test]"))
+    provision.project()
+    assert installs == ["pip install -e .[test]"]
+    assert capsys.readouterr().out.strip() == ("provision: project: pip install -e '.[test]' (not installed yet: "
+                                               "surely-not-a-distribution-here)")
+    assert provision.missing_requirements(["httptools>=0.6", "pytest>=8"]) == []
