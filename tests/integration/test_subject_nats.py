@@ -5,6 +5,7 @@ survivors once they elect a new leader, and the restarted member rejoins until t
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from datetime import datetime, timezone
 
@@ -35,11 +36,25 @@ async def _kill(copy: SubjectCopy, service: str) -> None:
     connection to the member's published port and then finds nothing to pass it to: the connection hangs instead
     of being refused. On a busy CI host that window lasted past a 5 s check timeout."""
     container = await asyncio.to_thread(service_container, copy.docker, copy.instance, service)
+    published = [(b.get("HostIp") or "127.0.0.1", int(b["HostPort"]))
+                 for bindings in (container.network_settings.ports or {}).values() for b in bindings or []]
     await asyncio.to_thread(container.kill, "KILL")
 
+    def refused(address: tuple[str, int]) -> bool:
+        try:
+            socket.create_connection(address, timeout=0.2).close()
+        except ConnectionRefusedError:
+            return True
+        except OSError:
+            return False
+        return False
+
     def torn_down() -> bool:
+        # Docker's inspect can say the ports are released while its proxy still accepts on them (CI26: a
+        # fail-fast check right after hung for its whole 5 s): what the test needs is each port refusing.
         container.reload()
-        return not container.state.running and not container.network_settings.ports
+        return (not container.state.running and not container.network_settings.ports
+                and all(refused(address) for address in published))
 
     deadline = time.monotonic() + 20
     while not await asyncio.to_thread(torn_down):
