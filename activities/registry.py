@@ -1,4 +1,5 @@
-"""The activities the worker registers (`ALL`). `HANDED_BACK` are the ones that only watch or read:
+"""The activities the worker registers (`ALL`). `HOST_INDEPENDENT` touch no subject (Claude, webhooks, the
+server's records): a host's worker serves them on the fleet's shared queue, and every other one only on its host's. `HANDED_BACK` are the ones that only watch or read:
 a worker shutting down gracefully hands them back to run again elsewhere (runtime/hand_back.py); the rest change a
 subject or write a record, and finish first.
 """
@@ -19,3 +20,4 @@ ALL = [preflight, run_load_window, inject_fault, detect_violation, gather_eviden
 HANDED_BACK = [detect_violation, gather_evidence, diagnose, wait_healthy, wait_until_run_closes, check_safety,
                watch_stop_conditions, wait_external_detection, confirm_fault, find_orphaned_faults, choose_targets,
                previous_campaign_report]
+HOST_INDEPENDENT = [diagnose, post_notice, wait_until_run_closes, find_orphaned_faults, previous_campaign_report]

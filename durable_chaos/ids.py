@@ -22,3 +22,20 @@ def fault_guard_id(workflow_id: str, run_id: str, number: int = 1) -> str:
 def notify_id(workflow_id: str, run_id: str) -> str:
     """The workflow id of the notifications a chaos run sends when it ends: one per run."""
     return f"{workflow_id}-notify-{run_id}"
+
+
+def host_queue(task_queue: str, host: str) -> str:
+    """The task queue of one Docker host's activities: the fleet's queue (where workflows run) and the host's name.
+    Every worker serving that host polls it; the server hands an activity only to one of them."""
+    return f"{task_queue}@{host}"
+
+
+def host_record_id(task_queue: str, host: str) -> str:
+    """The workflow id of a host's record (its engine's ID as first seen, the workers that served it)."""
+    return f"chaos-host-{task_queue}-{host}"
+
+
+def run_workflow_id(project: str, host: str | None) -> str:
+    """A run's workflow id: the subject copy it holds (the per-subject lock), on its host. The same project name on
+    two hosts is two subjects; runs from before hosts carried the project alone."""
+    return project if host is None else f"{project}@{host}"

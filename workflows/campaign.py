@@ -87,14 +87,14 @@ class ChaosCampaignWorkflow:
     def _start_what_fits(self, inp: CampaignInput, pending: list[int], running: dict[int, asyncio.Task]) -> None:
         """In matrix order, start every pending cell that fits: a free slot, and its subject copy not busy (a copy
         can hold only one run; its later cells wait while other copies' cells go ahead)."""
-        busy = {inp.cells[i].project for i in running}
+        busy = {inp.cells[i].run_id for i in running}
         for i in list(pending):
             if len(running) >= inp.parallelism:
                 return
-            if inp.cells[i].project in busy:
+            if inp.cells[i].run_id in busy:
                 continue
             pending.remove(i)
-            busy.add(inp.cells[i].project)
+            busy.add(inp.cells[i].run_id)
             running[i] = asyncio.create_task(self._run_cell(inp.cells[i], self.view.cells[i]))
 
     async def _run_cell(self, cell: CampaignCell, out: CellResult) -> None:
@@ -104,7 +104,7 @@ class ChaosCampaignWorkflow:
             child = await workflow.start_child_workflow(
                 ChaosDemoWorkflow.run,
                 cell.run_input,
-                id=cell.project,  # the per-subject lock, as a manual run's
+                id=cell.run_id,  # the per-subject lock, as a manual run's
                 task_timeout=WORKFLOW_TASK_TIMEOUT,
                 search_attributes=cell.run_input.start_attributes(),
                 static_summary=f"{cell.key} (campaign {workflow.info().workflow_id})",
@@ -123,7 +123,7 @@ class ChaosCampaignWorkflow:
             self._fill(out, report)
         except WorkflowAlreadyStartedError:
             out.state = "error"
-            out.reasons = [f"subject copy {cell.project} is busy: another run ({cell.project}) is in progress"]
+            out.reasons = [f"subject copy {cell.project} is busy: another run ({cell.run_id}) is in progress"]
         except ChildWorkflowError as err:
             out.state = "cancelled" if is_cancelled_exception(err) else "error"
             out.reasons = [f"the run {'was cancelled' if out.state == 'cancelled' else 'failed'}: "

@@ -14,7 +14,8 @@ from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from durable_chaos.contracts import ChaosInput, ErrorType
+    from durable_chaos.contracts import ChaosInput, ErrorType, SubjectRef
+    from durable_chaos.ids import host_queue
 
 # A dead worker is noticed when its heartbeats stop for this long; the worker heartbeats every activity on a timer
 # (runtime/heartbeats.py) and one leaves at least every 0.4 s. With the server's timer shift at 10 ms
@@ -28,6 +29,20 @@ RESTORE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=0.1), backoff_coe
                             maximum_interval=timedelta(seconds=10), maximum_attempts=0)
 STAGE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=0.1), maximum_interval=timedelta(seconds=5),
                           maximum_attempts=7)  # retries over ~6 s, as 5 attempts from 0.5 s were
+
+
+# How long a restore waits for its host's worker to take it before the run says it is waiting for that host (and
+# schedules it again). A worker that polls takes a task within milliseconds; a dead host's queue has no poller.
+HOST_WAIT = timedelta(seconds=3)
+
+
+def on_host(subject: SubjectRef) -> workflow.ActivityConfig:
+    """Where an activity that touches `subject` runs: on its host's task queue, which only that host's workers
+    poll. A run that names no host (every run started before hosts existed) leaves it unset: the run's own queue,
+    as it always was, so its history replays unchanged."""
+    if subject.host is None:
+        return workflow.ActivityConfig()
+    return workflow.ActivityConfig(task_queue=host_queue(workflow.info().task_queue, subject.host))
 
 
 def _config(start_to_close_s: float, retry: RetryPolicy, **more) -> workflow.ActivityConfig:

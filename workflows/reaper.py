@@ -15,6 +15,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 from workflows import policy
+from workflows.chaos.stages import HostWaiting, on_host_until_taken
 
 with workflow.unsafe.imports_passed_through():
     from activities.probes import wait_healthy
@@ -34,23 +35,37 @@ with workflow.unsafe.imports_passed_through():
 REAPER_WORKFLOW = "FaultReaperWorkflow"
 
 
-async def restore_left_fault(orphan: OrphanedFault) -> ReapAction:
+async def restore_left_fault(orphan: OrphanedFault, waiting: HostWaiting | None = None) -> ReapAction:
     """Undo the fault a closed run left (unless a newer run holds the subject), then verify the subject is healthy."""
-    action = await workflow.execute_activity(
-        reap_fault, orphan, **policy.undo(), summary=f"restore {orphan.fault.target} left by {orphan.workflow_id}",
-    )
+    action = await on_host_until_taken(reap_fault, orphan, orphan.fault.subject, policy.undo(),
+                                       f"restore {orphan.fault.target} left by {orphan.workflow_id}", waiting)
     if action.action in ("subject gone", "skipped: subject busy"):  # nothing was restored: nothing to verify
         return action
     try:
         await workflow.execute_activity(
             wait_healthy,
             WaitHealthyRequest(subject=orphan.fault.subject, timeout_s=60, check_timeout_s=1.0),
-            **policy.reaper_verify(), summary="verify healthy",
+            **policy.reaper_verify(), **policy.on_host(orphan.fault.subject), summary="verify healthy",
         )
         action.healthy_after = True
     except ActivityError:
         action.healthy_after = False
     return action
+
+
+class GuardDetails(HostWaiting):
+    """The guard's current details while its restore waits for the subject's host to have a worker again."""
+
+    def __init__(self, req: GuardRequest) -> None:
+        self.req = req
+
+    def waiting(self, host: str, since) -> None:
+        workflow.set_current_details(f"run {self.req.workflow_id} closed with its fault on "
+                                     f"**{self.req.fault.target}**: waiting for a worker on host **{host}** to "
+                                     f"restore it (none has taken it since {since:%H:%M:%S} UTC)")
+
+    def served(self, host: str) -> None:
+        workflow.set_current_details(f"a worker on host {host} is restoring {self.req.fault.target}")
 
 
 @workflow.defn(name=GUARD_WORKFLOW_NAME)
@@ -68,7 +83,7 @@ class FaultGuardWorkflow:
                                          f"{closed.fault_state.value}: nothing to restore")
             return GuardReport(run_status=closed.status, fault_state=closed.fault_state)
         action = await restore_left_fault(OrphanedFault(workflow_id=req.workflow_id, run_id=req.run_id,
-                                                        status=closed.status, fault=req.fault))
+                                                        status=closed.status, fault=req.fault), GuardDetails(req))
         workflow.set_current_details(f"run {closed.status.lower()} with its fault still injected: "
                                      f"{target} {action.action}")
         return GuardReport(run_status=closed.status, fault_state=closed.fault_state, action=action)

@@ -27,15 +27,16 @@ with workflow.unsafe.imports_passed_through():
         bad_input,
         report_of_failure,
     )
+    from durable_chaos.ids import run_workflow_id
     from workflows.chaos import ChaosDemoWorkflow
 
 @workflow.defn(name=SCHEDULED_WORKFLOW_NAME)
 class ScheduledChaosWorkflow:
     @workflow.run
     async def run(self, inp: ChaosInput) -> ScheduledRunResult:
-        run_id = inp.subject.project
-        if not run_id:  # `schedule create` always names it; a schedule made by other means may not
+        if not inp.subject.project:  # `schedule create` always names it; a schedule made by other means may not
             raise bad_input("a scheduled run needs subject.project (the lock's workflow id)")
+        run_id = run_workflow_id(inp.subject.project, inp.subject.host)
         try:
             child = await workflow.start_child_workflow(
                 ChaosDemoWorkflow.run,

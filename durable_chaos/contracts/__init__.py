@@ -26,6 +26,7 @@ from durable_chaos.contracts.guard import (
     ReapRequest,
     RunClosed,
 )
+from durable_chaos.contracts.hosts import HOST_WORKFLOW_NAME, Admission, HostRecord, WorkerSeen
 from durable_chaos.contracts.hypothesis import Figure, Mode, Probe, ProbeResult, ProbeSample, Tolerance
 from durable_chaos.contracts.names import (
     DEFAULT_LOAD_RATE,
@@ -102,6 +103,10 @@ from durable_chaos.contracts.stages import (
 )
 
 __all__ = [
+    "HOST_WORKFLOW_NAME",
+    "Admission",
+    "HostRecord",
+    "WorkerSeen",
     "Figure",
     "Mode",
     "Probe",

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from durable_chaos.contracts.run import ChaosInput
+from durable_chaos.ids import run_workflow_id
 
 CAMPAIGN_WORKFLOW_NAME = "ChaosCampaignWorkflow"
 # One campaign of a name at a time, and its runs are found again by this id (the scorecard's previous run).
@@ -30,10 +31,18 @@ class CampaignCell(BaseModel):
 
     key: str = Field(description='what the scorecard matches runs by, e.g. "nats · kill · leader"')
     subject: str
-    project: str = Field(description="the subject copy's compose project: the cell's workflow id (per-subject lock)")
+    project: str = Field(description="the subject copy's compose project: with the host, the cell's workflow id "
+                                     "(per-subject lock)")
     fault: str = Field(description='the fault with its parameters, e.g. "loss percent=30"')
     target: str | None = None
     run_input: ChaosInput
+    host: str | None = Field(default=None, description="the Docker host the cell runs on (None: campaigns from "
+                                                       "before hosts)")
+
+    @property
+    def run_id(self) -> str:
+        """The cell's workflow id: the subject copy on its host, as a manual run's."""
+        return run_workflow_id(self.project, self.host)
 
 
 class CampaignInput(BaseModel):
@@ -50,6 +59,7 @@ class CellResult(BaseModel):
     project: str
     fault: str
     target: str | None = None
+    host: str | None = None
     state: CellState = "pending"
     workflow_id: str | None = None
     run_id: str | None = None
@@ -65,7 +75,8 @@ class CellResult(BaseModel):
     @classmethod
     def of(cls, cell: CampaignCell) -> "CellResult":
         """A cell not started yet."""
-        return cls(key=cell.key, subject=cell.subject, project=cell.project, fault=cell.fault, target=cell.target)
+        return cls(key=cell.key, subject=cell.subject, project=cell.project, fault=cell.fault, target=cell.target,
+                   host=cell.host)
 
     @property
     def seconds(self) -> float | None:

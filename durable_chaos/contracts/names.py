@@ -92,8 +92,10 @@ class Attr:
     # A campaign's name: its runs, started by hand or by a schedule (whose ids carry the firing time), are found
     # by it for the scorecard.
     CAMPAIGN = SearchAttributeKey.for_keyword("ChaosCampaign")
+    # The Docker host a run's subject lives on (set at start): the fleet view lists each host's runs by it.
+    HOST = SearchAttributeKey.for_keyword("ChaosHost")
     ALL = (SUBJECT, FAULT, TARGET, STAGE, FAULT_STATE, VERDICT, DETECT_SECONDS, RESTORE_SECONDS, DIAGNOSIS_CORRECT,
-           CAMPAIGN)
+           CAMPAIGN, HOST)
 
 
 def bad_input(message: str) -> ApplicationError:
@@ -110,4 +112,6 @@ class ErrorType:
     DOCKER_UNAVAILABLE = "DockerUnavailable"  # -> exit 3
     SUBJECT_UNHEALTHY = "SubjectUnhealthy"  # steady state never reached before the fault -> exit 3
     CONTAINER_GONE = "ContainerGone"  # the target's container no longer exists (subject torn down meanwhile)
+    SUBJECT_NOT_ALLOWED = "SubjectNotAllowed"  # the host's worker does not serve this subject -> exit 9
+    FOLDER_NOT_ON_HOST = "FolderNotOnHost"  # the host's worker has no such subject folder -> exit 8
     VERDICT_FAIL = "ChaosVerdictFail"  # a scheduled firing whose run failed its verdict (pause-on-failure)

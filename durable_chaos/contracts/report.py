@@ -40,6 +40,8 @@ class RunFacts(BaseModel):
     time_to_restore_s: float | None = None
     verdict: Verdict | None = None
     diagnosis_correct: bool | None = None
+    host: str | None = Field(default=None, description="the Docker host the subject runs on")
+    waiting_for_host: str | None = Field(default=None, description="a restore waits for a worker of this host")
 
 
 class Progress(BaseModel):
@@ -72,6 +74,11 @@ class Progress(BaseModel):
     step: int = Field(default=0, description="the step running now, from 1 (0: none yet)")
     step_count: int = 1
     steps: list[StepReport] = Field(default=[], description="every fault injected so far, as in the report")
+    host: str | None = Field(default=None, description="the Docker host the subject runs on (None: runs from before "
+                                                       "hosts)")
+    waiting_for_host: str | None = Field(default=None, description="no worker of this host has taken the restore "
+                                                                   "since `host_waiting_since`: the run waits for one")
+    host_waiting_since: datetime | None = None
 
     def countdown_seconds_left(self, now: datetime) -> int | None:
         """Whole seconds until the countdown's one timer fires; runs from before that timer carry only
@@ -93,7 +100,8 @@ class Progress(BaseModel):
                         targets=self.targets, fault_state=self.fault_state,
                         stage=self.stage, time_to_detect_s=self.time_to_detect_s,
                         time_to_restore_s=self.time_to_restore_s, verdict=self.verdict,
-                        diagnosis_correct=self.diagnosis.correct if self.diagnosis else None)
+                        diagnosis_correct=self.diagnosis.correct if self.diagnosis else None,
+                        host=self.host, waiting_for_host=self.waiting_for_host)
 
 
 class ChaosReport(BaseModel):
@@ -101,6 +109,7 @@ class ChaosReport(BaseModel):
     run_id: str
     subject: str
     project: str
+    host: str | None = Field(default=None, description="the Docker host the subject ran on")
     fault: FaultKind
     fault_label: str | None = Field(default=None, description='the kind and its parameters, e.g. "loss 30%"')
     fault_params: dict[str, Any] = {}

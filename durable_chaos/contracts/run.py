@@ -25,6 +25,9 @@ class SubjectRef(BaseModel):
                                                          "the worker loads the definition from there")
     project: str | None = Field(default=None, description="compose project name; the subject's default if unset")
     port_base: int | None = Field(default=None, description="first host port; the subject's default if unset")
+    host: str | None = Field(default=None, description="the Docker host the copy runs on: every activity that touches "
+                                                       "it runs on that host's task queue. None: runs started before "
+                                                       "hosts existed, whose activities run on the run's own queue")
 
 
 class StopConditions(BaseModel):
@@ -175,5 +178,7 @@ class ChaosInput(BaseModel):
 
     def start_attributes(self) -> TypedSearchAttributes:
         """What a run is findable by from its first moment; the workflow upserts the rest as it moves."""
-        return TypedSearchAttributes([SearchAttributePair(Attr.SUBJECT, self.subject.name),
-                                      SearchAttributePair(Attr.FAULT, self.fault)])
+        pairs = [SearchAttributePair(Attr.SUBJECT, self.subject.name), SearchAttributePair(Attr.FAULT, self.fault)]
+        if self.subject.host is not None:
+            pairs.append(SearchAttributePair(Attr.HOST, self.subject.host))
+        return TypedSearchAttributes(pairs)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.registry import ALL as ACTIVITIES, HANDED_BACK
+from activities.registry import ALL as ACTIVITIES, HANDED_BACK, HOST_INDEPENDENT
+from durable_chaos.ids import host_queue
 from durable_chaos.runtime.connect import task_queue as default_task_queue
 from durable_chaos.runtime.hand_back import HandBack
 from durable_chaos.runtime.heartbeats import Heartbeats
@@ -20,13 +22,14 @@ from durable_chaos.runtime.priority import run_ahead
 from durable_chaos.runtime.run_log import RunLog
 from workflows.campaign import ChaosCampaignWorkflow
 from workflows.chaos import ChaosDemoWorkflow
+from workflows.host import ChaosHostWorkflow
 from workflows.notify import NotifyWorkflow
 from workflows.reaper import FaultGuardWorkflow, FaultReaperWorkflow
 from workflows.scheduled import ScheduledChaosWorkflow
 
 log = logging.getLogger("chaos.worker")
 WORKFLOWS = [ChaosDemoWorkflow, FaultGuardWorkflow, FaultReaperWorkflow, ScheduledChaosWorkflow, NotifyWorkflow,
-             ChaosCampaignWorkflow]
+             ChaosCampaignWorkflow, ChaosHostWorkflow]
 # Modules passed through the sandbox: imported once per worker, not again for every workflow run.
 # - rich: the starter's live view sends stderr through Rich while its own worker runs workflows, so a log line from
 #   workflow code is printed by Rich, which imports its renderers lazily. Inside the sandbox that import would be
@@ -51,14 +54,29 @@ class WatchedWorker(Worker):
             await super().run()
 
 
+@contextlib.asynccontextmanager
+async def serve(client: Client, host: str, task_queue: str | None = None, own_host_only: bool = False,
+                activity_functions: list | None = None) -> AsyncIterator[Worker]:
+    """The workers of one process, for Docker host `host`: one on the fleet's queue (every workflow; every activity
+    too, for runs from before hosts, unless `own_host_only`: then only those that touch no subject), and one on
+    the host's own queue (every activity), which the server routes each run's subject activities to. Yields the
+    first."""
+    queue = task_queue or default_task_queue()
+    activities = ACTIVITIES if activity_functions is None else activity_functions
+    async with build_worker(client, queue, HOST_INDEPENDENT if own_host_only else activities) as shared, \
+            build_worker(client, host_queue(queue, host), activities, workflows=[]):
+        yield shared
+
+
 def build_worker(client: Client, task_queue: str | None = None, activity_functions: list | None = None,
-                 interceptors: Sequence[Interceptor] = ()) -> Worker:
+                 interceptors: Sequence[Interceptor] = (), workflows: Sequence[type] = WORKFLOWS) -> Worker:
     """The worker every entry point runs; tests swap in their own `activity_functions` and keep the rest, the
-    benchmark adds `interceptors` (after the product's own)."""
-    return WatchedWorker(
+    benchmark adds `interceptors` (after the product's own). A host's queue gets no `workflows`."""
+    # One watch per event loop: the host queue's worker shares the fleet queue's loop.
+    return (WatchedWorker if workflows else Worker)(
         client,
         task_queue=task_queue or default_task_queue(),
-        workflows=WORKFLOWS,
+        workflows=workflows,
         workflow_runner=SANDBOX,
         activities=ACTIVITIES if activity_functions is None else activity_functions,
         # After a worker dies, its workflows wait on its sticky queue this long before any worker may take them. A

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError, TimeoutError, TimeoutType
 from temporalio.workflow import ParentClosePolicy
 
 from workflows import policy
@@ -69,26 +70,26 @@ async def bring_up(inp: ChaosInput) -> PreflightResult:
                            count=first.count, allow_quorum_loss=first.allow_quorum_loss,
                            stop=inp.stop if inp.stop.on_load or inp.stop.watched else None,
                            detectors=inp.detectors, steps=inp.steps, slow=inp.slow)
-    return await workflow.execute_activity(preflight, req, **policy.preflight(inp),
+    return await workflow.execute_activity(preflight, req, **policy.preflight(inp), **policy.on_host(inp.subject),
                                            summary=f"preflight {inp.subject.name}")
 
 
 async def load_window(inp: ChaosInput, req: LoadRequest, number: int) -> LoadWindow:
-    return await workflow.execute_activity(run_load_window, req, **policy.load_window(inp),
+    return await workflow.execute_activity(run_load_window, req, **policy.load_window(inp), **policy.on_host(inp.subject),
                                            summary=f"load window {number}")
 
 
 async def watch_guardrails(inp: ChaosInput) -> Trip | None:
     """The abort probe and abort query, asked by one long activity that returns when one trips."""
     req = WatchRequest(stop=inp.stop, check_timeout_s=max(inp.check_timeout_s, 2.0))
-    return await workflow.execute_activity(watch_stop_conditions, req, **policy.guardrails(inp),
+    return await workflow.execute_activity(watch_stop_conditions, req, **policy.guardrails(inp), **policy.on_host(inp.subject),
                                            summary=f"guardrails: {'; '.join(condition_labels(inp.stop))}")
 
 
 async def their_detector(inp: ChaosInput, detector: ExternalDetector, since: datetime) -> DetectorResult:
     req = ExternalDetectRequest(detector=detector, since=since, timeout_s=inp.detect_timeout_s,
                                 interval_s=inp.detect_interval_s)
-    return await workflow.execute_activity(wait_external_detection, req, **policy.their_detector(inp),
+    return await workflow.execute_activity(wait_external_detection, req, **policy.their_detector(inp), **policy.on_host(inp.subject),
                                            summary=f"their detector: {detector.name}")
 
 
@@ -106,13 +107,14 @@ async def start_guard(fault: FaultRequest, label: str, number: int = 1) -> None:
 
 
 async def inject(inp: ChaosInput, fault: FaultRequest, what: str) -> InjectResult:
-    return await workflow.execute_activity(inject_fault, fault, **policy.inject(inp), summary=what)
+    return await workflow.execute_activity(inject_fault, fault, **policy.inject(inp), **policy.on_host(fault.subject),
+                                           summary=what)
 
 
 async def choose(inp: ChaosInput, step: FaultStep, busy: list[str]) -> FaultPlan:
     """Who a later fault step may hit, with the roles read now; never the members `busy` (other faults on)."""
     req = ChooseRequest(subject=inp.subject, step=step, busy=busy, check_timeout_s=inp.check_timeout_s)
-    return await workflow.execute_activity(choose_targets, req, **policy.choose(),
+    return await workflow.execute_activity(choose_targets, req, **policy.choose(), **policy.on_host(inp.subject),
                                            summary=f"choose {step.target or 'random'} for {step.fault}")
 
 
@@ -123,13 +125,13 @@ async def detect(inp: ChaosInput, timeout_s: float | None = None, slow: SlowWatc
     req = DetectRequest(subject=inp.subject, interval_s=inp.detect_interval_s, timeout_s=timeout_s,
                         check_timeout_s=inp.check_timeout_s, slow=slow)
     return await workflow.execute_activity(
-        detect_violation, req, **policy.detect(inp),
+        detect_violation, req, **policy.detect(inp), **policy.on_host(inp.subject),
         summary=f"detect: poll every {inp.detect_interval_s:g}s for {timeout_s:g}s")
 
 
 async def confirm(fault: FaultRequest) -> FaultEffect:
     """Did the fault do anything? Its kind says how to tell (packets its rules dropped, the member down)."""
-    return await workflow.execute_activity(confirm_fault, fault, **policy.confirm(),
+    return await workflow.execute_activity(confirm_fault, fault, **policy.confirm(), **policy.on_host(fault.subject),
                                            summary=f"confirm {fault.fault} took effect on {', '.join(fault.members)}")
 
 
@@ -137,7 +139,8 @@ async def gather(inp: ChaosInput, detection: DetectResult, injected_at: datetime
                  windows: list[LoadWindow]) -> Evidence:
     req = EvidenceRequest(subject=inp.subject, detect=detection, injected_at=injected_at,
                           load_windows=windows[-EVIDENCE_LOAD_WINDOWS:])
-    return await workflow.execute_activity(gather_evidence, req, **policy.evidence(), summary="gather evidence")
+    return await workflow.execute_activity(gather_evidence, req, **policy.evidence(), **policy.on_host(inp.subject),
+                                           summary="gather evidence")
 
 
 async def ask_for_diagnosis(inp: ChaosInput, evidence: Evidence) -> Diagnosis:
@@ -146,10 +149,47 @@ async def ask_for_diagnosis(inp: ChaosInput, evidence: Evidence) -> Diagnosis:
     return await workflow.execute_activity(diagnose, req, **policy.diagnose(inp), summary="diagnose")
 
 
-async def undo(fault: FaultRequest) -> RestoreResult:
-    """Undo exactly the fault that was injected; idempotent, retried for as long as it takes."""
-    return await workflow.execute_activity(restore_fault, fault, **policy.undo(),
-                                           summary=f"restore {', '.join(fault.members)}")
+async def undo(fault: FaultRequest, waiting: HostWaiting | None = None) -> RestoreResult:
+    """Undo exactly the fault that was injected; idempotent, retried for as long as it takes, and on a host, for
+    as long as that host has no worker (`waiting` is told when that begins and ends)."""
+    return await on_host_until_taken(restore_fault, fault, fault.subject, policy.undo(),
+                                     f"restore {', '.join(fault.members)}", waiting)
+
+
+class HostWaiting:
+    """Told when an activity has waited `policy.HOST_WAIT` on its host's queue with no worker taking it, and when a
+    worker took it after all: the run's progress and the guard's details say so."""
+
+    def waiting(self, host: str, since: datetime) -> None:
+        pass
+
+    def served(self, host: str) -> None:
+        pass
+
+
+async def on_host_until_taken(activity, arg, subject, config: workflow.ActivityConfig, summary: str,
+                              waiting: HostWaiting | None = None):
+    """Run `activity` on `subject`'s host, waiting for as long as no worker of that host takes it. A schedule-to-
+    start timeout is never retried by the server: it comes back here, which says the run is waiting and schedules
+    the activity again, so a worker that comes back hours later still finds it."""
+    if subject.host is None:  # a run from before hosts: its own queue, as it always did
+        return await workflow.execute_activity(activity, arg, **config, summary=summary)
+    config = workflow.ActivityConfig(**config, **policy.on_host(subject), schedule_to_start_timeout=policy.HOST_WAIT)
+    since = None
+    while True:
+        try:
+            result = await workflow.execute_activity(activity, arg, **config, summary=summary)
+        except ActivityError as err:
+            if not (isinstance(err.cause, TimeoutError) and err.cause.type == TimeoutType.SCHEDULE_TO_START):
+                raise
+            if since is None:
+                since = workflow.now() - policy.HOST_WAIT
+                if waiting:
+                    waiting.waiting(subject.host, since)
+            continue
+        if since is not None and waiting:
+            waiting.served(subject.host)
+        return result
 
 
 async def verify(inp: ChaosInput, timeout_s: float | None = None, slow: SlowWatch | None = None) -> CheckResult:
@@ -158,7 +198,8 @@ async def verify(inp: ChaosInput, timeout_s: float | None = None, slow: SlowWatc
     timeout_s = timeout_s or inp.restore_timeout_s
     req = WaitHealthyRequest(subject=inp.subject, timeout_s=timeout_s, check_timeout_s=inp.check_timeout_s,
                              slow=slow)
-    return await workflow.execute_activity(wait_healthy, req, **policy.verify(timeout_s), summary="verify healthy")
+    return await workflow.execute_activity(wait_healthy, req, **policy.verify(timeout_s), **policy.on_host(inp.subject),
+                                           summary="verify healthy")
 
 
 async def check_data_safety(inp: ChaosInput, windows: int, fault_started_at: datetime | None,
@@ -167,5 +208,5 @@ async def check_data_safety(inp: ChaosInput, windows: int, fault_started_at: dat
     both: the history is a file on the worker, never in the workflow's history."""
     req = SafetyRequest(subject=inp.subject, check_timeout_s=inp.check_timeout_s, windows=windows,
                         fault_started_at=fault_started_at, fault_ended_at=fault_ended_at)
-    return await workflow.execute_activity(check_safety, req, **policy.safety_check(),
+    return await workflow.execute_activity(check_safety, req, **policy.safety_check(), **policy.on_host(inp.subject),
                                            summary="final read + safety check")

@@ -228,7 +228,7 @@ class Steps:
         p = self.view.progress
         for fault in reversed(faults):
             self.view.stage(Stage.RESTORE, f"undoing {fault.what}")
-            fault.restore = await stages.undo(fault.request)
+            fault.restore = await stages.undo(fault.request, self.view)
             fault.state = FaultState.RESTORED
             if fault is self.record.first:
                 p.restore_started_at = fault.restore.started_at

@@ -68,6 +68,7 @@ def report(inp: ChaosInput, p: Progress, rec: Record, end: Ending) -> ChaosRepor
     targets = first.request.members if first else p.targets  # planned, if the run ended before it went in
     return ChaosReport(
         workflow_id=end.workflow_id, run_id=end.run_id, subject=inp.subject.name, project=end.project,
+        host=inp.subject.host,
         fault=first.request.fault if first else inp.fault, fault_label=first.label if first else None,
         fault_params=first.request.params if first else inp.fault_params,
         target=targets[0] if targets else None, targets=targets,

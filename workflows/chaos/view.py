@@ -11,6 +11,7 @@ from datetime import datetime
 
 from temporalio import workflow
 
+from workflows.chaos import stages
 from workflows.chaos.state import seconds
 
 
@@ -18,7 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from durable_chaos.contracts import Attr, FaultState, Progress, Stage
 
 
-class View:
+class View(stages.HostWaiting):
     def __init__(self) -> None:
         self.progress = Progress()
         self._memo: dict = {}  # what the memo holds now: only changes are upserted (each upsert is an event)
@@ -32,6 +33,16 @@ class View:
     def say(self, message: str) -> None:
         """A new message within the current stage."""
         self.stage(self.progress.stage, message)
+
+    def waiting(self, host: str, since: datetime) -> None:
+        """No worker of the subject's host has taken the restore: the run waits for one (a dead host's worker must
+        come back; nobody else may touch its containers)."""
+        self.progress.waiting_for_host, self.progress.host_waiting_since = host, since
+        self.say(f"waiting for a worker on host {host}: none has taken the restore since {since:%H:%M:%S} UTC")
+
+    def served(self, host: str) -> None:
+        self.progress.waiting_for_host = self.progress.host_waiting_since = None
+        self.say(f"a worker on host {host} took the restore")
 
     def fault_state(self, state: FaultState) -> None:
         self.progress.fault_state = state
@@ -96,6 +107,9 @@ def detail_lines(p: Progress, now: datetime) -> list[str]:
     if p.stage == Stage.DETECT and p.injected_at and p.detect_deadline:
         lines.append(f"**Detection clock:** {(now - p.injected_at).total_seconds():.1f} s since the fault on "
                      f"{', '.join(p.targets) or p.target}, gives up at {p.detect_deadline:%H:%M:%S} UTC")
+    if p.waiting_for_host is not None:
+        lines.append(f"**Waiting for host:** {p.waiting_for_host} has no worker taking the restore (since "
+                     f"{p.host_waiting_since:%H:%M:%S} UTC)")
     if p.time_to_detect_s is not None:
         lines.append(f"**Time to detect:** {p.time_to_detect_s:.3f} s")
     if p.time_to_restore_s is not None:

@@ -59,7 +59,7 @@ class ChaosDemoWorkflow:
     async def run(self, inp: ChaosInput) -> ChaosReport:
         started_at = workflow.now()
         p = self.view.progress
-        p.subject, p.fault, p.started_at = inp.subject.name, inp.fault, started_at
+        p.subject, p.fault, p.started_at, p.host = inp.subject.name, inp.fault, started_at, inp.subject.host
         self._interactive = inp.interactive
 
         self.view.stage(Stage.PREFLIGHT, "bringing the subject up and waiting for its steady state")
