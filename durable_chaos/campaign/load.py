@@ -10,6 +10,7 @@ points at the matrix entry that made it (or at the base experiment's line), with
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,23 +72,25 @@ def load_campaign(path: Path, overrides: dict[str, str] | None = None, project: 
     matrix = _node(root, "matrix")
     subjects, faults = _items(matrix, "subjects"), _items(matrix, "faults") or [None]
     targets = _items(matrix, "targets") or [None]
-    size = len(subjects) * len(faults) * len(targets)
+    hosts: list[str | None] = list(campaign.matrix.hosts or [None])
+    size = len(subjects) * len(faults) * len(targets) * len(hosts)
     if size > campaign.max_cells:
+        per_host = f" x {len(hosts)} hosts" if campaign.matrix.hosts else ""
         raise BadExperiment(where.say(("matrix",), f"{size} cells ({len(subjects)} subjects x {len(faults)} faults x "
-                                                   f"{len(targets)} targets) is more than max_cells "
+                                                   f"{len(targets)} targets{per_host}) is more than max_cells "
                                                    f"({campaign.max_cells}): shrink the matrix or raise max_cells"))
     if (project or port_base) and len(subjects) > 1:
         raise BadExperiment(f"{path}: --project/--port-base name one subject copy and this campaign has "
                             f"{len(subjects)}: give each its project and port_base in matrix.subjects")
     base = _base_experiment(path, root)
     loaded, cells = [], []
-    for (s_node, entry), f_node, t_node in itertools.product(
-            zip(subjects, campaign.matrix.subjects), faults, targets):
+    for (s_node, entry), host, f_node, t_node in itertools.product(
+            zip(subjects, campaign.matrix.subjects), hosts, faults, targets):
         own = entry if isinstance(entry, SubjectCopy) else SubjectCopy(subject=entry)
         cell_root = _cell(base, _subject_node(s_node), f_node, t_node)
         one = load_composed(path, cell_root, SafeConstructor().construct_document(cell_root), overrides,
                             own.project or project, own.port_base if own.port_base is not None else port_base)
-        cell = _cell_model(one, own)
+        cell = _cell_model(_on_host(one, own.host or host), own, matrix_hosts=campaign.matrix.hosts is not None)
         if any(c.key == cell.key for c in cells):
             raise BadExperiment(where.say(("matrix",), f"cell {cell.key!r} is in the matrix twice"))
         loaded.append(one)
@@ -172,13 +175,25 @@ def _cell(base: yaml.MappingNode, subject: yaml.Node, fault: yaml.Node | None,
     return _with(cell, "steps", steps, marker)
 
 
-def _cell_model(one: Loaded, own: SubjectCopy) -> CampaignCell:
+def _on_host(one: Loaded, host: str | None) -> Loaded:
+    """The cell on `host` (the subject copy's, the matrix's), else on the base experiment's."""
+    if host is None:
+        return one
+    inp = one.run_input
+    return dataclasses.replace(one, run_input=inp.model_copy(
+        update={"subject": inp.subject.model_copy(update={"host": host})}))
+
+
+def _cell_model(one: Loaded, own: SubjectCopy, matrix_hosts: bool = False) -> CampaignCell:
     inp = one.run_input
     step = one.steps[0].fault or FaultStep()  # the cell's fault is its first step's
     fault = make_fault(step.fault, step.params).label()  # the kind with its parameters: "loss 30%"
     subject = inp.subject.name + (f"@{own.project}" if own.project else "")
-    return CampaignCell(key=f"{subject} · {fault} · {step.target or 'random'}", subject=inp.subject.name,
-                        project=resolve(inp.subject).project, fault=fault, target=step.target, run_input=inp)
+    # A host axis (or a copy's own host) tells cells apart by host; one host for all keeps the keys it had.
+    where = f" · on {inp.subject.host}" if (matrix_hosts or own.host) and inp.subject.host else ""
+    return CampaignCell(key=f"{subject} · {fault} · {step.target or 'random'}{where}", subject=inp.subject.name,
+                        project=resolve(inp.subject).project, fault=fault, target=step.target, run_input=inp,
+                        host=inp.subject.host)
 
 
 def plan_lines(c: LoadedCampaign) -> list[str]:
@@ -189,6 +204,7 @@ def plan_lines(c: LoadedCampaign) -> list[str]:
              f"{len(c.input.cells)} cells ({dims}), {c.campaign.parallelism} at once at most; cells on the same "
              "subject copy run one after the other"]
     for number, cell in enumerate(c.input.cells, start=1):
-        lines.append(f"cell {number}: subject {cell.subject} (project {cell.project}), fault {cell.fault}, "
+        lines.append(f"cell {number}: subject {cell.subject} (project {cell.project}"
+                     + (f", host {cell.host}" if cell.host else "") + f"), fault {cell.fault}, "
                      f"target {cell.target or 'random'}")
     return lines

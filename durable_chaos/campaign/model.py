@@ -8,6 +8,7 @@ matrix:
   subjects: [etcd, nats]
   faults: [kill, {fault: loss, params: {percent: 30}}]
   targets: [leader, follower]
+  hosts: [staging-a, staging-b]  # optional: every cell on each Docker host (a worker per host)
 ```
 
 Each cell is the base experiment with its subject and its first step's fault, parameters and target replaced; the
@@ -17,11 +18,11 @@ beside this module (`campaign.schema.json`) is generated from these models; a te
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from durable_chaos.experiment.model import Experiment
+from durable_chaos.experiment.model import HOST_PATTERN, Experiment
 
 # A matrix grows as a product: a typo in a list (or a list pasted twice) can ask for hundreds of runs, each of which
 # breaks a real cluster. Larger campaigns say so with `max_cells`.
@@ -38,6 +39,8 @@ class SubjectCopy(_Strict):
     subject: str = Field(description="a subject's name, or a subject folder (relative to the campaign file)")
     project: str | None = Field(default=None, description="its compose project (default: the subject's)")
     port_base: int | None = Field(default=None, ge=1, le=65535, description="its first host port")
+    host: str | None = Field(default=None, pattern=HOST_PATTERN,
+                             description="the Docker host it runs on (default: matrix.hosts, else the experiment's)")
 
 
 class MatrixFault(_Strict):
@@ -52,6 +55,9 @@ class Matrix(_Strict):
     targets: list[str] | None = Field(
         default=None, min_length=1, description="replace the first step's target (a member, random, leader, "
                                                 "follower); unset: the experiment's")
+    hosts: list[Annotated[str, Field(pattern=HOST_PATTERN)]] | None = Field(
+        default=None, min_length=1, description="run every cell on each of these Docker hosts (a worker per host: "
+                                                "`python worker.py --host NAME`); unset: the experiment's host")
 
 
 class Campaign(_Strict):

@@ -59,6 +59,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
               "Follow a running run live (one started with --detach or by a schedule) until its report."),
     "report": ("durable_chaos.cli.runs", "report",
                "A run's report as JSON, Markdown, a self-contained HTML page with the load timeline, or JUnit XML."),
+    "workers": ("durable_chaos.cli.hosts", "workers",
+                ("The fleet: each Docker host, its workers, its engine, the runs in flight there and when it was "
+                 "last seen.")),
     # Guardrails: the emergency stop and the way back.
     "stop-all": ("durable_chaos.cli.emergency", "stop_all",
                  ("Emergency stop: pause every chaos schedule, cancel every running chaos run on the task queue, and "

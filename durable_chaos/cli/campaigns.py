@@ -38,10 +38,12 @@ from durable_chaos.cli.common import (
     worker_if_needed,
 )
 from durable_chaos.cli.follow import _Watcher
+from durable_chaos.cli.hosts import is_local, route
 from durable_chaos.cli.run_input import check_port_base
 from durable_chaos.cli.subjects import build_images_with_progress
 from durable_chaos.contracts import WORKFLOW_TASK_TIMEOUT
 from durable_chaos.contracts.campaign import (
+    CampaignInput,
     CAMPAIGN_WORKFLOW_NAME,
     CampaignProgress,
     CampaignReport,
@@ -49,6 +51,7 @@ from durable_chaos.contracts.campaign import (
     campaign_id,
 )
 from durable_chaos.experiment.load import BadExperiment
+from durable_chaos.hosts import default_host
 from durable_chaos.faults.steps import check_steps
 from durable_chaos.runtime.connect import task_queue
 
@@ -70,6 +73,19 @@ def run_campaign(file: Path, overrides: dict[str, str], dry_run: bool, as_json: 
     return asyncio.run(start_and_follow(loaded, as_json, detach))
 
 
+def cells_on_default_host(inp: CampaignInput) -> CampaignInput:
+    """Cells that name no host run on this machine's, as a `chaos` run does."""
+    cells = []
+    for cell in inp.cells:
+        if cell.host is None:
+            host = default_host()
+            subject = cell.run_input.subject.model_copy(update={"host": host})
+            cell = cell.model_copy(update={"host": host, "run_input": cell.run_input.model_copy(
+                update={"subject": subject})})
+        cells.append(cell)
+    return inp.model_copy(update={"cells": cells})
+
+
 def _build_images(loaded: LoadedCampaign) -> None:
     """Every image any cell needs, before anything starts: a cell must not fail halfway through a campaign on a
     build."""
@@ -84,10 +100,18 @@ def _build_images(loaded: LoadedCampaign) -> None:
 
 async def start_and_follow(loaded: LoadedCampaign, as_json: bool, detach: bool) -> int:
     from workflows.campaign import ChaosCampaignWorkflow  # with its activities: imported on use (start-up)
-    inp = loaded.input
-    _build_images(loaded)
+    inp = cells_on_default_host(loaded.input)
     client = await connect_client()
-    maybe_worker = await has_live_worker(client, task_queue())
+    # Every cell's host has a worker now and serves the cell's subject, before any cell starts.
+    routed = {}
+    for cell in inp.cells:
+        subject = cell.run_input.subject
+        key = (subject.host, subject.name, subject.folder)
+        if key not in routed:
+            routed[key] = await route(client, subject)
+    if any(is_local(c.host) for c in inp.cells):  # other hosts' workers build what their cells need there
+        _build_images(loaded)
+    maybe_worker = all(routed.values()) and await has_live_worker(client, task_queue())
     try:
         handle = await client.start_workflow(
             ChaosCampaignWorkflow.run, inp,

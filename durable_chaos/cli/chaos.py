@@ -19,6 +19,7 @@ from durable_chaos.cli.options import (
     DETECT_TIMEOUT_OPTION,
     FAULT_KINDS_EPILOG,
     FAULT_OPTION,
+    HOST_OPTION,
     LOAD_RATE_OPTION,
     MAX_ERROR_RATE_OPTION,
     MAX_FAULT_SECONDS_OPTION,
@@ -46,6 +47,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_mar
 @app.command(epilog=FAULT_KINDS_EPILOG)
 def chaos(
     subject: str = SUBJECT_OPTION,
+    host: str | None = HOST_OPTION,
     fault: str = FAULT_OPTION,
     param: list[str] | None = PARAM_OPTION,
     target: str | None = TARGET_OPTION,
@@ -76,14 +78,16 @@ def chaos(
 ) -> None:
     """Run one chaos experiment: preflight, load, countdown, fault, detect, diagnose, restore.
 
-    Exit codes: 0 pass, 1 fail, 2 bad input, 3 Docker or Temporal unreachable.
+    Exit codes: 0 pass, 1 fail, 2 bad input, 3 Docker or Temporal unreachable (or the host has no worker now),
+    4 a fault not restored, 5 inconclusive, 6 unknown host, 8 a subject folder the host's worker does not serve,
+    9 a subject the host's worker does not allow.
     """
     inp = chaos_input(subject, target, detect_timeout, detect_interval, countdown, project, port_base,
                       max_fault_seconds, interactive, load_rate, fault=fault, params=param, count=count,
                       allow_quorum_loss=allow_quorum_loss,
                       guards=guardrails(max_error_rate, max_p99_ms, max_unavailable_s, abort_probe, abort_query,
                                         prometheus, detect_alert, detect_http),
-                      notify=notify, slow={"factor": slow_factor, "checks": slow_checks})
+                      notify=notify, slow={"factor": slow_factor, "checks": slow_checks}, host=host)
     if interactive and (as_json or detach):
         fail(EXIT_BAD_INPUT, "--interactive needs a terminal to follow the run: drop --json/--detach")
     raise typer.Exit(asyncio.run(start_and_follow(inp, as_json, detach)))

@@ -26,15 +26,18 @@ from temporalio.service import RPCError, RPCStatusCode
 from durable_chaos.cli.errors import (
     EXIT_BAD_INPUT as EXIT_BAD_INPUT,
     EXIT_FAIL as EXIT_FAIL,
+    EXIT_FOLDER_NOT_ON_HOST as EXIT_FOLDER_NOT_ON_HOST,
     EXIT_INFRA as EXIT_INFRA,
     EXIT_INTERRUPTED as EXIT_INTERRUPTED,
     EXIT_PASS as EXIT_PASS,
+    EXIT_SUBJECT_NOT_ALLOWED as EXIT_SUBJECT_NOT_ALLOWED,
     err_console as err_console,
     fail as fail,
 )
 from durable_chaos.cli.facts import cancelled_text, run_facts
 from durable_chaos.contracts import WORKFLOW_NAME, ErrorType, Progress
-from durable_chaos.ids import fault_guard_id, notify_id
+from durable_chaos.hosts import default_host
+from durable_chaos.ids import fault_guard_id, notify_id, run_workflow_id
 from durable_chaos.runtime.connect import connect_config, task_queue, ui_base_url
 from durable_chaos.runtime.devserver import ServerUnreachable, connect_or_start
 from durable_chaos.runtime.server_setup import SearchAttributesMissing, ensure_search_attributes, retire_reaper_schedule
@@ -49,6 +52,8 @@ EXIT_FOR_ERROR = {
     ErrorType.BAD_INPUT: EXIT_BAD_INPUT,
     ErrorType.DOCKER_UNAVAILABLE: EXIT_INFRA,
     ErrorType.SUBJECT_UNHEALTHY: EXIT_INFRA,
+    ErrorType.FOLDER_NOT_ON_HOST: EXIT_FOLDER_NOT_ON_HOST,
+    ErrorType.SUBJECT_NOT_ALLOWED: EXIT_SUBJECT_NOT_ALLOWED,
 }
 # A poller seen this recently may be a live worker (idle workers re-poll at least once a minute)...
 WORKER_SEEN_WITHIN = timedelta(seconds=75)
@@ -146,9 +151,9 @@ async def worker_if_needed(client: Client, handle: WorkflowHandle,
         yield False
         return
     err_console.print("[dim]no worker polling the task queue: running one in this process for this run[/]")
-    from durable_chaos.runtime.worker import build_worker  # the worker, only when this process runs one
+    from durable_chaos.runtime.worker import serve  # the worker, only when this process runs one
 
-    async with build_worker(client, task_queue=task_queue()):
+    async with serve(client, default_host()):  # this machine's host: a run on another host was refused before
         try:
             yield True
         finally:
@@ -228,6 +233,9 @@ async def lookup_run(client: Client, workflow_id: str,
     try:
         desc = await handle.describe()
     except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND and "@" not in workflow_id:
+            # A run's id is its subject copy on its host (PROJECT@HOST): the bare project names this machine's.
+            return await lookup_run(client, run_workflow_id(workflow_id, default_host()), run_id)
         if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
             fail(EXIT_BAD_INPUT, f"no run {workflow_id}{f' / {run_id}' if run_id else ''} in namespace "
                                  f"{client.namespace}")

@@ -37,6 +37,7 @@ from durable_chaos.cli.common import (
 from durable_chaos.cli.facts import RunFacts, cancelled_text, run_facts
 from durable_chaos.cli.schedule_views import chaos_schedules
 from durable_chaos.contracts import SCHEDULED_WORKFLOW_NAME, WORKFLOW_NAME, FaultState
+from durable_chaos.hosts import default_host
 from durable_chaos.runtime.connect import task_queue
 
 console = Console()
@@ -90,11 +91,31 @@ def _closed_text(f: RunFacts) -> str:
 def _stopped_table(cancelled: list[tuple[WorkflowHandle, RunFacts]], queue: str) -> Table:
     table = Table(title=f"cancelled {len(cancelled)} chaos run(s) on task queue {queue!r}", title_justify="left",
                   box=None, header_style="bold", pad_edge=False)
-    for column in ("workflow id", "subject", "fault", "fault state", "stage"):
+    for column in ("workflow id", "host", "subject", "fault", "fault state", "stage"):
         table.add_column(column, no_wrap=True)
     for _, f in cancelled:
-        table.add_row(f.workflow_id, f.subject or "-", f.fault_on, f.fault_state or "none", f.stage or "-")
+        table.add_row(f.workflow_id, f.host or "-", f.subject or "-", f.fault_on, f.fault_state or "none",
+                      f.stage or "-")
     return table
+
+
+async def _per_host(client: Client, queue: str, closed: list[RunFacts], pending: list[RunFacts]) -> None:
+    """One line per Docker host: what was restored there, and for a host whose worker is gone, the faults still
+    waiting for it (its runs keep them pending until a worker of that host comes back)."""
+    from durable_chaos.cli.hosts import hosts_up  # the fleet's view: only here
+
+    up = set(await hosts_up(client, queue))
+    for host in sorted({f.host or "-" for f in closed + pending}):
+        done = [f for f in closed if (f.host or "-") == host]
+        waiting = [f for f in pending if (f.host or "-") == host]
+        restored = [f.fault_on for f in done if f.fault_state == FaultState.RESTORED.value]
+        line = (f"host {host}: {len(done)} run(s) closed, {len(restored)} fault(s) restored"
+                + (f" ({'; '.join(restored)})" if restored else ""))
+        if waiting:
+            reach = "reachable" if host in up else "UNREACHABLE (no worker polling)"
+            line += (f"; {reach}, {len(waiting)} fault(s) still pending restore: "
+                     + "; ".join(f"{f.workflow_id} ({f.fault_on})" for f in waiting))
+        console.print(line, style="bold red" if waiting else None, highlight=False, soft_wrap=True)
 
 
 async def _pause_schedules(client: Client, queue: str, note: str) -> None:
@@ -157,19 +178,21 @@ async def _stop_all(reason: str | None, wait_s: float) -> int:
         own_worker = not await has_live_worker(client, queue)
         if own_worker:
             err_console.print("[dim]no worker polling the task queue: running one in this process to restore[/]")
-            from durable_chaos.runtime.worker import build_worker  # the worker, only when this process runs one
+            from durable_chaos.runtime.worker import serve  # the worker, only when this process runs one
 
-            await stack.enter_async_context(build_worker(client, task_queue=queue))
+            await stack.enter_async_context(serve(client, default_host(), task_queue=queue))
         closed = await _wait_closed(client, queue, pending, seen, wait_s)
         handles.update(pending)
         if own_worker:  # the fault guards of the closed runs finish moments later, on this worker
             await asyncio.gather(*(let_the_children_finish(client, handles[(f.workflow_id, f.run_id)]) for f in closed
                                    if (f.workflow_id, f.run_id) in handles))
-    for handle in pending.values():
-        f = await run_facts(await handle.describe())
+    still = [await run_facts(await handle.describe()) for handle in pending.values()]
+    for f in still:
+        waits = f" waiting for a worker on host {f.waiting_for_host}" if f.waiting_for_host else ""
         console.print(f"run {f.workflow_id} still running after {wait_s:g} s (stage {f.stage or '?'}, fault state "
-                      f"{f.fault_state or 'none'}): `python starter.py status {f.workflow_id}` shows where it is",
-                      style="bold red", highlight=False, soft_wrap=True)
+                      f"{f.fault_state or 'none'}{',' if waits else ''}{waits}): `python starter.py status "
+                      f"{f.workflow_id}` shows where it is", style="bold red", highlight=False, soft_wrap=True)
+    await _per_host(client, queue, closed, still)
     not_undone = len(pending) + sum(not _undone(f) for f in closed)
     if not_undone:
         err_console.print(f"[bold red]{not_undone} of {len(closed) + len(pending)} run(s) did not confirm their fault "
@@ -186,7 +209,9 @@ def stop_all(
     """Emergency stop: pause every chaos schedule, cancel every running chaos run on the task queue, and wait
     until each has undone its fault.
 
-    Prints each schedule paused and each run cancelled (subject, fault, target), then each run's final fault state.
+    Covers every Docker host's runs (they share the task queue; each restores on its own host). Prints each
+    schedule paused and each run cancelled (host, subject, fault, target), then each run's final fault state, and
+    per host what was restored and, for a host with no worker, the faults still pending restore there.
     `resume-schedules` unpauses what it paused. Exit codes: 0 everything stopped and restored (or nothing was
     running), 2 bad input, 3 Temporal unreachable, 4 a run did not confirm its fault undone within --wait-s.
     """

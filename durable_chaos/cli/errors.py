@@ -18,6 +18,12 @@ except ImportError:
     from click import exceptions as click_errors
 
 EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INFRA, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+# Docker hosts (a worker per host; 4 and 5 are a run's: not restored, inconclusive). A host with no worker polling
+# now is EXIT_INFRA: start one there. These are the user's to fix, each its own way:
+EXIT_UNKNOWN_HOST = 6  # no worker has ever served a host of that name (a typo?)
+EXIT_HOST_ENGINE_CHANGED = 7  # worker.py --host NAME on an engine other than the one NAME was first seen with
+EXIT_FOLDER_NOT_ON_HOST = 8  # a subject folder the host's worker does not have on its search path
+EXIT_SUBJECT_NOT_ALLOWED = 9  # a subject the host's worker is not configured to serve
 
 err_console = Console(stderr=True)
 

@@ -40,6 +40,8 @@ class RunFacts:
     time_to_detect_s: float | None
     time_to_restore_s: float | None
     diagnosis_correct: bool | None
+    host: str | None = None
+    waiting_for_host: str | None = None
 
     @property
     def fault_on(self) -> str:
@@ -77,6 +79,7 @@ async def run_facts(wf: WorkflowExecution) -> RunFacts:
         verdict=fact("verdict", Attr.VERDICT), time_to_detect_s=fact("time_to_detect_s", Attr.DETECT_SECONDS),
         time_to_restore_s=fact("time_to_restore_s", Attr.RESTORE_SECONDS),
         diagnosis_correct=fact("diagnosis_correct", Attr.DIAGNOSIS_CORRECT),
+        host=fact("host", Attr.HOST), waiting_for_host=memo.get("waiting_for_host"),
     )
 
 

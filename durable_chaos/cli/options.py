@@ -11,6 +11,10 @@ from durable_chaos.faults import CATALOG, catalog_help
 
 SUBJECT_OPTION = typer.Option(
     "etcd", help="Subject to break: a name (`python starter.py subjects` lists them) or a subject folder's path.")
+HOST_OPTION = typer.Option(None, "--host", help="The Docker host the subject runs on: a worker started there with "
+                           "`python worker.py --host NAME` runs every step that touches it (default: this machine, "
+                           "whose worker this command starts if none runs). `python starter.py workers` lists "
+                           "the hosts.")
 PROJECT_OPTION = typer.Option(None, help="Compose project of the subject copy (default chaos-<subject>).")
 PORT_BASE_OPTION = typer.Option(None, help="First host port of the subject copy (e.g. 23790).")
 SLOW_FACTOR_OPTION = typer.Option(None, "--slow-factor", help="A member answering its checks this many times slower "

@@ -14,9 +14,18 @@ from durable_chaos.contracts import (
     StopConditions,
     check_http_url,
 )
+from durable_chaos.hosts import check_host_name
 from durable_chaos.faults import BadFault, make_fault, parse_params, target_choice
 from durable_chaos.slow import slow_rule
 from subjects import subject_ref
+
+
+def host_or_exit(host: str | None) -> str | None:
+    """The Docker host `--host` names (None: this machine's, filled in when the run starts); exit 2 if malformed."""
+    try:
+        return check_host_name(host) if host is not None else None
+    except ValueError as err:
+        fail(EXIT_BAD_INPUT, str(err))
 
 
 def _positive(name: str, value: float) -> None:
@@ -77,7 +86,8 @@ def chaos_input(subject: str, target: str | None, detect_timeout: float | None, 
                 interactive: bool = False, load_rate: float = DEFAULT_LOAD_RATE, fault: str = "kill",
                 params: list[str] | None = None, count: int = 1, allow_quorum_loss: bool = False,
                 guards: tuple[StopConditions, list[ExternalDetector]] | None = None,
-                notify: str | None = None, slow: dict[str, float | None] | None = None) -> ChaosInput:
+                notify: str | None = None, slow: dict[str, float | None] | None = None,
+                host: str | None = None) -> ChaosInput:
     """Check a run's options as the user typed them (`chaos`, `schedule create`): exit 2 with one line when wrong.
     The worker's preflight checks them again (and what needs the running system: who leads, what the kernel can do)."""
     definition = load_subject(subject)
@@ -98,7 +108,8 @@ def chaos_input(subject: str, target: str | None, detect_timeout: float | None, 
         except ValueError as err:
             fail(EXIT_BAD_INPUT, str(err))
     return ChaosInput(
-        subject=subject_ref(subject, project=project, port_base=port_base),
+        subject=subject_ref(subject, project=project, port_base=port_base).model_copy(
+            update={"host": host_or_exit(host)}),
         fault=fault,
         # As validated: numbers as numbers, so the workflow input and the report show them as the kind reads them.
         fault_params=kind.params.model_dump(mode="json", exclude_defaults=True),

@@ -41,8 +41,10 @@ from durable_chaos.cli.common import (
     fail,
     has_live_worker,
 )
+from durable_chaos.cli.campaigns import cells_on_default_host
 from durable_chaos.cli.experiments import load_or_exit, overrides_or_exit
 from durable_chaos.cli.options import (
+    HOST_OPTION,
     ABORT_PROBE_OPTION,
     ABORT_QUERY_OPTION,
     COUNT_OPTION,
@@ -68,6 +70,7 @@ from durable_chaos.cli.options import (
     TARGET_OPTION,
 )
 from durable_chaos.cli.run_input import chaos_input, guardrails
+from durable_chaos.cli.start import on_default_host
 from durable_chaos.cli.schedule_views import (
     find_schedule,
     schedule_grid,
@@ -167,7 +170,8 @@ def _campaign_from_file(ctx: typer.Context, file: Path, sets: list[str] | None, 
     """A campaign file: every cell checked now, and the cells (not the file's path) stored in the schedule."""
     _refuse_run_options(ctx)
     try:
-        return load_campaign(file, overrides_or_exit(sets), project=project, port_base=port_base).input
+        return cells_on_default_host(load_campaign(file, overrides_or_exit(sets), project=project,
+                                              port_base=port_base).input)
     except BadExperiment as err:
         fail(EXIT_BAD_INPUT, escape(str(err)))
 
@@ -199,6 +203,7 @@ def create(
     detect_alert: Optional[list[str]] = DETECT_ALERT_OPTION,
     detect_http: Optional[list[str]] = DETECT_HTTP_OPTION,
     project: Optional[str] = PROJECT_OPTION,
+    host: Optional[str] = HOST_OPTION,
     port_base: Optional[int] = PORT_BASE_OPTION,
     countdown: int = COUNTDOWN_OPTION,
     detect_timeout: Optional[float] = DETECT_TIMEOUT_OPTION,
@@ -236,7 +241,8 @@ def create(
                           allow_quorum_loss=allow_quorum_loss,
                           guards=guardrails(max_error_rate, max_p99_ms, max_unavailable_s, abort_probe, abort_query,
                                             prometheus, detect_alert, detect_http),
-                          notify=notify)
+                          notify=notify, host=host)
+    inp = on_default_host(inp)
     # Named here, not in the workflow: the project is the workflow id that locks the subject copy.
     inp.subject.project = resolve(inp.subject).project
     inp.pause_on_failure = pause_on_failure

@@ -109,7 +109,7 @@ def run_input(e: Experiment, subject: Subject, steps: list[Step], subject_arg: s
     folder = str(Path(subject_arg).resolve()) if is_folder_ref(subject_arg) else None
     one_fault = len(steps) == 1 and steps[0].fault is not None and steps[0].fault.duration_s is None
     return ChaosInput(
-        subject=SubjectRef(name=subject.name, folder=folder, project=project, port_base=port_base),
+        subject=SubjectRef(name=subject.name, folder=folder, project=project, port_base=port_base, host=e.host),
         fault=first.fault, fault_params=first.params, target=first.target, count=first.count,
         allow_quorum_loss=first.allow_quorum_loss, max_fault_s=first.max_fault_s,
         countdown_s=e.timeouts.countdown, detect_timeout_s=e.timeouts.detect,

@@ -103,9 +103,16 @@ class Timeouts(_Strict):
                              description=described("diagnosis_deadline_s"))
 
 
+# A Docker host's name, as durable_chaos/hosts.py checks it.
+HOST_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$"
+
+
 class Experiment(_Strict):
     title: str = Field(default="", description="what the experiment shows, in a line")
     subject: str = Field(default="etcd", description="a subject's name, or a subject folder (relative to this file)")
+    host: str | None = Field(default=None, pattern=HOST_PATTERN,
+                             description="the Docker host the subject runs on, whose worker (`python worker.py "
+                                         "--host NAME`) runs every step that touches it; default: this machine")
     vars: dict[str, str | int | float | bool] = Field(
         default={}, description="values `${name}` stands for in any string below; `--set name=value` overrides one")
     load: Load = Field(default_factory=Load, description="the client traffic the run sends and records")

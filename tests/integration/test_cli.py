@@ -26,6 +26,8 @@ import pytest_asyncio
 from durable_chaos.cli.facts import RunFacts
 from durable_chaos.contracts import ChaosInput, ChaosReport, final_report
 from durable_chaos.contracts import RunFacts as MemoFacts
+from durable_chaos.hosts import default_host
+from durable_chaos.ids import run_workflow_id
 from tests.conftest import (
     ROOT,
     command_env,
@@ -99,7 +101,7 @@ async def test_rich_output_says_each_thing_once(cli_env, client, etcd):
     assert proc.returncode == 0, proc.stderr
     assert "diagnosis" in proc.stdout and "verdict: PASS" in proc.stdout
     assert "etcd1" in proc.stdout
-    report = await final_report(client.get_workflow_handle_for(ChaosDemoWorkflow.run, etcd.instance.project))
+    report = await final_report(client.get_workflow_handle_for(ChaosDemoWorkflow.run, run_workflow_id(etcd.instance.project, default_host())))
     screen = proc.stdout + proc.stderr
     # The end of a run is read once: the live view gives way to the report, which names each fact one time.
     assert screen.count(f"/workflows/{etcd.instance.project}/") == 1, screen
@@ -159,7 +161,7 @@ async def test_status_of_a_run_no_worker_serves_answers_at_once(private_queue_en
         proc = await asyncio.to_thread(starter, "status", etcd.instance.project, env=env, timeout=120)
         took = time.monotonic() - began
     finally:
-        await client.get_workflow_handle(etcd.instance.project).terminate("test cleanup")
+        await client.get_workflow_handle(run_workflow_id(etcd.instance.project, default_host())).terminate("test cleanup")
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     # Before, it waited ~32 s for a query no worker would answer. A starter takes a few seconds to import and

@@ -17,6 +17,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from durable_chaos.cli.emergency import STOP_ALL_NOTE
 from durable_chaos.contracts import Attr, ChaosInput, ErrorType, FaultState
+from durable_chaos.hosts import default_host
+from durable_chaos.ids import run_workflow_id
 from durable_chaos.runtime.worker import WORKFLOWS, build_worker
 from tests.conftest import command_env, free_port, private_copy, running_worker, starter, subject_args, until, \
     walk_to_gate
@@ -95,7 +97,7 @@ async def test_stop_all_cancels_every_run_restores_every_fault_and_pauses_the_sc
             await client.get_schedule_handle(held).pause(note="held by the team")
             await client.get_schedule_handle(failing).trigger()
             firing = await firing_of(client, failing)
-            scheduled_run = client.get_workflow_handle(third.instance.project)
+            scheduled_run = client.get_workflow_handle(run_workflow_id(third.instance.project, default_host()))
             await until(120, lambda: fault_injected(scheduled_run))
             runs.append(scheduled_run)
             # Recorded as injected before the inject activity runs: wait until the cap is really there.
