@@ -42,6 +42,10 @@ def for_host(subjects: list[str] | None = None) -> Admission:
     from subjects.registry import known
 
     found = known()
+    unknown = sorted(set(subjects or []) - {f.name for f in found})
+    if unknown:
+        raise ValueError(f"--subjects: unknown subject {unknown[0]!r} (this worker knows: "
+                         f"{', '.join(f.name for f in found)})")
     names = subjects if subjects is not None else [f.name for f in found]
     folders = [str(f.folder) for f in found if f.folder is not None and f.name in names]
     return Admission(subjects=sorted(names), folders=sorted(folders))

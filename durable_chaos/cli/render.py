@@ -118,7 +118,12 @@ def progress_view(p: Progress, url: str) -> Panel:
     grid.add_row("time to restore", seconds_text(p.time_to_restore_s))
     if len(p.steps) > 1:
         grid.add_row("faults", "\n".join(f"{where}: {text}" for where, text in step_rows(p.steps)))
-    return Panel(Group(stages, grid), title=f"chaos run on {p.subject}", subtitle=url)
+    if p.waiting_for_host and p.host_waiting_since:
+        grid.add_row("host", Text(f"{p.waiting_for_host}: no worker has taken the restore for "
+                                  f"{(now - p.host_waiting_since).total_seconds():.0f} s; start one there: "
+                                  f"python worker.py --host {p.waiting_for_host}", style="bold yellow"))
+    title = f"chaos run on {p.subject}" + (f" (host {p.host})" if p.host else "")
+    return Panel(Group(stages, grid), title=title, subtitle=url)
 
 
 def facts_view(f: RunFacts, summary: str | None, url: str) -> Panel:
@@ -141,7 +146,11 @@ def facts_view(f: RunFacts, summary: str | None, url: str) -> Panel:
         grid.add_row("time to restore", seconds_text(f.time_to_restore_s))
     if f.verdict:
         grid.add_row("verdict", f.verdict)
-    return Panel(grid, title=f"chaos run on {f.subject or '?'}", subtitle=url)
+    if f.waiting_for_host:
+        grid.add_row("host", Text(f"waiting for a worker on host {f.waiting_for_host} to take the restore",
+                                  style="bold yellow"))
+    where = f" (host {f.host})" if f.host else ""
+    return Panel(grid, title=f"chaos run on {f.subject or '?'}{where}", subtitle=url)
 
 
 def diagnosis_source(d: Diagnosis) -> str:
@@ -339,7 +348,8 @@ def report_view(r: ChaosReport) -> Group:
     grid.add_column(style="bold")
     grid.add_column()
     grid.add_row("run", f"{r.workflow_id} / {r.run_id}")
-    grid.add_row("fault", f"{r.fault_text} of {r.subject} (project {r.project}): {r.fault_state.value}")
+    where = f"project {r.project}" + (f", host {r.host}" if r.host else "")
+    grid.add_row("fault", f"{r.fault_text} of {r.subject} ({where}): {r.fault_state.value}")
     if r.load.windows:
         grid.add_row("load", load_text(r.load))
     if r.stopped:

@@ -36,7 +36,7 @@ def _facts(r: ChaosReport) -> list[tuple[str, str]]:
     return [
         ("verdict", r.verdict),
         ("run", f"{r.workflow_id} / {r.run_id}"),
-        ("subject", f"{r.subject} (project {r.project})"),
+        ("subject", f"{r.subject} (project {r.project}" + (f", host {r.host})" if r.host else ")")),
         ("fault", r.fault_text),
         ("started", f"{r.started_at:%Y-%m-%d %H:%M:%S} UTC"),
         ("duration", seconds_text((r.finished_at - r.started_at).total_seconds())),
@@ -200,6 +200,7 @@ def to_junit(r: ChaosReport) -> str:
                           timestamp=r.started_at.strftime("%Y-%m-%dT%H:%M:%S"))
     props = ET.SubElement(suite, "properties")
     for name, value in [("workflow_id", r.workflow_id), ("run_id", r.run_id), ("project", r.project),
+                        ("host", r.host),
                         ("target", r.target), ("targets", ",".join(r.targets) or r.target),
                         ("fault", r.fault_label or r.fault),
                         ("time_to_detect_s", r.time_to_detect_s),
