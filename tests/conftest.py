@@ -27,7 +27,8 @@ from temporalio.testing import WorkflowEnvironment
 from durable_chaos.contracts import Attr, ChaosInput, Progress, final_report
 from durable_chaos.runtime.copies import SubjectCopy, free_port_base
 from durable_chaos.runtime.devserver import SERVER_SETTINGS, temporal_binary
-from durable_chaos.runtime.worker import build_worker
+from durable_chaos.hosts import default_host
+from durable_chaos.runtime.worker import serve
 from subjects import Reading, Session, get_subject, subject_ref
 from workflows.chaos import ChaosDemoWorkflow
 
@@ -109,8 +110,10 @@ def task_queue() -> str:
 
 @asynccontextmanager
 async def running_worker(client: Client, task_queue: str):
-    """The production worker (real activities) on a private task queue."""
-    async with build_worker(client, task_queue=task_queue) as worker:
+    """The production worker (real activities) on a private task queue, serving this machine's Docker host as
+    `worker.py` does: runs started in-process name no host (their activities stay on the queue), runs the CLI or
+    a schedule starts name this machine's (its host's queue)."""
+    async with serve(client, default_host(), task_queue=task_queue) as worker:
         yield worker
 
 

@@ -105,11 +105,12 @@ async def _per_host(client: Client, queue: str, closed: list[RunFacts], pending:
     from durable_chaos.cli.hosts import hosts_up  # the fleet's view: only here
 
     up = set(await hosts_up(client, queue))
-    for host in sorted({f.host or "-" for f in closed + pending}):
-        done = [f for f in closed if (f.host or "-") == host]
-        waiting = [f for f in pending if (f.host or "-") == host]
+    for host in sorted({f.host or "" for f in closed + pending}):
+        done = [f for f in closed if (f.host or "") == host]
+        waiting = [f for f in pending if (f.host or "") == host]
         restored = [f.fault_on for f in done if f.fault_state == FaultState.RESTORED.value]
-        line = (f"host {host}: {len(done)} run(s) closed, {len(restored)} fault(s) restored"
+        line = (f"{f'host {host}' if host else 'runs naming no host'}: {len(done)} run(s) closed, "
+                f"{len(restored)} fault(s) restored"
                 + (f" ({'; '.join(restored)})" if restored else ""))
         if waiting:
             reach = "reachable" if host in up else "UNREACHABLE (no worker polling)"

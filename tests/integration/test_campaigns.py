@@ -17,6 +17,8 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 
 from durable_chaos.contracts import Attr, Progress
 from durable_chaos.contracts.campaign import CampaignProgress, campaign_id
+from durable_chaos.hosts import default_host
+from durable_chaos.ids import run_workflow_id
 from tests.conftest import ARTIFACTS, command_env, private_copy, running_worker, starter, until
 from tests.fake_monitoring import FakeMonitoring
 from workflows.campaign import ChaosCampaignWorkflow
@@ -81,7 +83,7 @@ async def test_a_2x2_campaign_reports_four_cells_and_its_second_run_flags_the_re
                                                           for f in ("kill", "pause")}
     for c in cells:
         assert c["time_to_detect_s"] > 0 and c["time_to_restore_s"] > 0 and c["safety"] == "ok"
-        assert c["workflow_id"] == c["project"] and c["run_id"]
+        assert c["workflow_id"] == run_workflow_id(c["project"], default_host()) and c["run_id"]
     assert report["scorecard"]["previous_run_id"] is None  # the first run: nothing to compare
     # Two copies, two at once: the cells of one copy never overlap, those of different copies do.
     spans = sorted((c["started_at"], c["finished_at"], c["project"]) for c in cells)

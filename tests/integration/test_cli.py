@@ -58,7 +58,8 @@ async def test_chaos_json_exits_0_with_a_report_of_the_killed_and_restored_targe
     assert etcd.died_since(since) == [report["target"]]
     assert report["time_to_detect_s"] > 0 and report["time_to_restore_s"] > 0
     assert report["diagnosis"]["correct"] is True
-    assert f"/workflows/{etcd.instance.project}/" in proc.stderr  # the run's URL in the web UI
+    # The run's URL in the web UI: its id is the subject copy on its host (this machine's, named by none).
+    assert f"/workflows/{run_workflow_id(etcd.instance.project, default_host())}/" in proc.stderr
     assert all(etcd.running().values())
 
 
@@ -101,10 +102,11 @@ async def test_rich_output_says_each_thing_once(cli_env, client, etcd):
     assert proc.returncode == 0, proc.stderr
     assert "diagnosis" in proc.stdout and "verdict: PASS" in proc.stdout
     assert "etcd1" in proc.stdout
-    report = await final_report(client.get_workflow_handle_for(ChaosDemoWorkflow.run, run_workflow_id(etcd.instance.project, default_host())))
+    run_id = run_workflow_id(etcd.instance.project, default_host())
+    report = await final_report(client.get_workflow_handle_for(ChaosDemoWorkflow.run, run_id))
     screen = proc.stdout + proc.stderr
     # The end of a run is read once: the live view gives way to the report, which names each fact one time.
-    assert screen.count(f"/workflows/{etcd.instance.project}/") == 1, screen
+    assert screen.count(f"/workflows/{run_id}/") == 1, screen
     # As figures in seconds ("after 0.053s"): a bare "0.053" can also sit inside a timestamp (10:21:30.053).
     assert screen.count(f"{report.time_to_detect_s:.3f}s") == 1, screen
     assert screen.count(f"{report.time_to_restore_s:.3f}s") == 1, screen
@@ -232,7 +234,7 @@ async def test_worker_window_shows_each_run_start_and_end(client, private_queue_
     assert proc.returncode == 0, proc.stderr
     report = ChaosReport.model_validate_json(proc.stdout)
     lines = worker.log.read_text().splitlines()
-    project = etcd.instance.project
+    project = run_workflow_id(etcd.instance.project, default_host())
     start = [x for x in lines if f"{project} started" in x]
     end = [x for x in lines if f"{project} ended" in x]
     assert len(start) == 1 and "kill etcd2 on etcd" in start[0], lines

@@ -112,8 +112,10 @@ async def test_stop_all_cancels_every_run_restores_every_fault_and_pauses_the_sc
         out = stop.stdout
         for copy, what in zip(copies, ("kill on etcd2", "kill on etcd1", "bandwidth 1mbit on etcd3")):
             row = next(line for line in out.splitlines() if line.startswith(copy.instance.project))
-            assert row.split()[1] == "etcd" and what in row, out  # workflow id, subject, fault and target
-            assert f"run {copy.instance.project} cancelled: the fault on" in out, out
+            assert row.split()[2] == "etcd" and what in row, out  # workflow id, host, subject, fault and target
+            run = row.split()[0]  # the scheduled run's id names its host (this machine's)
+            assert run in (copy.instance.project, run_workflow_id(copy.instance.project, default_host())), row
+            assert f"run {run} cancelled: the fault on" in out, out
         assert out.count("had been injected and was restored") == 3, out
         assert "stopped 3 run(s): every fault is undone" in out, out
         assert f"schedule {nightly}: paused" in out and f"schedule {failing}: paused" in out, out

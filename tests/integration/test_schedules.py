@@ -20,6 +20,8 @@ from durable_chaos.contracts import (
 )
 from durable_chaos.contracts.campaign import CampaignInput
 from durable_chaos.faults import CATALOG
+from durable_chaos.hosts import default_host
+from durable_chaos.ids import run_workflow_id
 from tests.conftest import command_env, running_worker, starter, subject_args
 from workflows.chaos import ChaosDemoWorkflow
 
@@ -69,7 +71,7 @@ async def test_schedule_create_trigger_run_delete(client, task_queue, cli_env, e
         fired = await _fired(client, schedule_id, timeout=120)
     assert fired.started and fired.verdict == "pass", fired
     # The run took the subject's lock (its fixed workflow id) and is findable like a manual run.
-    assert fired.workflow_id == etcd.instance.project
+    assert fired.workflow_id == run_workflow_id(etcd.instance.project, default_host())
     report = await final_report(client.get_workflow_handle_for(ChaosDemoWorkflow.run, fired.workflow_id,
                                                                run_id=fired.run_id))
     assert etcd.died_since(since) == [report.target]
@@ -90,7 +92,8 @@ async def test_schedule_firing_while_a_manual_run_holds_the_subject_is_skipped(c
     # A manual run holds the lock: same workflow id as `starter.py chaos` uses, on a queue no worker serves, so it
     # stays open and never touches the subject.
     holder = await client.start_workflow(ChaosDemoWorkflow.run, ChaosInput(subject=etcd.ref),
-                                         id=etcd.instance.project, task_queue=f"idle-{uuid.uuid4().hex[:8]}")
+                                         id=run_workflow_id(etcd.instance.project, default_host()),
+                                         task_queue=f"idle-{uuid.uuid4().hex[:8]}")
     try:
         created = await asyncio.to_thread(starter, "schedule", "create", "--id", schedule_id, "--paused",
                                           "--countdown", "0", *subject_args(etcd), env=cli_env)
