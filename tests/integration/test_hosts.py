@@ -151,6 +151,10 @@ async def test_a_campaign_with_a_cell_per_host_runs_both_at_once_each_killing_on
                                      env=fleet.env, timeout=400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(result.stdout)
+    for c in report["cells"]:
+        print(f"cell {c['key']}: {c['state']}, hit {c['targets']}, TTD {c['time_to_detect_s']:.3f} s, TTR "
+              f"{c['time_to_restore_s']:.3f} s, safety {c['safety']}, {c['started_at']} -> {c['finished_at']}, "
+              f"run {c['workflow_id']}")
     cells = {c["host"]: c for c in report["cells"]}
     assert set(cells) == {"a", "b"} and all(c["state"] == "pass" for c in cells.values()), report["cells"]
     # Both at once: each cell started before the other finished.
@@ -186,6 +190,7 @@ async def test_host_b_worker_killed_with_its_fault_on_the_run_waits_and_a_new_wo
     try:
         await walk_to_gate(handle, "detect")  # etcd2 on engine b is killed
         assert not fleet.running("b", b.project, "etcd2")
+        print((await asyncio.to_thread(starter, "workers", env={**fleet.env, "COLUMNS": "150"})).stdout)
         view = await asyncio.to_thread(starter, "workers", "--json", env=fleet.env)
         hosts = {h["host"]: h for h in json.loads(view.stdout)}
         assert hosts["b"]["up"] and hosts["b"]["engine_id"] == fleet.engine_b.engine_id

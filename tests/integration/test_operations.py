@@ -29,6 +29,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from durable_chaos.cli.render import load_strip
 from durable_chaos.contracts import Attr, FaultState, GuardReport, Progress
+from durable_chaos.hosts import default_host
 from durable_chaos.ids import fault_guard_id
 from durable_chaos.runtime.devserver import temporal_binary
 from tests.conftest import ARTIFACTS, command_env, run_command, running_worker, starter, subject_args
@@ -244,7 +245,8 @@ async def test_a_closed_run_shows_its_facts_with_no_worker_running(finished_run,
     facts = {"subject": "etcd", "fault": "kill", "fault_label": "kill", "target": "etcd1", "targets": ["etcd1"],
              "fault_state": "restored", "stage": "done",
              "verdict": "pass", "time_to_detect_s": finished_run["time_to_detect_s"],
-             "time_to_restore_s": finished_run["time_to_restore_s"], "diagnosis_correct": True}
+             "time_to_restore_s": finished_run["time_to_restore_s"], "diagnosis_correct": True,
+             "host": default_host()}  # started with `chaos`: on this machine's Docker host
     assert await (await handle.describe()).memo() == facts
     async with browser_page(isolated_chromium, ARTIFACTS / f"ui-memo-{finished_run['workflow_id']}.png") as page:
         await page.goto(run_page(temporal_ui_env, finished_run))
