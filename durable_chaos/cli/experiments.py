@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 from typing import Optional
@@ -21,7 +22,7 @@ from durable_chaos.cli.options import (
     PROJECT_OPTION,
     REPORT_JSON_OPTION,
 )
-from durable_chaos.cli.run_input import check_port_base
+from durable_chaos.cli.run_input import check_port_base, host_or_exit
 from durable_chaos.cli.start import start_and_follow
 from durable_chaos.experiment.load import BadExperiment, Loaded, load_experiment, with_seed
 from durable_chaos.experiment.model import schema
@@ -62,6 +63,9 @@ def run(
     detach: bool = DETACH_OPTION,
     project: Optional[str] = PROJECT_OPTION,
     port_base: Optional[int] = PORT_BASE_OPTION,
+    host: Optional[str] = typer.Option(None, "--host", help="The Docker host the subject runs on, instead of the "
+                                                            "file's `host:` (default: this machine). A campaign "
+                                                            "names its hosts in its matrix."),
     show_schema: bool = typer.Option(False, "--schema", help="Print the experiment file's JSON Schema and exit."),
     show_campaign_schema: bool = typer.Option(False, "--campaign-schema",
                                               help="Print the campaign file's JSON Schema and exit."),
@@ -72,8 +76,9 @@ def run(
 
     A campaign file runs its experiment once per cell of its matrix (subjects x faults x targets), live as a table
     of cells, and compares the run with the campaign's previous one (the scorecard). Exit codes: 0 pass (a
-    campaign: every cell), 1 fail, 2 bad input (the file, its line and field), 3 Docker or Temporal unreachable,
-    5 inconclusive (a fault never took effect).
+    campaign: every cell), 1 fail, 2 bad input (the file, its line and field), 3 Docker or Temporal unreachable
+    (or the host has no worker now), 5 inconclusive (a fault never took effect), 6 unknown host, 8/9 a subject
+    folder/subject the host's worker does not serve.
     """
     if show_schema or show_campaign_schema:
         print(json.dumps(campaign_schema() if show_campaign_schema else schema(), indent=2))
@@ -81,8 +86,15 @@ def run(
     if file is None:
         fail(EXIT_BAD_INPUT, "give the experiment file: `starter.py run FILE` (examples/ holds some)")
     if is_campaign_file(file):  # `campaign:` at the top: the experiment over a matrix (durable_chaos/campaign/)
+        if host is not None:
+            fail(EXIT_BAD_INPUT, "--host names one experiment's host: a campaign names its hosts in its matrix "
+                                 "(`hosts: [...]`, or `host:` per subject)")
         raise typer.Exit(run_campaign(file, overrides_or_exit(sets), dry_run, as_json, detach, project, port_base))
     loaded = load_or_exit(file, sets, project, port_base)
+    if host is not None:
+        inp = loaded.run_input
+        loaded = dataclasses.replace(loaded, run_input=inp.model_copy(update={"subject": inp.subject.model_copy(
+            update={"host": host_or_exit(host)})}))
     if seed is not None:
         try:
             loaded = with_seed(loaded, seed)

@@ -59,7 +59,8 @@ def plan_lines(loaded: Loaded) -> list[str]:
     restore = e.timeouts.restore or subject.defaults.restore_timeout_s
     lines = [f"experiment {loaded.path}" + (f": {e.title}" if e.title else ""),
              f"subject {subject.name}: project {project}, ports {port_base + 1}-{port_base + subject.ports} on "
-             f"127.0.0.1; brought up and steady within {e.timeouts.preflight:g}s, or nothing is touched",
+             f"127.0.0.1 of Docker host {inp.subject.host or 'this machine'}; brought up and steady within "
+             f"{e.timeouts.preflight:g}s, or nothing is touched",
              f"load: {e.load.rate:g} operations a second (open loop), every one recorded and checked for lost data"]
     lines.append(f"countdown: {e.timeouts.countdown}s, then the steps in order")
     for number, step in enumerate(loaded.steps, start=1):
