@@ -1,7 +1,7 @@
 """The activities the worker registers (`ALL`). `HOST_INDEPENDENT` touch no subject (Claude, webhooks, the
-server's records): a host's worker serves them on the fleet's shared queue, and every other one only on its host's. `HANDED_BACK` are the ones that only watch or read:
-a worker shutting down gracefully hands them back to run again elsewhere (runtime/hand_back.py); the rest change a
-subject or write a record, and finish first.
+server's records): a host's worker serves them on the fleet's shared queue, and every other one only on its host's.
+`HANDED_BACK` are the ones that only watch or read: a worker shutting down gracefully hands them back to run again
+elsewhere (runtime/hand_back.py); the rest change a subject or write a record, and finish first.
 """
 
 from activities.campaign import previous_campaign_report

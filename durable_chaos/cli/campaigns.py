@@ -38,20 +38,19 @@ from durable_chaos.cli.common import (
     worker_if_needed,
 )
 from durable_chaos.cli.follow import _Watcher
-from durable_chaos.cli.hosts import is_local, route
+from durable_chaos.cli.hosts import is_local, on_default_host, route
 from durable_chaos.cli.run_input import check_port_base
 from durable_chaos.cli.subjects import build_images_with_progress
 from durable_chaos.contracts import WORKFLOW_TASK_TIMEOUT
 from durable_chaos.contracts.campaign import (
-    CampaignInput,
     CAMPAIGN_WORKFLOW_NAME,
+    CampaignInput,
     CampaignProgress,
     CampaignReport,
     CellResult,
     campaign_id,
 )
 from durable_chaos.experiment.load import BadExperiment
-from durable_chaos.hosts import default_host
 from durable_chaos.faults.steps import check_steps
 from durable_chaos.runtime.connect import task_queue
 
@@ -77,12 +76,8 @@ def cells_on_default_host(inp: CampaignInput) -> CampaignInput:
     """Cells that name no host run on this machine's, as a `chaos` run does."""
     cells = []
     for cell in inp.cells:
-        if cell.host is None:
-            host = default_host()
-            subject = cell.run_input.subject.model_copy(update={"host": host})
-            cell = cell.model_copy(update={"host": host, "run_input": cell.run_input.model_copy(
-                update={"subject": subject})})
-        cells.append(cell)
+        run_input = on_default_host(cell.run_input)
+        cells.append(cell.model_copy(update={"host": run_input.subject.host, "run_input": run_input}))
     return inp.model_copy(update={"cells": cells})
 
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import AsyncIterator
 from urllib.parse import urlencode
 
 from temporalio.api.enums.v1 import PendingWorkflowTaskState, TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
     Client,
     WorkflowExecutionDescription,
@@ -40,6 +38,7 @@ from durable_chaos.hosts import default_host
 from durable_chaos.ids import fault_guard_id, notify_id, run_workflow_id
 from durable_chaos.runtime.connect import connect_config, task_queue, ui_base_url
 from durable_chaos.runtime.devserver import ServerUnreachable, connect_or_start
+from durable_chaos.runtime.fleet import pollers
 from durable_chaos.runtime.server_setup import SearchAttributesMissing, ensure_search_attributes, retire_reaper_schedule
 from subjects import BadSubjectFile, UnknownSubject, get_subject
 
@@ -55,9 +54,8 @@ EXIT_FOR_ERROR = {
     ErrorType.FOLDER_NOT_ON_HOST: EXIT_FOLDER_NOT_ON_HOST,
     ErrorType.SUBJECT_NOT_ALLOWED: EXIT_SUBJECT_NOT_ALLOWED,
 }
-# A poller seen this recently may be a live worker (idle workers re-poll at least once a minute)...
-WORKER_SEEN_WITHIN = timedelta(seconds=75)
-# ...but a worker that died recently is listed too, so it must also take the run's first task within this time.
+# A poller seen within fleet.WORKER_SEEN_WITHIN may be a live worker, but a worker that died recently is listed too,
+# so it must also take the run's first task within this time.
 WORKER_PICKUP_WITHIN = 3.0
 # A live worker answers a query in milliseconds; this bounds the wait for one that has just died.
 QUERY_TIMEOUT = timedelta(seconds=5)
@@ -112,15 +110,8 @@ async def connect_client() -> Client:
 
 
 async def has_live_worker(client: Client, queue: str) -> bool:
-    resp = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=client.namespace,
-            task_queue=TaskQueue(name=queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-        )
-    )
-    now = datetime.now(timezone.utc)
-    return any(now - p.last_access_time.ToDatetime(timezone.utc) < WORKER_SEEN_WITHIN for p in resp.pollers)
+    """A worker polls `queue` for workflow tasks (as far as the server can tell: see fleet.WORKER_SEEN_WITHIN)."""
+    return bool(await pollers(client, queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW))
 
 
 async def picked_up(handle: WorkflowHandle, within: float) -> bool:

@@ -21,7 +21,7 @@ from durable_chaos.cli.errors import (
     EXIT_UNKNOWN_HOST,
     fail,
 )
-from durable_chaos.contracts import ErrorType, SubjectRef
+from durable_chaos.contracts import ChaosInput, ErrorType, SubjectRef
 from durable_chaos.hosts import default_host
 from durable_chaos.ids import host_queue, host_record_id
 from durable_chaos.runtime.connect import task_queue
@@ -29,6 +29,13 @@ from durable_chaos.runtime.fleet import HostView, fleet, host_view, known_hosts,
 
 EXIT_FOR_REFUSAL = {ErrorType.FOLDER_NOT_ON_HOST: EXIT_FOLDER_NOT_ON_HOST,
                     ErrorType.SUBJECT_NOT_ALLOWED: EXIT_SUBJECT_NOT_ALLOWED}
+
+
+def on_default_host(inp: ChaosInput) -> ChaosInput:
+    """A run that names no host (an experiment file without `host:`) runs on this machine's."""
+    if inp.subject.host is not None:
+        return inp
+    return inp.model_copy(update={"subject": inp.subject.model_copy(update={"host": default_host()})})
 
 
 def is_local(host: str | None) -> bool:

@@ -43,6 +43,7 @@ from durable_chaos.cli.common import (
 )
 from durable_chaos.cli.campaigns import cells_on_default_host
 from durable_chaos.cli.experiments import load_or_exit, overrides_or_exit
+from durable_chaos.cli.hosts import on_default_host
 from durable_chaos.cli.options import (
     HOST_OPTION,
     ABORT_PROBE_OPTION,
@@ -70,7 +71,6 @@ from durable_chaos.cli.options import (
     TARGET_OPTION,
 )
 from durable_chaos.cli.run_input import chaos_input, guardrails
-from durable_chaos.cli.start import on_default_host
 from durable_chaos.cli.schedule_views import (
     find_schedule,
     schedule_grid,

@@ -18,21 +18,13 @@ from durable_chaos.cli.common import (
     runs_url,
 )
 from durable_chaos.cli.follow import follow_to_end
-from durable_chaos.cli.hosts import is_local, route
+from durable_chaos.cli.hosts import is_local, on_default_host, route
 from durable_chaos.cli.subjects import build_images_with_progress
 from durable_chaos.contracts import WORKFLOW_TASK_TIMEOUT, ChaosInput, Progress
 from durable_chaos.faults import make_fault
-from durable_chaos.hosts import default_host
 from durable_chaos.ids import run_workflow_id
 from durable_chaos.runtime.connect import task_queue
 from subjects import resolve
-
-
-def on_default_host(inp: ChaosInput) -> ChaosInput:
-    """A run that names no host (an experiment file without `host:`) runs on this machine's."""
-    if inp.subject.host is not None:
-        return inp
-    return inp.model_copy(update={"subject": inp.subject.model_copy(update={"host": default_host()})})
 
 
 async def start_and_follow(inp: ChaosInput, as_json: bool, detach: bool) -> int:
@@ -40,6 +32,8 @@ async def start_and_follow(inp: ChaosInput, as_json: bool, detach: bool) -> int:
     from workflows.chaos import ChaosDemoWorkflow  # with its activities: imported on use (start-up)
     inp = on_default_host(inp)
     instance = resolve(inp.subject)
+    # The subject instance on its host: Temporal itself refuses a second run on a busy subject.
+    run_id = run_workflow_id(instance.project, inp.subject.host)
     client = await connect_client()
     # Before anything starts: the host has a worker now and serves this subject (else one line and exit).
     maybe_worker = await route(client, inp.subject)
@@ -52,9 +46,7 @@ async def start_and_follow(inp: ChaosInput, as_json: bool, detach: bool) -> int:
         handle = await client.start_workflow(
             ChaosDemoWorkflow.run,
             inp,
-            # The workflow id is the subject instance on its host: Temporal itself refuses a second run on a busy
-            # subject.
-            id=run_workflow_id(instance.project, inp.subject.host),
+            id=run_id,
             task_queue=task_queue(),
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             task_timeout=WORKFLOW_TASK_TIMEOUT,
@@ -62,9 +54,8 @@ async def start_and_follow(inp: ChaosInput, as_json: bool, detach: bool) -> int:
             static_summary=inp.summary(default_project=instance.subject.default_project),
         )
     except WorkflowAlreadyStartedError:
-        busy = run_workflow_id(instance.project, inp.subject.host)
         fail(EXIT_BAD_INPUT, f"subject {inp.subject.name} (project {instance.project}) is busy: run "
-                             f"{busy} is still in progress; wait for it or cancel it")
+                             f"{run_id} is still in progress; wait for it or cancel it")
     url = run_url(client, handle.id, handle.result_run_id or "")
     # Followed live, the URL is on the live view and under the report: not a third time here.
     followed_live = not (as_json or detach)

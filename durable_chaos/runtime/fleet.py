@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -23,7 +22,6 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from durable_chaos import docker_engine
 from durable_chaos.contracts import (
     HOST_WORKFLOW_NAME,
     WORKFLOW_NAME,
@@ -59,6 +57,8 @@ def docker_endpoint() -> str:
 
 async def engine_identity() -> tuple[str, str]:
     """(ID, version) of the engine DOCKER_HOST names: the ID is the engine's own, kept in its data root."""
+    from durable_chaos import docker_engine  # aiodocker: only a worker's start asks the engine
+
     async with docker_engine.connect() as docker:
         info = await docker.system.info()
     return info["ID"], info.get("ServerVersion", "?")
@@ -101,22 +101,17 @@ async def register(client: Client, queue: str, seen: WorkerSeen) -> bool:
     return memo is None
 
 
-def identity() -> str:
-    """How this process appears among a task queue's pollers (the SDK's own default identity)."""
-    return f"{os.getpid()}@{socket.gethostname()}"
-
-
 @dataclass
 class Poller:
     identity: str
     last_seen: datetime
 
 
-async def pollers(client: Client, queue: str) -> list[Poller]:
-    """Workers polling `queue` for activities, seen within WORKER_SEEN_WITHIN."""
+async def pollers(client: Client, queue: str,
+                  kind: TaskQueueType.ValueType = TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY) -> list[Poller]:
+    """Workers polling `queue` for activities (or `kind`), seen within WORKER_SEEN_WITHIN."""
     resp = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
-        namespace=client.namespace, task_queue=TaskQueue(name=queue),
-        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY))
+        namespace=client.namespace, task_queue=TaskQueue(name=queue), task_queue_type=kind))
     now = datetime.now(timezone.utc)
     seen = [Poller(p.identity, p.last_access_time.ToDatetime(timezone.utc)) for p in resp.pollers]
     return [p for p in seen if now - p.last_seen < WORKER_SEEN_WITHIN]

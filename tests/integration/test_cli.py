@@ -163,7 +163,8 @@ async def test_status_of_a_run_no_worker_serves_answers_at_once(private_queue_en
         proc = await asyncio.to_thread(starter, "status", etcd.instance.project, env=env, timeout=120)
         took = time.monotonic() - began
     finally:
-        await client.get_workflow_handle(run_workflow_id(etcd.instance.project, default_host())).terminate("test cleanup")
+        await client.get_workflow_handle(run_workflow_id(etcd.instance.project, default_host())).terminate(
+            "test cleanup")
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     # Before, it waited ~32 s for a query no worker would answer. A starter takes a few seconds to import and

@@ -75,22 +75,23 @@ async def bring_up(inp: ChaosInput) -> PreflightResult:
 
 
 async def load_window(inp: ChaosInput, req: LoadRequest, number: int) -> LoadWindow:
-    return await workflow.execute_activity(run_load_window, req, **policy.load_window(inp), **policy.on_host(inp.subject),
-                                           summary=f"load window {number}")
+    return await workflow.execute_activity(run_load_window, req, **policy.load_window(inp),
+                                           **policy.on_host(inp.subject), summary=f"load window {number}")
 
 
 async def watch_guardrails(inp: ChaosInput) -> Trip | None:
     """The abort probe and abort query, asked by one long activity that returns when one trips."""
     req = WatchRequest(stop=inp.stop, check_timeout_s=max(inp.check_timeout_s, 2.0))
-    return await workflow.execute_activity(watch_stop_conditions, req, **policy.guardrails(inp), **policy.on_host(inp.subject),
+    return await workflow.execute_activity(watch_stop_conditions, req, **policy.guardrails(inp),
+                                           **policy.on_host(inp.subject),
                                            summary=f"guardrails: {'; '.join(condition_labels(inp.stop))}")
 
 
 async def their_detector(inp: ChaosInput, detector: ExternalDetector, since: datetime) -> DetectorResult:
     req = ExternalDetectRequest(detector=detector, since=since, timeout_s=inp.detect_timeout_s,
                                 interval_s=inp.detect_interval_s)
-    return await workflow.execute_activity(wait_external_detection, req, **policy.their_detector(inp), **policy.on_host(inp.subject),
-                                           summary=f"their detector: {detector.name}")
+    return await workflow.execute_activity(wait_external_detection, req, **policy.their_detector(inp),
+                                           **policy.on_host(inp.subject), summary=f"their detector: {detector.name}")
 
 
 async def start_guard(fault: FaultRequest, label: str, number: int = 1) -> None:
