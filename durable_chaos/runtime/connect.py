@@ -6,6 +6,8 @@ all work as in the `temporal` CLI. With none of them set we talk to 127.0.0.1:72
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import sys
 from datetime import timedelta
@@ -14,12 +16,14 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
-from temporalio.runtime import Runtime
+from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 
 from durable_chaos.contracts import TASK_QUEUE
 from durable_chaos.runtime import tracing
 
 DEFAULT_ADDRESS = "127.0.0.1:7233"
+# The SDK core's own (Rust) warnings, e.g. "Failing workflow task". Python's logging shows them on stderr.
+CORE_LOGGER = logging.getLogger("temporalio.core")
 
 
 def connect_config() -> dict[str, Any]:
@@ -48,11 +52,26 @@ def ui_base_url(target_host: str) -> str:
     return f"http://{host or '127.0.0.1'}:{ui_port}"
 
 
+def telemetry(**config: Any) -> TelemetryConfig:
+    """The SDK runtime's telemetry (`config`: e.g. metrics), with core's log lines forwarded to CORE_LOGGER.
+
+    Why: core writes them on stdout by default, and `starter.py chaos --json` runs an embedded worker in its own
+    process, so one warning landed in front of the JSON a pipeline parses (CI31)."""
+    return TelemetryConfig(logging=LoggingConfig(filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+                                                 forwarding=LogForwardingConfig(logger=CORE_LOGGER)), **config)
+
+
+@functools.cache
+def quiet_runtime() -> Runtime:
+    """The runtime for clients that serve no metrics: the SDK's default, but for where core's lines go."""
+    return Runtime(telemetry=telemetry())
+
+
 async def connect(timeout_s: float = 5.0, runtime: Runtime | None = None) -> Client:
-    """`runtime`: one serving metrics (runtime/metrics.py); the SDK's default otherwise."""
+    """`runtime`: one serving metrics (runtime/metrics.py); `quiet_runtime()` otherwise."""
     return await Client.connect(
         **connect_config(), data_converter=pydantic_data_converter, connect_timeout=timedelta(seconds=timeout_s),
-        interceptors=tracing.interceptors(), runtime=runtime,
+        interceptors=tracing.interceptors(), runtime=runtime or quiet_runtime(),
     )
 
 

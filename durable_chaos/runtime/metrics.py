@@ -11,10 +11,11 @@ import logging
 import os
 
 from temporalio.client import Client
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.runtime import PrometheusConfig, Runtime
 from temporalio.service import RPCError
 
 from durable_chaos.contracts import WORKFLOW_NAME, Attr, FaultState
+from durable_chaos.runtime.connect import telemetry
 from workflows.metrics import FAULTS_INJECTED, TIME_TO_DETECT, TIME_TO_RESTORE, TTD_BUCKETS, TTR_BUCKETS
 
 METRICS_ADDRESS_ENV = "CHAOS_METRICS_ADDRESS"
@@ -38,7 +39,7 @@ def metrics_address() -> str | None:
 def metrics_runtime(address: str) -> Runtime:
     """A runtime serving Prometheus metrics on `address`. Durations in seconds (Prometheus' convention), and
     buckets for the chaos timings that resolve sub-second detection as well as a slow failover."""
-    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(
+    return Runtime(telemetry=telemetry(metrics=PrometheusConfig(
         bind_address=address, durations_as_seconds=True,
         histogram_bucket_overrides={TIME_TO_DETECT: list(TTD_BUCKETS), TIME_TO_RESTORE: list(TTR_BUCKETS)},
     )))
