@@ -11,12 +11,12 @@ import textwrap
 from tests.conftest import ROOT, run_command
 
 # A worker connected the way worker.py and starter.py connect, running a workflow whose task fails: core logs
-# "Failing workflow task" at WARN for it.
+# "Failing workflow task" at WARN for it. It ends the way they end.
 SCRIPT = textwrap.dedent("""
     import asyncio, uuid
     from temporalio import workflow
     from temporalio.worker import Worker
-    from durable_chaos.runtime.connect import connect
+    from durable_chaos.runtime.connect import connect, exit_process
 
     @workflow.defn(sandboxed=False)
     class TaskFails:
@@ -34,6 +34,7 @@ SCRIPT = textwrap.dedent("""
         print('{"clean": true}')
 
     asyncio.run(main())
+    exit_process(0)  # as starter.py and worker.py end: the SDK's threads can abort a finalizing interpreter
 """)
 
 
