@@ -19,6 +19,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.common import resolve_or_bad_input
 from activities.docker import open_session
@@ -140,6 +141,20 @@ def _answered(op: Op, ops: list[Op], workload) -> None:
 
 @activity.defn
 async def run_load_window(req: LoadRequest) -> LoadWindow:
+    """One window of load. The server gives a window lost with its worker (heartbeats stopped) one more attempt
+    (workflows/policy.py `load_window`); a window that failed by itself would fail again, so its failure is made
+    non-retryable here, and the workflow starts the next window a second after it began."""
+    try:
+        return await _window(req)
+    except ApplicationError as err:
+        if err.non_retryable:
+            raise
+        raise ApplicationError(err.message, *err.details, type=err.type, non_retryable=True) from err
+    except Exception as err:  # noqa: BLE001 - whatever it was, it happened on a live worker
+        raise ApplicationError(str(err) or type(err).__name__, type=type(err).__name__, non_retryable=True) from err
+
+
+async def _window(req: LoadRequest) -> LoadWindow:
     instance = resolve_or_bad_input(req.subject)
     info = activity.info()
     start_ns = _first_due(req, time.time_ns())

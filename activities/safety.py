@@ -17,7 +17,16 @@ from activities.load import one_op
 from activities.common import resolve_or_bad_input
 from durable_chaos.contracts import SafetyReport, SafetyRequest
 from durable_chaos.safety import checkers
-from durable_chaos.safety.history import FINAL_PART, Op, parts, read_part, run_dir, size_bytes, write_part
+from durable_chaos.safety.history import (
+    FINAL_PART,
+    Op,
+    attempts_expected,
+    parts,
+    read_part,
+    run_dir,
+    size_bytes,
+    write_part,
+)
 from durable_chaos.safety.jepsen import FaultWindow
 from durable_chaos.safety.list_append import appended_keys
 from subjects import Session
@@ -87,9 +96,11 @@ FINAL_PHASES = {"register": final_reads, "cas-register": final_reads, "list-appe
                 "queue": final_drain}
 
 
-def _load_history(folder) -> tuple[list[Op], int]:
+def _load_history(folder, windows: int) -> tuple[list[Op], int, int]:
+    """The windows' operations, how many parts hold them, and how many a complete history would hold."""
     window_parts = [p for p in parts(folder) if p.name != FINAL_PART]  # a retried check reads again
-    return [op for p in window_parts for op in read_part(p).ops], len(window_parts)
+    return ([op for p in window_parts for op in read_part(p).ops], len(window_parts),
+            attempts_expected(window_parts, windows))
 
 
 @activity.defn
@@ -97,11 +108,13 @@ async def check_safety(req: SafetyRequest) -> SafetyReport:
     instance = resolve_or_bad_input(req.subject)
     info = activity.info()
     folder = run_dir(info.workflow_id, info.workflow_run_id)
-    ops, found = await asyncio.to_thread(_load_history, folder)
+    ops, found, expected = await asyncio.to_thread(_load_history, folder, req.windows)
     unknown_because = []
-    if found < req.windows:
-        unknown_because.append(f"the history holds {found} of the run's {req.windows} load windows: the others were "
-                               f"lost with a worker that died, or ran on another worker (give workers a shared "
+    if found < expected:
+        lost = expected - req.windows
+        retried = f" (counting {lost} attempt(s) lost before a retry)" if lost else ""
+        unknown_because.append(f"the history holds {found} of the run's {expected} load windows{retried}: the others "
+                               f"were lost with a worker that died, or ran on another worker (give workers a shared "
                                f"CHAOS_STATE_DIR)")
     start_ns, end_ns = checkers.ns(req.fault_started_at), checkers.ns(req.fault_ended_at)
     # The fault window goes in the history too (nemesis lines), for `starter.py check --html` to shade.

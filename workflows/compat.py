@@ -53,6 +53,9 @@ PATCHES: dict[str, Patch] = {p.id: p for p in (
           "lost with its worker (the load's gap grew by that second)", "v7", State.ACTIVE),
     Patch("trip-in-last-window", "v8", "a stop condition tripped by a load window that began while the fault was on "
           "and ended after the restore began was dropped: the run could pass", "v7", State.ACTIVE),
+    Patch("load-window-retry", "v9", "a load window lost with its worker was not retried: the next one started once "
+          "a workflow task ran, after the dead worker's sticky queue had timed out (0.5 s more of gap)", "v8",
+          State.ACTIVE),
 )}
 
 

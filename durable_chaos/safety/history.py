@@ -59,6 +59,16 @@ def parts(folder: Path) -> list[Path]:
     return windows + ([final] if final.exists() else [])
 
 
+def attempts_expected(window_parts: list[Path], windows: int) -> int:
+    """How many load window parts a complete history holds: one per window the workflow saw, and one more for each
+    attempt a retried window had before (a part of attempt k says k-1 ran before it: the one lost with its worker
+    wrote none, and its operations may have landed)."""
+    def attempt(part: Path) -> int:
+        tail = part.name.removesuffix(PART_SUFFIX).rpartition("-")[2]
+        return int(tail) if tail.isdigit() else 1
+    return windows + sum(attempt(p) - 1 for p in window_parts)
+
+
 def read_history(folder: Path, read: Callable[[Path], jepsen.History] = read_part) -> jepsen.History:
     """Every op of a run, ordered by invoke time, and its fault windows. `read` reads one part (`check` passes one
     that holds the lines to a model and names a bad part)."""

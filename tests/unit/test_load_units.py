@@ -10,7 +10,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 import uvloop
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.load import (
@@ -22,7 +24,7 @@ from activities.load import (
 )
 from durable_chaos.contracts import LoadRequest, SubjectRef
 from durable_chaos.safety.availability import availability
-from durable_chaos.safety.history import parts, read_part, run_dir, write_part
+from durable_chaos.safety.history import attempts_expected, parts, read_part, run_dir, write_part
 from subjects.etcd import EtcdSession
 
 S = 1_000_000_000
@@ -107,6 +109,15 @@ async def test_a_swap_etcd_refuses_is_an_answer_not_an_error():
         server.close()
 
 
+async def _refusing_port() -> int:
+    """A local port nothing listens on any more: every operation sent there is refused at once."""
+    closed = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = closed.sockets[0].getsockname()[1]
+    closed.close()
+    await closed.wait_closed()
+    return port
+
+
 def _req(due_from_ns: int | None, rate: float = 100, concurrency: int = 16) -> LoadRequest:
     due_from = None if due_from_ns is None else datetime.fromtimestamp(due_from_ns / S, tz=UTC)
     return LoadRequest(subject=SubjectRef(name="etcd"), window_s=1, concurrency=concurrency, check_timeout_s=0.5,
@@ -155,10 +166,7 @@ async def test_two_attempts_of_one_window_that_start_together_both_keep_their_op
     part each. They used to share the part's file name, and one attempt's operations were lost (or its rename found
     the other's file gone)."""
     monkeypatch.setenv("CHAOS_STATE_DIR", str(tmp_path))
-    closed = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
-    port = closed.sockets[0].getsockname()[1]
-    closed.close()
-    await closed.wait_closed()
+    port = await _refusing_port()
     # Due 0.1 s ago, at 20 ops/s with 64 in flight: both attempts catch up from that due time as long as each
     # starts within 1.6 s of it (half the cap), however slow the host.
     req = _req(time.time_ns() - S // 10, rate=20, concurrency=64).model_copy(
@@ -172,3 +180,35 @@ async def test_two_attempts_of_one_window_that_start_together_both_keep_their_op
     kept = [op for part in parts(folder) for op in read_part(part).ops]
     assert len(parts(folder)) == 2
     assert len(kept) == first.errors + second.errors == 2 * 20
+    assert attempts_expected(parts(folder), windows=1) == 2  # the workflow saw one window: both parts are whole
+
+
+async def test_a_window_retried_after_its_worker_died_leaves_the_history_incomplete(tmp_path, monkeypatch):
+    """The server runs a window lost with its worker once more (workflows/policy.py). The lost attempt wrote no part,
+    and its operations may have landed: the safety check must count it missing, although the workflow saw one
+    window."""
+    monkeypatch.setenv("CHAOS_STATE_DIR", str(tmp_path))
+    port = await _refusing_port()
+    req = _req(None, rate=20).model_copy(
+        update={"window_s": 0.2, "subject": SubjectRef(name="etcd", project="t-retried", port_base=port - 1)})
+    windows = []
+    for attempt in (1, 2):  # the first window, then the retry of a second one whose first attempt died
+        env = ActivityEnvironment()
+        env.info = dataclasses.replace(env.info, attempt=attempt, workflow_id="retried", workflow_run_id="r1")
+        windows.append(await env.run(run_load_window, req))
+    written = parts(run_dir("retried", "r1"))
+    assert len(written) == 2 and attempts_expected(written, windows=2) == 3
+
+
+async def test_a_window_that_fails_by_itself_is_not_retried(tmp_path, monkeypatch):
+    """The server retries a window once, for the attempt lost with its worker (workflows/policy.py). A window that
+    failed on a live worker would fail again, and its retry would run beside the next window the workflow starts:
+    its failure says non-retryable. Here the run's history cannot be written (its folder is a file)."""
+    monkeypatch.setenv("CHAOS_STATE_DIR", str(tmp_path))
+    (tmp_path / "histories").write_text("not a folder")
+    port = await _refusing_port()
+    req = _req(None, rate=20).model_copy(
+        update={"window_s": 0.2, "subject": SubjectRef(name="etcd", project="t-fails", port_base=port - 1)})
+    with pytest.raises(ApplicationError) as failed:
+        await ActivityEnvironment().run(run_load_window, req)
+    assert failed.value.non_retryable and failed.value.type == "NotADirectoryError", failed.value

@@ -101,6 +101,8 @@ class FakeCluster:
         self.chosen: list[ChooseRequest] = []
         self.window_fails: list[float] = []  # the next windows each fail after this many seconds (0: at once)
         self.window_times: list[tuple[datetime, datetime, bool]] = []  # (start, end, failed) of every window
+        self.windows_lost: list[float] = []  # the next windows are each lost with their worker after this many s
+        self.window_attempts: list[int] = []  # the attempt number of every window, in order
         self.window_trip = None  # (start, end) -> the Trip a window reports as it ends, or None
 
     def check(self) -> CheckResult:
@@ -126,6 +128,11 @@ class FakeCluster:
         @activity.defn(name="run_load_window")
         async def run_load_window(req: LoadRequest) -> LoadWindow:
             start = now()
+            cluster.window_attempts.append(activity.info().attempt)
+            if cluster.windows_lost and not cluster.window_fails and activity.info().attempt == 1:
+                await asyncio.sleep(cluster.windows_lost.pop(0))
+                cluster.window_times.append((start, now(), True))
+                raise ApplicationError("worker lost", type="WorkerLost")  # what a timed-out attempt is: retryable
             if cluster.window_fails:
                 await asyncio.sleep(cluster.window_fails.pop(0))
                 cluster.window_times.append((start, now(), True))
@@ -786,3 +793,21 @@ async def test_a_lost_load_window_is_followed_at_once_and_a_failing_one_a_second
     assert [failed for _, _, failed in times[:4]] == [True, True, True, False], times
     assert gaps[0] < 0.7, gaps  # after the window that ran 1.2 s (it was 1.03 s)
     assert all(0.9 <= g < 2.0 for g in gaps[1:]), gaps  # after the ones that failed at once
+
+
+async def test_a_load_window_lost_with_its_worker_is_retried_by_the_server_and_one_that_fails_is_not(client):
+    """A window lost with its worker gets a second attempt from the server at once: on a real fleet the workflow
+    is not needed for it, so the load's gap is the heartbeat timeout and not that plus the dead worker's sticky
+    queue (bench: resume at the countdown). A window that fails by itself is not retried: the workflow starts the
+    next window, a second after it began. Before the patch, a lost window was never retried."""
+    cluster = FakeCluster()
+    cluster.window_fails = [0]  # the first window fails by itself
+    cluster.windows_lost = [0.3]  # the second is lost with its worker
+    inp = fast_input(target="n2")
+    inp.countdown_s = 3
+    report, _ = await run_chaos(client, cluster, inp)
+    assert report.verdict == "pass", report.reasons
+    assert cluster.window_attempts[:4] == [1, 1, 2, 1], cluster.window_attempts
+    (failed_began, _, _), (lost_began, lost_at, _), (retry_began, _, _) = cluster.window_times[:3]
+    assert (lost_began - failed_began).total_seconds() >= 0.9, cluster.window_times[:2]
+    assert (retry_began - lost_at).total_seconds() < 0.5, cluster.window_times[1:3]

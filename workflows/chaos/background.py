@@ -69,11 +69,12 @@ class Background:
         load_since = workflow.now()
         due_from = None  # where the last window's schedule ended: the next one carries it on
         rec = self.record
+        retried = compat.patched("load-window-retry")  # asked once, before the first window: its marker stays there
         while not self.stop_load:
             began = workflow.now()
             try:
                 window = await stages.load_window(self.inp, self._load_request(load_since, due_from),
-                                                  len(rec.windows) + 1)
+                                                  len(rec.windows) + 1, retried)
             except ActivityError:
                 rec.load_rounds += 1
                 due_from = None

@@ -74,8 +74,8 @@ async def bring_up(inp: ChaosInput) -> PreflightResult:
                                            summary=f"preflight {inp.subject.name}")
 
 
-async def load_window(inp: ChaosInput, req: LoadRequest, number: int) -> LoadWindow:
-    return await workflow.execute_activity(run_load_window, req, **policy.load_window(inp),
+async def load_window(inp: ChaosInput, req: LoadRequest, number: int, retried: bool) -> LoadWindow:
+    return await workflow.execute_activity(run_load_window, req, **policy.load_window(inp, retried),
                                            **policy.on_host(inp.subject), summary=f"load window {number}")
 
 
