@@ -3,6 +3,8 @@ read with our own helper container (not the product's code), for the fault-catal
 
 from __future__ import annotations
 
+import asyncio
+
 import functools
 import re
 import subprocess
@@ -56,7 +58,7 @@ def _nettools_built() -> None:
     ensure_images([nettools_image()])  # a test run on its own, on a fresh machine, has not built it yet
 
 
-def net_state(container_id: str) -> NetState:
+def net_state_blocking(container_id: str) -> NetState:
     """The namespace of `container_id`, read by a short-lived helper of our own (NET_ADMIN only, like the product's)."""
     _nettools_built()
     script = f"iptables -w -S; echo {SEP}; iptables -w -t nat -S; echo {SEP}; tc qdisc show"
@@ -68,39 +70,39 @@ def net_state(container_id: str) -> NetState:
     return NetState(filt, nat, qdiscs)
 
 
-def containers(copy) -> dict[str, object]:
+def containers_blocking(copy) -> dict[str, object]:
     """service -> its container (python-on-whales), fresh from Docker."""
     return {c.config.labels["com.docker.compose.service"]: c for c in copy.docker.compose.ps(all=True)}
 
 
-def container_ids(copy) -> dict[str, str]:
-    return {svc: c.id for svc, c in containers(copy).items()}
+def container_ids_blocking(copy) -> dict[str, str]:
+    return {svc: c.id for svc, c in containers_blocking(copy).items()}
 
 
-def docker_state(copy) -> dict[str, tuple[bool, bool]]:
+def docker_state_blocking(copy) -> dict[str, tuple[bool, bool]]:
     """service -> (running, paused), as Docker reports it now."""
-    return {svc: (bool(c.state.running), bool(c.state.paused)) for svc, c in containers(copy).items()}
+    return {svc: (bool(c.state.running), bool(c.state.paused)) for svc, c in containers_blocking(copy).items()}
 
 
-def net_states(copy, services=None) -> dict[str, NetState]:
-    ids = container_ids(copy)
-    return {svc: net_state(ids[svc]) for svc in (services or copy.instance.subject.targets)}
+def net_states_blocking(copy, services=None) -> dict[str, NetState]:
+    ids = container_ids_blocking(copy)
+    return {svc: net_state_blocking(ids[svc]) for svc in (services or copy.instance.subject.targets)}
 
 
-def events_since(copy, since: datetime, actions=("kill", "die", "stop", "start", "pause", "unpause")):
+async def events_since(copy, since: datetime, actions=("kill", "die", "stop", "start", "pause", "unpause")):
     """(service, action, attributes) of the copy's container events since `since` exactly, from Docker's event log."""
     return [(e.actor.attributes.get("com.docker.compose.service"), e.action, dict(e.actor.attributes))
-            for e in copy.container_events(since) if e.action in actions]
+            for e in (await copy.container_events(since)) if e.action in actions]
 
 
-def helpers_created_since(since: datetime, tag: str) -> list[dict]:
+def helpers_created_since_blocking(since: datetime, tag: str) -> list[dict]:
     """The product's helper containers started for the run with this fault tag (create events, by their label)."""
     events = docker.system.events(since=since, until=datetime.now(UTC),
                                   filters={"type": "container", "event": "create", "label": f"{HELPER_LABEL}={tag}"})
     return [dict(e.actor.attributes) for e in events]
 
 
-def helpers_left(tags=(), member_ids=()) -> list[str]:
+def helpers_left_blocking(tags=(), member_ids=()) -> list[str]:
     """Product helper containers that still exist (in any state) of these fault tags or in the namespace of these
     containers. Other people's helpers (other tests may run beside these) are not ours to judge."""
     out = docker.container.list(all=True, filters=[("label", HELPER_LABEL)])
@@ -109,31 +111,52 @@ def helpers_left(tags=(), member_ids=()) -> list[str]:
             if c.config.labels.get(HELPER_LABEL) in set(tags) or c.host_config.network_mode in namespaces]
 
 
-def leftovers(copy, tags=()) -> list[str]:
+def leftovers_blocking(copy, tags=()) -> list[str]:
     """Everything a fault could leave behind on the copy: stopped or paused members, CHAOS chains, foreign root
     qdiscs, and helper containers of the given fault tags. Empty when the copy is clean."""
     found = []
-    for svc, (running, paused) in docker_state(copy).items():
+    for svc, (running, paused) in docker_state_blocking(copy).items():
         if not running:
             found.append(f"{svc} is not running")
         if paused:
             found.append(f"{svc} is paused")
-    ids = container_ids(copy)
-    states = docker_state(copy)
+    ids = container_ids_blocking(copy)
+    states = docker_state_blocking(copy)
     for svc in copy.instance.subject.targets:
         if not states[svc][0]:
             continue
-        state = net_state(ids[svc])
+        state = net_state_blocking(ids[svc])
         found += [f"{svc}: chain {chain} left" for chain in state.chains()]
         found += [f"{svc}: CHAOS hook left: {line}" for line in state.filter.splitlines() if "CHAOS-" in line
                   and line.startswith("-A ") and not line.startswith("-A CHAOS-")]
         found += [f"{svc}: qdisc left: {line}" for line in state.foreign_qdiscs()]
-    found += [f"helper left: {h}" for h in helpers_left(tags, ids.values())]
+    found += [f"helper left: {h}" for h in helpers_left_blocking(tags, ids.values())]
     return found
 
 
-def host_chaos_rules() -> list[str]:
+def host_chaos_rules_blocking() -> list[str]:
     """CHAOS rules in the host's own namespace, which the product must never touch."""
     proc = subprocess.run(["iptables", "-w", "-S"], check=False, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     return [line for line in proc.stdout.splitlines() if "CHAOS-" in line]
+
+
+# What tests await: each runs its Docker calls (python-on-whales, a helper container, iptables) in a thread, so an
+# event loop that also serves in-process workers keeps their heartbeats going meanwhile. The `_blocking` versions are
+# for code that already runs in a thread.
+def _in_thread(fn):
+    @functools.wraps(fn)
+    async def run(*args, **kwargs):
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    return run
+
+
+containers = _in_thread(containers_blocking)
+container_ids = _in_thread(container_ids_blocking)
+docker_state = _in_thread(docker_state_blocking)
+net_states = _in_thread(net_states_blocking)
+net_state = _in_thread(net_state_blocking)
+leftovers = _in_thread(leftovers_blocking)
+helpers_left = _in_thread(helpers_left_blocking)
+helpers_created_since = _in_thread(helpers_created_since_blocking)
+host_chaos_rules = _in_thread(host_chaos_rules_blocking)

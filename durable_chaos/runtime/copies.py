@@ -13,7 +13,8 @@ from datetime import datetime, timedelta, timezone
 from python_on_whales import DockerClient
 
 from activities.docker import bring_up, compose_client, ensure_image, open_session
-from activities.engine import members_from_thread
+from activities.engine import members
+from durable_chaos.docker_engine import connect
 from durable_chaos.contracts import CheckResult, SubjectRef
 from subjects import SubjectInstance, resolve
 
@@ -53,29 +54,32 @@ class SubjectCopy:
     def down(self) -> None:
         self.docker.compose.down(volumes=True, remove_orphans=True, quiet=True, timeout=1)
 
-    def container_events(self, since: datetime, **filters: str) -> list:
+    async def container_events(self, since: datetime, **filters: str) -> list:
         """The copy's container events from Docker's own event log, since `since` exactly: one of the same second
         but before it (the copy's own start, the previous test's kill) is not one. Docker is asked from a second
-        earlier, and the events are kept by their own nanosecond time."""
-        events = self.docker.system.events(
-            since=since - timedelta(seconds=1), until=datetime.now(timezone.utc),
+        earlier, and the events are kept by their own nanosecond time. `docker events` runs in a thread: the
+        caller's event loop may be serving in-process workers, whose heartbeats must not wait for it."""
+        events = await asyncio.to_thread(
+            self.docker.system.events, since=since - timedelta(seconds=1), until=datetime.now(timezone.utc),
             filters={"label": f"com.docker.compose.project={self.instance.project}", "type": "container", **filters})
         after = since.timestamp() * 1e9
         return [e for e in events if e.time_nano >= after]
 
-    def deaths_since(self, since: datetime) -> list[tuple[str, datetime]]:
+    async def deaths_since(self, since: datetime) -> list[tuple[str, datetime]]:
         """(service, time) of every container death since `since`, from Docker's own event log."""
         return [(e.actor.attributes["com.docker.compose.service"],
                  datetime.fromtimestamp(e.time_nano / 1e9, timezone.utc))
-                for e in self.container_events(since, event="die")]
+                for e in await self.container_events(since, event="die")]
 
-    def died_since(self, since: datetime) -> list[str]:
-        return [service for service, _ in self.deaths_since(since)]
+    async def died_since(self, since: datetime) -> list[str]:
+        return [service for service, _ in await self.deaths_since(since)]
 
-    def running(self) -> dict[str, bool]:
+    async def running(self) -> dict[str, bool]:
         """service -> whether its container runs, as Docker's State.Running says (a paused one does): one Engine API
-        request, not `docker compose ps` (a process that parses the project, ~0.1 s, on the caller's event loop)."""
-        states = {m.service: m.state in ("running", "paused") for m in members_from_thread(self.instance).values()}
+        request, awaited, not `docker compose ps` (a process that parses the project)."""
+        async with connect() as docker:
+            found = await members(docker, self.instance)
+        states = {m.service: m.state in ("running", "paused") for m in found.values()}
         return {svc: states.get(svc, False) for svc in self.instance.subject.services}
 
     async def check(self, timeout: float = 1.0) -> CheckResult:

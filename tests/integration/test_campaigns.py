@@ -65,8 +65,8 @@ experiment:
     return path
 
 
-def all_up(copies) -> bool:
-    return all(all(c.running().values()) for c in copies)
+async def all_up(copies) -> bool:
+    return all([all((await c.running()).values()) for c in copies])
 
 
 async def test_a_2x2_campaign_reports_four_cells_and_its_second_run_flags_the_regressions(cli_env, copies,
@@ -97,7 +97,7 @@ async def test_a_2x2_campaign_reports_four_cells_and_its_second_run_flags_the_re
                                                    f"{cell_seconds:.1f} s, campaign "
                                                    f"{_span(report):.1f} s\n")
     assert _span(report) < cell_seconds  # they did run side by side
-    assert all_up(copies)
+    assert (await all_up(copies))
 
     # The same campaign again, with the tolerance tightened through its variable: every cell now fails, and the
     # scorecard says each one regressed from pass to fail, against the first run.
@@ -129,7 +129,7 @@ async def test_a_2x2_campaign_reports_four_cells_and_its_second_run_flags_the_re
     cases = suite.findall("testcase")
     assert len(cases) == 4 and all(case.find("failure") is not None for case in cases)
     assert "hypothesis broken" in cases[0].find("failure").get("message")
-    assert all_up(copies)
+    assert (await all_up(copies))
 
 
 def _seconds(cell: dict) -> float:
@@ -177,7 +177,7 @@ async def test_cancelling_a_campaign_cancels_its_running_cells_and_every_fault_i
             final = await handle.query(ChaosCampaignWorkflow.progress, result_type=CampaignProgress)
             assert [c.state for c in final.cells] == ["cancelled"] * 4
     # Containers up and none left frozen by the pause.
-    assert all_up(copies)
+    assert (await all_up(copies))
     for c in copies:
         assert not any(ct.state.paused for ct in c.docker.compose.ps())
         assert (await c.wait_healthy(30)).ok

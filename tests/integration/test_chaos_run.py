@@ -27,9 +27,9 @@ async def test_full_chaos_run_kills_detects_and_restores_exactly_one_member(clie
     assert report.verdict == "pass", report.reasons
     assert report.target in etcd.instance.subject.services
     # Docker saw exactly one container die, and it is the one the report names.
-    assert etcd.died_since(since) == [report.target]
+    assert (await etcd.died_since(since)) == [report.target]
     assert report.fault_state == FaultState.RESTORED
-    assert all(etcd.running().values()), etcd.running()
+    assert all((await etcd.running()).values()), (await etcd.running())
     final = await etcd.check()
     assert final.ok, final.violations
     # Plausible timings: detection well inside the interval + a check; restore within etcd's rejoin time.
@@ -53,5 +53,5 @@ async def test_given_target_is_the_one_killed(client, task_queue, etcd):
         )
     assert report.verdict == "pass", report.reasons
     assert report.target == "etcd2"
-    assert etcd.died_since(since) == ["etcd2"]
-    assert all(etcd.running().values())
+    assert (await etcd.died_since(since)) == ["etcd2"]
+    assert all((await etcd.running()).values())

@@ -58,7 +58,7 @@ async def skew_settles(container_id: str, want: float, within_s: float = 60) -> 
 @pytest.mark.parametrize("offset", [45, -45])
 async def test_clock_skew_shifts_a_postgres_members_own_clock_and_undo_puts_it_back(postgres, offset):
     assert (await postgres.wait_healthy()).ok
-    member = container_ids(postgres)["pg2"]
+    member = (await container_ids(postgres))["pg2"]
     fault = make_fault("clock-skew", {"offset_s": offset})
     targets = await asyncio.to_thread(member_targets, postgres.instance, ["pg2"], "c10c0001")
     assert fault.refuse(targets) is None
@@ -91,7 +91,7 @@ async def test_clock_skew_shifts_a_postgres_members_own_clock_and_undo_puts_it_b
 @pytest.mark.parametrize("how", ["cancel", "terminate"])
 async def test_a_cancelled_or_terminated_run_puts_the_clock_back(client, task_queue, postgres, how):
     assert (await postgres.wait_healthy()).ok
-    member = container_ids(postgres)["pg3"]
+    member = (await container_ids(postgres))["pg3"]
     await held_then_ended(client, task_queue, postgres, how, "pg3", lambda: abs((pg_clock_skew(member) or 0) - 60) < 2,
                           fault="clock-skew", fault_params={"offset_s": 60})
     assert abs(await skew_settles(member, 0) or 99) < 1
@@ -104,7 +104,7 @@ async def test_clock_skew_on_etcd_exits_2_with_one_line_and_touches_nothing(cli_
         since = since_now()
         proc = await asyncio.to_thread(starter, "chaos", "--fault", "clock-skew", "--target", "etcd2",
                                        "--countdown", "0", *subject_args(etcd), env=cli_env)
-        assert events_since(etcd, since) == []
+        assert (await events_since(etcd, since)) == []
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: clock-skew: etcd2 runs etcd, which its subject does not run under libfaketime (Go "

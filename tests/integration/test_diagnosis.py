@@ -74,9 +74,9 @@ async def chaos_run(client, task_queue, etcd, countdown_s=0, **kw):
         report = await final_report(handle)
     # Whatever the diagnosis said, the run hit the target alone and brought it back.
     assert report.target == TARGET
-    assert etcd.died_since(since) == [TARGET]
+    assert (await etcd.died_since(since)) == [TARGET]
     assert report.fault_state == FaultState.RESTORED and report.verdict == "pass", report.reasons
-    assert all(etcd.running().values()), etcd.running()
+    assert all((await etcd.running()).values()), (await etcd.running())
     return report, handle
 
 
@@ -207,4 +207,4 @@ async def test_starter_shows_the_graded_diagnosis(client, etcd, tmp_path, keyed,
     assert d["source"] == ("claude" if keyed else "rules") and d["correct"] is True
     assert {"summary", "root_cause", "affected_nodes", "evidence", "suggested_actions", "confidence",
             "fallback_reason", "model", "unknown_nodes"} <= d.keys()
-    assert all(etcd.running().values())
+    assert all((await etcd.running()).values())

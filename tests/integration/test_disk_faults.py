@@ -73,7 +73,7 @@ def port_of(etcd, service: str) -> int:
 
 async def test_disk_slow_raises_an_etcd_members_fsync_latency_and_undo_lifts_it(etcd):
     assert (await etcd.wait_healthy()).ok
-    member = container_ids(etcd)["etcd2"]
+    member = (await container_ids(etcd))["etcd2"]
     port = port_of(etcd, "etcd2")
     fault = make_fault("disk-slow", THROTTLE)
     [t] = await asyncio.to_thread(member_targets, etcd.instance, ["etcd2"], "d15c0001")
@@ -147,7 +147,7 @@ async def held_then_ended(client, task_queue: str, copy, how: str, target: str, 
 @pytest.mark.parametrize("how", ["cancel", "terminate"])
 async def test_a_cancelled_or_terminated_run_leaves_no_limit(client, task_queue, etcd, how):
     assert (await etcd.wait_healthy()).ok
-    member = container_ids(etcd)["etcd1"]
+    member = (await container_ids(etcd))["etcd1"]
     await held_then_ended(client, task_queue, etcd, how, "etcd1", lambda: bool(limits_from_kernel(member)),
                           fault="disk-slow", fault_params=THROTTLE)
     assert limits_from_kernel(member) == []
@@ -171,15 +171,15 @@ async def test_bad_disk_input_exits_2_with_one_line_and_touches_nothing(cli_env,
     proc = await asyncio.to_thread(starter, "chaos", *args, "--countdown", "0", *subject_args(etcd), env=cli_env)
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
-    assert events_since(etcd, since) == []
-    assert all(limits_from_kernel(c) == [] for c in container_ids(etcd).values())
+    assert (await events_since(etcd, since)) == []
+    assert all(limits_from_kernel(c) == [] for c in (await container_ids(etcd)).values())
 
 
 async def test_a_disk_fault_on_a_subject_without_a_data_path_exits_2_with_one_line(cli_env):
     async with private_copy(str(NO_ROLES), PORT_RANGE) as plain:
         proc = await asyncio.to_thread(starter, "chaos", "--subject", str(NO_ROLES), "--fault", "disk-slow",
                                        "--target", "plain1", "--countdown", "0", *subject_args(plain), env=cli_env)
-        assert all(limits_from_kernel(c) == [] for c in container_ids(plain).values())
+        assert all(limits_from_kernel(c) == [] for c in (await container_ids(plain)).values())
     assert proc.returncode == 2, proc.stderr
     # Refused in preflight (the run started and stopped there): one error line, no traceback.
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]

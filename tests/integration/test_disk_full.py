@@ -130,7 +130,7 @@ async def refused_with_enospc(p: int, within_s: float = 20) -> str:
 
 async def test_disk_full_fills_the_bounded_volume_to_enospc_and_undo_empties_it(bounded):
     p = port(bounded, "plain1")
-    member = container_ids(bounded)["plain1"]
+    member = (await container_ids(bounded))["plain1"]
     assert redis(p, "SET", "before", "kept") == "+OK"
     fault = make_fault("disk-full")
     [t] = await asyncio.to_thread(member_targets, bounded.instance, ["plain1"], "f0110001")
@@ -165,8 +165,8 @@ async def test_disk_full_fills_the_bounded_volume_to_enospc_and_undo_empties_it(
 async def test_the_bounded_volume_keeps_its_data_across_kill_and_start(bounded):
     p = port(bounded, "plain1")
     assert redis(p, "SET", "survives", "kill") == "+OK"
-    docker.container.kill(container_ids(bounded)["plain1"])
-    docker.container.start(container_ids(bounded)["plain1"])
+    docker.container.kill((await container_ids(bounded))["plain1"])
+    docker.container.start((await container_ids(bounded))["plain1"])
     assert (await bounded.wait_healthy()).ok
     assert redis(p, "GET", "survives") == "$4"  # bulk string of 4 bytes: "kill"
 
@@ -174,7 +174,7 @@ async def test_the_bounded_volume_keeps_its_data_across_kill_and_start(bounded):
 @pytest.mark.parametrize("how", ["cancel", "terminate"])
 async def test_a_cancelled_or_terminated_run_removes_the_ballast(client, task_queue, bounded, how):
     assert (await bounded.wait_healthy()).ok
-    member = container_ids(bounded)["plain1"]
+    member = (await container_ids(bounded))["plain1"]
     await held_then_ended(client, task_queue, bounded, how, "plain1", lambda: df_in_member(member)[1] == 0,
                           fault="disk-full")
     assert df_in_member(member)[1] > VOLUME_MB * 2**20 // 2

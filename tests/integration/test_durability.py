@@ -167,11 +167,11 @@ async def test_worker_sigkill_at_any_point_still_restores(client, task_queue, et
         if second:
             second.stop()
 
-    deaths = etcd.deaths_since(since)
+    deaths = await etcd.deaths_since(since)
     assert [svc for svc, _ in deaths] == [leader], deaths  # exactly one container was ever killed
     assert report.verdict == "pass", report.reasons
     assert report.fault_state == FaultState.RESTORED
-    assert all(etcd.running().values()) and (await etcd.check()).ok
+    assert all((await etcd.running()).values()) and (await etcd.check()).ok
     # TTD is measured from the real injection: the report's injection time is when Docker saw the container die.
     assert abs((report.injected_at - deaths[0][1]).total_seconds()) < 1.0, (report.injected_at, deaths)
     assert report.time_to_detect_s is not None and report.time_to_detect_s >= 0
@@ -205,8 +205,8 @@ async def test_a_worker_stopped_with_sigterm_hands_its_watch_back_and_another_wo
         if second:
             second.stop()
     assert report.verdict == "pass" and report.fault_state == FaultState.RESTORED, report.reasons
-    assert etcd.died_since(since) == ["etcd2"]
-    assert all(etcd.running().values())
+    assert (await etcd.died_since(since)) == ["etcd2"]
+    assert all((await etcd.running()).values())
 
 
 async def test_cancel_right_after_injection_restores_via_the_cli(client, task_queue, etcd, tmp_path):
@@ -214,7 +214,7 @@ async def test_cancel_right_after_injection_restores_via_the_cli(client, task_qu
     worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
     try:
         handle = await held_at(client, task_queue, etcd, "etcd3", detect_timeout_s=60)  # fault injected, holding
-        assert etcd.running()["etcd3"] is False
+        assert (await etcd.running())["etcd3"] is False
         proc = await asyncio.to_thread(
             starter, "cancel", etcd.instance.project, timeout=120,
             env=cli_env(client, task_queue, tmp_path),
@@ -226,8 +226,8 @@ async def test_cancel_right_after_injection_restores_via_the_cli(client, task_qu
         in proc.stderr, proc.stderr
     desc = await handle.describe()
     assert desc.typed_search_attributes.get(Attr.FAULT_STATE) == FaultState.RESTORED.value
-    assert etcd.died_since(since) == ["etcd3"]
-    assert all(etcd.running().values()) and (await etcd.wait_healthy()).ok
+    assert (await etcd.died_since(since)) == ["etcd3"]
+    assert all((await etcd.running()).values()) and (await etcd.wait_healthy()).ok
 
 
 async def test_terminate_after_injection_is_restored_by_the_runs_guard(client, task_queue, etcd, tmp_path):
@@ -243,10 +243,10 @@ async def test_terminate_after_injection_is_restored_by_the_runs_guard(client, t
         assert (report.run_status, report.fault_state) == ("TERMINATED", FaultState.INJECTED), report
         assert report.action.action == "restored" and report.action.target == "etcd1", report
         assert report.action.healthy_after is True
-        assert etcd.running()["etcd1"] and (await etcd.wait_healthy()).ok
+        assert (await etcd.running())["etcd1"] and (await etcd.wait_healthy()).ok
     finally:
         worker.stop()
-    assert etcd.died_since(since) == ["etcd1"]
+    assert (await etcd.died_since(since)) == ["etcd1"]
     record({"scenario": "terminate after inject", "restored": True, "containers_killed": 1,
             "restored_after_s": restored_after})
 
@@ -317,8 +317,8 @@ async def test_dev_server_restart_mid_run_still_restores(etcd, tmp_path):
         server.wait(10)
     assert report.verdict == "pass", report.reasons
     assert report.fault_state == FaultState.RESTORED
-    assert etcd.died_since(since) == ["etcd2"]
-    assert all(etcd.running().values())
+    assert (await etcd.died_since(since)) == ["etcd2"]
+    assert all((await etcd.running()).values())
     record({"scenario": "dev server restart after inject", "restored": True, "containers_killed": 1})
 
 
@@ -359,8 +359,8 @@ async def test_abort_via_the_cli_restores_at_once_and_prints_the_report(client, 
         assert "verdict: FAIL" in proc.stdout and "game day over" in proc.stdout, proc.stdout
         assert "etcd2" in proc.stdout and "restored" in proc.stdout, proc.stdout
         assert len(proc.stdout.splitlines()) < 60, proc.stdout
-    assert etcd.died_since(since) == ["etcd2"]
-    assert all(etcd.running().values()) and (await etcd.wait_healthy()).ok
+    assert (await etcd.died_since(since)) == ["etcd2"]
+    assert all((await etcd.running()).values()) and (await etcd.wait_healthy()).ok
 
 
 async def test_advance_refuses_a_run_that_is_not_holding_and_kills_nothing(client, task_queue, etcd, tmp_path):
@@ -382,7 +382,7 @@ async def test_advance_refuses_a_run_that_is_not_holding_and_kills_nothing(clien
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [f"error: run {etcd.instance.project} cannot advance: "
                                                 "the run is not waiting (stage: countdown)"], proc.stderr
-    assert etcd.died_since(since) == []
+    assert (await etcd.died_since(since)) == []
 
 
 async def test_watch_attaches_to_a_running_run_and_ctrl_c_only_stops_watching(client, task_queue, etcd, tmp_path):
@@ -419,7 +419,7 @@ async def test_watch_attaches_to_a_running_run_and_ctrl_c_only_stops_watching(cl
     assert second.returncode == 0, err
     report = json.loads(out)
     assert (report["workflow_id"], report["target"], report["verdict"]) == (etcd.instance.project, "etcd1", "pass")
-    assert etcd.died_since(since) == ["etcd1"]
+    assert (await etcd.died_since(since)) == ["etcd1"]
 
 
 async def reap_until_restored(env: dict[str, str]):
@@ -440,14 +440,14 @@ async def test_reap_now_restores_what_a_terminated_run_left(client, task_queue, 
     worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
     try:
         await terminated_with_its_guard(client, task_queue, etcd, "etcd3")
-        assert etcd.running()["etcd3"] is False  # nothing restores it: its guard is gone too
+        assert (await etcd.running())["etcd3"] is False  # nothing restores it: its guard is gone too
         proc = await reap_until_restored(env)
     finally:
         worker.stop()
     assert proc.returncode == 0, proc.stderr
     assert "etcd3" in proc.stderr and "restored" in proc.stderr, proc.stderr
-    assert etcd.died_since(since) == ["etcd3"]
-    assert all(etcd.running().values()) and (await etcd.wait_healthy()).ok
+    assert (await etcd.died_since(since)) == ["etcd3"]
+    assert all((await etcd.running()).values()) and (await etcd.wait_healthy()).ok
 
 
 async def test_reaper_leaves_alone_a_node_that_a_newer_run_took_after_the_search(client, task_queue, etcd, tmp_path):
@@ -463,11 +463,11 @@ async def test_reaper_leaves_alone_a_node_that_a_newer_run_took_after_the_search
         new = await held_at(client, task_queue, etcd, "etcd3")
         action = await ActivityEnvironment(client=client).run(reap_fault, orphan)
         assert action.action == "skipped: subject busy"
-        assert etcd.running()["etcd3"] is False  # still the new run's fault, untouched
+        assert (await etcd.running())["etcd3"] is False  # still the new run's fault, untouched
         await new.execute_update(ChaosDemoWorkflow.abort, "test over")
         report = await final_report(new)
     finally:
         worker.stop()
     assert report.fault_state == FaultState.RESTORED
-    assert etcd.died_since(since) == ["etcd3", "etcd3"]
-    assert all(etcd.running().values()) and (await etcd.wait_healthy()).ok
+    assert (await etcd.died_since(since)) == ["etcd3", "etcd3"]
+    assert all((await etcd.running()).values()) and (await etcd.wait_healthy()).ok

@@ -101,7 +101,7 @@ async def test_stop_all_cancels_every_run_restores_every_fault_and_pauses_the_sc
             await until(120, lambda: fault_injected(scheduled_run))
             runs.append(scheduled_run)
             # Recorded as injected before the inject activity runs: wait until the cap is really there.
-            await until(60, lambda: asyncio.to_thread(leftovers, third))
+            await until(60, lambda: leftovers(third))
 
             stop = await asyncio.to_thread(starter, "stop-all", "--reason", "drill", "--wait-s", "90", env=cli_env)
         finally:
@@ -127,8 +127,8 @@ async def test_stop_all_cancels_every_run_restores_every_fault_and_pauses_the_sc
             assert desc.status == WorkflowExecutionStatus.CANCELED
             assert desc.typed_search_attributes.get(Attr.FAULT_STATE) == FaultState.RESTORED.value
         for copy in copies:
-            assert all(copy.running().values()), copy.running()
-            assert leftovers(copy) == []
+            assert all((await copy.running()).values()), (await copy.running())
+            assert (await leftovers(copy)) == []
         # The firing was cancelled, not failed, so pause-on-failure did not overwrite stop-all's note.
         assert (await firing.describe()).status == WorkflowExecutionStatus.CANCELED
     for sid in (nightly, failing):
@@ -179,7 +179,7 @@ async def test_a_pause_on_failure_schedule_pauses_itself_when_its_run_fails(clie
     listed = await asyncio.to_thread(starter, "schedule", "list", env=cli_env)
     cells = [c.strip() for c in next(line for line in listed.stdout.splitlines() if sid in line).split("│")]
     assert cells[4].startswith("paused") and cells[5] == "pause", listed.stdout  # state, on failure
-    assert leftovers(etcd) == []  # the run undid its fault as always
+    assert (await leftovers(etcd)) == []  # the run undid its fault as always
     # The firing's path (the child's failed verdict, then its own failure) replays on today's code.
     await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
         await firing.fetch_history())

@@ -76,7 +76,7 @@ async def test_a_multi_step_scenario_survives_a_worker_sigkill_between_its_steps
         assert step.time_to_detect_s is not None and step.time_to_restore_s is not None, step
     assert partition.restored_at < kill.injected_at  # healed and steady before the follower was hit
     tags = [fault_tag(report.workflow_id, report.run_id, n) for n in (1, 2)]
-    assert leftovers(etcd, tags) == []
+    assert (await leftovers(etcd, tags)) == []
     await etcd.wait_healthy()
 
 
@@ -96,7 +96,7 @@ async def test_two_faults_in_parallel_lanes_are_both_undone_when_the_run_is_canc
             await asyncio.wait_for(handle.result(), 120)
     desc = await handle.describe()
     tags = [fault_tag(handle.id, desc.run_id, n) for n in (1, 2)]
-    assert leftovers(etcd, tags) == []  # etcd2 unpaused, etcd3's drop rules gone
+    assert (await leftovers(etcd, tags)) == []  # etcd2 unpaused, etcd3's drop rules gone
     await etcd.wait_healthy()
 
 
@@ -112,7 +112,7 @@ async def test_a_fault_that_cannot_take_effect_makes_the_run_inconclusive(client
     report = json.loads(proc.stdout)
     assert report["verdict"] == "inconclusive"
     assert report["failed_because"] == ["bandwidth 10gbit etcd2 never took effect"]
-    assert leftovers(etcd, [fault_tag(report["workflow_id"], report["run_id"])]) == []
+    assert (await leftovers(etcd, [fault_tag(report["workflow_id"], report["run_id"])])) == []
 
 
 async def test_a_random_schedule_with_the_same_seed_hits_the_same_members_at_the_same_offsets(client, task_queue,
@@ -139,7 +139,7 @@ async def test_a_random_schedule_with_the_same_seed_hits_the_same_members_at_the
     # drawn one, give or take how long an inject takes (a stop returns once the process has exited; seen up to
     # 1.8 s on a busy CI machine).
     assert all(abs(s[3] - 4.5) < 2.5 for s in (first[1], again[1])), schedules
-    assert leftovers(etcd) == []
+    assert (await leftovers(etcd)) == []
 
 
 async def test_the_parallel_lanes_example_runs_as_written(client, etcd, tmp_path):
@@ -154,4 +154,4 @@ async def test_the_parallel_lanes_example_runs_as_written(client, etcd, tmp_path
     assert (pause["fault"], pause["targets"], loss["fault"], loss["targets"]) == ("pause", ["etcd2"], "loss", ["etcd3"])
     # Side by side: the loss went in while etcd2 was still frozen.
     assert pause["injected_at"] < loss["injected_at"] < pause["restored_at"]
-    assert leftovers(etcd) == []
+    assert (await leftovers(etcd)) == []

@@ -43,9 +43,9 @@ TAGS: list[str] = []
 PARAMS = {"partition": {}, "loss": {"percent": 30}, "bandwidth": {"rate": "1mbit"}}
 
 
-def in_effect(etcd, service: str, kind: str, tag: str) -> bool:
+async def in_effect(etcd, service: str, kind: str, tag: str) -> bool:
     """Is the run's fault in the member's namespace now? Read by our own helper."""
-    ns = net_state(container_ids(etcd)[service])
+    ns = await net_state((await container_ids(etcd))[service])
     if kind == "bandwidth":
         return f"qdisc tbf {qdisc_handle(tag)}: dev eth0 root" in ns.qdiscs
     return ns.chains() == [f"CHAOS-{tag}"] and len(ns.hooks(f"CHAOS-{tag}")) == 2
@@ -95,7 +95,7 @@ async def settled(client, task_queue: str, handle_box: list):
 async def test_worker_sigkilled_during_a_network_fault_another_worker_restores_it(client, task_queue, etcd, tmp_path,
                                                                                   kind):
     assert (await etcd.wait_healthy()).ok
-    before = net_states(etcd)
+    before = await net_states(etcd)
     since = since_now()
     address = client.service_client.config.target_host
     opened: list[WorkflowHandle] = []
@@ -115,9 +115,9 @@ async def test_worker_sigkilled_during_a_network_fault_another_worker_restores_i
             while not await inject_completed(handle):
                 assert time.monotonic() < deadline, "the fault was never injected"
                 await asyncio.sleep(0.05)
-            assert in_effect(etcd, "etcd2", kind, tag)
+            assert await in_effect(etcd, "etcd2", kind, tag)
             killed_at = first.sigkill()
-            assert in_effect(etcd, "etcd2", kind, tag)  # nobody else undoes it: the fault outlives its worker
+            assert await in_effect(etcd, "etcd2", kind, tag)  # nobody else undoes it: the fault outlives its worker
             second = WorkerProcess(address, task_queue, tmp_path)
             report = await asyncio.wait_for(final_report(handle), 180)
             recovered_s = round(time.time() - killed_at, 1)
@@ -132,23 +132,23 @@ async def test_worker_sigkilled_during_a_network_fault_another_worker_restores_i
     assert report.safety.verdict == "unknown", report.reasons
     restorers = await started_by(handle, "restore_fault")
     assert restorers and all(who.startswith(f"{second.proc.pid}@") for who in restorers), restorers
-    assert not in_effect(etcd, "etcd2", kind, tag)
-    assert leftovers(etcd, [tag]) == []
-    assert net_states(etcd) == before  # every namespace reads exactly as before the run
-    assert events_since(etcd, since) == []  # no container was stopped, paused or restarted on the way
+    assert not await in_effect(etcd, "etcd2", kind, tag)
+    assert (await leftovers(etcd, [tag])) == []
+    assert (await net_states(etcd)) == before  # every namespace reads exactly as before the run
+    assert (await events_since(etcd, since)) == []  # no container was stopped, paused or restarted on the way
     assert (await etcd.wait_healthy()).ok
     record({**row(report, f"etcd {kind}, worker SIGKILL after inject"), "closed_after_kill_s": recovered_s})
 
 
 async def test_terminate_during_a_partition_its_guard_removes_the_chain(client, task_queue, etcd, tmp_path):
     assert (await etcd.wait_healthy()).ok
-    before = net_states(etcd)
+    before = await net_states(etcd)
     worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
     try:
         async with held_run(client, task_queue, etcd, fault="partition", target="etcd1") as handle:
             tag = fault_tag(handle.id, handle.result_run_id)
             TAGS.append(tag)
-            assert in_effect(etcd, "etcd1", "partition", tag)
+            assert await in_effect(etcd, "etcd1", "partition", tag)
             await handle.terminate("simulating an operator's terminate")
         terminated_at = time.monotonic()
         guard = client.get_workflow_handle(fault_guard_id(handle.id, handle.result_run_id), result_type=GuardReport)
@@ -159,9 +159,9 @@ async def test_terminate_during_a_partition_its_guard_removes_the_chain(client, 
     assert (report.run_status, report.fault_state) == ("TERMINATED", FaultState.INJECTED), report
     assert report.action.action == "restored" and report.action.target == "etcd1", report
     assert report.action.healthy_after is True
-    assert not in_effect(etcd, "etcd1", "partition", tag)
-    assert leftovers(etcd, [tag]) == []
-    assert net_states(etcd) == before
+    assert not await in_effect(etcd, "etcd1", "partition", tag)
+    assert (await leftovers(etcd, [tag])) == []
+    assert (await net_states(etcd)) == before
     assert (await etcd.wait_healthy()).ok
     record({"scenario": "etcd partition, run terminated: its guard restored", "restored_after_s": took})
 
@@ -169,7 +169,7 @@ async def test_terminate_during_a_partition_its_guard_removes_the_chain(client, 
 async def test_terminate_with_its_guard_during_a_partition_reap_removes_the_chain(client, task_queue, etcd,
                                                                                   tmp_path):
     assert (await etcd.wait_healthy()).ok
-    before = net_states(etcd)
+    before = await net_states(etcd)
     env = cli_env(client, task_queue, tmp_path)
     worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
     try:
@@ -180,15 +180,15 @@ async def test_terminate_with_its_guard_during_a_partition_reap_removes_the_chai
             await client.get_workflow_handle(fault_guard_id(handle.id, handle.result_run_id)).terminate("bulk")
             await handle.terminate("bulk")
         await asyncio.sleep(3)
-        assert in_effect(etcd, "etcd3", "partition", tag)  # left in place: only the reaper can undo it now
+        assert await in_effect(etcd, "etcd3", "partition", tag)  # left in place: only the reaper can undo it now
         proc = await reap_until_restored(env)
     finally:
         worker.stop()
     assert proc.returncode == 0, proc.stderr
     assert "etcd3" in proc.stderr and "restored" in proc.stderr, proc.stderr
-    assert not in_effect(etcd, "etcd3", "partition", tag)
-    assert leftovers(etcd, [tag]) == []
-    assert net_states(etcd) == before
+    assert not await in_effect(etcd, "etcd3", "partition", tag)
+    assert (await leftovers(etcd, [tag])) == []
+    assert (await net_states(etcd)) == before
     assert (await etcd.wait_healthy()).ok
     # A second sweep finds the member already healthy and touches nothing.
     again = await asyncio.to_thread(starter, "reap", env=env, timeout=120)
@@ -197,5 +197,5 @@ async def test_terminate_with_its_guard_during_a_partition_reap_removes_the_chai
 
 async def test_zz_nothing_is_left_behind_by_this_module(etcd):
     assert TAGS, "no run recorded its tag: the tests above did not run"
-    assert leftovers(etcd, TAGS) == []
+    assert (await leftovers(etcd, TAGS)) == []
     assert (await etcd.wait_healthy()).ok

@@ -96,10 +96,10 @@ async def held_run(client: Client, task_queue: str, etcd, **kw):
                 await asyncio.wait_for(handle.execute_update(ChaosDemoWorkflow.abort, "test failed"), 120)
 
 
-def addresses(etcd) -> dict[str, list[str]]:
+async def addresses(etcd) -> dict[str, list[str]]:
     """service -> its IPs on the subject's networks, as Docker reports them."""
     return {svc: sorted(n.ip_address for n in (c.network_settings.networks or {}).values() if n.ip_address)
-            for svc, c in containers(etcd).items()}
+            for svc, c in (await containers(etcd)).items()}
 
 
 def drop_rules(chain: str, ips: list[str]) -> list[str]:
@@ -153,15 +153,15 @@ async def seen_in_effect(handle, etcd, kind: str, target: str | None, label: str
         assert hit == ["etcd1"]
     assert progress.fault_label == label
 
-    state = docker_state(etcd)
-    during = net_states(etcd) if kind in NETWORK else {}
+    state = await docker_state(etcd)
+    during = (await net_states(etcd)) if kind in NETWORK else {}
     if kind == "stop":
         assert state[victim] == (False, False), state
-        signals = [a.get("signal") for svc, _, a in events_since(etcd, since, ("kill",)) if svc == victim]
+        signals = [a.get("signal") for svc, _, a in (await events_since(etcd, since, ("kill",))) if svc == victim]
         assert signals[:1] == ["15"], signals  # SIGTERM first (a SIGKILL may follow only after the grace)
     elif kind == "pause":
         assert state[victim] == (True, True), state  # a paused member still reads as running
-        assert [(s, a) for s, a, _ in events_since(etcd, since)] == [(victim, "pause")]
+        assert [(s, a) for s, a, _ in (await events_since(etcd, since))] == [(victim, "pause")]
     else:
         assert state[victim] == (True, False), state
     assert all(state[m] == (True, False) for m in others), state
@@ -189,7 +189,7 @@ async def seen_in_effect(handle, etcd, kind: str, target: str | None, label: str
         assert during[m].nat == before[m].nat, f"{m}: the nat table (Docker's DNS) was touched"
         if m != victim:
             assert during[m] == before[m], f"{m} was not a target but its namespace changed"
-    assert host_chaos_rules() == []
+    assert (await host_chaos_rules()) == []
     return hit
 
 
@@ -197,8 +197,8 @@ async def seen_in_effect(handle, etcd, kind: str, target: str | None, label: str
 async def test_each_kind_is_seen_while_in_effect_and_gone_after(client, task_queue, etcd, case):
     kind, params, target, detect_timeout, label, must_detect = CASES[case]
     assert (await etcd.wait_healthy()).ok
-    before = net_states(etcd)
-    ips = addresses(etcd)
+    before = await net_states(etcd)
+    ips = await addresses(etcd)
     since = since_now()
     async with running_worker(client, task_queue), held_run(client, task_queue, etcd, fault=kind, fault_params=params,
                                                             target=target, detect_timeout_s=detect_timeout) as handle:
@@ -214,24 +214,24 @@ async def test_each_kind_is_seen_while_in_effect_and_gone_after(client, task_que
     assert report.final_check is not None and report.final_check.ok, report.reasons
     if must_detect:
         assert report.verdict == "pass", report.reasons
-    assert leftovers(etcd, [tag]) == []
-    after = net_states(etcd)
+    assert (await leftovers(etcd, [tag])) == []
+    after = await net_states(etcd)
     if kind != "stop":  # a started container has a new namespace; Docker's own rules in it may differ in detail
         assert after == before, "the namespaces do not read as before the run"
     if kind in NETWORK:
-        helpers = helpers_created_since(since, tag)
+        helpers = await helpers_created_since(since, tag)
         assert len(helpers) >= 2, helpers  # inject and undo ran in helpers carrying the run's tag
         assert all(h["image"] == "chaos-nettools:bookworm" for h in helpers), helpers
-    hit_events = [(s, a) for s, a, _ in events_since(etcd, since)]
+    hit_events = [(s, a) for s, a, _ in (await events_since(etcd, since))]
     assert all(s == victim for s, _ in hit_events), hit_events  # nobody else was touched
     if kind == "stop":
-        assert etcd.died_since(since) == [victim] and (victim, "start") in hit_events
+        assert (await etcd.died_since(since)) == [victim] and (victim, "start") in hit_events
     elif kind == "pause":
         assert hit_events == [(victim, "pause"), (victim, "unpause")], hit_events
     else:
         assert hit_events == [], hit_events
     final = await etcd.wait_healthy()
-    assert final.ok and all(etcd.running().values()), final.violations
+    assert final.ok and all((await etcd.running()).values()), final.violations
     record(row(report, f"etcd {case}"))
 
 
@@ -257,10 +257,10 @@ async def test_container_kinds_act_through_the_engine_api_without_a_docker_proce
     assert spawned == [], spawned
     assert not injected.already_down and effect.took_effect, effect
     assert not restored.already_up
-    actions = [a for s, a, _ in events_since(etcd, since) if s == "etcd3"]
+    actions = [a for s, a, _ in (await events_since(etcd, since)) if s == "etcd3"]
     assert {"kill": "kill", "stop": "stop", "pause": "pause"}[kind] in actions, actions
     assert ("unpause" if kind == "pause" else "start") in actions, actions
-    assert (await etcd.wait_healthy()).ok and all(etcd.running().values())
+    assert (await etcd.wait_healthy()).ok and all((await etcd.running()).values())
 
 
 async def test_count_two_with_allow_quorum_loss_hits_both_and_restores_both(client, task_queue, etcd):
@@ -269,15 +269,15 @@ async def test_count_two_with_allow_quorum_loss_hits_both_and_restores_both(clie
     async with running_worker(client, task_queue), held_run(client, task_queue, etcd, fault="pause", count=2,
                                                             allow_quorum_loss=True, detect_timeout_s=10) as handle:
         hit = (await handle.query(ChaosDemoWorkflow.progress, result_type=Progress)).targets
-        state = docker_state(etcd)
+        state = await docker_state(etcd)
         await asyncio.wait_for(walk_to_end(handle), 180)
         report = await final_report(handle)
     assert len(set(hit)) == 2, hit
     assert sorted(s for s, (_, paused) in state.items() if paused) == sorted(hit), state
     assert report.targets == hit and report.fault_state == FaultState.RESTORED
     assert report.verdict == "pass", report.reasons  # two of three frozen: no quorum, seen at once
-    assert sorted(s for s, _, _ in events_since(etcd, since, ("pause",))) == sorted(hit)
-    assert leftovers(etcd, TAGS) == []
+    assert sorted(s for s, _, _ in (await events_since(etcd, since, ("pause",)))) == sorted(hit)
+    assert (await leftovers(etcd, TAGS)) == []
     assert (await etcd.wait_healthy()).ok
     record(row(report, "etcd pause --count 2 --allow-quorum-loss"))
 
@@ -327,8 +327,8 @@ async def test_target_leader_hits_the_member_that_led_at_preflight(client, etcd,
     assert inject.targets == [leader] and inject.tag == TAGS[-1]  # what was really asked of Docker
     assert report.targets == [leader] and report.target == leader
     assert report.verdict == "pass", report.reasons  # a partitioned leader loses its leadership: seen
-    assert events_since(etcd, since) == []  # a partition stops and starts nobody
-    assert leftovers(etcd, TAGS) == []
+    assert (await events_since(etcd, since)) == []  # a partition stops and starts nobody
+    assert (await leftovers(etcd, TAGS)) == []
     assert (await etcd.wait_healthy()).ok
     record(row(report, "etcd partition --target leader"))
 
@@ -355,14 +355,14 @@ def cli_env(client, tmp_path) -> dict[str, str]:
 @pytest.mark.parametrize("case", list(BAD))
 async def test_bad_fault_input_exits_2_with_one_line_and_touches_nothing(cli_env, etcd, case):
     args, message = BAD[case]
-    before = net_states(etcd)
+    before = await net_states(etcd)
     since = since_now()
     proc = await asyncio.to_thread(starter, "chaos", *args, "--countdown", "0", *subject_args(etcd), env=cli_env)
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
     assert proc.stdout == ""
-    assert events_since(etcd, since) == []
-    assert net_states(etcd) == before
+    assert (await events_since(etcd, since)) == []
+    assert (await net_states(etcd)) == before
 
 
 async def test_leader_on_a_subject_without_roles_exits_2_with_one_line(cli_env):
@@ -386,16 +386,17 @@ def containers_of_project(project: str) -> list[str]:
 async def test_a_bandwidth_cap_never_outlives_its_deadline(client, task_queue, etcd):
     """Held at the detect gate (nobody presses on), the cap is ended by the fault deadline and undone."""
     assert (await etcd.wait_healthy()).ok
-    before = net_states(etcd)
+    before = await net_states(etcd)
     async with running_worker(client, task_queue), held_run(client, task_queue, etcd, fault="bandwidth",
                                                             fault_params={"rate": "512kbit"}, target="etcd1",
                                                             max_fault_s=6) as handle:
-        assert f"qdisc tbf {qdisc_handle(TAGS[-1])}: dev eth0 root" in net_states(etcd, ["etcd1"])["etcd1"].qdiscs
+        qdiscs = (await net_states(etcd, ["etcd1"]))["etcd1"].qdiscs
+        assert f"qdisc tbf {qdisc_handle(TAGS[-1])}: dev eth0 root" in qdiscs
         report = await asyncio.wait_for(final_report(handle), 90)  # no `advance`: only the deadline moves it on
     assert report.fault_label == "bandwidth 512kbit" and report.fault_state == FaultState.RESTORED
     assert "fault deadline (6s) reached before detection: restoring now" in report.reasons, report.reasons
-    assert leftovers(etcd, TAGS) == []
-    assert net_states(etcd) == before
+    assert (await leftovers(etcd, TAGS)) == []
+    assert (await net_states(etcd)) == before
     assert (await etcd.wait_healthy()).ok
 
 
@@ -404,6 +405,6 @@ async def test_a_bandwidth_cap_never_outlives_its_deadline(client, task_queue, e
 async def test_zz_nothing_is_left_behind_by_this_module(etcd):
     """Runs last in the module: no chain, qdisc, helper, paused or stopped member is left by any run above."""
     assert TAGS, "no run recorded its tag: the tests above did not run"
-    assert leftovers(etcd, TAGS) == []
-    assert host_chaos_rules() == []  # the host's own namespace was never touched
+    assert (await leftovers(etcd, TAGS)) == []
+    assert (await host_chaos_rules()) == []  # the host's own namespace was never touched
     assert (await etcd.wait_healthy()).ok

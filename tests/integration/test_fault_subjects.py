@@ -32,7 +32,7 @@ async def test_a_non_kill_fault_hits_the_leader_and_leaves_the_system_healthy(cl
     subject, port_range, fault_args, role = CASES[case]
     async with private_copy(subject, port_range) as copy:
         leader = (await copy.wait_healthy()).roles[role]
-        before = net_states(copy)
+        before = await net_states(copy)
         since = since_now()
         env = command_env(client.service_client.config.target_host, tmp_path,
                           CHAOS_TASK_QUEUE=f"t-{uuid.uuid4().hex[:10]}")
@@ -44,16 +44,16 @@ async def test_a_non_kill_fault_hits_the_leader_and_leaves_the_system_healthy(cl
         assert report.verdict == "pass", report.reasons
         assert report.targets == [leader], (report.targets, leader)
         assert report.fault == fault_args[1] and report.fault_state == "restored"
-        events = [(s, a) for s, a, _ in events_since(copy, since)]
+        events = [(s, a) for s, a, _ in (await events_since(copy, since))]
         if report.fault == "stop":
-            assert copy.died_since(since) == [leader]
+            assert (await copy.died_since(since)) == [leader]
             assert {s for s, _ in events} == {leader} and (leader, "start") in events, events
         else:
             assert events == [], events  # a partition stops, pauses and restarts nobody
-            assert net_states(copy) == before  # every namespace reads exactly as before the run
-        assert leftovers(copy, [tag]) == []
-        assert host_chaos_rules() == []
-        assert all(copy.running().values()), copy.running()
+            assert (await net_states(copy)) == before  # every namespace reads exactly as before the run
+        assert (await leftovers(copy, [tag])) == []
+        assert (await host_chaos_rules()) == []
+        assert all((await copy.running()).values()), (await copy.running())
         final = await copy.wait_healthy(timeout=60)  # the system's own answers
         assert final.ok, final.violations
         assert final.roles.get(role) in copy.instance.subject.targets, final.roles

@@ -56,20 +56,20 @@ async def run_held_at_diagnose(client, task_queue, etcd, stop: StopConditions, d
     return report
 
 
-def assert_stopped_and_restored(report: ChaosReport, etcd, since: datetime, condition: str) -> None:
+async def assert_stopped_and_restored(report: ChaosReport, etcd, since: datetime, condition: str) -> None:
     assert report.verdict == "fail"
     assert report.stopped is not None and report.stopped.condition == condition, report.stopped
     assert f"stopped: {condition}" in report.reasons[0] and report.reasons[0].endswith("restoring now")
     assert report.diagnosis is None  # cut short before the diagnosis
     assert report.fault_state == FaultState.RESTORED
-    assert etcd.died_since(since) == [TARGET]
-    assert all(etcd.running().values()), etcd.running()
+    assert (await etcd.died_since(since)) == [TARGET]
+    assert all((await etcd.running()).values()), (await etcd.running())
 
 
 async def test_max_error_rate_zero_trips_on_a_kill_and_restores(client, task_queue, etcd):
     since = datetime.now(timezone.utc)
     report = await run_held_at_diagnose(client, task_queue, etcd, StopConditions(max_error_rate_pct=0))
-    assert_stopped_and_restored(report, etcd, since, "error rate > 0% over 5s")
+    await assert_stopped_and_restored(report, etcd, since, "error rate > 0% over 5s")
     assert "operations failed" in report.stopped.detail
     # Tripped by the fault, not before it: the trip is after the kill, and restore began right after the trip.
     assert report.injected_at < report.stopped.at < report.restored_at
@@ -82,7 +82,7 @@ async def test_abort_probe_flipped_to_500_mid_fault_trips_and_restores(client, t
             fake.health_status = 500
         report = await run_held_at_diagnose(client, task_queue, etcd,
                                             StopConditions(abort_probe_url=f"{fake.url}/health"), flip)
-    assert_stopped_and_restored(report, etcd, since, f"{fake.url}/health not 2xx")
+    await assert_stopped_and_restored(report, etcd, since, f"{fake.url}/health not 2xx")
     assert report.stopped.detail == "HTTP 500"
 
 
@@ -150,7 +150,7 @@ async def test_monitoring_that_does_not_answer_at_start_exits_2_and_injects_noth
     # The run's links are printed first; then one line says why it stopped.
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message.format(dead=dead) in errors[0], proc.stderr
-    assert etcd.died_since(since) == []
+    assert (await etcd.died_since(since)) == []
 
 
 async def test_a_trip_seen_live_in_a_terminal_fails_the_run_with_the_reason(client, tmp_path, etcd):
@@ -169,4 +169,4 @@ async def test_a_trip_seen_live_in_a_terminal_fails_the_run_with_the_reason(clie
     assert term.exit_code == 1, screen
     assert "stopped: error rate > 0% over 5s" in screen, screen
     assert "Failed handling activation" not in screen
-    assert etcd.died_since(since) == [TARGET] and all(etcd.running().values())
+    assert (await etcd.died_since(since)) == [TARGET] and all((await etcd.running()).values())

@@ -59,7 +59,7 @@ hypothesis:
     assert f"hypothesis broken: etcd1 answers: {victim['detail']}" in report["failed_because"]
     # the member that was never hit answered every sample of the run
     assert other["held"] and other["samples"] >= 3, other
-    assert all(etcd.running().values())
+    assert all((await etcd.running()).values())
 
 
 async def test_an_http_probe_that_holds_passes_the_run(client, task_queue, etcd):

@@ -190,7 +190,7 @@ async def test_a_dead_receiver_changes_nothing(client, etcd, metrics_worker, rec
         ChaosDemoWorkflow.run, ChaosInput(subject=etcd.ref, countdown_s=0, notify_url=dead),
         id=etcd.instance.project, task_queue=metrics_worker.queue)
     assert report.verdict == "pass", report.reasons
-    assert all(etcd.running().values()), etcd.running()
+    assert all((await etcd.running()).values()), (await etcd.running())
     assert (await etcd.check()).ok
     # The run closed right after its report was built: it did not wait for the receiver.
     events = (await client.get_workflow_handle(report.workflow_id, run_id=report.run_id).fetch_history()).events

@@ -62,7 +62,7 @@ async def chaos_command(cli_env, etcd) -> subprocess.CompletedProcess:
     proc = await asyncio.to_thread(starter, "chaos", "--json", "--countdown", "1", "--target", "etcd1",
                                    *subject_args(etcd), env=cli_env)
     assert proc.returncode == 0, proc.stderr
-    assert etcd.died_since(since) == ["etcd1"]
+    assert (await etcd.died_since(since)) == ["etcd1"]
     return proc
 
 

@@ -23,7 +23,8 @@ import pytest_asyncio
 from activities.faults import effect_now, inject_now, restore_now
 from durable_chaos.contracts import FaultRequest
 from tests.conftest import command_env, private_copy, run_command, subject_args
-from tests.fault_checks import containers
+# Its cgroup readers run in threads (as `held_then_ended`'s predicates, or with no in-process worker on the loop).
+from tests.fault_checks import containers_blocking as containers
 from tests.integration.test_disk_faults import held_then_ended
 
 PORT_RANGE = (48000, 48990)

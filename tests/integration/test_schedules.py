@@ -74,11 +74,11 @@ async def test_schedule_create_trigger_run_delete(client, task_queue, cli_env, e
     assert fired.workflow_id == run_workflow_id(etcd.instance.project, default_host())
     report = await final_report(client.get_workflow_handle_for(ChaosDemoWorkflow.run, fired.workflow_id,
                                                                run_id=fired.run_id))
-    assert etcd.died_since(since) == [report.target]
+    assert (await etcd.died_since(since)) == [report.target]
     found = [wf.id async for wf in client.list_workflows(
         f'ChaosSubject="etcd" AND ChaosVerdict="pass" AND WorkflowId="{fired.workflow_id}"')]
     assert found, "the scheduled run is not findable by its search attributes"
-    assert all(etcd.running().values())
+    assert all((await etcd.running()).values())
 
     deleted = await asyncio.to_thread(starter, "schedule", "delete", schedule_id, env=cli_env)
     assert deleted.returncode == 0, deleted.stderr
@@ -114,7 +114,7 @@ async def test_schedule_firing_while_a_manual_run_holds_the_subject_is_skipped(c
         assert "skipped: subject busy" in line, listed.stdout
     finally:
         await holder.terminate("test cleanup")
-    assert etcd.died_since(since) == []
+    assert (await etcd.died_since(since)) == []
 
 
 @pytest.mark.parametrize("args, message", [
@@ -155,7 +155,7 @@ async def test_trigger_without_a_worker_says_nothing_will_run_it(client, cli_env
     assert triggered.returncode == 0, triggered.stderr
     said = triggered.stdout + triggered.stderr
     assert "no worker is polling" in said and "python worker.py" in said, said
-    assert etcd.died_since(since) == []
+    assert (await etcd.died_since(since)) == []
 
 
 async def test_a_schedule_of_an_experiment_file_keeps_the_file_as_it_was(client, cli_env, schedule_id, tmp_path):

@@ -154,8 +154,8 @@ async def test_killing_the_stream_leader_is_detected_survived_and_healed(cluster
 
         await until(10, whole_and_checked_healthy)
 
-    assert victim in cluster.died_since(started)
-    assert all(cluster.running().values())
+    assert victim in (await cluster.died_since(started))
+    assert all((await cluster.running()).values())
     print(f"\nnats: killed stream leader {victim} (docker kill and its teardown {kill_s:.2f} s); fail-fast check {fast_s * 1000:.0f} ms;"
           f" after the kill: load ok again {load_s:.2f} s, check ok but for {victim} {elected_s:.2f} s (new stream"
           f" leader {during.roles['stream_leader']}); after docker start: check ok {rejoin_s:.2f} s, plain /healthz"

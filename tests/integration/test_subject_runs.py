@@ -42,7 +42,7 @@ async def test_a_chaos_run_hits_exactly_the_reported_target_and_leaves_the_syste
         assert report["verdict"] == ("pass" if passed else "fail"), report["reasons"]
         assert proc.returncode == (0 if passed else 1)
         assert report["subject"] == copy.instance.subject.name and report["target"] in targets
-        assert copy.died_since(since) == [report["target"]]
+        assert (await copy.died_since(since)) == [report["target"]]
         assert report["diagnosis"]["correct"] is True, report["diagnosis"]
         assert report["load"]["baseline_ops_s"] > 0
         # No acknowledged write lost; the folder subject's load declares reads, writes and compare-and-sets, so
@@ -55,7 +55,7 @@ async def test_a_chaos_run_hits_exactly_the_reported_target_and_leaves_the_syste
             assert safety["verdict"] == "ok", safety["reasons"]
             assert safety["acked_writes"] > 0 and safety["lost_writes"] == 0
         assert report["time_to_detect_s"] > 0 and report["time_to_restore_s"] > 0
-        assert all(copy.running().values()), copy.running()
+        assert all((await copy.running()).values()), (await copy.running())
         if subject == str(EXAMPLE):
             # Redis's Sentinels rediscover a restarted peer some time after the run saw every invariant hold: the
             # example's steady state (every Sentinel sees all three) comes back soon, not at once.
