@@ -26,7 +26,8 @@ from temporalio.worker import (
 )
 
 from durable_chaos.runtime.connect import task_queue
-from durable_chaos.runtime.worker import build_worker
+from durable_chaos.hosts import default_host
+from durable_chaos.runtime.worker import serve
 
 
 class _Hold(ActivityInboundInterceptor):
@@ -55,7 +56,7 @@ async def main() -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    async with build_worker(client, task_queue=task_queue(), interceptors=[hold]):
+    async with serve(client, default_host(), task_queue(), interceptors=[hold]):
         print(f"worker polling task queue {task_queue()!r} as {client.identity}", flush=True)
         await stop.wait()
 

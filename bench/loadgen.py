@@ -13,7 +13,7 @@ Throughput beside wrk (a fair comparison, the same for both sides):
   process of their own (ours on uvloop, as `python worker.py` runs), one after the other, the order rotating
   between rounds; a round's ratio is ours / wrk's and the median of the rounds' ratios is quoted (the machine is
   shared: pairs measured together share its noise).
-- beside it, the product's open loop itself (`_open_loop`) asked for `MAX_LOAD_RATE`, more than it can send: the
+- beside it, the product's open loop itself (`_open_loop`) asked for `OPEN_RATE`, more than it can send: the
   operations answered per second; the ones it did not send (concurrency cap reached) are not counted.
 CPU per 1,000 operations: the generating process's CPU (user + system) over the measured seconds, per 1,000
 answered operations: ours from `time.process_time()` inside the process, wrk's from its rusage (whole process,
@@ -24,7 +24,10 @@ copy (the product's session over all 3 members), `windows` one-second windows ba
 carrying on the previous one's schedule as the workflow chains them (`due_from`). Sent and answered rates are over
 the wall time from the first window's start to the last one's end, so whatever the next window does not catch up
 of the gap between windows (the tail of answers, writing the history part) counts against the rate; a workflow
-adds a Temporal round trip per window, which the next window catches up the same way.
+adds a Temporal round trip per window, which the next window catches up the same way. Beside the rates asked for,
+the open loop is measured at a half, three quarters and all of the rate wrk reached on one member (rounded down to
+100), with `open_concurrency` in flight at most: the issue's aim is that it holds its rate up to what the member
+itself answers, which at that rate needs more in flight than a closed loop of 16 would keep.
 
     python -m bench.loadgen closed|open URL SECONDS CONCURRENCY TIMEOUT   # one measurement, a JSON line (internal)
 """
@@ -61,6 +64,8 @@ WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_etcd.lua"
 KEY_PREFIX = "loadgen-k"  # chaos/kv/loadgen-k00..31, for both sides
 AIM_RATIO = 0.5
 AIM_RATE_DEVIATION = 0.05
+OPEN_RATE = 2000.0  # the throughput comparison's open-loop side: more than 16 in flight let it send
+WRK_SHARES = (0.5, 0.75, 1.0)  # of wrk's rate, where the open loop's rate is measured too
 
 
 def _register_session(url: str) -> EtcdSession:
@@ -116,7 +121,7 @@ async def _open(url: str, seconds: float, concurrency: int, timeout: float) -> d
     """The product's open loop, asked for more than it can send."""
     session = _register_session(url)
     req = LoadRequest(subject=SubjectRef(name="etcd"), window_s=seconds, concurrency=concurrency,
-                      check_timeout_s=timeout, rate=MAX_LOAD_RATE)
+                      check_timeout_s=timeout, rate=OPEN_RATE)
     try:
         cpu0, t0 = time.process_time(), time.monotonic()
         ops = await ActivityEnvironment().run(_open_loop, session, req, _keys(), time.time_ns())
@@ -214,12 +219,13 @@ async def throughput(url: str, seconds: float, rounds: int, concurrency: int, ti
     for side in ("closed", "open"):
         summary[side]["ratio_to_wrk"] = ratio(side)
     return {"endpoint": url, "seconds": seconds, "rounds": rounds, "concurrency": concurrency, "wrk_threads": 1,
-            "open_rate": MAX_LOAD_RATE, "summary": summary, "runs": runs}
+            "open_rate": OPEN_RATE, "summary": summary, "runs": runs}
 
 
 async def rate_accuracy(ref: SubjectRef, rates: list[float], windows: int, concurrency: int, timeout: float,
                         say=print) -> list[dict]:
-    """`windows` one-second windows back to back at each rate, through the activity, on a healthy copy."""
+    """`windows` one-second windows back to back at each rate, through the activity, on a healthy copy, with at most
+    `concurrency` operations in flight."""
     rows = []
     for rate in rates:
         env = ActivityEnvironment()
@@ -241,7 +247,8 @@ async def rate_accuracy(ref: SubjectRef, rates: list[float], windows: int, concu
         # Answered as the run counts it (`Op.served`): a compare-and-set that found another value is an answer.
         ok = sorted(op.latency_ms for op in ops if op.served)
         sent_s, ok_s = len(sent) / wall, len(ok) / wall
-        row = {"target_ops_s": rate, "windows": windows, "wall_s": round(wall, 3), "due": len(ops),
+        row = {"target_ops_s": rate, "concurrency": concurrency, "windows": windows, "wall_s": round(wall, 3),
+               "due": len(ops),
                "sent": len(sent), "answered": len(ok), "not_sent": len(ops) - len(sent),
                "errors": len(sent) - len(ok),
                "error_kinds": dict(Counter((op.error or "")[:60] for op in sent if not op.served).most_common(3)),
@@ -261,11 +268,18 @@ async def rate_accuracy(ref: SubjectRef, rates: list[float], windows: int, concu
 
 
 async def figures(ref: SubjectRef, endpoint: str, *, seconds: float, rounds: int, concurrency: int, timeout: float,
-                  rates: list[float], windows: int, say=print) -> dict:
+                  rates: list[float], windows: int, open_concurrency: int, say=print) -> dict:
     say(f"  throughput: wrk vs ours at {concurrency}, {rounds} rounds of {seconds:g}s against {endpoint}")
     out = {"throughput": await throughput(endpoint, seconds, rounds, concurrency, timeout, say)}
     say(f"  open-loop rate: {windows} windows of 1 s at {', '.join(f'{r:g}' for r in rates)} ops/s")
     out["rate"] = await rate_accuracy(ref, rates, windows, concurrency, timeout, say)
+    wrk = out["throughput"]["summary"]["wrk"]["ops_s"]
+    if wrk:
+        near = sorted({min(MAX_LOAD_RATE, share * wrk // 100 * 100) for share in WRK_SHARES})
+        say(f"  open-loop rate up to wrk's {wrk:g} ops/s, {open_concurrency} in flight at most: "
+            f"{', '.join(f'{r:g}' for r in near)} ops/s")
+        out["rate"] += await rate_accuracy(ref, near, windows, open_concurrency, timeout, say)
+        out["wrk_ops_s"] = wrk
     return out
 
 

@@ -3,21 +3,26 @@ functions directly, so the difference to a workflow run is what orchestration co
 
 `ActivityEnvironment` gives the real activity functions the activity context they heartbeat into, with no server.
 Stages run in the workflow's order with the load alongside, the restore in `finally`, and the load stopped the
-same way (the window in flight finishes) - only the orchestration differs.
+same way (the window in flight finishes) - only the orchestration differs. The work is the workflow's too: the
+check that the fault took effect after detection, and the data safety check over this run's own history at the end
+(each plain run has its own ids, so its history is its own).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
+import uuid
 from datetime import timedelta
 
 from temporalio.testing import ActivityEnvironment
 
 from activities.diagnosis import diagnose, gather_evidence
-from activities.faults import inject_fault, restore_fault
+from activities.faults import confirm_fault, inject_fault, restore_fault
 from activities.load import run_load_window
 from activities.probes import detect_violation, preflight, wait_healthy
+from activities.safety import check_safety
 from durable_chaos.contracts import (
     ChaosInput,
     DetectRequest,
@@ -26,6 +31,7 @@ from durable_chaos.contracts import (
     FaultRequest,
     LoadRequest,
     PreflightRequest,
+    SafetyRequest,
     WaitHealthyRequest,
 )
 from workflows.chaos.stages import EVIDENCE_LOAD_WINDOWS
@@ -33,7 +39,14 @@ from workflows.chaos.stages import EVIDENCE_LOAD_WINDOWS
 
 async def run_plain(inp: ChaosInput) -> dict[str, float]:
     """Run the stages directly; returns seconds per stage, keyed like `History.stage_seconds()`."""
-    run = ActivityEnvironment().run
+    run_id = uuid.uuid4().hex
+
+    def env() -> ActivityEnvironment:
+        e = ActivityEnvironment()
+        e.info = dataclasses.replace(e.info, workflow_id=f"plain-{run_id}", workflow_run_id=run_id)
+        return e
+
+    run = env().run
     marks: dict[str, float] = {}
     last = time.monotonic()
 
@@ -51,13 +64,16 @@ async def run_plain(inp: ChaosInput) -> dict[str, float]:
                                  "restore_timeout_s": inp.restore_timeout_s or pre.defaults.restore_timeout_s})
     stop_load = False
     windows = []
+    rounds = 0  # windows started, lost ones too (as the workflow counts them for the safety check)
     first_window_over = asyncio.Event()
 
     async def load_loop() -> None:
+        nonlocal rounds
         due_from = None  # as the workflow: each window carries on the previous one's schedule
         while not stop_load:
+            rounds += 1
             try:
-                windows.append(await ActivityEnvironment().run(run_load_window, LoadRequest(
+                windows.append(await env().run(run_load_window, LoadRequest(
                     subject=inp.subject, window_s=inp.load_window_s, concurrency=inp.load_concurrency,
                     check_timeout_s=inp.check_timeout_s, rate=inp.load_rate, due_from=due_from)))
                 due_from = windows[-1].start + timedelta(seconds=inp.load_window_s)
@@ -69,7 +85,7 @@ async def run_plain(inp: ChaosInput) -> dict[str, float]:
 
     load = asyncio.create_task(load_loop())
     fault = FaultRequest(subject=inp.subject, fault=inp.fault, target=inp.target)
-    injected = None
+    injected = healthy = None
     try:
         await first_window_over.wait()  # as the workflow: no kill before a baseline window has ended
         injected = await run(inject_fault, fault)
@@ -78,6 +94,7 @@ async def run_plain(inp: ChaosInput) -> dict[str, float]:
             subject=inp.subject, interval_s=inp.detect_interval_s, timeout_s=inp.detect_timeout_s,
             check_timeout_s=inp.check_timeout_s))
         mark("detect_violation")
+        await run(confirm_fault, fault)  # as the workflow, before the evidence (its stage time includes it)
         evidence = await run(gather_evidence, EvidenceRequest(
             subject=inp.subject, detect=detection, injected_at=injected.injected_at,
             load_windows=windows[-EVIDENCE_LOAD_WINDOWS:]))
@@ -88,10 +105,13 @@ async def run_plain(inp: ChaosInput) -> dict[str, float]:
         if injected is not None:
             await run(restore_fault, fault)
             mark("restore_fault")
-            await run(wait_healthy, WaitHealthyRequest(subject=inp.subject, timeout_s=inp.restore_timeout_s,
-                                                       check_timeout_s=inp.check_timeout_s))
+            healthy = await run(wait_healthy, WaitHealthyRequest(
+                subject=inp.subject, timeout_s=inp.restore_timeout_s, check_timeout_s=inp.check_timeout_s))
             mark("wait_healthy")
         stop_load = True
         await load
-        mark("finish")
+    await run(check_safety, SafetyRequest(
+        subject=inp.subject, check_timeout_s=inp.check_timeout_s, windows=rounds,
+        fault_started_at=injected.injected_at if injected else None, fault_ended_at=healthy.at if healthy else None))
+    mark("finish")
     return marks

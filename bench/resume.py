@@ -1,6 +1,8 @@
 """Resume after a worker SIGKILL, at every stage of a run: from the SIGKILL to the next activity attempt running on
-another worker (the killed stage's retry; for the countdown and a workflow task, the first activity the workflow
-schedules after the SIGKILL, which only a surviving worker can have asked for).
+another worker (the killed stage's retry; for the countdown and a workflow task, the run's next attempt to start:
+the retry of a load window lost with the worker, which the server dispatches by itself, or the first activity the
+workflow schedules after the SIGKILL, which only a surviving worker can have asked for; that one is also reported
+on its own, `kill_to_workflow_asking_s`).
 
 Two workers serve the run, as a user who wants a run to survive its worker would run them. At each point the
 worker holding that part of the run is SIGKILLed and the other one carries on:
@@ -113,14 +115,19 @@ async def resume(lab: Lab, point: str) -> dict:
     lab.stop_workers()
     if hold:  # the stage's own retry
         later = [a for a in history.activities if a.name == hold and a.started and a.started > killed_at]
-    else:  # the first activity the workflow asked for after the SIGKILL: the workflow runs on another worker
-        later = [a for a in history.activities if a.started and a.scheduled > killed_at]
+    else:  # the run's next activity attempt: a retry the server dispatched (a load window lost with the worker),
+        # or the first activity the workflow asked for on another worker
+        later = [a for a in history.activities if a.started and a.started > killed_at]
     nxt = min(later, key=lambda a: a.started, default=None)
+    # When the workflow itself ran again: the first activity it asked for after the SIGKILL (a workflow task on a
+    # surviving worker, after the dead worker's sticky queue timed out).
+    asked = min((a.scheduled for a in history.activities if a.scheduled > killed_at), default=None)
     return {
         "point": point, "killed_worker": victim,
         "next_activity": nxt.name if nxt else None, "next_attempt": nxt.attempt if nxt else None,
         "kill_to_next_activity_s": round((nxt.started - killed_at).total_seconds(), 3) if nxt else None,
         "retried_after": nxt.retried_after if nxt else None,
+        "kill_to_workflow_asking_s": round((asked - killed_at).total_seconds(), 3) if asked else None,
         "kill_to_completion_s": round((history.closed - killed_at).total_seconds(), 3),
         "workflow_task_timeouts": history.workflow_task_timeouts,
         # Workflow tasks around the SIGKILL (scheduled, started, completed; s from it): one the dead worker held

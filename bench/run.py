@@ -30,6 +30,7 @@ from bench import loadgen, resume, safety, scenarios, startup, stress
 from durable_chaos.contracts import (DEFAULT_LOAD_RATE, MAX_LOAD_RATE, WORKFLOW_TASK_TIMEOUT, Attr, ChaosInput,
                                      SubjectRef)
 from durable_chaos.faults import CATALOG
+from durable_chaos.hosts import default_host
 from durable_chaos.runtime.copies import SubjectCopy, free_port_base
 from durable_chaos.runtime.devserver import SERVER_SETTINGS, temporal_binary
 from durable_chaos.runtime.priority import raise_threads
@@ -105,6 +106,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--loadgen-rates", default="100,200,400,800", metavar="R,R",
                    help="open-loop target rates (ops/s) whose accuracy is measured")
     p.add_argument("--loadgen-windows", type=int, default=10, help="one-second load windows per target rate")
+    p.add_argument("--loadgen-open-concurrency", type=int, default=64, metavar="N",
+                   help="operations in flight at most when the open loop is measured at rates near wrk's")
     p.add_argument("--out", type=Path, default=None, help="JSON file to write (default bench/results/<ts>.json)")
     args = p.parse_args(argv)
     if bad := [k for k in args.resume_points.split(",") if k and k not in resume.POINTS]:
@@ -118,8 +121,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--loadgen-rates: numbers separated by commas")
     if not args.loadgen_rates or not all(0 < r <= MAX_LOAD_RATE for r in args.loadgen_rates):
         p.error(f"--loadgen-rates: each rate must be in (0, {MAX_LOAD_RATE:g}]")
-    for name in ("runs", "overhead_pairs", "load_concurrency", "fault_runs", "stress_runs",
-                 "loadgen_rounds", "loadgen_windows"):
+    for name in ("runs", "overhead_pairs", "load_concurrency", "loadgen_open_concurrency", "fault_runs",
+                 "stress_runs", "loadgen_rounds", "loadgen_windows"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     for name in ("detect_interval", "check_timeout", "workflow_task_timeout", "loadgen_seconds"):
@@ -315,11 +318,11 @@ def render(results: dict) -> list[Table]:
                         "rates over the wall time, gaps between windows included; answered as a run counts it (a "
                         "compare that found another value is an answer) (aim: within 5%)",
                   title_justify="left")
-        for col in ("target ops/s", "windows", "sent ops/s", "answered ops/s", "not sent", "errors",
+        for col in ("target ops/s", "in flight ≤", "windows", "sent ops/s", "answered ops/s", "not sent", "errors",
                     "window overrun ms", "p50 / p99 ms", "CPU s per 1,000 ops", "held"):
             t.add_column(col, justify="right")
         for row in r["rate"]:
-            t.add_row(f"{row['target_ops_s']:g}", str(row["windows"]),
+            t.add_row(f"{row['target_ops_s']:g}", str(row.get("concurrency", "")), str(row["windows"]),
                       f"{row['sent_ops_s']:.1f} ({row['sent_deviation_pct']:+.1f}%)",
                       f"{row['answered_ops_s']:.1f} ({row['answered_deviation_pct']:+.1f}%)", str(row["not_sent"]),
                       str(row["errors"]), f"{row['overrun_ms_per_window']:.1f}",
@@ -457,7 +460,9 @@ async def main(args: argparse.Namespace) -> int:
     for k in range(n_copies):
         base = free_port_base(3, *PORTS, taken=taken)
         taken.add(base)
-        copies.append(SubjectCopy(SubjectRef(name="etcd", project=f"{run_id}-{k}", port_base=base)))
+        # Named after this machine's host, as `starter.py chaos` names it: subject activities go to the host's queue.
+        ref = SubjectRef(name="etcd", project=f"{run_id}-{k}", port_base=base, host=default_host())
+        copies.append(SubjectCopy(ref))
     results: dict = {
         "started_at": started.isoformat(timespec="seconds"), "run_id": run_id,
         "params": {"runs": args.runs, "detect_interval_s": args.detect_interval,
@@ -506,7 +511,7 @@ async def main(args: argparse.Namespace) -> int:
                 copy.ref, copy.instance.subject.endpoints(copy.instance.port_base)["etcd1"],
                 seconds=args.loadgen_seconds, rounds=args.loadgen_rounds, concurrency=args.load_concurrency,
                 timeout=args.check_timeout, rates=args.loadgen_rates, windows=args.loadgen_windows,
-                say=console.print)
+                open_concurrency=args.loadgen_open_concurrency, say=console.print)
         if not args.skip_ttd:
             console.print(f"[bold]TTD/TTR[/]: {args.runs} runs")
             results["ttd_ttr"] = await scenarios.ttd_ttr(lab, args.runs)
@@ -541,7 +546,8 @@ async def main(args: argparse.Namespace) -> int:
                 console.print(f"[bold]subject {name}[/]: images, cluster up")
                 ref = subject_ref(name)
                 base = free_port_base(get_subject(name).ports, *PORTS, taken=taken)
-                copy = SubjectCopy(ref.model_copy(update={"project": f"{run_id}-s{k}", "port_base": base}))
+                copy = SubjectCopy(ref.model_copy(update={"project": f"{run_id}-s{k}", "port_base": base,
+                                                          "host": default_host()}))
                 taken.add(base)
                 copies.append(copy)  # torn down with the others, whatever happens
                 rows.append(row := await scenarios.subject_figures(lab, copy, args.rebuild_images))

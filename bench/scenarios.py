@@ -54,7 +54,8 @@ from durable_chaos.contracts import (
     final_report,
 )
 from durable_chaos.runtime.copies import SubjectCopy
-from durable_chaos.runtime.worker import build_worker
+from durable_chaos.hosts import default_host
+from durable_chaos.runtime.worker import serve
 from workflows.chaos import ChaosDemoWorkflow
 
 REPO = Path(__file__).resolve().parent.parent
@@ -163,7 +164,7 @@ async def _run_record(lab: Lab, report: ChaosReport, history: History, role: str
 async def ttd_ttr(lab: Lab, runs: int) -> dict:
     copy = lab.copies[0]
     records = []
-    async with build_worker(lab.client, task_queue=lab.task_queue):
+    async with serve(lab.client, default_host(), lab.task_queue):
         for i in range(runs):
             leader, follower = await _leader_and_follower(copy)
             # Alternate so both halves of the split get runs; the leader is re-read before each run.
@@ -345,7 +346,7 @@ async def fault_matrix(lab: Lab, copies: list[SubjectCopy], kinds: list[str], ru
     """TTD/TTR per subject x fault kind, default parameters, one copy per subject, all served by one worker. With
     `concurrent` the subjects run side by side (each one's runs still one after another): the matrix takes about
     as long as its slowest subject, at the cost of some noise in TTR (the machine is shared)."""
-    async with build_worker(lab.client, task_queue=lab.task_queue):
+    async with serve(lab.client, default_host(), lab.task_queue):
         if concurrent:
             rows = await asyncio.gather(*(subject_cells(lab, c, kinds, runs) for c in copies))
         else:
@@ -360,7 +361,7 @@ async def overhead(lab: Lab, pairs: int) -> dict:
     gaps: dict[str, list[float]] = {}
     task_totals: list[float] = []  # per workflow run: time spent between stages in Temporal round trips
     with TaskAnatomy() as anatomy:
-        async with build_worker(lab.client, task_queue=lab.task_queue):
+        async with serve(lab.client, default_host(), lab.task_queue):
             await _overhead_pairs(lab, copy, pairs, wf_runs, plain_runs, gaps, task_totals)
     return _overhead_figures(pairs, wf_runs, plain_runs, gaps, task_totals, anatomy)
 

@@ -56,15 +56,17 @@ class WatchedWorker(Worker):
 
 @contextlib.asynccontextmanager
 async def serve(client: Client, host: str, task_queue: str | None = None, own_host_only: bool = False,
-                activity_functions: list | None = None) -> AsyncIterator[Worker]:
+                activity_functions: list | None = None,
+                interceptors: Sequence[Interceptor] = ()) -> AsyncIterator[Worker]:
     """The workers of one process, for Docker host `host`: one on the fleet's queue (every workflow; every activity
     too, for runs from before hosts, unless `own_host_only`: then only those that touch no subject), and one on
     the host's own queue (every activity), which the server routes each run's subject activities to. Yields the
-    first."""
+    first. `interceptors`: the benchmark's, on both."""
     queue = task_queue or default_task_queue()
     activities = ACTIVITIES if activity_functions is None else activity_functions
-    async with build_worker(client, queue, HOST_INDEPENDENT if own_host_only else activities) as shared, \
-            build_worker(client, host_queue(queue, host), activities, workflows=[]):
+    async with build_worker(client, queue, HOST_INDEPENDENT if own_host_only else activities,
+                            interceptors) as shared, \
+            build_worker(client, host_queue(queue, host), activities, interceptors, workflows=[]):
         yield shared
 
 
