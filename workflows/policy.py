@@ -1,8 +1,8 @@
 """One table of activity options per stage: timeouts, heartbeats and retries, in one place instead of one per call.
 
 Each entry is a `workflow.ActivityConfig` built from the run's input (most timeouts grow with a user's setting).
-The values are part of what a run promises: the restore retries for as long as it takes, a lost load window is a
-gap and never a retry into the next one, a stage gives up after about 6 s of retries.
+The values are part of what a run promises: the restore retries for as long as it takes, a load window lost with its
+worker runs once more at once and a failed one never again, a stage gives up after about 5 s of retries.
 """
 
 from __future__ import annotations
@@ -24,11 +24,14 @@ with workflow.unsafe.imports_passed_through():
 # etcd copies on one 2-core host the worker's loop waits for a core most of each second, and 1 s lost 53-90
 # activities to heartbeat timeouts per sweep step (bench --parallel 20,20,20); 1.2 s leaves 0.8 s for a late one.
 HEARTBEAT = timedelta(seconds=1.2)
+# The first retry comes this soon: after a SIGKILL it is the attempt that resumes the run, due once the heartbeat
+# timeout fired (0.1 s was a sixth of the time from the server timing the attempt out to the retry running).
+FIRST_RETRY = timedelta(seconds=0.02)
 # Restore is the one thing that must eventually happen: retry it for as long as it takes, backing off to 10 s.
-RESTORE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=0.1), backoff_coefficient=2,
+RESTORE_RETRY = RetryPolicy(initial_interval=FIRST_RETRY, backoff_coefficient=2,
                             maximum_interval=timedelta(seconds=10), maximum_attempts=0)
-STAGE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=0.1), maximum_interval=timedelta(seconds=5),
-                          maximum_attempts=7)  # retries over ~6 s, as 5 attempts from 0.5 s were
+STAGE_RETRY = RetryPolicy(initial_interval=FIRST_RETRY, maximum_interval=timedelta(seconds=5),
+                          maximum_attempts=9)  # 8 retries over ~5 s (0.02 s doubling), as 7 from 0.1 s took ~6 s
 
 
 # How long a restore waits for its host's worker to take it before the run says it is waiting for that host (and
@@ -60,7 +63,7 @@ def load_window(inp: ChaosInput, retried: bool) -> workflow.ActivityConfig:
     once, so the load's gap is only the heartbeat timeout. Without it the workflow had to notice first, and its task
     waited out the dead worker's sticky queue (0.5 s). A window that fails by itself is never retried (the activity
     makes its own failures non-retryable): the workflow starts the next one a second later."""
-    once_more = RetryPolicy(initial_interval=timedelta(seconds=0.1), maximum_attempts=2)
+    once_more = RetryPolicy(initial_interval=FIRST_RETRY, maximum_attempts=2)
     return _config(inp.load_window_s + 10, once_more if retried else RetryPolicy(maximum_attempts=1))
 
 

@@ -63,3 +63,28 @@ def test_every_thread_of_the_worker_runs_ahead_not_only_the_one_that_asked():
 def test_a_worker_not_allowed_to_says_so_and_keeps_running_at_its_priority():
     line, priority = _run_ahead_in(5, drop_root=True)
     assert priority == 5 and "not allowed to raise it" in line and "CAP_SYS_NICE" in line, line
+
+
+# What a worker started with CHAOS_WORKER_REALTIME=1 does: its threads real-time, what it starts later normal.
+REALTIME = """
+import os, subprocess, threading
+from durable_chaos.runtime.priority import run_ahead
+print(run_ahead())
+print(os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK == os.SCHED_RR)
+later = []
+thread = threading.Thread(target=lambda: later.append(os.sched_getscheduler(0)))
+thread.start()
+thread.join()
+print(later[0] == os.SCHED_OTHER)
+print(subprocess.run(["chrt", "-p", str(os.getpid())], capture_output=True, text=True).stdout.count("SCHED_RR") == 1)
+print(subprocess.run(["sh", "-c", "chrt -p $$"], capture_output=True, text=True).stdout.count("SCHED_OTHER") == 1)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root (or CAP_SYS_NICE) may take a real-time priority")
+def test_a_realtime_worker_runs_ahead_of_everything_but_starts_the_docker_cli_as_a_normal_process():
+    out = subprocess.run([sys.executable, "-c", REALTIME], capture_output=True, text=True, check=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": ".", "CHAOS_WORKER_REALTIME": "1"})
+    line, *checks = out.stdout.strip().splitlines()
+    assert "real-time" in line, line
+    assert checks == ["True"] * 4, checks  # this thread RR; a thread and a process it starts later: normal
