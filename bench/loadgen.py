@@ -24,12 +24,14 @@ copy (the product's session over all 3 members), `windows` one-second windows ba
 carrying on the previous one's schedule as the workflow chains them (`due_from`). Sent and answered rates are over
 the wall time from the first window's start to the last one's end, so whatever the next window does not catch up
 of the gap between windows (the tail of answers, writing the history part) counts against the rate; a workflow
-adds a Temporal round trip per window, which the next window catches up the same way. Beside the rates asked for,
-the open loop is measured at a half, three quarters and all of the rate wrk reached on one member (rounded down to
-100), with `open_concurrency` in flight at most: the issue's aim is that it holds its rate up to what the member
-itself answers, which at that rate needs more in flight than a closed loop of 16 would keep.
+adds a Temporal round trip per window, which the next window catches up the same way.
 
-    python -m bench.loadgen closed|open URL SECONDS CONCURRENCY TIMEOUT   # one measurement, a JSON line (internal)
+Up to wrk's rate: the product's open loop, as in the throughput rounds (wrk's member, wrk's requests, a process of
+its own), asked for a half, three quarters and all of the rate wrk reached there (rounded down to 100), with
+`open_concurrency` in flight at most: does it hold its rate up to what the member itself answers? At that rate a
+closed loop's 16 in flight leave no room for a slower answer.
+
+    python -m bench.loadgen closed|open URL SECONDS CONCURRENCY TIMEOUT [RATE]   # one measurement, a JSON line
 """
 
 from __future__ import annotations
@@ -117,11 +119,11 @@ async def _closed(url: str, seconds: float, concurrency: int, timeout: float) ->
     return _tally(ops, wall, cpu)
 
 
-async def _open(url: str, seconds: float, concurrency: int, timeout: float) -> dict:
-    """The product's open loop, asked for more than it can send."""
+async def _open(url: str, seconds: float, concurrency: int, timeout: float, rate: float = OPEN_RATE) -> dict:
+    """The product's open loop at `rate` (by default more than it can send at 16 in flight)."""
     session = _register_session(url)
     req = LoadRequest(subject=SubjectRef(name="etcd"), window_s=seconds, concurrency=concurrency,
-                      check_timeout_s=timeout, rate=OPEN_RATE)
+                      check_timeout_s=timeout, rate=rate)
     try:
         cpu0, t0 = time.process_time(), time.monotonic()
         ops = await ActivityEnvironment().run(_open_loop, session, req, _keys(), time.time_ns())
@@ -134,8 +136,9 @@ async def _open(url: str, seconds: float, concurrency: int, timeout: float) -> d
 def _tally(ops: list, wall: float, cpu: float) -> dict:
     ok = [op.latency_ms for op in ops if op.outcome == "ok"]
     capped = sum(op.capped for op in ops)
-    return {"ok": len(ok), "errors": len(ops) - len(ok) - capped, "not_sent": capped, "wall_s": round(wall, 3),
-            "cpu_s": round(cpu, 3), "p50_ms": percentile(ok, 50), "p99_ms": percentile(ok, 99)}
+    return {"ok": len(ok), "errors": len(ops) - len(ok) - capped, "not_sent": capped, "due": len(ops),
+            "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "p50_ms": percentile(ok, 50),
+            "p99_ms": percentile(ok, 99)}
 
 
 # -- the benchmark side ------------------------------------------------------------------------------------------
@@ -168,9 +171,9 @@ def _wrk(url: str, seconds: float, concurrency: int) -> dict:
             "p99_ms": r["p99_us"] / 1000}
 
 
-def _ours(mode: str, url: str, seconds: float, concurrency: int, timeout: float) -> dict:
+def _ours(mode: str, url: str, seconds: float, concurrency: int, timeout: float, *rate: float) -> dict:
     out, _, _ = _run_process([sys.executable, "-m", "bench.loadgen", mode, url, str(seconds), str(concurrency),
-                              str(timeout)], cwd=REPO)
+                              str(timeout), *map(str, rate)], cwd=REPO)
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -273,18 +276,36 @@ async def figures(ref: SubjectRef, endpoint: str, *, seconds: float, rounds: int
     out = {"throughput": await throughput(endpoint, seconds, rounds, concurrency, timeout, say)}
     say(f"  open-loop rate: {windows} windows of 1 s at {', '.join(f'{r:g}' for r in rates)} ops/s")
     out["rate"] = await rate_accuracy(ref, rates, windows, concurrency, timeout, say)
-    wrk = out["throughput"]["summary"]["wrk"]["ops_s"]
-    if wrk:
-        near = sorted({min(MAX_LOAD_RATE, share * wrk // 100 * 100) for share in WRK_SHARES})
-        say(f"  open-loop rate up to wrk's {wrk:g} ops/s, {open_concurrency} in flight at most: "
-            f"{', '.join(f'{r:g}' for r in near)} ops/s")
-        out["rate"] += await rate_accuracy(ref, near, windows, open_concurrency, timeout, say)
-        out["wrk_ops_s"] = wrk
+    if wrk := out["throughput"]["summary"]["wrk"]["ops_s"]:
+        say(f"  open loop up to wrk's {wrk:g} ops/s on the same member, {open_concurrency} in flight at most")
+        out["up_to_wrk"] = await up_to_wrk(endpoint, wrk, seconds, open_concurrency, timeout, say)
     return out
 
 
+async def up_to_wrk(url: str, wrk_ops_s: float, seconds: float, concurrency: int, timeout: float,
+                    say=print) -> list[dict]:
+    """The product's open loop (`_open_loop`, in a process of its own as in the throughput rounds) against wrk's
+    endpoint with wrk's requests, at shares of the rate wrk reached there: does it send and get answered what it
+    was asked for, up to what the member answers? `concurrency` in flight at most: at that rate a closed loop's 16
+    leave no room for a slower answer."""
+    rows = []
+    for share in WRK_SHARES:
+        rate = min(MAX_LOAD_RATE, share * wrk_ops_s // 100 * 100)
+        r = await asyncio.to_thread(_ours, "open", url, seconds, concurrency, timeout, rate)
+        answered_s = r["ok"] / r["wall_s"]
+        row = {"share_of_wrk": share, "target_ops_s": rate, "concurrency": concurrency, **r,
+               "answered_ops_s": round(answered_s, 1),
+               "answered_deviation_pct": round(100 * (answered_s / rate - 1), 2)}
+        row["held"] = abs(row["answered_deviation_pct"]) <= 100 * AIM_RATE_DEVIATION
+        rows.append(row)
+        say(f"  {rate:g} ops/s ({share:.0%} of wrk): answered {row['answered_ops_s']} "
+            f"({row['answered_deviation_pct']:+.2f}%), not sent {r['not_sent']}, errors {r['errors']}, "
+            f"p50/p99 {r['p50_ms']}/{r['p99_ms']} ms")
+    return rows
+
+
 if __name__ == "__main__":
-    mode, url, secs, conc, tmo = sys.argv[1:6]
+    mode, url, secs, conc, tmo, *rate = sys.argv[1:]
     measure = {"closed": _closed, "open": _open}[mode]
     # On uvloop, as `python worker.py` runs the load windows.
-    print(json.dumps(uvloop.run(measure(url, float(secs), int(conc), float(tmo)))))
+    print(json.dumps(uvloop.run(measure(url, float(secs), int(conc), float(tmo), *map(float, rate)))))

@@ -33,7 +33,7 @@ from durable_chaos.faults import CATALOG
 from durable_chaos.hosts import default_host
 from durable_chaos.runtime.copies import SubjectCopy, free_port_base
 from durable_chaos.runtime.devserver import SERVER_SETTINGS, temporal_binary
-from durable_chaos.runtime.priority import raise_threads
+from durable_chaos.runtime.priority import raise_threads, realtime_threads, realtime_wanted
 from subjects import get_subject, subject_ref
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -329,6 +329,20 @@ def render(results: dict) -> list[Table]:
                       f"{_fmt(row['p50_ms'])} / {_fmt(row['p99_ms'])}", _fmt(row["cpu_per_1k_ops_s"]),
                       "yes" if row["held"] else "NO")
         tables.append(t)
+        if rows := r.get("up_to_wrk"):
+            wrk = tp["summary"]["wrk"]["ops_s"]
+            t = Table(title=f"Open loop up to wrk's rate ({wrk:g} ops/s): the same member and "
+                            f"requests as wrk, {tp['seconds']:g} s each, at most {rows[0]['concurrency']} in flight "
+                            "(aim: answered within 5%)", title_justify="left")
+            for col in ("share of wrk", "target ops/s", "answered ops/s", "not sent", "errors", "p50 / p99 ms",
+                        "held"):
+                t.add_column(col, justify="right")
+            for row in rows:
+                t.add_row(f"{row['share_of_wrk']:.0%}", f"{row['target_ops_s']:g}",
+                          f"{row['answered_ops_s']:.1f} ({row['answered_deviation_pct']:+.1f}%)",
+                          str(row["not_sent"]), str(row["errors"]), f"{_fmt(row['p50_ms'])} / {_fmt(row['p99_ms'])}",
+                          "yes" if row["held"] else "NO")
+            tables.append(t)
     if (r := results.get("safety")) is not None:
         t = Table(title=f"Safety checker: {r['seconds_of_load']:g} s of history at {r['rate_ops_s']:g} ops/s "
                         f"(synthetic, with a fault; verdict {r['verdict']})", title_justify="left")
@@ -367,8 +381,9 @@ def render(results: dict) -> list[Table]:
 def _parallel_table(steps: list[dict], rate: float) -> Table:
     """The sweep: one column per step, so CPU per run reads left to right as the copies grow."""
     label = "the product's default" if rate == DEFAULT_LOAD_RATE else "NOT the product's default"
-    t = Table(title=f"Parallel subjects, one fresh worker process per step, load {rate:g} ops/s per run ({label})",
-              title_justify="left")
+    priority = "real-time (CHAOS_WORKER_REALTIME=1)" if realtime_wanted() else "nice -10 (the default)"
+    t = Table(title=f"Parallel subjects, one fresh worker process per step, load {rate:g} ops/s per run ({label}); "
+                    f"worker and server priority {priority}", title_justify="left")
     t.add_column("figure")
     for s in steps:
         t.add_column(f"{s['subjects']} at once", justify="right")
@@ -436,14 +451,17 @@ async def bring_up(copies: list[SubjectCopy]) -> None:
 
 
 def ahead_as_embedded(address: str) -> None:
-    """The product starts its embedded server ahead of the subjects (runtime/devserver.py); so does the benchmark,
-    whose server the SDK starts: its process is found by its port."""
+    """The product starts its embedded server ahead of the subjects (runtime/devserver.py, at real-time priority
+    with CHAOS_WORKER_REALTIME=1); so does the benchmark, whose server the SDK starts: its process is found by its
+    port."""
     port = address.rsplit(":", 1)[1]
     for pid in filter(str.isdigit, os.listdir("/proc")):
         with contextlib.suppress(OSError):
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             if b"start-dev" in argv and port.encode() in argv:
                 raise_threads(pid)
+                if realtime_wanted():
+                    realtime_threads(pid, reset_on_fork=False)
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -467,7 +485,7 @@ async def main(args: argparse.Namespace) -> int:
         "started_at": started.isoformat(timespec="seconds"), "run_id": run_id,
         "params": {"runs": args.runs, "detect_interval_s": args.detect_interval,
                    "check_timeout_s": args.check_timeout, "workflow_task_timeout_s": args.workflow_task_timeout,
-                   "load_concurrency": args.load_concurrency,
+                   "load_concurrency": args.load_concurrency, "worker_realtime": realtime_wanted(),
                    "overhead_pairs": args.overhead_pairs,
                    "parallel": args.parallel, "parallel_load_rate": args.parallel_load_rate,
                    "subjects": args.subjects, "faults": args.faults, "fault_runs": args.fault_runs,
