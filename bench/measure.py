@@ -63,8 +63,9 @@ class History:
         return next((a for a in self.activities if a.name == name), None)
 
     def stage_seconds(self) -> dict[str, float]:
-        """Seconds from the end of the previous stage (or the start of the run) to the end of each stage, and the
-        tail from the last stage to the run's close (stopping the load, building the report)."""
+        """Seconds from the end of the previous stage (or the start of the run) to the end of each stage; then the
+        load's tail (the window in flight after the last stage runs to its end: 0 to 1 s, by chance of phase, the
+        same in the plain script) and the finish (the safety check, the report) to the run's close."""
         out, prev = {}, self.started
         for name in STAGES:
             a = self.first(name)
@@ -72,6 +73,10 @@ class History:
                 continue
             out[name] = (a.closed - prev).total_seconds()
             prev = a.closed
+        windows = [a.closed for a in self.activities if a.name == "run_load_window" and a.closed is not None]
+        if windows and max(windows) > prev:
+            out["load_tail"] = (max(windows) - prev).total_seconds()
+            prev = max(windows)
         if self.closed is not None:
             out["finish"] = (self.closed - prev).total_seconds()
         return out

@@ -110,6 +110,7 @@ async def run_plain(inp: ChaosInput) -> dict[str, float]:
             mark("wait_healthy")
         stop_load = True
         await load
+        mark("load_tail")
     await run(check_safety, SafetyRequest(
         subject=inp.subject, check_timeout_s=inp.check_timeout_s, windows=rounds,
         fault_started_at=injected.injected_at if injected else None, fault_ended_at=healthy.at if healthy else None))
