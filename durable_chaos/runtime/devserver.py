@@ -48,9 +48,7 @@ def temporal_binary() -> str:
 #   with 10 ms, 0.109-0.117 s). The shift only batches timer reads: an idle dev server took 0.08 CPU s per 30 s
 #   with 1 s and with 10 ms.
 SERVER_SETTINGS = ["--dynamic-config-value", "system.enableActivityEagerExecution=true",
-                   "--dynamic-config-value", 'history.timerProcessorMaxTimeShift="10ms"',
-                   "--dynamic-config-value", "matching.numTaskqueueReadPartitions=1",
-                   "--dynamic-config-value", "matching.numTaskqueueWritePartitions=1"]
+                   "--dynamic-config-value", 'history.timerProcessorMaxTimeShift="10ms"']
 
 
 def dev_server_command(port: int = 7233, ui_port: int = 8233, db_file: Path | None = None) -> list[str]:
