@@ -251,8 +251,7 @@ async def rate_accuracy(ref: SubjectRef, rates: list[float], windows: int, concu
         ok = sorted(op.latency_ms for op in ops if op.served)
         sent_s, ok_s = len(sent) / wall, len(ok) / wall
         row = {"target_ops_s": rate, "concurrency": concurrency, "windows": windows, "wall_s": round(wall, 3),
-               "due": len(ops),
-               "sent": len(sent), "answered": len(ok), "not_sent": len(ops) - len(sent),
+               "due": len(ops), "sent": len(sent), "answered": len(ok), "not_sent": len(ops) - len(sent),
                "errors": len(sent) - len(ok),
                "error_kinds": dict(Counter((op.error or "")[:60] for op in sent if not op.served).most_common(3)),
                "sent_ops_s": round(sent_s, 1), "answered_ops_s": round(ok_s, 1),

@@ -24,8 +24,8 @@ with workflow.unsafe.imports_passed_through():
 # etcd copies on one 2-core host the worker's loop waits for a core most of each second, and 1 s lost 53-90
 # activities to heartbeat timeouts per sweep step (bench --parallel 20,20,20); 1.2 s leaves 0.8 s for a late one.
 HEARTBEAT = timedelta(seconds=1.2)
-# The first retry comes this soon: after a SIGKILL it is the attempt that resumes the run, due once the heartbeat
-# timeout fired (0.1 s was a sixth of the time from the server timing the attempt out to the retry running).
+# The first retry comes this soon: after a SIGKILL it is the attempt that resumes the run. With 0.1 s the retry was
+# due 0.05-0.07 s after the server timed the attempt out, with 0.02 s within 0.01-0.02 s (bench: resume points).
 FIRST_RETRY = timedelta(seconds=0.02)
 # Restore is the one thing that must eventually happen: retry it for as long as it takes, backing off to 10 s.
 RESTORE_RETRY = RetryPolicy(initial_interval=FIRST_RETRY, backoff_coefficient=2,

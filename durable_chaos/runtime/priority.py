@@ -69,16 +69,17 @@ def realtime_threads(pid: int | str = "self", reset_on_fork: bool = True) -> Non
 def run_ahead() -> str:
     """Raise every thread of this process to NICE if it is lower and permitted; one line saying what happened."""
     current = os.getpriority(os.PRIO_PROCESS, 0)
+    refused = ""
     if realtime_wanted():
         try:
             realtime_threads()
             return "worker priority: real-time (SCHED_RR 1), ahead of the subjects under test"
-        except PermissionError:  # said below, with nice
-            pass
+        except PermissionError:
+            refused = f" ({REALTIME_ENV}=1 refused: real-time needs root or CAP_SYS_NICE)"
     try:
         if not raise_threads():
-            return f"worker priority: nice {current}"
+            return f"worker priority: nice {current}{refused}"
     except PermissionError:
         return (f"worker priority: nice {current} (not allowed to raise it: on a busy host the subjects under test "
-                f"can starve the worker's heartbeats; run it as root or with CAP_SYS_NICE)")
-    return f"worker priority: nice {NICE}, ahead of the subjects under test"
+                f"can starve the worker's heartbeats; run it as root or with CAP_SYS_NICE){refused}")
+    return f"worker priority: nice {NICE}, ahead of the subjects under test{refused}"
