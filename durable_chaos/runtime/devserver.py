@@ -47,8 +47,14 @@ def temporal_binary() -> str:
 #   retry ran 1 s after the server had already timed the attempt out (measured: 0.1 s retry interval, 1.004 s gap;
 #   with 10 ms, 0.109-0.117 s). The shift only batches timer reads: an idle dev server took 0.08 CPU s per 30 s
 #   with 1 s and with 10 ms.
+# - The history service reads its timer queue at most `timerProcessorMaxPollRPS` times a second per shard (20 by
+#   default), and a new timer due sooner than the last read asks for a read. While a run is busy (load windows,
+#   heartbeats) those reads queue up, so a heartbeat timeout and the retry after it fired late: resume after a SIGKILL
+#   at the restore took 1.38-1.64 s (timed out 0.03-0.23 s late, then the retry dispatched 0.08-0.28 s after it was
+#   due), and 1.18-1.20 s with 1000 (bench: resume points; the idle points were 1.19-1.21 s either way).
 SERVER_SETTINGS = ["--dynamic-config-value", "system.enableActivityEagerExecution=true",
-                   "--dynamic-config-value", 'history.timerProcessorMaxTimeShift="10ms"']
+                   "--dynamic-config-value", 'history.timerProcessorMaxTimeShift="10ms"',
+                   "--dynamic-config-value", "history.timerProcessorMaxPollRPS=1000"]
 
 
 def dev_server_command(port: int = 7233, ui_port: int = 8233, db_file: Path | None = None) -> list[str]:
