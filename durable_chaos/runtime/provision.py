@@ -163,6 +163,15 @@ def image_tools() -> None:
     apt_install("mmdebstrap", why="mmdebstrap (builds Debian-based subject images)")
 
 
+def fuse() -> None:
+    # Storage faults put a FUSE file system under a member's data (faults/powerfs): its tests mount one here too.
+    if shutil.which("fusermount3"):
+        say("fuse3", "present")
+        return
+    say("fuse3", "installing (the power-loss layer is a FUSE file system)")
+    apt_install("fuse3", why="fuse3 (the power-loss layer)")
+
+
 def test_browser() -> None:
     if Path("/usr/bin/chromium").exists():
         say("chromium", "present")
@@ -173,7 +182,7 @@ def test_browser() -> None:
 
 def main() -> int:
     try:
-        for step in (project, docker_engine, compose_plugin, image_tools, test_browser):
+        for step in (project, docker_engine, compose_plugin, image_tools, fuse, test_browser):
             step()
     except CannotProvision as err:
         print(f"error: {err}", file=sys.stderr)

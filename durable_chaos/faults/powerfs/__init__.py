@@ -1,0 +1,167 @@
+"""The power-loss layer on a Docker host: a member's data folder served by chaos-powerfs (powerfs.py) from a helper
+container the run owns, so that the writes the member did not fsync can be dropped.
+
+The arrangement (checked on this kernel, ../shared/DESIGN.md): two host folders per member under the state
+directory, `backing` (what is synced: the member's data as its disk holds it) and `mnt`, made a shared mount point
+of its own (`mount --bind mnt mnt; mount --make-rshared mnt`). The helper (`/dev/fuse`, SYS_ADMIN, AppArmor
+unconfined: what a FUSE mount in a container needs) binds `mnt` with `rshared` propagation and mounts its file
+system there; the mount propagates back to the host's `mnt`, and a member that binds `mnt` as its data folder
+(`rslave`) reads and writes through the layer.
+
+If the helper dies, its mount stays behind, broken ("Transport endpoint is not connected"), until someone unmounts
+it: `remove` unmounts whatever is left and is safe to repeat. Everything is named after the fault's tag and the
+member, so the undo, the guard and the reaper find it from those alone.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from python_on_whales import DockerException, docker
+
+from durable_chaos.faults.netns import HELPER_LABEL
+from durable_chaos.images import FromDebian, ImageSpec, local_or_upstream
+from durable_chaos.state import state_dir
+
+HERE = Path(__file__).parent
+MOUNT_TIMEOUT_S = 10.0  # a cold start of python3 and libfuse in the helper
+
+
+def powerfs_image() -> ImageSpec:
+    # mfusepy is one pure-Python module (ctypes over libfuse3): the helper gets the copy installed here, found
+    # without importing it (importing needs libfuse3, which the runner's host may lack).
+    mfusepy = Path(importlib.util.find_spec("mfusepy").origin)
+    return local_or_upstream("chaos-powerfs:bookworm",
+                             FromDebian(packages=("python3", "fuse3"), dockerfile=HERE / "Dockerfile",
+                                        context_files=(HERE / "powerfs.py", mfusepy)),
+                             "CHAOS_POWERFS_IMAGE")
+
+
+class LayerError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One member's layer, named by the fault's tag (or a subject copy's id) and the member's service."""
+
+    tag: str
+    service: str
+
+    @property
+    def folder(self) -> Path:
+        return state_dir() / "powerfs" / self.tag / self.service
+
+    @property
+    def backing(self) -> Path:
+        return self.folder / "backing"
+
+    @property
+    def mountpoint(self) -> Path:
+        return self.folder / "mnt"
+
+    @property
+    def helper(self) -> str:
+        return f"chaos-powerfs-{self.tag}-{self.service}"
+
+    def volume(self, data_path: str) -> tuple[str, str, str]:
+        """The member's bind of its data folder through the layer (python-on-whales' `volumes=` form)."""
+        return (str(self.mountpoint), data_path, "rslave")
+
+    def mounted(self) -> bool:
+        return _fuse_mounted(self.mountpoint)
+
+    def start(self) -> None:
+        """The helper running and its file system mounted on `mountpoint` (again, if a retried start finds it)."""
+        if self.mounted() and _running(self.helper):
+            return
+        self.remove(keep_data=True)  # a dead helper's broken mount, or a half-done start
+        self.backing.mkdir(parents=True, exist_ok=True)
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        _run("mount", "--bind", str(self.mountpoint), str(self.mountpoint))
+        _run("mount", "--make-rshared", str(self.mountpoint))
+        docker.run(powerfs_image().ref, ["serve", "/backing", "/mnt/layer"], detach=True, name=self.helper,
+                   devices=["/dev/fuse"], cap_add=["SYS_ADMIN"], security_options=["apparmor=unconfined"],
+                   volumes=[(str(self.backing), "/backing"), (str(self.mountpoint), "/mnt/layer", "rshared")],
+                   labels={HELPER_LABEL: self.tag}, restart="no", pull="never")
+        deadline = time.monotonic() + MOUNT_TIMEOUT_S
+        while not self.mounted():
+            if time.monotonic() > deadline or not _running(self.helper):
+                log = _logs(self.helper)
+                self.remove(keep_data=True)
+                raise LayerError(f"the power-loss layer for {self.service} did not mount within "
+                                 f"{MOUNT_TIMEOUT_S:g}s: {log.strip()[-300:]}")
+            time.sleep(0.05)
+
+    def ask(self, command: str) -> dict:
+        """`stats`, `drop` (the power loss: forget every write not fsynced) or `sync`, answered by the helper."""
+        try:
+            out = docker.execute(self.helper, ["python3", "/usr/local/bin/chaos-powerfs", command])
+        except DockerException as exc:
+            raise LayerError(f"the power-loss layer for {self.service} did not answer {command!r}: "
+                             f"{(exc.stderr or str(exc)).strip()[-300:]}") from exc
+        return json.loads(out.strip().splitlines()[-1])
+
+    def remove(self, keep_data: bool = False) -> bool:
+        """The helper gone and nothing mounted at `mountpoint`; the folders too unless `keep_data`. Idempotent:
+        True if there was anything to remove."""
+        found = docker.container.exists(self.helper)
+        if found:  # (`docker rm -f` succeeds on a name that does not exist)
+            docker.container.remove(self.helper, force=True)
+        # The FUSE mount (propagated here), then our bind of the folder onto itself: each `umount` takes the top one.
+        while _mounted_at(self.mountpoint):
+            _run("umount", "-l", str(self.mountpoint))
+            found = True
+        if not keep_data and self.folder.exists():
+            shutil.rmtree(self.folder)
+            found = True
+            for empty in (self.folder.parent, self.folder.parent.parent):
+                try:
+                    empty.rmdir()
+                except OSError:
+                    break
+        return found
+
+
+def _run(*argv: str) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise LayerError(f"{' '.join(argv)}: {done.stderr.strip() or f'exit code {done.returncode}'}")
+
+
+def _mounts() -> list[tuple[str, str]]:
+    """(mount point, file system type) of every mount the host has, from /proc/self/mountinfo."""
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        sep = fields.index("-")
+        found.append((fields[4].encode().decode("unicode_escape"), fields[sep + 1]))
+    return found
+
+
+def _mounted_at(path: Path) -> bool:
+    return any(point == str(path) for point, _ in _mounts())
+
+
+def _fuse_mounted(path: Path) -> bool:
+    return any(point == str(path) and kind.startswith("fuse") for point, kind in _mounts())
+
+
+def _running(name: str) -> bool:
+    try:
+        return docker.container.inspect(name).state.running
+    except DockerException:
+        return False
+
+
+def _logs(name: str) -> str:
+    try:
+        return docker.container.logs(name)
+    except DockerException:
+        return "(no helper)"
