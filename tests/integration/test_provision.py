@@ -18,6 +18,7 @@ def test_on_a_provisioned_machine_it_changes_nothing_and_says_so():
         "provision: docker engine: running",
         "provision: docker compose: present",
         "provision: mmdebstrap: present",
+        "provision: fuse3: present",
         "provision: chromium: present",
     ]
 
