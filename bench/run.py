@@ -26,7 +26,7 @@ from rich.table import Table
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from bench import loadgen, resume, safety, scenarios, startup, stress
+from bench import loadgen, powerfs, resume, safety, scenarios, startup, stress
 from durable_chaos.contracts import (DEFAULT_LOAD_RATE, MAX_LOAD_RATE, WORKFLOW_TASK_TIMEOUT, Attr, ChaosInput,
                                      SubjectRef)
 from durable_chaos.faults import CATALOG
@@ -100,6 +100,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "and replaying recorded runs in the worker's sandbox beside the sandbox as it was")
     p.add_argument("--skip-loadgen", action="store_true",
                    help="skip the load generator's figures (throughput beside wrk, CPU per 1,000 ops, open-loop rate)")
+    p.add_argument("--skip-powerfs", action="store_true",
+                   help="skip the power-loss layer's cost: one etcd member with its data on the layer beside one "
+                        "without, the load generator's closed loop on each (--loadgen-seconds, --loadgen-rounds)")
     p.add_argument("--loadgen-seconds", type=float, default=5.0, metavar="SECONDS",
                    help="seconds of each throughput measurement (wrk, ours closed-loop, ours open-loop)")
     p.add_argument("--loadgen-rounds", type=int, default=3, help="rounds of the three throughput measurements")
@@ -345,6 +348,17 @@ def render(results: dict) -> list[Table]:
                           str(row["not_sent"]), str(row["errors"]), f"{_fmt(row['p50_ms'])} / {_fmt(row['p99_ms'])}",
                           "yes" if row["held"] else "NO")
             tables.append(t)
+    if (r := results.get("powerfs")) is not None:
+        t = Table(title=f"The power-loss layer's cost: one etcd member with its data on it, beside one without; "
+                        f"closed loop, {r['concurrency']} clients, put/range 50/50 (every put fsynced); medians of "
+                        f"{r['rounds']} rounds of {r['seconds']:g} s", title_justify="left")
+        for col in ("member's data", "answered ops/s", "ratio", "p50 / p99 ms", "helper CPU s per 1,000 ops"):
+            t.add_column(col, justify="left" if col == "member's data" else "right")
+        t.add_row("in its container", _fmt(r["plain_ops_s"]), "", f"{_fmt(r['plain_p50_ms'])} / "
+                  f"{_fmt(r['plain_p99_ms'])}", "")
+        t.add_row("on the layer", _fmt(r["layered_ops_s"]), _fmt(r["ratio"]), f"{_fmt(r['layered_p50_ms'])} / "
+                  f"{_fmt(r['layered_p99_ms'])}", _fmt(r["helper_cpu_per_1k_ops_s"]))
+        tables.append(t)
     if (r := results.get("safety")) is not None:
         t = Table(title=f"Safety checker: {r['seconds_of_load']:g} s of history at {r['rate_ops_s']:g} ops/s "
                         f"(synthetic, with a fault; verdict {r['verdict']})", title_justify="left")
@@ -509,6 +523,11 @@ async def main(args: argparse.Namespace) -> int:
             console.print("[bold]safety models[/]: each model on long adversarial histories")
             results["safety_models"] = safety.model_figures()
             results["safety_list_append"] = safety.list_append_figures()
+        if not args.skip_powerfs:  # two containers of its own, removed before the copies come up
+            console.print("[bold]power-loss layer[/]: one etcd member on it beside one without")
+            results["powerfs"] = powerfs.figures(run_id, free_port_base(2, low=29000, high=29990),
+                                                 args.loadgen_seconds, args.loadgen_rounds, args.load_concurrency,
+                                                 args.check_timeout, say=console.print)
         console.print(f"[bold]{run_id}[/]: starting a private Temporal dev server and {n_copies} etcd copies")
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=temporal_binary(), data_converter=pydantic_data_converter,
