@@ -20,6 +20,7 @@ from activities.engine import EngineMembers, Member, members_from_thread
 from activities.images import ImageBuildFailed, ensure_images
 from durable_chaos.contracts import ErrorType, bad_input
 from durable_chaos.docker_engine import EngineContainer, engine_call
+from durable_chaos.faults.powerfs import layers_ready, on_layers, override_file, put_on_layers, remove_layers
 from durable_chaos.state import state_dir
 from subjects import SubjectInstance
 from durable_chaos.images import ImageSpec
@@ -59,8 +60,10 @@ def compose_client(instance: SubjectInstance) -> DockerClient:
     env_file.parent.mkdir(parents=True, exist_ok=True)
     env = instance.subject.compose_variables(instance.port_base)
     env_file.write_text("".join(f"{k}={v}\n" for k, v in sorted(env.items())))
+    # While a storage fault's run has the members' data on power-loss layers, their binds come from a file of ours.
+    layers = override_file(instance.project)
     return DockerClient(
-        compose_files=[instance.subject.compose_file],
+        compose_files=[instance.subject.compose_file, *([layers] if layers.exists() else [])],
         compose_project_name=instance.project,
         compose_env_files=[env_file],
     )
@@ -109,6 +112,20 @@ def ensure_images_or_fail(images: list[ImageSpec], whose: str, progress: Callabl
     except ImageBuildFailed as exc:
         # A recipe that cannot build here will not build on a retry either.
         raise ApplicationError(f"{whose}: {exc}", type=ErrorType.SUBJECT_UNHEALTHY, non_retryable=True) from exc
+
+
+def storage_for(instance: SubjectInstance, layered: bool) -> bool:
+    """The members' data on power-loss layers (a run with a storage fault) or not (any other run), switching if it
+    is the other way: the copy is taken down with its data and comes up fresh (`bring_up`). True if it switched.
+    Idempotent: a retried preflight finds the switch done (or finishes it)."""
+    project, paths = instance.project, instance.subject.data_paths
+    if layered == on_layers(project) and (not layered or layers_ready(project, paths)):
+        return False
+    compose_client(instance).compose.down(volumes=True, remove_orphans=True, quiet=True, timeout=1)
+    remove_layers(project)
+    if layered:
+        put_on_layers(project, paths)
+    return True
 
 
 def bring_up(client: DockerClient) -> None:

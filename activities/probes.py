@@ -21,6 +21,7 @@ from activities.docker import (
     ensure_images_or_fail,
     off_loop,
     open_session,
+    storage_for,
     validate_compose,
 )
 from activities.common import fault_or_bad_input, resolve_or_bad_input
@@ -111,7 +112,16 @@ async def preflight(req: PreflightRequest) -> PreflightResult:
         reason = await off_loop(kind.unsupported)
         if reason:
             raise bad_input(reason)
-    started = False
+    # A storage fault needs every member's data on a power-loss layer, any other run has it off (a copy switched
+    # either way comes up fresh, with its data).
+    layered = any(kind.needs_storage_layer for kind in every)
+    if layered and not subject.data_paths:
+        raise bad_input(f"{', '.join(sorted({k.kind for k in every if k.needs_storage_layer}))}: subject "
+                        f"{subject.name!r} declares no data volume (where its members keep their data): nothing was "
+                        "touched")
+    started = await off_loop(storage_for, instance, layered)
+    if started:
+        client = compose_client(instance)
     if not await all_running(instance):
         await off_loop(ensure_image, instance, _build_progress)
         await off_loop(bring_up, client)

@@ -24,12 +24,13 @@ from durable_chaos.faults.disk_full import DiskFull
 from durable_chaos.faults.delay import Duplicate, Latency, Reorder
 from durable_chaos.faults.netns import probe_netns
 from durable_chaos.faults.network import Bandwidth, Loss, Partition
+from durable_chaos.faults.power_loss import PowerLoss
 from durable_chaos.faults.resource import Cpu, Memory, ProcessPause
 from durable_chaos.faults.targeting import target_choice
 
 CATALOG: dict[str, type[Fault]] = {f.kind: f for f in (Kill, Stop, Pause, Partition, Loss, Bandwidth, Latency,
                                                        Reorder, Duplicate, Cpu, Memory, ProcessPause, DiskSlow,
-                                                       DiskFull, ClockSkew)}
+                                                       DiskFull, ClockSkew, PowerLoss)}
 
 __all__ = ["CATALOG", "BadFault", "Fault", "Target", "catalog_help", "make_fault", "parse_params", "signatures",
            "signs_in_member", "target_choice"]

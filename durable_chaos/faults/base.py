@@ -75,6 +75,8 @@ class Fault(abc.ABC):
     # namespace when evidence is gathered (one helper runs every kind's command; kinds sharing one share its run),
     # its output handed to `observe`. None for a kind Docker's state shows (kill, stop, pause).
     netns_probe: ClassVar[str | None] = None
+    # The member's data must run on a power-loss layer (faults/powerfs): preflight puts the copy's members there.
+    needs_storage_layer: ClassVar[bool] = False
 
     REQUIRED: ClassVar[tuple[str, ...]] = ("help", "looks_like", "advice", "out_of_service")
 

@@ -15,6 +15,7 @@ from python_on_whales import DockerClient
 from activities.docker import bring_up, compose_client, ensure_image, open_session
 from activities.engine import members
 from durable_chaos.docker_engine import connect
+from durable_chaos.faults.powerfs import remove_layers
 from durable_chaos.contracts import CheckResult, SubjectRef
 from subjects import SubjectInstance, resolve
 
@@ -49,10 +50,12 @@ class SubjectCopy:
 
     def up(self) -> None:
         ensure_image(self.instance)
-        bring_up(self.docker)
+        bring_up(compose_client(self.instance))
 
     def down(self) -> None:
-        self.docker.compose.down(volumes=True, remove_orphans=True, quiet=True, timeout=1)
+        # The client of now: a storage fault's run may have put the members on power-loss layers since.
+        compose_client(self.instance).compose.down(volumes=True, remove_orphans=True, quiet=True, timeout=1)
+        remove_layers(self.instance.project)
 
     async def container_events(self, since: datetime, **filters: str) -> list:
         """The copy's container events from Docker's own event log, since `since` exactly: one of the same second

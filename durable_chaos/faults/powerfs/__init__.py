@@ -129,6 +129,61 @@ class Layer:
         return found
 
 
+# -- a subject copy on layers: every member's data folder through its own layer ---------------------------------
+
+
+def _project_folder(project: str) -> Path:
+    return state_dir() / "powerfs" / project
+
+
+def override_file(project: str) -> Path:
+    """The compose file added to a subject copy's own while its members' data is on layers (activities/docker.py
+    `compose_client` adds it when it exists): each member's data path bound from its layer's mount point."""
+    return _project_folder(project) / "compose.layers.yaml"
+
+
+def on_layers(project: str) -> bool:
+    return override_file(project).exists()
+
+
+def subject_layers(project: str, data_paths: dict[str, str]) -> list[Layer]:
+    return [Layer(project, service) for service in sorted(data_paths)]
+
+
+def put_on_layers(project: str, data_paths: dict[str, str]) -> None:
+    """Every member's layer running, then the compose file that binds each one. The members must be (re)created
+    after this (with fresh data: what they held before is not moved)."""
+    for layer in subject_layers(project, data_paths):
+        layer.start()
+    services = {service: {"volumes": [{"type": "bind", "source": str(Layer(project, service).mountpoint),
+                                       "target": path, "bind": {"propagation": "rslave"}}]}
+                for service, path in sorted(data_paths.items())}
+    override_file(project).write_text(json.dumps({"services": services}, indent=1) + "\n")  # JSON is YAML
+
+
+def layers_ready(project: str, data_paths: dict[str, str]) -> bool:
+    return on_layers(project) and all(layer.mounted() and _running(layer.helper)
+                                      for layer in subject_layers(project, data_paths))
+
+
+def remove_layers(project: str) -> bool:
+    """Every layer of the project, its compose file and folder gone (its members must be down first). Idempotent."""
+    folder = _project_folder(project)
+    if not folder.exists():
+        return False
+    override_file(project).unlink(missing_ok=True)
+    for service in sorted(p.name for p in folder.iterdir() if p.is_dir()):
+        Layer(project, service).remove()
+    if folder.exists():
+        shutil.rmtree(folder)
+    return True
+
+
+def lost_record(layer: Layer, tag: str) -> Path:
+    """What one power loss dropped on this member (the `drop` answer), kept beside its layer for the evidence."""
+    return layer.folder / f"lost-{tag}.json"
+
+
 def _run(*argv: str) -> None:
     done = subprocess.run(argv, capture_output=True, text=True)
     if done.returncode != 0:
