@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,41 @@ async def test_a_power_loss_on_a_subject_that_declares_no_data_volume_is_refused
     out = subprocess.run(["docker", "ps", "-aq", "--filter", "label=com.docker.compose.project=t-nodata"],
                          capture_output=True, text=True).stdout
     assert out.strip() == ""
+
+
+async def nats_power_loss_of_every_member(client, task_queue):
+    """One run on a fresh NATS copy: every member loses power at once (the whole rack), under the queue load."""
+    async with private_copy("nats", PORT_RANGE) as copy:
+        report = await run_to_report(client, task_queue, copy, "nats-power-loss", fault="power-loss", count=3,
+                                     allow_quorum_loss=True)
+        monitor = copy.instance.subject.monitor_urls(copy.instance.port_base)["nats1"]
+        with urllib.request.urlopen(f"{monitor}/varz", timeout=5) as answer:
+            varz = json.loads(answer.read())
+        lost = [json.loads(p.read_text()) for p in (state_dir() / "powerfs" / copy.instance.project).glob("*/lost-*")]
+        return report, varz["jetstream"]["config"], lost
+
+
+async def test_a_power_loss_of_every_nats_member_loses_acknowledged_messages_with_the_default_sync_interval(
+        client, task_queue, own_state_dir, monkeypatch):
+    monkeypatch.delenv("NATS_SYNC_INTERVAL", raising=False)
+    report, config, lost = await nats_power_loss_of_every_member(client, task_queue)
+    print(f"NATS, default sync interval: {lost}; {report.safety.reasons}")
+    assert not config.get("sync_always")  # JetStream's default: fsync every 2 minutes
+    assert sum(drop["bytes"] for drop in lost) > 0  # what it had acknowledged was only in the page cache
+    assert report.verdict == "fail"
+    assert report.safety.verdict == "violated", report.safety
+    found = report.safety.counterexample
+    assert found is not None and found.checker == "lost messages", found
+    assert report.safety.lost_writes > 0
+    assert any("acknowledged messages lost" in reason for reason in report.safety.reasons), report.safety.reasons
+
+
+async def test_with_sync_interval_always_the_same_power_loss_loses_nothing_acknowledged(
+        client, task_queue, own_state_dir, monkeypatch):
+    monkeypatch.setenv("NATS_SYNC_INTERVAL", "always")  # the subject's documented setting (its compose file)
+    report, config, lost = await nats_power_loss_of_every_member(client, task_queue)
+    print(f"NATS, sync_interval always: {lost}; {report.safety.reasons}")
+    assert config.get("sync_always") is True
+    assert report.safety.verdict == "ok", report.safety.reasons
+    assert report.safety.acked_writes > 0 and report.safety.lost_writes == 0
+    assert report.verdict == "pass", report.reasons
