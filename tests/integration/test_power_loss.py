@@ -18,7 +18,11 @@ from python_on_whales import docker
 
 from durable_chaos.faults.powerfs import Layer, on_layers
 from durable_chaos.state import state_dir
+from durable_chaos.contracts import GuardReport
+from durable_chaos.ids import fault_guard_id
 from tests.conftest import private_copy, run_to_report, starter, subject_args
+from tests.integration.test_durability import held_at
+from tests.workers import WorkerProcess
 from tests.integration import test_disk_faults as disk_faults
 
 PORT_RANGE = (44000, 44990)
@@ -131,3 +135,27 @@ async def test_with_sync_interval_always_the_same_power_loss_loses_nothing_ackno
     assert report.safety.verdict == "ok", report.safety.reasons
     assert report.safety.acked_writes > 0 and report.safety.lost_writes == 0
     assert report.verdict == "pass", report.reasons
+
+
+async def test_a_power_loss_run_terminated_while_the_member_is_down_is_restored_by_its_guard(
+        client, task_queue, own_state_dir, tmp_path):
+    # The worker is a process of its own, with the state directory this test reads (the layers' folders).
+    worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
+    try:
+        async with private_copy("etcd", PORT_RANGE) as copy:
+            project = copy.instance.project
+            handle = await held_at(client, task_queue, copy, "etcd1", fault="power-loss")
+            # Held before detection: the power loss is in, the member down, what its layer dropped on record.
+            assert not (await copy.running())["etcd1"]
+            assert list((state_dir() / "powerfs" / project / "etcd1").glob("lost-*.json"))
+            await handle.terminate("simulating an operator's terminate")
+            guard = client.get_workflow_handle(fault_guard_id(handle.id, handle.result_run_id),
+                                               result_type=GuardReport)
+            report = await asyncio.wait_for(guard.result(), 60)
+            assert report.action.action == "restored" and report.action.target == "etcd1", report
+            assert report.action.healthy_after is True
+            assert (await copy.running())["etcd1"] and (await copy.wait_healthy()).ok
+            assert Layer(project, "etcd1").mounted()  # the copy is still on its layers, as the run left it
+    finally:
+        worker.stop()
+    assert not layer_mounts(project) and not helpers(project)
