@@ -121,10 +121,12 @@ def storage_for(instance: SubjectInstance, layered: bool) -> bool:
     project, paths = instance.project, instance.subject.data_paths
     if layered == on_layers(project) and (not layered or layers_ready(project, paths)):
         return False
-    compose_client(instance).compose.down(volumes=True, remove_orphans=True, quiet=True, timeout=1)
+    client = compose_client(instance)
+    client.compose.down(volumes=True, remove_orphans=True, quiet=True, timeout=1)
     remove_layers(project)
     if layered:
-        put_on_layers(project, paths)
+        services = client.compose.config().services
+        put_on_layers(project, paths, {service: services[service].image for service in paths})
     return True
 
 

@@ -7,6 +7,7 @@ builds them.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,15 @@ class ImageSpec:
     recipe: Recipe | None = None
     # The compose variable that holds the image; set in the environment, it switches to that (upstream) image.
     upstream_env: str | None = None
+
+
+def content_tag(name: str, files: tuple[Path, ...]) -> str:
+    """`name:<hash of files>`: a helper image whose program is one of our files gets a new tag when the file
+    changes, so a machine that built the old one builds again instead of running yesterday's program."""
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    return f"{name}:{digest.hexdigest()[:12]}"
 
 
 def local_or_upstream(ref: str, recipe: Recipe | None, env: str) -> ImageSpec:

@@ -28,7 +28,7 @@ from durable_chaos.contracts import ContainerState
 from durable_chaos.faults.base import BadFault, Target
 from durable_chaos.faults.netns import HELPER_LABEL, NotRunning
 from durable_chaos.faults.network import FILTER_RULES, HOOKS, _Filter
-from durable_chaos.images import FromDebian, ImageSpec, local_or_upstream
+from durable_chaos.images import FromDebian, ImageSpec, content_tag, local_or_upstream
 
 DELAYER = Path(__file__).parent / "delayer"
 # The mark the delayer puts on the copies it sends (delayer.COPY_MARK): the rule lets them pass unqueued.
@@ -40,7 +40,8 @@ BIND_TIMEOUT_S = 10.0
 
 
 def delayer_image() -> ImageSpec:
-    return local_or_upstream("chaos-delayer:bookworm",
+    # Tagged by the program's content: a changed delayer.py is built again, not run as yesterday's.
+    return local_or_upstream(content_tag("chaos-delayer", (DELAYER / "Dockerfile", DELAYER / "delayer.py")),
                              FromDebian(packages=("python3",), dockerfile=DELAYER / "Dockerfile",
                                         context_files=(DELAYER / "delayer.py",)),
                              "CHAOS_DELAYER_IMAGE")

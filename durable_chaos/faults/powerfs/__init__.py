@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
+import tarfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from python_on_whales import DockerException, docker
 
 from durable_chaos.faults.netns import HELPER_LABEL
-from durable_chaos.images import FromDebian, ImageSpec, local_or_upstream
+from durable_chaos.images import FromDebian, ImageSpec, content_tag, local_or_upstream
 from durable_chaos.state import state_dir
 
 HERE = Path(__file__).parent
@@ -36,10 +38,9 @@ MOUNT_TIMEOUT_S = 10.0  # a cold start of python3 and libfuse in the helper
 def powerfs_image() -> ImageSpec:
     # mfusepy is one pure-Python module (ctypes over libfuse3): the helper gets the copy installed here, found
     # without importing it (importing needs libfuse3, which the runner's host may lack).
-    mfusepy = Path(importlib.util.find_spec("mfusepy").origin)
-    return local_or_upstream("chaos-powerfs:bookworm",
-                             FromDebian(packages=("python3", "fuse3"), dockerfile=HERE / "Dockerfile",
-                                        context_files=(HERE / "powerfs.py", mfusepy)),
+    files = (HERE / "Dockerfile", HERE / "powerfs.py", Path(importlib.util.find_spec("mfusepy").origin))
+    return local_or_upstream(content_tag("chaos-powerfs", files),
+                             FromDebian(packages=("python3", "fuse3"), dockerfile=files[0], context_files=files[1:]),
                              "CHAOS_POWERFS_IMAGE")
 
 
@@ -77,12 +78,16 @@ class Layer:
     def mounted(self) -> bool:
         return _fuse_mounted(self.mountpoint)
 
-    def start(self) -> None:
-        """The helper running and its file system mounted on `mountpoint` (again, if a retried start finds it)."""
+    def start(self, owner: tuple[int, int, int] = (0, 0, 0o755)) -> None:
+        """The helper running and its file system mounted on `mountpoint` (again, if a retried start finds it).
+        `owner`: (uid, gid, mode) of the data folder as the member expects it (PostgreSQL's initdb, run as
+        postgres, must own its data directory)."""
         if self.mounted() and _running(self.helper):
             return
         self.remove(keep_data=True)  # a dead helper's broken mount, or a half-done start
         self.backing.mkdir(parents=True, exist_ok=True)
+        os.chown(self.backing, owner[0], owner[1])
+        os.chmod(self.backing, owner[2])
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         _run("mount", "--bind", str(self.mountpoint), str(self.mountpoint))
         _run("mount", "--make-rshared", str(self.mountpoint))
@@ -150,11 +155,34 @@ def subject_layers(project: str, data_paths: dict[str, str]) -> list[Layer]:
     return [Layer(project, service) for service in sorted(data_paths)]
 
 
-def put_on_layers(project: str, data_paths: dict[str, str]) -> None:
-    """Every member's layer running, then the compose file that binds each one. The members must be (re)created
-    after this (with fresh data: what they held before is not moved)."""
+def owner_in_image(image: str, path: str) -> tuple[int, int, int]:
+    """(uid, gid, mode) of `path` in `image`. A data directory its program creates at run time is not in the
+    image: then the owner of its nearest parent there, and 0700, as such a program makes it (PostgreSQL refuses a
+    data directory others may read). Read from the tar header `docker cp` sends, from a container created and
+    never started, so any image will do (one FROM scratch too)."""
+    probe = docker.container.create(image, labels={HELPER_LABEL: "owner-probe"})
+    try:
+        for candidate in [PurePosixPath(path), *PurePosixPath(path).parents]:
+            with subprocess.Popen(["docker", "cp", f"{probe.id}:{candidate}", "-"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL) as cp:
+                try:
+                    with tarfile.open(fileobj=cp.stdout, mode="r|") as tar:
+                        first = tar.next()
+                except tarfile.TarError:
+                    first = None
+                cp.kill()
+            if first is not None:
+                return first.uid, first.gid, first.mode & 0o7777 if str(candidate) == path else 0o700
+    finally:
+        probe.remove(force=True)
+    return 0, 0, 0o700
+
+
+def put_on_layers(project: str, data_paths: dict[str, str], images: dict[str, str]) -> None:
+    """Every member's layer running, its data folder owned as in the member's image, then the compose file that
+    binds each one. The members must be (re)created after this (with fresh data: what they held is not moved)."""
     for layer in subject_layers(project, data_paths):
-        layer.start()
+        layer.start(owner_in_image(images[layer.service], data_paths[layer.service]))
     services = {service: {"volumes": [{"type": "bind", "source": str(Layer(project, service).mountpoint),
                                        "target": path, "bind": {"propagation": "rslave"}}]}
                 for service, path in sorted(data_paths.items())}

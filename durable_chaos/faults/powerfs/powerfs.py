@@ -205,9 +205,16 @@ def _operations(root: str, table: PageTable):
         def readlink(self, path):
             return os.readlink(full(path))
 
+        def _as_caller(self, path: str) -> None:
+            # The daemon runs as root: what it creates for a member must be the member's (PostgreSQL, as postgres,
+            # then writes into the directories its initdb made).
+            uid, gid, _ = mfusepy.fuse_get_context()
+            os.lchown(full(path), uid, gid)
+
         @oserror
         def mkdir(self, path, mode):
             os.mkdir(full(path), mode)
+            self._as_caller(path)
             return 0
 
         @oserror
@@ -218,6 +225,7 @@ def _operations(root: str, table: PageTable):
         @oserror
         def symlink(self, target, source):
             os.symlink(source, full(target))
+            self._as_caller(target)
             return 0
 
         @oserror
@@ -291,6 +299,8 @@ def _operations(root: str, table: PageTable):
         def create(self, path, mode, fi=None):
             existed = os.path.lexists(full(path))
             fd = os.open(full(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+            if not existed:
+                self._as_caller(path)
             return self._opened(fd, path, existed)
 
         @oserror
