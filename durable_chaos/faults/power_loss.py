@@ -23,12 +23,12 @@ from durable_chaos.images import ImageSpec
 PROJECT_LABEL = "com.docker.compose.project"
 
 
+def _project(c: Container) -> str:
+    return (c.config.labels or {}).get(PROJECT_LABEL, "")
+
+
 def layer_of(t: Target) -> Layer:
-    return Layer(t.container.config.labels[PROJECT_LABEL], t.service)
-
-
-def _project(c: Container) -> str | None:
-    return (c.config.labels or {}).get(PROJECT_LABEL)
+    return Layer(_project(t.container), t.service)
 
 
 class PowerLoss(_Down):
@@ -57,7 +57,7 @@ class PowerLoss(_Down):
             if t.data_path is None:
                 return (f"{self.kind}: {t.service} declares no data volume (its subject's data paths): nothing was "
                         "injected")
-            if not on_layers(_project(t.container) or ""):
+            if not on_layers(_project(t.container)):
                 return f"{self.kind}: {t.service}'s data is not on a power-loss layer: nothing was injected"
         return None
 

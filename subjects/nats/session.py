@@ -198,7 +198,10 @@ class NatsSession(Session):
             nc = await self.nats.client(timeout)
             stream = await self._latest_queue_stream(timeout)
             if stream is None:
-                raise RuntimeError("no queue stream: nothing was ever published, or it was deleted")
+                # The meta group knows no queue stream: every replica holds none of its messages. Before the first
+                # publish there are none to lose; after a power loss of every member the stream's own definition
+                # can be gone, and with it every message it had acknowledged (a drain that failed would hide that).
+                return {svc: [] for svc in self.client_urls}
             # A member that is down keeps refusing consumers until its share of the time is spent: the others'
             # copies are returned before the whole drain's time is up.
             share = max(0.1, (deadline - loop.time()) * 0.9)

@@ -144,3 +144,25 @@ async def test_the_drain_reads_each_replicas_own_copy_and_says_why_one_is_down(c
         await until(60, whole)
         assert sizes[0] < total, f"the restarted replica was read whole at once: {sizes}"
         assert (await session.drain(30.0)).keys() == set(NATS.services)
+
+
+async def test_a_stream_that_is_gone_holds_none_of_its_acknowledged_messages(cluster):
+    """A power loss of every member can lose the stream's own definition (session 18, CI35): after it, the meta
+    group knows no queue stream at all. That is every acknowledged message lost, not a drain that could not tell."""
+    run = uuid.uuid4().hex[:8]
+    ops: list[Op] = []
+    async with open_session(cluster.instance) as session:
+        for i in range(20):
+            message = {"id": f"{run}-g-{i}", "publisher": i % 2, "n": i}
+            began = time.time_ns()
+            ops.append(_op("publish", began, message, token=await session.publish(i % 2, message, 2.0),
+                           process=i % 2))
+        nc = await session.nats.client(2.0)
+        await nc.jsm(timeout=2).delete_stream(queue_stream(run)[0])  # as the power loss lost it
+        began = time.time_ns()
+        drained = await session.drain(5.0)
+    assert drained == {svc: [] for svc in NATS.services}
+    ops += [_op("drain", began, {"replica": svc, "messages": messages}, final=True)
+            for svc, messages in drained.items()]
+    lost = {f.name: f for f in check_queue(ops)}["lost messages"]
+    assert lost.verdict == "violated" and lost.detail.startswith("20 acknowledged messages lost"), lost.detail
