@@ -349,7 +349,8 @@ def report_view(r: ChaosReport) -> Group:
     grid.add_column()
     grid.add_row("run", f"{r.workflow_id} / {r.run_id}")
     where = f"project {r.project}" + (f", host {r.host}" if r.host else "")
-    grid.add_row("fault", f"{r.fault_text} of {r.subject} ({where}): {r.fault_state.value}")
+    did = r.effect.evidence if r.effect and r.effect.took_effect else []  # what a power loss dropped, and such
+    grid.add_row("fault", "\n".join([f"{r.fault_text} of {r.subject} ({where}): {r.fault_state.value}", *did]))
     if r.load.windows:
         grid.add_row("load", load_text(r.load))
     if r.stopped:

@@ -15,7 +15,7 @@ from durable_chaos.contracts.names import RECENT_WINDOWS, ErrorType, FaultKind, 
 from durable_chaos.contracts.run import Trip
 from durable_chaos.contracts.safety import SafetyReport
 from durable_chaos.contracts.stages import CheckResult, DetectorResult, LoadSummary, LoadWindow
-from durable_chaos.contracts.steps import StepReport
+from durable_chaos.contracts.steps import FaultEffect, StepReport
 
 
 def fault_text(fault: str, label: str | None, targets: list[str], target: str | None) -> str:
@@ -136,6 +136,9 @@ class ChaosReport(BaseModel):
     hypothesis: list[ProbeResult] = Field(default=[], description="each probe of the hypothesis, as measured")
     detectors: list[DetectorResult] = Field(default=[], description="time to detect per detector, ours first (only "
                                                                     "when the run watched the user's monitoring)")
+    effect: FaultEffect | None = Field(default=None, description="what the first fault did while it was on, as its "
+                                                                 "kind confirms it (None: not asked, or a run from "
+                                                                 "before this field)")
     steps: list[StepReport] = Field(default=[], description="every fault the run injected, in order, with its TTD "
                                                             "and TTR (the top-level times are the first one's)")
     seed: int | None = Field(default=None, description="a random schedule's seed: `--seed` replays the schedule")

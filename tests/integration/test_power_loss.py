@@ -53,6 +53,10 @@ async def test_a_power_loss_of_an_etcd_member_under_load_loses_no_acknowledged_w
         print(f"power loss of {report.target}: {lost}; acknowledged writes {report.safety.acked_writes}, "
               f"lost {report.safety.lost_writes}")
         assert set(lost) == {"files", "bytes", "pages"} and lost["bytes"] >= 0
+        # The report says what the power loss did, as the fault's evidence of effect.
+        assert report.effect is not None and report.effect.took_effect, report.effect
+        [said] = report.effect.evidence
+        assert said.startswith(f"{report.target}: power lost;"), said
         # The members ran on their layers (the run put them there): one FUSE mount and one helper each.
         assert on_layers(project)
         for service in copy.instance.subject.services:

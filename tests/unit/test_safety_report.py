@@ -10,7 +10,7 @@ from rich.console import Console
 
 from durable_chaos.cli.render import report_view
 from durable_chaos.cli.reports import render
-from durable_chaos.contracts import ChaosReport, FaultState
+from durable_chaos.contracts import ChaosReport, FaultEffect, FaultState
 from durable_chaos.safety.checkers import check
 from durable_chaos.safety.history import Op, write_part
 
@@ -83,10 +83,13 @@ def test_markdown_terminal_and_junit_carry_the_verdict_and_the_counterexample(tm
     md = render(r, "md")
     assert "## Data safety" in md and "- **verdict:** violated" in md
     assert "final read k1 -> v1 ok" in md
+    r.effect = FaultEffect(took_effect=True, evidence=["etcd2: power lost; 5200 bytes written to 3 files and not "
+                                                       "fsynced were dropped"])
     console = Console(file=io.StringIO(), width=200)
     console.print(report_view(r))
     screen = console.file.getvalue()
     assert "data safety: violated" in screen and "longest gap without a successful operation 2050 ms" in screen
+    assert "etcd2: power lost; 5200 bytes written to 3 files and not fsynced were dropped" in screen  # what it did
     junit = ET.fromstring(render(r, "junit"))
     assert junit.find(".//failure").get("type") == "DataSafetyViolated"
     props = {p.get("name"): p.get("value") for p in junit.iter("property")}

@@ -97,6 +97,8 @@ def test_a_detected_restored_healthy_and_safe_run_passes_and_says_each_part():
     ]
     assert (r.load.baseline_ops_s, r.load.worst_fault_ops_s) == (100.0, 40)
     assert r.detectors == []  # the user named none
+    # What the fault did, as its kind confirmed it while it was on (a power loss: the bytes it dropped).
+    assert r.effect == FaultEffect(took_effect=True, evidence=["etcd2: kill in effect"])
 
 
 def test_a_fault_not_detected_fails_the_run():

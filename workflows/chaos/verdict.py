@@ -82,6 +82,7 @@ def report(inp: ChaosInput, p: Progress, rec: Record, end: Ending) -> ChaosRepor
         time_to_detect_s=p.time_to_detect_s, time_to_restore_s=p.time_to_restore_s,
         fault_state=p.fault_state, diagnosis=rec.diagnosis, load=load_summary(rec, end.final),
         final_check=end.final, safety=end.safety, stopped=rec.trip, detectors=detectors, hypothesis=probes,
+        effect=first.effect if first else None,
         steps=[f.report() for f in rec.faults] if inp.steps else [],  # a run of steps (not `chaos` flags)
         seed=rec.seed, on_at_first_violation=[] if result == "pass" else on_at_first_violation(rec),
     )
