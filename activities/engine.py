@@ -21,10 +21,8 @@ from dataclasses import dataclass
 import aiodocker
 
 from durable_chaos.contracts import ContainerState
-from durable_chaos.docker_engine import connect, engine_call, remember_version
+from durable_chaos.docker_engine import PROJECT_LABEL, SERVICE_LABEL, connect, engine_call, remember_version
 from subjects import ExecResult, SubjectInstance
-
-SERVICE_LABEL, PROJECT_LABEL = "com.docker.compose.service", "com.docker.compose.project"
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ from python_on_whales import Container, DockerException
 from python_on_whales.exceptions import NoSuchContainer
 
 T = TypeVar("T")
+# The labels compose puts on a project's containers: which project, which service.
+SERVICE_LABEL, PROJECT_LABEL = "com.docker.compose.service", "com.docker.compose.project"
 
 # The engine's API version, once known. aiodocker asks the engine for it (GET /version) before the first request of
 # every connection: with a connection per call, half the requests were that question (py-spy, 20 copies).

@@ -15,12 +15,11 @@ import json
 from python_on_whales import Container
 
 from durable_chaos.contracts import ContainerState
+from durable_chaos.docker_engine import PROJECT_LABEL
 from durable_chaos.faults.base import Target
 from durable_chaos.faults.container import _Down
 from durable_chaos.faults.powerfs import Layer, lost_record, on_layers, powerfs_image
 from durable_chaos.images import ImageSpec
-
-PROJECT_LABEL = "com.docker.compose.project"
 
 
 def _project(c: Container) -> str:
