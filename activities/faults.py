@@ -38,9 +38,11 @@ def member_targets(instance: SubjectInstance, members: list[str], tag: str) -> l
     found = project_members(instance)
     containers = handles(compose_client(instance), found)
     addresses = {service: list(m.addresses) for service, m in found.items()}
-    data, clocks = instance.subject.data_paths, instance.subject.clock_files
-    return [Target(service=m, container=containers[m], addresses=addresses, tag=tag, data_path=data.get(m),
-                   clock_file=clocks.get(m)) for m in members if m in containers]
+    subject = instance.subject
+    return [Target(service=m, container=containers[m], addresses=addresses, tag=tag,
+                   data_path=subject.data_paths.get(m), clock_file=subject.clock_files.get(m),
+                   data_files=subject.data_files, rejoins_empty=subject.rejoins_empty)
+            for m in members if m in containers]
 
 
 def inject_now(req: FaultRequest) -> InjectResult:
@@ -78,7 +80,8 @@ def restore_now(req: FaultRequest) -> RestoreResult:
     if not targets:  # the subject copy was torn down: nothing left to restore
         return RestoreResult(target=req.target, started_at=started_at, container_gone=True)
     undone = [fault.undo(t) for t in targets]
-    return RestoreResult(target=req.target, started_at=started_at, already_up=not any(undone))
+    return RestoreResult(target=req.target, started_at=started_at, already_up=not any(undone),
+                         repaired=[note for t in targets if (note := fault.repaired(t))])
 
 
 def effect_now(req: FaultRequest) -> FaultEffect:

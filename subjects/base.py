@@ -184,6 +184,12 @@ class Subject(abc.ABC):
     # wall-clock offset from: the clock-skew fault rewrites it. Members not listed cannot have their clock shifted
     # (Go programs such as etcd and NATS read the clock through the vDSO, out of libfaketime's reach).
     clock_files: dict[str, str] = {}
+    # The files that hold a member's log or blocks, as globs under its data path: `corrupt` damages the newest one.
+    data_files: tuple[str, ...] = ()
+    # A member whose data folder is emptied rejoins from its peers and catches up (NATS, Patroni): the storage
+    # faults' repair for a member that cannot start on what its disk holds. False (etcd): an emptied member must be
+    # removed from the cluster and added again, which the runner does not do; a damaged file is put back instead.
+    rejoins_empty: bool = False
     # Where the definition came from, for `starter.py subjects` ("entry point etcd", "folder /path").
     origin: str = ""
 

@@ -170,6 +170,8 @@ class RestoreResult(BaseModel):
     started_at: datetime
     already_up: bool = Field(default=False, description="nothing was in effect any more (e.g. the member restarted)")
     container_gone: bool = Field(default=False, description="the subject was torn down: nothing left to restore")
+    repaired: list[str] = Field(default=[], description="members that could not start on what their disk held, and "
+                                                        "how the undo brought each back (storage faults)")
 
 
 class LoadWindow(BaseModel):

@@ -19,6 +19,7 @@ from durable_chaos.docker_engine import InspectedOnce
 from durable_chaos.faults.base import BadFault, Fault, Target
 from durable_chaos.faults.clock import ClockSkew
 from durable_chaos.faults.container import Kill, Pause, Stop
+from durable_chaos.faults.corrupt import Corrupt
 from durable_chaos.faults.disk import DiskSlow
 from durable_chaos.faults.disk_full import DiskFull
 from durable_chaos.faults.delay import Duplicate, Latency, Reorder
@@ -30,7 +31,7 @@ from durable_chaos.faults.targeting import target_choice
 
 CATALOG: dict[str, type[Fault]] = {f.kind: f for f in (Kill, Stop, Pause, Partition, Loss, Bandwidth, Latency,
                                                        Reorder, Duplicate, Cpu, Memory, ProcessPause, DiskSlow,
-                                                       DiskFull, ClockSkew, PowerLoss)}
+                                                       DiskFull, ClockSkew, PowerLoss, Corrupt)}
 
 __all__ = ["CATALOG", "BadFault", "Fault", "Target", "catalog_help", "make_fault", "parse_params", "signatures",
            "signs_in_member", "target_choice"]

@@ -48,6 +48,10 @@ class Target:
     # The file libfaketime reads this member's wall-clock offset from, as its subject declares it (None: its
     # processes do not run under libfaketime).
     clock_file: str | None = None
+    # The files under data_path that hold its log or blocks (globs, as its subject declares them): corrupt picks one.
+    data_files: tuple[str, ...] = ()
+    # Its subject's repair for a member that cannot start on its data: emptied, it rejoins from its peers.
+    rejoins_empty: bool = False
 
     def peer_addresses(self, services: list[str] | None = None) -> list[str]:
         """The addresses of `services` (default: every other member)."""
@@ -152,6 +156,12 @@ class Fault(abc.ABC):
     @abc.abstractmethod
     def undo(self, t: Target) -> bool:
         """Take the fault away; False if it was not in effect (already undone, or the member restarted)."""
+
+    def repaired(self, t: Target) -> str | None:
+        """What its undo had to do beyond taking the fault away, as the report says it (a member that could not
+        start, brought back by its subject's repair), or None. Asked after `undo`, which keeps it where a retried
+        undo finds it."""
+        return None
 
     def evidence_of_effect(self, t: Target) -> str | None:
         """What the fault has done to the member so far, as evidence that it took effect, or None if it did

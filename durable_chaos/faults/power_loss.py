@@ -1,5 +1,6 @@
 """power-loss: the member's machine loses power. Its container is SIGKILLed, then every write it had not fsynced is
-dropped; undone by starting it again, on what its disk held.
+dropped; undone by starting it again, on what its disk held (repaired the subject's way if it cannot start there:
+faults/storage.py).
 
 A kill alone loses nothing the kernel already took (the page cache outlives the process), so it cannot show an
 acknowledgement sent before the fsync. Here the member's data runs on a power-loss layer (`faults/powerfs`) that
@@ -19,6 +20,7 @@ from durable_chaos.docker_engine import PROJECT_LABEL
 from durable_chaos.faults.base import Target
 from durable_chaos.faults.container import _Down
 from durable_chaos.faults.powerfs import Layer, lost_record, on_layers, powerfs_image
+from durable_chaos.faults.storage import read_record, start_or_repair, update_record
 from durable_chaos.images import ImageSpec
 
 
@@ -74,6 +76,13 @@ class PowerLoss(_Down):
 
     def _inject(self, t: Target) -> None:
         t.container.kill("SIGKILL")
+
+    def _undo(self, t: Target) -> None:
+        # A member may not start on what its disk kept: then its subject's repair (faults/storage.py).
+        update_record(t.tag, t.service, repair=start_or_repair(t))
+
+    def repaired(self, t: Target) -> str | None:
+        return read_record(t.tag, t.service).get("repair")
 
     def evidence_of_effect(self, t: Target) -> str | None:
         record = lost_record(layer_of(t), t.tag)

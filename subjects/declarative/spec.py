@@ -281,6 +281,10 @@ class SubjectFile(_Strict):
     timeouts: SubjectDefaults = SubjectDefaults()
     data: dict[str, str] = Field(default={}, description="service -> its data directory inside its container, where "
                                                          "disk faults act (none: disk faults are refused)")
+    data_files: list[str] = Field(default=[], description="globs under each member's data directory: the files "
+                                  "that hold its log or blocks (the corrupt fault damages the newest one)")
+    rejoins_empty: bool = Field(default=False, description="a member whose data directory is emptied rejoins from "
+                                "its peers: the storage faults' repair for a member that cannot start on its data")
     hook: str | None = Field(default=None, pattern=r"^[\w.]+:\w+$",
                              description="module:Class, a DeclarativeSubject subclass in the folder, for more")
 
@@ -292,6 +296,8 @@ class SubjectFile(_Strict):
         unknown = [s for s in self.data if s not in self.services]
         if unknown:
             raise ValueError(f"data: {unknown} are not services")
+        if self.data_files and not self.data:
+            raise ValueError("data_files: name the data directories too (data: {service: path})")
         relative = [path for path in self.data.values() if not path.startswith("/")]
         if relative:
             raise ValueError(f"data: {relative} must be absolute paths inside the container")

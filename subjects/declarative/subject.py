@@ -42,6 +42,8 @@ class DeclarativeSubject(Subject):
                                     prompt_notes=spec.diagnosis.notes),
             "defaults": spec.timeouts,
             "data_paths": dict(spec.data),
+            "data_files": tuple(spec.data_files),
+            "rejoins_empty": spec.rejoins_empty,
             "origin": f"folder {folder}",
         }
         # A hook subclass that sets an attribute itself wins over the file.

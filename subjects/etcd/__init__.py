@@ -158,6 +158,9 @@ class Etcd(Subject):
     default_project = "chaos-etcd"
     # ETCD_DATA_DIR in the compose file: the WAL and snapshots the disk faults act on.
     data_paths = {s: "/etcd-data" for s in services}
+    # Its write-ahead log (64 MB segments, preallocated) and its bbolt database. An emptied member cannot simply
+    # start again (its peers expect the log it had): it must be removed and added back, so no rejoins_empty.
+    data_files = ("member/wal/*.wal", "member/snap/db")
     default_port_base = 23790
     hints = DiagnosisHints(
         quorum="majority",

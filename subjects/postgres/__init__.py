@@ -51,6 +51,10 @@ class Postgres(Subject):
     default_project = "chaos-postgres"
     # Patroni's postgresql.data_dir in the compose file (the WAL lives inside it, pg_wal).
     data_paths = {s: "/var/lib/postgresql/patroni" for s in PG_SERVICES}
+    # Its write-ahead log segments (24 hex digits each).
+    data_files = ("pg_wal/[0-9A-F]*",)
+    # Patroni makes a fresh copy of the leader (pg_basebackup) for a replica whose data directory is empty.
+    rejoins_empty = True
     # PostgreSQL (C) reads the clock through libc, where libfaketime shifts it (faketime.Dockerfile). Patroni's own
     # clock stays the host's: libfaketime hangs Python's timed waits. The etcd members are Go programs it cannot
     # reach, and are no targets anyway.

@@ -142,6 +142,8 @@ def reasons(inp: ChaosInput, p: Progress, rec: Record, end: Ending, detectors: l
     # Otherwise detection never concluded: the cut (abort, deadline) or the failed stage is already a reason.
     if p.fault_state == FaultState.RESTORED:
         out.append(f"{', '.join(rec.first.request.members)} restored")
+    # A member its undo had to repair is a finding (it could not start on its own disk): said for every fault.
+    out += [f"repaired: {note}" for f in rec.faults if f.restore is not None for note in f.restore.repaired]
     if end.final is None:
         out.append("the subject did not return to its steady state after restore")
     else:

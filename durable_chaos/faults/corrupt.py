@@ -1,0 +1,190 @@
+"""corrupt: one member's newest data file is damaged at rest (bits flipped, or cut short) at seeded offsets, and the
+member starts again on it; undone by bringing the member back to health, repaired if it cannot start.
+
+Data on disk rots, and a cluster that trusts a damaged replica can lose what it acknowledged (nats-server#7549: one
+bit flip in a minority member's block file). The file is chosen among those its subject declares
+(`Subject.data_files`, globs under the member's data path): the one written last. The member is SIGKILLed first, so
+that nothing it holds in memory writes over the damage and what it reads at start is what its disk holds; the file
+is copied aside (the undo puts it back when the subject has no repair of its own), damaged, and the member started.
+The offsets come from a seed (`seed`, else the fault's tag), so a run can be repeated byte for byte on the same
+files, and fall where the file holds data (`written_extent`: a preallocated log's zeros past its last record are
+skipped by its reader, and damaging them tests nothing). What was changed is kept in the member's record (`faults/storage.py`): the evidence of effect reads it.
+
+One member at a time, a minority: the experiment is whether the others outvote its damage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import shutil
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from durable_chaos.contracts import ContainerState
+from durable_chaos.faults.base import BadFault, Fault, Target
+from durable_chaos.faults.storage import (
+    data_folder,
+    read_record,
+    record_file,
+    start_or_repair,
+    update_record,
+    wait_stopped,
+)
+
+
+class CorruptParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["bitflip", "truncate"] = Field(default="bitflip", description="flip bits, or cut the file short")
+    bits: int = Field(default=8, ge=1, le=4096, description="bits flipped (bitflip), each at its own offset")
+    files: str | None = Field(default=None, description="a glob under the member's data path to pick from, instead "
+                                                        "of the files its subject declares")
+    seed: int | None = Field(default=None, description="the offsets' seed (default: from the fault's tag)")
+
+
+def written_extent(path: Path, chunk: int = 1 << 20) -> int:
+    """How far into the file its data reaches: one past its last non-zero byte (the whole file if it is all zeros).
+    Logs are often preallocated (etcd's WAL segments are 64 MB of zeros at first): a flip in the zeros past the last
+    record is skipped by the reader as unused space, and tests nothing, so offsets are drawn below this."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        end = size
+        while end > 0:
+            start = max(0, end - chunk)
+            f.seek(start)
+            block = f.read(end - start).rstrip(b"\0")
+            if block:
+                return start + len(block)
+            end = start
+    return size
+
+
+def damage(path: Path, params: CorruptParams, rng: random.Random) -> dict:
+    """Flip `params.bits` bits of the file, or cut it short, at offsets drawn from `rng` below its written extent;
+    what was changed, as the record keeps it: {"offsets": [...]} or {"truncated_at": n}."""
+    extent = written_extent(path)
+    if params.mode == "truncate" or extent == 0:
+        at = rng.randrange(extent) if extent else 0
+        with path.open("r+b") as f:
+            f.truncate(at)
+        return {"truncated_at": at}
+    flips = sorted({(rng.randrange(extent), rng.randrange(8)) for _ in range(params.bits)})
+    with path.open("r+b") as f:
+        for offset, bit in flips:
+            f.seek(offset)
+            byte = f.read(1)[0]
+            f.seek(offset)
+            f.write(bytes([byte ^ (1 << bit)]))
+    return {"offsets": [offset for offset, _ in flips]}
+
+
+def _rng(params: CorruptParams, t: Target) -> random.Random:
+    seed = params.seed if params.seed is not None else int(hashlib.sha256(f"{t.tag}/{t.service}".encode())
+                                                           .hexdigest()[:12], 16)
+    return random.Random(seed)
+
+
+class Corrupt(Fault):
+    kind = "corrupt"
+    help = ("damage the member's newest data file at rest (flip bits, or truncate, at seeded offsets; a copy kept), "
+            "then start it on it; undone by bringing it back, repaired if it cannot start")
+    Params = CorruptParams
+    looks_like = ("a damaged data file: the member was restarted (a short exit 137) and then either refuses to start "
+                  "(exits, logging a checksum or a bad record) or runs on the damage, which may show only as its "
+                  "data disagreeing with its peers")
+    advice = ("Check {who}'s data files against its peers (checksums, its own verify tool); if it cannot start, wipe "
+              "its data and let it rejoin from the others, and find what damaged the file (disk, filesystem).")
+    out_of_service = False  # it runs on the damage, if it can
+
+    def label(self) -> str:
+        p = self.params
+        return f"corrupt ({p.bits} bits)" if p.mode == "bitflip" else "corrupt (truncate)"
+
+    @classmethod
+    def seen_on(cls, c: ContainerState) -> str | None:
+        # From outside it is a restart, or a member that exits on its own: what tells is in its record.
+        return None
+
+    def _patterns(self, t: Target) -> tuple[str, ...]:
+        return (self.params.files,) if self.params.files else t.data_files
+
+    def _candidates(self, t: Target) -> list[Path]:
+        folder = data_folder(t)
+        found = {p for pattern in self._patterns(t) for p in folder.glob(pattern) if p.is_file()}
+        return sorted(found, key=lambda p: (p.stat().st_mtime, str(p)))
+
+    def refuse(self, targets: list[Target]) -> str | None:
+        for t in targets:
+            if t.data_path is None:
+                return (f"{self.kind}: {t.service} declares no data volume (its subject's data paths): nothing was "
+                        "touched")
+            if not self._patterns(t):
+                return (f"{self.kind}: {t.service}'s subject declares no data files (Subject.data_files); name them "
+                        "with -p files=GLOB: nothing was touched")
+            if not self._candidates(t):
+                return (f"{self.kind}: {', '.join(self._patterns(t))} matches no file in {t.service}'s data "
+                        f"({t.data_path}): nothing was touched")
+        return None
+
+    def in_effect(self, t: Target) -> bool:
+        record = read_record(t.tag, t.service)
+        return bool(record.get("changed")) and not record.get("undone")
+
+    def inject(self, t: Target) -> bool:
+        record = read_record(t.tag, t.service)
+        if record.get("changed"):
+            # Damaged once already (a retried activity): start it if the first attempt died before that.
+            t.container.reload()
+            if not t.container.state.running:
+                t.container.start()
+            return False
+        if not record and not self._candidates(t):  # asked before the kill: a refusal leaves the member as it was
+            raise BadFault(f"{self.kind}: {', '.join(self._patterns(t))} matches no file in {t.service}'s data "
+                           f"({t.data_path}) any more: nothing was touched")
+        t.container.kill("SIGKILL")
+        wait_stopped(t.container)
+        folder = data_folder(t)
+        snapshot = record_file(t.tag, t.service).with_suffix(".snapshot")
+        if record.get("file"):
+            # A first attempt saved the file and died before it recorded the damage: start again from the copy.
+            target = folder / record["file"]
+            shutil.copy2(snapshot, target)
+        else:
+            target = self._candidates(t)[-1]  # the newest, now that nothing writes to them
+            snapshot.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(target, snapshot)
+            record = update_record(t.tag, t.service, file=str(target.relative_to(folder)),
+                                   size=target.stat().st_size, mode=self.params.mode, snapshot=str(snapshot))
+        update_record(t.tag, t.service, changed=damage(target, self.params, _rng(self.params, t)))
+        t.container.start()
+        return True
+
+    def undo(self, t: Target) -> bool:
+        record = read_record(t.tag, t.service)
+        if not record.get("changed") or record.get("undone"):
+            return False
+        original = data_folder(t) / record["file"]
+        t.container.reload()
+        if t.container.state.running:
+            repair = None  # it runs on the damage: that is the finding; the health check says how well
+        else:
+            repair = start_or_repair(t, Path(record["snapshot"]), original)
+        update_record(t.tag, t.service, undone=True, repair=repair)
+        Path(record["snapshot"]).unlink(missing_ok=True)
+        return True
+
+    def repaired(self, t: Target) -> str | None:
+        return read_record(t.tag, t.service).get("repair")
+
+    def evidence_of_effect(self, t: Target) -> str | None:
+        record = read_record(t.tag, t.service)
+        changed = record.get("changed")
+        if not changed:
+            return None
+        what = (f"cut short at byte {changed['truncated_at']:,} of {record['size']:,}" if "truncated_at" in changed
+                else f"{len(changed['offsets'])} bits flipped at offsets "
+                     f"{', '.join(f'{o:,}' for o in changed['offsets'][:8])}"
+                     + (" ..." if len(changed["offsets"]) > 8 else "") + f" (of {record['size']:,} bytes)")
+        return f"{t.service}: {record['file']} {what}; the member was started on it"
