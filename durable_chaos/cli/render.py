@@ -14,6 +14,7 @@ from durable_chaos.contracts import (
     ChaosReport,
     Counterexample,
     Diagnosis,
+    FaultEffect,
     FaultState,
     LoadSummary,
     LoadWindow,
@@ -339,6 +340,13 @@ def detector_rows(r: ChaosReport) -> list[tuple[str, str]]:
     """Time to detect per detector, ours first: did *their* monitoring notice, and how much later than ours?"""
     return [(d.name,
              seconds_text(d.time_to_detect_s) if d.fired else f"did not fire: {d.detail}") for d in r.detectors]
+
+
+def effect_text(effect: FaultEffect) -> str:
+    """What the fault did while it was on, as its kind confirmed it (the bytes a power loss dropped, the offsets a
+    corruption changed): every report format shows the same line."""
+    seen = "; ".join(effect.evidence)
+    return seen if effect.took_effect else f"none seen ({seen or 'no sign of it'})"
 
 
 def report_view(r: ChaosReport) -> Group:

@@ -14,6 +14,7 @@ from pathlib import Path
 from durable_chaos.cli.render import (
     detector_rows,
     diagnosis_source,
+    effect_text,
     load_text,
     safety_rows,
     seconds_text,
@@ -38,6 +39,7 @@ def _facts(r: ChaosReport) -> list[tuple[str, str]]:
         ("run", f"{r.workflow_id} / {r.run_id}"),
         ("subject", f"{r.subject} (project {r.project}" + (f", host {r.host})" if r.host else ")")),
         ("fault", r.fault_text),
+    ] + ([("its effect", effect_text(r.effect))] if r.effect else []) + [
         ("started", f"{r.started_at:%Y-%m-%d %H:%M:%S} UTC"),
         ("duration", seconds_text((r.finished_at - r.started_at).total_seconds())),
         ("time to detect", seconds_text(r.time_to_detect_s)),
@@ -203,6 +205,7 @@ def to_junit(r: ChaosReport) -> str:
                         ("host", r.host),
                         ("target", r.target), ("targets", ",".join(r.targets) or r.target),
                         ("fault", r.fault_label or r.fault),
+                        ("effect", effect_text(r.effect) if r.effect else None),
                         ("time_to_detect_s", r.time_to_detect_s),
                         ("time_to_restore_s", r.time_to_restore_s),
                         ("diagnosis_correct", None if r.diagnosis is None else r.diagnosis.correct),
