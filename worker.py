@@ -8,11 +8,13 @@ import sys
 from datetime import datetime, timezone
 
 import uvloop
+from python_on_whales import DockerException
 
 from activities.notify import NOTIFY_URL_ENV, where, worker_notify_url
 from durable_chaos import admission
 from durable_chaos.cli.errors import EXIT_HOST_ENGINE_CHANGED
 from durable_chaos.contracts import WorkerSeen
+from durable_chaos.faults.powerfs import LayerError, remove_layers_of_gone_copies
 from durable_chaos.hosts import check_host_name, default_host
 from durable_chaos.ids import host_queue
 from durable_chaos.runtime.connect import exit_process, task_queue
@@ -83,6 +85,8 @@ async def main(argv: list[str]) -> int:
         print(f"registered search attributes: {', '.join(added)}")
     if await retire_reaper_schedule(client):
         print("deleted the reaper schedule of earlier versions: every fault now has a guard of its own")
+    if engine_id is not None:
+        await remove_stale_layers()
     if address:
         print(f"Prometheus metrics on http://{address}/metrics")
     if notify_url:
@@ -107,6 +111,18 @@ async def main(argv: list[str]) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await gauge
     return 0
+
+
+async def remove_stale_layers() -> None:
+    """The power-loss layers (helpers, mounts, folders) of subject copies taken down by hand: nothing else would
+    ever remove them. Said, not fatal: the worker serves runs either way."""
+    try:
+        gone = await asyncio.to_thread(remove_layers_of_gone_copies)
+    except (LayerError, DockerException) as err:
+        print(f"warning: could not remove the power-loss layers of copies that are gone: {err}", file=sys.stderr)
+        return
+    for project in gone:
+        print(f"removed the power-loss layers of subject copy {project!r}: it has no container any more")
 
 
 if __name__ == "__main__":

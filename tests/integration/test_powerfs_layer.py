@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
 import time
 import urllib.request
@@ -21,6 +22,7 @@ from activities.images import ensure_images
 from durable_chaos.faults.powerfs import Layer, powerfs_image
 from subjects.etcd import etcd_image
 from tests.conftest import free_port
+from tests.workers import WorkerProcess
 
 PYTHON = powerfs_image().ref  # Debian's python3: the writer in the first test is any program
 
@@ -157,3 +159,29 @@ def test_removing_a_layer_whose_helper_died_unmounts_what_it_left_behind():
         assert layer.remove()
     nothing_left(layer)
     assert not layer.remove()  # again: nothing to do
+
+
+async def test_a_starting_worker_removes_the_layers_of_a_copy_taken_down_by_hand(client, task_queue, tmp_path,
+                                                                                monkeypatch):
+    # A copy taken down with `docker compose down` leaves its layers: helpers running, FUSE mounts, folders. The
+    # next worker to start on the host removes those of projects with no container left and older than a
+    # preflight takes, and leaves a young one alone (another worker's preflight may be about to create its members).
+    monkeypatch.setenv("CHAOS_STATE_DIR", str(tmp_path))  # the layers below are made under the worker's state dir
+    ensure_images([powerfs_image()])
+    gone, young = Layer(f"t-{uuid.uuid4().hex[:8]}", "member1"), Layer(f"t-{uuid.uuid4().hex[:8]}", "member1")
+    try:
+        for made in (gone, young):
+            made.start()
+        old = time.time() - 3600
+        os.utime(gone.folder.parent, (old, old))
+        worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
+        worker.stop()
+        said = worker.log.read_text()
+        assert f"removed the power-loss layers of subject copy {gone.tag!r}: it has no container any more" in said, said
+        assert young.tag not in said
+        nothing_left(gone)
+        assert young.mounted() and docker.container.exists(young.helper)
+    finally:
+        for made in (gone, young):
+            made.remove()
+    nothing_left(young)

@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 
 from python_on_whales import DockerException, docker
 
+from durable_chaos.docker_engine import PROJECT_LABEL
 from durable_chaos.faults.netns import HELPER_LABEL
 from durable_chaos.images import FromDebian, ImageSpec, content_tag, local_or_upstream
 from durable_chaos.state import state_dir
@@ -205,6 +206,25 @@ def remove_layers(project: str) -> bool:
     if folder.exists():
         shutil.rmtree(folder)
     return True
+
+
+def remove_layers_of_gone_copies(older_than_s: float = 600.0) -> list[str]:
+    """The layers of every subject copy that has no container any more (taken down by hand, `docker compose down`,
+    which knows nothing of them), removed; the projects they were for. Asked when a worker starts. A copy's layers
+    are put in place just before its members are created (preflight), so only those older than `older_than_s` are
+    taken for gone: another worker's preflight may be between the two."""
+    root = state_dir() / "powerfs"
+    if not root.exists():
+        return []
+    gone = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if time.time() - folder.stat().st_mtime < older_than_s:
+            continue
+        if docker.container.list(all=True, filters={"label": f"{PROJECT_LABEL}={folder.name}"}):
+            continue
+        remove_layers(folder.name)
+        gone.append(folder.name)
+    return gone
 
 
 def lost_record(layer: Layer, tag: str) -> Path:
