@@ -78,8 +78,11 @@ class PowerLoss(_Down):
         t.container.kill("SIGKILL")
 
     def _undo(self, t: Target) -> None:
-        # A member may not start on what its disk kept: then its subject's repair (faults/storage.py).
-        update_record(t.tag, t.service, repair=start_or_repair(t))
+        # A member may not start on what its disk kept: then its subject's repair (faults/storage.py). One that lost
+        # nothing starts as before, without the watch that would add seconds to its time to restore.
+        record = lost_record(layer_of(t), t.tag)
+        lost = json.loads(record.read_text())["bytes"] if record.exists() else 1
+        update_record(t.tag, t.service, repair=start_or_repair(t, watch=lost > 0))
 
     def repaired(self, t: Target) -> str | None:
         return read_record(t.tag, t.service).get("repair")

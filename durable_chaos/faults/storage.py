@@ -108,14 +108,17 @@ def last_words(c: Container) -> str:
     return (min(found)[2] if found else lines[-1].strip() if lines else "")[:300]
 
 
-def start_or_repair(t: Target, put_back: Path | None = None, original: Path | None = None) -> str | None:
+def start_or_repair(t: Target, put_back: Path | None = None, original: Path | None = None,
+                    watch: bool = True) -> str | None:
     """Start the member; if it cannot start on what its disk holds, repair it and start it again. The repair: the
     subject's (`t.rejoins_empty`: its data folder emptied), else `put_back` (a saved copy of a file the fault
     damaged) copied over `original`. Returns what was done, as the report says it, or None if it started as it was.
-    Raises RuntimeError when nothing brings it back (the restore's health check then says so)."""
+    `watch=False` (nothing was lost: it starts as it did before) skips the watch and its SETTLE_S. After a repair
+    the restore's health check, not a second watch, says whether the member came back. Raises RuntimeError when
+    nothing can bring it back (the restore retries, and the run says the subject never became healthy)."""
     c = t.container
     c.start()
-    if stays_up(c):
+    if not watch or stays_up(c):
         return None
     why = f"exit code {c.state.exit_code}" + (f": {words}" if (words := last_words(c)) else "")
     folder = data_folder(t)
@@ -123,7 +126,7 @@ def start_or_repair(t: Target, put_back: Path | None = None, original: Path | No
         for child in folder.iterdir():
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
         done = (f"{t.service} could not start on what its disk held ({why}); repaired by its subject's repair: its "
-                f"data folder emptied, it rejoined from its peers")
+                f"data folder emptied, to rejoin from its peers")
     elif put_back is not None and original is not None and put_back.exists():
         shutil.copy2(put_back, original)
         done = (f"{t.service} could not start on what its disk held ({why}); repaired by putting back the saved "
@@ -132,7 +135,4 @@ def start_or_repair(t: Target, put_back: Path | None = None, original: Path | No
         raise RuntimeError(f"{t.service} cannot start on what its disk holds ({why}) and its subject declares no "
                            "repair (rejoins_empty)")
     c.start()
-    if not stays_up(c):
-        raise RuntimeError(f"{t.service} did not start even after the repair (exit code {c.state.exit_code}: "
-                           f"{last_words(c)})")
     return done

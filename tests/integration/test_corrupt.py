@@ -182,7 +182,7 @@ async def test_a_nats_member_that_cannot_start_is_repaired_by_rejoining_from_its
     assert len(repaired) == 1, report.reasons
     assert "nats3 could not start on what its disk held (exit code 1: " in repaired[0], repaired
     assert "snapshot corrupt" in repaired[0], repaired  # the member's own words, from its log
-    assert "its data folder emptied, it rejoined from its peers" in repaired[0], repaired
+    assert "its data folder emptied, to rejoin from its peers" in repaired[0], repaired
     assert report.fault_state == FaultState.RESTORED and report.final_check.ok, report.reasons
     assert report.safety.verdict == "ok", report.safety.reasons
     assert report.verdict == "pass", report.reasons

@@ -7,8 +7,11 @@ acknowledged, and removing the layer leaves no helper, no mount and no folder, a
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
+import subprocess
+import tarfile
 import threading
 import time
 import urllib.request
@@ -19,7 +22,7 @@ import pytest
 from python_on_whales import docker
 
 from activities.images import ensure_images
-from durable_chaos.faults.powerfs import Layer, powerfs_image
+from durable_chaos.faults.powerfs import Layer, owner_in_image, powerfs_image
 from subjects.etcd import etcd_image
 from tests.conftest import free_port
 from tests.workers import WorkerProcess
@@ -185,3 +188,23 @@ async def test_a_starting_worker_removes_the_layers_of_a_copy_taken_down_by_hand
         for made in (gone, young):
             made.remove()
     nothing_left(young)
+
+
+def test_the_data_folder_owner_is_read_from_any_image_even_one_without_a_command():
+    # A subject's image may have neither ENTRYPOINT nor CMD (its compose file names the command): the owner of its
+    # data folder is still read, from a container created and never started. Built here with `docker import` of
+    # one folder owned by uid 70 (as a postgres image's data folder is), mode 0750.
+    ref = f"t-nocmd-{uuid.uuid4().hex[:8]}:1"
+    info = tarfile.TarInfo("var/lib/data")
+    info.type, info.uid, info.gid, info.mode = tarfile.DIRTYPE, 70, 71, 0o750
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.addfile(info)
+    subprocess.run(["docker", "import", "-", ref], input=buffer.getvalue(), check=True, capture_output=True)
+    try:
+        assert not docker.image.inspect(ref).config.cmd and not docker.image.inspect(ref).config.entrypoint
+        assert owner_in_image(ref, "/var/lib/data") == (70, 71, 0o750)
+        # A folder the program makes at run time: its nearest parent's owner, and 0700.
+        assert owner_in_image(ref, "/var/lib/data/pgdata") == (70, 71, 0o700)
+    finally:
+        docker.image.remove(ref, force=True)

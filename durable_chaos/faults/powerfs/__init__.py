@@ -161,7 +161,9 @@ def owner_in_image(image: str, path: str) -> tuple[int, int, int]:
     image: then the owner of its nearest parent there, and 0700, as such a program makes it (PostgreSQL refuses a
     data directory others may read). Read from the tar header `docker cp` sends, from a container created and
     never started, so any image will do (one FROM scratch too)."""
-    probe = docker.container.create(image, labels={HELPER_LABEL: "owner-probe"})
+    # A command of its own: an image with neither ENTRYPOINT nor CMD cannot be created without one (and the
+    # container never starts, so the command need not exist in it).
+    probe = docker.container.create(image, ["true"], labels={HELPER_LABEL: "owner-probe"})
     try:
         for candidate in [PurePosixPath(path), *PurePosixPath(path).parents]:
             with subprocess.Popen(["docker", "cp", f"{probe.id}:{candidate}", "-"], stdout=subprocess.PIPE,
