@@ -78,6 +78,8 @@ async def gather_evidence(req: EvidenceRequest) -> Evidence:
     # Each kind's signs on every running member: a partition, packet loss, a rate cap or a CPU quota leaves the
     # member running and says so nowhere in Docker's state.
     running = [c for c in containers if c.running]
+    for c in running:  # started again since the fault began: restarted, which Docker's state alone does not say
+        c.restarted_since_fault = bool(req.injected_at and c.started_at and c.started_at > req.injected_at)
     for c, signs in zip(running, await asyncio.gather(*(off_loop(signs_in_member, c.container) for c in running))):
         c.signs = signs
     hints = instance.subject.hints

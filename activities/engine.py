@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import aiodocker
 
@@ -61,6 +62,14 @@ async def all_running(instance: SubjectInstance) -> bool:
     return sum(m.state == "running" for m in found.values()) >= len(instance.subject.services)
 
 
+def started_at(stamp: str | None) -> datetime | None:
+    """The engine's StartedAt (RFC 3339 with nanoseconds; the zero time for a container never started)."""
+    if not stamp or stamp.startswith("0001-"):
+        return None
+    head, _, rest = stamp.rstrip("Z").partition(".")
+    return datetime.fromisoformat(f"{head}.{(rest + '000000')[:6]}" if rest else head).replace(tzinfo=timezone.utc)
+
+
 async def container_states(instance: SubjectInstance) -> list[ContainerState]:
     """Every member's state, in the subject's order (a member with no container is `missing`)."""
     async with connect() as docker:
@@ -76,7 +85,8 @@ async def container_states(instance: SubjectInstance) -> list[ContainerState]:
         s = info["State"]
         states.append(ContainerState(service=service, container=info["Name"].lstrip("/"), running=bool(s["Running"]),
                                      status=s.get("Status") or "unknown", exit_code=s.get("ExitCode"),
-                                     oom_killed=bool(s.get("OOMKilled")), restart_count=info.get("RestartCount") or 0))
+                                     oom_killed=bool(s.get("OOMKilled")), restart_count=info.get("RestartCount") or 0,
+                                     started_at=started_at(s.get("StartedAt"))))
     return states
 
 

@@ -51,6 +51,7 @@ def inject_now(req: FaultRequest) -> InjectResult:
         raise ApplicationError(f"no container for {', '.join(gone)} in project {req.subject.project!r}",
                                type=ErrorType.CONTAINER_GONE, non_retryable=True)
     injected_at: datetime | None = None
+    began: datetime | None = None  # as the kind tells it, for one that takes a while
     did_any = False
     for t in targets:
         try:
@@ -63,10 +64,13 @@ def inject_now(req: FaultRequest) -> InjectResult:
             # A retry after the fault already happened (the worker died before reporting): do not hit it again,
             # and keep the first attempt's time as the best record of when it began, where the container tells.
             injected_at = fault.in_effect_since(t)
+        if did and began is None:
+            began = fault.began_at(t)
         did_any |= did
+    if did_any:
+        injected_at = began or datetime.now(timezone.utc)
     return InjectResult(target=req.target, targets=req.members, container=targets[0].container.name,
-                        injected_at=datetime.now(timezone.utc) if did_any or injected_at is None else injected_at,
-                        already_down=not did_any)
+                        injected_at=injected_at or datetime.now(timezone.utc), already_down=not did_any)
 
 
 def restore_now(req: FaultRequest) -> RestoreResult:

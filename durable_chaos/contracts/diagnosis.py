@@ -31,6 +31,9 @@ class ContainerState(BaseModel):
     exit_code: int | None = None
     oom_killed: bool = False
     restart_count: int = 0
+    started_at: datetime | None = Field(default=None, description="when its container last started")
+    restarted_since_fault: bool = Field(default=False, description="running, and started again after the fault "
+                                        "began: it was restarted (a crash, an operator, a fault that restarts it)")
     signs: list[Sign] = Field(default=[], description="the signs fault kinds found on it, in catalog order")
 
 

@@ -169,6 +169,11 @@ class Fault(abc.ABC):
         frozen does nothing else); a kind whose rules can be in place and still touch nothing says more."""
         return f"{t.service}: {self.kind} in effect" if self.in_effect(t) else None
 
+    def began_at(self, t: Target) -> datetime | None:
+        """When a fault this inject just put in place began, if it took a while (a corruption begins with the kill,
+        before the file is damaged and the member started again), or None: as the inject returns."""
+        return None
+
     def in_effect_since(self, t: Target) -> datetime | None:
         """When a fault found already in effect began, if the container can tell (a retry keeps the first time)."""
         return None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import random
 import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -104,8 +105,13 @@ class Corrupt(Fault):
 
     @classmethod
     def seen_on(cls, c: ContainerState) -> str | None:
-        # From outside it is a restart, or a member that exits on its own: what tells is in its record.
-        return None
+        # From outside: a member restarted since the fault began that runs (one that exits reads as down, which
+        # every diagnosis names anyway). Whether its files are damaged only its log, or its peers, can tell.
+        if not (c.running and c.restarted_since_fault):
+            return None
+        when = f" at {c.started_at:%H:%M:%S}" if c.started_at else ""
+        return (f"{c.service} was restarted after the fault began (container {c.container} started again{when}) "
+                "and runs: it may be running on damaged data files")
 
     def _patterns(self, t: Target) -> tuple[str, ...]:
         return (self.params.files,) if self.params.files else t.data_files
@@ -143,6 +149,8 @@ class Corrupt(Fault):
         if not record and not self._candidates(t):  # asked before the kill: a refusal leaves the member as it was
             raise BadFault(f"{self.kind}: {', '.join(self._patterns(t))} matches no file in {t.service}'s data "
                            f"({t.data_path}) any more: nothing was touched")
+        if not record.get("killed_at"):
+            record = update_record(t.tag, t.service, killed_at=datetime.now(timezone.utc).isoformat())
         t.container.kill("SIGKILL")
         wait_stopped(t.container)
         folder = data_folder(t)
@@ -160,6 +168,12 @@ class Corrupt(Fault):
         update_record(t.tag, t.service, changed=damage(target, self.params, _rng(self.params, t)))
         t.container.start()
         return True
+
+    def began_at(self, t: Target) -> datetime | None:
+        killed = read_record(t.tag, t.service).get("killed_at")
+        return datetime.fromisoformat(killed) if killed else None
+
+    in_effect_since = began_at  # a retried inject: the first attempt's kill
 
     def undo(self, t: Target) -> bool:
         record = read_record(t.tag, t.service)

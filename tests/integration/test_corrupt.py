@@ -162,6 +162,8 @@ async def test_corruption_of_one_nats_member_under_load_is_judged_by_the_queue_c
     assert report.effect is not None and report.effect.took_effect, report.effect
     assert "bits flipped" in report.effect.evidence[0] and "/msgs/" in report.effect.evidence[0]
     assert report.fault_state == FaultState.RESTORED and report.final_check.ok, report.reasons
+    # It runs again by the time the evidence is gathered: named because it was restarted after the fault began.
+    assert report.diagnosis is not None and report.diagnosis.affected_nodes == report.targets, report.diagnosis
     safety = report.safety
     assert safety is not None and safety.acked_writes > 0, safety
     assert safety.verdict in ("ok", "violated"), safety.reasons

@@ -255,6 +255,23 @@ def test_rules_engine_names_a_running_member_by_its_faults_signature(monkeypatch
     assert len(d.suggested_actions) == 1 and "etcd2" in d.suggested_actions[0]
 
 
+def test_rules_engine_names_a_member_restarted_since_the_fault_began_that_runs_again():
+    """A member whose data file was damaged is killed and started on it: by the time the evidence is gathered it
+    may run and pass its checks. Started again after the fault began is what names it, not health."""
+    containers = [ContainerState(service=s, container=f"t-x-{s}-1", running=True, status="running",
+                                 started_at=T0 + timedelta(seconds=1 if s == "etcd2" else -600),
+                                 restarted_since_fault=s == "etcd2") for s in SERVICES]
+    ev = Evidence(subject="etcd", services=SERVICES, containers=containers, timeline=[check(0.5, ["etcd2"])],
+                  health_now=check(2.0, []), injected_at=T0)
+    d = rules_diagnosis(ev)
+    assert d.affected_nodes == ["etcd2"], d
+    assert "etcd2 was restarted after the fault began" in d.root_cause, d.root_cause
+    # The same members, none restarted: a transient violation, nobody blamed.
+    for c in containers:
+        c.restarted_since_fault = False
+    assert rules_diagnosis(ev).affected_nodes == []
+
+
 def test_rules_engine_tells_a_stop_from_a_kill():
     containers = [ContainerState(service=s, container=f"t-x-{s}-1", running=s != "etcd1",
                                  status="exited" if s == "etcd1" else "running", exit_code=0) for s in SERVICES]
