@@ -8,7 +8,8 @@ that nothing it holds in memory writes over the damage and what it reads at star
 is copied aside (the undo puts it back when the subject has no repair of its own), damaged, and the member started.
 The offsets come from a seed (`seed`, else the fault's tag), so a run can be repeated byte for byte on the same
 files, and fall where the file holds data (`written_extent`: a preallocated log's zeros past its last record are
-skipped by its reader, and damaging them tests nothing). What was changed is kept in the member's record (`faults/storage.py`): the evidence of effect reads it.
+skipped by its reader, and damaging them tests nothing). What was changed is kept in the member's record
+(`faults/storage.py`): the evidence of effect reads it.
 
 One member at a time, a minority: the experiment is whether the others outvote its damage.
 """
@@ -71,7 +72,8 @@ def damage(path: Path, params: CorruptParams, rng: random.Random) -> dict:
         with path.open("r+b") as f:
             f.truncate(at)
         return {"truncated_at": at}
-    flips = sorted({(rng.randrange(extent), rng.randrange(8)) for _ in range(params.bits)})
+    # Distinct offsets, a bit each: two flips of one byte could cancel out, and the record names each offset once.
+    flips = [(offset, rng.randrange(8)) for offset in sorted(rng.sample(range(extent), min(params.bits, extent)))]
     with path.open("r+b") as f:
         for offset, bit in flips:
             f.seek(offset)
@@ -118,7 +120,8 @@ class Corrupt(Fault):
 
     def _candidates(self, t: Target) -> list[Path]:
         folder = data_folder(t)
-        found = {p for pattern in self._patterns(t) for p in folder.glob(pattern) if p.is_file()}
+        # An empty file has nothing to damage (a segment just created): it is never the one picked.
+        found = {p for pattern in self._patterns(t) for p in folder.glob(pattern) if p.is_file() and p.stat().st_size}
         return sorted(found, key=lambda p: (p.stat().st_mtime, str(p)))
 
     def refuse(self, targets: list[Target]) -> str | None:

@@ -117,7 +117,8 @@ async def test_a_member_that_cannot_start_on_its_damaged_file_is_repaired_and_th
     tag = fault_tag(report.workflow_id, report.run_id)
     assert json.loads(record_file(tag, "etcd2").read_text())["repair"] in repaired[0]
     # Every report format a user keeps says what was damaged and how the member was brought back.
-    for fmt, effect in (("md", "| its effect | etcd2: member/wal/"), ("junit", '<property name="effect" value="etcd2: ')):
+    for fmt, effect in (("md", "| its effect | etcd2: member/wal/"),
+                        ("junit", '<property name="effect" value="etcd2: ')):
         proc = await asyncio.to_thread(starter, "report", report.workflow_id, "--format", fmt, env=cli_env)
         assert proc.returncode == 0, proc.stderr
         assert effect in proc.stdout and "repaired: etcd2 could not start on what its disk held" in proc.stdout, \
