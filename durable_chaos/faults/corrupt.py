@@ -182,12 +182,9 @@ class Corrupt(Fault):
         record = read_record(t.tag, t.service)
         if not record.get("changed") or record.get("undone"):
             return False
-        original = data_folder(t) / record["file"]
-        t.container.reload()
-        if t.container.state.running:
-            repair = None  # it runs on the damage: that is the finding; the health check says how well
-        else:
-            repair = start_or_repair(t, Path(record["snapshot"]), original)
+        # Down by now, or about to be (etcd panics only once it has heard from its leader): started or watched, and
+        # repaired if it cannot start. One that runs on the damage is left so: that is the finding.
+        repair = start_or_repair(t, Path(record["snapshot"]), data_folder(t) / record["file"])
         update_record(t.tag, t.service, undone=True, repair=repair)
         Path(record["snapshot"]).unlink(missing_ok=True)
         return True

@@ -20,6 +20,7 @@ import json
 import re
 import shutil
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from python_on_whales import Container, DockerException, docker
@@ -73,14 +74,17 @@ def wait_stopped(c: Container, timeout_s: float = 10.0) -> None:
 
 
 def stays_up(c: Container) -> bool:
-    """Started, does the member stay up for SETTLE_S? (Exits at once if it refuses what its disk holds.)"""
-    deadline = time.monotonic() + SETTLE_S
-    while time.monotonic() < deadline:
+    """Does the member stay up until SETTLE_S after it last started? (It exits at once if it refuses what its disk
+    holds.) A member up that long already is not watched again: a corrupted member that ran through the detection
+    and the diagnosis has started, and its undo takes no longer for the watch."""
+    c.reload()
+    while c.state.running:
+        started = c.state.started_at
+        if started is None or (datetime.now(timezone.utc) - started).total_seconds() >= SETTLE_S:
+            return True
         time.sleep(0.2)
         c.reload()
-        if not c.state.running:
-            return False
-    return True
+    return False
 
 
 def last_words(c: Container) -> str:
@@ -117,7 +121,7 @@ def start_or_repair(t: Target, put_back: Path | None = None, original: Path | No
     the restore's health check, not a second watch, says whether the member came back. Raises RuntimeError when
     nothing can bring it back (the restore retries, and the run says the subject never became healthy)."""
     c = t.container
-    c.start()
+    c.start()  # a member already running is left as it is (and watched until SETTLE_S after its own start)
     if not watch or stays_up(c):
         return None
     why = f"exit code {c.state.exit_code}" + (f": {words}" if (words := last_words(c)) else "")
