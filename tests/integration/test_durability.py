@@ -87,7 +87,9 @@ async def kill_point_reached(handle: WorkflowHandle, point: str) -> bool:
     running = await pending(handle)
     wanted = {"during_detect": ["detect_violation"], "during_diagnose": ["gather_evidence", "diagnose"],
               "during_restore": ["restore_fault", "wait_healthy"]}[point]
-    return any(running.get(name) == STARTED for name in wanted)
+    # In flight: scheduled or started. A detection that sees a killed member refuse at once lasts a few tens of
+    # milliseconds, about what one describe takes on a busy host: waiting for "started" alone missed it (CI, once).
+    return any(name in running for name in wanted)
 
 
 async def resume_seconds(handle: WorkflowHandle, killed_at: float, new_pid: int) -> float:
