@@ -7,17 +7,21 @@ activities are idempotent, because their fault kinds are.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timezone
 
 from python_on_whales import DockerException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.docker import compose_client, handles, off_loop, project_members
+from activities.docker import compose_client, handles, off_loop, open_session, project_members
 from activities.common import fault_or_bad_input, resolve_or_bad_input
 from durable_chaos.contracts import ErrorType, FaultEffect, FaultRequest, InjectResult, RestoreResult, bad_input
-from durable_chaos.faults import Fault, Target
+from durable_chaos.faults import Fault, Healthy, Target
 from subjects import SubjectInstance
+
+# One question to the subject while the undo watches members come back.
+MEMBER_CHECK_S = 2.0
 
 
 def _targets(req: FaultRequest) -> tuple[Fault, list[Target], list[str]]:
@@ -43,6 +47,22 @@ def member_targets(instance: SubjectInstance, members: list[str], tag: str) -> l
                    data_path=subject.data_paths.get(m), clock_file=subject.clock_files.get(m),
                    data_files=subject.data_files, rejoins_empty=subject.rejoins_empty)
             for m in members if m in containers]
+
+
+def healthy_members(instance: SubjectInstance) -> Healthy:
+    """Which members the subject's own check finds healthy now, asked from the undo's thread (a loop of its own per
+    question). A check that cannot even be asked (its session cannot open) finds nobody healthy."""
+    async def ask() -> set[str]:
+        async with open_session(instance) as session:
+            result = await session.check(MEMBER_CHECK_S)
+        return {m.service for m in result.members if m.healthy}
+
+    def healthy() -> set[str]:
+        try:
+            return asyncio.run(asyncio.wait_for(ask(), 2 * MEMBER_CHECK_S))
+        except Exception:  # noqa: BLE001 - whatever a subject's client raises, the member is not healthy yet
+            return set()
+    return healthy
 
 
 def inject_now(req: FaultRequest) -> InjectResult:
@@ -83,7 +103,7 @@ def restore_now(req: FaultRequest) -> RestoreResult:
         raise
     if not targets:  # the subject copy was torn down: nothing left to restore
         return RestoreResult(target=req.target, started_at=started_at, container_gone=True)
-    undone = [fault.undo(t) for t in targets]
+    undone = fault.undo_all(targets, healthy_members(resolve_or_bad_input(req.subject)))
     return RestoreResult(target=req.target, started_at=started_at, already_up=not any(undone),
                          repaired=[note for t in targets if (note := fault.repaired(t))])
 

@@ -16,7 +16,7 @@ from python_on_whales.client_config import ClientConfig
 
 from durable_chaos.contracts import ContainerState, Sign
 from durable_chaos.docker_engine import InspectedOnce
-from durable_chaos.faults.base import BadFault, Fault, Target
+from durable_chaos.faults.base import BadFault, Fault, Healthy, Target
 from durable_chaos.faults.clock import ClockSkew
 from durable_chaos.faults.container import Kill, Pause, Stop
 from durable_chaos.faults.corrupt import Corrupt
@@ -33,8 +33,8 @@ CATALOG: dict[str, type[Fault]] = {f.kind: f for f in (Kill, Stop, Pause, Partit
                                                        Reorder, Duplicate, Cpu, Memory, ProcessPause, DiskSlow,
                                                        DiskFull, ClockSkew, PowerLoss, Corrupt)}
 
-__all__ = ["CATALOG", "BadFault", "Fault", "Target", "catalog_help", "make_fault", "parse_params", "signatures",
-           "signs_in_member", "target_choice"]
+__all__ = ["CATALOG", "BadFault", "Fault", "Healthy", "Target", "catalog_help", "make_fault", "parse_params",
+           "signatures", "signs_in_member", "target_choice"]
 
 
 def make_fault(kind: str, params: Mapping[str, Any] | None = None) -> Fault:

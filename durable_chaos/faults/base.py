@@ -9,6 +9,7 @@ Docker stays behind python-on-whales objects and the network helper (`faults.net
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
@@ -31,6 +32,10 @@ class BadFault(ValueError):
 
 class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+# Which members their subject's own check finds healthy now (asked by the restore: activities/faults.py).
+Healthy = Callable[[], set[str]]
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,13 @@ class Fault(abc.ABC):
     @abc.abstractmethod
     def undo(self, t: Target) -> bool:
         """Take the fault away; False if it was not in effect (already undone, or the member restarted)."""
+
+    def undo_all(self, targets: list[Target], healthy: Healthy | None = None) -> list[bool]:
+        """`undo` on every member of one request, in turn. `healthy` asks the subject's own check which members are
+        healthy now; a kind whose members must come back together overrides this to use it (the storage faults:
+        a member that may not start on its disk is watched until healthy, and can only be healthy once its peers
+        are up)."""
+        return [self.undo(t) for t in targets]
 
     def repaired(self, t: Target) -> str | None:
         """What its undo had to do beyond taking the fault away, as the report says it (a member that could not

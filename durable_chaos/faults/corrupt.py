@@ -26,12 +26,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from durable_chaos.contracts import ContainerState
-from durable_chaos.faults.base import BadFault, Fault, Target
+from durable_chaos.faults.base import BadFault, Fault, Healthy, Target
 from durable_chaos.faults.storage import (
     data_folder,
     read_record,
     record_file,
-    start_or_repair,
+    start_and_watch,
     update_record,
     wait_stopped,
 )
@@ -179,15 +179,20 @@ class Corrupt(Fault):
     in_effect_since = began_at  # a retried inject: the first attempt's kill
 
     def undo(self, t: Target) -> bool:
-        record = read_record(t.tag, t.service)
-        if not record.get("changed") or record.get("undone"):
-            return False
-        # Down by now, or about to be (etcd panics only once it has heard from its leader): started or watched, and
-        # repaired if it cannot start. One that runs on the damage is left so: that is the finding.
-        repair = start_or_repair(t, Path(record["snapshot"]), data_folder(t) / record["file"])
-        update_record(t.tag, t.service, undone=True, repair=repair)
-        Path(record["snapshot"]).unlink(missing_ok=True)
-        return True
+        return self.undo_all([t])[0]
+
+    def undo_all(self, targets: list[Target], healthy: Healthy | None = None) -> list[bool]:
+        # Down by now, or about to be (etcd panics once it hears from its leader): started, watched until healthy,
+        # and repaired if it cannot start. One that runs on the damage is left so: that is the finding.
+        records = {t.service: read_record(t.tag, t.service) for t in targets}
+        hit = [t for t in targets if records[t.service].get("changed") and not records[t.service].get("undone")]
+        saved = {t.service: (Path(records[t.service]["snapshot"]), data_folder(t) / records[t.service]["file"])
+                 for t in hit}
+        repairs = start_and_watch(hit, healthy, saved)
+        for t in hit:
+            update_record(t.tag, t.service, undone=True, repair=repairs[t.service])
+            saved[t.service][0].unlink(missing_ok=True)
+        return [t.service in repairs for t in targets]
 
     def repaired(self, t: Target) -> str | None:
         return read_record(t.tag, t.service).get("repair")

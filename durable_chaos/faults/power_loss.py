@@ -17,10 +17,10 @@ from python_on_whales import Container
 
 from durable_chaos.contracts import ContainerState
 from durable_chaos.docker_engine import PROJECT_LABEL
-from durable_chaos.faults.base import Target
+from durable_chaos.faults.base import Healthy, Target
 from durable_chaos.faults.container import _Down
 from durable_chaos.faults.powerfs import Layer, lost_record, on_layers, powerfs_image
-from durable_chaos.faults.storage import read_record, start_or_repair, update_record
+from durable_chaos.faults.storage import read_record, start_and_watch, update_record
 from durable_chaos.images import ImageSpec
 
 
@@ -78,11 +78,26 @@ class PowerLoss(_Down):
         t.container.kill("SIGKILL")
 
     def _undo(self, t: Target) -> None:
+        self._come_back([t], None)
+
+    def undo_all(self, targets: list[Target], healthy: Healthy | None = None) -> list[bool]:
+        down = [self.in_effect(t) for t in targets]
+        self._come_back([t for t, d in zip(targets, down) if d], healthy)
+        return down
+
+    def _come_back(self, down: list[Target], healthy: Healthy | None) -> None:
         # A member may not start on what its disk kept: then its subject's repair (faults/storage.py). One that lost
-        # nothing starts as before, without the watch that would add seconds to its time to restore.
-        record = lost_record(layer_of(t), t.tag)
-        lost = json.loads(record.read_text())["bytes"] if record.exists() else 1
-        update_record(t.tag, t.service, repair=start_or_repair(t, watch=lost > 0))
+        # nothing starts as before, unwatched: its time to restore does not wait on its peers' health.
+        lost = {}
+        for t in down:
+            record = lost_record(layer_of(t), t.tag)
+            lost[t.service] = json.loads(record.read_text())["bytes"] if record.exists() else 1
+        for t in down:
+            if not lost[t.service]:
+                t.container.start()
+        repairs = start_and_watch([t for t in down if lost[t.service]], healthy)
+        for t in down:
+            update_record(t.tag, t.service, repair=repairs.get(t.service))
 
     def repaired(self, t: Target) -> str | None:
         return read_record(t.tag, t.service).get("repair")

@@ -2,8 +2,9 @@
 what a fault did to each member, and the undo that brings a member back when it cannot start on what its disk holds.
 
 A member that lost writes or holds a damaged file may not start again: a program that checks its files exits on
-what it finds (etcd refuses a WAL whose checksum fails). "Cannot start" is read from Docker: the member's
-container exits within `SETTLE_S` of being started. The undo then repairs it the subject's own way, if the subject
+what it finds (etcd refuses a WAL whose checksum fails, or panics once its leader tells it the log it kept is
+short). "Cannot start" is read from Docker: the member's container exits after the undo started it and before its
+subject's own check finds it healthy (`start_and_watch`). The undo then repairs it the subject's own way, if the subject
 declares one (`Subject.rejoins_empty`: a member whose data folder is emptied rejoins from its peers, as NATS and
 Patroni do), or else puts back the file the fault saved before damaging it. Either is a finding, so it is kept in
 the member's record and the report says which happened. A member that starts, and is then unhealthy with its
@@ -25,12 +26,15 @@ from pathlib import Path
 
 from python_on_whales import Container, DockerException, docker
 
-from durable_chaos.faults.base import Target
+from durable_chaos.faults.base import Healthy, Target
 from durable_chaos.faults.disk import host_dir
 from durable_chaos.state import state_dir
 
-# Long enough for a member that refuses its files to exit (etcd panics on a bad WAL within a second here), short
-# enough not to weigh on every storage fault's time to restore.
+# How long a member the undo started is watched, at most, for being healthy: inside the undo activity's 60 s
+# (workflows/policy.py), with room for a repair.
+WATCH_S = 30.0
+# A member whose subject is not asked is watched until this long after its start (etcd panics on a WAL that fails
+# its checksum within a second here).
 SETTLE_S = 3.0
 # A plain log line that says why a program stopped: Go's panics, NATS's levels, PostgreSQL's FATAL and PANIC.
 FAILED = re.compile(r"\bpanic\b|\bfatal\b|\[FTL\]|\[ERR\]", re.IGNORECASE)
@@ -73,18 +77,10 @@ def wait_stopped(c: Container, timeout_s: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def stays_up(c: Container) -> bool:
-    """Does the member stay up until SETTLE_S after it last started? (It exits at once if it refuses what its disk
-    holds.) A member up that long already is not watched again: a corrupted member that ran through the detection
-    and the diagnosis has started, and its undo takes no longer for the watch."""
-    c.reload()
-    while c.state.running:
-        started = c.state.started_at
-        if started is None or (datetime.now(timezone.utc) - started).total_seconds() >= SETTLE_S:
-            return True
-        time.sleep(0.2)
-        c.reload()
-    return False
+def settled(c: Container) -> bool:
+    """Has the member been up SETTLE_S since it last started? (The watch of a member whose subject is not asked.)"""
+    started = c.state.started_at
+    return started is None or (datetime.now(timezone.utc) - started).total_seconds() >= SETTLE_S
 
 
 def last_words(c: Container) -> str:
@@ -112,31 +108,56 @@ def last_words(c: Container) -> str:
     return (min(found)[2] if found else lines[-1].strip() if lines else "")[:300]
 
 
-def start_or_repair(t: Target, put_back: Path | None = None, original: Path | None = None,
-                    watch: bool = True) -> str | None:
-    """Start the member; if it cannot start on what its disk holds, repair it and start it again. The repair: the
-    subject's (`t.rejoins_empty`: its data folder emptied), else `put_back` (a saved copy of a file the fault
-    damaged) copied over `original`. Returns what was done, as the report says it, or None if it started as it was.
-    `watch=False` (nothing was lost: it starts as it did before) skips the watch and its SETTLE_S. After a repair
-    the restore's health check, not a second watch, says whether the member came back. Raises RuntimeError when
-    nothing can bring it back (the restore retries, and the run says the subject never became healthy)."""
+def start_and_watch(targets: list[Target], healthy: Healthy | None,
+                    saved: dict[str, tuple[Path, Path]] | None = None) -> dict[str, str | None]:
+    """Start every member, then watch them together until each is healthy by its subject's own check (`healthy`),
+    or its container exits: one that exits cannot start on what its disk holds, and is repaired and started again.
+    Together, because a member can only be healthy once enough of its peers are up (a power loss of the whole rack).
+    Until healthy, not for a while: a member may refuse its disk only when it hears from its peers (etcd panics on
+    the first heartbeat of a leader that knows it had more of the log), which came more than SETTLE_S after its
+    start on a loaded machine. Without `healthy` (no subject to ask), a member is watched until SETTLE_S after its
+    own start. A member still up and unhealthy after WATCH_S is left to the restore's health check, which says so.
+
+    The repair: its subject's (`t.rejoins_empty`: its data folder emptied), else `saved[service]` (a copy the fault
+    saved of a file it damaged, and that file) put back. After a repair the restore's health check, not this watch,
+    says whether the member came back. Returns what was done to each member, as the report says it (None: it came
+    back as it was). Raises RuntimeError when nothing can bring a member back (the restore retries, and the run says
+    the subject never became healthy)."""
+    saved = saved or {}
+    done: dict[str, str | None] = {t.service: None for t in targets}
+    for t in targets:
+        t.container.start()  # a member already running is left as it is (and watched too: it may exit yet)
+    watched = list(targets)
+    deadline = time.monotonic() + WATCH_S
+    while watched:
+        for t in list(watched):
+            t.container.reload()
+            if not t.container.state.running:
+                done[t.service] = _repair(t, saved.get(t.service))
+                t.container.start()
+                watched.remove(t)
+        if not watched or time.monotonic() > deadline:
+            break
+        back = healthy() if healthy is not None else {t.service for t in watched if settled(t.container)}
+        watched = [t for t in watched if t.service not in back]
+        if watched:
+            time.sleep(0.25)
+    return done
+
+
+def _repair(t: Target, saved: tuple[Path, Path] | None) -> str:
     c = t.container
-    c.start()  # a member already running is left as it is (and watched until SETTLE_S after its own start)
-    if not watch or stays_up(c):
-        return None
     why = f"exit code {c.state.exit_code}" + (f": {words}" if (words := last_words(c)) else "")
     folder = data_folder(t)
     if t.rejoins_empty:
         for child in folder.iterdir():
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-        done = (f"{t.service} could not start on what its disk held ({why}); repaired by its subject's repair: its "
+        return (f"{t.service} could not start on what its disk held ({why}); repaired by its subject's repair: its "
                 f"data folder emptied, to rejoin from its peers")
-    elif put_back is not None and original is not None and put_back.exists():
-        shutil.copy2(put_back, original)
-        done = (f"{t.service} could not start on what its disk held ({why}); repaired by putting back the saved "
+    if saved is not None and saved[0].exists():
+        copy, original = saved
+        shutil.copy2(copy, original)
+        return (f"{t.service} could not start on what its disk held ({why}); repaired by putting back the saved "
                 f"copy of {original.relative_to(folder)} (its subject declares no repair of its own)")
-    else:
-        raise RuntimeError(f"{t.service} cannot start on what its disk holds ({why}) and its subject declares no "
-                           "repair (rejoins_empty)")
-    c.start()
-    return done
+    raise RuntimeError(f"{t.service} cannot start on what its disk holds ({why}) and its subject declares no "
+                       "repair (rejoins_empty)")

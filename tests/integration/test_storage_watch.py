@@ -1,0 +1,82 @@
+"""The storage faults' undo watches members it started until their subject finds them healthy, on real containers.
+
+A member may refuse its disk only when it hears from its peers: etcd started on a WAL that lost records runs, and
+panics at its leader's first heartbeat ("tocommit(268) is out of range [lastIndex(30)]"). The watch of session 19
+ended 3 s after the member's start; in one CI run etcd2 outlived it on its damaged WAL, was never repaired, and the
+run said the subject never became healthy. These members are containers that do what such
+a member does, with a `healthy` that answers as its subject's check would: never, for one that is about to die.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from python_on_whales import docker
+
+from durable_chaos.faults.base import Target
+from durable_chaos.faults.netns import nettools_image
+from durable_chaos.faults.storage import start_and_watch
+
+LABEL = "durable-chaos.test-storage-watch"
+
+
+@pytest.fixture
+def member(tmp_path):
+    """Make members (containers running `script`, their data folder /data bound to a folder of their own under
+    tmp_path), created but not started, as a member the fault left down; every one is removed at the end."""
+    made = []
+    run_id = uuid.uuid4().hex[:8]
+
+    def make(service: str, script: str) -> Target:
+        data = tmp_path / service
+        data.mkdir()
+        c = docker.container.create(nettools_image().ref, ["sh", "-c", script], name=f"t-watch-{run_id}-{service}",
+                                    labels={LABEL: run_id}, volumes=[(str(data), "/data")])
+        made.append(c)
+        return Target(service=service, container=c, addresses={}, tag=f"t-{run_id}", data_path="/data")
+
+    yield make
+    for c in made:
+        docker.container.remove(c, force=True)
+
+
+def test_a_member_that_exits_after_a_few_seconds_before_it_was_healthy_is_repaired(member, tmp_path):
+    t = member("m1", "sleep 5; echo 'panic: tocommit(268) is out of range [lastIndex(30)]'; exit 2")
+    original = tmp_path / "m1" / "wal"
+    original.write_bytes(b"damaged")
+    copy = tmp_path / "saved-wal"
+    copy.write_bytes(b"as it was")
+    began = time.monotonic()
+    done = start_and_watch([t], healthy=lambda: set(), saved={"m1": (copy, original)})
+    took = time.monotonic() - began
+    assert done["m1"] is not None and done["m1"].startswith(
+        "m1 could not start on what its disk held (exit code 2: panic: tocommit(268) is out of range"), done
+    assert "repaired by putting back the saved copy of wal" in done["m1"], done
+    assert original.read_bytes() == b"as it was"
+    assert took >= 5, took  # it was watched until it died, not given up on after a few seconds
+    t.container.reload()
+    assert t.container.state.running  # started again after the repair
+
+
+def test_members_come_back_together_and_one_that_turns_healthy_is_left_running_as_it_was(member, tmp_path):
+    # Two members of a rack that lost power: each is healthy only once both run (a quorum), so the watch must
+    # start both before it waits on either; neither exits, so nothing is repaired or put back.
+    rack = [member(s, "sleep 600") for s in ("m1", "m2")]
+    (tmp_path / "m1" / "wal").write_bytes(b"kept")
+
+    def healthy() -> set[str]:
+        for t in rack:
+            t.container.reload()
+        return {t.service for t in rack} if all(t.container.state.running for t in rack) else set()
+
+    began = time.monotonic()
+    done = start_and_watch(rack, healthy, saved={"m1": (tmp_path / "saved-wal", tmp_path / "m1" / "wal")})
+    assert done == {"m1": None, "m2": None}
+    assert time.monotonic() - began < 10  # not the whole watch: healthy as soon as both ran
+    assert (tmp_path / "m1" / "wal").read_bytes() == b"kept"
+    for t in rack:
+        t.container.reload()
+        assert t.container.state.running
