@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from python_on_whales import docker
