@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from durable_chaos.contracts import ContainerState
 from durable_chaos.faults.base import BadFault, Fault, Healthy, Target
 from durable_chaos.faults.storage import (
+    RepairsOnRecord,
     data_folder,
     read_record,
     record_file,
@@ -89,7 +90,7 @@ def _rng(params: CorruptParams, t: Target) -> random.Random:
     return random.Random(seed)
 
 
-class Corrupt(Fault):
+class Corrupt(RepairsOnRecord, Fault):
     kind = "corrupt"
     help = ("damage the member's newest data file at rest (flip bits, or truncate, at seeded offsets; a copy kept), "
             "then start it on it; undone by bringing it back, repaired if it cannot start")
@@ -133,9 +134,12 @@ class Corrupt(Fault):
                 return (f"{self.kind}: {t.service}'s subject declares no data files (Subject.data_files); name them "
                         "with -p files=GLOB: nothing was touched")
             if not self._candidates(t):
-                return (f"{self.kind}: {', '.join(self._patterns(t))} matches no file in {t.service}'s data "
-                        f"({t.data_path}): nothing was touched")
+                return self._matches_nothing(t)
         return None
+
+    def _matches_nothing(self, t: Target, since: str = "") -> str:
+        return (f"{self.kind}: {', '.join(self._patterns(t))} matches no file in {t.service}'s data ({t.data_path})"
+                f"{since}: nothing was touched")
 
     def in_effect(self, t: Target) -> bool:
         record = read_record(t.tag, t.service)
@@ -150,8 +154,7 @@ class Corrupt(Fault):
                 t.container.start()
             return False
         if not record and not self._candidates(t):  # asked before the kill: a refusal leaves the member as it was
-            raise BadFault(f"{self.kind}: {', '.join(self._patterns(t))} matches no file in {t.service}'s data "
-                           f"({t.data_path}) any more: nothing was touched")
+            raise BadFault(self._matches_nothing(t, " any more"))
         if not record.get("killed_at"):
             record = update_record(t.tag, t.service, killed_at=datetime.now(timezone.utc).isoformat())
         t.container.kill("SIGKILL")
@@ -193,9 +196,6 @@ class Corrupt(Fault):
             update_record(t.tag, t.service, undone=True, repair=repairs[t.service])
             saved[t.service][0].unlink(missing_ok=True)
         return [t.service in repairs for t in targets]
-
-    def repaired(self, t: Target) -> str | None:
-        return read_record(t.tag, t.service).get("repair")
 
     def evidence_of_effect(self, t: Target) -> str | None:
         record = read_record(t.tag, t.service)

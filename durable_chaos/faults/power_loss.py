@@ -20,7 +20,7 @@ from durable_chaos.docker_engine import PROJECT_LABEL
 from durable_chaos.faults.base import Healthy, Target
 from durable_chaos.faults.container import _Down
 from durable_chaos.faults.powerfs import Layer, lost_record, on_layers, powerfs_image
-from durable_chaos.faults.storage import read_record, start_and_watch, update_record
+from durable_chaos.faults.storage import RepairsOnRecord, start_and_watch, update_record
 from durable_chaos.images import ImageSpec
 
 
@@ -32,7 +32,7 @@ def layer_of(t: Target) -> Layer:
     return Layer(_project(t.container), t.service)
 
 
-class PowerLoss(_Down):
+class PowerLoss(RepairsOnRecord, _Down):
     kind = "power-loss"
     help = ("the member loses power: SIGKILL, then every write it had not fsynced is dropped (its data runs on a "
             "layer that keeps them apart, put in place in preflight with fresh data); undone by starting it")
@@ -98,9 +98,6 @@ class PowerLoss(_Down):
         repairs = start_and_watch([t for t in down if lost[t.service]], healthy)
         for t in down:
             update_record(t.tag, t.service, repair=repairs.get(t.service))
-
-    def repaired(self, t: Target) -> str | None:
-        return read_record(t.tag, t.service).get("repair")
 
     def evidence_of_effect(self, t: Target) -> str | None:
         record = lost_record(layer_of(t), t.tag)

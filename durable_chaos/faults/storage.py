@@ -60,6 +60,14 @@ def update_record(tag: str, service: str, **fields) -> dict:
     return record
 
 
+class RepairsOnRecord:
+    """A storage fault's `Fault.repaired`: what its undo did is in the member's record, where a retried undo, the
+    guard and the reaper find it."""
+
+    def repaired(self, t: Target) -> str | None:
+        return read_record(t.tag, t.service).get("repair")
+
+
 def data_folder(t: Target) -> Path:
     """The member's data folder as this host sees it: its volume or bind mount (a power-loss layer's mount point
     when the copy runs on layers), else its container's writable layer (only touched while the member is down:
