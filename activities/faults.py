@@ -24,15 +24,16 @@ from subjects import SubjectInstance
 MEMBER_CHECK_S = 2.0
 
 
-def _targets(req: FaultRequest) -> tuple[Fault, list[Target], list[str]]:
-    """The fault, a Target for every member of the request that has a container, and the members that have none."""
+def _targets(req: FaultRequest) -> tuple[SubjectInstance, Fault, list[Target], list[str]]:
+    """The subject instance, the fault, a Target for every member of the request that has a container, and the
+    members that have none."""
     instance = resolve_or_bad_input(req.subject)
     unknown = [m for m in req.members if m not in instance.subject.targets]
     if unknown:
         raise bad_input(f"{', '.join(unknown)} not a target of subject {instance.subject.name!r}")
     fault = fault_or_bad_input(req.fault, req.params)
     found = member_targets(instance, req.members, req.tag)
-    return fault, found, [m for m in req.members if m not in {t.service for t in found}]
+    return instance, fault, found, [m for m in req.members if m not in {t.service for t in found}]
 
 
 def member_targets(instance: SubjectInstance, members: list[str], tag: str) -> list[Target]:
@@ -66,7 +67,7 @@ def healthy_members(instance: SubjectInstance) -> Healthy:
 
 
 def inject_now(req: FaultRequest) -> InjectResult:
-    fault, targets, gone = _targets(req)
+    _, fault, targets, gone = _targets(req)
     if gone:
         raise ApplicationError(f"no container for {', '.join(gone)} in project {req.subject.project!r}",
                                type=ErrorType.CONTAINER_GONE, non_retryable=True)
@@ -96,21 +97,21 @@ def inject_now(req: FaultRequest) -> InjectResult:
 def restore_now(req: FaultRequest) -> RestoreResult:
     started_at = datetime.now(timezone.utc)
     try:
-        fault, targets, gone = _targets(req)
+        instance, fault, targets, gone = _targets(req)
     except ApplicationError as err:
         if err.type == ErrorType.CONTAINER_GONE:
             return RestoreResult(target=req.target, started_at=started_at, container_gone=True)
         raise
     if not targets:  # the subject copy was torn down: nothing left to restore
         return RestoreResult(target=req.target, started_at=started_at, container_gone=True)
-    undone = fault.undo_all(targets, healthy_members(resolve_or_bad_input(req.subject)))
+    undone = fault.undo_all(targets, healthy_members(instance))
     return RestoreResult(target=req.target, started_at=started_at, already_up=not any(undone),
                          repaired=[note for t in targets if (note := fault.repaired(t))])
 
 
 def effect_now(req: FaultRequest) -> FaultEffect:
     """The kind's own evidence on every member hit; the fault took effect if it did something on any of them."""
-    fault, targets, _ = _targets(req)
+    _, fault, targets, _ = _targets(req)
     seen = [e for e in (fault.evidence_of_effect(t) for t in targets) if e]
     return FaultEffect(took_effect=bool(seen), evidence=seen)
 
