@@ -26,7 +26,7 @@ from python_on_whales import DockerException, docker
 
 from durable_chaos.contracts import ContainerState
 from durable_chaos.faults.base import BadFault, Target
-from durable_chaos.faults.netns import HELPER_LABEL, NotRunning
+from durable_chaos.faults.netns import HELPER_LABEL, not_running
 from durable_chaos.faults.network import FILTER_RULES, HOOKS, _Filter
 from durable_chaos.images import FromDebian, ImageSpec, content_tag, local_or_upstream
 
@@ -161,10 +161,7 @@ class _Queued(_Filter):
                        detach=True, name=name, networks=[f"container:{t.container.id}"], cap_drop=["ALL"],
                        cap_add=list(self.capabilities), labels={HELPER_LABEL: t.tag}, restart="no")
         except DockerException as exc:
-            text = exc.stderr or str(exc)
-            if "non running container" in text or "is not running" in text:
-                raise NotRunning(text.strip().splitlines()[-1]) from exc
-            raise
+            raise not_running(exc) or exc
         deadline = time.monotonic() + BIND_TIMEOUT_S
         why = f"did not bind its queue within {BIND_TIMEOUT_S:g}s"
         while time.monotonic() < deadline:

@@ -18,7 +18,7 @@ from python_on_whales import Container, DockerException, docker
 from durable_chaos.contracts import ContainerState
 from durable_chaos.faults.base import BadFault, Fault, Target
 from durable_chaos.faults.disk import mount_holding
-from durable_chaos.faults.netns import HELPER_LABEL, nettools_image
+from durable_chaos.faults.netns import nettools_image, run_helper
 from durable_chaos.images import ImageSpec
 
 
@@ -55,8 +55,7 @@ def bounded_volume(c: Container, data_path: str) -> DataVolume | str:
 def run_on_volume(volume: str, script: str, tag: str) -> str:
     """Run `script` in a short-lived helper with the volume mounted at /v (the daemon mounts it, whether the member
     runs or not, and removes the helper when it exits). No capabilities: root in the helper owns the volume's files."""
-    return docker.run(nettools_image().ref, ["sh", "-ec", script], remove=True, volumes=[(volume, "/v")],
-                      networks=["none"], cap_drop=["ALL"], labels={HELPER_LABEL: tag})
+    return run_helper(script, tag, volumes=[(volume, "/v")], networks=["none"], cap_drop=["ALL"])
 
 
 def fill_script(tag: str) -> str:

@@ -26,6 +26,14 @@ class NotRunning(RuntimeError):
     """The member has no network namespace to enter: it is stopped, so whatever rules it had died with it."""
 
 
+def not_running(exc: DockerException) -> NotRunning | None:
+    """The helper could not join the member's namespace because the member is not running (Docker's own words), or
+    None for any other failure."""
+    said = [line for line in (exc.stderr or str(exc)).splitlines()
+            if "non running container" in line or "is not running" in line]
+    return NotRunning(said[0].strip()) if said else None
+
+
 def run_in_netns(container_id: str, script: str, tag: str) -> str:
     """Run `script` (sh -e) in the network namespace of `container_id`; returns its output."""
     return _run(f"container:{container_id}", script, tag)
@@ -33,15 +41,22 @@ def run_in_netns(container_id: str, script: str, tag: str) -> str:
 
 def _run(network: str, script: str, tag: str) -> str:
     try:
-        # pull="never": python-on-whales would otherwise inspect the image first (a docker process per helper); it
-        # is built before any helper runs, and there is no registry to pull it from.
-        return docker.run(nettools_image().ref, ["sh", "-ec", script], remove=True, networks=[network], pull="never",
-                          cap_drop=["ALL"], cap_add=["NET_ADMIN"], labels={HELPER_LABEL: tag})
+        return run_helper(script, tag, networks=[network], cap_drop=["ALL"], cap_add=["NET_ADMIN"])
     except DockerException as exc:
-        text = exc.stderr or str(exc)
-        if "non running container" in text or "is not running" in text:
-            raise NotRunning(text.strip().splitlines()[-1]) from exc
-        raise
+        raise not_running(exc) or exc
+
+
+def run_helper(script: str, tag: str, **options) -> str:
+    """Run `script` (sh -e) in a short-lived helper of the nettools image, with `options` for `docker run`; its
+    output. The daemon removes the helper when it exits, so a worker killed mid-call leaves none behind.
+
+    pull="never": python-on-whales would otherwise inspect the image first (a docker process per helper); it is
+    built before any helper runs, and there is no registry to pull it from. Streamed: a plain `docker.run` leaves
+    the CLI's stderr uncaptured (it reached the worker's own stderr, and the DockerException said nothing), and
+    Docker's words there tell a stopped member apart (`not_running`)."""
+    out = docker.run(nettools_image().ref, ["sh", "-ec", script], remove=True, pull="never",
+                     labels={HELPER_LABEL: tag}, stream=True, **options)
+    return b"".join(line for source, line in out if source == "stdout").decode().rstrip("\n")
 
 
 # Starts each probe's part of the output in `probe_netns`: no iptables rule or qdisc line reads like it.

@@ -400,6 +400,28 @@ async def test_a_bandwidth_cap_never_outlives_its_deadline(client, task_queue, e
     assert (await etcd.wait_healthy()).ok
 
 
+async def test_a_partition_whose_member_was_stopped_meanwhile_is_restored_without_an_error(etcd, capfd):
+    # The member's rules live in its network namespace, which dies when it stops: the undo finds no namespace to
+    # enter, and that means nothing is left to undo. The helper's "cannot join network of a non running container"
+    # used to reach the worker's stderr uncaptured, so it was never recognised, and the restore failed (and was
+    # retried for as long as the member stayed down).
+    assert (await etcd.wait_healthy()).ok
+    tag = fault_tag(f"partition-stopped-{uuid.uuid4().hex[:6]}", "run")
+    TAGS.append(tag)
+    req = FaultRequest(subject=etcd.ref, fault="partition", target="etcd3", tag=tag)
+    env = ActivityEnvironment()
+    assert not (await env.run(inject_fault, req)).already_down
+    member = await asyncio.to_thread(docker.container.inspect, f"{etcd.instance.project}-etcd3-1")
+    await asyncio.to_thread(member.stop, time=1)  # an operator, or its orchestrator
+    try:
+        restored = await env.run(restore_fault, req)
+        assert restored.already_up  # its rules went with its namespace: there was nothing to undo
+    finally:
+        await asyncio.to_thread(member.start)
+    assert "cannot join network" not in capfd.readouterr().err
+    assert (await etcd.wait_healthy()).ok
+
+
 # -- the law: nothing left behind ------------------------------------------------------------------------------------
 
 async def test_zz_nothing_is_left_behind_by_this_module(etcd):
