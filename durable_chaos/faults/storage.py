@@ -116,15 +116,18 @@ def last_words(c: Container) -> str:
     return (min(found)[2] if found else lines[-1].strip() if lines else "")[:300]
 
 
-def start_and_watch(targets: list[Target], healthy: Healthy | None,
-                    saved: dict[str, tuple[Path, Path]] | None = None) -> dict[str, str | None]:
-    """Start every member, then watch them together until each is healthy by its subject's own check (`healthy`),
-    or its container exits: one that exits cannot start on what its disk holds, and is repaired and started again.
+def start_and_watch(targets: list[Target], healthy: Healthy | None, saved: dict[str, tuple[Path, Path]] | None = None,
+                    watch_s: float = WATCH_S) -> dict[str, str | None]:
+    """Start every member, then watch them together until each is healthy by its subject's own check (`healthy`).
     Together, because a member can only be healthy once enough of its peers are up (a power loss of the whole rack).
-    Until healthy, not for a while: a member may refuse its disk only when it hears from its peers (etcd panics on
-    the first heartbeat of a leader that knows it had more of the log), which came more than SETTLE_S after its
-    start on a loaded machine. Without `healthy` (no subject to ask), a member is watched until SETTLE_S after its
-    own start. A member still up and unhealthy after WATCH_S is left to the restore's health check, which says so.
+    A member cannot start on what its disk holds, and is repaired and started again, when
+    - its container exits: at once (etcd refusing a WAL that fails its checksum), or only when it hears from its
+      peers (etcd panics at the first heartbeat of a leader that knows it had more of the log);
+    - or it is still up and not healthy after `watch_s` while a peer is healthy: it hangs on what it read (a Patroni
+      member whose PostgreSQL cannot start, under a PID 1 that stays up), where the cluster around it works. When
+      no peer is healthy either, what is down is the cluster, not this member's disk: nothing is repaired, and the
+      restore's health check says so.
+    Without `healthy` (no subject to ask), a member is watched until SETTLE_S after its own start.
 
     The repair: its subject's (`t.rejoins_empty`: its data folder emptied), else `saved[service]` (a copy the fault
     saved of a file it damaged, and that file) put back. After a repair the restore's health check, not this watch,
@@ -136,15 +139,26 @@ def start_and_watch(targets: list[Target], healthy: Healthy | None,
     for t in targets:
         t.container.start()  # a member already running is left as it is (and watched too: it may exit yet)
     watched = list(targets)
-    deadline = time.monotonic() + WATCH_S
+    deadline = time.monotonic() + watch_s
+    back: set[str] = set()
     while watched:
         for t in list(watched):
             t.container.reload()
             if not t.container.state.running:
-                done[t.service] = _repair(t, saved.get(t.service))
+                why = _said(t.container, f"exit code {t.container.state.exit_code}")
+                done[t.service] = _repair(t, saved.get(t.service), why)
                 t.container.start()
                 watched.remove(t)
-        if not watched or time.monotonic() > deadline:
+        if not watched:
+            break
+        if time.monotonic() > deadline:
+            if healthy is not None and back - {t.service for t in watched}:
+                for t in watched:
+                    why = _said(t.container, f"up, and not healthy {watch_s:g}s after it was started")
+                    t.container.kill("SIGKILL")  # nothing it holds in memory may write over the repair
+                    wait_stopped(t.container)
+                    done[t.service] = _repair(t, saved.get(t.service), why)
+                    t.container.start()
             break
         back = healthy() if healthy is not None else {t.service for t in watched if settled(t.container)}
         watched = [t for t in watched if t.service not in back]
@@ -153,9 +167,12 @@ def start_and_watch(targets: list[Target], healthy: Healthy | None,
     return done
 
 
-def _repair(t: Target, saved: tuple[Path, Path] | None) -> str:
-    c = t.container
-    why = f"exit code {c.state.exit_code}" + (f": {words}" if (words := last_words(c)) else "")
+def _said(c: Container, what: str) -> str:
+    """What Docker says of the member, and its own last words."""
+    return what + (f": {words}" if (words := last_words(c)) else "")
+
+
+def _repair(t: Target, saved: tuple[Path, Path] | None, why: str) -> str:
     folder = data_folder(t)
     if t.rejoins_empty:
         for child in folder.iterdir():

@@ -1,16 +1,17 @@
 """The storage faults' undo watches members it started until their subject finds them healthy, on real containers.
 
-A member may refuse its disk only when it hears from its peers: etcd started on a WAL that lost records runs, and
-panics at its leader's first heartbeat ("tocommit(268) is out of range [lastIndex(30)]"). The watch of session 19
-ended 3 s after the member's start; in one CI run etcd2 outlived it on its damaged WAL, was never repaired, and the
-run said the subject never became healthy. These members are containers that do what such
-a member does, with a `healthy` that answers as its subject's check would: never, for one that is about to die.
+A member may refuse its disk only when it hears from its peers (etcd started on a WAL that lost records panics at
+its leader's first heartbeat: "tocommit(268) is out of range [lastIndex(30)]"), or hang on what it read without
+exiting. The watch of session 19 ended 3 s after the member's start and knew only exits: in two CI runs etcd2, on
+its damaged WAL, answered no health check for 90 s and was never repaired. These members are containers that do
+what such a member does, with a `healthy` that answers as its subject's check would.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from python_on_whales import docker
@@ -79,3 +80,38 @@ def test_members_come_back_together_and_one_that_turns_healthy_is_left_running_a
     for t in rack:
         t.container.reload()
         assert t.container.state.running
+
+
+def test_a_member_up_but_never_healthy_while_its_peers_are_is_repaired(member, tmp_path):
+    # A member that hangs on what it read (its container up, its program never answering), in a cluster whose
+    # other members are healthy: it cannot start on its disk as surely as one that exits.
+    hung = member("m1", "echo 'level=error msg=\"cannot read the log\"'; sleep 600")
+    original = tmp_path / "m1" / "wal"
+    original.write_bytes(b"damaged")
+    copy = tmp_path / "saved-wal"
+    copy.write_bytes(b"as it was")
+    began = datetime.now(timezone.utc)
+    done = start_and_watch([hung], healthy=lambda: {"m2", "m3"}, saved={"m1": (copy, original)}, watch_s=2)
+    assert done["m1"] is not None and done["m1"].startswith(
+        "m1 could not start on what its disk held (up, and not healthy 2s after it was started"), done
+    assert "repaired by putting back the saved copy of wal" in done["m1"], done
+    assert original.read_bytes() == b"as it was"
+    hung.container.reload()
+    # Stopped, repaired, started again: its last start came after the watch.
+    assert hung.container.state.running and hung.container.state.started_at > began + timedelta(seconds=2)
+
+
+def test_members_that_are_up_while_nobody_is_healthy_are_left_to_the_health_check(member, tmp_path):
+    # The whole cluster down (no quorum, say): that is not one member's disk, and nothing is repaired or put back.
+    rack = [member(s, "sleep 600") for s in ("m1", "m2")]
+    original = tmp_path / "m1" / "wal"
+    original.write_bytes(b"what it kept")
+    copy = tmp_path / "saved-wal"
+    copy.write_bytes(b"older")
+    began = datetime.now(timezone.utc)
+    done = start_and_watch(rack, healthy=lambda: set(), saved={"m1": (copy, original)}, watch_s=2)
+    assert done == {"m1": None, "m2": None}
+    assert original.read_bytes() == b"what it kept"
+    for t in rack:
+        t.container.reload()
+        assert t.container.state.running and t.container.state.started_at < began + timedelta(seconds=1)
