@@ -130,15 +130,27 @@ async def test_a_power_loss_of_every_nats_member_loses_acknowledged_messages_wit
     assert any("acknowledged messages lost" in reason for reason in report.safety.reasons), report.safety.reasons
 
 
-async def test_with_sync_interval_always_the_same_power_loss_loses_nothing_acknowledged(
+async def test_with_sync_interval_always_the_report_says_what_the_same_power_loss_lost(
         client, task_queue, own_state_dir, monkeypatch):
+    # `always` makes JetStream fsync each message before it acknowledges it, and the layer drops far less (13-17 KB a
+    # member, against 52-76 KB by default). It does not make the whole rack's power loss safe: in 5 of 38 runs here
+    # (sessions 19 and 20, with both the old undo and the new) the last acknowledged message was lost all the same,
+    # so a test cannot expect either outcome. What the product owes is a report that says what the checker found:
+    # a pass with every acknowledged message there, or a fail that names the lost one.
     monkeypatch.setenv("NATS_SYNC_INTERVAL", "always")  # the subject's documented setting (its compose file)
     report, config, lost = await nats_power_loss_of_every_member(client, task_queue)
     print(f"NATS, sync_interval always: {lost}; {report.safety.reasons}")
     assert config.get("sync_always") is True
-    assert report.safety.verdict == "ok", report.safety.reasons
-    assert report.safety.acked_writes > 0 and report.safety.lost_writes == 0
-    assert report.verdict == "pass", report.reasons
+    assert report.safety.acked_writes > 0
+    if report.safety.verdict == "ok":
+        assert report.safety.lost_writes == 0 and report.verdict == "pass", report.reasons
+    else:
+        assert report.safety.verdict == "violated", report.safety
+        found = report.safety.counterexample
+        assert found is not None and found.checker == "lost messages", found
+        assert report.safety.lost_writes > 0 and report.verdict == "fail", report.reasons
+        assert any("acknowledged message" in r and " lost " in r for r in report.safety.reasons), \
+            report.safety.reasons
 
 
 async def test_a_power_loss_run_terminated_while_the_member_is_down_is_restored_by_its_guard(
