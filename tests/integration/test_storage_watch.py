@@ -43,19 +43,25 @@ def member(tmp_path):
         docker.container.remove(c, force=True)
 
 
-def test_a_member_that_exits_after_a_few_seconds_before_it_was_healthy_is_repaired(member, tmp_path):
-    t = member("m1", "sleep 5; echo 'panic: tocommit(268) is out of range [lastIndex(30)]'; exit 2")
+def damaged_wal(tmp_path) -> dict[str, tuple]:
+    """m1's damaged file, and the copy the fault saved of it before: `saved` as the undo is given it."""
     original = tmp_path / "m1" / "wal"
     original.write_bytes(b"damaged")
     copy = tmp_path / "saved-wal"
     copy.write_bytes(b"as it was")
+    return {"m1": (copy, original)}
+
+
+def test_a_member_that_exits_after_a_few_seconds_before_it_was_healthy_is_repaired(member, tmp_path):
+    t = member("m1", "sleep 5; echo 'panic: tocommit(268) is out of range [lastIndex(30)]'; exit 2")
+    saved = damaged_wal(tmp_path)
     began = time.monotonic()
-    done = start_and_watch([t], healthy=lambda: set(), saved={"m1": (copy, original)})
+    done = start_and_watch([t], healthy=lambda: set(), saved=saved)
     took = time.monotonic() - began
     assert done["m1"] is not None and done["m1"].startswith(
         "m1 could not start on what its disk held (exit code 2: panic: tocommit(268) is out of range"), done
     assert "repaired by putting back the saved copy of wal" in done["m1"], done
-    assert original.read_bytes() == b"as it was"
+    assert saved["m1"][1].read_bytes() == b"as it was"
     assert took >= 5, took  # it was watched until it died, not given up on after a few seconds
     t.container.reload()
     assert t.container.state.running  # started again after the repair
@@ -86,16 +92,13 @@ def test_a_member_up_but_never_healthy_while_its_peers_are_is_repaired(member, t
     # A member that hangs on what it read (its container up, its program never answering), in a cluster whose
     # other members are healthy: it cannot start on its disk as surely as one that exits.
     hung = member("m1", "echo 'level=error msg=\"cannot read the log\"'; sleep 600")
-    original = tmp_path / "m1" / "wal"
-    original.write_bytes(b"damaged")
-    copy = tmp_path / "saved-wal"
-    copy.write_bytes(b"as it was")
+    saved = damaged_wal(tmp_path)
     began = datetime.now(timezone.utc)
-    done = start_and_watch([hung], healthy=lambda: {"m2", "m3"}, saved={"m1": (copy, original)}, watch_s=2)
+    done = start_and_watch([hung], healthy=lambda: {"m2", "m3"}, saved=saved, watch_s=2)
     assert done["m1"] is not None and done["m1"].startswith(
         "m1 could not start on what its disk held (up, and not healthy 2s after it was started"), done
     assert "repaired by putting back the saved copy of wal" in done["m1"], done
-    assert original.read_bytes() == b"as it was"
+    assert saved["m1"][1].read_bytes() == b"as it was"
     hung.container.reload()
     # Stopped, repaired, started again: its last start came after the watch.
     assert hung.container.state.running and hung.container.state.started_at > began + timedelta(seconds=2)
