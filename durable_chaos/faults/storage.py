@@ -3,13 +3,12 @@ what a fault did to each member, and the undo that brings a member back when it 
 
 A member that lost writes or holds a damaged file may not start again: a program that checks its files exits on
 what it finds (etcd refuses a WAL whose checksum fails, or panics once its leader tells it the log it kept is
-short). "Cannot start" is read from Docker: the member's container exits after the undo started it and before its
-subject's own check finds it healthy (`start_and_watch`). The undo then repairs it the subject's own way, if the subject
-declares one (`Subject.rejoins_empty`: a member whose data folder is emptied rejoins from its peers, as NATS and
-Patroni do), or else puts back the file the fault saved before damaging it. Either is a finding, so it is kept in
-the member's record and the report says which happened. A member that starts, and is then unhealthy with its
-container up (Patroni's PID 1 outlives a PostgreSQL that fails), is not seen here: the restore's health check
-fails, and the run says so.
+short), or hangs on it. "Cannot start" is read from Docker and from the subject's own check (`start_and_watch`):
+after the undo started it, the member's container exits before the check finds it healthy, or it is still up and
+not healthy WATCH_S later while a peer is (Patroni's PID 1 outlives a PostgreSQL that fails). The undo then repairs
+it the subject's own way, if the subject declares one (`Subject.rejoins_empty`: a member whose data folder is
+emptied rejoins from its peers, as NATS and Patroni do), or else puts back the file the fault saved before damaging
+it. Either is a finding, so it is kept in the member's record and the report says which happened.
 
 Records live in the state directory, named after the fault's tag and the member, so a retried undo, the guard and
 the reaper, on any worker of this host, read the same one.
