@@ -43,9 +43,11 @@ async def wait_until_run_closes(req: GuardRequest) -> RunClosed:
                 raise
             return RunClosed(status="NOT_FOUND", fault_state=None)  # deleted: its fault state is unknown
         if desc.status != WorkflowExecutionStatus.RUNNING:
+            # No fault state at all: the run closed before it marked its first fault injected (which it does before
+            # the inject is scheduled), e.g. in its countdown, when its guard is already up. Nothing went in.
             state = desc.typed_search_attributes.get(Attr.FAULT_STATE)
             return RunClosed(status=desc.status.name if desc.status else "UNKNOWN",
-                             fault_state=FaultState(state) if state else None)
+                             fault_state=FaultState(state) if state else FaultState.NONE)
         await asyncio.sleep(GUARD_POLL_S)
 
 

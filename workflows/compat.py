@@ -39,23 +39,27 @@ class Patch:
     deprecated: str = ""  # the release that deprecated it (and retired `needed_by`)
 
 
-# Releases are the recorded history sets: v1 ... v7 landed; v8 is this release. Supported now: v8 and v7.
-RELEASE = "v8"
-PREVIOUS_RELEASE = "v7"
+# Releases are the recorded history sets: v1 ... v8 landed; v9 is this release. Supported now: v9 and v8.
+RELEASE = "v9"
+PREVIOUS_RELEASE = "v8"
 PATCHES: dict[str, Patch] = {p.id: p for p in (
     Patch("fault-effect", "v8", "no check that the fault took effect (no confirm_fault activity after detection)",
-          "v7", State.ACTIVE),
+          "v7", State.DEPRECATED, "v9"),
     Patch("fail-on-verdict", "v8", "a run whose verdict was fail completed (the web UI's list showed Completed); "
-          "its report was the result", "v7", State.ACTIVE),
+          "its report was the result", "v7", State.DEPRECATED, "v9"),
     Patch("cancel-after-inject", "v8", "a cancel that arrived during the inject was lost when the inject completed: "
-          "the run went on detecting until its deadline", "v7", State.ACTIVE),
+          "the run went on detecting until its deadline", "v7", State.DEPRECATED, "v9"),
     Patch("load-after-lost-window", "v8", "the next load window waited 1 s after any failed one, also after one "
-          "lost with its worker (the load's gap grew by that second)", "v7", State.ACTIVE),
+          "lost with its worker (the load's gap grew by that second)", "v7", State.DEPRECATED, "v9"),
     Patch("trip-in-last-window", "v8", "a stop condition tripped by a load window that began while the fault was on "
-          "and ended after the restore began was dropped: the run could pass", "v7", State.ACTIVE),
+          "and ended after the restore began was dropped: the run could pass", "v7", State.DEPRECATED, "v9"),
     Patch("load-window-retry", "v9", "a load window lost with its worker was not retried: the next one started once "
           "a workflow task ran, after the dead worker's sticky queue had timed out (0.5 s more of gap)", "v8",
           State.ACTIVE),
+    Patch("guard-in-countdown", "v9", "the first fault's guard started after the countdown, and the kill waited "
+          "for it to start (one workflow task more between the countdown's end and the kill)", "v8", State.ACTIVE),
+    Patch("evidence-beside-confirm", "v9", "the diagnosis's evidence was gathered after the fault's effect was "
+          "confirmed (one workflow task more between detection and the diagnosis)", "v8", State.ACTIVE),
 )}
 
 

@@ -676,6 +676,67 @@ async def test_a_run_that_restores_its_own_fault_leaves_its_guard_nothing_to_do(
     assert guard.run_status == "COMPLETED" and guard.fault_state == FaultState.RESTORED and guard.action is None
 
 
+def _index(events, kind, activity: str | None = None, after: int = 0) -> int:
+    """The position of the first event of `kind` from `after` on (for an activity event, of that activity)."""
+    names = {}  # scheduled event id -> activity name
+    for i, e in enumerate(events):
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            names[e.event_id] = e.activity_task_scheduled_event_attributes.activity_type.name
+        if i < after or e.event_type != kind:
+            continue
+        if activity is None:
+            return i
+        attrs = {EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED: None,
+                 EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED: "activity_task_completed_event_attributes"}[kind]
+        scheduled = e.event_id if attrs is None else getattr(e, attrs).scheduled_event_id
+        if names.get(scheduled) == activity:
+            return i
+    raise AssertionError(f"no {EventType.Name(kind)} {activity or ''} in the history")
+
+
+async def test_the_kill_and_the_diagnosis_wait_for_no_round_trip_they_do_not_need(client):
+    """Every stage boundary is a round trip to the server: a workflow task, then the next activity's dispatch
+    (bench: overhead). The first fault's guard starts beside the countdown, so the kill follows the countdown's end
+    in one workflow task; the evidence for the diagnosis is gathered while the fault's effect is confirmed."""
+    cluster = FakeCluster()
+    report, handle = await run_chaos(client, cluster, fast_input(target="n2"))
+    assert report.verdict == "pass", report.reasons
+    assert report.diagnosis is not None and report.diagnosis.affected_nodes == ["n2"]
+    events = (await handle.fetch_history()).events
+    countdown = next(e.timer_started_event_attributes.timer_id for e in events
+                     if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED and _summary(e).startswith("countdown"))
+    ended = next(i for i, e in enumerate(events) if e.event_type == EventType.EVENT_TYPE_TIMER_FIRED
+                 and e.timer_fired_event_attributes.timer_id == countdown)
+    assert _index(events, EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED) < ended  # the guard was up
+    kill = _index(events, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED, "inject_fault")
+    tasks = [e for e in events[ended:kill] if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED]
+    assert len(tasks) == 1, f"{len(tasks)} workflow tasks between the countdown's end and the kill"
+    gather = _index(events, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED, "gather_evidence")
+    confirmed = _index(events, EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED, "confirm_fault")
+    assert gather < confirmed
+
+
+async def test_a_run_terminated_in_its_countdown_leaves_its_guard_nothing_to_restore(client):
+    """The guard is up from the countdown on; a run that ends before its kill left nothing on."""
+    cluster = FakeCluster()
+    guarded = []
+
+    async def terminate_in_the_countdown(handle):
+        while (await handle.query(ChaosDemoWorkflow.progress)).stage.value != "countdown":
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        await handle.terminate("an operator's terminate")
+        guarded.append(await guard_report(client, handle))
+
+    inp = fast_input(target="n2")
+    inp.countdown_s = 10
+    err, _ = await run_chaos(client, cluster, inp, during=terminate_in_the_countdown)
+    assert isinstance(err, WorkflowFailureError)
+    (report,) = guarded
+    assert report.run_status == "TERMINATED" and report.fault_state == FaultState.NONE and report.action is None
+    assert cluster.injects == [] and cluster.restores == [] and cluster.reaped == []
+
+
 # -- experiments with steps ------------------------------------------------------------------------------------------
 
 def steps_input(*steps, **kw) -> ChaosInput:

@@ -61,7 +61,9 @@ class Background:
             return
         guarded = self.restore_began is None
         late = not guarded and window_began is not None and window_began < self.restore_began
-        if guarded or (late and compat.patched("trip-in-last-window")):
+        if late:
+            compat.deprecated("trip-in-last-window")
+        if guarded or late:
             self.record.trip = trip
             workflow.logger.warning("%s", trip_reason(trip))
 
@@ -78,15 +80,13 @@ class Background:
             except ActivityError:
                 rec.load_rounds += 1
                 due_from = None
-                if compat.patched("load-after-lost-window"):
-                    # The next window starts a second after this one began: at once after a window lost with its
-                    # worker (it ran, then its heartbeats stopped; the gap is only the time to notice), a second
-                    # later after one that failed at once (a subject that refuses), so a broken load never spins.
-                    wait = timedelta(seconds=1) - (workflow.now() - began)
-                    if wait > timedelta(0):
-                        await workflow.sleep(wait)
-                else:
-                    await workflow.sleep(1)
+                compat.deprecated("load-after-lost-window")
+                # The next window starts a second after this one began: at once after a window lost with its worker
+                # (it ran, then its heartbeats stopped; the gap is only the time to notice), a second later after one
+                # that failed at once (a subject that refuses), so a broken load never spins.
+                wait = timedelta(seconds=1) - (workflow.now() - began)
+                if wait > timedelta(0):
+                    await workflow.sleep(wait)
                 continue
             rec.load_rounds += 1
             due_from = window.start + timedelta(seconds=self.inp.load_window_s)

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from durable_chaos.contracts import (
         ChaosInput,
         CheckResult,
+        Evidence,
         FaultRequest,
         FaultState,
         FaultStep,
@@ -62,6 +63,7 @@ class Steps:
         self.gate, self.approved = gate, approved
         self.steps = inp.experiment_steps()
         self._choosing = asyncio.Lock()
+        self._first_guard: asyncio.Task | None = None  # the first fault's guard, started in the countdown
         view.progress.step_count = len(self.steps)
 
     async def run(self) -> None:
@@ -109,6 +111,17 @@ class Steps:
 
     # -- one fault ---------------------------------------------------------------------------------------------------
 
+    def guard_first_fault(self) -> None:
+        """Start the first fault's guard now (the countdown): a guard that outlives a run closed before its kill
+        finds the fault never went in, and restores nothing."""
+        self._first_guard = asyncio.ensure_future(stages.start_guard(self.first, self.pre.fault_label))
+
+    async def _guard(self, fault: FaultRecord) -> None:
+        if fault is self.record.first and self._first_guard is not None:
+            await self._first_guard
+        else:
+            await stages.start_guard(fault.request, fault.label, self.record.faults.index(fault) + 1)
+
     async def fault(self, number: int, lane: int | None, name: str, spec: FaultStep, keep_on: bool,
                     drawn_at_s: float | None = None) -> FaultRecord:
         """Choose, guard, inject, detect, confirm, diagnose, hold; then undo, unless `keep_on` (the final step:
@@ -130,25 +143,27 @@ class Steps:
         self.view.fault_state(FaultState.INJECTED)
         fault.deadline = workflow.now() + timedelta(seconds=spec.max_fault_s)
         self._arm_deadline()
-        await stages.start_guard(fault.request, fault.label, self.record.faults.index(fault) + 1)
+        await self._guard(fault)
         fault.injected = await stages.inject(self.inp, fault.request, fault.what)
         # The inject waits out a cancellation (it must not race the undo), and an activity that completes anyway
         # swallows the cancel: without this the step would go on, detect and hold, as if nobody had cancelled it.
-        if asyncio.current_task().cancelling() and compat.patched("cancel-after-inject"):
+        if asyncio.current_task().cancelling():
+            compat.deprecated("cancel-after-inject")
             raise asyncio.CancelledError()
         if first:
             p.injected_at = fault.injected.injected_at
         self.view.steps(self.record.faults)
         theirs = self.background.start_their_detectors(fault.injected.injected_at) if first else []
+        evidence: list[asyncio.Task] = []  # gathered beside the confirm (`_detect`), when nothing comes between
         try:
-            await self._detect(fault, spec, theirs, first)
+            await self._detect(fault, spec, theirs, evidence)
             if not fault.random:  # a random schedule's faults come too fast to diagnose each
-                await self._diagnose(fault, first)
+                await self._diagnose(fault, first, evidence[0] if evidence else None)
             if spec.duration_s is not None:
                 await self._hold(fault, spec.duration_s)
         finally:
-            for task in theirs:  # cut short: their detectors stop with the experiment (the report says so)
-                task.cancel()
+            for task in [*theirs, *evidence]:  # cut short: their detectors stop with the experiment (the report
+                task.cancel()                  # says so), and so does a gathering nobody will read
         if not keep_on:
             await self.undo([fault])
         return fault
@@ -168,8 +183,10 @@ class Steps:
                                params=spec.params, tag=fault_tag(info.workflow_id, info.run_id, n))
         return request, chosen.fault_label
 
-    async def _detect(self, fault: FaultRecord, spec: FaultStep, theirs: list[asyncio.Task], first: bool) -> None:
+    async def _detect(self, fault: FaultRecord, spec: FaultStep, theirs: list[asyncio.Task],
+                      evidence: list[asyncio.Task]) -> None:
         p, inp = self.view.progress, self.inp
+        first = fault is self.record.first
         await self.gate(Stage.DETECT)
         timeout = min(inp.detect_timeout_s, spec.duration_s or inp.detect_timeout_s)
         self.view.stage(Stage.DETECT, f"checking invariants every {inp.detect_interval_s:g}s")
@@ -179,21 +196,28 @@ class Steps:
             self.view.detected(p.injected_at, fault.detection.detected_at)
         elif not fault.detection.detected:
             workflow.logger.warning("fault on %s not detected within %ss", ", ".join(fault.request.members), timeout)
-        # Did the fault do anything? Asked while it is still on, once traffic has flowed through it.
-        if compat.patched("fault-effect"):
-            fault.effect = await stages.confirm(fault.request)
+        # Did the fault do anything? Asked while it is still on, once traffic has flowed through it. The diagnosis's
+        # evidence is gathered at the same time when the diagnosis follows at once (one round trip less): not when
+        # their monitoring is waited for first, nor when `advance` paces the run, nor for a random schedule's fault.
+        compat.deprecated("fault-effect")
+        if not (theirs or fault.random or inp.interactive) and compat.patched("evidence-beside-confirm"):
+            evidence.append(asyncio.ensure_future(self._gather(fault)))
+        fault.effect = await stages.confirm(fault.request)
         self.view.steps(self.record.faults)
         if theirs:
             # The fault stays on until their monitoring has had its chance (bounded by the detect timeout).
             self.view.stage(Stage.DETECT, f"waiting for your monitoring: {', '.join(d.name for d in inp.detectors)}")
             await asyncio.gather(*theirs)
 
-    async def _diagnose(self, fault: FaultRecord, first: bool) -> None:
+    def _gather(self, fault: FaultRecord) -> Awaitable[Evidence]:
+        return stages.gather(self.inp, fault.detection, fault.injected.injected_at, self.record.windows)
+
+    async def _diagnose(self, fault: FaultRecord, first: bool, gathered: asyncio.Task | None) -> None:
         p = self.view.progress
         await self.gate(Stage.DIAGNOSE)
         self.view.stage(Stage.DIAGNOSE, "gathering evidence")
         try:
-            evidence = await stages.gather(self.inp, fault.detection, fault.injected.injected_at, self.record.windows)
+            evidence = await (gathered or self._gather(fault))
             self.view.stage(Stage.DIAGNOSE, "diagnosing (Claude, rules engine as fallback)")
             diagnosis = await stages.ask_for_diagnosis(self.inp, evidence)
             diagnosis.correct = verdict.grade(diagnosis, fault.request.members)

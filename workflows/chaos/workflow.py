@@ -89,7 +89,8 @@ class ChaosDemoWorkflow:
         await notify_run_end(report, inp.notify_url, pre.notify_worker)
         # Let an `abort` caller get its answer before the run closes.
         await workflow.wait_condition(workflow.all_handlers_finished)
-        if report.verdict == "fail" and compat.patched("fail-on-verdict"):
+        if report.verdict == "fail":
+            compat.deprecated("fail-on-verdict")
             raise verdict_failure(report)  # Failed in the web UI's list; the report is the failure's detail
         return report
 
@@ -151,7 +152,7 @@ class ChaosDemoWorkflow:
     async def _experiment(self, inp: ChaosInput, steps: Steps) -> None:
         """Results land on the record; the undo of what is still on is not in here but in run()'s `finally`."""
         try:
-            await self._countdown(inp, steps.first)
+            await self._countdown(inp, steps)
             await steps.run()
         except ActivityError as err:
             if is_cancelled_exception(err):
@@ -161,10 +162,13 @@ class ChaosDemoWorkflow:
             self.record.step_failed = str(err)
             self.record.reasons.append(str(err))
 
-    async def _countdown(self, inp: ChaosInput, first: FaultRequest | None) -> None:
+    async def _countdown(self, inp: ChaosInput, steps: Steps) -> None:
         """One durable timer for the whole countdown (a timer per second would put about 6 events a second in the
-        history). Viewers count down to `countdown_ends_at` on their own clock."""
-        p = self.view.progress
+        history). Viewers count down to `countdown_ends_at` on their own clock. The first fault's guard starts
+        beside it: the kill then follows the countdown's end without waiting for a child to start."""
+        p, first = self.view.progress, steps.first
+        if first is not None and compat.patched("guard-in-countdown"):
+            steps.guard_first_fault()
         await self._gate(Stage.COUNTDOWN)
         p.countdown_ends_at = workflow.now() + timedelta(seconds=inp.countdown_s)
         what = f"{p.fault_label} {', '.join(first.members)}" if first else "step 1"
