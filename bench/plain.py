@@ -5,7 +5,8 @@ functions directly, so the difference to a workflow run is what orchestration co
 Stages run in the workflow's order with the load alongside, the restore in `finally`, and the load stopped the
 same way (the window in flight finishes) - only the orchestration differs. The work is the workflow's too: the
 check that the fault took effect after detection, and the data safety check over this run's own history at the end
-(each plain run has its own ids, so its history is its own).
+(each plain run has its own ids, so its history is its own). So is what runs side by side: the evidence is gathered
+beside that check, and the diagnosis is made while the fault is undone, awaited after the safety check.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from durable_chaos.contracts import (
     SafetyRequest,
     WaitHealthyRequest,
 )
+from bench.measure import STAGES
 from workflows.chaos.stages import EVIDENCE_LOAD_WINDOWS
 
 
@@ -47,14 +49,17 @@ async def run_plain(inp: ChaosInput) -> dict[str, float]:
         return e
 
     run = env().run
-    marks: dict[str, float] = {}
-    last = time.monotonic()
+    began = time.monotonic()
+    ends: dict[str, float] = {}  # when each stage ended; stages that overlap are timed as the history times them
 
     def mark(stage: str) -> None:
-        nonlocal last
-        now = time.monotonic()
-        marks[stage] = now - last
-        last = now
+        ends[stage] = time.monotonic()
+
+    async def timed(stage: str, activity, arg):
+        try:
+            return await env().run(activity, arg)
+        finally:
+            mark(stage)
 
     pre = await run(preflight, PreflightRequest(subject=inp.subject, target=inp.target,
                                                 timeout_s=inp.preflight_timeout_s, check_timeout_s=inp.check_timeout_s))
@@ -85,7 +90,7 @@ async def run_plain(inp: ChaosInput) -> dict[str, float]:
 
     load = asyncio.create_task(load_loop())
     fault = FaultRequest(subject=inp.subject, fault=inp.fault, target=inp.target)
-    injected = healthy = None
+    injected = healthy = diagnosis = None
     try:
         await first_window_over.wait()  # as the workflow: no kill before a baseline window has ended
         injected = await run(inject_fault, fault)
@@ -94,13 +99,11 @@ async def run_plain(inp: ChaosInput) -> dict[str, float]:
             subject=inp.subject, interval_s=inp.detect_interval_s, timeout_s=inp.detect_timeout_s,
             check_timeout_s=inp.check_timeout_s))
         mark("detect_violation")
-        await run(confirm_fault, fault)  # as the workflow, before the evidence (its stage time includes it)
-        evidence = await run(gather_evidence, EvidenceRequest(
-            subject=inp.subject, detect=detection, injected_at=injected.injected_at,
-            load_windows=windows[-EVIDENCE_LOAD_WINDOWS:]))
-        mark("gather_evidence")
-        await run(diagnose, DiagnoseRequest(evidence=evidence, deadline_s=inp.diagnosis_deadline_s))
-        mark("diagnose")
+        _, evidence = await asyncio.gather(run(confirm_fault, fault), timed("gather_evidence", gather_evidence, (
+            EvidenceRequest(subject=inp.subject, detect=detection, injected_at=injected.injected_at,
+                            load_windows=windows[-EVIDENCE_LOAD_WINDOWS:]))))
+        diagnosis = asyncio.create_task(timed("diagnose", diagnose, DiagnoseRequest(
+            evidence=evidence, deadline_s=inp.diagnosis_deadline_s)))
     finally:
         if injected is not None:
             await run(restore_fault, fault)
@@ -114,5 +117,16 @@ async def run_plain(inp: ChaosInput) -> dict[str, float]:
     await run(check_safety, SafetyRequest(
         subject=inp.subject, check_timeout_s=inp.check_timeout_s, windows=rounds,
         fault_started_at=injected.injected_at if injected else None, fault_ended_at=healthy.at if healthy else None))
+    if diagnosis is not None:
+        await diagnosis
     mark("finish")
+    # As `History.stage_seconds`: each stage from the end of the one before it in run order, then the load's tail
+    # (when it ran past the last stage) and the finish.
+    marks, prev = {}, began
+    for stage in STAGES:
+        if stage in ends:
+            marks[stage], prev = ends[stage] - prev, ends[stage]
+    if ends["load_tail"] > prev:
+        marks["load_tail"], prev = ends["load_tail"] - prev, ends["load_tail"]
+    marks["finish"] = ends["finish"] - prev
     return marks

@@ -60,6 +60,8 @@ PATCHES: dict[str, Patch] = {p.id: p for p in (
           "for it to start (one workflow task more between the countdown's end and the kill)", "v8", State.ACTIVE),
     Patch("evidence-beside-confirm", "v9", "the diagnosis's evidence was gathered after the fault's effect was "
           "confirmed (one workflow task more between detection and the diagnosis)", "v8", State.ACTIVE),
+    Patch("diagnose-beside-undo", "v9", "the fault stayed on until the diagnosis had answered (Claude's time, up to "
+          "`diagnosis_deadline_s`), and only then was held or undone", "v8", State.ACTIVE),
 )}
 
 

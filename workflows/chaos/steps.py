@@ -64,6 +64,7 @@ class Steps:
         self.steps = inp.experiment_steps()
         self._choosing = asyncio.Lock()
         self._first_guard: asyncio.Task | None = None  # the first fault's guard, started in the countdown
+        self._diagnoses: list[asyncio.Task] = []  # diagnoses that run on while their fault is undone
         view.progress.step_count = len(self.steps)
 
     async def run(self) -> None:
@@ -124,8 +125,9 @@ class Steps:
 
     async def fault(self, number: int, lane: int | None, name: str, spec: FaultStep, keep_on: bool,
                     drawn_at_s: float | None = None) -> FaultRecord:
-        """Choose, guard, inject, detect, confirm, diagnose, hold; then undo, unless `keep_on` (the final step:
-        the compensation undoes it)."""
+        """Choose, guard, inject, detect, confirm (and gather the evidence), diagnose, hold; then undo, unless
+        `keep_on` (the final step: the compensation undoes it). The diagnosis runs on beside the hold and the undo
+        when nothing paces the run (`_detect`): the run awaits it before its verdict (`diagnosed`)."""
         async with self._choosing:  # lanes choose one at a time: two lanes never draw the same member
             request, label = await self._choose(spec)
             fault = FaultRecord(number, lane, name, request, label, spec.max_fault_s,
@@ -157,7 +159,13 @@ class Steps:
         evidence: list[asyncio.Task] = []  # gathered beside the confirm (`_detect`), when nothing comes between
         try:
             await self._detect(fault, spec, theirs, evidence)
-            if not fault.random:  # a random schedule's faults come too fast to diagnose each
+            if evidence and compat.patched("diagnose-beside-undo"):
+                # The evidence is all a diagnosis reads. Once it is gathered (the fault still on), the fault is
+                # held or undone while Claude answers (up to `diagnosis_deadline_s`): the run waits for the
+                # diagnosis before its report (`diagnosed`), not with a member down.
+                await asyncio.gather(*evidence, return_exceptions=True)  # a failed gathering: `_diagnose` says so
+                self._diagnoses.append(asyncio.ensure_future(self._diagnose(fault, first, evidence[0], beside=True)))
+            elif not fault.random:  # a random schedule's faults come too fast to diagnose each
                 await self._diagnose(fault, first, evidence[0] if evidence else None)
             if spec.duration_s is not None:
                 await self._hold(fault, spec.duration_s)
@@ -212,13 +220,18 @@ class Steps:
     def _gather(self, fault: FaultRecord) -> Awaitable[Evidence]:
         return stages.gather(self.inp, fault.detection, fault.injected.injected_at, self.record.windows)
 
-    async def _diagnose(self, fault: FaultRecord, first: bool, gathered: asyncio.Task | None) -> None:
+    async def _diagnose(self, fault: FaultRecord, first: bool, gathered: asyncio.Task | None,
+                        beside: bool = False) -> None:
+        """Gather evidence (unless `gathered`), ask for a diagnosis and grade it. `beside`: it runs while the run
+        goes on (the live view's stage is the run's, not this)."""
         p = self.view.progress
         await self.gate(Stage.DIAGNOSE)
-        self.view.stage(Stage.DIAGNOSE, "gathering evidence")
+        if not beside:
+            self.view.stage(Stage.DIAGNOSE, "gathering evidence")
         try:
             evidence = await (gathered or self._gather(fault))
-            self.view.stage(Stage.DIAGNOSE, "diagnosing (Claude, rules engine as fallback)")
+            if not beside:
+                self.view.stage(Stage.DIAGNOSE, "diagnosing (Claude, rules engine as fallback)")
             diagnosis = await stages.ask_for_diagnosis(self.inp, evidence)
             diagnosis.correct = verdict.grade(diagnosis, fault.request.members)
             fault.diagnosis = diagnosis
@@ -231,6 +244,12 @@ class Steps:
             # A diagnosis is worth having, never worth keeping a node down for.
             self.record.reasons.append(f"diagnosis of {fault.what} failed: {err.cause or err}")
         self.view.steps(self.record.faults)
+
+    async def diagnosed(self) -> None:
+        """Every diagnosis that ran on beside its fault's undo has answered (each bounded by its own deadline)."""
+        if not all(task.done() for task in self._diagnoses):
+            self.view.stage(Stage.DIAGNOSE, "waiting for the diagnosis (Claude, rules engine as fallback)")
+        await asyncio.gather(*self._diagnoses)
 
     async def _hold(self, fault: FaultRecord, duration_s: float) -> None:
         left = (fault.injected.injected_at + timedelta(seconds=duration_s) - workflow.now()).total_seconds()

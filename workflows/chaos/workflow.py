@@ -1,10 +1,12 @@
 """ChaosDemoWorkflow: one experiment on one subject, with a restore that always runs.
 
     preflight ─► background: load, guardrails ─► countdown ─► steps (steps.py), in order:
-                     a fault: choose ─► guard ─► inject ─► detect ─► confirm ─► diagnose ─► hold ─► undo ─► verify
+                     a fault: choose ─► inject ─► detect ─► confirm ∥ evidence ─► hold ─► undo ─► verify
+                              (its guard starts before: the first fault's with the countdown; its diagnosis is
+                               made from the evidence while the run goes on, and awaited before the verdict)
                      a wait, a load change, an approval, a check; parallel lanes; a random fault schedule
                                                       │ (cut short: abort, fault deadline, stop condition, cancel)
-    finally, always: compensate = undo what is on, newest first ─► verify healthy ─► data safety ─► verdict
+    finally, always: compensate = undo what is on, newest first ─► verify healthy ─► data safety ─► diagnoses ─► verdict
                      ─► report ─► notify
 
 Workflow code is deterministic: no I/O, no wall clock, no `random`. Time comes from `workflow.now()`, randomness
@@ -78,6 +80,7 @@ class ChaosDemoWorkflow:
 
         final = self.record.final
         safety = await self._check_safety(inp, final)
+        await steps.diagnosed()
         info = workflow.info()
         report = verdict.report(inp, p, self.record, verdict.Ending(
             workflow_id=info.workflow_id, run_id=info.run_id, project=pre.project,
