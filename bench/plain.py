@@ -5,7 +5,9 @@ functions directly, so the difference to a workflow run is what orchestration co
 Stages run in the workflow's order with the load alongside, the restore in `finally`, and the load stopped the
 same way (the window in flight finishes) - only the orchestration differs. The work is the workflow's too: the
 check that the fault took effect after detection, and the data safety check over this run's own history at the end
-(each plain run has its own ids, so its history is its own). So is what runs side by side: the evidence is gathered
+(each plain run has its own ids, so its history is its own), and the slow-member watch preflight measures, which
+detection and the wait until healthy use (without it, the plain wait ended while a restarted member still answered
+slowly: 0.13 s a run sooner on a copy the load generator had filled). So is what runs side by side: the evidence is gathered
 beside that check, and the diagnosis is made while the fault is undone, awaited after the safety check.
 """
 
@@ -62,7 +64,8 @@ async def run_plain(inp: ChaosInput) -> dict[str, float]:
             mark(stage)
 
     pre = await run(preflight, PreflightRequest(subject=inp.subject, target=inp.target,
-                                                timeout_s=inp.preflight_timeout_s, check_timeout_s=inp.check_timeout_s))
+                                                timeout_s=inp.preflight_timeout_s, check_timeout_s=inp.check_timeout_s,
+                                                slow=inp.slow))
     mark("preflight")
     # As the workflow: unset timeouts take the subject's defaults.
     inp = inp.model_copy(update={"detect_timeout_s": inp.detect_timeout_s or pre.defaults.detect_timeout_s,
@@ -97,7 +100,7 @@ async def run_plain(inp: ChaosInput) -> dict[str, float]:
         mark("inject_fault")
         detection = await run(detect_violation, DetectRequest(
             subject=inp.subject, interval_s=inp.detect_interval_s, timeout_s=inp.detect_timeout_s,
-            check_timeout_s=inp.check_timeout_s))
+            check_timeout_s=inp.check_timeout_s, slow=pre.slow))
         mark("detect_violation")
         _, evidence = await asyncio.gather(run(confirm_fault, fault), timed("gather_evidence", gather_evidence, (
             EvidenceRequest(subject=inp.subject, detect=detection, injected_at=injected.injected_at,
@@ -109,7 +112,8 @@ async def run_plain(inp: ChaosInput) -> dict[str, float]:
             await run(restore_fault, fault)
             mark("restore_fault")
             healthy = await run(wait_healthy, WaitHealthyRequest(
-                subject=inp.subject, timeout_s=inp.restore_timeout_s, check_timeout_s=inp.check_timeout_s))
+                subject=inp.subject, timeout_s=inp.restore_timeout_s, check_timeout_s=inp.check_timeout_s,
+                slow=pre.slow))
             mark("wait_healthy")
         stop_load = True
         await load
