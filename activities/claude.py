@@ -10,6 +10,7 @@ it: the workflow restores the node it hit, and grades the answer against it.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import secrets
 from dataclasses import dataclass
@@ -133,8 +134,10 @@ async def ask_claude(evidence: Evidence, deadline_s: float) -> ClaudeAnswer:
     if not api_key:
         raise ClaudeUnavailable("no_api_key", f"{API_KEY_ENV} is not set in the worker's environment")
     # Imported here, when a run asks Claude: the SDK takes over a second to import (measured 1.3 s), and the command
-    # line and a worker that never diagnoses would pay it for nothing.
-    import anthropic
+    # line and a worker that never diagnoses would pay it for nothing. In a thread: the diagnosis runs beside the
+    # undo, and an import on the event loop stood it still for 0.88 s (tests/unit/test_diagnosis_units.py), heartbeats
+    # and the restore's checks included.
+    anthropic = await asyncio.to_thread(importlib.import_module, "anthropic")
 
     model = model_name()
     nonce = secrets.token_hex(8)

@@ -4,7 +4,11 @@ real `anthropic` SDK against the local fake Messages API for every way Claude ca
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -294,3 +298,39 @@ def test_claudes_prompt_describes_every_kinds_signature_and_shows_paused_and_the
 def test_each_network_kind_takes_only_its_own_signs_from_what_the_namespace_shows(monkeypatch):
     signs = signs_in_netns(monkeypatch, NETNS_NOISE + [line for lines in NETNS.values() for line in lines])
     assert signs == [Sign(kind=kind, detail=line) for kind, lines in NETNS.items() for line in lines]
+
+
+def test_the_first_diagnosis_does_not_stall_the_event_loop_while_claude_s_sdk_is_imported():
+    """The diagnosis now runs beside the undo: importing `anthropic` (over a second here) on the worker's event loop
+    stalled the restore's heartbeats and checks with it. A fresh interpreter, as a worker's first diagnosis is."""
+    script = textwrap.dedent('''
+        import asyncio, os, sys, time
+        from activities.claude import ask_claude
+        from tests import fake_anthropic as fa
+        from tests.unit.test_diagnosis_units import killed_evidence
+        assert "anthropic" not in sys.modules, "imported before the first diagnosis"
+
+        async def main():
+            gaps = []
+            async def ticker():
+                last = time.monotonic()
+                while True:
+                    await asyncio.sleep(0.01)
+                    now = time.monotonic()
+                    gaps.append(now - last)
+                    last = now
+            tick = asyncio.create_task(ticker())
+            await asyncio.sleep(0.05)  # ticking
+            with fa.FakeAnthropic(fa.answer(fa.findings(["etcd2"]))) as fake:
+                os.environ.update(ANTHROPIC_API_KEY="test-key", ANTHROPIC_BASE_URL=fake.url)
+                answer = await ask_claude(killed_evidence(), deadline_s=20)
+            tick.cancel()
+            print(answer.findings.affected_nodes, round(max(gaps), 3))
+        asyncio.run(main())
+    ''')
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr
+    nodes, longest = out.stdout.rsplit(" ", 1)
+    assert nodes == "['etcd2']"
+    assert float(longest) < 0.3, f"the event loop stood still {longest}s while the SDK was imported"
