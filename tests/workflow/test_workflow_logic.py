@@ -90,6 +90,7 @@ class FakeCluster:
         self.detect_forever = False
         self.diagnose_forever = False
         self.diagnose_until_restored = False  # the diagnosis answers once a restore has begun (at most 5 s)
+        self.diagnose_after_safety_s: float | None = None  # ... or this long after the safety check was asked
         self.diagnosis_times: list[datetime] = []
         self.restore_delay = 0.0
         self.late_inject = False  # an inject attempt that had timed out lands right after the first restore
@@ -181,6 +182,9 @@ class FakeCluster:
                 if cluster.restores:
                     break
                 await asyncio.sleep(0.1)
+            if cluster.diagnose_after_safety_s is not None:
+                await until(lambda: cluster.safety_requests)
+                await asyncio.sleep(cluster.diagnose_after_safety_s)
             cluster.diagnosis_times.append(now())
             sick = [m.service for m in req.evidence.health_now.members if not m.healthy]
             return Diagnosis(source="rules", affected_nodes=sick, summary="x", root_cause="y", evidence=[],
@@ -482,6 +486,28 @@ async def test_the_fault_is_undone_while_the_diagnosis_is_made(client):
     assert report.verdict == "pass", report.reasons
     assert cluster.restore_times[0] < cluster.diagnosis_times[0], "the restore waited for the diagnosis"
     assert report.diagnosis is not None and report.diagnosis.affected_nodes == ["n2"] and report.diagnosis.correct
+
+
+async def test_the_live_view_never_goes_back_a_stage_while_a_late_diagnosis_is_awaited(client):
+    cluster = FakeCluster()
+    cluster.diagnose_after_safety_s = 1.5  # Claude still thinking after the undo, the verify and the safety check
+    seen: list[tuple[str, str]] = []
+
+    async def watch(handle):
+        while True:
+            p = await handle.query(ChaosDemoWorkflow.progress)
+            if not seen or seen[-1] != (p.stage.value, p.message):
+                seen.append((p.stage.value, p.message))
+            if p.stage.value in ("done", "failed"):
+                return
+            await asyncio.sleep(0.05)
+
+    report, _ = await run_chaos(client, cluster, fast_input(target="n2"), during=watch)
+    assert report.verdict == "pass" and report.diagnosis is not None, report.reasons
+    order = ["preflight", "countdown", "inject", "detect", "diagnose", "restore", "verify", "safety", "done"]
+    stages = [stage for stage, _ in seen]
+    assert stages == sorted(stages, key=order.index), seen
+    assert any("waiting for the diagnosis" in message for _, message in seen), seen
 
 
 async def test_a_diagnosis_that_never_ends_holds_no_fault_and_ends_at_its_own_deadline(client):

@@ -248,7 +248,8 @@ class Steps:
     async def diagnosed(self) -> None:
         """Every diagnosis that ran on beside its fault's undo has answered (each bounded by its own deadline)."""
         if not all(task.done() for task in self._diagnoses):
-            self.view.stage(Stage.DIAGNOSE, "waiting for the diagnosis (Claude, rules engine as fallback)")
+            # Said within the last stage: the live view's strip of stages never goes back.
+            self.view.say("waiting for the diagnosis (Claude, rules engine as fallback)")
         await asyncio.gather(*self._diagnoses)
 
     async def _hold(self, fault: FaultRecord, duration_s: float) -> None:
