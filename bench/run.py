@@ -584,7 +584,7 @@ async def main(args: argparse.Namespace) -> int:
             t0 = time.monotonic()
             await bring_up(copies[1:n_copies])
             results["parallel_bring_up_s"] = round(time.monotonic() - t0, 2)
-            # Started just now, the copies are busy for a while (the first try ran the sweep at once: 58 heartbeat
+            # Started just now, the copies are busy for a while (the first try ran the sweep at once: 54 heartbeat
             # timeouts in its first step, against none with copies up for minutes).
             results["parallel_settle_s"] = await settle()
             console.print(f"  {n_copies - 1} more copies for the sweep healthy in {results['parallel_bring_up_s']}s, "
