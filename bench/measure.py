@@ -63,23 +63,10 @@ class History:
         return next((a for a in self.activities if a.name == name), None)
 
     def stage_seconds(self) -> dict[str, float]:
-        """Seconds from the end of the previous stage (or the start of the run) to the end of each stage; then the
-        load's tail (the window in flight after the last stage runs to its end: 0 to 1 s, by chance of phase, the
-        same in the plain script) and the finish (the safety check, the report) to the run's close."""
-        out, prev = {}, self.started
-        for name in STAGES:
-            a = self.first(name)
-            if a is None or a.closed is None:
-                continue
-            out[name] = (a.closed - prev).total_seconds()
-            prev = a.closed
+        """`stage_spans` of this run, from the server's timestamps."""
+        ends = {name: a.closed for name in STAGES if (a := self.first(name)) is not None and a.closed is not None}
         windows = [a.closed for a in self.activities if a.name == "run_load_window" and a.closed is not None]
-        if windows and max(windows) > prev:
-            out["load_tail"] = (max(windows) - prev).total_seconds()
-            prev = max(windows)
-        if self.closed is not None:
-            out["finish"] = (self.closed - prev).total_seconds()
-        return out
+        return stage_spans(self.started, ends, max(windows, default=None), self.closed)
 
     def orchestration_gaps(self) -> dict[str, list[float]]:
         """Where orchestration spends time between stages: from one stage's end to the next one's scheduling (a
@@ -109,6 +96,23 @@ class History:
                 gaps["  further workflow tasks_s"].append((a.scheduled - completed).total_seconds())
             prev = a.closed
         return gaps
+
+
+def stage_spans(started: datetime, ends: dict[str, datetime], load_end: datetime | None,
+                closed: datetime | None) -> dict[str, float]:
+    """Seconds from the end of the previous stage (or the start of the run) to the end of each stage in `STAGES`
+    order; then the load's tail (the window in flight after the last stage runs to its end: 0 to 1 s, by chance of
+    phase) and the finish (the safety check, the report) to the run's close. Both sides of the overhead comparison
+    are timed this way (bench/plain.py), so stages that overlap count alike."""
+    out, prev = {}, started
+    for name in STAGES:
+        if name in ends:
+            out[name], prev = (ends[name] - prev).total_seconds(), ends[name]
+    if load_end is not None and load_end > prev:
+        out["load_tail"], prev = (load_end - prev).total_seconds(), load_end
+    if closed is not None:
+        out["finish"] = (closed - prev).total_seconds()
+    return out
 
 
 def _timeout_type(failure) -> str | None:

@@ -7,17 +7,17 @@ same way (the window in flight finishes) - only the orchestration differs. The w
 check that the fault took effect after detection, and the data safety check over this run's own history at the end
 (each plain run has its own ids, so its history is its own), and the slow-member watch preflight measures, which
 detection and the wait until healthy use (without it, the plain wait ended while a restarted member still answered
-slowly: 0.13 s a run sooner on a copy the load generator had filled). So is what runs side by side: the evidence is gathered
-beside that check, and the diagnosis is made while the fault is undone, awaited after the safety check.
+slowly: 0.13 s a run sooner on a copy the load generator had filled). What the workflow runs side by side, so does
+the script: the evidence beside that check, and the diagnosis while the fault is undone, awaited after the safety
+check. Stages are timed as the history's are (`measure.stage_spans`), on the wall clock the server stamps too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from temporalio.testing import ActivityEnvironment
 
@@ -26,6 +26,7 @@ from activities.faults import confirm_fault, inject_fault, restore_fault
 from activities.load import run_load_window
 from activities.probes import detect_violation, preflight, wait_healthy
 from activities.safety import check_safety
+from bench.measure import stage_spans
 from durable_chaos.contracts import (
     ChaosInput,
     DetectRequest,
@@ -37,7 +38,6 @@ from durable_chaos.contracts import (
     SafetyRequest,
     WaitHealthyRequest,
 )
-from bench.measure import STAGES
 from workflows.chaos.stages import EVIDENCE_LOAD_WINDOWS
 
 
@@ -51,11 +51,11 @@ async def run_plain(inp: ChaosInput) -> dict[str, float]:
         return e
 
     run = env().run
-    began = time.monotonic()
-    ends: dict[str, float] = {}  # when each stage ended; stages that overlap are timed as the history times them
+    began = datetime.now(timezone.utc)
+    ends: dict[str, datetime] = {}  # when each stage ended
 
     def mark(stage: str) -> None:
-        ends[stage] = time.monotonic()
+        ends[stage] = datetime.now(timezone.utc)
 
     async def timed(stage: str, activity, arg):
         try:
@@ -124,13 +124,4 @@ async def run_plain(inp: ChaosInput) -> dict[str, float]:
     if diagnosis is not None:
         await diagnosis
     mark("finish")
-    # As `History.stage_seconds`: each stage from the end of the one before it in run order, then the load's tail
-    # (when it ran past the last stage) and the finish.
-    marks, prev = {}, began
-    for stage in STAGES:
-        if stage in ends:
-            marks[stage], prev = ends[stage] - prev, ends[stage]
-    if ends["load_tail"] > prev:
-        marks["load_tail"], prev = ends["load_tail"] - prev, ends["load_tail"]
-    marks["finish"] = ends["finish"] - prev
-    return marks
+    return stage_spans(began, ends, ends["load_tail"], ends["finish"])
