@@ -145,19 +145,17 @@ def start_and_watch(targets: list[Target], healthy: Healthy | None, saved: dict[
             t.container.reload()
             if not t.container.state.running:
                 why = _said(t.container, f"exit code {t.container.state.exit_code}")
-                done[t.service] = _repair(t, saved.get(t.service), why)
-                t.container.start()
+                done[t.service] = _repair_and_start(t, saved.get(t.service), why)
                 watched.remove(t)
         if not watched:
             break
         if time.monotonic() > deadline:
-            if healthy is not None and back - {t.service for t in watched}:
+            if healthy is not None and back:  # a peer is healthy (`back` holds none of the watched)
                 for t in watched:
                     why = _said(t.container, f"up, and not healthy {watch_s:g}s after it was started")
                     t.container.kill("SIGKILL")  # nothing it holds in memory may write over the repair
                     wait_stopped(t.container)
-                    done[t.service] = _repair(t, saved.get(t.service), why)
-                    t.container.start()
+                    done[t.service] = _repair_and_start(t, saved.get(t.service), why)
             break
         back = healthy() if healthy is not None else {t.service for t in watched if settled(t.container)}
         watched = [t for t in watched if t.service not in back]
@@ -171,16 +169,19 @@ def _said(c: Container, what: str) -> str:
     return what + (f": {words}" if (words := last_words(c)) else "")
 
 
-def _repair(t: Target, saved: tuple[Path, Path] | None, why: str) -> str:
+def _repair_and_start(t: Target, saved: tuple[Path, Path] | None, why: str) -> str:
+    """Repair a stopped member and start it again; returns the report's line."""
     folder = data_folder(t)
     if t.rejoins_empty:
         for child in folder.iterdir():
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        t.container.start()
         return (f"{t.service} could not start on what its disk held ({why}); repaired by its subject's repair: its "
                 f"data folder emptied, to rejoin from its peers")
     if saved is not None and saved[0].exists():
         copy, original = saved
         shutil.copy2(copy, original)
+        t.container.start()
         return (f"{t.service} could not start on what its disk held ({why}); repaired by putting back the saved "
                 f"copy of {original.relative_to(folder)} (its subject declares no repair of its own)")
     raise RuntimeError(f"{t.service} cannot start on what its disk holds ({why}) and its subject declares no "
