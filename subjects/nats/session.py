@@ -36,6 +36,7 @@ CONSUMER = "LOAD"
 FETCH_BATCH = 10
 FETCH_WAIT_S = 0.25
 ACK_WAIT_S = 30.0
+NO_LEADER_RETRY_S = 0.05
 # The drain: the share of a replica's reading time spent getting a consumer placed on it (each lands on one of
 # three; a replica that just rejoined may be passed over for a while: CI saw 20 tries in a row miss one), and how
 # many messages a fetch takes.
@@ -155,10 +156,17 @@ class NatsSession(Session):
             raise NotApplied("nothing published through this session yet: which run's stream to read is unknown")
         async with asyncio.timeout(timeout):
             sub = await self._subscription(client, timeout)
-            try:
-                msgs = await sub.fetch(FETCH_BATCH, timeout=min(FETCH_WAIT_S, timeout / 2))
-            except nats.errors.TimeoutError:
-                return []
+            while True:
+                try:
+                    msgs = await sub.fetch(FETCH_BATCH, timeout=min(FETCH_WAIT_S, timeout / 2))
+                    break
+                except nats.errors.TimeoutError:
+                    return []
+                except nats.js.errors.ServiceUnavailableError:
+                    # No responders: no consumer leader took the pull, so nothing was delivered. A consumer just
+                    # made has none for a few milliseconds (a run's first fetch comes right after), and one whose
+                    # leader died elects another: asked again until the fetch's time is up.
+                    await asyncio.sleep(NO_LEADER_RETRY_S)
             got = []
             for msg in msgs:
                 await self._acknowledge(msg, timeout)

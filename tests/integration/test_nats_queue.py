@@ -166,3 +166,14 @@ async def test_a_stream_that_is_gone_holds_none_of_its_acknowledged_messages(clu
             for svc, messages in drained.items()]
     lost = {f.name: f for f in check_queue(ops)}["lost messages"]
     assert lost.verdict == "violated" and lost.detail.startswith("20 acknowledged messages lost"), lost.detail
+
+
+async def test_the_first_fetch_right_after_a_run_s_consumer_is_made_gets_its_messages(cluster):
+    """CI (stop 35) saw a fetch answered 503 (no responders): the pull went out before the new consumer had a
+    leader to take it. A run's first fetch comes right after its consumer is made, so it must wait for that leader
+    rather than fail a fetch that the subject would have answered a moment later."""
+    for _ in range(15):
+        run = uuid.uuid4().hex[:8]
+        async with open_session(cluster.instance) as session:
+            await session.publish(0, {"id": f"{run}-f-0", "publisher": 0, "n": 0}, 2.0)
+            assert await session.fetch(0, 2.0) == [[f"{run}-f-0", 1]]
