@@ -122,14 +122,15 @@ async def check_safety(req: SafetyRequest) -> SafetyReport:
     async with open_session(instance) as session:
         model, isolation = session.model, session.isolation
         final = await FINAL_PHASES[model](session, ops) if model else []
-        token_name, gapless = session.token_name, session.gapless_tokens
+        token_name, gapless, keeps_delivered = session.token_name, session.gapless_tokens, session.keeps_delivered
     await asyncio.to_thread(write_part, folder / FINAL_PART, final, faults)
     ops += final
     ops.sort(key=lambda op: op.invoke_ns)
 
     def run_checkers() -> SafetyReport:
         return checkers.check(ops, model=model, isolation=isolation, token_name=token_name, gapless=gapless,
-                              fault_start_ns=start_ns, fault_end_ns=end_ns, unknown_because=unknown_because)
+                              keeps_delivered=keeps_delivered, fault_start_ns=start_ns, fault_end_ns=end_ns,
+                              unknown_because=unknown_because)
 
     report = await off_loop(run_checkers)
     return report.model_copy(update={"history": str(folder), "history_bytes": size_bytes(folder)})

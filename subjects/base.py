@@ -99,6 +99,9 @@ class Session(abc.ABC):
     token_name: str | None = None
     # Tokens come from a counter only this load advances (a stream of its own): an unexplained gap is a violation.
     gapless_tokens: bool = False
+    # queue: the stream keeps a message after a consumer acknowledged it (a log, not a work queue), so a message that
+    # no replica holds at the end is lost even if it was delivered.
+    keeps_delivered: bool = False
 
     @abc.abstractmethod
     async def check(self, timeout: float, fail_fast: bool = False) -> CheckResult:

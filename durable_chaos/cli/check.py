@@ -125,6 +125,10 @@ def check(
                                             help=f"list-append: the isolation level the system promises "
                                                  f"({', '.join(ISOLATION_LEVELS)}; default {DEFAULT_ISOLATION}, "
                                                  f"as Elle's)"),
+    keeps_delivered: bool = typer.Option(False, "--keeps-delivered",
+                                         help="queue: the stream keeps what it delivered (a log, such as JetStream's "
+                                              "default retention, as a nats run is checked): a message no replica "
+                                              "holds at the end is lost even if it was delivered"),
     html_out: Optional[Path] = typer.Option(None, "--html", metavar="OUT.html",
                                             help="also write a page with the counterexample drawn"),
     as_json: bool = typer.Option(False, "--json", help="print the safety report as JSON instead"),
@@ -139,7 +143,7 @@ def check(
     # The faults the history marks (nemesis lines) split its latency into before, during and after.
     starts = [w.start_ns for w in history.faults]
     ends = [w.end_ns for w in history.faults]
-    report = check_history(history.ops, model=model, isolation=isolation,
+    report = check_history(history.ops, model=model, isolation=isolation, keeps_delivered=keeps_delivered,
                            fault_start_ns=min(starts, default=None),
                            fault_end_ns=None if None in ends else max(ends, default=None), budget=budget)
     if file != "-":

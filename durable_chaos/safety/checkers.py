@@ -55,7 +55,7 @@ def _registers(model: Register) -> Callable[..., list[Finding]]:
     return run
 
 
-# model -> its checkers: (ops, token_name=, gapless=, isolation=) -> findings.
+# model -> its checkers: (ops, token_name=, gapless=, keeps_delivered=, isolation=) -> findings.
 CHECKERS: dict[str, Callable[..., list[Finding]]] = {
     "register": _registers(REGISTER),
     "cas-register": _registers(CAS_REGISTER),
@@ -115,12 +115,14 @@ def _counterexample(first: Finding) -> Counterexample:
 
 
 def check(ops: list[Op], *, model: str | None = "register", isolation: str | None = None,
-          token_name: str | None = None, gapless: bool = False, fault_start_ns: int | None = None,
+          token_name: str | None = None, gapless: bool = False, keeps_delivered: bool = False,
+          fault_start_ns: int | None = None,
           fault_end_ns: int | None = None, unknown_because: list[str] | None = None,
           budget: int = SEARCH_BUDGET) -> SafetyReport:
     """The checkers of the history's data `model` on one history (None: the load's operations say nothing about
     data). `token_name`: what the subject's tokens are (None: it returns none). `isolation`: the level a
-    list-append subject promises. `budget`: search steps per key before a search says unknown.
+    list-append subject promises. `keeps_delivered`: a queue subject's stream keeps what it delivered (a log).
+    `budget`: search steps per key before a search says unknown.
     `unknown_because`: what the caller already knows makes the data checks unsound (e.g. missing history parts);
     the checkers still run and say what they saw, but the verdict is `unknown` either way."""
     began = time.perf_counter()
@@ -132,7 +134,8 @@ def check(ops: list[Op], *, model: str | None = "register", isolation: str | Non
         reasons.append("the subject's load declares no data operations: only availability is measured"
                        if sent else "no operations were recorded")
     else:
-        findings = CHECKERS[model](ops, token_name=token_name, gapless=gapless, isolation=isolation, budget=budget)
+        findings = CHECKERS[model](ops, token_name=token_name, gapless=gapless, keeps_delivered=keeps_delivered,
+                                   isolation=isolation, budget=budget)
     violated = [f for f in findings if f.verdict == "violated"]
     reasons += [f"{f.name}: {f.detail}" for f in findings if f.verdict != "ok"]
     # A history known to be incomplete (a lost window's operations may have landed) explains any violation the

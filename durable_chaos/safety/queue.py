@@ -9,6 +9,8 @@ acknowledged, in delivery order; and the final `drain`, one per replica, {"repli
 Findings:
 - lost messages: acknowledged, never delivered, and held by no replica drained; lost in the middle (a message at a
   later sequence survived) or at the tail. Publishes of unknown outcome that were found are counted, never blamed.
+  For a stream that keeps delivered messages (`keeps_delivered`: a log, not a work queue), a message no replica
+  holds is lost whether or not it was delivered.
 - duplicated messages: an id delivered twice (a fetch is ok only once every ack was confirmed, so a second delivery
   is a redelivery of an acknowledged message), or held twice by one replica, under two sequences.
 - unexpected messages: delivered or stored, but never published, or published with outcome fail.
@@ -78,7 +80,7 @@ def _count(n: int, what: str) -> str:
     return f"{n} {what}" + ("" if n == 1 else "s")
 
 
-def lost_messages(log: Log) -> Finding:
+def lost_messages(log: Log, keeps_delivered: bool = False) -> Finding:
     name = "lost messages"
     acked = [op for op in log.publishes.values() if op.outcome == "ok"]
     if not log.drains:
@@ -91,7 +93,8 @@ def lost_messages(log: Log) -> Finding:
     for _, messages in log.drains.values():
         for mid, seq in messages:
             held[mid] = min(seq, held.get(mid, seq))
-    found = delivered | held.keys()
+    # A work queue is done with a message once it is delivered; a log still owes it to every later reader.
+    found = held.keys() if keeps_delivered else delivered | held.keys()
     # The last message any replica holds.
     top = max(((mid, seq) for _, messages in log.drains.values() for mid, seq in messages),
               key=lambda item: item[1], default=None)
@@ -100,7 +103,7 @@ def lost_messages(log: Log) -> Finding:
     latest = max((p.invoke_ns for p in map(log.publishes.get, held) if p is not None), default=None)
     middle = [op for op in lost if _survived_after(op, top, latest)]
     unknown = [op for op in log.publishes.values() if op.outcome == "info"]
-    landed = sum(1 for op in unknown if op.value["id"] in found)
+    landed = sum(1 for op in unknown if op.value["id"] in delivered | held.keys())
     replicas = f"{len(log.drains)} of {len(log.drains) + len(log.undrained)} replicas drained"
     if not lost:
         return Finding(name, "ok", f"all {len(acked)} acknowledged messages were delivered or are held by a replica "
@@ -113,8 +116,9 @@ def lost_messages(log: Log) -> Finding:
     else:
         where = "at the tail of the stream: no later message survived"
     detail = (f"{_count(len(lost), 'acknowledged message')} lost ({len(middle)} in the middle of the stream, "
-              f"{len(lost) - len(middle)} at its tail; {replicas}); first: {message(first)} was never delivered "
-              f"and no replica holds it, {where}")
+              f"{len(lost) - len(middle)} at its tail; {replicas}); first: {message(first)} "
+              f"{'was delivered, yet' if first.value['id'] in delivered else 'was never delivered, and'} no replica "
+              f"holds it, {where}")
     return Finding(name, "violated", detail, _ordered(shown + _drain_ops(log)), count=len(lost), stuck=first)
 
 
@@ -337,11 +341,12 @@ def sequence_order(log: Log, token_name: str, gapless: bool) -> Finding:
     return found
 
 
-def check_queue(ops: list[Op], *, token_name: str | None = None, gapless: bool = False, **_) -> list[Finding]:
+def check_queue(ops: list[Op], *, token_name: str | None = None, gapless: bool = False,
+                keeps_delivered: bool = False, **_) -> list[Finding]:
     """Every queue finding on one history; with `token_name` (what the subject calls its sequences), their
-    order too."""
+    order too. `keeps_delivered`: the stream keeps a message after it was delivered (a log)."""
     log = parse(ops)
-    findings = [lost_messages(log), duplicated_messages(log), unexpected_messages(log), publisher_order(log),
+    findings = [lost_messages(log, keeps_delivered), duplicated_messages(log), unexpected_messages(log), publisher_order(log),
                 replica_agreement(log)]
     if token_name is not None:
         findings.append(sequence_order(log, token_name, gapless))

@@ -54,6 +54,7 @@ class NatsSession(Session):
     model = "queue"
     token_name = "stream sequence"
     gapless_tokens = True
+    keeps_delivered = True  # the run's stream has JetStream's default retention (limits): nothing leaves it
 
     def __init__(self, client_urls: dict[str, str], monitor_urls: dict[str, str]):
         self.monitor_urls = monitor_urls

@@ -151,6 +151,24 @@ def test_gzip_stdin_and_a_runs_history_folder(tmp_path):
     assert done.returncode == 1 and "stuck here" in done.stdout, done.stdout + done.stderr
 
 
+def test_a_log_that_lost_a_delivered_message_fails_only_with_keeps_delivered(tmp_path):
+    """A queue history whose consumer got m1 and m2, while at the end no replica holds m2: a work queue may forget
+    what it delivered (exit 0), a log (JetStream's default retention, as a nats run is checked) may not (exit 1)."""
+    def lines(f, t0, t1, value, **extra):
+        invoke = {"process": 0, "type": "invoke", "f": f, "value": value, "time": t0 * MS}
+        return [invoke, {**invoke, "type": "ok", "time": t1 * MS, **extra}]
+    history = history_file(
+        tmp_path / "log.jsonl",
+        *lines("publish", 0, 1, {"id": "m1", "publisher": 0, "n": 1}, token=1),
+        *lines("publish", 2, 3, {"id": "m2", "publisher": 0, "n": 2}, token=2),
+        *lines("fetch", 4, 5, [["m1", 1], ["m2", 2]]),
+        *lines("drain", 9, 10, {"replica": "n1", "messages": [["m1", 1]]}, final=True))
+    assert check("--model", "queue", str(history)).returncode == 0
+    done = check("--model", "queue", "--keeps-delivered", str(history))
+    assert done.returncode == 1 and "was delivered, yet no replica holds it" in done.stdout, done.stdout + done.stderr
+    assert "--keeps-delivered" in check("--help").stdout
+
+
 def test_a_folder_with_a_broken_part_names_the_part(tmp_path):
     (tmp_path / "1000.jsonl.gz").write_bytes(gzip.compress(b'{"process": 0, "type": "ok", "f": "read"}\n'))
     done = check("--model", "register", str(tmp_path))
