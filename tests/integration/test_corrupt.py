@@ -34,7 +34,7 @@ cli_env = disk_faults.cli_env  # the CLI's environment with a task queue of its 
 def started_at(copy) -> dict[str, str]:
     """When each member's container last started, as Docker records it: a restart changes it."""
     return {c.name: str(c.state.started_at) for c in docker.container.list(
-        all=True, filters={"label": f"com.docker.compose.project={copy.instance.project}"})}
+        all=True, filters=[("label", f"com.docker.compose.project={copy.instance.project}")])}
 
 
 def member_said(copy, service: str) -> str:

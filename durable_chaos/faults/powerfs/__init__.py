@@ -222,7 +222,7 @@ def remove_layers_of_gone_copies(older_than_s: float = 600.0) -> list[str]:
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         if time.time() - folder.stat().st_mtime < older_than_s:
             continue
-        if docker.container.list(all=True, filters={"label": f"{PROJECT_LABEL}={folder.name}"}):
+        if docker.container.list(all=True, filters=[("label", f"{PROJECT_LABEL}={folder.name}")]):
             continue
         remove_layers(folder.name)
         gone.append(folder.name)
