@@ -6,12 +6,20 @@ missed their 1.5 s timeout and nearly every run failed; with the worker at a hig
 same 20 runs all passed once (bench: parallel sweep, session 6). So a worker raises its own scheduling priority when
 it may, for every one of its threads: until session 11 only the calling thread was raised, and the SDK's threads,
 which send the heartbeats, stayed at nice 0. 20 copies are still the edge of a 2-core host (docs/benchmark.md).
+
+A thread's nice ranks it only within its scheduling group. Where the kernel groups processes by session
+(autogroup, /proc/sys/kernel/sched_autogroup_enabled: on these machines, and by default on many distributions'
+kernels), the worker's whole terminal session (the worker, the Temporal server it started, the docker CLI it runs)
+is one group that competes with Docker's containers (the `docker` cpu cgroup) as an equal: at 20 copies the two
+split the cores about evenly whatever the worker's nice (session 22 found this). So the worker also gives its session's
+autogroup the same nice, which weighs that group ahead of the containers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 
 NICE = -10  # ahead of the containers (0) without starving the Docker daemon or the Temporal server
 
@@ -36,11 +44,33 @@ def raise_threads(pid: int | str = "self") -> list[int]:
     return behind
 
 
+AUTOGROUP_ENABLED = Path("/proc/sys/kernel/sched_autogroup_enabled")
+
+
+def raise_autogroup(pid: int | str = "self") -> bool:
+    """The autogroup of `pid`'s session raised to NICE if the kernel groups by session and it ran behind; whether
+    it was raised (PermissionError if not permitted). Every process of the session is weighed as that group."""
+    try:
+        if AUTOGROUP_ENABLED.read_text().strip() != "1":
+            return False
+        group = Path(f"/proc/{pid}/autogroup")
+        current = int(group.read_text().rsplit("nice", 1)[1])  # "/autogroup-1 nice 0"
+    except (OSError, IndexError, ValueError):  # no autogroup here (another kernel, or a process that ended)
+        return False
+    if current <= NICE:
+        return False
+    group.write_text(str(NICE))
+    return True
+
+
 def start_ahead() -> None:
     """For a process this one starts that serves the runs (the embedded Temporal server): it starts at NICE, and
-    every thread it makes inherits it. Called in the child before it runs; quietly nothing where not permitted."""
+    every thread it makes inherits it, and so does its session's autogroup (the server has a session of its own, to
+    outlive the command that started it). Called in the child before it runs; quietly nothing where not
+    permitted."""
     with contextlib.suppress(PermissionError):
         os.setpriority(os.PRIO_PROCESS, 0, NICE)
+        raise_autogroup()
         if realtime_wanted():
             os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
 
@@ -67,7 +97,8 @@ def realtime_threads(pid: int | str = "self", reset_on_fork: bool = True) -> Non
 
 
 def run_ahead() -> str:
-    """Raise every thread of this process to NICE if it is lower and permitted; one line saying what happened."""
+    """Raise every thread of this process, and its session's autogroup, to NICE if lower and permitted; one line
+    saying what happened."""
     current = os.getpriority(os.PRIO_PROCESS, 0)
     refused = ""
     if realtime_wanted():
@@ -77,9 +108,12 @@ def run_ahead() -> str:
         except PermissionError:
             refused = f" ({REALTIME_ENV}=1 refused: real-time needs root or CAP_SYS_NICE)"
     try:
-        if not raise_threads():
-            return f"worker priority: nice {current}{refused}"
+        raised = raise_threads()
+        grouped = raise_autogroup()
     except PermissionError:
         return (f"worker priority: nice {current} (not allowed to raise it: on a busy host the subjects under test "
                 f"can starve the worker's heartbeats; run it as root or with CAP_SYS_NICE){refused}")
-    return f"worker priority: nice {NICE}, ahead of the subjects under test{refused}"
+    if not raised and not grouped:
+        return f"worker priority: nice {current}{refused}"
+    session = " (and its session's scheduling group)" if grouped else ""
+    return f"worker priority: nice {NICE}{session}, ahead of the subjects under test{refused}"

@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from durable_chaos.runtime.priority import NICE
+from durable_chaos.runtime.priority import NICE, start_ahead
 from tests.conftest import ROOT
 
 RAISE = ("from durable_chaos.runtime.priority import run_ahead; import os; print(run_ahead()); "
@@ -58,6 +59,43 @@ def test_every_thread_of_the_worker_runs_ahead_not_only_the_one_that_asked():
     out = subprocess.run([sys.executable, "-c", EVERY_THREAD], preexec_fn=lambda: os.setpriority(os.PRIO_PROCESS, 0, 0),
                          capture_output=True, text=True, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": "."})
     assert int(out.stdout.strip()) == NICE, out.stdout
+
+
+AUTOGROUPS = Path("/proc/sys/kernel/sched_autogroup_enabled")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root (or CAP_SYS_NICE) may raise a priority")
+@pytest.mark.skipif(not AUTOGROUPS.exists() or AUTOGROUPS.read_text().strip() != "1",
+                    reason="the kernel does not group processes by session (autogroup)")
+def test_a_worker_raises_its_sessions_scheduling_group_not_only_its_threads():
+    """With autogroup (these machines), a whole terminal session competes with Docker's containers as one group,
+    whatever its threads' nice: the 20-copy sweep's worker waited for a core half of each second at nice -10."""
+    worker = subprocess.Popen([sys.executable, "-c", RAISE + "; import sys; sys.stdin.read()"], cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": "."}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, start_new_session=True,  # a session of its own, as a terminal's
+                              preexec_fn=lambda: os.setpriority(os.PRIO_PROCESS, 0, 0))
+    try:
+        line = worker.stdout.readline()
+        group = Path(f"/proc/{worker.pid}/autogroup").read_text()
+    finally:
+        worker.communicate("", timeout=10)
+    assert group.endswith(f"nice {NICE}\n") and "session's scheduling group" in line, (group, line)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root (or CAP_SYS_NICE) may raise a priority")
+@pytest.mark.skipif(not AUTOGROUPS.exists() or AUTOGROUPS.read_text().strip() != "1",
+                    reason="the kernel does not group processes by session (autogroup)")
+def test_the_embedded_server_in_its_own_session_runs_ahead_as_a_group_too():
+    """The CLI starts the Temporal server in a session of its own (it outlives the command): a group of its own,
+    which its nice alone would leave level with Docker's containers."""
+    server = subprocess.Popen(["sleep", "30"], start_new_session=True, preexec_fn=start_ahead)
+    try:
+        group = Path(f"/proc/{server.pid}/autogroup").read_text()
+        assert group.endswith(f"nice {NICE}\n") and os.getpriority(os.PRIO_PROCESS, server.pid) == NICE, group
+        assert group != Path("/proc/self/autogroup").read_text()  # its own group, not this test's
+    finally:
+        server.kill()
+        server.wait()
 
 
 def test_a_worker_not_allowed_to_says_so_and_keeps_running_at_its_priority():
