@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 HANDED_BACK_MESSAGE = "this worker is shutting down: handed back, to run again on another worker"
@@ -42,7 +42,9 @@ class _HandingBack(ActivityInboundInterceptor):
                 with contextlib.suppress(asyncio.CancelledError, Exception):  # what it raises once cancelled is moot
                     await work
         if work.cancelled():
-            raise ApplicationError(HANDED_BACK_MESSAGE, type="WorkerShutdown")
+            # Benign: routine for a worker that stops, so the SDK logs it at debug level (not a warning with a
+            # traceback per activity) and its metrics do not count it as a failure. It is retried all the same.
+            raise ApplicationError(HANDED_BACK_MESSAGE, type="WorkerShutdown", category=ApplicationErrorCategory.BENIGN)
         return work.result()
 
 
