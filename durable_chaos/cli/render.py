@@ -56,13 +56,16 @@ def load_strip(p: Progress) -> Text:
 
 
 def stage_strip(p: Progress) -> Text:
-    """Every stage in order: the finished ones ticked, the current one highlighted, those to come dimmed."""
+    """Every stage in order: the finished ones ticked, the current one highlighted, those to come dimmed. A diagnosis
+    made beside the undo is shown running until it answers, whatever stage the run is in."""
     # A step's hold comes after its diagnosis, and a wait step (like verify) waits for the steady state.
     stage = {Stage.HOLD: Stage.DIAGNOSE, Stage.WAIT: Stage.VERIFY}.get(p.stage, p.stage)
     current = len(STAGES) if stage == Stage.DONE else STAGES.index(stage) if stage in STAGES else 0
     strip = Text()
     for i, stage in enumerate(STAGES):
-        if i < current:
+        if i < current and stage == Stage.DIAGNOSE and p.diagnosing:
+            strip.append(f" … {stage.value} ", style="yellow")
+        elif i < current:
             strip.append(f" ✓ {stage.value} ", style="green")
         else:
             strip.append(f" {stage.value} ", style="bold reverse" if i == current else "dim")

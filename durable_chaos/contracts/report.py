@@ -66,6 +66,8 @@ class Progress(BaseModel):
     windows: int = 0
     recent_windows: list[LoadWindow] = Field(default=[], description=f"the latest {RECENT_WINDOWS}, oldest first")
     diagnosis: Diagnosis | None = None
+    diagnosing: bool = Field(default=False, description="a diagnosis made beside the undo has not answered yet: the "
+                                                        "live view shows its stage still running")
     message: str = ""
     waiting_for: Stage | None = Field(default=None, description="interactive: the stage held until `advance`")
     fault_deadline: datetime | None = None

@@ -26,7 +26,7 @@ from temporalio.service import RPCError
 from temporalio.worker import Replayer
 
 from activities.reaper import wait_until_run_closes
-from durable_chaos.cli.render import progress_view
+from durable_chaos.cli.render import progress_view, stage_strip
 from durable_chaos.contracts import (
     Attr,
     ChaosInput,
@@ -492,12 +492,14 @@ async def test_the_live_view_never_goes_back_a_stage_while_a_late_diagnosis_is_a
     cluster = FakeCluster()
     cluster.diagnose_after_safety_s = 1.5  # Claude still thinking after the undo, the verify and the safety check
     seen: list[tuple[str, str]] = []
+    strips: list[tuple[str, bool, str]] = []  # (stage, diagnosis in, the strip's text)
 
     async def watch(handle):
         while True:
             p = await handle.query(ChaosDemoWorkflow.progress)
             if not seen or seen[-1] != (p.stage.value, p.message):
                 seen.append((p.stage.value, p.message))
+            strips.append((p.stage.value, p.diagnosis is not None, stage_strip(p).plain))
             if p.stage.value in ("done", "failed"):
                 return
             await asyncio.sleep(0.05)
@@ -508,6 +510,11 @@ async def test_the_live_view_never_goes_back_a_stage_while_a_late_diagnosis_is_a
     stages = [stage for stage, _ in seen]
     assert stages == sorted(stages, key=order.index), seen
     assert any("waiting for the diagnosis" in message for _, message in seen), seen
+    # The strip ticks "diagnose" only once the diagnosis is in: until then it shows it still running.
+    after = [(stage, strip) for stage, diagnosed, strip in strips
+             if not diagnosed and stage in ("restore", "verify", "safety")]
+    assert after and all("✓ diagnose" not in strip and "… diagnose" in strip for _, strip in after), after
+    assert "✓ diagnose" in strips[-1][2], strips[-1]
 
 
 async def test_a_diagnosis_that_never_ends_holds_no_fault_and_ends_at_its_own_deadline(client):

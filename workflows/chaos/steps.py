@@ -65,6 +65,7 @@ class Steps:
         self._choosing = asyncio.Lock()
         self._first_guard: asyncio.Task | None = None  # the first fault's guard, started in the countdown
         self._diagnoses: list[asyncio.Task] = []  # diagnoses that run on while their fault is undone
+        self._beside = 0  # how many of them have not answered yet
         view.progress.step_count = len(self.steps)
 
     async def run(self) -> None:
@@ -228,6 +229,8 @@ class Steps:
         await self.gate(Stage.DIAGNOSE)
         if not beside:
             self.view.stage(Stage.DIAGNOSE, "gathering evidence")
+        self._beside += beside
+        p.diagnosing = self._beside > 0  # the `progress` query's alone: no history event
         try:
             evidence = await (gathered or self._gather(fault))
             if not beside:
@@ -243,6 +246,9 @@ class Steps:
                 raise
             # A diagnosis is worth having, never worth keeping a node down for.
             self.record.reasons.append(f"diagnosis of {fault.what} failed: {err.cause or err}")
+        finally:
+            self._beside -= beside
+            p.diagnosing = self._beside > 0
         self.view.steps(self.record.faults)
 
     async def diagnosed(self) -> None:
