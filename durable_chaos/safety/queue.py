@@ -346,8 +346,8 @@ def check_queue(ops: list[Op], *, token_name: str | None = None, gapless: bool =
     """Every queue finding on one history; with `token_name` (what the subject calls its sequences), their
     order too. `keeps_delivered`: the stream keeps a message after it was delivered (a log)."""
     log = parse(ops)
-    findings = [lost_messages(log, keeps_delivered), duplicated_messages(log), unexpected_messages(log), publisher_order(log),
-                replica_agreement(log)]
+    findings = [lost_messages(log, keeps_delivered), duplicated_messages(log), unexpected_messages(log),
+                publisher_order(log), replica_agreement(log)]
     if token_name is not None:
         findings.append(sequence_order(log, token_name, gapless))
     return findings
