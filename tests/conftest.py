@@ -24,7 +24,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from durable_chaos.contracts import Attr, ChaosInput, Progress, final_report
+from durable_chaos.contracts import Attr, ChaosInput, Progress, Stage, final_report
 from durable_chaos.runtime.copies import SubjectCopy, free_port_base
 from durable_chaos.runtime.devserver import SERVER_SETTINGS, temporal_binary
 from durable_chaos.hosts import default_host
@@ -182,10 +182,22 @@ async def until(deadline_s: float, probe):
         await asyncio.sleep(0.1)
 
 
+class RunEnded(AssertionError):
+    """An interactive run closed before the gate a test walked it to."""
+
+    def __init__(self, stage: str, progress: Progress):
+        super().__init__(f"the run ended before its {stage} gate: {progress.message}; cut short: {progress.cut_short}")
+        self.progress = progress
+
+
 async def walk_to_gate(handle, stage: str = "detect") -> None:
-    """Press `advance` through an interactive run until it holds before `stage` (at detect: fault injected)."""
+    """Press `advance` through an interactive run until it holds before `stage` (at detect: fault injected). A run
+    that ends first (a stop condition tripped before it got there) fails the test at once, saying why, instead of
+    waiting for the test's timeout."""
     while True:
         progress = await handle.query("progress", result_type=Progress)
+        if progress.stage in (Stage.DONE, Stage.FAILED):
+            raise RunEnded(stage, progress)
         if progress.waiting_for is not None:
             if progress.waiting_for.value == stage:
                 return
