@@ -116,9 +116,8 @@ def _counterexample(first: Finding) -> Counterexample:
 
 def check(ops: list[Op], *, model: str | None = "register", isolation: str | None = None,
           token_name: str | None = None, gapless: bool = False, keeps_delivered: bool = False,
-          fault_start_ns: int | None = None,
-          fault_end_ns: int | None = None, unknown_because: list[str] | None = None,
-          budget: int = SEARCH_BUDGET) -> SafetyReport:
+          fault_start_ns: int | None = None, fault_end_ns: int | None = None,
+          unknown_because: list[str] | None = None, budget: int = SEARCH_BUDGET) -> SafetyReport:
     """The checkers of the history's data `model` on one history (None: the load's operations say nothing about
     data). `token_name`: what the subject's tokens are (None: it returns none). `isolation`: the level a
     list-append subject promises. `keeps_delivered`: a queue subject's stream keeps what it delivered (a log).

@@ -93,8 +93,9 @@ def lost_messages(log: Log, keeps_delivered: bool = False) -> Finding:
     for _, messages in log.drains.values():
         for mid, seq in messages:
             held[mid] = min(seq, held.get(mid, seq))
+    seen = delivered | held.keys()
     # A work queue is done with a message once it is delivered; a log still owes it to every later reader.
-    found = held.keys() if keeps_delivered else delivered | held.keys()
+    found = held.keys() if keeps_delivered else seen
     # The last message any replica holds.
     top = max(((mid, seq) for _, messages in log.drains.values() for mid, seq in messages),
               key=lambda item: item[1], default=None)
@@ -103,7 +104,7 @@ def lost_messages(log: Log, keeps_delivered: bool = False) -> Finding:
     latest = max((p.invoke_ns for p in map(log.publishes.get, held) if p is not None), default=None)
     middle = [op for op in lost if _survived_after(op, top, latest)]
     unknown = [op for op in log.publishes.values() if op.outcome == "info"]
-    landed = sum(1 for op in unknown if op.value["id"] in delivered | held.keys())
+    landed = sum(1 for op in unknown if op.value["id"] in seen)
     replicas = f"{len(log.drains)} of {len(log.drains) + len(log.undrained)} replicas drained"
     if not lost:
         return Finding(name, "ok", f"all {len(acked)} acknowledged messages were delivered or are held by a replica "
