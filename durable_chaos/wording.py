@@ -5,6 +5,13 @@ from __future__ import annotations
 
 from durable_chaos.contracts import StopConditions, Trip
 
+def one_line(message: str, limit: int) -> str:
+    """A message in one line of at most `limit` characters. Docker's and the SDK's messages put the cause last
+    ("…: bind: address already in use"), so a long one keeps its end."""
+    text = " ".join(message.split())
+    return text if len(text) <= limit else "…" + text[-(limit - 1):]
+
+
 CONDITIONS = ("max_error_rate_pct", "max_p99_ms", "max_unavailable_s", "abort_probe_url", "abort_query")
 
 

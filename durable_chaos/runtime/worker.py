@@ -15,6 +15,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.registry import ALL as ACTIVITIES, HANDED_BACK, HOST_INDEPENDENT
 from durable_chaos.ids import host_queue
 from durable_chaos.runtime.connect import task_queue as default_task_queue
+from durable_chaos.runtime.failures import CompactFailures
 from durable_chaos.runtime.hand_back import HandBack
 from durable_chaos.runtime.heartbeats import Heartbeats
 from durable_chaos.runtime.loop_watch import LoopWatch
@@ -90,6 +91,6 @@ def build_worker(client: Client, task_queue: str | None = None, activity_functio
         # What changes a subject gets this long to finish when the worker stops; what only watches is handed back
         # (activities are registered under their function's name).
         graceful_shutdown_timeout=timedelta(seconds=5),
-        interceptors=[RunLog(), Heartbeats(), HandBack(f.__name__ for f in HANDED_BACK),
+        interceptors=[RunLog(), Heartbeats(), HandBack(f.__name__ for f in HANDED_BACK), CompactFailures(),
                       *interceptors],
     )
