@@ -28,10 +28,14 @@ from durable_chaos.cli.common import (
     worker_if_needed,
 )
 from durable_chaos.cli.render import print_report, progress_view
+from durable_chaos.cli.retries import Retrying, retrying
 from durable_chaos.contracts import ChaosReport, Progress, Stage, final_report
 
 
 ENTER = ""
+# The view redraws every 0.25 s; what the server is retrying is read every 4th time (a describe costs the server
+# more than a query, and a retry's backoff is counted in seconds).
+RETRIES_EVERY = 4
 
 
 def _stdin_keys(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[str]:
@@ -115,12 +119,18 @@ async def follow(handle: WorkflowHandle, live: Live, url: str, interactive: bool
     keys = _stdin_keys(loop) if interactive else None
     result = watcher.result
     loop.add_signal_handler(signal.SIGINT, watcher.on_interrupt)
+    retries: list[Retrying] = []
+    polls = 0
     try:
         while not result.done():
             progress: Progress | None = None
+            if polls % RETRIES_EVERY == 0:
+                with contextlib.suppress(Exception):  # the view goes on without it
+                    retries = retrying((await handle.describe()).raw_description.pending_activities)
             with contextlib.suppress(Exception):  # a query can race the run's end or a worker restart
                 progress = await query_progress(handle)
-                live.update(progress_view(progress, url))
+                live.update(progress_view(progress, url, retries))
+            polls += 1
             if keys is not None:
                 await watcher.answer(keys, progress)
             await asyncio.wait([result], timeout=0.25)

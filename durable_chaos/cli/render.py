@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timezone
 
 from rich.console import Console, Group
@@ -10,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from durable_chaos.cli.facts import RunFacts
+from durable_chaos.cli.retries import Retrying
 from durable_chaos.contracts import (
     ChaosReport,
     Counterexample,
@@ -90,7 +92,8 @@ def state_text(fault_state: str) -> str:
     return "not injected yet" if fault_state == FaultState.NONE.value else fault_state
 
 
-def progress_view(p: Progress, url: str) -> Panel:
+def progress_view(p: Progress, url: str, retrying: Sequence[Retrying] = ()) -> Panel:
+    """The run's progress; `retrying`: its activities the server is retrying (cli/retries.py)."""
     now = datetime.now(timezone.utc)
     stages = stage_strip(p)
     grid = Table.grid(padding=(0, 2))
@@ -126,6 +129,8 @@ def progress_view(p: Progress, url: str) -> Panel:
         grid.add_row("host", Text(f"{p.waiting_for_host}: no worker has taken the restore for "
                                   f"{(now - p.host_waiting_since).total_seconds():.0f} s; start one there: "
                                   f"python worker.py --host {p.waiting_for_host}", style="bold yellow"))
+    if retrying:
+        grid.add_row("retrying", Text("\n".join(r.text(now) for r in retrying), style="bold yellow"))
     title = f"chaos run on {p.subject}" + (f" (host {p.host})" if p.host else "")
     return Panel(Group(stages, grid), title=title, subtitle=url)
 

@@ -40,6 +40,7 @@ from durable_chaos.cli.common import (
 from durable_chaos.cli.facts import run_facts
 from durable_chaos.cli.follow import follow_to_end
 from durable_chaos.cli.render import facts_view, print_report, progress_view
+from durable_chaos.cli.retries import retrying
 from durable_chaos.cli.reports import FORMATS, render
 from durable_chaos.contracts import WORKFLOW_NAME, Attr, ChaosReport, Progress, final_report
 
@@ -128,7 +129,7 @@ async def _status(workflow_id: str, run_id: str | None) -> int:
     if desc.status == WorkflowExecutionStatus.RUNNING:
         progress = await live_progress(client, handle, desc)
         if progress is not None:
-            console.print(progress_view(progress, url))
+            console.print(progress_view(progress, url, retrying(desc.raw_description.pending_activities)))
         else:  # what the server knows, at once, rather than a query that waits for a worker that is not there
             console.print(facts_view(await run_facts(desc), await desc.static_summary(), url))
             err_console.print(no_worker_hint(handle.id), style="yellow", highlight=False, soft_wrap=True)

@@ -10,11 +10,13 @@ import asyncio
 import contextlib
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
+from urllib.parse import urlsplit
 
 import pytest
 from temporalio.api.enums.v1 import EventType, PendingActivityState
@@ -41,6 +43,7 @@ from durable_chaos.contracts import (
     FaultState,
     GuardReport,
     OrphanedFault,
+    Progress,
     ReapRequest,
     final_report,
 )
@@ -53,6 +56,7 @@ from tests.conftest import (
     ROOT,
     command_env,
     starter,
+    until,
     walk_to_end,
     walk_to_gate,
 )
@@ -476,4 +480,42 @@ async def test_reaper_leaves_alone_a_node_that_a_newer_run_took_after_the_search
         worker.stop()
     assert report.fault_state == FaultState.RESTORED
     assert (await etcd.died_since(since)) == ["etcd3", "etcd3"]
+    assert all((await etcd.running()).values()) and (await etcd.wait_healthy()).ok
+
+
+async def test_a_restore_that_keeps_failing_says_why_in_status_and_lands_once_the_cause_is_gone(client, task_queue,
+                                                                                                  etcd, tmp_path):
+    """Session 20's leftover: a member that nothing repairs left the restore retrying without saying why. Here the
+    killed member's published port is taken while it is down (another program bound it), so Docker cannot start it
+    again. `status` says which stage is retried, how often, and Docker's reason; once the port is free, the restore's
+    next attempt brings the member back and the run ends restored."""
+    since = datetime.now(timezone.utc)
+    port = urlsplit(etcd.instance.subject.endpoints(etcd.instance.port_base)["etcd2"]).port
+    worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
+    env = cli_env(client, task_queue, tmp_path, COLUMNS="400")  # one line a row: the assertions read phrases
+    taker = socket.socket()
+    try:
+        handle = await held_at(client, task_queue, etcd, "etcd2")  # etcd2 killed: its port is free
+        taker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taker.bind(("127.0.0.1", port))
+        taker.listen()
+
+        async def status_says_retrying():
+            with contextlib.suppress(Exception):  # the run may pass the gate between the query and the update
+                if (await handle.query("progress", result_type=Progress)).waiting_for is not None:
+                    await handle.execute_update("advance")
+            shown = await asyncio.to_thread(starter, "status", etcd.instance.project, env=env)
+            return shown if "retrying" in shown.stdout else None
+
+        status, _ = await until(120, status_says_retrying)
+        taker.close()
+        report = await final_report(handle)
+    finally:
+        taker.close()
+        worker.stop()
+    assert status.returncode == 0, status.stderr
+    assert "restore_fault: attempt" in status.stdout, status.stdout
+    assert "address already in use" in status.stdout, status.stdout
+    assert report.fault_state == FaultState.RESTORED and report.target == "etcd2", report.reasons
+    assert (await etcd.died_since(since)) == ["etcd2"]
     assert all((await etcd.running()).values()) and (await etcd.wait_healthy()).ok

@@ -1,0 +1,52 @@
+"""What the live view and `status` say about a stage the server keeps retrying (cli/retries.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from rich.console import Console
+from temporalio.api.common.v1 import ActivityType
+from temporalio.api.failure.v1 import Failure
+from temporalio.api.workflow.v1 import PendingActivityInfo
+
+from durable_chaos.cli.render import progress_view
+from durable_chaos.cli.retries import retrying
+from durable_chaos.contracts import Progress
+
+DOCKER = ("Error response from daemon: driver failed programming external connectivity on endpoint "
+          "t-1a2b3c4d-etcd2-1 (" + "5" * 64 + "): Error starting userland proxy: listen tcp4 "
+          "127.0.0.1:24002: bind: address already in use\n")
+
+
+def pending(name: str, attempt: int, failure: str | None = None, next_in_s: float | None = None):
+    a = PendingActivityInfo(activity_type=ActivityType(name=name), attempt=attempt)
+    if failure is not None:
+        a.last_failure.CopyFrom(Failure(message=failure))
+    if next_in_s is not None:
+        a.next_attempt_schedule_time.FromDatetime(datetime.now(timezone.utc) + timedelta(seconds=next_in_s))
+    return a
+
+
+def screen(progress: Progress, pending_activities) -> str:
+    console = Console(width=400, record=True)  # one line a row: the assertions read whole phrases
+    console.print(progress_view(progress, "http://ui", retrying(pending_activities)))
+    return console.export_text()
+
+
+def test_a_restore_that_failed_shows_its_attempt_and_dockers_cause():
+    text = screen(Progress(subject="etcd"), [pending("run_load_window", 1), pending("restore_fault", 5, DOCKER, 7.6)])
+    assert "retrying" in text and "restore_fault: attempt 5" in text, text
+    # The cause is Docker's last words, kept whole even though the message is longer than a line.
+    assert "bind: address already in use (next attempt in 8 s)" in text, text
+    assert "run_load_window" not in text  # running its first attempt: nothing to say
+
+
+def test_a_run_with_nothing_retried_shows_no_retry_row():
+    text = screen(Progress(subject="etcd"), [pending("detect_violation", 1), pending("restore_fault", 2)])
+    assert "retrying" not in text, text  # a second attempt the server has no failure for yet says nothing
+
+
+def test_a_long_failure_keeps_its_end_on_one_line():
+    [r] = retrying([pending("inject_fault", 3, "x" * 500 + " the cause")])
+    assert r.failure.startswith("…") and r.failure.endswith("the cause") and len(r.failure) == 240
+    assert "\n" not in r.failure
