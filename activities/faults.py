@@ -129,10 +129,14 @@ async def inject_fault(req: FaultRequest) -> InjectResult:
 @activity.defn
 async def restore_fault(req: FaultRequest) -> RestoreResult:
     try:
-        return await off_loop(restore_now, req)
+        result = await off_loop(restore_now, req)
     except ApplicationError as err:
         if err.type == ErrorType.DOCKER_UNAVAILABLE:
             # Everywhere else Docker being down ends the stage; here it is worth waiting for: the workflow keeps
             # retrying (with backoff) until Docker is back and the node is restored.
             raise ApplicationError(err.message, type=err.type) from err
         raise
+    info = activity.info()
+    if info.attempt > 1:  # earlier attempts failed (the server retried them): the undo began with the first
+        result = result.model_copy(update={"attempt": info.attempt, "first_attempt_at": info.scheduled_time})
+    return result

@@ -62,6 +62,9 @@ PATCHES: dict[str, Patch] = {p.id: p for p in (
           "confirmed (one workflow task more between detection and the diagnosis)", "v8", State.ACTIVE),
     Patch("diagnose-beside-undo", "v9", "the fault stayed on until the diagnosis had answered (Claude's time, up to "
           "`diagnosis_deadline_s`), and only then was held or undone", "v8", State.ACTIVE),
+    Patch("restore-from-first-attempt", "v9", "time to restore counted from the start of the restore attempt that "
+          "succeeded: a restore that failed and was retried for a minute showed a time to restore of a second", "v8",
+          State.ACTIVE),
 )}
 
 

@@ -167,11 +167,19 @@ class InjectResult(BaseModel):
 
 class RestoreResult(BaseModel):
     target: str
-    started_at: datetime
+    started_at: datetime = Field(description="when the attempt that undid the fault started")
+    attempt: int = Field(default=1, description="the attempt that undid it: more than 1 when earlier ones failed")
+    first_attempt_at: datetime | None = Field(default=None, description="when the first attempt was scheduled, if "
+                                                                         "this is not the first")
     already_up: bool = Field(default=False, description="nothing was in effect any more (e.g. the member restarted)")
     container_gone: bool = Field(default=False, description="the subject was torn down: nothing left to restore")
     repaired: list[str] = Field(default=[], description="members that could not start on what their disk held, and "
                                                         "how the undo brought each back (storage faults)")
+
+    @property
+    def began_at(self) -> datetime:
+        """When the undo began: its first attempt, however many it took (time to restore counts from here)."""
+        return self.first_attempt_at or self.started_at
 
 
 class LoadWindow(BaseModel):

@@ -483,12 +483,16 @@ async def test_reaper_leaves_alone_a_node_that_a_newer_run_took_after_the_search
     assert all((await etcd.running()).values()) and (await etcd.wait_healthy()).ok
 
 
+HELD_S = 3.0  # how long the member's port stays taken after `status` has said why the restore fails
+
+
 async def test_a_restore_that_keeps_failing_says_why_in_status_and_lands_once_the_cause_is_gone(client, task_queue,
                                                                                                   etcd, tmp_path):
     """Session 20's leftover: a member that nothing repairs left the restore retrying without saying why. Here the
     killed member's published port is taken while it is down (another program bound it), so Docker cannot start it
     again. `status` says which stage is retried, how often, and Docker's reason; once the port is free, the restore's
-    next attempt brings the member back and the run ends restored."""
+    next attempt brings the member back, the run ends restored, and its report says after how many attempts, with
+    its time to restore counted from the first."""
     since = datetime.now(timezone.utc)
     port = urlsplit(etcd.instance.subject.endpoints(etcd.instance.port_base)["etcd2"]).port
     worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
@@ -508,6 +512,7 @@ async def test_a_restore_that_keeps_failing_says_why_in_status_and_lands_once_th
             return shown if "retrying" in shown.stdout else None
 
         status, _ = await until(120, status_says_retrying)
+        await asyncio.sleep(HELD_S)  # the restore keeps failing meanwhile: time to restore must count it
         taker.close()
         report = await final_report(handle)
     finally:
@@ -517,5 +522,7 @@ async def test_a_restore_that_keeps_failing_says_why_in_status_and_lands_once_th
     assert "restore_fault: attempt" in status.stdout, status.stdout
     assert "address already in use" in status.stdout, status.stdout
     assert report.fault_state == FaultState.RESTORED and report.target == "etcd2", report.reasons
+    assert any(r.startswith("etcd2 restored on attempt ") for r in report.reasons), report.reasons
+    assert report.time_to_restore_s > HELD_S, report.time_to_restore_s  # from the first attempt, not the last
     assert (await etcd.died_since(since)) == ["etcd2"]
     assert all((await etcd.running()).values()) and (await etcd.wait_healthy()).ok

@@ -101,6 +101,17 @@ def test_a_detected_restored_healthy_and_safe_run_passes_and_says_each_part():
     assert r.effect == FaultEffect(took_effect=True, evidence=["etcd2: kill in effect"])
 
 
+def test_a_restore_that_took_several_attempts_says_so_and_counts_from_the_first():
+    """The server retried the undo (Docker could not start the member): the report says on which attempt it
+    succeeded and how long after the first, and the step's time to restore counts from the first attempt."""
+    inp, progress, record, end = a_good_run(steps=[{"fault": {"fault": "kill", "target": "etcd2"}}])
+    record.first.restore = RestoreResult(target="etcd2", started_at=at(61), attempt=12, first_attempt_at=at(20))
+    end.final = record.first.final = check(62.2, True)
+    r = report(inp, progress, record, end)
+    assert "etcd2 restored on attempt 12, 41.0s after the first (the others failed)" in r.reasons, r.reasons
+    assert r.steps[0].time_to_restore_s == 42.2
+
+
 def test_a_fault_not_detected_fails_the_run():
     inp, p, rec, end = a_good_run(detect_timeout_s=30)
     rec.first.detection = DetectResult(detected=False)

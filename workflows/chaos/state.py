@@ -77,7 +77,7 @@ class FaultRecord:
             step=self.step, lane=self.lane, name=self.name, fault=self.request.fault, fault_label=self.label,
             targets=self.request.members, state=self.state, injected_at=injected_at, detected_at=detected_at,
             restored_at=self.final.at if self.final else None, time_to_detect_s=seconds(injected_at, detected_at),
-            time_to_restore_s=seconds(self.restore.started_at, self.final.at) if self.restore and self.final else None,
+            time_to_restore_s=seconds(self.restore.began_at, self.final.at) if self.restore and self.final else None,
             effect=self.effect, diagnosis_correct=self.diagnosis.correct if self.diagnosis else None,
             detail=self.detail, drawn_at_s=self.drawn_at_s)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, is_cancelled_exception
@@ -310,9 +310,15 @@ class Steps:
             for fault in faults:
                 fault.final = final
                 if fault is self.record.first:
-                    self.view.restored(fault.restore.started_at, final.at)
+                    self.view.restored(self._restore_began(fault), final.at)
         self.view.steps(self.record.faults)
         return final
+
+    @staticmethod
+    def _restore_began(fault: FaultRecord) -> datetime:
+        """Where time to restore counts from: the undo's first attempt, however many it took. Runs from before the
+        patch counted from the attempt that succeeded (the value goes into a search attribute: a command)."""
+        return fault.restore.began_at if compat.patched("restore-from-first-attempt") else fault.restore.started_at
 
     async def _verify(self) -> CheckResult | None:
         try:

@@ -141,7 +141,10 @@ def reasons(inp: ChaosInput, p: Progress, rec: Record, end: Ending, detectors: l
         out.append(f"the fault was not detected within {inp.detect_timeout_s:g}s")
     # Otherwise detection never concluded: the cut (abort, deadline) or the failed stage is already a reason.
     if p.fault_state == FaultState.RESTORED:
-        out.append(f"{', '.join(rec.first.request.members)} restored")
+        restore = rec.first.restore
+        again = (f" on attempt {restore.attempt}, {(restore.started_at - restore.began_at).total_seconds():.1f}s after "
+                 "the first (the others failed)" if restore is not None and restore.attempt > 1 else "")
+        out.append(f"{', '.join(rec.first.request.members)} restored{again}")
     # A member its undo had to repair is a finding (it could not start on its own disk): said for every fault.
     out += [f"repaired: {note}" for f in rec.faults if f.restore is not None for note in f.restore.repaired]
     if end.final is None:
