@@ -40,6 +40,7 @@ from durable_chaos.runtime.connect import connect_config, task_queue, ui_base_ur
 from durable_chaos.runtime.devserver import ServerUnreachable, connect_or_start
 from durable_chaos.runtime.fleet import pollers
 from durable_chaos.runtime.server_setup import SearchAttributesMissing, ensure_search_attributes, retire_reaper_schedule
+from durable_chaos.state import state_dir
 from subjects import BadSubjectFile, UnknownSubject, get_subject
 
 # stop-all: a cancelled run did not confirm its fault undone (still running, or closed still marked injected).
@@ -57,6 +58,8 @@ EXIT_FOR_ERROR = {
 # A poller seen within fleet.WORKER_SEEN_WITHIN may be a live worker, but a worker that died recently is listed too,
 # so it must also take the run's first task within this time.
 WORKER_PICKUP_WITHIN = 3.0
+# The log of a worker this command runs in its own process (runtime/log_file.py), in the state directory.
+WORKER_LOG = "worker.log"
 # A live worker answers a query in milliseconds; this bounds the wait for one that has just died.
 QUERY_TIMEOUT = timedelta(seconds=5)
 # A guard restoring what a terminated run left takes a restore and a health wait; longer, the next worker finishes it.
@@ -141,14 +144,17 @@ async def worker_if_needed(client: Client, handle: WorkflowHandle,
     if not own:
         yield False
         return
-    err_console.print("[dim]no worker polling the task queue: running one in this process for this run[/]")
+    from durable_chaos.runtime.log_file import worker_log_to
     from durable_chaos.runtime.worker import serve  # the worker, only when this process runs one
 
-    async with serve(client, default_host()):  # this machine's host: a run on another host was refused before
-        try:
-            yield True
-        finally:
-            await let_the_children_finish(client, handle)
+    with worker_log_to(state_dir() / WORKER_LOG) as log:
+        err_console.print(f"[dim]no worker polling the task queue: running one in this process for this run "
+                          f"(its log: {log})[/]", highlight=False, soft_wrap=True)
+        async with serve(client, default_host()):  # this machine's host: a run on another host was refused before
+            try:
+                yield True
+            finally:
+                await let_the_children_finish(client, handle)
 
 
 async def let_the_children_finish(client: Client, handle: WorkflowHandle) -> None:

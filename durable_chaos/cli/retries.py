@@ -29,9 +29,8 @@ class Retrying:
     next_at: datetime | None  # when the next attempt starts, while the server backs off
 
     def text(self, now: datetime) -> str:
-        when = ""
-        if self.next_at is not None and self.next_at > now:
-            when = f" (next attempt in {(self.next_at - now).total_seconds():.0f} s)"
+        left = (self.next_at - now).total_seconds() if self.next_at is not None else 0.0
+        when = f" (next attempt in {left:.0f} s)" if left >= 1 else ""  # backing off: not the attempt under way
         return f"{self.activity}: attempt {self.attempt}, the last one failed: {self.failure}{when}"
 
 

@@ -5,12 +5,14 @@ is being retried) only up to a size: a restore that failed because Docker could 
 bytes (python-on-whales' message with the command, the return code and stderr, its stack trace, and its cause's),
 and the server replaced it with "Failure exceeds size limit." (tests/integration/test_durability.py). So the worker
 sends an unexpected exception as an `ApplicationError` of the same type name, which the retry policies match as
-before, with the exception's own words in one line; the whole traceback goes to the worker's log. Errors the
-activities raise on purpose (`ApplicationError`: bad input, Docker unreachable, a handed-back watch) go as raised.
+before, with the exception's own words in one line; the whole traceback goes to the worker's log, once (the SDK's
+own warning for the attempt, which would show only the short error and this module's frames, is left out). Errors
+the activities raise on purpose (`ApplicationError`: bad input, Docker unreachable, a handed-back watch) go as raised.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from python_on_whales import DockerException
@@ -36,7 +38,20 @@ def to_send(exc: Exception) -> Exception:
     """What the worker sends the server for an activity that raised `exc`."""
     if isinstance(exc, TemporalError):
         return exc
-    return ApplicationError(one_line(_words(exc), MESSAGE_CHARS), type=type(exc).__name__)
+    sent = ApplicationError(one_line(_words(exc), MESSAGE_CHARS), type=type(exc).__name__)
+    sent.compacted = True  # read by _SaidOnce
+    return sent
+
+
+class _SaidOnce(logging.Filter):
+    """Leaves out the SDK's "Completing activity as failed" for an error sent compacted: the interceptor has
+    logged the original, with its whole traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and getattr(record.exc_info[1], "compacted", False))
+
+
+ACTIVITY_LOGGER = logging.getLogger("temporalio.activity")  # the SDK's, and activity.logger's
 
 
 class _Compacting(ActivityInboundInterceptor):
@@ -52,5 +67,9 @@ class _Compacting(ActivityInboundInterceptor):
 
 
 class CompactFailures(Interceptor):
+    def __init__(self) -> None:
+        if not any(isinstance(f, _SaidOnce) for f in ACTIVITY_LOGGER.filters):
+            ACTIVITY_LOGGER.addFilter(_SaidOnce())
+
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         return _Compacting(next)
