@@ -13,6 +13,7 @@ the activities raise on purpose (`ApplicationError`: bad input, Docker unreachab
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from python_on_whales import DockerException
@@ -26,11 +27,15 @@ from durable_chaos.wording import one_line
 MESSAGE_CHARS = 1000
 
 
+# Docker's 64-digit ids, shortened as `docker ps` shows them: in one line of the live view, the cause fits.
+DOCKER_ID = re.compile(r"\b([0-9a-f]{12})[0-9a-f]{52}\b")
+
+
 def _words(exc: Exception) -> str:
     if isinstance(exc, DockerException):
         # python-on-whales' message is four lines of which one says why: the command, and what Docker answered.
         said = (exc.stderr or "").strip() or f"exit code {exc.return_code}"
-        return f"{' '.join(exc.docker_command)}: {said}"
+        return DOCKER_ID.sub(r"\1", f"{' '.join(exc.docker_command)}: {said}")
     return str(exc) or type(exc).__name__
 
 

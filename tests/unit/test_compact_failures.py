@@ -66,7 +66,8 @@ async def test_a_docker_error_fails_the_activity_in_one_line_with_the_daemons_re
     err = raised.value
     assert err.type == "DockerException"  # retry policies match the type name, as before
     assert str(err).endswith("bind: address already in use") and "\n" not in str(err)
-    assert "container start" in str(err)
+    assert "container start ffffffffffff: Error response from daemon" in str(err)  # ids as `docker ps` shows them
+    assert "endpoint t-1a2b-etcd2-1 (555555555555): Error starting" in str(err)
     failure = failure_of(err)
     assert failure.ByteSize() < KEPT_BYTES and not failure.HasField("cause"), failure.ByteSize()
 
