@@ -19,12 +19,14 @@ from durable_chaos.contracts import SafetyReport, SafetyRequest
 from durable_chaos.safety import checkers
 from durable_chaos.safety.history import (
     FINAL_PART,
+    CheckedAs,
     Op,
     attempts_expected,
     parts,
     read_part,
     run_dir,
     size_bytes,
+    write_checked_as,
     write_part,
 )
 from durable_chaos.safety.jepsen import FaultWindow
@@ -124,6 +126,7 @@ async def check_safety(req: SafetyRequest) -> SafetyReport:
         final = await FINAL_PHASES[model](session, ops) if model else []
         token_name, gapless, keeps_delivered = session.token_name, session.gapless_tokens, session.keeps_delivered
     await asyncio.to_thread(write_part, folder / FINAL_PART, final, faults)
+    await asyncio.to_thread(write_checked_as, folder, CheckedAs(model, isolation, token_name, gapless, keeps_delivered))
     ops += final
     ops.sort(key=lambda op: op.invoke_ns)
 

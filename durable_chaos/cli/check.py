@@ -27,7 +27,15 @@ from durable_chaos.cli.reports import check_html
 from durable_chaos.safety.availability import moment
 from durable_chaos.safety.checkers import CHECKERS, HISTORY_MODELS, HistoryModel
 from durable_chaos.safety.checkers import check as check_history
-from durable_chaos.safety.history import PART_SUFFIX, parts, read_history, size_bytes
+from durable_chaos.safety.history import (
+    CHECKED_AS,
+    PART_SUFFIX,
+    CheckedAs,
+    parts,
+    read_checked_as,
+    read_history,
+    size_bytes,
+)
 from durable_chaos.safety.jepsen import BadHistory, History, parse
 from durable_chaos.safety.linearizability import SEARCH_BUDGET
 from durable_chaos.safety.list_append import DEFAULT_ISOLATION, FORBIDDEN
@@ -83,6 +91,24 @@ def _read_file(path: Path, spec: HistoryModel) -> tuple[History, bool]:
         fail(EXIT_BAD_INPUT, f"{path}: {err.strerror or err}")
 
 
+def _checked_as(file: str) -> CheckedAs | None:
+    """How a run's history folder was checked by its run (None for a file, or a folder with no record)."""
+    if file == "-" or not Path(file).is_dir():
+        return None
+    try:
+        return read_checked_as(Path(file))
+    except ValueError as err:
+        fail(EXIT_BAD_INPUT, str(err))
+
+
+def _how(c: CheckedAs) -> str:
+    said = [f"model {c.model}"]
+    said += [f"isolation {c.isolation}"] if c.isolation else []
+    said += [f"{c.token_name}s {'gapless' if c.gapless else 'in order'}"] if c.token_name else []
+    said += ["a stream that keeps what it delivered"] if c.keeps_delivered else []
+    return ", ".join(said)
+
+
 def read(file: str, spec: HistoryModel) -> tuple[History, bool]:
     """A history file, stdin (`-`), or a run's history folder: its parts, each a history of its own (history.py).
     And whether its lines carry times."""
@@ -112,7 +138,8 @@ key is optional (one register); time (ns, any growing clock) is optional (line o
 are read as names. "process": "nemesis" lines mark faults (f start/stop). Every field: docs/history-format.md.
 
 \b
-FILE may be .jsonl, .jsonl.gz, `-` (stdin), or a run's history folder (the path its report names).
+FILE may be .jsonl, .jsonl.gz, `-` (stdin), or a run's history folder (the path its report names), which
+is checked as its run checked it (its checked-as.json: the model and the rest) unless flags say otherwise.
 Exit codes: 0 valid, 1 violated, 2 bad input (one line naming the file, line and field), 3 unknown
 (e.g. the search budget was spent)."""
 
@@ -120,7 +147,9 @@ Exit codes: 0 valid, 1 violated, 2 bad input (one line naming the file, line and
 def check(
     file: str = typer.Argument(..., metavar="FILE", show_default=False,
                                help="the history: .jsonl, .jsonl.gz, a run's history folder, or - for stdin"),
-    model: str = typer.Option(..., "--model", metavar="MODEL", help=f"the data model: {', '.join(MODELS)}"),
+    model: Optional[str] = typer.Option(None, "--model", metavar="MODEL",
+                                        help=f"the data model: {', '.join(MODELS)} (default for a run's history "
+                                             f"folder: the one its run checked it against)"),
     isolation: Optional[str] = typer.Option(None, "--isolation", metavar="LEVEL",
                                             help=f"list-append: the isolation level the system promises "
                                                  f"({', '.join(ISOLATION_LEVELS)}; default {DEFAULT_ISOLATION}, "
@@ -135,8 +164,18 @@ def check(
     budget: int = typer.Option(SEARCH_BUDGET, "--budget", metavar="STEPS", min=1,
                                help="search steps per key before the linearizability search gives up (exit 3)"),
 ) -> None:
+    recorded = _checked_as(file)
+    if model is None:
+        if recorded is None or recorded.model is None:
+            fail(EXIT_BAD_INPUT, f"--model is needed: {file} does not say which data model it holds "
+                                 f"({', '.join(MODELS)})")
+        model = recorded.model
     if model not in MODELS:
         fail(EXIT_BAD_INPUT, f"--model: {model!r} is not one of {', '.join(MODELS)}")
+    # A run's folder is judged as its run judged it, unless a flag says otherwise (or another model is asked for).
+    as_run = recorded if recorded is not None and recorded.model == model else CheckedAs(model)
+    isolation = isolation or as_run.isolation
+    keeps_delivered = keeps_delivered or as_run.keeps_delivered
     if isolation is not None and isolation not in ISOLATION_LEVELS:
         fail(EXIT_BAD_INPUT, f"--isolation: {isolation!r} is not one of {', '.join(ISOLATION_LEVELS)}")
     history, timed = read(file, HISTORY_MODELS[model])
@@ -144,12 +183,14 @@ def check(
     starts = [w.start_ns for w in history.faults]
     ends = [w.end_ns for w in history.faults]
     report = check_history(history.ops, model=model, isolation=isolation, keeps_delivered=keeps_delivered,
-                           fault_start_ns=min(starts, default=None),
+                           token_name=as_run.token_name, gapless=as_run.gapless, fault_start_ns=min(starts, default=None),
                            fault_end_ns=None if None in ends else max(ends, default=None), budget=budget)
     if file != "-":
         path = Path(file)
         report.history, report.history_bytes = file, size_bytes(path) if path.is_dir() else path.stat().st_size
     notes = []
+    if as_run is recorded:
+        notes.append(f"checked as its run checked it ({Path(file) / CHECKED_AS}): {_how(as_run)}")
     if not timed:  # latencies and gaps of a clock that counts lines mean nothing
         report.availability = None
         notes.append("the history has no times: its line order is its clock (drawn one millisecond a line)")

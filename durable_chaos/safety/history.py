@@ -10,18 +10,49 @@ history (the load windows, a handful of numbers each, do). `zcat part | jq` read
 from __future__ import annotations
 
 import gzip
+import json
 from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from durable_chaos.safety import jepsen
 from durable_chaos.safety.op import Op
 from durable_chaos.state import state_dir
 
-__all__ = ["FINAL_PART", "PART_SUFFIX", "Op", "parts", "read_history", "read_part", "run_dir", "size_bytes",
-           "write_part"]
+__all__ = ["CHECKED_AS", "FINAL_PART", "PART_SUFFIX", "CheckedAs", "Op", "parts", "read_checked_as", "read_history",
+           "read_part", "run_dir", "size_bytes", "write_checked_as", "write_part"]
 
 PART_SUFFIX = ".jsonl.gz"
 FINAL_PART = "final" + PART_SUFFIX
+CHECKED_AS = "checked-as.json"
+
+
+@dataclass(frozen=True)
+class CheckedAs:
+    """How the run checked its history: what its subject's session said of the data (`subjects.base.Session`).
+    Kept beside the parts, so `starter.py check FOLDER` judges the history as the run did without being told."""
+
+    model: str | None
+    isolation: str | None = None
+    token_name: str | None = None
+    gapless: bool = False
+    keeps_delivered: bool = False
+
+
+def write_checked_as(folder: Path, how: CheckedAs) -> None:
+    (folder / CHECKED_AS).write_text(json.dumps(asdict(how), indent=2) + "\n")
+
+
+def read_checked_as(folder: Path) -> CheckedAs | None:
+    """The folder's record, None when it has none (a history of another tool's, or a run from before the record).
+    Raises ValueError for a record that is not one."""
+    path = folder / CHECKED_AS
+    if not path.exists():
+        return None
+    try:
+        return CheckedAs(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path}: not a record of how its run checked it ({err})") from err
 
 
 def run_dir(workflow_id: str, run_id: str) -> Path:

@@ -6,6 +6,9 @@ Both run through the production worker, load and final phase, on private copies 
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import types
 from pathlib import Path
 from collections import Counter
@@ -18,7 +21,7 @@ from subjects import registry
 from subjects.nats import NATS, Nats
 from subjects.nats.connection import queue_stream
 from subjects.nats.session import NatsSession, _run
-from tests.conftest import private_copy, run_to_report
+from tests.conftest import private_copy, run_to_report, starter
 from tests.unit.test_queue_checker import brute_force
 
 PORT_RANGE = (32000, 32990)
@@ -136,5 +139,9 @@ async def test_a_nats_that_loses_and_redelivers_acknowledged_messages_fails_its_
     example = safety.counterexample
     assert example.checker == "lost messages" and example.ops[example.stuck].kind == "publish"
     assert example.ops[example.stuck].value["id"] in DROPPED
+    # `check` on the run's folder, told nothing, judges it as the run did (a log: checked-as.json says so).
+    again = await asyncio.to_thread(starter, "check", "--json", safety.history, env=dict(os.environ))
+    assert again.returncode == 1, again.stderr
+    assert {c["name"]: c["verdict"] for c in json.loads(again.stdout)["checks"]} == verdicts
     print(f"\nbroken nats: {len(DROPPED)} deleted after their ack, {len(SENT_BACK)} sent back; "
           + "; ".join(f"{c.name}: {c.verdict} ({c.detail[:160]})" for c in safety.checks))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from durable_chaos.safety.history import Op, write_part
+from durable_chaos.safety.history import CheckedAs, Op, write_checked_as, write_part
 from durable_chaos.safety.jepsen import FaultWindow
 from tests.conftest import ROOT
 
@@ -167,6 +167,27 @@ def test_a_log_that_lost_a_delivered_message_fails_only_with_keeps_delivered(tmp
     done = check("--model", "queue", "--keeps-delivered", str(history))
     assert done.returncode == 1 and "was delivered, yet no replica holds it" in done.stdout, done.stdout + done.stderr
     assert "--keeps-delivered" in check("--help").stdout
+
+
+def test_a_runs_folder_is_checked_as_its_run_checked_it_without_flags(tmp_path):
+    """A run writes how it checked its history (checked-as.json) beside the parts: `check FOLDER` needs no --model,
+    and a log's folder is judged as a log (the loss `--keeps-delivered` finds, above) without the flag."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    publish = [Op("publish", "ok", t * MS, (t + 1) * MS, None, {"id": f"m{n}", "publisher": 0, "n": n}, token=n)
+               for n, t in ((1, 0), (2, 2))]
+    write_part(folder / "1000.jsonl.gz", [*publish, Op("fetch", "ok", 4 * MS, 5 * MS, None, [["m1", 1], ["m2", 2]])])
+    write_part(folder / "final.jsonl.gz", [Op("drain", "ok", 9 * MS, 10 * MS, None,
+                                              {"replica": "n1", "messages": [["m1", 1]]}, final=True)])
+    assert check(str(folder)).returncode == 2  # no record: which model it holds is not known
+    write_checked_as(folder, CheckedAs(model="queue", keeps_delivered=True))
+    done = check(str(folder))
+    assert done.returncode == 1 and "was delivered, yet no replica holds it" in done.stdout, done.stdout + done.stderr
+    assert "checked as its run checked it" in done.stderr and "keeps what it delivered" in done.stderr
+    # A broken record is bad input, in one line.
+    (folder / "checked-as.json").write_text("{")
+    broken = check(str(folder))
+    assert broken.returncode == 2 and broken.stderr.count("\n") == 1 and "checked-as.json" in broken.stderr
 
 
 def test_a_folder_with_a_broken_part_names_the_part(tmp_path):
