@@ -42,6 +42,6 @@ def retrying(pending: Iterable[PendingActivityInfo]) -> list[Retrying]:
             continue
         next_at = (a.next_attempt_schedule_time.ToDatetime(tzinfo=timezone.utc)
                    if a.HasField("next_attempt_schedule_time") else None)
-        out.append(Retrying(a.activity_type.name, a.attempt, one_line(a.last_failure.message or "no message", MESSAGE_CHARS),
-                            next_at))
+        failure = one_line(a.last_failure.message or "no message", MESSAGE_CHARS)
+        out.append(Retrying(a.activity_type.name, a.attempt, failure, next_at))
     return out
