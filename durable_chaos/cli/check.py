@@ -183,7 +183,8 @@ def check(
     starts = [w.start_ns for w in history.faults]
     ends = [w.end_ns for w in history.faults]
     report = check_history(history.ops, model=model, isolation=isolation, keeps_delivered=keeps_delivered,
-                           token_name=as_run.token_name, gapless=as_run.gapless, fault_start_ns=min(starts, default=None),
+                           token_name=as_run.token_name, gapless=as_run.gapless,
+                           fault_start_ns=min(starts, default=None),
                            fault_end_ns=None if None in ends else max(ends, default=None), budget=budget)
     if file != "-":
         path = Path(file)
