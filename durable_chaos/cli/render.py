@@ -129,14 +129,19 @@ def progress_view(p: Progress, url: str, retrying: Sequence[Retrying] = ()) -> P
         grid.add_row("host", Text(f"{p.waiting_for_host}: no worker has taken the restore for "
                                   f"{(now - p.host_waiting_since).total_seconds():.0f} s; start one there: "
                                   f"python worker.py --host {p.waiting_for_host}", style="bold yellow"))
-    if retrying:
-        grid.add_row("retrying", Text("\n".join(r.text(now) for r in retrying), style="bold yellow"))
+    retrying_row(grid, retrying, now)
     title = f"chaos run on {p.subject}" + (f" (host {p.host})" if p.host else "")
     return Panel(Group(stages, grid), title=title, subtitle=url)
 
 
-def facts_view(f: RunFacts, summary: str | None, url: str) -> Panel:
-    """A run as the server alone knows it (search attributes, memo): what `status` shows when no worker serves it."""
+def retrying_row(grid: Table, retrying: Sequence[Retrying], now: datetime) -> None:
+    if retrying:
+        grid.add_row("retrying", Text("\n".join(r.text(now) for r in retrying), style="bold yellow"))
+
+
+def facts_view(f: RunFacts, summary: str | None, url: str, retrying: Sequence[Retrying] = ()) -> Panel:
+    """A run as the server alone knows it (search attributes, memo, pending activities): what `status` shows when no
+    worker serves it."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
@@ -158,6 +163,7 @@ def facts_view(f: RunFacts, summary: str | None, url: str) -> Panel:
     if f.waiting_for_host:
         grid.add_row("host", Text(f"waiting for a worker on host {f.waiting_for_host} to take the restore",
                                   style="bold yellow"))
+    retrying_row(grid, retrying, datetime.now(timezone.utc))
     where = f" (host {f.host})" if f.host else ""
     return Panel(grid, title=f"chaos run on {f.subject or '?'}{where}", subtitle=url)
 

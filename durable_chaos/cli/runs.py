@@ -128,10 +128,11 @@ async def _status(workflow_id: str, run_id: str | None) -> int:
     console = Console()
     if desc.status == WorkflowExecutionStatus.RUNNING:
         progress = await live_progress(client, handle, desc)
+        retries = retrying(desc.raw_description.pending_activities)
         if progress is not None:
-            console.print(progress_view(progress, url, retrying(desc.raw_description.pending_activities)))
+            console.print(progress_view(progress, url, retries))
         else:  # what the server knows, at once, rather than a query that waits for a worker that is not there
-            console.print(facts_view(await run_facts(desc), await desc.static_summary(), url))
+            console.print(facts_view(await run_facts(desc), await desc.static_summary(), url, retries))
             err_console.print(no_worker_hint(handle.id), style="yellow", highlight=False, soft_wrap=True)
         return EXIT_PASS
     if desc.status == WorkflowExecutionStatus.CANCELED:

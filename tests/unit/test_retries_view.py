@@ -9,7 +9,8 @@ from temporalio.api.common.v1 import ActivityType
 from temporalio.api.failure.v1 import Failure
 from temporalio.api.workflow.v1 import PendingActivityInfo
 
-from durable_chaos.cli.render import progress_view
+from durable_chaos.cli.facts import RunFacts
+from durable_chaos.cli.render import facts_view, progress_view
 from durable_chaos.cli.retries import retrying
 from durable_chaos.contracts import Progress
 
@@ -50,3 +51,17 @@ def test_a_long_failure_keeps_its_end_on_one_line():
     [r] = retrying([pending("inject_fault", 3, "x" * 500 + " the cause")])
     assert r.failure.startswith("…") and r.failure.endswith("the cause") and len(r.failure) == 240
     assert "\n" not in r.failure
+
+
+def test_status_with_no_worker_shows_what_the_server_is_retrying_too():
+    """With no worker serving the run, `status` shows the server's facts: a restore whose worker died shows its
+    attempt and the heartbeat timeout that ended the last one."""
+    facts = RunFacts(workflow_id="chaos-etcd", run_id="r", status="Running", started_at=datetime.now(timezone.utc),
+                     subject="etcd", fault="kill", fault_label="kill", target="etcd2", targets=["etcd2"],
+                     stage="restore", fault_state="injected", verdict=None, time_to_detect_s=0.5,
+                     time_to_restore_s=None, diagnosis_correct=None)
+    console = Console(width=400, record=True)
+    console.print(facts_view(facts, None, "http://ui", retrying([pending("restore_fault", 2,
+                                                                        "activity Heartbeat timeout")])))
+    text = console.export_text()
+    assert "restore_fault: attempt 2, the last one failed: activity Heartbeat timeout" in text, text
