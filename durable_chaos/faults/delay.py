@@ -169,7 +169,9 @@ class _Queued(_Filter):
             if "bound NFQUEUE" in log:
                 return True
             if not docker.container.inspect(name).state.running:
-                why = f"exited: {log.strip()[-300:]}"
+                # Read again: it may have written its last words and exited between the read above and the inspect
+                # (CI43: "exited: " with nothing after it).
+                why = f"exited: {docker.container.logs(name).strip()[-300:]}"
                 break
             time.sleep(0.1)
         # A delayer that cannot bind holds nothing: it goes, so a failed inject leaves no helper behind.
