@@ -39,13 +39,15 @@ def _words(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
+class Compacted(ApplicationError):
+    """An unexpected exception as it is sent: an ApplicationError like any other to the server and the workflow."""
+
+
 def to_send(exc: Exception) -> Exception:
     """What the worker sends the server for an activity that raised `exc`."""
     if isinstance(exc, TemporalError):
         return exc
-    sent = ApplicationError(one_line(_words(exc), MESSAGE_CHARS), type=type(exc).__name__)
-    sent.compacted = True  # read by _SaidOnce
-    return sent
+    return Compacted(one_line(_words(exc), MESSAGE_CHARS), type=type(exc).__name__)
 
 
 class _SaidOnce(logging.Filter):
@@ -53,7 +55,7 @@ class _SaidOnce(logging.Filter):
     logged the original, with its whole traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and getattr(record.exc_info[1], "compacted", False))
+        return not (record.exc_info and isinstance(record.exc_info[1], Compacted))
 
 
 ACTIVITY_LOGGER = logging.getLogger("temporalio.activity")  # the SDK's, and activity.logger's
