@@ -34,6 +34,9 @@ from durable_chaos.ids import host_queue, host_record_id
 
 # A poller seen this recently may be a live worker: an idle worker's long poll is renewed at least once a minute.
 WORKER_SEEN_WITHIN = timedelta(seconds=75)
+# Statuses of a moment that a describe is asked again after, and how many times in all.
+PASSING_STATUSES = (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.UNAVAILABLE)
+DESCRIBE_ATTEMPTS = 4
 
 
 class EngineChanged(Exception):
@@ -110,8 +113,17 @@ class Poller:
 async def pollers(client: Client, queue: str,
                   kind: TaskQueueType.ValueType = TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY) -> list[Poller]:
     """Workers polling `queue` for activities (or `kind`), seen within WORKER_SEEN_WITHIN."""
-    resp = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
-        namespace=client.namespace, task_queue=TaskQueue(name=queue), task_queue_type=kind))
+    req = DescribeTaskQueueRequest(namespace=client.namespace, task_queue=TaskQueue(name=queue), task_queue_type=kind)
+    for attempt in range(DESCRIBE_ATTEMPTS):
+        try:
+            resp = await client.workflow_service.describe_task_queue(req, retry=True)
+            break
+        except RPCError as err:
+            # A busy server answers this read "operation was canceled" now and then (seen in CI with 20 runs on 2
+            # cores), and the SDK retries neither that nor a deadline. It is a read: asking again is harmless.
+            if err.status not in PASSING_STATUSES or attempt == DESCRIBE_ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(0.2 * (attempt + 1))
     now = datetime.now(timezone.utc)
     seen = [Poller(p.identity, p.last_access_time.ToDatetime(timezone.utc)) for p in resp.pollers]
     return [p for p in seen if now - p.last_seen < WORKER_SEEN_WITHIN]

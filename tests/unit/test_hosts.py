@@ -109,3 +109,40 @@ def test_a_malformed_host_in_a_file_is_refused_naming_the_line(tmp_path):
         load_experiment(experiment)
     experiment.write_text("host: b\n")
     assert load_experiment(experiment).run_input.subject.host == "b"
+
+
+class _BusyServer:
+    """A frontend that answers its first `failures` describe calls as a busy dev server did in CI45: 'operation was
+    canceled' (a status the SDK does not retry by itself), then answers with one live poller."""
+
+    namespace = "default"
+
+    def __init__(self, failures: int, status):
+        self.failures, self.status, self.calls = failures, status, 0
+        self.workflow_service = self
+
+    async def describe_task_queue(self, req, **_):
+        from google.protobuf.timestamp_pb2 import Timestamp
+        from temporalio.api.taskqueue.v1 import PollerInfo
+        from temporalio.api.workflowservice.v1 import DescribeTaskQueueResponse
+        from temporalio.service import RPCError
+
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise RPCError("operation was canceled", self.status, b"")
+        seen = Timestamp()
+        seen.GetCurrentTime()
+        return DescribeTaskQueueResponse(pollers=[PollerInfo(identity="42@box", last_access_time=seen)])
+
+
+async def test_a_worker_check_rides_out_a_busy_servers_cancelled_answer():
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from durable_chaos.runtime.fleet import pollers
+
+    server = _BusyServer(2, RPCStatusCode.CANCELLED)
+    assert [p.identity for p in await pollers(server, "q@b")] == ["42@box"] and server.calls == 3
+    refused = _BusyServer(1, RPCStatusCode.PERMISSION_DENIED)  # not a passing state: said at once
+    with pytest.raises(RPCError):
+        await pollers(refused, "q@b")
+    assert refused.calls == 1
