@@ -9,7 +9,16 @@ def one_line(message: str, limit: int) -> str:
     """A message in one line of at most `limit` characters. Docker's and the SDK's messages put the cause last
     ("…: bind: address already in use"), so a long one keeps its end."""
     text = " ".join(message.split())
-    return text if len(text) <= limit else "…" + text[-(limit - 1):]
+    if len(text) <= limit:
+        return text
+    kept = text[-(limit - 1):]
+    if text[-limit] != " " and " " in kept[:WORD_CUT]:  # starts mid-word ("…ntainer start"): begin at the next one
+        kept = kept[kept.index(" ") + 1:]
+    return "…" + kept
+
+
+# How far into a cut message one_line looks for the start of a word; a longer "word" (an id, a path) is cut.
+WORD_CUT = 20
 
 
 CONDITIONS = ("max_error_rate_pct", "max_p99_ms", "max_unavailable_s", "abort_probe_url", "abort_query")

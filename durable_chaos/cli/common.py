@@ -17,7 +17,7 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
 )
-from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError
 from temporalio.service import RPCError, RPCStatusCode
 
 # The exit codes and `fail` live in errors.py (light to import); every command imports them from here as before.
@@ -33,9 +33,10 @@ from durable_chaos.cli.errors import (
     fail as fail,
 )
 from durable_chaos.cli.facts import cancelled_text, run_facts
+from durable_chaos.cli.guards import guard_ids
 from durable_chaos.contracts import WORKFLOW_NAME, ErrorType, Progress
 from durable_chaos.hosts import default_host
-from durable_chaos.ids import fault_guard_id, notify_id, run_workflow_id
+from durable_chaos.ids import notify_id, run_workflow_id
 from durable_chaos.runtime.connect import connect_config, task_queue, ui_base_url
 from durable_chaos.runtime.devserver import ServerUnreachable, connect_or_start
 from durable_chaos.runtime.fleet import pollers
@@ -87,6 +88,8 @@ def exit_code_for_failure(err: BaseException) -> tuple[int, str]:
             return EXIT_FOR_ERROR[cause.type], cause.message
         if isinstance(cause, CancelledError):
             return EXIT_INTERRUPTED, "the run was cancelled (the fault, if injected, was restored)"
+        if isinstance(cause, TerminatedError):  # none of its code ran after: its restore is its guard's to do
+            return EXIT_FAIL, f"the run was terminated ({cause.message}), so its own restore did not run"
         cause = cause.__cause__
     return EXIT_FAIL, f"the run failed: {err.__cause__ or err}"
 
@@ -175,17 +178,9 @@ async def let_the_children_finish(client: Client, handle: WorkflowHandle) -> Non
                 return False
         return True
 
-    async def guards() -> list[str]:
-        """A guard per fault the run injected, numbered from 1: as many as exist."""
-        found = []
-        with contextlib.suppress(RPCError):
-            while True:
-                await client.get_workflow_handle(fault_guard_id(handle.id, desc.run_id, len(found) + 1)).describe()
-                found.append(fault_guard_id(handle.id, desc.run_id, len(found) + 1))
-        return found
-
     notifier = notify_id(handle.id, desc.run_id)
-    *_, notified = await asyncio.gather(*(finish(g, GUARD_FINISH_WITHIN) for g in await guards()),
+    *_, notified = await asyncio.gather(*(finish(g, GUARD_FINISH_WITHIN) for g in await guard_ids(client, handle.id,
+                                                                                                 desc.run_id)),
                                         finish(notifier, NOTIFY_FINISH_WITHIN))
     if not notified:
         err_console.print(f"[yellow]the run's notification is not delivered yet: {notifier} retries it on the next "

@@ -39,6 +39,7 @@ from durable_chaos.cli.common import (
 )
 from durable_chaos.cli.facts import run_facts
 from durable_chaos.cli.follow import follow_to_end
+from durable_chaos.cli.guards import guard_lines, guard_states
 from durable_chaos.cli.render import facts_view, print_report, progress_view
 from durable_chaos.cli.retries import retrying
 from durable_chaos.cli.reports import FORMATS, render
@@ -137,6 +138,9 @@ async def _status(workflow_id: str, run_id: str | None) -> int:
         return EXIT_PASS
     if desc.status == WorkflowExecutionStatus.CANCELED:
         return await say_cancelled(handle)
+    if desc.status != WorkflowExecutionStatus.COMPLETED:  # no report: say what became of the faults it left
+        if guards := await guard_states(client, handle.id, desc.run_id):
+            console.print(Text(guard_lines(guards)), soft_wrap=True)
     report = await _final_report(handle)
     print_report(console, report, url)
     return EXIT_FOR_VERDICT[report.verdict]

@@ -130,13 +130,6 @@ async def held_at(client: Client, task_queue: str, etcd, target: str, gate: str 
     return handle
 
 
-async def terminated_after_inject(client: Client, task_queue: str, etcd, target: str) -> WorkflowHandle:
-    """A run that killed `target` and was then terminated: no workflow code ran after that, no restore."""
-    handle = await held_at(client, task_queue, etcd, target)
-    await handle.terminate("simulating an operator's terminate")
-    return handle
-
-
 async def terminated_with_its_guard(client: Client, task_queue: str, etcd, target: str) -> WorkflowHandle:
     """A fault no guard watches: the run and its guard terminated together (a bulk terminate), like a run from
     before guards existed. Only the reaper (`starter.py reap`) restores this one."""
@@ -240,22 +233,48 @@ async def test_cancel_right_after_injection_restores_via_the_cli(client, task_qu
     assert all((await etcd.running()).values()) and (await etcd.wait_healthy()).ok
 
 
-async def test_terminate_after_injection_is_restored_by_the_runs_guard(client, task_queue, etcd, tmp_path):
+async def test_terminate_after_injection_is_restored_by_the_runs_guard_and_status_says_why_while_it_cannot(
+        client, task_queue, etcd, tmp_path):
+    """The guard the run started right before its kill watches it close, then restores what it left. While it cannot
+    (here the killed member's published port is taken, so Docker cannot start it), `status` of the terminated run
+    says that its guard is restoring, which attempt, and Docker's reason; afterwards, that the guard restored it."""
     since = datetime.now(timezone.utc)
+    port = urlsplit(etcd.instance.subject.endpoints(etcd.instance.port_base)["etcd1"]).port
     worker = WorkerProcess(client.service_client.config.target_host, task_queue, tmp_path).wait_ready()
+    env = cli_env(client, task_queue, tmp_path, COLUMNS="400")  # one line a row: the assertions read phrases
+    taker = socket.socket()
     try:
-        handle = await terminated_after_inject(client, task_queue, etcd, "etcd1")
-        terminated_at = time.monotonic()
-        # The guard the run started right before its kill watches it close, then restores what it left.
+        handle = await held_at(client, task_queue, etcd, "etcd1")  # etcd1 killed: its port is free
+        taker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taker.bind(("127.0.0.1", port))
+        taker.listen()
+        await handle.terminate(reason="simulating an operator's terminate")  # no workflow code runs after this
+
+        async def status_says_retrying():
+            shown = await asyncio.to_thread(starter, "status", etcd.instance.project, env=env)
+            return shown if "address already in use" in shown.stdout else None
+
+        while_held, _ = await until(120, status_says_retrying)
+        taker.close()
+        freed_at = time.monotonic()
         guard = client.get_workflow_handle(fault_guard_id(handle.id, handle.result_run_id), result_type=GuardReport)
         report = await asyncio.wait_for(guard.result(), 60)
-        restored_after = round(time.monotonic() - terminated_at, 1)
+        restored_after = round(time.monotonic() - freed_at, 1)
+        after = await asyncio.to_thread(starter, "status", etcd.instance.project, env=env)
         assert (report.run_status, report.fault_state) == ("TERMINATED", FaultState.INJECTED), report
         assert report.action.action == "restored" and report.action.target == "etcd1", report
         assert report.action.healthy_after is True
         assert (await etcd.running())["etcd1"] and (await etcd.wait_healthy()).ok
     finally:
+        taker.close()
         worker.stop()
+    # A terminated run has no report (exit 1), but what became of its fault is said, not left to the web UI.
+    assert while_held.returncode == 1 and "was terminated (simulating an operator" in while_held.stderr, \
+        while_held.stderr
+    assert f"fault guard {guard.id}: restoring etcd1" in while_held.stdout, while_held.stdout
+    assert "reap_fault: attempt" in while_held.stdout, while_held.stdout
+    assert after.returncode == 1 and f"fault guard {guard.id}: etcd1 restored, healthy after" in after.stdout, \
+        after.stdout
     assert (await etcd.died_since(since)) == ["etcd1"]
     record({"scenario": "terminate after inject", "restored": True, "containers_killed": 1,
             "restored_after_s": restored_after})

@@ -51,6 +51,12 @@ def test_a_long_failure_keeps_its_end_on_one_line():
     [r] = retrying([pending("inject_fault", 3, "x" * 500 + " the cause")])
     assert r.failure.startswith("…") and r.failure.endswith("the cause") and len(r.failure) == 240
     assert "\n" not in r.failure
+    # Cut between words, not inside one: the first word shown is one the message has.
+    for shift in range(12):  # wherever the cut falls
+        message = "x" * shift + " container start dde40a74ffa7: " + DOCKER
+        [r] = retrying([pending("reap_fault", 6, message)])
+        assert r.failure.startswith("…") and len(r.failure) <= 240 and r.failure.endswith("address already in use")
+        assert r.failure[1:].split()[0] in message.split(), r.failure
 
 
 def test_status_with_no_worker_shows_what_the_server_is_retrying_too():
