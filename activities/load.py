@@ -28,7 +28,15 @@ from activities.sampling import probe_timeout, sample_all
 from durable_chaos.contracts import LoadRequest, LoadWindow
 from durable_chaos.ids import fault_tag
 from durable_chaos.safety.checkers import percentile
-from durable_chaos.safety.history import PART_SUFFIX, Op, run_dir, write_part
+from durable_chaos.safety.history import (
+    CHECKED_AS,
+    PART_SUFFIX,
+    CheckedAs,
+    Op,
+    run_dir,
+    write_checked_as,
+    write_part,
+)
 from durable_chaos.safety.workloads import WORKLOADS
 from subjects import CompareFailed, NotApplied, Session
 
@@ -159,6 +167,7 @@ async def _window(req: LoadRequest) -> LoadWindow:
     info = activity.info()
     start_ns = _first_due(req, time.time_ns())
     async with open_session(instance) as session:
+        how = checked_as(session)
         # A retried window may start at the same moment as the attempt it replaces (both catch up from the same
         # due time), and that attempt's writes may have landed: its values must differ, or two writes of one value
         # would look like one (workloads make values from the start in milliseconds).
@@ -170,7 +179,7 @@ async def _window(req: LoadRequest) -> LoadWindow:
     part = run_dir(info.workflow_id, info.workflow_run_id) / f"{start_ns}-{info.attempt}{PART_SUFFIX}"
     # The hypothesis's own probes, asked once, as late as the window can (sampling.py), while its part is written.
     samples, _ = await asyncio.gather(sample_all(req.probes, instance, probe_timeout(req.window_s)),
-                                      asyncio.to_thread(write_part, part, ops))
+                                      asyncio.to_thread(_keep, part, ops, how))
 
     answered = sorted(op.latency_ms for op in ops if op.served)
     last_ok_ns = max((op.complete_ns for op in ops if op.served), default=None)
@@ -190,6 +199,20 @@ async def _window(req: LoadRequest) -> LoadWindow:
     if req.stop is not None:
         window.tripped = load_trip(req.stop, req.recent, window, req.last_ok_before, req.load_since)
     return window
+
+
+def checked_as(session: Session) -> CheckedAs:
+    """How this subject's history is to be checked, as its session says (the model and what it promises)."""
+    return CheckedAs(session.model, session.isolation, session.token_name, session.gapless_tokens,
+                     session.keeps_delivered)
+
+
+def _keep(part, ops: list[Op], how: CheckedAs) -> None:
+    """Write the window's part, and with the run's first one how to check them: a run that dies before its safety
+    check (terminated, say) leaves a folder `starter.py check` still judges as the run would have."""
+    write_part(part, ops)
+    if not (part.parent / CHECKED_AS).exists():
+        write_checked_as(part.parent, how)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

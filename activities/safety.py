@@ -13,13 +13,12 @@ import time
 from temporalio import activity
 
 from activities.docker import off_loop, open_session
-from activities.load import one_op
+from activities.load import checked_as, one_op
 from activities.common import resolve_or_bad_input
 from durable_chaos.contracts import SafetyReport, SafetyRequest
 from durable_chaos.safety import checkers
 from durable_chaos.safety.history import (
     FINAL_PART,
-    CheckedAs,
     Op,
     attempts_expected,
     parts,
@@ -122,11 +121,16 @@ async def check_safety(req: SafetyRequest) -> SafetyReport:
     # The fault window goes in the history too (nemesis lines), for `starter.py check --html` to shade.
     faults = [FaultWindow(start_ns, end_ns, "fault")] if start_ns is not None else []
     async with open_session(instance) as session:
-        model, isolation = session.model, session.isolation
+        how = checked_as(session)
+        model, isolation = how.model, how.isolation
         final = await FINAL_PHASES[model](session, ops) if model else []
-        token_name, gapless, keeps_delivered = session.token_name, session.gapless_tokens, session.keeps_delivered
-    await asyncio.to_thread(write_part, folder / FINAL_PART, final, faults)
-    await asyncio.to_thread(write_checked_as, folder, CheckedAs(model, isolation, token_name, gapless, keeps_delivered))
+        token_name, gapless, keeps_delivered = how.token_name, how.gapless, how.keeps_delivered
+
+    def keep() -> None:
+        write_part(folder / FINAL_PART, final, faults)
+        write_checked_as(folder, how)  # again: a run's first window wrote it, and the session at the end says last
+
+    await asyncio.to_thread(keep)
     ops += final
     ops.sort(key=lambda op: op.invoke_ns)
 

@@ -276,6 +276,11 @@ async def test_terminate_after_injection_is_restored_by_the_runs_guard_and_statu
     assert after.returncode == 1 and f"fault guard {guard.id}: etcd1 restored, healthy after" in after.stdout, \
         after.stdout
     assert (await etcd.died_since(since)) == ["etcd1"]
+    # Its history stops at the terminate, before any safety check: still checkable as the run would have, unasked.
+    folder = tmp_path / "histories" / handle.id / handle.result_run_id
+    checked = await asyncio.to_thread(starter, "check", "--json", str(folder), env=env)
+    assert checked.returncode in (0, 1), checked.stderr
+    assert json.loads(checked.stdout)["model"] == "cas-register", checked.stdout  # etcd's, as a run checks it
     record({"scenario": "terminate after inject", "restored": True, "containers_killed": 1,
             "restored_after_s": restored_after})
 
