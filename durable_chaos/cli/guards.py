@@ -20,6 +20,10 @@ from durable_chaos.contracts import GuardReport, GuardRequest
 from durable_chaos.ids import fault_guard_id
 
 
+# The guard's activities once it found the fault left on (workflows/reaper.py restore_left_fault).
+RESTORING = ("reap_fault", "wait_healthy")
+
+
 async def guard_ids(client: Client, workflow_id: str, run_id: str) -> list[str]:
     """A guard per fault the run injected, numbered from 1: as many as exist."""
     found: list[str] = []
@@ -37,12 +41,15 @@ class GuardState:
     status: WorkflowExecutionStatus | None
     report: GuardReport | None = None  # once it completed
     retrying: list[Retrying] = field(default_factory=list)  # its activities that failed at least once
+    restoring: bool = False  # its restore (or the health check after it) is under way
 
     def text(self, now: datetime) -> str:
         """One line, and one more per activity the server is retrying."""
         what = self.target or "the fault"
-        if self.status == WorkflowExecutionStatus.RUNNING:
+        if self.status == WorkflowExecutionStatus.RUNNING and self.restoring:
             line = f"fault guard {self.workflow_id}: restoring {what}, which the run left injected"
+        elif self.status == WorkflowExecutionStatus.RUNNING:  # it has yet to see how the run left the fault
+            line = f"fault guard {self.workflow_id}: checking whether the run left {what} injected"
         elif self.report is not None and self.report.action is None:
             line = f"fault guard {self.workflow_id}: nothing to restore (the run undid its own fault)"
         elif self.report is not None:
@@ -65,8 +72,9 @@ async def guard_states(client: Client, workflow_id: str, run_id: str) -> list[Gu
         target = None
         with contextlib.suppress(Exception):  # its input names the fault; an unreadable one leaves the line general
             target = ", ".join((await _guard_input(client, guard_id)).fault.members)
-        state = GuardState(guard_id, target, desc.status,
-                           retrying=retrying(desc.raw_description.pending_activities))
+        pending = desc.raw_description.pending_activities
+        state = GuardState(guard_id, target, desc.status, retrying=retrying(pending),
+                           restoring=any(a.activity_type.name in RESTORING for a in pending))
         if desc.status == WorkflowExecutionStatus.COMPLETED:
             with contextlib.suppress(WorkflowFailureError, RPCError):
                 state.report = await handle.result()
@@ -75,12 +83,12 @@ async def guard_states(client: Client, workflow_id: str, run_id: str) -> list[Gu
 
 
 async def _guard_input(client: Client, guard_id: str) -> GuardRequest:
-    """The guard's request, from the first event of its history (the describe does not carry a workflow's input)."""
-    async for event in client.get_workflow_handle(guard_id).fetch_history_events():
-        [request] = await client.data_converter.decode(
-            event.workflow_execution_started_event_attributes.input.payloads, [GuardRequest])
-        return request
-    raise LookupError(f"{guard_id} has no history")
+    """The guard's request, from the first event of its history (the describe does not carry a workflow's input; a
+    guard's history is a few dozen events)."""
+    first = (await client.get_workflow_handle(guard_id).fetch_history()).events[0]
+    [request] = await client.data_converter.decode(first.workflow_execution_started_event_attributes.input.payloads,
+                                                   [GuardRequest])
+    return request
 
 
 def guard_lines(states: list[GuardState]) -> str:

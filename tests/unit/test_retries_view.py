@@ -71,3 +71,29 @@ def test_status_with_no_worker_shows_what_the_server_is_retrying_too():
                                                                         "activity Heartbeat timeout")])))
     text = console.export_text()
     assert "restore_fault: attempt 2, the last one failed: activity Heartbeat timeout" in text, text
+
+
+def test_a_closed_runs_guards_say_what_became_of_each_fault():
+    from temporalio.client import WorkflowExecutionStatus as S
+
+    from durable_chaos.cli.guards import GuardState
+    from durable_chaos.contracts import FaultState, GuardReport, ReapAction
+
+    now = datetime.now(timezone.utc)
+    [retried] = retrying([pending("reap_fault", 4, DOCKER, 2.5)])
+    restored = GuardReport(run_status="TERMINATED", fault_state=FaultState.INJECTED, action=ReapAction(
+        workflow_id="r", run_id="1", target="etcd1", action="restored", healthy_after=False))
+    lines = {
+        "restoring": GuardState("g1", "etcd1", S.RUNNING, retrying=[retried], restoring=True).text(now),
+        "watching": GuardState("g2", "etcd2", S.RUNNING).text(now),
+        "restored": GuardState("g3", "etcd1", S.COMPLETED, report=restored).text(now),
+        "own": GuardState("g4", "etcd1", S.COMPLETED, report=GuardReport(run_status="FAILED",
+                                                                         fault_state=FaultState.RESTORED)).text(now),
+        "gone": GuardState("g5", "etcd3", S.TERMINATED).text(now),
+    }
+    assert lines["restoring"].splitlines()[0] == "fault guard g1: restoring etcd1, which the run left injected"
+    assert "retrying reap_fault: attempt 4" in lines["restoring"] and "address already in use" in lines["restoring"]
+    assert lines["watching"] == "fault guard g2: checking whether the run left etcd2 injected"
+    assert lines["restored"] == "fault guard g3: etcd1 restored, NOT healthy after"
+    assert "nothing to restore" in lines["own"]
+    assert lines["gone"] == "fault guard g5: terminated, so nothing restores etcd3: `python starter.py reap` does"
