@@ -122,9 +122,7 @@ async def check_safety(req: SafetyRequest) -> SafetyReport:
     faults = [FaultWindow(start_ns, end_ns, "fault")] if start_ns is not None else []
     async with open_session(instance) as session:
         how = checked_as(session)
-        model, isolation = how.model, how.isolation
-        final = await FINAL_PHASES[model](session, ops) if model else []
-        token_name, gapless, keeps_delivered = how.token_name, how.gapless, how.keeps_delivered
+        final = await FINAL_PHASES[how.model](session, ops) if how.model else []
 
     def keep() -> None:
         write_part(folder / FINAL_PART, final, faults)
@@ -135,9 +133,9 @@ async def check_safety(req: SafetyRequest) -> SafetyReport:
     ops.sort(key=lambda op: op.invoke_ns)
 
     def run_checkers() -> SafetyReport:
-        return checkers.check(ops, model=model, isolation=isolation, token_name=token_name, gapless=gapless,
-                              keeps_delivered=keeps_delivered, fault_start_ns=start_ns, fault_end_ns=end_ns,
-                              unknown_because=unknown_because)
+        return checkers.check(ops, model=how.model, isolation=how.isolation, token_name=how.token_name,
+                              gapless=how.gapless, keeps_delivered=how.keeps_delivered, fault_start_ns=start_ns,
+                              fault_end_ns=end_ns, unknown_because=unknown_because)
 
     report = await off_loop(run_checkers)
     return report.model_copy(update={"history": str(folder), "history_bytes": size_bytes(folder)})
