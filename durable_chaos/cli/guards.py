@@ -12,7 +12,12 @@ import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+)
 from temporalio.service import RPCError
 
 from durable_chaos.cli.retries import Retrying, retrying
@@ -24,14 +29,19 @@ from durable_chaos.ids import fault_guard_id
 RESTORING = ("reap_fault", "wait_healthy")
 
 
-async def guard_ids(client: Client, workflow_id: str, run_id: str) -> list[str]:
-    """A guard per fault the run injected, numbered from 1: as many as exist."""
-    found: list[str] = []
-    with contextlib.suppress(RPCError):
+async def _guards(client: Client, workflow_id: str, run_id: str) -> list[tuple[str, WorkflowExecutionDescription]]:
+    """A guard per fault the run injected, numbered from 1, as many as exist: each with its description."""
+    found: list[tuple[str, WorkflowExecutionDescription]] = []
+    with contextlib.suppress(RPCError):  # the first number with no guard ends the list
         while True:
-            await client.get_workflow_handle(fault_guard_id(workflow_id, run_id, len(found) + 1)).describe()
-            found.append(fault_guard_id(workflow_id, run_id, len(found) + 1))
+            guard_id = fault_guard_id(workflow_id, run_id, len(found) + 1)
+            found.append((guard_id, await client.get_workflow_handle(guard_id).describe()))
     return found
+
+
+async def guard_ids(client: Client, workflow_id: str, run_id: str) -> list[str]:
+    """The ids of the run's guards (see _guards)."""
+    return [guard_id for guard_id, _ in await _guards(client, workflow_id, run_id)]
 
 
 @dataclass
@@ -66,9 +76,7 @@ class GuardState:
 async def guard_states(client: Client, workflow_id: str, run_id: str) -> list[GuardState]:
     """The run's guards, each as the server has it now."""
     states = []
-    for guard_id in await guard_ids(client, workflow_id, run_id):
-        handle = client.get_workflow_handle(guard_id, result_type=GuardReport)
-        desc = await handle.describe()
+    for guard_id, desc in await _guards(client, workflow_id, run_id):
         target = None
         with contextlib.suppress(Exception):  # its input names the fault; an unreadable one leaves the line general
             target = ", ".join((await _guard_input(client, guard_id)).fault.members)
@@ -77,7 +85,7 @@ async def guard_states(client: Client, workflow_id: str, run_id: str) -> list[Gu
                            restoring=any(a.activity_type.name in RESTORING for a in pending))
         if desc.status == WorkflowExecutionStatus.COMPLETED:
             with contextlib.suppress(WorkflowFailureError, RPCError):
-                state.report = await handle.result()
+                state.report = await client.get_workflow_handle(guard_id, result_type=GuardReport).result()
         states.append(state)
     return states
 
