@@ -73,6 +73,9 @@ def inject_now(req: FaultRequest) -> InjectResult:
                                type=ErrorType.CONTAINER_GONE, non_retryable=True)
     injected_at: datetime | None = None
     began: datetime | None = None  # as the kind tells it, for one that takes a while
+    # The fault may take effect anywhere inside the inject (a partition's rules go in after its helper starts), so
+    # load sent from this moment on is not steady state any more.
+    inject_began = datetime.now(timezone.utc)
     did_any = False
     for t in targets:
         try:
@@ -91,7 +94,8 @@ def inject_now(req: FaultRequest) -> InjectResult:
     if did_any:
         injected_at = began or datetime.now(timezone.utc)
     return InjectResult(target=req.target, targets=req.members, container=targets[0].container.name,
-                        injected_at=injected_at or datetime.now(timezone.utc), already_down=not did_any)
+                        injected_at=injected_at or datetime.now(timezone.utc), already_down=not did_any,
+                        began_at=min(inject_began, began or inject_began) if did_any else None)
 
 
 def restore_now(req: FaultRequest) -> RestoreResult:

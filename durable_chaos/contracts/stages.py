@@ -161,6 +161,8 @@ class InjectResult(BaseModel):
     target: str
     container: str
     injected_at: datetime
+    began_at: datetime | None = Field(default=None, description="when the inject that put the fault in place began: "
+                                      "load sent from then on may meet the fault (None: a retry found it in place)")
     already_down: bool = Field(default=False, description="the fault was already in effect on every target (a retry)")
     targets: list[str] = []
 
