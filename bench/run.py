@@ -98,7 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "model on long adversarial histories")
     p.add_argument("--skip-startup", action="store_true",
                    help="skip what a run pays before it starts: `starter.py --help` beside the interpreter alone, "
-                        "and replaying recorded runs in the worker's sandbox beside the sandbox as it was")
+                        "and replaying recorded runs as the worker runs workflow code beside Temporal's sandbox")
     p.add_argument("--skip-loadgen", action="store_true",
                    help="skip the load generator's figures (throughput beside wrk, CPU per 1,000 ops, open-loop rate)")
     p.add_argument("--skip-powerfs", action="store_true",
@@ -254,7 +254,7 @@ def render(results: dict) -> list[Table]:
                   f"{h['wall_s']} / {h['cpu_s']} / {h['peak_rss_mb']}",
                   f"python alone: {bare['wall_s']} / {bare['cpu_s']} / {bare['peak_rss_mb']}", "")
         t.add_row(f"replaying a recorded run ({sb['histories']} runs × {sb['rounds']}): CPU ms per run",
-                  str(sb["cpu_ms_per_replay"]), f"workflows sandboxed: {sb['cpu_ms_per_replay_workflows_sandboxed']}",
+                  str(sb["cpu_ms_per_replay"]), f"in the sandbox: {sb['cpu_ms_per_replay_in_sandbox']}",
                   _fmt(sb["ratio"]))
         tables.append(t)
     if (r := results.get("stress")) is not None:
@@ -529,7 +529,7 @@ async def main(args: argparse.Namespace) -> int:
     lab = None
     try:
         if not args.skip_startup:  # CPU only, as the safety figures
-            console.print("[bold]startup[/]: the command line and the workflow sandbox")
+            console.print("[bold]startup[/]: the command line, and replaying workflow code")
             results["startup"] = {"cli": startup.cli_figures(), "sandbox": await startup.sandbox_figures()}
         if not args.skip_safety:  # CPU only: measured first, before any cluster loads the machine
             console.print("[bold]safety[/]: checking a minute of history")

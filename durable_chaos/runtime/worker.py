@@ -9,8 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.worker import Interceptor, Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.worker import Interceptor, UnsandboxedWorkflowRunner, Worker
 
 from activities.registry import ALL as ACTIVITIES, HANDED_BACK, HOST_INDEPENDENT
 from durable_chaos.ids import host_queue
@@ -31,18 +30,17 @@ from workflows.scheduled import ScheduledChaosWorkflow
 log = logging.getLogger("chaos.worker")
 WORKFLOWS = [ChaosDemoWorkflow, FaultGuardWorkflow, FaultReaperWorkflow, ScheduledChaosWorkflow, NotifyWorkflow,
              ChaosCampaignWorkflow, ChaosHostWorkflow]
-# Modules passed through the sandbox: imported once per worker, not again for every workflow run.
-# - rich: the starter's live view sends stderr through Rich while its own worker runs workflows, so a log line from
-#   workflow code is printed by Rich, which imports its renderers lazily. Inside the sandbox that import would be
-#   re-done there, hit restricted modules and fail the workflow task (the run then retries it forever).
-# - workflows: the sandbox re-imported our workflow modules for each new run and for each run a worker took back
-#   after its cache dropped it (a timed-out task, another worker's run): replaying this release's recorded runs
-#   cost 65.9 CPU ms each in the sandbox as it was, 44.0 ms with the package passed through (bench: startup). On a
-#   saturated host that work lands exactly when tasks are already late. What the sandbox still guarded there, that
-#   workflow code reads no clock, randomness or outside world of its own, a unit test checks on the source
-#   (tests/unit/test_workflow_code_is_deterministic.py), and the replay tests check the code against recorded runs.
-SANDBOX = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("rich",
-                                                                                                   "workflows"))
+# Workflow code runs without Temporal's sandbox. The sandbox guards two things: that workflow code reads no clock,
+# randomness or outside world of its own (checked at run time, on modules it imports itself), and that runs share
+# no module state (it re-imports modules for each run). Our `workflows` package had to be passed through it already
+# (re-imported per run it cost 65.9 CPU ms a replay, 44.0 passed through: bench startup, issue 25), which left
+# neither guard on our code; and `rich` had to be, or a log line from workflow code failed the task. What the sandbox
+# still cost was its own: every activation entered it and every payload the SDK encoded asked it for a serialization
+# context, about half the CPU of replaying this release's recorded runs (bench startup: `replay_cpu_ms`, beside
+# the sandbox as it was). Determinism is guarded where it can fail a build instead: a unit test reads the workflow
+# source for clocks, randomness, I/O and environment (tests/unit/test_workflow_code_is_deterministic.py), and the
+# replay tests run every recorded history through this same runner. Workflow modules keep no state between runs.
+RUNNER = UnsandboxedWorkflowRunner()
 
 
 class WatchedWorker(Worker):
@@ -80,7 +78,7 @@ def build_worker(client: Client, task_queue: str | None = None, activity_functio
         client,
         task_queue=task_queue or default_task_queue(),
         workflows=workflows,
-        workflow_runner=SANDBOX,
+        workflow_runner=RUNNER,
         activities=ACTIVITIES if activity_functions is None else activity_functions,
         # After a worker dies, its workflows wait on its sticky queue this long before any worker may take them. A
         # task that waits longer on a live but busy worker is only replayed from the start by whoever takes it.

@@ -1,7 +1,8 @@
 """Workflow code reads no clock, no randomness and no outside world of its own: it asks `workflow.now()`,
-`workflow.random()` and activities. The worker passes the `workflows` package through the sandbox (runtime/worker.py
-says why), so the sandbox no longer stops such a call at run time; this test does, on the source, and the replay
-tests (tests/workflow/test_replay.py) check what the code does with recorded histories."""
+`workflow.random()` and activities; and it keeps no module state, which every run on a worker would share. The
+worker runs workflow code without Temporal's sandbox (runtime/worker.py says why), so nothing stops such a call at
+run time; this test does, on the source, and the replay tests (tests/workflow/test_replay.py) check what the code
+does with recorded histories."""
 
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ def findings(path: Path) -> list[str]:
                 found.append(f"{where}:{node.lineno}: {ast.unparse(node)}")
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FORBIDDEN_BUILTINS:
             found.append(f"{where}:{node.lineno}: {node.func.id}()")
+        elif isinstance(node, ast.Global):  # module state: one run's change would be the next run's start
+            found.append(f"{where}:{node.lineno}: global {', '.join(node.names)}")
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
             found += [f"{where}:{node.lineno}: import {m}" for m in modules
@@ -54,5 +57,6 @@ def test_workflow_code_calls_no_clock_randomness_or_io(path):
 def test_the_check_finds_what_it_is_for(tmp_path):
     bad = tmp_path / "workflow.py"
     bad.write_text("import datetime, time, random, subprocess\n"
-                   "def f():\n    return datetime.datetime.now(), time.time(), random.choice([1]), open('x')\n")
-    assert len(findings(bad)) == 5, findings(bad)
+                   "def f():\n    return datetime.datetime.now(), time.time(), random.choice([1]), open('x')\n"
+                   "def g():\n    global SEEN\n")
+    assert len(findings(bad)) == 6, findings(bad)

@@ -15,7 +15,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from durable_chaos.runtime.worker import WORKFLOWS
+from durable_chaos.runtime.worker import RUNNER, WORKFLOWS
 from workflows.compat import PREVIOUS_RELEASE, RELEASE
 
 HERE = Path(__file__).resolve().parents[1] / "histories"
@@ -43,4 +43,5 @@ def test_the_supported_releases_and_only_those_have_histories():
 async def test_recorded_history_replays(path):
     # The id the recorder ran it under (`record-NAME`): a chaos run names its fault guard after its own id.
     history = WorkflowHistory.from_json(f"record-{path.stem}", path.read_text())
-    await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(history)
+    await Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter,
+                   workflow_runner=RUNNER).replay_workflow(history)  # as the worker runs workflow code
