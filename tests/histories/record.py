@@ -45,7 +45,7 @@ async def main() -> None:
         "deadline_at_detect": (ChaosInput(subject=copy.ref, countdown_s=1, interactive=True, max_fault_s=2), None),
         "cancel_at_detect": (ChaosInput(subject=copy.ref, countdown_s=1, interactive=True), lambda h: h.cancel()),
         "terminate_at_detect": (ChaosInput(subject=copy.ref, countdown_s=1, interactive=True),
-                                lambda h: h.terminate("recorded terminate")),
+                                lambda h: h.terminate(reason="recorded terminate")),
         # The fault catalog: a network kind with parameters, a role target, two members at once.
         "partition_leader": (ChaosInput(subject=copy.ref, countdown_s=1, fault="partition", target="leader"), None),
         "loss_two_members": (ChaosInput(subject=copy.ref, countdown_s=1, fault="loss", fault_params={"percent": 50},

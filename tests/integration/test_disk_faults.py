@@ -130,7 +130,7 @@ async def held_then_ended(client, task_queue: str, copy, how: str, target: str, 
                     await asyncio.wait_for(handle.result(), 120)
                 assert is_cancelled_exception(err.value.cause), err.value.cause
             else:
-                await handle.terminate("simulating an operator's terminate")
+                await handle.terminate(reason="simulating an operator's terminate")
         ended_at = time.monotonic()
         guard = client.get_workflow_handle(fault_guard_id(handle.id, handle.result_run_id), result_type=GuardReport)
         report = await asyncio.wait_for(guard.result(), 90)

@@ -134,8 +134,8 @@ async def terminated_with_its_guard(client: Client, task_queue: str, etcd, targe
     """A fault no guard watches: the run and its guard terminated together (a bulk terminate), like a run from
     before guards existed. Only the reaper (`starter.py reap`) restores this one."""
     handle = await held_at(client, task_queue, etcd, target)
-    await client.get_workflow_handle(fault_guard_id(handle.id, handle.result_run_id)).terminate("bulk terminate")
-    await handle.terminate("bulk terminate")
+    await client.get_workflow_handle(fault_guard_id(handle.id, handle.result_run_id)).terminate(reason="bulk terminate")
+    await handle.terminate(reason="bulk terminate")
     return handle
 
 

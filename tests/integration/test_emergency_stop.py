@@ -107,7 +107,7 @@ async def test_stop_all_cancels_every_run_restores_every_fault_and_pauses_the_sc
         finally:
             for handle in runs:  # only if stop-all left one running: end it (its guard restores)
                 if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
-                    await handle.terminate("test cleanup")
+                    await handle.terminate(reason="test cleanup")
         assert stop.returncode == 0, stop.stdout + stop.stderr
         out = stop.stdout
         for copy, what in zip(copies, ("kill on etcd2", "kill on etcd1", "bandwidth 1mbit on etcd3")):

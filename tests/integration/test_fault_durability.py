@@ -149,7 +149,7 @@ async def test_terminate_during_a_partition_its_guard_removes_the_chain(client, 
             tag = fault_tag(handle.id, handle.result_run_id)
             TAGS.append(tag)
             assert await in_effect(etcd, "etcd1", "partition", tag)
-            await handle.terminate("simulating an operator's terminate")
+            await handle.terminate(reason="simulating an operator's terminate")
         terminated_at = time.monotonic()
         guard = client.get_workflow_handle(fault_guard_id(handle.id, handle.result_run_id), result_type=GuardReport)
         report = await asyncio.wait_for(guard.result(), 90)
@@ -177,8 +177,8 @@ async def test_terminate_with_its_guard_during_a_partition_reap_removes_the_chai
             tag = fault_tag(handle.id, handle.result_run_id)
             TAGS.append(tag)
             # A bulk terminate takes the guard along: nothing watches the fault any more.
-            await client.get_workflow_handle(fault_guard_id(handle.id, handle.result_run_id)).terminate("bulk")
-            await handle.terminate("bulk")
+            await client.get_workflow_handle(fault_guard_id(handle.id, handle.result_run_id)).terminate(reason="bulk")
+            await handle.terminate(reason="bulk")
         await asyncio.sleep(3)
         assert await in_effect(etcd, "etcd3", "partition", tag)  # left in place: only the reaper can undo it now
         proc = await reap_until_restored(env)

@@ -224,7 +224,7 @@ async def test_host_b_worker_killed_with_its_fault_on_the_run_waits_and_a_new_wo
             report = report_of_failure(err)
     finally:
         with contextlib.suppress(Exception):
-            await handle.terminate("test cleanup")
+            await handle.terminate(reason="test cleanup")
     print(f"timeline (s after host b's worker was SIGKILLed): run said it waits for host b {said_waiting:.1f}, "
           f"new worker of b polling {came_back:.1f}, restore done {restored:.1f}")
     assert report.fault_state == FaultState.RESTORED and report.host == "b", report.reasons
@@ -288,7 +288,7 @@ async def test_stop_all_with_runs_on_both_hosts_restores_both(fleet):
     finally:
         for _, handle in runs.values():
             with contextlib.suppress(Exception):
-                await handle.terminate("test cleanup")
+                await handle.terminate(reason="test cleanup")
     print(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
     for host, (ref, handle) in runs.items():

@@ -96,7 +96,7 @@ async def test_latency_on_a_follower_is_measured_detected_as_slow_fails_open_and
         if second:
             second.stop()
         if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
-            await handle.terminate("test failed")  # its guard restores
+            await handle.terminate(reason="test failed")  # its guard restores
     assert report.fault_state == FaultState.RESTORED, report.reasons
     detected = next(r for r in report.reasons if r.startswith("detected after"))
     assert f"{target}: slow: answers in " in detected and "no answer" not in detected, detected
@@ -132,7 +132,7 @@ async def test_a_cancel_or_terminate_while_latency_is_on_leaves_no_rule_and_no_d
             with pytest.raises(Exception):
                 await asyncio.wait_for(handle.result(), 120)
         else:
-            await handle.terminate("simulating an operator's terminate")
+            await handle.terminate(reason="simulating an operator's terminate")
             guard = client.get_workflow_handle(fault_guard_id(handle.id, handle.result_run_id),
                                                result_type=GuardReport)
             report = await asyncio.wait_for(guard.result(), 90)

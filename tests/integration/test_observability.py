@@ -210,7 +210,7 @@ async def test_a_dead_receiver_changes_nothing(client, etcd, metrics_worker, rec
     async def posted():  # the live post is its own notifier's activity: it may land a moment after (CI27)
         return [p for p in receiver.json_posts(WORKER_HOOK) if p["run_id"] == report.run_id]
     await until(10, posted)
-    await notifier.terminate("test done: the receiver is dead for good")
+    await notifier.terminate(reason="test done: the receiver is dead for good")
 
 
 async def test_chaos_notify_on_the_command_line(client, etcd, receiver, tmp_path):

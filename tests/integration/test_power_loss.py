@@ -164,7 +164,7 @@ async def test_a_power_loss_run_terminated_while_the_member_is_down_is_restored_
             # Held before detection: the power loss is in, the member down, what its layer dropped on record.
             assert not (await copy.running())["etcd1"]
             assert list((state_dir() / "powerfs" / project / "etcd1").glob("lost-*.json"))
-            await handle.terminate("simulating an operator's terminate")
+            await handle.terminate(reason="simulating an operator's terminate")
             guard = client.get_workflow_handle(fault_guard_id(handle.id, handle.result_run_id),
                                                result_type=GuardReport)
             report = await asyncio.wait_for(guard.result(), 60)

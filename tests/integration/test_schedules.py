@@ -113,7 +113,7 @@ async def test_schedule_firing_while_a_manual_run_holds_the_subject_is_skipped(c
         line = next(x for x in listed.stdout.splitlines() if schedule_id in x)
         assert "skipped: subject busy" in line, listed.stdout
     finally:
-        await holder.terminate("test cleanup")
+        await holder.terminate(reason="test cleanup")
     assert (await etcd.died_since(since)) == []
 
 
@@ -151,7 +151,7 @@ async def test_trigger_without_a_worker_says_nothing_will_run_it(client, cli_env
                 break
             await asyncio.sleep(0.5)
         for wf in found:
-            await client.get_workflow_handle(wf.id, run_id=wf.run_id).terminate("test cleanup")
+            await client.get_workflow_handle(wf.id, run_id=wf.run_id).terminate(reason="test cleanup")
     assert triggered.returncode == 0, triggered.stderr
     said = triggered.stdout + triggered.stderr
     assert "no worker is polling" in said and "python worker.py" in said, said

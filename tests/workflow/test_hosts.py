@@ -83,7 +83,7 @@ async def test_a_run_on_a_host_runs_its_subject_activities_there_and_its_restore
             if first is not None:
                 await first.__aexit__(None, None, None)
             with contextlib.suppress(Exception):
-                await handle.terminate("test cleanup")
+                await handle.terminate(reason="test cleanup")
     print(f"said it waits for host {host} {said_after:.1f} s after its worker went")
     assert cluster.restores == ["n2"] and not cluster.down
     assert report.host == host and report.fault_state == FaultState.RESTORED, report.reasons

@@ -648,7 +648,7 @@ async def test_a_terminated_run_is_restored_by_its_fault_guard(client):
 
     async def terminate_at_detect(handle):
         await walk_to_gate(handle, "detect")  # n2 is down, the run holds
-        await handle.terminate("an operator's terminate")
+        await handle.terminate(reason="an operator's terminate")
         guarded.append(await guard_report(client, handle))
 
     err, _ = await run_chaos(client, cluster, fast_input(target="n2", interactive=True), during=terminate_at_detect)
@@ -672,7 +672,7 @@ async def test_a_run_its_worker_dropped_runs_none_of_its_code_on_another_event_l
     run's undo belongs to the worker that replays it, or to its guard.)"""
     async def terminate_at_detect(handle):
         await walk_to_gate(handle, "detect")  # n2 is down, the run holds with its fault on, cached on the worker
-        await handle.terminate("an operator's terminate")
+        await handle.terminate(reason="an operator's terminate")
         await guard_report(client, handle)
 
     # The worker stops and still holds the run, suspended at its fault (with any other run dropped so far in this
@@ -720,7 +720,7 @@ async def test_a_campaign_its_worker_dropped_touches_no_other_workflow(client):
             cell_run.close()  # raised "Not in workflow event loop" from the cell's `finally`
     finally:
         for h in (handle, child):
-            await h.terminate("test over")
+            await h.terminate(reason="test over")
 
 
 async def test_a_run_that_restores_its_own_fault_leaves_its_guard_nothing_to_do(client):
@@ -786,7 +786,7 @@ async def test_a_run_terminated_in_its_countdown_leaves_its_guard_nothing_to_res
         while (await handle.query(ChaosDemoWorkflow.progress)).stage.value != "countdown":
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)
-        await handle.terminate("an operator's terminate")
+        await handle.terminate(reason="an operator's terminate")
         guarded.append(await guard_report(client, handle))
 
     inp = fast_input(target="n2")
