@@ -5,7 +5,7 @@ everything between the server handing the task over and taking the answer back. 
 it, timed in the worker, for each activation:
 
 - decode: the SDK unpacking the activation's payloads;
-- workflow code: our workflow running in the sandbox (wall and its thread's CPU), payload conversion included;
+- workflow code: our workflow code running (wall and its thread's CPU), payload conversion included;
 - encode: the SDK packing the commands;
 - complete: handing the completion to the SDK's core, which answers the server and returns when the server has
   taken it (a round trip to the server and its write of the history);
