@@ -57,7 +57,9 @@ def availability(ops: list[Op], fault_start_ns: int | None = None, fault_end_ns:
         longest_gap_ms=round(gap / 1e6, 1), longest_gap_from=moment(gap_from),
         error_rate=round(sum(1 for op in sent if not op.served) / len(sent), 4),
         capped=sum(1 for op in sent if op.capped),
-        before=_phase([op for op in sent if op.invoke_ns < start]),
-        during=_phase([op for op in sent if start <= op.invoke_ns < end]),
+        # An operation still waiting for its answer as the fault began may have met it (a write in flight when its
+        # member was killed fails): it counts during the fault, not as steady state.
+        before=_phase([op for op in sent if op.complete_ns < start]),
+        during=_phase([op for op in sent if op.complete_ns >= start and op.invoke_ns < end]),
         after=_phase([op for op in sent if op.invoke_ns >= end]),
     )

@@ -224,6 +224,15 @@ def test_availability_figures_per_fault_phase():
     assert a.before.p50_ms == 2.0 and a.after.p99_ms == 4.0 and a.during.p99_ms > 400
 
 
+def test_an_operation_in_flight_as_the_fault_begins_counts_during_it():
+    """A write sent 8 ms before the inject began and failed by the kill 112 ms later (CI, the Redis folder) is the
+    fault's doing: counted before the fault, it made the steady state look broken."""
+    h = [w("k", str(i), i * 10, i * 10 + 2) for i in range(10)]
+    h.append(w("k", "in flight", 92, 212, outcome="info"))  # sent before the fault began at 100, failed in it
+    a = availability(h, fault_start_ns=100 * MS, fault_end_ns=700 * MS)
+    assert (a.before.ops, a.before.errors, a.during.ops, a.during.errors) == (10, 0, 1, 1)
+
+
 def test_report_names_the_first_violation_and_counts():
     h = [w("k", "a", 0, 1, token=1), w("k", "b", 2, 3, token=2), r("k", "a", 4, 5, token=1), final("k", "a")]
     report = check(h, token_name="revision")
