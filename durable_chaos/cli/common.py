@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import AsyncIterator
 from urllib.parse import urlencode
 
@@ -33,7 +33,7 @@ from durable_chaos.cli.errors import (
     fail as fail,
 )
 from durable_chaos.cli.facts import cancelled_text, run_facts
-from durable_chaos.cli.guards import guard_ids
+from durable_chaos.cli.guards import guard_ids, guard_states
 from durable_chaos.contracts import WORKFLOW_NAME, ErrorType, Progress
 from durable_chaos.hosts import default_host
 from durable_chaos.ids import notify_id, run_workflow_id
@@ -147,6 +147,7 @@ async def worker_if_needed(client: Client, handle: WorkflowHandle,
     if not own:
         yield False
         return
+    check_worker_settings()
     from durable_chaos.runtime.log_file import worker_log_to
     from durable_chaos.runtime.worker import serve  # the worker, only when this process runs one
 
@@ -178,13 +179,39 @@ async def let_the_children_finish(client: Client, handle: WorkflowHandle) -> Non
                 return False
         return True
 
+    # A run that closed without running its own code (terminated, timed out) left its faults to its guards, whose
+    # restore can take a minute: say what this waits for, and afterwards what each guard did.
+    left_to_guards = desc.status in (WorkflowExecutionStatus.TERMINATED, WorkflowExecutionStatus.TIMED_OUT)
+    if left_to_guards and (states := await guard_states(client, handle.id, desc.run_id)):
+        guards = [state.workflow_id for state in states]
+        what = ", ".join(state.target or "its fault" for state in states)
+        err_console.print(f"the run was {desc.status.name.lower()}: waiting up to {GUARD_FINISH_WITHIN:.0f} s for "
+                          f"its fault guard to undo whatever it left of {what} (Ctrl-C leaves that to the next worker, "
+                          f"python worker.py)", highlight=False, soft_wrap=True)
+    else:
+        guards = await guard_ids(client, handle.id, desc.run_id)
     notifier = notify_id(handle.id, desc.run_id)
-    *_, notified = await asyncio.gather(*(finish(g, GUARD_FINISH_WITHIN) for g in await guard_ids(client, handle.id,
-                                                                                                 desc.run_id)),
-                                        finish(notifier, NOTIFY_FINISH_WITHIN))
+    *done, notified = await asyncio.gather(*(finish(g, GUARD_FINISH_WITHIN) for g in guards),
+                                           finish(notifier, NOTIFY_FINISH_WITHIN))
+    if left_to_guards and guards:
+        now = datetime.now(timezone.utc)
+        for state in await guard_states(client, handle.id, desc.run_id):
+            err_console.print(state.text(now), highlight=False, soft_wrap=True)
+        if not all(done):
+            err_console.print(f"[yellow]`python starter.py status {handle.id}` follows the guard; the next worker "
+                              f"(python worker.py) goes on with it[/]", highlight=False, soft_wrap=True)
     if not notified:
         err_console.print(f"[yellow]the run's notification is not delivered yet: {notifier} retries it on the next "
                           f"worker (python worker.py)[/]", highlight=False, soft_wrap=True)
+
+
+def check_worker_settings() -> None:
+    """Before a run starts: the settings of the worker this process may run for it (worker.py checks its own)."""
+    from activities.load_budget import BadBudget, budget_from_env
+    try:
+        budget_from_env()
+    except BadBudget as err:
+        fail(EXIT_BAD_INPUT, str(err))
 
 
 def load_subject(subject: str):

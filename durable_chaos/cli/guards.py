@@ -61,7 +61,7 @@ class GuardState:
         elif self.status == WorkflowExecutionStatus.RUNNING:  # it has yet to see how the run left the fault
             line = f"fault guard {self.workflow_id}: checking whether the run left {what} injected"
         elif self.report is not None and self.report.action is None:
-            line = f"fault guard {self.workflow_id}: nothing to restore (the run undid its own fault)"
+            line = f"fault guard {self.workflow_id}: nothing to restore (the run left no fault in place)"
         elif self.report is not None:
             action = self.report.action
             healthy = {True: ", healthy after", False: ", NOT healthy after", None: ""}[action.healthy_after]

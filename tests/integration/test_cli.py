@@ -164,7 +164,7 @@ async def test_status_of_a_run_no_worker_serves_answers_at_once(private_queue_en
         took = time.monotonic() - began
     finally:
         await client.get_workflow_handle(run_workflow_id(etcd.instance.project, default_host())).terminate(
-            "test cleanup")
+            reason="test cleanup")
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     # Before, it waited ~32 s for a query no worker would answer. A starter takes a few seconds to import and
@@ -292,7 +292,7 @@ async def test_second_run_on_a_busy_subject_is_refused(cli_env, client, etcd):
         assert second.returncode == 2, second.stderr
         assert "is busy" in second.stderr and etcd.instance.project in second.stderr
     finally:
-        await client.get_workflow_handle(started["workflow_id"]).terminate("test cleanup")
+        await client.get_workflow_handle(started["workflow_id"]).terminate(reason="test cleanup")
     assert (await etcd.died_since(since)) == []
 
 
@@ -320,6 +320,36 @@ async def test_interactive_run_is_paced_by_enter_presses(cli_env, etcd):
     assert "press Enter to start inject" in out + err
     assert "verdict: PASS" in out
     assert (await etcd.died_since(since)) == ["etcd3"]
+
+
+async def test_chaos_terminated_with_its_fault_on_says_its_guard_restores_it(private_queue_env, client, etcd):
+    """`chaos` with no worker runs one in its own process; terminated with the fault on, that worker gives the run's
+    fault guard its restore before the command exits. Before, it waited up to 90 s saying nothing, and then printed
+    only that the run was terminated: the user could not tell whether etcd2 was back."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "starter.py"), "chaos", "--interactive", "--countdown", "0",
+                             "--target", "etcd2", *subject_args(etcd)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=private_queue_env, cwd=ROOT)
+    try:
+        handle = client.get_workflow_handle(run_workflow_id(etcd.instance.project, default_host()))
+        for _ in range(120):  # until the command has started the run
+            with contextlib.suppress(Exception):
+                await handle.describe()
+                break
+            await asyncio.sleep(0.5)
+        await walk_to_gate(handle, "detect")  # etcd2 is killed, and the run holds
+        await handle.terminate(reason="game day: operator stopped the run")
+        out, err = await asyncio.to_thread(proc.communicate, timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = err.splitlines()
+    assert proc.returncode == 1, err
+    waiting = next(i for i, line in enumerate(lines) if "waiting" in line and "fault guard" in line)
+    assert "etcd2" in lines[waiting] and "90 s" in lines[waiting], lines[waiting]
+    done = next(i for i, line in enumerate(lines) if line.startswith("fault guard ") and "etcd2 restored" in line)
+    assert waiting < done and "healthy after" in lines[done], err
+    assert any("was terminated (game day: operator stopped the run)" in line for line in lines[done:]), err
+    assert all((await etcd.running()).values()) and (await etcd.wait_healthy()).ok
 
 
 # -- the live view in a real terminal (a pty, rendered by a terminal emulator) ------------------------------------
