@@ -147,7 +147,6 @@ async def worker_if_needed(client: Client, handle: WorkflowHandle,
     if not own:
         yield False
         return
-    check_worker_settings()
     from durable_chaos.runtime.log_file import worker_log_to
     from durable_chaos.runtime.worker import serve  # the worker, only when this process runs one
 
@@ -203,15 +202,6 @@ async def let_the_children_finish(client: Client, handle: WorkflowHandle) -> Non
     if not notified:
         err_console.print(f"[yellow]the run's notification is not delivered yet: {notifier} retries it on the next "
                           f"worker (python worker.py)[/]", highlight=False, soft_wrap=True)
-
-
-def check_worker_settings() -> None:
-    """Before a run starts: the settings of the worker this process may run for it (worker.py checks its own)."""
-    from activities.load_budget import BadBudget, budget_from_env
-    try:
-        budget_from_env()
-    except BadBudget as err:
-        fail(EXIT_BAD_INPUT, str(err))
 
 
 def load_subject(subject: str):
