@@ -418,7 +418,9 @@ def _parallel_table(steps: list[dict], rate: float) -> Table:
         "1.00 = grows linearly with the runs")
     row("load ops answered / offered",
         lambda s: f"{s.get('load_ops_answered', '-')} / {s.get('load_ops_offered', '-')}",
-        "offered: rate × load windows' length")
+        "offered: sent or capped, by the windows")
+    row("load windows", lambda s: str(s.get("load_windows", "-")), "each an activity: its orchestration costs the "
+        "worker and the Temporal server")
     row("worker CPU ms per answered op", lambda s: _fmt(s.get("worker_cpu_ms_per_answered_op")),
         "everything the worker did, over the load it carried")
     row("worker CPU, % of one core", lambda s: _fmt(s["worker_cpu_pct"]), "mean over the wall time")

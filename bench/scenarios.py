@@ -554,8 +554,10 @@ async def parallel(lab: Lab, k: int, step: int) -> dict:
         # The load is most of a run's work, and a starved worker sends less of it (not sent: over the concurrency
         # cap): CPU per run alone would flatter a step that did less.
         "load_ops_answered": (answered := sum(r["load_ops_answered"] for r in records)),
-        "load_ops_offered": round(lab.parallel_load_rate * sum(
-            (w.end - w.start).total_seconds() for r in reports for w in r.load.windows)),
+        # What the windows offered (sent or capped): a window's length times the rate overstates it when the window
+        # ran long (its answers or its history part were late), and the next one started late.
+        "load_ops_offered": sum(w.ops + w.errors for r in reports for w in r.load.windows),
+        "load_windows": sum(len(r.load.windows) for r in reports),
         "worker_cpu_ms_per_answered_op": round(1000 * cpu / answered, 3) if answered else None,
         "docker_cli_cpu_s": round(children, 2),
         # What the K etcd clusters themselves burnt meanwhile (serving the load, elections): the other big user of
