@@ -81,8 +81,8 @@ class SafetyRequest(BaseModel):
     subject: SubjectRef
     check_timeout_s: float
     windows: int = Field(description="load windows the workflow saw: their history parts should all be here")
-    fault_started_at: datetime | None = Field(default=None, description="when the inject began: operations sent "
-                                              "before it are the steady state")
+    fault_started_at: datetime | None = Field(default=None, description="when the inject began: operations "
+                                              "answered before it are the steady state")
     fault_ended_at: datetime | None = Field(default=None, description="healthy again after restore")
 
 

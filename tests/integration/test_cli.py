@@ -22,7 +22,10 @@ from datetime import datetime, timezone
 import pyte
 import pytest
 import pytest_asyncio
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError
 
+from durable_chaos.cli.common import has_live_worker
 from durable_chaos.cli.facts import RunFacts
 from durable_chaos.contracts import ChaosInput, ChaosReport, final_report
 from durable_chaos.contracts import RunFacts as MemoFacts
@@ -34,6 +37,7 @@ from tests.conftest import (
     running_worker,
     starter,
     subject_args,
+    until,
     walk_to_gate,
 )
 from tests.integration.test_durability import held_at
@@ -329,19 +333,30 @@ async def test_chaos_terminated_with_its_fault_on_says_its_guard_restores_it(pri
     proc = subprocess.Popen([sys.executable, str(ROOT / "starter.py"), "chaos", "--interactive", "--countdown", "0",
                              "--target", "etcd2", *subject_args(etcd)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=private_queue_env, cwd=ROOT)
+    queue = private_queue_env["CHAOS_TASK_QUEUE"]
+    handle = client.get_workflow_handle(run_workflow_id(etcd.instance.project, default_host()))
+
+    async def started() -> bool:
+        """This command's run is running (an earlier test's run on the copy has the same id, closed) and its worker
+        polls: the run's progress is a query only that worker answers."""
+        with contextlib.suppress(RPCError):
+            return ((await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+                    and await has_live_worker(client, queue))
+        return False
+
     try:
-        handle = client.get_workflow_handle(run_workflow_id(etcd.instance.project, default_host()))
-        for _ in range(120):  # until the command has started the run
-            with contextlib.suppress(Exception):
-                await handle.describe()
-                break
-            await asyncio.sleep(0.5)
+        await until(120, started)
         await walk_to_gate(handle, "detect")  # etcd2 is killed, and the run holds
         await handle.terminate(reason="game day: operator stopped the run")
         out, err = await asyncio.to_thread(proc.communicate, timeout=180)
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:  # the test failed on the way: leave the copy whole for the tests after it
             proc.kill()
+            proc.wait()
+            with contextlib.suppress(RPCError):
+                await handle.terminate(reason="test cleanup")
+            async with running_worker(client, queue):  # the run's guard restores etcd2
+                await etcd.wait_healthy()
     lines = err.splitlines()
     assert proc.returncode == 1, err
     waiting = next(i for i, line in enumerate(lines) if "waiting" in line and "fault guard" in line)
