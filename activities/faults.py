@@ -95,7 +95,7 @@ def inject_now(req: FaultRequest) -> InjectResult:
         injected_at = began or datetime.now(timezone.utc)
     return InjectResult(target=req.target, targets=req.members, container=targets[0].container.name,
                         injected_at=injected_at or datetime.now(timezone.utc), already_down=not did_any,
-                        began_at=min(inject_began, began or inject_began) if did_any else None)
+                        began_at=inject_began if did_any else None)
 
 
 def restore_now(req: FaultRequest) -> RestoreResult:

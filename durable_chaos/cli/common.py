@@ -181,14 +181,16 @@ async def let_the_children_finish(client: Client, handle: WorkflowHandle) -> Non
     # A run that closed without running its own code (terminated, timed out) left its faults to its guards, whose
     # restore can take a minute: say what this waits for, and afterwards what each guard did.
     left_to_guards = desc.status in (WorkflowExecutionStatus.TERMINATED, WorkflowExecutionStatus.TIMED_OUT)
-    if left_to_guards and (states := await guard_states(client, handle.id, desc.run_id)):
+    if not left_to_guards:
+        guards = await guard_ids(client, handle.id, desc.run_id)
+    else:
+        states = await guard_states(client, handle.id, desc.run_id)
         guards = [state.workflow_id for state in states]
+    if left_to_guards and guards:
         what = ", ".join(state.target or "its fault" for state in states)
         err_console.print(f"the run was {desc.status.name.lower()}: waiting up to {GUARD_FINISH_WITHIN:.0f} s for "
                           f"its fault guard to undo whatever it left of {what} (Ctrl-C leaves that to the next worker, "
                           f"python worker.py)", highlight=False, soft_wrap=True)
-    else:
-        guards = await guard_ids(client, handle.id, desc.run_id)
     notifier = notify_id(handle.id, desc.run_id)
     *done, notified = await asyncio.gather(*(finish(g, GUARD_FINISH_WITHIN) for g in guards),
                                            finish(notifier, NOTIFY_FINISH_WITHIN))
