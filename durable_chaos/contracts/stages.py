@@ -166,6 +166,12 @@ class InjectResult(BaseModel):
     already_down: bool = Field(default=False, description="the fault was already in effect on every target (a retry)")
     targets: list[str] = []
 
+    @property
+    def fault_began(self) -> datetime:
+        """From when the load may have met the fault: the inject's start, or its end when a retry found it in place.
+        The load's baseline, the diagnosis's load impact and the safety check's phases all split here."""
+        return self.began_at or self.injected_at
+
 
 class RestoreResult(BaseModel):
     target: str

@@ -219,3 +219,13 @@ def test_a_fault_left_on_fails_the_run():
     inp, p, rec, end = a_good_run(steps=[{"fault": {}}, {"fault": {}}])
     rec.faults.append(fault_record("etcd3", injected=25, detected=26, undone=None, healthy=None, step=2))
     assert report(inp, p, rec, end).verdict == "fail"
+
+
+def test_the_load_baseline_ends_when_the_inject_began_not_when_it_returned():
+    """A partition's rules take effect inside the inject: a window that ended while the inject ran met the fault,
+    and counting it as the steady state dragged the baseline down (the safety check splits at the same instant)."""
+    inp, progress, record, end = a_good_run()
+    record.windows = [window(s, 100) for s in range(0, 9)] + [window(8.5, 3)] + [window(s, 40) for s in range(10, 22)]
+    record.first.injected.began_at = at(9.2)  # the window 8.5–9.5 s ended 0.3 s into the inject, which took 0.8 s
+    load = report(inp, progress, record, end).load
+    assert (load.baseline_ops_s, load.worst_fault_ops_s) == (100.0, 3)

@@ -136,9 +136,9 @@ async def confirm(fault: FaultRequest) -> FaultEffect:
                                            summary=f"confirm {fault.fault} took effect on {', '.join(fault.members)}")
 
 
-async def gather(inp: ChaosInput, detection: DetectResult, injected_at: datetime,
+async def gather(inp: ChaosInput, detection: DetectResult, fault_began: datetime,
                  windows: list[LoadWindow]) -> Evidence:
-    req = EvidenceRequest(subject=inp.subject, detect=detection, injected_at=injected_at,
+    req = EvidenceRequest(subject=inp.subject, detect=detection, injected_at=fault_began,
                           load_windows=windows[-EVIDENCE_LOAD_WINDOWS:])
     return await workflow.execute_activity(gather_evidence, req, **policy.evidence(), **policy.on_host(inp.subject),
                                            summary="gather evidence")

@@ -219,7 +219,7 @@ class Steps:
             await asyncio.gather(*theirs)
 
     def _gather(self, fault: FaultRecord) -> Awaitable[Evidence]:
-        return stages.gather(self.inp, fault.detection, fault.injected.injected_at, self.record.windows)
+        return stages.gather(self.inp, fault.detection, fault.injected.fault_began, self.record.windows)
 
     async def _diagnose(self, fault: FaultRecord, first: bool, gathered: asyncio.Task | None,
                         beside: bool = False) -> None:

@@ -196,9 +196,9 @@ def detector_results(inp: ChaosInput, p: Progress, rec: Record) -> list[Detector
 def load_summary(rec: Record, final: CheckResult | None) -> LoadSummary:
     """Throughput before the fault (the baseline) and its worst while the fault was on."""
     injected, windows = rec.injected, rec.windows
-    baseline = [w.ops_per_s for w in windows if injected and w.end <= injected.injected_at]
+    baseline = [w.ops_per_s for w in windows if injected and w.end <= injected.fault_began]
     during = [w.ops_per_s for w in windows
-              if injected and w.end > injected.injected_at and (final is None or w.start < final.at)]
+              if injected and w.end > injected.fault_began and (final is None or w.start < final.at)]
     return LoadSummary(
         windows=windows,
         baseline_ops_s=round(sum(baseline) / len(baseline), 1) if baseline else None,

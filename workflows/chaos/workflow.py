@@ -214,7 +214,7 @@ class ChaosDemoWorkflow:
             # Every window started, lost ones too: a window whose worker died wrote no part, and its operations
             # may have landed, so the check must not judge without them.
             return await stages.check_data_safety(inp, self.record.load_rounds,
-                                                  (injected.began_at or injected.injected_at) if injected else None,
+                                                  injected.fault_began if injected else None,
                                                   final.at if final else None)
         except ActivityError as err:  # the verdict must not hang on it: say it is unknown, and why
             return SafetyReport(verdict="unknown", reasons=[f"the safety check failed: {err.cause or err}"])
