@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.request import urlopen
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.client import Client, WorkflowHandle
@@ -281,6 +284,30 @@ def cpu_used_by_command(before: dict[str, float], after: dict[str, float], top: 
     """The `top` command names by CPU seconds used between two `cpu_by_command` readings."""
     used = {name: after[name] - before.get(name, 0.0) for name in after}
     return {name: round(s, 2) for name, s in sorted(used.items(), key=lambda kv: -kv[1])[:top] if s > 0}
+
+
+# The Temporal server's own counters (its /metrics, `--metrics-port`): the RPCs its frontend served and the calls it
+# made to its database, by operation. They say what the server's CPU went on.
+SERVER_COUNTERS = ("service_requests", "persistence_requests")
+
+
+def server_requests(metrics_url: str) -> dict[str, float]:
+    """`SERVER_COUNTERS` now, summed by (counter, operation): 'service_requests RecordActivityTaskHeartbeat'."""
+    text = urlopen(metrics_url, timeout=10).read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name = sample.name.removesuffix("_total")
+            if name in SERVER_COUNTERS:
+                key = f"{name} {sample.labels.get('operation', '?')}"
+                out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
+def server_requests_used(before: dict[str, float], after: dict[str, float], top: int = 15) -> dict[str, int]:
+    """The `top` (counter, operation) pairs by how many more there were between two `server_requests` readings."""
+    used = {key: after[key] - before.get(key, 0.0) for key in after}
+    return {key: round(n) for key, n in sorted(used.items(), key=lambda kv: -kv[1])[:top] if n > 0}
 
 
 CPUACCT = ("/sys/fs/cgroup/cpuacct/docker/{id}/cpuacct.usage",  # cgroup v1 (these machines)

@@ -42,7 +42,7 @@ PORTS = (27000, 28990)
 console = Console(stderr=True)
 # The product's defaults, so a plain `python -m bench.run` measures what users get.
 DEFAULTS = {name: ChaosInput.model_fields[name].default
-            for name in ("detect_interval_s", "check_timeout_s", "load_concurrency")}
+            for name in ("detect_interval_s", "check_timeout_s", "load_concurrency", "load_window_s")}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the sweep: etcd copies chaos-tested at once, one step each with a fresh worker process")
     p.add_argument("--parallel-load-rate", type=float, default=DEFAULT_LOAD_RATE, metavar="OPS_S",
                    help="load per run in the parallel sweep (anything but the product's default is labelled)")
+    p.add_argument("--parallel-load-window", type=float, default=DEFAULTS["load_window_s"], metavar="SECONDS",
+                   help="length of each load window (one activity each) in the parallel sweep")
     p.add_argument("--skip-ttd", action="store_true", help="skip the TTD/TTR runs")
     p.add_argument("--skip-overhead", action="store_true", help="skip the orchestration overhead comparison")
     p.add_argument("--skip-resume", action="store_true", help="skip the worker SIGKILL/resume runs")
@@ -129,7 +131,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  "stress_runs", "loadgen_rounds", "loadgen_windows"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
-    for name in ("detect_interval", "check_timeout", "workflow_task_timeout", "loadgen_seconds"):
+    for name in ("detect_interval", "check_timeout", "workflow_task_timeout", "loadgen_seconds",
+                 "parallel_load_window"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
     if not 0 < args.parallel_load_rate <= MAX_LOAD_RATE:
@@ -243,7 +246,8 @@ def render(results: dict) -> list[Table]:
                   "all pass" if r["all_passed"] else "NOT ALL PASSED", "", "")
         tables.append(t)
     if steps := results.get("parallel"):
-        tables.append(_parallel_table(steps, params["parallel_load_rate"]))
+        tables.append(_parallel_table(steps, params["parallel_load_rate"],
+                                      params.get("parallel_load_window_s", DEFAULTS["load_window_s"])))
     if (r := results.get("startup")) is not None:
         t = Table(title="Before a run starts: CPU only, each beside its baseline")
         for col in ("figure", "ours", "baseline", "ratio"):
@@ -395,9 +399,11 @@ def render(results: dict) -> list[Table]:
     return tables
 
 
-def _parallel_table(steps: list[dict], rate: float) -> Table:
+def _parallel_table(steps: list[dict], rate: float, window_s: float) -> Table:
     """The sweep: one column per step, so CPU per run reads left to right as the copies grow."""
     label = "the product's default" if rate == DEFAULT_LOAD_RATE else "NOT the product's default"
+    if window_s != DEFAULTS["load_window_s"]:
+        label += f", in {window_s:g} s windows, NOT the default"
     priority = "real-time (CHAOS_WORKER_REALTIME=1)" if realtime_wanted() else "nice -10 (the default)"
     t = Table(title=f"Parallel subjects, one fresh worker process per step, load {rate:g} ops/s per run ({label}); "
                     f"worker and server priority {priority}", title_justify="left")
@@ -439,6 +445,10 @@ def _parallel_table(steps: list[dict], rate: float) -> Table:
     row("CPU (s) by process, top 5", lambda s: ", ".join(f"{name} {cpu:g}" for name, cpu in
                                                          list(s.get("cpu_s_by_command", {}).items())[:5]),
         "every process alive at the end")
+    row("Temporal server RPCs / per load window", lambda s: f"{_fmt(s.get('server_rpcs'))} / "
+        f"{_fmt(s.get('server_rpcs_per_load_window'))}", "its frontend's requests, every kind")
+    row("  top 3 by operation", lambda s: ", ".join(f"{key.split()[-1]} {n}" for key, n in list(
+        (s.get("server_requests_by_operation") or {}).items())[:3]) or "-", "the JSON has 15, database calls too")
     row("worker RSS end / peak (MB)", lambda s: f"{s['worker_rss_mb']} / {s['worker_peak_rss_mb']}")
     row("load before the fault ops/s p50 / min", lambda s: f"{_fmt(s['load_baseline_ops_s']['p50'])} / "
         f"{_fmt(s['load_baseline_ops_s']['min'])}", "per run")
@@ -520,6 +530,7 @@ async def main(args: argparse.Namespace) -> int:
                    "load_concurrency": args.load_concurrency, "worker_realtime": realtime_wanted(),
                    "overhead_pairs": args.overhead_pairs,
                    "parallel": args.parallel, "parallel_load_rate": args.parallel_load_rate,
+                   "parallel_load_window_s": args.parallel_load_window,
                    "subjects": args.subjects, "faults": args.faults, "fault_runs": args.fault_runs,
                    "fault_detect_timeout_s": scenarios.FAULT_DETECT_TIMEOUT_S,
                    "fault_subjects_concurrent": not args.fault_serial, "stress_runs": args.stress_runs,
@@ -547,9 +558,11 @@ async def main(args: argparse.Namespace) -> int:
         # One copy until the sweep: 19 idle clusters beside the single-run figures (57 etcd processes) made them
         # those of a busy machine (session 21: overhead +15.4 % with them up, +5.0 % without).
         console.print(f"[bold]{run_id}[/]: starting a private Temporal dev server and 1 etcd copy")
+        metrics_port = free_port_base(1, low=29900, high=29990)
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=temporal_binary(), data_converter=pydantic_data_converter,
-            search_attributes=list(Attr.ALL), dev_server_log_level="error", dev_server_extra_args=SERVER_SETTINGS)
+            search_attributes=list(Attr.ALL), dev_server_log_level="error",
+            dev_server_extra_args=[*SERVER_SETTINGS, "--metrics-port", str(metrics_port)])
         ahead_as_embedded(env.client.service_client.config.target_host)
         t0 = time.monotonic()
         await bring_up(copies[:1])
@@ -560,6 +573,8 @@ async def main(args: argparse.Namespace) -> int:
             run_id=run_id, copies=copies, logs=logs, say=console.print,
             detect_interval_s=args.detect_interval, check_timeout_s=args.check_timeout,
             load_concurrency=args.load_concurrency, parallel_load_rate=args.parallel_load_rate,
+            parallel_load_window_s=args.parallel_load_window,
+            server_metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
             workflow_task_timeout=timedelta(seconds=args.workflow_task_timeout))
         if not args.skip_ttd:
             console.print(f"[bold]TTD/TTR[/]: {args.runs} runs")

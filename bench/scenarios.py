@@ -36,6 +36,8 @@ from bench.measure import (
     decode,
     machine_busy,
     read_history,
+    server_requests,
+    server_requests_used,
     sample_process,
     summary,
     thread_cpu_s,
@@ -75,6 +77,9 @@ class Lab:
     load_concurrency: int
     workflow_task_timeout: timedelta
     parallel_load_rate: float = DEFAULT_LOAD_RATE  # the parallel sweep's load per run
+    # and the length of its windows (one activity each)
+    parallel_load_window_s: float = ChaosInput.model_fields["load_window_s"].default
+    server_metrics_url: str | None = None  # the dev server's /metrics (its request counters)
     workers: list[subprocess.Popen] = field(default_factory=list)
 
     def chaos_input(self, copy: SubjectCopy, target: str | None, **more) -> ChaosInput:
@@ -502,16 +507,22 @@ async def parallel(lab: Lab, k: int, step: int) -> dict:
     containers = _container_ids(copies)
     subjects_before = containers_cpu_s(containers)
     machine_before = cpu_by_command()
+    server_before = server_requests(lab.server_metrics_url) if lab.server_metrics_url else {}
     before = sample_process(proc.pid)
     t0 = time.monotonic()
     with _CpuSampler(proc.pid) as sampler:
-        handles = [await lab.start(c, None, f"parallel-{step}-k{k}-{i}", load_rate=lab.parallel_load_rate)
+        handles = [await lab.start(c, None, f"parallel-{step}-k{k}-{i}", load_rate=lab.parallel_load_rate,
+                                   load_window_s=lab.parallel_load_window_s)
                    for i, c in enumerate(copies)]
         results = await asyncio.gather(*(final_report(h) for h in handles), return_exceptions=True)
         wall = time.monotonic() - t0
         after = sample_process(proc.pid)
     subjects_after = containers_cpu_s(containers)
     machine_used = cpu_used_by_command(machine_before, cpu_by_command())
+    server_after = server_requests(lab.server_metrics_url) if server_before else {}
+    server_used = server_requests_used(server_before, server_after)
+    server_rpcs = sum(n - server_before.get(key, 0.0) for key, n in server_after.items()
+                      if key.startswith("service_requests"))
     lab.stop_workers()
     reports = [r for r in results if isinstance(r, ChaosReport)]
     records = []
@@ -537,6 +548,7 @@ async def parallel(lab: Lab, k: int, step: int) -> dict:
     if broken_after:
         lab.say(f"  [red]unhealthy after their runs ended[/]: {broken_after}")
     cpu = after.cpu_s - before.cpu_s
+    windows = sum(len(r.load.windows) for r in reports)
     children = after.children_cpu_s - before.children_cpu_s
     failure_kinds: dict[str, int] = {}
     for rec in records:
@@ -547,7 +559,7 @@ async def parallel(lab: Lab, k: int, step: int) -> dict:
     return {
         "subjects": k, "loadavg_before": loadavg, "repaired_before": repaired, "unhealthy_after": broken_after,
         "activity_failure_kinds": dict(sorted(failure_kinds.items(), key=lambda kv: -kv[1])),
-        "load_rate": lab.parallel_load_rate, "wall_s": round(wall, 3),
+        "load_rate": lab.parallel_load_rate, "load_window_s": lab.parallel_load_window_s, "wall_s": round(wall, 3),
         "passed": sum(r.verdict == "pass" for r in reports),
         "worker_cpu_s": round(cpu, 2), "worker_cpu_pct": round(100 * cpu / wall, 1),
         "worker_cpu_s_per_run": round(cpu / k, 3),
@@ -557,7 +569,7 @@ async def parallel(lab: Lab, k: int, step: int) -> dict:
         # What the windows offered (sent or capped): a window's length times the rate overstates it when the window
         # ran long (its answers or its history part were late), and the next one started late.
         "load_ops_offered": sum(w.ops + w.errors for r in reports for w in r.load.windows),
-        "load_windows": sum(len(r.load.windows) for r in reports),
+        "load_windows": windows,
         "worker_cpu_ms_per_answered_op": round(1000 * cpu / answered, 3) if answered else None,
         "docker_cli_cpu_s": round(children, 2),
         # What the K etcd clusters themselves burnt meanwhile (serving the load, elections): the other big user of
@@ -566,6 +578,10 @@ async def parallel(lab: Lab, k: int, step: int) -> dict:
                            else round(used, 2)),
         # Who else used the 2 cores meanwhile: the Temporal dev server, dockerd, containerd's shims, the subjects.
         "cpu_s_by_command": machine_used,
+        # What the server's CPU went on: its RPCs and database calls by operation, and all of them per load window.
+        "server_requests_by_operation": server_used,
+        "server_rpcs": round(server_rpcs),
+        "server_rpcs_per_load_window": round(server_rpcs / windows, 1) if windows else None,
         "worker_rss_mb": after.rss_mb, "worker_peak_rss_mb": after.peak_rss_mb,
         **sampler.figures(),
         "all_passed": not failures and len(reports) == k, "failures": failures,
