@@ -6,11 +6,10 @@ search attributes still say `ChaosFaultState="injected"`, which is what we look 
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timedelta, timezone
 
 from temporalio import activity
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus, WorkflowHistoryEventFilterType
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.docker import off_loop
@@ -27,28 +26,28 @@ from durable_chaos.contracts import (
     RunClosed,
 )
 
-# How often a guard looks at the run it watches: one cheap describe call, and the most a terminate can go unnoticed.
-GUARD_POLL_S = 1.0
-
-
 @activity.defn
 async def wait_until_run_closes(req: GuardRequest) -> RunClosed:
-    """Returns once the guarded run is closed, however it closed, with the fault state it closed with."""
+    """Returns once the guarded run is closed, however it closed, with the fault state it closed with.
+
+    It waits on the server's long poll for the run's close event (one request open at a time, renewed when the
+    server lets it expire), not by describing the run every second: with many runs on one server, a describe per
+    guard per second was work for the server the runs had to share."""
     handle = activity.client().get_workflow_handle(req.workflow_id, run_id=req.run_id)
-    while True:
-        try:
-            desc = await handle.describe()
-        except RPCError as err:
-            if err.status != RPCStatusCode.NOT_FOUND:
-                raise
-            return RunClosed(status="NOT_FOUND", fault_state=None)  # deleted: its fault state is unknown
-        if desc.status != WorkflowExecutionStatus.RUNNING:
-            # No fault state at all: the run closed before it marked its first fault injected (which it does before
-            # the inject is scheduled), e.g. in its countdown, when its guard is already up. Nothing went in.
-            state = desc.typed_search_attributes.get(Attr.FAULT_STATE)
-            return RunClosed(status=desc.status.name if desc.status else "UNKNOWN",
-                             fault_state=FaultState(state) if state else FaultState.NONE)
-        await asyncio.sleep(GUARD_POLL_S)
+    try:
+        async for _ in handle.fetch_history_events(wait_new_event=True, skip_archival=True,
+                                                   event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT):
+            break  # the close event: the run is closed
+        desc = await handle.describe()
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        return RunClosed(status="NOT_FOUND", fault_state=None)  # deleted: its fault state is unknown
+    # No fault state at all: the run closed before it marked its first fault injected (which it does before the
+    # inject is scheduled), e.g. in its countdown, when its guard is already up. Nothing went in.
+    state = desc.typed_search_attributes.get(Attr.FAULT_STATE)
+    return RunClosed(status=desc.status.name if desc.status else "UNKNOWN",
+                     fault_state=FaultState(state) if state else FaultState.NONE)
 
 
 @activity.defn

@@ -12,20 +12,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 # Several heartbeats per heartbeat timeout: the SDK sends at most one per throttle interval (runtime/worker.py),
-# and the server must see one well inside the timeout even when a send is late.
+# and the server must see one well inside the timeout even when a send is late. An activity with a longer timeout
+# (the guard's watch) beats less often: each heartbeat is a write on the server.
 EVERY_S = 0.2
+PER_TIMEOUT = 6
+
+
+def beat_interval(heartbeat_timeout: timedelta | None) -> float:
+    return max(EVERY_S, heartbeat_timeout.total_seconds() / PER_TIMEOUT) if heartbeat_timeout else EVERY_S
 
 
 async def _beat() -> None:
+    every = beat_interval(activity.info().heartbeat_timeout)
     while True:
         activity.heartbeat()
-        await asyncio.sleep(EVERY_S)
+        await asyncio.sleep(every)
 
 
 class _Heartbeating(ActivityInboundInterceptor):
