@@ -194,6 +194,7 @@ async def _window(req: LoadRequest) -> LoadWindow:
         p95_ms=percentile(answered, 95),
         p99_ms=percentile(answered, 99),
         last_ok_at=_at(last_ok_ns) if last_ok_ns else None,
+        rate=req.rate,
         probes=samples,
     )
     if req.stop is not None:

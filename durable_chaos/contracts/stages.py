@@ -200,6 +200,8 @@ class LoadWindow(BaseModel):
     p95_ms: float | None = None
     p99_ms: float | None = None
     last_ok_at: datetime | None = Field(default=None, description="when its last successful operation completed")
+    rate: float | None = Field(default=None, description="the rate it was asked to send at, ops/s (None: a window of "
+                               "a run from before this field)")
     tripped: Trip | None = Field(default=None, description="a stop condition this window tripped")
     probes: dict[str, list[ProbeSample]] = Field(default={}, description="the hypothesis's sampled probes, by "
                                                  "label: what each answered in this window (activities/sampling.py)")

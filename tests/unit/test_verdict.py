@@ -229,3 +229,20 @@ def test_the_load_baseline_ends_when_the_inject_began_not_when_it_returned():
     record.first.injected.began_at = at(9.2)  # the window 8.5–9.5 s ended 0.3 s into the inject, which took 0.8 s
     load = report(inp, progress, record, end).load
     assert (load.baseline_ops_s, load.worst_fault_ops_s) == (100.0, 3)
+
+
+def test_a_load_that_ran_far_below_its_rate_before_the_fault_is_said_and_a_full_one_is_not():
+    """At 20 runs on one worker the load could answer 0 of its 100 ops/s and the run still read as a plain pass:
+    its safety and availability figures were those of a load that hardly ran (bench sweep, sessions 24-26)."""
+    inp, progress, record, end = a_good_run()
+    for w in record.windows:
+        w.rate = 100.0
+    assert not [r for r in report(inp, progress, record, end).reasons if "the load" in r]
+    starved = [w.model_copy(update={"ops": 4, "errors": 96, "ops_per_s": 4.0}) if w.end <= at(10) else w
+               for w in record.windows]
+    record.windows = starved
+    r = report(inp, progress, record, end)
+    assert r.verdict == "pass"  # said, not failed: nothing the hypothesis asked broke
+    [line] = [line for line in r.reasons if "the load" in line]
+    assert line == ("the load answered 4 ops/s before the fault, 4% of the 100 asked (960 operations failed or "
+                    "not sent): the run's figures are those of a lighter load"), line

@@ -159,6 +159,8 @@ def reasons(inp: ChaosInput, p: Progress, rec: Record, end: Ending, detectors: l
     out += [step_reason(f, inp.detect_timeout_s) for f in rec.faults[1:]]
     out += [f"{f.what} never took effect ({'; '.join(f.effect.evidence) or 'no sign of it'}): the run says nothing "
             f"about it" for f in rec.faults if f.effect is not None and not f.effect.took_effect]
+    if starved := starved_load(inp, rec):
+        out.append(starved)
     if end.safety is not None:
         out.append(safety_reason(end.safety))
     for d in detectors[1:]:
@@ -191,6 +193,25 @@ def detector_results(inp: ChaosInput, p: Progress, rec: Record) -> list[Detector
         name=d.name, fired=False, detail="never asked: the fault was never injected" if rec.injected is None
         else "did not conclude: the run was cut short") for d in inp.detectors]
     return [ours, *theirs]
+
+
+# Below this share of the rate it was asked, the load before the fault is said to have hardly run.
+STARVED_SHARE = 0.5
+
+
+def starved_load(inp: ChaosInput, rec: Record) -> str | None:
+    """A load that answered far less than it was asked before the fault: a worker carrying many runs, or a subject
+    that cannot keep up, leaves the run's safety and availability figures those of a lighter load (or none)."""
+    before = [w for w in rec.windows if rec.injected and w.end <= rec.injected.fault_began]
+    if not before:
+        return None
+    answered = sum(w.ops_per_s for w in before) / len(before)
+    asked = sum(w.rate or inp.load_rate for w in before) / len(before)
+    if answered >= STARVED_SHARE * asked:
+        return None
+    return (f"the load answered {answered:.3g} ops/s before the fault, {answered / asked:.0%} of the {asked:g} asked "
+            f"({sum(w.errors for w in before)} operations failed or not sent): the run's figures are those of a "
+            f"lighter load")
 
 
 def load_summary(rec: Record, final: CheckResult | None) -> LoadSummary:
