@@ -22,6 +22,7 @@ from durable_chaos.contracts import (
     InjectResult,
     LoadWindow,
     PhaseLatency,
+    ProbeSample,
     Progress,
     RestoreResult,
     SafetyCheck,
@@ -246,3 +247,16 @@ def test_a_load_that_ran_far_below_its_rate_before_the_fault_is_said_and_a_full_
     [line] = [line for line in r.reasons if "the load" in line]
     assert line == ("the load answered 4 ops/s before the fault, 4% of the 100 asked (960 operations failed or "
                     "not sent): the run's figures are those of a lighter load"), line
+
+
+def test_a_probe_sample_taken_while_the_inject_ran_is_not_part_of_the_steady_state():
+    """A health endpoint asked 0.3 s into a partition's inject already met the fault: a `before` probe judged on
+    it failed a run whose steady state held (the load's phases split at the inject's start since session 25)."""
+    inp, progress, record, end = a_good_run(hypothesis=[
+        {"name": "healthy before", "http": {"url": "http://127.0.0.1:2379/health"}, "mode": "before",
+         "tolerance": {"==": 200}}])
+    record.first.injected.began_at = at(9.2)
+    record.windows[8].probes = {"healthy before": [ProbeSample(at=at(8.9), value=200)]}
+    record.windows[9].probes = {"healthy before": [ProbeSample(at=at(9.5), value=503)]}
+    r = report(inp, progress, record, end)
+    assert [(h.name, h.held, h.samples) for h in r.hypothesis] == [("healthy before", True, 1)], r.hypothesis

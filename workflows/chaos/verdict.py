@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         Diagnosis,
         FaultState,
         LoadSummary,
+        LoadWindow,
         Progress,
         SafetyReport,
     )
@@ -62,7 +63,7 @@ def report(inp: ChaosInput, p: Progress, rec: Record, end: Ending) -> ChaosRepor
     """The run's report; its verdict is pass only when every part of the hypothesis held."""
     detectors = detector_results(inp, p, rec) if inp.detectors else []
     probes = hypothesis.judge(inp.hypothesis, end.safety.availability if end.safety else None, rec.windows,
-                              rec.injected.injected_at if rec.injected else None, end.final.at if end.final else None)
+                              rec.injected.fault_began if rec.injected else None, end.final.at if end.final else None)
     result, why = verdict_of(rec, end, probes, detectors)
     first = rec.first
     targets = first.request.members if first else p.targets  # planned, if the run ended before it went in
@@ -202,7 +203,7 @@ STARVED_SHARE = 0.5
 def starved_load(inp: ChaosInput, rec: Record) -> str | None:
     """A load that answered far less than it was asked before the fault: a worker carrying many runs, or a subject
     that cannot keep up, leaves the run's safety and availability figures those of a lighter load (or none)."""
-    before = [w for w in rec.windows if rec.injected and w.end <= rec.injected.fault_began]
+    before = windows_before_the_fault(rec)
     if not before:
         return None
     answered = sum(w.ops_per_s for w in before) / len(before)
@@ -214,10 +215,15 @@ def starved_load(inp: ChaosInput, rec: Record) -> str | None:
             f"lighter load")
 
 
+def windows_before_the_fault(rec: Record) -> list[LoadWindow]:
+    """The load's steady state: the windows that ended before the first inject began."""
+    return [w for w in rec.windows if rec.injected and w.end <= rec.injected.fault_began]
+
+
 def load_summary(rec: Record, final: CheckResult | None) -> LoadSummary:
     """Throughput before the fault (the baseline) and its worst while the fault was on."""
     injected, windows = rec.injected, rec.windows
-    baseline = [w.ops_per_s for w in windows if injected and w.end <= injected.fault_began]
+    baseline = [w.ops_per_s for w in windows_before_the_fault(rec)]
     during = [w.ops_per_s for w in windows
               if injected and w.end > injected.fault_began and (final is None or w.start < final.at)]
     return LoadSummary(
