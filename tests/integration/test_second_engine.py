@@ -18,6 +18,7 @@ import pytest
 
 from activities.images import ensure_images
 from durable_chaos.faults.delay import delayer_image
+from tests.conftest import free_port
 from tests.second_engine import TMP, cleanup_leftovers, second_docker_engine
 
 # Debian's python3 (the delay fault's helper image, built locally like the subject images): a server and a client.
@@ -31,12 +32,6 @@ def engine():
     ensure_images([delayer_image()])  # on the first engine; built once per machine
     with second_docker_engine([IMAGE]) as engine:
         yield engine
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_get(port: int, timeout: float = 10) -> int:
