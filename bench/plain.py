@@ -103,7 +103,7 @@ async def run_plain(inp: ChaosInput) -> dict[str, float]:
             check_timeout_s=inp.check_timeout_s, slow=pre.slow))
         mark("detect_violation")
         _, evidence = await asyncio.gather(run(confirm_fault, fault), timed("gather_evidence", gather_evidence, (
-            EvidenceRequest(subject=inp.subject, detect=detection, injected_at=injected.injected_at,
+            EvidenceRequest(subject=inp.subject, detect=detection, injected_at=injected.fault_began,
                             load_windows=windows[-EVIDENCE_LOAD_WINDOWS:]))))
         diagnosis = asyncio.create_task(timed("diagnose", diagnose, DiagnoseRequest(
             evidence=evidence, deadline_s=inp.diagnosis_deadline_s)))
@@ -120,7 +120,7 @@ async def run_plain(inp: ChaosInput) -> dict[str, float]:
         mark("load_tail")
     await run(check_safety, SafetyRequest(
         subject=inp.subject, check_timeout_s=inp.check_timeout_s, windows=rounds,
-        fault_started_at=injected.injected_at if injected else None, fault_ended_at=healthy.at if healthy else None))
+        fault_started_at=injected.fault_began if injected else None, fault_ended_at=healthy.at if healthy else None))
     if diagnosis is not None:
         await diagnosis
     mark("finish")
