@@ -450,6 +450,8 @@ def _parallel_table(steps: list[dict], rate: float, window_s: float) -> Table:
     row("  top 3 by operation", lambda s: ", ".join(f"{key.split()[-1]} {n}" for key, n in list(
         (s.get("server_requests_by_operation") or {}).items())[:3]) or "-", "the JSON has 15, database calls too")
     row("worker RSS end / peak (MB)", lambda s: f"{s['worker_rss_mb']} / {s['worker_peak_rss_mb']}")
+    row("runs whose load hardly ran", lambda s: f"{s.get('load_hardly_ran', '-')}/{s['subjects']}",
+        "answered < half its rate before the fault: aim 0")
     row("load before the fault ops/s p50 / min", lambda s: f"{_fmt(s['load_baseline_ops_s']['p50'])} / "
         f"{_fmt(s['load_baseline_ops_s']['min'])}", "per run")
     row("TTD p50 / max (s)", lambda s: f"{_fmt(s['ttd_s']['p50'])} / {_fmt(s['ttd_s']['max'])}")

@@ -588,6 +588,9 @@ async def parallel(lab: Lab, k: int, step: int) -> dict:
         "ttd_s": summary([r.time_to_detect_s for r in reports if r.time_to_detect_s is not None]),
         "ttr_s": summary([r.time_to_restore_s for r in reports if r.time_to_restore_s is not None]),
         "load_baseline_ops_s": summary([r.load.baseline_ops_s for r in reports if r.load.baseline_ops_s is not None]),
+        # Runs whose load answered less than half its rate before the fault (their reasons say so): a pass of such
+        # a run says little about clients.
+        "load_hardly_ran": sum(r.load.hardly_ran for r in reports),
         "activity_timeouts": sum(len(r["timed_out_activities"]) for r in records),
         "workflow_task_timeouts": sum(r["workflow_task_timeouts"] for r in records),
         "workflow_task_timeout_kinds": dict(sum((Counter(r["workflow_task_timeout_kinds"]) for r in records),

@@ -224,11 +224,23 @@ class LoadRequest(BaseModel):
                                                        "promql): each is asked once in the window")
 
 
+# Below this share of the rate it was asked, the load before the fault hardly ran (LoadSummary.hardly_ran).
+STARVED_SHARE = 0.5
+
+
 class LoadSummary(BaseModel):
     windows: list[LoadWindow] = []
     baseline_ops_s: float | None = None
+    asked_ops_s: float | None = Field(default=None, description="the rate the windows before the fault were asked")
     worst_fault_ops_s: float | None = None
     errors: int = 0
+
+    @property
+    def hardly_ran(self) -> bool:
+        """The load before the fault answered less than half what it was asked: a subject that cannot keep up, or
+        a worker carrying many runs, left the run's safety and availability figures those of a lighter load."""
+        return (self.baseline_ops_s is not None and bool(self.asked_ops_s)
+                and self.baseline_ops_s < STARVED_SHARE * self.asked_ops_s)
 
 
 class ChooseRequest(BaseModel):

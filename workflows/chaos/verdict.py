@@ -65,6 +65,7 @@ def report(inp: ChaosInput, p: Progress, rec: Record, end: Ending) -> ChaosRepor
     probes = hypothesis.judge(inp.hypothesis, end.safety.availability if end.safety else None, rec.windows,
                               rec.injected.fault_began if rec.injected else None, end.final.at if end.final else None)
     result, why = verdict_of(rec, end, probes, detectors)
+    load = load_summary(inp, rec, end.final)
     first = rec.first
     targets = first.request.members if first else p.targets  # planned, if the run ended before it went in
     return ChaosReport(
@@ -74,14 +75,14 @@ def report(inp: ChaosInput, p: Progress, rec: Record, end: Ending) -> ChaosRepor
         fault_params=first.request.params if first else inp.fault_params,
         target=targets[0] if targets else None, targets=targets,
         verdict=result, failed_because=why,
-        reasons=[*rec.reasons, *reasons(inp, p, rec, end, detectors),
+        reasons=[*rec.reasons, *reasons(inp, p, rec, end, detectors, load),
                  *(f"hypothesis {'held' if r.held else 'broken'}: {r.name}: {r.detail}" for r in probes)],
         started_at=end.started_at, finished_at=end.finished_at,
         injected_at=rec.injected.injected_at if rec.injected else None,
         detected_at=rec.detection.detected_at if rec.detection else None,
         restored_at=first.final.at if first and first.final else None,
         time_to_detect_s=p.time_to_detect_s, time_to_restore_s=p.time_to_restore_s,
-        fault_state=p.fault_state, diagnosis=rec.diagnosis, load=load_summary(rec, end.final),
+        fault_state=p.fault_state, diagnosis=rec.diagnosis, load=load,
         final_check=end.final, safety=end.safety, stopped=rec.trip, detectors=detectors, hypothesis=probes,
         effect=first.effect if first else None,
         steps=[f.report() for f in rec.faults] if inp.steps else [],  # a run of steps (not `chaos` flags)
@@ -129,7 +130,8 @@ def on_at_first_violation(rec: Record) -> list[str]:
             and (f.restore is None or f.restore.started_at >= when)]
 
 
-def reasons(inp: ChaosInput, p: Progress, rec: Record, end: Ending, detectors: list[DetectorResult]) -> list[str]:
+def reasons(inp: ChaosInput, p: Progress, rec: Record, end: Ending, detectors: list[DetectorResult],
+            load: LoadSummary) -> list[str]:
     """The reasons the verdict adds to what happened on the way: injected, detected, restored, diagnosed, safe,
     and what the user's monitoring saw."""
     out = []
@@ -160,8 +162,11 @@ def reasons(inp: ChaosInput, p: Progress, rec: Record, end: Ending, detectors: l
     out += [step_reason(f, inp.detect_timeout_s) for f in rec.faults[1:]]
     out += [f"{f.what} never took effect ({'; '.join(f.effect.evidence) or 'no sign of it'}): the run says nothing "
             f"about it" for f in rec.faults if f.effect is not None and not f.effect.took_effect]
-    if starved := starved_load(inp, rec):
-        out.append(starved)
+    if load.hardly_ran:
+        out.append(f"the load answered {load.baseline_ops_s:.3g} ops/s before the fault, "
+                   f"{load.baseline_ops_s / load.asked_ops_s:.0%} of the {load.asked_ops_s:g} asked "
+                   f"({sum(w.errors for w in windows_before_the_fault(rec))} operations failed or not sent): the "
+                   f"run's figures are those of a lighter load")
     if end.safety is not None:
         out.append(safety_reason(end.safety))
     for d in detectors[1:]:
@@ -196,39 +201,24 @@ def detector_results(inp: ChaosInput, p: Progress, rec: Record) -> list[Detector
     return [ours, *theirs]
 
 
-# Below this share of the rate it was asked, the load before the fault is said to have hardly run.
-STARVED_SHARE = 0.5
-
-
-def starved_load(inp: ChaosInput, rec: Record) -> str | None:
-    """A load that answered far less than it was asked before the fault: a worker carrying many runs, or a subject
-    that cannot keep up, leaves the run's safety and availability figures those of a lighter load (or none)."""
-    before = windows_before_the_fault(rec)
-    if not before:
-        return None
-    answered = sum(w.ops_per_s for w in before) / len(before)
-    asked = sum(w.rate or inp.load_rate for w in before) / len(before)
-    if answered >= STARVED_SHARE * asked:
-        return None
-    return (f"the load answered {answered:.3g} ops/s before the fault, {answered / asked:.0%} of the {asked:g} asked "
-            f"({sum(w.errors for w in before)} operations failed or not sent): the run's figures are those of a "
-            f"lighter load")
-
-
 def windows_before_the_fault(rec: Record) -> list[LoadWindow]:
     """The load's steady state: the windows that ended before the first inject began."""
     return [w for w in rec.windows if rec.injected and w.end <= rec.injected.fault_began]
 
 
-def load_summary(rec: Record, final: CheckResult | None) -> LoadSummary:
-    """Throughput before the fault (the baseline) and its worst while the fault was on."""
+def load_summary(inp: ChaosInput, rec: Record, final: CheckResult | None) -> LoadSummary:
+    """Throughput before the fault (the baseline, and the rate it was asked) and its worst while the fault was
+    on."""
     injected, windows = rec.injected, rec.windows
-    baseline = [w.ops_per_s for w in windows_before_the_fault(rec)]
+    before = windows_before_the_fault(rec)
+    baseline = [w.ops_per_s for w in before]
+    asked = [w.rate or inp.load_rate for w in before]  # a window of a run from before `rate`: the run's own
     during = [w.ops_per_s for w in windows
               if injected and w.end > injected.fault_began and (final is None or w.start < final.at)]
     return LoadSummary(
         windows=windows,
         baseline_ops_s=round(sum(baseline) / len(baseline), 1) if baseline else None,
+        asked_ops_s=round(sum(asked) / len(asked), 1) if asked else None,
         worst_fault_ops_s=min(during) if during else None,
         errors=sum(w.errors for w in windows),
     )
