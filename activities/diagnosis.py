@@ -29,6 +29,7 @@ from durable_chaos.contracts import (
     EvidenceRequest,
     LoadImpact,
     LoadWindow,
+    split_at,
 )
 
 SIGNALS = {137: "SIGKILL", 143: "SIGTERM"}
@@ -42,8 +43,7 @@ def _mean(values: list[float]) -> float | None:
 def load_impact(windows: list[LoadWindow], injected_at: datetime | None) -> LoadImpact | None:
     if injected_at is None or not windows:
         return None
-    before = [w for w in windows if w.end <= injected_at]
-    since = [w for w in windows if w.end > injected_at]  # every window that saw the fault, even in part
+    before, since = split_at(windows, injected_at)
     baseline, during = _mean([w.ops_per_s for w in before]), _mean([w.ops_per_s for w in since])
     ops, errors = sum(w.ops for w in since), sum(w.errors for w in since)
     p95s = [w.p95_ms for w in since if w.p95_ms is not None]

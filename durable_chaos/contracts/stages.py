@@ -207,6 +207,12 @@ class LoadWindow(BaseModel):
                                                  "label: what each answered in this window (activities/sampling.py)")
 
 
+def split_at(windows: list[LoadWindow], instant: datetime) -> tuple[list[LoadWindow], list[LoadWindow]]:
+    """The windows that ended by `instant` (the fault's start: the load's steady state) and those that ended after
+    it (every window that saw the fault, even in part)."""
+    return [w for w in windows if w.end <= instant], [w for w in windows if w.end > instant]
+
+
 class LoadRequest(BaseModel):
     subject: SubjectRef
     window_s: float

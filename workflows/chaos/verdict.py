@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         LoadWindow,
         Progress,
         SafetyReport,
+        split_at,
     )
 
 
@@ -165,7 +166,7 @@ def reasons(inp: ChaosInput, p: Progress, rec: Record, end: Ending, detectors: l
     if load.hardly_ran:
         out.append(f"the load answered {load.baseline_ops_s:.3g} ops/s before the fault, "
                    f"{load.baseline_ops_s / load.asked_ops_s:.0%} of the {load.asked_ops_s:g} asked "
-                   f"({sum(w.errors for w in windows_before_the_fault(rec))} operations failed or not sent): the "
+                   f"({sum(w.errors for w in load_phases(rec)[0])} operations failed or not sent): the "
                    f"run's figures are those of a lighter load")
     if end.safety is not None:
         out.append(safety_reason(end.safety))
@@ -201,24 +202,22 @@ def detector_results(inp: ChaosInput, p: Progress, rec: Record) -> list[Detector
     return [ours, *theirs]
 
 
-def windows_before_the_fault(rec: Record) -> list[LoadWindow]:
-    """The load's steady state: the windows that ended before the first inject began."""
-    return [w for w in rec.windows if rec.injected and w.end <= rec.injected.fault_began]
+def load_phases(rec: Record) -> tuple[list[LoadWindow], list[LoadWindow]]:
+    """The load's windows that ended before the first inject began (its steady state), and those after."""
+    return split_at(rec.windows, rec.injected.fault_began) if rec.injected else ([], [])
 
 
 def load_summary(inp: ChaosInput, rec: Record, final: CheckResult | None) -> LoadSummary:
     """Throughput before the fault (the baseline, and the rate it was asked) and its worst while the fault was
     on."""
-    injected, windows = rec.injected, rec.windows
-    before = windows_before_the_fault(rec)
+    before, since = load_phases(rec)
     baseline = [w.ops_per_s for w in before]
     asked = [w.rate or inp.load_rate for w in before]  # a window of a run from before `rate`: the run's own
-    during = [w.ops_per_s for w in windows
-              if injected and w.end > injected.fault_began and (final is None or w.start < final.at)]
+    during = [w.ops_per_s for w in since if final is None or w.start < final.at]
     return LoadSummary(
-        windows=windows,
+        windows=rec.windows,
         baseline_ops_s=round(sum(baseline) / len(baseline), 1) if baseline else None,
         asked_ops_s=round(sum(asked) / len(asked), 1) if asked else None,
         worst_fault_ops_s=min(during) if during else None,
-        errors=sum(w.errors for w in windows),
+        errors=sum(w.errors for w in rec.windows),
     )
