@@ -95,3 +95,20 @@ async def test_requests_in_parallel_each_get_their_own_answer():
 async def test_only_plain_http_to_a_member_is_spoken():
     with pytest.raises(ValueError, match="plain http"):
         await LoadClient().post_json("https://127.0.0.1:1/x", {}, timeout=1)
+
+
+async def test_a_request_cancelled_mid_answer_does_not_leave_its_answer_to_the_next_one():
+    """A load window cancelled by its run (or a deadline around the request) must not hand its connection, with
+    the cancelled request's answer still to come, to the next request."""
+    client = LoadClient()
+    async with server(slow_s=0.3) as (url, peers):
+        await client.post_json(url, {"n": 0}, timeout=2)
+        slow = asyncio.create_task(client.post_json(url, {"slow": True}, timeout=2))
+        await asyncio.sleep(0.1)  # written, its answer not back yet
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        status, answer = await client.post_json(url, {"n": 2}, timeout=2)
+        assert status == 200 and answer["echo"] == {"n": 2}
+    await client.close()
+    assert peers[0] == peers[1] != peers[2], peers
