@@ -367,12 +367,37 @@ async def overhead(lab: Lab, pairs: int) -> dict:
     task_totals: list[float] = []  # per workflow run: time spent between stages in Temporal round trips
     with TaskAnatomy() as anatomy:
         async with serve(lab.client, default_host(), lab.task_queue):
-            await _overhead_pairs(lab, copy, pairs, wf_runs, plain_runs, gaps, task_totals)
+            await _overhead_pairs(lab, copy, pairs, wf_runs, plain_runs, gaps, task_totals, anatomy)
     return _overhead_figures(pairs, wf_runs, plain_runs, gaps, task_totals, anatomy)
 
 
+# A stage's activity, split (ms): its span in the history, our code in it, and what Temporal added around it.
+ACTIVITY_SPAN = "stage activity: started → completed (ms)"
+ACTIVITY_OURS = "  our code: input, interceptors, function (ms)"
+ACTIVITY_AROUND = "  Temporal: hand-over, result, completion (ms)"
+ACTIVITY_COMPLETE = "    of it the completion call (ms)"
+
+
+def _stage_activity_ms(report: ChaosReport, history: History, anatomy: TaskAnatomy) -> dict[str, list[float]]:
+    """Each stage's activity in the history (started → completed, the server's clock) beside the worker's own
+    timing of it (bench/task_anatomy.py): how much of it our code was, and what Temporal added around it."""
+    out: dict[str, list[float]] = {ACTIVITY_SPAN: [], ACTIVITY_OURS: [], ACTIVITY_AROUND: [], ACTIVITY_COMPLETE: []}
+    for name in STAGES:
+        a = history.first(name)
+        parts = anatomy.activity_parts.get((report.workflow_id, name, a.attempt)) if a else None
+        if a is None or a.started is None or a.closed is None or not parts or "ours" not in parts:
+            continue
+        span = 1000 * (a.closed - a.started).total_seconds()
+        out[ACTIVITY_SPAN].append(round(span, 3))
+        out[ACTIVITY_OURS].append(round(1000 * parts["ours"], 3))
+        out[ACTIVITY_AROUND].append(round(span - 1000 * parts["ours"], 3))
+        if "complete" in parts:
+            out[ACTIVITY_COMPLETE].append(round(1000 * parts["complete"], 3))
+    return out
+
+
 async def _overhead_pairs(lab: Lab, copy: SubjectCopy, pairs: int, wf_runs: list, plain_runs: list, gaps: dict,
-                          task_totals: list) -> None:
+                          task_totals: list, anatomy: TaskAnatomy) -> None:
     """The alternating runs; each list gets one entry per pair."""
     for i in range(pairs):
         _, follower = await _leader_and_follower(copy)
@@ -381,6 +406,8 @@ async def _overhead_pairs(lab: Lab, copy: SubjectCopy, pairs: int, wf_runs: list
         wf_runs.append(wf)
         run_gaps = history.orchestration_gaps()
         for key, values in run_gaps.items():
+            gaps.setdefault(key, []).extend(values)
+        for key, values in _stage_activity_ms(report, history, anatomy).items():
             gaps.setdefault(key, []).extend(values)
         task_totals.append(sum(run_gaps["workflow_task_s"]) + sum(run_gaps["activity_dispatch_s"]))
         _, follower = await _leader_and_follower(copy)
