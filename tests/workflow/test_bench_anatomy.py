@@ -41,7 +41,7 @@ async def test_each_part_of_a_workflow_task_and_of_an_activity_is_measured(clien
 
     parts = anatomy.activity_parts[(workflow_id, "nap", 1)]
     # Our code is the activity's nap and little more; the worker's handling holds it and the completion call.
-    assert NAP_S <= parts["ours"] < NAP_S + 0.5, parts
+    assert 0.9 * NAP_S <= parts["ours"] < NAP_S + 0.5, parts  # (a loop's timer may fire a little early)
     assert parts["complete"] > 0, parts
     assert parts["worker"] >= parts["ours"] + parts["complete"], parts
     figures = anatomy.figures()
