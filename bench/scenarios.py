@@ -384,8 +384,10 @@ def _stage_activity_ms(report: ChaosReport, history: History, anatomy: TaskAnato
     out: dict[str, list[float]] = {ACTIVITY_SPAN: [], ACTIVITY_OURS: [], ACTIVITY_AROUND: [], ACTIVITY_COMPLETE: []}
     for name in STAGES:
         a = history.first(name)
-        parts = anatomy.activity_parts.get((report.workflow_id, name, a.attempt)) if a else None
-        if a is None or a.started is None or a.closed is None or not parts or "ours" not in parts:
+        if a is None or a.started is None or a.closed is None:
+            continue
+        parts = anatomy.activity_parts.get((report.workflow_id, name, a.attempt), {})
+        if "ours" not in parts:
             continue
         span = 1000 * (a.closed - a.started).total_seconds()
         out[ACTIVITY_SPAN].append(round(span, 3))

@@ -107,8 +107,8 @@ class TaskAnatomy:
                 return await execute(worker, start, running, task_token, *args, **kwargs)
             finally:
                 if (mine := current.get(task_token)) is not None:
-                    mine["ours"] = time.perf_counter() - t0
-                    mine["completing_from"] = time.perf_counter()
+                    mine["completing_from"] = ended = time.perf_counter()
+                    mine["ours"] = ended - t0
 
         async def timed_complete(core, completion, *args, **kwargs):
             try:
