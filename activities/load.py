@@ -33,6 +33,7 @@ from durable_chaos.safety.history import (
     PART_SUFFIX,
     CheckedAs,
     Op,
+    mark_sending,
     run_dir,
     write_checked_as,
     write_part,
@@ -166,6 +167,12 @@ async def _window(req: LoadRequest) -> LoadWindow:
     instance = resolve_or_bad_input(req.subject)
     info = activity.info()
     start_ns = _first_due(req, time.time_ns())
+    # One part per attempt: a retry can run beside the attempt it replaces (timed out on a starved worker, still
+    # sending) from the same due time, and both attempts' operations happened.
+    part = run_dir(info.workflow_id, info.workflow_run_id) / f"{start_ns}-{info.attempt}{PART_SUFFIX}"
+    # On the loop, not in a thread: an empty file takes microseconds, and at 20 copies a thread of the default
+    # executor can take seconds to come free, which would hold the window's first operation.
+    mark_sending(part)
     async with open_session(instance) as session:
         how = checked_as(session)
         # A retried window may start at the same moment as the attempt it replaces (both catch up from the same
@@ -174,9 +181,6 @@ async def _window(req: LoadRequest) -> LoadWindow:
         ops = await _open_loop(session, req, run_keys(), start_ns, start_ns + (info.attempt - 1) * 1_000_000)
     end_ns = time.time_ns()
     ops.sort(key=lambda op: op.invoke_ns)
-    # One part per attempt: a retry can run beside the attempt it replaces (timed out on a starved worker, still
-    # sending) from the same due time, and both attempts' operations happened.
-    part = run_dir(info.workflow_id, info.workflow_run_id) / f"{start_ns}-{info.attempt}{PART_SUFFIX}"
     # The hypothesis's own probes, asked once, as late as the window can (sampling.py), while its part is written.
     samples, _ = await asyncio.gather(sample_all(req.probes, instance, probe_timeout(req.window_s)),
                                       asyncio.to_thread(_keep, part, ops, how))

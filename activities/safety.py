@@ -21,6 +21,7 @@ from durable_chaos.safety.history import (
     FINAL_PART,
     Op,
     attempts_expected,
+    cut_off_attempts,
     parts,
     read_part,
     run_dir,
@@ -97,11 +98,12 @@ FINAL_PHASES = {"register": final_reads, "cas-register": final_reads, "list-appe
                 "queue": final_drain}
 
 
-def _load_history(folder, windows: int) -> tuple[list[Op], int, int]:
-    """The windows' operations, how many parts hold them, and how many a complete history would hold."""
+def _load_history(folder, windows: int) -> tuple[list[Op], int, int, int]:
+    """The windows' operations, how many parts hold them, how many a complete history would hold, and how many
+    attempts began sending and left none."""
     window_parts = [p for p in parts(folder) if p.name != FINAL_PART]  # a retried check reads again
     return ([op for p in window_parts for op in read_part(p).ops], len(window_parts),
-            attempts_expected(window_parts, windows))
+            attempts_expected(folder, windows), len(cut_off_attempts(folder)))
 
 
 @activity.defn
@@ -109,14 +111,14 @@ async def check_safety(req: SafetyRequest) -> SafetyReport:
     instance = resolve_or_bad_input(req.subject)
     info = activity.info()
     folder = run_dir(info.workflow_id, info.workflow_run_id)
-    ops, found, expected = await asyncio.to_thread(_load_history, folder, req.windows)
+    ops, found, expected, cut_off = await asyncio.to_thread(_load_history, folder, req.windows)
     unknown_because = []
     if found < expected:
-        lost = expected - req.windows
-        retried = f" (counting {lost} attempt(s) lost before a retry)" if lost else ""
-        unknown_because.append(f"the history holds {found} of the run's {expected} load windows{retried}: the others "
-                               f"were lost with a worker that died, or ran on another worker (give workers a shared "
-                               f"CHAOS_STATE_DIR)")
+        why = ["lost with a worker that died, or ran on another worker (give workers a shared CHAOS_STATE_DIR)"]
+        if cut_off:
+            why.insert(0, f"{cut_off} cut off while sending (timed out on a busy worker)")
+        unknown_because.append(f"the history holds {found} of the run's {expected} load window attempts: the others "
+                               f"were {'; or '.join(why)}")
     start_ns, end_ns = checkers.ns(req.fault_started_at), checkers.ns(req.fault_ended_at)
     # The fault window goes in the history too (nemesis lines), for `starter.py check --html` to shade.
     faults = [FaultWindow(start_ns, end_ns, "fault")] if start_ns is not None else []

@@ -31,6 +31,7 @@ from durable_chaos.safety.history import (
     CHECKED_AS,
     PART_SUFFIX,
     CheckedAs,
+    cut_off_attempts,
     parts,
     read_checked_as,
     read_history,
@@ -179,13 +180,20 @@ def check(
     if isolation is not None and isolation not in ISOLATION_LEVELS:
         fail(EXIT_BAD_INPUT, f"--isolation: {isolation!r} is not one of {', '.join(ISOLATION_LEVELS)}")
     history, timed = read(file, HISTORY_MODELS[model])
+    # A run's folder knows its own gaps: a window attempt that began sending and left no part (history.py
+    # mark_sending) may have changed what later reads saw.
+    cut_off = cut_off_attempts(Path(file)) if file != "-" and Path(file).is_dir() else []
+    unknown_because = [f"{len(cut_off)} load window attempt(s) began sending and left no part "
+                       f"({', '.join(cut_off[:3])}{', ...' if len(cut_off) > 3 else ''}): their operations may have "
+                       f"landed and are not in the history"] if cut_off else None
     # The faults the history marks (nemesis lines) split its latency into before, during and after.
     starts = [w.start_ns for w in history.faults]
     ends = [w.end_ns for w in history.faults]
     report = check_history(history.ops, model=model, isolation=isolation, keeps_delivered=keeps_delivered,
                            token_name=as_run.token_name, gapless=as_run.gapless,
                            fault_start_ns=min(starts, default=None),
-                           fault_end_ns=None if None in ends else max(ends, default=None), budget=budget)
+                           fault_end_ns=None if None in ends else max(ends, default=None), budget=budget,
+                           unknown_because=unknown_because)
     if file != "-":
         path = Path(file)
         report.history, report.history_bytes = file, size_bytes(path) if path.is_dir() else path.stat().st_size

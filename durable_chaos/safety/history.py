@@ -23,6 +23,7 @@ __all__ = ["CHECKED_AS", "FINAL_PART", "PART_SUFFIX", "CheckedAs", "Op", "parts"
            "read_part", "run_dir", "size_bytes", "write_checked_as", "write_part"]
 
 PART_SUFFIX = ".jsonl.gz"
+SENDING_SUFFIX = ".sending"  # mark_sending
 FINAL_PART = "final" + PART_SUFFIX
 CHECKED_AS = "checked-as.json"
 
@@ -90,14 +91,30 @@ def parts(folder: Path) -> list[Path]:
     return windows + ([final] if final.exists() else [])
 
 
-def attempts_expected(window_parts: list[Path], windows: int) -> int:
-    """How many load window parts a complete history holds: one per window the workflow saw, and one more for each
+def mark_sending(part: Path) -> None:
+    """Say, before a window's attempt sends its first operation, that its part is due. An attempt cut off while
+    sending (timed out on a starved worker, then cancelled there) may leave no part although its operations landed;
+    its mark is what tells the check. The mark is an empty file beside where the part will be."""
+    part.with_name(part.name.removesuffix(PART_SUFFIX) + SENDING_SUFFIX).touch()
+
+
+def attempts_expected(folder: Path, windows: int) -> int:
+    """How many load window parts a complete history holds: one per window the workflow saw, one more for each
     attempt a retried window had before (a part of attempt k says k-1 ran before it: the one lost with its worker
-    wrote none, and its operations may have landed)."""
+    wrote none, and its operations may have landed), and at least one per attempt that began sending. Counts alone
+    are not enough: a timed-out attempt that still wrote its part late makes up for a later one that wrote none."""
     def attempt(part: Path) -> int:
         tail = part.name.removesuffix(PART_SUFFIX).rpartition("-")[2]
         return int(tail) if tail.isdigit() else 1
-    return windows + sum(attempt(p) - 1 for p in window_parts)
+    found = [p for p in parts(folder) if p.name != FINAL_PART]
+    return max(windows + sum(attempt(p) - 1 for p in found), len(found) + len(cut_off_attempts(folder)))
+
+
+def cut_off_attempts(folder: Path) -> list[str]:
+    """The window attempts (`<start ns>-<attempt>`) that began sending and left no part (mark_sending)."""
+    written = {p.name.removesuffix(PART_SUFFIX) for p in folder.glob("*" + PART_SUFFIX)}
+    return sorted(name for m in folder.glob("*" + SENDING_SUFFIX)
+                  if (name := m.name.removesuffix(SENDING_SUFFIX)) not in written)
 
 
 def read_history(folder: Path, read: Callable[[Path], jepsen.History] = read_part) -> jepsen.History:

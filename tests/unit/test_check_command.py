@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from durable_chaos.safety.history import CheckedAs, Op, write_checked_as, write_part
+from durable_chaos.safety.history import CheckedAs, Op, mark_sending, write_checked_as, write_part
 from durable_chaos.safety.jepsen import FaultWindow
 from tests.conftest import ROOT
 
@@ -149,6 +149,23 @@ def test_gzip_stdin_and_a_runs_history_folder(tmp_path):
                [FaultWindow(4 * MS, 20 * MS, "kill n1")])
     done = check("--model", "register", str(folder))
     assert done.returncode == 1 and "stuck here" in done.stdout, done.stdout + done.stderr
+
+
+def test_a_runs_folder_with_an_attempt_cut_off_while_sending_is_unknown_exit_3(tmp_path):
+    # The read of a sees it after b was acknowledged: violated, unless writes are missing from the history. An
+    # attempt that began sending and left no part may have written a again.
+    folder = tmp_path / "run"
+    folder.mkdir()
+    ops = [Op("write", "ok", 0, 2 * MS, "k", "a"), Op("write", "ok", 5 * MS, 7 * MS, "k", "b", process=1),
+           Op("read", "ok", 10 * MS, 12 * MS, "k", "a", process=2)]
+    write_part(folder / "1000-1.jsonl.gz", ops)
+    mark_sending(folder / "1000-1.jsonl.gz")
+    write_part(folder / "final.jsonl.gz", [Op("read", "ok", 99 * MS, 100 * MS, "k", "b", final=True)])
+    assert check("--model", "register", str(folder)).returncode == 1
+    mark_sending(folder / "3000-2.jsonl.gz")  # began sending, left no part
+    done = check("--model", "register", str(folder))
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "data safety: unknown" in done.stdout and "3000-2" in done.stdout
 
 
 def test_a_log_that_lost_a_delivered_message_fails_only_with_keeps_delivered(tmp_path):
