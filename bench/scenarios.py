@@ -301,18 +301,11 @@ def skipped_cell(subject: str, kind: str, why: str) -> dict:
 
 
 async def _recreate_if_broken(lab: Lab, copy: SubjectCopy) -> str | None:
-    """After a cell whose last run left the copy unhealthy: if it is still unhealthy, tear it down and bring up a
-    fresh one, so one broken cell does not leave the subject's other fault kinds unmeasured. Returns what was done
-    (None: the copy was healthy again), for the cell's record."""
-    check = await copy.wait_healthy(timeout=30)
-    if check.ok:
-        return None
-    why = f"copy still unhealthy after the cell ({'; '.join(check.violations)})"
-    await asyncio.to_thread(copy.down)
-    await asyncio.to_thread(copy.up)
-    fresh = await copy.wait_healthy(timeout=180)
-    done = f"{why}: recreated, {'healthy' if fresh.ok else 'still unhealthy: ' + '; '.join(fresh.violations)}"
-    lab.say(f"  {copy.instance.subject.name}: {done}")
+    """After a cell whose last run left the copy unhealthy: a fresh copy if it stays so, so one broken cell does not
+    leave the subject's other fault kinds unmeasured. Returns what was done, for the cell's record."""
+    done = await copy.recreate_if_broken()
+    if done is not None:
+        lab.say(f"  {copy.instance.subject.name}: {done}")
     return done
 
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -126,19 +127,39 @@ async def private_copy(subject: str, port_range: tuple[int, int]):
                                    "port_base": free_port_base(ports, *port_range)})
     copy = SubjectCopy(ref)
     try:
-        await asyncio.to_thread(copy.up)
-        result = await copy.wait_healthy()
-        assert result.ok, f"test subject never became healthy: {result.violations}"
-        yield copy
+        async with copy.events_recorded():
+            await asyncio.to_thread(copy.up)
+            result = await copy.wait_healthy()
+            assert result.ok, f"test subject never became healthy: {result.violations}"
+            yield copy
     finally:
         await asyncio.to_thread(copy.down)
 
 
-@pytest_asyncio.fixture(scope="module")
-async def etcd(request):
-    """A healthy 3-member etcd cluster, private to the test module."""
-    async with private_copy("etcd", getattr(request.module, "PORT_RANGE", (24000, 24990))) as copy:
+async def healthy_to_start(copy: SubjectCopy) -> None:
+    """The start of a test on a copy its module shares, after a test whose fault may have broken it for good (a
+    member OOM-killed mid-write): the copy is recreated if it stays unhealthy, so each test fails only for its own
+    reasons. A recreation is a warning in the run's summary, so it is seen."""
+    done = await copy.recreate_if_broken()
+    if done is not None:
+        assert done.endswith("recreated, healthy"), done
+        warnings.warn(f"{copy.instance.project}: {done}", stacklevel=2)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def shared_etcd():
+    """One 3-member etcd cluster for the whole test run: twenty modules test on etcd, and a copy of their own each
+    cost about 5 s to bring up and down. Its ports lie below the ephemeral range and outside every module's own."""
+    async with private_copy("etcd", (22000, 22990)) as copy:
         yield copy
+
+
+@pytest_asyncio.fixture(scope="module")
+async def etcd(shared_etcd):
+    """The shared etcd cluster, healthy when the module starts (a module that left it broken does not fail the
+    next one). Each run's keys are its own, so what earlier modules wrote does not matter."""
+    await healthy_to_start(shared_etcd)
+    yield shared_etcd
 
 
 @pytest.fixture

@@ -90,9 +90,8 @@ def net_states_blocking(copy, services=None) -> dict[str, NetState]:
 
 
 async def events_since(copy, since: datetime, actions=("kill", "die", "stop", "start", "pause", "unpause")):
-    """(service, action, attributes) of the copy's container events since `since` exactly, from Docker's event log."""
-    return [(e.actor.attributes.get("com.docker.compose.service"), e.action, dict(e.actor.attributes))
-            for e in (await copy.container_events(since)) if e.action in actions]
+    """(service, action, attributes) of the copy's container events since `since` exactly, from Docker's events."""
+    return [(e.service, e.action, e.attributes) for e in (await copy.container_events(since)) if e.action in actions]
 
 
 def helpers_created_since_blocking(since: datetime, tag: str) -> list[dict]:

@@ -6,18 +6,30 @@ A copy is named and torn down by its compose project, so whoever starts one can 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import random
 import socket
-from datetime import datetime, timedelta, timezone
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from python_on_whales import DockerClient
 
 from activities.docker import bring_up, compose_client, ensure_image, open_session
 from activities.engine import members
-from durable_chaos.docker_engine import connect
+from durable_chaos.docker_engine import PROJECT_LABEL, SERVICE_LABEL, connect
 from durable_chaos.faults.powerfs import remove_layers
 from durable_chaos.contracts import CheckResult, SubjectRef
 from subjects import SubjectInstance, resolve
+
+
+@dataclass(frozen=True)
+class ContainerEvent:
+    action: str  # die, kill, start, stop, pause, unpause, exec_start: ...
+    service: str | None
+    attributes: dict[str, str]
+    time_ns: int
 
 
 def _ports_free(base: int, count: int) -> bool:
@@ -47,6 +59,7 @@ class SubjectCopy:
         self.ref = ref
         self.instance: SubjectInstance = resolve(ref)
         self.docker: DockerClient = compose_client(self.instance)
+        self._events: list[ContainerEvent] | None = None  # recorded inside `events_recorded`
 
     def up(self) -> None:
         ensure_image(self.instance)
@@ -57,21 +70,48 @@ class SubjectCopy:
         compose_client(self.instance).compose.down(volumes=True, remove_orphans=True, quiet=True, timeout=1)
         remove_layers(self.instance.project)
 
-    async def container_events(self, since: datetime, **filters: str) -> list:
-        """The copy's container events from Docker's own event log, since `since` exactly: one of the same second
-        but before it (the copy's own start, the previous test's kill) is not one. Docker is asked from a second
-        earlier, and the events are kept by their own nanosecond time. `docker events` runs in a thread: the
-        caller's event loop may be serving in-process workers, whose heartbeats must not wait for it."""
-        events = await asyncio.to_thread(
-            self.docker.system.events, since=since - timedelta(seconds=1), until=datetime.now(timezone.utc),
-            filters={"label": f"com.docker.compose.project={self.instance.project}", "type": "container", **filters})
+    @contextlib.asynccontextmanager
+    async def events_recorded(self) -> AsyncIterator[None]:
+        """Record the copy's container events live, from the engine's event stream, while inside. Asked afterwards
+        with `--since`, Docker answers from the last 256 events of its whole engine, and a run on a subject whose
+        checks exec into its members (three events an exec) pushed a kill's `die` out of them within the run (CI,
+        session 28). Streamed events are not dropped."""
+        filters = {"type": ["container"], "label": [f"{PROJECT_LABEL}={self.instance.project}"]}
+        async with connect() as docker:
+            subscriber = docker.events.subscribe(filters=json.dumps(filters))
+            pump = asyncio.create_task(self._record(subscriber))
+            try:
+                async with asyncio.timeout(10):  # subscribed only once the engine answered the request
+                    while docker.events.json_stream is None:
+                        await asyncio.sleep(0.01)
+                yield
+            finally:
+                await docker.events.stop()
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pump
+
+    async def _record(self, subscriber) -> None:
+        self._events = []
+        while (event := await subscriber.get()) is not None:
+            attributes = event.get("Actor", {}).get("Attributes", {})
+            self._events.append(ContainerEvent(event.get("Action") or event.get("status", ""),
+                                               attributes.get(SERVICE_LABEL), attributes, event["timeNano"]))
+
+    async def container_events(self, since: datetime, **filters: str) -> list[ContainerEvent]:
+        """The copy's container events since `since` exactly (one of the same second but before it, the copy's own
+        start or the previous test's kill, is not one), as recorded inside `events_recorded`. `event=` keeps one
+        action. Awaited, so a caller's event loop that serves in-process workers is never held."""
+        if self._events is None:
+            raise RuntimeError("container_events needs the copy's events recorded (SubjectCopy.events_recorded)")
+        await asyncio.sleep(0.2)  # the engine streams an event a moment after it happened
         after = since.timestamp() * 1e9
-        return [e for e in events if e.time_nano >= after]
+        wanted = filters.get("event")
+        return [e for e in self._events if e.time_ns >= after and (wanted is None or e.action == wanted)]
 
     async def deaths_since(self, since: datetime) -> list[tuple[str, datetime]]:
-        """(service, time) of every container death since `since`, from Docker's own event log."""
-        return [(e.actor.attributes["com.docker.compose.service"],
-                 datetime.fromtimestamp(e.time_nano / 1e9, timezone.utc))
+        """(service, time) of every container death since `since`, from Docker's own record of it."""
+        return [(e.service, datetime.fromtimestamp(e.time_ns / 1e9, timezone.utc))
                 for e in await self.container_events(since, event="die")]
 
     async def died_since(self, since: datetime) -> list[str]:
@@ -96,3 +136,17 @@ class SubjectCopy:
             if result.ok or asyncio.get_running_loop().time() > deadline:
                 return result
             await asyncio.sleep(0.3)
+
+    async def recreate_if_broken(self, settle_s: float = 30) -> str | None:
+        """Whoever shares one copy across several faults (a test module, the benchmark's fault matrix): if the copy
+        is still unhealthy `settle_s` after the last fault, tear it down and bring up a fresh one, so one fault that
+        broke it does not fail everything after it. Returns what was done, for the caller's record (None: it was
+        healthy)."""
+        check = await self.wait_healthy(timeout=settle_s)
+        if check.ok:
+            return None
+        why = f"copy still unhealthy ({'; '.join(check.violations)})"
+        await asyncio.to_thread(self.down)
+        await asyncio.to_thread(self.up)
+        fresh = await self.wait_healthy(timeout=180)
+        return f"{why}: recreated, {'healthy' if fresh.ok else 'still unhealthy: ' + '; '.join(fresh.violations)}"

@@ -22,7 +22,7 @@ import pytest_asyncio
 
 from activities.faults import effect_now, inject_now, restore_now
 from durable_chaos.contracts import FaultRequest
-from tests.conftest import command_env, private_copy, run_command, subject_args
+from tests.conftest import command_env, healthy_to_start, private_copy, run_command, subject_args
 # Its cgroup readers run in threads (as `held_then_ended`'s predicates, or with no in-process worker on the loop).
 from tests.fault_checks import containers_blocking as containers
 from tests.integration.test_disk_faults import held_then_ended
@@ -111,7 +111,7 @@ def request(copy, kind: str, target: str, params: dict) -> FaultRequest:
 
 
 async def test_a_cpu_quota_throttles_the_member_and_undo_lifts_it(etcd):
-    assert (await etcd.wait_healthy()).ok
+    await healthy_to_start(etcd)
     url = f"http://127.0.0.1:{etcd.instance.port(2)}"
     assert cpu_quota(etcd, "etcd2") in ("-1", "max")
     req = request(etcd, "cpu", "etcd2", {"cpus": 0.02})
@@ -131,7 +131,7 @@ async def test_a_cpu_quota_throttles_the_member_and_undo_lifts_it(etcd):
 
 
 async def test_a_memory_limit_below_the_working_set_oom_kills_and_undo_starts_it_again(etcd):
-    assert (await etcd.wait_healthy()).ok
+    await healthy_to_start(etcd)
     req = request(etcd, "memory", "etcd3", {"limit_mb": 4})
     await asyncio.to_thread(inject_now, req)
     url = f"http://127.0.0.1:{etcd.instance.port(3)}"
@@ -155,7 +155,7 @@ async def test_a_memory_limit_below_the_working_set_oom_kills_and_undo_starts_it
 
 
 async def test_the_default_memory_limit_sits_above_the_members_use_and_undo_lifts_it(etcd):
-    assert (await etcd.wait_healthy()).ok
+    await healthy_to_start(etcd)
     req = request(etcd, "memory", "etcd1", {})
     await asyncio.to_thread(inject_now, req)
     try:
@@ -169,7 +169,7 @@ async def test_the_default_memory_limit_sits_above_the_members_use_and_undo_lift
 
 
 async def test_pausing_patroni_alone_hangs_its_api_while_postgres_still_answers(postgres):
-    assert (await postgres.wait_healthy()).ok
+    await healthy_to_start(postgres)
     req = request(postgres, "process-pause", "pg2", {"process": "patroni"})
     api = f"http://127.0.0.1:{postgres.instance.port(2)}/health"
     await asyncio.to_thread(inject_now, req)
@@ -194,7 +194,7 @@ async def test_pausing_patroni_alone_hangs_its_api_while_postgres_still_answers(
 
 @pytest.mark.parametrize("how", ["cancel", "terminate"])
 async def test_a_cancel_or_terminate_while_a_process_is_stopped_sends_it_sigcont(client, task_queue, etcd, how):
-    assert (await etcd.wait_healthy()).ok
+    await healthy_to_start(etcd)
     await held_then_ended(client, task_queue, etcd, how, "etcd1",
                           lambda: states_of(etcd, "etcd1", "etcd") == ["T"], fault="process-pause")
     assert states_of(etcd, "etcd1", "etcd") != ["T"]
@@ -203,7 +203,7 @@ async def test_a_cancel_or_terminate_while_a_process_is_stopped_sends_it_sigcont
 
 @pytest.mark.parametrize("how", ["cancel", "terminate"])
 async def test_a_cancel_or_terminate_while_a_cpu_quota_is_on_lifts_it(client, task_queue, etcd, how):
-    assert (await etcd.wait_healthy()).ok
+    await healthy_to_start(etcd)
     await held_then_ended(client, task_queue, etcd, how, "etcd2",
                           lambda: cpu_quota(etcd, "etcd2") not in ("-1", "max"), fault="cpu")
     assert cpu_quota(etcd, "etcd2") in ("-1", "max")
@@ -211,7 +211,7 @@ async def test_a_cancel_or_terminate_while_a_cpu_quota_is_on_lifts_it(client, ta
 
 @pytest.mark.parametrize("how", ["cancel", "terminate"])
 async def test_a_cancel_or_terminate_while_a_memory_limit_is_on_lifts_it(client, task_queue, etcd, how):
-    assert (await etcd.wait_healthy()).ok
+    await healthy_to_start(etcd)
     await held_then_ended(client, task_queue, etcd, how, "etcd1",
                           lambda: memory_limit(etcd, "etcd1") is not None, fault="memory")
     assert memory_limit(etcd, "etcd1") is None and containers(etcd)["etcd1"].state.running
