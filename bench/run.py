@@ -35,6 +35,7 @@ from durable_chaos.hosts import default_host
 from durable_chaos.runtime.copies import SubjectCopy, free_port_base
 from durable_chaos.runtime.devserver import SERVER_SETTINGS, temporal_binary
 from durable_chaos.runtime.priority import raise_threads, realtime_threads, realtime_wanted
+from durable_chaos.runtime.worker import STICKY_TIMEOUT
 from subjects import get_subject, subject_ref
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -458,7 +459,7 @@ def _parallel_table(steps: list[dict], rate: float, window_s: float) -> Table:
     row("TTR p50 / max (s)", lambda s: f"{_fmt(s['ttr_s']['p50'])} / {_fmt(s['ttr_s']['max'])}")
     row("workflow task timeouts by kind", lambda s: ", ".join(f"{k.lower()} {n}" for k, n in
                                                              s.get("workflow_task_timeout_kinds", {}).items()) or "-",
-        "schedule_to_start: the sticky worker did not take it within 0.5 s")
+        f"schedule_to_start: the sticky worker did not take it within {STICKY_TIMEOUT.total_seconds():g} s")
     row("activity / workflow task timeouts", lambda s: f"{s['activity_timeouts']} / {s['workflow_task_timeouts']}",
         "attempts that ran out of retries / workflow tasks")
     row("copies unhealthy after the step", lambda s: str(len(s["unhealthy_after"])), "aim: 0 (a fault left behind)")

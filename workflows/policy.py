@@ -61,8 +61,9 @@ def preflight(inp: ChaosInput) -> workflow.ActivityConfig:
 def load_window(inp: ChaosInput, retried: bool) -> workflow.ActivityConfig:
     """`retried` (patch load-window-retry): a window lost with its worker gets one more attempt from the server at
     once, so the load's gap is only the heartbeat timeout. Without it the workflow had to notice first, and its task
-    waited out the dead worker's sticky queue (0.5 s). A window that fails by itself is never retried (the activity
-    makes its own failures non-retryable): the workflow starts the next one a second later."""
+    waited out the dead worker's sticky queue (runtime/worker.py STICKY_TIMEOUT). A window that fails by itself is
+    never retried (the activity makes its own failures non-retryable): the workflow starts the next one a second
+    later."""
     once_more = RetryPolicy(initial_interval=FIRST_RETRY, maximum_attempts=2)
     return _config(inp.load_window_s + 10, once_more if retried else RetryPolicy(maximum_attempts=1))
 

@@ -41,6 +41,13 @@ WORKFLOWS = [ChaosDemoWorkflow, FaultGuardWorkflow, FaultReaperWorkflow, Schedul
 # source for clocks, randomness, I/O and environment (tests/unit/test_workflow_code_is_deterministic.py), and the
 # replay tests run every recorded history through this same runner. Workflow modules keep no state between runs.
 RUNNER = UnsandboxedWorkflowRunner()
+# After a worker dies, its workflows wait on its sticky queue this long before any worker may take them; a task that
+# waits longer on a live but busy worker times out and is replayed from the start by whoever takes it next. 20 etcd
+# copies on one worker (bench --parallel 20,20,20): with 0.5 s, 0, 0 and 4 such timeouts in three steps (session 27;
+# 1 to 7 a sweep in sessions 22-25); with 1 s, 0, 1, 0 and 0, 0, 0 in two sweeps (session 28). A worker's death
+# costs a workflow task 0.5 s more; the resume after a SIGKILL at the countdown, the inject and its record stayed
+# 0.93-1.19 s (the next activity there is a retry after the 1.2 s heartbeat timeout, which does not wait for it).
+STICKY_TIMEOUT = timedelta(seconds=1)
 
 
 class WatchedWorker(Worker):
@@ -80,9 +87,7 @@ def build_worker(client: Client, task_queue: str | None = None, activity_functio
         workflows=workflows,
         workflow_runner=RUNNER,
         activities=ACTIVITIES if activity_functions is None else activity_functions,
-        # After a worker dies, its workflows wait on its sticky queue this long before any worker may take them. A
-        # task that waits longer on a live but busy worker is only replayed from the start by whoever takes it.
-        sticky_queue_schedule_to_start_timeout=timedelta(seconds=0.5),
+        sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
         # Heartbeats must reach the server well inside the activities' 1.2 s heartbeat timeout (workflows/policy.py).
         max_heartbeat_throttle_interval=timedelta(seconds=0.3),
         default_heartbeat_throttle_interval=timedelta(seconds=0.3),
