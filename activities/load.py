@@ -66,6 +66,7 @@ def run_keys() -> tuple[str, ...]:
 
 # Operations that change nothing: whether one reached the system does not matter, a failure is a failure.
 READ_ONLY = frozenset({"read", "fetch", "drain", "op"})
+CUT_OFF = "cut off: the window's attempt was cancelled"
 
 
 async def _send(session: Session, op: Op, seq: int, timeout: float) -> None:
@@ -109,13 +110,20 @@ async def one_op(session: Session, kind: str, client: int, key: str | None, valu
 
 
 async def _open_loop(session: Session, req: LoadRequest, keys: tuple[str, ...], start_ns: int,
-                     values_ns: int | None = None) -> list[Op]:
-    """Send the window's operations, each when due; returns them all, answered (or timed out). `values_ns` makes
-    the values written unique (default: the start)."""
+                     values_ns: int | None = None, ops: list[Op] | None = None) -> list[Op]:
+    """Send the window's operations, each when due; returns them all, answered (or timed out), in `ops` if given:
+    an attempt cut off mid-window (cancelled) still has there what it sent, the operations in flight as unknown.
+    `values_ns` makes the values written unique (default: the start)."""
     rng = random.Random(start_ns)
     workload = WORKLOADS[session.model](keys, values_ns or start_ns) if session.model else None
-    ops: list[Op] = []
-    in_flight: set[asyncio.Task] = set()
+    ops = [] if ops is None else ops
+    in_flight: dict[asyncio.Task, Op] = {}  # each one's operation as it was sent
+
+    def answered(task: asyncio.Task) -> None:
+        del in_flight[task]
+        if not task.cancelled():
+            _answered(task.result(), ops, workload)
+
     interval_ns = int(1e9 / req.rate)
     try:
         for seq in range(int(req.window_s * req.rate)):
@@ -130,15 +138,25 @@ async def _open_loop(session: Session, req: LoadRequest, keys: tuple[str, ...], 
                               process=client, error="not sent: concurrency cap reached", capped=True))
                 continue
             task = asyncio.create_task(one_op(session, kind, client, key, value, seq, req.check_timeout_s, due_ns))
-            in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
-            task.add_done_callback(lambda t: t.cancelled() or _answered(t.result(), ops, workload))
+            in_flight[task] = Op(kind=kind, outcome="fail" if kind in READ_ONLY else "info", invoke_ns=due_ns,
+                                 complete_ns=0, key=key, value=value, process=client, error=CUT_OFF)
+            task.add_done_callback(answered)
         # Every operation ends within its timeout: wait for the last answers, so the part holds whole operations.
         while in_flight:
             await asyncio.wait(set(in_flight))
     finally:
-        for task in in_flight:  # cancelled (the run moved on, or the worker shuts down): stop sending
-            task.cancel()
+        # Cancelled (the attempt timed out on a busy worker, or the worker shuts down): stop sending, and record
+        # what was in flight as the client knows it: sent, unanswered.
+        now = time.time_ns()
+        for task, op in list(in_flight.items()):
+            task.remove_done_callback(answered)
+            if task.done() and not task.cancelled():
+                _answered(task.result(), ops, workload)
+            else:
+                task.cancel()
+                op.complete_ns = now
+                ops.append(op)
+        in_flight.clear()
     return ops
 
 
@@ -173,12 +191,21 @@ async def _window(req: LoadRequest) -> LoadWindow:
     # On the loop, not in a thread: an empty file takes microseconds, and at 20 copies a thread of the default
     # executor can take seconds to come free, which would hold the window's first operation.
     mark_sending(part)
-    async with open_session(instance) as session:
-        how = checked_as(session)
-        # A retried window may start at the same moment as the attempt it replaces (both catch up from the same
-        # due time), and that attempt's writes may have landed: its values must differ, or two writes of one value
-        # would look like one (workloads make values from the start in milliseconds).
-        ops = await _open_loop(session, req, run_keys(), start_ns, start_ns + (info.attempt - 1) * 1_000_000)
+    ops: list[Op] = []
+    how: CheckedAs | None = None
+    try:
+        async with open_session(instance) as session:
+            how = checked_as(session)
+            # A retried window may start at the same moment as the attempt it replaces (both catch up from the same
+            # due time), and that attempt's writes may have landed: its values must differ, or two writes of one
+            # value would look like one (workloads make values from the start in milliseconds).
+            await _open_loop(session, req, run_keys(), start_ns, start_ns + (info.attempt - 1) * 1_000_000, ops)
+    except asyncio.CancelledError:
+        # Cut off: its part still holds what it sent, so the history stays whole (its mark says a part is due). On
+        # the loop: a few milliseconds, where a thread of the default executor may not come free in time.
+        ops.sort(key=lambda op: op.invoke_ns)
+        _keep(part, ops, how)
+        raise
     end_ns = time.time_ns()
     ops.sort(key=lambda op: op.invoke_ns)
     # The hypothesis's own probes, asked once, as late as the window can (sampling.py), while its part is written.
@@ -212,11 +239,11 @@ def checked_as(session: Session) -> CheckedAs:
                      session.keeps_delivered)
 
 
-def _keep(part, ops: list[Op], how: CheckedAs) -> None:
+def _keep(part, ops: list[Op], how: CheckedAs | None) -> None:
     """Write the window's part, and with the run's first one how to check them: a run that dies before its safety
     check (terminated, say) leaves a folder `starter.py check` still judges as the run would have."""
     write_part(part, ops)
-    if not (part.parent / CHECKED_AS).exists():
+    if how is not None and not (part.parent / CHECKED_AS).exists():
         write_checked_as(part.parent, how)
 
 

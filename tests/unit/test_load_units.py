@@ -17,6 +17,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.load import (
     CATCH_UP_LIMIT_S,
+    CUT_OFF,
     _first_due,
     _open_loop,
     one_op,
@@ -24,7 +25,15 @@ from activities.load import (
 )
 from durable_chaos.contracts import LoadRequest, SubjectRef
 from durable_chaos.safety.availability import availability
-from durable_chaos.safety.history import attempts_expected, parts, read_part, run_dir, write_part
+from durable_chaos.safety.history import (
+    PART_SUFFIX,
+    attempts_expected,
+    mark_sending,
+    parts,
+    read_part,
+    run_dir,
+    write_part,
+)
 from subjects.etcd import EtcdSession
 
 S = 1_000_000_000
@@ -200,31 +209,43 @@ async def test_a_window_retried_after_its_worker_died_leaves_the_history_incompl
     assert len(written) == 2 and attempts_expected(run_dir("retried", "r1"), windows=2) == 3
 
 
-async def test_an_attempt_cut_off_while_sending_leaves_the_history_incomplete_however_the_parts_add_up(
+async def test_an_attempt_cut_off_while_sending_keeps_what_it_sent_and_a_mark_without_a_part_counts_missing(
         tmp_path, monkeypatch):
-    """A window's attempt that times out on a starved worker is cancelled there once the worker learns of it, and
-    whether its part gets written depends on where the cancel lands. Counting parts against the windows then went
-    wrong: an earlier attempt's late part made up for a later attempt's missing one, the check judged, and a value
-    written by the missing attempt, read back later, was called a linearizability violation (20 etcd copies on one
-    worker, session 28: 3 runs of 20). An attempt that began sending and left no part must make the history
-    incomplete."""
+    """A window's attempt that times out on a starved worker is cancelled there once the worker learns of it. It
+    used to write no part, while an earlier attempt's late part made the parts add up: the check judged, and a value
+    the missing attempt wrote, read back later, was called a linearizability violation (20 etcd copies on one
+    worker, session 28: 3 runs of 20). A cut-off attempt now writes its part, with what it sent and the writes in
+    flight as unknown (they may have landed); and an attempt that began sending and left no part at all (its
+    worker killed) still makes the history incomplete, however the parts add up."""
     monkeypatch.setenv("CHAOS_STATE_DIR", str(tmp_path))
-    port = await _refusing_port()
+    silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)  # accepts, never answers
+    port = silent.sockets[0].getsockname()[1]
     req = _req(None, rate=20).model_copy(
         update={"window_s": 0.5, "subject": SubjectRef(name="etcd", project="t-cut-off", port_base=port - 1)})
     envs = [ActivityEnvironment() for _ in range(2)]
     for attempt, env in enumerate(envs, start=1):
         env.info = dataclasses.replace(env.info, attempt=attempt, workflow_id="cut-off", workflow_run_id="r1")
-    await envs[0].run(run_load_window, req)  # attempt 1, timed out by the server, wrote its part late
-    second = asyncio.ensure_future(envs[1].run(run_load_window, req))  # attempt 2, cancelled while sending
-    await asyncio.sleep(0.2)
-    envs[1].cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await second
+    try:
+        await envs[0].run(run_load_window, req)  # attempt 1: every operation timed out
+        second = asyncio.ensure_future(envs[1].run(run_load_window, req))  # attempt 2: cancelled while sending
+        await asyncio.sleep(0.2)
+        envs[1].cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+    finally:
+        silent.close()
     folder = run_dir("cut-off", "r1")
-    assert len(parts(folder)) == 1
-    # The workflow saw one window (it failed): one part found, two attempts ran.
+    cut = [p for p in parts(folder) if p.name.endswith(f"-2{PART_SUFFIX}")]
+    assert len(parts(folder)) == 2 and len(cut) == 1
+    sent = read_part(cut[0]).ops  # etcd1 never answers; etcd2 and etcd3 refuse
+    cut_off = [op for op in sent if op.error == CUT_OFF]
+    assert cut_off and all(op.error == "unreachable (connection refused)" for op in sent if op not in cut_off)
+    assert all(op.outcome == ("fail" if op.kind == "read" else "info") for op in cut_off)
+    # The workflow saw one window (it failed after two attempts): both parts are whole.
     assert attempts_expected(folder, windows=1) == 2
+    # An attempt that began sending and left nothing: counted missing, although the parts add up.
+    mark_sending(folder / f"123-2{PART_SUFFIX}")
+    assert attempts_expected(folder, windows=1) == 3
 
 
 async def test_a_window_that_fails_by_itself_is_not_retried(tmp_path, monkeypatch):
