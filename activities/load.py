@@ -67,6 +67,7 @@ def run_keys() -> tuple[str, ...]:
 # Operations that change nothing: whether one reached the system does not matter, a failure is a failure.
 READ_ONLY = frozenset({"read", "fetch", "drain", "op"})
 CUT_OFF = "cut off: the window's attempt was cancelled"
+_writing: set[asyncio.Task] = set()  # parts being written after their attempt was cancelled (the loop keeps weak refs)
 
 
 async def _send(session: Session, op: Op, seq: int, timeout: float) -> None:
@@ -193,6 +194,7 @@ async def _window(req: LoadRequest) -> LoadWindow:
     mark_sending(part)
     ops: list[Op] = []
     how: CheckedAs | None = None
+    keep: asyncio.Task | None = None  # the part's write, once asked for
     try:
         async with open_session(instance) as session:
             how = checked_as(session)
@@ -200,17 +202,26 @@ async def _window(req: LoadRequest) -> LoadWindow:
             # due time), and that attempt's writes may have landed: its values must differ, or two writes of one
             # value would look like one (workloads make values from the start in milliseconds).
             await _open_loop(session, req, run_keys(), start_ns, start_ns + (info.attempt - 1) * 1_000_000, ops)
-    except asyncio.CancelledError:
-        # Cut off: its part still holds what it sent, so the history stays whole (its mark says a part is due). On
-        # the loop: a few milliseconds, where a thread of the default executor may not come free in time.
+        end_ns = time.time_ns()
         ops.sort(key=lambda op: op.invoke_ns)
-        _keep(part, ops, how)
+        # The write waits for a thread of the default executor, which at 20 copies can take longer than the
+        # attempt's start-to-close time. Shielded: a cancel then must not take it out of the executor's queue (it
+        # did, and the attempt left no part); the safety check, which reads the parts from that same queue, comes
+        # after it.
+        keep = asyncio.create_task(asyncio.to_thread(_keep, part, ops, how))
+        _writing.add(keep)
+        keep.add_done_callback(_writing.discard)
+        # The hypothesis's own probes, asked once, as late as the window can (sampling.py), while its part is
+        # written.
+        samples, _ = await asyncio.gather(sample_all(req.probes, instance, probe_timeout(req.window_s)),
+                                          asyncio.shield(keep))
+    except asyncio.CancelledError:
+        if keep is None:
+            # Cut off while sending: its part still holds what it sent, so the history stays whole (its mark says
+            # a part is due). On the loop: a few milliseconds, and nothing is waiting for it.
+            ops.sort(key=lambda op: op.invoke_ns)
+            _keep(part, ops, how)
         raise
-    end_ns = time.time_ns()
-    ops.sort(key=lambda op: op.invoke_ns)
-    # The hypothesis's own probes, asked once, as late as the window can (sampling.py), while its part is written.
-    samples, _ = await asyncio.gather(sample_all(req.probes, instance, probe_timeout(req.window_s)),
-                                      asyncio.to_thread(_keep, part, ops, how))
 
     answered = sorted(op.latency_ms for op in ops if op.served)
     last_ok_ns = max((op.complete_ns for op in ops if op.served), default=None)

@@ -5,7 +5,10 @@ previous one's."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
+import functools
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -246,6 +249,38 @@ async def test_an_attempt_cut_off_while_sending_keeps_what_it_sent_and_a_mark_wi
     # An attempt that began sending and left nothing: counted missing, although the parts add up.
     mark_sending(folder / f"123-2{PART_SUFFIX}")
     assert attempts_expected(folder, windows=1) == 3
+
+
+async def test_a_part_waiting_for_a_busy_executor_is_written_though_its_attempt_is_cancelled(tmp_path, monkeypatch):
+    """At 20 copies a window's part waits for a thread of the default executor, which Docker calls hold for
+    seconds; its attempt then times out and is cancelled. The cancel took the write out of the executor's queue,
+    and the attempt left no part although its operations were sent (20 etcd copies, session 28: 31 runs of 60
+    said data safety unknown). The write must still happen once a thread comes free."""
+    monkeypatch.setenv("CHAOS_STATE_DIR", str(tmp_path))
+    port = await _refusing_port()
+    req = _req(None, rate=20).model_copy(
+        update={"window_s": 0.2, "subject": SubjectRef(name="etcd", project="t-busy", port_base=port - 1)})
+    loop = asyncio.get_running_loop()
+    busy, free = concurrent.futures.ThreadPoolExecutor(1), threading.Event()
+    busy.submit(free.wait)  # the one thread, held as a `docker` call holds one
+
+    async def to_busy_thread(fn, *args):
+        return await loop.run_in_executor(busy, functools.partial(fn, *args))
+
+    monkeypatch.setattr(asyncio, "to_thread", to_busy_thread)
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, workflow_id="busy", workflow_run_id="r1")
+    window = asyncio.ensure_future(env.run(run_load_window, req))
+    await asyncio.sleep(0.5)  # sent, now waiting for the thread
+    env.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await window
+    free.set()
+    await asyncio.get_running_loop().run_in_executor(busy, lambda: None)  # the queue, in order: the write first
+    busy.shutdown()
+    written = parts(run_dir("busy", "r1"))
+    assert len(written) == 1 and len(read_part(written[0]).ops) == 4, written
+    assert attempts_expected(run_dir("busy", "r1"), windows=1) == 1
 
 
 async def test_a_window_that_fails_by_itself_is_not_retried(tmp_path, monkeypatch):
