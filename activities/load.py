@@ -139,8 +139,10 @@ async def _open_loop(session: Session, req: LoadRequest, keys: tuple[str, ...], 
                               process=client, error="not sent: concurrency cap reached", capped=True))
                 continue
             task = asyncio.create_task(one_op(session, kind, client, key, value, seq, req.check_timeout_s, due_ns))
-            in_flight[task] = Op(kind=kind, outcome="fail" if kind in READ_ONLY else "info", invoke_ns=due_ns,
-                                 complete_ns=0, key=key, value=value, process=client, error=CUT_OFF)
+            # As one_op records it: invoked when due, or when sent if uvloop's timer fired before that.
+            in_flight[task] = Op(kind=kind, outcome="fail" if kind in READ_ONLY else "info",
+                                 invoke_ns=min(due_ns, time.time_ns()), complete_ns=0, key=key, value=value,
+                                 process=client, error=CUT_OFF)
             task.add_done_callback(answered)
         # Every operation ends within its timeout: wait for the last answers, so the part holds whole operations.
         while in_flight:
