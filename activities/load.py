@@ -67,7 +67,7 @@ def run_keys() -> tuple[str, ...]:
 # Operations that change nothing: whether one reached the system does not matter, a failure is a failure.
 READ_ONLY = frozenset({"read", "fetch", "drain", "op"})
 CUT_OFF = "cut off: the window's attempt was cancelled"
-_writing: set[asyncio.Task] = set()  # parts being written after their attempt was cancelled (the loop keeps weak refs)
+_writing: set[asyncio.Task] = set()  # window parts being written: held here, as the loop keeps only weak refs
 
 
 async def _send(session: Session, op: Op, seq: int, timeout: float) -> None:
