@@ -157,11 +157,15 @@ async def test_a_memory_limit_below_the_working_set_oom_kills_and_undo_starts_it
 async def test_the_default_memory_limit_sits_above_the_members_use_and_undo_lifts_it(etcd):
     await healthy_to_start(etcd)
     req = request(etcd, "memory", "etcd1", {})
+    # The fault reads the member's use when it writes the limit, and the use moves: in the CI of 9b75f8d the limit was
+    # 46.2 MB (a fifth above 38.5 MB) and the use a moment later 34.7 MB. So the limit is judged against the use on
+    # both sides of the inject.
+    before = int(cgroup_file(etcd, "etcd1", "memory", "memory.usage_in_bytes"))
     await asyncio.to_thread(inject_now, req)
     try:
-        used = int(cgroup_file(etcd, "etcd1", "memory", "memory.usage_in_bytes"))
+        after = int(cgroup_file(etcd, "etcd1", "memory", "memory.usage_in_bytes"))
         limit = memory_limit(etcd, "etcd1")
-        assert limit is not None and used <= limit <= 1.3 * used, (used, limit)
+        assert limit is not None and after <= limit <= 1.3 * max(before, after), (before, after, limit)
         assert containers(etcd)["etcd1"].state.running
     finally:
         await asyncio.to_thread(restore_now, req)
