@@ -21,6 +21,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.load import (
     CATCH_UP_LIMIT_S,
     CUT_OFF,
+    OP_DEADLINE_FACTOR,
     _first_due,
     _open_loop,
     one_op,
@@ -37,6 +38,7 @@ from durable_chaos.safety.history import (
     run_dir,
     write_part,
 )
+from subjects import Session
 from subjects.etcd import EtcdSession
 
 S = 1_000_000_000
@@ -116,6 +118,48 @@ async def test_a_swap_etcd_refuses_is_an_answer_not_an_error():
         refused = await one_op(session, "cas", 0, "k", ["a", "c"], 0, 2, time.time_ns())
         assert (refused.outcome, refused.error, refused.served, refused.value) == ("fail", None, True, ["a", "c"])
         assert availability([swapped, refused]).error_rate == 0
+    finally:
+        await session.aclose()
+        server.close()
+
+
+class _Hanging(Session):
+    """A session whose writes never answer and are bounded by no timer of their own (as a subject's session may be):
+    only the operation's own deadline ends them."""
+    model = "register"
+
+    async def check(self, timeout: float, fail_fast: bool = False):
+        raise NotImplementedError
+
+    async def write(self, client: int, key: str, value: str, timeout: float) -> int:
+        await asyncio.sleep(3600)
+        return 1
+
+
+async def test_an_operation_that_never_answers_ends_at_its_deadline_as_unknown_and_a_cancel_still_ends_it():
+    """Each operation has a deadline of its own (`OP_DEADLINE_FACTOR` times the check timeout), whatever its session
+    does: past it, a write is recorded as unknown (it may have landed). A cancel from outside (the window's attempt
+    ended) is not a deadline: it ends the operation's task."""
+    t0 = time.monotonic()
+    op = await one_op(_Hanging(), "write", 0, "k", "v", 0, 0.05, time.time_ns())
+    took = time.monotonic() - t0
+    assert (op.outcome, op.error, op.value) == ("info", "TimeoutError", "v")
+    assert 0.05 * OP_DEADLINE_FACTOR <= took < 2, took
+    task = asyncio.ensure_future(one_op(_Hanging(), "write", 0, "k", "v", 0, 60, time.time_ns()))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_an_operation_answered_in_time_leaves_no_deadline_behind():
+    """The deadline's timer goes with the operation: the task that sent it is not cancelled later."""
+    server, url, _ = await _server(lambda path: _json(b'{"header":{"revision":"3"}}'))
+    session = EtcdSession({"etcd1": url})
+    try:
+        op = await one_op(session, "write", 0, "k", "v", 0, 0.02, time.time_ns())
+        assert op.outcome == "ok"
+        await asyncio.sleep(0.02 * OP_DEADLINE_FACTOR + 0.1)  # would be cancelled here
     finally:
         await session.aclose()
         server.close()
