@@ -15,6 +15,10 @@ Throughput beside wrk (a fair comparison, the same for both sides):
   shared: pairs measured together share its noise).
 - beside it, the product's open loop itself (`_open_loop`) asked for `OPEN_RATE`, more than it can send: the
   operations answered per second; the ones it did not send (concurrency cap reached) are not counted.
+- and the floor of any Python generator here (`_floor`): the same loop on uvloop, `concurrency` connections each
+  sending its next request when the answer comes, answers parsed by httptools as the product's client parses them,
+  but the requests built once beforehand and nothing recorded (no JSON, no base64, no session, no `Op`). What ours
+  spends above it is the product's own work per operation; what the floor spends above wrk is Python's.
 CPU per 1,000 operations: the generating process's CPU (user + system) over the measured seconds, per 1,000
 answered operations: ours from `time.process_time()` inside the process, wrk's from its rusage (whole process,
 start-up included: a few milliseconds).
@@ -31,12 +35,13 @@ its own), asked for a half, three quarters and all of the rate wrk reached there
 `open_concurrency` in flight at most: does it hold its rate up to what the member itself answers? At that rate a
 closed loop's 16 in flight leave no room for a slower answer.
 
-    python -m bench.loadgen closed|open URL SECONDS CONCURRENCY TIMEOUT [RATE]   # one measurement, a JSON line
+    python -m bench.loadgen closed|open|floor URL SECONDS CONCURRENCY TIMEOUT [RATE]   # one measurement, a JSON line
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections import Counter
 import dataclasses
 import json
@@ -50,7 +55,9 @@ import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import httptools
 import uvloop
 from temporalio.testing import ActivityEnvironment
 
@@ -59,7 +66,7 @@ from durable_chaos.safety.workloads import Registers
 from durable_chaos.contracts import MAX_LOAD_RATE, LoadRequest, SubjectRef
 from durable_chaos.safety.checkers import percentile
 from durable_chaos.safety.history import read_history, run_dir
-from subjects.etcd import EtcdSession
+from subjects.etcd import LOAD_PREFIX, EtcdSession
 
 REPO = Path(__file__).resolve().parent.parent
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_etcd.lua"
@@ -133,6 +140,77 @@ async def _open(url: str, seconds: float, concurrency: int, timeout: float, rate
     return _tally(ops, wall, cpu)
 
 
+class _FloorConnection(asyncio.Protocol):
+    """One connection of the floor side: sends its next pre-built request when an answer is complete, until `until`
+    (monotonic). An answer counts as wrk counts it: HTTP 200 with a "header" in its body."""
+
+    def __init__(self, requests: list[bytes], until: float, tally: Counter):
+        self.requests, self.until, self.tally, self.sent = requests, until, tally, 0
+        self.parser = httptools.HttpResponseParser(self)
+        self.body = b""
+        self.done = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self._send()
+
+    def _send(self) -> None:
+        self.body = b""
+        self.transport.write(self.requests[self.sent % len(self.requests)])
+        self.sent += 1
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        good = self.parser.get_status_code() == 200 and b'"header"' in self.body
+        self.tally["ok" if good else "errors"] += 1
+        if time.monotonic() < self.until:
+            self._send()
+        elif not self.done.done():
+            self.done.set_result(None)
+            self.transport.close()
+
+    def connection_lost(self, exc) -> None:
+        if not self.done.done():
+            self.tally["errors"] += 1
+            self.done.set_result(None)
+
+
+def _floor_requests(host: str, port: int) -> list[bytes]:
+    """wrk's requests, built once: a put and a range of each key, JSON with base64 key and value."""
+    out = []
+    for key in _keys():
+        k = base64.b64encode(f"{LOAD_PREFIX}{key}".encode()).decode()
+        for path, body in (("/v3/kv/put", {"key": k, "value": base64.b64encode(b"floor").decode()}),
+                           ("/v3/kv/range", {"key": k})):
+            payload = json.dumps(body).encode()
+            out.append(b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\nContent-Length: "
+                       b"%d\r\n\r\n%s" % (path.encode(), host.encode(), port, len(payload), payload))
+    return out
+
+
+async def _floor(url: str, seconds: float, concurrency: int, timeout: float) -> dict:
+    """`concurrency` bare connections in a closed loop (see the module's docstring)."""
+    parts = urlsplit(url)
+    requests, tally = _floor_requests(parts.hostname, parts.port), Counter()
+    loop = asyncio.get_running_loop()
+    cpu0, t0 = time.process_time(), time.monotonic()
+    conns = []
+    for c in range(concurrency):  # each starts at another request, as wrk's connections do
+        ordered = requests[c:] + requests[:c]
+        _, conn = await loop.create_connection(lambda: _FloorConnection(ordered, t0 + seconds, tally),
+                                               parts.hostname, parts.port)
+        conns.append(conn)
+    await asyncio.wait_for(asyncio.gather(*(c.done for c in conns)), seconds + timeout)
+    wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
+    return {"ok": tally["ok"], "errors": tally["errors"], "not_sent": 0, "wall_s": round(wall, 3),
+            "cpu_s": round(cpu, 3), "p50_ms": None, "p99_ms": None}
+
+
 def _tally(ops: list, wall: float, cpu: float) -> dict:
     ok = [op.latency_ms for op in ops if op.outcome == "ok"]
     capped = sum(op.capped for op in ops)
@@ -181,6 +259,7 @@ SIDES = {
     "wrk": lambda url, s, c, t: _wrk(url, s, c),
     "closed": lambda url, s, c, t: _ours("closed", url, s, c, t),
     "open": lambda url, s, c, t: _ours("open", url, s, c, t),
+    "floor": lambda url, s, c, t: _ours("floor", url, s, c, t),
 }
 
 
@@ -219,7 +298,7 @@ async def throughput(url: str, seconds: float, rounds: int, concurrency: int, ti
                       "errors": sum(r["errors"] for r in runs[side]),
                       "not_sent": sum(r["not_sent"] for r in runs[side]),
                       "host_busy_pct": med(side, "host_busy_pct")} for side in sides}
-    for side in ("closed", "open"):
+    for side in ("closed", "open", "floor"):
         summary[side]["ratio_to_wrk"] = ratio(side)
     return {"endpoint": url, "seconds": seconds, "rounds": rounds, "concurrency": concurrency, "wrk_threads": 1,
             "open_rate": OPEN_RATE, "summary": summary, "runs": runs}
@@ -305,6 +384,6 @@ async def up_to_wrk(url: str, wrk_ops_s: float, seconds: float, concurrency: int
 
 if __name__ == "__main__":
     mode, url, secs, conc, tmo, *rate = sys.argv[1:]
-    measure = {"closed": _closed, "open": _open}[mode]
+    measure = {"closed": _closed, "open": _open, "floor": _floor}[mode]
     # On uvloop, as `python worker.py` runs the load windows.
     print(json.dumps(uvloop.run(measure(url, float(secs), int(conc), float(tmo), *map(float, rate)))))
