@@ -9,7 +9,7 @@ import functools
 import re
 import subprocess
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from python_on_whales import docker
 
@@ -94,13 +94,6 @@ async def events_since(copy, since: datetime, actions=("kill", "die", "stop", "s
     return [(e.service, e.action, e.attributes) for e in (await copy.container_events(since)) if e.action in actions]
 
 
-def helpers_created_since_blocking(since: datetime, tag: str) -> list[dict]:
-    """The product's helper containers started for the run with this fault tag (create events, by their label)."""
-    events = docker.system.events(since=since, until=datetime.now(UTC),
-                                  filters={"type": "container", "event": "create", "label": f"{HELPER_LABEL}={tag}"})
-    return [dict(e.actor.attributes) for e in events]
-
-
 def helpers_left_blocking(tags=(), member_ids=()) -> list[str]:
     """Product helper containers that still exist (in any state) of these fault tags or in the namespace of these
     containers. Other people's helpers (other tests may run beside these) are not ours to judge."""
@@ -157,5 +150,4 @@ net_states = _in_thread(net_states_blocking)
 net_state = _in_thread(net_state_blocking)
 leftovers = _in_thread(leftovers_blocking)
 helpers_left = _in_thread(helpers_left_blocking)
-helpers_created_since = _in_thread(helpers_created_since_blocking)
 host_chaos_rules = _in_thread(host_chaos_rules_blocking)

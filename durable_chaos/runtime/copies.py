@@ -32,6 +32,35 @@ class ContainerEvent:
     time_ns: int
 
 
+@contextlib.asynccontextmanager
+async def container_events_recorded(label: str) -> AsyncIterator[list[ContainerEvent]]:
+    """The engine's container events of containers with this label (`key` or `key=value`), recorded live from its
+    event stream while inside, into the list yielded. Asked afterwards with `--since`, Docker answers from the last
+    256 events of its whole engine, and a run on a subject whose checks exec into its members (three events an exec)
+    pushed a kill's `die` out of them within the run (CI, session 28). Streamed events are not dropped."""
+    events: list[ContainerEvent] = []
+
+    async def pump(subscriber) -> None:
+        while (event := await subscriber.get()) is not None:
+            attributes = event.get("Actor", {}).get("Attributes", {})
+            events.append(ContainerEvent(event.get("Action") or event.get("status", ""),
+                                         attributes.get(SERVICE_LABEL), attributes, event["timeNano"]))
+
+    async with connect() as docker:
+        recording = asyncio.create_task(pump(docker.events.subscribe(
+            filters=json.dumps({"type": ["container"], "label": [label]}))))
+        try:
+            async with asyncio.timeout(10):  # subscribed only once the engine answered the request
+                while docker.events.json_stream is None:
+                    await asyncio.sleep(0.01)
+            yield events
+        finally:
+            await docker.events.stop()
+            recording.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await recording
+
+
 def _ports_free(base: int, count: int) -> bool:
     for port in range(base + 1, base + count + 1):
         with socket.socket() as s:
@@ -72,31 +101,10 @@ class SubjectCopy:
 
     @contextlib.asynccontextmanager
     async def events_recorded(self) -> AsyncIterator[None]:
-        """Record the copy's container events live, from the engine's event stream, while inside. Asked afterwards
-        with `--since`, Docker answers from the last 256 events of its whole engine, and a run on a subject whose
-        checks exec into its members (three events an exec) pushed a kill's `die` out of them within the run (CI,
-        session 28). Streamed events are not dropped."""
-        filters = {"type": ["container"], "label": [f"{PROJECT_LABEL}={self.instance.project}"]}
-        async with connect() as docker:
-            subscriber = docker.events.subscribe(filters=json.dumps(filters))
-            pump = asyncio.create_task(self._record(subscriber))
-            try:
-                async with asyncio.timeout(10):  # subscribed only once the engine answered the request
-                    while docker.events.json_stream is None:
-                        await asyncio.sleep(0.01)
-                yield
-            finally:
-                await docker.events.stop()
-                pump.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pump
-
-    async def _record(self, subscriber) -> None:
-        self._events = []
-        while (event := await subscriber.get()) is not None:
-            attributes = event.get("Actor", {}).get("Attributes", {})
-            self._events.append(ContainerEvent(event.get("Action") or event.get("status", ""),
-                                               attributes.get(SERVICE_LABEL), attributes, event["timeNano"]))
+        """Record the copy's container events live while inside (`container_events_recorded`)."""
+        async with container_events_recorded(f"{PROJECT_LABEL}={self.instance.project}") as events:
+            self._events = events
+            yield
 
     async def container_events(self, since: datetime, **filters: str) -> list[ContainerEvent]:
         """The copy's container events since `since` exactly (one of the same second but before it, the copy's own

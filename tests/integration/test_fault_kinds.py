@@ -34,6 +34,7 @@ from durable_chaos.contracts import (
     final_report,
 )
 from durable_chaos.ids import fault_tag
+from durable_chaos.runtime.copies import container_events_recorded
 from tests.conftest import (
     ARTIFACTS,
     ROOT,
@@ -47,8 +48,8 @@ from tests.conftest import (
 from tests.fault_checks import (
     containers,
     docker_state,
+    HELPER_LABEL,
     events_since,
-    helpers_created_since,
     host_chaos_rules,
     leftovers,
     net_states,
@@ -200,8 +201,10 @@ async def test_each_kind_is_seen_while_in_effect_and_gone_after(client, task_que
     before = await net_states(etcd)
     ips = await addresses(etcd)
     since = since_now()
-    async with running_worker(client, task_queue), held_run(client, task_queue, etcd, fault=kind, fault_params=params,
-                                                            target=target, detect_timeout_s=detect_timeout) as handle:
+    # Helpers carry no label of the copy: their creates are recorded from the engine's stream, by the helper label.
+    async with container_events_recorded(HELPER_LABEL) as helper_events, running_worker(client, task_queue), \
+            held_run(client, task_queue, etcd, fault=kind, fault_params=params, target=target,
+                     detect_timeout_s=detect_timeout) as handle:
         hit = await seen_in_effect(handle, etcd, kind, target, label, before, ips, since)
         await asyncio.wait_for(walk_to_end(handle), 180)
         report = await final_report(handle)
@@ -219,7 +222,8 @@ async def test_each_kind_is_seen_while_in_effect_and_gone_after(client, task_que
     if kind != "stop":  # a started container has a new namespace; Docker's own rules in it may differ in detail
         assert after == before, "the namespaces do not read as before the run"
     if kind in NETWORK:
-        helpers = await helpers_created_since(since, tag)
+        helpers = [e.attributes for e in helper_events
+                   if e.action == "create" and e.attributes.get(HELPER_LABEL) == tag]
         assert len(helpers) >= 2, helpers  # inject and undo ran in helpers carrying the run's tag
         assert all(h["image"] == "chaos-nettools:bookworm" for h in helpers), helpers
     hit_events = [(s, a) for s, a, _ in (await events_since(etcd, since))]
