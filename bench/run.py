@@ -319,8 +319,6 @@ def render(results: dict) -> list[Table]:
                   "open": f"ours: _open_loop at {tp['open_rate']:g}/s (not sent: not counted)",
                   "floor": "floor: bare Python client (uvloop, httptools, requests built once, nothing recorded)"}
         for side, label in labels.items():
-            if side not in tp["summary"]:  # results recorded before the floor side existed
-                continue
             s = tp["summary"][side]
             closed = side == "closed"
             ratio = "" if side == "wrk" else f"{_fmt(s['ratio_to_wrk'])}" + (" (aim ≥0.9)" if closed else "")
