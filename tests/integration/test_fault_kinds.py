@@ -46,9 +46,9 @@ from tests.conftest import (
     walk_to_gate,
 )
 from tests.fault_checks import (
+    HELPER_LABEL,
     containers,
     docker_state,
-    HELPER_LABEL,
     events_since,
     host_chaos_rules,
     leftovers,
