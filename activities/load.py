@@ -90,13 +90,17 @@ async def _send(session: Session, op: Op, seq: int, timeout: float) -> None:
         await session.load_op(client, seq, timeout)
 
 
+def _invoke_ns(due_ns: int) -> int:
+    """When an operation sent now counts as invoked: when it was due (a late send's wait counts in its latency), or
+    now if that is earlier: uvloop's timers fire up to a millisecond before the wall-clock time they were set for,
+    and an operation's effect must fall inside its recorded interval."""
+    return min(due_ns, time.time_ns())
+
+
 async def one_op(session: Session, kind: str, client: int, key: str | None, value, seq: int, timeout: float,
                  due_ns: int) -> Op:
-    """Send one operation and record it as the client saw it. It is invoked when it was due (a late send's wait
-    counts in its latency), or when it was really sent if that was earlier: uvloop's timers fire up to a
-    millisecond before the wall-clock time they were set for, and an operation's effect must fall inside its
-    recorded interval."""
-    op = Op(kind=kind, outcome="ok", invoke_ns=min(due_ns, time.time_ns()), complete_ns=0, key=key, value=value,
+    """Send one operation and record it as the client saw it, invoked at `_invoke_ns`."""
+    op = Op(kind=kind, outcome="ok", invoke_ns=_invoke_ns(due_ns), complete_ns=0, key=key, value=value,
             process=client)
     try:
         async with asyncio.timeout(timeout * OP_DEADLINE_FACTOR):
@@ -139,9 +143,8 @@ async def _open_loop(session: Session, req: LoadRequest, keys: tuple[str, ...], 
                               process=client, error="not sent: concurrency cap reached", capped=True))
                 continue
             task = asyncio.create_task(one_op(session, kind, client, key, value, seq, req.check_timeout_s, due_ns))
-            # As one_op records it: invoked when due, or when sent if uvloop's timer fired before that.
             in_flight[task] = Op(kind=kind, outcome="fail" if kind in READ_ONLY else "info",
-                                 invoke_ns=min(due_ns, time.time_ns()), complete_ns=0, key=key, value=value,
+                                 invoke_ns=_invoke_ns(due_ns), complete_ns=0, key=key, value=value,
                                  process=client, error=CUT_OFF)
             task.add_done_callback(answered)
         # Every operation ends within its timeout: wait for the last answers, so the part holds whole operations.
